@@ -1,0 +1,418 @@
+//! Commits: the signed, encrypted unit of change.
+//!
+//! Implements `protocol-spec/wire-format.md` §3 and `protocol-spec/crypto.md`
+//! §5. A commit is a header, the XChaCha20-Poly1305 ciphertext of its
+//! [`Changes`] under the header's scope key (the header is the associated
+//! data), and an ed25519 signature by the author over header and ciphertext.
+//! Anyone can check authorship without the key; only key holders can read.
+
+use std::fmt;
+
+use ciborium::Value as Cbor;
+use rand_core::CryptoRng;
+
+use crate::aead::{self, NONCE_LEN, ScopeKey, TAG_LEN};
+use crate::change::Changes;
+use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields};
+use crate::hlc::Hlc;
+use crate::keys::{DatabaseId, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext};
+use crate::value::Name;
+
+/// Largest encoded commit, in bytes (1 MiB).
+pub const MAX_COMMIT_BYTES: usize = 1 << 20;
+/// Largest encoded commit header, in bytes.
+pub const MAX_HEADER_BYTES: usize = 512;
+/// The commit format version this implementation writes and reads.
+pub const COMMIT_VERSION: u64 = 0;
+/// BLAKE3 context of commit ids.
+pub const COMMIT_ID_CONTEXT: &str = "basic/v0 commit id";
+
+/// The hash that names a commit: BLAKE3 (derive-key mode) of its encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommitId(pub [u8; 32]);
+
+impl CommitId {
+    /// The id of the commit encoded as `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(COMMIT_ID_CONTEXT);
+        hasher.update(bytes);
+        Self(*hasher.finalize().as_bytes())
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+impl fmt::Debug for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommitId({self})")
+    }
+}
+
+/// Everything about a commit except its content; signed, and the AEAD's
+/// associated data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitHeader {
+    /// The database the commit belongs to.
+    pub database: DatabaseId,
+    /// The author's key.
+    pub author: PublicKey,
+    /// Position in the author's log, from 1.
+    pub seq: u64,
+    /// Id of the author's commit at `seq - 1`; `None` exactly when `seq` is 1.
+    pub prev: Option<CommitId>,
+    /// The write's clock stamp.
+    pub hlc: Hlc,
+    /// The scope whose key encrypts the content.
+    pub scope: Name,
+    /// The epoch of that scope's key.
+    pub epoch: u32,
+    /// The AEAD nonce: 24 random bytes.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl CborCodec for CommitHeader {
+    const WHAT: &'static str = "commit header";
+    const MAX_BYTES: usize = MAX_HEADER_BYTES;
+
+    fn to_cbor(&self) -> Cbor {
+        let int = |n: u64| Cbor::Integer(n.into());
+        Cbor::Array(vec![
+            int(COMMIT_VERSION),
+            Cbor::Bytes(self.database.0.to_vec()),
+            Cbor::Bytes(self.author.as_bytes().to_vec()),
+            int(self.seq),
+            self.prev.map_or(Cbor::Null, |prev| Cbor::Bytes(prev.0.to_vec())),
+            Cbor::Array(vec![int(self.hlc.wall_ms), int(self.hlc.counter.into())]),
+            Cbor::Text(self.scope.as_str().to_owned()),
+            int(self.epoch.into()),
+            Cbor::Bytes(self.nonce.to_vec()),
+        ])
+    }
+
+    fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
+        let mut fields = Fields::new(value, "header", 9)?;
+        let version = fields.uint("header.version")?;
+        if version != COMMIT_VERSION {
+            return Err(DecodeError::UnsupportedVersion { what: Self::WHAT, version });
+        }
+        let database = DatabaseId(fields.fixed("header.database")?);
+        let author = PublicKey::from_bytes(fields.fixed("header.author")?)
+            .map_err(|error| DecodeError::BadKey { field: "header.author", error })?;
+        let seq = fields.uint("header.seq")?;
+        if seq == 0 {
+            return Err(DecodeError::InvalidValue {
+                field: "header.seq",
+                reason: "starts at 1".into(),
+            });
+        }
+        let prev = match fields.next("header.prev")? {
+            Cbor::Null => None,
+            value => Some(CommitId(codec::as_fixed(value, "header.prev")?)),
+        };
+        if prev.is_none() != (seq == 1) {
+            return Err(DecodeError::InvalidValue {
+                field: "header.prev",
+                reason: "must be null exactly when seq is 1".into(),
+            });
+        }
+        let mut hlc = Fields::new(fields.next("header.hlc")?, "header.hlc", 2)?;
+        let wall_ms = hlc.uint("header.hlc.wall_ms")?;
+        let counter = u32::try_from(hlc.uint("header.hlc.counter")?).map_err(|_| {
+            DecodeError::InvalidValue { field: "header.hlc.counter", reason: "over 2^32-1".into() }
+        })?;
+        let scope = Name::from_cbor(fields.next("header.scope")?, "header.scope")?;
+        let epoch = u32::try_from(fields.uint("header.epoch")?).map_err(|_| {
+            DecodeError::InvalidValue { field: "header.epoch", reason: "over 2^32-1".into() }
+        })?;
+        let nonce = fields.fixed("header.nonce")?;
+        Ok(Self { database, author, seq, prev, hlc: Hlc { wall_ms, counter }, scope, epoch, nonce })
+    }
+}
+
+/// The outer CBOR array of a commit.
+struct Envelope {
+    header: Vec<u8>,
+    ciphertext: Vec<u8>,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl CborCodec for Envelope {
+    const WHAT: &'static str = "commit";
+    const MAX_BYTES: usize = MAX_COMMIT_BYTES;
+
+    fn to_cbor(&self) -> Cbor {
+        Cbor::Array(vec![
+            Cbor::Bytes(self.header.clone()),
+            Cbor::Bytes(self.ciphertext.clone()),
+            Cbor::Bytes(self.signature.to_vec()),
+        ])
+    }
+
+    fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
+        let mut fields = Fields::new(value, "commit", 3)?;
+        Ok(Self {
+            header: fields.bytes("commit.header", 1, MAX_HEADER_BYTES)?,
+            ciphertext: fields.bytes("commit.ciphertext", TAG_LEN, MAX_COMMIT_BYTES)?,
+            signature: fields.fixed("commit.signature")?,
+        })
+    }
+}
+
+/// What a writer fixes before its changes are sealed into a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitDraft {
+    /// The database written.
+    pub database: DatabaseId,
+    /// Position in the author's log, from 1.
+    pub seq: u64,
+    /// Id of the author's previous commit; `None` exactly when `seq` is 1.
+    pub prev: Option<CommitId>,
+    /// The write's clock stamp.
+    pub hlc: Hlc,
+    /// The scope written.
+    pub scope: Name,
+    /// The epoch of the scope key used.
+    pub epoch: u32,
+}
+
+/// Why a commit could not be made, decoded or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The bytes are not a well-formed commit.
+    #[error("malformed commit: {0}")]
+    Decode(#[from] DecodeError),
+    /// The signature does not verify strictly for the author and content.
+    #[error("commit signature does not verify for its author")]
+    BadSignature,
+    /// `seq` and `prev` disagree in a draft.
+    #[error("prev must be given exactly when seq is above 1 (seq {seq})")]
+    BadChain {
+        /// The draft's seq.
+        seq: u64,
+    },
+    /// The encoded commit would exceed [`MAX_COMMIT_BYTES`]: split the changes.
+    #[error("commit would be {len} bytes, over the limit of {MAX_COMMIT_BYTES}: split the changes")]
+    TooLarge {
+        /// The size the commit would have.
+        len: usize,
+    },
+    /// Decryption failed: wrong key, or ciphertext and header do not belong together.
+    #[error("commit cannot be decrypted with this key (wrong key or tampered ciphertext)")]
+    Undecryptable,
+    /// Decrypted, but the plaintext is not a valid change set.
+    #[error("decrypted changes are malformed: {0}")]
+    BadChanges(DecodeError),
+}
+
+/// A commit whose structure and signature have been verified.
+///
+/// The only ways to get one are [`Commit::create`] and [`Commit::decode`],
+/// so holding a `Commit` means its author really signed it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Commit {
+    header: CommitHeader,
+    header_bytes: Vec<u8>,
+    ciphertext: Vec<u8>,
+    signature: [u8; SIGNATURE_LEN],
+    bytes: Vec<u8>,
+    id: CommitId,
+}
+
+impl Commit {
+    /// Encrypts `changes` under `key`, signs as `author` and encodes.
+    pub fn create(
+        author: &SecretKey,
+        draft: CommitDraft,
+        changes: &Changes,
+        key: &ScopeKey,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Self, CommitError> {
+        if draft.prev.is_none() != (draft.seq == 1) || draft.seq == 0 {
+            return Err(CommitError::BadChain { seq: draft.seq });
+        }
+        let header = CommitHeader {
+            database: draft.database,
+            author: author.public(),
+            seq: draft.seq,
+            prev: draft.prev,
+            hlc: draft.hlc,
+            scope: draft.scope,
+            epoch: draft.epoch,
+            nonce: aead::random_nonce(rng),
+        };
+        let header_bytes = header.encode();
+        let plaintext = changes.encode();
+        // Fail before encrypting when the result is sure to be too large.
+        if plaintext.len() + header_bytes.len() + TAG_LEN > MAX_COMMIT_BYTES {
+            return Err(CommitError::TooLarge {
+                len: plaintext.len() + header_bytes.len() + TAG_LEN,
+            });
+        }
+        let ciphertext = key.encrypt(&header.nonce, &header_bytes, &plaintext);
+        let signature =
+            author.sign(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext));
+        let envelope = Envelope { header: header_bytes, ciphertext, signature };
+        let bytes = envelope.encode();
+        if bytes.len() > MAX_COMMIT_BYTES {
+            return Err(CommitError::TooLarge { len: bytes.len() });
+        }
+        let Envelope { header: header_bytes, ciphertext, signature } = envelope;
+        Ok(Self { id: CommitId::of(&bytes), header, header_bytes, ciphertext, signature, bytes })
+    }
+
+    /// Decodes `bytes` and verifies the author's signature, in this order:
+    /// size, CBOR structure and canonical form, header fields and author key,
+    /// then the signature. Nothing is decrypted.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CommitError> {
+        let Envelope { header: header_bytes, ciphertext, signature } = Envelope::decode(bytes)?;
+        let header = CommitHeader::decode(&header_bytes)?;
+        header
+            .author
+            .verify(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext), &signature)
+            .map_err(|_: KeyError| CommitError::BadSignature)?;
+        Ok(Self {
+            id: CommitId::of(bytes),
+            header,
+            header_bytes,
+            ciphertext,
+            signature,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Decrypts and decodes the changes with the scope key the header names.
+    pub fn open(&self, key: &ScopeKey) -> Result<Changes, CommitError> {
+        let plaintext = key
+            .decrypt(&self.header.nonce, &self.header_bytes, &self.ciphertext)
+            .ok_or(CommitError::Undecryptable)?;
+        Changes::decode(&plaintext).map_err(CommitError::BadChanges)
+    }
+
+    /// The verified header.
+    pub fn header(&self) -> &CommitHeader {
+        &self.header
+    }
+
+    /// The commit's id.
+    pub fn id(&self) -> CommitId {
+        self.id
+    }
+
+    /// The complete encoding, as sent and stored.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The encoded header: the AEAD's associated data.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The encrypted changes, tag included.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+
+    /// The author's signature.
+    pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
+        &self.signature
+    }
+
+    /// The message the signature covers (before the context label).
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(&self.header_bytes, &self.ciphertext)
+    }
+}
+
+impl fmt::Debug for Commit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Commit")
+            .field("id", &self.id)
+            .field("header", &self.header)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// Header then ciphertext. The header is one self-delimiting CBOR item, so
+/// the split between the two is unambiguous.
+fn signed_message(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(header.len() + ciphertext.len());
+    message.extend_from_slice(header);
+    message.extend_from_slice(ciphertext);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::RowOp;
+    use crate::value::{KeyPart, RowKey, Value};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::collections::BTreeMap;
+
+    fn fixture() -> (SecretKey, CommitDraft, Changes, ScopeKey, ChaCha20Rng) {
+        let author = SecretKey::from_seed([3; 32]);
+        let draft = CommitDraft {
+            database: DatabaseId([9; 32]),
+            seq: 1,
+            prev: None,
+            hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0 },
+            scope: Name::new("todo").unwrap(),
+            epoch: 0,
+        };
+        let changes = Changes::new(vec![RowOp::Upsert {
+            table: Name::new("todo.items").unwrap(),
+            key: RowKey::single(KeyPart::Text("a".into())),
+            generation: 1,
+            cells: BTreeMap::from([(Name::new("title").unwrap(), Value::Text("milk".into()))]),
+        }])
+        .unwrap();
+        (author, draft, changes, ScopeKey::from_bytes([5; 32]), ChaCha20Rng::seed_from_u64(1))
+    }
+
+    #[test]
+    fn create_decode_open() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+        let decoded = Commit::decode(commit.as_bytes()).unwrap();
+        assert_eq!(decoded, commit);
+        assert_eq!(decoded.open(&key).unwrap(), changes);
+        assert_eq!(decoded.open(&ScopeKey::from_bytes([6; 32])), Err(CommitError::Undecryptable));
+    }
+
+    #[test]
+    fn tampering_anywhere_is_caught() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+        for i in 0..commit.as_bytes().len() {
+            let mut bytes = commit.as_bytes().to_vec();
+            bytes[i] ^= 0x01;
+            assert!(Commit::decode(&bytes).is_err(), "flip at byte {i} accepted");
+        }
+    }
+
+    #[test]
+    fn nonces_differ_between_commits() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let a = Commit::create(&author, draft.clone(), &changes, &key, &mut rng).unwrap();
+        let b = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+        assert_ne!(a.header().nonce, b.header().nonce);
+        assert_ne!(a.id(), b.id());
+    }
+
+    #[test]
+    fn drafts_must_chain() {
+        let (author, mut draft, changes, key, mut rng) = fixture();
+        draft.seq = 2;
+        assert_eq!(
+            Commit::create(&author, draft, &changes, &key, &mut rng),
+            Err(CommitError::BadChain { seq: 2 })
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! Identities, keys, text ids and domain-separated signatures.
+//!
+//! Implements `protocol-spec/crypto.md` §1–§3. Every principal (the user's
+//! root identity, a device, an app, a pinning peer) holds one 32-byte seed.
+//! The seed is the principal's ed25519 signing key; its x25519 sealing key is
+//! derived from the seed with a separate BLAKE3 context, so the two keys are
+//! independent and one seed is all a principal needs to keep.
+
+use std::fmt;
+use std::str::FromStr;
+
+use data_encoding::BASE32_NOPAD;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// BLAKE3 context deriving a principal's x25519 secret from its seed.
+pub const SEALING_KEY_CONTEXT: &str = "basic/v0 sealing key from seed";
+/// BLAKE3 context of the 4-byte checksum in text ids.
+pub const ID_CHECKSUM_CONTEXT: &str = "basic/v0 text id checksum";
+
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// What a signature is for. The label is prefixed to every signed message,
+/// so a signature made for one purpose never verifies for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningContext {
+    /// A data commit (`protocol-spec/wire-format.md` §3).
+    Commit,
+    /// A control-log operation (grants, devices, revocations).
+    Control,
+}
+
+impl SigningContext {
+    /// The label, without the terminating zero byte.
+    pub fn label(self) -> &'static str {
+        match self {
+            SigningContext::Commit => "basic/v0/commit",
+            SigningContext::Control => "basic/v0/control",
+        }
+    }
+
+    /// The exact bytes signed for `message`: label, a zero byte, the message.
+    pub fn signed_bytes(self, message: &[u8]) -> Vec<u8> {
+        let label = self.label().as_bytes();
+        let mut out = Vec::with_capacity(label.len() + 1 + message.len());
+        out.extend_from_slice(label);
+        out.push(0);
+        out.extend_from_slice(message);
+        out
+    }
+}
+
+/// Why a public key, signature or text id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The 32 bytes are not the encoding of a curve point.
+    #[error("public key is not a valid ed25519 point")]
+    InvalidPoint,
+    /// The key is a small-order point: anyone could forge its signatures.
+    #[error("public key is a weak (small-order) ed25519 point")]
+    WeakKey,
+    /// The signature does not verify (strictly) for this key and message.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A text id without a known `kind_` prefix.
+    #[error("id {0:?} does not start with a known prefix (usr_, dev_, app_, pin_, db_)")]
+    UnknownPrefix(String),
+    /// A text id of the wrong kind for where it was used.
+    #[error("expected a {expected} id, got a {found} id")]
+    WrongKind {
+        /// The kind required here.
+        expected: &'static str,
+        /// The kind of the id given.
+        found: &'static str,
+    },
+    /// A text id whose body is not base32 of the right length.
+    #[error("id body is not 58 base32 characters")]
+    BadEncoding,
+    /// A text id whose checksum does not match: a typo or a truncated copy.
+    #[error("id checksum does not match (mistyped or truncated?)")]
+    BadChecksum,
+}
+
+/// A validated ed25519 public key: a canonical, non-weak curve point.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; 32]);
+
+impl PublicKey {
+    /// Validates 32 bytes as a public key.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
+        if key.is_weak() {
+            return Err(KeyError::WeakKey);
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The 32 bytes of the key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Checks `signature` over `message` in `context`, strictly: small-order
+    /// keys and nonces and non-canonical scalars are rejected.
+    pub fn verify(
+        &self,
+        context: SigningContext,
+        message: &[u8],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Result<(), KeyError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)?;
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        key.verify_strict(&context.signed_bytes(message), &signature)
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+/// An x25519 public key used to seal keys to a principal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SealingKey(pub [u8; 32]);
+
+impl fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealingKey({})", data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+/// A principal's secret: one seed, from which its signing and sealing keys come.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey {
+    seed: [u8; 32],
+}
+
+impl SecretKey {
+    /// The secret with this seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self { seed }
+    }
+
+    /// A new secret from `rng`.
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
+        let mut seed = [0; 32];
+        rng.fill_bytes(&mut seed);
+        Self { seed }
+    }
+
+    /// The seed. Keep it secret.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The ed25519 public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.signing_key().verifying_key().to_bytes())
+    }
+
+    /// Signs `message` in `context`.
+    pub fn sign(&self, context: SigningContext, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing_key().sign(&context.signed_bytes(message)).to_bytes()
+    }
+
+    /// The x25519 secret used to open keys sealed to this principal.
+    pub fn sealing_secret(&self) -> x25519_dalek::StaticSecret {
+        x25519_dalek::StaticSecret::from(blake3::derive_key(SEALING_KEY_CONTEXT, &self.seed))
+    }
+
+    /// The x25519 public key others seal to.
+    pub fn sealing_key(&self) -> SealingKey {
+        SealingKey(x25519_dalek::PublicKey::from(&self.sealing_secret()).to_bytes())
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        SigningKey::from_bytes(&self.seed)
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(public: {:?})", self.public())
+    }
+}
+
+/// The role a key plays, shown as the prefix of its text id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The user's root identity (`usr_`).
+    User,
+    /// One of the user's devices (`dev_`).
+    Device,
+    /// An app holding a grant (`app_`).
+    App,
+    /// A pinning peer (`pin_`).
+    Pinner,
+}
+
+impl Role {
+    const ALL: [Role; 4] = [Role::User, Role::Device, Role::App, Role::Pinner];
+
+    /// The text-id prefix, including the underscore.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Role::User => "usr_",
+            Role::Device => "dev_",
+            Role::App => "app_",
+            Role::Pinner => "pin_",
+        }
+    }
+
+    /// The role's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Device => "device",
+            Role::App => "app",
+            Role::Pinner => "pinning peer",
+        }
+    }
+}
+
+/// A public key together with its role: what users see and paste.
+///
+/// Text form: the role prefix, then unpadded lowercase RFC 4648 base32 of the
+/// 32 key bytes followed by a 4-byte checksum (`protocol-spec/crypto.md` §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal {
+    /// What the key is.
+    pub role: Role,
+    /// The key.
+    pub key: PublicKey,
+}
+
+impl Principal {
+    /// Parses a text id that must be of `role`.
+    pub fn parse_as(role: Role, text: &str) -> Result<PublicKey, KeyError> {
+        let principal: Principal = text.parse()?;
+        if principal.role != role {
+            return Err(KeyError::WrongKind {
+                expected: role.name(),
+                found: principal.role.name(),
+            });
+        }
+        Ok(principal.key)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&encode_id(self.role.prefix(), self.key.as_bytes()))
+    }
+}
+
+impl FromStr for Principal {
+    type Err = KeyError;
+
+    fn from_str(text: &str) -> Result<Self, KeyError> {
+        let role = Role::ALL
+            .into_iter()
+            .find(|role| text.starts_with(role.prefix()))
+            .ok_or_else(|| KeyError::UnknownPrefix(text.chars().take(8).collect()))?;
+        let bytes = decode_id(role.prefix(), text)?;
+        Ok(Principal { role, key: PublicKey::from_bytes(bytes)? })
+    }
+}
+
+/// The id of one user database: 32 bytes, text form `db_…`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatabaseId(pub [u8; 32]);
+
+impl DatabaseId {
+    const PREFIX: &'static str = "db_";
+}
+
+impl fmt::Display for DatabaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&encode_id(Self::PREFIX, &self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseId({self})")
+    }
+}
+
+impl FromStr for DatabaseId {
+    type Err = KeyError;
+
+    fn from_str(text: &str) -> Result<Self, KeyError> {
+        if !text.starts_with(Self::PREFIX) {
+            return Err(KeyError::UnknownPrefix(text.chars().take(8).collect()));
+        }
+        decode_id(Self::PREFIX, text).map(DatabaseId)
+    }
+}
+
+fn id_checksum(prefix: &str, bytes: &[u8; 32]) -> [u8; 4] {
+    let mut hasher = blake3::Hasher::new_derive_key(ID_CHECKSUM_CONTEXT);
+    hasher.update(prefix.as_bytes());
+    hasher.update(bytes);
+    let hash = hasher.finalize();
+    let mut out = [0; 4];
+    out.copy_from_slice(&hash.as_bytes()[..4]);
+    out
+}
+
+fn encode_id(prefix: &str, bytes: &[u8; 32]) -> String {
+    let mut body = [0u8; 36];
+    body[..32].copy_from_slice(bytes);
+    body[32..].copy_from_slice(&id_checksum(prefix, bytes));
+    let mut text = String::from(prefix);
+    text.push_str(&BASE32_NOPAD.encode(&body).to_ascii_lowercase());
+    text
+}
+
+fn decode_id(prefix: &str, text: &str) -> Result<[u8; 32], KeyError> {
+    let body = &text[prefix.len()..];
+    if body.len() != 58 {
+        return Err(KeyError::BadEncoding);
+    }
+    let decoded = BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .map_err(|_| KeyError::BadEncoding)?;
+    let (key, checksum) = decoded.split_at(32);
+    let mut bytes = [0; 32];
+    bytes.copy_from_slice(key);
+    if checksum != id_checksum(prefix, &bytes) {
+        return Err(KeyError::BadChecksum);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secret(n: u8) -> SecretKey {
+        SecretKey::from_seed([n; 32])
+    }
+
+    #[test]
+    fn signatures_are_bound_to_their_context() {
+        let key = secret(1);
+        let sig = key.sign(SigningContext::Commit, b"hello");
+        assert_eq!(key.public().verify(SigningContext::Commit, b"hello", &sig), Ok(()));
+        assert_eq!(
+            key.public().verify(SigningContext::Control, b"hello", &sig),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn non_canonical_signature_is_rejected() {
+        let key = secret(2);
+        let mut sig = key.sign(SigningContext::Commit, b"m");
+        // s + L is the same scalar mod L, but not in canonical form.
+        add_group_order(&mut sig[32..]);
+        assert_eq!(
+            key.public().verify(SigningContext::Commit, b"m", &sig),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    /// Adds the ed25519 group order L to a little-endian scalar.
+    pub(crate) fn add_group_order(s: &mut [u8]) {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (byte, l) in s.iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+
+    #[test]
+    fn weak_and_invalid_keys_are_rejected() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::WeakKey));
+        // y = 2 is not on the curve.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert_eq!(PublicKey::from_bytes(off_curve), Err(KeyError::InvalidPoint));
+    }
+
+    #[test]
+    fn text_ids_catch_typos_and_wrong_kinds() {
+        let principal = Principal { role: Role::App, key: secret(3).public() };
+        let text = principal.to_string();
+        assert!(text.starts_with("app_"));
+        assert_eq!(text.len(), 4 + 58);
+        assert_eq!(text.parse::<Principal>(), Ok(principal));
+        assert_eq!(text.to_uppercase().replacen("APP_", "app_", 1).parse(), Ok(principal));
+        let mut typo = text.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        assert_eq!(typo.parse::<Principal>(), Err(KeyError::BadChecksum));
+        assert_eq!(text[..40].parse::<Principal>(), Err(KeyError::BadEncoding));
+        assert_eq!(
+            Principal::parse_as(Role::Device, &text),
+            Err(KeyError::WrongKind { expected: "device", found: "app" })
+        );
+        assert!(matches!("xyz_abc".parse::<Principal>(), Err(KeyError::UnknownPrefix(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn principal_text_round_trips(seed in any::<[u8; 32]>(), role in 0usize..4) {
+            let principal = Principal { role: Role::ALL[role], key: SecretKey::from_seed(seed).public() };
+            prop_assert_eq!(principal.to_string().parse::<Principal>(), Ok(principal));
+        }
+
+        #[test]
+        fn database_id_text_round_trips(bytes in any::<[u8; 32]>()) {
+            let id = DatabaseId(bytes);
+            prop_assert_eq!(id.to_string().parse::<DatabaseId>(), Ok(id));
+        }
+
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in "\\PC{0,80}") {
+            let _ = text.parse::<Principal>();
+            let _ = text.parse::<DatabaseId>();
+        }
+    }
+}
