@@ -1,0 +1,333 @@
+//! `negative.json`: inputs every implementation must refuse, with the error.
+
+use basic_proto::hlc::{MAX_AHEAD_MS, check_not_ahead};
+use basic_proto::seal::SEALED_CIPHERTEXT_LEN;
+use basic_proto::{
+    Cbor, Commit, CommitHeader, Party, Principal, Role, ScopeKey, SealedKey, SecretKey,
+    SigningContext,
+};
+use ciborium::Value as CborValue;
+use serde_json::{Value as Json, json};
+
+use crate::commits::{BASE_WALL_MS, chain, draft, hundred_cells, scope_key};
+use crate::errors;
+use crate::json::hex;
+use crate::{fixture, principal, rng};
+
+/// A commit's three parts, to take apart and put back together.
+struct Parts {
+    header: Vec<u8>,
+    ciphertext: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Parts {
+    fn of(commit: &Commit) -> Self {
+        Parts {
+            header: commit.header_bytes().to_vec(),
+            ciphertext: commit.ciphertext().to_vec(),
+            signature: commit.signature().to_vec(),
+        }
+    }
+
+    fn resign(mut self, author: &SecretKey, context: SigningContext) -> Self {
+        let message = [&self.header[..], &self.ciphertext].concat();
+        self.signature = author.sign(context, &message).to_vec();
+        self
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        basic_proto::codec::encode_value(&CborValue::Array(vec![
+            CborValue::Bytes(self.header.clone()),
+            CborValue::Bytes(self.ciphertext.clone()),
+            CborValue::Bytes(self.signature.clone()),
+        ]))
+    }
+}
+
+/// A header with field `index` replaced by `value`.
+fn edit_header(header: &CommitHeader, index: usize, value: CborValue) -> Vec<u8> {
+    let CborValue::Array(mut fields) = header.to_cbor() else { unreachable!("headers are arrays") };
+    fields[index] = value;
+    basic_proto::codec::encode_value(&CborValue::Array(fields))
+}
+
+fn decode_error(bytes: &[u8]) -> String {
+    errors::commit(&Commit::decode(bytes).expect_err("vector must be refused"))
+}
+
+fn open_error(bytes: &[u8], key: &ScopeKey) -> String {
+    let commit = Commit::decode(bytes).expect("vector decodes; only opening fails");
+    errors::commit(&commit.open(key).expect_err("vector must not open"))
+}
+
+fn commit_case(name: &str, why: &str, input: &[u8]) -> Json {
+    json!({ "name": name, "check": "commit-decode", "why": why, "input": hex(input), "error": decode_error(input) })
+}
+
+fn open_case(name: &str, why: &str, input: &[u8]) -> Json {
+    let key = scope_key();
+    json!({
+        "name": name, "check": "commit-open", "why": why, "input": hex(input),
+        "scope_key": hex(key.as_bytes()), "error": open_error(input, &key),
+    })
+}
+
+fn commit_cases() -> Vec<Json> {
+    let author = principal("device");
+    let commits = chain();
+    let (first, third) = (&commits[0].1, &commits[2].1);
+    let header = first.header();
+
+    let mut tampered = Parts::of(first);
+    tampered.ciphertext[0] ^= 0x01;
+    let tampered_resigned = Parts { ciphertext: tampered.ciphertext.clone(), ..Parts::of(first) }
+        .resign(&author, SigningContext::Commit);
+
+    let mut non_canonical_sig = Parts::of(first);
+    add_group_order(&mut non_canonical_sig.signature[32..]);
+
+    let mut weak_author = [0u8; 32];
+    weak_author[0] = 1;
+    let weak = Parts {
+        header: edit_header(header, 2, CborValue::Bytes(weak_author.to_vec())),
+        ..Parts::of(first)
+    };
+
+    let swapped = Parts { ciphertext: third.ciphertext().to_vec(), ..Parts::of(first) }
+        .resign(&author, SigningContext::Commit);
+
+    let bytes = first.as_bytes();
+    let truncated = &bytes[..bytes.len() - 10];
+    let mut trailing = bytes.to_vec();
+    trailing.push(0);
+
+    let long_scope = Parts {
+        header: edit_header(header, 6, CborValue::Text("a".repeat(65))),
+        ..Parts::of(first)
+    }
+    .resign(&author, SigningContext::Commit);
+    let long_header = Parts { header: vec![0; 513], ..Parts::of(first) };
+
+    // seq 1 as a 9-byte integer: same value, not the shortest form.
+    let mut wide_seq = first.header_bytes().to_vec();
+    let seq_at = 1 + 1 + 34 + 34;
+    assert_eq!(wide_seq[seq_at], 0x01, "seq position in the header");
+    wide_seq.splice(seq_at..=seq_at, [0x1b, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let wide_seq =
+        Parts { header: wide_seq, ..Parts::of(first) }.resign(&author, SigningContext::Commit);
+
+    let version_1 =
+        Parts { header: edit_header(header, 0, CborValue::Integer(1.into())), ..Parts::of(first) }
+            .resign(&author, SigningContext::Commit);
+    let prev_on_first =
+        Parts { header: edit_header(header, 4, CborValue::Bytes(vec![0; 32])), ..Parts::of(first) }
+            .resign(&author, SigningContext::Commit);
+
+    // A commit whose plaintext breaks the rules, correctly encrypted and signed.
+    let bad_plaintext = {
+        let mut plain = hundred_cells().encode();
+        // The first op's generation (1) follows its key [0]: 0x81 0x00 0x01.
+        let at = plain.windows(3).position(|w| w == [0x81, 0x00, 0x01]).expect("first op") + 2;
+        plain[at] = 0x02;
+        let ciphertext = scope_key().encrypt(&header.nonce, first.header_bytes(), &plain);
+        Parts { ciphertext, ..Parts::of(first) }.resign(&author, SigningContext::Commit)
+    };
+
+    vec![
+        commit_case(
+            "tampered ciphertext",
+            "one ciphertext bit flipped: the signature covers the ciphertext",
+            &tampered.encode(),
+        ),
+        commit_case(
+            "signature from another context",
+            "signed with the basic/v0/control label",
+            &Parts::of(first).resign(&author, SigningContext::Control).encode(),
+        ),
+        commit_case(
+            "non-canonical signature",
+            "S + L in place of S: same scalar, not canonical",
+            &non_canonical_sig.encode(),
+        ),
+        commit_case(
+            "weak author key",
+            "author is the identity point, of small order",
+            &weak.encode(),
+        ),
+        commit_case("truncated CBOR", "the last 10 bytes cut off", truncated),
+        commit_case("trailing bytes", "one zero byte after the commit", &trailing),
+        commit_case(
+            "oversize scope name",
+            "65-byte scope name, re-signed by the author",
+            &long_scope.encode(),
+        ),
+        commit_case("oversize header", "513-byte header byte string", &long_header.encode()),
+        commit_case(
+            "non-shortest integer in header",
+            "seq 1 encoded in 9 bytes, re-signed",
+            &wide_seq.encode(),
+        ),
+        commit_case("unknown version", "header version 1, re-signed", &version_1.encode()),
+        commit_case(
+            "prev on the first commit",
+            "seq 1 with a prev hash, re-signed",
+            &prev_on_first.encode(),
+        ),
+        open_case(
+            "tampered ciphertext, re-signed",
+            "the author signs a corrupted ciphertext: the AEAD tag fails",
+            &tampered_resigned.encode(),
+        ),
+        open_case(
+            "header swapped onto another ciphertext",
+            "the first commit's header with the third's ciphertext, re-signed: the header is the AEAD's associated data",
+            &swapped.encode(),
+        ),
+        open_case(
+            "malformed changes",
+            "an upsert with an even generation, encrypted and signed",
+            &bad_plaintext.encode(),
+        ),
+    ]
+}
+
+fn clock_case() -> Json {
+    let now_ms = BASE_WALL_MS;
+    let commit = Commit::create(
+        &principal("device"),
+        draft(1, None, now_ms + MAX_AHEAD_MS + 1),
+        &hundred_cells(),
+        &scope_key(),
+        &mut rng("negative clock"),
+    )
+    .expect("commit");
+    let error = check_not_ahead(commit.header().hlc, now_ms).expect_err("too far ahead");
+    json!({
+        "name": "clock too far ahead",
+        "check": "clock",
+        "why": "the commit is valid but stamped 60001 ms ahead of the receiver's clock: it is held back until now_ms >= hlc.wall_ms - 60000",
+        "input": hex(commit.as_bytes()),
+        "now_ms": now_ms,
+        "apply_at_ms": error.apply_at_ms,
+        "error": errors::clock(&error),
+    })
+}
+
+fn seal_cases() -> Vec<Json> {
+    let (device, app, other) = (principal("device"), principal("app"), principal("pinner"));
+    let payload = ScopeKey::from_bytes(fixture("scope key todo epoch 1"));
+    let label = b"example label: database, scope todo, epoch 1";
+    let sealed =
+        SealedKey::seal(&payload, &device, &Party::of(&app), label, &mut rng("negative seal"))
+            .expect("seal");
+    let mut low_order = sealed.clone();
+    low_order.ephemeral = [0; 32];
+    let mut tampered = sealed.clone();
+    tampered.ciphertext[SEALED_CIPHERTEXT_LEN - 1] ^= 0x80;
+    let case = |name: &str,
+                why: &str,
+                sealed: &SealedKey,
+                recipient: &SecretKey,
+                sender: &SecretKey,
+                label: &[u8]| {
+        let error = sealed.open(recipient, &Party::of(sender), label).expect_err("must not open");
+        json!({
+            "name": name, "check": "seal-open", "why": why,
+            "input": hex(sealed.encode()),
+            "recipient_seed": hex(recipient.seed()),
+            "sender_ed25519_public": hex(sender.public().as_bytes()),
+            "sender_x25519_public": hex(sender.sealing_key().0),
+            "label": hex(label),
+            "error": errors::seal(&error),
+        })
+    };
+    vec![
+        case(
+            "seal opened by another recipient",
+            "sealed to the app, opened by the pinner",
+            &sealed,
+            &other,
+            &device,
+            label,
+        ),
+        case(
+            "seal attributed to another sender",
+            "sealed by the device, opened as if from the pinner",
+            &sealed,
+            &app,
+            &other,
+            label,
+        ),
+        case(
+            "seal under another label",
+            "the label binds database, scope and epoch",
+            &sealed,
+            &app,
+            &device,
+            b"another label",
+        ),
+        case("tampered seal", "one ciphertext bit flipped", &tampered, &app, &device, label),
+        case(
+            "low-order ephemeral key",
+            "ephemeral key of all zeros",
+            &low_order,
+            &app,
+            &device,
+            label,
+        ),
+    ]
+}
+
+fn text_id_cases() -> Vec<Json> {
+    let id = Principal { role: Role::App, key: principal("app").public() }.to_string();
+    let mut typo = id.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    let case = |name: &str, input: &str| {
+        let error = input.parse::<Principal>().expect_err("must be refused");
+        json!({ "name": name, "check": "text-id", "input": input, "error": errors::key(&error) })
+    };
+    vec![
+        case("text id with a typo", &typo),
+        case("truncated text id", &id[..40]),
+        case("unknown prefix", &id.replacen("app_", "key_", 1)),
+        case("weak key in a text id", &weak_key_id()),
+    ]
+}
+
+/// A well-formed `dev_` id (valid checksum) whose key is a small-order point.
+fn weak_key_id() -> String {
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let mut hasher = blake3::Hasher::new_derive_key(basic_proto::keys::ID_CHECKSUM_CONTEXT);
+    hasher.update(b"dev_");
+    hasher.update(&weak);
+    let body = [&weak[..], &hasher.finalize().as_bytes()[..4]].concat();
+    format!("dev_{}", data_encoding::BASE32_NOPAD.encode(&body).to_ascii_lowercase())
+}
+
+/// Adds the ed25519 group order L to a little-endian scalar.
+fn add_group_order(s: &mut [u8]) {
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (byte, l) in s.iter_mut().zip(L) {
+        let sum = u16::from(*byte) + u16::from(l) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+}
+
+pub(crate) fn vectors() -> Json {
+    let mut cases = commit_cases();
+    cases.push(clock_case());
+    cases.extend(seal_cases());
+    cases.extend(text_id_cases());
+    json!({
+        "description": "Inputs that MUST be refused, with the error each MUST produce. check: commit-decode (decode and verify the commit), commit-open (decoding succeeds; decrypting with scope_key or decoding the plaintext fails), clock (the commit decodes but its stamp is more than 60000 ms ahead of now_ms), seal-open (open the sealed key as recipient_seed, attributed to the sender keys, under label), text-id (parse the text id). Error codes are listed in vectors/README.md.",
+        "cases": cases,
+    })
+}
