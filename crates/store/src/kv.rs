@@ -1,0 +1,323 @@
+//! The storage trait: one ordered keyspace with atomic batches and an
+//! explicit durability point, in memory (tests, simulator) and on sled.
+//!
+//! Everything the replica keeps — commits, log indexes, row states — sits
+//! in this one keyspace under prefixes (see [`crate::layout`]), so a batch
+//! that appends to a log and updates the rows it touches is atomic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// A storage failure: the disk or the storage engine, never bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("storage engine: {0}")]
+    Sled(#[from] sled::Error),
+    /// Stored bytes that should be ours do not decode: the data is corrupt.
+    #[error("corrupt stored record {what}: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Writes applied together, all or nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// The value this batch gives `key`: `Some(None)` if it deletes it,
+    /// `None` if the batch does not touch it.
+    pub fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes.get(key).map(|value| value.as_deref())
+    }
+
+    /// The batch's writes under `prefix`, in key order.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.writes
+            .range(prefix.to_vec()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Number of keys written.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value keyspace with atomic batches.
+pub trait Store: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Entries whose key starts with `prefix`, in key order, starting at
+    /// the first key `>= from` (pass `prefix` to start at the beginning).
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_>;
+
+    /// Applies `batch` atomically (not yet durably).
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Makes every applied batch durable. Returns once it is on disk.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Bytes used on disk (0 in memory).
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// Entries under `prefix`, from its start.
+pub fn scan_prefix<'a, S: Store + ?Sized>(
+    store: &'a S,
+    prefix: &[u8],
+) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+    store.scan(prefix, prefix)
+}
+
+/// The store on sled: one tree, batches applied atomically.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in directory `path`, with a
+    /// page cache of at most `cache_bytes` (a soft limit in sled).
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
+        Ok(Self { db })
+    }
+
+    /// A store in a temporary directory, removed when dropped.
+    pub fn temporary() -> Result<Self, StoreError> {
+        let db = sled::Config::new().temporary(true).cache_capacity(64 << 20).open()?;
+        Ok(Self { db })
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key)?.map(|value| value.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+        let prefix = prefix.to_vec();
+        Box::new(
+            self.db
+                .range(from.to_vec()..)
+                .take_while(move |entry| match entry {
+                    Ok((key, _)) => key.starts_with(&prefix),
+                    Err(_) => true,
+                })
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    Ok((key.to_vec(), value.to_vec()))
+                }),
+        )
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        Ok(self.db.apply_batch(sled_batch)?)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The store in memory. It keeps what was flushed apart from what was only
+/// applied, so [`MemStore::crash`] can model losing power: the simulator
+/// restarts nodes with exactly what they had flushed.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    state: Mutex<MemState>,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Previous values of keys changed since the last flush, oldest first.
+    undo: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything applied since the last flush, as a crash would.
+    pub fn crash(&self) {
+        let mut state = self.lock();
+        while let Some((key, previous)) = state.undo.pop() {
+            match previous {
+                Some(value) => state.data.insert(key, value),
+                None => state.data.remove(&key),
+            };
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        // A panic while holding the lock leaves the maps consistent: every
+        // method changes them with single insert/remove calls.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().data.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+        let entries: Vec<_> = self
+            .lock()
+            .data
+            .range(from.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| Ok((key.clone(), value.clone())))
+            .collect();
+        Box::new(entries.into_iter())
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for (key, value) in batch.writes {
+            let previous = match value {
+                Some(value) => state.data.insert(key.clone(), value),
+                None => state.data.remove(&key),
+            };
+            state.undo.push((key, previous));
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.lock().undo.clear();
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The behaviour every store must have.
+    fn contract(store: &dyn Store) {
+        let mut batch = Batch::default();
+        batch.put(b"a/1".to_vec(), b"one".to_vec());
+        batch.put(b"a/2".to_vec(), b"two".to_vec());
+        batch.put(b"b/1".to_vec(), b"other".to_vec());
+        store.apply(batch).unwrap();
+        assert_eq!(store.get(b"a/1").unwrap(), Some(b"one".to_vec()));
+        let keys: Vec<_> = scan_prefix(store, b"a/").map(|e| e.unwrap().0).collect();
+        assert_eq!(keys, [b"a/1".to_vec(), b"a/2".to_vec()]);
+        let from: Vec<_> = store.scan(b"a/", b"a/2").map(|e| e.unwrap().0).collect();
+        assert_eq!(from, [b"a/2".to_vec()]);
+        let mut batch = Batch::default();
+        batch.delete(b"a/1".to_vec());
+        batch.put(b"a/3".to_vec(), b"three".to_vec());
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.get(b"a/1").unwrap(), None);
+        assert_eq!(scan_prefix(store, b"a/").count(), 2);
+        assert_eq!(scan_prefix(store, b"z").count(), 0);
+    }
+
+    #[test]
+    fn mem_store_meets_the_contract() {
+        contract(&MemStore::new());
+    }
+
+    #[test]
+    fn sled_store_meets_the_contract() {
+        contract(&SledStore::temporary().unwrap());
+    }
+
+    #[test]
+    fn sled_store_keeps_flushed_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let mut batch = Batch::default();
+            batch.put(b"k".to_vec(), b"v".to_vec());
+            store.apply(batch).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn mem_store_crash_loses_only_unflushed_writes() {
+        let store = MemStore::new();
+        let mut batch = Batch::default();
+        batch.put(b"kept".to_vec(), b"1".to_vec());
+        batch.put(b"changed".to_vec(), b"old".to_vec());
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+        let mut batch = Batch::default();
+        batch.put(b"lost".to_vec(), b"2".to_vec());
+        batch.put(b"changed".to_vec(), b"new".to_vec());
+        batch.delete(b"kept".to_vec());
+        store.apply(batch).unwrap();
+        store.crash();
+        assert_eq!(store.get(b"kept").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(b"changed").unwrap(), Some(b"old".to_vec()));
+        assert_eq!(store.get(b"lost").unwrap(), None);
+    }
+}

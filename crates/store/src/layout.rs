@@ -1,0 +1,144 @@
+//! Where each record lives in the keyspace.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `c` | commit id | the commit's bytes |
+//! | `l` | author · seq (8 bytes, big-endian) · commit id | empty: the log index |
+//! | `h` | author | the author's log head ([`crate::log::Head`]) |
+//! | `f` | author · seq | empty: a fork at that position |
+//! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
+//! | `x` | commit id | empty: signed but unreadable with its key |
+//! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
+//! | `t` | table · row key · commit id | empty: which commits touched a row |
+//! | `m` | name | replica metadata |
+//!
+//! Names are prefixed by their length byte, so one table's prefix is never
+//! a prefix of another's.
+
+use basic_proto::{CommitId, Name, PublicKey, RowKey};
+
+/// Commits by id.
+pub const COMMIT: u8 = b'c';
+/// Log index: author, seq, id.
+pub const LOG: u8 = b'l';
+/// Log heads by author.
+pub const HEAD: u8 = b'h';
+/// Detected forks.
+pub const FORK: u8 = b'f';
+/// Commits waiting for a key.
+pub const UNOPENED: u8 = b'u';
+/// Commits whose content could not be read with the right key.
+pub const UNREADABLE: u8 = b'x';
+/// Row states.
+pub const ROW: u8 = b'r';
+/// Row-to-commit index.
+pub const TOUCH: u8 = b't';
+/// Metadata.
+pub const META: u8 = b'm';
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    out.push(prefix);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn name_bytes(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + name.as_str().len());
+    // Names are at most 64 bytes (basic_proto::value::MAX_NAME_LEN).
+    out.push(name.as_str().len() as u8);
+    out.extend_from_slice(name.as_str().as_bytes());
+    out
+}
+
+/// `c` · id.
+pub fn commit(id: &CommitId) -> Vec<u8> {
+    key(COMMIT, &[&id.0])
+}
+
+/// `l` · author: every log entry of one author.
+pub fn log_author(author: &PublicKey) -> Vec<u8> {
+    key(LOG, &[author.as_bytes()])
+}
+
+/// `l` · author · seq: the entries at one position (two or more: a fork).
+pub fn log_position(author: &PublicKey, seq: u64) -> Vec<u8> {
+    key(LOG, &[author.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// `l` · author · seq · id.
+pub fn log_entry(author: &PublicKey, seq: u64, id: &CommitId) -> Vec<u8> {
+    key(LOG, &[author.as_bytes(), &seq.to_be_bytes(), &id.0])
+}
+
+/// The id at the end of a log entry key.
+pub fn id_suffix(key: &[u8]) -> Option<CommitId> {
+    let start = key.len().checked_sub(32)?;
+    let mut id = [0; 32];
+    id.copy_from_slice(&key[start..]);
+    Some(CommitId(id))
+}
+
+/// `h` · author.
+pub fn head(author: &PublicKey) -> Vec<u8> {
+    key(HEAD, &[author.as_bytes()])
+}
+
+/// `f` · author · seq.
+pub fn fork(author: &PublicKey, seq: u64) -> Vec<u8> {
+    key(FORK, &[author.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// `u` · scope · epoch: commits waiting for one scope key.
+pub fn unopened_epoch(scope: &Name, epoch: u32) -> Vec<u8> {
+    key(UNOPENED, &[&name_bytes(scope), &epoch.to_be_bytes()])
+}
+
+/// `u` · scope · epoch · id.
+pub fn unopened(scope: &Name, epoch: u32, id: &CommitId) -> Vec<u8> {
+    key(UNOPENED, &[&name_bytes(scope), &epoch.to_be_bytes(), &id.0])
+}
+
+/// `x` · id.
+pub fn unreadable(id: &CommitId) -> Vec<u8> {
+    key(UNREADABLE, &[&id.0])
+}
+
+/// `r` · table: every row of one table.
+pub fn rows_of(table: &Name) -> Vec<u8> {
+    key(ROW, &[&name_bytes(table)])
+}
+
+/// `r` · table · row key.
+pub fn row(table: &Name, row_key: &RowKey) -> Vec<u8> {
+    key(ROW, &[&name_bytes(table), &row_key.encode()])
+}
+
+/// Splits a row key into table and row key.
+pub fn parse_row(key: &[u8]) -> Option<(Name, Vec<u8>)> {
+    let (&prefix, rest) = key.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    if prefix != ROW || rest.len() < usize::from(len) {
+        return None;
+    }
+    let (name, row_key) = rest.split_at(usize::from(len));
+    let name = Name::new(std::str::from_utf8(name).ok()?).ok()?;
+    Some((name, row_key.to_vec()))
+}
+
+/// `t` · table · row key: the commits that touched one row.
+pub fn touches(table: &Name, row_key: &RowKey) -> Vec<u8> {
+    key(TOUCH, &[&name_bytes(table), &row_key.encode()])
+}
+
+/// `t` · table · row key · id.
+pub fn touch(table: &Name, row_key: &RowKey, id: &CommitId) -> Vec<u8> {
+    key(TOUCH, &[&name_bytes(table), &row_key.encode(), &id.0])
+}
+
+/// `m` · name.
+pub fn meta(name: &str) -> Vec<u8> {
+    key(META, &[name.as_bytes()])
+}

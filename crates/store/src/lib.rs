@@ -1,0 +1,18 @@
+//! Basic's replica: one user's database on one device.
+//!
+//! Commit logs and merged row states live in one ordered keyspace behind
+//! the [`Store`] trait (in memory for tests and the simulator, sled for the
+//! node); [`Replica`] keeps them consistent.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![deny(missing_docs)]
+
+pub mod author;
+pub mod kv;
+pub mod layout;
+pub mod replica;
+pub mod rows;
+
+pub use author::LogWriter;
+pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
+pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, Txn};

@@ -1,0 +1,474 @@
+//! The replica: commit logs and the merged tables, kept together.
+//!
+//! A [`Txn`] stages commits, checks them against the log (duplicates,
+//! forks, heads), merges their row operations into the stored row states
+//! by the protocol's rules, and writes all of it as one atomic batch. The
+//! logs are the source of truth: row states can be recomputed from them,
+//! row by row, when commits become invalid later.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use basic_proto::codec::{self, Fields};
+use basic_proto::{
+    Changes, Commit, CommitError, CommitHeader, CommitId, Name, PublicKey, RowKey, RowState,
+    ScopeKey, Stamp,
+};
+use ciborium::Value as Cbor;
+
+use crate::kv::{Batch, Store, StoreError, scan_prefix};
+use crate::{layout, rows};
+
+/// Where the keys to read commits come from.
+pub trait Keyring {
+    /// The key of `scope` at `epoch`, if this replica holds it.
+    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey>;
+}
+
+impl Keyring for BTreeMap<(Name, u32), ScopeKey> {
+    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey> {
+        self.get(&(scope.clone(), epoch)).cloned()
+    }
+}
+
+/// What inserting a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The commit was already stored; nothing changed.
+    Duplicate,
+    /// Stored, and its changes merged into the tables.
+    Applied,
+    /// Stored as ciphertext: this replica has no key for its scope and epoch.
+    WaitingForKey,
+    /// Stored (its signature is valid) but its content cannot be read with
+    /// the key it names; its changes are not applied.
+    Unreadable(CommitError),
+}
+
+/// The result of inserting one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    /// The commit's id.
+    pub id: CommitId,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Whether another commit by the same author holds the same position.
+    pub fork: bool,
+}
+
+/// How far one author's log is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Every seq from 1 to this one is stored.
+    pub contiguous: u64,
+    /// The highest seq stored.
+    pub max: u64,
+}
+
+impl Head {
+    fn encode(self) -> Vec<u8> {
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Integer(self.contiguous.into()),
+            Cbor::Integer(self.max.into()),
+        ]))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt =
+            |e: codec::DecodeError| StoreError::Corrupt { what: "log head", reason: e.to_string() };
+        let mut fields = Fields::new(codec::parse(bytes, "head", 64).map_err(corrupt)?, "head", 2)
+            .map_err(corrupt)?;
+        Ok(Head {
+            contiguous: fields.uint("head.contiguous").map_err(corrupt)?,
+            max: fields.uint("head.max").map_err(corrupt)?,
+        })
+    }
+}
+
+/// A row whose state a transaction changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// The table.
+    pub table: Name,
+    /// The row.
+    pub key: RowKey,
+    /// The row's new state.
+    pub state: RowState,
+}
+
+/// One user's database on one device: logs and merged rows over a [`Store`].
+#[derive(Debug)]
+pub struct Replica<S> {
+    store: S,
+}
+
+impl<S: Store> Replica<S> {
+    /// The replica kept in `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Starts staging changes.
+    pub fn begin(&self) -> Txn<'_, S> {
+        Txn { store: &self.store, batch: Batch::default(), changed: BTreeMap::new() }
+    }
+
+    /// The stored commit with this id.
+    pub fn commit(&self, id: &CommitId) -> Result<Option<Commit>, StoreError> {
+        self.store.get(&layout::commit(id))?.map(|bytes| decode_stored(&bytes)).transpose()
+    }
+
+    /// The merge state of one row.
+    pub fn row(&self, table: &Name, key: &RowKey) -> Result<Option<RowState>, StoreError> {
+        self.store.get(&layout::row(table, key))?.map(|bytes| rows::decode(&bytes)).transpose()
+    }
+
+    /// Every row state, deleted rows included, with its table and encoded key.
+    pub fn row_states(
+        &self,
+    ) -> impl Iterator<Item = Result<(Name, Vec<u8>, RowState), StoreError>> + '_ {
+        scan_prefix(&self.store, &[layout::ROW]).map(|entry| {
+            let (key, value) = entry?;
+            let (table, row_key) = layout::parse_row(&key)
+                .ok_or(StoreError::Corrupt { what: "row key", reason: "unparsable".into() })?;
+            Ok((table, row_key, rows::decode(&value)?))
+        })
+    }
+
+    /// Every row state of one table.
+    pub fn table_states(
+        &self,
+        table: &Name,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, RowState), StoreError>> + '_ {
+        let prefix = layout::rows_of(table);
+        let skip = prefix.len();
+        scan_prefix(&self.store, &prefix).map(move |entry| {
+            let (key, value) = entry?;
+            Ok((key[skip..].to_vec(), rows::decode(&value)?))
+        })
+    }
+
+    /// The log head of every author.
+    pub fn heads(&self) -> Result<BTreeMap<PublicKey, Head>, StoreError> {
+        scan_prefix(&self.store, &[layout::HEAD])
+            .map(|entry| {
+                let (key, value) = entry?;
+                let author = author_at(&key, 1)?;
+                Ok((author, Head::decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// The ids stored at each position of one author's log, in order.
+    pub fn log(&self, author: &PublicKey) -> Result<Vec<(u64, CommitId)>, StoreError> {
+        scan_prefix(&self.store, &layout::log_author(author))
+            .map(|entry| {
+                let (key, _) = entry?;
+                let seq_bytes: [u8; 8] = key[33..41].try_into().map_err(|_| {
+                    StoreError::Corrupt { what: "log entry", reason: "short key".into() }
+                })?;
+                let id = layout::id_suffix(&key)
+                    .ok_or(StoreError::Corrupt { what: "log entry", reason: "short key".into() })?;
+                Ok((u64::from_be_bytes(seq_bytes), id))
+            })
+            .collect()
+    }
+
+    /// Every detected fork: author and position.
+    pub fn forks(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        scan_prefix(&self.store, &[layout::FORK])
+            .map(|entry| {
+                let (key, _) = entry?;
+                let seq: [u8; 8] = key[33..41].try_into().map_err(|_| StoreError::Corrupt {
+                    what: "fork record",
+                    reason: "short key".into(),
+                })?;
+                Ok((author_at(&key, 1)?, u64::from_be_bytes(seq)))
+            })
+            .collect()
+    }
+
+    /// Every stored commit, in id order.
+    pub fn commits(&self) -> impl Iterator<Item = Result<Commit, StoreError>> + '_ {
+        scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
+    }
+
+    /// Ids of the commits that touched a row.
+    pub fn touching(&self, table: &Name, key: &RowKey) -> Result<Vec<CommitId>, StoreError> {
+        scan_prefix(&self.store, &layout::touches(table, key))
+            .map(|entry| {
+                let (key, _) = entry?;
+                layout::id_suffix(&key)
+                    .ok_or(StoreError::Corrupt { what: "touch index", reason: "short key".into() })
+            })
+            .collect()
+    }
+}
+
+fn author_at(key: &[u8], at: usize) -> Result<PublicKey, StoreError> {
+    let bytes: [u8; 32] = key
+        .get(at..at + 32)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or(StoreError::Corrupt { what: "author key", reason: "short key".into() })?;
+    PublicKey::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt { what: "author key", reason: e.to_string() })
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<Commit, StoreError> {
+    Commit::decode(bytes)
+        .map_err(|e| StoreError::Corrupt { what: "stored commit", reason: e.to_string() })
+}
+
+/// Changes staged over a replica, read-your-writes, applied atomically by
+/// [`Txn::apply`].
+#[derive(Debug)]
+pub struct Txn<'a, S> {
+    store: &'a S,
+    batch: Batch,
+    changed: BTreeMap<(Name, RowKey), RowState>,
+}
+
+impl<S: Store> Txn<'_, S> {
+    /// Reads `key`, seeing this transaction's own writes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.batch.lookup(key) {
+            Some(value) => Ok(value.map(<[u8]>::to_vec)),
+            None => self.store.get(key),
+        }
+    }
+
+    /// Whether any key under `prefix` exists, other than `except`.
+    fn any_under(&self, prefix: &[u8], except: &[u8]) -> Result<bool, StoreError> {
+        if self.batch.scan_prefix(prefix).any(|(key, value)| value.is_some() && key != except) {
+            return Ok(true);
+        }
+        for entry in scan_prefix(self.store, prefix) {
+            let (key, _) = entry?;
+            if key != except && self.batch.lookup(&key) != Some(None) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The merge state of a row, seeing staged changes.
+    pub fn row(&self, table: &Name, key: &RowKey) -> Result<RowState, StoreError> {
+        if let Some(state) = self.changed.get(&(table.clone(), key.clone())) {
+            return Ok(state.clone());
+        }
+        Ok(self
+            .get(&layout::row(table, key))?
+            .map(|b| rows::decode(&b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Stores `commit` and merges its changes if `keyring` can open it.
+    pub fn insert(
+        &mut self,
+        commit: &Commit,
+        keyring: &impl Keyring,
+    ) -> Result<Inserted, StoreError> {
+        let header = commit.header();
+        let content = keyring.scope_key(&header.scope, header.epoch).map(|key| commit.open(&key));
+        self.insert_with(commit, content)
+    }
+
+    /// Stores `commit` whose content the caller already opened (or tried to:
+    /// `None` when it has no key). Used to decrypt on several threads.
+    pub fn insert_with(
+        &mut self,
+        commit: &Commit,
+        content: Option<Result<Changes, CommitError>>,
+    ) -> Result<Inserted, StoreError> {
+        let id = commit.id();
+        let commit_key = layout::commit(&id);
+        if self.get(&commit_key)?.is_some() {
+            return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
+        }
+        let header = commit.header();
+        self.batch.put(commit_key, commit.as_bytes().to_vec());
+        let entry = layout::log_entry(&header.author, header.seq, &id);
+        let fork = self.any_under(&layout::log_position(&header.author, header.seq), &entry)?;
+        if fork {
+            self.batch.put(layout::fork(&header.author, header.seq), Vec::new());
+        }
+        self.batch.put(entry, Vec::new());
+        self.advance_head(&header.author, header.seq)?;
+        let outcome = match content {
+            Some(Ok(changes)) => {
+                self.merge(id, header, &changes)?;
+                Outcome::Applied
+            }
+            Some(Err(error)) => {
+                self.batch.put(layout::unreadable(&id), Vec::new());
+                Outcome::Unreadable(error)
+            }
+            None => {
+                self.batch.put(layout::unopened(&header.scope, header.epoch, &id), Vec::new());
+                Outcome::WaitingForKey
+            }
+        };
+        Ok(Inserted { id, outcome, fork })
+    }
+
+    fn advance_head(&mut self, author: &PublicKey, seq: u64) -> Result<(), StoreError> {
+        let key = layout::head(author);
+        let mut head = self.get(&key)?.map(|b| Head::decode(&b)).transpose()?.unwrap_or_default();
+        head.max = head.max.max(seq);
+        if seq == head.contiguous + 1 {
+            head.contiguous = seq;
+            while head.contiguous < head.max
+                && self.any_under(&layout::log_position(author, head.contiguous + 1), &[])?
+            {
+                head.contiguous += 1;
+            }
+        }
+        self.batch.put(key, head.encode());
+        Ok(())
+    }
+
+    fn merge(
+        &mut self,
+        id: CommitId,
+        header: &CommitHeader,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        let stamp = Stamp { hlc: header.hlc, author: header.author };
+        for op in changes.ops() {
+            self.batch.put(layout::touch(op.table(), op.key(), &id), Vec::new());
+            let mut state = self.row(op.table(), op.key())?;
+            if state.apply(op, stamp) {
+                self.put_row(op.table().clone(), op.key().clone(), state);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_row(&mut self, table: Name, key: RowKey, state: RowState) {
+        self.batch.put(layout::row(&table, &key), rows::encode(&state));
+        self.changed.insert((table, key), state);
+    }
+
+    /// Opens and merges every stored commit of `scope` at `epoch` that was
+    /// waiting for its key. Returns how many were applied.
+    pub fn open_waiting(
+        &mut self,
+        scope: &Name,
+        epoch: u32,
+        key: &ScopeKey,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<CommitId> = scan_prefix(self.store, &layout::unopened_epoch(scope, epoch))
+            .map(|entry| {
+                let (k, _) = entry?;
+                layout::id_suffix(&k).ok_or(StoreError::Corrupt {
+                    what: "waiting index",
+                    reason: "short key".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            self.batch.delete(layout::unopened(scope, epoch, id));
+            let commit = self.stored(id)?;
+            match commit.open(key) {
+                Ok(changes) => self.merge(*id, commit.header(), &changes)?,
+                Err(_) => self.batch.put(layout::unreadable(id), Vec::new()),
+            }
+        }
+        Ok(ids.len())
+    }
+
+    fn stored(&self, id: &CommitId) -> Result<Commit, StoreError> {
+        let bytes = self.get(&layout::commit(id))?.ok_or(StoreError::Corrupt {
+            what: "commit",
+            reason: format!("{id} is indexed but missing"),
+        })?;
+        decode_stored(&bytes)
+    }
+
+    /// Recomputes, from the logs, every row that the commits `invalid`
+    /// touched, merging only the commits `admits` accepts. Rows no other
+    /// commit touched are left alone. Returns how many rows changed.
+    pub fn recompute(
+        &mut self,
+        invalid: &[CommitId],
+        keyring: &impl Keyring,
+        admits: &dyn Fn(&CommitHeader) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut affected = BTreeSet::new();
+        for id in invalid {
+            let commit = self.stored(id)?;
+            let header = commit.header();
+            let Some(key) = keyring.scope_key(&header.scope, header.epoch) else { continue };
+            if let Ok(changes) = commit.open(&key) {
+                affected
+                    .extend(changes.ops().iter().map(|op| (op.table().clone(), op.key().clone())));
+            }
+        }
+        let mut changed = 0;
+        for (table, key) in affected {
+            let mut state = RowState::default();
+            for entry in scan_prefix(self.store, &layout::touches(&table, &key)) {
+                let (index_key, _) = entry?;
+                let id = layout::id_suffix(&index_key).ok_or(StoreError::Corrupt {
+                    what: "touch index",
+                    reason: "short key".into(),
+                })?;
+                let commit = self.stored(&id)?;
+                let header = commit.header();
+                if !admits(header) {
+                    continue;
+                }
+                let Some(scope_key) = keyring.scope_key(&header.scope, header.epoch) else {
+                    continue;
+                };
+                let Ok(changes) = commit.open(&scope_key) else { continue };
+                let stamp = Stamp { hlc: header.hlc, author: header.author };
+                for op in changes.ops().iter().filter(|op| *op.table() == table && *op.key() == key)
+                {
+                    state.apply(op, stamp);
+                }
+            }
+            if state != self.row(&table, &key)? {
+                self.put_row(table, key, state);
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Rows whose state this transaction changed, with their new state.
+    pub fn changed_rows(&self) -> impl Iterator<Item = RowChange> + '_ {
+        self.changed.iter().map(|((table, key), state)| RowChange {
+            table: table.clone(),
+            key: key.clone(),
+            state: state.clone(),
+        })
+    }
+
+    /// Stages a metadata record.
+    pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.batch.put(layout::meta(name), value);
+    }
+
+    /// Applies everything staged as one atomic batch (not yet flushed) and
+    /// returns the rows it changed.
+    pub fn apply(self) -> Result<Vec<RowChange>, StoreError> {
+        let changed = self
+            .changed
+            .into_iter()
+            .map(|((table, key), state)| RowChange { table, key, state })
+            .collect();
+        if !self.batch.is_empty() {
+            self.store.apply(self.batch)?;
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
