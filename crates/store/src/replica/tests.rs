@@ -24,7 +24,7 @@ fn writer(n: u8) -> LogWriter {
 /// One op on row `row` of `app.items`, writing column `column`.
 fn op(row: i64, generation: u32, column: &str, value: i64) -> RowOp {
     let key = RowKey::single(KeyPart::Integer(row));
-    if generation % 2 == 0 {
+    if generation.is_multiple_of(2) {
         RowOp::Delete { table: name("app.items"), key, generation }
     } else {
         let cells = BTreeMap::from([(name(column), Value::Integer(value))]);
@@ -67,7 +67,7 @@ fn duplicates_change_nothing() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut a = writer(1);
     let commit = write(&mut a, vec![op(1, 1, "x", 5)], 1000, &mut rng);
-    assert_eq!(insert_all(&replica, &[commit.clone()])[0].outcome, Outcome::Applied);
+    assert_eq!(insert_all(&replica, std::slice::from_ref(&commit))[0].outcome, Outcome::Applied);
     let before = stored_rows(&replica);
     let again = insert_all(&replica, &[commit.clone(), commit]);
     assert!(again.iter().all(|i| i.outcome == Outcome::Duplicate));
@@ -139,7 +139,7 @@ fn unreadable_commits_are_kept_but_not_applied() {
     // Encrypted under a key other than the one the replica holds for app/0.
     let commit =
         a.write(&name("app"), 0, &ScopeKey::from_bytes([8; 32]), &changes, 1000, &mut rng).unwrap();
-    let result = &insert_all(&replica, &[commit.clone()])[0];
+    let result = &insert_all(&replica, std::slice::from_ref(&commit))[0];
     assert_eq!(result.outcome, Outcome::Unreadable(CommitError::Undecryptable));
     assert!(replica.commit(&commit.id()).unwrap().is_some());
     assert!(stored_rows(&replica).is_empty());
