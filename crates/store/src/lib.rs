@@ -12,6 +12,7 @@ pub mod kv;
 pub mod layout;
 pub mod replica;
 pub mod rows;
+pub mod sql;
 
 pub use author::LogWriter;
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
