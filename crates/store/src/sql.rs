@@ -215,7 +215,7 @@ fn insert_statement(insert: ast::Insert) -> Result<Statement, SqlError> {
     {
         return Err(unsupported("INSERT with no rows", "give at least one row"));
     }
-    let columns = insert.columns.iter().map(|c| last_part(c)).collect::<Result<_, _>>()?;
+    let columns = insert.columns.iter().map(last_part).collect::<Result<_, _>>()?;
     Ok(Statement::Insert { table, columns, source: source.to_string(), on_conflict })
 }
 
