@@ -14,6 +14,9 @@ use crate::value::{Name, RowKey, Value};
 pub const MAX_OPS: usize = 10_000;
 /// Most cells one upsert may write.
 pub const MAX_CELLS: usize = 1_024;
+/// Highest row generation: even, so a row at the highest live generation
+/// can still be deleted.
+pub const MAX_GENERATION: u32 = u32::MAX - 1;
 /// Largest encoded change set, equal to the commit size limit.
 pub const MAX_CHANGES_BYTES: usize = crate::commit::MAX_COMMIT_BYTES;
 
@@ -108,49 +111,60 @@ impl RowOp {
         }
     }
 
+    /// Why the op's generation is not allowed, if it is not.
+    pub fn generation_error(&self) -> Option<&'static str> {
+        match self {
+            RowOp::Upsert { generation, .. } if generation % 2 == 0 => {
+                Some("an upsert's generation must be odd")
+            }
+            RowOp::Delete { generation, .. } if *generation == 0 || generation % 2 == 1 => {
+                Some("a delete's generation must be even and at least 2")
+            }
+            _ if self.generation() > MAX_GENERATION => Some("over the highest generation"),
+            _ => None,
+        }
+    }
+
     fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
         let mut fields = Fields::between(value, "op", 4, 5)?;
         let kind = fields.uint("op.kind")?;
         let table = Name::from_cbor(fields.next("op.table")?, "op.table")?;
         let key = RowKey::from_cbor(fields.next("op.key")?, "op.key")?;
         let generation = u32::try_from(fields.uint("op.generation")?).map_err(|_| {
-            DecodeError::InvalidValue { field: "op.generation", reason: "over 2^32-1".into() }
+            DecodeError::InvalidValue {
+                field: "op.generation",
+                reason: "over the highest generation".into(),
+            }
         })?;
-        let bad_generation = |reason: &str| DecodeError::InvalidValue {
-            field: "op.generation",
-            reason: reason.into(),
-        };
-        match (kind, fields.remaining()) {
+        let op = match (kind, fields.remaining()) {
             (UPSERT, 1) => {
-                if generation % 2 == 0 {
-                    return Err(bad_generation("an upsert's generation must be odd"));
-                }
                 let entries = codec::as_map(fields.next("op.cells")?, "op.cells", 0, MAX_CELLS)?;
                 let mut cells = BTreeMap::new();
                 for (name, value) in entries {
                     let name = Name::from_cbor(name, "op.cells.column")?;
                     cells.insert(name, Value::from_cbor(value, "op.cells.value")?);
                 }
-                Ok(RowOp::Upsert { table, key, generation, cells })
+                RowOp::Upsert { table, key, generation, cells }
             }
-            (DELETE, 0) => {
-                if generation == 0 || generation % 2 == 1 {
-                    return Err(bad_generation(
-                        "a delete's generation must be even and at least 2",
-                    ));
-                }
-                Ok(RowOp::Delete { table, key, generation })
+            (DELETE, 0) => RowOp::Delete { table, key, generation },
+            (UPSERT, n) => {
+                return Err(DecodeError::BadLength { field: "op", len: n + 4, min: 5, max: 5 });
             }
-            (UPSERT | DELETE, _) => Err(DecodeError::BadLength {
-                field: "op",
-                len: fields.remaining() + 4,
-                min: 4,
-                max: 5,
-            }),
-            (kind, _) => Err(DecodeError::InvalidValue {
-                field: "op.kind",
-                reason: format!("unknown operation kind {kind}"),
-            }),
+            (DELETE, n) => {
+                return Err(DecodeError::BadLength { field: "op", len: n + 4, min: 4, max: 4 });
+            }
+            (kind, _) => {
+                return Err(DecodeError::InvalidValue {
+                    field: "op.kind",
+                    reason: format!("unknown operation kind {kind}"),
+                });
+            }
+        };
+        match op.generation_error() {
+            Some(reason) => {
+                Err(DecodeError::InvalidValue { field: "op.generation", reason: reason.into() })
+            }
+            None => Ok(op),
         }
     }
 }
@@ -165,6 +179,16 @@ pub enum ChangesError {
     /// No operations, or more than [`MAX_OPS`].
     #[error("a commit holds 1 to {MAX_OPS} row operations, not {0}")]
     Count(usize),
+    /// An operation's generation breaks the rules.
+    #[error("row {key:?} of {table}: {reason}")]
+    BadGeneration {
+        /// The table.
+        table: Name,
+        /// The row.
+        key: RowKey,
+        /// The rule broken.
+        reason: &'static str,
+    },
     /// Two operations on the same row.
     #[error("row {key:?} of {table} is changed twice in one commit")]
     DuplicateRow {
@@ -183,6 +207,13 @@ impl Changes {
         }
         let mut rows = BTreeSet::new();
         for op in &ops {
+            if let Some(reason) = op.generation_error() {
+                return Err(ChangesError::BadGeneration {
+                    table: op.table().clone(),
+                    key: op.key().clone(),
+                    reason,
+                });
+            }
             if !rows.insert((op.table(), op.key())) {
                 return Err(ChangesError::DuplicateRow {
                     table: op.table().clone(),
@@ -272,7 +303,12 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn generations_are_checked_on_decode() {
+    fn generations_are_checked() {
+        assert!(matches!(Changes::new(vec![upsert(2)]), Err(ChangesError::BadGeneration { .. })));
+        assert!(matches!(
+            Changes::new(vec![upsert(u32::MAX)]),
+            Err(ChangesError::BadGeneration { .. })
+        ));
         let bytes = Changes(vec![upsert(2)]).encode();
         assert!(matches!(
             Changes::decode(&bytes),

@@ -94,11 +94,22 @@ impl CborCodec for CommitHeader {
     }
 
     fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
-        let mut fields = Fields::new(value, "header", 9)?;
-        let version = fields.uint("header.version")?;
+        // The version comes first, so a future header of another shape is
+        // reported as an unsupported version, not as a malformed one.
+        let version = match &value {
+            Cbor::Array(items) => match items.first() {
+                Some(first) => codec::as_uint(first.clone(), "header.version")?,
+                None => {
+                    return Err(DecodeError::BadLength { field: "header", len: 0, min: 9, max: 9 });
+                }
+            },
+            _ => return Err(DecodeError::WrongType { field: "header", expected: "array" }),
+        };
         if version != COMMIT_VERSION {
             return Err(DecodeError::UnsupportedVersion { what: Self::WHAT, version });
         }
+        let mut fields = Fields::new(value, "header", 9)?;
+        fields.uint("header.version")?;
         let database = DatabaseId(fields.fixed("header.database")?);
         let author = PublicKey::from_bytes(fields.fixed("header.author")?)
             .map_err(|error| DecodeError::BadKey { field: "header.author", error })?;

@@ -25,11 +25,13 @@ pub struct Hlc {
 }
 
 impl Hlc {
-    /// The smallest stamp strictly greater than `self`.
+    /// The smallest stamp strictly greater than `self`; the greatest stamp
+    /// is its own successor (it is 584 million years away).
     pub fn successor(self) -> Hlc {
-        match self.counter.checked_add(1) {
-            Some(counter) => Hlc { wall_ms: self.wall_ms, counter },
-            None => Hlc { wall_ms: self.wall_ms.saturating_add(1), counter: 0 },
+        match (self.counter.checked_add(1), self.wall_ms.checked_add(1)) {
+            (Some(counter), _) => Hlc { wall_ms: self.wall_ms, counter },
+            (None, Some(wall_ms)) => Hlc { wall_ms, counter: 0 },
+            (None, None) => self,
         }
     }
 }
@@ -133,6 +135,8 @@ mod tests {
     fn counter_overflow_moves_to_the_next_millisecond() {
         let stamp = Hlc { wall_ms: 5, counter: u32::MAX };
         assert_eq!(stamp.successor(), Hlc { wall_ms: 6, counter: 0 });
+        let last = Hlc { wall_ms: u64::MAX, counter: u32::MAX };
+        assert_eq!(last.successor(), last);
     }
 
     proptest! {

@@ -61,11 +61,17 @@ pub enum KeyError {
     /// The key is a small-order point: anyone could forge its signatures.
     #[error("public key is a weak (small-order) ed25519 point")]
     WeakKey,
+    /// The point is valid but not in canonical encoding (y not reduced mod p).
+    #[error("public key is not in canonical encoding")]
+    NonCanonicalKey,
+    /// The point has a small-order component: not a key any honest signer has.
+    #[error("public key has a torsion component")]
+    MixedOrderKey,
     /// The signature does not verify (strictly) for this key and message.
     #[error("signature does not verify")]
     BadSignature,
     /// A text id without a known `kind_` prefix.
-    #[error("id {0:?} does not start with a known prefix (usr_, dev_, app_, pin_, db_)")]
+    #[error("id {0:?} does not start with a known prefix")]
     UnknownPrefix(String),
     /// A text id of the wrong kind for where it was used.
     #[error("expected a {expected} id, got a {found} id")]
@@ -88,11 +94,19 @@ pub enum KeyError {
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
-    /// Validates 32 bytes as a public key.
+    /// Validates 32 bytes as a public key: a curve point in canonical
+    /// encoding, not of small order, with no torsion component.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
+        }
+        let point = key.to_edwards();
+        if point.compress().to_bytes() != bytes {
+            return Err(KeyError::NonCanonicalKey);
+        }
+        if !point.is_torsion_free() {
+            return Err(KeyError::MixedOrderKey);
         }
         Ok(Self(bytes))
     }

@@ -54,6 +54,7 @@ pub mod change;
 pub mod codec;
 pub mod commit;
 pub mod hlc;
+pub mod json;
 pub mod keys;
 pub mod merge;
 pub mod seal;

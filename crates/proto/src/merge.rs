@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::change::{Changes, RowOp};
+use crate::change::{Changes, MAX_GENERATION, RowOp};
 use crate::hlc::Hlc;
 use crate::keys::PublicKey;
 use crate::value::{Name, RowKey, Value};
@@ -80,6 +80,23 @@ impl RowState {
     /// Whether the row exists.
     pub fn is_live(&self) -> bool {
         self.generation % 2 == 1
+    }
+
+    /// The generation a writer gives an upsert of this row: the current one
+    /// if the row is live, else the next (odd) one; `None` once a row
+    /// deleted at [`MAX_GENERATION`] can live no more.
+    pub fn upsert_generation(&self) -> Option<u32> {
+        if self.is_live() {
+            Some(self.generation)
+        } else {
+            self.generation.checked_add(1).filter(|g| *g < MAX_GENERATION)
+        }
+    }
+
+    /// The generation a writer gives a delete of this row: the next (even)
+    /// one; `None` if the row is not live.
+    pub fn delete_generation(&self) -> Option<u32> {
+        if self.is_live() { self.generation.checked_add(1) } else { None }
     }
 
     /// Joins `other` into `self`; returns whether `self` changed.
@@ -213,6 +230,20 @@ mod tests {
         row.apply(&upsert(1, &[("a", Value::Integer(2))]), stamp(99, 2));
         assert!(!row.is_live());
         assert!(row.cells.is_empty());
+    }
+
+    #[test]
+    fn writers_pick_generations_from_the_row_state() {
+        let mut row = RowState::default();
+        assert_eq!((row.upsert_generation(), row.delete_generation()), (Some(1), None));
+        row.apply(&upsert(1, &[("a", Value::Integer(1))]), stamp(10, 1));
+        assert_eq!((row.upsert_generation(), row.delete_generation()), (Some(1), Some(2)));
+        row.apply(&delete(2), stamp(20, 1));
+        assert_eq!((row.upsert_generation(), row.delete_generation()), (Some(3), None));
+        let last_life = RowState { generation: MAX_GENERATION - 1, cells: BTreeMap::new() };
+        assert_eq!(last_life.delete_generation(), Some(MAX_GENERATION));
+        let dead = RowState { generation: MAX_GENERATION, cells: BTreeMap::new() };
+        assert_eq!((dead.upsert_generation(), dead.delete_generation()), (None, None));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt;
 use ciborium::Value as Cbor;
 
 use crate::codec::{self, DecodeError};
+use crate::json::check_json;
 
 /// Longest table, column or scope name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -152,7 +153,7 @@ impl Value {
                     },
                     JSON_TAG => {
                         let json = fields.text(field, 0, MAX_VALUE_LEN)?;
-                        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+                        if let Err(e) = check_json(&json) {
                             return Err(DecodeError::InvalidValue {
                                 field,
                                 reason: format!("not JSON: {e}"),

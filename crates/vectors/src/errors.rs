@@ -23,6 +23,8 @@ pub fn key(error: &KeyError) -> &'static str {
     match error {
         KeyError::InvalidPoint => "invalid-point",
         KeyError::WeakKey => "weak-key",
+        KeyError::NonCanonicalKey => "non-canonical-key",
+        KeyError::MixedOrderKey => "mixed-order-key",
         KeyError::BadSignature => "bad-signature",
         KeyError::UnknownPrefix(_) => "unknown-prefix",
         KeyError::WrongKind { .. } => "wrong-kind",

@@ -6,7 +6,12 @@ use basic_proto::{
     Cbor, Commit, CommitHeader, Party, Principal, Role, ScopeKey, SealedKey, SecretKey,
     SigningContext,
 };
+use std::collections::BTreeMap;
+
+use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, Value};
 use ciborium::Value as CborValue;
+use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+use curve25519_dalek::scalar::Scalar;
 use serde_json::{Value as Json, json};
 
 use crate::commits::{BASE_WALL_MS, chain, draft, hundred_cells, scope_key};
@@ -87,12 +92,21 @@ fn commit_cases() -> Vec<Json> {
     let mut non_canonical_sig = Parts::of(first);
     add_group_order(&mut non_canonical_sig.signature[32..]);
 
-    let mut weak_author = [0u8; 32];
-    weak_author[0] = 1;
-    let weak = Parts {
-        header: edit_header(header, 2, CborValue::Bytes(weak_author.to_vec())),
+    let with_author = |author: [u8; 32]| Parts {
+        header: edit_header(header, 2, CborValue::Bytes(author.to_vec())),
         ..Parts::of(first)
     };
+    let mut weak_author = [0u8; 32];
+    weak_author[0] = 1;
+    let weak = with_author(weak_author);
+    // y = 3 encoded as 3 + p: the same point as y = 3, not in canonical form.
+    let mut unreduced = [0xff; 32];
+    unreduced[0] = 0xf0;
+    unreduced[31] = 0x7f;
+    let non_canonical_key = with_author(unreduced);
+    let mixed =
+        (ED25519_BASEPOINT_POINT * Scalar::from(5u64) + EIGHT_TORSION[1]).compress().to_bytes();
+    let mixed_order_key = with_author(mixed);
 
     let swapped = Parts { ciphertext: third.ciphertext().to_vec(), ..Parts::of(first) }
         .resign(&author, SigningContext::Commit);
@@ -155,6 +169,16 @@ fn commit_cases() -> Vec<Json> {
             "author is the identity point, of small order",
             &weak.encode(),
         ),
+        commit_case(
+            "non-canonical author key",
+            "author y-coordinate encoded as y + p",
+            &non_canonical_key.encode(),
+        ),
+        commit_case(
+            "mixed-order author key",
+            "author key is 5·B plus a point of order 8",
+            &mixed_order_key.encode(),
+        ),
         commit_case("truncated CBOR", "the last 10 bytes cut off", truncated),
         commit_case("trailing bytes", "one zero byte after the commit", &trailing),
         commit_case(
@@ -189,7 +213,49 @@ fn commit_cases() -> Vec<Json> {
             "an upsert with an even generation, encrypted and signed",
             &bad_plaintext.encode(),
         ),
+        open_case(
+            "JSON with a lone surrogate",
+            "a json value \"\\ud800\", encrypted and signed",
+            &sealed_changes(json_value("\"\\ud800\"")).encode(),
+        ),
+        open_case(
+            "JSON nested too deep",
+            "a json value of 128 nested arrays, encrypted and signed",
+            &sealed_changes(json_value(&("[".repeat(128) + &"]".repeat(128)))).encode(),
+        ),
+        open_case(
+            "generation over the highest",
+            "an upsert claiming generation 4294967295, encrypted and signed",
+            &sealed_changes(max_generation()).encode(),
+        ),
     ]
+}
+
+/// A one-op change set writing `value` to a json column, without the
+/// validation `Changes::new` would apply to the op.
+fn json_value(text: &str) -> Vec<u8> {
+    let op = RowOp::Upsert {
+        table: Name::new("todo.items").expect("name"),
+        key: RowKey::single(KeyPart::Integer(1)),
+        generation: 1,
+        cells: BTreeMap::from([(Name::new("meta").expect("name"), Value::Json(text.into()))]),
+    };
+    Changes::new(vec![op]).expect("JSON is only checked on decode").encode()
+}
+
+/// A one-op change set whose upsert claims generation 2^32 - 1.
+fn max_generation() -> Vec<u8> {
+    let valid = json_value("1");
+    let at =
+        valid.windows(3).position(|w| w == [0x81, 0x01, 0x01]).expect("key [1], generation 1") + 2;
+    [&valid[..at], &[0x1a, 0xff, 0xff, 0xff, 0xff], &valid[at + 1..]].concat()
+}
+
+/// The first vector commit's header over `plaintext`, encrypted and signed.
+fn sealed_changes(plaintext: Vec<u8>) -> Parts {
+    let first = &chain()[0].1;
+    let ciphertext = scope_key().encrypt(&first.header().nonce, first.header_bytes(), &plaintext);
+    Parts { ciphertext, ..Parts::of(first) }.resign(&principal("device"), SigningContext::Commit)
 }
 
 fn clock_case() -> Json {
