@@ -8,7 +8,7 @@ use rand_core::CryptoRng;
 
 /// Chains one author's commits: each gets the next seq, the previous id and
 /// a clock stamp above everything the author has seen.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogWriter {
     secret: SecretKey,
     database: DatabaseId,
@@ -45,7 +45,17 @@ impl LogWriter {
         self.seq
     }
 
+    /// Id of the last commit written.
+    pub fn prev(&self) -> Option<CommitId> {
+        self.prev
+    }
+
     /// The author's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The author's clock, to observe stamps of received commits.
     pub fn clock_mut(&mut self) -> &mut Clock {
         &mut self.clock
     }

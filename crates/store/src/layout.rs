@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `c` | commit id | the commit's bytes |
 //! | `l` | author · seq (8 bytes, big-endian) · commit id | empty: the log index |
-//! | `h` | author | the author's log head ([`crate::log::Head`]) |
+//! | `h` | author | the author's log head ([`crate::replica::Head`]) |
 //! | `f` | author · seq | empty: a fork at that position |
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
 //! | `x` | commit id | empty: signed but unreadable with its key |

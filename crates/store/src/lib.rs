@@ -8,12 +8,26 @@
 #![deny(missing_docs)]
 
 pub mod author;
+pub mod database;
 pub mod kv;
 pub mod layout;
+pub mod live;
+pub mod query;
 pub mod replica;
 pub mod rows;
+pub mod schema;
+pub mod scope_keys;
 pub mod sql;
+pub mod view;
+pub mod write;
 
 pub use author::LogWriter;
+pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
+pub use live::Subscription;
+pub use query::Rows;
 pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, Txn};
+pub use schema::{
+    AddedColumn, Catalog, ColumnSpec, Format, IndexDef, Migration, Refusal, Schema, SchemaError,
+    TableDef,
+};

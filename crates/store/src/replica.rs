@@ -441,13 +441,13 @@ impl<S: Store> Txn<'_, S> {
         Ok(changed)
     }
 
-    /// Rows whose state this transaction changed, with their new state.
-    pub fn changed_rows(&self) -> impl Iterator<Item = RowChange> + '_ {
-        self.changed.iter().map(|((table, key), state)| RowChange {
-            table: table.clone(),
-            key: key.clone(),
-            state: state.clone(),
-        })
+    /// Takes the rows changed since the last call, with their new state.
+    /// Staged writes are unaffected: later reads still see them.
+    pub fn take_changes(&mut self) -> Vec<RowChange> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|((table, key), state)| RowChange { table, key, state })
+            .collect()
     }
 
     /// Stages a metadata record.

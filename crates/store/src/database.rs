@@ -1,0 +1,804 @@
+//! The database: a replica, its SQLite view, one writer thread that
+//! group-commits, query connections and live queries.
+//!
+//! Every write goes through the writer thread. It takes every job waiting
+//! (up to [`MAX_GROUP`]), runs them one after another in one replica
+//! transaction and one SQLite transaction — each job sees the ones before
+//! it — then applies the replica batch, flushes it to disk once for the
+//! whole group, commits the view, and only then answers each caller. A
+//! write that returned is on disk; a crash loses only writes that had not
+//! returned.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use basic_proto::codec::{self, Fields};
+use basic_proto::hlc::check_not_ahead;
+use basic_proto::{
+    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, Name, PublicKey, RowOp,
+    ScopeKey, SecretKey, Value,
+};
+use ciborium::Value as Cbor;
+use rand_core::SeedableRng;
+use rusqlite::Connection;
+
+use crate::author::LogWriter;
+use crate::kv::{SledStore, Store, StoreError};
+use crate::layout;
+use crate::live::{Live, Subscription};
+use crate::query::{self, QueryError, Rows};
+use crate::replica::{Inserted, Keyring, Replica, RowChange, Txn};
+use crate::schema::{Catalog, Migration, Schema, SchemaError};
+use crate::scope_keys::ScopeKeys;
+use crate::sql::{self, SqlError, Statement};
+use crate::view::{self, ViewError};
+use crate::write::{self, WriteError};
+
+/// Most jobs one group commit takes.
+pub const MAX_GROUP: usize = 512;
+/// Most jobs waiting for the writer; callers block beyond it.
+pub const MAX_QUEUE: usize = 4096;
+/// Row operations per commit when a statement changes many rows.
+pub const OPS_PER_COMMIT: usize = 1_000;
+/// sled page cache of a database opened with [`Database::open`].
+pub const CACHE_BYTES: u64 = 256 << 20;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The statement was refused before running.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// The query failed while running.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The write was refused; nothing was written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The schema was refused; nothing changed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The statement writes a scope this device has no key for.
+    #[error("no key for scope {0}: apply its schema on this device first")]
+    NoScopeKey(Name),
+    /// A statement's rows do not fit in commits (a single row over 1 MiB).
+    #[error("cannot write: {0}")]
+    Commit(#[from] CommitError),
+    /// A live query was asked for with a write statement.
+    #[error("only SELECT can be subscribed to")]
+    NotAQuery,
+    /// The disk or the storage engine failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The SQLite view failed.
+    #[error("view: {0}")]
+    View(#[from] ViewError),
+    /// Opening the database directory failed.
+    #[error("cannot open {path}: {error}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// An earlier storage failure stopped the writer; reopen the database.
+    #[error("the database stopped after a storage failure ({0}); restart to recover")]
+    Stopped(String),
+}
+
+/// What a write statement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Rows inserted, updated or deleted.
+    pub rows_affected: usize,
+    /// The commits that carry the change (none if no row changed).
+    pub commits: Vec<CommitId>,
+}
+
+/// What a statement returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executed {
+    /// A `SELECT`'s rows.
+    Rows(Rows),
+    /// A write's outcome, durable on disk.
+    Written(WriteOutcome),
+}
+
+/// Why a received commit was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Malformed, or its signature does not verify.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// Stamped too far ahead of our clock: offer it again later.
+    #[error(transparent)]
+    ClockAhead(#[from] ClockAhead),
+    /// It belongs to another database.
+    #[error("commit belongs to database {0}, not this one")]
+    OtherDatabase(DatabaseId),
+}
+
+enum Job {
+    Write {
+        statement: Statement,
+        params: Vec<Value>,
+        reply: mpsc::Sender<Result<WriteOutcome, DbError>>,
+    },
+    Ingest {
+        commits: Vec<Opened>,
+        reply: mpsc::Sender<Result<Vec<Inserted>, DbError>>,
+    },
+    Schema {
+        schema: Schema,
+        reply: mpsc::Sender<Result<Migration, DbError>>,
+    },
+    Key {
+        scope: Name,
+        epoch: u32,
+        key: ScopeKey,
+        reply: mpsc::Sender<Result<usize, DbError>>,
+    },
+}
+
+/// A verified commit and the result of opening it (`None`: no key).
+type Opened = (Commit, Option<Result<Changes, CommitError>>);
+
+struct Shared<S> {
+    replica: Replica<S>,
+    view_path: PathBuf,
+    catalog: RwLock<Catalog>,
+    keys: RwLock<ScopeKeys>,
+    readers: Mutex<Vec<Connection>>,
+    database: DatabaseId,
+    device: PublicKey,
+    stopped: Mutex<Option<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn publish<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+/// One user's database on this device.
+pub struct Database<S: Store = SledStore> {
+    shared: Arc<Shared<S>>,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    live: Live,
+}
+
+impl<S: Store> std::fmt::Debug for Database<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("id", &self.shared.database).finish_non_exhaustive()
+    }
+}
+
+/// Current wall time in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Database<SledStore> {
+    /// Opens the database in directory `dir`, creating it (with a new
+    /// identity for this device) if it does not exist.
+    pub fn open(dir: &Path) -> Result<Self, DbError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| DbError::Io { path: dir.to_owned(), error })?;
+        let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
+        Self::with_store(store, &dir.join("view.sqlite"))
+    }
+}
+
+mod meta {
+    //! Metadata records of the database, in the replica's `m` space.
+    pub(super) const IDENTITY: &str = "identity";
+    pub(super) const AUTHOR: &str = "author";
+    pub(super) const KEYS: &str = "keys";
+    pub(super) const SCHEMAS: &str = "schemas";
+    pub(super) const WATERMARK: &str = "watermark";
+}
+
+impl<S: Store> Database<S> {
+    /// Opens the database kept in `store`, with its SQLite view at `view_path`.
+    pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
+        let replica = Replica::new(store);
+        let (database, device) = load_identity(&replica)?;
+        let log = load_author(&replica, device.clone(), database)?;
+        let keys = match replica.store().get(&layout::meta(meta::KEYS))? {
+            Some(bytes) => ScopeKeys::decode(&bytes)?,
+            None => ScopeKeys::default(),
+        };
+        let catalog = load_catalog(&replica)?;
+        let watermark = match replica.store().get(&layout::meta(meta::WATERMARK))? {
+            Some(bytes) => decode_u64(&bytes, "watermark")?,
+            None => 0,
+        };
+        let conn = view::open_writer(view_path)?;
+        if view::watermark(&conn)? != watermark {
+            view::rebuild(&conn, &catalog, &replica)?;
+            view::set_watermark(&conn, watermark)?;
+        }
+        let shared = Arc::new(Shared {
+            replica,
+            view_path: view_path.to_owned(),
+            catalog: RwLock::new(catalog.clone()),
+            keys: RwLock::new(keys.clone()),
+            readers: Mutex::new(Vec::new()),
+            database,
+            device: device.public(),
+            stopped: Mutex::new(None),
+        });
+        let live_shared = Arc::clone(&shared);
+        let live = Live::start(move |sql: &str, params: &[Value]| {
+            with_reader(&live_shared, |conn, catalog| query::run(conn, catalog, sql, params)).ok()
+        });
+        let (jobs, queue) = mpsc::sync_channel(MAX_QUEUE);
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            log,
+            catalog,
+            keys,
+            watermark,
+            rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            changed_tables: live.notifier(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("basic-writer".into())
+            .spawn(move || writer.run(conn, queue))
+            .map_err(|error| DbError::Io { path: view_path.to_owned(), error })?;
+        Ok(Self { shared, jobs: Some(jobs), writer: Some(handle), live })
+    }
+
+    /// This database's id.
+    pub fn id(&self) -> DatabaseId {
+        self.shared.database
+    }
+
+    /// This device's key: the author of its commits.
+    pub fn device(&self) -> PublicKey {
+        self.shared.device
+    }
+
+    /// The replica, for logs, heads, forks and row states.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.shared.replica
+    }
+
+    /// The current schemas.
+    pub fn catalog(&self) -> Catalog {
+        read(&self.shared.catalog)
+    }
+
+    /// Runs one SQL statement. `namespace` is the caller's own namespace,
+    /// for unqualified table names. Writes return once they are on disk.
+    pub fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Executed, DbError> {
+        match self.parse(sql, namespace)? {
+            Statement::Select { sql, .. } => Ok(Executed::Rows(self.run_query(&sql, params)?)),
+            statement => {
+                let params = params.to_vec();
+                self.submit(|reply| Job::Write { statement, params, reply }).map(Executed::Written)
+            }
+        }
+    }
+
+    /// Runs a `SELECT`.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Rows, DbError> {
+        match self.parse(sql, namespace)? {
+            Statement::Select { sql, .. } => self.run_query(&sql, params),
+            _ => Err(DbError::NotAQuery),
+        }
+    }
+
+    /// Subscribes to a `SELECT`: the subscription receives its result now
+    /// and again each time a write or a received commit changes it.
+    pub fn subscribe(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Subscription, DbError> {
+        match self.parse(sql, namespace)? {
+            Statement::Select { sql, tables } => {
+                let first = self.run_query(&sql, params)?;
+                Ok(self.live.subscribe(sql, params.to_vec(), tables, first))
+            }
+            _ => Err(DbError::NotAQuery),
+        }
+    }
+
+    /// Applies a new version of one namespace's schema (additive only).
+    pub fn apply_schema(&self, schema: Schema) -> Result<Migration, DbError> {
+        self.submit(|reply| Job::Schema { schema, reply })
+    }
+
+    /// Adds a scope key this device was given, and merges the stored
+    /// commits that were waiting for it. Returns how many were.
+    pub fn add_scope_key(&self, scope: Name, epoch: u32, key: ScopeKey) -> Result<usize, DbError> {
+        self.submit(|reply| Job::Key { scope, epoch, key, reply })
+    }
+
+    /// The scope keys this device holds.
+    pub fn scope_keys(&self) -> ScopeKeys {
+        read(&self.shared.keys)
+    }
+
+    /// Verifies, opens and stores commits received from peers, merging the
+    /// ones this device can read. One result per commit, in order.
+    pub fn ingest(
+        &self,
+        encoded: &[Vec<u8>],
+    ) -> Result<Vec<Result<Inserted, IngestError>>, DbError> {
+        let keys = read(&self.shared.keys);
+        let now = now_ms();
+        let database = self.shared.database;
+        let check = |bytes: &Vec<u8>| -> Result<Opened, IngestError> {
+            let commit = Commit::decode(bytes)?;
+            let header = commit.header();
+            if header.database != database {
+                return Err(IngestError::OtherDatabase(header.database));
+            }
+            check_not_ahead(header.hlc, now)?;
+            let content = keys.scope_key(&header.scope, header.epoch).map(|key| commit.open(&key));
+            Ok((commit, content))
+        };
+        let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
+            Vec::with_capacity(encoded.len());
+        let mut accepted = Vec::new();
+        for result in parallel_map(encoded, check) {
+            match result {
+                Ok(opened) => {
+                    accepted.push(opened);
+                    outcomes.push(None);
+                }
+                Err(error) => outcomes.push(Some(Err(error))),
+            }
+        }
+        let mut inserted = if accepted.is_empty() {
+            Vec::new()
+        } else {
+            self.submit(|reply| Job::Ingest { commits: accepted, reply })?
+        }
+        .into_iter();
+        // The writer answers once per accepted commit, in order.
+        Ok(outcomes
+            .into_iter()
+            .filter_map(|outcome| outcome.or_else(|| inserted.next().map(Ok)))
+            .collect())
+    }
+
+    fn parse(&self, sql: &str, namespace: Option<&Name>) -> Result<Statement, DbError> {
+        let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
+        let tables: BTreeSet<Name> =
+            catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
+        Ok(sql::parse(sql, &tables, namespace)?)
+    }
+
+    fn run_query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        with_reader(&self.shared, |conn, catalog| query::run(conn, catalog, sql, params))
+    }
+
+    fn submit<T>(
+        &self,
+        job: impl FnOnce(mpsc::Sender<Result<T, DbError>>) -> Job,
+    ) -> Result<T, DbError> {
+        let stopped = || {
+            DbError::Stopped(lock(&self.shared.stopped).clone().unwrap_or_else(|| "closed".into()))
+        };
+        let (reply, answer) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(job(reply)).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+impl<S: Store> Drop for Database<S> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Runs `f` with a query connection (from the pool, or a new one).
+fn with_reader<S, T>(
+    shared: &Shared<S>,
+    f: impl FnOnce(&Connection, &Catalog) -> Result<T, QueryError>,
+) -> Result<T, DbError> {
+    let conn = match lock(&shared.readers).pop() {
+        Some(conn) => conn,
+        None => view::open_reader(&shared.view_path)?,
+    };
+    let catalog = shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
+    let result = f(&conn, &catalog);
+    drop(catalog);
+    lock(&shared.readers).push(conn);
+    Ok(result?)
+}
+
+/// `f` over `items`, on every core when there are many.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+fn encode_u64(value: u64) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
+}
+
+fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        reason: format!("{} bytes, not 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// The database id and this device's secret, created on first open.
+fn load_identity<S: Store>(replica: &Replica<S>) -> Result<(DatabaseId, SecretKey), DbError> {
+    let key = layout::meta(meta::IDENTITY);
+    if let Some(bytes) = replica.store().get(&key)? {
+        let corrupt =
+            |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
+        let mut fields =
+            Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 2)
+                .map_err(corrupt)?;
+        let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
+        let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
+        return Ok((database, device));
+    }
+    let mut rng = rand::rng();
+    let mut id = [0; 32];
+    rand_core::Rng::fill_bytes(&mut rng, &mut id);
+    let device = SecretKey::generate(&mut rng);
+    let mut txn = replica.begin();
+    txn.put_meta(
+        meta::IDENTITY,
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Bytes(id.to_vec()),
+            Cbor::Bytes(device.seed().to_vec()),
+        ])),
+    );
+    txn.apply()?;
+    replica.store().flush()?;
+    Ok((DatabaseId(id), device))
+}
+
+fn encode_author(log: &LogWriter) -> Vec<u8> {
+    let last = log.clock().last();
+    codec::encode_value(&Cbor::Array(vec![
+        Cbor::Integer(log.seq().into()),
+        log.prev().map_or(Cbor::Null, |id| Cbor::Bytes(id.0.to_vec())),
+        Cbor::Integer(last.wall_ms.into()),
+        Cbor::Integer(last.counter.into()),
+    ]))
+}
+
+fn load_author<S: Store>(
+    replica: &Replica<S>,
+    device: SecretKey,
+    database: DatabaseId,
+) -> Result<LogWriter, DbError> {
+    let Some(bytes) = replica.store().get(&layout::meta(meta::AUTHOR))? else {
+        return Ok(LogWriter::new(device, database));
+    };
+    let corrupt =
+        |e: codec::DecodeError| StoreError::Corrupt { what: "author state", reason: e.to_string() };
+    let mut fields =
+        Fields::new(codec::parse(&bytes, "author", 256).map_err(corrupt)?, "author", 4)
+            .map_err(corrupt)?;
+    let seq = fields.uint("seq").map_err(corrupt)?;
+    let prev = match fields.next("prev").map_err(corrupt)? {
+        Cbor::Null => None,
+        value => Some(CommitId(codec::as_fixed(value, "prev").map_err(corrupt)?)),
+    };
+    let wall_ms = fields.uint("wall_ms").map_err(corrupt)?;
+    let counter = u32::try_from(fields.uint("counter").map_err(corrupt)?).map_err(|_| {
+        StoreError::Corrupt { what: "author state", reason: "counter over 2^32-1".into() }
+    })?;
+    Ok(LogWriter::resume(device, database, seq, prev, Hlc { wall_ms, counter }))
+}
+
+fn load_catalog<S: Store>(replica: &Replica<S>) -> Result<Catalog, DbError> {
+    let Some(bytes) = replica.store().get(&layout::meta(meta::SCHEMAS))? else {
+        return Ok(Catalog::new());
+    };
+    let corrupt = |reason: String| StoreError::Corrupt { what: "schemas", reason };
+    let items = codec::as_array(
+        codec::parse(&bytes, "schemas", usize::MAX).map_err(|e| corrupt(e.to_string()))?,
+        "schemas",
+        0,
+        usize::MAX,
+    )
+    .map_err(|e| corrupt(e.to_string()))?;
+    let schemas = items
+        .into_iter()
+        .map(|item| {
+            let text = codec::as_text(item, "schema", 0, usize::MAX)
+                .map_err(|e| corrupt(e.to_string()))?;
+            Schema::from_json_canonical(&text).map_err(|e| corrupt(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Catalog::from_schemas(schemas).map_err(|e| corrupt(e.to_string()))?)
+}
+
+fn encode_catalog(catalog: &Catalog) -> Vec<u8> {
+    codec::encode_value(&Cbor::Array(catalog.schemas().map(|s| Cbor::Text(s.to_json())).collect()))
+}
+
+/// The writer thread's state.
+struct Writer<S> {
+    shared: Arc<Shared<S>>,
+    log: LogWriter,
+    catalog: Catalog,
+    keys: ScopeKeys,
+    watermark: u64,
+    rng: rand::rngs::StdRng,
+    changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
+}
+
+/// A job's answer, sent once its group is durable.
+enum Reply {
+    Write(mpsc::Sender<Result<WriteOutcome, DbError>>, Result<WriteOutcome, DbError>),
+    Ingest(mpsc::Sender<Result<Vec<Inserted>, DbError>>, Result<Vec<Inserted>, DbError>),
+    Schema(mpsc::Sender<Result<Migration, DbError>>, Result<Migration, DbError>),
+    Key(mpsc::Sender<Result<usize, DbError>>, Result<usize, DbError>),
+}
+
+impl Reply {
+    // A caller that gave up waiting is not an error: sends are best effort.
+    fn send(self) {
+        match self {
+            Reply::Write(to, result) => drop(to.send(result)),
+            Reply::Ingest(to, result) => drop(to.send(result)),
+            Reply::Schema(to, result) => drop(to.send(result)),
+            Reply::Key(to, result) => drop(to.send(result)),
+        }
+    }
+
+    fn fail(self, reason: &str) {
+        let stopped = || DbError::Stopped(reason.to_owned());
+        match self {
+            Reply::Write(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Ingest(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Schema(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Key(to, _) => drop(to.send(Err(stopped()))),
+        }
+    }
+}
+
+impl<S: Store> Writer<S> {
+    fn run(mut self, mut conn: Connection, queue: mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.commit_group(&mut conn, group) {
+                *lock(&self.shared.stopped) = Some(error);
+                return;
+            }
+        }
+    }
+
+    /// Runs a group of jobs and makes it durable. An `Err` is a storage
+    /// failure: the writer stops and every job of the group is told so.
+    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), String> {
+        let saved = (self.log.clone(), self.catalog.clone(), self.keys.clone());
+        let shared = Arc::clone(&self.shared);
+        let mut changed_tables = BTreeSet::new();
+        let mut replies = Vec::with_capacity(group.len());
+        let outcome = (|| -> Result<(), DbError> {
+            let tx = conn.transaction().map_err(ViewError::from)?;
+            let mut txn = shared.replica.begin();
+            for job in group {
+                replies.push(match job {
+                    Job::Write { statement, params, reply } => {
+                        Reply::Write(reply, self.write(&tx, &mut txn, &statement, &params))
+                    }
+                    Job::Ingest { commits, reply } => {
+                        Reply::Ingest(reply, self.ingest(&tx, &mut txn, commits))
+                    }
+                    Job::Schema { schema, reply } => {
+                        Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
+                    }
+                    Job::Key { scope, epoch, key, reply } => {
+                        Reply::Key(reply, self.key(&mut txn, scope, epoch, key))
+                    }
+                });
+                if let Some(Err(DbError::Store(_) | DbError::View(_))) =
+                    replies.last().map(result_of)
+                {
+                    return Err(DbError::Stopped("storage failure".into()));
+                }
+                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
+            }
+            self.watermark += 1;
+            txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
+            txn.put_meta(meta::AUTHOR, encode_author(&self.log));
+            txn.apply()?;
+            shared.replica.store().flush()?;
+            view::set_watermark(&tx, self.watermark)?;
+            tx.commit().map_err(ViewError::from)?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                publish(&shared.catalog, self.catalog.clone());
+                publish(&shared.keys, self.keys.clone());
+                replies.into_iter().for_each(Reply::send);
+                if let Some(notify) =
+                    self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
+                {
+                    // The live thread only stops when the database closes.
+                    let _ = notify.send(changed_tables);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                (self.log, self.catalog, self.keys) = saved;
+                let reason = error.to_string();
+                replies.into_iter().for_each(|r| r.fail(&reason));
+                Err(reason)
+            }
+        }
+    }
+
+    /// Writes the rows changed so far into the view; returns their tables.
+    fn flush_view(&self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<BTreeSet<Name>, DbError> {
+        let changes: Vec<RowChange> = txn.take_changes();
+        view::apply(tx, &self.catalog, &changes)?;
+        Ok(changes.into_iter().map(|c| c.table).collect())
+    }
+
+    fn write(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        statement: &Statement,
+        params: &[Value],
+    ) -> Result<WriteOutcome, DbError> {
+        let ops = write::plan(tx, &self.catalog, txn, statement, params)?;
+        let Some(table) = statement.written_table().filter(|_| !ops.is_empty()) else {
+            return Ok(WriteOutcome { rows_affected: 0, commits: Vec::new() });
+        };
+        let scope = scope_of(table);
+        let (epoch, key) = self
+            .keys
+            .current(&scope)
+            .map(|(e, k)| (e, k.clone()))
+            .ok_or(DbError::NoScopeKey(scope.clone()))?;
+        let rows_affected = ops.len();
+        // Seal every commit before storing any, so a statement is all or nothing.
+        let before = self.log.clone();
+        let mut commits = Vec::new();
+        let mut pending: Vec<Vec<RowOp>> =
+            ops.chunks(OPS_PER_COMMIT).rev().map(<[RowOp]>::to_vec).collect();
+        while let Some(chunk) = pending.pop() {
+            let changes = Changes::new(chunk.clone()).map_err(|e| {
+                DbError::Commit(CommitError::BadChanges(codec::DecodeError::InvalidValue {
+                    field: "changes",
+                    reason: e.to_string(),
+                }))
+            })?;
+            match self.log.write(&scope, epoch, &key, &changes, now_ms(), &mut self.rng) {
+                Ok(commit) => commits.push((commit, changes)),
+                Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
+                    let (left, right) = chunk.split_at(chunk.len() / 2);
+                    pending.push(right.to_vec());
+                    pending.push(left.to_vec());
+                }
+                Err(error) => {
+                    self.log = before;
+                    return Err(error.into());
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(commits.len());
+        for (commit, changes) in commits {
+            txn.insert_with(&commit, Some(Ok(changes)))?;
+            ids.push(commit.id());
+        }
+        Ok(WriteOutcome { rows_affected, commits: ids })
+    }
+
+    fn ingest(
+        &mut self,
+        _tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        commits: Vec<Opened>,
+    ) -> Result<Vec<Inserted>, DbError> {
+        let now = now_ms();
+        let mut results = Vec::with_capacity(commits.len());
+        for (commit, content) in commits {
+            // Later local writes must order after what we have seen.
+            let _ = self.log.clock_mut().observe(commit.header().hlc, now);
+            results.push(txn.insert_with(&commit, content)?);
+        }
+        Ok(results)
+    }
+
+    fn key(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        scope: Name,
+        epoch: u32,
+        key: ScopeKey,
+    ) -> Result<usize, DbError> {
+        let opened = txn.open_waiting(&scope, epoch, &key)?;
+        self.keys.insert(scope, epoch, key);
+        txn.put_meta(meta::KEYS, self.keys.encode());
+        Ok(opened)
+    }
+
+    fn schema(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        schema: Schema,
+    ) -> Result<Migration, DbError> {
+        let scope = schema.namespace().clone();
+        let mut catalog = self.catalog.clone();
+        let migration = catalog.apply(schema)?;
+        if self.keys.current(&scope).is_none() {
+            self.keys.insert(scope, 0, ScopeKey::generate(&mut self.rng));
+            txn.put_meta(meta::KEYS, self.keys.encode());
+        }
+        txn.put_meta(meta::SCHEMAS, encode_catalog(&catalog));
+        self.catalog = catalog;
+        // Rows for new tables may already be in the replica (from peers, or
+        // staged in this group): bring them into the view.
+        self.flush_view(tx, txn)?;
+        view::sync_schema(tx, &self.catalog, &self.shared.replica)?;
+        Ok(migration)
+    }
+}
+
+fn result_of(reply: &Reply) -> Result<(), &DbError> {
+    match reply {
+        Reply::Write(_, Err(e)) => Err(e),
+        Reply::Ingest(_, Err(e)) => Err(e),
+        Reply::Schema(_, Err(e)) => Err(e),
+        Reply::Key(_, Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The scope of a table: its namespace.
+pub fn scope_of(table: &Name) -> Name {
+    let namespace = table.as_str().split('.').next().unwrap_or(table.as_str());
+    Name::new(namespace).unwrap_or_else(|_| table.clone())
+}

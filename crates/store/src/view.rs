@@ -1,0 +1,357 @@
+//! The SQLite view: the live rows of every schema table, as typed SQLite
+//! tables with their indexes, for queries.
+//!
+//! The view is derived: every row in it comes from a row state in the
+//! [`Replica`], and the whole view can be rebuilt from the replica at any
+//! time. It is written with `synchronous = OFF`; a counter kept both in the
+//! replica and in the view (the watermark) tells, on opening, whether the
+//! view holds exactly the replica's state, and if not it is rebuilt.
+//!
+//! Column types: text and json are `TEXT`, integer, bool (0/1) and
+//! timestamp (µs) are `INTEGER`, real is `REAL`, bytes is `BLOB`; a
+//! reference takes its key's type. Tables are `STRICT`. A cell whose value
+//! does not fit its column (written by a peer with another schema) shows
+//! as the column's default, or NULL.
+
+use std::path::Path;
+
+use basic_proto::codec;
+use basic_proto::{ColumnType, Name, RowKey, RowState, Value};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
+
+use crate::kv::{Store, StoreError};
+use crate::replica::{Replica, RowChange};
+use crate::schema::{Catalog, ColumnSpec, IndexDef, TableDef};
+
+/// Name of the view's own bookkeeping table.
+const META_TABLE: &str = "_basic_meta";
+
+/// A failure of the view.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// SQLite reported an error.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading the replica failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The SQL type a column's values take in the view.
+fn sql_type(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Text | ColumnType::Json => "TEXT",
+        ColumnType::Integer | ColumnType::Bool | ColumnType::Timestamp => "INTEGER",
+        ColumnType::Real => "REAL",
+        ColumnType::Bytes => "BLOB",
+        // Resolved through the catalog before we get here.
+        ColumnType::Reference { .. } => "ANY",
+    }
+}
+
+/// `"name"`, with quotes doubled: names are checked identifiers, but
+/// quoting keeps every generated statement well-formed regardless.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A value as SQLite stores it in the view.
+pub fn to_sql(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) | Value::Timestamp(i) => SqlValue::Integer(*i),
+        Value::Real(r) => SqlValue::Real(*r),
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Text(t) | Value::Json(t) => SqlValue::Text(t.clone()),
+        Value::Bytes(b) => SqlValue::Blob(b.clone()),
+    }
+}
+
+/// A query parameter.
+#[derive(Debug)]
+pub struct Param<'a>(pub &'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(to_sql(self.0)))
+    }
+}
+
+/// A SQLite result value, typed by the column it came from when known.
+pub fn from_sql(value: ValueRef<'_>, ty: Option<&ColumnType>) -> Value {
+    match (value, ty) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(i), Some(ColumnType::Bool)) => Value::Bool(i != 0),
+        (ValueRef::Integer(i), Some(ColumnType::Timestamp)) => Value::Timestamp(i),
+        (ValueRef::Integer(i), _) => Value::Integer(i),
+        (ValueRef::Real(r), _) => Value::Real(r),
+        (ValueRef::Text(t), Some(ColumnType::Json)) => {
+            Value::Json(String::from_utf8_lossy(t).into_owned())
+        }
+        (ValueRef::Text(t), _) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        (ValueRef::Blob(b), _) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// Opens the view's read-write connection at `path`.
+pub fn open_writer(path: &Path) -> Result<Connection, ViewError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT"
+    ))?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection for queries, limited by an authorizer to
+/// reading schema tables: no writes, no `ATTACH`, no `PRAGMA`, nothing of
+/// SQLite's own or ours.
+pub fn open_reader(path: &Path) -> Result<Connection, ViewError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.authorizer(Some(read_only_policy))?;
+    Ok(conn)
+}
+
+/// The authorizer of query connections.
+pub fn read_only_policy(context: AuthContext<'_>) -> Authorization {
+    match context.action {
+        AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
+        AuthAction::Function { function_name }
+            if !function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Authorization::Allow
+        }
+        AuthAction::Read { table_name, .. } if is_schema_table(table_name) => Authorization::Allow,
+        _ => Authorization::Deny,
+    }
+}
+
+fn is_schema_table(name: &str) -> bool {
+    !name.starts_with("sqlite_") && !name.starts_with('_') && Name::new(name).is_ok()
+}
+
+/// The watermark: how many replica transactions the view reflects.
+pub fn watermark(conn: &Connection) -> Result<u64, ViewError> {
+    let value: Option<i64> = conn
+        .query_row(&format!("SELECT value FROM {META_TABLE} WHERE key = 'watermark'"), [], |row| {
+            row.get(0)
+        })
+        .map(Some)
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+    Ok(value.map_or(0, |v| v as u64))
+}
+
+/// Records the watermark.
+pub fn set_watermark(conn: &Connection, value: u64) -> Result<(), ViewError> {
+    conn.execute(
+        &format!("INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('watermark', ?1)"),
+        [value as i64],
+    )?;
+    Ok(())
+}
+
+fn create_table(conn: &Connection, catalog: &Catalog, table: &TableDef) -> Result<(), ViewError> {
+    let columns: Vec<String> =
+        table.columns().iter().map(|column| column_sql(catalog, table, column)).collect();
+    let key: Vec<String> = table.primary_key().iter().map(|c| quote(c.as_str())).collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})) STRICT",
+        quote(table.name().as_str()),
+        columns.join(", "),
+        key.join(", ")
+    ))?;
+    Ok(())
+}
+
+fn column_sql(catalog: &Catalog, table: &TableDef, column: &ColumnSpec) -> String {
+    let ty = catalog.value_type(table.name(), column.name.as_str()).unwrap_or(ColumnType::Bytes);
+    format!("{} {}", quote(column.name.as_str()), sql_type(&ty))
+}
+
+fn create_index(conn: &Connection, index: &IndexDef) -> Result<(), ViewError> {
+    let columns: Vec<String> = index.columns.iter().map(|c| quote(c.as_str())).collect();
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote(&index.name),
+        quote(index.table.as_str()),
+        columns.join(", ")
+    ))?;
+    Ok(())
+}
+
+/// Columns the view's copy of `table` has.
+fn existing_columns(conn: &Connection, table: &Name) -> Result<Vec<String>, ViewError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT name FROM pragma_table_info({})",
+        quote_literal(table.as_str())
+    ))?;
+    let names =
+        statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Brings the view's tables, columns and indexes up to `catalog`, refilling
+/// from the replica every table it creates or extends. Returns the tables
+/// refilled.
+pub fn sync_schema<S: Store>(
+    conn: &Connection,
+    catalog: &Catalog,
+    replica: &Replica<S>,
+) -> Result<Vec<Name>, ViewError> {
+    let mut refilled = Vec::new();
+    for schema in catalog.schemas() {
+        for table in schema.tables() {
+            let existing = existing_columns(conn, table.name())?;
+            let changed = if existing.is_empty() {
+                create_table(conn, catalog, table)?;
+                true
+            } else {
+                let missing: Vec<&ColumnSpec> = table
+                    .columns()
+                    .iter()
+                    .filter(|c| !existing.iter().any(|e| e == c.name.as_str()))
+                    .collect();
+                for column in &missing {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {}",
+                        quote(table.name().as_str()),
+                        column_sql(catalog, table, column)
+                    ))?;
+                }
+                !missing.is_empty()
+            };
+            for index in table.indexes() {
+                create_index(conn, index)?;
+            }
+            if changed {
+                refill(conn, catalog, table, replica)?;
+                refilled.push(table.name().clone());
+            }
+        }
+    }
+    Ok(refilled)
+}
+
+/// Replaces the view's copy of `table` with the replica's live rows.
+fn refill<S: Store>(
+    conn: &Connection,
+    catalog: &Catalog,
+    table: &TableDef,
+    replica: &Replica<S>,
+) -> Result<(), ViewError> {
+    conn.execute(&format!("DELETE FROM {}", quote(table.name().as_str())), [])?;
+    for entry in replica.table_states(table.name()) {
+        let (key_bytes, state) = entry?;
+        let key = decode_key(&key_bytes)?;
+        write_row(conn, catalog, table, &key, &state)?;
+    }
+    Ok(())
+}
+
+/// Drops every table of the view and fills it again from the replica.
+pub fn rebuild<S: Store>(
+    conn: &Connection,
+    catalog: &Catalog,
+    replica: &Replica<S>,
+) -> Result<(), ViewError> {
+    let tables: Vec<String> = {
+        let mut statement = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+        let names = statement
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        names.into_iter().filter(|name| is_schema_table(name)).collect()
+    };
+    for table in tables {
+        conn.execute_batch(&format!("DROP TABLE {}", quote(&table)))?;
+    }
+    sync_schema(conn, catalog, replica)?;
+    Ok(())
+}
+
+fn decode_key(bytes: &[u8]) -> Result<RowKey, StoreError> {
+    let corrupt =
+        |e: codec::DecodeError| StoreError::Corrupt { what: "row key", reason: e.to_string() };
+    let value = codec::parse(bytes, "row key", bytes.len()).map_err(corrupt)?;
+    RowKey::from_cbor(value, "row key").map_err(corrupt)
+}
+
+/// Writes the rows a replica transaction changed.
+pub fn apply(conn: &Connection, catalog: &Catalog, changes: &[RowChange]) -> Result<(), ViewError> {
+    for change in changes {
+        if let Some(table) = catalog.table(&change.table) {
+            write_row(conn, catalog, table, &change.key, &change.state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the view's copy of one row match its state.
+fn write_row(
+    conn: &Connection,
+    catalog: &Catalog,
+    table: &TableDef,
+    key: &RowKey,
+    state: &RowState,
+) -> Result<(), ViewError> {
+    let name = quote(table.name().as_str());
+    if table.primary_key().len() != key.parts().len() {
+        // A row written under another key shape: not representable here.
+        return Ok(());
+    }
+    if !state.is_live() {
+        let condition: Vec<String> = table
+            .primary_key()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", quote(c.as_str()), i + 1))
+            .collect();
+        let key_values: Vec<SqlValue> = key.parts().iter().map(|p| to_sql(&p.to_value())).collect();
+        conn.prepare_cached(&format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")))?
+            .execute(params_from_iter(key_values))?;
+        return Ok(());
+    }
+    let mut columns = Vec::with_capacity(table.columns().len());
+    let mut values = Vec::with_capacity(table.columns().len());
+    for column in table.columns() {
+        columns.push(quote(column.name.as_str()));
+        let value = match table.primary_key().iter().position(|k| *k == column.name) {
+            Some(i) => key.parts()[i].to_value(),
+            None => cell_value(catalog, table, column, state),
+        };
+        values.push(to_sql(&value));
+    }
+    let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
+        columns.join(", "),
+        placeholders.join(", ")
+    ))?
+    .execute(params_from_iter(values))?;
+    Ok(())
+}
+
+/// The value a live row shows in `column`: its cell if it fits the column,
+/// else the default, else NULL.
+fn cell_value(catalog: &Catalog, table: &TableDef, column: &ColumnSpec, state: &RowState) -> Value {
+    let fits = |value: &Value| {
+        catalog
+            .value_def(table.name(), column.name.as_str())
+            .is_some_and(|def| def.check(value).is_ok())
+    };
+    match state.cells.get(&column.name) {
+        Some(cell) if fits(&cell.value) => cell.value.clone(),
+        _ => column.default.clone().unwrap_or(Value::Null),
+    }
+}

@@ -1,0 +1,425 @@
+//! Turning an `INSERT`, `UPDATE` or `DELETE` into row operations.
+//!
+//! SQLite evaluates the statement's own expressions — its `VALUES` or
+//! `SELECT`, its assignments, its `WHERE` — as a read on the view; each row
+//! that comes back becomes one row operation, typed and checked against
+//! the schema, with the generation the row's merge state calls for. Nothing
+//! is written here: the operations go into a signed commit.
+
+use std::collections::BTreeMap;
+
+use basic_proto::json::check_json;
+use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowOp, Value};
+use rusqlite::Connection;
+use rusqlite::types::Value as SqlValue;
+
+use crate::kv::{Store, StoreError};
+use crate::replica::Txn;
+use crate::schema::{Catalog, TableDef};
+use crate::sql::{OnConflict, Statement};
+use crate::view::{Param, quote};
+
+/// Why a write was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// SQLite could not evaluate the statement's expressions.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading the replica failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The table is not (or no longer) in the schema.
+    #[error("no table {0} in the schema")]
+    UnknownTable(Name),
+    /// The statement names a column the table does not have.
+    #[error("{table} has no column {column}")]
+    UnknownColumn {
+        /// The table.
+        table: Name,
+        /// The column as written.
+        column: String,
+    },
+    /// A value does not fit its column.
+    #[error("{table}.{column}: expected {expected}, got {found}")]
+    Type {
+        /// The table.
+        table: Name,
+        /// The column.
+        column: String,
+        /// The column's type.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+    /// An `INSERT` leaves a non-nullable column without a value or default.
+    #[error("{table}.{column} is required: it is not nullable and has no default")]
+    MissingValue {
+        /// The table.
+        table: Name,
+        /// The column.
+        column: String,
+    },
+    /// An `INSERT` gives a different number of values than columns.
+    #[error("INSERT into {table} gives {values} values for {columns} columns")]
+    ValueCount {
+        /// The table.
+        table: Name,
+        /// Values per row.
+        values: usize,
+        /// Columns to fill.
+        columns: usize,
+    },
+    /// A plain `INSERT` of a key that already has a live row.
+    #[error(
+        "{table} already has a row with key {key}: use UPDATE, INSERT OR REPLACE or INSERT OR IGNORE"
+    )]
+    DuplicateKey {
+        /// The table.
+        table: Name,
+        /// The key, as SQL literals.
+        key: String,
+    },
+    /// An `UPDATE` of a primary-key column.
+    #[error(
+        "{table}.{column} is part of the primary key and cannot be updated: delete the row and insert it anew"
+    )]
+    KeyUpdate {
+        /// The table.
+        table: Name,
+        /// The column.
+        column: String,
+    },
+    /// A row that has been deleted and re-created so often it can live no more.
+    #[error("{table} row {key} has reached the highest generation and cannot be written again")]
+    GenerationCeiling {
+        /// The table.
+        table: Name,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Plans a write statement, evaluating it on `conn` against the state in
+/// `txn`: one operation per row changed, at most one per row. A `SELECT`
+/// plans nothing.
+pub fn plan<S: Store>(
+    conn: &Connection,
+    catalog: &Catalog,
+    txn: &Txn<'_, S>,
+    statement: &Statement,
+    params: &[Value],
+) -> Result<Vec<RowOp>, WriteError> {
+    let Some(name) = statement.written_table() else { return Ok(Vec::new()) };
+    let table = catalog.table(name).ok_or_else(|| WriteError::UnknownTable(name.clone()))?;
+    let typer = Typer { catalog, table };
+    match statement {
+        Statement::Insert { columns, source, on_conflict, .. } => {
+            insert(conn, &typer, txn, columns, source, *on_conflict, params)
+        }
+        Statement::Update { alias, assignments, filter, .. } => {
+            update(conn, &typer, txn, alias, assignments, filter.as_deref(), params)
+        }
+        Statement::Delete { alias, filter, .. } => {
+            delete(conn, &typer, txn, alias, filter.as_deref(), params)
+        }
+        Statement::Select { .. } => Ok(Vec::new()),
+    }
+}
+
+/// Converts evaluated SQLite values into typed values of one table.
+struct Typer<'a> {
+    catalog: &'a Catalog,
+    table: &'a TableDef,
+}
+
+impl Typer<'_> {
+    fn name(&self) -> &Name {
+        self.table.name()
+    }
+
+    fn column_def(&self, column: &str) -> Result<ColumnDef, WriteError> {
+        self.catalog.value_def(self.name(), column).ok_or_else(|| WriteError::UnknownColumn {
+            table: self.name().clone(),
+            column: column.to_owned(),
+        })
+    }
+
+    /// `value` as a value of `column`, or a type error naming both.
+    fn typed(&self, column: &str, value: SqlValue) -> Result<Value, WriteError> {
+        let def = self.column_def(column)?;
+        let mismatch = |found: String| WriteError::Type {
+            table: self.name().clone(),
+            column: column.to_owned(),
+            expected: if def.nullable { format!("{} or NULL", def.ty) } else { def.ty.to_string() },
+            found,
+        };
+        let typed = match (&def.ty, value) {
+            (_, SqlValue::Null) if def.nullable => Value::Null,
+            (_, SqlValue::Null) => return Err(mismatch("NULL".into())),
+            (ColumnType::Integer, SqlValue::Integer(i)) => Value::Integer(i),
+            (ColumnType::Real, SqlValue::Integer(i)) => Value::Real(i as f64),
+            (ColumnType::Real, SqlValue::Real(r)) => Value::Real(r),
+            (ColumnType::Bool, SqlValue::Integer(i @ (0 | 1))) => Value::Bool(i == 1),
+            (ColumnType::Timestamp, SqlValue::Integer(i)) => Value::Timestamp(i),
+            (ColumnType::Text, SqlValue::Text(t)) => Value::Text(t),
+            (ColumnType::Json, SqlValue::Text(t)) => match check_json(&t) {
+                Ok(()) => Value::Json(t),
+                Err(e) => return Err(mismatch(format!("text that is not JSON ({e})"))),
+            },
+            (ColumnType::Bytes, SqlValue::Blob(b)) => Value::Bytes(b),
+            (ColumnType::Timestamp, SqlValue::Text(t)) => {
+                return Err(mismatch(format!(
+                    "text {} (give microseconds since 1970 as an integer)",
+                    literal(&SqlValue::Text(t))
+                )));
+            }
+            (_, other) => return Err(mismatch(describe(&other))),
+        };
+        Ok(typed)
+    }
+
+    /// The key of a row from its key columns' values, in key order.
+    fn key(&self, values: Vec<SqlValue>) -> Result<RowKey, WriteError> {
+        let parts = self
+            .table
+            .primary_key()
+            .iter()
+            .zip(values)
+            .map(|(column, value)| {
+                let typed = self.typed(column.as_str(), value)?;
+                KeyPart::from_value(&typed).ok_or_else(|| WriteError::Type {
+                    table: self.name().clone(),
+                    column: column.to_string(),
+                    expected: "a key value".into(),
+                    found: "NULL".into(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RowKey::new(parts).ok_or_else(|| WriteError::MissingValue {
+            table: self.name().clone(),
+            column: "primary key".into(),
+        })
+    }
+
+    fn is_key(&self, column: &str) -> bool {
+        self.table.primary_key().iter().any(|k| k.as_str() == column)
+    }
+
+    fn column_name(&self, column: &str) -> Result<Name, WriteError> {
+        self.table.column(column).map(|c| c.name.clone()).ok_or_else(|| WriteError::UnknownColumn {
+            table: self.name().clone(),
+            column: column.to_owned(),
+        })
+    }
+}
+
+fn describe(value: &SqlValue) -> String {
+    let kind = match value {
+        SqlValue::Null => "NULL",
+        SqlValue::Integer(_) => "integer",
+        SqlValue::Real(_) => "real",
+        SqlValue::Text(_) => "text",
+        SqlValue::Blob(_) => "bytes",
+    };
+    format!("{kind} {}", literal(value))
+}
+
+/// A short SQL literal for messages.
+fn literal(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Null => "NULL".into(),
+        SqlValue::Integer(i) => i.to_string(),
+        SqlValue::Real(r) => r.to_string(),
+        SqlValue::Text(t) if t.chars().count() > 40 => {
+            format!("'{}…'", t.chars().take(40).collect::<String>().replace('\'', "''"))
+        }
+        SqlValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        SqlValue::Blob(b) => {
+            format!("X'{}'", b.iter().take(20).map(|x| format!("{x:02X}")).collect::<String>())
+        }
+    }
+}
+
+fn key_literal(key: &RowKey) -> String {
+    let parts: Vec<String> =
+        key.parts().iter().map(|p| literal(&crate::view::to_sql(&p.to_value()))).collect();
+    format!("({})", parts.join(", "))
+}
+
+fn evaluate(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Vec<SqlValue>>, WriteError> {
+    let mut statement = conn.prepare(sql)?;
+    let width = statement.column_count();
+    let mut rows = statement.query(rusqlite::params_from_iter(params.iter().map(Param)))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push((0..width).map(|i| row.get::<_, SqlValue>(i)).collect::<Result<_, _>>()?);
+    }
+    Ok(out)
+}
+
+fn insert<S: Store>(
+    conn: &Connection,
+    typer: &Typer<'_>,
+    txn: &Txn<'_, S>,
+    columns: &[String],
+    source: &str,
+    on_conflict: OnConflict,
+    params: &[Value],
+) -> Result<Vec<RowOp>, WriteError> {
+    let table = typer.table;
+    let targets: Vec<Name> = if columns.is_empty() {
+        table.columns().iter().map(|c| c.name.clone()).collect()
+    } else {
+        columns.iter().map(|c| typer.column_name(&c.to_lowercase())).collect::<Result<_, _>>()?
+    };
+    let mut ops: BTreeMap<RowKey, RowOp> = BTreeMap::new();
+    for row in evaluate(conn, source, params)? {
+        if row.len() != targets.len() {
+            return Err(WriteError::ValueCount {
+                table: typer.name().clone(),
+                values: row.len(),
+                columns: targets.len(),
+            });
+        }
+        let mut given: BTreeMap<&Name, SqlValue> = targets.iter().zip(row).collect();
+        let mut key_values = Vec::new();
+        for column in table.primary_key() {
+            let value = given.remove(column).ok_or_else(|| WriteError::MissingValue {
+                table: typer.name().clone(),
+                column: column.to_string(),
+            })?;
+            key_values.push(value);
+        }
+        let key = typer.key(key_values)?;
+        let mut cells = BTreeMap::new();
+        for column in table.columns().iter().filter(|c| !typer.is_key(c.name.as_str())) {
+            let value = match given.remove(&column.name) {
+                Some(value) => typer.typed(column.name.as_str(), value)?,
+                None => match &column.default {
+                    Some(default) => default.clone(),
+                    None if column.def.nullable => Value::Null,
+                    None => {
+                        return Err(WriteError::MissingValue {
+                            table: typer.name().clone(),
+                            column: column.name.to_string(),
+                        });
+                    }
+                },
+            };
+            cells.insert(column.name.clone(), value);
+        }
+        let state = txn.row(typer.name(), &key)?;
+        let exists = state.is_live() || ops.contains_key(&key);
+        match (exists, on_conflict) {
+            (true, OnConflict::Fail) => {
+                return Err(WriteError::DuplicateKey {
+                    table: typer.name().clone(),
+                    key: key_literal(&key),
+                });
+            }
+            (true, OnConflict::Ignore) => continue,
+            _ => {}
+        }
+        let generation = state.upsert_generation().ok_or_else(|| {
+            WriteError::GenerationCeiling { table: typer.name().clone(), key: key_literal(&key) }
+        })?;
+        ops.insert(
+            key.clone(),
+            RowOp::Upsert { table: typer.name().clone(), key, generation, cells },
+        );
+    }
+    Ok(ops.into_values().collect())
+}
+
+/// `alias."k1", alias."k2"` for the key columns.
+fn key_select(typer: &Typer<'_>, alias: &str) -> String {
+    typer
+        .table
+        .primary_key()
+        .iter()
+        .map(|k| format!("{}.{}", quote(alias), quote(k.as_str())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn from_clause(typer: &Typer<'_>, alias: &str, filter: Option<&str>) -> String {
+    let mut sql = format!(" FROM {} AS {}", quote(typer.name().as_str()), quote(alias));
+    if let Some(filter) = filter {
+        sql.push_str(" WHERE ");
+        sql.push_str(filter);
+    }
+    sql
+}
+
+fn update<S: Store>(
+    conn: &Connection,
+    typer: &Typer<'_>,
+    txn: &Txn<'_, S>,
+    alias: &str,
+    assignments: &[(String, String)],
+    filter: Option<&str>,
+    params: &[Value],
+) -> Result<Vec<RowOp>, WriteError> {
+    let mut columns = Vec::with_capacity(assignments.len());
+    for (column, _) in assignments {
+        let name = typer.column_name(&column.to_lowercase())?;
+        if typer.is_key(name.as_str()) {
+            return Err(WriteError::KeyUpdate {
+                table: typer.name().clone(),
+                column: name.to_string(),
+            });
+        }
+        columns.push(name);
+    }
+    let expressions: Vec<String> = assignments.iter().map(|(_, e)| format!("({e})")).collect();
+    let sql = format!(
+        "SELECT {}, {}{}",
+        key_select(typer, alias),
+        expressions.join(", "),
+        from_clause(typer, alias, filter)
+    );
+    let key_len = typer.table.primary_key().len();
+    let mut ops = Vec::new();
+    for mut row in evaluate(conn, &sql, params)? {
+        let values = row.split_off(key_len);
+        let key = typer.key(row)?;
+        let mut cells = BTreeMap::new();
+        for (column, value) in columns.iter().zip(values) {
+            cells.insert(column.clone(), typer.typed(column.as_str(), value)?);
+        }
+        let state = txn.row(typer.name(), &key)?;
+        if !state.is_live() {
+            continue;
+        }
+        ops.push(RowOp::Upsert {
+            table: typer.name().clone(),
+            key,
+            generation: state.generation,
+            cells,
+        });
+    }
+    Ok(ops)
+}
+
+fn delete<S: Store>(
+    conn: &Connection,
+    typer: &Typer<'_>,
+    txn: &Txn<'_, S>,
+    alias: &str,
+    filter: Option<&str>,
+    params: &[Value],
+) -> Result<Vec<RowOp>, WriteError> {
+    let sql = format!("SELECT {}{}", key_select(typer, alias), from_clause(typer, alias, filter));
+    let mut ops = Vec::new();
+    for row in evaluate(conn, &sql, params)? {
+        let key = typer.key(row)?;
+        if let Some(generation) = txn.row(typer.name(), &key)?.delete_generation() {
+            ops.push(RowOp::Delete { table: typer.name().clone(), key, generation });
+        }
+    }
+    Ok(ops)
+}

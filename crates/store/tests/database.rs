@@ -1,0 +1,348 @@
+//! The database end to end: schemas, SQL reads and writes turned into
+//! commits, type errors, live queries, received commits and reopening.
+
+use std::path::Path;
+use std::time::Duration;
+
+use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
+use basic_store::{Database, DbError, Executed, LogWriter, Outcome, Rows, Schema, WriteOutcome};
+
+fn examples() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
+}
+
+fn open(dir: &Path) -> Database {
+    Database::open(dir).unwrap()
+}
+
+fn with_todo(dir: &Path) -> Database {
+    let db = open(dir);
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    db
+}
+
+fn write(db: &Database, sql: &str) -> WriteOutcome {
+    match db.execute(sql, &[], None) {
+        Ok(Executed::Written(outcome)) => outcome,
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+fn rows(db: &Database, sql: &str) -> Vec<Vec<Value>> {
+    db.query(sql, &[], None).unwrap_or_else(|e| panic!("{sql}: {e}")).rows
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn seed(db: &Database) {
+    write(db, "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home'), ('work', 'Work')");
+    write(
+        db,
+        "INSERT INTO todo.items (id, list, title, done, priority, due, notes) VALUES
+           ('a', 'home', 'Buy milk', false, 2, 1795824000000000, '{\"tags\":[\"shop\"]}'),
+           ('b', 'home', 'Fix bike', true, 1, NULL, NULL),
+           ('c', 'work', 'Write report', false, 3, NULL, NULL)",
+    );
+}
+
+#[test]
+fn typed_rows_and_relational_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    seed(&db);
+    assert_eq!(
+        rows(&db, "SELECT id, done, due, notes FROM todo.items WHERE id = 'a'"),
+        [[
+            text("a"),
+            Value::Bool(false),
+            Value::Timestamp(1795824000000000),
+            Value::Json("{\"tags\":[\"shop\"]}".into())
+        ]]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT i.title, l.name FROM todo.items i JOIN todo.lists l ON i.list = l.id WHERE NOT i.done ORDER BY i.priority DESC"
+        ),
+        [[text("Write report"), text("Work")], [text("Buy milk"), text("Home")]]
+    );
+    assert_eq!(
+        rows(&db, "SELECT list, count(*) AS n FROM items GROUP BY list ORDER BY list"),
+        [[text("home"), Value::Integer(2)], [text("work"), Value::Integer(1)]]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id FROM items WHERE title LIKE '%i%' AND due IS NULL AND list IN ('home', 'work') ORDER BY id LIMIT 1 OFFSET 1"
+        ),
+        [[text("c")]]
+    );
+    write(&db, "INSERT INTO todo.lists (id, name) VALUES ('empty', 'Empty')");
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT l.id, count(i.id) FROM lists l LEFT JOIN items i ON i.list = l.id GROUP BY l.id ORDER BY l.id"
+        ),
+        [
+            [text("empty"), Value::Integer(0)],
+            [text("home"), Value::Integer(2)],
+            [text("work"), Value::Integer(1)]
+        ]
+    );
+    // Parameters bind to placeholders.
+    let found = db
+        .query("SELECT title FROM items WHERE priority > ? ORDER BY id", &[Value::Integer(1)], None)
+        .unwrap();
+    assert_eq!(found.rows, [[text("Buy milk")], [text("Write report")]]);
+}
+
+#[test]
+fn writes_become_commits_changing_exactly_the_matched_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    seed(&db);
+    let device = db.device();
+    let before = db.replica().log(&device).unwrap().len();
+    let outcome = write(
+        &db,
+        "UPDATE todo.items SET done = true, priority = priority + 10 WHERE list = 'home'",
+    );
+    assert_eq!(outcome.rows_affected, 2);
+    assert_eq!(outcome.commits.len(), 1);
+    assert_eq!(db.replica().log(&device).unwrap().len(), before + 1);
+    assert_eq!(
+        rows(&db, "SELECT id, done, priority FROM items ORDER BY id"),
+        [
+            [text("a"), Value::Bool(true), Value::Integer(12)],
+            [text("b"), Value::Bool(true), Value::Integer(11)],
+            [text("c"), Value::Bool(false), Value::Integer(3)],
+        ]
+    );
+    let outcome = write(&db, "DELETE FROM items WHERE done");
+    assert_eq!(outcome.rows_affected, 2);
+    assert_eq!(rows(&db, "SELECT id FROM items"), [[text("c")]]);
+    // Deleted rows stay in the merge state with their generation.
+    let state = db
+        .replica()
+        .row(&Name::new("todo.items").unwrap(), &RowKey::single(KeyPart::Text("a".into())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.generation, 2);
+    // Re-inserting a deleted key starts a new life with defaults.
+    write(&db, "INSERT INTO items (id, list, title) VALUES ('a', 'home', 'Milk again')");
+    assert_eq!(
+        rows(&db, "SELECT done, priority FROM items WHERE id = 'a'"),
+        [[Value::Bool(false), Value::Integer(0)]]
+    );
+    // A write that matches nothing makes no commit.
+    let outcome = write(&db, "UPDATE items SET done = true WHERE id = 'nope'");
+    assert_eq!(outcome, WriteOutcome { rows_affected: 0, commits: vec![] });
+}
+
+#[test]
+fn bad_writes_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    seed(&db);
+    let commits = || db.replica().commits().count();
+    let before = commits();
+    let error = |sql: &str| db.execute(sql, &[], None).unwrap_err().to_string();
+    assert_eq!(
+        error("INSERT INTO items (id, list, title, priority) VALUES ('d', 'home', 'x', 'high')"),
+        "todo.items.priority: expected integer, got text 'high'"
+    );
+    assert_eq!(
+        error("INSERT INTO items (id, list, title, colour) VALUES ('d', 'home', 'x', 1)"),
+        "todo.items has no column colour"
+    );
+    assert_eq!(
+        error("INSERT INTO items (id, list) VALUES ('d', 'home')"),
+        "todo.items.title is required: it is not nullable and has no default"
+    );
+    assert!(
+        error("INSERT INTO items (id, list, title) VALUES ('a', 'home', 'dup')")
+            .starts_with("todo.items already has a row with key ('a')")
+    );
+    assert!(error("UPDATE items SET id = 'z'").contains("part of the primary key"));
+    assert_eq!(
+        error("UPDATE items SET notes = '{bad'"),
+        "todo.items.notes: expected json or NULL, got text that is not JSON (invalid JSON at byte 1: expected a member name)"
+    );
+    assert!(error("INSERT INTO nowhere VALUES (1)").contains("no table nowhere"));
+    assert!(error("DROP TABLE todo.items").starts_with("DROP TABLE is not supported"));
+    assert!(error("ATTACH DATABASE 'x' AS x").starts_with("ATTACH DATABASE is not supported"));
+    assert!(error("PRAGMA user_version = 3").starts_with("PRAGMA user_version is not supported"));
+    assert!(error("SELECT * FROM items WHERE nope = 1").contains("no such column"));
+    // A multi-row statement with one bad row writes none of them.
+    assert!(error("INSERT INTO items (id, list, title, done) VALUES ('x', 'home', 'ok', false), ('y', 'home', 'bad', 7)").contains("expected bool"));
+    assert_eq!(commits(), before);
+    assert_eq!(rows(&db, "SELECT count(*) FROM items"), [[Value::Integer(3)]]);
+    // The database still works after refusals.
+    write(
+        &db,
+        "INSERT OR IGNORE INTO items (id, list, title) VALUES ('a', 'home', 'ignored'), ('d', 'home', 'new')",
+    );
+    write(&db, "INSERT OR REPLACE INTO items (id, list, title) VALUES ('b', 'work', 'replaced')");
+    assert_eq!(
+        rows(&db, "SELECT id, list, title, done FROM items ORDER BY id"),
+        [
+            [text("a"), text("home"), text("Buy milk"), Value::Bool(false)],
+            [text("b"), text("work"), text("replaced"), Value::Bool(false)],
+            [text("c"), text("work"), text("Write report"), Value::Bool(false)],
+            [text("d"), text("home"), text("new"), Value::Bool(false)],
+        ]
+    );
+}
+
+#[test]
+fn schemas_are_additive_and_refusals_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    seed(&db);
+    let migration =
+        db.apply_schema(Schema::from_file(examples().join("todo-v2.toml")).unwrap()).unwrap();
+    assert!(!migration.is_empty());
+    // Existing rows show the new columns' defaults (or NULL).
+    let columns = db.query("SELECT * FROM todo.items WHERE id = 'a'", &[], None).unwrap().columns;
+    assert!(columns.len() > 7, "{columns:?}");
+    let changed = Schema::parse(
+        "namespace = \"todo\"\n[tables.lists]\nprimary_key = [\"id\"]\n[tables.lists.columns]\nid = \"integer\"\nname = \"text\"\n",
+        basic_store::Format::Toml,
+    )
+    .unwrap();
+    let error = db.apply_schema(changed).unwrap_err();
+    assert!(matches!(error, DbError::Schema(_)), "{error}");
+    assert!(error.to_string().contains("todo"), "{error}");
+}
+
+#[test]
+fn reopening_keeps_everything_and_rebuilds_a_lost_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, device) = {
+        let db = with_todo(dir.path());
+        seed(&db);
+        (db.id(), db.device())
+    };
+    let expected = {
+        let db = open(dir.path());
+        assert_eq!((db.id(), db.device()), (id, device));
+        rows(&db, "SELECT * FROM items ORDER BY id")
+    };
+    assert_eq!(expected.len(), 3);
+    std::fs::remove_file(dir.path().join("view.sqlite")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("view.sqlite-wal"));
+    let _ = std::fs::remove_file(dir.path().join("view.sqlite-shm"));
+    let db = open(dir.path());
+    assert_eq!(rows(&db, "SELECT * FROM items ORDER BY id"), expected);
+    // The author's log continues where it stopped.
+    write(&db, "UPDATE items SET done = true WHERE id = 'c'");
+    let log = db.replica().log(&device).unwrap();
+    let seqs: Vec<u64> = log.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(db.replica().forks().unwrap().is_empty());
+}
+
+#[test]
+fn received_commits_merge_and_wake_live_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let todo = Name::new("todo").unwrap();
+    let key = ScopeKey::from_bytes([7; 32]);
+    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    seed(&db);
+    let live =
+        db.subscribe("SELECT id, title FROM items WHERE NOT done ORDER BY id", &[], None).unwrap();
+    let first = live.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(first.rows.len(), 2);
+
+    // Another device of the same database writes; its commit arrives by sync.
+    let mut other = LogWriter::new(SecretKey::from_seed([42; 32]), db.id());
+    let cells = [
+        ("list", text("home")),
+        ("title", text("From the laptop")),
+        ("done", Value::Bool(false)),
+        ("priority", Value::Integer(0)),
+    ];
+    let op = RowOp::Upsert {
+        table: Name::new("todo.items").unwrap(),
+        key: RowKey::single(KeyPart::Text("z".into())),
+        generation: 1,
+        cells: cells.into_iter().map(|(c, v)| (Name::new(c).unwrap(), v)).collect(),
+    };
+    let commit = other
+        .write(
+            &todo,
+            0,
+            &key,
+            &Changes::new(vec![op]).unwrap(),
+            basic_store::database::now_ms(),
+            &mut rand::rng(),
+        )
+        .unwrap();
+    let results = db
+        .ingest(&[commit.as_bytes().to_vec(), commit.as_bytes().to_vec(), vec![1, 2, 3]])
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Applied);
+    assert_eq!(results[1].as_ref().unwrap().outcome, Outcome::Duplicate);
+    assert!(results[2].is_err());
+    let update: Rows =
+        live.recv_timeout(Duration::from_secs(5)).expect("live query saw the received row");
+    assert_eq!(update.rows.last().unwrap(), &vec![text("z"), text("From the laptop")]);
+    // And a local write wakes it too.
+    write(&db, "UPDATE items SET done = true WHERE id = 'z'");
+    let update = live.recv_timeout(Duration::from_secs(5)).expect("live query saw the local write");
+    assert_eq!(update.rows, first.rows);
+}
+
+#[test]
+fn commits_wait_for_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    let scope = Name::new("notes").unwrap();
+    let key = ScopeKey::from_bytes([9; 32]);
+    let mut other = LogWriter::new(SecretKey::from_seed([43; 32]), db.id());
+    let op = RowOp::Upsert {
+        table: Name::new("notes.pages").unwrap(),
+        key: RowKey::single(KeyPart::Integer(1)),
+        generation: 1,
+        cells: [(Name::new("body").unwrap(), text("hi"))].into_iter().collect(),
+    };
+    let commit = other
+        .write(&scope, 0, &key, &Changes::new(vec![op]).unwrap(), 1_000, &mut rand::rng())
+        .unwrap();
+    let results = db.ingest(&[commit.as_bytes().to_vec()]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::WaitingForKey);
+    assert_eq!(db.add_scope_key(scope, 0, key).unwrap(), 1);
+    assert!(
+        db.replica()
+            .row(&Name::new("notes.pages").unwrap(), &RowKey::single(KeyPart::Integer(1)))
+            .unwrap()
+            .unwrap()
+            .is_live()
+    );
+}
+
+#[test]
+fn concurrent_writers_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    write(&db, "INSERT INTO lists (id, name) VALUES ('l', 'L')");
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let db = &db;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let sql =
+                        format!("INSERT INTO items (id, list, title) VALUES ('{t}-{i}', 'l', 'x')");
+                    write(db, &sql);
+                }
+            });
+        }
+    });
+    assert_eq!(rows(&db, "SELECT count(*) FROM items"), [[Value::Integer(200)]]);
+    let log = db.replica().log(&db.device()).unwrap();
+    assert_eq!(log.len(), 201, "one commit per statement");
+}
