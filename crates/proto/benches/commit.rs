@@ -84,7 +84,10 @@ fn existing_table(rng: &mut ChaCha20Rng) -> (Tables, Vec<RowKey>) {
     let changes = Changes::new(ops).expect("10k distinct rows are a valid change set");
     let author = SecretKey::generate(rng).public();
     let mut tables = Tables::default();
-    tables.apply(Stamp { hlc: Hlc { wall_ms: BASE_MS, counter: 0 }, author }, &changes);
+    tables.apply(
+        Stamp { hlc: Hlc { wall_ms: BASE_MS, counter: 0 }, author: author.into() },
+        &changes,
+    );
     (tables, keys)
 }
 
@@ -209,7 +212,7 @@ fn bench_commit(c: &mut Criterion, fx: &mut Fixture, existing: &Tables) {
     // multi-megabyte clones at once, and would time writes into cold,
     // freshly allocated memory that a long-lived table does not have.
     let mut tables = existing.clone();
-    let mut stamp = Stamp { hlc: draft.hlc, author: public };
+    let mut stamp = Stamp { hlc: draft.hlc, author: public.into() };
     tables.apply(stamp, changes);
     assert_eq!(tables.states().count(), EXISTING_ROWS, "the commit updates existing rows");
     let won = tables.states().flat_map(|(_, _, s)| s.cells.values()).filter(|c| c.stamp == stamp);

@@ -15,7 +15,9 @@ use crate::aead::{self, NONCE_LEN, ScopeKey, TAG_LEN};
 use crate::change::Changes;
 use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields};
 use crate::hlc::Hlc;
-use crate::keys::{DatabaseId, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext};
+use crate::keys::{
+    DatabaseId, KeyCache, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext,
+};
 use crate::value::Name;
 
 /// Largest encoded commit, in bytes (1 MiB).
@@ -94,6 +96,13 @@ impl CborCodec for CommitHeader {
     }
 
     fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
+        Self::parse(value, &KeyCache::default())
+    }
+}
+
+impl CommitHeader {
+    /// Reads a header, validating the author key through `keys`.
+    fn parse(value: Cbor, keys: &KeyCache) -> Result<Self, DecodeError> {
         // The version comes first, so a future header of another shape is
         // reported as an unsupported version, not as a malformed one.
         let version = match &value {
@@ -111,7 +120,8 @@ impl CborCodec for CommitHeader {
         let mut fields = Fields::new(value, "header", 9)?;
         fields.uint("header.version")?;
         let database = DatabaseId(fields.fixed("header.database")?);
-        let author = PublicKey::from_bytes(fields.fixed("header.author")?)
+        let author = keys
+            .get(fields.fixed("header.author")?)
             .map_err(|error| DecodeError::BadKey { field: "header.author", error })?;
         let seq = fields.uint("header.seq")?;
         if seq == 0 {
@@ -279,8 +289,18 @@ impl Commit {
     /// size, CBOR structure and canonical form, header fields and author key,
     /// then the signature. Nothing is decrypted.
     pub fn decode(bytes: &[u8]) -> Result<Self, CommitError> {
+        Self::decode_with(bytes, &KeyCache::default())
+    }
+
+    /// [`Commit::decode`], validating author keys through `keys`, so that
+    /// many commits by the same authors validate each key once.
+    pub fn decode_with(bytes: &[u8], keys: &KeyCache) -> Result<Self, CommitError> {
         let Envelope { header: header_bytes, ciphertext, signature } = Envelope::decode(bytes)?;
-        let header = CommitHeader::decode(&header_bytes)?;
+        let value = codec::parse(&header_bytes, CommitHeader::WHAT, MAX_HEADER_BYTES)?;
+        let header = CommitHeader::parse(value, keys)?;
+        if header.encode() != header_bytes {
+            return Err(DecodeError::NonCanonical { what: CommitHeader::WHAT }.into());
+        }
         header
             .author
             .verify(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext), &signature)

@@ -89,13 +89,18 @@ pub enum KeyError {
     BadChecksum,
 }
 
-/// A validated ed25519 public key: a canonical, non-weak curve point.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PublicKey([u8; 32]);
+/// A validated ed25519 public key: a canonical, non-weak, torsion-free
+/// curve point, kept decompressed so verifying costs no decompression.
+#[derive(Clone, Copy)]
+pub struct PublicKey {
+    bytes: [u8; 32],
+    key: VerifyingKey,
+}
 
 impl PublicKey {
     /// Validates 32 bytes as a public key: a curve point in canonical
-    /// encoding, not of small order, with no torsion component.
+    /// encoding, not of small order, with no torsion component. This costs
+    /// about as much as verifying a signature; see [`KeyCache`].
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
         if key.is_weak() {
@@ -108,12 +113,12 @@ impl PublicKey {
         if !point.is_torsion_free() {
             return Err(KeyError::MixedOrderKey);
         }
-        Ok(Self(bytes))
+        Ok(Self { bytes, key })
     }
 
     /// The 32 bytes of the key.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
     /// Checks `signature` over `message` in `context`, strictly: small-order
@@ -124,16 +129,94 @@ impl PublicKey {
         message: &[u8],
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<(), KeyError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)?;
         let signature = ed25519_dalek::Signature::from_bytes(signature);
-        key.verify_strict(&context.signed_bytes(message), &signature)
+        self.key
+            .verify_strict(&context.signed_bytes(message), &signature)
             .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
+
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes.cmp(&other.bytes)
+    }
+}
+
+/// A public key's 32 bytes, as merge order and storage use them: cheap to
+/// copy and compare, and never used to verify anything.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuthorId(pub [u8; 32]);
+
+impl AuthorId {
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl From<PublicKey> for AuthorId {
+    fn from(key: PublicKey) -> Self {
+        AuthorId(key.bytes)
+    }
+}
+
+impl fmt::Debug for AuthorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthorId({})", data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+/// Keys already validated, so that a peer's many commits by the same few
+/// authors pay for key validation once. Shareable between threads;
+/// bounded: when full it starts over.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], PublicKey>>,
+}
+
+impl KeyCache {
+    /// Most keys kept.
+    pub const CAPACITY: usize = 4096;
+
+    /// The validated key with these bytes ([`PublicKey::from_bytes`]).
+    pub fn get(&self, bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        let lock = || self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = lock().get(&bytes) {
+            return Ok(*key);
+        }
+        let key = PublicKey::from_bytes(bytes)?;
+        let mut keys = lock();
+        if keys.len() >= Self::CAPACITY {
+            keys.clear();
+        }
+        keys.insert(bytes, key);
+        Ok(key)
     }
 }
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({})", data_encoding::HEXLOWER.encode(&self.0))
+        write!(f, "PublicKey({})", data_encoding::HEXLOWER.encode(&self.bytes))
     }
 }
 
@@ -173,7 +256,8 @@ impl SecretKey {
 
     /// The ed25519 public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.signing_key().verifying_key().to_bytes())
+        let key = self.signing_key().verifying_key();
+        PublicKey { bytes: key.to_bytes(), key }
     }
 
     /// Signs `message` in `context`.
@@ -381,6 +465,17 @@ mod tests {
             key.public().verify(SigningContext::Commit, b"m", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_cache_validates_once_and_refuses_the_same_keys() {
+        let cache = KeyCache::default();
+        let key = secret(4).public();
+        assert_eq!(cache.get(*key.as_bytes()), Ok(key));
+        assert_eq!(cache.get(*key.as_bytes()), Ok(key));
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert_eq!(cache.get(weak), Err(KeyError::WeakKey));
     }
 
     #[test]

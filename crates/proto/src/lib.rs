@@ -40,8 +40,7 @@
 //! let opened = received.open(&scope_key)?;
 //!
 //! let mut tables = Tables::default();
-//! let stamp = Stamp { hlc: received.header().hlc, author: received.header().author };
-//! tables.apply(stamp, &opened);
+//! tables.apply(Stamp::of(received.header()), &opened);
 //! assert_eq!(tables.live_rows().count(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -66,7 +65,8 @@ pub use codec::{Cbor, DecodeError};
 pub use commit::{Commit, CommitDraft, CommitError, CommitHeader, CommitId};
 pub use hlc::{Clock, ClockAhead, Hlc};
 pub use keys::{
-    DatabaseId, KeyError, Principal, PublicKey, Role, SealingKey, SecretKey, SigningContext,
+    AuthorId, DatabaseId, KeyCache, KeyError, Principal, PublicKey, Role, SealingKey, SecretKey,
+    SigningContext,
 };
 pub use merge::{Cell, RowState, Stamp, Tables};
 pub use seal::{Party, SealError, SealedKey};

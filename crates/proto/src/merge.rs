@@ -17,8 +17,9 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::change::{Changes, MAX_GENERATION, RowOp};
+use crate::commit::CommitHeader;
 use crate::hlc::Hlc;
-use crate::keys::PublicKey;
+use crate::keys::AuthorId;
 use crate::value::{Name, RowKey, Value};
 
 /// The last-writer-wins order of writes: clock stamp, then author key bytes.
@@ -27,7 +28,14 @@ pub struct Stamp {
     /// The commit's clock stamp.
     pub hlc: Hlc,
     /// The commit's author.
-    pub author: PublicKey,
+    pub author: AuthorId,
+}
+
+impl Stamp {
+    /// The stamp of every write in the commit with this header.
+    pub fn of(header: &CommitHeader) -> Stamp {
+        Stamp { hlc: header.hlc, author: header.author.into() }
+    }
 }
 
 /// One column's winning write.
@@ -167,8 +175,8 @@ mod tests {
     use crate::value::KeyPart;
     use proptest::prelude::*;
 
-    fn author(n: u8) -> PublicKey {
-        SecretKey::from_seed([n; 32]).public()
+    fn author(n: u8) -> AuthorId {
+        SecretKey::from_seed([n; 32]).public().into()
     }
 
     fn stamp(wall_ms: u64, n: u8) -> Stamp {

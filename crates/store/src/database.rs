@@ -9,7 +9,7 @@
 //! write that returned is on disk; a crash loses only writes that had not
 //! returned.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use basic_proto::codec::{self, Fields};
 use basic_proto::hlc::check_not_ahead;
 use basic_proto::{
-    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, Name, PublicKey, RowOp,
-    ScopeKey, SecretKey, Value,
+    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
+    RowOp, ScopeKey, SecretKey, Value,
 };
 use ciborium::Value as Cbor;
 use rand_core::SeedableRng;
@@ -43,6 +43,8 @@ pub const MAX_GROUP: usize = 512;
 pub const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.
 pub const OPS_PER_COMMIT: usize = 1_000;
+/// Checked statements kept for reuse.
+pub const STATEMENT_CACHE: usize = 1024;
 /// sled page cache of a database opened with [`Database::open`].
 pub const CACHE_BYTES: u64 = 256 << 20;
 
@@ -155,6 +157,9 @@ struct Shared<S> {
     database: DatabaseId,
     device: PublicKey,
     stopped: Mutex<Option<String>>,
+    authors: KeyCache,
+    /// Checked statements by namespace and text; cleared when the schema changes.
+    statements: Mutex<HashMap<(Option<Name>, String), Statement>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,6 +242,8 @@ impl<S: Store> Database<S> {
             database,
             device: device.public(),
             stopped: Mutex::new(None),
+            authors: KeyCache::default(),
+            statements: Mutex::new(HashMap::new()),
         });
         let live_shared = Arc::clone(&shared);
         let live = Live::start(move |sql: &str, params: &[Value]| {
@@ -251,6 +258,7 @@ impl<S: Store> Database<S> {
             watermark,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
             changed_tables: live.notifier(),
+            published_stale: false,
         };
         let handle = std::thread::Builder::new()
             .name("basic-writer".into())
@@ -352,7 +360,7 @@ impl<S: Store> Database<S> {
         let now = now_ms();
         let database = self.shared.database;
         let check = |bytes: &Vec<u8>| -> Result<Opened, IngestError> {
-            let commit = Commit::decode(bytes)?;
+            let commit = Commit::decode_with(bytes, &self.shared.authors)?;
             let header = commit.header();
             if header.database != database {
                 return Err(IngestError::OtherDatabase(header.database));
@@ -386,11 +394,23 @@ impl<S: Store> Database<S> {
             .collect())
     }
 
+    /// Parses and checks `sql`, reusing the result for the same text.
     fn parse(&self, sql: &str, namespace: Option<&Name>) -> Result<Statement, DbError> {
+        let cache_key = (namespace.cloned(), sql.to_owned());
+        if let Some(statement) = lock(&self.shared.statements).get(&cache_key) {
+            return Ok(statement.clone());
+        }
         let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
         let tables: BTreeSet<Name> =
             catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
-        Ok(sql::parse(sql, &tables, namespace)?)
+        drop(catalog);
+        let statement = sql::parse(sql, &tables, namespace)?;
+        let mut statements = lock(&self.shared.statements);
+        if statements.len() >= STATEMENT_CACHE {
+            statements.clear();
+        }
+        statements.insert(cache_key, statement.clone());
+        Ok(statement)
     }
 
     fn run_query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
@@ -565,6 +585,8 @@ struct Writer<S> {
     watermark: u64,
     rng: rand::rngs::StdRng,
     changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
+    /// Whether the catalog or keys changed since they were last published.
+    published_stale: bool,
 }
 
 /// A job's answer, sent once its group is durable.
@@ -657,8 +679,11 @@ impl<S: Store> Writer<S> {
         })();
         match outcome {
             Ok(()) => {
-                publish(&shared.catalog, self.catalog.clone());
-                publish(&shared.keys, self.keys.clone());
+                if std::mem::take(&mut self.published_stale) {
+                    publish(&shared.catalog, self.catalog.clone());
+                    publish(&shared.keys, self.keys.clone());
+                    lock(&shared.statements).clear();
+                }
                 replies.into_iter().for_each(Reply::send);
                 if let Some(notify) =
                     self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
@@ -761,6 +786,7 @@ impl<S: Store> Writer<S> {
         let opened = txn.open_waiting(&scope, epoch, &key)?;
         self.keys.insert(scope, epoch, key);
         txn.put_meta(meta::KEYS, self.keys.encode());
+        self.published_stale = true;
         Ok(opened)
     }
 
@@ -779,6 +805,7 @@ impl<S: Store> Writer<S> {
         }
         txn.put_meta(meta::SCHEMAS, encode_catalog(&catalog));
         self.catalog = catalog;
+        self.published_stale = true;
         // Rows for new tables may already be in the replica (from peers, or
         // staged in this group): bring them into the view.
         self.flush_view(tx, txn)?;

@@ -3,7 +3,7 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `c` | commit id | the commit's bytes |
-//! | `l` | author · seq (8 bytes, big-endian) · commit id | empty: the log index |
+//! | `l` | author · seq (8 bytes, big-endian) | ids of the commits at that position (32 bytes each; two or more: a fork) |
 //! | `h` | author | the author's log head ([`crate::replica::Head`]) |
 //! | `f` | author · seq | empty: a fork at that position |
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
@@ -63,17 +63,12 @@ pub fn log_author(author: &PublicKey) -> Vec<u8> {
     key(LOG, &[author.as_bytes()])
 }
 
-/// `l` · author · seq: the entries at one position (two or more: a fork).
+/// `l` · author · seq: the ids at one position of a log.
 pub fn log_position(author: &PublicKey, seq: u64) -> Vec<u8> {
     key(LOG, &[author.as_bytes(), &seq.to_be_bytes()])
 }
 
-/// `l` · author · seq · id.
-pub fn log_entry(author: &PublicKey, seq: u64, id: &CommitId) -> Vec<u8> {
-    key(LOG, &[author.as_bytes(), &seq.to_be_bytes(), &id.0])
-}
-
-/// The id at the end of a log entry key.
+/// The id at the end of an index key.
 pub fn id_suffix(key: &[u8]) -> Option<CommitId> {
     let start = key.len().checked_sub(32)?;
     let mut id = [0; 32];

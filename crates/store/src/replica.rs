@@ -163,19 +163,24 @@ impl<S: Store> Replica<S> {
             .collect()
     }
 
-    /// The ids stored at each position of one author's log, in order.
+    /// The ids stored at each position of one author's log, in order (two
+    /// at one position: a fork).
     pub fn log(&self, author: &PublicKey) -> Result<Vec<(u64, CommitId)>, StoreError> {
-        scan_prefix(&self.store, &layout::log_author(author))
-            .map(|entry| {
-                let (key, _) = entry?;
-                let seq_bytes: [u8; 8] = key[33..41].try_into().map_err(|_| {
-                    StoreError::Corrupt { what: "log entry", reason: "short key".into() }
-                })?;
-                let id = layout::id_suffix(&key)
-                    .ok_or(StoreError::Corrupt { what: "log entry", reason: "short key".into() })?;
-                Ok((u64::from_be_bytes(seq_bytes), id))
-            })
-            .collect()
+        let corrupt = || StoreError::Corrupt { what: "log entry", reason: "bad length".into() };
+        let mut log = Vec::new();
+        for entry in scan_prefix(&self.store, &layout::log_author(author)) {
+            let (key, ids) = entry?;
+            let seq: [u8; 8] =
+                key.get(33..41).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+            if ids.is_empty() || ids.len() % 32 != 0 {
+                return Err(corrupt());
+            }
+            for id in ids.chunks_exact(32) {
+                let id: [u8; 32] = id.try_into().map_err(|_| corrupt())?;
+                log.push((u64::from_be_bytes(seq), CommitId(id)));
+            }
+        }
+        Ok(log)
     }
 
     /// Every detected fork: author and position.
@@ -241,20 +246,6 @@ impl<S: Store> Txn<'_, S> {
         }
     }
 
-    /// Whether any key under `prefix` exists, other than `except`.
-    fn any_under(&self, prefix: &[u8], except: &[u8]) -> Result<bool, StoreError> {
-        if self.batch.scan_prefix(prefix).any(|(key, value)| value.is_some() && key != except) {
-            return Ok(true);
-        }
-        for entry in scan_prefix(self.store, prefix) {
-            let (key, _) = entry?;
-            if key != except && self.batch.lookup(&key) != Some(None) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// The merge state of a row, seeing staged changes.
     pub fn row(&self, table: &Name, key: &RowKey) -> Result<RowState, StoreError> {
         if let Some(state) = self.changed.get(&(table.clone(), key.clone())) {
@@ -292,12 +283,15 @@ impl<S: Store> Txn<'_, S> {
         }
         let header = commit.header();
         self.batch.put(commit_key, commit.as_bytes().to_vec());
-        let entry = layout::log_entry(&header.author, header.seq, &id);
-        let fork = self.any_under(&layout::log_position(&header.author, header.seq), &entry)?;
+        // The commit is new, so any id already at its position is another one.
+        let position = layout::log_position(&header.author, header.seq);
+        let mut ids = self.get(&position)?.unwrap_or_default();
+        let fork = !ids.is_empty();
         if fork {
             self.batch.put(layout::fork(&header.author, header.seq), Vec::new());
         }
-        self.batch.put(entry, Vec::new());
+        ids.extend_from_slice(&id.0);
+        self.batch.put(position, ids);
         self.advance_head(&header.author, header.seq)?;
         let outcome = match content {
             Some(Ok(changes)) => {
@@ -323,7 +317,7 @@ impl<S: Store> Txn<'_, S> {
         if seq == head.contiguous + 1 {
             head.contiguous = seq;
             while head.contiguous < head.max
-                && self.any_under(&layout::log_position(author, head.contiguous + 1), &[])?
+                && self.get(&layout::log_position(author, head.contiguous + 1))?.is_some()
             {
                 head.contiguous += 1;
             }
@@ -338,7 +332,7 @@ impl<S: Store> Txn<'_, S> {
         header: &CommitHeader,
         changes: &Changes,
     ) -> Result<(), StoreError> {
-        let stamp = Stamp { hlc: header.hlc, author: header.author };
+        let stamp = Stamp::of(header);
         for op in changes.ops() {
             self.batch.put(layout::touch(op.table(), op.key(), &id), Vec::new());
             let mut state = self.row(op.table(), op.key())?;
@@ -427,7 +421,7 @@ impl<S: Store> Txn<'_, S> {
                     continue;
                 };
                 let Ok(changes) = commit.open(&scope_key) else { continue };
-                let stamp = Stamp { hlc: header.hlc, author: header.author };
+                let stamp = Stamp::of(header);
                 for op in changes.ops().iter().filter(|op| *op.table() == table && *op.key() == key)
                 {
                     state.apply(op, stamp);

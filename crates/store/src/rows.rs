@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use basic_proto::codec::{self, Fields};
-use basic_proto::{Cell, Hlc, Name, PublicKey, RowState, Stamp, Value};
+use basic_proto::{AuthorId, Cell, Hlc, Name, RowState, Stamp, Value};
 use ciborium::Value as Cbor;
 
 use crate::kv::StoreError;
@@ -56,8 +56,7 @@ pub fn decode(bytes: &[u8]) -> Result<RowState, StoreError> {
         let counter = u32::try_from(cell.uint("cell.counter").map_err(corrupt)?).map_err(|_| {
             StoreError::Corrupt { what: "row state", reason: "counter over 2^32-1".into() }
         })?;
-        let author = PublicKey::from_bytes(cell.fixed("cell.author").map_err(corrupt)?)
-            .map_err(|e| StoreError::Corrupt { what: "row state", reason: e.to_string() })?;
+        let author = AuthorId(cell.fixed("cell.author").map_err(corrupt)?);
         let stamp = Stamp { hlc: Hlc { wall_ms, counter }, author };
         cells.insert(column, Cell { stamp, value });
     }
@@ -71,7 +70,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let author = SecretKey::from_seed([1; 32]).public();
+        let author = SecretKey::from_seed([1; 32]).public().into();
         let stamp = Stamp { hlc: Hlc { wall_ms: 5, counter: 2 }, author };
         let state = RowState {
             generation: 3,

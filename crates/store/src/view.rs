@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use basic_proto::codec;
-use basic_proto::{ColumnType, Name, RowKey, RowState, Value};
+use basic_proto::{ColumnDef, ColumnType, Name, RowKey, RowState, Value};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
@@ -252,10 +252,10 @@ fn refill<S: Store>(
     replica: &Replica<S>,
 ) -> Result<(), ViewError> {
     conn.execute(&format!("DELETE FROM {}", quote(table.name().as_str())), [])?;
+    let writer = RowWriter::new(catalog, table);
     for entry in replica.table_states(table.name()) {
         let (key_bytes, state) = entry?;
-        let key = decode_key(&key_bytes)?;
-        write_row(conn, catalog, table, &key, &state)?;
+        writer.write(conn, &decode_key(&key_bytes)?, &state)?;
     }
     Ok(())
 }
@@ -289,69 +289,100 @@ fn decode_key(bytes: &[u8]) -> Result<RowKey, StoreError> {
 
 /// Writes the rows a replica transaction changed.
 pub fn apply(conn: &Connection, catalog: &Catalog, changes: &[RowChange]) -> Result<(), ViewError> {
+    let mut writers: Vec<(&Name, RowWriter<'_>)> = Vec::new();
     for change in changes {
-        if let Some(table) = catalog.table(&change.table) {
-            write_row(conn, catalog, table, &change.key, &change.state)?;
-        }
+        let writer = match writers.iter().position(|(name, _)| **name == change.table) {
+            Some(i) => &writers[i].1,
+            None => {
+                let Some(table) = catalog.table(&change.table) else { continue };
+                writers.push((&change.table, RowWriter::new(catalog, table)));
+                &writers[writers.len() - 1].1
+            }
+        };
+        writer.write(conn, &change.key, &change.state)?;
     }
     Ok(())
 }
 
-/// Makes the view's copy of one row match its state.
-fn write_row(
-    conn: &Connection,
-    catalog: &Catalog,
-    table: &TableDef,
-    key: &RowKey,
-    state: &RowState,
-) -> Result<(), ViewError> {
-    let name = quote(table.name().as_str());
-    if table.primary_key().len() != key.parts().len() {
-        // A row written under another key shape: not representable here.
-        return Ok(());
-    }
-    if !state.is_live() {
+/// How the rows of one table are written into the view: the statements
+/// and, per column, where its value comes from.
+struct RowWriter<'a> {
+    table: &'a TableDef,
+    upsert: String,
+    delete: String,
+    /// Per column: its place in the key, or its definition and default.
+    columns: Vec<Source<'a>>,
+}
+
+enum Source<'a> {
+    Key(usize),
+    Cell { column: &'a ColumnSpec, def: Option<ColumnDef> },
+}
+
+impl<'a> RowWriter<'a> {
+    fn new(catalog: &Catalog, table: &'a TableDef) -> Self {
+        let name = quote(table.name().as_str());
+        let names: Vec<String> = table.columns().iter().map(|c| quote(c.name.as_str())).collect();
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
         let condition: Vec<String> = table
             .primary_key()
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{} = ?{}", quote(c.as_str()), i + 1))
             .collect();
-        let key_values: Vec<SqlValue> = key.parts().iter().map(|p| to_sql(&p.to_value())).collect();
-        conn.prepare_cached(&format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")))?
-            .execute(params_from_iter(key_values))?;
-        return Ok(());
+        let columns = table
+            .columns()
+            .iter()
+            .map(|column| match table.primary_key().iter().position(|k| *k == column.name) {
+                Some(i) => Source::Key(i),
+                None => Source::Cell {
+                    column,
+                    def: catalog.value_def(table.name(), column.name.as_str()),
+                },
+            })
+            .collect();
+        RowWriter {
+            table,
+            upsert: format!(
+                "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
+                names.join(", "),
+                placeholders.join(", ")
+            ),
+            delete: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
+            columns,
+        }
     }
-    let mut columns = Vec::with_capacity(table.columns().len());
-    let mut values = Vec::with_capacity(table.columns().len());
-    for column in table.columns() {
-        columns.push(quote(column.name.as_str()));
-        let value = match table.primary_key().iter().position(|k| *k == column.name) {
-            Some(i) => key.parts()[i].to_value(),
-            None => cell_value(catalog, table, column, state),
-        };
-        values.push(to_sql(&value));
+
+    /// Makes the view's copy of one row match its state.
+    fn write(&self, conn: &Connection, key: &RowKey, state: &RowState) -> Result<(), ViewError> {
+        if self.table.primary_key().len() != key.parts().len() {
+            // A row written under another key shape: not representable here.
+            return Ok(());
+        }
+        if !state.is_live() {
+            let key_values = key.parts().iter().map(|p| to_sql(&p.to_value()));
+            conn.prepare_cached(&self.delete)?.execute(params_from_iter(key_values))?;
+            return Ok(());
+        }
+        let values = self.columns.iter().map(|source| match source {
+            Source::Key(i) => to_sql(&key.parts()[*i].to_value()),
+            Source::Cell { column, def } => to_sql(cell_value(column, def.as_ref(), state)),
+        });
+        conn.prepare_cached(&self.upsert)?.execute(params_from_iter(values))?;
+        Ok(())
     }
-    let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
-        columns.join(", "),
-        placeholders.join(", ")
-    ))?
-    .execute(params_from_iter(values))?;
-    Ok(())
 }
 
-/// The value a live row shows in `column`: its cell if it fits the column,
-/// else the default, else NULL.
-fn cell_value(catalog: &Catalog, table: &TableDef, column: &ColumnSpec, state: &RowState) -> Value {
-    let fits = |value: &Value| {
-        catalog
-            .value_def(table.name(), column.name.as_str())
-            .is_some_and(|def| def.check(value).is_ok())
-    };
+/// The value a live row shows in `column`: its cell if it fits the column
+/// (`def`, with references resolved), else the default, else NULL.
+fn cell_value<'a>(
+    column: &'a ColumnSpec,
+    def: Option<&ColumnDef>,
+    state: &'a RowState,
+) -> &'a Value {
+    const NULL: &Value = &Value::Null;
     match state.cells.get(&column.name) {
-        Some(cell) if fits(&cell.value) => cell.value.clone(),
-        _ => column.default.clone().unwrap_or(Value::Null),
+        Some(cell) if def.is_some_and(|def| def.check(&cell.value).is_ok()) => &cell.value,
+        _ => column.default.as_ref().unwrap_or(NULL),
     }
 }

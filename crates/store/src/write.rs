@@ -251,7 +251,7 @@ fn evaluate(
     sql: &str,
     params: &[Value],
 ) -> Result<Vec<Vec<SqlValue>>, WriteError> {
-    let mut statement = conn.prepare(sql)?;
+    let mut statement = conn.prepare_cached(sql)?;
     let width = statement.column_count();
     let mut rows = statement.query(rusqlite::params_from_iter(params.iter().map(Param)))?;
     let mut out = Vec::new();

@@ -15,7 +15,7 @@ fn writer(n: usize) -> PublicKey {
 }
 
 fn stamp(wall_ms: u64, counter: u32, writer_index: usize) -> Stamp {
-    Stamp { hlc: Hlc { wall_ms, counter }, author: writer(writer_index) }
+    Stamp { hlc: Hlc { wall_ms, counter }, author: writer(writer_index).into() }
 }
 
 fn row(k: i64) -> RowKey {

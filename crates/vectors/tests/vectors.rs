@@ -132,7 +132,10 @@ fn merges_give_the_listed_tables_in_any_order() {
                     counter: c["hlc"][1].as_u64().unwrap() as u32,
                 };
                 let author = PublicKey::from_bytes(array(&c["author"])).unwrap();
-                (Stamp { hlc, author }, Changes::decode(&bytes(&c["changes_cbor"])).unwrap())
+                (
+                    Stamp { hlc, author: author.into() },
+                    Changes::decode(&bytes(&c["changes_cbor"])).unwrap(),
+                )
             })
             .collect();
         // Every rotation, forwards and backwards.

@@ -40,7 +40,7 @@ fn write(writer: &mut LogWriter, ops: Vec<RowOp>, now: u64, rng: &mut ChaCha20Rn
 fn expected(commits: &[Commit]) -> Tables {
     let mut tables = Tables::default();
     for commit in commits {
-        let stamp = Stamp { hlc: commit.header().hlc, author: commit.header().author };
+        let stamp = Stamp::of(commit.header());
         tables.apply(stamp, &commit.open(&ScopeKey::from_bytes([9; 32])).unwrap());
     }
     tables
@@ -94,7 +94,7 @@ fn forks_are_recorded_and_both_sides_merge() {
     assert_eq!(results.iter().map(|r| r.fork).collect::<Vec<_>>(), [false, false, true]);
     let author = first.header().author;
     assert_eq!(replica.forks().unwrap(), [(author, 2)]);
-    assert_eq!(replica.log(&author).unwrap().len(), 3);
+    assert_eq!(replica.log(&author).unwrap().len(), 3, "{:?}", replica.log(&author).unwrap());
     assert_eq!(replica.heads().unwrap()[&author], Head { contiguous: 2, max: 2 });
     assert_eq!(table_rows(&expected(&[first, left, right])), stored_rows(&replica));
 }
