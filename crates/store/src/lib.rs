@@ -9,6 +9,7 @@
 
 pub mod author;
 pub mod database;
+pub mod export;
 pub mod kv;
 pub mod layout;
 pub mod live;
@@ -23,6 +24,7 @@ pub mod write;
 
 pub use author::LogWriter;
 pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
+pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
 pub use query::Rows;

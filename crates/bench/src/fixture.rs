@@ -1,0 +1,117 @@
+//! The benchmark database: a schema, a temporary directory, generated rows.
+
+use std::collections::BTreeMap;
+
+use basic_proto::{Changes, Commit, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
+use basic_store::{Database, LogWriter, Schema};
+
+/// `bench.lists` (1,000 rows in the query scenario) and `bench.items`:
+/// a key and ten value columns of mixed types, indexed on `n`.
+pub(crate) const SCHEMA: &str = r#"
+namespace = "bench"
+
+[tables.lists]
+primary_key = ["id"]
+[tables.lists.columns]
+id = "integer"
+name = "text"
+
+[tables.items]
+primary_key = ["id"]
+[tables.items.columns]
+id = "integer"
+list_id = { type = "reference", table = "lists", nullable = true }
+title = { type = "text", nullable = true }
+done = { type = "bool", nullable = true }
+n = { type = "integer", nullable = true }
+c5 = { type = "text", nullable = true }
+c6 = { type = "integer", nullable = true }
+c7 = { type = "bool", nullable = true }
+c8 = { type = "real", nullable = true }
+c9 = { type = "text", nullable = true }
+c10 = { type = "integer", nullable = true }
+[[tables.items.indexes]]
+columns = ["n"]
+"#;
+
+/// The ten value columns of `bench.items`.
+pub(crate) const COLUMNS: [&str; 10] =
+    ["list_id", "title", "done", "n", "c5", "c6", "c7", "c8", "c9", "c10"];
+
+/// A fresh database in a temporary directory, with the bench schema and a
+/// known key for the `bench` scope (so other authors can write to it).
+pub(crate) struct Bench {
+    pub(crate) db: Database,
+    pub(crate) key: ScopeKey,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) fn open() -> Result<Bench, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path())?;
+    let key = ScopeKey::from_bytes([0x42; 32]);
+    db.add_scope_key(scope(), 0, key.clone())?;
+    db.apply_schema(Schema::parse(SCHEMA, basic_store::Format::Toml)?)?;
+    Ok(Bench { db, key, _dir: dir })
+}
+
+pub(crate) fn scope() -> Name {
+    name("bench")
+}
+
+pub(crate) fn name(text: &str) -> Name {
+    // Every name here is a constant that satisfies the grammar.
+    Name::new(text).unwrap_or_else(|e| panic!("bench name: {e}"))
+}
+
+/// The value of column `column` (0–9) of row `row`: 20-byte texts,
+/// integers, bools and reals, as a typical app row.
+pub(crate) fn cell(row: i64, column: usize) -> Value {
+    match column {
+        0 => Value::Integer(row % 1000),
+        1 | 4 | 8 => Value::Text(format!("{:0>20}", row * 31 + column as i64)),
+        2 | 6 => Value::Bool((row + column as i64) % 2 == 0),
+        7 => Value::Real(row as f64 / 3.0),
+        _ => Value::Integer(row * 7 + column as i64),
+    }
+}
+
+/// `rows` rows of `cells_per_row` cells each, starting at row `first`.
+pub(crate) fn upserts(first: i64, rows: i64, cells_per_row: usize) -> Changes {
+    let ops = (first..first + rows)
+        .map(|row| {
+            let cells: BTreeMap<Name, Value> =
+                (0..cells_per_row).map(|c| (name(COLUMNS[c]), cell(row, c))).collect();
+            RowOp::Upsert {
+                table: name("bench.items"),
+                key: RowKey::single(KeyPart::Integer(row)),
+                generation: 1,
+                cells,
+            }
+        })
+        .collect();
+    Changes::new(ops).unwrap_or_else(|e| panic!("bench changes: {e}"))
+}
+
+/// `count` commits by 4 other authors, each of `rows` rows × `cells_per_row`
+/// cells, rows numbered from 0, in round-robin author order.
+pub(crate) fn foreign_commits(
+    db: &Database,
+    key: &ScopeKey,
+    count: usize,
+    rows: i64,
+    cells_per_row: usize,
+) -> Vec<Commit> {
+    let mut authors: Vec<LogWriter> =
+        (0..4u8).map(|i| LogWriter::new(SecretKey::from_seed([100 + i; 32]), db.id())).collect();
+    let mut rng = rand::rng();
+    let now = basic_store::database::now_ms();
+    (0..count)
+        .map(|i| {
+            let changes = upserts(i as i64 * rows, rows, cells_per_row);
+            authors[i % 4]
+                .write(&scope(), 0, key, &changes, now, &mut rng)
+                .unwrap_or_else(|e| panic!("bench commit: {e}"))
+        })
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! `ingest`: commits from 4 other authors, already signed and encrypted,
+//! verified, decrypted, merged and persisted — against the cost of the
+//! cryptography alone.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use basic_proto::{Commit, SigningContext};
+use basic_store::IngestError;
+
+use crate::fixture;
+use crate::report::{Reporter, per_second};
+
+type Error = Box<dyn std::error::Error>;
+
+/// Cells handed to the database at once, as a sync batch would be.
+const BATCH_CELLS: usize = 6_400;
+/// Threads handing batches to the database.
+const FEEDERS: usize = 2;
+
+pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
+    let scale = if quick { 20 } else { 1 };
+    measure(reporter, 1, 1, 40_000 / scale)?;
+    measure(reporter, 10, 10, 4_000 / scale)?;
+    Ok(())
+}
+
+fn measure(
+    reporter: &Reporter,
+    rows: i64,
+    cells_per_row: usize,
+    commits: usize,
+) -> Result<(), Error> {
+    let cells_per_commit = rows as usize * cells_per_row;
+    let bench = fixture::open()?;
+    reporter.note(&format!("ingest: preparing {commits} commits of {cells_per_commit} cells"));
+    let signed = fixture::foreign_commits(&bench.db, &bench.key, commits, rows, cells_per_row);
+    let encoded: Vec<Vec<u8>> = signed.iter().map(|c| c.as_bytes().to_vec()).collect();
+    let cells = (commits * cells_per_commit) as f64;
+
+    let crypto_seconds = crypto_only(&signed, &bench.key)?;
+
+    // Two feeders, as two peers syncing at once (or one sync session that
+    // verifies its next batch while the last one is written): verification
+    // of one batch overlaps the writer's work on another.
+    let batch = (BATCH_CELLS / cells_per_commit).max(1);
+    let chunks: Vec<&[Vec<u8>]> = encoded.chunks(batch).collect();
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<(), String> {
+        let feeders: Vec<_> = (0..FEEDERS)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        for result in bench.db.ingest(chunk).map_err(|e| e.to_string())? {
+                            result.map_err(|e: IngestError| {
+                                format!("ingest refused a commit: {e}")
+                            })?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        feeders.into_iter().try_for_each(|f| f.join().map_err(|_| "feeder panicked".to_string())?)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    let cells_per_s = cells / seconds;
+    let limit = cells / crypto_seconds;
+    reporter.result(
+        "ingest",
+        &[
+            ("cells_per_commit", cells_per_commit.into()),
+            ("commits", commits.into()),
+            ("batch_commits", batch.into()),
+            ("feeders", FEEDERS.into()),
+            ("cells_per_s", per_second(cells, seconds)),
+            ("crypto_limit_cells_per_s", per_second(cells, crypto_seconds)),
+            ("ratio", ((cells_per_s / limit * 1000.0).round() / 1000.0).into()),
+        ],
+    );
+    Ok(())
+}
+
+/// Seconds to strictly verify and decrypt every commit on one thread, and
+/// nothing else.
+fn crypto_only(commits: &[Commit], key: &basic_proto::ScopeKey) -> Result<f64, Error> {
+    let prepared: Vec<_> = commits
+        .iter()
+        .map(|c| (c.header().author, c.signed_message(), *c.signature(), c.header().nonce, c))
+        .collect();
+    let start = Instant::now();
+    for (author, message, signature, nonce, commit) in &prepared {
+        author.verify(SigningContext::Commit, message, signature)?;
+        key.decrypt(nonce, commit.header_bytes(), commit.ciphertext()).ok_or("decrypt failed")?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}

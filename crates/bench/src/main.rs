@@ -1,0 +1,70 @@
+//! `basic-bench`: end-to-end figures for Basic, measured on this machine.
+//!
+//! ```text
+//! cargo run --release --bin basic-bench -- ingest --json
+//! cargo run --release --bin basic-bench -- write --json
+//! cargo run --release --bin basic-bench -- query --json
+//! cargo run --release --bin basic-bench -- all --json
+//! ```
+//!
+//! Each scenario prints one JSON object per line (`--json`) with a `name`
+//! and its figures, or a readable line otherwise. Everything runs in a
+//! temporary directory on the real sled store and SQLite view.
+
+mod fixture;
+mod ingest;
+mod query;
+mod report;
+mod write;
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+/// Measures Basic end to end: ingest of signed commits, durable writes, queries.
+#[derive(Debug, Parser)]
+#[command(name = "basic-bench", version)]
+struct Args {
+    /// Which scenario to run.
+    scenario: Scenario,
+    /// Print one JSON object per result line.
+    #[arg(long)]
+    json: bool,
+    /// Smaller sizes and shorter runs, to check the benchmark itself works.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Commits from 4 other authors verified, decrypted, merged and persisted.
+    Ingest,
+    /// Durable local writes from 1 and from 16 concurrent writers.
+    Write,
+    /// Point lookups, indexed range scans and a join over 100k rows.
+    Query,
+    /// Every scenario above.
+    All,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let reporter = report::Reporter { json: args.json };
+    let scenarios: &[Scenario] = match args.scenario {
+        Scenario::All => &[Scenario::Ingest, Scenario::Write, Scenario::Query],
+        ref one => std::slice::from_ref(one),
+    };
+    for scenario in scenarios {
+        let result = match scenario {
+            Scenario::Ingest => ingest::run(&reporter, args.quick),
+            Scenario::Write => write::run(&reporter, args.quick),
+            Scenario::Query => query::run(&reporter, args.quick),
+            Scenario::All => Ok(()),
+        };
+        if let Err(error) = result {
+            eprintln!("basic-bench: {scenario:?} failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
