@@ -282,6 +282,11 @@ impl<S: Store> Database<S> {
         &self.shared.replica
     }
 
+    /// The SQLite view's file.
+    pub(crate) fn view_path(&self) -> &Path {
+        &self.shared.view_path
+    }
+
     /// The current schemas.
     pub fn catalog(&self) -> Catalog {
         read(&self.shared.catalog)

@@ -102,8 +102,8 @@
 //!
 //! # Consistency
 //!
-//! Rows are read from the database's view a page at a time, in key order;
-//! a write made while an export runs may or may not be in it.
+//! An export reads every table inside one read transaction on the view, so
+//! it is a snapshot of one moment: writes made while it runs are not in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -113,12 +113,13 @@ use std::path::{Path, PathBuf};
 use basic_proto::json::check_json;
 use basic_proto::value::MAX_VALUE_LEN;
 use basic_proto::{ColumnDef, ColumnType, Name, Value};
-use rusqlite::Connection;
+use data_encoding::BASE64;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::database::{Database, DbError, Executed};
 use crate::kv::Store;
-use crate::schema::{Catalog, IndexDef, Schema, SchemaError, TableDef};
-use crate::view::{Param, quote};
+use crate::schema::{Catalog, Schema, SchemaError, TableDef};
+use crate::view::{self, Param, quote};
 
 /// The version of the JSON lines format written, and the only one read.
 pub const FORMAT_VERSION: u64 = 1;
@@ -134,13 +135,6 @@ pub const IMPORT_BATCH_ROWS: usize = 500;
 const MAX_BATCH_PARAMS: usize = 30_000;
 /// Bytes of values one import statement carries, at most (about).
 const MAX_BATCH_BYTES: usize = 16 << 20;
-/// Rows of the first page an export reads; later pages aim at
-/// [`PAGE_BYTES`].
-const FIRST_PAGE_ROWS: usize = 256;
-/// The size an export page aims at.
-const PAGE_BYTES: usize = 8 << 20;
-/// Rows in an export page, at least and at most.
-const PAGE_ROWS: (usize, usize) = (16, 1_000);
 /// Most members in one JSON object of a line.
 const MAX_MEMBERS: usize = 1_024;
 
@@ -175,6 +169,9 @@ pub enum ExportError {
         /// What SQLite said.
         error: rusqlite::Error,
     },
+    /// Reading the database's view failed.
+    #[error("cannot read the database: SQLite: {0}")]
+    Read(rusqlite::Error),
     /// Writing the JSON lines failed.
     #[error("cannot write the export: {0}")]
     Output(std::io::Error),
@@ -333,6 +330,7 @@ impl<S: Store> Database<S> {
         let catalog = self.catalog();
         let exported = selected(&catalog, namespace)?;
         let header_schemas = with_dependencies(&catalog, &exported);
+        let snapshot = self.snapshot()?;
         let mut out = BufWriter::new(out);
         let mut line = String::new();
         line.push_str("{\"basic_export\":");
@@ -353,7 +351,7 @@ impl<S: Store> Database<S> {
             let mut prefix = String::from("{\"table\":");
             push_string(&mut prefix, table.name().as_str());
             prefix.push_str(",\"row\":{");
-            let rows = self.for_each_row(table, |row| {
+            let rows = for_each_row(&snapshot, &catalog, table, |row| {
                 line.clear();
                 line.push_str(&prefix);
                 for (i, (column, value)) in table.columns().iter().zip(row).enumerate() {
@@ -466,56 +464,16 @@ impl<S: Store> Database<S> {
         Ok(summary)
     }
 
-    /// Calls `f` with each live row of `table`, its columns in schema
-    /// order, in primary-key order; returns how many there were.
-    ///
-    /// Pages by key through [`Database::query`], each page its own read.
-    /// With the view's path, one read transaction on one connection would
-    /// make a whole export one snapshot.
-    fn for_each_row(
-        &self,
-        table: &TableDef,
-        mut f: impl FnMut(&[Value]) -> Result<(), ExportError>,
-    ) -> Result<u64, ExportError> {
-        let columns: Vec<String> = table.columns().iter().map(|c| quote(c.name.as_str())).collect();
-        let key_positions: Vec<usize> =
-            table.primary_key().iter().filter_map(|k| table.position(k.as_str())).collect();
-        let keys: Vec<String> = table.primary_key().iter().map(|k| quote(k.as_str())).collect();
-        let order = keys.join(", ");
-        let after = match keys.as_slice() {
-            [one] => format!("{one} > ?"),
-            _ => format!("({order}) > ({})", vec!["?"; keys.len()].join(", ")),
-        };
-        let select = format!("SELECT {} FROM {}", columns.join(", "), quote(table.name().as_str()));
-        let mut last_key: Option<Vec<Value>> = None;
-        let mut limit = FIRST_PAGE_ROWS;
-        let mut count = 0;
-        loop {
-            let page = match &last_key {
-                None => self.query(&format!("{select} ORDER BY {order} LIMIT {limit}"), &[], None),
-                Some(key) => self.query(
-                    &format!("{select} WHERE {after} ORDER BY {order} LIMIT {limit}"),
-                    key,
-                    None,
-                ),
-            }?;
-            let mut bytes = 0;
-            for row in &page.rows {
-                bytes += row.iter().map(value_size).sum::<usize>();
-                f(row)?;
-            }
-            count += page.rows.len() as u64;
-            let Some(last) = page.rows.last().filter(|_| page.rows.len() == limit) else {
-                return Ok(count);
-            };
-            last_key = Some(
-                key_positions
-                    .iter()
-                    .map(|&i| last.get(i).cloned().unwrap_or(Value::Null))
-                    .collect(),
-            );
-            limit = (PAGE_BYTES / (bytes / page.rows.len()).max(1)).clamp(PAGE_ROWS.0, PAGE_ROWS.1);
-        }
+    /// A read-only connection inside one read transaction: every table an
+    /// export reads comes from the same moment.
+    fn snapshot(&self) -> Result<Connection, ExportError> {
+        let conn = Connection::open_with_flags(
+            self.view_path(),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ExportError::Read)?;
+        conn.execute_batch("BEGIN").map_err(ExportError::Read)?;
+        Ok(conn)
     }
 
     fn fill_sqlite(
@@ -525,13 +483,14 @@ impl<S: Store> Database<S> {
         path: &Path,
     ) -> Result<ExportSummary, ExportError> {
         let sqlite = |error| ExportError::Sqlite { path: path.to_owned(), error };
+        let snapshot = self.snapshot()?;
         let mut conn = Connection::open(path).map_err(sqlite)?;
         let tx = conn.transaction().map_err(sqlite)?;
         let mut summary = summary(exported);
         for table in exported.iter().flat_map(|schema| schema.tables()) {
-            tx.execute_batch(&create_table_sql(catalog, table)).map_err(sqlite)?;
+            tx.execute_batch(&view::create_table_sql(catalog, table)).map_err(sqlite)?;
             for index in table.indexes() {
-                tx.execute_batch(&create_index_sql(index)).map_err(sqlite)?;
+                tx.execute_batch(&view::create_index_sql(index)).map_err(sqlite)?;
             }
             let columns: Vec<String> =
                 table.columns().iter().map(|c| quote(c.name.as_str())).collect();
@@ -543,7 +502,7 @@ impl<S: Store> Database<S> {
                     vec!["?"; columns.len()].join(", ")
                 ))
                 .map_err(sqlite)?;
-            let rows = self.for_each_row(table, |row| {
+            let rows = for_each_row(&snapshot, catalog, table, |row| {
                 insert
                     .execute(rusqlite::params_from_iter(row.iter().map(Param)))
                     .map_err(sqlite)?;
@@ -639,6 +598,39 @@ impl ExportSummary {
 }
 
 /// About how many bytes a value takes.
+/// Calls `f` with every row of `table`, in key order, typed by the schema.
+fn for_each_row(
+    snapshot: &Connection,
+    catalog: &Catalog,
+    table: &TableDef,
+    mut f: impl FnMut(&[Value]) -> Result<(), ExportError>,
+) -> Result<u64, ExportError> {
+    let columns: Vec<String> = table.columns().iter().map(|c| quote(c.name.as_str())).collect();
+    let types: Vec<Option<ColumnType>> =
+        table.columns().iter().map(|c| catalog.value_type(table.name(), c.name.as_str())).collect();
+    let order: Vec<String> = table.primary_key().iter().map(|k| quote(k.as_str())).collect();
+    let mut statement = snapshot
+        .prepare(&format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            columns.join(", "),
+            quote(table.name().as_str()),
+            order.join(", ")
+        ))
+        .map_err(ExportError::Read)?;
+    let mut rows = statement.query([]).map_err(ExportError::Read)?;
+    let mut values = Vec::with_capacity(columns.len());
+    let mut count = 0;
+    while let Some(row) = rows.next().map_err(ExportError::Read)? {
+        values.clear();
+        for (i, ty) in types.iter().enumerate() {
+            values.push(view::from_sql(row.get_ref(i).map_err(ExportError::Read)?, ty.as_ref()));
+        }
+        f(&values)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 fn value_size(value: &Value) -> usize {
     match value {
         Value::Text(t) | Value::Json(t) => t.len() + 2,
@@ -648,48 +640,6 @@ fn value_size(value: &Value) -> usize {
 }
 
 // SQLite file
-
-/// The SQL type of a column's values, as in the view.
-fn sql_type(ty: &ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Text | ColumnType::Json => "TEXT",
-        ColumnType::Integer | ColumnType::Bool | ColumnType::Timestamp => "INTEGER",
-        ColumnType::Real => "REAL",
-        ColumnType::Bytes => "BLOB",
-        ColumnType::Reference { .. } => "ANY",
-    }
-}
-
-/// The view's `CREATE TABLE` of `table`.
-fn create_table_sql(catalog: &Catalog, table: &TableDef) -> String {
-    let columns: Vec<String> = table
-        .columns()
-        .iter()
-        .map(|column| {
-            let ty =
-                catalog.value_type(table.name(), column.name.as_str()).unwrap_or(ColumnType::Bytes);
-            format!("{} {}", quote(column.name.as_str()), sql_type(&ty))
-        })
-        .collect();
-    let key: Vec<String> = table.primary_key().iter().map(|c| quote(c.as_str())).collect();
-    format!(
-        "CREATE TABLE {} ({}, PRIMARY KEY ({})) STRICT",
-        quote(table.name().as_str()),
-        columns.join(", "),
-        key.join(", ")
-    )
-}
-
-/// The view's `CREATE INDEX` of `index`.
-fn create_index_sql(index: &IndexDef) -> String {
-    let columns: Vec<String> = index.columns.iter().map(|c| quote(c.as_str())).collect();
-    format!(
-        "CREATE INDEX {} ON {} ({})",
-        quote(&index.name),
-        quote(index.table.as_str()),
-        columns.join(", ")
-    )
-}
 
 // Writing JSON
 
@@ -732,7 +682,7 @@ fn push_value(out: &mut String, value: &Value) {
         Value::Text(t) => push_string(out, t),
         Value::Bytes(b) => {
             out.push('"');
-            out.push_str(&base64::encode(b));
+            out.push_str(&BASE64.encode(b));
             out.push('"');
         }
         Value::Json(json) => {
@@ -1024,7 +974,7 @@ fn decode(raw: &str, def: &ColumnDef) -> Result<Value, String> {
             Some(text) => Value::Text(text),
             None => return mismatch(),
         },
-        ColumnType::Bytes => match string().map(|text| base64::decode(&text)) {
+        ColumnType::Bytes => match string().map(|text| BASE64.decode(text.as_bytes()).ok()) {
             Some(Some(bytes)) => Value::Bytes(bytes),
             Some(None) => return Err(format!("{} (not base64)", describe(raw))),
             None => return mismatch(),
@@ -1301,67 +1251,6 @@ impl<'a> Scan<'a> {
     }
 }
 
-mod base64 {
-    //! Base64 with the standard alphabet and padding (RFC 4648 §4); the
-    //! decoder is strict: no whitespace, no missing padding, no stray bits.
-
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub(super) fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-            let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
-        let bytes = text.as_bytes();
-        if !bytes.len().is_multiple_of(4) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-        let quads = bytes.len() / 4;
-        for (i, quad) in bytes.chunks_exact(4).enumerate() {
-            let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
-            if padding > 2 || (padding > 0 && i + 1 != quads) {
-                return None;
-            }
-            let mut n = 0u32;
-            for &c in &quad[..4 - padding] {
-                n = (n << 6) | u32::from(sextet(c)?);
-            }
-            n <<= 6 * padding as u32;
-            let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            let keep = 3 - padding;
-            if decoded[keep..].iter().any(|&b| b != 0) {
-                return None;
-            }
-            out.extend_from_slice(&decoded[..keep]);
-        }
-        Some(out)
-    }
-
-    fn sextet(c: u8) -> Option<u8> {
-        match c {
-            b'A'..=b'Z' => Some(c - b'A'),
-            b'a'..=b'z' => Some(c - b'a' + 26),
-            b'0'..=b'9' => Some(c - b'0' + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1376,26 +1265,6 @@ mod tests {
     }
 
     const GOOD_ROW: &str = r#"{"table":"todo.items","row":{"id":"a","list":"home","title":"Buy milk","done":false,"priority":2,"due":1795824000000000,"notes":{"tags":["shop"]}}}"#;
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64::encode(plain.as_bytes()), encoded);
-            assert_eq!(base64::decode(encoded).unwrap(), plain.as_bytes());
-        }
-        assert_eq!(base64::encode(&[0xfb, 0xff]), "+/8=");
-        for bad in ["Zg", "Zg=", "Z===", "Zh==", "Zm9=", "Zg==Zg==", "Zm 9v", "Zm9v\n", "===="] {
-            assert_eq!(base64::decode(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn rows_are_split_and_typed() {
@@ -1501,18 +1370,12 @@ mod tests {
         }
 
         #[test]
-        fn base64_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
-            prop_assert_eq!(base64::decode(&base64::encode(&bytes)), Some(bytes));
-        }
-
-        #[test]
         fn arbitrary_lines_never_panic(text in ".{0,300}") {
             let catalog = catalog();
             let schemas: Vec<Schema> = catalog.schemas().cloned().collect();
             let file = FileTables::new(&catalog, &schemas);
             let _ = file.parse_row(1, &text);
             let _ = parse_header(1, &text);
-            let _ = base64::decode(&text);
         }
 
         #[test]

@@ -158,17 +158,17 @@ pub fn set_watermark(conn: &Connection, value: u64) -> Result<(), ViewError> {
     Ok(())
 }
 
-fn create_table(conn: &Connection, catalog: &Catalog, table: &TableDef) -> Result<(), ViewError> {
+/// The `CREATE TABLE` of `table` in the view (and in SQLite exports).
+pub(crate) fn create_table_sql(catalog: &Catalog, table: &TableDef) -> String {
     let columns: Vec<String> =
         table.columns().iter().map(|column| column_sql(catalog, table, column)).collect();
     let key: Vec<String> = table.primary_key().iter().map(|c| quote(c.as_str())).collect();
-    conn.execute_batch(&format!(
+    format!(
         "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})) STRICT",
         quote(table.name().as_str()),
         columns.join(", "),
         key.join(", ")
-    ))?;
-    Ok(())
+    )
 }
 
 fn column_sql(catalog: &Catalog, table: &TableDef, column: &ColumnSpec) -> String {
@@ -176,15 +176,15 @@ fn column_sql(catalog: &Catalog, table: &TableDef, column: &ColumnSpec) -> Strin
     format!("{} {}", quote(column.name.as_str()), sql_type(&ty))
 }
 
-fn create_index(conn: &Connection, index: &IndexDef) -> Result<(), ViewError> {
+/// The `CREATE INDEX` of `index` in the view (and in SQLite exports).
+pub(crate) fn create_index_sql(index: &IndexDef) -> String {
     let columns: Vec<String> = index.columns.iter().map(|c| quote(c.as_str())).collect();
-    conn.execute_batch(&format!(
+    format!(
         "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
         quote(&index.name),
         quote(index.table.as_str()),
         columns.join(", ")
-    ))?;
-    Ok(())
+    )
 }
 
 /// Columns the view's copy of `table` has.
@@ -215,7 +215,7 @@ pub fn sync_schema<S: Store>(
         for table in schema.tables() {
             let existing = existing_columns(conn, table.name())?;
             let changed = if existing.is_empty() {
-                create_table(conn, catalog, table)?;
+                conn.execute_batch(&create_table_sql(catalog, table))?;
                 true
             } else {
                 let missing: Vec<&ColumnSpec> = table
@@ -233,7 +233,7 @@ pub fn sync_schema<S: Store>(
                 !missing.is_empty()
             };
             for index in table.indexes() {
-                create_index(conn, index)?;
+                conn.execute_batch(&create_index_sql(index))?;
             }
             if changed {
                 refill(conn, catalog, table, replica)?;
