@@ -12,7 +12,7 @@ use std::str::FromStr;
 use data_encoding::BASE32_NOPAD;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 /// BLAKE3 context deriving a principal's x25519 secret from its seed.
 pub const SEALING_KEY_CONTEXT: &str = "basic/v0 sealing key from seed";
@@ -230,53 +230,52 @@ impl fmt::Debug for SealingKey {
     }
 }
 
-/// A principal's secret: one seed, from which its signing and sealing keys come.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// A principal's secret: one seed, from which its signing and sealing keys
+/// come. The signing key (and its public key) is derived once, on creation.
+#[derive(Clone)]
 pub struct SecretKey {
-    seed: [u8; 32],
+    signing: SigningKey,
 }
 
 impl SecretKey {
     /// The secret with this seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self { seed }
+        Self { signing: SigningKey::from_bytes(&seed) }
     }
 
     /// A new secret from `rng`.
     pub fn generate(rng: &mut impl CryptoRng) -> Self {
         let mut seed = [0; 32];
         rng.fill_bytes(&mut seed);
-        Self { seed }
+        let secret = Self::from_seed(seed);
+        seed.zeroize();
+        secret
     }
 
     /// The seed. Keep it secret.
     pub fn seed(&self) -> &[u8; 32] {
-        &self.seed
+        self.signing.as_bytes()
     }
 
     /// The ed25519 public key.
     pub fn public(&self) -> PublicKey {
-        let key = self.signing_key().verifying_key();
+        let key = self.signing.verifying_key();
         PublicKey { bytes: key.to_bytes(), key }
     }
 
     /// Signs `message` in `context`.
     pub fn sign(&self, context: SigningContext, message: &[u8]) -> [u8; SIGNATURE_LEN] {
-        self.signing_key().sign(&context.signed_bytes(message)).to_bytes()
+        self.signing.sign(&context.signed_bytes(message)).to_bytes()
     }
 
     /// The x25519 secret used to open keys sealed to this principal.
     pub fn sealing_secret(&self) -> x25519_dalek::StaticSecret {
-        x25519_dalek::StaticSecret::from(blake3::derive_key(SEALING_KEY_CONTEXT, &self.seed))
+        x25519_dalek::StaticSecret::from(blake3::derive_key(SEALING_KEY_CONTEXT, self.seed()))
     }
 
     /// The x25519 public key others seal to.
     pub fn sealing_key(&self) -> SealingKey {
         SealingKey(x25519_dalek::PublicKey::from(&self.sealing_secret()).to_bytes())
-    }
-
-    fn signing_key(&self) -> SigningKey {
-        SigningKey::from_bytes(&self.seed)
     }
 }
 

@@ -2,7 +2,33 @@
 //!
 //! Commit logs and merged row states live in one ordered keyspace behind
 //! the [`Store`] trait (in memory for tests and the simulator, sled for the
-//! node); [`Replica`] keeps them consistent.
+//! node); [`Replica`] keeps them consistent. [`Database`] adds schemas, SQL
+//! through a derived SQLite view, durable group-committed writes, live
+//! queries, received commits, and export and import.
+//!
+//! ```
+//! use basic_store::{Database, Executed, Format, Schema};
+//! use basic_proto::Value;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Database::open(dir.path())?;
+//! db.apply_schema(Schema::parse(r#"
+//!     namespace = "todo"
+//!     [tables.items]
+//!     primary_key = ["id"]
+//!     columns = { id = "text", title = "text", done = { type = "bool", default = false } }
+//! "#, Format::Toml)?)?;
+//!
+//! // A write is a signed, encrypted commit, on disk when execute returns.
+//! db.execute("INSERT INTO todo.items (id, title) VALUES ('a', 'Buy milk')", &[], None)?;
+//! let live = db.subscribe("SELECT title FROM todo.items WHERE NOT done", &[], None)?;
+//! db.execute("UPDATE todo.items SET done = true WHERE id = ?", &[Value::Text("a".into())], None)?;
+//!
+//! let rows = db.query("SELECT id, done FROM todo.items", &[], None)?;
+//! assert_eq!(rows.rows, [[Value::Text("a".into()), Value::Bool(true)]]);
+//! # let first = live.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![deny(missing_docs)]
