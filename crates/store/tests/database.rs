@@ -91,6 +91,10 @@ fn typed_rows_and_relational_queries() {
             [text("work"), Value::Integer(1)]
         ]
     );
+    assert_eq!(
+        rows(&db, "WITH open AS (SELECT id FROM items WHERE NOT done) SELECT id, row_number() OVER (ORDER BY id DESC) FROM open ORDER BY id"),
+        [[text("a"), Value::Integer(2)], [text("c"), Value::Integer(1)]]
+    );
     // Parameters bind to placeholders.
     let found = db
         .query("SELECT title FROM items WHERE priority > ? ORDER BY id", &[Value::Integer(1)], None)
