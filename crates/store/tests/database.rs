@@ -92,7 +92,10 @@ fn typed_rows_and_relational_queries() {
         ]
     );
     assert_eq!(
-        rows(&db, "WITH open AS (SELECT id FROM items WHERE NOT done) SELECT id, row_number() OVER (ORDER BY id DESC) FROM open ORDER BY id"),
+        rows(
+            &db,
+            "WITH open AS (SELECT id FROM items WHERE NOT done) SELECT id, row_number() OVER (ORDER BY id DESC) FROM open ORDER BY id"
+        ),
         [[text("a"), Value::Integer(2)], [text("c"), Value::Integer(1)]]
     );
     // Parameters bind to placeholders.
