@@ -13,8 +13,8 @@ use crate::report::{Reporter, per_second};
 
 type Error = Box<dyn std::error::Error>;
 
-/// Cells handed to the database at once, as a sync batch would be.
-const BATCH_CELLS: usize = 6_400;
+/// Bytes of commits handed to the database at once, as one sync batch.
+const BATCH_BYTES: usize = 256 << 10;
 /// Threads handing batches to the database.
 const FEEDERS: usize = 2;
 
@@ -43,7 +43,7 @@ fn measure(
     // Two feeders, as two peers syncing at once (or one sync session that
     // verifies its next batch while the last one is written): verification
     // of one batch overlaps the writer's work on another.
-    let batch = (BATCH_CELLS / cells_per_commit).max(1);
+    let batch = (BATCH_BYTES / encoded[0].len()).max(1);
     let chunks: Vec<&[Vec<u8>]> = encoded.chunks(batch).collect();
     let next = AtomicUsize::new(0);
     let start = Instant::now();
