@@ -179,6 +179,16 @@ impl Value {
         codec::encode_value(&self.to_cbor())
     }
 
+    /// Bytes of a text, JSON or bytes payload (checked against
+    /// [`MAX_VALUE_LEN`]); 0 for the fixed-size types.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Value::Text(t) | Value::Json(t) => t.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
+        }
+    }
+
     /// The value's type, or `None` for NULL.
     pub fn column_type(&self) -> Option<ColumnType> {
         Some(match self {

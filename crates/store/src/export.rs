@@ -986,11 +986,7 @@ fn decode(raw: &str, def: &ColumnDef) -> Result<Value, String> {
         // The catalog resolves references to their key's type.
         ColumnType::Reference { .. } => return mismatch(),
     };
-    let len = match &value {
-        Value::Text(t) | Value::Json(t) => t.len(),
-        Value::Bytes(b) => b.len(),
-        _ => 0,
-    };
+    let len = value.payload_len();
     if len > MAX_VALUE_LEN {
         return Err(format!("a value of {len} bytes (the most is {MAX_VALUE_LEN})"));
     }

@@ -1431,11 +1431,7 @@ fn default_value(ty: &ColumnType, raw: &impl RawDefault) -> Result<Value, String
             return Err(format!("default {literal} does not fit type {ty}: expected {expected}"));
         }
     };
-    let len = match &value {
-        Value::Text(t) | Value::Json(t) => t.len(),
-        Value::Bytes(b) => b.len(),
-        _ => 0,
-    };
+    let len = value.payload_len();
     if len > MAX_VALUE_LEN {
         return Err(format!("the default is {len} bytes long; values are at most {MAX_VALUE_LEN}"));
     }
