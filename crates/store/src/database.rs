@@ -45,6 +45,8 @@ pub const MAX_QUEUE: usize = 4096;
 pub const OPS_PER_COMMIT: usize = 1_000;
 /// Checked statements kept for reuse.
 pub const STATEMENT_CACHE: usize = 1024;
+/// Longest statement text kept for reuse.
+pub const CACHED_SQL_LEN: usize = 4096;
 /// sled page cache of a database opened with [`Database::open`].
 pub const CACHE_BYTES: u64 = 256 << 20;
 
@@ -410,11 +412,13 @@ impl<S: Store> Database<S> {
             catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
         drop(catalog);
         let statement = sql::parse(sql, &tables, namespace)?;
-        let mut statements = lock(&self.shared.statements);
-        if statements.len() >= STATEMENT_CACHE {
-            statements.clear();
+        if sql.len() <= CACHED_SQL_LEN {
+            let mut statements = lock(&self.shared.statements);
+            if statements.len() >= STATEMENT_CACHE {
+                statements.clear();
+            }
+            statements.insert(cache_key, statement.clone());
         }
-        statements.insert(cache_key, statement.clone());
         Ok(statement)
     }
 

@@ -23,9 +23,17 @@ use sqlparser::ast::{
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
+/// Longest SQL statement accepted, in bytes.
+pub const MAX_SQL_LEN: usize = 1 << 20;
+
 /// Why a statement was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlError {
+    /// The statement text is longer than [`MAX_SQL_LEN`].
+    #[error(
+        "the statement is {0} bytes long; the most is {MAX_SQL_LEN} (pass large values as parameters)"
+    )]
+    TooLong(usize),
     /// Not valid SQL.
     #[error("SQL syntax error: {0}")]
     Syntax(String),
@@ -126,6 +134,9 @@ pub fn parse(
     tables: &BTreeSet<Name>,
     namespace: Option<&Name>,
 ) -> Result<Statement, SqlError> {
+    if sql.len() > MAX_SQL_LEN {
+        return Err(SqlError::TooLong(sql.len()));
+    }
     let mut statements =
         Parser::parse_sql(&SQLiteDialect {}, sql).map_err(|e| SqlError::Syntax(e.to_string()))?;
     if statements.len() != 1 {
@@ -604,5 +615,11 @@ mod tests {
         assert_eq!(parse("SELECT 1; SELECT 2", &tables(), None), Err(SqlError::StatementCount(2)));
         assert_eq!(parse("", &tables(), None), Err(SqlError::StatementCount(0)));
         assert!(matches!(parse("SELEKT", &tables(), None), Err(SqlError::Syntax(_))));
+        let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(matches!(parse(&deep, &tables(), None), Err(SqlError::Syntax(_))));
+        let long = format!("SELECT '{}'", "x".repeat(MAX_SQL_LEN));
+        assert!(
+            matches!(parse(&long, &tables(), None), Err(SqlError::TooLong(n)) if n == long.len())
+        );
     }
 }
