@@ -30,7 +30,7 @@ use crate::kv::{SledStore, Store, StoreError};
 use crate::layout;
 use crate::live::{Live, Subscription};
 use crate::query::{self, QueryError, Rows};
-use crate::replica::{Inserted, Keyring, Replica, RowChange, Txn};
+use crate::replica::{Inserted, Keyring, Outcome, Replica, RowChange, Txn};
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
 use crate::sql::{self, SqlError, Statement};
@@ -43,6 +43,11 @@ pub const MAX_GROUP: usize = 512;
 pub const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.
 pub const OPS_PER_COMMIT: usize = 1_000;
+/// Most commits held back (stamped too far ahead) at once; past it they
+/// are refused with [`IngestError::ClockAhead`] and must be offered again.
+pub const MAX_HELD: usize = 10_000;
+/// How often the writer looks for held-back commits whose time has come.
+pub const HELD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Checked statements kept for reuse.
 pub const STATEMENT_CACHE: usize = 1024;
 /// Longest statement text kept for reuse.
@@ -132,8 +137,8 @@ enum Job {
         reply: mpsc::Sender<Result<WriteOutcome, DbError>>,
     },
     Ingest {
-        commits: Vec<Opened>,
-        reply: mpsc::Sender<Result<Vec<Inserted>, DbError>>,
+        commits: Vec<Received>,
+        reply: mpsc::Sender<Result<Ingested, DbError>>,
     },
     Schema {
         schema: Schema,
@@ -147,8 +152,16 @@ enum Job {
     },
 }
 
-/// A verified commit and the result of opening it (`None`: no key).
-type Opened = (Commit, Option<Result<Changes, CommitError>>);
+/// One result per received commit, in order.
+type Ingested = Vec<Result<Inserted, IngestError>>;
+
+/// A verified commit received from a peer.
+enum Received {
+    /// To insert now, with the result of opening it (`None`: no key).
+    Ready(Commit, Option<Result<Changes, CommitError>>),
+    /// Stamped too far ahead: to hold back until its time.
+    Ahead(Commit, ClockAhead),
+}
 
 struct Shared<S> {
     replica: Replica<S>,
@@ -261,6 +274,7 @@ impl<S: Store> Database<S> {
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
             changed_tables: live.notifier(),
             published_stale: false,
+            held: shared.replica.held_count()?,
         };
         let handle = std::thread::Builder::new()
             .name("basic-writer".into())
@@ -366,15 +380,17 @@ impl<S: Store> Database<S> {
         let keys = read(&self.shared.keys);
         let now = now_ms();
         let database = self.shared.database;
-        let check = |bytes: &Vec<u8>| -> Result<Opened, IngestError> {
+        let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
             let commit = Commit::decode_with(bytes, &self.shared.authors)?;
             let header = commit.header();
             if header.database != database {
                 return Err(IngestError::OtherDatabase(header.database));
             }
-            check_not_ahead(header.hlc, now)?;
+            if let Err(ahead) = check_not_ahead(header.hlc, now) {
+                return Ok(Received::Ahead(commit, ahead));
+            }
             let content = keys.scope_key(&header.scope, header.epoch).map(|key| commit.open(&key));
-            Ok((commit, content))
+            Ok(Received::Ready(commit, content))
         };
         let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
             Vec::with_capacity(encoded.len());
@@ -395,10 +411,7 @@ impl<S: Store> Database<S> {
         }
         .into_iter();
         // The writer answers once per accepted commit, in order.
-        Ok(outcomes
-            .into_iter()
-            .filter_map(|outcome| outcome.or_else(|| inserted.next().map(Ok)))
-            .collect())
+        Ok(outcomes.into_iter().filter_map(|outcome| outcome.or_else(|| inserted.next())).collect())
     }
 
     /// Parses and checks `sql`, reusing the result for the same text.
@@ -596,12 +609,14 @@ struct Writer<S> {
     changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
     /// Whether the catalog or keys changed since they were last published.
     published_stale: bool,
+    /// Commits held back, waiting for their time.
+    held: usize,
 }
 
 /// A job's answer, sent once its group is durable.
 enum Reply {
     Write(mpsc::Sender<Result<WriteOutcome, DbError>>, Result<WriteOutcome, DbError>),
-    Ingest(mpsc::Sender<Result<Vec<Inserted>, DbError>>, Result<Vec<Inserted>, DbError>),
+    Ingest(mpsc::Sender<Result<Ingested, DbError>>, Result<Ingested, DbError>),
     Schema(mpsc::Sender<Result<Migration, DbError>>, Result<Migration, DbError>),
     Key(mpsc::Sender<Result<usize, DbError>>, Result<usize, DbError>),
 }
@@ -630,8 +645,13 @@ impl Reply {
 
 impl<S: Store> Writer<S> {
     fn run(mut self, mut conn: Connection, queue: mpsc::Receiver<Job>) {
-        while let Ok(first) = queue.recv() {
-            let mut group = vec![first];
+        loop {
+            let mut group = match queue.recv_timeout(HELD_CHECK) {
+                Ok(first) => vec![first],
+                Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             while group.len() < MAX_GROUP {
                 match queue.try_recv() {
                     Ok(job) => group.push(job),
@@ -655,13 +675,15 @@ impl<S: Store> Writer<S> {
         let outcome = (|| -> Result<(), DbError> {
             let tx = conn.transaction().map_err(ViewError::from)?;
             let mut txn = shared.replica.begin();
+            self.release_held(&mut txn)?;
+            changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             for job in group {
                 replies.push(match job {
                     Job::Write { statement, params, reply } => {
                         Reply::Write(reply, self.write(&tx, &mut txn, &statement, &params))
                     }
                     Job::Ingest { commits, reply } => {
-                        Reply::Ingest(reply, self.ingest(&tx, &mut txn, commits))
+                        Reply::Ingest(reply, self.ingest(&mut txn, commits))
                     }
                     Job::Schema { schema, reply } => {
                         Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
@@ -771,18 +793,42 @@ impl<S: Store> Writer<S> {
 
     fn ingest(
         &mut self,
-        _tx: &Connection,
         txn: &mut Txn<'_, S>,
-        commits: Vec<Opened>,
-    ) -> Result<Vec<Inserted>, DbError> {
+        commits: Vec<Received>,
+    ) -> Result<Ingested, DbError> {
         let now = now_ms();
         let mut results = Vec::with_capacity(commits.len());
-        for (commit, content) in commits {
-            // Later local writes must order after what we have seen.
-            let _ = self.log.clock_mut().observe(commit.header().hlc, now);
-            results.push(txn.insert_with(&commit, content)?);
+        for received in commits {
+            results.push(match received {
+                Received::Ready(commit, content) => {
+                    // Later local writes must order after what we have seen.
+                    let _ = self.log.clock_mut().observe(commit.header().hlc, now);
+                    Ok(txn.insert_with(&commit, content)?)
+                }
+                Received::Ahead(_, ahead) if self.held >= MAX_HELD => Err(ahead.into()),
+                Received::Ahead(commit, ahead) => {
+                    let inserted = txn.hold(&commit, ahead.apply_at_ms)?;
+                    if matches!(inserted.outcome, Outcome::HeldBack { .. }) {
+                        self.held += 1;
+                    }
+                    Ok(inserted)
+                }
+            });
         }
         Ok(results)
+    }
+
+    /// Inserts the held-back commits whose time has come.
+    fn release_held(&mut self, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        let now = now_ms();
+        if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
+            return Ok(());
+        }
+        for (stamp, _) in txn.release_held(now, &self.keys)? {
+            self.held = self.held.saturating_sub(1);
+            let _ = self.log.clock_mut().observe(stamp, now);
+        }
+        Ok(())
     }
 
     fn key(

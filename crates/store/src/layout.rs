@@ -8,6 +8,7 @@
 //! | `f` | author · seq | empty: a fork at that position |
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
 //! | `x` | commit id | empty: signed but unreadable with its key |
+//! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
 //! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
 //! | `t` | table · row key · commit id | empty: which commits touched a row |
 //! | `m` | name | replica metadata |
@@ -29,6 +30,8 @@ pub const FORK: u8 = b'f';
 pub const UNOPENED: u8 = b'u';
 /// Commits whose content could not be read with the right key.
 pub const UNREADABLE: u8 = b'x';
+/// Commits held back until their stamp is near enough.
+pub const HELD: u8 = b'p';
 /// Row states.
 pub const ROW: u8 = b'r';
 /// Row-to-commit index.
@@ -99,6 +102,16 @@ pub fn unopened(scope: &Name, epoch: u32, id: &CommitId) -> Vec<u8> {
 /// `x` · id.
 pub fn unreadable(id: &CommitId) -> Vec<u8> {
     key(UNREADABLE, &[&id.0])
+}
+
+/// `p` · apply-at · id.
+pub fn held(apply_at_ms: u64, id: &CommitId) -> Vec<u8> {
+    key(HELD, &[&apply_at_ms.to_be_bytes(), &id.0])
+}
+
+/// The apply-at time of a held-commit key.
+pub fn held_apply_at(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 /// `r` · table: every row of one table.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::{
-    Changes, Commit, CommitError, CommitHeader, CommitId, Name, PublicKey, RowKey, RowState,
+    Changes, Commit, CommitError, CommitHeader, CommitId, Hlc, Name, PublicKey, RowKey, RowState,
     ScopeKey, Stamp,
 };
 use ciborium::Value as Cbor;
@@ -42,6 +42,12 @@ pub enum Outcome {
     /// Stored (its signature is valid) but its content cannot be read with
     /// the key it names; its changes are not applied.
     Unreadable(CommitError),
+    /// Stamped too far ahead of our clock: kept aside, not in the log, and
+    /// inserted once the local clock reaches `apply_at_ms`.
+    HeldBack {
+        /// Local wall time from which it is inserted.
+        apply_at_ms: u64,
+    },
 }
 
 /// The result of inserting one commit.
@@ -202,6 +208,19 @@ impl<S: Store> Replica<S> {
         scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
     }
 
+    /// How many commits are held back.
+    pub fn held_count(&self) -> Result<usize, StoreError> {
+        scan_prefix(&self.store, &[layout::HELD]).try_fold(0, |n, entry| entry.map(|_| n + 1))
+    }
+
+    /// When the first held commit becomes due, if any is held.
+    pub fn next_held_due(&self) -> Result<Option<u64>, StoreError> {
+        match scan_prefix(&self.store, &[layout::HELD]).next() {
+            Some(entry) => Ok(layout::held_apply_at(&entry?.0)),
+            None => Ok(None),
+        }
+    }
+
     /// Ids of the commits that touched a row.
     pub fn touching(&self, table: &Name, key: &RowKey) -> Result<Vec<CommitId>, StoreError> {
         scan_prefix(&self.store, &layout::touches(table, key))
@@ -308,6 +327,42 @@ impl<S: Store> Txn<'_, S> {
             }
         };
         Ok(Inserted { id, outcome, fork })
+    }
+
+    /// Keeps aside a commit stamped too far ahead, to insert it from
+    /// `apply_at_ms` on ([`Txn::release_held`]).
+    pub fn hold(&mut self, commit: &Commit, apply_at_ms: u64) -> Result<Inserted, StoreError> {
+        let id = commit.id();
+        let held = layout::held(apply_at_ms, &id);
+        if self.get(&layout::commit(&id))?.is_some() || self.get(&held)?.is_some() {
+            return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
+        }
+        self.batch.put(held, commit.as_bytes().to_vec());
+        Ok(Inserted { id, outcome: Outcome::HeldBack { apply_at_ms }, fork: false })
+    }
+
+    /// Inserts every held commit due at `now_ms`, opening it with `keyring`;
+    /// returns each one's stamp (for the local clock to observe) and outcome.
+    pub fn release_held(
+        &mut self,
+        now_ms: u64,
+        keyring: &impl Keyring,
+    ) -> Result<Vec<(Hlc, Inserted)>, StoreError> {
+        let mut due = Vec::new();
+        for entry in scan_prefix(self.store, &[layout::HELD]) {
+            let (key, bytes) = entry?;
+            match layout::held_apply_at(&key) {
+                Some(apply_at) if apply_at <= now_ms => due.push((key, bytes)),
+                _ => break,
+            }
+        }
+        let mut inserted = Vec::with_capacity(due.len());
+        for (key, bytes) in due {
+            self.batch.delete(key);
+            let commit = decode_stored(&bytes)?;
+            inserted.push((commit.header().hlc, self.insert(&commit, keyring)?));
+        }
+        Ok(inserted)
     }
 
     fn advance_head(&mut self, author: &PublicKey, seq: u64) -> Result<(), StoreError> {

@@ -305,6 +305,39 @@ fn received_commits_merge_and_wake_live_queries() {
 }
 
 #[test]
+fn commits_stamped_too_far_ahead_are_held_then_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let todo = Name::new("todo").unwrap();
+    let key = ScopeKey::from_bytes([7; 32]);
+    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let mut other = LogWriter::new(SecretKey::from_seed([44; 32]), db.id());
+    let op = RowOp::Upsert {
+        table: Name::new("todo.lists").unwrap(),
+        key: RowKey::single(KeyPart::Text("later".into())),
+        generation: 1,
+        cells: [(Name::new("name").unwrap(), text("From the future"))].into_iter().collect(),
+    };
+    // 1.5 s past the 60 s bound: held, then applied by the writer's timer.
+    let stamp = basic_store::database::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_500;
+    let commit = other
+        .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), stamp, &mut rand::rng())
+        .unwrap();
+    let results = db.ingest(&[commit.as_bytes().to_vec()]).unwrap();
+    assert!(matches!(results[0].as_ref().unwrap().outcome, Outcome::HeldBack { .. }));
+    assert!(rows(&db, "SELECT id FROM lists").is_empty());
+    assert_eq!(db.replica().held_count().unwrap(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rows(&db, "SELECT id FROM lists").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "held commit never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rows(&db, "SELECT name FROM lists"), [[text("From the future")]]);
+    assert_eq!(db.replica().held_count().unwrap(), 0);
+}
+
+#[test]
 fn commits_wait_for_their_key() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_todo(dir.path());

@@ -146,6 +146,36 @@ fn unreadable_commits_are_kept_but_not_applied() {
 }
 
 #[test]
+fn held_commits_wait_outside_the_log_until_their_time() {
+    let replica = Replica::new(MemStore::new());
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut a = writer(1);
+    let commit = write(&mut a, vec![op(1, 1, "x", 5)], 500_000, &mut rng);
+    let author = commit.header().author;
+    let mut txn = replica.begin();
+    let held = txn.hold(&commit, 440_000).unwrap();
+    assert_eq!(held.outcome, Outcome::HeldBack { apply_at_ms: 440_000 });
+    assert_eq!(txn.hold(&commit, 440_000).unwrap().outcome, Outcome::Duplicate);
+    txn.apply().unwrap();
+    assert_eq!(replica.held_count().unwrap(), 1);
+    assert_eq!(replica.next_held_due().unwrap(), Some(440_000));
+    assert!(replica.log(&author).unwrap().is_empty());
+    assert!(stored_rows(&replica).is_empty());
+    // Not yet due: nothing moves.
+    let mut txn = replica.begin();
+    assert!(txn.release_held(439_999, &keyring()).unwrap().is_empty());
+    txn.apply().unwrap();
+    // Due: inserted like any received commit, and no longer held.
+    let mut txn = replica.begin();
+    let released = txn.release_held(440_000, &keyring()).unwrap();
+    txn.apply().unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].1.outcome, Outcome::Applied);
+    assert_eq!(replica.held_count().unwrap(), 0);
+    assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
+}
+
+#[test]
 fn recompute_rebuilds_only_the_rows_invalid_commits_touched() {
     let replica = Replica::new(MemStore::new());
     let mut rng = ChaCha20Rng::seed_from_u64(6);
