@@ -21,6 +21,17 @@ fn with_todo(dir: &Path) -> Database {
     db
 }
 
+/// A database whose `todo` scope key is known, so another device's commits
+/// can be made for it.
+fn with_known_key(dir: &Path) -> (Database, Name, ScopeKey) {
+    let db = open(dir);
+    let todo = Name::new("todo").unwrap();
+    let key = ScopeKey::from_bytes([7; 32]);
+    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    (db, todo, key)
+}
+
 fn write(db: &Database, sql: &str) -> WriteOutcome {
     match db.execute(sql, &[], None) {
         Ok(Executed::Written(outcome)) => outcome,
@@ -254,11 +265,7 @@ fn reopening_keeps_everything_and_rebuilds_a_lost_view() {
 #[test]
 fn received_commits_merge_and_wake_live_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let todo = Name::new("todo").unwrap();
-    let key = ScopeKey::from_bytes([7; 32]);
-    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
-    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let (db, todo, key) = with_known_key(dir.path());
     seed(&db);
     let live =
         db.subscribe("SELECT id, title FROM items WHERE NOT done ORDER BY id", &[], None).unwrap();
@@ -307,11 +314,7 @@ fn received_commits_merge_and_wake_live_queries() {
 #[test]
 fn commits_stamped_too_far_ahead_are_held_then_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let todo = Name::new("todo").unwrap();
-    let key = ScopeKey::from_bytes([7; 32]);
-    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
-    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let (db, todo, key) = with_known_key(dir.path());
     let mut other = LogWriter::new(SecretKey::from_seed([44; 32]), db.id());
     let op = RowOp::Upsert {
         table: Name::new("todo.lists").unwrap(),
