@@ -52,6 +52,7 @@ pub mod aead;
 pub mod change;
 pub mod codec;
 pub mod commit;
+pub mod control;
 pub mod hlc;
 pub mod json;
 pub mod keys;
@@ -63,6 +64,7 @@ pub use aead::ScopeKey;
 pub use change::{Changes, ChangesError, RowOp};
 pub use codec::{Cbor, DecodeError};
 pub use commit::{Commit, CommitDraft, CommitError, CommitHeader, CommitId};
+pub use control::{AuthError, AuthState, ControlLog, ControlOp, OpId};
 pub use hlc::{Clock, ClockAhead, Hlc};
 pub use keys::{
     AuthorId, DatabaseId, KeyCache, KeyError, Principal, PublicKey, Role, SealingKey, SecretKey,

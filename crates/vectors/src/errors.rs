@@ -57,3 +57,42 @@ pub fn seal(error: &SealError) -> &'static str {
 pub fn clock(_: &ClockAhead) -> &'static str {
     "clock-ahead"
 }
+
+/// Code of a control-op decoding error.
+pub fn op(error: &basic_proto::control::OpError) -> String {
+    use basic_proto::control::OpError;
+    match error {
+        OpError::Decode(e) => decode(e),
+        OpError::BadSignature => "bad-signature".into(),
+        OpError::TooLarge { .. } => "too-large".into(),
+    }
+}
+
+/// Code of a refusal to admit a control op.
+pub fn insert(error: &basic_proto::control::InsertError) -> &'static str {
+    use basic_proto::control::InsertError;
+    match error {
+        InsertError::WrongDatabase { .. } => "wrong-database",
+        InsertError::ForeignGenesis(_) => "foreign-genesis",
+        InsertError::RefusedParent(_) => "refused-parent",
+        InsertError::StampNotAfterParents => "stamp-not-after-parents",
+        InsertError::Unauthorised { .. } => "unauthorised",
+        InsertError::TooManyHeld(_) => "too-many-held",
+    }
+}
+
+/// Code of a commit authorisation failure.
+pub fn auth(error: &basic_proto::AuthError) -> &'static str {
+    use basic_proto::AuthError;
+    match error {
+        AuthError::WrongDatabase => "wrong-database",
+        AuthError::UnknownScope(_) => "unknown-scope",
+        AuthError::UnknownEpoch { .. } => "unknown-epoch",
+        AuthError::NoGrant(_) => "no-grant",
+        AuthError::ReadOnly(_) => "read-only",
+        AuthError::EpochNotGiven { .. } => "epoch-not-given",
+        AuthError::AfterCutoff { .. } => "after-cutoff",
+        AuthError::NotTheCutoffCommit { .. } => "not-the-cutoff-commit",
+        AuthError::StampAfterEnd { .. } => "stamp-after-end",
+    }
+}

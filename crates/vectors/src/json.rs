@@ -101,3 +101,50 @@ pub fn tables(tables: &Tables) -> Json {
             .collect(),
     )
 }
+
+/// The authorisation state of a control log: devices, apps, pinning
+/// peers, scopes with their epochs, and cut-off ops.
+pub fn auth_state(state: &basic_proto::AuthState) -> Json {
+    use basic_proto::control::{End, Rights};
+    let end = |e: &Option<End>| {
+        e.map(|e| {
+            json!({
+                "cutoff_seq": e.cutoff.seq,
+                "cutoff_last": e.cutoff.last.map(|id| hex(id.0)),
+                "max_wall_ms": e.max_wall_ms,
+                "by": hex(e.by.0),
+            })
+        })
+    };
+    json!({
+        "database": hex(state.database().0),
+        "root": state.root().map(|r| hex(r.key.as_bytes())),
+        "devices": state.devices().iter().map(|(k, d)| json!({
+            "key": hex(k.as_bytes()),
+            "sealing": hex(d.sealing.0),
+            "removed": end(&d.removed),
+        })).collect::<Vec<_>>(),
+        "apps": state.apps().iter().map(|(k, a)| json!({
+            "key": hex(k.as_bytes()),
+            "sealing": hex(a.sealing.0),
+            "grants": a.scopes.iter().map(|(scope, g)| json!({
+                "scope": scope.as_str(),
+                "rights": match g.rights { Rights::Read => "read", Rights::ReadWrite => "read-write" },
+                "epochs": g.epochs,
+                "revoked": end(&g.revoked),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "pinners": state.pinners().iter().map(|(k, on)| json!({
+            "key": hex(k.as_bytes()),
+            "authorised": on,
+        })).collect::<Vec<_>>(),
+        "scopes": state.scopes().iter().map(|(name, scope)| json!({
+            "scope": name.as_str(),
+            "epochs": scope.epochs.iter().map(|(n, keys)| json!({
+                "epoch": n,
+                "created_by": keys.iter().map(|k| hex(k.op.0)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "cut_off": state.cut_off().iter().map(|id| hex(id.0)).collect::<Vec<_>>(),
+    })
+}

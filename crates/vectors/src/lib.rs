@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod commits;
+mod control;
 pub mod errors;
 pub mod json;
 mod keys;
@@ -48,6 +49,7 @@ pub fn generate() -> Vec<VectorFile> {
         VectorFile { name: "sealing.json", content: sealing::vectors() },
         VectorFile { name: "merge.json", content: merge::vectors() },
         VectorFile { name: "negative.json", content: negative::vectors() },
+        VectorFile { name: "control.json", content: control::vectors() },
     ]
 }
 

@@ -194,3 +194,64 @@ fn negative_vectors_fail_as_stated() {
         assert_eq!(found, expected, "{}", case["name"]);
     }
 }
+
+#[test]
+fn control_ops_check_step_by_step_and_give_the_listed_state() {
+    use basic_proto::control::{ControlLog, ControlOp};
+    let file = load("control.json");
+    let database = basic_proto::DatabaseId(array(&file["database"]));
+    let mut ops = Vec::new();
+    for o in file["ops"].as_array().unwrap() {
+        let encoded = bytes(&o["op"]);
+        let op = ControlOp::decode(&encoded).unwrap();
+        assert_eq!(op.id().0.to_vec(), bytes(&o["id"]));
+        assert_eq!(
+            blake3::derive_key("basic/v0 control op id", &encoded).to_vec(),
+            bytes(&o["id"])
+        );
+        let body = bytes(&o["body"]);
+        assert_eq!(op.body_bytes(), body);
+        let signed = [b"basic/v0/control\0".as_slice(), &body].concat();
+        assert_eq!(signed, bytes(&o["signed_bytes"]));
+        op.body().author.verify(SigningContext::Control, &body, &array(&o["signature"])).unwrap();
+        ops.push(op);
+    }
+    assert_eq!(ops[0].id().0, database.0, "the genesis id is the database id");
+    // Forwards, backwards, and every rotation: the same state.
+    for start in 0..ops.len() {
+        for reverse in [false, true] {
+            let mut order: Vec<_> = ops.iter().cycle().skip(start).take(ops.len()).collect();
+            if reverse {
+                order.reverse();
+            }
+            let mut log = ControlLog::new(database);
+            for op in order {
+                log.insert(op.clone()).unwrap();
+            }
+            assert_eq!(log.held(), 0);
+            assert_eq!(json::auth_state(&log.state()), file["state"]);
+        }
+    }
+    let mut log = ControlLog::new(database);
+    for op in &ops {
+        log.insert(op.clone()).unwrap();
+    }
+    let state = log.state();
+    for c in file["commits"].as_array().unwrap() {
+        let commit = Commit::decode(&bytes(&c["commit"])).unwrap();
+        let result = match state.check_commit(commit.header(), commit.id()) {
+            Ok(()) => "authorised",
+            Err(e) => errors::auth(&e),
+        };
+        assert_eq!(result, c["result"], "{}", c["name"]);
+    }
+    for n in file["negative"].as_array().unwrap() {
+        let op = ControlOp::decode(&bytes(&n["op"])).unwrap();
+        let error = log.clone().insert(op).unwrap_err();
+        assert_eq!(errors::insert(&error), n["error"], "{}", n["name"]);
+    }
+    for n in file["negative_decode"].as_array().unwrap() {
+        let error = ControlOp::decode(&bytes(&n["op"])).unwrap_err();
+        assert_eq!(errors::op(&error), n["error"], "{}", n["name"]);
+    }
+}

@@ -1,0 +1,67 @@
+//! The control log: devices, app grants, pinning peers, scope keys and
+//! schemas, as signed operations whose outcome is the same on every node.
+//!
+//! Implements `protocol-spec/control-log.md`. Three parts, one job each:
+//!
+//! - [`op`]: the operations, their encoding, signatures, ids and the label
+//!   scope keys are sealed under;
+//! - [`log`]: the set of operations of one database, which of them are
+//!   admitted (their author was a member in their own causal past), and
+//!   their deterministic order;
+//! - [`state`]: the authorisation state computed from the admitted set,
+//!   and the check that a commit is authorised, without decrypting it.
+//!
+//! ```
+//! use basic_proto::control::*;
+//! use basic_proto::{DatabaseId, Hlc, Name, Party, ScopeKey, SecretKey};
+//! use rand_core::SeedableRng;
+//!
+//! let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+//! let (root, laptop) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+//!
+//! // The root identity creates the database; its genesis id is the database id.
+//! let genesis = ControlOp::create(&root, OpBody {
+//!     database: DatabaseId([0; 32]),
+//!     author: root.public(),
+//!     parents: vec![],
+//!     hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0 },
+//!     payload: Payload::Genesis {
+//!         root_sealing: root.sealing_key(),
+//!         device: laptop.public(),
+//!         device_sealing: laptop.sealing_key(),
+//!     },
+//! })?;
+//! let database = genesis.database();
+//! let mut log = ControlLog::new(database);
+//! log.insert(genesis)?;
+//!
+//! // The laptop creates scope `todo` (epoch 0), sealing its key to itself.
+//! let todo = Name::new("todo")?;
+//! let key = ScopeKey::generate(&mut rng);
+//! let rotation =
+//!     Rotation::seal(&laptop, database, todo.clone(), 0, &key, &[Party::of(&laptop)], &mut rng)?;
+//! let op = ControlOp::create(&laptop, OpBody {
+//!     database,
+//!     author: laptop.public(),
+//!     parents: log.heads(),
+//!     hlc: Hlc { wall_ms: 1_700_000_000_001, counter: 0 },
+//!     payload: Payload::RotateKey(rotation),
+//! })?;
+//! log.insert(op)?;
+//!
+//! let state = log.state();
+//! assert!(state.is_device(&laptop.public()));
+//! assert_eq!(state.scope_keys(&laptop, &todo, 0), vec![key]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod log;
+pub mod op;
+pub mod state;
+
+pub use log::{ControlLog, InsertError, Inserted};
+pub use op::{ControlOp, Cutoff, OpBody, OpError, OpId, Payload, Rights, Rotation, seal_label};
+pub use state::{App, AuthError, AuthState, Device, End, EpochKey, Grant, Scope, Seal};
+
+#[cfg(test)]
+mod testkit;

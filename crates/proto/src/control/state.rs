@@ -1,0 +1,1299 @@
+//! The authorisation state: who may read and write what, under which keys.
+//!
+//! Implements `protocol-spec/control-log.md` §5.3–§6. The state is a pure
+//! function of the set of admitted operations ([`super::log::ControlLog`]),
+//! computed in one pass over them in their deterministic topological order.
+//! Destructive operations (removing a device or pinning peer, revoking a
+//! grant) take effect whenever admitted, and for good. Constructive ones
+//! (adding, granting, rotating, schemas) take effect only if their author
+//! still had authority by the rules of §5.3: in particular, a removed
+//! device's operations that its remover had not seen are cut off.
+//! [`AuthState::check_commit`] then decides whether a commit header is
+//! authorised, without decrypting it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::aead::ScopeKey;
+use crate::commit::{CommitHeader, CommitId};
+use crate::hlc::{Hlc, MAX_AHEAD_MS};
+use crate::keys::{AuthorId, DatabaseId, PublicKey, SealingKey, SecretKey};
+use crate::seal::{Party, SealedKey};
+use crate::value::Name;
+
+use super::log::Membership;
+use super::op::{ControlOp, Cutoff, OpId, Payload, Rights, Rotation, seal_label};
+
+/// A revoked grant's or removed device's end: the last commit that stays,
+/// and the highest wall time a kept commit may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// The last kept commit of the author's log.
+    pub cutoff: Cutoff,
+    /// Kept commits have `hlc.wall_ms` at most this: the ending
+    /// operation's own wall time plus [`MAX_AHEAD_MS`].
+    pub max_wall_ms: u64,
+    /// The operation that ended it (the strictest, if several).
+    pub by: OpId,
+}
+
+impl End {
+    fn of(cutoff: Cutoff, op: &ControlOp) -> Self {
+        Self {
+            cutoff,
+            max_wall_ms: op.body().hlc.wall_ms.saturating_add(MAX_AHEAD_MS),
+            by: op.id(),
+        }
+    }
+
+    /// Keeps the stricter of two ends: the lower cut-off (then the lower
+    /// id), and the lower wall-time bound.
+    fn meet(self, other: End) -> End {
+        let first =
+            if (other.cutoff.seq, other.by) < (self.cutoff.seq, self.by) { other } else { self };
+        End { max_wall_ms: self.max_wall_ms.min(other.max_wall_ms), ..first }
+    }
+
+    /// Whether a commit at `seq` with id `id` and stamp `hlc` is kept.
+    fn keeps(&self, seq: u64, id: CommitId, hlc: Hlc) -> Result<(), AuthError> {
+        if seq > self.cutoff.seq {
+            return Err(AuthError::AfterCutoff { seq, cutoff: self.cutoff.seq });
+        }
+        if seq == self.cutoff.seq && self.cutoff.last != Some(id) {
+            return Err(AuthError::NotTheCutoffCommit { seq });
+        }
+        if hlc.wall_ms > self.max_wall_ms {
+            return Err(AuthError::StampAfterEnd { wall_ms: hlc.wall_ms, max: self.max_wall_ms });
+        }
+        Ok(())
+    }
+}
+
+/// One of the user's devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its x25519 key, as published by the operation that added it.
+    pub sealing: SealingKey,
+    /// Set once it is removed (permanently).
+    pub removed: Option<End>,
+}
+
+/// An app's standing on one scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The highest rights any effective grant gave.
+    pub rights: Rights,
+    /// The epochs whose key was sealed to the app (by grants and rotations).
+    pub epochs: BTreeSet<u32>,
+    /// Set once revoked (permanently).
+    pub revoked: Option<End>,
+}
+
+/// An app and its grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// Its x25519 key, from its (lowest-id) grant.
+    pub sealing: SealingKey,
+    /// Its grants, by scope. Revoked grants stay, marked.
+    pub scopes: BTreeMap<Name, Grant>,
+}
+
+/// One key of one epoch of a scope, as created by a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochKey {
+    /// The operation that created it. Concurrent rotations to the same
+    /// epoch number create several keys; see [`Scope::epochs`].
+    pub op: OpId,
+    /// Who sealed it (the operation's author).
+    pub sender: PublicKey,
+}
+
+/// A scope's key epochs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Every epoch, with its keys in op-id order. Usually one key per
+    /// epoch; concurrent rotations to the same number give several, and
+    /// readers try each (the AEAD tag tells which one a commit used).
+    pub epochs: BTreeMap<u32, Vec<EpochKey>>,
+}
+
+impl Scope {
+    /// The newest epoch: what writers should use.
+    pub fn current(&self) -> Option<u32> {
+        self.epochs.keys().next_back().copied()
+    }
+}
+
+/// A seal of a scope key to one recipient, with who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    /// The operation carrying it.
+    pub op: OpId,
+    /// Its author, the seal's sender.
+    pub sender: PublicKey,
+    /// The sealed key.
+    pub sealed: SealedKey,
+}
+
+/// Why a commit is not authorised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The commit names another database.
+    #[error("commit belongs to another database")]
+    WrongDatabase,
+    /// No key of this scope exists.
+    #[error("scope {0} has no key")]
+    UnknownScope(Name),
+    /// The scope has no key of this epoch.
+    #[error("scope {scope} has no epoch {epoch}")]
+    UnknownEpoch {
+        /// The scope.
+        scope: Name,
+        /// The epoch named.
+        epoch: u32,
+    },
+    /// The author is no device and holds no grant on the scope (a pinning
+    /// peer or a stranger).
+    #[error("{0:?} holds no grant on this scope")]
+    NoGrant(AuthorId),
+    /// The author's grant is read-only.
+    #[error("{0:?} may only read this scope")]
+    ReadOnly(AuthorId),
+    /// The app was never given the key of this epoch: a stale epoch from
+    /// before its grant, or one rotated away from it.
+    #[error("the author was never given epoch {epoch} of the scope")]
+    EpochNotGiven {
+        /// The epoch named.
+        epoch: u32,
+    },
+    /// The commit lies after the author's cut-off.
+    #[error("commit seq {seq} is after the author's cut-off at seq {cutoff}")]
+    AfterCutoff {
+        /// The commit's seq.
+        seq: u64,
+        /// The last kept seq.
+        cutoff: u64,
+    },
+    /// At the cut-off's seq, but not the commit the cut-off names (a fork).
+    #[error("commit at seq {seq} is not the cut-off commit")]
+    NotTheCutoffCommit {
+        /// The commit's seq.
+        seq: u64,
+    },
+    /// Before the cut-off, but stamped after the revocation allows
+    /// (a future-dated write planted before the cut-off).
+    #[error("commit stamped at {wall_ms} ms, after the end's bound of {max} ms")]
+    StampAfterEnd {
+        /// The commit's wall time.
+        wall_ms: u64,
+        /// The bound.
+        max: u64,
+    },
+}
+
+/// Who may do what in one database: the outcome of its control log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthState {
+    database: DatabaseId,
+    root: Option<Party>,
+    devices: BTreeMap<PublicKey, Device>,
+    apps: BTreeMap<PublicKey, App>,
+    pinners: BTreeMap<PublicKey, bool>,
+    scopes: BTreeMap<Name, Scope>,
+    seals: BTreeMap<(PublicKey, Name, u32), Vec<Seal>>,
+    schemas: BTreeMap<Name, (Hlc, OpId, String)>,
+    cut_off: BTreeSet<OpId>,
+}
+
+/// What an operation's constructive part sees: members and epochs in
+/// its causal past, counting only effective operations.
+#[derive(Debug, Clone, Default)]
+struct View {
+    members: Membership,
+    epochs: BTreeMap<Name, u32>,
+}
+
+impl View {
+    fn join(&mut self, other: &View) {
+        self.members.join(&other.members);
+        for (scope, epoch) in &other.epochs {
+            let e = self.epochs.entry(scope.clone()).or_insert(*epoch);
+            *e = (*e).max(*epoch);
+        }
+    }
+}
+
+/// What a destructive operation ends.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Device(PublicKey),
+    Grant(PublicKey, Name),
+    Pinner(PublicKey),
+}
+
+impl AuthState {
+    /// Computes the state from admitted operations in topological order
+    /// (parents first; [`super::log::ControlLog::ordered`]).
+    pub(crate) fn evaluate(database: DatabaseId, ordered: &[&ControlOp]) -> Self {
+        let mut state = AuthState {
+            database,
+            root: None,
+            devices: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            pinners: BTreeMap::new(),
+            scopes: BTreeMap::new(),
+            seals: BTreeMap::new(),
+            schemas: BTreeMap::new(),
+            cut_off: BTreeSet::new(),
+        };
+        // Destructive operations first: they hold whenever admitted, so
+        // what is removed or revoked is known before anything is added.
+        // One limit: an operation by a removed device that none of its
+        // removals had seen reaches only targets added (or granted) in its
+        // own causal past. A stolen device that pretends not to have seen
+        // its removal thus cannot reach what was added after it.
+        let parents: BTreeMap<OpId, &[OpId]> =
+            ordered.iter().map(|op| (op.id(), op.body().parents.as_slice())).collect();
+        let mut introduced: BTreeMap<Target, Vec<OpId>> = BTreeMap::new();
+        let mut named_removed: BTreeMap<PublicKey, Vec<BTreeSet<OpId>>> = BTreeMap::new();
+        for op in ordered {
+            let target = match &op.body().payload {
+                Payload::Genesis { device, .. } | Payload::AddDevice { device, .. } => {
+                    Target::Device(*device)
+                }
+                Payload::Grant { app, scope, .. } => Target::Grant(*app, scope.clone()),
+                Payload::AddPinner { pinner } => Target::Pinner(*pinner),
+                Payload::RemoveDevice { device, .. } => {
+                    named_removed.entry(*device).or_default().push(ancestors(op, &parents));
+                    continue;
+                }
+                _ => continue,
+            };
+            introduced.entry(target).or_default().push(op.id());
+        }
+        let mut removals: BTreeMap<PublicKey, Vec<BTreeSet<OpId>>> = BTreeMap::new();
+        let mut revoked: BTreeMap<(PublicKey, Name), End> = BTreeMap::new();
+        for op in ordered {
+            let target = match &op.body().payload {
+                Payload::RemoveDevice { device, .. } => Target::Device(*device),
+                Payload::Revoke { app, rotation, .. } => {
+                    Target::Grant(*app, rotation.scope.clone())
+                }
+                Payload::RemovePinner { pinner } => Target::Pinner(*pinner),
+                _ => continue,
+            };
+            let past = ancestors(op, &parents);
+            let unseen_by_removal = named_removed
+                .get(&op.body().author)
+                .is_some_and(|pasts| !pasts.iter().any(|p| p.contains(&op.id())));
+            let target_in_past =
+                introduced.get(&target).is_some_and(|ids| ids.iter().any(|id| past.contains(id)));
+            if unseen_by_removal && !target_in_past {
+                state.cut_off.insert(op.id());
+                continue;
+            }
+            match &op.body().payload {
+                Payload::RemoveDevice { device, cutoff, .. } => {
+                    removals.entry(*device).or_default().push(past);
+                    let end = End::of(*cutoff, op);
+                    state
+                        .devices
+                        .entry(*device)
+                        .and_modify(|d| d.removed = Some(d.removed.map_or(end, |e| e.meet(end))))
+                        .or_insert(Device { sealing: SealingKey([0; 32]), removed: Some(end) });
+                }
+                Payload::Revoke { app, cutoff, rotation } => {
+                    let end = End::of(*cutoff, op);
+                    revoked
+                        .entry((*app, rotation.scope.clone()))
+                        .and_modify(|e| *e = e.meet(end))
+                        .or_insert(end);
+                }
+                Payload::RemovePinner { pinner } => {
+                    state.pinners.insert(*pinner, false);
+                }
+                _ => {}
+            }
+        }
+        let mut views: BTreeMap<OpId, View> = BTreeMap::new();
+        let mut added: BTreeSet<PublicKey> = BTreeSet::new();
+        for op in ordered {
+            let body = op.body();
+            let mut view = View::default();
+            for parent in &body.parents {
+                if let Some(v) = views.get(parent) {
+                    view.join(v);
+                }
+            }
+            let author = body.author;
+            let is_root = matches!(body.payload, Payload::Genesis { .. })
+                || state.root.is_some_and(|r| r.key == author);
+            // A removed device keeps authority only for the operations its
+            // remover had seen (§5.3).
+            let within_removal = removals
+                .get(&author)
+                .is_none_or(|pasts| pasts.iter().any(|past| past.contains(&op.id())));
+            let effective = is_root || (view.members.is_member(&author) && within_removal);
+            if !effective {
+                state.cut_off.insert(op.id());
+            }
+            if let Payload::RemoveDevice { device, .. } = &body.payload {
+                view.members.removed.insert(*device);
+            }
+            if effective {
+                state.apply(op, &mut view, &mut added);
+            }
+            views.insert(op.id(), view);
+        }
+        // Devices named only by removals were never added: drop them.
+        state.devices.retain(|key, _| added.contains(key));
+        for ((app, scope), end) in revoked {
+            if let Some(grant) = state.apps.get_mut(&app).and_then(|a| a.scopes.get_mut(&scope)) {
+                grant.revoked = Some(end);
+            }
+        }
+        state
+    }
+
+    /// Applies the constructive part of an effective operation.
+    fn apply(&mut self, op: &ControlOp, view: &mut View, added: &mut BTreeSet<PublicKey>) {
+        let body = op.body();
+        match &body.payload {
+            Payload::Genesis { root_sealing, device, device_sealing } => {
+                self.root = Some(Party { key: body.author, sealing: *root_sealing });
+                self.add_device(*device, *device_sealing, view, added);
+            }
+            Payload::AddDevice { device, sealing, keys } => {
+                self.add_device(*device, *sealing, view, added);
+                for ((scope, epoch), sealed) in keys {
+                    self.add_seal(op, *device, scope, *epoch, sealed);
+                }
+            }
+            Payload::RemoveDevice { rotations, .. } => {
+                for rotation in rotations.values() {
+                    self.rotate(op, rotation, view);
+                }
+            }
+            Payload::Grant { app, sealing, scope, rights, epoch, key } => {
+                // The key handed over must be of an epoch the granter knew.
+                // A revoked (app, scope) still records its grants: the
+                // revocation marks them at the end, and its cut-off keeps
+                // the commits made before it.
+                if view.epochs.get(scope).is_none_or(|current| epoch > current) {
+                    return;
+                }
+                let entry = self
+                    .apps
+                    .entry(*app)
+                    .or_insert(App { sealing: *sealing, scopes: BTreeMap::new() });
+                let grant = entry.scopes.entry(scope.clone()).or_insert(Grant {
+                    rights: *rights,
+                    epochs: BTreeSet::new(),
+                    revoked: None,
+                });
+                grant.rights = grant.rights.max(*rights);
+                self.add_seal(op, *app, scope, *epoch, key);
+            }
+            Payload::Revoke { rotation, .. } | Payload::RotateKey(rotation) => {
+                self.rotate(op, rotation, view);
+            }
+            Payload::AddPinner { pinner } => {
+                self.pinners.entry(*pinner).or_insert(true);
+            }
+            Payload::RemovePinner { .. } => {}
+            Payload::Schema { namespace, text } => {
+                let candidate = (body.hlc, op.id(), text.clone());
+                let current = self.schemas.entry(namespace.clone()).or_insert(candidate.clone());
+                if (candidate.0, candidate.1) > (current.0, current.1) {
+                    *current = candidate;
+                }
+            }
+        }
+    }
+
+    fn add_device(
+        &mut self,
+        device: PublicKey,
+        sealing: SealingKey,
+        view: &mut View,
+        added: &mut BTreeSet<PublicKey>,
+    ) {
+        view.members.added.insert(device);
+        if added.insert(device) {
+            let entry = self.devices.entry(device).or_insert(Device { sealing, removed: None });
+            entry.sealing = sealing;
+        }
+    }
+
+    /// A new epoch: kept only if above every epoch of the scope in the
+    /// operation's past (epoch 0 creates the scope).
+    fn rotate(&mut self, op: &ControlOp, rotation: &Rotation, view: &mut View) {
+        let fresh = match view.epochs.get(&rotation.scope) {
+            Some(current) => rotation.epoch > *current,
+            None => rotation.epoch == 0,
+        };
+        if !fresh {
+            return;
+        }
+        view.epochs.insert(rotation.scope.clone(), rotation.epoch);
+        let keys = self
+            .scopes
+            .entry(rotation.scope.clone())
+            .or_default()
+            .epochs
+            .entry(rotation.epoch)
+            .or_default();
+        keys.push(EpochKey { op: op.id(), sender: op.body().author });
+        keys.sort_by_key(|k| k.op);
+        for (recipient, sealed) in &rotation.seals {
+            self.add_seal(op, *recipient, &rotation.scope, rotation.epoch, sealed);
+        }
+    }
+
+    fn add_seal(
+        &mut self,
+        op: &ControlOp,
+        recipient: PublicKey,
+        scope: &Name,
+        epoch: u32,
+        sealed: &SealedKey,
+    ) {
+        if let Some(grant) = self.apps.get_mut(&recipient).and_then(|a| a.scopes.get_mut(scope)) {
+            grant.epochs.insert(epoch);
+        }
+        let seals = self.seals.entry((recipient, scope.clone(), epoch)).or_default();
+        seals.push(Seal { op: op.id(), sender: op.body().author, sealed: sealed.clone() });
+        seals.sort_by_key(|s| s.op);
+    }
+
+    /// The database.
+    pub fn database(&self) -> DatabaseId {
+        self.database
+    }
+
+    /// The root identity, once the genesis is known.
+    pub fn root(&self) -> Option<Party> {
+        self.root
+    }
+
+    /// Every device ever added, removed ones marked.
+    pub fn devices(&self) -> &BTreeMap<PublicKey, Device> {
+        &self.devices
+    }
+
+    /// Whether `key` is a device that is not removed.
+    pub fn is_device(&self, key: &PublicKey) -> bool {
+        self.devices.get(key).is_some_and(|d| d.removed.is_none())
+    }
+
+    /// Every app with a grant, revoked grants marked.
+    pub fn apps(&self) -> &BTreeMap<PublicKey, App> {
+        &self.apps
+    }
+
+    /// Pinning peers: `true` if authorised, `false` if removed for good.
+    pub fn pinners(&self) -> &BTreeMap<PublicKey, bool> {
+        &self.pinners
+    }
+
+    /// Whether `key` may store, verify and serve this database's ciphertext.
+    pub fn is_pinner(&self, key: &PublicKey) -> bool {
+        self.pinners.get(key).copied().unwrap_or(false)
+    }
+
+    /// The scopes and their key epochs.
+    pub fn scopes(&self) -> &BTreeMap<Name, Scope> {
+        &self.scopes
+    }
+
+    /// The winning schema text of each namespace, with the operation.
+    pub fn schemas(&self) -> impl Iterator<Item = (&Name, OpId, &str)> {
+        self.schemas.iter().map(|(n, (_, id, text))| (n, *id, text.as_str()))
+    }
+
+    /// Admitted operations that had no effect beyond a destructive one:
+    /// their author had no authority left (cut off by a removal, or added
+    /// by a cut-off operation).
+    pub fn cut_off(&self) -> &BTreeSet<OpId> {
+        &self.cut_off
+    }
+
+    /// The x25519 key the control log publishes for `key` (root, device or app).
+    pub fn sealing_key(&self, key: &PublicKey) -> Option<SealingKey> {
+        if let Some(root) = self.root.filter(|r| r.key == *key) {
+            return Some(root.sealing);
+        }
+        self.devices.get(key).map(|d| d.sealing).or_else(|| self.apps.get(key).map(|a| a.sealing))
+    }
+
+    /// The seals of (`scope`, `epoch`) addressed to `recipient`.
+    pub fn seals_for(&self, recipient: &PublicKey, scope: &Name, epoch: u32) -> &[Seal] {
+        self.seals.get(&(*recipient, scope.clone(), epoch)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Opens every key of (`scope`, `epoch`) sealed to `recipient`; seals
+    /// that do not open (tampered, or a sender without a published key)
+    /// are skipped.
+    pub fn scope_keys(&self, recipient: &SecretKey, scope: &Name, epoch: u32) -> Vec<ScopeKey> {
+        let me = recipient.public();
+        let label = seal_label(self.database, scope, epoch, &me);
+        self.seals_for(&me, scope, epoch)
+            .iter()
+            .filter_map(|seal| {
+                let sealing = self.sealing_key(&seal.sender)?;
+                let sender = Party { key: seal.sender, sealing };
+                seal.sealed.open(recipient, &sender, &label).ok()
+            })
+            .collect()
+    }
+
+    /// Whether the commit with this header and id is authorised: its
+    /// author may write `header.scope` under `header.epoch` at its position
+    /// in its log. Needs no key, so pinning peers run it on ciphertext.
+    ///
+    /// A commit below a cut-off is accepted here; that it is an ancestor
+    /// of the cut-off commit (and not a fork of it) is checked with the
+    /// author's chain (control-log.md §6).
+    pub fn check_commit(&self, header: &CommitHeader, id: CommitId) -> Result<(), AuthError> {
+        if header.database != self.database {
+            return Err(AuthError::WrongDatabase);
+        }
+        let scope = self
+            .scopes
+            .get(&header.scope)
+            .ok_or_else(|| AuthError::UnknownScope(header.scope.clone()))?;
+        if !scope.epochs.contains_key(&header.epoch) {
+            return Err(AuthError::UnknownEpoch {
+                scope: header.scope.clone(),
+                epoch: header.epoch,
+            });
+        }
+        let author = header.author;
+        if self.root.is_some_and(|r| r.key == author) {
+            return Ok(());
+        }
+        if let Some(device) = self.devices.get(&author) {
+            return match device.removed {
+                Some(end) => end.keeps(header.seq, id, header.hlc),
+                None => Ok(()),
+            };
+        }
+        let grant = self
+            .apps
+            .get(&author)
+            .and_then(|a| a.scopes.get(&header.scope))
+            .ok_or(AuthError::NoGrant(author.into()))?;
+        if grant.rights != Rights::ReadWrite {
+            return Err(AuthError::ReadOnly(author.into()));
+        }
+        if !grant.epochs.contains(&header.epoch) {
+            return Err(AuthError::EpochNotGiven { epoch: header.epoch });
+        }
+        match grant.revoked {
+            Some(end) => end.keeps(header.seq, id, header.hlc),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The ids of `op` and every operation in its causal past.
+fn ancestors(op: &ControlOp, parents: &BTreeMap<OpId, &[OpId]>) -> BTreeSet<OpId> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![op.id()];
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(parents.get(&id).into_iter().flat_map(|p| p.iter().copied()));
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::log::{ControlLog, InsertError, Inserted};
+    use super::super::op::{ControlOp, Cutoff, Payload, Rights};
+    use super::super::testkit::{T0, World, cutoff_at, id, key, name};
+    use super::*;
+    use crate::commit::Commit;
+    use crate::seal::SealError;
+
+    /// `laptop` creates scope `todo` at epoch 0 sealed to itself.
+    fn with_todo() -> (World, ScopeKey) {
+        let mut w = World::new();
+        let k0 = ScopeKey::from_bytes([10; 32]);
+        let laptop = w.laptop.clone();
+        let rotation = w.rotation(&laptop, "todo", 0, &k0, &[&laptop]);
+        w.issue(&laptop, Payload::RotateKey(rotation));
+        (w, k0)
+    }
+
+    #[test]
+    fn the_genesis_device_reads_and_writes_every_scope() {
+        let (mut w, k0) = with_todo();
+        let laptop = w.laptop.clone();
+        let state = w.log.state();
+        assert_eq!(state.root().unwrap().key, w.root.public());
+        assert_eq!(state.scope_keys(&laptop, &name("todo"), 0), vec![k0.clone()]);
+        let c = w.commit(&laptop, None, T0, "todo", 0, &k0);
+        assert_eq!(state.check_commit(c.header(), c.id()), Ok(()));
+        let other = w.commit(&laptop, None, T0, "other", 0, &k0);
+        assert_eq!(
+            state.check_commit(other.header(), other.id()),
+            Err(AuthError::UnknownScope(name("other")))
+        );
+        let stale = w.commit(&laptop, None, T0, "todo", 7, &k0);
+        assert_eq!(
+            state.check_commit(stale.header(), stale.id()),
+            Err(AuthError::UnknownEpoch { scope: name("todo"), epoch: 7 })
+        );
+    }
+
+    #[test]
+    fn an_op_not_signed_by_an_authorised_device_is_refused() {
+        let (mut w, k0) = with_todo();
+        let stranger = key(66);
+        let app = key(20);
+        let grant = w.grant(&stranger, &app, "todo", Rights::ReadWrite, 0, &k0);
+        let heads = w.log.heads();
+        let op = w.op_on(&stranger, heads, grant);
+        assert_eq!(
+            w.log.insert(op.clone()),
+            Err(InsertError::Unauthorised { author: stranger.public().into(), kind: "grant" })
+        );
+        // Refused for good, and so is anything built on it.
+        let laptop = w.laptop.clone();
+        let child =
+            w.op_on(&laptop, vec![op.id()], Payload::AddPinner { pinner: key(30).public() });
+        assert_eq!(w.log.insert(child), Err(InsertError::RefusedParent(op.id())));
+        assert!(w.log.state().apps().is_empty());
+    }
+
+    #[test]
+    fn apps_and_pinners_can_add_and_grant_nothing() {
+        let (mut w, k0) = with_todo();
+        let (laptop, app, pinner, phone) = (w.laptop.clone(), key(20), key(30), key(3));
+        let grant = w.grant(&laptop, &app, "todo", Rights::ReadWrite, 0, &k0);
+        w.issue(&laptop, grant);
+        w.issue(&laptop, Payload::AddPinner { pinner: pinner.public() });
+        for author in [&app, &pinner] {
+            let add = w.add_device(author, &phone, &[]);
+            let grant = w.grant(author, &phone, "todo", Rights::ReadWrite, 0, &k0);
+            for payload in [add, grant, Payload::AddPinner { pinner: phone.public() }] {
+                let heads = w.log.heads();
+                let op = w.op_on(author, heads, payload);
+                assert!(matches!(w.log.insert(op), Err(InsertError::Unauthorised { .. })));
+            }
+        }
+        let state = w.log.state();
+        assert!(!state.is_device(&phone.public()));
+        assert!(state.is_pinner(&pinner.public()));
+        assert_eq!(state.apps().len(), 1);
+    }
+
+    #[test]
+    fn a_commit_by_a_key_without_write_grant_is_rejected() {
+        let (mut w, k0) = with_todo();
+        let (laptop, reader, pinner, stranger) = (w.laptop.clone(), key(21), key(30), key(66));
+        let grant = w.grant(&laptop, &reader, "todo", Rights::Read, 0, &k0);
+        w.issue(&laptop, grant);
+        w.issue(&laptop, Payload::AddPinner { pinner: pinner.public() });
+        let state = w.log.state();
+        for (author, error) in [
+            (&stranger, AuthError::NoGrant(stranger.public().into())),
+            (&pinner, AuthError::NoGrant(pinner.public().into())),
+            (&reader, AuthError::ReadOnly(reader.public().into())),
+        ] {
+            let c = w.commit(author, None, T0, "todo", 0, &k0);
+            assert_eq!(state.check_commit(c.header(), c.id()), Err(error));
+        }
+        // The reader opens the key it was granted.
+        assert_eq!(state.scope_keys(&reader, &name("todo"), 0), vec![k0]);
+    }
+
+    /// Revoking app B rotates `todo` to epoch 1, sealed to the laptop and to app A.
+    fn revocation() -> (World, ScopeKey, ScopeKey, SecretKey, SecretKey, Vec<Commit>) {
+        let (mut w, k0) = with_todo();
+        let (laptop, a, b) = (w.laptop.clone(), key(20), key(21));
+        for app in [&a, &b] {
+            let grant = w.grant(&laptop, app, "todo", Rights::ReadWrite, 0, &k0);
+            w.issue(&laptop, grant);
+        }
+        // B writes three commits; the laptop has seen two when it revokes.
+        let c1 = w.commit(&b, None, T0 + 1, "todo", 0, &k0);
+        let c2 = w.commit(&b, Some(&c1), T0 + 2, "todo", 0, &k0);
+        let c3 = w.commit(&b, Some(&c2), T0 + 3, "todo", 0, &k0);
+        let k1 = ScopeKey::from_bytes([11; 32]);
+        let rotation = w.rotation(&laptop, "todo", 1, &k1, &[&laptop, &a]);
+        let state = w.log.state();
+        assert_eq!(state.check_commit(c3.header(), id(&c3)), Ok(()));
+        w.issue(
+            &laptop,
+            Payload::Revoke { app: b.public(), cutoff: cutoff_at(Some(&c2)), rotation },
+        );
+        (w, k0, k1, a, b, vec![c1, c2, c3])
+    }
+
+    #[test]
+    fn a_revoked_app_keeps_its_commits_up_to_the_cutoff_and_no_more() {
+        let (mut w, k0, k1, a, b, chain) = revocation();
+        let state = w.log.state();
+        assert!(state.apps()[&b.public()].scopes[&name("todo")].revoked.is_some());
+        assert_eq!(state.check_commit(chain[0].header(), id(&chain[0])), Ok(()));
+        assert_eq!(state.check_commit(chain[1].header(), id(&chain[1])), Ok(()));
+        // c3 arrived before the revocation and was accepted then; now it is not.
+        assert_eq!(
+            state.check_commit(chain[2].header(), id(&chain[2])),
+            Err(AuthError::AfterCutoff { seq: 3, cutoff: 2 })
+        );
+        // A fork at the cut-off's seq is not the cut-off commit.
+        let fork = w.commit(&b, Some(&chain[0]), T0 + 5, "todo", 0, &k0);
+        assert_eq!(
+            state.check_commit(fork.header(), fork.id()),
+            Err(AuthError::NotTheCutoffCommit { seq: 2 })
+        );
+        // B was never given epoch 1, and cannot open it; A can, and writes under it.
+        let new = w.commit(&b, Some(&chain[2]), T0 + 6, "todo", 1, &k1);
+        assert_eq!(
+            state.check_commit(new.header(), new.id()),
+            Err(AuthError::EpochNotGiven { epoch: 1 })
+        );
+        assert!(state.scope_keys(&b, &name("todo"), 1).is_empty());
+        assert_eq!(state.scope_keys(&a, &name("todo"), 1), vec![k1.clone()]);
+        let by_a = w.commit(&a, None, T0 + 7, "todo", 1, &k1);
+        assert_eq!(state.check_commit(by_a.header(), by_a.id()), Ok(()));
+        // A still writes under epoch 0 too: it may not have seen the rotation yet.
+        let old = w.commit(&a, Some(&by_a), T0 + 8, "todo", 0, &k0);
+        assert_eq!(state.check_commit(old.header(), old.id()), Ok(()));
+    }
+
+    #[test]
+    fn a_commit_under_an_epoch_the_author_was_never_given_is_rejected() {
+        let (mut w, _k0, k1, _a, _b, _) = revocation();
+        // App C, granted after the rotation, holds epoch 1 only.
+        let (laptop, c) = (w.laptop.clone(), key(22));
+        let grant = w.grant(&laptop, &c, "todo", Rights::ReadWrite, 1, &k1);
+        w.issue(&laptop, grant);
+        let state = w.log.state();
+        let k0 = ScopeKey::from_bytes([10; 32]);
+        let stale = w.commit(&c, None, T0, "todo", 0, &k0);
+        assert_eq!(
+            state.check_commit(stale.header(), stale.id()),
+            Err(AuthError::EpochNotGiven { epoch: 0 })
+        );
+        let fresh = w.commit(&c, None, T0, "todo", 1, &k1);
+        assert_eq!(state.check_commit(fresh.header(), fresh.id()), Ok(()));
+    }
+
+    #[test]
+    fn a_backdated_or_future_dated_commit_cannot_slip_under_the_cutoff() {
+        let (mut w, k0) = with_todo();
+        let (laptop, b) = (w.laptop.clone(), key(21));
+        let grant = w.grant(&laptop, &b, "todo", Rights::ReadWrite, 0, &k0);
+        w.issue(&laptop, grant);
+        // Before it is revoked, B plants a commit stamped a year ahead.
+        let c1 = w.commit(&b, None, T0, "todo", 0, &k0);
+        let planted = w.commit(&b, Some(&c1), T0 + 365 * 86_400_000, "todo", 0, &k0);
+        let rotation = w.rotation(&laptop, "todo", 1, &ScopeKey::from_bytes([11; 32]), &[&laptop]);
+        let revoke = w.issue(
+            &laptop,
+            Payload::Revoke { app: b.public(), cutoff: cutoff_at(Some(&planted)), rotation },
+        );
+        let state = w.log.state();
+        assert_eq!(state.check_commit(c1.header(), c1.id()), Ok(()));
+        let max = revoke.body().hlc.wall_ms + crate::hlc::MAX_AHEAD_MS;
+        assert_eq!(
+            state.check_commit(planted.header(), planted.id()),
+            Err(AuthError::StampAfterEnd { wall_ms: planted.header().hlc.wall_ms, max })
+        );
+        // Backdating the stamp after the cut-off does not help: seq decides.
+        let late = w.commit(&b, Some(&planted), T0 - 1_000_000, "todo", 0, &k0);
+        assert_eq!(
+            state.check_commit(late.header(), late.id()),
+            Err(AuthError::AfterCutoff { seq: 3, cutoff: 2 })
+        );
+    }
+
+    #[test]
+    fn revocation_beats_concurrent_and_later_grants() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone, b) = (w.laptop.clone(), key(3), key(21));
+        let add = w.add_device(&laptop, &phone, &[("todo", 0, &k0)]);
+        w.issue(&laptop, add);
+        let base = w.log.heads();
+        let rotation = w.rotation(&laptop, "todo", 1, &ScopeKey::from_bytes([11; 32]), &[&laptop]);
+        let revoke = w.op_on(
+            &laptop,
+            base.clone(),
+            Payload::Revoke { app: b.public(), cutoff: Cutoff::NONE, rotation },
+        );
+        let grant = w.grant(&phone, &b, "todo", Rights::ReadWrite, 0, &k0);
+        let concurrent = w.op_on(&phone, base, grant);
+        let regrant = w.grant(&laptop, &b, "todo", Rights::ReadWrite, 0, &k0);
+        let later = w.op_on(&laptop, vec![revoke.id(), concurrent.id()], regrant);
+        let c = w.commit(&b, None, T0, "todo", 0, &k0);
+        for order in [
+            [&revoke, &concurrent, &later],
+            [&concurrent, &revoke, &later],
+            [&later, &concurrent, &revoke],
+        ] {
+            let mut log = ControlLog::new(w.db);
+            for op in w.log.ordered() {
+                log.insert(op.clone()).unwrap();
+            }
+            for op in order {
+                log.insert(op.clone()).unwrap();
+            }
+            let state = log.state();
+            assert!(state.apps()[&b.public()].scopes[&name("todo")].revoked.is_some());
+            assert_eq!(
+                state.check_commit(c.header(), c.id()),
+                Err(AuthError::AfterCutoff { seq: 1, cutoff: 0 })
+            );
+        }
+    }
+
+    #[test]
+    fn a_replayed_op_is_a_no_op() {
+        let (mut w, k0) = with_todo();
+        let (laptop, a) = (w.laptop.clone(), key(20));
+        let grant = w.grant(&laptop, &a, "todo", Rights::ReadWrite, 0, &k0);
+        let op = w.issue(&laptop, grant);
+        let before = w.log.state();
+        let replay = ControlOp::decode(op.as_bytes()).unwrap();
+        assert_eq!(w.log.insert(replay), Ok(Inserted::Duplicate));
+        assert_eq!(w.log.insert(w.genesis.clone()), Ok(Inserted::Duplicate));
+        assert_eq!(w.log.state(), before);
+    }
+
+    #[test]
+    fn a_seal_replayed_to_another_recipient_or_forged_does_not_open() {
+        let (mut w, k0) = with_todo();
+        let (laptop, a, b, stranger) = (w.laptop.clone(), key(20), key(21), key(66));
+        let grant = w.grant(&laptop, &a, "todo", Rights::ReadWrite, 0, &k0);
+        let Payload::Grant { key: sealed_for_a, .. } = &grant else { unreachable!() };
+        let sealed_for_a = sealed_for_a.clone();
+        w.issue(&laptop, grant);
+        // The same sealed key, granted to B: B cannot open it, under B's
+        // label or A's, because the seal is bound to A's keys.
+        w.issue(
+            &laptop,
+            Payload::Grant {
+                app: b.public(),
+                sealing: b.sealing_key(),
+                scope: name("todo"),
+                rights: Rights::ReadWrite,
+                epoch: 0,
+                key: sealed_for_a.clone(),
+            },
+        );
+        let state = w.log.state();
+        assert_eq!(state.scope_keys(&a, &name("todo"), 0), vec![k0.clone()]);
+        assert!(state.scope_keys(&b, &name("todo"), 0).is_empty());
+        let label_a = seal_label(w.db, &name("todo"), 0, &a.public());
+        assert_eq!(
+            sealed_for_a.open(&b, &Party::of(&laptop), &label_a),
+            Err(SealError::DoesNotOpen)
+        );
+        // A seal forged by a stranger, carried in the laptop's op: it does
+        // not open as the laptop's, so A gets no key from it.
+        let forged = SealedKey::seal(
+            &ScopeKey::from_bytes([99; 32]),
+            &stranger,
+            &Party::of(&a),
+            &seal_label(w.db, &name("todo"), 1, &a.public()),
+            &mut w.rng,
+        )
+        .unwrap();
+        let mut rotation =
+            w.rotation(&laptop, "todo", 1, &ScopeKey::from_bytes([11; 32]), &[&laptop]);
+        rotation.seals.insert(a.public(), forged);
+        w.issue(&laptop, Payload::RotateKey(rotation));
+        let state = w.log.state();
+        assert_eq!(state.seals_for(&a.public(), &name("todo"), 1).len(), 1);
+        assert!(state.scope_keys(&a, &name("todo"), 1).is_empty());
+        // A seal moved to another epoch's label does not open either.
+        assert!(state.scope_keys(&a, &name("todo"), 0).len() == 1);
+    }
+
+    #[test]
+    fn concurrent_rotations_to_one_epoch_keep_both_keys() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone) = (w.laptop.clone(), key(3));
+        let add = w.add_device(&laptop, &phone, &[("todo", 0, &k0)]);
+        w.issue(&laptop, add);
+        let base = w.log.heads();
+        let (ka, kb) = (ScopeKey::from_bytes([12; 32]), ScopeKey::from_bytes([13; 32]));
+        let ra = w.rotation(&laptop, "todo", 1, &ka, &[&laptop, &phone]);
+        let rb = w.rotation(&phone, "todo", 1, &kb, &[&laptop, &phone]);
+        let a = w.op_on(&laptop, base.clone(), Payload::RotateKey(ra));
+        let b = w.op_on(&phone, base, Payload::RotateKey(rb));
+        w.log.insert(b.clone()).unwrap();
+        w.log.insert(a.clone()).unwrap();
+        let state = w.log.state();
+        let keys = &state.scopes()[&name("todo")].epochs[&1];
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0].op < keys[1].op);
+        let mut opened = state.scope_keys(&phone, &name("todo"), 1);
+        opened.sort_by_key(|k| *k.as_bytes());
+        assert_eq!(opened, vec![ka, kb]);
+        // A rotation that does not go past what its author had seen is ignored.
+        let stale = w.rotation(&laptop, "todo", 1, &ScopeKey::from_bytes([14; 32]), &[&laptop]);
+        w.issue(&laptop, Payload::RotateKey(stale));
+        assert_eq!(w.log.state().scopes()[&name("todo")].epochs[&1].len(), 2);
+    }
+
+    #[test]
+    fn a_removed_device_is_cut_off_where_its_remover_stood() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone, thief_device, pinner) = (w.laptop.clone(), key(3), key(4), key(30));
+        let add = w.add_device(&laptop, &phone, &[("todo", 0, &k0)]);
+        w.issue(&laptop, add);
+        // The phone writes, then is stolen. The laptop removes it, having
+        // seen one of its commits.
+        let p1 = w.commit(&phone, None, T0, "todo", 0, &k0);
+        let p2 = w.commit(&phone, Some(&p1), T0 + 1, "todo", 0, &k0);
+        let base = w.log.heads();
+        let k1 = ScopeKey::from_bytes([11; 32]);
+        let rotation = w.rotation(&laptop, "todo", 1, &k1, &[&laptop]);
+        let remove = w.op_on(
+            &laptop,
+            base.clone(),
+            Payload::RemoveDevice {
+                device: phone.public(),
+                cutoff: cutoff_at(Some(&p1)),
+                rotations: BTreeMap::from([(name("todo"), rotation)]),
+            },
+        );
+        // The thief, pretending not to have seen the removal, adds a device
+        // of its own, which adds a pinning peer.
+        let add = w.add_device(&phone, &thief_device, &[]);
+        let sneak = w.op_on(&phone, base, add);
+        let via = w.op_on(
+            &thief_device,
+            vec![sneak.id()],
+            Payload::AddPinner { pinner: pinner.public() },
+        );
+        for op in [&via, &sneak, &remove] {
+            w.log.insert(op.clone()).unwrap();
+        }
+        let state = w.log.state();
+        assert!(!state.is_device(&phone.public()));
+        assert!(!state.is_device(&thief_device.public()));
+        assert!(!state.is_pinner(&pinner.public()));
+        assert!(state.cut_off().contains(&sneak.id()) && state.cut_off().contains(&via.id()));
+        assert_eq!(state.check_commit(p1.header(), p1.id()), Ok(()));
+        assert_eq!(
+            state.check_commit(p2.header(), p2.id()),
+            Err(AuthError::AfterCutoff { seq: 2, cutoff: 1 })
+        );
+        // The rotation left the phone out.
+        assert!(state.scope_keys(&phone, &name("todo"), 1).is_empty());
+        assert_eq!(state.scope_keys(&laptop, &name("todo"), 1), vec![k1]);
+    }
+
+    #[test]
+    fn a_removed_device_cannot_reach_what_was_added_after_its_removal() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone, tablet, app) = (w.laptop.clone(), key(3), key(6), key(20));
+        let add = w.add_device(&laptop, &phone, &[]);
+        w.issue(&laptop, add);
+        let before_removal = w.log.heads();
+        w.issue(
+            &laptop,
+            Payload::RemoveDevice {
+                device: phone.public(),
+                cutoff: Cutoff::NONE,
+                rotations: BTreeMap::new(),
+            },
+        );
+        // After the phone's removal the laptop adds a tablet and grants an app.
+        let add = w.add_device(&laptop, &tablet, &[]);
+        w.issue(&laptop, add);
+        let grant = w.grant(&laptop, &app, "todo", Rights::ReadWrite, 0, &k0);
+        w.issue(&laptop, grant);
+        // The thief, claiming not to have seen its removal, tries to remove
+        // the tablet and revoke the app: neither is in its ops' past.
+        let kick = w.op_on(
+            &phone,
+            before_removal.clone(),
+            Payload::RemoveDevice {
+                device: tablet.public(),
+                cutoff: Cutoff::NONE,
+                rotations: BTreeMap::new(),
+            },
+        );
+        let rotation = w.rotation(&phone, "todo", 7, &ScopeKey::from_bytes([7; 32]), &[]);
+        let revoke = w.op_on(
+            &phone,
+            before_removal,
+            Payload::Revoke { app: app.public(), cutoff: Cutoff::NONE, rotation },
+        );
+        w.log.insert(kick.clone()).unwrap();
+        w.log.insert(revoke.clone()).unwrap();
+        let state = w.log.state();
+        assert!(state.is_device(&tablet.public()));
+        assert!(state.apps()[&app.public()].scopes[&name("todo")].revoked.is_none());
+        assert!(state.cut_off().contains(&kick.id()) && state.cut_off().contains(&revoke.id()));
+    }
+
+    #[test]
+    fn mutual_removal_removes_both_and_the_root_can_recover() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone, fresh, root) = (w.laptop.clone(), key(3), key(5), w.root.clone());
+        let add = w.add_device(&laptop, &phone, &[]);
+        w.issue(&laptop, add);
+        let base = w.log.heads();
+        let remove = |device: &SecretKey| Payload::RemoveDevice {
+            device: device.public(),
+            cutoff: Cutoff::NONE,
+            rotations: BTreeMap::new(),
+        };
+        let x = w.op_on(&laptop, base.clone(), remove(&phone));
+        let y = w.op_on(&phone, base, remove(&laptop));
+        w.log.insert(x).unwrap();
+        w.log.insert(y).unwrap();
+        let state = w.log.state();
+        assert!(!state.is_device(&laptop.public()) && !state.is_device(&phone.public()));
+        // No device is left; the root adds a new one and rotates.
+        let add = w.add_device(&root, &fresh, &[]);
+        w.issue(&root, add);
+        let k1 = ScopeKey::from_bytes([11; 32]);
+        let rotation = w.rotation(&root, "todo", 1, &k1, &[&fresh]);
+        w.issue(&root, Payload::RotateKey(rotation));
+        let state = w.log.state();
+        assert!(state.is_device(&fresh.public()));
+        assert_eq!(state.scope_keys(&fresh, &name("todo"), 1), vec![k1]);
+        let _ = k0;
+    }
+
+    #[test]
+    fn pinning_peers_are_added_and_removed_for_good() {
+        let (mut w, _) = with_todo();
+        let (laptop, pinner) = (w.laptop.clone(), key(30));
+        let base = w.log.heads();
+        let add = w.op_on(&laptop, base.clone(), Payload::AddPinner { pinner: pinner.public() });
+        let remove = w.op_on(&laptop, base, Payload::RemovePinner { pinner: pinner.public() });
+        w.log.insert(add.clone()).unwrap();
+        assert!(w.log.state().is_pinner(&pinner.public()));
+        w.log.insert(remove).unwrap();
+        assert!(!w.log.state().is_pinner(&pinner.public()));
+        w.issue(&laptop, Payload::AddPinner { pinner: pinner.public() });
+        assert!(!w.log.state().is_pinner(&pinner.public()));
+    }
+
+    #[test]
+    fn stamps_must_follow_parents_and_missing_parents_hold() {
+        let (mut w, _) = with_todo();
+        let laptop = w.laptop.clone();
+        let heads = w.log.heads();
+        let mut body =
+            w.op_on(&laptop, heads, Payload::AddPinner { pinner: key(30).public() }).body().clone();
+        body.hlc = Hlc { wall_ms: T0, counter: 0 };
+        let early = ControlOp::create(&laptop, body).unwrap();
+        assert_eq!(w.log.insert(early), Err(InsertError::StampNotAfterParents));
+        // A child arriving before its parent waits for it.
+        let heads = w.log.heads();
+        let parent = w.op_on(&laptop, heads, Payload::AddPinner { pinner: key(31).public() });
+        let child =
+            w.op_on(&laptop, vec![parent.id()], Payload::AddPinner { pinner: key(32).public() });
+        assert_eq!(w.log.insert(child.clone()), Ok(Inserted::Held(vec![parent.id()])));
+        assert_eq!(w.log.held(), 1);
+        assert_eq!(
+            w.log.insert(parent.clone()),
+            Ok(Inserted::Admitted(vec![parent.id(), child.id()]))
+        );
+        assert_eq!(w.log.held(), 0);
+        assert!(w.log.state().is_pinner(&key(32).public()));
+        // An op of another database is refused.
+        let other = World::new();
+        let mut foreign = ControlLog::new(DatabaseId([3; 32]));
+        assert!(matches!(foreign.insert(other.genesis), Err(InsertError::ForeignGenesis(_))));
+    }
+
+    #[test]
+    fn schemas_resolve_to_the_latest_stamp() {
+        let (mut w, _) = with_todo();
+        let laptop = w.laptop.clone();
+        let schema = |t: &str| Payload::Schema { namespace: name("todo"), text: t.into() };
+        w.issue(&laptop, schema("v1"));
+        let second = w.issue(&laptop, schema("v2"));
+        let state = w.log.state();
+        let (_, id, text) = state.schemas().next().unwrap();
+        assert_eq!((id, text), (second.id(), "v2"));
+    }
+
+    mod random {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One step of a random history: who acts, on which earlier ops, doing what.
+        #[derive(Debug, Clone)]
+        enum Act {
+            AddDevice(u8),
+            RemoveDevice(u8, u64),
+            Grant(u8, u8, bool, u32),
+            Revoke(u8, u8, u64, u32),
+            Rotate(u8, u32),
+            AddPinner(u8),
+            RemovePinner(u8),
+            Schema(u8),
+        }
+
+        fn act() -> impl Strategy<Value = Act> {
+            prop_oneof![
+                (0u8..4).prop_map(Act::AddDevice),
+                (0u8..4, 0u64..3).prop_map(|(d, c)| Act::RemoveDevice(d, c)),
+                (0u8..2, 0u8..2, any::<bool>(), 0u32..3)
+                    .prop_map(|(a, s, w, e)| Act::Grant(a, s, w, e)),
+                (0u8..2, 0u8..2, 0u64..3, 0u32..4).prop_map(|(a, s, c, e)| Act::Revoke(a, s, c, e)),
+                (0u8..2, 0u32..4).prop_map(|(s, e)| Act::Rotate(s, e)),
+                (0u8..2).prop_map(Act::AddPinner),
+                (0u8..2).prop_map(Act::RemovePinner),
+                (0u8..2).prop_map(Act::Schema),
+            ]
+        }
+
+        fn device(i: u8) -> SecretKey {
+            key(2 + i) // device 0 is the laptop, the genesis device
+        }
+
+        /// Builds the ops of a random history; many are refused or cut off.
+        fn history(steps: &[(u8, Vec<prop::sample::Index>, Act)]) -> (World, Vec<ControlOp>) {
+            let mut w = World::new();
+            let dummy = w.grant(
+                &w.laptop.clone(),
+                &key(20),
+                "s0",
+                Rights::Read,
+                0,
+                &ScopeKey::from_bytes([1; 32]),
+            );
+            let Payload::Grant { key: sealed, .. } = dummy else { unreachable!() };
+            let mut ops = vec![w.genesis.clone()];
+            for (who, picks, act) in steps {
+                let author = match who {
+                    0 => w.root.clone(),
+                    1..=4 => device(who - 1),
+                    _ => key(20 + who % 2),
+                };
+                let scope = |s: &u8| name(&format!("s{s}"));
+                let cutoff = |c: &u64| match c {
+                    0 => Cutoff::NONE,
+                    n => Cutoff { seq: *n, last: Some(CommitId([*n as u8; 32])) },
+                };
+                let rotation = |s: &u8, e: &u32| Rotation {
+                    scope: scope(s),
+                    epoch: *e,
+                    seals: BTreeMap::new(),
+                };
+                let payload = match act {
+                    Act::AddDevice(d) => Payload::AddDevice {
+                        device: device(*d).public(),
+                        sealing: device(*d).sealing_key(),
+                        keys: BTreeMap::new(),
+                    },
+                    Act::RemoveDevice(d, c) => Payload::RemoveDevice {
+                        device: device(*d).public(),
+                        cutoff: cutoff(c),
+                        rotations: BTreeMap::new(),
+                    },
+                    Act::Grant(a, s, write, e) => Payload::Grant {
+                        app: key(20 + a).public(),
+                        sealing: key(20 + a).sealing_key(),
+                        scope: scope(s),
+                        rights: if *write { Rights::ReadWrite } else { Rights::Read },
+                        epoch: *e,
+                        key: sealed.clone(),
+                    },
+                    Act::Revoke(a, s, c, e) => Payload::Revoke {
+                        app: key(20 + a).public(),
+                        cutoff: cutoff(c),
+                        rotation: rotation(s, e),
+                    },
+                    Act::Rotate(s, e) => Payload::RotateKey(rotation(s, e)),
+                    Act::AddPinner(p) => Payload::AddPinner { pinner: key(30 + p).public() },
+                    Act::RemovePinner(p) => Payload::RemovePinner { pinner: key(30 + p).public() },
+                    Act::Schema(s) => {
+                        Payload::Schema { namespace: scope(s), text: format!("{}", ops.len()) }
+                    }
+                };
+                let parents: Vec<OpId> =
+                    picks.iter().map(|i| ops[i.index(ops.len())].id()).collect();
+                ops.push(w.op_on(&author, parents, payload));
+            }
+            (w, ops)
+        }
+
+        fn steps() -> impl Strategy<Value = Vec<(u8, Vec<prop::sample::Index>, Act)>> {
+            proptest::collection::vec(
+                (0u8..7, proptest::collection::vec(any::<prop::sample::Index>(), 1..3), act()),
+                1..24,
+            )
+        }
+
+        fn replay(db: DatabaseId, ops: &[ControlOp]) -> ControlLog {
+            let mut log = ControlLog::new(db);
+            for op in ops {
+                let _ = log.insert(op.clone());
+            }
+            log
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            #[test]
+            fn any_arrival_order_gives_the_same_state(
+                steps in steps(),
+                order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+            ) {
+                let (w, ops) = history(&steps);
+                let reference = replay(w.db, &ops);
+                prop_assert_eq!(reference.held(), 0);
+                // Shuffle, and deliver some ops twice.
+                let mut shuffled: Vec<ControlOp> = ops.clone();
+                let mut x = order | 1;
+                for i in (1..shuffled.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let again: Vec<ControlOp> = shuffled.iter().step_by(3).cloned().collect();
+                shuffled.extend(again);
+                let other = replay(w.db, &shuffled);
+                prop_assert_eq!(other.held(), 0);
+                prop_assert_eq!(
+                    other.ordered().iter().map(|o| o.id()).collect::<Vec<_>>(),
+                    reference.ordered().iter().map(|o| o.id()).collect::<Vec<_>>()
+                );
+                prop_assert_eq!(other.state(), reference.state());
+            }
+
+            #[test]
+            fn removal_and_revocation_are_permanent(steps in steps()) {
+                let (w, ops) = history(&steps);
+                let log = replay(w.db, &ops);
+                let state = log.state();
+                for op in log.ordered() {
+                    match &op.body().payload {
+                        Payload::RemoveDevice { device, .. } => prop_assert!(!state.is_device(device)),
+                        Payload::RemovePinner { pinner } => prop_assert!(!state.is_pinner(pinner)),
+                        Payload::Revoke { app, rotation, .. } => {
+                            if let Some(grant) = state.apps().get(app).and_then(|a| a.scopes.get(&rotation.scope)) {
+                                prop_assert!(grant.revoked.is_some());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                // Only the root and devices that were members in their op's past get in.
+                for op in log.ordered() {
+                    let author = op.body().author;
+                    prop_assert!(
+                        author == w.root.public()
+                            || (2..=5).any(|i| key(i).public() == author),
+                        "an app or stranger's op was admitted"
+                    );
+                }
+            }
+        }
+    }
+}
