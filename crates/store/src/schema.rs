@@ -1438,6 +1438,15 @@ fn default_value(ty: &ColumnType, raw: &impl RawDefault) -> Result<Value, String
     Ok(value)
 }
 
+/// Microseconds since the Unix epoch of an RFC 3339 date-time written as
+/// text (`2026-11-28T10:00:00Z`, `2026-11-28 10:00:00.5+01:00`).
+pub fn timestamp_from_text(text: &str) -> Result<i64, String> {
+    let datetime: Datetime = text
+        .parse()
+        .map_err(|_| "is not an RFC 3339 date-time such as 2026-11-28T10:00:00Z".to_owned())?;
+    micros(&datetime)
+}
+
 /// Microseconds since the Unix epoch of an RFC 3339 date-time.
 fn micros(datetime: &Datetime) -> Result<i64, String> {
     let (Some(date), Some(time), Some(offset)) = (datetime.date, datetime.time, datetime.offset)

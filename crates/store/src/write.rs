@@ -15,7 +15,7 @@ use rusqlite::types::Value as SqlValue;
 
 use crate::kv::{Store, StoreError};
 use crate::replica::Txn;
-use crate::schema::{Catalog, TableDef};
+use crate::schema::{Catalog, TableDef, timestamp_from_text};
 use crate::sql::{OnConflict, Statement};
 use crate::view::{Param, quote};
 
@@ -167,12 +167,15 @@ impl Typer<'_> {
                 Err(e) => return Err(mismatch(format!("text that is not JSON ({e})"))),
             },
             (ColumnType::Bytes, SqlValue::Blob(b)) => Value::Bytes(b),
-            (ColumnType::Timestamp, SqlValue::Text(t)) => {
-                return Err(mismatch(format!(
-                    "text {} (give microseconds since 1970 as an integer)",
-                    literal(&SqlValue::Text(t))
-                )));
-            }
+            (ColumnType::Timestamp, SqlValue::Text(t)) => match timestamp_from_text(&t) {
+                Ok(micros) => Value::Timestamp(micros),
+                Err(reason) => {
+                    return Err(mismatch(format!(
+                        "text {} that {reason} (or give microseconds since 1970 as an integer)",
+                        literal(&SqlValue::Text(t))
+                    )));
+                }
+            },
             (_, other) => return Err(mismatch(describe(&other))),
         };
         Ok(typed)

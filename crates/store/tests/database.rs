@@ -109,6 +109,15 @@ fn typed_rows_and_relational_queries() {
         ),
         [[text("a"), Value::Integer(2)], [text("c"), Value::Integer(1)]]
     );
+    // Timestamps may be written as RFC 3339 text; they read back as timestamps.
+    write(&db, "UPDATE items SET due = '2026-11-28T10:00:00.25+01:00' WHERE id = 'b'");
+    assert_eq!(
+        rows(&db, "SELECT due FROM items WHERE id = 'b'"),
+        [[Value::Timestamp(1_795_856_400_250_000)]]
+    );
+    let error =
+        db.execute("UPDATE items SET due = 'tomorrow' WHERE id = 'b'", &[], None).unwrap_err();
+    assert!(error.to_string().contains("RFC 3339"), "{error}");
     // Parameters bind to placeholders.
     let found = db
         .query("SELECT title FROM items WHERE priority > ? ORDER BY id", &[Value::Integer(1)], None)
