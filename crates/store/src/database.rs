@@ -93,6 +93,9 @@ pub enum DbError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// Another process has this database open.
+    #[error("the database in {} is open in another process (a running node?); stop it or use another directory", .0.display())]
+    InUse(PathBuf),
     /// An earlier storage failure stopped the writer; reopen the database.
     #[error("the database stopped after a storage failure ({0}); restart to recover")]
     Stopped(String),
@@ -195,6 +198,8 @@ pub struct Database<S: Store = SledStore> {
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
     live: Live,
+    /// Held (locked) while the database is open in this process.
+    lock: Option<std::fs::File>,
 }
 
 impl<S: Store> std::fmt::Debug for Database<S> {
@@ -211,11 +216,20 @@ pub fn now_ms() -> u64 {
 impl Database<SledStore> {
     /// Opens the database in directory `dir`, creating it (with a new
     /// identity for this device) if it does not exist.
+    /// Only one process at a time may open a directory.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| DbError::Io { path: dir.to_owned(), error })?;
+        let io = |error| DbError::Io { path: dir.to_owned(), error };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = std::fs::File::create(dir.join("lock")).map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(DbError::InUse(dir.to_owned())),
+            Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+        }
         let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
-        Self::with_store(store, &dir.join("view.sqlite"))
+        let mut db = Self::with_store(store, &dir.join("view.sqlite"))?;
+        db.lock = Some(lock);
+        Ok(db)
     }
 }
 
@@ -280,7 +294,7 @@ impl<S: Store> Database<S> {
             .name("basic-writer".into())
             .spawn(move || writer.run(conn, queue))
             .map_err(|error| DbError::Io { path: view_path.to_owned(), error })?;
-        Ok(Self { shared, jobs: Some(jobs), writer: Some(handle), live })
+        Ok(Self { shared, jobs: Some(jobs), writer: Some(handle), live, lock: None })
     }
 
     /// This database's id.

@@ -272,6 +272,18 @@ fn reopening_keeps_everything_and_rebuilds_a_lost_view() {
 }
 
 #[test]
+fn a_directory_opens_in_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    match Database::open(dir.path()) {
+        Err(DbError::InUse(path)) => assert_eq!(path, dir.path()),
+        other => panic!("second open: {other:?}"),
+    }
+    drop(db);
+    open(dir.path());
+}
+
+#[test]
 fn received_commits_merge_and_wake_live_queries() {
     let dir = tempfile::tempdir().unwrap();
     let (db, todo, key) = with_known_key(dir.path());
