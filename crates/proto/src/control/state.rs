@@ -1296,4 +1296,239 @@ mod tests {
             }
         }
     }
+
+    /// Issue 4: random interleavings of control operations and data commits
+    /// around the revocation of one app.
+    mod interleavings {
+        use super::*;
+        use crate::change::Changes;
+        use crate::merge::{Stamp, Tables};
+        use crate::value::RowKey;
+        use proptest::prelude::*;
+
+        /// Writer 0: app A, revoked at most once (writers 1 and 2 are app B
+        /// and the laptop).
+        const A: u8 = 0;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// A writer commits one new row; if `stale`, under the epoch
+            /// below the newest it holds (a writer offline since a rotation).
+            Write(u8, bool),
+            /// The laptop rotates `todo`, sealed to itself and every app not revoked.
+            Rotate,
+            /// The laptop revokes A, having seen all but A's last `lag` commits.
+            Revoke(usize),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                5 => (0u8..3, any::<bool>()).prop_map(|(w, s)| Step::Write(w, s)),
+                2 => Just(Step::Rotate),
+                2 => (0usize..3).prop_map(Step::Revoke),
+            ]
+        }
+
+        /// The key of epoch `epoch` ≥ 1 (epoch 0's is `with_todo`'s).
+        fn epoch_key(epoch: u32) -> ScopeKey {
+            ScopeKey::from_bytes([100 + epoch as u8; 32])
+        }
+
+        fn shuffle<T>(items: &mut [T], seed: u64) {
+            let mut x = seed | 1;
+            for i in (1..items.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                items.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
+
+        /// Every key `who` can open of every epoch of `todo`, by epoch.
+        fn held(state: &AuthState, who: &SecretKey) -> BTreeMap<u32, Vec<ScopeKey>> {
+            let todo = name("todo");
+            state.scopes()[&todo]
+                .epochs
+                .keys()
+                .map(|e| (*e, state.scope_keys(who, &todo, *e)))
+                .filter(|(_, keys)| !keys.is_empty())
+                .collect()
+        }
+
+        fn opens(commit: &Commit, keys: &[ScopeKey]) -> Option<Changes> {
+            keys.iter().find_map(|k| commit.open(k).ok())
+        }
+
+        /// The outcome of a run: the world, and every commit with its writer.
+        struct Run {
+            w: World,
+            who: [SecretKey; 3],
+            commits: Vec<(u8, Commit)>,
+            /// If A was revoked: how many of its commits the cut-off keeps,
+            /// and the first epoch created by the revocation.
+            revoked: Option<(u64, u32)>,
+        }
+
+        fn run(steps: &[Step], tail: usize) -> Run {
+            let (mut w, k0) = with_todo();
+            let laptop = w.laptop.clone();
+            let (a, b) = (key(20), key(21));
+            for app in [&a, &b] {
+                let grant = w.grant(&laptop, app, "todo", Rights::ReadWrite, 0, &k0);
+                w.issue(&laptop, grant);
+            }
+            let who = [a.clone(), b.clone(), laptop.clone()];
+            let mut chains: [Vec<Commit>; 3] = Default::default();
+            let mut commits = Vec::new();
+            let mut revoked = None;
+            let mut epoch = 0u32;
+            let mut count = 0u64;
+            let mut write = |w: &mut World, writer: u8, stale: bool, commits: &mut Vec<_>| {
+                let author = &who[writer as usize];
+                let state = w.log.state();
+                let todo = name("todo");
+                // The epochs sealed to it: every one for the laptop.
+                let sealed: Vec<u32> = match state.apps().get(&author.public()) {
+                    Some(app) => app.scopes[&todo].epochs.iter().copied().collect(),
+                    None => state.scopes()[&todo].epochs.keys().copied().collect(),
+                };
+                let mut epochs = sealed.iter().rev();
+                let newest = *epochs.next().expect("every writer holds a key");
+                let epoch = if stale { epochs.next().copied().unwrap_or(newest) } else { newest };
+                let key = state.scope_keys(author, &todo, epoch).pop().expect("its seal opens");
+                count += 1;
+                let wall_ms = w.now() + count;
+                let chain = &mut chains[writer as usize];
+                let c = w.commit(author, chain.last(), wall_ms, "todo", epoch, &key);
+                chain.push(c.clone());
+                commits.push((writer, c));
+            };
+            for step in steps {
+                match step {
+                    Step::Write(writer, stale) => write(&mut w, *writer, *stale, &mut commits),
+                    Step::Rotate => {
+                        epoch += 1;
+                        let readers: &[&SecretKey] =
+                            if revoked.is_some() { &[&laptop, &b] } else { &[&laptop, &a, &b] };
+                        let rotation =
+                            w.rotation(&laptop, "todo", epoch, &epoch_key(epoch), readers);
+                        w.issue(&laptop, Payload::RotateKey(rotation));
+                    }
+                    Step::Revoke(lag) if revoked.is_none() => {
+                        let seen = commits.iter().filter(|(by, _)| *by == A).count();
+                        let kept = seen.saturating_sub(*lag);
+                        let last = kept
+                            .checked_sub(1)
+                            .map(|i| &commits.iter().filter(|(by, _)| *by == A).nth(i).unwrap().1);
+                        let cutoff = cutoff_at(last);
+                        epoch += 1;
+                        let rotation =
+                            w.rotation(&laptop, "todo", epoch, &epoch_key(epoch), &[&laptop, &b]);
+                        w.issue(&laptop, Payload::Revoke { app: a.public(), cutoff, rotation });
+                        revoked = Some((kept as u64, epoch));
+                    }
+                    Step::Revoke(_) => {}
+                }
+            }
+            // A keeps writing, with the newest key it holds.
+            for _ in 0..tail {
+                write(&mut w, A, false, &mut commits);
+            }
+            Run { w, who, commits, revoked }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn revocation_across_random_interleavings(
+                steps in proptest::collection::vec(step(), 1..=12),
+                tail in 0usize..3,
+                seeds in proptest::collection::vec(any::<u64>(), 2),
+            ) {
+                let Run { w, who, commits, revoked } = run(&steps, tail);
+                let [a, b, laptop] = &who;
+                let todo = name("todo");
+                let state = w.log.state();
+                let accepted =
+                    |s: &AuthState, c: &Commit| s.check_commit(c.header(), c.id()).is_ok();
+
+                // 1. Every node, receiving the ops in any order, reaches the
+                // same state and so accepts the same commits.
+                let ops: Vec<ControlOp> = w.log.ordered().into_iter().cloned().collect();
+                for seed in &seeds {
+                    let mut shuffled = ops.clone();
+                    shuffle(&mut shuffled, *seed);
+                    let mut log = ControlLog::new(w.db);
+                    for op in shuffled {
+                        prop_assert!(log.insert(op).is_ok());
+                    }
+                    prop_assert_eq!(log.held(), 0);
+                    let other = log.state();
+                    prop_assert_eq!(&other, &state);
+                    for (_, c) in &commits {
+                        prop_assert_eq!(accepted(&other, c), accepted(&state, c));
+                    }
+                }
+
+                // 2. A's commits up to the cut-off stay, those after it are
+                // rejected (all of them stay if A is not revoked).
+                let grant_a = &state.apps()[&a.public()].scopes[&todo];
+                prop_assert_eq!(grant_a.revoked.is_some(), revoked.is_some());
+                for (_, c) in commits.iter().filter(|(by, _)| *by == A) {
+                    let seq = c.header().seq;
+                    match revoked {
+                        Some((kept, _)) if seq > kept => prop_assert_eq!(
+                            state.check_commit(c.header(), c.id()),
+                            Err(AuthError::AfterCutoff { seq, cutoff: kept })
+                        ),
+                        _ => prop_assert_eq!(state.check_commit(c.header(), c.id()), Ok(())),
+                    }
+                }
+
+                // 3. A holds no key of an epoch created by or after its
+                // revocation, and no key it holds opens a commit under one.
+                if let Some((_, first)) = revoked {
+                    let keys_a = held(&state, a);
+                    prop_assert!(keys_a.keys().all(|e| *e < first));
+                    prop_assert!(grant_a.epochs.iter().all(|e| *e < first));
+                    let all_a: Vec<ScopeKey> = keys_a.into_values().flatten().collect();
+                    for (_, c) in commits.iter().filter(|(_, c)| c.header().epoch >= first) {
+                        prop_assert!(opens(c, &all_a).is_none());
+                    }
+                }
+
+                // 4. B and the laptop hold every epoch (B was a reader of all
+                // of them) and read every commit, and B's and the laptop's
+                // commits are accepted.
+                let (keys_b, keys_laptop) = (held(&state, b), held(&state, laptop));
+                let epochs = state.scopes()[&todo].epochs.len();
+                prop_assert_eq!((keys_b.len(), keys_laptop.len()), (epochs, epochs));
+                for (by, c) in &commits {
+                    let epoch = c.header().epoch;
+                    prop_assert!(opens(c, &keys_b[&epoch]).is_some());
+                    prop_assert!(opens(c, &keys_laptop[&epoch]).is_some());
+                    if *by != A {
+                        prop_assert_eq!(state.check_commit(c.header(), c.id()), Ok(()));
+                    }
+                }
+
+                // 5. Merging the accepted commits loses no row of B, of the
+                // laptop, or of A up to its cut-off, and keeps none of A after it.
+                let mut tables = Tables::default();
+                for (_, c) in commits.iter().filter(|(_, c)| accepted(&state, c)) {
+                    let changes = opens(c, &keys_laptop[&c.header().epoch]);
+                    tables.apply(Stamp::of(c.header()), &changes.unwrap());
+                }
+                let live: BTreeSet<(Name, RowKey)> =
+                    tables.live_rows().map(|(t, k, _)| (t.clone(), k.clone())).collect();
+                for (by, c) in &commits {
+                    let changes = opens(c, &keys_laptop[&c.header().epoch]).unwrap();
+                    let row = (changes.ops()[0].table().clone(), changes.ops()[0].key().clone());
+                    let kept = *by != A || revoked.is_none_or(|(kept, _)| c.header().seq <= kept);
+                    prop_assert_eq!(live.contains(&row), kept, "row of writer {}", by);
+                }
+            }
+        }
+    }
 }

@@ -63,6 +63,11 @@ impl World {
         Self { rng: ChaCha20Rng::seed_from_u64(5), root, laptop, db, log, genesis, tick: 0 }
     }
 
+    /// The wall time of the latest op built so far.
+    pub(crate) fn now(&self) -> u64 {
+        T0 + self.tick * 1000
+    }
+
     /// An op by `author` on `parents`, stamped after everything so far.
     pub(crate) fn op_on(
         &mut self,
