@@ -23,6 +23,9 @@ use sqlparser::ast::{
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
+/// Table-valued functions allowed in `FROM`.
+const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
+
 /// Longest SQL statement accepted, in bytes.
 pub const MAX_SQL_LEN: usize = 1 << 20;
 
@@ -406,6 +409,29 @@ impl VisitorMut for Resolver<'_> {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // Table-valued functions: only the JSON ones, which read their
+        // argument and nothing of the database (no pragma_* and the like).
+        if let TableFactor::Table { name, args: Some(_), .. } = factor {
+            let function = name.to_string().to_lowercase();
+            if !TABLE_FUNCTIONS.contains(&function.as_str()) {
+                return self.fail(unsupported(
+                    format!("table-valued function {function}"),
+                    "only json_each and json_tree may appear in FROM besides schema tables",
+                ));
+            }
+            return ControlFlow::Continue(());
+        }
+        if !matches!(
+            factor,
+            TableFactor::Table { .. }
+                | TableFactor::Derived { .. }
+                | TableFactor::NestedJoin { .. }
+        ) {
+            return self.fail(unsupported(
+                format!("FROM {factor}"),
+                "read schema tables, subqueries and joins",
+            ));
+        }
         if let TableFactor::Table { name, alias, args: None, .. } = factor {
             match self.resolve(name) {
                 Ok(Some(table)) => {
@@ -612,6 +638,16 @@ mod tests {
                 other => panic!("{sql}: {other:?}"),
             }
         }
+        for sql in [
+            "SELECT * FROM pragma_table_info('todo.items')",
+            "UPDATE items SET title = (SELECT name FROM pragma_table_info('x') LIMIT 1)",
+        ] {
+            assert!(
+                matches!(parse(sql, &tables(), Some(&todo())), Err(SqlError::Unsupported { ref what, .. }) if what.starts_with("table-valued function pragma_table_info")),
+                "{sql}"
+            );
+        }
+        assert!(parse("SELECT value FROM json_each('[1,2]')", &tables(), None).is_ok());
         assert_eq!(parse("SELECT 1; SELECT 2", &tables(), None), Err(SqlError::StatementCount(2)));
         assert_eq!(parse("", &tables(), None), Err(SqlError::StatementCount(0)));
         assert!(matches!(parse("SELEKT", &tables(), None), Err(SqlError::Syntax(_))));

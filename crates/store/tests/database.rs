@@ -224,6 +224,30 @@ fn bad_writes_are_refused_and_write_nothing() {
 }
 
 #[test]
+fn queries_reach_schema_tables_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    seed(&db);
+    let error = |sql: &str| db.execute(sql, &[], None).unwrap_err().to_string();
+    assert!(error("SELECT * FROM _basic_meta").contains("no table _basic_meta"));
+    assert!(error("SELECT * FROM sqlite_master").contains("no table sqlite_master"));
+    assert!(
+        error("SELECT * FROM pragma_table_info('todo.items')").contains("table-valued function")
+    );
+    assert!(error("SELECT load_extension('/nonexistent')").contains("not authorized"));
+    assert!(error("UPDATE items SET title = (SELECT sql FROM sqlite_schema)").contains("no table"));
+    // What the JSON table functions read is their argument: allowed.
+    write(
+        &db,
+        "INSERT INTO lists (id, name) SELECT value, 'from json' FROM json_each('[\"x\", \"y\"]')",
+    );
+    assert_eq!(
+        rows(&db, "SELECT count(*) FROM lists WHERE name = 'from json'"),
+        [[Value::Integer(2)]]
+    );
+}
+
+#[test]
 fn schemas_are_additive_and_refusals_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_todo(dir.path());
