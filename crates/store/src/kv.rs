@@ -48,6 +48,17 @@ impl Batch {
         self.writes.get(key).map(|value| value.as_deref())
     }
 
+    /// The batch's writes under `prefix`, in key order (`None`: a delete).
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.writes
+            .range(prefix.to_vec()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+    }
+
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()

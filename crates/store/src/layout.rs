@@ -8,6 +8,8 @@
 //! | `f` | author · seq | empty: a fork at that position |
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
 //! | `x` | commit id | empty: signed but unreadable with its key |
+//! | `o` | control operation id | the operation's bytes |
+//! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
 //! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
 //! | `t` | table · row key · commit id | empty: which commits touched a row |
@@ -30,6 +32,10 @@ pub const FORK: u8 = b'f';
 pub const UNOPENED: u8 = b'u';
 /// Commits whose content could not be read with the right key.
 pub const UNREADABLE: u8 = b'x';
+/// Control operations.
+pub const CONTROL: u8 = b'o';
+/// Commits the control log does not authorise.
+pub const REJECTED: u8 = b'z';
 /// Commits held back until their stamp is near enough.
 pub const HELD: u8 = b'p';
 /// Row states.
@@ -102,6 +108,16 @@ pub fn unopened(scope: &Name, epoch: u32, id: &CommitId) -> Vec<u8> {
 /// `x` · id.
 pub fn unreadable(id: &CommitId) -> Vec<u8> {
     key(UNREADABLE, &[&id.0])
+}
+
+/// `o` · op id.
+pub fn control_op(id: &[u8; 32]) -> Vec<u8> {
+    key(CONTROL, &[id])
+}
+
+/// `z` · commit id.
+pub fn rejected(id: &CommitId) -> Vec<u8> {
+    key(REJECTED, &[&id.0])
 }
 
 /// `p` · apply-at · id.

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::codec::{self, Fields};
+use basic_proto::control::{AuthState, ControlLog, ControlOp};
 use basic_proto::{
-    Changes, Commit, CommitError, CommitHeader, CommitId, Hlc, Name, PublicKey, RowKey, RowState,
-    ScopeKey, Stamp,
+    Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, Hlc, KeyCache, Name,
+    PublicKey, RowKey, RowState, ScopeKey, Stamp,
 };
 use ciborium::Value as Cbor;
 
@@ -208,6 +209,35 @@ impl<S: Store> Replica<S> {
         scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
     }
 
+    /// Every stored control operation, admitted into a fresh log of
+    /// `database` (operations whose parents are missing stay held there).
+    pub fn control_log(&self, database: DatabaseId) -> Result<ControlLog, StoreError> {
+        let keys = KeyCache::default();
+        let mut log = ControlLog::new(database);
+        for entry in scan_prefix(&self.store, &[layout::CONTROL]) {
+            let (_, bytes) = entry?;
+            let op = ControlOp::decode_with(&bytes, &keys)
+                .map_err(|e| StoreError::Corrupt { what: "control op", reason: e.to_string() })?;
+            // Only admitted operations are stored, so a refusal here means
+            // the rules changed; the operation is simply not counted.
+            let _ = log.insert(op);
+        }
+        Ok(log)
+    }
+
+    /// Ids of the stored commits the control log does not authorise.
+    pub fn rejected(&self) -> Result<BTreeSet<CommitId>, StoreError> {
+        scan_prefix(&self.store, &[layout::REJECTED])
+            .map(|entry| {
+                let (key, _) = entry?;
+                layout::id_suffix(&key).ok_or(StoreError::Corrupt {
+                    what: "rejected index",
+                    reason: "short key".into(),
+                })
+            })
+            .collect()
+    }
+
     /// How many commits are held back.
     pub fn held_count(&self) -> Result<usize, StoreError> {
         scan_prefix(&self.store, &[layout::HELD]).try_fold(0, |n, entry| entry.map(|_| n + 1))
@@ -263,6 +293,19 @@ impl<S: Store> Txn<'_, S> {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
             None => self.store.get(key),
         }
+    }
+
+    /// Every entry under `prefix`, seeing this transaction's own writes.
+    fn scan(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> =
+            scan_prefix(self.store, prefix).collect::<Result<_, _>>()?;
+        for (key, value) in self.batch.scan_prefix(prefix) {
+            match value {
+                Some(value) => entries.insert(key.to_vec(), value.to_vec()),
+                None => entries.remove(key),
+            };
+        }
+        Ok(entries)
     }
 
     /// The merge state of a row, seeing staged changes.
@@ -327,6 +370,50 @@ impl<S: Store> Txn<'_, S> {
             }
         };
         Ok(Inserted { id, outcome, fork })
+    }
+
+    /// Stores a control operation (admitted by the caller's log).
+    pub fn insert_op(&mut self, op: &ControlOp) {
+        self.batch.put(layout::control_op(&op.id().0), op.as_bytes().to_vec());
+    }
+
+    /// Brings the merged rows in line with `state`: every stored commit is
+    /// checked ([`AuthState::check_commit`], on the header alone), and the
+    /// rows touched by commits whose verdict changed since the last call —
+    /// newly refused (a revocation's cut-off) or newly allowed (a grant that
+    /// arrived after the app's commits) — are recomputed from the commits
+    /// `state` allows. Returns the commits refused now.
+    pub fn enforce(
+        &mut self,
+        state: &AuthState,
+        keyring: &impl Keyring,
+    ) -> Result<BTreeSet<CommitId>, StoreError> {
+        let before: BTreeSet<CommitId> = self
+            .scan(&[layout::REJECTED])?
+            .into_keys()
+            .map(|key| {
+                layout::id_suffix(&key).ok_or(StoreError::Corrupt {
+                    what: "rejected index",
+                    reason: "short key".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut now = BTreeSet::new();
+        for (_, bytes) in self.scan(&[layout::COMMIT])? {
+            let commit = decode_stored(&bytes)?;
+            if state.check_commit(commit.header(), commit.id()).is_err() {
+                now.insert(commit.id());
+            }
+        }
+        let changed: Vec<CommitId> = before.symmetric_difference(&now).copied().collect();
+        for id in before.difference(&now) {
+            self.batch.delete(layout::rejected(id));
+        }
+        for id in now.difference(&before) {
+            self.batch.put(layout::rejected(id), Vec::new());
+        }
+        self.recompute(&changed, keyring, &|header, id| state.check_commit(header, id).is_ok())?;
+        Ok(now)
     }
 
     /// Keeps aside a commit stamped too far ahead, to insert it from
@@ -446,7 +533,7 @@ impl<S: Store> Txn<'_, S> {
         &mut self,
         invalid: &[CommitId],
         keyring: &impl Keyring,
-        admits: &dyn Fn(&CommitHeader) -> bool,
+        admits: &dyn Fn(&CommitHeader, CommitId) -> bool,
     ) -> Result<usize, StoreError> {
         let mut affected = BTreeSet::new();
         for id in invalid {
@@ -461,15 +548,14 @@ impl<S: Store> Txn<'_, S> {
         let mut changed = 0;
         for (table, key) in affected {
             let mut state = RowState::default();
-            for entry in scan_prefix(self.store, &layout::touches(&table, &key)) {
-                let (index_key, _) = entry?;
+            for index_key in self.scan(&layout::touches(&table, &key))?.into_keys() {
                 let id = layout::id_suffix(&index_key).ok_or(StoreError::Corrupt {
                     what: "touch index",
                     reason: "short key".into(),
                 })?;
                 let commit = self.stored(&id)?;
                 let header = commit.header();
-                if !admits(header) {
+                if !admits(header, id) {
                     continue;
                 }
                 let Some(scope_key) = keyring.scope_key(&header.scope, header.epoch) else {

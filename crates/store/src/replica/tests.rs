@@ -191,7 +191,7 @@ fn recompute_rebuilds_only_the_rows_invalid_commits_touched() {
     // The bad author's commits from seq 2 on become invalid (a cut-off at 1).
     let admits = |h: &CommitHeader| !(h.author == bad_author && h.seq >= 2);
     let mut txn = replica.begin();
-    let changed = txn.recompute(&[commits[2].id()], &keyring(), &admits).unwrap();
+    let changed = txn.recompute(&[commits[2].id()], &keyring(), &|h, _| admits(h)).unwrap();
     txn.apply().unwrap();
     assert_eq!(changed, 1);
     let admitted: Vec<_> = commits.iter().filter(|c| admits(c.header())).cloned().collect();
@@ -279,7 +279,7 @@ proptest! {
         let admits = |h: &CommitHeader| !(h.author == author && h.seq > cut);
         let invalid: Vec<CommitId> = commits.iter().filter(|c| !admits(c.header())).map(Commit::id).collect();
         let mut txn = replica.begin();
-        txn.recompute(&invalid, &keyring(), &admits).unwrap();
+        txn.recompute(&invalid, &keyring(), &|h, _| admits(h)).unwrap();
         txn.apply().unwrap();
         let admitted: Vec<_> = commits.iter().filter(|c| admits(c.header())).cloned().collect();
         // Rows only invalid commits ever wrote remain as empty generation-0 states.
