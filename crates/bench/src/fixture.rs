@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use basic_proto::{Changes, Commit, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
+use basic_proto::control::Rights;
+use basic_proto::{
+    Changes, Commit, KeyPart, Name, Party, RowKey, RowOp, ScopeKey, SecretKey, Value,
+};
 use basic_store::{Database, LogWriter, Schema};
 
 /// `bench.lists` (1,000 rows in the query scenario) and `bench.items`:
@@ -38,8 +41,8 @@ columns = ["n"]
 pub(crate) const COLUMNS: [&str; 10] =
     ["list_id", "title", "done", "n", "c5", "c6", "c7", "c8", "c9", "c10"];
 
-/// A fresh database in a temporary directory, with the bench schema and a
-/// known key for the `bench` scope (so other authors can write to it).
+/// A fresh database in a temporary directory, with the bench schema and
+/// four apps granted read-write on it (the other authors of `ingest`).
 pub(crate) struct Bench {
     pub(crate) db: Database,
     pub(crate) key: ScopeKey,
@@ -49,10 +52,22 @@ pub(crate) struct Bench {
 pub(crate) fn open() -> Result<Bench, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path())?;
-    let key = ScopeKey::from_bytes([0x42; 32]);
-    db.add_scope_key(scope(), 0, key.clone())?;
     db.apply_schema(Schema::parse(SCHEMA, basic_store::Format::Toml)?)?;
+    for author in authors() {
+        db.grant(Party::of(&author), scope(), Rights::ReadWrite)?;
+    }
+    let key = db
+        .auth_state()
+        .scope_keys(&authors()[0], &scope(), 0)
+        .into_iter()
+        .next()
+        .ok_or("the grant sealed no key")?;
     Ok(Bench { db, key, _dir: dir })
+}
+
+/// The four other authors: apps granted on `bench`.
+fn authors() -> Vec<SecretKey> {
+    (0..4u8).map(|i| SecretKey::from_seed([100 + i; 32])).collect()
 }
 
 pub(crate) fn scope() -> Name {
@@ -103,7 +118,7 @@ pub(crate) fn foreign_commits(
     cells_per_row: usize,
 ) -> Vec<Commit> {
     let mut authors: Vec<LogWriter> =
-        (0..4u8).map(|i| LogWriter::new(SecretKey::from_seed([100 + i; 32]), db.id())).collect();
+        authors().into_iter().map(|secret| LogWriter::new(secret, db.id())).collect();
     let mut rng = rand::rng();
     let now = basic_store::database::now_ms();
     (0..count)

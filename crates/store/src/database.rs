@@ -9,22 +9,27 @@
 //! write that returned is on disk; a crash loses only writes that had not
 //! returned.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use basic_proto::codec::{self, Fields};
+use basic_proto::control::{
+    AuthError, AuthState, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, seal_label,
+};
 use basic_proto::hlc::check_not_ahead;
 use basic_proto::{
     Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
     RowOp, ScopeKey, SecretKey, Value,
 };
+use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
 use rand_core::SeedableRng;
 use rusqlite::Connection;
 
+use crate::access::Access;
 use crate::author::LogWriter;
 use crate::kv::{SledStore, Store, StoreError};
 use crate::layout;
@@ -93,6 +98,9 @@ pub enum DbError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// A control operation could not be made or was refused.
+    #[error("control log: {0}")]
+    Control(String),
     /// Another process has this database open.
     #[error("the database in {} is open in another process (a running node?); stop it or use another directory", .0.display())]
     InUse(PathBuf),
@@ -131,6 +139,9 @@ pub enum IngestError {
     /// It belongs to another database.
     #[error("commit belongs to database {0}, not this one")]
     OtherDatabase(DatabaseId),
+    /// Its author may not write it (no grant, revoked, stale epoch…).
+    #[error("commit not authorised: {0}")]
+    Unauthorised(#[from] AuthError),
 }
 
 enum Job {
@@ -147,13 +158,31 @@ enum Job {
         schema: Schema,
         reply: mpsc::Sender<Result<Migration, DbError>>,
     },
-    Key {
-        scope: Name,
-        epoch: u32,
-        key: ScopeKey,
-        reply: mpsc::Sender<Result<usize, DbError>>,
+    Control {
+        command: Command,
+        reply: mpsc::Sender<Result<Vec<OpOutcome>, DbError>>,
     },
 }
+
+/// A change to the control log.
+enum Command {
+    /// Operations received from peers (or why one did not decode).
+    Ingest(Vec<Result<ControlOp, String>>),
+    Grant {
+        app: Party,
+        scope: Name,
+        rights: Rights,
+    },
+    Revoke {
+        app: PublicKey,
+        scope: Name,
+    },
+    AddDevice(Party),
+    RemoveDevice(PublicKey),
+}
+
+/// What one control operation did: its id, or why it was refused.
+pub type OpOutcome = Result<OpId, String>;
 
 /// One result per received commit, in order.
 type Ingested = Vec<Result<Inserted, IngestError>>;
@@ -171,6 +200,7 @@ struct Shared<S> {
     view_path: PathBuf,
     catalog: RwLock<Catalog>,
     keys: RwLock<ScopeKeys>,
+    auth: RwLock<Arc<AuthState>>,
     readers: Mutex<Vec<Connection>>,
     database: DatabaseId,
     device: PublicKey,
@@ -237,7 +267,6 @@ mod meta {
     //! Metadata records of the database, in the replica's `m` space.
     pub(super) const IDENTITY: &str = "identity";
     pub(super) const AUTHOR: &str = "author";
-    pub(super) const KEYS: &str = "keys";
     pub(super) const SCHEMAS: &str = "schemas";
     pub(super) const WATERMARK: &str = "watermark";
 }
@@ -246,12 +275,10 @@ impl<S: Store> Database<S> {
     /// Opens the database kept in `store`, with its SQLite view at `view_path`.
     pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
         let replica = Replica::new(store);
-        let (database, device) = load_identity(&replica)?;
+        // The root secret stays in the replica until recovery shows it once.
+        let (database, device, _root) = load_identity(&replica)?;
         let log = load_author(&replica, device.clone(), database)?;
-        let keys = match replica.store().get(&layout::meta(meta::KEYS))? {
-            Some(bytes) => ScopeKeys::decode(&bytes)?,
-            None => ScopeKeys::default(),
-        };
+        let access = Access::load(&replica, database, &device)?;
         let catalog = load_catalog(&replica)?;
         let watermark = match replica.store().get(&layout::meta(meta::WATERMARK))? {
             Some(bytes) => decode_u64(&bytes, "watermark")?,
@@ -266,7 +293,8 @@ impl<S: Store> Database<S> {
             replica,
             view_path: view_path.to_owned(),
             catalog: RwLock::new(catalog.clone()),
-            keys: RwLock::new(keys.clone()),
+            keys: RwLock::new(access.keys().clone()),
+            auth: RwLock::new(Arc::clone(access.state())),
             readers: Mutex::new(Vec::new()),
             database,
             device: device.public(),
@@ -283,7 +311,7 @@ impl<S: Store> Database<S> {
             shared: Arc::clone(&shared),
             log,
             catalog,
-            keys,
+            access,
             watermark,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
             changed_tables: live.notifier(),
@@ -374,10 +402,61 @@ impl<S: Store> Database<S> {
         self.submit(|reply| Job::Schema { schema, reply })
     }
 
-    /// Adds a scope key this device was given, and merges the stored
-    /// commits that were waiting for it. Returns how many were.
-    pub fn add_scope_key(&self, scope: Name, epoch: u32, key: ScopeKey) -> Result<usize, DbError> {
-        self.submit(|reply| Job::Key { scope, epoch, key, reply })
+    /// The authorisation state of the control log.
+    pub fn auth_state(&self) -> Arc<AuthState> {
+        read(&self.shared.auth)
+    }
+
+    /// Every admitted control operation, encoded, in canonical order.
+    pub fn control_ops(&self) -> Result<Vec<Vec<u8>>, DbError> {
+        let log = self.shared.replica.control_log(self.shared.database)?;
+        Ok(log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect())
+    }
+
+    /// Admits control operations received from peers, then brings the
+    /// tables in line with the new state. One outcome per operation.
+    pub fn ingest_ops(&self, encoded: &[Vec<u8>]) -> Result<Vec<OpOutcome>, DbError> {
+        let ops = encoded
+            .iter()
+            .map(|bytes| {
+                ControlOp::decode_with(bytes, &self.shared.authors).map_err(|e| e.to_string())
+            })
+            .collect();
+        self.submit(|reply| Job::Control { command: Command::Ingest(ops), reply })
+    }
+
+    /// Grants `app` (its key and sealing key) `rights` on `scope`, sealing
+    /// the scope's current key to it.
+    pub fn grant(&self, app: Party, scope: Name, rights: Rights) -> Result<OpId, DbError> {
+        self.command(Command::Grant { app, scope, rights })
+    }
+
+    /// Revokes `app` on `scope`: its commits after the last one this device
+    /// has stop counting everywhere, and the scope's key rotates to the
+    /// remaining readers.
+    pub fn revoke(&self, app: PublicKey, scope: Name) -> Result<OpId, DbError> {
+        self.command(Command::Revoke { app, scope })
+    }
+
+    /// Adds a device, sealing every scope key this device holds to it.
+    pub fn add_device(&self, device: Party) -> Result<OpId, DbError> {
+        self.command(Command::AddDevice(device))
+    }
+
+    /// Removes a device for good: its commits after the last one this
+    /// device has stop counting, and every scope key rotates to the
+    /// remaining readers.
+    pub fn remove_device(&self, device: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::RemoveDevice(device))
+    }
+
+    fn command(&self, command: Command) -> Result<OpId, DbError> {
+        let outcomes = self.submit(|reply| Job::Control { command, reply })?;
+        match outcomes.into_iter().next() {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(reason)) => Err(DbError::Control(reason)),
+            None => Err(DbError::Control("no operation was made".into())),
+        }
     }
 
     /// The scope keys this device holds.
@@ -392,6 +471,7 @@ impl<S: Store> Database<S> {
         encoded: &[Vec<u8>],
     ) -> Result<Vec<Result<Inserted, IngestError>>, DbError> {
         let keys = read(&self.shared.keys);
+        let auth = read(&self.shared.auth);
         let now = now_ms();
         let database = self.shared.database;
         let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
@@ -400,6 +480,7 @@ impl<S: Store> Database<S> {
             if header.database != database {
                 return Err(IngestError::OtherDatabase(header.database));
             }
+            auth.check_commit(header, commit.id())?;
             if let Err(ahead) = check_not_ahead(header.hlc, now) {
                 return Ok(Received::Ahead(commit, ahead));
             }
@@ -521,33 +602,55 @@ fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
 }
 
 /// The database id and this device's secret, created on first open.
-fn load_identity<S: Store>(replica: &Replica<S>) -> Result<(DatabaseId, SecretKey), DbError> {
+/// The database id, this device's secret and the user's root secret,
+/// created on first open: the root identity signs the genesis operation,
+/// which names this device and whose id is the database id.
+fn load_identity<S: Store>(
+    replica: &Replica<S>,
+) -> Result<(DatabaseId, SecretKey, SecretKey), DbError> {
     let key = layout::meta(meta::IDENTITY);
     if let Some(bytes) = replica.store().get(&key)? {
         let corrupt =
             |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
         let mut fields =
-            Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 2)
+            Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 3)
                 .map_err(corrupt)?;
         let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
         let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
-        return Ok((database, device));
+        let root = SecretKey::from_seed(fields.fixed("root").map_err(corrupt)?);
+        return Ok((database, device, root));
     }
     let mut rng = rand::rng();
-    let mut id = [0; 32];
-    rand_core::Rng::fill_bytes(&mut rng, &mut id);
-    let device = SecretKey::generate(&mut rng);
+    let (root, device) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+    let genesis = ControlOp::create(
+        &root,
+        OpBody {
+            database: DatabaseId([0; 32]),
+            author: root.public(),
+            parents: Vec::new(),
+            hlc: Hlc { wall_ms: now_ms(), counter: 0 },
+            payload: Payload::Genesis {
+                root_sealing: root.sealing_key(),
+                device: device.public(),
+                device_sealing: device.sealing_key(),
+            },
+        },
+    )
+    .map_err(|e| DbError::Control(e.to_string()))?;
+    let database = genesis.database();
     let mut txn = replica.begin();
+    txn.insert_op(&genesis);
     txn.put_meta(
         meta::IDENTITY,
         codec::encode_value(&Cbor::Array(vec![
-            Cbor::Bytes(id.to_vec()),
+            Cbor::Bytes(database.0.to_vec()),
             Cbor::Bytes(device.seed().to_vec()),
+            Cbor::Bytes(root.seed().to_vec()),
         ])),
     );
     txn.apply()?;
     replica.store().flush()?;
-    Ok((DatabaseId(id), device))
+    Ok((database, device, root))
 }
 
 fn encode_author(log: &LogWriter) -> Vec<u8> {
@@ -617,7 +720,8 @@ struct Writer<S> {
     shared: Arc<Shared<S>>,
     log: LogWriter,
     catalog: Catalog,
-    keys: ScopeKeys,
+    /// The control log, its state and this device's keys.
+    access: Access,
     watermark: u64,
     rng: rand::rngs::StdRng,
     changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
@@ -632,7 +736,7 @@ enum Reply {
     Write(mpsc::Sender<Result<WriteOutcome, DbError>>, Result<WriteOutcome, DbError>),
     Ingest(mpsc::Sender<Result<Ingested, DbError>>, Result<Ingested, DbError>),
     Schema(mpsc::Sender<Result<Migration, DbError>>, Result<Migration, DbError>),
-    Key(mpsc::Sender<Result<usize, DbError>>, Result<usize, DbError>),
+    Control(mpsc::Sender<Result<Vec<OpOutcome>, DbError>>, Result<Vec<OpOutcome>, DbError>),
 }
 
 impl Reply {
@@ -642,7 +746,7 @@ impl Reply {
             Reply::Write(to, result) => drop(to.send(result)),
             Reply::Ingest(to, result) => drop(to.send(result)),
             Reply::Schema(to, result) => drop(to.send(result)),
-            Reply::Key(to, result) => drop(to.send(result)),
+            Reply::Control(to, result) => drop(to.send(result)),
         }
     }
 
@@ -652,7 +756,7 @@ impl Reply {
             Reply::Write(to, _) => drop(to.send(Err(stopped()))),
             Reply::Ingest(to, _) => drop(to.send(Err(stopped()))),
             Reply::Schema(to, _) => drop(to.send(Err(stopped()))),
-            Reply::Key(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Control(to, _) => drop(to.send(Err(stopped()))),
         }
     }
 }
@@ -682,7 +786,7 @@ impl<S: Store> Writer<S> {
     /// Runs a group of jobs and makes it durable. An `Err` is a storage
     /// failure: the writer stops and every job of the group is told so.
     fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), String> {
-        let saved = (self.log.clone(), self.catalog.clone(), self.keys.clone());
+        let saved = (self.log.clone(), self.catalog.clone());
         let shared = Arc::clone(&self.shared);
         let mut changed_tables = BTreeSet::new();
         let mut replies = Vec::with_capacity(group.len());
@@ -702,8 +806,8 @@ impl<S: Store> Writer<S> {
                     Job::Schema { schema, reply } => {
                         Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
                     }
-                    Job::Key { scope, epoch, key, reply } => {
-                        Reply::Key(reply, self.key(&mut txn, scope, epoch, key))
+                    Job::Control { command, reply } => {
+                        Reply::Control(reply, self.control(&mut txn, command))
                     }
                 });
                 if let Some(Err(DbError::Store(_) | DbError::View(_))) =
@@ -726,7 +830,8 @@ impl<S: Store> Writer<S> {
             Ok(()) => {
                 if std::mem::take(&mut self.published_stale) {
                     publish(&shared.catalog, self.catalog.clone());
-                    publish(&shared.keys, self.keys.clone());
+                    publish(&shared.keys, self.access.keys().clone());
+                    publish(&shared.auth, Arc::clone(self.access.state()));
                     lock(&shared.statements).clear();
                 }
                 replies.into_iter().for_each(Reply::send);
@@ -739,7 +844,13 @@ impl<S: Store> Writer<S> {
                 Ok(())
             }
             Err(error) => {
-                (self.log, self.catalog, self.keys) = saved;
+                (self.log, self.catalog) = saved;
+                // The control log as stored: the failed group's operations are gone.
+                if let Ok(access) =
+                    Access::load(&self.shared.replica, self.shared.database, self.log.secret())
+                {
+                    self.access = access;
+                }
                 let reason = error.to_string();
                 replies.into_iter().for_each(|r| r.fail(&reason));
                 Err(reason)
@@ -767,7 +878,8 @@ impl<S: Store> Writer<S> {
         };
         let scope = scope_of(table);
         let (epoch, key) = self
-            .keys
+            .access
+            .keys()
             .current(&scope)
             .map(|(e, k)| (e, k.clone()))
             .ok_or(DbError::NoScopeKey(scope.clone()))?;
@@ -814,6 +926,13 @@ impl<S: Store> Writer<S> {
         let mut results = Vec::with_capacity(commits.len());
         for received in commits {
             results.push(match received {
+                Received::Ready(commit, _)
+                    if let Err(error) =
+                        self.access.state().check_commit(commit.header(), commit.id()) =>
+                {
+                    // The state changed since the caller checked it.
+                    Err(error.into())
+                }
                 Received::Ready(commit, content) => {
                     // Later local writes must order after what we have seen.
                     let _ = self.log.clock_mut().observe(commit.header().hlc, now);
@@ -838,25 +957,157 @@ impl<S: Store> Writer<S> {
         if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
             return Ok(());
         }
-        for (stamp, _) in txn.release_held(now, &self.keys)? {
+        for (stamp, _) in txn.release_held(now, self.access.keys())? {
             self.held = self.held.saturating_sub(1);
             let _ = self.log.clock_mut().observe(stamp, now);
         }
         Ok(())
     }
 
-    fn key(
+    /// Applies a change to the control log, then brings the tables in line
+    /// with the new state and merges the commits that waited for new keys.
+    fn control(
         &mut self,
         txn: &mut Txn<'_, S>,
-        scope: Name,
-        epoch: u32,
-        key: ScopeKey,
-    ) -> Result<usize, DbError> {
-        let opened = txn.open_waiting(&scope, epoch, &key)?;
-        self.keys.insert(scope, epoch, key);
-        txn.put_meta(meta::KEYS, self.keys.encode());
+        command: Command,
+    ) -> Result<Vec<OpOutcome>, DbError> {
+        let device = self.log.secret().clone();
+        let keys_before = self.access.keys().clone();
+        let outcomes = match command {
+            Command::Ingest(ops) => ops
+                .into_iter()
+                .map(|op| {
+                    let op = op?;
+                    let id = op.id();
+                    self.access.insert(op, txn, &device).map(|_| id).map_err(|e| e.to_string())
+                })
+                .collect(),
+            command => vec![self.issue(txn, &device, command)],
+        };
+        self.after_control_change(txn, &keys_before)?;
+        Ok(outcomes)
+    }
+
+    /// Makes, signs and admits the operation `command` asks for.
+    fn issue(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey, command: Command) -> OpOutcome {
+        let payload = match command {
+            Command::Grant { app, scope, rights } => {
+                let epoch = self
+                    .access
+                    .state()
+                    .scopes()
+                    .get(&scope)
+                    .and_then(|s| s.current())
+                    .ok_or(format!("scope {scope} has no key yet: apply its schema first"))?;
+                let key = self
+                    .access
+                    .keys()
+                    .scope_key(&scope, epoch)
+                    .ok_or(format!("this device holds no key of {scope} epoch {epoch}"))?;
+                let label = seal_label(self.shared.database, &scope, epoch, &app.key);
+                let key = SealedKey::seal(&key, device, &app, &label, &mut self.rng)
+                    .map_err(|e| e.to_string())?;
+                Payload::Grant { app: app.key, sealing: app.sealing, scope, rights, epoch, key }
+            }
+            Command::Revoke { app, scope } => Payload::Revoke {
+                app,
+                cutoff: self.cutoff(&app)?,
+                rotation: self.rotation(device, &scope, &app)?,
+            },
+            Command::AddDevice(new) => {
+                let mut keys = BTreeMap::new();
+                for (scope, epoch, key) in self.access.keys().iter() {
+                    let label = seal_label(self.shared.database, scope, epoch, &new.key);
+                    let sealed = SealedKey::seal(key, device, &new, &label, &mut self.rng)
+                        .map_err(|e| e.to_string())?;
+                    keys.insert((scope.clone(), epoch), sealed);
+                }
+                Payload::AddDevice { device: new.key, sealing: new.sealing, keys }
+            }
+            Command::RemoveDevice(removed) => {
+                let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
+                let mut rotations = BTreeMap::new();
+                for scope in scopes {
+                    let rotation = self.rotation(device, &scope, &removed)?;
+                    rotations.insert(scope, rotation);
+                }
+                Payload::RemoveDevice { device: removed, cutoff: self.cutoff(&removed)?, rotations }
+            }
+            Command::Ingest(_) => return Err("received operations are not issued".into()),
+        };
+        let op = self.access.issue(device, payload, now_ms()).map_err(|e| e.to_string())?;
+        let id = op.id();
+        self.access.insert(op, txn, device).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// The last commit of `author`'s log this device holds without a gap.
+    fn cutoff(&self, author: &PublicKey) -> Result<Cutoff, String> {
+        let replica = &self.shared.replica;
+        let seq =
+            replica.heads().map_err(|e| e.to_string())?.get(author).map_or(0, |h| h.contiguous);
+        if seq == 0 {
+            return Ok(Cutoff::NONE);
+        }
+        let last = replica
+            .log(author)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, id)| id);
+        Ok(Cutoff { seq, last })
+    }
+
+    /// A new epoch of `scope`, sealed to its readers except `leaving`.
+    fn rotation(
+        &mut self,
+        device: &SecretKey,
+        scope: &Name,
+        leaving: &PublicKey,
+    ) -> Result<Rotation, String> {
+        let epoch = self
+            .access
+            .state()
+            .scopes()
+            .get(scope)
+            .and_then(|s| s.current())
+            .map_or(0, |current| current + 1);
+        let readers: Vec<Party> =
+            self.access.readers(scope).into_iter().filter(|p| p.key != *leaving).collect();
+        let key = ScopeKey::generate(&mut self.rng);
+        Rotation::seal(
+            device,
+            self.shared.database,
+            scope.clone(),
+            epoch,
+            &key,
+            &readers,
+            &mut self.rng,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// After the control log changed: recompute the rows of commits whose
+    /// authorisation changed, merge commits that waited for keys this
+    /// device just received, and publish the new state.
+    fn after_control_change(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        keys_before: &ScopeKeys,
+    ) -> Result<(), DbError> {
+        txn.enforce(self.access.state(), self.access.keys())?;
+        let new_keys: Vec<(Name, u32, ScopeKey)> = self
+            .access
+            .keys()
+            .iter()
+            .filter(|(scope, epoch, _)| keys_before.scope_key(scope, *epoch).is_none())
+            .map(|(scope, epoch, key)| (scope.clone(), epoch, key.clone()))
+            .collect();
+        for (scope, epoch, key) in new_keys {
+            txn.open_waiting(&scope, epoch, &key)?;
+        }
         self.published_stale = true;
-        Ok(opened)
+        Ok(())
     }
 
     fn schema(
@@ -868,9 +1119,27 @@ impl<S: Store> Writer<S> {
         let scope = schema.namespace().clone();
         let mut catalog = self.catalog.clone();
         let migration = catalog.apply(schema)?;
-        if self.keys.current(&scope).is_none() {
-            self.keys.insert(scope, 0, ScopeKey::generate(&mut self.rng));
-            txn.put_meta(meta::KEYS, self.keys.encode());
+        // A new scope gets its first key (epoch 0), sealed to every device.
+        if !self.access.state().scopes().contains_key(&scope) {
+            let device = self.log.secret().clone();
+            let keys_before = self.access.keys().clone();
+            let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
+            let rotation = Rotation::seal(
+                &device,
+                self.shared.database,
+                scope.clone(),
+                0,
+                &ScopeKey::generate(&mut self.rng),
+                &self.access.readers(&scope),
+                &mut self.rng,
+            )
+            .map_err(|e| control(&e))?;
+            let op = self
+                .access
+                .issue(&device, Payload::RotateKey(rotation), now_ms())
+                .map_err(|e| control(&e))?;
+            self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
+            self.after_control_change(txn, &keys_before)?;
         }
         txn.put_meta(meta::SCHEMAS, encode_catalog(&catalog));
         self.catalog = catalog;
@@ -888,7 +1157,7 @@ fn result_of(reply: &Reply) -> Result<(), &DbError> {
         Reply::Write(_, Err(e)) => Err(e),
         Reply::Ingest(_, Err(e)) => Err(e),
         Reply::Schema(_, Err(e)) => Err(e),
-        Reply::Key(_, Err(e)) => Err(e),
+        Reply::Control(_, Err(e)) => Err(e),
         _ => Ok(()),
     }
 }

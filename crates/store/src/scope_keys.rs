@@ -1,16 +1,12 @@
 //! The scope keys this replica holds, by scope and epoch.
 //!
-//! Until the control log distributes keys (sealed to each device and app),
-//! a device creates epoch 0 of a scope's key when it first applies the
-//! scope's schema. Keys are kept in the replica's metadata.
+//! Derived from the control log: every key sealed to this device that it
+//! could open ([`crate::database::Database::auth_state`]).
 
 use std::collections::BTreeMap;
 
-use basic_proto::codec::{self, Fields};
 use basic_proto::{Name, ScopeKey};
-use ciborium::Value as Cbor;
 
-use crate::kv::StoreError;
 use crate::replica::Keyring;
 
 /// Every key epoch of every scope this replica can read.
@@ -33,52 +29,9 @@ impl ScopeKeys {
             .map(|((_, epoch), key)| (*epoch, key))
     }
 
-    /// Encodes for storage: `[* [scope, epoch, key]]`.
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode_value(&Cbor::Array(
-            self.keys
-                .iter()
-                .map(|((scope, epoch), key)| {
-                    Cbor::Array(vec![
-                        Cbor::Text(scope.as_str().to_owned()),
-                        Cbor::Integer((*epoch).into()),
-                        Cbor::Bytes(key.as_bytes().to_vec()),
-                    ])
-                })
-                .collect(),
-        ))
-    }
-
-    /// Decodes what [`ScopeKeys::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = |e: codec::DecodeError| StoreError::Corrupt {
-            what: "scope keys",
-            reason: e.to_string(),
-        };
-        let items = codec::as_array(
-            codec::parse(bytes, "keys", usize::MAX).map_err(corrupt)?,
-            "keys",
-            0,
-            usize::MAX,
-        )
-        .map_err(corrupt)?;
-        let mut keys = ScopeKeys::default();
-        for item in items {
-            let mut fields = Fields::new(item, "key", 3).map_err(corrupt)?;
-            let scope = fields.text("key.scope", 1, 64).map_err(corrupt)?;
-            let scope = Name::new(scope)
-                .map_err(|e| StoreError::Corrupt { what: "scope keys", reason: e.to_string() })?;
-            let epoch =
-                u32::try_from(fields.uint("key.epoch").map_err(corrupt)?).map_err(|_| {
-                    StoreError::Corrupt { what: "scope keys", reason: "epoch over 2^32-1".into() }
-                })?;
-            keys.insert(
-                scope,
-                epoch,
-                ScopeKey::from_bytes(fields.fixed("key.bytes").map_err(corrupt)?),
-            );
-        }
-        Ok(keys)
+    /// Every key, by scope and epoch.
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, u32, &ScopeKey)> {
+        self.keys.iter().map(|((scope, epoch), key)| (scope, *epoch, key))
     }
 }
 
@@ -93,7 +46,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn newest_epoch_is_current_and_encoding_round_trips() {
+    fn newest_epoch_is_current() {
         let mut keys = ScopeKeys::default();
         let todo = Name::new("todo").unwrap();
         keys.insert(todo.clone(), 0, ScopeKey::from_bytes([1; 32]));
@@ -104,6 +57,5 @@ mod tests {
             Some((2, ScopeKey::from_bytes([2; 32])))
         );
         assert_eq!(keys.current(&Name::new("none").unwrap()), None);
-        assert_eq!(ScopeKeys::decode(&keys.encode()).unwrap(), keys);
     }
 }

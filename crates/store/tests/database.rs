@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use basic_proto::Party;
+use basic_proto::control::Rights;
 use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
-use basic_store::{Database, DbError, Executed, LogWriter, Outcome, Rows, Schema, WriteOutcome};
+use basic_store::{
+    Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, WriteOutcome,
+};
 
 fn examples() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
@@ -21,15 +25,16 @@ fn with_todo(dir: &Path) -> Database {
     db
 }
 
-/// A database whose `todo` scope key is known, so another device's commits
-/// can be made for it.
-fn with_known_key(dir: &Path) -> (Database, Name, ScopeKey) {
-    let db = open(dir);
+/// A database with the todo schema and an app (of `seed`) granted
+/// read-write on it: the app's log writer and the scope key it was sealed.
+fn with_app(dir: &Path, seed: u8) -> (Database, Name, ScopeKey, LogWriter) {
+    let db = with_todo(dir);
     let todo = Name::new("todo").unwrap();
-    let key = ScopeKey::from_bytes([7; 32]);
-    db.add_scope_key(todo.clone(), 0, key.clone()).unwrap();
-    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
-    (db, todo, key)
+    let app = SecretKey::from_seed([seed; 32]);
+    db.grant(Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
+    let writer = LogWriter::new(app, db.id());
+    (db, todo, key, writer)
 }
 
 fn write(db: &Database, sql: &str) -> WriteOutcome {
@@ -310,15 +315,14 @@ fn a_directory_opens_in_one_process_at_a_time() {
 #[test]
 fn received_commits_merge_and_wake_live_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, todo, key) = with_known_key(dir.path());
+    let (db, todo, key, mut other) = with_app(dir.path(), 42);
     seed(&db);
     let live =
         db.subscribe("SELECT id, title FROM items WHERE NOT done ORDER BY id", &[], None).unwrap();
     let first = live.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(first.rows.len(), 2);
 
-    // Another device of the same database writes; its commit arrives by sync.
-    let mut other = LogWriter::new(SecretKey::from_seed([42; 32]), db.id());
+    // An app granted on another device writes; its commit arrives by sync.
     let cells = [
         ("list", text("home")),
         ("title", text("From the laptop")),
@@ -359,8 +363,7 @@ fn received_commits_merge_and_wake_live_queries() {
 #[test]
 fn commits_stamped_too_far_ahead_are_held_then_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, todo, key) = with_known_key(dir.path());
-    let mut other = LogWriter::new(SecretKey::from_seed([44; 32]), db.id());
+    let (db, todo, key, mut other) = with_app(dir.path(), 44);
     let op = RowOp::Upsert {
         table: Name::new("todo.lists").unwrap(),
         key: RowKey::single(KeyPart::Text("later".into())),
@@ -386,31 +389,60 @@ fn commits_stamped_too_far_ahead_are_held_then_applied() {
 }
 
 #[test]
-fn commits_wait_for_their_key() {
+fn commits_without_a_grant_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_todo(dir.path());
-    let scope = Name::new("notes").unwrap();
-    let key = ScopeKey::from_bytes([9; 32]);
-    let mut other = LogWriter::new(SecretKey::from_seed([43; 32]), db.id());
+    let todo = Name::new("todo").unwrap();
+    // A stranger who somehow has the key still holds no grant.
+    let key = db.scope_keys().current(&todo).unwrap().1.clone();
+    let mut stranger = LogWriter::new(SecretKey::from_seed([43; 32]), db.id());
     let op = RowOp::Upsert {
-        table: Name::new("notes.pages").unwrap(),
+        table: Name::new("todo.lists").unwrap(),
         key: RowKey::single(KeyPart::Integer(1)),
         generation: 1,
-        cells: [(Name::new("body").unwrap(), text("hi"))].into_iter().collect(),
+        cells: [(Name::new("name").unwrap(), text("intruder"))].into_iter().collect(),
     };
-    let commit = other
-        .write(&scope, 0, &key, &Changes::new(vec![op]).unwrap(), 1_000, &mut rand::rng())
+    let commit = stranger
+        .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), 1_000, &mut rand::rng())
         .unwrap();
     let results = db.ingest(&[commit.as_bytes().to_vec()]).unwrap();
-    assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::WaitingForKey);
-    assert_eq!(db.add_scope_key(scope, 0, key).unwrap(), 1);
-    assert!(
-        db.replica()
-            .row(&Name::new("notes.pages").unwrap(), &RowKey::single(KeyPart::Integer(1)))
-            .unwrap()
-            .unwrap()
-            .is_live()
-    );
+    assert!(matches!(results[0], Err(IngestError::Unauthorised(_))), "{:?}", results[0]);
+    assert!(db.replica().commit(&commit.id()).unwrap().is_none());
+}
+
+#[test]
+fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, todo, key, mut app) = with_app(dir.path(), 45);
+    let list = |id: &str| RowOp::Upsert {
+        table: Name::new("todo.lists").unwrap(),
+        key: RowKey::single(KeyPart::Text(id.into())),
+        generation: 1,
+        cells: [(Name::new("name").unwrap(), text(id))].into_iter().collect(),
+    };
+    let now = basic_store::database::now_ms();
+    let before = app
+        .write(&todo, 0, &key, &Changes::new(vec![list("kept")]).unwrap(), now, &mut rand::rng())
+        .unwrap();
+    assert!(db.ingest(&[before.as_bytes().to_vec()]).unwrap()[0].is_ok());
+
+    let app_key = app.secret().public();
+    db.revoke(app_key, todo.clone()).unwrap();
+    // The revoked app holds no key of the new epoch, and its later commits
+    // (under the key it kept) are refused.
+    assert!(db.auth_state().scope_keys(app.secret(), &todo, 1).is_empty());
+    let after = app
+        .write(&todo, 0, &key, &Changes::new(vec![list("late")]).unwrap(), now, &mut rand::rng())
+        .unwrap();
+    assert!(matches!(
+        db.ingest(&[after.as_bytes().to_vec()]).unwrap()[0],
+        Err(IngestError::Unauthorised(_))
+    ));
+    // Its earlier row stays, and the device writes on under the new epoch.
+    assert_eq!(rows(&db, "SELECT id FROM lists"), [[text("kept")]]);
+    write(&db, "INSERT INTO lists (id, name) VALUES ('mine', 'Mine')");
+    assert_eq!(db.scope_keys().current(&todo).unwrap().0, 1);
+    assert_eq!(rows(&db, "SELECT id FROM lists ORDER BY id"), [[text("kept")], [text("mine")]]);
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! The control log as one device uses it: the stored operations, the
+//! authorisation state they give, the scope keys this device can open, and
+//! issuing new operations.
+
+use std::sync::Arc;
+
+use basic_proto::control::{
+    AuthState, ControlLog, ControlOp, InsertError, Inserted, OpBody, OpError, Payload,
+};
+use basic_proto::{DatabaseId, Hlc, Name, Party, SecretKey};
+
+use crate::kv::{Store, StoreError};
+use crate::replica::{Replica, Txn};
+use crate::scope_keys::ScopeKeys;
+
+/// A device's view of its database's control log.
+#[derive(Debug)]
+pub(crate) struct Access {
+    log: ControlLog,
+    state: Arc<AuthState>,
+    keys: ScopeKeys,
+}
+
+impl Access {
+    /// The stored operations of `database`, as seen by `device`.
+    pub(crate) fn load<S: Store>(
+        replica: &Replica<S>,
+        database: DatabaseId,
+        device: &SecretKey,
+    ) -> Result<Self, StoreError> {
+        let log = replica.control_log(database)?;
+        let state = Arc::new(log.state());
+        let keys = keys_of(&state, device);
+        Ok(Self { log, state, keys })
+    }
+
+    /// The current authorisation state.
+    pub(crate) fn state(&self) -> &Arc<AuthState> {
+        &self.state
+    }
+
+    /// The scope keys this device can open.
+    pub(crate) fn keys(&self) -> &ScopeKeys {
+        &self.keys
+    }
+
+    /// Admits `op` (and any held operation it unblocks), stages the admitted
+    /// ones in `txn`, and refreshes the state and keys.
+    pub(crate) fn insert<S: Store>(
+        &mut self,
+        op: ControlOp,
+        txn: &mut Txn<'_, S>,
+        device: &SecretKey,
+    ) -> Result<Inserted, InsertError> {
+        let inserted = self.log.insert(op)?;
+        if let Inserted::Admitted(ids) = &inserted {
+            for id in ids {
+                if let Some(op) = self.log.get(id) {
+                    txn.insert_op(op);
+                }
+            }
+            self.state = Arc::new(self.log.state());
+            self.keys = keys_of(&self.state, device);
+        }
+        Ok(inserted)
+    }
+
+    /// Signs an operation by `author` on the log's current heads, stamped
+    /// after its parents and no earlier than `now_ms`.
+    pub(crate) fn issue(
+        &self,
+        author: &SecretKey,
+        payload: Payload,
+        now_ms: u64,
+    ) -> Result<ControlOp, OpError> {
+        let parents = self.log.heads();
+        let after = parents
+            .iter()
+            .filter_map(|id| self.log.get(id))
+            .map(|op| op.body().hlc.successor())
+            .max()
+            .unwrap_or_default();
+        let hlc = after.max(Hlc { wall_ms: now_ms, counter: 0 });
+        ControlOp::create(
+            author,
+            OpBody {
+                database: self.log.database(),
+                author: author.public(),
+                parents,
+                hlc,
+                payload,
+            },
+        )
+    }
+
+    /// Who reads `scope` now: every device not removed, and every app with
+    /// a grant on it that is not revoked.
+    pub(crate) fn readers(&self, scope: &Name) -> Vec<Party> {
+        let devices = self
+            .state
+            .devices()
+            .iter()
+            .filter(|(_, device)| device.removed.is_none())
+            .map(|(key, device)| Party { key: *key, sealing: device.sealing });
+        let apps = self.state.apps().iter().filter_map(|(key, app)| {
+            let grant = app.scopes.get(scope)?;
+            grant.revoked.is_none().then_some(Party { key: *key, sealing: app.sealing })
+        });
+        devices.chain(apps).collect()
+    }
+}
+
+/// Every scope key sealed to `device` that it can open. When concurrent
+/// rotations made several keys for one epoch, the first (the one writers
+/// use) is kept.
+fn keys_of(state: &AuthState, device: &SecretKey) -> ScopeKeys {
+    let mut keys = ScopeKeys::default();
+    for (scope, epochs) in state.scopes() {
+        for epoch in epochs.epochs.keys() {
+            if let Some(key) = state.scope_keys(device, scope, *epoch).into_iter().next() {
+                keys.insert(scope.clone(), *epoch, key);
+            }
+        }
+    }
+    keys
+}
