@@ -9,6 +9,8 @@
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
 //! | `x` | commit id | empty: signed but unreadable with its key |
 //! | `o` | control operation id | the operation's bytes |
+//! | `q` | access request id | a pending app access request |
+//! | `n` | app key | the name the app gave when it asked for access |
 //! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
 //! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
@@ -34,6 +36,10 @@ pub const UNOPENED: u8 = b'u';
 pub const UNREADABLE: u8 = b'x';
 /// Control operations.
 pub const CONTROL: u8 = b'o';
+/// Pending app access requests.
+pub const REQUEST: u8 = b'q';
+/// App names, from their access requests.
+pub const APP_NAME: u8 = b'n';
 /// Commits the control log does not authorise.
 pub const REJECTED: u8 = b'z';
 /// Commits held back until their stamp is near enough.
@@ -113,6 +119,16 @@ pub fn unreadable(id: &CommitId) -> Vec<u8> {
 /// `o` · op id.
 pub fn control_op(id: &[u8; 32]) -> Vec<u8> {
     key(CONTROL, &[id])
+}
+
+/// `q` · request id.
+pub fn request(id: &[u8; 32]) -> Vec<u8> {
+    key(REQUEST, &[id])
+}
+
+/// `n` · app key.
+pub fn app_name(app: &PublicKey) -> Vec<u8> {
+    key(APP_NAME, &[app.as_bytes()])
 }
 
 /// `z` · commit id.

@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod access;
+pub mod apps;
 pub mod author;
 pub mod database;
 pub mod export;
@@ -49,6 +50,7 @@ pub mod sql;
 pub mod view;
 pub mod write;
 
+pub use apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
 pub use author::LogWriter;
 pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
 pub use export::{ExportError, ExportSummary, ImportSummary};
