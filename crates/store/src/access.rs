@@ -65,36 +65,19 @@ impl Access {
         Ok(inserted)
     }
 
-    /// Signs an operation by `author` on the log's current heads, stamped
-    /// after its parents and no earlier than `now_ms`.
+    /// Signs an operation by `author` on the log's current heads.
     pub(crate) fn issue(
         &self,
         author: &SecretKey,
         payload: Payload,
         now_ms: u64,
     ) -> Result<ControlOp, OpError> {
-        let parents = self.log.heads();
-        let after = parents
-            .iter()
-            .filter_map(|id| self.log.get(id))
-            .map(|op| op.body().hlc.successor())
-            .max()
-            .unwrap_or_default();
-        let hlc = after.max(Hlc { wall_ms: now_ms, counter: 0 });
-        ControlOp::create(
-            author,
-            OpBody {
-                database: self.log.database(),
-                author: author.public(),
-                parents,
-                hlc,
-                payload,
-            },
-        )
+        issue_on(&self.log, author, payload, now_ms)
     }
 
-    /// Who reads `scope` now: every device not removed, and every app with
-    /// a grant on it that is not revoked.
+    /// Who reads `scope` now: the root identity (so that the recovery
+    /// secret opens every key), every device not removed, and every app
+    /// with a grant on it that is not revoked.
     pub(crate) fn readers(&self, scope: &Name) -> Vec<Party> {
         let devices = self
             .state
@@ -106,8 +89,30 @@ impl Access {
             let grant = app.scopes.get(scope)?;
             grant.revoked.is_none().then_some(Party { key: *key, sealing: app.sealing })
         });
-        devices.chain(apps).collect()
+        self.state.root().into_iter().chain(devices).chain(apps).collect()
     }
+}
+
+/// Signs an operation by `author` on `log`'s current heads, stamped after
+/// its parents and no earlier than `now_ms`.
+pub(crate) fn issue_on(
+    log: &ControlLog,
+    author: &SecretKey,
+    payload: Payload,
+    now_ms: u64,
+) -> Result<ControlOp, OpError> {
+    let parents = log.heads();
+    let after = parents
+        .iter()
+        .filter_map(|id| log.get(id))
+        .map(|op| op.body().hlc.successor())
+        .max()
+        .unwrap_or_default();
+    let hlc = after.max(Hlc { wall_ms: now_ms, counter: 0 });
+    ControlOp::create(
+        author,
+        OpBody { database: log.database(), author: author.public(), parents, hlc, payload },
+    )
 }
 
 /// Every scope key sealed to `device` that it can open. When concurrent

@@ -35,6 +35,7 @@ use crate::kv::{SledStore, Store, StoreError};
 use crate::layout;
 use crate::live::{Live, Subscription};
 use crate::query::{self, QueryError, Rows};
+use crate::recovery::{self, RecoveryError};
 use crate::replica::{Inserted, Keyring, Outcome, Replica, RowChange, Txn};
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
@@ -98,6 +99,9 @@ pub enum DbError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// A recovery secret was refused.
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
     /// A control operation could not be made or was refused.
     #[error("control log: {0}")]
     Control(String),
@@ -248,18 +252,23 @@ impl Database<SledStore> {
     /// identity for this device) if it does not exist.
     /// Only one process at a time may open a directory.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
-        let io = |error| DbError::Io { path: dir.to_owned(), error };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock = std::fs::File::create(dir.join("lock")).map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(DbError::InUse(dir.to_owned())),
-            Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
-        }
+        let lock = lock_dir(dir)?;
         let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
         let mut db = Self::with_store(store, &dir.join("view.sqlite"))?;
         db.lock = Some(lock);
         Ok(db)
+    }
+}
+
+/// Creates `dir` if needed and locks it for this process.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DbError> {
+    let io = |error| DbError::Io { path: dir.to_owned(), error };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = std::fs::File::create(dir.join("lock")).map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbError::InUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(error)) => Err(io(error)),
     }
 }
 
@@ -275,8 +284,7 @@ impl<S: Store> Database<S> {
     /// Opens the database kept in `store`, with its SQLite view at `view_path`.
     pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
         let replica = Replica::new(store);
-        // The root secret stays in the replica until recovery shows it once.
-        let (database, device, _root) = load_identity(&replica)?;
+        let (database, device, _) = load_identity(&replica)?;
         let log = load_author(&replica, device.clone(), database)?;
         let access = Access::load(&replica, database, &device)?;
         let catalog = load_catalog(&replica)?;
@@ -400,6 +408,28 @@ impl<S: Store> Database<S> {
     /// Applies a new version of one namespace's schema (additive only).
     pub fn apply_schema(&self, schema: Schema) -> Result<Migration, DbError> {
         self.submit(|reply| Job::Schema { schema, reply })
+    }
+
+    /// The recovery secret, until [`Database::forget_recovery_secret`]: the
+    /// user's root identity, to write down and keep offline. With it a new
+    /// device regains the database ([`Database::recover`]).
+    pub fn recovery_secret(&self) -> Result<Option<String>, DbError> {
+        Ok(read_identity(&self.shared.replica)?
+            .and_then(|(_, _, root)| root)
+            .map(|root| recovery::encode(&root)))
+    }
+
+    /// Forgets the recovery secret on this device, once the user has
+    /// written it down.
+    pub fn forget_recovery_secret(&self) -> Result<(), DbError> {
+        let replica = &self.shared.replica;
+        if let Some((database, device, Some(_))) = read_identity(replica)? {
+            let mut txn = replica.begin();
+            write_identity(&mut txn, database, &device, None);
+            txn.apply()?;
+            replica.store().flush()?;
+        }
+        Ok(())
     }
 
     /// The authorisation state of the control log.
@@ -602,23 +632,15 @@ fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
 }
 
 /// The database id and this device's secret, created on first open.
-/// The database id, this device's secret and the user's root secret,
-/// created on first open: the root identity signs the genesis operation,
-/// which names this device and whose id is the database id.
+/// The database id, this device's secret and, until the user has written
+/// down the recovery secret, the root secret. Created on first open: the
+/// root identity signs the genesis operation, which names this device and
+/// whose id is the database id.
 fn load_identity<S: Store>(
     replica: &Replica<S>,
-) -> Result<(DatabaseId, SecretKey, SecretKey), DbError> {
-    let key = layout::meta(meta::IDENTITY);
-    if let Some(bytes) = replica.store().get(&key)? {
-        let corrupt =
-            |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
-        let mut fields =
-            Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 3)
-                .map_err(corrupt)?;
-        let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
-        let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
-        let root = SecretKey::from_seed(fields.fixed("root").map_err(corrupt)?);
-        return Ok((database, device, root));
+) -> Result<(DatabaseId, SecretKey, Option<SecretKey>), DbError> {
+    if let Some(identity) = read_identity(replica)? {
+        return Ok(identity);
     }
     let mut rng = rand::rng();
     let (root, device) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
@@ -640,17 +662,48 @@ fn load_identity<S: Store>(
     let database = genesis.database();
     let mut txn = replica.begin();
     txn.insert_op(&genesis);
+    write_identity(&mut txn, database, &device, Some(&root));
+    txn.apply()?;
+    replica.store().flush()?;
+    Ok((database, device, Some(root)))
+}
+
+/// The stored identity, if this replica has one.
+pub(crate) fn read_identity<S: Store>(
+    replica: &Replica<S>,
+) -> Result<Option<(DatabaseId, SecretKey, Option<SecretKey>)>, StoreError> {
+    let Some(bytes) = replica.store().get(&layout::meta(meta::IDENTITY))? else {
+        return Ok(None);
+    };
+    let corrupt =
+        |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
+    let mut fields =
+        Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 3)
+            .map_err(corrupt)?;
+    let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
+    let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
+    let root = match fields.next("root").map_err(corrupt)? {
+        Cbor::Null => None,
+        value => Some(SecretKey::from_seed(codec::as_fixed(value, "root").map_err(corrupt)?)),
+    };
+    Ok(Some((database, device, root)))
+}
+
+/// Stages the identity record.
+pub(crate) fn write_identity<S: Store>(
+    txn: &mut Txn<'_, S>,
+    database: DatabaseId,
+    device: &SecretKey,
+    root: Option<&SecretKey>,
+) {
     txn.put_meta(
         meta::IDENTITY,
         codec::encode_value(&Cbor::Array(vec![
             Cbor::Bytes(database.0.to_vec()),
             Cbor::Bytes(device.seed().to_vec()),
-            Cbor::Bytes(root.seed().to_vec()),
+            root.map_or(Cbor::Null, |root| Cbor::Bytes(root.seed().to_vec())),
         ])),
     );
-    txn.apply()?;
-    replica.store().flush()?;
-    Ok((database, device, root))
 }
 
 fn encode_author(log: &LogWriter) -> Vec<u8> {

@@ -42,6 +42,7 @@ pub mod kv;
 pub mod layout;
 pub mod live;
 pub mod query;
+pub mod recovery;
 pub mod replica;
 pub mod rows;
 pub mod schema;

@@ -1,0 +1,171 @@
+//! The recovery secret: the user's root identity as text to write down.
+//!
+//! Form: `basic-recovery-` followed by the 32-byte seed and a 4-byte
+//! checksum in lowercase base32, in groups of four letters separated by
+//! dashes, so a typo or a missing group is caught before anything is done.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use basic_proto::control::{ControlLog, ControlOp, Inserted, Payload, seal_label};
+use basic_proto::{KeyCache, Party, SealedKey, SecretKey};
+use data_encoding::BASE32_NOPAD;
+
+use crate::access::issue_on;
+use crate::database::{
+    self, CACHE_BYTES, Database, DbError, lock_dir, now_ms, read_identity, write_identity,
+};
+use crate::kv::{SledStore, Store};
+use crate::replica::Replica;
+
+/// What every recovery secret starts with.
+pub const PREFIX: &str = "basic-recovery-";
+
+/// Why a recovery secret was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecoveryError {
+    /// Not the shape of a recovery secret.
+    #[error(
+        "not a recovery secret: it starts with {PREFIX} and has 15 groups of letters and digits"
+    )]
+    Shape,
+    /// The checksum does not match: a typo.
+    #[error("the recovery secret has a typo (its checksum does not match)")]
+    Checksum,
+}
+
+fn checksum(seed: &[u8; 32]) -> [u8; 4] {
+    let hash = blake3::derive_key("basic/v0 recovery secret checksum", seed);
+    [hash[0], hash[1], hash[2], hash[3]]
+}
+
+/// The text of `root`'s recovery secret.
+pub fn encode(root: &SecretKey) -> String {
+    let body = [&root.seed()[..], &checksum(root.seed())].concat();
+    let letters = BASE32_NOPAD.encode(&body).to_ascii_lowercase();
+    let groups: Vec<&str> =
+        letters.as_bytes().chunks(4).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    format!("{PREFIX}{}", groups.join("-"))
+}
+
+/// The root identity a recovery secret holds. Case, spaces and dashes
+/// between groups do not matter.
+pub fn decode(text: &str) -> Result<SecretKey, RecoveryError> {
+    let text = text.trim().to_ascii_lowercase();
+    let body = text.strip_prefix(PREFIX).ok_or(RecoveryError::Shape)?;
+    let letters: String = body.chars().filter(|c| !matches!(c, '-' | ' ')).collect();
+    let bytes = BASE32_NOPAD
+        .decode(letters.to_ascii_uppercase().as_bytes())
+        .map_err(|_| RecoveryError::Shape)?;
+    let (seed, sum) = bytes.split_at_checked(32).ok_or(RecoveryError::Shape)?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| RecoveryError::Shape)?;
+    if sum != checksum(&seed) {
+        return Err(RecoveryError::Checksum);
+    }
+    Ok(SecretKey::from_seed(seed))
+}
+
+impl Database<SledStore> {
+    /// Regains a database on a new device, in the empty directory `dir`,
+    /// with the recovery secret and the database's control operations (from
+    /// any surviving device or pinning peer). The root identity adds this
+    /// device and seals it every scope key; the device can then remove the
+    /// lost ones, and every commit it receives is readable again.
+    pub fn recover(dir: &Path, secret: &str, ops: &[Vec<u8>]) -> Result<Self, DbError> {
+        let root = decode(secret)?;
+        let fail = |reason: String| DbError::Control(reason);
+        let lock = lock_dir(dir)?;
+        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        if read_identity(&replica)?.is_some() {
+            return Err(fail(format!("{} already holds a database", dir.display())));
+        }
+        let authors = KeyCache::default();
+        let ops = ops
+            .iter()
+            .map(|bytes| ControlOp::decode_with(bytes, &authors))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let database = ops
+            .iter()
+            .find(|op| {
+                matches!(op.body().payload, Payload::Genesis { .. })
+                    && op.body().author == root.public()
+            })
+            .map(ControlOp::database)
+            .ok_or_else(|| {
+                fail("these operations are not of the database this recovery secret created".into())
+            })?;
+        let mut log = ControlLog::new(database);
+        let mut txn = replica.begin();
+        for op in ops {
+            if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
+                for id in ids {
+                    if let Some(op) = log.get(&id) {
+                        txn.insert_op(op);
+                    }
+                }
+            }
+        }
+        // The root opens every scope key (it is sealed each one) and seals
+        // them to the new device, which it adds.
+        let state = log.state();
+        let device = SecretKey::generate(&mut rand::rng());
+        let party = Party::of(&device);
+        let mut keys = BTreeMap::new();
+        for (scope, epochs) in state.scopes() {
+            for epoch in epochs.epochs.keys() {
+                if let Some(key) = state.scope_keys(&root, scope, *epoch).into_iter().next() {
+                    let label = seal_label(database, scope, *epoch, &party.key);
+                    let sealed = SealedKey::seal(&key, &root, &party, &label, &mut rand::rng())
+                        .map_err(|e| fail(e.to_string()))?;
+                    keys.insert((scope.clone(), *epoch), sealed);
+                }
+            }
+        }
+        let add = issue_on(
+            &log,
+            &root,
+            Payload::AddDevice { device: party.key, sealing: party.sealing, keys },
+            now_ms(),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        log.insert(add.clone()).map_err(|e| fail(e.to_string()))?;
+        txn.insert_op(&add);
+        write_identity(&mut txn, database, &device, None);
+        txn.apply()?;
+        replica.store().flush()?;
+        drop((replica, lock));
+        database::Database::open(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_catches_typos() {
+        let root = SecretKey::from_seed([7; 32]);
+        let text = encode(&root);
+        assert!(text.starts_with(PREFIX));
+        assert_eq!(decode(&text).unwrap().public(), root.public());
+        assert_eq!(
+            decode(&format!("  {}  ", text.to_uppercase().replace("BASIC-RECOVERY-", PREFIX)))
+                .unwrap()
+                .public(),
+            root.public()
+        );
+        let mut typo = text.clone().into_bytes();
+        let at = PREFIX.len() + 2;
+        typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            decode(std::str::from_utf8(&typo).unwrap()).map(|k| k.public()),
+            Err(RecoveryError::Checksum)
+        );
+        assert!(matches!(decode("hello"), Err(RecoveryError::Shape)));
+        assert!(matches!(
+            decode(&text[..text.len() - 5]),
+            Err(RecoveryError::Shape | RecoveryError::Checksum)
+        ));
+    }
+}
