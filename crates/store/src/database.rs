@@ -34,6 +34,7 @@ use crate::author::LogWriter;
 use crate::kv::{SledStore, Store, StoreError};
 use crate::layout;
 use crate::live::{Live, Subscription};
+use crate::pairing::PairingError;
 use crate::query::{self, QueryError, Rows};
 use crate::recovery::{self, RecoveryError};
 use crate::replica::{Inserted, Keyring, Outcome, Replica, RowChange, Txn};
@@ -99,6 +100,9 @@ pub enum DbError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// An invite or a join was refused.
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
     /// A recovery secret was refused.
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
@@ -275,6 +279,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DbError> {
 mod meta {
     //! Metadata records of the database, in the replica's `m` space.
     pub(super) const IDENTITY: &str = "identity";
+    pub(super) const JOINING: &str = "joining";
     pub(super) const AUTHOR: &str = "author";
     pub(super) const SCHEMAS: &str = "schemas";
     pub(super) const WATERMARK: &str = "watermark";
@@ -642,6 +647,11 @@ fn load_identity<S: Store>(
     if let Some(identity) = read_identity(replica)? {
         return Ok(identity);
     }
+    if read_joining(replica)?.is_some() {
+        return Err(DbError::Control(
+            "this directory is joining a database: finish with finish_join".into(),
+        ));
+    }
     let mut rng = rand::rng();
     let (root, device) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
     let genesis = ControlOp::create(
@@ -687,6 +697,43 @@ pub(crate) fn read_identity<S: Store>(
         value => Some(SecretKey::from_seed(codec::as_fixed(value, "root").map_err(corrupt)?)),
     };
     Ok(Some((database, device, root)))
+}
+
+/// The database and device secret of a join in progress.
+pub(crate) fn read_joining<S: Store>(
+    replica: &Replica<S>,
+) -> Result<Option<(DatabaseId, SecretKey)>, StoreError> {
+    let Some(bytes) = replica.store().get(&layout::meta(meta::JOINING))? else {
+        return Ok(None);
+    };
+    let corrupt =
+        |e: codec::DecodeError| StoreError::Corrupt { what: "joining", reason: e.to_string() };
+    let mut fields =
+        Fields::new(codec::parse(&bytes, "joining", 128).map_err(corrupt)?, "joining", 2)
+            .map_err(corrupt)?;
+    let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
+    let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
+    Ok(Some((database, device)))
+}
+
+/// Stages the record of a join in progress.
+pub(crate) fn write_joining<S: Store>(
+    txn: &mut Txn<'_, S>,
+    database: DatabaseId,
+    device: &SecretKey,
+) {
+    txn.put_meta(
+        meta::JOINING,
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Bytes(database.0.to_vec()),
+            Cbor::Bytes(device.seed().to_vec()),
+        ])),
+    );
+}
+
+/// Stages the end of a join.
+pub(crate) fn clear_joining<S: Store>(txn: &mut Txn<'_, S>) {
+    txn.delete_meta(meta::JOINING);
 }
 
 /// Stages the identity record.

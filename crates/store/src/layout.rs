@@ -10,6 +10,7 @@
 //! | `x` | commit id | empty: signed but unreadable with its key |
 //! | `o` | control operation id | the operation's bytes |
 //! | `q` | access request id | a pending app access request |
+//! | `v` | invite token | expiry (ms, 8 bytes): an unused device invite |
 //! | `n` | app key | the name the app gave when it asked for access |
 //! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
@@ -36,6 +37,8 @@ pub const UNOPENED: u8 = b'u';
 pub const UNREADABLE: u8 = b'x';
 /// Control operations.
 pub const CONTROL: u8 = b'o';
+/// Unused device invites.
+pub const INVITE: u8 = b'v';
 /// Pending app access requests.
 pub const REQUEST: u8 = b'q';
 /// App names, from their access requests.
@@ -119,6 +122,11 @@ pub fn unreadable(id: &CommitId) -> Vec<u8> {
 /// `o` · op id.
 pub fn control_op(id: &[u8; 32]) -> Vec<u8> {
     key(CONTROL, &[id])
+}
+
+/// `v` · invite token.
+pub fn invite(token: &[u8; 32]) -> Vec<u8> {
+    key(INVITE, &[token])
 }
 
 /// `q` · request id.

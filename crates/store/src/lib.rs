@@ -41,6 +41,7 @@ pub mod export;
 pub mod kv;
 pub mod layout;
 pub mod live;
+pub mod pairing;
 pub mod query;
 pub mod recovery;
 pub mod replica;
@@ -57,6 +58,7 @@ pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
 pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
+pub use pairing::{Invite, JoinRequest, PairingError};
 pub use query::Rows;
 pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, Txn};
 pub use schema::{

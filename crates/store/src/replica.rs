@@ -590,6 +590,11 @@ impl<S: Store> Txn<'_, S> {
         self.batch.put(layout::meta(name), value);
     }
 
+    /// Stages removing a metadata record.
+    pub fn delete_meta(&mut self, name: &str) {
+        self.batch.delete(layout::meta(name));
+    }
+
     /// Applies everything staged as one atomic batch (not yet flushed) and
     /// returns the rows it changed.
     pub fn apply(self) -> Result<Vec<RowChange>, StoreError> {

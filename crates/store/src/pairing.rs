@@ -1,0 +1,250 @@
+//! Adding a device by invitation.
+//!
+//! An existing device makes an [`Invite`]: one line of text with the
+//! database, the inviting device, where to reach it, a one-time secret and
+//! an expiry. The new device makes its keys and answers with a
+//! [`JoinRequest`] that proves it holds the invite; the inviting device
+//! checks it (unexpired, not used before), adds the new device with a
+//! signed operation that seals it every scope key, and forgets the invite.
+//! The new device then takes the control operations (from the inviting
+//! device, by sync) and is a member.
+
+use std::path::Path;
+
+use basic_proto::codec::{self, Fields};
+use basic_proto::control::{ControlLog, ControlOp, Inserted};
+use basic_proto::{DatabaseId, KeyCache, Party, PublicKey, SecretKey};
+use ciborium::Value as Cbor;
+use data_encoding::BASE32_NOPAD;
+use rand_core::Rng;
+
+use crate::database::{
+    self, CACHE_BYTES, Database, DbError, lock_dir, now_ms, read_identity, write_identity,
+};
+use crate::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
+use crate::layout;
+use crate::replica::Replica;
+
+/// What every invite starts with.
+pub const INVITE_PREFIX: &str = "basic-invite-";
+/// Most addresses an invite carries, and the longest one.
+pub const MAX_ADDRESSES: (usize, usize) = (16, 256);
+
+/// Why an invite or a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairingError {
+    /// Not the text of an invite.
+    #[error("not an invite: {0}")]
+    Malformed(String),
+    /// The invite's time is over.
+    #[error("the invite expired")]
+    Expired,
+    /// No unused invite of this device matches the request.
+    #[error("no unused invite matches this request (already used, expired or never made here)")]
+    NoSuchInvite,
+    /// The request is for another database.
+    #[error("the request is for another database")]
+    OtherDatabase,
+}
+
+/// An invitation for one new device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// The database to join.
+    pub database: DatabaseId,
+    /// The inviting device.
+    pub inviter: PublicKey,
+    /// Where to reach the inviting device (node addresses).
+    pub addresses: Vec<String>,
+    /// The one-time secret that proves the invitation.
+    pub token: [u8; 32],
+    /// Wall time (ms) after which the invite is refused.
+    pub expires_at_ms: u64,
+}
+
+impl Invite {
+    /// The invite as one line of text.
+    pub fn to_text(&self) -> String {
+        let value = Cbor::Array(vec![
+            Cbor::Bytes(self.database.0.to_vec()),
+            Cbor::Bytes(self.inviter.as_bytes().to_vec()),
+            Cbor::Array(self.addresses.iter().map(|a| Cbor::Text(a.clone())).collect()),
+            Cbor::Bytes(self.token.to_vec()),
+            Cbor::Integer(self.expires_at_ms.into()),
+        ]);
+        format!(
+            "{INVITE_PREFIX}{}",
+            BASE32_NOPAD.encode(&codec::encode_value(&value)).to_ascii_lowercase()
+        )
+    }
+
+    /// Reads an invite's text.
+    pub fn parse(text: &str) -> Result<Self, PairingError> {
+        let bad = |reason: &str| PairingError::Malformed(reason.to_owned());
+        let body = text
+            .trim()
+            .strip_prefix(INVITE_PREFIX)
+            .ok_or_else(|| bad("it must start with basic-invite-"))?;
+        let bytes = BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| bad("the text after the prefix is not base32 (cut or mistyped?)"))?;
+        let e = |e: codec::DecodeError| PairingError::Malformed(e.to_string());
+        let mut fields =
+            Fields::new(codec::parse(&bytes, "invite", 8 << 10).map_err(e)?, "invite", 5)
+                .map_err(e)?;
+        let database = DatabaseId(fields.fixed("database").map_err(e)?);
+        let inviter = PublicKey::from_bytes(fields.fixed("inviter").map_err(e)?)
+            .map_err(|k| bad(&k.to_string()))?;
+        let addresses =
+            codec::as_array(fields.next("addresses").map_err(e)?, "addresses", 0, MAX_ADDRESSES.0)
+                .map_err(e)?
+                .into_iter()
+                .map(|a| codec::as_text(a, "address", 1, MAX_ADDRESSES.1))
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+        let token = fields.fixed("token").map_err(e)?;
+        let expires_at_ms = fields.uint("expires").map_err(e)?;
+        Ok(Self { database, inviter, addresses, token, expires_at_ms })
+    }
+}
+
+/// A new device's answer to an invite: its keys and the proof that it
+/// holds the invite's secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The database it joins.
+    pub database: DatabaseId,
+    /// The new device.
+    pub device: Party,
+    /// BLAKE3 keyed by the invite's token over the device's keys.
+    pub proof: [u8; 32],
+}
+
+fn proof(token: &[u8; 32], device: &Party) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(token);
+    hasher.update(b"basic/v0 join");
+    hasher.update(device.key.as_bytes());
+    hasher.update(&device.sealing.0);
+    *hasher.finalize().as_bytes()
+}
+
+impl<S: Store> Database<S> {
+    /// Makes an invite for one new device, valid for `valid_for_ms`, that
+    /// tells it to reach this device at `addresses`.
+    pub fn invite(&self, addresses: Vec<String>, valid_for_ms: u64) -> Result<Invite, DbError> {
+        let mut token = [0; 32];
+        rand::rng().fill_bytes(&mut token);
+        let invite = Invite {
+            database: self.id(),
+            inviter: self.device(),
+            addresses,
+            token,
+            expires_at_ms: now_ms().saturating_add(valid_for_ms),
+        };
+        let mut batch = Batch::default();
+        batch.put(layout::invite(&token), invite.expires_at_ms.to_be_bytes().to_vec());
+        self.replica().store().apply(batch)?;
+        self.replica().store().flush()?;
+        Ok(invite)
+    }
+
+    /// Checks a join request against this device's unused invites and, if
+    /// one matches and has not expired, adds the device (sealing it every
+    /// scope key) and forgets the invite: an invite is used once.
+    pub fn accept_join(
+        &self,
+        request: &JoinRequest,
+    ) -> Result<basic_proto::control::OpId, DbError> {
+        if request.database != self.id() {
+            return Err(DbError::Pairing(PairingError::OtherDatabase));
+        }
+        let store = self.replica().store();
+        let mut found = None;
+        for entry in scan_prefix(store, &[layout::INVITE]) {
+            let (key, expires) = entry?;
+            let token: [u8; 32] = key
+                .get(1..33)
+                .and_then(|t| t.try_into().ok())
+                .ok_or(StoreError::Corrupt { what: "invite", reason: "short key".into() })?;
+            if proof(&token, &request.device) == request.proof {
+                let expires: [u8; 8] = expires.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt { what: "invite", reason: "bad expiry".into() }
+                })?;
+                found = Some((key, u64::from_be_bytes(expires)));
+                break;
+            }
+        }
+        let (key, expires_at_ms) = found.ok_or(DbError::Pairing(PairingError::NoSuchInvite))?;
+        let mut batch = Batch::default();
+        batch.delete(key);
+        store.apply(batch)?;
+        store.flush()?;
+        if now_ms() > expires_at_ms {
+            return Err(DbError::Pairing(PairingError::Expired));
+        }
+        self.add_device(request.device)
+    }
+}
+
+impl Database<SledStore> {
+    /// Starts joining the database of `invite` from the empty directory
+    /// `dir`: makes this device's keys and the request to send the inviting
+    /// device.
+    pub fn prepare_join(dir: &Path, invite: &Invite) -> Result<JoinRequest, DbError> {
+        if now_ms() > invite.expires_at_ms {
+            return Err(DbError::Pairing(PairingError::Expired));
+        }
+        let _lock = lock_dir(dir)?;
+        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        if read_identity(&replica)?.is_some() {
+            return Err(DbError::Control(format!("{} already holds a database", dir.display())));
+        }
+        let device = SecretKey::generate(&mut rand::rng());
+        let party = Party::of(&device);
+        let mut txn = replica.begin();
+        database::write_joining(&mut txn, invite.database, &device);
+        txn.apply()?;
+        replica.store().flush()?;
+        Ok(JoinRequest {
+            database: invite.database,
+            device: party,
+            proof: proof(&invite.token, &party),
+        })
+    }
+
+    /// Finishes joining with the database's control operations (which must
+    /// include the inviting device's `add-device` of this one), then opens
+    /// the database.
+    pub fn finish_join(dir: &Path, ops: &[Vec<u8>]) -> Result<Self, DbError> {
+        let lock = lock_dir(dir)?;
+        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        let (database, device) = database::read_joining(&replica)?.ok_or_else(|| {
+            DbError::Control(format!("{} is not joining a database", dir.display()))
+        })?;
+        let authors = KeyCache::default();
+        let mut log = ControlLog::new(database);
+        let mut txn = replica.begin();
+        for bytes in ops {
+            let op = ControlOp::decode_with(bytes, &authors)
+                .map_err(|e| DbError::Control(e.to_string()))?;
+            if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
+                for id in ids {
+                    if let Some(op) = log.get(&id) {
+                        txn.insert_op(op);
+                    }
+                }
+            }
+        }
+        if !log.state().is_device(&device.public()) {
+            return Err(DbError::Control(
+                "these operations do not add this device yet: accept the join on the inviting device first".into(),
+            ));
+        }
+        write_identity(&mut txn, database, &device, None);
+        database::clear_joining(&mut txn);
+        txn.apply()?;
+        replica.store().flush()?;
+        drop((replica, lock));
+        Database::open(dir)
+    }
+}
