@@ -187,6 +187,8 @@ enum Command {
     },
     AddDevice(Party),
     RemoveDevice(PublicKey),
+    AddPinner(PublicKey),
+    RemovePinner(PublicKey),
 }
 
 /// What one control operation did: its id, or why it was refused.
@@ -292,7 +294,8 @@ impl<S: Store> Database<S> {
         let (database, device, _) = load_identity(&replica)?;
         let log = load_author(&replica, device.clone(), database)?;
         let access = Access::load(&replica, database, &device)?;
-        let catalog = load_catalog(&replica)?;
+        let mut catalog = load_catalog(&replica)?;
+        adopt(&mut catalog, access.state());
         let watermark = match replica.store().get(&layout::meta(meta::WATERMARK))? {
             Some(bytes) => decode_u64(&bytes, "watermark")?,
             None => 0,
@@ -301,6 +304,8 @@ impl<S: Store> Database<S> {
         if view::watermark(&conn)? != watermark {
             view::rebuild(&conn, &catalog, &replica)?;
             view::set_watermark(&conn, watermark)?;
+        } else {
+            view::sync_schema(&conn, &catalog, &replica)?;
         }
         let shared = Arc::new(Shared {
             replica,
@@ -483,6 +488,17 @@ impl<S: Store> Database<S> {
     /// remaining readers.
     pub fn remove_device(&self, device: PublicKey) -> Result<OpId, DbError> {
         self.command(Command::RemoveDevice(device))
+    }
+
+    /// Authorises a pinning peer to store, verify and serve this database's
+    /// ciphertext. It receives no key.
+    pub fn add_pinner(&self, pinner: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::AddPinner(pinner))
+    }
+
+    /// Ends a pinning peer's authorisation, for good.
+    pub fn remove_pinner(&self, pinner: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::RemovePinner(pinner))
     }
 
     fn command(&self, command: Command) -> Result<OpId, DbError> {
@@ -907,7 +923,7 @@ impl<S: Store> Writer<S> {
                         Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
                     }
                     Job::Control { command, reply } => {
-                        Reply::Control(reply, self.control(&mut txn, command))
+                        Reply::Control(reply, self.control(&tx, &mut txn, command))
                     }
                 });
                 if let Some(Err(DbError::Store(_) | DbError::View(_))) =
@@ -1068,6 +1084,7 @@ impl<S: Store> Writer<S> {
     /// with the new state and merges the commits that waited for new keys.
     fn control(
         &mut self,
+        tx: &Connection,
         txn: &mut Txn<'_, S>,
         command: Command,
     ) -> Result<Vec<OpOutcome>, DbError> {
@@ -1085,6 +1102,7 @@ impl<S: Store> Writer<S> {
             command => vec![self.issue(txn, &device, command)],
         };
         self.after_control_change(txn, &keys_before)?;
+        self.adopt_schemas(tx, txn)?;
         Ok(outcomes)
     }
 
@@ -1133,6 +1151,8 @@ impl<S: Store> Writer<S> {
                 }
                 Payload::RemoveDevice { device: removed, cutoff: self.cutoff(&removed)?, rotations }
             }
+            Command::AddPinner(pinner) => Payload::AddPinner { pinner },
+            Command::RemovePinner(pinner) => Payload::RemovePinner { pinner },
             Command::Ingest(_) => return Err("received operations are not issued".into()),
         };
         let op = self.access.issue(device, payload, now_ms()).map_err(|e| e.to_string())?;
@@ -1217,13 +1237,14 @@ impl<S: Store> Writer<S> {
         schema: Schema,
     ) -> Result<Migration, DbError> {
         let scope = schema.namespace().clone();
+        let text = schema.to_json();
         let mut catalog = self.catalog.clone();
         let migration = catalog.apply(schema)?;
+        let device = self.log.secret().clone();
+        let keys_before = self.access.keys().clone();
+        let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
         // A new scope gets its first key (epoch 0), sealed to every device.
         if !self.access.state().scopes().contains_key(&scope) {
-            let device = self.log.secret().clone();
-            let keys_before = self.access.keys().clone();
-            let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
             let rotation = Rotation::seal(
                 &device,
                 self.shared.database,
@@ -1239,17 +1260,55 @@ impl<S: Store> Writer<S> {
                 .issue(&device, Payload::RotateKey(rotation), now_ms())
                 .map_err(|e| control(&e))?;
             self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
-            self.after_control_change(txn, &keys_before)?;
         }
-        txn.put_meta(meta::SCHEMAS, encode_catalog(&catalog));
+        // The schema itself goes into the control log, so every device and
+        // app of the database gets it.
+        let logged = self.access.state().schemas().any(|(ns, _, t)| *ns == scope && t == text);
+        if !logged {
+            let op = self
+                .access
+                .issue(&device, Payload::Schema { namespace: scope, text }, now_ms())
+                .map_err(|e| control(&e))?;
+            self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
+        }
+        self.after_control_change(txn, &keys_before)?;
         self.catalog = catalog;
-        self.published_stale = true;
-        // Rows for new tables may already be in the replica (from peers, or
-        // staged in this group): bring them into the view.
-        self.flush_view(tx, txn)?;
-        view::sync_schema(tx, &self.catalog, &self.shared.replica)?;
+        self.save_catalog(tx, txn)?;
         Ok(migration)
     }
+
+    /// Adopts the schemas of the control log that extend this device's
+    /// (a schema applied on another device); incompatible ones are skipped.
+    fn adopt_schemas(&mut self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        if adopt(&mut self.catalog, self.access.state()) {
+            self.save_catalog(tx, txn)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the catalog and brings the view's tables up to it (rows for
+    /// new tables may already be in the replica, from peers or staged in
+    /// this group).
+    fn save_catalog(&mut self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        txn.put_meta(meta::SCHEMAS, encode_catalog(&self.catalog));
+        self.published_stale = true;
+        self.flush_view(tx, txn)?;
+        view::sync_schema(tx, &self.catalog, &self.shared.replica)?;
+        Ok(())
+    }
+}
+
+/// Applies to `catalog` every schema of the control log that extends it;
+/// returns whether any did.
+fn adopt(catalog: &mut Catalog, state: &AuthState) -> bool {
+    let mut adopted = false;
+    for (namespace, _, text) in state.schemas() {
+        let Ok(schema) = Schema::from_json_canonical(text) else { continue };
+        if catalog.schema(namespace.as_str()) != Some(&schema) && catalog.apply(schema).is_ok() {
+            adopted = true;
+        }
+    }
+    adopted
 }
 
 fn result_of(reply: &Reply) -> Result<(), &DbError> {

@@ -36,7 +36,6 @@ fn an_invited_device_joins_and_reads_everything() {
     let b = Database::finish_join(b_dir.path(), &a.control_ops().unwrap()).unwrap();
     assert_eq!(b.id(), a.id());
     assert!(a.auth_state().is_device(&b.device()));
-    b.apply_schema(todo_schema()).unwrap();
     let commits: Vec<Vec<u8>> =
         a.replica().commits().map(|c| c.unwrap().as_bytes().to_vec()).collect();
     for result in b.ingest(&commits).unwrap() {

@@ -36,14 +36,6 @@ fn the_recovery_secret_brings_the_database_back_on_a_new_device() {
     let new = Database::recover(new_dir.path(), &secret, &old.control_ops().unwrap()).unwrap();
     assert_eq!(new.id(), old.id());
     assert_ne!(new.device(), old.device());
-    new.apply_schema(
-        Schema::from_file(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/todo.toml"
-        )))
-        .unwrap(),
-    )
-    .unwrap();
     for result in new.ingest(&commits(&old)).unwrap() {
         result.unwrap();
     }
