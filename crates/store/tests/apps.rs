@@ -109,3 +109,19 @@ fn malformed_requests_are_refused() {
     assert!(db.approve(id).unwrap_err().to_string().contains("scope mail has no key"));
     assert!(db.apps().unwrap().is_empty());
 }
+
+#[test]
+fn pinning_peers_are_authorised_without_any_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = todo_db(dir.path());
+    let pinner = SecretKey::from_seed([53; 32]);
+    db.add_pinner(pinner.public()).unwrap();
+    let state = db.auth_state();
+    assert!(state.is_pinner(&pinner.public()));
+    assert!(
+        state.scope_keys(&pinner, &Name::new("todo").unwrap(), 0).is_empty(),
+        "no key for a pinner"
+    );
+    db.remove_pinner(pinner.public()).unwrap();
+    assert!(!db.auth_state().is_pinner(&pinner.public()));
+}
