@@ -115,14 +115,13 @@ pub(crate) fn issue_on(
     )
 }
 
-/// Every scope key sealed to `device` that it can open. When concurrent
-/// rotations made several keys for one epoch, the first (the one writers
-/// use) is kept.
+/// Every scope key sealed to `device` that it can open, several for an
+/// epoch when concurrent rotations made several.
 fn keys_of(state: &AuthState, device: &SecretKey) -> ScopeKeys {
     let mut keys = ScopeKeys::default();
     for (scope, epochs) in state.scopes() {
         for epoch in epochs.epochs.keys() {
-            if let Some(key) = state.scope_keys(device, scope, *epoch).into_iter().next() {
+            for key in state.scope_keys(device, scope, *epoch) {
                 keys.insert(scope.clone(), *epoch, key);
             }
         }

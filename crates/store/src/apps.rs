@@ -252,9 +252,7 @@ impl<S: Store> Database<S> {
         for (_, id) in self.replica().log(app)? {
             let Some(commit) = self.replica().commit(&id)? else { continue };
             written.commits += 1;
-            let header = commit.header();
-            let Some(key) = keys.scope_key(&header.scope, header.epoch) else { continue };
-            let Ok(changes) = commit.open(&key) else { continue };
+            let Some(Ok(changes)) = keys.open(&commit) else { continue };
             for op in changes.ops() {
                 written.rows.entry(op.table().clone()).or_default().insert(op.key().clone());
             }

@@ -535,7 +535,7 @@ impl<S: Store> Database<S> {
             if let Err(ahead) = check_not_ahead(header.hlc, now) {
                 return Ok(Received::Ahead(commit, ahead));
             }
-            let content = keys.scope_key(&header.scope, header.epoch).map(|key| commit.open(&key));
+            let content = keys.open(&commit);
             Ok(Received::Ready(commit, content))
         };
         let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
@@ -1216,15 +1216,15 @@ impl<S: Store> Writer<S> {
         keys_before: &ScopeKeys,
     ) -> Result<(), DbError> {
         txn.enforce(self.access.state(), self.access.keys())?;
-        let new_keys: Vec<(Name, u32, ScopeKey)> = self
+        let new_epochs: BTreeSet<(Name, u32)> = self
             .access
             .keys()
             .iter()
-            .filter(|(scope, epoch, _)| keys_before.scope_key(scope, *epoch).is_none())
-            .map(|(scope, epoch, key)| (scope.clone(), epoch, key.clone()))
+            .filter(|(scope, epoch, key)| !keys_before.scope_keys(scope, *epoch).contains(key))
+            .map(|(scope, epoch, _)| (scope.clone(), epoch))
             .collect();
-        for (scope, epoch, key) in new_keys {
-            txn.open_waiting(&scope, epoch, &key)?;
+        for (scope, epoch) in new_epochs {
+            txn.open_waiting(&scope, epoch, self.access.keys())?;
         }
         self.published_stale = true;
         Ok(())

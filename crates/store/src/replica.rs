@@ -21,13 +21,33 @@ use crate::{layout, rows};
 
 /// Where the keys to read commits come from.
 pub trait Keyring {
-    /// The key of `scope` at `epoch`, if this replica holds it.
-    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey>;
+    /// Every key of `scope` at `epoch` this replica holds: usually one;
+    /// several when concurrent rotations made several for one epoch.
+    fn scope_keys(&self, scope: &Name, epoch: u32) -> Vec<ScopeKey>;
+
+    /// The key writers use: the first.
+    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey> {
+        self.scope_keys(scope, epoch).into_iter().next()
+    }
+
+    /// Opens `commit` with whichever of its epoch's keys fits; `None` when
+    /// this replica holds no key of that epoch.
+    fn open(&self, commit: &Commit) -> Option<Result<Changes, CommitError>> {
+        let header = commit.header();
+        let mut result = None;
+        for key in self.scope_keys(&header.scope, header.epoch) {
+            match commit.open(&key) {
+                Ok(changes) => return Some(Ok(changes)),
+                Err(error) => result = Some(Err(error)),
+            }
+        }
+        result
+    }
 }
 
 impl Keyring for BTreeMap<(Name, u32), ScopeKey> {
-    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey> {
-        self.get(&(scope.clone(), epoch)).cloned()
+    fn scope_keys(&self, scope: &Name, epoch: u32) -> Vec<ScopeKey> {
+        self.get(&(scope.clone(), epoch)).cloned().into_iter().collect()
     }
 }
 
@@ -326,9 +346,7 @@ impl<S: Store> Txn<'_, S> {
         commit: &Commit,
         keyring: &impl Keyring,
     ) -> Result<Inserted, StoreError> {
-        let header = commit.header();
-        let content = keyring.scope_key(&header.scope, header.epoch).map(|key| commit.open(&key));
-        self.insert_with(commit, content)
+        self.insert_with(commit, keyring.open(commit))
     }
 
     /// Stores `commit` whose content the caller already opened (or tried to:
@@ -490,13 +508,13 @@ impl<S: Store> Txn<'_, S> {
         self.changed.insert((table, key), state);
     }
 
-    /// Opens and merges every stored commit of `scope` at `epoch` that was
-    /// waiting for its key. Returns how many were applied.
+    /// Opens (with `keyring`) and merges every stored commit of `scope` at
+    /// `epoch` that was waiting for its key. Returns how many were applied.
     pub fn open_waiting(
         &mut self,
         scope: &Name,
         epoch: u32,
-        key: &ScopeKey,
+        keyring: &impl Keyring,
     ) -> Result<usize, StoreError> {
         let ids: Vec<CommitId> = scan_prefix(self.store, &layout::unopened_epoch(scope, epoch))
             .map(|entry| {
@@ -510,9 +528,9 @@ impl<S: Store> Txn<'_, S> {
         for id in &ids {
             self.batch.delete(layout::unopened(scope, epoch, id));
             let commit = self.stored(id)?;
-            match commit.open(key) {
-                Ok(changes) => self.merge(*id, commit.header(), &changes)?,
-                Err(_) => self.batch.put(layout::unreadable(id), Vec::new()),
+            match keyring.open(&commit) {
+                Some(Ok(changes)) => self.merge(*id, commit.header(), &changes)?,
+                _ => self.batch.put(layout::unreadable(id), Vec::new()),
             }
         }
         Ok(ids.len())
@@ -538,9 +556,7 @@ impl<S: Store> Txn<'_, S> {
         let mut affected = BTreeSet::new();
         for id in invalid {
             let commit = self.stored(id)?;
-            let header = commit.header();
-            let Some(key) = keyring.scope_key(&header.scope, header.epoch) else { continue };
-            if let Ok(changes) = commit.open(&key) {
+            if let Some(Ok(changes)) = keyring.open(&commit) {
                 affected
                     .extend(changes.ops().iter().map(|op| (op.table().clone(), op.key().clone())));
             }
@@ -558,10 +574,7 @@ impl<S: Store> Txn<'_, S> {
                 if !admits(header, id) {
                     continue;
                 }
-                let Some(scope_key) = keyring.scope_key(&header.scope, header.epoch) else {
-                    continue;
-                };
-                let Ok(changes) = commit.open(&scope_key) else { continue };
+                let Some(Ok(changes)) = keyring.open(&commit) else { continue };
                 let stamp = Stamp::of(header);
                 for op in changes.ops().iter().filter(|op| *op.table() == table && *op.key() == key)
                 {

@@ -9,35 +9,42 @@ use basic_proto::{Name, ScopeKey};
 
 use crate::replica::Keyring;
 
-/// Every key epoch of every scope this replica can read.
+/// Every key epoch of every scope this replica can read. An epoch usually
+/// has one key; concurrent rotations can give it several, in the order the
+/// control log lists them (the first is the one writers use).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopeKeys {
-    keys: BTreeMap<(Name, u32), ScopeKey>,
+    keys: BTreeMap<(Name, u32), Vec<ScopeKey>>,
 }
 
 impl ScopeKeys {
-    /// Adds a key.
+    /// Adds a key of `scope` at `epoch` (after any it already has).
     pub fn insert(&mut self, scope: Name, epoch: u32, key: ScopeKey) {
-        self.keys.insert((scope, epoch), key);
+        let keys = self.keys.entry((scope, epoch)).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
     }
 
-    /// The newest epoch of `scope` and its key: what new commits use.
+    /// The newest epoch of `scope` and its writing key: what new commits use.
     pub fn current(&self, scope: &Name) -> Option<(u32, &ScopeKey)> {
         self.keys
             .range((scope.clone(), 0)..=(scope.clone(), u32::MAX))
-            .next_back()
-            .map(|((_, epoch), key)| (*epoch, key))
+            .rev()
+            .find_map(|((_, epoch), keys)| keys.first().map(|key| (*epoch, key)))
     }
 
     /// Every key, by scope and epoch.
     pub fn iter(&self) -> impl Iterator<Item = (&Name, u32, &ScopeKey)> {
-        self.keys.iter().map(|((scope, epoch), key)| (scope, *epoch, key))
+        self.keys
+            .iter()
+            .flat_map(|((scope, epoch), keys)| keys.iter().map(move |key| (scope, *epoch, key)))
     }
 }
 
 impl Keyring for ScopeKeys {
-    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey> {
-        self.keys.get(&(scope.clone(), epoch)).cloned()
+    fn scope_keys(&self, scope: &Name, epoch: u32) -> Vec<ScopeKey> {
+        self.keys.get(&(scope.clone(), epoch)).cloned().unwrap_or_default()
     }
 }
 
@@ -57,5 +64,12 @@ mod tests {
             Some((2, ScopeKey::from_bytes([2; 32])))
         );
         assert_eq!(keys.current(&Name::new("none").unwrap()), None);
+        // A second key of one epoch (concurrent rotations) is kept, after the first.
+        keys.insert(todo.clone(), 2, ScopeKey::from_bytes([4; 32]));
+        assert_eq!(keys.scope_keys(&todo, 2).len(), 2);
+        assert_eq!(
+            keys.current(&todo).map(|(_, k)| k.clone()),
+            Some(ScopeKey::from_bytes([2; 32]))
+        );
     }
 }

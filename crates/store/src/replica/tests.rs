@@ -125,7 +125,7 @@ fn commits_without_a_key_wait_and_apply_later() {
     txn.apply().unwrap();
     assert!(stored_rows(&replica).is_empty());
     let mut txn = replica.begin();
-    assert_eq!(txn.open_waiting(&name("app"), 0, &ScopeKey::from_bytes([9; 32])).unwrap(), 1);
+    assert_eq!(txn.open_waiting(&name("app"), 0, &keyring()).unwrap(), 1);
     txn.apply().unwrap();
     assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
 }
