@@ -1385,13 +1385,7 @@ mod tests {
             let schemas: Vec<Schema> = catalog.schemas().cloned().collect();
             let file = FileTables::new(&catalog, &schemas);
             let mut text = GOOD_ROW.to_owned();
-            for (at, cut, insert) in edits {
-                let mut start = at.index(text.len() + 1);
-                while !text.is_char_boundary(start) { start -= 1; }
-                let mut end = (start + cut).min(text.len());
-                while !text.is_char_boundary(end) { end -= 1; }
-                text.replace_range(start..end, &insert);
-            }
+            crate::test_edits::apply_edits(&mut text, edits);
             if let Ok(row) = file.parse_row(1, &text) {
                 // Whatever it accepts fits the table.
                 for (&position, value) in row.columns.iter().zip(&row.values) {

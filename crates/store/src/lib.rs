@@ -49,6 +49,8 @@ pub mod rows;
 pub mod schema;
 pub mod scope_keys;
 pub mod sql;
+#[cfg(test)]
+mod test_edits;
 pub mod view;
 pub mod write;
 

@@ -2340,13 +2340,7 @@ columns = { id = "bytes", card = { type = "reference", table = "cards" } }
             ),
         ) {
             let mut text = example_text(file);
-            for (at, cut, insert) in edits {
-                let mut start = at.index(text.len() + 1);
-                while !text.is_char_boundary(start) { start -= 1; }
-                let mut end = (start + cut).min(text.len());
-                while !text.is_char_boundary(end) { end -= 1; }
-                text.replace_range(start..end, &insert);
-            }
+            crate::test_edits::apply_edits(&mut text, edits);
             let mut catalog = Catalog::new();
             for format in [Format::Toml, Format::Json] {
                 if let Ok(schema) = Schema::parse(&text, format) {
