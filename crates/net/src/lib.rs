@@ -1,0 +1,1 @@
+//! Basic's libp2p transport.

@@ -1,0 +1,3 @@
+//! The `basic` command.
+
+fn main() {}

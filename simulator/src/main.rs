@@ -1,0 +1,3 @@
+//! `basic-sim`: deterministic simulation of many Basic nodes.
+
+fn main() {}
