@@ -64,4 +64,4 @@ pub use op::{ControlOp, Cutoff, OpBody, OpError, OpId, Payload, Rights, Rotation
 pub use state::{App, AuthError, AuthState, Device, End, EpochKey, Grant, Scope, Seal};
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;

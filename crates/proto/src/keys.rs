@@ -30,6 +30,10 @@ pub enum SigningContext {
     Commit,
     /// A control-log operation (grants, devices, revocations).
     Control,
+    /// A sync session's membership proof (`protocol-spec/sync.md` §3).
+    SyncProof,
+    /// A sync peer's statement of the heads it holds (`protocol-spec/sync.md` §5).
+    SyncHeads,
 }
 
 impl SigningContext {
@@ -38,6 +42,8 @@ impl SigningContext {
         match self {
             SigningContext::Commit => "basic/v0/commit",
             SigningContext::Control => "basic/v0/control",
+            SigningContext::SyncProof => "basic/v0/sync-proof",
+            SigningContext::SyncHeads => "basic/v0/sync-heads",
         }
     }
 

@@ -58,6 +58,7 @@ pub mod json;
 pub mod keys;
 pub mod merge;
 pub mod seal;
+pub mod sync;
 pub mod value;
 
 pub use aead::ScopeKey;

@@ -1,0 +1,574 @@
+//! The asking end of a sync session with one peer
+//! (`protocol-spec/sync.md` §3–§6).
+//!
+//! A [`Requester`] pulls what this replica lacks from one peer and pushes
+//! new local changes to it. It has at most one request outstanding. Drive
+//! it like this, with `now` in milliseconds:
+//!
+//! 1. after any input, call [`Requester::poll_request`] and send the frame
+//!    it returns, if any;
+//! 2. feed the answer to [`Requester::handle_response`], or report a lost
+//!    exchange (timeout, closed stream) with [`Requester::handle_failure`];
+//! 3. drain [`Requester::poll_event`]; when [`Requester::is_closed`], drop
+//!    the connection;
+//! 4. when nothing is outstanding, wake up at [`Requester::poll_timeout`]
+//!    and call `poll_request` again.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::message::{ErrorCode, MAX_BATCH_BYTES, MAX_FRAME_BYTES, MAX_PARTS, Message, Part};
+use super::proof::{Side, Transcript, heads_message};
+use super::responder::{MAX_PRELUDE_OPS, Violation, find};
+use super::store::{StoreFailure, SyncStore, entitled_view};
+use super::summary::{Entry, View, digest};
+use crate::control::OpId;
+use crate::keys::{DatabaseId, KeyCache, PublicKey, SecretKey, SigningContext};
+use crate::value::Name;
+
+/// Summaries with at most this many authors carry their entries (one
+/// round trip); larger ones send the digest first.
+pub const INLINE_ENTRIES: usize = 64;
+/// Bytes of live pushes queued for one peer; beyond, pushes are dropped and
+/// left to the next summary.
+pub const MAX_PUSH_QUEUE_BYTES: usize = 4 * MAX_BATCH_BYTES;
+/// Reconciliation ranges queued at once.
+pub const MAX_RANGE_QUEUE: usize = 4096;
+/// Replies that say `more` but bring nothing new before the peer is cut off.
+pub const MAX_FRUITLESS_REPLIES: u32 = 3;
+/// Control exchanges per round before giving up on the peer's heads.
+pub const MAX_CONTROL_EXCHANGES: u32 = 64;
+/// First retry delay after a failed exchange; doubles up to the resync interval.
+pub const RETRY_MS: u64 = 1_000;
+
+/// How a requester behaves.
+#[derive(Debug, Clone)]
+pub struct RequesterConfig {
+    /// This node's principal.
+    pub key: SecretKey,
+    /// The database.
+    pub database: DatabaseId,
+    /// Our transport identity (libp2p peer id bytes).
+    pub local_transport: Vec<u8>,
+    /// The peer's transport identity.
+    pub peer_transport: Vec<u8>,
+    /// The scopes to replicate: [`View::All`] for devices and pinning peers.
+    pub view: View,
+    /// Time between summaries once in sync.
+    pub resync_ms: u64,
+    /// The 32-byte nonce for the handshake (fresh randomness).
+    pub nonce: [u8; 32],
+}
+
+/// What happened in a session, for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The peer proved it is this member.
+    Authenticated {
+        /// Its principal key.
+        peer: PublicKey,
+    },
+    /// A round ended: this replica holds everything the peer showed in the view.
+    Synced {
+        /// Commits and operations stored in the round.
+        received: u64,
+        /// Exchanges the round took.
+        round_trips: u32,
+    },
+    /// The peer showed less of an author's log than it showed before: it
+    /// withholds or rolled back. `evidence` is its signed reply.
+    RolledBack {
+        /// The author.
+        author: PublicKey,
+        /// Highest seq and count shown before.
+        before: (u64, u64),
+        /// What it shows now.
+        now: (u64, u64),
+        /// The reply frame, signed by the peer.
+        evidence: Vec<u8>,
+    },
+    /// The session is over.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+enum Sent {
+    Hello { nonce: [u8; 32] },
+    Auth { prelude: bool },
+    ControlWant,
+    Summary { ours: Vec<Entry>, inline: bool },
+    Ranges { author: PublicKey },
+    Push,
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    control: bool,
+    summary: bool,
+    inline: bool,
+    ranges: VecDeque<(PublicKey, u64, u64)>,
+    control_exchanges: u32,
+    fruitless: u32,
+    received: u64,
+    round_trips: u32,
+}
+
+/// Encoded control operations and commits, pushed together.
+type Batch = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The asking end of a session with one peer.
+#[derive(Debug)]
+pub struct Requester {
+    config: RequesterConfig,
+    keys: KeyCache,
+    transcript: Option<Transcript>,
+    auth: Option<(Message, bool)>,
+    peer: Option<PublicKey>,
+    outstanding: Option<Sent>,
+    round: Option<Round>,
+    next_round_at: u64,
+    retry_ms: u64,
+    pushes: VecDeque<Batch>,
+    push_bytes: usize,
+    shown: BTreeMap<PublicKey, (u64, u64)>,
+    reconciled: BTreeMap<PublicKey, Entry>,
+    events: VecDeque<Event>,
+    closed: bool,
+}
+
+impl Requester {
+    /// A requester that starts its handshake at the first poll. `shown` is
+    /// what this peer showed in earlier sessions (see [`Requester::shown`]).
+    pub fn new(config: RequesterConfig, shown: BTreeMap<PublicKey, (u64, u64)>) -> Self {
+        Self {
+            config,
+            keys: KeyCache::default(),
+            transcript: None,
+            auth: None,
+            peer: None,
+            outstanding: None,
+            round: None,
+            next_round_at: 0,
+            retry_ms: RETRY_MS,
+            pushes: VecDeque::new(),
+            push_bytes: 0,
+            shown,
+            reconciled: BTreeMap::new(),
+            events: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// The peer's principal, once it proved membership.
+    pub fn peer(&self) -> Option<PublicKey> {
+        self.peer
+    }
+
+    /// The highest seq and count the peer has shown for each author.
+    pub fn shown(&self) -> &BTreeMap<PublicKey, (u64, u64)> {
+        &self.shown
+    }
+
+    /// Whether the session is over (drop the connection).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the last round completed and no request is outstanding.
+    pub fn is_idle(&self) -> bool {
+        self.peer.is_some() && self.round.is_none() && self.outstanding.is_none()
+    }
+
+    /// Starts a round at the next poll instead of waiting for the interval.
+    pub fn resync_now(&mut self) {
+        self.next_round_at = 0;
+    }
+
+    /// Queues new commits and operations for a live push. Dropped (and left
+    /// to the next summary) when the queue is full or before the peer proved
+    /// membership; commits outside the peer's view are never pushed.
+    /// `commits` are `(scope, encoded commit)`.
+    pub fn push(
+        &mut self,
+        store: &impl SyncStore,
+        ops: Vec<Vec<u8>>,
+        commits: Vec<(Name, Vec<u8>)>,
+    ) {
+        let Some(peer) = self.peer else { return };
+        let Some(view) = entitled_view(&store.auth(), &peer) else { return };
+        let commits: Vec<Vec<u8>> =
+            commits.into_iter().filter(|(scope, _)| view.contains(scope)).map(|(_, c)| c).collect();
+        let bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
+        if bytes == 0 || self.push_bytes + bytes > MAX_PUSH_QUEUE_BYTES {
+            return;
+        }
+        self.push_bytes += bytes;
+        self.pushes.push_back((ops, commits));
+    }
+
+    /// When to call [`Requester::poll_request`] next, if nothing else happens.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.closed || self.outstanding.is_some() {
+            return None;
+        }
+        Some(self.next_round_at)
+    }
+
+    /// The next request to send, if any.
+    pub fn poll_request(
+        &mut self,
+        store: &mut impl SyncStore,
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreFailure> {
+        if self.closed || self.outstanding.is_some() {
+            return Ok(None);
+        }
+        if self.peer.is_none() {
+            if let Some((frame, prelude)) = self.auth.take() {
+                return Ok(Some(self.send(frame, Sent::Auth { prelude })));
+            }
+            if self.transcript.is_some() || now < self.next_round_at {
+                return Ok(None);
+            }
+            let nonce = self.config.nonce;
+            let frame = Message::Hello {
+                database: self.config.database,
+                key: self.config.key.public(),
+                nonce,
+            };
+            return Ok(Some(self.send(frame, Sent::Hello { nonce })));
+        }
+        if let Some((ops, commits)) = self.pushes.pop_front() {
+            self.push_bytes -= ops.iter().chain(&commits).map(Vec::len).sum::<usize>();
+            return Ok(Some(self.send(Message::Push { ops, commits }, Sent::Push)));
+        }
+        if self.round.is_none() {
+            if now < self.next_round_at {
+                return Ok(None);
+            }
+            self.round = Some(Round::default());
+        }
+        let view = self.config.view.clone();
+        let Some(round) = self.round.as_mut() else { return Ok(None) };
+        round.round_trips += 1;
+        if round.control {
+            round.control = false;
+            let heads = store.control_heads()?;
+            return Ok(Some(self.send(Message::ControlWant { heads }, Sent::ControlWant)));
+        }
+        if !round.summary {
+            round.summary = true;
+            let ours = store.entries(&view)?;
+            let inline = round.inline || ours.len() <= INLINE_ENTRIES;
+            let frame = Message::Summary {
+                view,
+                digest: digest(&ours),
+                control: store.control_heads()?,
+                entries: inline.then(|| ours.clone()),
+            };
+            return Ok(Some(self.send(frame, Sent::Summary { ours, inline })));
+        }
+        if let Some((author, lo, hi)) = round.ranges.pop_front() {
+            let mut parts = Vec::with_capacity(MAX_PARTS);
+            let width = (hi - lo) / MAX_PARTS as u64 + 1;
+            let mut start = lo;
+            while start <= hi {
+                let end = start.saturating_add(width - 1).min(hi);
+                let held = store.fingerprint(&view, &author, start, end)?;
+                parts.push(Part { lo: start, hi: end, held });
+                start = end + 1;
+            }
+            let frame = Message::Ranges { view, author, parts };
+            return Ok(Some(self.send(frame, Sent::Ranges { author })));
+        }
+        // Nothing left: the round is over.
+        round.round_trips -= 1;
+        let (received, round_trips) = (round.received, round.round_trips);
+        self.round = None;
+        self.next_round_at = now.saturating_add(self.config.resync_ms);
+        self.retry_ms = RETRY_MS;
+        self.events.push_back(Event::Synced { received, round_trips });
+        Ok(None)
+    }
+
+    fn send(&mut self, message: Message, sent: Sent) -> Vec<u8> {
+        self.outstanding = Some(sent);
+        message.encode()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The outstanding request failed (timeout, stream closed): start again
+    /// from the handshake or the summary after a back-off.
+    pub fn handle_failure(&mut self, now: u64) {
+        match self.outstanding.take() {
+            Some(Sent::Push) | None => {}
+            Some(Sent::Hello { .. } | Sent::Auth { .. }) => {
+                self.transcript = None;
+                self.auth = None;
+                self.retry_later(now);
+            }
+            Some(_) => {
+                self.round = None;
+                self.retry_later(now);
+            }
+        }
+    }
+
+    fn retry_later(&mut self, now: u64) {
+        self.next_round_at = now.saturating_add(self.retry_ms);
+        self.retry_ms = (self.retry_ms * 2).min(self.config.resync_ms.max(RETRY_MS));
+    }
+
+    /// Takes the answer to the outstanding request.
+    pub fn handle_response(
+        &mut self,
+        store: &mut impl SyncStore,
+        frame: &[u8],
+        now: u64,
+    ) -> Result<(), StoreFailure> {
+        let Some(sent) = self.outstanding.take() else {
+            self.close("an answer with no request outstanding".into());
+            return Ok(());
+        };
+        let message = match Message::decode(frame, MAX_FRAME_BYTES, &self.keys) {
+            Ok(message) => message,
+            Err(error) => {
+                self.close(format!("malformed answer: {error}"));
+                return Ok(());
+            }
+        };
+        if let Err(violation) = self.take(store, sent, message, frame, now)? {
+            self.close(violation.to_string());
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, reason: String) {
+        self.closed = true;
+        self.round = None;
+        self.events.push_back(Event::Closed { reason });
+    }
+
+    fn take(
+        &mut self,
+        store: &mut impl SyncStore,
+        sent: Sent,
+        message: Message,
+        frame: &[u8],
+        now: u64,
+    ) -> Result<Result<(), Violation>, StoreFailure> {
+        let unexpected = |what: &str| Violation::new(ErrorCode::Unexpected, what.to_owned());
+        match (sent, message) {
+            (Sent::Auth { prelude: false }, Message::Error { code: ErrorCode::NotMember, .. }) => {
+                // The peer does not know us yet: send our control log, but
+                // only to a peer we know is a member.
+                let Some(transcript) = &self.transcript else {
+                    return Ok(Err(unexpected("not-member before challenge")));
+                };
+                if entitled_view(&store.auth(), &transcript.responder).is_none() {
+                    return Ok(Err(Violation::new(
+                        ErrorCode::NotMember,
+                        "neither side knows the other as a member",
+                    )));
+                }
+                let mut prelude = store.ops_since(&[])?;
+                prelude.truncate(MAX_PRELUDE_OPS);
+                let proof = transcript.prove(Side::Requester, &self.config.key);
+                self.auth = Some((Message::Auth { proof, prelude }, true));
+                Ok(Ok(()))
+            }
+            (_, Message::Error { code, message }) => {
+                Ok(Err(Violation::new(code, format!("peer ended the session: {message}"))))
+            }
+            (Sent::Hello { nonce }, Message::Challenge { key, nonce: theirs, proof }) => {
+                let transcript = Transcript {
+                    database: self.config.database,
+                    requester: self.config.key.public(),
+                    requester_nonce: nonce,
+                    requester_transport: self.config.local_transport.clone(),
+                    responder: key,
+                    responder_nonce: theirs,
+                    responder_transport: self.config.peer_transport.clone(),
+                };
+                if !transcript.verify(Side::Responder, &proof) {
+                    return Ok(Err(Violation::new(ErrorCode::BadProof, "peer's proof")));
+                }
+                let proof = transcript.prove(Side::Requester, &self.config.key);
+                self.transcript = Some(transcript);
+                self.auth = Some((Message::Auth { proof, prelude: Vec::new() }, false));
+                Ok(Ok(()))
+            }
+            (Sent::Auth { .. }, Message::Ready { heads }) => {
+                let Some(transcript) = &self.transcript else {
+                    return Ok(Err(unexpected("ready before challenge")));
+                };
+                let peer = transcript.responder;
+                self.peer = Some(peer);
+                self.next_round_at = now;
+                // The peer's membership is checked once we hold its
+                // operations: now, or after the control exchange.
+                let control = self.lacks_ops(store, &heads)?;
+                self.round = Some(Round { control, ..Round::default() });
+                if !control && entitled_view(&store.auth(), &peer).is_none() {
+                    return Ok(Err(Violation::new(ErrorCode::NotMember, "peer is not a member")));
+                }
+                self.events.push_back(Event::Authenticated { peer });
+                Ok(Ok(()))
+            }
+            (Sent::ControlWant, Message::Ops { ops, more }) => {
+                let stored = store.ingest_ops(&ops)?;
+                if stored.invalid > 0 {
+                    return Ok(Err(Violation::new(ErrorCode::BadData, "invalid control op")));
+                }
+                let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
+                round.received += stored.new;
+                round.control_exchanges += 1;
+                round.control =
+                    more && stored.new > 0 && round.control_exchanges < MAX_CONTROL_EXCHANGES;
+                let peer = self.peer;
+                if peer.is_some_and(|p| entitled_view(&store.auth(), &p).is_none()) {
+                    return Ok(Err(Violation::new(ErrorCode::NotMember, "peer is not a member")));
+                }
+                Ok(Ok(()))
+            }
+            (
+                Sent::Summary { ours: sent, inline },
+                Message::Reply { digest: their_digest, entries, commits, more, control, signature },
+            ) => {
+                let Some(peer) = self.peer else { return Ok(Err(unexpected("reply"))) };
+                let signed = heads_message(
+                    self.config.database,
+                    &self.config.key.public(),
+                    &their_digest,
+                    &entries,
+                );
+                if peer.verify(SigningContext::SyncHeads, &signed, &signature).is_err() {
+                    return Ok(Err(Violation::new(ErrorCode::BadProof, "reply signature")));
+                }
+                self.check_rollback(
+                    &entries,
+                    &sent,
+                    their_digest == digest(&sent) || inline,
+                    frame,
+                );
+                let stored = store.ingest_commits(&commits)?;
+                if stored.invalid > 0 {
+                    return Ok(Err(Violation::new(ErrorCode::BadData, "invalid commit")));
+                }
+                let lacks_ops = !control.is_empty() && self.lacks_ops(store, &control)?;
+                let view = self.config.view.clone();
+                let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
+                round.received += stored.new;
+                if lacks_ops && round.control_exchanges < MAX_CONTROL_EXCHANGES {
+                    // Operations first; then summarise again.
+                    round.control = true;
+                    round.summary = false;
+                    return Ok(Ok(()));
+                }
+                if more {
+                    if stored.new == 0 {
+                        round.fruitless += 1;
+                        if round.fruitless >= MAX_FRUITLESS_REPLIES {
+                            return Ok(Err(Violation::new(
+                                ErrorCode::Busy,
+                                "peer keeps offering commits that bring nothing",
+                            )));
+                        }
+                    }
+                    round.summary = false;
+                    return Ok(Ok(()));
+                }
+                if !inline && their_digest != digest(&sent) {
+                    // The digest differed and the peer listed its entries:
+                    // now send ours in full.
+                    round.inline = true;
+                    round.summary = false;
+                    return Ok(Ok(()));
+                }
+                let ours = store.entries(&view)?;
+                for theirs in &entries {
+                    if find(&ours, &theirs.author) == Some(*theirs)
+                        || self.reconciled.get(&theirs.author) == Some(theirs)
+                    {
+                        continue;
+                    }
+                    let held = store.fingerprint(&view, &theirs.author, 1, theirs.max)?;
+                    if held != theirs.held && round.ranges.len() < MAX_RANGE_QUEUE {
+                        round.ranges.push_back((theirs.author, 1, theirs.max));
+                        self.reconciled.insert(theirs.author, *theirs);
+                    }
+                }
+                Ok(Ok(()))
+            }
+            (Sent::Ranges { author }, Message::RangesReply { split, commits }) => {
+                let stored = store.ingest_commits(&commits)?;
+                if stored.invalid > 0 {
+                    return Ok(Err(Violation::new(ErrorCode::BadData, "invalid commit")));
+                }
+                let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
+                round.received += stored.new;
+                for (lo, hi) in split {
+                    if round.ranges.len() < MAX_RANGE_QUEUE {
+                        round.ranges.push_back((author, lo, hi));
+                    }
+                }
+                Ok(Ok(()))
+            }
+            (Sent::Push, Message::Ack { .. }) => Ok(Ok(())),
+            (_, message) => {
+                Ok(Err(unexpected(&format!("{} was not the expected answer", message.name()))))
+            }
+        }
+    }
+
+    /// Whether any of `heads` is not admitted here.
+    fn lacks_ops(&self, store: &impl SyncStore, heads: &[OpId]) -> Result<bool, StoreFailure> {
+        for head in heads {
+            if !store.has_op(head)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Records what the peer shows and reports any author it now shows
+    /// less of. Authors absent from `entries` are claimed equal to `ours`
+    /// when `complete` (the peer compared against our full list).
+    fn check_rollback(&mut self, entries: &[Entry], ours: &[Entry], complete: bool, frame: &[u8]) {
+        let mut claims: Vec<(PublicKey, (u64, u64))> =
+            entries.iter().map(|e| (e.author, (e.max, e.held.count))).collect();
+        if complete {
+            claims.extend(
+                ours.iter()
+                    .filter(|o| find(entries, &o.author).is_none())
+                    .map(|o| (o.author, (o.max, o.held.count))),
+            );
+            // An author shown before that the peer no longer lists and we
+            // do not hold at all: the peer claims to hold nothing of it.
+            claims.extend(
+                self.shown
+                    .keys()
+                    .filter(|a| find(entries, a).is_none() && find(ours, a).is_none())
+                    .map(|a| (*a, (0, 0))),
+            );
+        }
+        for (author, now) in claims {
+            let before = self.shown.get(&author).copied().unwrap_or((0, 0));
+            if now.0 < before.0 || now.1 < before.1 {
+                self.events.push_back(Event::RolledBack {
+                    author,
+                    before,
+                    now,
+                    evidence: frame.to_vec(),
+                });
+            }
+            self.shown.insert(author, (before.0.max(now.0), before.1.max(now.1)));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The answering end of a sync session with one peer
+//! (`protocol-spec/sync.md` §3–§6).
+//!
+//! [`Responder::handle`] takes one request frame and returns the response
+//! frame. It serves nothing before the peer has proved membership, serves
+//! only the peer's entitled view, bounds every response, and returns a
+//! [`Violation`] (answer with its frame, then disconnect) for anything the
+//! protocol forbids.
+
+use rand_core::CryptoRng;
+
+use super::message::{ErrorCode, MAX_BATCH_BYTES, MAX_PARTS, MAX_REQUEST_BYTES, Message, Part};
+use super::proof::{Side, Transcript, heads_message};
+use super::store::{StoreFailure, SyncStore, entitled_view};
+use super::summary::{Entry, View, digest};
+use crate::keys::{KeyCache, PublicKey, SecretKey, SigningContext};
+
+/// Most control operations a prelude may carry.
+pub const MAX_PRELUDE_OPS: usize = 1024;
+/// Ranges up to this long are answered with their commits, not split.
+pub const SEND_WHOLE_RANGE: u64 = 32;
+/// Reconciliation steps a peer may ask for per summary.
+pub const MAX_RANGES_PER_ROUND: u32 = 4096;
+
+/// Why a session was ended by this side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Violation {
+    /// The error code sent to the peer.
+    pub code: ErrorCode,
+    /// Detail, also sent.
+    pub message: String,
+}
+
+impl Violation {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        message.truncate(super::message::MAX_MESSAGE_LEN);
+        Self { code, message }
+    }
+
+    /// The frame that tells the peer.
+    pub fn frame(&self) -> Vec<u8> {
+        Message::Error { code: self.code, message: self.message.clone() }.encode()
+    }
+}
+
+/// What answering a request did.
+#[derive(Debug)]
+pub enum Answer {
+    /// Send this frame; the session goes on.
+    Reply(Vec<u8>),
+    /// Send this frame, then close the session: the peer broke the protocol.
+    Close(Vec<u8>, Violation),
+}
+
+// One stage per session: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Stage {
+    /// Waiting for `hello`.
+    Fresh,
+    /// `challenge` sent; waiting for `auth`.
+    Challenged { transcript: Transcript, prelude_offered: bool },
+    /// The peer proved membership.
+    Member { peer: PublicKey, view: View },
+}
+
+/// The answering end of a session with one peer.
+#[derive(Debug)]
+pub struct Responder {
+    key: SecretKey,
+    local_transport: Vec<u8>,
+    peer_transport: Vec<u8>,
+    stage: Stage,
+    keys: KeyCache,
+    ranges_this_round: u32,
+}
+
+impl Responder {
+    /// A responder for the peer known to the transport as `peer_transport`;
+    /// `key` is this node's principal.
+    pub fn new(key: SecretKey, local_transport: Vec<u8>, peer_transport: Vec<u8>) -> Self {
+        Self {
+            key,
+            local_transport,
+            peer_transport,
+            stage: Stage::Fresh,
+            keys: KeyCache::default(),
+            ranges_this_round: 0,
+        }
+    }
+
+    /// The peer's principal, once it has proved membership.
+    pub fn peer(&self) -> Option<PublicKey> {
+        match &self.stage {
+            Stage::Member { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    /// Answers one request frame. A store failure is returned as an error:
+    /// the session ends without blaming the peer.
+    pub fn handle(
+        &mut self,
+        store: &mut impl SyncStore,
+        frame: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Answer, StoreFailure> {
+        match self.answer(store, frame, rng) {
+            Ok(message) => Ok(Answer::Reply(message.encode())),
+            Err(Failure::Store(failure)) => Err(failure),
+            Err(Failure::Peer(violation)) => {
+                self.stage = Stage::Fresh;
+                Ok(Answer::Close(violation.frame(), violation))
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        store: &mut impl SyncStore,
+        frame: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Message, Failure> {
+        let request = Message::decode(frame, MAX_REQUEST_BYTES, &self.keys)
+            .map_err(|e| Violation::new(ErrorCode::Malformed, e.to_string()))?;
+        match (request, &mut self.stage) {
+            (Message::Hello { database, key, nonce }, _) => {
+                if database != store.database() {
+                    return Err(Violation::new(ErrorCode::Incompatible, "another database").into());
+                }
+                let mut responder_nonce = [0; 32];
+                rng.fill_bytes(&mut responder_nonce);
+                let transcript = Transcript {
+                    database,
+                    requester: key,
+                    requester_nonce: nonce,
+                    requester_transport: self.peer_transport.clone(),
+                    responder: self.key.public(),
+                    responder_nonce,
+                    responder_transport: self.local_transport.clone(),
+                };
+                let proof = transcript.prove(Side::Responder, &self.key);
+                self.stage = Stage::Challenged { transcript, prelude_offered: false };
+                Ok(Message::Challenge { key: self.key.public(), nonce: responder_nonce, proof })
+            }
+            (
+                Message::Auth { proof, prelude },
+                Stage::Challenged { transcript, prelude_offered },
+            ) => {
+                if !transcript.verify(Side::Requester, &proof) {
+                    return Err(Violation::new(ErrorCode::BadProof, "membership proof").into());
+                }
+                if !prelude.is_empty() {
+                    if *prelude_offered || prelude.len() > MAX_PRELUDE_OPS {
+                        return Err(Violation::new(ErrorCode::Unexpected, "prelude").into());
+                    }
+                    *prelude_offered = true;
+                    let stored = store.ingest_ops(&prelude)?;
+                    if stored.invalid > 0 {
+                        return Err(Violation::new(ErrorCode::BadData, "invalid prelude op").into());
+                    }
+                }
+                let peer = transcript.requester;
+                match entitled_view(&store.auth(), &peer) {
+                    Some(view) => {
+                        self.stage = Stage::Member { peer, view };
+                        Ok(Message::Ready { heads: store.control_heads()? })
+                    }
+                    // Not a member here (yet): the peer may retry once with
+                    // its control log as a prelude.
+                    None if !*prelude_offered => Ok(Message::Error {
+                        code: ErrorCode::NotMember,
+                        message: "unknown here: send your control log".into(),
+                    }),
+                    None => Err(Violation::new(ErrorCode::NotMember, "not a member").into()),
+                }
+            }
+            (request, Stage::Member { peer, view }) => {
+                let (peer, view) = (*peer, view.clone());
+                self.serve(store, request, peer, &view)
+            }
+            (request, _) => Err(Violation::new(
+                ErrorCode::Unexpected,
+                format!("{} before the membership proof", request.name()),
+            )
+            .into()),
+        }
+    }
+
+    fn serve(
+        &mut self,
+        store: &mut impl SyncStore,
+        request: Message,
+        peer: PublicKey,
+        entitled: &View,
+    ) -> Result<Message, Failure> {
+        match request {
+            Message::ControlWant { heads } => {
+                let mut ops = Vec::new();
+                let mut bytes = 0;
+                let mut more = false;
+                for op in store.ops_since(&heads)? {
+                    if bytes >= MAX_BATCH_BYTES {
+                        more = true;
+                        break;
+                    }
+                    bytes += op.len();
+                    ops.push(op);
+                }
+                Ok(Message::Ops { ops, more })
+            }
+            Message::Summary { view, digest: theirs, entries, control } => {
+                self.ranges_this_round = 0;
+                let view = view.intersect(entitled);
+                let ours = store.entries(&view)?;
+                let our_digest = digest(&ours);
+                let (shown, commits, more) = if our_digest == theirs {
+                    (Vec::new(), Vec::new(), false)
+                } else {
+                    match entries {
+                        None => (ours, Vec::new(), false),
+                        Some(theirs) => {
+                            let shown = differing(&ours, &theirs);
+                            let (commits, more) = tails(store, &view, &shown, &theirs)?;
+                            (shown, commits, more)
+                        }
+                    }
+                };
+                let heads = store.control_heads()?;
+                let control = if heads == control { Vec::new() } else { heads };
+                let signature = self.key.sign(
+                    SigningContext::SyncHeads,
+                    &heads_message(store.database(), &peer, &our_digest, &shown),
+                );
+                Ok(Message::Reply {
+                    digest: our_digest,
+                    entries: shown,
+                    commits,
+                    more,
+                    control,
+                    signature,
+                })
+            }
+            Message::Ranges { view, author, parts } => {
+                self.ranges_this_round += 1;
+                if self.ranges_this_round > MAX_RANGES_PER_ROUND {
+                    return Err(
+                        Violation::new(ErrorCode::Busy, "too many ranges this round").into()
+                    );
+                }
+                let view = view.intersect(entitled);
+                let mut split = Vec::new();
+                let mut commits = Vec::new();
+                let mut budget = MAX_BATCH_BYTES;
+                for Part { lo, hi, held } in parts {
+                    if store.fingerprint(&view, &author, lo, hi)? == held {
+                        continue;
+                    }
+                    if hi - lo < SEND_WHOLE_RANGE && budget > 0 {
+                        let before: usize = commits.iter().map(Vec::len).sum();
+                        store.commits(&view, &author, lo, hi, budget, &mut commits)?;
+                        let after: usize = commits.iter().map(Vec::len).sum();
+                        budget = budget.saturating_sub(after - before);
+                    } else if split.len() < MAX_PARTS {
+                        split.push((lo, hi));
+                    }
+                }
+                Ok(Message::RangesReply { split, commits })
+            }
+            Message::Push { ops, commits } => {
+                let mut stored = store.ingest_ops(&ops)?;
+                stored.add(store.ingest_commits(&commits)?);
+                if stored.invalid > 0 {
+                    return Err(Violation::new(ErrorCode::BadData, "invalid commit or op").into());
+                }
+                Ok(Message::Ack { stored: stored.new })
+            }
+            request => Err(Violation::new(
+                ErrorCode::Unexpected,
+                format!("{} is not a request here", request.name()),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Our entries that the requester's list does not match.
+fn differing(ours: &[Entry], theirs: &[Entry]) -> Vec<Entry> {
+    ours.iter().filter(|e| find(theirs, &e.author) != Some(**e)).copied().collect()
+}
+
+/// The entry of `author` in a list sorted by author.
+pub(crate) fn find(entries: &[Entry], author: &PublicKey) -> Option<Entry> {
+    entries
+        .binary_search_by(|e| e.author.as_bytes().cmp(author.as_bytes()))
+        .ok()
+        .map(|i| entries[i])
+}
+
+/// The commits above what the requester holds of each differing author,
+/// at most one batch.
+fn tails(
+    store: &impl SyncStore,
+    view: &View,
+    shown: &[Entry],
+    theirs: &[Entry],
+) -> Result<(Vec<Vec<u8>>, bool), StoreFailure> {
+    let mut commits = Vec::new();
+    let mut sent = 0usize;
+    for entry in shown {
+        let from = find(theirs, &entry.author).map_or(1, |t| t.max.saturating_add(1));
+        if from > entry.max {
+            continue;
+        }
+        if sent >= MAX_BATCH_BYTES {
+            return Ok((commits, true));
+        }
+        let start = commits.len();
+        let whole = store.commits(
+            view,
+            &entry.author,
+            from,
+            entry.max,
+            MAX_BATCH_BYTES - sent,
+            &mut commits,
+        )?;
+        sent += commits[start..].iter().map(Vec::len).sum::<usize>();
+        if !whole {
+            return Ok((commits, true));
+        }
+    }
+    Ok((commits, false))
+}
+
+enum Failure {
+    Store(StoreFailure),
+    Peer(Violation),
+}
+
+impl From<StoreFailure> for Failure {
+    fn from(failure: StoreFailure) -> Self {
+        Failure::Store(failure)
+    }
+}
+
+impl From<Violation> for Failure {
+    fn from(violation: Violation) -> Self {
+        Failure::Peer(violation)
+    }
+}
