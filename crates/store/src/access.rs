@@ -39,6 +39,11 @@ impl Access {
         &self.state
     }
 
+    /// The control log.
+    pub(crate) fn log(&self) -> &ControlLog {
+        &self.log
+    }
+
     /// The scope keys this device can open.
     pub(crate) fn keys(&self) -> &ScopeKeys {
         &self.keys

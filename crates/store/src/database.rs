@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{
-    AuthError, AuthState, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, seal_label,
+    AuthError, AuthState, ControlLog, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation,
+    seal_label,
 };
 use basic_proto::hlc::check_not_ahead;
 use basic_proto::{
@@ -211,6 +212,7 @@ struct Shared<S> {
     catalog: RwLock<Catalog>,
     keys: RwLock<ScopeKeys>,
     auth: RwLock<Arc<AuthState>>,
+    control: RwLock<Arc<ControlLog>>,
     readers: Mutex<Vec<Connection>>,
     database: DatabaseId,
     device: PublicKey,
@@ -291,6 +293,7 @@ impl<S: Store> Database<S> {
     /// Opens the database kept in `store`, with its SQLite view at `view_path`.
     pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
         let replica = Replica::new(store);
+        replica.ensure_summaries()?;
         let (database, device, _) = load_identity(&replica)?;
         let log = load_author(&replica, device.clone(), database)?;
         let access = Access::load(&replica, database, &device)?;
@@ -313,6 +316,7 @@ impl<S: Store> Database<S> {
             catalog: RwLock::new(catalog.clone()),
             keys: RwLock::new(access.keys().clone()),
             auth: RwLock::new(Arc::clone(access.state())),
+            control: RwLock::new(Arc::new(access.log().clone())),
             readers: Mutex::new(Vec::new()),
             database,
             device: device.public(),
@@ -341,6 +345,12 @@ impl<S: Store> Database<S> {
             .spawn(move || writer.run(conn, queue))
             .map_err(|error| DbError::Io { path: view_path.to_owned(), error })?;
         Ok(Self { shared, jobs: Some(jobs), writer: Some(handle), live, lock: None })
+    }
+
+    /// This replica's principal key: the device's (or the pinning peer's)
+    /// secret, which proves membership to sync peers.
+    pub fn member_key(&self) -> Result<SecretKey, DbError> {
+        Ok(load_identity(&self.shared.replica)?.1)
     }
 
     /// This database's id.
@@ -447,10 +457,14 @@ impl<S: Store> Database<S> {
         read(&self.shared.auth)
     }
 
+    /// The control log.
+    pub fn control_log(&self) -> Arc<ControlLog> {
+        read(&self.shared.control)
+    }
+
     /// Every admitted control operation, encoded, in canonical order.
     pub fn control_ops(&self) -> Result<Vec<Vec<u8>>, DbError> {
-        let log = self.shared.replica.control_log(self.shared.database)?;
-        Ok(log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect())
+        Ok(self.control_log().ordered().iter().map(|op| op.as_bytes().to_vec()).collect())
     }
 
     /// Admits control operations received from peers, then brings the
@@ -948,6 +962,7 @@ impl<S: Store> Writer<S> {
                     publish(&shared.catalog, self.catalog.clone());
                     publish(&shared.keys, self.access.keys().clone());
                     publish(&shared.auth, Arc::clone(self.access.state()));
+                    publish(&shared.control, Arc::new(self.access.log().clone()));
                     lock(&shared.statements).clear();
                 }
                 replies.into_iter().for_each(Reply::send);

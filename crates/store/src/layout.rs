@@ -53,6 +53,8 @@ pub const ROW: u8 = b'r';
 pub const TOUCH: u8 = b't';
 /// Metadata.
 pub const META: u8 = b'm';
+/// What each author's log holds in each scope, for sync.
+pub const SUMMARY: u8 = b'y';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -92,6 +94,19 @@ pub fn id_suffix(key: &[u8]) -> Option<CommitId> {
     let mut id = [0; 32];
     id.copy_from_slice(&key[start..]);
     Some(CommitId(id))
+}
+
+/// `y` · author · scope: the sync summary of one author in one scope.
+pub fn summary(author: &PublicKey, scope: &Name) -> Vec<u8> {
+    key(SUMMARY, &[author.as_bytes(), &name_bytes(scope)])
+}
+
+/// The author and scope of a summary key.
+pub fn parse_summary(key: &[u8]) -> Option<(PublicKey, Name)> {
+    let author: [u8; 32] = key.get(1..33)?.try_into().ok()?;
+    let len = usize::from(*key.get(33)?);
+    let name = std::str::from_utf8(key.get(34..34 + len)?).ok()?;
+    Some((PublicKey::from_bytes(author).ok()?, Name::new(name).ok()?))
 }
 
 /// `h` · author.

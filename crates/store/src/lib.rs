@@ -49,6 +49,7 @@ pub mod rows;
 pub mod schema;
 pub mod scope_keys;
 pub mod sql;
+pub mod sync;
 #[cfg(test)]
 mod test_edits;
 pub mod view;
@@ -62,8 +63,9 @@ pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
 pub use pairing::{Invite, JoinRequest, PairingError};
 pub use query::Rows;
-pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, Txn};
+pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, ScopeSummary, Txn};
 pub use schema::{
     AddedColumn, Catalog, ColumnSpec, Format, IndexDef, Migration, Refusal, Schema, SchemaError,
     TableDef,
 };
+pub use sync::SyncReplica;

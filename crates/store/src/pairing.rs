@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use basic_proto::codec::{self, Fields};
-use basic_proto::control::{ControlLog, ControlOp, Inserted};
+use basic_proto::control::{AuthState, ControlLog, ControlOp, Inserted};
 use basic_proto::{DatabaseId, KeyCache, Party, PublicKey, SecretKey};
 use ciborium::Value as Cbor;
 use data_encoding::BASE32_NOPAD;
@@ -23,7 +23,7 @@ use crate::database::{
 };
 use crate::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
 use crate::layout;
-use crate::replica::Replica;
+use crate::replica::{Replica, Txn};
 
 /// What every invite starts with.
 pub const INVITE_PREFIX: &str = "basic-invite-";
@@ -221,30 +221,70 @@ impl Database<SledStore> {
         let (database, device) = database::read_joining(&replica)?.ok_or_else(|| {
             DbError::Control(format!("{} is not joining a database", dir.display()))
         })?;
-        let authors = KeyCache::default();
-        let mut log = ControlLog::new(database);
         let mut txn = replica.begin();
-        for bytes in ops {
-            let op = ControlOp::decode_with(bytes, &authors)
-                .map_err(|e| DbError::Control(e.to_string()))?;
-            if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
-                for id in ids {
-                    if let Some(op) = log.get(&id) {
-                        txn.insert_op(op);
-                    }
-                }
-            }
-        }
-        if !log.state().is_device(&device.public()) {
-            return Err(DbError::Control(
-                "these operations do not add this device yet: accept the join on the inviting device first".into(),
-            ));
-        }
-        write_identity(&mut txn, database, &device, None);
+        admit_as_member(&mut txn, database, &device, ops, |state, key| state.is_device(key))?;
         database::clear_joining(&mut txn);
         txn.apply()?;
         replica.store().flush()?;
         drop((replica, lock));
         Database::open(dir)
+    }
+}
+
+/// Stores `ops` (those the log admits) and `member`'s identity in `txn`,
+/// if the operations make `member` what `is_member` asks for.
+pub(crate) fn admit_as_member<S: Store>(
+    txn: &mut Txn<'_, S>,
+    database: DatabaseId,
+    member: &SecretKey,
+    ops: &[Vec<u8>],
+    is_member: impl Fn(&AuthState, &PublicKey) -> bool,
+) -> Result<(), DbError> {
+    let authors = KeyCache::default();
+    let mut log = ControlLog::new(database);
+    for bytes in ops {
+        let op =
+            ControlOp::decode_with(bytes, &authors).map_err(|e| DbError::Control(e.to_string()))?;
+        if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
+            for id in ids {
+                if let Some(op) = log.get(&id) {
+                    txn.insert_op(op);
+                }
+            }
+        }
+    }
+    if !is_member(&log.state(), &member.public()) {
+        return Err(DbError::Control(
+            "these operations do not add this device yet: accept the join on the inviting device first"
+                .into(),
+        ));
+    }
+    write_identity(txn, database, member, None);
+    Ok(())
+}
+
+impl<S: Store> Database<S> {
+    /// Opens `store` (empty) as a replica of the database `database`, held by
+    /// `member`: a device or a pinning peer that the control operations
+    /// `ops` add. A pinning peer's replica stores ciphertext only: no seal
+    /// is addressed to it, so it holds no key.
+    pub fn replicate_with_store(
+        store: S,
+        view_path: &Path,
+        database: DatabaseId,
+        member: &SecretKey,
+        ops: &[Vec<u8>],
+    ) -> Result<Self, DbError> {
+        let replica = Replica::new(store);
+        if read_identity(&replica)?.is_some() {
+            return Err(DbError::Control("this store already holds a database".into()));
+        }
+        let mut txn = replica.begin();
+        admit_as_member(&mut txn, database, member, ops, |state, key| {
+            state.is_device(key) || state.is_pinner(key)
+        })?;
+        txn.apply()?;
+        replica.store().flush()?;
+        Database::with_store(replica.into_store(), view_path)
     }
 }

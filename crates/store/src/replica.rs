@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp};
+use basic_proto::sync::Fingerprint;
 use basic_proto::{
     Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, Hlc, KeyCache, Name,
     PublicKey, RowKey, RowState, ScopeKey, Stamp,
@@ -111,6 +112,50 @@ impl Head {
     }
 }
 
+/// What one author's log holds in one scope: the highest seq and the
+/// fingerprint of every commit (the sync summary, `protocol-spec/sync.md` §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScopeSummary {
+    /// Highest seq held in the scope.
+    pub max: u64,
+    /// Every commit held in the scope.
+    pub held: Fingerprint,
+}
+
+impl ScopeSummary {
+    /// Counts one more commit.
+    pub fn add(&mut self, seq: u64, id: &CommitId) {
+        self.max = self.max.max(seq);
+        self.held.add(id);
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(&self.max.to_be_bytes());
+        out.extend_from_slice(&self.held.count.to_be_bytes());
+        out.extend_from_slice(&self.held.sum.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt { what: "sync summary", reason: "bad length".into() };
+        let field = |range: std::ops::Range<usize>| bytes.get(range).ok_or_else(corrupt);
+        let u64_at = |range| -> Result<u64, StoreError> {
+            Ok(u64::from_be_bytes(field(range)?.try_into().map_err(|_| corrupt())?))
+        };
+        if bytes.len() != 32 {
+            return Err(corrupt());
+        }
+        Ok(Self {
+            max: u64_at(0..8)?,
+            held: Fingerprint {
+                count: u64_at(8..16)?,
+                sum: u128::from_le_bytes(field(16..32)?.try_into().map_err(|_| corrupt())?),
+            },
+        })
+    }
+}
+
 /// A row whose state a transaction changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
@@ -137,6 +182,11 @@ impl<S: Store> Replica<S> {
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Gives the underlying store back.
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// Starts staging changes.
@@ -208,6 +258,82 @@ impl<S: Store> Replica<S> {
             }
         }
         Ok(log)
+    }
+
+    /// The sync summary of every author in every scope.
+    pub fn summaries(
+        &self,
+    ) -> impl Iterator<Item = Result<(PublicKey, Name, ScopeSummary), StoreError>> + '_ {
+        scan_prefix(&self.store, &[layout::SUMMARY]).map(|entry| {
+            let (key, value) = entry?;
+            let (author, scope) = layout::parse_summary(&key).ok_or(StoreError::Corrupt {
+                what: "sync summary key",
+                reason: "unparsable".into(),
+            })?;
+            Ok((author, scope, ScopeSummary::decode(&value)?))
+        })
+    }
+
+    /// Writes the sync summaries from the stored logs if this replica was
+    /// created before they existed.
+    pub fn ensure_summaries(&self) -> Result<(), StoreError> {
+        const DONE: &str = "sync-summaries";
+        if self.store.get(&layout::meta(DONE))?.is_some() {
+            return Ok(());
+        }
+        let mut summaries: BTreeMap<(PublicKey, Name), ScopeSummary> = BTreeMap::new();
+        for commit in self.commits() {
+            let commit = commit?;
+            let header = commit.header();
+            summaries
+                .entry((header.author, header.scope.clone()))
+                .or_default()
+                .add(header.seq, &commit.id());
+        }
+        let mut batch = Batch::default();
+        for ((author, scope), summary) in summaries {
+            batch.put(layout::summary(&author, &scope), summary.encode());
+        }
+        batch.put(layout::meta(DONE), Vec::new());
+        self.store.apply(batch)?;
+        self.store.flush()
+    }
+
+    /// The ids at positions `lo..=hi` of `author`'s log, in order.
+    pub fn log_range(
+        &self,
+        author: &PublicKey,
+        lo: u64,
+        hi: u64,
+    ) -> impl Iterator<Item = Result<(u64, CommitId), StoreError>> + '_ {
+        let corrupt = || StoreError::Corrupt { what: "log entry", reason: "bad length".into() };
+        self.store
+            .scan(&layout::log_author(author), &layout::log_position(author, lo))
+            .map(move |entry| {
+                let (key, ids) = entry?;
+                let seq: [u8; 8] =
+                    key.get(33..41).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+                if ids.is_empty() || ids.len() % 32 != 0 {
+                    return Err(corrupt());
+                }
+                let seq = u64::from_be_bytes(seq);
+                Ok(ids
+                    .chunks_exact(32)
+                    .filter_map(|id| id.try_into().ok().map(|id| (seq, CommitId(id))))
+                    .collect::<Vec<_>>())
+            })
+            .take_while(move |entry| {
+                entry.as_ref().map_or(true, |ids| ids.first().is_none_or(|(seq, _)| *seq <= hi))
+            })
+            .flat_map(|entry| match entry {
+                Ok(ids) => ids.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(error) => vec![Err(error)],
+            })
+    }
+
+    /// The stored bytes of a commit, as received.
+    pub fn commit_bytes(&self, id: &CommitId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(&layout::commit(id))
     }
 
     /// Every detected fork: author and position.
@@ -373,6 +499,14 @@ impl<S: Store> Txn<'_, S> {
         ids.extend_from_slice(&id.0);
         self.batch.put(position, ids);
         self.advance_head(&header.author, header.seq)?;
+        let summary_key = layout::summary(&header.author, &header.scope);
+        let mut summary = self
+            .get(&summary_key)?
+            .map(|b| ScopeSummary::decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        summary.add(header.seq, &id);
+        self.batch.put(summary_key, summary.encode());
         let outcome = match content {
             Some(Ok(changes)) => {
                 self.merge(id, header, &changes)?;

@@ -1,0 +1,658 @@
+//! The swarm task: owns the libp2p `Swarm`, executes [`Command`]s from the
+//! [`crate::Net`] handles and turns swarm events into [`Event`]s.
+//!
+//! One `select!` loop drives five sources: commands, swarm events, answers
+//! to inbound requests, the event outbox and a one-second housekeeping tick
+//! (ban expiry, redials).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, mdns, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::error::{NetError, RequestError};
+use crate::rate::{RateLimiter, Verdict};
+use crate::redial::{Redialer, peer_of};
+use crate::{Acceptance, Config, Event, Limits, PeerInfo, Responder, Stats};
+
+/// Most addresses dialled for one peer discovered by mDNS.
+const MAX_MDNS_ADDRESSES: usize = 8;
+/// Period of the housekeeping tick.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A request from a [`crate::Net`] handle to the swarm task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Request { peer: PeerId, frame: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, RequestError>> },
+    Publish { frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
+    Validate { message: gossipsub::MessageId, source: PeerId, accept: Acceptance },
+    Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
+    Disconnect { peer: PeerId },
+    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    ListenAddresses { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Stats { reply: oneshot::Sender<Stats> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// An inbound request whose answer (or its absence) is known.
+struct Answered {
+    peer: PeerId,
+    channel: ResponseChannel<Vec<u8>>,
+    response: Option<Vec<u8>>,
+}
+
+/// What we know of a connected peer.
+#[derive(Debug)]
+struct PeerState {
+    connections: HashMap<ConnectionId, Multiaddr>,
+    since: Instant,
+    requests_in: u64,
+    requests_refused: u64,
+    requests_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// The swarm task.
+pub(crate) struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// Events waiting for room in `events`; bounded by `limits.event_capacity`.
+    outbox: VecDeque<Event>,
+    events_closed: bool,
+    limits: Limits,
+    topic: TopicHash,
+    rate: RateLimiter,
+    redial: Redialer,
+    /// Dials started for a redial target, by connection.
+    dialing: HashMap<ConnectionId, usize>,
+    bans: HashMap<PeerId, Instant>,
+    peers: HashMap<PeerId, PeerState>,
+    outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    answers: FuturesUnordered<BoxFuture<'static, Answered>>,
+    stats: Stats,
+    /// Written by the codec, read into `stats` on demand.
+    oversized: Arc<AtomicU64>,
+}
+
+impl Driver {
+    /// Builds the swarm and starts listening.
+    pub(crate) fn new(
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Self, NetError> {
+        let idle = config.limits.idle_timeout;
+        let oversized = Arc::new(AtomicU64::new(0));
+        let codec_counter = oversized.clone();
+        let mut swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetError::Build(e.into()))?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NetError::Build(e.into()))?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, relay_client, &config, codec_counter)
+            })
+            .map_err(|e| NetError::Build(e.into()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+
+        for address in &config.listen {
+            swarm
+                .listen_on(address.clone())
+                .map_err(|source| NetError::Listen { address: address.clone(), source })?;
+        }
+        for address in &config.peers {
+            if let Some(peer) = peer_of(address) {
+                swarm.add_peer_address(peer, address.clone());
+            }
+        }
+        for address in &config.external {
+            swarm.add_external_address(address.clone());
+        }
+        tracing::info!(peer = %swarm.local_peer_id(), topic = %config.topic, "network started");
+
+        let now = Instant::now();
+        Ok(Self {
+            swarm,
+            commands,
+            events,
+            outbox: VecDeque::new(),
+            events_closed: false,
+            topic: IdentTopic::new(&config.topic).hash(),
+            rate: RateLimiter::new(config.limits.requests_per_second, config.limits.request_burst),
+            redial: Redialer::new(config.peers, now),
+            limits: config.limits,
+            dialing: HashMap::new(),
+            bans: HashMap::new(),
+            peers: HashMap::new(),
+            outbound: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            stats: Stats::default(),
+            oversized,
+        })
+    }
+
+    /// Runs until [`Command::Shutdown`] or until every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A second sender so that a reserved permit borrows a local, not `self`.
+        let events = self.events.clone();
+        let shutdown = loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(command) => self.on_command(command),
+                    None => break None,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(answered) = self.answers.next(), if !self.answers.is_empty() => {
+                    self.on_answered(answered);
+                }
+                permit = events.reserve(), if !self.outbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.outbox.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    Err(_) => self.close_events(),
+                },
+                _ = tick.tick() => self.housekeeping(Instant::now()),
+            }
+        };
+        tracing::info!(peer = %self.swarm.local_peer_id(), "network stopped");
+        // Drop the swarm (closing every connection) before acknowledging.
+        drop(self);
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request { peer, frame, reply } => {
+                if self.is_banned(&peer) {
+                    let _ = reply.send(Err(RequestError::Banned(peer)));
+                    return;
+                }
+                if self.outbound.len() >= self.limits.max_requests_in_flight {
+                    let _ = reply.send(Err(RequestError::Busy));
+                    return;
+                }
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.requests_out += 1;
+                    state.bytes_out += frame.len() as u64;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, frame);
+                self.outbound.insert(id, reply);
+            }
+            Command::Publish { frame, reply } => {
+                let topic = self.topic.clone();
+                let result = match self.swarm.behaviour_mut().gossip.publish(topic, frame) {
+                    Ok(id) => {
+                        tracing::debug!(message = %id, "published");
+                        Ok(())
+                    }
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                        tracing::debug!("published to no one: no peer subscribed yet");
+                        Ok(())
+                    }
+                    Err(gossipsub::PublishError::Duplicate) => {
+                        tracing::debug!("duplicate publish ignored");
+                        Ok(())
+                    }
+                    Err(e) => Err(NetError::Publish(e)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Validate { message, source, accept } => {
+                let acceptance = match accept {
+                    Acceptance::Accept => MessageAcceptance::Accept,
+                    Acceptance::Reject => MessageAcceptance::Reject,
+                    Acceptance::Ignore => MessageAcceptance::Ignore,
+                };
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                if !gossip.report_message_validation_result(&message, &source, acceptance) {
+                    tracing::debug!(%message, "validated a message no longer in the cache");
+                }
+            }
+            Command::Dial { address, reply } => {
+                let _ = reply.send(self.dial(address));
+            }
+            Command::Disconnect { peer } => self.ban(peer, Instant::now(), "disconnected"),
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_infos());
+            }
+            Command::ListenAddresses { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Stats { reply } => {
+                self.stats.frames_oversized = self.oversized.load(Ordering::Relaxed);
+                let _ = reply.send(self.stats);
+            }
+            Command::Shutdown { reply } => {
+                // Handled by `run`; answered here only if it ever gets here.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn dial(&mut self, address: Multiaddr) -> Result<(), NetError> {
+        let opts = match peer_of(&address) {
+            Some(peer) if self.is_banned(&peer) => return Err(NetError::Banned(peer)),
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![address])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(address).build(),
+        };
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(NetError::Dial(e)),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let now = Instant::now();
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event, now),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if let Some(index) = self.dialing.remove(&connection_id) {
+                    self.redial.connected(index, peer_id, now);
+                }
+                let address = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    // Remembered so that a request can redial the peer later.
+                    self.swarm.add_peer_address(peer_id, address.clone());
+                }
+                let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
+                    connections: HashMap::new(),
+                    since: now,
+                    requests_in: 0,
+                    requests_refused: 0,
+                    requests_out: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                });
+                let first = state.connections.is_empty();
+                state.connections.insert(connection_id, address.clone());
+                if first {
+                    tracing::info!(peer = %peer_id, %address, "connected");
+                    self.emit(Event::Connected { peer: peer_id, address });
+                } else {
+                    tracing::debug!(peer = %peer_id, %address, "another connection");
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id, connection_id, num_established, cause, ..
+            } => {
+                self.dialing.remove(&connection_id);
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    self.rate.remove(&peer_id);
+                    self.redial.dropped(peer_id, now);
+                    match cause {
+                        Some(cause) => tracing::info!(peer = %peer_id, %cause, "disconnected"),
+                        None => tracing::info!(peer = %peer_id, "disconnected"),
+                    }
+                    self.emit(Event::Disconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                if let Some(index) = self.dialing.remove(&connection_id) {
+                    self.redial.failed(index, now);
+                }
+                if peer_id.is_some_and(|peer| self.is_banned(&peer)) {
+                    self.stats.connections_refused += 1;
+                }
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError { peer_id, send_back_addr, error, .. } => {
+                if peer_id.is_some_and(|peer| self.is_banned(&peer)) {
+                    self.stats.connections_refused += 1;
+                }
+                tracing::debug!(peer = ?peer_id, address = %send_back_addr, %error, "inbound connection failed");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(Event::Listening { address });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::debug!(%address, "no longer listening");
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "listener error");
+            }
+            other => tracing::trace!(event = ?other, "swarm event"),
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent, now: Instant) {
+        match event {
+            BehaviourEvent::Sync(event) => self.on_sync_event(event, now),
+            BehaviourEvent::Gossip(event) => self.on_gossip_event(event),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found),
+            BehaviourEvent::Identify(libp2p::identify::Event::Received {
+                peer_id, info, ..
+            }) => {
+                tracing::debug!(
+                    peer = %peer_id,
+                    agent = %info.agent_version,
+                    addresses = info.listen_addrs.len(),
+                    "identified"
+                );
+            }
+            other => tracing::trace!(event = ?other, "behaviour event"),
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>, now: Instant) {
+        use request_response::{Event as RrEvent, Message, OutboundFailure};
+        match event {
+            RrEvent::Message {
+                peer, message: Message::Request { request, channel, .. }, ..
+            } => self.on_request(peer, request, channel, now),
+            RrEvent::Message {
+                peer, message: Message::Response { request_id, response }, ..
+            } => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.bytes_in += response.len() as u64;
+                }
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            RrEvent::OutboundFailure { peer, request_id, error, .. } => {
+                tracing::debug!(%peer, %error, "request failed");
+                let error = match error {
+                    OutboundFailure::DialFailure => RequestError::DialFailure,
+                    OutboundFailure::Timeout => RequestError::Timeout,
+                    OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
+                    OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
+                    OutboundFailure::Io(e) => RequestError::Io(e),
+                };
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            RrEvent::InboundFailure { peer, error, .. } => {
+                self.stats.inbound_failures += 1;
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            RrEvent::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        frame: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+        now: Instant,
+    ) {
+        let state = self.peers.get_mut(&peer);
+        match self.rate.check(peer, now) {
+            Verdict::Allow => {}
+            verdict => {
+                self.stats.requests_rate_limited += 1;
+                if let Some(state) = state {
+                    state.requests_refused += 1;
+                }
+                drop(channel);
+                if verdict == Verdict::Disconnect {
+                    self.ban(peer, now, "kept exceeding the request rate");
+                } else {
+                    tracing::debug!(%peer, "request over the rate limit dropped");
+                }
+                return;
+            }
+        }
+        if let Some(state) = state {
+            state.requests_in += 1;
+            state.bytes_in += frame.len() as u64;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let timeout = self.limits.request_timeout;
+        self.answers.push(Box::pin(async move {
+            let response = match tokio::time::timeout(timeout, receiver).await {
+                Ok(Ok(response)) => Some(response),
+                _ => None,
+            };
+            Answered { peer, channel, response }
+        }));
+        self.emit(Event::Request {
+            peer,
+            frame,
+            reply: Responder { sender, max: self.limits.max_response_bytes },
+        });
+    }
+
+    fn on_answered(&mut self, answered: Answered) {
+        let Answered { peer, channel, response } = answered;
+        // Without a response the channel is dropped: the peer sees its
+        // stream closed without an answer.
+        if let Some(response) = response {
+            let len = response.len() as u64;
+            match self.swarm.behaviour_mut().sync.send_response(channel, response) {
+                Ok(()) => {
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        state.bytes_out += len;
+                    }
+                }
+                Err(_) => tracing::debug!(%peer, "response too late: request gone"),
+            }
+        }
+    }
+
+    fn on_gossip_event(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                if message.topic != self.topic {
+                    let gossip = &mut self.swarm.behaviour_mut().gossip;
+                    gossip.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Ignore,
+                    );
+                    return;
+                }
+                if let Some(state) = self.peers.get_mut(&propagation_source) {
+                    state.bytes_in += message.data.len() as u64;
+                }
+                self.emit(Event::Gossip {
+                    source: propagation_source,
+                    message: message_id,
+                    frame: message.data,
+                });
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::debug!(peer = %peer_id, %topic, "peer subscribed");
+            }
+            other => tracing::debug!(event = ?other, "gossip event"),
+        }
+    }
+
+    fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, address) in found {
+            let addresses = by_peer.entry(peer).or_default();
+            if addresses.len() < MAX_MDNS_ADDRESSES {
+                addresses.push(address);
+            }
+        }
+        for (peer, addresses) in by_peer {
+            if peer == *self.swarm.local_peer_id()
+                || self.is_banned(&peer)
+                || self.swarm.is_connected(&peer)
+            {
+                continue;
+            }
+            tracing::debug!(%peer, "discovered on the LAN, dialling");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, %error, "cannot dial discovered peer");
+            }
+        }
+    }
+
+    /// Closes every connection to `peer` and refuses it until the ban ends.
+    fn ban(&mut self, peer: PeerId, now: Instant, reason: &str) {
+        tracing::warn!(%peer, reason, "banning peer");
+        self.stats.peers_banned += 1;
+        self.bans.insert(peer, now + self.limits.ban_duration);
+        self.rate.remove(&peer);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.bans.contains_key(peer)
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let expired: Vec<PeerId> =
+            self.bans.iter().filter(|(_, until)| **until <= now).map(|(peer, _)| *peer).collect();
+        for peer in expired {
+            tracing::info!(%peer, "ban ended");
+            self.bans.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+
+        for index in self.redial.take_due(now) {
+            let Some(target) = self.redial.target(index) else {
+                continue;
+            };
+            let address = target.address.clone();
+            let opts = match target.peer {
+                Some(peer) if self.is_banned(&peer) => {
+                    self.redial.failed(index, now);
+                    continue;
+                }
+                Some(peer) if self.swarm.is_connected(&peer) => {
+                    self.redial.connected(index, peer, now);
+                    continue;
+                }
+                Some(peer) => DialOpts::peer_id(peer).addresses(vec![address]).build(),
+                None => DialOpts::unknown_peer_id().address(address).build(),
+            };
+            let connection = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    tracing::debug!(%connection, "dialling configured peer");
+                    self.dialing.insert(connection, index);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot dial configured peer");
+                    self.redial.failed(index, now);
+                }
+            }
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let gossip = &self.swarm.behaviour().gossip;
+        let subscribed: Vec<PeerId> = gossip
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&self.topic))
+            .map(|(peer, _)| *peer)
+            .collect();
+        let mesh: Vec<PeerId> = gossip.mesh_peers(&self.topic).copied().collect();
+        self.peers
+            .iter()
+            .map(|(peer, state)| PeerInfo {
+                peer: *peer,
+                addresses: state.connections.values().cloned().collect(),
+                connected_since: state.since,
+                subscribed: subscribed.contains(peer),
+                mesh: mesh.contains(peer),
+                requests_in: state.requests_in,
+                requests_refused: state.requests_refused,
+                requests_out: state.requests_out,
+                bytes_in: state.bytes_in,
+                bytes_out: state.bytes_out,
+            })
+            .collect()
+    }
+
+    /// Queues `event` for the receiver. When the receiver lags by a full
+    /// outbox, requests and gossip are shed (their sender sees no answer,
+    /// gossip is ignored); connection events are dropped only past twice
+    /// the capacity.
+    fn emit(&mut self, event: Event) {
+        if self.outbox.is_empty() && !self.events_closed {
+            match self.events.try_send(event) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(event)) => self.outbox.push_back(event),
+                Err(mpsc::error::TrySendError::Closed(event)) => {
+                    self.close_events();
+                    self.shed(event);
+                }
+            }
+            return;
+        }
+        let capacity = self.limits.event_capacity.max(1);
+        let sheddable = matches!(event, Event::Request { .. } | Event::Gossip { .. });
+        if self.events_closed
+            || (sheddable && self.outbox.len() >= capacity)
+            || self.outbox.len() >= 2 * capacity
+        {
+            self.shed(event);
+        } else {
+            self.outbox.push_back(event);
+        }
+    }
+
+    fn shed(&mut self, event: Event) {
+        if self.events_closed {
+            // Nobody listens: nothing worth counting or warning about.
+        } else {
+            self.stats.events_dropped += 1;
+            let kind = match &event {
+                Event::Listening { .. } => "listening",
+                Event::Connected { .. } => "connected",
+                Event::Disconnected { .. } => "disconnected",
+                Event::Request { .. } => "request",
+                Event::Gossip { .. } => "gossip",
+            };
+            tracing::warn!(kind, "event receiver lagging: event dropped");
+        }
+        if let Event::Gossip { source, message, .. } = event {
+            let gossip = &mut self.swarm.behaviour_mut().gossip;
+            gossip.report_message_validation_result(&message, &source, MessageAcceptance::Ignore);
+        }
+    }
+
+    fn close_events(&mut self) {
+        if !self.events_closed {
+            tracing::debug!("event receiver dropped");
+            self.events_closed = true;
+        }
+        while let Some(event) = self.outbox.pop_front() {
+            self.shed(event);
+        }
+    }
+}

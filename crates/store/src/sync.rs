@@ -1,0 +1,323 @@
+//! The replica as the sync state machine sees it
+//! ([`basic_proto::sync::SyncStore`] over a [`Database`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use basic_proto::control::{AuthState, ControlOp, OpId};
+use basic_proto::sync::{Entry, Fingerprint, StoreFailure, Stored, SyncStore, View};
+use basic_proto::{Commit, DatabaseId, PublicKey};
+
+use crate::database::{Database, IngestError};
+use crate::kv::Store;
+use crate::replica::Outcome;
+
+/// A [`Database`] driven by sync: reads come from the replica, received
+/// commits and operations go through the database's checks and writer, so
+/// they are durable when a method returns.
+#[derive(Debug)]
+pub struct SyncReplica<'a, S: Store> {
+    db: &'a Database<S>,
+}
+
+impl<'a, S: Store> SyncReplica<'a, S> {
+    /// Sync access to `db`.
+    pub fn new(db: &'a Database<S>) -> Self {
+        Self { db }
+    }
+
+    /// Whether a stored commit is in `view` (reads its header).
+    fn in_view(&self, view: &View, bytes: &[u8]) -> Result<bool, StoreFailure> {
+        match view {
+            View::All => Ok(true),
+            View::Scopes(_) => {
+                let commit = Commit::decode(bytes).map_err(|e| failure(e.to_string()))?;
+                Ok(view.contains(&commit.header().scope))
+            }
+        }
+    }
+}
+
+fn failure(reason: impl std::fmt::Display) -> StoreFailure {
+    StoreFailure(reason.to_string())
+}
+
+/// `?` for store and database errors inside the trait methods.
+fn lift<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreFailure> {
+    result.map_err(failure)
+}
+
+impl<S: Store> SyncStore for SyncReplica<'_, S> {
+    fn database(&self) -> DatabaseId {
+        self.db.id()
+    }
+
+    fn auth(&self) -> Arc<AuthState> {
+        self.db.auth_state()
+    }
+
+    fn control_heads(&self) -> Result<Vec<OpId>, StoreFailure> {
+        Ok(self.db.control_log().heads())
+    }
+
+    fn has_op(&self, id: &OpId) -> Result<bool, StoreFailure> {
+        Ok(self.db.control_log().get(id).is_some())
+    }
+
+    fn ops_since(&self, heads: &[OpId]) -> Result<Vec<Vec<u8>>, StoreFailure> {
+        let log = self.db.control_log();
+        let mut past = BTreeSet::new();
+        let mut stack: Vec<OpId> = heads.iter().filter(|h| log.get(h).is_some()).copied().collect();
+        while let Some(id) = stack.pop() {
+            if past.insert(id) {
+                stack.extend(log.get(&id).into_iter().flat_map(|op| op.body().parents.clone()));
+            }
+        }
+        Ok(log
+            .ordered()
+            .into_iter()
+            .filter(|op| !past.contains(&op.id()))
+            .map(|op| op.as_bytes().to_vec())
+            .collect())
+    }
+
+    fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
+        let mut stored = Stored::default();
+        let log = self.db.control_log();
+        let mut fresh = Vec::new();
+        for bytes in ops {
+            match ControlOp::decode(bytes) {
+                Err(_) => stored.invalid += 1,
+                Ok(op) if log.get(&op.id()).is_some() => {}
+                Ok(_) => fresh.push(bytes.clone()),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(stored);
+        }
+        for outcome in lift(self.db.ingest_ops(&fresh))? {
+            match outcome {
+                Ok(_) => stored.new += 1,
+                Err(_) => stored.refused += 1,
+            }
+        }
+        Ok(stored)
+    }
+
+    fn entries(&self, view: &View) -> Result<Vec<Entry>, StoreFailure> {
+        let mut by_author: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
+        for summary in self.db.replica().summaries() {
+            let (author, scope, summary) = lift(summary)?;
+            if !view.contains(&scope) {
+                continue;
+            }
+            let entry = by_author.entry(*author.as_bytes()).or_insert(Entry {
+                author,
+                max: 0,
+                held: Fingerprint::default(),
+            });
+            entry.max = entry.max.max(summary.max);
+            entry.held.merge(summary.held);
+        }
+        Ok(by_author.into_values().collect())
+    }
+
+    fn fingerprint(
+        &self,
+        view: &View,
+        author: &PublicKey,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Fingerprint, StoreFailure> {
+        let replica = self.db.replica();
+        let mut held = Fingerprint::default();
+        for entry in replica.log_range(author, lo, hi) {
+            let (_, id) = lift(entry)?;
+            if let View::Scopes(_) = view {
+                let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
+                if !self.in_view(view, &bytes)? {
+                    continue;
+                }
+            }
+            held.add(&id);
+        }
+        Ok(held)
+    }
+
+    fn commits(
+        &self,
+        view: &View,
+        author: &PublicKey,
+        lo: u64,
+        hi: u64,
+        budget: usize,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, StoreFailure> {
+        let replica = self.db.replica();
+        let mut used = 0;
+        for entry in replica.log_range(author, lo, hi) {
+            let (_, id) = lift(entry)?;
+            let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
+            if !self.in_view(view, &bytes)? {
+                continue;
+            }
+            if used >= budget {
+                return Ok(false);
+            }
+            used += bytes.len();
+            out.push(bytes);
+        }
+        Ok(true)
+    }
+
+    fn ingest_commits(&mut self, commits: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
+        let mut stored = Stored::default();
+        if commits.is_empty() {
+            return Ok(stored);
+        }
+        for outcome in lift(self.db.ingest(commits))? {
+            match outcome {
+                Ok(inserted) if inserted.outcome == Outcome::Duplicate => {}
+                Ok(_) => stored.new += 1,
+                Err(IngestError::Commit(_) | IngestError::OtherDatabase(_)) => stored.invalid += 1,
+                Err(IngestError::ClockAhead(_) | IngestError::Unauthorised(_)) => {
+                    stored.refused += 1
+                }
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// What one run of a [`LocalLink`] exchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkRun {
+    /// Request/response exchanges, both directions.
+    pub exchanges: u64,
+    /// Exchanges made by the first database's requester.
+    pub exchanges_a: u64,
+    /// Frame bytes, both directions.
+    pub bytes: u64,
+    /// Commits and operations newly stored, both sides.
+    pub received: u64,
+}
+
+/// Why a local sync stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A replica failed.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// A database error (reading its key).
+    #[error(transparent)]
+    Database(#[from] crate::database::DbError),
+    /// One side ended the session.
+    #[error("session closed: {0}")]
+    Closed(String),
+}
+
+/// A sync session between two databases open in one process, each pulling
+/// from the other through the real protocol: replication to a second disk,
+/// tests and benchmarks. Sessions persist across [`LocalLink::run`]s.
+#[derive(Debug)]
+pub struct LocalLink {
+    a: (basic_proto::sync::Requester, basic_proto::sync::Responder),
+    b: (basic_proto::sync::Requester, basic_proto::sync::Responder),
+    rng: rand::rngs::StdRng,
+}
+
+impl LocalLink {
+    /// A link between `a` and `b`, both replicating every scope they may.
+    pub fn new<S: Store, T: Store>(a: &Database<S>, b: &Database<T>) -> Result<Self, LinkError> {
+        use basic_proto::sync::{Requester, RequesterConfig, Responder};
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+        let (a_key, b_key) = (a.member_key()?, b.member_key()?);
+        let side =
+            |key: &basic_proto::SecretKey, me: u8, peer: u8, rng: &mut rand::rngs::StdRng| {
+                let config = RequesterConfig {
+                    key: key.clone(),
+                    database: a.id(),
+                    local_transport: vec![me],
+                    peer_transport: vec![peer],
+                    view: View::All,
+                    resync_ms: u64::MAX,
+                    nonce: rng.random(),
+                };
+                (
+                    Requester::new(config, BTreeMap::new()),
+                    Responder::new(key.clone(), vec![me], vec![peer]),
+                )
+            };
+        let a_side = side(&a_key, 1, 2, &mut rng);
+        let b_side = side(&b_key, 2, 1, &mut rng);
+        Ok(Self { a: a_side, b: b_side, rng })
+    }
+
+    /// Runs rounds until neither side has anything to ask: afterwards each
+    /// holds everything the other showed.
+    pub fn run<S: Store, T: Store>(
+        &mut self,
+        a: &Database<S>,
+        b: &Database<T>,
+        now_ms: u64,
+    ) -> Result<LinkRun, LinkError> {
+        let mut run = LinkRun::default();
+        self.a.0.resync_now();
+        self.b.0.resync_now();
+        loop {
+            let moved_a =
+                exchange(&mut self.a.0, a, &mut self.b.1, b, now_ms, &mut self.rng, &mut run)?;
+            run.exchanges_a += u64::from(moved_a);
+            let moved_b =
+                exchange(&mut self.b.0, b, &mut self.a.1, a, now_ms, &mut self.rng, &mut run)?;
+            if !moved_a && !moved_b {
+                return Ok(run);
+            }
+        }
+    }
+}
+
+/// One request of `requester` (on `mine`) answered by `responder` (on
+/// `theirs`); false when the requester had nothing to ask.
+fn exchange<S: Store, T: Store>(
+    requester: &mut basic_proto::sync::Requester,
+    mine: &Database<S>,
+    responder: &mut basic_proto::sync::Responder,
+    theirs: &Database<T>,
+    now_ms: u64,
+    rng: &mut rand::rngs::StdRng,
+    run: &mut LinkRun,
+) -> Result<bool, LinkError> {
+    use basic_proto::sync::Answer;
+    let mut my_store = SyncReplica::new(mine);
+    let mut their_store = SyncReplica::new(theirs);
+    let Some(request) = requester.poll_request(&mut my_store, now_ms)? else {
+        drain_events(requester, run)?;
+        return Ok(false);
+    };
+    let response = match responder.handle(&mut their_store, &request, rng)? {
+        Answer::Reply(frame) => frame,
+        Answer::Close(_, violation) => return Err(LinkError::Closed(violation.to_string())),
+    };
+    run.exchanges += 1;
+    run.bytes += (request.len() + response.len()) as u64;
+    requester.handle_response(&mut my_store, &response, now_ms)?;
+    drain_events(requester, run)?;
+    Ok(true)
+}
+
+fn drain_events(
+    requester: &mut basic_proto::sync::Requester,
+    run: &mut LinkRun,
+) -> Result<(), LinkError> {
+    use basic_proto::sync::Event;
+    while let Some(event) = requester.poll_event() {
+        match event {
+            Event::Closed { reason } => return Err(LinkError::Closed(reason)),
+            Event::Synced { received, .. } => run.received += received,
+            _ => {}
+        }
+    }
+    Ok(())
+}
