@@ -4,6 +4,7 @@
 //! cargo run --release --bin basic-bench -- ingest --json
 //! cargo run --release --bin basic-bench -- write --json
 //! cargo run --release --bin basic-bench -- query --json
+//! cargo run --release --bin basic-bench -- sync --json
 //! cargo run --release --bin basic-bench -- all --json
 //! ```
 //!
@@ -15,6 +16,7 @@ mod fixture;
 mod ingest;
 mod query;
 mod report;
+mod sync;
 mod write;
 
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ enum Scenario {
     Write,
     /// Point lookups, indexed range scans and a join over 100k rows.
     Query,
+    /// A second device pulls 100k rows through the sync protocol, then one new row.
+    Sync,
     /// Every scenario above.
     All,
 }
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let reporter = report::Reporter { json: args.json };
     let scenarios: &[Scenario] = match args.scenario {
-        Scenario::All => &[Scenario::Ingest, Scenario::Write, Scenario::Query],
+        Scenario::All => &[Scenario::Ingest, Scenario::Write, Scenario::Query, Scenario::Sync],
         ref one => std::slice::from_ref(one),
     };
     for scenario in scenarios {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             Scenario::Ingest => ingest::run(&reporter, args.quick),
             Scenario::Write => write::run(&reporter, args.quick),
             Scenario::Query => query::run(&reporter, args.quick),
+            Scenario::Sync => sync::run(&reporter, args.quick),
             Scenario::All => Ok(()),
         };
         if let Err(error) = result {

@@ -194,8 +194,10 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
 pub struct LinkRun {
     /// Request/response exchanges, both directions.
     pub exchanges: u64,
-    /// Exchanges made by the first database's requester.
+    /// Exchanges made by the first database's requester (its pulls and pushes).
     pub exchanges_a: u64,
+    /// Frame bytes of those exchanges.
+    pub bytes_a: u64,
     /// Frame bytes, both directions.
     pub bytes: u64,
     /// Commits and operations newly stored, both sides.
@@ -266,9 +268,11 @@ impl LocalLink {
         self.a.0.resync_now();
         self.b.0.resync_now();
         loop {
+            let bytes = run.bytes;
             let moved_a =
                 exchange(&mut self.a.0, a, &mut self.b.1, b, now_ms, &mut self.rng, &mut run)?;
             run.exchanges_a += u64::from(moved_a);
+            run.bytes_a += run.bytes - bytes;
             let moved_b =
                 exchange(&mut self.b.0, b, &mut self.a.1, a, now_ms, &mut self.rng, &mut run)?;
             if !moved_a && !moved_b {

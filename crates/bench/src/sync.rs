@@ -1,0 +1,76 @@
+//! `sync`: a second device pulls a 100k-row database through the sync
+//! protocol and the sled store (both replicas in this process, frames
+//! passed in memory), then one new row, twice.
+
+use std::time::Instant;
+
+use basic_store::Database;
+use basic_store::sync::LocalLink;
+use serde_json::Value;
+
+use crate::fixture;
+use crate::report::{Reporter, per_second};
+
+type Error = Box<dyn std::error::Error>;
+
+/// Rows per commit.
+const ROWS_PER_COMMIT: i64 = 1000;
+
+pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
+    let commits = if quick { 5 } else { 100 };
+    let rows = commits as i64 * ROWS_PER_COMMIT;
+    let source = fixture::open()?;
+    reporter.note(&format!("sync: writing {rows} rows in {commits} commits"));
+    // Rows of a 20-byte text, an integer and a bool (three cells).
+    let written = fixture::foreign_commits(&source.db, &source.key, commits, ROWS_PER_COMMIT, 3);
+    let commit_bytes: usize = written.iter().map(|c| c.as_bytes().len()).sum();
+    let encoded: Vec<Vec<u8>> = written.iter().map(|c| c.as_bytes().to_vec()).collect();
+    for outcome in source.db.ingest(&encoded)? {
+        outcome?;
+    }
+
+    let target_dir = tempfile::tempdir()?;
+    let invite = source.db.invite(Vec::new(), 60_000)?;
+    let request = Database::prepare_join(target_dir.path(), &invite)?;
+    source.db.accept_join(&request)?;
+    let target = Database::finish_join(target_dir.path(), &source.db.control_ops()?)?;
+
+    let mut link = LocalLink::new(&target, &source.db)?;
+    let start = Instant::now();
+    let first = link.run(&target, &source.db, 0)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let held = target.query("SELECT count(*) FROM bench.items", &[], None)?;
+    if held.rows.first().and_then(|r| r.first()) != Some(&basic_proto::Value::Integer(rows)) {
+        return Err(format!("the target holds {:?} rows, not {rows}", held.rows).into());
+    }
+    reporter.result(
+        "sync",
+        &[
+            ("phase", "first sync".into()),
+            ("rows", rows.into()),
+            ("rows_per_s", per_second(rows as f64, elapsed)),
+            ("wire_bytes_per_row", Value::from(first.bytes_a as f64 / rows as f64)),
+            ("wire_to_commit_bytes", Value::from(first.bytes_a as f64 / commit_bytes as f64)),
+            ("round_trips", first.exchanges_a.into()),
+        ],
+    );
+
+    for (round, row) in [(1, rows), (2, rows + 1)] {
+        source.db.execute(
+            "INSERT INTO bench.items (id, title, done, list_id) VALUES (?, ?, false, 1)",
+            &[basic_proto::Value::Integer(row), basic_proto::Value::Text(format!("{:0>20}", row))],
+            None,
+        )?;
+        let one = link.run(&target, &source.db, round)?;
+        reporter.result(
+            "sync",
+            &[
+                ("phase", format!("one new row ({round})").into()),
+                ("round_trips", one.exchanges_a.into()),
+                ("wire_bytes", one.bytes_a.into()),
+                ("received", one.received.into()),
+            ],
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The local HTTP API: JSON under `/v0/`, described by `node/openapi.json`.
+//!
+//! Every request carries `Authorization: Bearer <token>`: the owner token
+//! (everything) or an app token (SQL and live queries within its grants).
+//! Only an app asking for access, and polling its request, goes without.
+//! Errors are `{"error": {"code", "message"}}` with a fitting status.
+//! Database calls block, so operations run on tokio's blocking threads.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tokio::sync::{Semaphore, watch};
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::ops::{Caller, Op};
+
+mod auth;
+mod body;
+mod live;
+mod routes;
+
+/// Largest request body, except imports.
+pub const BODY_LIMIT: usize = 2 << 20;
+/// Largest import body.
+pub const IMPORT_LIMIT: usize = 256 << 20;
+/// Most live queries open at once.
+pub const MAX_LIVE: usize = 64;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// What every handler sees.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Becomes true when the node shuts down: long requests end.
+    pub stopping: watch::Receiver<bool>,
+    /// Permits for live queries.
+    pub live: Arc<Semaphore>,
+}
+
+/// The API's routes.
+pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
+    let state = ApiState { node, stopping, live: Arc::new(Semaphore::new(MAX_LIVE)) };
+    Router::new()
+        .route("/v0/health", get(routes::health))
+        .route("/v0/openapi.json", get(routes::openapi))
+        .route("/v0/sql", post(routes::sql))
+        .route("/v0/live", get(live::live))
+        .route("/v0/schema", get(routes::show_schemas).post(routes::apply_schema))
+        .route("/v0/apps", get(routes::list_apps))
+        .route("/v0/apps/{id}/revoke", post(routes::revoke))
+        .route("/v0/apps/requests", get(routes::list_requests).post(routes::request_access))
+        .route("/v0/apps/requests/{id}", get(routes::poll_request))
+        .route("/v0/apps/requests/{id}/approve", post(routes::approve))
+        .route("/v0/apps/requests/{id}/deny", post(routes::deny))
+        .route("/v0/devices", get(routes::list_devices))
+        .route("/v0/devices/invite", post(routes::invite))
+        .route("/v0/devices/{id}", delete(routes::remove_device))
+        .route("/v0/pins", get(routes::list_pins).post(routes::add_pin))
+        .route("/v0/pins/{id}", delete(routes::remove_pin))
+        .route("/v0/status", get(routes::status))
+        .route("/v0/export", get(routes::export))
+        .route("/v0/import", post(routes::import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Runs `op` for `caller` on a blocking thread.
+async fn run<O: Op>(state: &ApiState, caller: Caller, op: O) -> Result<O::Output, ApiError> {
+    let node = Arc::clone(&state.node);
+    tokio::task::spawn_blocking(move || op.run(&node, &caller))
+        .await
+        .map_err(|error| ApiError::internal(format!("the operation failed: {error}")))?
+}

@@ -1,0 +1,242 @@
+//! The command line: what `basic` accepts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Basic: a serverless, relational database for your own data.
+#[derive(Debug, Parser)]
+#[command(
+    name = "basic",
+    version,
+    long_about = "Basic: a serverless, relational database for your own data.\n\n\
+        Each of your devices keeps the whole database; apps get access you grant and can revoke.\n\
+        Commands work on the running node (`basic up`) through its API, or on the database directly when no node runs.",
+    after_help = "Examples:\n  basic init\n  basic schema apply examples/todo.toml\n  basic sql \"SELECT * FROM todo.items\"\n  basic up"
+)]
+pub struct Cli {
+    /// The data directory (default: the platform's data directory for basic).
+    #[arg(long, global = true, env = "BASIC_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new database on this device, or join one with an invite.
+    #[command(
+        long_about = "Create a new database on this device: its identity, this device's keys and the owner token.\n\
+            Prints the ids and, once, the recovery secret to write down.\n\
+            With --join, this device joins an existing database instead.",
+        after_help = "Examples:\n  basic init\n  basic init --data ~/basic-test\n  basic init --join basic-invite-…"
+    )]
+    Init(InitArgs),
+
+    /// Run the node in the foreground: the local HTTP API (and later sync).
+    #[command(
+        long_about = "Run the node in the foreground until Ctrl-C or SIGTERM.\n\
+            Serves the local HTTP API (see /v0/openapi.json) and writes its address to api.json in the data directory.\n\
+            Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less.",
+        after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001"
+    )]
+    Up(UpArgs),
+
+    /// Run one SQL statement.
+    #[command(
+        long_about = "Run one SQL statement: a SELECT prints its rows; INSERT, UPDATE and DELETE print what they wrote.\n\
+            Parameters bind to `?` in order. Each is read as JSON if it is JSON (42, true, null, \"text\", {\"a\":1}), else as text.",
+        after_help = "Examples:\n  basic sql \"SELECT id, title FROM todo.items WHERE NOT done\"\n  basic sql \"INSERT INTO todo.lists (id, name) VALUES (?, ?)\" --param home --param Home\n  basic sql \"SELECT count(*) FROM todo.items\" --json"
+    )]
+    Sql(SqlArgs),
+
+    /// Apply or show schemas.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+
+    /// Invite, list and remove your devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+
+    /// Answer app requests, list apps, revoke their access.
+    #[command(subcommand)]
+    App(AppCommand),
+
+    /// Authorise, list and remove pinning peers.
+    #[command(subcommand)]
+    Pin(PinCommand),
+
+    /// Export the database, or one namespace, as JSON lines or SQLite.
+    #[command(
+        after_help = "Examples:\n  basic export --out backup.jsonl\n  basic export --namespace todo\n  basic export --sqlite backup.sqlite"
+    )]
+    Export(ExportArgs),
+
+    /// Import a JSON lines export (checked whole before anything is written).
+    #[command(after_help = "Example:\n  basic import backup.jsonl")]
+    Import(ImportArgs),
+
+    /// Show the database, devices, apps, forks, storage and peers.
+    #[command(after_help = "Examples:\n  basic status\n  basic status --json")]
+    Status(StatusArgs),
+}
+
+/// `basic init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Join the database of this invite (from `basic device invite`) instead.
+    #[arg(long, value_name = "CODE")]
+    pub join: Option<String>,
+}
+
+/// `basic up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// A network address to listen on, for sync (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// A peer to connect to, for sync (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Vec<String>,
+
+    /// Where the HTTP API listens (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub api: SocketAddr,
+
+    /// Allow an --api address other than loopback (the API is then reachable
+    /// from other machines).
+    #[arg(long)]
+    pub api_public: bool,
+}
+
+/// `basic sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The statement.
+    pub sql: String,
+
+    /// A value for the next `?` (repeatable).
+    #[arg(long = "param", value_name = "VALUE")]
+    pub params: Vec<String>,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `basic schema …`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Apply a schema file (TOML or JSON); a new version may only add.
+    #[command(after_help = "Example:\n  basic schema apply examples/todo.toml")]
+    Apply {
+        /// The schema file.
+        file: PathBuf,
+    },
+    /// Print every namespace's schema as JSON.
+    Show,
+}
+
+/// `basic device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Print a one-line invite for a new device (`basic init --join CODE` there).
+    Invite {
+        /// How long the invite stays valid, in minutes.
+        #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+        valid_minutes: u64,
+    },
+    /// List your devices.
+    List,
+    /// Remove a device for good: its keys rotate away from it.
+    #[command(after_help = "Example:\n  basic device remove dev_…")]
+    Remove {
+        /// The device's id (`dev_…`, see `basic device list`).
+        id: String,
+    },
+}
+
+/// `basic app …`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// List app requests waiting for an answer.
+    Requests,
+    /// Approve a request: grant the app what it asked for.
+    #[command(after_help = "Example:\n  basic app approve 3f2a9c0b1d4e5f60")]
+    Approve {
+        /// The request id (see `basic app requests`).
+        id: String,
+    },
+    /// Deny a request.
+    Deny {
+        /// The request id (see `basic app requests`).
+        id: String,
+    },
+    /// List apps with their grants.
+    List,
+    /// Revoke an app's access, to one scope or all; what it wrote stays.
+    #[command(
+        after_help = "Examples:\n  basic app revoke app_…\n  basic app revoke app_… --scope todo"
+    )]
+    Revoke {
+        /// The app's id (`app_…`, see `basic app list`).
+        id: String,
+        /// Only this scope (namespace).
+        #[arg(long, value_name = "SCOPE")]
+        scope: Option<String>,
+    },
+}
+
+/// `basic pin …`.
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Authorise a pinning peer to store and serve your ciphertext (it gets no key).
+    #[command(after_help = "Example:\n  basic pin add pin_…")]
+    Add {
+        /// The pinning peer's id (`pin_…`).
+        id: String,
+    },
+    /// List pinning peers.
+    List,
+    /// Remove a pinning peer, for good.
+    Remove {
+        /// The pinning peer's id (`pin_…`).
+        id: String,
+    },
+}
+
+/// `basic export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only this namespace (with the schemas it references).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Write JSON lines to this file (default: standard output).
+    #[arg(long, value_name = "FILE", conflicts_with = "sqlite")]
+    pub out: Option<PathBuf>,
+
+    /// Write a standalone SQLite file instead (it must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub sqlite: Option<PathBuf>,
+}
+
+/// `basic import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A JSON lines export.
+    pub file: PathBuf,
+}
+
+/// `basic status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

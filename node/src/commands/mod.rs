@@ -1,0 +1,395 @@
+//! What each command does, and what it prints.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use basic_proto::Name;
+use basic_proto::keys::{Principal, Role};
+use basic_store::{Database, Invite, Schema};
+
+use crate::backend::Backend;
+use crate::cli::{
+    AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, SchemaCommand, SqlArgs,
+    StatusArgs,
+};
+use crate::join::exchange_join;
+use crate::node::{NodeConfig, UpOptions, up};
+use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke};
+use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice, device_id};
+use crate::ops::pins::{AddPin, ListPins, RemovePin};
+use crate::ops::schema::{ApplySchema, ShowSchemas};
+use crate::ops::sql::{Sql, SqlOutput};
+use crate::ops::status::Status;
+use crate::ops::transfer::{Export, ExportFormat, Import};
+use crate::paths::DataDir;
+use crate::tokens::OwnerToken;
+
+mod show;
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let data = DataDir::resolve(cli.data)?;
+    match cli.command {
+        Command::Init(args) => match args.join {
+            Some(code) => join(&data, &code),
+            None => init(&data),
+        },
+        Command::Up(args) => up(
+            data,
+            UpOptions {
+                api: args.api,
+                api_public: args.api_public,
+                config: NodeConfig { listen: args.listen, peers: args.peer },
+            },
+        ),
+        Command::Sql(args) => sql(&Backend::connect(&data)?, args),
+        Command::Schema(command) => schema(&Backend::connect(&data)?, command),
+        Command::Device(command) => device(&Backend::connect(&data)?, command),
+        Command::App(command) => app(&Backend::connect(&data)?, command),
+        Command::Pin(command) => pin(&Backend::connect(&data)?, command),
+        Command::Export(args) => export(&Backend::connect(&data)?, args),
+        Command::Import(args) => {
+            let jsonl = std::fs::read(&args.file)
+                .with_context(|| format!("cannot read {}", args.file.display()))?;
+            let imported = Backend::connect(&data)?.call(Import { jsonl })?;
+            println!(
+                "imported {} rows in {} commits{}",
+                imported.rows,
+                imported.commits,
+                match imported.schemas_applied.as_slice() {
+                    [] => String::new(),
+                    applied => format!("; applied the schemas of {}", applied.join(", ")),
+                }
+            );
+            Ok(())
+        }
+        Command::Status(args) => status(&Backend::connect(&data)?, args),
+    }
+}
+
+/// `basic init`.
+fn init(data: &DataDir) -> anyhow::Result<()> {
+    refuse_existing(data)?;
+    let db = Database::open(data.root())
+        .with_context(|| format!("cannot create a database in {}", data.root().display()))?;
+    OwnerToken::generate(&data.owner_token())?;
+    println!("Created a database in {}", data.root().display());
+    print_ids(&db);
+    if let Some(secret) = db.recovery_secret()? {
+        println!();
+        println!(
+            "Recovery secret — WRITE IT DOWN NOW and keep it offline. It is shown only this once."
+        );
+        println!(
+            "Anyone who has it can take over this database; without it, losing every device loses the data."
+        );
+        println!();
+        println!("    {secret}");
+        println!();
+        db.forget_recovery_secret()?;
+    }
+    println!("Next: `basic schema apply FILE`, then `basic up` to serve the API.");
+    Ok(())
+}
+
+/// `basic init --join CODE`.
+fn join(data: &DataDir, code: &str) -> anyhow::Result<()> {
+    let invite = Invite::parse(code)?;
+    refuse_existing(data)?;
+    let request = Database::prepare_join(data.root(), &invite)?;
+    let joined = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .and_then(|runtime| runtime.block_on(exchange_join(&invite, &request)))
+        .and_then(|ops| Ok(Database::finish_join(data.root(), &ops)?));
+    let db = match joined {
+        Ok(db) => db,
+        Err(error) => {
+            // Leave nothing half-joined behind, so that a retry can start afresh.
+            data.remove_database()?;
+            return Err(error);
+        }
+    };
+    OwnerToken::generate(&data.owner_token())?;
+    println!("Joined database {} in {}", db.id(), data.root().display());
+    print_ids(&db);
+    Ok(())
+}
+
+fn refuse_existing(data: &DataDir) -> anyhow::Result<()> {
+    if data.holds_database() {
+        bail!(
+            "{} already holds a database; nothing changed (pass --data DIR to make another)",
+            data.root().display()
+        );
+    }
+    Ok(())
+}
+
+fn print_ids(db: &Database) {
+    println!("  database  {}", db.id());
+    println!("  device    {}", device_id(&db.device()));
+    if let Some(root) = db.auth_state().root() {
+        println!("  user      {}", Principal { role: Role::User, key: root.key });
+    }
+}
+
+/// `basic sql`.
+fn sql(backend: &Backend, args: SqlArgs) -> anyhow::Result<()> {
+    // A parameter is JSON if it reads as JSON, else text.
+    let params = args
+        .params
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|_| serde_json::Value::from(p.as_str())))
+        .collect();
+    let output = backend.call(Sql { sql: args.sql, params })?;
+    if args.json {
+        return show::json(&output);
+    }
+    match output {
+        SqlOutput::Rows { columns, rows } => show::table(&columns, &rows),
+        SqlOutput::Written { written, commits } => {
+            println!(
+                "{written} row{} written ({} commit{})",
+                plural(written),
+                commits.len(),
+                plural(commits.len())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `basic schema …`.
+fn schema(backend: &Backend, command: SchemaCommand) -> anyhow::Result<()> {
+    match command {
+        SchemaCommand::Apply { file } => {
+            let schema = Schema::from_file(&file)?;
+            let applied = backend.call(ApplySchema { schema })?;
+            if applied.tables.is_empty() && applied.columns.is_empty() && applied.indexes.is_empty()
+            {
+                println!("{}: already up to date", applied.namespace);
+            } else {
+                println!("applied {}", applied.namespace);
+                for table in &applied.tables {
+                    println!("  + table {table}");
+                }
+                for column in &applied.columns {
+                    println!("  + column {column}");
+                }
+                for index in &applied.indexes {
+                    println!("  + index {index}");
+                }
+            }
+            Ok(())
+        }
+        SchemaCommand::Show => show::json(&backend.call(ShowSchemas)?),
+    }
+}
+
+/// `basic device …`.
+fn device(backend: &Backend, command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Invite { valid_minutes } => {
+            let invite = backend.call(MakeInvite { valid_minutes })?;
+            println!("{}", invite.invite);
+            eprintln!(
+                "On the new device: basic init --join CODE (valid until {}, once).",
+                show::time(invite.expires_at_ms)
+            );
+            if invite.addresses.is_empty() {
+                eprintln!("This node listens on no network address, so the invite carries none.");
+            }
+        }
+        DeviceCommand::List => {
+            for device in backend.call(ListDevices)? {
+                let mut notes = Vec::new();
+                if device.this_device {
+                    notes.push("this device");
+                }
+                if device.removed {
+                    notes.push("removed");
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", notes.join(", "))
+                };
+                println!("{}{notes}", device.id);
+            }
+        }
+        DeviceCommand::Remove { id } => {
+            backend.call(RemoveDevice { id: id.clone() })?;
+            println!("removed {id}: its keys rotated away from it");
+        }
+    }
+    Ok(())
+}
+
+fn access(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::ReadWrite => "read-write",
+    }
+}
+
+fn print_request(request: &RequestInfo) {
+    let scopes: Vec<String> =
+        request.scopes.iter().map(|(s, a)| format!("{s} ({})", access(*a))).collect();
+    println!("{}  {:?} asks for {}", request.id, request.name, scopes.join(", "));
+    println!("    app {}", request.app);
+}
+
+/// `basic app …`.
+fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Requests => {
+            let requests = backend.call(ListRequests)?;
+            if requests.is_empty() {
+                println!("no request waits for an answer");
+            }
+            requests.iter().for_each(print_request);
+        }
+        AppCommand::Approve { id } => {
+            let request = backend.call(Answer { id, approve: true })?;
+            println!("approved {:?}: it may now fetch its token", request.name);
+        }
+        AppCommand::Deny { id } => {
+            let request = backend.call(Answer { id, approve: false })?;
+            println!("denied {:?}", request.name);
+        }
+        AppCommand::List => {
+            let apps = backend.call(ListApps)?;
+            if apps.is_empty() {
+                println!("no app holds a grant");
+            }
+            for app in apps {
+                println!("{}  {}", app.id, app.name.as_deref().unwrap_or("(unnamed)"));
+                for (scope, grant) in &app.scopes {
+                    let revoked = if grant.revoked { ", revoked" } else { "" };
+                    println!("    {scope}: {}{revoked}", access(grant.rights));
+                }
+                if app.api_writes.writes > 0 {
+                    println!(
+                        "    wrote {} times through this node's API ({} commits)",
+                        app.api_writes.writes, app.api_writes.commits
+                    );
+                }
+            }
+        }
+        AppCommand::Revoke { id, scope } => {
+            if let Some(scope) = &scope {
+                Name::new(scope.clone()).with_context(|| format!("scope {scope:?}"))?;
+            }
+            let revoked = backend.call(Revoke { id: id.clone(), scope })?;
+            println!("revoked {id} on {}; what it wrote stays", revoked.scopes.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// `basic pin …`.
+fn pin(backend: &Backend, command: PinCommand) -> anyhow::Result<()> {
+    match command {
+        PinCommand::Add { id } => {
+            backend.call(AddPin { id: id.clone() })?;
+            println!("{id} may now store and serve this database's ciphertext (it holds no key)");
+        }
+        PinCommand::List => {
+            let pins = backend.call(ListPins)?;
+            if pins.is_empty() {
+                println!("no pinning peer");
+            }
+            for pin in pins {
+                println!("{}{}", pin.id, if pin.active { "" } else { "  (removed)" });
+            }
+        }
+        PinCommand::Remove { id } => {
+            backend.call(RemovePin { id: id.clone() })?;
+            println!("removed {id}, for good");
+        }
+    }
+    Ok(())
+}
+
+/// `basic export`.
+fn export(backend: &Backend, args: ExportArgs) -> anyhow::Result<()> {
+    if let Some(namespace) = &args.namespace {
+        Name::new(namespace.clone()).with_context(|| format!("namespace {namespace:?}"))?;
+    }
+    let format = if args.sqlite.is_some() { ExportFormat::Sqlite } else { ExportFormat::Jsonl };
+    let target = args.sqlite.or(args.out);
+    if let Some(path) = &target
+        && path.exists()
+    {
+        bail!("{} exists already: export to a new file", path.display());
+    }
+    let bytes = backend.export(Export { namespace: args.namespace, format })?;
+    match target {
+        Some(path) => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(&bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("exported to {} ({})", path.display(), show::bytes(bytes.len() as u64));
+        }
+        None => std::io::stdout().write_all(&bytes).context("cannot write the export")?,
+    }
+    Ok(())
+}
+
+/// `basic status`.
+fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
+    let status = backend.call(Status)?;
+    if args.json {
+        return show::json(&status);
+    }
+    println!("database   {}", status.database);
+    println!("device     {}", status.device);
+    if let Some(user) = &status.user {
+        println!("user       {user}");
+    }
+    let active = status.devices.iter().filter(|d| !d.removed).count();
+    println!("devices    {active}");
+    println!("apps       {} ({} requests waiting)", status.apps, status.pending_requests);
+    println!(
+        "schemas    {}",
+        if status.namespaces.is_empty() { "none".into() } else { status.namespaces.join(", ") }
+    );
+    println!("storage    {}", show::bytes(status.storage_bytes));
+    for fork in &status.forks {
+        println!("FORK       {} at seq {} (a cloned or restored device?)", fork.author, fork.seq);
+    }
+    match &status.network {
+        None => println!("node       not running (start it with `basic up`)"),
+        Some(network) => {
+            println!("node       running");
+            println!(
+                "listen     {}",
+                if network.listen.is_empty() { "none".into() } else { network.listen.join(", ") }
+            );
+            if network.state.peers.is_empty() {
+                println!("peers      none");
+            }
+            for peer in &network.state.peers {
+                let last = peer.last_sync_ms.map(show::time).unwrap_or_else(|| "never".into());
+                println!(
+                    "peer       {} {} — {} (last sync {last}, in {} / out {})",
+                    peer.principal.as_deref().unwrap_or(&peer.id),
+                    peer.address.as_deref().unwrap_or("not connected"),
+                    peer.sync,
+                    show::bytes(peer.bytes_in),
+                    show::bytes(peer.bytes_out),
+                );
+            }
+        }
+    }
+    Ok(())
+}

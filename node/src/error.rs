@@ -1,0 +1,136 @@
+//! The error of an operation: an HTTP status, a stable code and a message
+//! for people. The API sends it as `{"error": {"code", "message"}}`; the
+//! CLI prints its message.
+
+use basic_store::DbError;
+use serde::{Deserialize, Serialize};
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The HTTP status.
+    #[serde(skip, default = "internal_status")]
+    pub status: u16,
+    /// A stable machine-readable code (`bad_request`, `forbidden`…).
+    pub code: String,
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+}
+
+fn internal_status() -> u16 {
+    500
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.to_owned(), message: message.into() }
+    }
+
+    /// 400: the input is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    /// 401: no token, or not a token of this node.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message)
+    }
+
+    /// 403: the token does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+
+    /// 404: no such thing.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    /// 409: refused in the current state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, "conflict", message)
+    }
+
+    /// 413: the request body is too large.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "too_large", message)
+    }
+
+    /// 500: a failure of the node, not of the request.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        let message = error.to_string();
+        match error {
+            DbError::Sql(_)
+            | DbError::Query(_)
+            | DbError::Write(_)
+            | DbError::Schema(_)
+            | DbError::Commit(_)
+            | DbError::NotAQuery
+            | DbError::Pairing(_)
+            | DbError::Recovery(_) => Self::bad_request(message),
+            DbError::NoScopeKey(_) | DbError::Control(_) | DbError::InUse(_) => {
+                Self::conflict(message)
+            }
+            DbError::Store(_) | DbError::View(_) | DbError::Io { .. } | DbError::Stopped(_) => {
+                Self::internal(message)
+            }
+        }
+    }
+}
+
+impl From<basic_store::StoreError> for ApiError {
+    fn from(error: basic_store::StoreError) -> Self {
+        Self::internal(error.to_string())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::internal(format!("{error:#}"))
+    }
+}
+
+impl From<basic_store::ExportError> for ApiError {
+    fn from(error: basic_store::ExportError) -> Self {
+        use basic_store::ExportError as E;
+        match error {
+            E::Db(error) => error.into(),
+            E::UnknownNamespace(_) => Self::not_found(error.to_string()),
+            E::Exists { .. } => Self::conflict(error.to_string()),
+            E::File { .. } | E::Sqlite { .. } | E::Read(_) | E::Output(_) | E::Stopped { .. } => {
+                Self::internal(error.to_string())
+            }
+            E::Input(_)
+            | E::TooLong { .. }
+            | E::Malformed { .. }
+            | E::Header { .. }
+            | E::Schema { .. }
+            | E::UnknownTable { .. }
+            | E::UnknownColumn { .. }
+            | E::MissingKey { .. }
+            | E::MissingValue { .. }
+            | E::Type { .. } => Self::bad_request(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The node: the database with the node's own files, and `basic up`,
+//! which serves the local HTTP API until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use basic_store::{Database, DbError};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api;
+use crate::attribution::AppWrites;
+use crate::ops::devices::device_id;
+use crate::paths::{ApiInfo, DataDir};
+use crate::status::NetworkStatus;
+use crate::tokens::{AppTokens, OwnerToken};
+
+/// How long `basic up` waits for open connections after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Network settings of a running node, for the network layer.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Addresses to listen on (`--listen`).
+    pub listen: Vec<String>,
+    /// Peers to dial (`--peer`).
+    pub peers: Vec<String>,
+}
+
+/// One database with the node's files: what operations run against.
+#[derive(Debug)]
+pub struct Node {
+    /// The database.
+    pub db: Arc<Database>,
+    /// Its data directory.
+    pub data: DataDir,
+    /// The owner's token, for checking.
+    pub owner: OwnerToken,
+    /// App requests and tokens.
+    pub apps: AppTokens,
+    /// The record of app writes.
+    pub writes: AppWrites,
+    /// Network settings (empty unless running).
+    pub config: NodeConfig,
+    /// The network's state, filled by the network layer; `None` when the
+    /// CLI works on the database directly, without a running node.
+    pub network: Option<Arc<RwLock<NetworkStatus>>>,
+}
+
+/// Whether `error` says that another process has the database open.
+pub fn is_in_use(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref::<DbError>(), Some(DbError::InUse(_)))
+}
+
+impl Node {
+    /// Opens the database in `data` with the node's files.
+    pub fn open(
+        data: DataDir,
+        config: NodeConfig,
+        network: Option<Arc<RwLock<NetworkStatus>>>,
+    ) -> anyhow::Result<Self> {
+        data.require_database()?;
+        let db = Database::open(data.root())
+            .with_context(|| format!("cannot open the database in {}", data.root().display()))?;
+        Ok(Self {
+            db: Arc::new(db),
+            owner: OwnerToken::load(&data.owner_token())?,
+            apps: AppTokens::open(data.apps())?,
+            writes: AppWrites::new(data.app_writes()),
+            data,
+            config,
+            network,
+        })
+    }
+}
+
+/// Options of `basic up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Where the HTTP API listens.
+    pub api: SocketAddr,
+    /// Allow a non-loopback API address.
+    pub api_public: bool,
+    /// Network settings.
+    pub config: NodeConfig,
+}
+
+/// Runs the node in the foreground until Ctrl-C or SIGTERM.
+pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
+    if !options.api.ip().is_loopback() && !options.api_public {
+        bail!(
+            "--api {} is not a loopback address: other machines could reach the API; pass --api-public to do it anyway",
+            options.api
+        );
+    }
+    let network = Arc::new(RwLock::new(NetworkStatus::default()));
+    let node = Node::open(data.clone(), options.config.clone(), Some(network)).map_err(|error| {
+        if is_in_use(&error) {
+            anyhow::anyhow!(
+                "the database in {} is already open in another process (is a node running? see `basic status`)",
+                data.root().display()
+            )
+        } else {
+            error
+        }
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("basic")
+        .build()
+        .context("cannot start the runtime")?;
+    let result = runtime.block_on(serve(Arc::new(node), &options));
+    // Live queries poll their shutdown flag; give them a moment.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if let Ok(Some(info)) = ApiInfo::read(&data)
+        && info.pid == std::process::id()
+    {
+        let _ = std::fs::remove_file(data.api());
+    }
+    if result.is_ok() {
+        info!("stopped");
+    }
+    result
+}
+
+async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.api)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API", options.api))?;
+    let address = listener.local_addr()?;
+    if !address.ip().is_loopback() {
+        warn!(
+            "THE API LISTENS ON {address}, NOT ON LOOPBACK: anyone who can reach it may try tokens"
+        );
+    }
+    ApiInfo { address, pid: std::process::id(), listen: options.config.listen.clone() }
+        .write(&node.data)?;
+    info!("database {}, this device {}", node.db.id(), device_id(&node.db.device()));
+    info!("API on http://{address}/v0/ (owner token in {})", node.data.owner_token().display());
+    let NodeConfig { listen, peers } = &options.config;
+    info!(
+        "networking is not part of this build yet: listen {listen:?} and peers {peers:?} are recorded, nothing is listening or dialling"
+    );
+    let (stop, stopping) = watch::channel(false);
+    let mut stopped = stopping.clone();
+    let server = axum::serve(listener, api::router(Arc::clone(&node), stopping))
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+    let signals = async {
+        shutdown_signal().await?;
+        info!("shutting down");
+        stop.send_replace(true);
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        warn!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        served = server => served.context("the API server failed"),
+        signalled = signals => signalled,
+    }
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot watch for Ctrl-C"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot watch for Ctrl-C")
+}

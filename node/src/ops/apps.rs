@@ -1,0 +1,355 @@
+//! Apps: asking for access, answering, listing, revoking.
+//!
+//! Through the API an app asks for scopes with rights and gets a request
+//! id and a one-time secret. The owner approves or denies the request
+//! (`basic app approve ID`); the app polls with its secret and, once
+//! approved, receives its token, once. The node makes the app's key pair
+//! when it asks: the key names the app's grants in the control log.
+
+use std::collections::BTreeMap;
+
+use basic_proto::Name;
+use basic_proto::control::Rights;
+use basic_proto::keys::Role;
+use basic_store::database::now_ms;
+use basic_store::{AccessRequest, RequestError, RequestId};
+use serde::{Deserialize, Serialize};
+
+use super::devices::parse_principal;
+use super::{Caller, Op, Route, encode};
+use crate::attribution::AppWriteCount;
+use crate::capability::live_grants;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::tokens::{app_id, new_app_party};
+
+/// Rights on a scope, as the API spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Read the scope's tables.
+    Read,
+    /// Read and write them.
+    ReadWrite,
+}
+
+impl From<Rights> for Access {
+    fn from(rights: Rights) -> Self {
+        match rights {
+            Rights::Read => Access::Read,
+            Rights::ReadWrite => Access::ReadWrite,
+        }
+    }
+}
+
+impl From<Access> for Rights {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Read => Rights::Read,
+            Access::ReadWrite => Rights::ReadWrite,
+        }
+    }
+}
+
+/// `POST /v0/apps/requests` (no token): an app asks for access.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestAccess {
+    /// The name the user will see.
+    pub name: String,
+    /// The scopes (namespaces) asked for, with the rights wanted on each.
+    pub scopes: BTreeMap<String, Access>,
+}
+
+/// The answer to an app's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMade {
+    /// The request's id, to poll and for the user to approve.
+    pub id: String,
+    /// The one-time secret to poll with; shown only here.
+    pub secret: String,
+    /// The app's id (`app_…`).
+    pub app: String,
+}
+
+impl Op for RequestAccess {
+    type Output = RequestMade;
+
+    fn route(self) -> Route {
+        Route::post("apps/requests", &self)
+    }
+
+    fn run(self, node: &Node, _caller: &Caller) -> Result<RequestMade, ApiError> {
+        let scopes = self
+            .scopes
+            .into_iter()
+            .map(|(scope, access)| {
+                Name::new(scope.clone())
+                    .map(|name| (name, Rights::from(access)))
+                    .map_err(|e| ApiError::bad_request(format!("scope {scope:?}: {e}")))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let app = new_app_party();
+        let request = AccessRequest { name: self.name, app, scopes };
+        let id = node.db.request_access(request).map_err(|error| match error {
+            RequestError::Store(error) => ApiError::from(error),
+            RequestError::TooMany => ApiError::conflict(error.to_string()),
+            _ => ApiError::bad_request(error.to_string()),
+        })?;
+        let id = id.to_string();
+        let secret = node.apps.add_request(&id, &app.key)?;
+        tracing::info!("app access requested: {id} (approve with `basic app approve {id}`)");
+        Ok(RequestMade { id, secret, app: app_id(&app.key) })
+    }
+}
+
+/// `GET /v0/apps/requests/{id}?secret=…` (no token): an app asks what
+/// became of its request.
+#[derive(Debug, Clone)]
+pub struct PollRequest {
+    /// The request id.
+    pub id: String,
+    /// The secret it was given.
+    pub secret: String,
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum RequestState {
+    /// Waiting for the user.
+    Pending,
+    /// Denied: nothing was granted.
+    Denied,
+    /// Approved: the token, given out this once.
+    Approved {
+        /// The app's token (`Authorization: Bearer …`).
+        token: String,
+        /// The app's id.
+        app: String,
+        /// What it was granted.
+        scopes: BTreeMap<String, Access>,
+    },
+}
+
+impl Op for PollRequest {
+    type Output = RequestState;
+
+    fn route(self) -> Route {
+        Route::get(format!("apps/requests/{}?secret={}", encode(&self.id), encode(&self.secret)))
+    }
+
+    fn run(self, node: &Node, _caller: &Caller) -> Result<RequestState, ApiError> {
+        let Some(app) = node.apps.check_request(&self.id, &self.secret) else {
+            return Err(ApiError::not_found(format!(
+                "no open request {} with this secret (a token is handed out once)",
+                self.id
+            )));
+        };
+        if find_pending(node, &self.id)?.is_some() {
+            return Ok(RequestState::Pending);
+        }
+        let grants = live_grants(&node.db, &app);
+        if grants.is_empty() {
+            node.apps.close_request(&self.id, None, now_ms())?;
+            return Ok(RequestState::Denied);
+        }
+        let token = node.apps.close_request(&self.id, Some(&app), now_ms())?.unwrap_or_default();
+        Ok(RequestState::Approved {
+            token,
+            app: app_id(&app),
+            scopes: grants.into_iter().map(|(s, r)| (s.to_string(), r.into())).collect(),
+        })
+    }
+}
+
+/// The pending request whose id reads `id`.
+fn find_pending(node: &Node, id: &str) -> Result<Option<(RequestId, AccessRequest)>, ApiError> {
+    let id = id.trim();
+    Ok(node.db.access_requests()?.into_iter().find(|(rid, _)| rid.to_string() == id))
+}
+
+/// A pending request, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    /// Its id.
+    pub id: String,
+    /// The name the app gave.
+    pub name: String,
+    /// The app's id.
+    pub app: String,
+    /// What it asks for.
+    pub scopes: BTreeMap<String, Access>,
+}
+
+impl RequestInfo {
+    fn of(id: RequestId, request: &AccessRequest) -> Self {
+        Self {
+            id: id.to_string(),
+            name: request.name.clone(),
+            app: app_id(&request.app.key),
+            scopes: request.scopes.iter().map(|(s, r)| (s.to_string(), (*r).into())).collect(),
+        }
+    }
+}
+
+/// `GET /v0/apps/requests`: the requests waiting for the user.
+#[derive(Debug, Clone, Copy)]
+pub struct ListRequests;
+
+impl Op for ListRequests {
+    type Output = Vec<RequestInfo>;
+
+    fn route(self) -> Route {
+        Route::get("apps/requests")
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<Vec<RequestInfo>, ApiError> {
+        caller.require_owner()?;
+        Ok(node.db.access_requests()?.iter().map(|(id, r)| RequestInfo::of(*id, r)).collect())
+    }
+}
+
+/// `POST /v0/apps/requests/{id}/approve` or `/deny`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The request id.
+    pub id: String,
+    /// Approve (grant what it asks) or deny.
+    pub approve: bool,
+}
+
+impl Op for Answer {
+    type Output = RequestInfo;
+
+    fn route(self) -> Route {
+        let verb = if self.approve { "approve" } else { "deny" };
+        Route::post(format!("apps/requests/{}/{verb}", encode(&self.id)), &serde_json::json!({}))
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<RequestInfo, ApiError> {
+        caller.require_owner()?;
+        let Some((id, _)) = find_pending(node, &self.id)? else {
+            return Err(ApiError::not_found(format!(
+                "no pending request {} (see `basic app requests`)",
+                self.id
+            )));
+        };
+        let request = if self.approve { node.db.approve(id)? } else { node.db.deny(id)? };
+        Ok(RequestInfo::of(id, &request))
+    }
+}
+
+/// `GET /v0/apps`: every app with its grants.
+#[derive(Debug, Clone, Copy)]
+pub struct ListApps;
+
+/// One app's grant on one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// Its rights.
+    pub rights: Access,
+    /// Whether it was revoked (for good).
+    pub revoked: bool,
+}
+
+/// One app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppEntry {
+    /// Its id (`app_…`).
+    pub id: String,
+    /// The name it asked under, if it asked on this device.
+    pub name: Option<String>,
+    /// Its grants by scope.
+    pub scopes: BTreeMap<String, GrantInfo>,
+    /// What it wrote through this node's API.
+    pub api_writes: AppWriteCount,
+}
+
+impl Op for ListApps {
+    type Output = Vec<AppEntry>;
+
+    fn route(self) -> Route {
+        Route::get("apps")
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<Vec<AppEntry>, ApiError> {
+        caller.require_owner()?;
+        let counts = node.writes.counts()?;
+        Ok(node
+            .db
+            .apps()?
+            .into_iter()
+            .map(|app| {
+                let id = app_id(&app.key);
+                AppEntry {
+                    api_writes: counts.get(&id).copied().unwrap_or_default(),
+                    id,
+                    name: app.name,
+                    scopes: app
+                        .scopes
+                        .into_iter()
+                        .map(|(scope, (rights, revoked))| {
+                            (scope.to_string(), GrantInfo { rights: rights.into(), revoked })
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `POST /v0/apps/{id}/revoke`: revokes one scope of an app, or all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoke {
+    /// The app's id (`app_…`).
+    #[serde(skip)]
+    pub id: String,
+    /// The scope to revoke; every scope it holds if absent.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// What was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The scopes revoked.
+    pub scopes: Vec<String>,
+}
+
+impl Op for Revoke {
+    type Output = Revoked;
+
+    fn route(self) -> Route {
+        Route::post(format!("apps/{}/revoke", encode(&self.id)), &self)
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<Revoked, ApiError> {
+        caller.require_owner()?;
+        let key = parse_principal(Role::App, &self.id)?;
+        if !node.db.auth_state().apps().contains_key(&key) {
+            return Err(ApiError::not_found(format!("no app {} (see `basic app list`)", self.id)));
+        }
+        let held = live_grants(&node.db, &key);
+        let scopes: Vec<Name> = match &self.scope {
+            Some(scope) => {
+                let scope = Name::new(scope.clone())
+                    .map_err(|e| ApiError::bad_request(format!("scope {scope:?}: {e}")))?;
+                if !held.contains_key(&scope) {
+                    return Err(ApiError::conflict(format!(
+                        "{} holds no unrevoked grant on {scope}",
+                        self.id
+                    )));
+                }
+                vec![scope]
+            }
+            None => held.into_keys().collect(),
+        };
+        if scopes.is_empty() {
+            return Err(ApiError::conflict(format!("{} holds no unrevoked grant", self.id)));
+        }
+        for scope in &scopes {
+            node.db.revoke(key, scope.clone())?;
+        }
+        Ok(Revoked { scopes: scopes.iter().map(ToString::to_string).collect() })
+    }
+}

@@ -1,0 +1,143 @@
+//! The user's devices: listing, inviting, removing.
+
+use basic_proto::PublicKey;
+use basic_proto::keys::{Principal, Role};
+use serde::{Deserialize, Serialize};
+
+use super::{Caller, Done, Op, Route, encode};
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// A device's text id (`dev_…`).
+pub fn device_id(key: &PublicKey) -> String {
+    Principal { role: Role::Device, key: *key }.to_string()
+}
+
+/// Parses a principal id of `role`, as a 400 if it is not one.
+pub fn parse_principal(role: Role, text: &str) -> Result<PublicKey, ApiError> {
+    Principal::parse_as(role, text.trim())
+        .map_err(|e| ApiError::bad_request(format!("{text:?} is not a {} id: {e}", role.name())))
+}
+
+/// `GET /v0/devices`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListDevices;
+
+/// One device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Its id (`dev_…`).
+    pub id: String,
+    /// Whether it is this device.
+    pub this_device: bool,
+    /// Whether it was removed (for good).
+    pub removed: bool,
+}
+
+impl Op for ListDevices {
+    type Output = Vec<DeviceInfo>;
+
+    fn route(self) -> Route {
+        Route::get("devices")
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<Vec<DeviceInfo>, ApiError> {
+        caller.require_owner()?;
+        Ok(devices(node))
+    }
+}
+
+/// Every device of the control log.
+pub fn devices(node: &Node) -> Vec<DeviceInfo> {
+    let this = node.db.device();
+    node.db
+        .auth_state()
+        .devices()
+        .iter()
+        .map(|(key, device)| DeviceInfo {
+            id: device_id(key),
+            this_device: *key == this,
+            removed: device.removed.is_some(),
+        })
+        .collect()
+}
+
+/// `POST /v0/devices/invite`: an invite for one new device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Invite {
+    /// How long the invite stays valid, in minutes.
+    pub valid_minutes: u64,
+}
+
+/// An invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteOutput {
+    /// The one-line code to give the new device (`basic init --join CODE`).
+    pub invite: String,
+    /// When it expires, ms since 1970.
+    pub expires_at_ms: u64,
+    /// The addresses it tells the new device to reach this one at.
+    pub addresses: Vec<String>,
+}
+
+/// Longest validity of an invite: a week.
+const MAX_INVITE_MINUTES: u64 = 7 * 24 * 60;
+
+impl Op for Invite {
+    type Output = InviteOutput;
+
+    fn route(self) -> Route {
+        Route::post("devices/invite", &self)
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<InviteOutput, ApiError> {
+        caller.require_owner()?;
+        if self.valid_minutes == 0 || self.valid_minutes > MAX_INVITE_MINUTES {
+            return Err(ApiError::bad_request(format!(
+                "an invite is valid for 1 to {MAX_INVITE_MINUTES} minutes"
+            )));
+        }
+        let invite = node
+            .db
+            .invite(node.config.listen.clone(), self.valid_minutes.saturating_mul(60_000))?;
+        Ok(InviteOutput {
+            invite: invite.to_text(),
+            expires_at_ms: invite.expires_at_ms,
+            addresses: invite.addresses,
+        })
+    }
+}
+
+/// `DELETE /v0/devices/{id}`: removes a device for good.
+#[derive(Debug, Clone)]
+pub struct RemoveDevice {
+    /// Its id (`dev_…`).
+    pub id: String,
+}
+
+impl Op for RemoveDevice {
+    type Output = Done;
+
+    fn route(self) -> Route {
+        Route::delete(format!("devices/{}", encode(&self.id)))
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<Done, ApiError> {
+        caller.require_owner()?;
+        let key = parse_principal(Role::Device, &self.id)?;
+        if key == node.db.device() {
+            return Err(ApiError::conflict(
+                "this is the device you are on: remove it from another of your devices",
+            ));
+        }
+        match node.db.auth_state().devices().get(&key) {
+            None => return Err(ApiError::not_found(format!("no device {}", self.id))),
+            Some(device) if device.removed.is_some() => {
+                return Err(ApiError::conflict(format!("{} was removed already", self.id)));
+            }
+            Some(_) => {}
+        }
+        node.db.remove_device(key)?;
+        Ok(Done {})
+    }
+}

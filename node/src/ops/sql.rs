@@ -1,0 +1,83 @@
+//! Running one SQL statement.
+
+use basic_store::database::now_ms;
+use basic_store::{Executed, Rows};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::{Caller, Op, Route};
+use crate::capability;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::wire;
+
+/// `POST /v0/sql`: one statement with `?` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sql {
+    /// The statement.
+    pub sql: String,
+    /// Its parameters, in order (see [`crate::wire`]).
+    #[serde(default)]
+    pub params: Vec<Json>,
+}
+
+/// What a statement returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SqlOutput {
+    /// A `SELECT`'s rows.
+    Rows {
+        /// Column names.
+        columns: Vec<String>,
+        /// Rows of values.
+        rows: Vec<Vec<Json>>,
+    },
+    /// A write, durable on disk.
+    Written {
+        /// Rows inserted, updated or deleted.
+        written: usize,
+        /// The commits made (none if nothing changed).
+        commits: Vec<String>,
+    },
+}
+
+impl From<Rows> for SqlOutput {
+    fn from(rows: Rows) -> Self {
+        SqlOutput::Rows {
+            columns: rows.columns,
+            rows: rows.rows.iter().map(|row| row.iter().map(wire::to_json).collect()).collect(),
+        }
+    }
+}
+
+impl Op for Sql {
+    type Output = SqlOutput;
+
+    fn route(self) -> Route {
+        Route::post("sql", &self)
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<SqlOutput, ApiError> {
+        if let Caller::App(app) = caller {
+            capability::check(&node.db, app, &self.sql)?;
+        }
+        let params = wire::params_from_json(&self.params).map_err(ApiError::bad_request)?;
+        Ok(match node.db.execute(&self.sql, &params, None)? {
+            Executed::Rows(rows) => rows.into(),
+            Executed::Written(outcome) => {
+                if let Caller::App(app) = caller
+                    && !outcome.commits.is_empty()
+                    && let Err(error) = node.writes.record(app, &outcome.commits, now_ms())
+                {
+                    // The write is durable; failing it now would make the
+                    // app write it again.
+                    tracing::error!("{error:#}");
+                }
+                SqlOutput::Written {
+                    written: outcome.rows_affected,
+                    commits: outcome.commits.iter().map(ToString::to_string).collect(),
+                }
+            }
+        })
+    }
+}

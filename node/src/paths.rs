@@ -1,0 +1,167 @@
+//! The data directory: where the database and the node's own files live.
+//!
+//! ```text
+//! DIR/
+//!   replica/        the database (basic-store: commit logs, rows, control log)
+//!   view.sqlite     the database's SQLite view, derived from the replica
+//!   lock            held by the process that has the database open
+//!   owner-token     the owner's API token (mode 0600), made by `basic init`
+//!   apps.json       app access through the API: pending requests, token hashes
+//!   app-writes.jsonl  which app token made which commits (one line per write)
+//!   api.json        the running node's API address; removed on clean shutdown
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The data directory of one database on this device.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// `flag` (from `--data` or `BASIC_DATA`), else the platform's data
+    /// directory for Basic (`~/.local/share/basic` on Linux).
+    pub fn resolve(flag: Option<PathBuf>) -> anyhow::Result<Self> {
+        let root = match flag {
+            Some(dir) => dir,
+            None => directories::ProjectDirs::from("", "", "basic")
+                .map(|dirs| dirs.data_dir().to_owned())
+                .context("no home directory to keep the data in: pass --data DIR")?,
+        };
+        Ok(Self { root })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The owner's API token.
+    pub fn owner_token(&self) -> PathBuf {
+        self.root.join("owner-token")
+    }
+
+    /// App requests and app token hashes.
+    pub fn apps(&self) -> PathBuf {
+        self.root.join("apps.json")
+    }
+
+    /// The record of app writes.
+    pub fn app_writes(&self) -> PathBuf {
+        self.root.join("app-writes.jsonl")
+    }
+
+    /// The running node's API address.
+    pub fn api(&self) -> PathBuf {
+        self.root.join("api.json")
+    }
+
+    /// The database's replica (what `basic init` creates).
+    fn replica(&self) -> PathBuf {
+        self.root.join("replica")
+    }
+
+    /// Whether a database was created (or a join started) here.
+    pub fn holds_database(&self) -> bool {
+        self.replica().exists()
+    }
+
+    /// Fails with what to do if no database was created here.
+    pub fn require_database(&self) -> anyhow::Result<()> {
+        if !self.holds_database() {
+            bail!(
+                "no database in {}: run `basic init` first (or pass --data DIR / set BASIC_DATA)",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes what a failed `basic init --join` left behind.
+    pub fn remove_database(&self) -> anyhow::Result<()> {
+        fs::remove_dir_all(self.replica())
+            .with_context(|| format!("cannot remove {}", self.replica().display()))?;
+        // Only made by the store; absent if it never got that far.
+        for file in ["lock", "view.sqlite"] {
+            let _ = fs::remove_file(self.root.join(file));
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk under the directory.
+    pub fn size_on_disk(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = fs::read_dir(dir) else { return 0 };
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => walk(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.root)
+    }
+}
+
+/// What `api.json` says about the running node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiInfo {
+    /// Where its HTTP API listens.
+    pub address: SocketAddr,
+    /// Its process id.
+    pub pid: u32,
+    /// The network addresses it was asked to listen on.
+    pub listen: Vec<String>,
+}
+
+impl ApiInfo {
+    /// Reads `api.json`, `None` if there is none.
+    pub fn read(dir: &DataDir) -> anyhow::Result<Option<Self>> {
+        let path = dir.api();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("{} is damaged: remove it", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes `api.json`.
+    pub fn write(&self, dir: &DataDir) -> anyhow::Result<()> {
+        write_atomic(&dir.api(), &serde_json::to_vec_pretty(self)?, false)
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new
+/// one, never a part: a temporary file, flushed, then renamed over it.
+/// `private` files are readable by their owner only.
+pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+    let context = || format!("cannot write {}", path.display());
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&temp).with_context(context)?;
+    file.write_all(bytes).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    fs::rename(&temp, path).with_context(context)?;
+    Ok(())
+}

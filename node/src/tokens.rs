@@ -1,0 +1,175 @@
+//! API tokens: the owner's, and the ones apps receive once approved.
+//!
+//! A token is 32 random bytes in hex. The owner token is kept in the
+//! `owner-token` file (mode 0600) for the CLI to read. App tokens are shown
+//! to their app once and only their BLAKE3 hashes are kept (in `apps.json`),
+//! as are the hashes of the one-time secrets with which an app that asked
+//! for access fetches its token.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use anyhow::Context;
+use basic_proto::keys::{Principal, Role};
+use basic_proto::{Party, PublicKey, SecretKey};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::paths::write_atomic;
+
+/// A fresh random secret, in hex.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What is kept of a secret: its hash, in hex.
+fn digest(secret: &str) -> String {
+    blake3::hash(secret.trim().as_bytes()).to_hex().to_string()
+}
+
+/// The owner's token: full access to the API.
+#[derive(Debug, Clone)]
+pub struct OwnerToken {
+    hash: String,
+}
+
+impl OwnerToken {
+    /// Makes a new owner token at `path`, replacing any.
+    pub fn generate(path: &Path) -> anyhow::Result<()> {
+        write_atomic(path, format!("{}\n", random_secret()).as_bytes(), true)
+    }
+
+    /// Reads the token at `path`.
+    pub fn read(path: &Path) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the owner token {} (made by `basic init`)", path.display())
+        })?;
+        Ok(text.trim().to_owned())
+    }
+
+    /// Loads the token at `path` for checking.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self { hash: digest(&Self::read(path)?) })
+    }
+
+    /// Whether `presented` is the owner token.
+    pub fn matches(&self, presented: &str) -> bool {
+        // Comparing hashes: timing reveals nothing about the token itself.
+        digest(presented) == self.hash
+    }
+}
+
+/// An app's pending request, as this node remembers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    /// Hash of the one-time secret the app fetches its token with.
+    secret: String,
+    /// The app's principal id (`app_…`).
+    app: String,
+}
+
+/// An issued app token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Issued {
+    /// The app's principal id (`app_…`).
+    app: String,
+    /// When it was issued, ms since 1970.
+    issued_ms: u64,
+}
+
+/// The content of `apps.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AppsFile {
+    /// Pending requests by request id.
+    requests: BTreeMap<String, Pending>,
+    /// Issued tokens by token hash.
+    tokens: BTreeMap<String, Issued>,
+}
+
+/// App requests made through the API and the tokens issued for them.
+#[derive(Debug)]
+pub struct AppTokens {
+    path: PathBuf,
+    file: Mutex<AppsFile>,
+}
+
+impl AppTokens {
+    /// Loads `path` (an absent file is empty).
+    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is damaged", path.display()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => AppsFile::default(),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        Ok(Self { path, file: Mutex::new(file) })
+    }
+
+    /// Changes the file with `change` and saves it; nothing changes if
+    /// saving fails.
+    fn update<T>(&self, change: impl FnOnce(&mut AppsFile) -> T) -> anyhow::Result<T> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = AppsFile { requests: file.requests.clone(), tokens: file.tokens.clone() };
+        let result = change(&mut next);
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&next)?, true)?;
+        *file = next;
+        Ok(result)
+    }
+
+    /// Remembers request `id` of `app`; returns the secret the app will
+    /// fetch its token with.
+    pub fn add_request(&self, id: &str, app: &PublicKey) -> anyhow::Result<String> {
+        let secret = random_secret();
+        let pending = Pending { secret: digest(&secret), app: app_id(app) };
+        self.update(|file| file.requests.insert(id.to_owned(), pending))?;
+        Ok(secret)
+    }
+
+    /// The app of request `id` if `secret` is its secret.
+    pub fn check_request(&self, id: &str, secret: &str) -> Option<PublicKey> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = file.requests.get(id).filter(|p| p.secret == digest(secret))?;
+        Principal::parse_as(Role::App, &pending.app).ok()
+    }
+
+    /// Forgets request `id` and, if `app` is given, issues it a token.
+    pub fn close_request(
+        &self,
+        id: &str,
+        app: Option<&PublicKey>,
+        now_ms: u64,
+    ) -> anyhow::Result<Option<String>> {
+        let token = app.map(|_| random_secret());
+        self.update(|file| {
+            file.requests.remove(id);
+            if let (Some(token), Some(app)) = (&token, app) {
+                file.tokens.insert(digest(token), Issued { app: app_id(app), issued_ms: now_ms });
+            }
+        })?;
+        Ok(token)
+    }
+
+    /// The app a token was issued to.
+    pub fn app_of(&self, token: &str) -> Option<PublicKey> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let issued = file.tokens.get(&digest(token))?;
+        Principal::parse_as(Role::App, &issued.app).ok()
+    }
+}
+
+/// An app's principal id (`app_…`).
+pub fn app_id(key: &PublicKey) -> String {
+    Principal { role: Role::App, key: *key }.to_string()
+}
+
+/// A new key pair for an app that asks through the API. The node keeps no
+/// secret of it: the key names the app's grants in the control log, and
+/// the node writes on the app's behalf as this device.
+pub fn new_app_party() -> Party {
+    Party::of(&SecretKey::generate(&mut rand::rng()))
+}

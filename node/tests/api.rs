@@ -1,0 +1,208 @@
+//! The local HTTP API of a running node.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Data, example};
+use serde_json::{Value as Json, json};
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let token = node.token.clone();
+
+    let (status, body) = node.sql("", "SELECT 1");
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = node.post("/v0/sql", None, &json!({ "sql": "SELECT 1" }));
+    assert_eq!(status, 401);
+    let (status, body) = node.sql("not-a-token", "SELECT 1");
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+
+    let (status, body) = node.post_raw("/v0/sql", Some(&token), b"{\"sql\": ");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let big = format!("{{\"sql\": \"{}\"}}", "x".repeat(3 << 20));
+    let (status, body) = node.post_raw("/v0/sql", Some(&token), big.as_bytes());
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "too_large");
+
+    let (status, body) = node.sql(&token, "SELECT nope FROM todo.items");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "{body}");
+    let (status, body) = node.sql(&token, "DROP TABLE todo.items");
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = node.get("/v0/nowhere", Some(&token));
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    let (status, body) = node.sql(&token, "SELECT count(*) AS n FROM todo.items");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "columns": ["n"], "rows": [[0]] }));
+}
+
+#[test]
+fn openapi_is_served_as_written() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let file = include_str!("../openapi.json");
+    let mut response = ureq::get(node.url("/v0/openapi.json")).call().unwrap();
+    let served = response.body_mut().read_to_string().unwrap();
+    assert_eq!(served, file);
+    let parsed: Json = serde_json::from_str(&served).unwrap();
+    assert_eq!(parsed["openapi"], "3.1.0");
+    assert!(parsed["paths"]["/v0/sql"].is_object());
+}
+
+/// Asks for access over HTTP, approves with the CLI, fetches the token.
+fn app_token(data: &Data, node: &common::Node, scopes: Json) -> (String, String) {
+    let (status, made) =
+        node.post("/v0/apps/requests", None, &json!({ "name": "Todo app", "scopes": scopes }));
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let poll = format!("/v0/apps/requests/{id}?secret={secret}");
+
+    let (status, state) = node.get(&poll, None);
+    assert_eq!((status, state["status"].as_str()), (200, Some("pending")), "{state}");
+    let (status, _) = node.get(&format!("/v0/apps/requests/{id}?secret=wrong"), None);
+    assert_eq!(status, 404);
+    assert!(data.basic(&["app", "requests"]).ok().contains(&id));
+
+    data.basic(&["app", "approve", &id]).ok();
+    let (status, state) = node.get(&poll, None);
+    assert_eq!((status, state["status"].as_str()), (200, Some("approved")), "{state}");
+    // The token is handed out once.
+    assert_eq!(node.get(&poll, None).0, 404);
+    (state["token"].as_str().unwrap().to_owned(), state["app"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn an_app_works_within_its_grant_until_revoked() {
+    let data = Data::with_todo();
+    data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
+    let node = data.up();
+    let owner = node.token.clone();
+    node.sql(&owner, "INSERT INTO contacts.people (id, name) VALUES ('ada', 'Ada')");
+
+    let (token, app) = app_token(&data, &node, json!({ "todo": "read_write" }));
+
+    // Inside the grant.
+    let (status, body) =
+        node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["written"], 1);
+    let (status, body) = node.sql(&token, "SELECT name FROM todo.lists");
+    assert_eq!((status, &body["rows"]), (200, &json!([["Home"]])), "{body}");
+
+    // Outside it: reads, writes, and reads hidden inside a write.
+    for sql in [
+        "SELECT * FROM contacts.people",
+        "SELECT l.name FROM todo.lists l JOIN contacts.people p ON p.name = l.name",
+        "INSERT INTO contacts.people (id, name) VALUES ('bob', 'Bob')",
+        "INSERT INTO todo.lists (id, name) SELECT id, name FROM contacts.people",
+        "UPDATE todo.lists SET name = (SELECT name FROM contacts.people LIMIT 1)",
+    ] {
+        let (status, body) = node.sql(&token, sql);
+        assert_eq!(status, 403, "{sql}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    // Owner-only endpoints.
+    assert_eq!(node.get("/v0/status", Some(&token)).0, 403);
+    assert_eq!(node.get("/v0/apps", Some(&token)).0, 403);
+
+    let apps = data.basic(&["app", "list"]).ok();
+    assert!(apps.contains(&app) && apps.contains("todo: read-write"), "{apps}");
+    assert!(apps.contains("wrote 1 times"), "{apps}");
+
+    data.basic(&["app", "revoke", &app]).ok();
+    let (status, body) = node.sql(&token, "SELECT name FROM todo.lists");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) =
+        node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('work', 'Work')");
+    assert_eq!(status, 403, "{body}");
+
+    // What the app wrote stays.
+    let (status, body) = node.sql(&owner, "SELECT id FROM todo.lists");
+    assert_eq!((status, &body["rows"]), (200, &json!([["home"]])), "{body}");
+    assert!(data.basic(&["app", "list"]).ok().contains("revoked"));
+}
+
+#[test]
+fn a_read_only_grant_cannot_write_and_a_denied_request_gets_no_token() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
+    assert_eq!(node.sql(&token, "SELECT * FROM todo.lists").0, 200);
+    let (status, body) = node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("read-only"), "{body}");
+
+    let (_, made) = node.post(
+        "/v0/apps/requests",
+        None,
+        &json!({ "name": "Nosy", "scopes": { "todo": "read" } }),
+    );
+    let id = made["id"].as_str().unwrap();
+    data.basic(&["app", "deny", id]).ok();
+    let (status, state) = node
+        .get(&format!("/v0/apps/requests/{id}?secret={}", made["secret"].as_str().unwrap()), None);
+    assert_eq!((status, state["status"].as_str()), (200, Some("denied")), "{state}");
+}
+
+/// Reads `rows` events of a live query into a channel, on a thread.
+fn live(node: &common::Node, token: &str, sql: &str) -> mpsc::Receiver<Json> {
+    let url = format!("{}?sql={}", node.url("/v0/live"), sql.replace(' ', "%20"));
+    let response = ureq::get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .expect("live query");
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(response.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let data: Json = serde_json::from_str(data).unwrap();
+                if send.send(json!({ "event": event, "data": data })).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    receive
+}
+
+#[test]
+fn a_live_query_sees_inserts() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let events = live(&node, &node.token, "SELECT count(*) AS n FROM todo.lists");
+    let wait = Duration::from_secs(20);
+    let first = events.recv_timeout(wait).expect("first result");
+    assert_eq!(first, json!({ "event": "rows", "data": { "columns": ["n"], "rows": [[0]] } }));
+    data.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')"]).ok();
+    let next = events.recv_timeout(wait).expect("result after the insert");
+    assert_eq!(next["data"]["rows"], json!([[1]]));
+}
+
+#[test]
+fn an_apps_live_query_ends_when_revoked() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let (token, app) = app_token(&data, &node, json!({ "todo": "read" }));
+    let events = live(&node, &token, "SELECT count(*) AS n FROM todo.lists");
+    let wait = Duration::from_secs(20);
+    assert_eq!(events.recv_timeout(wait).expect("first result")["event"], "rows");
+    data.basic(&["app", "revoke", &app]).ok();
+    let last = events.recv_timeout(wait).expect("an error event");
+    assert_eq!(last["event"], "error", "{last}");
+    assert_eq!(last["data"]["error"]["code"], "forbidden");
+}

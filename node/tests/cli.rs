@@ -1,0 +1,139 @@
+//! The `basic` command line, with and without a running node.
+
+mod common;
+
+use common::{Data, example};
+
+#[test]
+fn init_prints_ids_and_refuses_a_second_init() {
+    let data = Data::new();
+    let out = data.basic(&["init"]).ok();
+    for prefix in ["database  db_", "device    dev_", "user      usr_", "basic-recovery-"] {
+        assert!(out.contains(prefix), "{prefix} missing in:\n{out}");
+    }
+    let token = data.owner_token();
+    assert_eq!(token.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("owner-token")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let error = data.basic(&["init"]).failed();
+    assert!(error.contains("already holds a database"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    // Nothing changed, and the recovery secret is not shown again.
+    assert_eq!(data.owner_token(), token);
+    assert!(!data.basic(&["status"]).ok().contains("basic-recovery-"));
+}
+
+#[test]
+fn commands_without_a_database_say_what_to_do() {
+    let data = Data::new();
+    let error = data.basic(&["sql", "SELECT 1"]).failed();
+    assert!(error.contains("run `basic init`"), "{error}");
+    assert!(!data.path().join("replica").exists(), "a data command must not create a database");
+}
+
+#[test]
+fn schema_and_sql_work_without_a_node() {
+    let data = Data::with_todo();
+    let out = data
+        .basic(&[
+            "sql",
+            "INSERT INTO todo.lists (id, name) VALUES (?, ?)",
+            "--param",
+            "home",
+            "--param",
+            "Home",
+        ])
+        .ok();
+    assert!(out.contains("1 row written"), "{out}");
+    let out = data.basic(&["sql", "SELECT id, name FROM todo.lists", "--json"]).ok();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json, serde_json::json!({ "columns": ["id", "name"], "rows": [["home", "Home"]] }));
+    let error = data.basic(&["sql", "SELECT nope FROM todo.lists"]).failed();
+    assert!(error.starts_with("error: ") && error.contains("nope"), "{error}");
+    let schemas = data.basic(&["schema", "show"]).ok();
+    assert!(schemas.contains("\"namespace\": \"todo\""), "{schemas}");
+    assert!(data.basic(&["status"]).ok().contains("not running"));
+}
+
+#[test]
+fn the_cli_goes_through_a_running_node() {
+    let data = Data::with_todo();
+    let node = data.up();
+    // The node holds the database: these can only succeed through its API.
+    data.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')"]).ok();
+    let out = data.basic(&["sql", "SELECT name FROM todo.lists", "--json"]).ok();
+    assert!(out.contains("\"Home\""), "{out}");
+    let applied = data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
+    assert!(applied.contains("contacts.people"), "{applied}");
+    let status: serde_json::Value =
+        serde_json::from_str(&data.basic(&["status", "--json"]).ok()).unwrap();
+    assert!(status["network"].is_object(), "{status}");
+    assert_eq!(status["namespaces"], serde_json::json!(["contacts", "todo"]));
+    let error = data.basic(&["sql", "SELECT nope FROM todo.lists"]).failed();
+    assert!(error.contains("nope"), "{error}");
+    // Export through the node, import into a fresh database directly.
+    let export = data.path().join("export.jsonl");
+    data.basic(&["export", "--out", export.to_str().unwrap()]).ok();
+    drop(node);
+    let other = Data::new();
+    other.basic(&["init"]).ok();
+    let out = other.basic(&["import", export.to_str().unwrap()]).ok();
+    assert!(out.contains("imported 1 rows"), "{out}");
+}
+
+#[test]
+fn a_second_node_on_the_same_data_is_refused() {
+    let data = Data::with_todo();
+    let _node = data.up();
+    let error = data.basic(&["up", "--api", "127.0.0.1:0"]).failed();
+    assert!(error.contains("already open in another process"), "{error}");
+}
+
+#[test]
+fn up_stops_cleanly_on_sigterm() {
+    let data = Data::with_todo();
+    let mut node = data.up();
+    assert!(node.api_file.exists());
+    let status = node.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(!node.api_file.exists(), "api.json must be removed on a clean shutdown");
+    // The database is free again.
+    data.basic(&["sql", "SELECT count(*) FROM todo.items"]).ok();
+}
+
+#[test]
+fn help_is_there_for_every_command() {
+    let data = Data::new();
+    for command in [
+        vec!["--help"],
+        vec!["init", "--help"],
+        vec!["up", "--help"],
+        vec!["sql", "--help"],
+        vec!["schema", "apply", "--help"],
+        vec!["device", "invite", "--help"],
+        vec!["app", "revoke", "--help"],
+        vec!["pin", "add", "--help"],
+        vec!["export", "--help"],
+        vec!["status", "--help"],
+    ] {
+        let out = data.basic(&command).ok();
+        assert!(out.contains("Usage:"), "{command:?}: {out}");
+    }
+}
+
+#[test]
+fn join_says_it_needs_the_network_and_leaves_nothing_behind() {
+    let inviter = Data::with_todo();
+    let invite = inviter.basic(&["device", "invite"]).ok();
+    let joiner = Data::new();
+    let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
+    assert!(error.contains("network layer"), "{error}");
+    assert!(!joiner.path().join("replica").exists());
+    joiner.basic(&["init"]).ok();
+    let error = Data::new().basic(&["init", "--join", "basic-invite-nonsense"]).failed();
+    assert!(error.contains("not an invite"), "{error}");
+}

@@ -1,0 +1,211 @@
+//! Running the real `basic` binary: one-shot commands and a node in the
+//! background, each with a deadline; nodes are killed when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+/// Longest any one command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a node may take to start or stop.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The examples directory.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name)
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics unless the command succeeded; returns its stdout.
+    pub fn ok(self) -> String {
+        assert!(self.status.success(), "command failed: {}{}", self.stdout, self.stderr);
+        self.stdout
+    }
+
+    /// Panics unless the command failed with exit code 1; returns stderr.
+    pub fn failed(self) -> String {
+        assert_eq!(self.status.code(), Some(1), "expected failure: {}{}", self.stdout, self.stderr);
+        self.stderr
+    }
+}
+
+/// A data directory of its own.
+pub struct Data {
+    pub dir: tempfile::TempDir,
+}
+
+impl Data {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A data directory with a database and the todo schema applied.
+    pub fn with_todo() -> Self {
+        let data = Self::new();
+        data.basic(&["init"]).ok();
+        data.basic(&["schema", "apply", example("todo.toml").to_str().unwrap()]).ok();
+        data
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_basic"));
+        command
+            .arg("--data")
+            .arg(self.path())
+            .args(args)
+            .env_remove("BASIC_DATA")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `basic --data DIR ARGS…` to the end.
+    pub fn basic(&self, args: &[&str]) -> Output {
+        let mut child = Guard(self.command(args).spawn().expect("run basic"));
+        let status = child
+            .wait_for(COMMAND_TIMEOUT)
+            .unwrap_or_else(|| panic!("basic {args:?} took more than {COMMAND_TIMEOUT:?}"));
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child.0.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        Output { status, stdout, stderr }
+    }
+
+    /// The owner token.
+    pub fn owner_token(&self) -> String {
+        std::fs::read_to_string(self.path().join("owner-token")).unwrap().trim().to_owned()
+    }
+
+    /// Starts `basic up` on a free loopback port and waits for its API.
+    pub fn up(&self) -> Node {
+        let mut command = self.command(&["up", "--api", "127.0.0.1:0"]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = Guard(command.spawn().expect("run basic up"));
+        let api_file = self.path().join("api.json");
+        let deadline = Instant::now() + NODE_TIMEOUT;
+        let address = loop {
+            assert!(Instant::now() < deadline, "basic up wrote no api.json");
+            if let Ok(text) = std::fs::read_to_string(&api_file)
+                && let Ok(info) = serde_json::from_str::<Json>(&text)
+                && let Some(address) = info["address"].as_str()
+            {
+                break address.parse::<SocketAddr>().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let node = Node { child, address, token: self.owner_token(), api_file };
+        // The API answers once it is written; check anyway.
+        assert_eq!(node.get("/v0/health", None).0, 200);
+        node
+    }
+}
+
+/// A child process, killed when dropped.
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// Waits for the process to end, at most `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub child: Guard,
+    pub address: SocketAddr,
+    pub token: String,
+    pub api_file: PathBuf,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(COMMAND_TIMEOUT))
+        .build()
+        .new_agent()
+}
+
+fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Json) {
+    let mut response = response.expect("HTTP request");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// GET `path` with `token` (none: no Authorization header).
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Json) {
+        let mut request = agent().get(self.url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        answer(request.call())
+    }
+
+    /// POST raw `body` to `path` with `token`.
+    pub fn post_raw(&self, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Json) {
+        let mut request = agent().post(self.url(path)).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        answer(request.send(body))
+    }
+
+    /// POST `body` as JSON to `path` with `token`.
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Json) -> (u16, Json) {
+        self.post_raw(path, token, body.to_string().as_bytes())
+    }
+
+    /// Runs SQL with `token`.
+    pub fn sql(&self, token: &str, sql: &str) -> (u16, Json) {
+        self.post("/v0/sql", Some(token), &serde_json::json!({ "sql": sql }))
+    }
+
+    /// Sends SIGTERM and waits for the node to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success());
+        self.child.wait_for(NODE_TIMEOUT).expect("basic up did not stop on SIGTERM")
+    }
+}
