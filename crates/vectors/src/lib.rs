@@ -17,6 +17,7 @@ mod keys;
 mod merge;
 mod negative;
 mod sealing;
+mod sync;
 
 use basic_proto::SecretKey;
 use rand_chacha::ChaCha20Rng;
@@ -50,6 +51,7 @@ pub fn generate() -> Vec<VectorFile> {
         VectorFile { name: "merge.json", content: merge::vectors() },
         VectorFile { name: "negative.json", content: negative::vectors() },
         VectorFile { name: "control.json", content: control::vectors() },
+        VectorFile { name: "sync.json", content: sync::vectors() },
     ]
 }
 

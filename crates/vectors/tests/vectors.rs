@@ -255,3 +255,41 @@ fn control_ops_check_step_by_step_and_give_the_listed_state() {
         assert_eq!(errors::op(&error), n["error"], "{}", n["name"]);
     }
 }
+
+#[test]
+fn sync_proofs_digests_and_frames_check_from_the_file() {
+    use basic_proto::sync::message::{MAX_FRAME_BYTES, Message};
+    use basic_proto::{KeyCache, PublicKey, SigningContext};
+    let v = load("sync.json");
+    let s = &v["session"];
+    for (side, key, proof) in [
+        ("transcript_requester", "requester_public", "requester_proof"),
+        ("transcript_responder", "responder_public", "responder_proof"),
+    ] {
+        let key = PublicKey::from_bytes(array(&s[key])).unwrap();
+        key.verify(SigningContext::SyncProof, &bytes(&s[side]), &array(&s[proof])).unwrap();
+    }
+    let f = &v["fingerprint"];
+    let mut sum = 0u128;
+    for id in f["ids"].as_array().unwrap() {
+        let id = bytes(id);
+        sum = sum.wrapping_add(u128::from_le_bytes(id[..16].try_into().unwrap()));
+    }
+    assert_eq!(sum.to_le_bytes().to_vec(), bytes(&f["sum_le"]));
+    let d = &v["digest"];
+    let digest = blake3::derive_key("basic/v0 sync digest", &bytes(&d["entries_cbor"]));
+    assert_eq!(digest[..16].to_vec(), bytes(&d["digest"]));
+    let responder = PublicKey::from_bytes(array(&s["responder_public"])).unwrap();
+    responder
+        .verify(
+            SigningContext::SyncHeads,
+            &bytes(&d["heads_message"]),
+            &array(&d["reply_signature"]),
+        )
+        .unwrap();
+    for frame in v["frames"].as_array().unwrap() {
+        let raw = bytes(&frame["frame"]);
+        let message = Message::decode(&raw, MAX_FRAME_BYTES, &KeyCache::default()).unwrap();
+        assert_eq!(message.encode(), raw, "{}", frame["name"]);
+    }
+}

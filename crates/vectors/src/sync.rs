@@ -1,0 +1,135 @@
+//! `sync.json`: the session proofs, a fingerprint, a digest and example
+//! frames of `protocol-spec/sync.md`, byte for byte.
+
+use basic_proto::keys::SigningContext;
+use basic_proto::sync::message::{ErrorCode, Message};
+use basic_proto::sync::proof::{Side, Transcript, heads_message};
+use basic_proto::sync::summary::digest;
+use basic_proto::sync::{Entry, Fingerprint, View};
+use basic_proto::{CommitId, DatabaseId, KeyCache, Name};
+use serde_json::{Value as Json, json};
+
+use crate::json::hex;
+use crate::{fixture, principal};
+
+pub(crate) fn vectors() -> Json {
+    let database = DatabaseId(fixture("sync database"));
+    let requester = principal("device");
+    let responder = principal("second device");
+    let transcript = Transcript {
+        database,
+        requester: requester.public(),
+        requester_nonce: fixture("sync requester nonce"),
+        requester_transport: b"requester transport id".to_vec(),
+        responder: responder.public(),
+        responder_nonce: fixture("sync responder nonce"),
+        responder_transport: b"responder transport id".to_vec(),
+    };
+    let requester_proof = transcript.prove(Side::Requester, &requester);
+    let responder_proof = transcript.prove(Side::Responder, &responder);
+    assert!(transcript.verify(Side::Requester, &requester_proof));
+    assert!(!transcript.verify(Side::Responder, &requester_proof));
+
+    let ids: Vec<CommitId> =
+        (1..=3).map(|i| CommitId(fixture(&format!("sync commit id {i}")))).collect();
+    let mut held = Fingerprint::default();
+    ids.iter().for_each(|id| held.add(id));
+    let mut entries = vec![
+        Entry { author: requester.public(), max: 3, held },
+        Entry {
+            author: responder.public(),
+            max: 1,
+            held: Fingerprint { count: 1, sum: u128::from_le_bytes([7; 16]) },
+        },
+    ];
+    entries.sort_by(|a, b| a.author.as_bytes().cmp(b.author.as_bytes()));
+    let entries_digest = digest(&entries);
+    let signed = heads_message(database, &requester.public(), &entries_digest, &entries);
+    let signature = responder.sign(SigningContext::SyncHeads, &signed);
+
+    let todo = Name::new("todo").expect("a name");
+    let frames = [
+        (
+            "hello",
+            Message::Hello { database, key: requester.public(), nonce: transcript.requester_nonce },
+        ),
+        (
+            "challenge",
+            Message::Challenge {
+                key: responder.public(),
+                nonce: transcript.responder_nonce,
+                proof: responder_proof,
+            },
+        ),
+        ("auth", Message::Auth { proof: requester_proof, prelude: Vec::new() }),
+        (
+            "summary",
+            Message::Summary {
+                view: View::Scopes([todo].into()),
+                digest: entries_digest,
+                entries: Some(entries.clone()),
+                control: vec![basic_proto::OpId(fixture("sync control head"))],
+            },
+        ),
+        (
+            "reply",
+            Message::Reply {
+                digest: entries_digest,
+                entries: entries.clone(),
+                commits: Vec::new(),
+                more: false,
+                control: Vec::new(),
+                signature,
+            },
+        ),
+        ("error", Message::Error { code: ErrorCode::NotMember, message: "not a member".into() }),
+    ];
+    let frames: Vec<Json> = frames
+        .iter()
+        .map(|(name, message)| {
+            let bytes = message.encode();
+            let decoded =
+                Message::decode(&bytes, usize::MAX, &KeyCache::default()).expect("decodes");
+            assert_eq!(&decoded, message);
+            json!({ "name": name, "frame": hex(&bytes) })
+        })
+        .collect();
+
+    json!({
+        "description": "protocol-spec/sync.md. transcript_* are the CBOR transcripts signed (context basic/v0/sync-proof) as the requester (side 0) and responder (side 1); the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]; the reply signature (context basic/v0/sync-heads) covers heads_message.",
+        "session": {
+            "database": hex(database.0),
+            "requester_seed": hex(requester.seed()),
+            "requester_public": hex(requester.public().as_bytes()),
+            "requester_nonce": hex(transcript.requester_nonce),
+            "requester_transport": hex(&transcript.requester_transport),
+            "responder_seed": hex(responder.seed()),
+            "responder_public": hex(responder.public().as_bytes()),
+            "responder_nonce": hex(transcript.responder_nonce),
+            "responder_transport": hex(&transcript.responder_transport),
+            "transcript_requester": hex(transcript.message(Side::Requester)),
+            "transcript_responder": hex(transcript.message(Side::Responder)),
+            "requester_proof": hex(requester_proof),
+            "responder_proof": hex(responder_proof),
+        },
+        "fingerprint": {
+            "ids": ids.iter().map(|id| hex(id.0)).collect::<Vec<_>>(),
+            "count": held.count,
+            "sum_le": hex(held.sum.to_le_bytes()),
+        },
+        "digest": {
+            "entries_cbor": hex(basic_proto::codec::encode_value(&ciborium::Value::Array(
+                entries.iter().map(|e| ciborium::Value::Array(vec![
+                    ciborium::Value::Bytes(e.author.as_bytes().to_vec()),
+                    ciborium::Value::Integer(e.max.into()),
+                    ciborium::Value::Integer(e.held.count.into()),
+                    ciborium::Value::Bytes(e.held.sum.to_le_bytes().to_vec()),
+                ])).collect(),
+            ))),
+            "digest": hex(entries_digest),
+            "heads_message": hex(&signed),
+            "reply_signature": hex(signature),
+        },
+        "frames": frames,
+    })
+}
