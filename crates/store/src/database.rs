@@ -213,6 +213,8 @@ struct Shared<S> {
     keys: RwLock<ScopeKeys>,
     auth: RwLock<Arc<AuthState>>,
     control: RwLock<Arc<ControlLog>>,
+    /// Told (without waiting) after every durable group of changes.
+    watchers: Mutex<Vec<mpsc::SyncSender<()>>>,
     readers: Mutex<Vec<Connection>>,
     database: DatabaseId,
     device: PublicKey,
@@ -317,6 +319,7 @@ impl<S: Store> Database<S> {
             keys: RwLock::new(access.keys().clone()),
             auth: RwLock::new(Arc::clone(access.state())),
             control: RwLock::new(Arc::new(access.log().clone())),
+            watchers: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             database,
             device: device.public(),
@@ -455,6 +458,15 @@ impl<S: Store> Database<S> {
     /// The authorisation state of the control log.
     pub fn auth_state(&self) -> Arc<AuthState> {
         read(&self.shared.auth)
+    }
+
+    /// A signal after each durable change (local writes, received commits
+    /// and operations); signals coalesce while unread. Sync uses it to push
+    /// what is new.
+    pub fn watch_changes(&self) -> mpsc::Receiver<()> {
+        let (signal, watch) = mpsc::sync_channel(1);
+        lock(&self.shared.watchers).push(signal);
+        watch
     }
 
     /// The control log.
@@ -966,6 +978,9 @@ impl<S: Store> Writer<S> {
                     lock(&shared.statements).clear();
                 }
                 replies.into_iter().for_each(Reply::send);
+                lock(&shared.watchers).retain(|watcher| {
+                    !matches!(watcher.try_send(()), Err(mpsc::TrySendError::Disconnected(_)))
+                });
                 if let Some(notify) =
                     self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
                 {

@@ -91,3 +91,20 @@ fn a_pinning_peer_holds_ciphertext_only_and_serves_it() {
         |db: &Database| SyncReplica::new(db).entries(&basic_proto::sync::View::All).unwrap();
     assert_eq!(entries(&b), entries(&a));
 }
+
+#[test]
+fn the_change_feed_returns_what_is_new_once() {
+    let (_a_dir, a, _b_dir, _b) = two_devices();
+    let changes = a.watch_changes();
+    let mut feed = basic_store::sync::ChangeFeed::new(&a).unwrap();
+    assert!(feed.poll(&a).unwrap().commits.is_empty());
+    a.execute("INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", &[], None).unwrap();
+    changes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let fresh = feed.poll(&a).unwrap();
+    assert_eq!(fresh.commits.len(), 1);
+    assert_eq!(fresh.commits[0].0.as_str(), "todo");
+    assert!(feed.poll(&a).unwrap().commits.is_empty());
+    let pinner = basic_proto::SecretKey::from_seed([5; 32]);
+    a.add_pinner(pinner.public()).unwrap();
+    assert_eq!(feed.poll(&a).unwrap().ops.len(), 1);
+}
