@@ -56,11 +56,18 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     );
 
     for (round, row) in [(1, rows), (2, rows + 1)] {
-        source.db.execute(
+        let written = source.db.execute(
             "INSERT INTO bench.items (id, title, done, list_id) VALUES (?, ?, false, 1)",
             &[basic_proto::Value::Integer(row), basic_proto::Value::Text(format!("{:0>20}", row))],
             None,
         )?;
+        let basic_store::Executed::Written(written) = written else {
+            return Err("an insert returned rows".into());
+        };
+        let mut new_bytes = 0;
+        for id in &written.commits {
+            new_bytes += source.db.replica().commit_bytes(id)?.map_or(0, |b| b.len());
+        }
         let one = link.run(&target, &source.db, round)?;
         reporter.result(
             "sync",
@@ -68,9 +75,38 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
                 ("phase", format!("one new row ({round})").into()),
                 ("round_trips", one.exchanges_a.into()),
                 ("wire_bytes", one.bytes_a.into()),
+                ("commit_bytes", new_bytes.into()),
+                ("overhead_bytes", (one.bytes_a as usize).saturating_sub(new_bytes).into()),
                 ("received", one.received.into()),
             ],
         );
     }
+    // The same transfer into a pinning peer: verified and stored as
+    // ciphertext, nothing decrypted or merged (the protocol and the log).
+    let pinner_key = basic_proto::SecretKey::from_seed([201; 32]);
+    source.db.add_pinner(pinner_key.public())?;
+    let pinner_dir = tempfile::tempdir()?;
+    let pinner = Database::replicate_with_store(
+        basic_store::SledStore::open(&pinner_dir.path().join("replica"), 64 << 20)?,
+        &pinner_dir.path().join("view.sqlite"),
+        source.db.id(),
+        &pinner_key,
+        &source.db.control_ops()?,
+    )?;
+    let mut pinning = LocalLink::new(&pinner, &source.db)?;
+    let start = Instant::now();
+    let to_pinner = pinning.run(&pinner, &source.db, 0)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    reporter.result(
+        "sync",
+        &[
+            ("phase", "first sync to a pinning peer".into()),
+            ("rows", rows.into()),
+            ("rows_per_s", per_second(rows as f64, elapsed)),
+            ("wire_to_commit_bytes", Value::from(to_pinner.bytes_a as f64 / commit_bytes as f64)),
+            ("round_trips", to_pinner.exchanges_a.into()),
+        ],
+    );
+
     Ok(())
 }

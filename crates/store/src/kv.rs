@@ -108,9 +108,25 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (creating if needed) the store in directory `path`, with a
     /// page cache of at most `cache_bytes` (a soft limit in sled).
+    ///
+    /// sled releases its file lock from a background thread after the
+    /// previous handle in this process is dropped, so a lock held for a
+    /// moment is waited for (up to two seconds) rather than reported.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
-        Ok(Self { db })
+        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        let mut attempts = 0;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// A store in a temporary directory, removed when dropped.

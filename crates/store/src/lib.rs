@@ -61,7 +61,7 @@ pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
 pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
-pub use pairing::{Invite, JoinRequest, PairingError};
+pub use pairing::{Invite, JOIN_REQUEST_BYTES, JoinRequest, PairingError};
 pub use query::Rows;
 pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, ScopeSummary, Txn};
 pub use schema::{

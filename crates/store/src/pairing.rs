@@ -13,7 +13,7 @@ use std::path::Path;
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Inserted};
-use basic_proto::{DatabaseId, KeyCache, Party, PublicKey, SecretKey};
+use basic_proto::{DatabaseId, KeyCache, Party, PublicKey, SealingKey, SecretKey};
 use ciborium::Value as Cbor;
 use data_encoding::BASE32_NOPAD;
 use rand_core::Rng;
@@ -118,6 +118,36 @@ pub struct JoinRequest {
     pub device: Party,
     /// BLAKE3 keyed by the invite's token over the device's keys.
     pub proof: [u8; 32],
+}
+
+/// Encoded size of a [`JoinRequest`]: a CBOR array of four 32-byte strings.
+pub const JOIN_REQUEST_BYTES: usize = 1 + 4 * (2 + 32);
+
+impl JoinRequest {
+    /// The request as sent to the inviting device: the CBOR array
+    /// `[database, device key, device sealing key, proof]`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bytes = |b: &[u8]| Cbor::Bytes(b.to_vec());
+        codec::encode_value(&Cbor::Array(vec![
+            bytes(&self.database.0),
+            bytes(self.device.key.as_bytes()),
+            bytes(&self.device.sealing.0),
+            bytes(&self.proof),
+        ]))
+    }
+
+    /// Reads a request received from a peer (untrusted bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PairingError> {
+        let e = |e: codec::DecodeError| PairingError::Malformed(e.to_string());
+        let value = codec::parse(bytes, "join request", JOIN_REQUEST_BYTES).map_err(e)?;
+        let mut fields = Fields::new(value, "join request", 4).map_err(e)?;
+        let database = DatabaseId(fields.fixed("database").map_err(e)?);
+        let key = PublicKey::from_bytes(fields.fixed("device").map_err(e)?)
+            .map_err(|k| PairingError::Malformed(k.to_string()))?;
+        let sealing = SealingKey(fields.fixed("sealing").map_err(e)?);
+        let proof = fields.fixed("proof").map_err(e)?;
+        Ok(Self { database, device: Party { key, sealing }, proof })
+    }
 }
 
 fn proof(token: &[u8; 32], device: &Party) -> [u8; 32] {
@@ -261,6 +291,25 @@ pub(crate) fn admit_as_member<S: Store>(
     }
     write_identity(txn, database, member, None);
     Ok(())
+}
+
+impl Database<SledStore> {
+    /// Makes the empty directory `dir` a replica of the database `database`
+    /// held by `member` (see [`Database::replicate_with_store`]), laid out
+    /// as [`Database::open`] expects, and opens it with [`Database::open`]
+    /// (which holds the directory's lock from then on).
+    pub fn replicate(
+        dir: &Path,
+        database: DatabaseId,
+        member: &SecretKey,
+        ops: &[Vec<u8>],
+    ) -> Result<Self, DbError> {
+        let lock = lock_dir(dir)?;
+        let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
+        let db = Self::replicate_with_store(store, &dir.join("view.sqlite"), database, member, ops)?;
+        drop((db, lock));
+        Database::open(dir)
+    }
 }
 
 impl<S: Store> Database<S> {

@@ -71,3 +71,36 @@ fn expired_forged_and_garbled_invites_are_refused() {
         assert!(matches!(Invite::parse(bad), Err(PairingError::Malformed(_))), "{bad:?}");
     }
 }
+
+#[test]
+fn a_join_request_travels_as_bytes_and_garbage_is_refused() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Database::open(a_dir.path()).unwrap();
+    let invite = a.invite(vec![], 60_000).unwrap();
+    let request = Database::prepare_join(b_dir.path(), &invite).unwrap();
+    let bytes = request.to_bytes();
+    assert!(bytes.len() <= basic_store::JOIN_REQUEST_BYTES);
+    assert_eq!(basic_store::JoinRequest::from_bytes(&bytes).unwrap(), request);
+    for garbage in [&b""[..], b"\x80", &bytes[..bytes.len() - 1], &[bytes.as_slice(), b"x"].concat()]
+    {
+        assert!(matches!(
+            basic_store::JoinRequest::from_bytes(garbage),
+            Err(PairingError::Malformed(_))
+        ));
+    }
+    a.accept_join(&basic_store::JoinRequest::from_bytes(&bytes).unwrap()).unwrap();
+}
+
+#[test]
+fn a_pinning_peer_replicates_into_a_directory_and_reopens_it() {
+    let (a_dir, p_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Database::open(a_dir.path()).unwrap();
+    let pinner = basic_proto::SecretKey::from_seed([9; 32]);
+    a.add_pinner(pinner.public()).unwrap();
+    let p = Database::replicate(p_dir.path(), a.id(), &pinner, &a.control_ops().unwrap()).unwrap();
+    assert_eq!(p.id(), a.id());
+    assert!(matches!(Database::open(p_dir.path()), Err(DbError::InUse(_))), "holds its lock");
+    drop(p);
+    let p = Database::open(p_dir.path()).unwrap();
+    assert_eq!(p.member_key().unwrap().public(), pinner.public());
+}

@@ -68,6 +68,7 @@ pub(crate) fn vectors() -> Json {
                 view: View::Scopes([todo].into()),
                 digest: entries_digest,
                 entries: Some(entries.clone()),
+                delta: false,
                 control: vec![basic_proto::OpId(fixture("sync control head"))],
             },
         ),

@@ -131,8 +131,12 @@ pub enum Message {
         view: View,
         /// Digest of the requester's entries in the view.
         digest: [u8; DIGEST_LEN],
-        /// The entries themselves, unless there are many.
+        /// The entries themselves, unless there are many; with `delta`,
+        /// only those that changed since the last summary the responder
+        /// answered in this session.
         entries: Option<Vec<Entry>>,
+        /// Whether `entries` is a change list rather than the full list.
+        delta: bool,
         /// The requester's control heads.
         control: Vec<OpId>,
     },
@@ -246,12 +250,13 @@ impl Message {
             Message::Ready { heads: ids } => (4, vec![heads(ids)]),
             Message::ControlWant { heads: ids } => (5, vec![heads(ids)]),
             Message::Ops { ops, more } => (6, vec![list(ops), Cbor::Bool(*more)]),
-            Message::Summary { view, digest, entries: es, control } => (
+            Message::Summary { view, digest, entries: es, delta, control } => (
                 7,
                 vec![
                     view.to_cbor(),
                     bytes(digest),
                     es.as_deref().map_or(Cbor::Null, entries),
+                    Cbor::Bool(*delta),
                     heads(control),
                 ],
             ),
@@ -366,6 +371,7 @@ impl Message {
                     Cbor::Null => None,
                     value => Some(entry_list(value, keys)?),
                 },
+                delta: boolean(f.next("summary.delta")?, "summary.delta")?,
                 control: op_ids(f.next("summary.control")?)?,
             },
             8 => Message::Reply {

@@ -95,11 +95,22 @@ pub enum Event {
 
 #[derive(Debug)]
 enum Sent {
-    Hello { nonce: [u8; 32] },
-    Auth { prelude: bool },
+    Hello {
+        nonce: [u8; 32],
+    },
+    Auth {
+        prelude: bool,
+    },
     ControlWant,
-    Summary { ours: Vec<Entry>, inline: bool },
-    Ranges { author: PublicKey },
+    /// `listed`: the peer received our full list (whole or as changes).
+    Summary {
+        ours: Vec<Entry>,
+        listed: bool,
+        delta: bool,
+    },
+    Ranges {
+        author: PublicKey,
+    },
     Push,
 }
 
@@ -133,6 +144,8 @@ pub struct Requester {
     pushes: VecDeque<Batch>,
     push_bytes: usize,
     shown: BTreeMap<PublicKey, (u64, u64)>,
+    /// Our entries as the peer holds them (its last answered summary).
+    acked: Option<Vec<Entry>>,
     reconciled: BTreeMap<PublicKey, Entry>,
     events: VecDeque<Event>,
     closed: bool,
@@ -155,6 +168,7 @@ impl Requester {
             pushes: VecDeque::new(),
             push_bytes: 0,
             shown,
+            acked: None,
             reconciled: BTreeMap::new(),
             events: VecDeque::new(),
             closed: false,
@@ -261,14 +275,31 @@ impl Requester {
         if !round.summary {
             round.summary = true;
             let ours = store.entries(&view)?;
-            let inline = round.inline || ours.len() <= INLINE_ENTRIES;
+            let (entries, delta) = match &self.acked {
+                // Only what changed since the peer last saw our list.
+                Some(acked) if !round.inline => (
+                    Some(
+                        ours.iter()
+                            .filter(|e| find(acked, &e.author) != Some(**e))
+                            .copied()
+                            .collect(),
+                    ),
+                    true,
+                ),
+                _ => {
+                    let inline = round.inline || ours.len() <= INLINE_ENTRIES;
+                    (inline.then(|| ours.clone()), false)
+                }
+            };
             let frame = Message::Summary {
                 view,
                 digest: digest(&ours),
+                entries,
+                delta,
                 control: store.control_heads()?,
-                entries: inline.then(|| ours.clone()),
             };
-            return Ok(Some(self.send(frame, Sent::Summary { ours, inline })));
+            let listed = matches!(&frame, Message::Summary { entries: Some(_), .. });
+            return Ok(Some(self.send(frame, Sent::Summary { ours, listed, delta })));
         }
         if let Some((author, lo, hi)) = round.ranges.pop_front() {
             let mut parts = Vec::with_capacity(MAX_PARTS);
@@ -410,6 +441,7 @@ impl Requester {
                 };
                 let peer = transcript.responder;
                 self.peer = Some(peer);
+                self.acked = None;
                 self.next_round_at = now;
                 // The peer's membership is checked once we hold its
                 // operations: now, or after the control exchange.
@@ -438,7 +470,7 @@ impl Requester {
                 Ok(Ok(()))
             }
             (
-                Sent::Summary { ours: sent, inline },
+                Sent::Summary { ours: sent, listed, delta },
                 Message::Reply { digest: their_digest, entries, commits, more, control, signature },
             ) => {
                 let Some(peer) = self.peer else { return Ok(Err(unexpected("reply"))) };
@@ -454,7 +486,8 @@ impl Requester {
                 self.check_rollback(
                     &entries,
                     &sent,
-                    their_digest == digest(&sent) || inline,
+                    their_digest == digest(&sent)
+                        || (listed && !(more && commits.is_empty() && delta)),
                     frame,
                 );
                 let stored = store.ingest_commits(&commits)?;
@@ -462,6 +495,10 @@ impl Requester {
                     return Ok(Err(Violation::new(ErrorCode::BadData, "invalid commit")));
                 }
                 let lacks_ops = !control.is_empty() && self.lacks_ops(store, &control)?;
+                // `more` with nothing sent after a change list: the peer
+                // could not apply it and asks for the full list.
+                let refused_changes = delta && more && commits.is_empty();
+                self.acked = (listed && !refused_changes).then(|| sent.clone());
                 let view = self.config.view.clone();
                 let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
                 round.received += stored.new;
@@ -484,7 +521,7 @@ impl Requester {
                     round.summary = false;
                     return Ok(Ok(()));
                 }
-                if !inline && their_digest != digest(&sent) {
+                if !listed && their_digest != digest(&sent) {
                     // The digest differed and the peer listed its entries:
                     // now send ours in full.
                     round.inline = true;

@@ -62,8 +62,9 @@ enum Stage {
     Fresh,
     /// `challenge` sent; waiting for `auth`.
     Challenged { transcript: Transcript, prelude_offered: bool },
-    /// The peer proved membership.
-    Member { peer: PublicKey, view: View },
+    /// The peer proved membership. `theirs`: its entries as of its last
+    /// summary answered, base of its change lists.
+    Member { peer: PublicKey, view: View, theirs: Option<Vec<Entry>> },
 }
 
 /// The answering end of a session with one peer.
@@ -165,7 +166,7 @@ impl Responder {
                 let peer = transcript.requester;
                 match entitled_view(&store.auth(), &peer) {
                     Some(view) => {
-                        self.stage = Stage::Member { peer, view };
+                        self.stage = Stage::Member { peer, view, theirs: None };
                         Ok(Message::Ready { heads: store.control_heads()? })
                     }
                     // Not a member here (yet): the peer may retry once with
@@ -177,9 +178,14 @@ impl Responder {
                     None => Err(Violation::new(ErrorCode::NotMember, "not a member").into()),
                 }
             }
-            (request, Stage::Member { peer, view }) => {
+            (request, Stage::Member { peer, view, theirs }) => {
                 let (peer, view) = (*peer, view.clone());
-                self.serve(store, request, peer, &view)
+                let mut remembered = theirs.take();
+                let answer = self.serve(store, request, peer, &view, &mut remembered);
+                if let Stage::Member { theirs, .. } = &mut self.stage {
+                    *theirs = remembered;
+                }
+                answer
             }
             (request, _) => Err(Violation::new(
                 ErrorCode::Unexpected,
@@ -195,6 +201,7 @@ impl Responder {
         request: Message,
         peer: PublicKey,
         entitled: &View,
+        remembered: &mut Option<Vec<Entry>>,
     ) -> Result<Message, Failure> {
         match request {
             Message::ControlWant { heads } => {
@@ -211,15 +218,25 @@ impl Responder {
                 }
                 Ok(Message::Ops { ops, more })
             }
-            Message::Summary { view, digest: theirs, entries, control } => {
+            Message::Summary { view, digest: theirs, entries, delta, control } => {
                 self.ranges_this_round = 0;
                 let view = view.intersect(entitled);
                 let ours = store.entries(&view)?;
                 let our_digest = digest(&ours);
+                let listed = match (entries, delta) {
+                    (Some(changes), true) => remembered
+                        .take()
+                        .map(|base| apply_changes(base, changes))
+                        .filter(|merged| digest(merged) == theirs),
+                    (entries, _) => entries,
+                };
+                *remembered = listed.clone();
                 let (shown, commits, more) = if our_digest == theirs {
                     (Vec::new(), Vec::new(), false)
                 } else {
-                    match entries {
+                    match listed {
+                        // A change list we cannot apply: ask for the full list.
+                        None if delta => (Vec::new(), Vec::new(), true),
                         None => (ours, Vec::new(), false),
                         Some(theirs) => {
                             let shown = differing(&ours, &theirs);
@@ -289,6 +306,15 @@ impl Responder {
 /// Our entries that the requester's list does not match.
 fn differing(ours: &[Entry], theirs: &[Entry]) -> Vec<Entry> {
     ours.iter().filter(|e| find(theirs, &e.author) != Some(**e)).copied().collect()
+}
+
+/// `base` with the entries of `changes` put in place of (or beside) the
+/// entries of the same authors, sorted by author.
+fn apply_changes(base: Vec<Entry>, changes: Vec<Entry>) -> Vec<Entry> {
+    let mut merged: std::collections::BTreeMap<[u8; 32], Entry> =
+        base.into_iter().map(|e| (*e.author.as_bytes(), e)).collect();
+    merged.extend(changes.into_iter().map(|e| (*e.author.as_bytes(), e)));
+    merged.into_values().collect()
 }
 
 /// The entry of `author` in a list sorted by author.

@@ -472,6 +472,7 @@ fn garbage_and_out_of_order_frames_are_violations() {
         view: View::All,
         digest: [0; 16],
         entries: Some(Vec::new()),
+        delta: false,
         control: Vec::new(),
     };
     match responder.handle(&mut store, &summary.encode(), &mut rng).unwrap() {
