@@ -63,7 +63,9 @@ pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
 pub use pairing::{Invite, JOIN_REQUEST_BYTES, JoinRequest, PairingError};
 pub use query::Rows;
-pub use replica::{Head, Inserted, Keyring, Outcome, Replica, RowChange, ScopeSummary, Txn};
+pub use replica::{
+    Head, Inserted, Keyring, Outcome, Placed, Replica, RowChange, ScopeSummary, Txn,
+};
 pub use schema::{
     AddedColumn, Catalog, ColumnSpec, Format, IndexDef, Migration, Refusal, Schema, SchemaError,
     TableDef,

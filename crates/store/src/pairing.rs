@@ -306,7 +306,8 @@ impl Database<SledStore> {
     ) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
-        let db = Self::replicate_with_store(store, &dir.join("view.sqlite"), database, member, ops)?;
+        let db =
+            Self::replicate_with_store(store, &dir.join("view.sqlite"), database, member, ops)?;
         drop((db, lock));
         Database::open(dir)
     }

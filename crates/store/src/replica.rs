@@ -156,6 +156,38 @@ impl ScopeSummary {
     }
 }
 
+/// Where a commit sits: its author, seq and scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The author.
+    pub author: PublicKey,
+    /// Its position in the author's log.
+    pub seq: u64,
+    /// Its scope.
+    pub scope: Name,
+}
+
+impl Placed {
+    fn of(header: &CommitHeader) -> Self {
+        Self { author: header.author, seq: header.seq, scope: header.scope.clone() }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + self.scope.as_str().len());
+        out.extend_from_slice(self.author.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(self.scope.as_str().as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let author = PublicKey::from_bytes(bytes.get(..32)?.try_into().ok()?).ok()?;
+        let seq = u64::from_be_bytes(bytes.get(32..40)?.try_into().ok()?);
+        let scope = Name::new(std::str::from_utf8(bytes.get(40..)?).ok()?).ok()?;
+        Some(Self { author, seq, scope })
+    }
+}
+
 /// A row whose state a transaction changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
@@ -384,6 +416,29 @@ impl<S: Store> Replica<S> {
             .collect()
     }
 
+    /// The stored commits the control log does not authorise, with where
+    /// they sit in their author's log.
+    pub fn rejected_commits(&self) -> Result<Vec<(CommitId, Placed)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in scan_prefix(&self.store, &[layout::REJECTED]) {
+            let (key, value) = entry?;
+            let id = layout::id_suffix(&key).ok_or(StoreError::Corrupt {
+                what: "rejected index",
+                reason: "short key".into(),
+            })?;
+            let placed = match Placed::decode(&value) {
+                Some(placed) => placed,
+                // Recorded before positions were kept: read the commit.
+                None => match self.commit(&id)? {
+                    Some(commit) => Placed::of(commit.header()),
+                    None => continue,
+                },
+            };
+            out.push((id, placed));
+        }
+        Ok(out)
+    }
+
     /// How many commits are held back.
     pub fn held_count(&self) -> Result<usize, StoreError> {
         scan_prefix(&self.store, &[layout::HELD]).try_fold(0, |n, entry| entry.map(|_| n + 1))
@@ -551,10 +606,12 @@ impl<S: Store> Txn<'_, S> {
             })
             .collect::<Result<_, _>>()?;
         let mut now = BTreeSet::new();
+        let mut placed = BTreeMap::new();
         for (_, bytes) in self.scan(&[layout::COMMIT])? {
             let commit = decode_stored(&bytes)?;
             if state.check_commit(commit.header(), commit.id()).is_err() {
                 now.insert(commit.id());
+                placed.insert(commit.id(), Placed::of(commit.header()));
             }
         }
         let changed: Vec<CommitId> = before.symmetric_difference(&now).copied().collect();
@@ -562,7 +619,8 @@ impl<S: Store> Txn<'_, S> {
             self.batch.delete(layout::rejected(id));
         }
         for id in now.difference(&before) {
-            self.batch.put(layout::rejected(id), Vec::new());
+            let value = placed.get(id).map(Placed::encode).unwrap_or_default();
+            self.batch.put(layout::rejected(id), value);
         }
         self.recompute(&changed, keyring, &|header, id| state.check_commit(header, id).is_ok())?;
         Ok(now)
@@ -638,7 +696,13 @@ impl<S: Store> Txn<'_, S> {
     }
 
     fn put_row(&mut self, table: Name, key: RowKey, state: RowState) {
-        self.batch.put(layout::row(&table, &key), rows::encode(&state));
+        if state == RowState::default() {
+            // No admitted commit writes the row any more: no row at all,
+            // as on a replica that never saw those commits.
+            self.batch.delete(layout::row(&table, &key));
+        } else {
+            self.batch.put(layout::row(&table, &key), rows::encode(&state));
+        }
         self.changed.insert((table, key), state);
     }
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use basic_proto::control::{AuthState, ControlOp, OpId};
 use basic_proto::sync::{Entry, Fingerprint, StoreFailure, Stored, SyncStore, View};
-use basic_proto::{Commit, DatabaseId, PublicKey};
+use basic_proto::{Commit, CommitId, DatabaseId, PublicKey};
 
 use crate::database::{Database, IngestError};
 use crate::kv::Store;
-use crate::replica::Outcome;
+use crate::replica::{Outcome, Placed};
 
 /// A [`Database`] driven by sync: reads come from the replica, received
 /// commits and operations go through the database's checks and writer, so
@@ -24,6 +24,38 @@ impl<'a, S: Store> SyncReplica<'a, S> {
     /// Sync access to `db`.
     pub fn new(db: &'a Database<S>) -> Self {
         Self { db }
+    }
+
+    /// The rejected commits (stored, not authorised by the control log):
+    /// sync neither counts nor serves them, so replicas that stored them
+    /// before a cut-off reached them agree with replicas that never did.
+    fn rejected(&self) -> Result<BTreeMap<CommitId, Placed>, StoreFailure> {
+        Ok(lift(self.db.replica().rejected_commits())?.into_iter().collect())
+    }
+
+    /// The highest seq at or below `from` where `author` holds a commit in
+    /// `view` that is not rejected (0 if none).
+    fn highest_held(
+        &self,
+        view: &View,
+        author: &PublicKey,
+        from: u64,
+        rejected: &BTreeMap<CommitId, Placed>,
+    ) -> Result<u64, StoreFailure> {
+        let replica = self.db.replica();
+        for seq in (1..=from).rev() {
+            for entry in replica.log_range(author, seq, seq) {
+                let (_, id) = lift(entry)?;
+                if rejected.contains_key(&id) {
+                    continue;
+                }
+                let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
+                if self.in_view(view, &bytes)? {
+                    return Ok(seq);
+                }
+            }
+        }
+        Ok(0)
     }
 
     /// Whether a stored commit is in `view` (reads its header).
@@ -119,7 +151,22 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
             entry.max = entry.max.max(summary.max);
             entry.held.merge(summary.held);
         }
-        Ok(by_author.into_values().collect())
+        let rejected = self.rejected()?;
+        let mut touched = BTreeSet::new();
+        for (id, placed) in &rejected {
+            if let Some(entry) = by_author.get_mut(placed.author.as_bytes())
+                && view.contains(&placed.scope)
+            {
+                entry.held.remove(id);
+                touched.insert(*placed.author.as_bytes());
+            }
+        }
+        for author in touched {
+            if let Some(entry) = by_author.get_mut(&author) {
+                entry.max = self.highest_held(view, &entry.author, entry.max, &rejected)?;
+            }
+        }
+        Ok(by_author.into_values().filter(|e| e.held.count > 0 && e.max > 0).collect())
     }
 
     fn fingerprint(
@@ -130,9 +177,13 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         hi: u64,
     ) -> Result<Fingerprint, StoreFailure> {
         let replica = self.db.replica();
+        let rejected = self.rejected()?;
         let mut held = Fingerprint::default();
         for entry in replica.log_range(author, lo, hi) {
             let (_, id) = lift(entry)?;
+            if rejected.contains_key(&id) {
+                continue;
+            }
             if let View::Scopes(_) = view {
                 let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
                 if !self.in_view(view, &bytes)? {
@@ -154,9 +205,13 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         out: &mut Vec<Vec<u8>>,
     ) -> Result<bool, StoreFailure> {
         let replica = self.db.replica();
+        let rejected = self.rejected()?;
         let mut used = 0;
         for entry in replica.log_range(author, lo, hi) {
             let (_, id) = lift(entry)?;
+            if rejected.contains_key(&id) {
+                continue;
+            }
             let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
             if !self.in_view(view, &bytes)? {
                 continue;

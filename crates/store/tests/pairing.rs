@@ -81,7 +81,8 @@ fn a_join_request_travels_as_bytes_and_garbage_is_refused() {
     let bytes = request.to_bytes();
     assert!(bytes.len() <= basic_store::JOIN_REQUEST_BYTES);
     assert_eq!(basic_store::JoinRequest::from_bytes(&bytes).unwrap(), request);
-    for garbage in [&b""[..], b"\x80", &bytes[..bytes.len() - 1], &[bytes.as_slice(), b"x"].concat()]
+    for garbage in
+        [&b""[..], b"\x80", &bytes[..bytes.len() - 1], &[bytes.as_slice(), b"x"].concat()]
     {
         assert!(matches!(
             basic_store::JoinRequest::from_bytes(garbage),

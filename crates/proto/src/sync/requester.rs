@@ -346,6 +346,8 @@ impl Requester {
             }
             Some(_) => {
                 self.round = None;
+                // Ranges queued in the lost round were never compared.
+                self.reconciled.clear();
                 self.retry_later(now);
             }
         }

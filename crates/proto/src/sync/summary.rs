@@ -38,6 +38,14 @@ impl Fingerprint {
         self.sum = self.sum.wrapping_add(u128::from_le_bytes(low));
     }
 
+    /// Takes out one commit that [`Fingerprint::add`] counted.
+    pub fn remove(&mut self, id: &CommitId) {
+        let mut low = [0u8; 16];
+        low.copy_from_slice(&id.0[..16]);
+        self.count = self.count.saturating_sub(1);
+        self.sum = self.sum.wrapping_sub(u128::from_le_bytes(low));
+    }
+
     /// Adds another fingerprint of a disjoint set.
     pub fn merge(&mut self, other: Fingerprint) {
         self.count += other.count;

@@ -540,3 +540,68 @@ fn live_pushes_reach_the_peer() {
     pair.drive();
     assert_eq!(pair.b.store.ids().len(), 1);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn decoding_arbitrary_frames_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(message) = Message::decode(&bytes, message::MAX_FRAME_BYTES, &KeyCache::default()) {
+                prop_assert_eq!(message.encode(), bytes);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Two replicas holding arbitrary subsets of the same logs (holes,
+        /// and a fork at the end of each) end up holding the union.
+        #[test]
+        fn replicas_holding_any_subsets_converge_to_the_union(
+            lengths in proptest::collection::vec(1u64..40, 2),
+            mask_a in any::<u64>(),
+            mask_b in any::<u64>(),
+        ) {
+            let mut s = setup();
+            let authors = [s.world.laptop.clone(), s.phone.clone()];
+            let mut all = s.store.clone();
+            let mut pool = Vec::new();
+            for (author, &n) in authors.iter().zip(&lengths) {
+                let last = write(&mut s, &mut all, author, None, n);
+                // A second branch at the last position: a fork.
+                let prev = all.commits[&author.public()].get(&(n - 1)).map(|ids| {
+                    Commit::decode(&ids[0].2).unwrap()
+                });
+                s.world.rng = ChaCha20Rng::seed_from_u64(n);
+                let fork = s.world.commit(author, prev.as_ref(), T0 + 3_000_000, "todo", 0, &s.todo);
+                all.ingest_commits(&[fork.as_bytes().to_vec()]).unwrap();
+                let _ = last;
+            }
+            for log in all.commits.values() {
+                for ids in log.values() {
+                    pool.extend(ids.iter().map(|(_, _, bytes)| bytes.clone()));
+                }
+            }
+            let (mut a, mut b) = (s.store.clone(), s.store.clone());
+            for (i, bytes) in pool.iter().enumerate() {
+                if mask_a.rotate_left(i as u32) & 1 == 1 {
+                    a.ingest_commits(std::slice::from_ref(bytes)).unwrap();
+                }
+                if mask_b.rotate_left(i as u32 * 3) & 1 == 1 {
+                    b.ingest_commits(std::slice::from_ref(bytes)).unwrap();
+                }
+            }
+            let union: BTreeSet<CommitId> = a.ids().union(&b.ids()).copied().collect();
+            let mut pair = Pair::new(a, &authors[0], b, &authors[1]);
+            pair.drive();
+            prop_assert_eq!(pair.a.store.ids(), union.clone());
+            prop_assert_eq!(pair.b.store.ids(), union);
+        }
+    }
+}

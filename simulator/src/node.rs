@@ -1,0 +1,148 @@
+//! One simulated node: a real [`Database`] over a [`MemStore`] that
+//! survives the node's crashes, and its role.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use basic_proto::codec;
+use basic_proto::control::ControlOp;
+use basic_proto::sync::View;
+use basic_proto::{DatabaseId, Name, SecretKey};
+use basic_store::kv::{Batch, Entry};
+use basic_store::{Database, MemStore, Replica, Store, StoreError};
+use ciborium::Value as Cbor;
+
+/// What a node is to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// One of the user's devices: every key, every scope.
+    Device,
+    /// A pinning peer: ciphertext only, no key.
+    Pinner,
+    /// An app holding its own key, granted one scope.
+    App {
+        /// The scope granted.
+        scope: Name,
+    },
+}
+
+/// A [`MemStore`] shared between the node's successive lives: what was
+/// flushed survives [`MemStore::crash`] and a reopen.
+#[derive(Debug, Clone)]
+pub struct SharedMem(pub Arc<MemStore>);
+
+impl Store for SharedMem {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+        self.0.scan(prefix, from)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.0.apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.0.size_on_disk()
+    }
+}
+
+/// One node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its name in traces (`d0`, `p0`, `a0`, `x0`).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its principal key.
+    pub key: SecretKey,
+    /// Its storage, kept across crashes.
+    pub store: Arc<MemStore>,
+    /// The open database, `None` while crashed.
+    pub db: Option<Database<SharedMem>>,
+    /// Gone for good (a lost device); never restarted.
+    pub lost: bool,
+    view_dir: tempfile::TempDir,
+}
+
+/// The identity record of a replica (as `basic-store` keeps it under
+/// `meta/identity`): `[database, device seed, root seed or null]`.
+fn identity(database: DatabaseId, key: &SecretKey, root: Option<&SecretKey>) -> Vec<u8> {
+    codec::encode_value(&Cbor::Array(vec![
+        Cbor::Bytes(database.0.to_vec()),
+        Cbor::Bytes(key.seed().to_vec()),
+        root.map_or(Cbor::Null, |r| Cbor::Bytes(r.seed().to_vec())),
+    ]))
+}
+
+impl Node {
+    /// A node with identity `key` in `database`, holding the control
+    /// operations `ops` (as a join or pairing would leave it).
+    pub fn create(
+        name: String,
+        role: Role,
+        key: SecretKey,
+        database: DatabaseId,
+        root: Option<&SecretKey>,
+        ops: &[Vec<u8>],
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(MemStore::new());
+        let replica = Replica::new(SharedMem(store.clone()));
+        let mut txn = replica.begin();
+        for bytes in ops {
+            let op = ControlOp::decode(bytes).context("control op")?;
+            txn.insert_op(&op);
+        }
+        txn.put_meta("identity", identity(database, &key, root));
+        txn.apply()?;
+        replica.store().flush()?;
+        drop(replica);
+        let view_dir = tempfile::tempdir()?;
+        let mut node = Self { name, role, key, store, db: None, lost: false, view_dir };
+        node.start()?;
+        Ok(node)
+    }
+
+    fn view_path(&self) -> PathBuf {
+        self.view_dir.path().join("view.sqlite")
+    }
+
+    /// Opens the database on what the store holds.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let db = Database::with_store(SharedMem(self.store.clone()), &self.view_path())
+            .with_context(|| format!("opening {}", self.name))?;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// Loses power: what was not flushed is gone, the database is closed.
+    pub fn crash(&mut self) {
+        self.store.crash();
+        self.db = None;
+        self.store.crash();
+    }
+
+    /// Whether the node is running.
+    pub fn is_up(&self) -> bool {
+        self.db.is_some()
+    }
+
+    /// The scopes its requesters replicate.
+    pub fn view(&self) -> View {
+        match &self.role {
+            Role::App { scope } => View::Scopes([scope.clone()].into()),
+            _ => View::All,
+        }
+    }
+}
