@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use basic_proto::codec;
@@ -10,7 +11,7 @@ use basic_proto::control::ControlOp;
 use basic_proto::sync::View;
 use basic_proto::{DatabaseId, Name, SecretKey};
 use basic_store::kv::{Batch, Entry};
-use basic_store::{Database, MemStore, Replica, Store, StoreError};
+use basic_store::{Database, Environment, MemStore, Replica, Store, StoreError};
 use ciborium::Value as Cbor;
 
 /// What a node is to the database.
@@ -74,6 +75,11 @@ pub struct Node {
     /// Gone for good (a lost device); never restarted.
     pub lost: bool,
     view_dir: tempfile::TempDir,
+    /// The world's virtual wall clock, ms since the Unix epoch.
+    clock: Arc<AtomicU64>,
+    /// How many times the database was opened: each opening draws from its
+    /// own seeded stream, so a restart never repeats a nonce.
+    starts: u64,
 }
 
 /// The identity record of a replica (as `basic-store` keeps it under
@@ -96,6 +102,7 @@ impl Node {
         database: DatabaseId,
         root: Option<&SecretKey>,
         ops: &[Vec<u8>],
+        clock: Arc<AtomicU64>,
     ) -> anyhow::Result<Self> {
         let store = Arc::new(MemStore::new());
         let replica = Replica::new(SharedMem(store.clone()));
@@ -109,7 +116,8 @@ impl Node {
         replica.store().flush()?;
         drop(replica);
         let view_dir = tempfile::tempdir()?;
-        let mut node = Self { name, role, key, store, db: None, lost: false, view_dir };
+        let mut node =
+            Self { name, role, key, store, db: None, lost: false, view_dir, clock, starts: 0 };
         node.start()?;
         Ok(node)
     }
@@ -120,8 +128,21 @@ impl Node {
 
     /// Opens the database on what the store holds.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let db = Database::with_store(SharedMem(self.store.clone()), &self.view_path())
-            .with_context(|| format!("opening {}", self.name))?;
+        self.starts += 1;
+        let mut hasher = blake3::Hasher::new_derive_key("basic-sim node randomness");
+        hasher.update(self.key.seed());
+        hasher.update(&self.starts.to_le_bytes());
+        let clock = self.clock.clone();
+        let environment = Environment {
+            clock: Arc::new(move || clock.load(Ordering::Relaxed)),
+            seed: Some(*hasher.finalize().as_bytes()),
+        };
+        let db = Database::with_environment(
+            SharedMem(self.store.clone()),
+            &self.view_path(),
+            environment,
+        )
+        .with_context(|| format!("opening {}", self.name))?;
         self.db = Some(db);
         Ok(())
     }

@@ -43,6 +43,12 @@ impl Trace {
         self.lines
     }
 
+    /// Hashes a frame's bytes into the trace (not into its readable tail).
+    pub fn absorb(&mut self, frame: &[u8]) {
+        self.hasher.update(&(frame.len() as u64).to_le_bytes());
+        self.hasher.update(frame);
+    }
+
     /// The hash of everything recorded so far, in hex.
     pub fn hash(&self) -> String {
         self.hasher.finalize().to_hex().to_string()

@@ -2,6 +2,8 @@
 //! scenario actions, advanced event by event on virtual time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use basic_proto::control::{AuthState, OpId, Rights};
@@ -159,6 +161,9 @@ pub struct World {
     pub config: Config,
     /// Virtual time, ms since [`T0`].
     pub now: u64,
+    /// The same time as a wall clock (ms since the Unix epoch), which every
+    /// node's database reads.
+    clock: Arc<AtomicU64>,
     /// The one source of randomness.
     pub rng: ChaCha20Rng,
     /// Every node ever made.
@@ -225,6 +230,7 @@ impl World {
         )
         .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
         let database = genesis.database();
+        let clock = Arc::new(AtomicU64::new(T0));
         let first = Node::create(
             "d0".into(),
             Role::Device,
@@ -232,6 +238,7 @@ impl World {
             database,
             Some(&root),
             &[genesis.as_bytes().to_vec()],
+            clock.clone(),
         )?;
         let schema = basic_store::Schema::parse(SCHEMA, basic_store::Format::Toml)?;
         first.db.as_ref().context("d0 is up")?.apply_schema(schema)?;
@@ -240,6 +247,7 @@ impl World {
             net: Net::new(config.faults),
             config,
             now: 0,
+            clock,
             rng,
             nodes: vec![first],
             sessions: BTreeMap::new(),
@@ -296,7 +304,15 @@ impl World {
         let ops = admin.control_ops()?;
         let count = self.nodes.iter().filter(|n| n.name.starts_with(prefix)).count();
         let name = format!("{prefix}{count}");
-        let node = Node::create(name.clone(), role, secret, self.database, None, &ops)?;
+        let node = Node::create(
+            name.clone(),
+            role,
+            secret,
+            self.database,
+            None,
+            &ops,
+            self.clock.clone(),
+        )?;
         self.nodes.push(node);
         let id = self.nodes.len() - 1;
         for &peer in peers {
@@ -347,6 +363,7 @@ impl World {
                 return Err(self.fail("liveness", "nothing left to do".into()));
             };
             self.now = self.now.max(next);
+            self.clock.store(T0 + self.now, Ordering::Relaxed);
             self.events += 1;
             self.step().map_err(|e| self.fail("harness", format!("{e:#}")))?;
         }
@@ -545,6 +562,7 @@ impl World {
             return Ok(());
         }
         let name = frame_name(&packet.frame);
+        self.trace.absorb(&packet.frame);
         match packet.kind {
             Kind::Request => {
                 let Some(db) = self.nodes[to].db.as_ref() else { return Ok(()) };

@@ -213,6 +213,7 @@ struct Shared<S> {
     keys: RwLock<ScopeKeys>,
     auth: RwLock<Arc<AuthState>>,
     control: RwLock<Arc<ControlLog>>,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Told (without waiting) after every durable group of changes.
     watchers: Mutex<Vec<mpsc::SyncSender<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -257,6 +258,29 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a database takes time and randomness from: the system by default;
+/// a virtual clock and a seed in the simulator, so that a run repeats bit
+/// for bit.
+#[derive(Clone)]
+pub struct Environment {
+    /// Wall time in milliseconds since the Unix epoch.
+    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Seed of the random numbers (nonces, keys, seals); `None`: the OS.
+    pub seed: Option<[u8; 32]>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self { clock: Arc::new(now_ms), seed: None }
+    }
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment").field("seeded", &self.seed.is_some()).finish_non_exhaustive()
+    }
+}
+
 impl Database<SledStore> {
     /// Opens the database in directory `dir`, creating it (with a new
     /// identity for this device) if it does not exist.
@@ -294,6 +318,15 @@ mod meta {
 impl<S: Store> Database<S> {
     /// Opens the database kept in `store`, with its SQLite view at `view_path`.
     pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
+        Self::with_environment(store, view_path, Environment::default())
+    }
+
+    /// [`Database::with_store`], with time and randomness from `environment`.
+    pub fn with_environment(
+        store: S,
+        view_path: &Path,
+        environment: Environment,
+    ) -> Result<Self, DbError> {
         let replica = Replica::new(store);
         replica.ensure_summaries()?;
         let (database, device, _) = load_identity(&replica)?;
@@ -319,6 +352,7 @@ impl<S: Store> Database<S> {
             keys: RwLock::new(access.keys().clone()),
             auth: RwLock::new(Arc::clone(access.state())),
             control: RwLock::new(Arc::new(access.log().clone())),
+            clock: environment.clock,
             watchers: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             database,
@@ -338,7 +372,10 @@ impl<S: Store> Database<S> {
             catalog,
             access,
             watermark,
-            rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            rng: match environment.seed {
+                Some(seed) => rand::rngs::StdRng::from_seed(seed),
+                None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            },
             changed_tables: live.notifier(),
             published_stale: false,
             held: shared.replica.held_count()?,
@@ -549,7 +586,7 @@ impl<S: Store> Database<S> {
     ) -> Result<Vec<Result<Inserted, IngestError>>, DbError> {
         let keys = read(&self.shared.keys);
         let auth = read(&self.shared.auth);
-        let now = now_ms();
+        let now = (self.shared.clock)();
         let database = self.shared.database;
         let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
             let commit = Commit::decode_with(bytes, &self.shared.authors)?;
@@ -1042,7 +1079,14 @@ impl<S: Store> Writer<S> {
                     reason: e.to_string(),
                 }))
             })?;
-            match self.log.write(&scope, epoch, &key, &changes, now_ms(), &mut self.rng) {
+            match self.log.write(
+                &scope,
+                epoch,
+                &key,
+                &changes,
+                (self.shared.clock)(),
+                &mut self.rng,
+            ) {
                 Ok(commit) => commits.push((commit, changes)),
                 Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
                     let (left, right) = chunk.split_at(chunk.len() / 2);
@@ -1068,7 +1112,7 @@ impl<S: Store> Writer<S> {
         txn: &mut Txn<'_, S>,
         commits: Vec<Received>,
     ) -> Result<Ingested, DbError> {
-        let now = now_ms();
+        let now = (self.shared.clock)();
         let mut results = Vec::with_capacity(commits.len());
         for received in commits {
             results.push(match received {
@@ -1099,7 +1143,7 @@ impl<S: Store> Writer<S> {
 
     /// Inserts the held-back commits whose time has come.
     fn release_held(&mut self, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
-        let now = now_ms();
+        let now = (self.shared.clock)();
         if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
             return Ok(());
         }
@@ -1185,7 +1229,8 @@ impl<S: Store> Writer<S> {
             Command::RemovePinner(pinner) => Payload::RemovePinner { pinner },
             Command::Ingest(_) => return Err("received operations are not issued".into()),
         };
-        let op = self.access.issue(device, payload, now_ms()).map_err(|e| e.to_string())?;
+        let op =
+            self.access.issue(device, payload, (self.shared.clock)()).map_err(|e| e.to_string())?;
         let id = op.id();
         self.access.insert(op, txn, device).map_err(|e| e.to_string())?;
         Ok(id)
@@ -1287,7 +1332,7 @@ impl<S: Store> Writer<S> {
             .map_err(|e| control(&e))?;
             let op = self
                 .access
-                .issue(&device, Payload::RotateKey(rotation), now_ms())
+                .issue(&device, Payload::RotateKey(rotation), (self.shared.clock)())
                 .map_err(|e| control(&e))?;
             self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
         }
@@ -1297,7 +1342,7 @@ impl<S: Store> Writer<S> {
         if !logged {
             let op = self
                 .access
-                .issue(&device, Payload::Schema { namespace: scope, text }, now_ms())
+                .issue(&device, Payload::Schema { namespace: scope, text }, (self.shared.clock)())
                 .map_err(|e| control(&e))?;
             self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
         }

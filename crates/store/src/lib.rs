@@ -57,7 +57,7 @@ pub mod write;
 
 pub use apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
 pub use author::LogWriter;
-pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
+pub use database::{Database, DbError, Environment, Executed, IngestError, WriteOutcome};
 pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;
