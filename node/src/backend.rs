@@ -22,10 +22,18 @@ pub enum Backend {
 impl Backend {
     /// The running node's API if it answers, else the database itself.
     pub fn connect(data: &DataDir) -> anyhow::Result<Self> {
+        if data.is_pinner() {
+            bail!(
+                "{} is a pinning peer's directory: it holds ciphertext and no key, so there is nothing to read or change here; use a device",
+                data.root().display()
+            );
+        }
         data.require_database()?;
         let info = ApiInfo::read(data)?;
-        if let Some(info) = &info {
-            let client = ApiClient::new(info.address, &OwnerToken::read(&data.owner_token())?);
+        if let Some(info) = &info
+            && let Some(address) = info.address
+        {
+            let client = ApiClient::new(address, &OwnerToken::read(&data.owner_token())?);
             if client.answers() {
                 return Ok(Backend::Api(client));
             }
@@ -41,10 +49,10 @@ impl Backend {
             }
             Err(error) if is_in_use(&error) => match info {
                 Some(info) => bail!(
-                    "the node for {} (pid {}) holds the database but its API at {} does not answer; if it is stuck, stop it (kill {}) and try again",
+                    "the node for {} (pid {}) holds the database but its API{} does not answer; if it is stuck, stop it (kill {}) and try again",
                     data.root().display(),
                     info.pid,
-                    info.address,
+                    info.address.map(|a| format!(" at {a}")).unwrap_or_default(),
                     info.pid
                 ),
                 None => bail!(

@@ -80,6 +80,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  basic import backup.jsonl")]
     Import(ImportArgs),
 
+    /// Make this directory a pinning peer's, which stores and serves your
+    /// databases' ciphertext without any key.
+    #[command(subcommand)]
+    Pinner(PinnerCommand),
+
     /// Show the database, devices, apps, forks, storage and peers.
     #[command(after_help = "Examples:\n  basic status\n  basic status --json")]
     Status(StatusArgs),
@@ -103,6 +108,14 @@ pub struct UpArgs {
     /// A peer to connect to, for sync (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
+
+    /// Do not look for peers on the local network (mDNS).
+    #[arg(long)]
+    pub no_mdns: bool,
+
+    /// A pinning peer's first start: the database to pin (`db_…`).
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
 
     /// Where the HTTP API listens (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
@@ -208,6 +221,19 @@ pub enum PinCommand {
         /// The pinning peer's id (`pin_…`).
         id: String,
     },
+}
+
+/// `basic pinner …`.
+#[derive(Debug, Subcommand)]
+pub enum PinnerCommand {
+    /// Make a pinning peer's key here and print its id (`pin_…`).
+    #[command(
+        long_about = "Make a pinning peer's key in the data directory and print its id (`pin_…`).\n\
+            Then, on one of your devices: `basic pin add pin_…`; and here:\n\
+            `basic up --database db_… --peer ADDRESS-OF-A-DEVICE`.",
+        after_help = "Example:\n  basic --data ~/pinner pinner init"
+    )]
+    Init,
 }
 
 /// `basic export`.

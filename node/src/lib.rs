@@ -16,9 +16,47 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod join;
+pub mod network;
 pub mod node;
 pub mod ops;
 pub mod paths;
+pub mod pinner;
 pub mod status;
 pub mod tokens;
 pub mod wire;
+
+/// The `basic` command: parses the command line, sets up logging, runs it
+/// and turns an error into one line on stderr and exit code 1.
+pub fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    use std::process::ExitCode;
+
+    use clap::Parser;
+    use cli::{Cli, Command};
+    use tracing_subscriber::EnvFilter;
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout and succeed; usage errors fail.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
+    // The node logs what it does; other commands only warnings.
+    let default = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::api;
 use crate::attribution::AppWrites;
+use crate::network::{Network, NetworkConfig, Transport};
 use crate::ops::devices::device_id;
 use crate::paths::{ApiInfo, DataDir};
 use crate::status::NetworkStatus;
@@ -27,6 +28,15 @@ pub struct NodeConfig {
     pub listen: Vec<String>,
     /// Peers to dial (`--peer`).
     pub peers: Vec<String>,
+    /// Find peers on the LAN with mDNS (off with `--no-mdns`).
+    pub mdns: bool,
+}
+
+impl NodeConfig {
+    /// The network layer's settings.
+    pub fn network(&self) -> anyhow::Result<NetworkConfig> {
+        NetworkConfig::parse(&self.listen, &self.peers, self.mdns)
+    }
 }
 
 /// One database with the node's files: what operations run against.
@@ -85,10 +95,20 @@ pub struct UpOptions {
     pub api_public: bool,
     /// Network settings.
     pub config: NodeConfig,
+    /// The database a pinning peer serves (its first start only).
+    pub database: Option<String>,
 }
 
 /// Runs the node in the foreground until Ctrl-C or SIGTERM.
 pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
+    if data.is_pinner() {
+        return crate::pinner::up(data, options);
+    }
+    if options.database.is_some() {
+        bail!(
+            "--database is for a pinning peer's first start; this directory holds a device's database"
+        );
+    }
     if !options.api.ip().is_loopback() && !options.api_public {
         bail!(
             "--api {} is not a loopback address: other machines could reach the API; pass --api-public to do it anyway",
@@ -106,23 +126,33 @@ pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
             error
         }
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("basic")
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = runtime()?;
     let result = runtime.block_on(serve(Arc::new(node), &options));
     // Live queries poll their shutdown flag; give them a moment.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    if let Ok(Some(info)) = ApiInfo::read(&data)
-        && info.pid == std::process::id()
-    {
-        let _ = std::fs::remove_file(data.api());
-    }
+    remove_api_info(&data);
     if result.is_ok() {
         info!("stopped");
     }
     result
+}
+
+/// The runtime a node runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("basic")
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Removes `api.json` if this process wrote it.
+pub fn remove_api_info(data: &DataDir) {
+    if let Ok(Some(info)) = ApiInfo::read(data)
+        && info.pid == std::process::id()
+    {
+        let _ = std::fs::remove_file(data.api());
+    }
 }
 
 async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
@@ -135,14 +165,20 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
             "THE API LISTENS ON {address}, NOT ON LOOPBACK: anyone who can reach it may try tokens"
         );
     }
-    ApiInfo { address, pid: std::process::id(), listen: options.config.listen.clone() }
+    let network_config = options.config.network()?;
+    let transport =
+        Transport::start(&node.data.network_key(), node.db.id().to_string(), &network_config)
+            .await?;
+    let listen = transport.addresses.clone();
+    let status = node.network.clone().context("a running node has a network status")?;
+    let network = Network::start(Arc::clone(&node.db), transport, status, true).await?;
+    ApiInfo { address: Some(address), pid: std::process::id(), listen: listen.clone() }
         .write(&node.data)?;
     info!("database {}, this device {}", node.db.id(), device_id(&node.db.device()));
     info!("API on http://{address}/v0/ (owner token in {})", node.data.owner_token().display());
-    let NodeConfig { listen, peers } = &options.config;
-    info!(
-        "networking is not part of this build yet: listen {listen:?} and peers {peers:?} are recorded, nothing is listening or dialling"
-    );
+    for address in &listen {
+        info!("sync on {address}");
+    }
     let (stop, stopping) = watch::channel(false);
     let mut stopped = stopping.clone();
     let server = axum::serve(listener, api::router(Arc::clone(&node), stopping))
@@ -157,14 +193,16 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
         warn!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
         anyhow::Ok(())
     };
-    tokio::select! {
+    let result = tokio::select! {
         served = server => served.context("the API server failed"),
         signalled = signals => signalled,
-    }
+    };
+    network.shutdown().await;
+    result
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -8,7 +8,9 @@
 //!   owner-token     the owner's API token (mode 0600), made by `basic init`
 //!   apps.json       app access through the API: pending requests, token hashes
 //!   app-writes.jsonl  which app token made which commits (one line per write)
-//!   api.json        the running node's API address; removed on clean shutdown
+//!   api.json        the running node's API and sync addresses; removed on clean shutdown
+//!   network-key     the node's libp2p identity (mode 0600), made by the first `basic up`
+//!   pinner-key      a pinning peer's principal (mode 0600), made by `basic pinner init`
 //! ```
 
 use std::fs;
@@ -63,6 +65,21 @@ impl DataDir {
         self.root.join("api.json")
     }
 
+    /// The node's libp2p identity.
+    pub fn network_key(&self) -> PathBuf {
+        self.root.join("network-key")
+    }
+
+    /// A pinning peer's principal key.
+    pub fn pinner_key(&self) -> PathBuf {
+        self.root.join("pinner-key")
+    }
+
+    /// Whether this is a pinning peer's directory (`basic pinner init`).
+    pub fn is_pinner(&self) -> bool {
+        self.pinner_key().exists()
+    }
+
     /// The database's replica (what `basic init` creates).
     fn replica(&self) -> PathBuf {
         self.root.join("replica")
@@ -115,11 +132,12 @@ impl DataDir {
 /// What `api.json` says about the running node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiInfo {
-    /// Where its HTTP API listens.
-    pub address: SocketAddr,
+    /// Where its HTTP API listens; none for a pinning peer, which serves
+    /// no API.
+    pub address: Option<SocketAddr>,
     /// Its process id.
     pub pid: u32,
-    /// The network addresses it was asked to listen on.
+    /// The network addresses it listens on for sync, with `/p2p/<peer id>`.
     pub listen: Vec<String>,
 }
 

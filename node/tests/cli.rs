@@ -117,6 +117,7 @@ fn help_is_there_for_every_command() {
         vec!["device", "invite", "--help"],
         vec!["app", "revoke", "--help"],
         vec!["pin", "add", "--help"],
+        vec!["pinner", "init", "--help"],
         vec!["export", "--help"],
         vec!["status", "--help"],
     ] {
@@ -126,14 +127,44 @@ fn help_is_there_for_every_command() {
 }
 
 #[test]
-fn join_says_it_needs_the_network_and_leaves_nothing_behind() {
+fn join_without_a_reachable_inviter_says_so_and_leaves_nothing_behind() {
     let inviter = Data::with_todo();
+    // No node runs: the invite carries no address.
     let invite = inviter.basic(&["device", "invite"]).ok();
     let joiner = Data::new();
     let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
-    assert!(error.contains("network layer"), "{error}");
+    assert!(error.contains("no address of a running node"), "{error}");
     assert!(!joiner.path().join("replica").exists());
+
+    // The node that made the invite has stopped: its addresses are named.
+    let mut node = inviter.up();
+    let invite = inviter.basic(&["device", "invite"]).ok();
+    node.terminate();
+    let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
+    assert!(error.contains("cannot reach the inviting device at /ip4/127.0.0.1/tcp/"), "{error}");
+    assert!(!joiner.path().join("replica").exists());
+
     joiner.basic(&["init"]).ok();
+    let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
+    assert!(error.contains("already holds a database"), "{error}");
     let error = Data::new().basic(&["init", "--join", "basic-invite-nonsense"]).failed();
     assert!(error.contains("not an invite"), "{error}");
+}
+
+#[test]
+fn a_pinner_directory_is_made_once_and_refuses_data_commands() {
+    let data = Data::new();
+    let out = data.basic(&["pinner", "init"]).ok();
+    assert!(out.contains("pinner    pin_"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("pinner-key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(data.basic(&["pinner", "init"]).failed().contains("pinning peer"));
+    assert!(data.basic(&["init"]).failed().contains("pinning peer"));
+    assert!(data.basic(&["sql", "SELECT 1"]).failed().contains("no key"));
+    let error = data.basic(&["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]).failed();
+    assert!(error.contains("--database"), "{error}");
 }

@@ -12,7 +12,7 @@ use libp2p::{
     ping, relay, request_response,
 };
 
-use crate::codec::{FrameCodec, SYNC_PROTOCOL};
+use crate::codec::{FrameCodec, JOIN_PROTOCOL, SYNC_PROTOCOL};
 use crate::{Config, Limits};
 
 /// Identify protocol version string: tells peers which network this is.
@@ -32,6 +32,7 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
+    pub(crate) join: request_response::Behaviour<FrameCodec>,
     pub(crate) gossip: gossipsub::Behaviour,
 }
 
@@ -56,17 +57,19 @@ impl Behaviour {
         let relay_server =
             config.relay_server.then(|| relay::Behaviour::new(local, relay::Config::default()));
 
-        let sync = request_response::Behaviour::with_codec(
-            FrameCodec {
-                max_request_bytes: limits.max_request_bytes,
-                max_response_bytes: limits.max_response_bytes,
-                oversized,
-            },
-            [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(limits.request_timeout)
-                .with_max_concurrent_streams(limits.max_concurrent_streams),
-        );
+        let frames = |protocol| {
+            request_response::Behaviour::with_codec(
+                FrameCodec {
+                    max_request_bytes: limits.max_request_bytes,
+                    max_response_bytes: limits.max_response_bytes,
+                    oversized: oversized.clone(),
+                },
+                [(protocol, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(limits.request_timeout)
+                    .with_max_concurrent_streams(limits.max_concurrent_streams),
+            )
+        };
 
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
@@ -81,7 +84,8 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: mdns.into(),
-            sync,
+            sync: frames(SYNC_PROTOCOL),
+            join: frames(JOIN_PROTOCOL),
             gossip: gossip(key, &config.topic, limits)?,
         })
     }

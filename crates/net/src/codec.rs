@@ -16,6 +16,9 @@ use libp2p::request_response;
 
 /// The protocol name negotiated for sync request/response streams.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/basic/sync/0");
+/// The protocol name negotiated for joining a database (pairing a new
+/// device with the inviting one): the same framing, another stream protocol.
+pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/basic/join/0");
 
 /// Bytes taken by the length prefix.
 const PREFIX_LEN: usize = 4;
@@ -72,7 +75,7 @@ fn oversized(claimed: u64, max: usize) -> io::Error {
     )
 }
 
-/// Request-response codec for [`SYNC_PROTOCOL`]: opaque byte frames with
+/// Request-response codec for [`SYNC_PROTOCOL`] and [`JOIN_PROTOCOL`]: opaque byte frames with
 /// separate caps for requests and responses.
 #[derive(Debug, Clone)]
 pub(crate) struct FrameCodec {

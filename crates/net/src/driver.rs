@@ -21,20 +21,24 @@ use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::codec::FrameCodec;
 use crate::error::{NetError, RequestError};
 use crate::rate::{RateLimiter, Verdict};
 use crate::redial::{Redialer, peer_of};
-use crate::{Acceptance, Config, Event, Limits, PeerInfo, Responder, Stats};
+use crate::{Acceptance, Config, Event, Limits, PeerInfo, Protocol, Responder, Stats};
 
 /// Most addresses dialled for one peer discovered by mDNS.
 const MAX_MDNS_ADDRESSES: usize = 8;
 /// Period of the housekeeping tick.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Where the answer to one of our requests goes.
+type AnswerSender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+
 /// A request from a [`crate::Net`] handle to the swarm task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Request { peer: PeerId, frame: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, RequestError>> },
+    Request { protocol: Protocol, peer: PeerId, frame: Vec<u8>, reply: AnswerSender },
     Publish { frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
     Validate { message: gossipsub::MessageId, source: PeerId, accept: Acceptance },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
@@ -48,6 +52,7 @@ pub(crate) enum Command {
 /// An inbound request whose answer (or its absence) is known.
 struct Answered {
     peer: PeerId,
+    protocol: Protocol,
     channel: ResponseChannel<Vec<u8>>,
     response: Option<Vec<u8>>,
 }
@@ -80,7 +85,8 @@ pub(crate) struct Driver {
     dialing: HashMap<ConnectionId, usize>,
     bans: HashMap<PeerId, Instant>,
     peers: HashMap<PeerId, PeerState>,
-    outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    /// Our requests awaiting their answer; ids are per protocol behaviour.
+    outbound: HashMap<(Protocol, OutboundRequestId), AnswerSender>,
     answers: FuturesUnordered<BoxFuture<'static, Answered>>,
     stats: Stats,
     /// Written by the codec, read into `stats` on demand.
@@ -189,7 +195,7 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Request { peer, frame, reply } => {
+            Command::Request { protocol, peer, frame, reply } => {
                 if self.is_banned(&peer) {
                     let _ = reply.send(Err(RequestError::Banned(peer)));
                     return;
@@ -202,8 +208,8 @@ impl Driver {
                     state.requests_out += 1;
                     state.bytes_out += frame.len() as u64;
                 }
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, frame);
-                self.outbound.insert(id, reply);
+                let id = self.frames(protocol).send_request(&peer, frame);
+                self.outbound.insert((protocol, id), reply);
             }
             Command::Publish { frame, reply } => {
                 let topic = self.topic.clone();
@@ -351,7 +357,8 @@ impl Driver {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent, now: Instant) {
         match event {
-            BehaviourEvent::Sync(event) => self.on_sync_event(event, now),
+            BehaviourEvent::Sync(event) => self.on_frames_event(Protocol::Sync, event, now),
+            BehaviourEvent::Join(event) => self.on_frames_event(Protocol::Join, event, now),
             BehaviourEvent::Gossip(event) => self.on_gossip_event(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found),
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
@@ -368,24 +375,37 @@ impl Driver {
         }
     }
 
-    fn on_sync_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>, now: Instant) {
+    /// The request-response behaviour of `protocol`.
+    fn frames(&mut self, protocol: Protocol) -> &mut request_response::Behaviour<FrameCodec> {
+        match protocol {
+            Protocol::Sync => &mut self.swarm.behaviour_mut().sync,
+            Protocol::Join => &mut self.swarm.behaviour_mut().join,
+        }
+    }
+
+    fn on_frames_event(
+        &mut self,
+        protocol: Protocol,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+        now: Instant,
+    ) {
         use request_response::{Event as RrEvent, Message, OutboundFailure};
         match event {
             RrEvent::Message {
                 peer, message: Message::Request { request, channel, .. }, ..
-            } => self.on_request(peer, request, channel, now),
+            } => self.on_request(protocol, peer, request, channel, now),
             RrEvent::Message {
                 peer, message: Message::Response { request_id, response }, ..
             } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.bytes_in += response.len() as u64;
                 }
-                if let Some(reply) = self.outbound.remove(&request_id) {
+                if let Some(reply) = self.outbound.remove(&(protocol, request_id)) {
                     let _ = reply.send(Ok(response));
                 }
             }
             RrEvent::OutboundFailure { peer, request_id, error, .. } => {
-                tracing::debug!(%peer, %error, "request failed");
+                tracing::debug!(%peer, ?protocol, %error, "request failed");
                 let error = match error {
                     OutboundFailure::DialFailure => RequestError::DialFailure,
                     OutboundFailure::Timeout => RequestError::Timeout,
@@ -393,7 +413,7 @@ impl Driver {
                     OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
                     OutboundFailure::Io(e) => RequestError::Io(e),
                 };
-                if let Some(reply) = self.outbound.remove(&request_id) {
+                if let Some(reply) = self.outbound.remove(&(protocol, request_id)) {
                     let _ = reply.send(Err(error));
                 }
             }
@@ -407,6 +427,7 @@ impl Driver {
 
     fn on_request(
         &mut self,
+        protocol: Protocol,
         peer: PeerId,
         frame: Vec<u8>,
         channel: ResponseChannel<Vec<u8>>,
@@ -440,22 +461,23 @@ impl Driver {
                 Ok(Ok(response)) => Some(response),
                 _ => None,
             };
-            Answered { peer, channel, response }
+            Answered { peer, protocol, channel, response }
         }));
         self.emit(Event::Request {
             peer,
+            protocol,
             frame,
             reply: Responder { sender, max: self.limits.max_response_bytes },
         });
     }
 
     fn on_answered(&mut self, answered: Answered) {
-        let Answered { peer, channel, response } = answered;
+        let Answered { peer, protocol, channel, response } = answered;
         // Without a response the channel is dropped: the peer sees its
         // stream closed without an answer.
         if let Some(response) = response {
             let len = response.len() as u64;
-            match self.swarm.behaviour_mut().sync.send_response(channel, response) {
+            match self.frames(protocol).send_response(channel, response) {
                 Ok(()) => {
                     if let Some(state) = self.peers.get_mut(&peer) {
                         state.bytes_out += len;

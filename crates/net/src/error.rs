@@ -71,8 +71,8 @@ pub enum RequestError {
     /// The connection closed before the response arrived.
     #[error("connection closed before the response")]
     ConnectionClosed,
-    /// The peer does not speak the sync protocol.
-    #[error("the peer does not support the sync protocol")]
+    /// The peer does not speak the protocol asked for.
+    #[error("the peer does not support the protocol")]
     UnsupportedProtocol,
     /// The stream failed: the peer dropped it (for example because the
     /// request was over its cap or it chose not to answer), or sent a

@@ -5,7 +5,9 @@
 //!
 //! - **requests** on the `/basic/sync/0` protocol: [`Net::request`] sends a
 //!   frame to one peer and awaits its answer; the peer sees an
-//!   [`Event::Request`] and answers through its [`Responder`];
+//!   [`Event::Request`] and answers through its [`Responder`]. The same
+//!   framing runs on `/basic/join/0` for pairing a new device
+//!   ([`Net::request_on`] with [`Protocol::Join`]);
 //! - **live pushes** on one gossipsub topic: [`Net::publish`] floods a frame
 //!   to subscribed peers; each receiver sees an [`Event::Gossip`] and must
 //!   call [`Net::validate`], which decides whether gossipsub forwards it.
@@ -52,11 +54,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use codec::SYNC_PROTOCOL;
+pub use codec::{JOIN_PROTOCOL, SYNC_PROTOCOL};
 pub use error::{NetError, RequestError, RespondError};
 pub use libp2p::gossipsub::MessageId;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
+pub use redial::peer_of;
 
 use driver::Command;
 
@@ -165,6 +168,15 @@ impl Default for Limits {
     }
 }
 
+/// The request-response protocol a request travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `/basic/sync/0`: sync sessions between members.
+    Sync,
+    /// `/basic/join/0`: a new device (or a pinning peer) asking to join.
+    Join,
+}
+
 /// Something that happened on the network.
 #[derive(Debug)]
 pub enum Event {
@@ -190,6 +202,8 @@ pub enum Event {
     Request {
         /// The peer.
         peer: PeerId,
+        /// The protocol it came on.
+        protocol: Protocol,
         /// The request, at most `max_request_bytes`.
         frame: Vec<u8>,
         /// Where the answer goes.
@@ -327,11 +341,22 @@ impl Net {
     /// Dials the peer if needed (addresses learnt from identify, mDNS or a
     /// previous dial).
     pub async fn request(&self, peer: PeerId, frame: Vec<u8>) -> Result<Vec<u8>, RequestError> {
+        self.request_on(Protocol::Sync, peer, frame).await
+    }
+
+    /// Sends `frame` to `peer` on `protocol` and awaits the answer, as
+    /// [`Net::request`] does on the sync protocol.
+    pub async fn request_on(
+        &self,
+        protocol: Protocol,
+        peer: PeerId,
+        frame: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
         if frame.len() > self.max_request_bytes {
             return Err(RequestError::TooLarge { len: frame.len(), max: self.max_request_bytes });
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Request { peer, frame, reply })
+        self.send(Command::Request { protocol, peer, frame, reply })
             .await
             .map_err(|_| RequestError::Closed)?;
         answer.await.map_err(|_| RequestError::Closed)?

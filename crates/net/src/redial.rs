@@ -108,7 +108,7 @@ impl Redialer {
 }
 
 /// The peer id in a trailing `/p2p/…` component, if any.
-pub(crate) fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
     match address.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,

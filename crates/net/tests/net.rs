@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use basic_net::{
-    Acceptance, Config, Event, Keypair, Limits, Multiaddr, Net, NetError, PeerId, RequestError,
-    start,
+    Acceptance, Config, Event, Keypair, Limits, Multiaddr, Net, NetError, PeerId,
+    Protocol as Channel, RequestError, start,
 };
 use libp2p::multiaddr::Protocol;
 use tokio::sync::mpsc::Receiver;
@@ -154,6 +154,31 @@ async fn request_round_trip(listen: &str) {
     assert!(matches!(b.net.request(a_peer, b"late".to_vec()).await, Err(RequestError::Closed)));
     _a_net.shutdown().await;
     assert_eq!(within("server ends", served).await.expect("join"), 2);
+}
+
+#[tokio::test]
+async fn requests_say_which_protocol_they_came_on() {
+    let mut a = node(TCP).await;
+    let mut b = node(TCP).await;
+    connect(&mut a, &mut b).await;
+    let a_peer = a.peer();
+    let Node { net: a_net, events: mut a_events, .. } = a;
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let Some(Event::Request { protocol, frame, reply, .. }) = a_events.recv().await {
+                reply.send(frame).expect("reply");
+                seen.push(protocol);
+            }
+        }
+        seen
+    });
+    let join = within("join", b.net.request_on(Channel::Join, a_peer, b"j".to_vec())).await;
+    assert_eq!(join.expect("join answer"), b"j");
+    let sync = within("sync", b.net.request(a_peer, b"s".to_vec())).await;
+    assert_eq!(sync.expect("sync answer"), b"s");
+    assert_eq!(within("server", server).await.expect("task"), [Channel::Join, Channel::Sync]);
+    a_net.shutdown().await;
 }
 
 #[tokio::test]

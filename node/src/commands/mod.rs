@@ -9,8 +9,8 @@ use basic_store::{Database, Invite, Schema};
 
 use crate::backend::Backend;
 use crate::cli::{
-    AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, SchemaCommand, SqlArgs,
-    StatusArgs,
+    AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, PinnerCommand, SchemaCommand,
+    SqlArgs, StatusArgs,
 };
 use crate::join::exchange_join;
 use crate::node::{NodeConfig, UpOptions, up};
@@ -39,9 +39,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             UpOptions {
                 api: args.api,
                 api_public: args.api_public,
-                config: NodeConfig { listen: args.listen, peers: args.peer },
+                config: NodeConfig { listen: args.listen, peers: args.peer, mdns: !args.no_mdns },
+                database: args.database,
             },
         ),
+        Command::Pinner(PinnerCommand::Init) => crate::pinner::init(&data),
         Command::Sql(args) => sql(&Backend::connect(&data)?, args),
         Command::Schema(command) => schema(&Backend::connect(&data)?, command),
         Command::Device(command) => device(&Backend::connect(&data)?, command),
@@ -117,7 +119,14 @@ fn join(data: &DataDir, code: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn refuse_existing(data: &DataDir) -> anyhow::Result<()> {
+/// Fails if `data` holds a database or a pinning peer already.
+pub fn refuse_existing(data: &DataDir) -> anyhow::Result<()> {
+    if data.is_pinner() {
+        bail!(
+            "{} is a pinning peer's directory; nothing changed (pass --data DIR to use another)",
+            data.root().display()
+        );
+    }
     if data.holds_database() {
         bail!(
             "{} already holds a database; nothing changed (pass --data DIR to make another)",
@@ -373,7 +382,11 @@ fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
             println!("node       running");
             println!(
                 "listen     {}",
-                if network.listen.is_empty() { "none".into() } else { network.listen.join(", ") }
+                if network.state.listening.is_empty() {
+                    "none".into()
+                } else {
+                    network.state.listening.join(", ")
+                }
             );
             if network.state.peers.is_empty() {
                 println!("peers      none");

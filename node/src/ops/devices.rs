@@ -97,15 +97,24 @@ impl Op for Invite {
                 "an invite is valid for 1 to {MAX_INVITE_MINUTES} minutes"
             )));
         }
-        let invite = node
-            .db
-            .invite(node.config.listen.clone(), self.valid_minutes.saturating_mul(60_000))?;
+        let invite =
+            node.db.invite(invite_addresses(node), self.valid_minutes.saturating_mul(60_000))?;
         Ok(InviteOutput {
             invite: invite.to_text(),
             expires_at_ms: invite.expires_at_ms,
             addresses: invite.addresses,
         })
     }
+}
+
+/// Where the new device should reach this one: the running node's sync
+/// addresses (with its peer id), as many as an invite carries; none when
+/// no node runs.
+fn invite_addresses(node: &Node) -> Vec<String> {
+    let (max_count, max_len) = basic_store::pairing::MAX_ADDRESSES;
+    let Some(status) = &node.network else { return Vec::new() };
+    let status = status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    status.listening.iter().filter(|a| a.len() <= max_len).take(max_count).cloned().collect()
 }
 
 /// `DELETE /v0/devices/{id}`: removes a device for good.

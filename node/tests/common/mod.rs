@@ -99,7 +99,14 @@ impl Data {
 
     /// Starts `basic up` on a free loopback port and waits for its API.
     pub fn up(&self) -> Node {
-        let mut command = self.command(&["up", "--api", "127.0.0.1:0"]);
+        let mut command = self.command(&[
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ]);
         command.stdout(Stdio::null()).stderr(Stdio::null());
         let child = Guard(command.spawn().expect("run basic up"));
         let api_file = self.path().join("api.json");

@@ -1,0 +1,348 @@
+//! The node on the network: libp2p (crates/net) driving the sync protocol
+//! (`protocol-spec/sync.md`) over the replica.
+//!
+//! For every connected peer the node runs two tasks: a [`session`] (our
+//! `Requester`: pulls what we lack, pushes what is new here) and a
+//! [`serve`] task (our `Responder`: answers the peer's requests). Both call
+//! the replica on the blocking pool, never on the async executor. A thread
+//! turns the database's change signal into a [`tokio::sync::watch`] that
+//! wakes every session to push. Join requests (`/basic/join/0`) from new
+//! devices are answered here too.
+//!
+//! Gossipsub is not used: live changes go to each authenticated peer as
+//! sync `push` requests, which are acknowledged once durable and never
+//! leave a peer's entitled view. Gossip messages that arrive are ignored.
+
+mod bootstrap;
+mod changes;
+mod identity;
+mod serve;
+mod session;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use basic_net::{Acceptance, Config, Event, Limits, Multiaddr, Net, PeerId, Protocol};
+use basic_proto::{PublicKey, SecretKey};
+use basic_store::Database;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+pub use bootstrap::bootstrap;
+use status::Status;
+
+use crate::join::{JoinAnswer, answer_join};
+use crate::status::NetworkStatus;
+
+/// Time between sync rounds with a peer once in sync.
+const RESYNC_MS: u64 = 30_000;
+/// How long a peer that broke the protocol is refused.
+const BAN: Duration = Duration::from_secs(60);
+/// Inbound sync requests queued for one peer's responder.
+const SERVE_QUEUE: usize = 8;
+/// Join requests answered at once.
+const JOIN_SLOTS: usize = 2;
+/// How often traffic counters are copied into the status.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+/// How long startup waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// What the network is asked to do.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial and keep dialling.
+    pub peers: Vec<Multiaddr>,
+    /// Discover peers on the LAN.
+    pub mdns: bool,
+    /// Relay connections for other peers (pinning peers do).
+    pub relay_server: bool,
+}
+
+impl NetworkConfig {
+    /// Parses `--listen` and `--peer` values; no `--listen` means every
+    /// interface, on ports the system picks, over TCP and QUIC.
+    pub fn parse(listen: &[String], peers: &[String], mdns: bool) -> anyhow::Result<Self> {
+        let parse = |text: &String| {
+            text.parse::<Multiaddr>().with_context(|| {
+                format!(
+                    "{text:?} is not a network address (e.g. /ip4/192.168.1.5/tcp/4001/p2p/12D3…)"
+                )
+            })
+        };
+        let mut listen: Vec<Multiaddr> = listen.iter().map(parse).collect::<Result<_, _>>()?;
+        if listen.is_empty() {
+            listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+                .iter()
+                .map(|a| a.parse())
+                .collect::<Result<_, _>>()?;
+        }
+        let peers = peers.iter().map(parse).collect::<Result<_, _>>()?;
+        Ok(Self { listen, peers, mdns, relay_server: false })
+    }
+}
+
+/// The network libp2p identity and transport, started but not yet syncing
+/// (a pinning peer fetches its control log first, see [`bootstrap`]).
+#[derive(Debug)]
+pub struct Transport {
+    net: Net,
+    events: mpsc::Receiver<Event>,
+    /// Events seen while waiting for the listeners, replayed later.
+    pending: Vec<Event>,
+    /// Where we listen, with `/p2p/<our peer id>`.
+    pub addresses: Vec<String>,
+}
+
+impl Transport {
+    /// Starts libp2p with the identity in `key_file` and waits (briefly)
+    /// until every listener reports an address.
+    pub async fn start(
+        key_file: &std::path::Path,
+        topic: String,
+        config: &NetworkConfig,
+    ) -> anyhow::Result<Self> {
+        let mut net_config = Config::new(identity::load_or_create(key_file)?, topic);
+        net_config.listen = config.listen.clone();
+        net_config.peers = config.peers.clone();
+        net_config.mdns = config.mdns;
+        net_config.relay_server = config.relay_server;
+        net_config.limits = Limits { ban_duration: BAN, ..Limits::default() };
+        let (net, mut events) =
+            basic_net::start(net_config).await.context("cannot start the network")?;
+        let mut pending = Vec::new();
+        let mut listeners = 0;
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        while listeners < config.listen.len() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Event::Listening { .. })) => listeners += 1,
+                Ok(Some(event)) => pending.push(event),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let local = net.local_peer_id();
+        let addresses = net
+            .listen_addresses()
+            .await
+            .into_iter()
+            .map(|address| address.with_p2p(local).unwrap_or_else(|address| address).to_string())
+            .collect();
+        Ok(Self { net, events, pending, addresses })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.net.local_peer_id()
+    }
+}
+
+/// The running network side of a node.
+#[derive(Debug)]
+pub struct Network {
+    net: Net,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What every peer task shares.
+#[derive(Debug)]
+struct Context {
+    db: Arc<Database>,
+    net: Net,
+    /// Our principal (device or pinning peer) for the sync proof.
+    key: SecretKey,
+    /// Our transport id: our peer id's bytes.
+    local: Vec<u8>,
+    status: Status,
+    clock: Instant,
+    changes: watch::Receiver<u64>,
+    /// What each peer showed in earlier sessions, with the principal that
+    /// showed it (rollback detection across sessions).
+    shown: Mutex<HashMap<PeerId, Shown>>,
+}
+
+/// The heads a peer principal has shown: author → (max seq, count).
+type Heads = std::collections::BTreeMap<PublicKey, (u64, u64)>;
+
+#[derive(Debug, Clone)]
+struct Shown {
+    principal: PublicKey,
+    heads: Heads,
+}
+
+impl Context {
+    /// Milliseconds since the network started: the sync state machines' clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What `peer` showed before, to seed a new session.
+    fn shown(&self, peer: &PeerId) -> Option<Shown> {
+        self.shown.lock().unwrap_or_else(PoisonError::into_inner).get(peer).cloned()
+    }
+
+    fn remember(&self, peer: PeerId, shown: Shown) {
+        self.shown.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, shown);
+    }
+}
+
+/// One connected peer's tasks.
+#[derive(Debug)]
+struct PeerTasks {
+    requests: mpsc::Sender<(Vec<u8>, basic_net::Responder)>,
+    session: JoinHandle<()>,
+    serve: JoinHandle<()>,
+}
+
+impl PeerTasks {
+    fn abort(self) {
+        self.session.abort();
+        self.serve.abort();
+    }
+}
+
+impl Network {
+    /// Starts syncing `db` over `transport`. `status` is what `basic
+    /// status` shows; `joins` says whether this node answers join requests
+    /// (devices do, pinning peers do not).
+    pub async fn start(
+        db: Arc<Database>,
+        transport: Transport,
+        status: Arc<RwLock<NetworkStatus>>,
+        joins: bool,
+    ) -> anyhow::Result<Self> {
+        let Transport { net, events, pending, addresses } = transport;
+        let key = {
+            let db = Arc::clone(&db);
+            tokio::task::spawn_blocking(move || db.member_key()).await??
+        };
+        let status = Status::new(status);
+        status.listening(addresses);
+        let context = Arc::new(Context {
+            changes: changes::watch(&db)?,
+            local: net.local_peer_id().to_bytes(),
+            db,
+            net: net.clone(),
+            key,
+            status,
+            clock: Instant::now(),
+            shown: Mutex::new(HashMap::new()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(context, events, pending, stopped, joins));
+        Ok(Self { net, stop, task })
+    }
+
+    /// Stops every session and closes every connection.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+        self.net.shutdown().await;
+    }
+}
+
+/// The event loop: starts and stops peer tasks, routes requests.
+async fn run(
+    context: Arc<Context>,
+    mut events: mpsc::Receiver<Event>,
+    pending: Vec<Event>,
+    mut stopped: watch::Receiver<bool>,
+    joins: bool,
+) {
+    let mut peers: HashMap<PeerId, PeerTasks> = HashMap::new();
+    let join_slots = Arc::new(Semaphore::new(JOIN_SLOTS));
+    let mut refresh = tokio::time::interval(STATUS_REFRESH);
+    for event in pending {
+        on_event(&context, &mut peers, &join_slots, joins, event).await;
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => on_event(&context, &mut peers, &join_slots, joins, event).await,
+                None => break,
+            },
+            _ = stopped.changed() => break,
+            _ = refresh.tick() => context.status.traffic(&context.net.peers().await),
+        }
+    }
+    for (_, tasks) in peers.drain() {
+        tasks.abort();
+    }
+}
+
+async fn on_event(
+    context: &Arc<Context>,
+    peers: &mut HashMap<PeerId, PeerTasks>,
+    join_slots: &Arc<Semaphore>,
+    joins: bool,
+    event: Event,
+) {
+    match event {
+        Event::Listening { address } => {
+            let local = context.net.local_peer_id();
+            let address = address.with_p2p(local).unwrap_or_else(|address| address);
+            info!(%address, "listening");
+            context.status.listen_on(address.to_string());
+        }
+        Event::Connected { peer, address } => {
+            context.status.connected(peer, &address);
+            peers.entry(peer).or_insert_with(|| start_peer(context, peer));
+        }
+        Event::Disconnected { peer } => {
+            context.status.disconnected(peer);
+            if let Some(tasks) = peers.remove(&peer) {
+                tasks.abort();
+            }
+        }
+        Event::Request { peer, protocol: Protocol::Sync, frame, reply } => {
+            let tasks = peers.entry(peer).or_insert_with(|| start_peer(context, peer));
+            if tasks.requests.try_send((frame, reply)).is_err() {
+                debug!(%peer, "sync request dropped: the peer's queue is full");
+            }
+        }
+        Event::Request { peer, protocol: Protocol::Join, frame, reply } => {
+            if !joins {
+                let refusal = JoinAnswer::Refused("this is a pinning peer: ask a device".into());
+                let _ = reply.send(refusal.to_bytes());
+                return;
+            }
+            let Ok(slot) = Arc::clone(join_slots).try_acquire_owned() else {
+                debug!(%peer, "join request dropped: busy");
+                return;
+            };
+            let db = Arc::clone(&context.db);
+            tokio::spawn(async move {
+                if let Ok(answer) =
+                    tokio::task::spawn_blocking(move || answer_join(&db, &frame)).await
+                {
+                    let _ = reply.send(answer.to_bytes());
+                }
+                drop(slot);
+            });
+        }
+        Event::Gossip { source, message, .. } => {
+            context.net.validate(message, source, Acceptance::Ignore).await;
+        }
+    }
+}
+
+fn start_peer(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
+    let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
+    PeerTasks {
+        requests,
+        session: tokio::spawn(session::run(Arc::clone(context), peer)),
+        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox)),
+    }
+}
+
+/// Bans `peer` for a while after telling it why (the error frame goes out
+/// first: the ban closes the connection).
+async fn cut_off(context: &Context, peer: PeerId) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    context.net.disconnect(peer).await;
+}

@@ -1,0 +1,61 @@
+//! Answering one peer's sync requests: our `Responder` for it
+//! (`protocol-spec/sync.md` §3–§6), one request at a time, on the
+//! blocking pool.
+
+use std::sync::Arc;
+
+use basic_net::PeerId;
+use basic_proto::sync::{Answer, Responder};
+use basic_store::SyncReplica;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Context, cut_off};
+
+/// Answers the requests `inbox` receives from `peer` until the peer
+/// breaks the protocol (it is then cut off) or the task is aborted.
+pub(super) async fn run(
+    context: Arc<Context>,
+    peer: PeerId,
+    mut inbox: mpsc::Receiver<(Vec<u8>, basic_net::Responder)>,
+) {
+    let mut responder = Responder::new(context.key.clone(), context.local.clone(), peer.to_bytes());
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    while let Some((frame, reply)) = inbox.recv().await {
+        let db = Arc::clone(&context.db);
+        let handled = tokio::task::spawn_blocking(move || {
+            let answer = responder.handle(&mut SyncReplica::new(&db), &frame, &mut rng);
+            (responder, rng, answer)
+        })
+        .await;
+        let answer;
+        (responder, rng, answer) = match handled {
+            Ok(handled) => handled,
+            Err(error) => {
+                warn!(%peer, %error, "answering a sync request panicked");
+                return;
+            }
+        };
+        match answer {
+            Ok(Answer::Reply(frame)) => {
+                if let Err(error) = reply.send(frame) {
+                    tracing::debug!(%peer, %error, "sync answer not sent");
+                }
+            }
+            Ok(Answer::Close(frame, violation)) => {
+                warn!(%peer, %violation, "the peer broke the sync protocol: disconnecting");
+                let _ = reply.send(frame);
+                context.status.failed(peer, &format!("cut off: {violation}"));
+                cut_off(&context, peer).await;
+                return;
+            }
+            Err(failure) => {
+                // Our replica failed, not the peer: no answer (its request
+                // fails and it tries again later).
+                warn!(%peer, %failure, "cannot answer a sync request");
+            }
+        }
+    }
+}

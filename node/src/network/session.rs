@@ -1,0 +1,285 @@
+//! Our sync session with one peer: the `Requester` that pulls what this
+//! replica lacks and pushes what is new here (`protocol-spec/sync.md`
+//! §3–§6), driven over `Net::request`.
+//!
+//! The task loops: one blocking step (feed the last answer or failure in,
+//! queue what the change feed has, poll the next request, drain events),
+//! then either sends the request and waits for its answer, or sleeps until
+//! the requester's timer or the next change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basic_net::PeerId;
+use basic_proto::sync::message::MAX_BATCH_BYTES;
+use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure, View};
+use basic_proto::{Commit, KeyCache, Name};
+use basic_store::Database;
+use basic_store::SyncReplica;
+use basic_store::sync::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
+use rand::RngExt;
+use tracing::{info, warn};
+
+use super::status::principal_id;
+use super::{Context, RESYNC_MS, Shown, cut_off};
+
+/// Wait before starting a new session after a local store failure.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Shortest sleep when the requester's timer is already due but it had
+/// nothing to send (guards against spinning).
+const MIN_SLEEP: Duration = Duration::from_millis(20);
+
+/// Runs sessions with `peer` until one ends for a protocol reason (the
+/// peer is then cut off) or the task is aborted (disconnection).
+pub(super) async fn run(context: Arc<Context>, peer: PeerId) {
+    loop {
+        match session(&context, peer).await {
+            Ok(reason) => {
+                warn!(%peer, %reason, "sync session ended: disconnecting");
+                context.status.failed(peer, &format!("closed: {reason}"));
+                cut_off(&context, peer).await;
+                return;
+            }
+            Err(failure) => {
+                warn!(%peer, %failure, "sync session stopped by a local failure; starting again");
+                context.status.failed(peer, "local store failure");
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    }
+}
+
+/// What the session hands to the blocking step.
+#[derive(Debug)]
+enum Input {
+    Start,
+    Answer(Vec<u8>),
+    Failure(String),
+}
+
+/// What a step produced.
+#[derive(Debug)]
+struct Output {
+    request: Option<Vec<u8>>,
+    events: Vec<Event>,
+    wake_at: Option<u64>,
+}
+
+/// The requester with its change feed, moved in and out of blocking steps.
+#[derive(Debug)]
+struct State {
+    requester: Requester,
+    feed: ChangeFeed,
+    keys: KeyCache,
+}
+
+/// One session; returns why it closed.
+async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFailure> {
+    let previous = context.shown(&peer);
+    let config = RequesterConfig {
+        key: context.key.clone(),
+        database: context.db.id(),
+        local_transport: context.local.clone(),
+        peer_transport: peer.to_bytes(),
+        view: View::All,
+        resync_ms: RESYNC_MS,
+        nonce: rand::rng().random(),
+    };
+    let mut changes = context.changes.clone();
+    changes.mark_unchanged();
+    let heads = previous.as_ref().map(|s| s.heads.clone()).unwrap_or_default();
+    let mut state = blocking(context, move |db| {
+        Ok(State {
+            requester: Requester::new(config, heads),
+            feed: ChangeFeed::new(db)?,
+            keys: KeyCache::default(),
+        })
+    })
+    .await?;
+    let mut input = Input::Start;
+    let mut watching = true;
+    // Set when a change woke us (`changed()` marks it seen).
+    let mut woken = false;
+    loop {
+        let changed = std::mem::take(&mut woken) || changes.has_changed().unwrap_or(false);
+        if changed {
+            changes.mark_unchanged();
+        }
+        let now = context.now_ms();
+        let (returned, output) = blocking(context, move |db| {
+            let output = step(&mut state, db, input, changed, now);
+            Ok((state, output))
+        })
+        .await?;
+        state = returned;
+        let output = output?;
+        for event in output.events {
+            if let Some(reason) = report(context, peer, &state, previous.as_ref(), event) {
+                return Ok(reason);
+            }
+        }
+        if let Some(request) = output.request {
+            tracing::trace!(%peer, bytes = request.len(), "sync request");
+            input = match context.net.request(peer, request).await {
+                Ok(answer) => Input::Answer(answer),
+                Err(error) => Input::Failure(error.to_string()),
+            };
+            continue;
+        }
+        input = Input::Start;
+        let Some(wake_at) = output.wake_at else {
+            // Closed: the Closed event has been reported above.
+            return Ok("session closed".into());
+        };
+        let delay = Duration::from_millis(wake_at.saturating_sub(context.now_ms())).max(MIN_SLEEP);
+        tracing::trace!(%peer, ?delay, changed, "sync session idle");
+        tokio::select! {
+            // The signal ends only with the database: then only timers.
+            changed = changes.changed(), if watching => {
+                watching = changed.is_ok();
+                woken = watching;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Runs `f` on the database on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    context: &Arc<Context>,
+    f: impl FnOnce(&Database) -> Result<T, StoreFailure> + Send + 'static,
+) -> Result<T, StoreFailure> {
+    let db = Arc::clone(&context.db);
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| StoreFailure(format!("sync step panicked: {e}")))?
+}
+
+/// One mutation, then drain: takes `input`, pushes what changed, polls the
+/// next request and the events.
+fn step(
+    state: &mut State,
+    db: &Database,
+    input: Input,
+    changed: bool,
+    now: u64,
+) -> Result<Output, StoreFailure> {
+    let mut store = SyncReplica::new(db);
+    match input {
+        Input::Start => {}
+        Input::Answer(frame) => state.requester.handle_response(&mut store, &frame, now)?,
+        Input::Failure(error) => {
+            tracing::debug!(%error, "sync request failed");
+            state.requester.handle_failure(now);
+        }
+    }
+    if changed {
+        let fresh = state.feed.poll(db)?;
+        push(state, &store, fresh);
+    }
+    let request = state.requester.poll_request(&mut store, now)?;
+    let mut events = Vec::new();
+    while let Some(event) = state.requester.poll_event() {
+        events.push(event);
+    }
+    Ok(Output { request, events, wake_at: state.requester.poll_timeout() })
+}
+
+/// One push request's worth of operations and commits.
+#[derive(Debug, Default)]
+struct Batch {
+    ops: Vec<Vec<u8>>,
+    commits: Vec<(Name, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// Batches that each fit a push request (a lone item is never split).
+#[derive(Debug, Default)]
+struct Batches(Vec<Batch>);
+
+impl Batches {
+    /// The batch with room for `len` more bytes.
+    fn room(&mut self, len: usize) -> &mut Batch {
+        let full = self.0.last().is_none_or(|b| b.bytes > 0 && b.bytes + len > MAX_BATCH_BYTES);
+        if full {
+            self.0.push(Batch::default());
+        }
+        let last = self.0.len() - 1;
+        let batch = &mut self.0[last];
+        batch.bytes += len;
+        batch
+    }
+}
+
+/// Queues `fresh` for a live push, in batches that fit a request; skips the
+/// peer's own commits (it has them: they came from it).
+fn push(state: &mut State, store: &SyncReplica<'_, basic_store::SledStore>, fresh: Fresh) {
+    let bytes: usize =
+        fresh.ops.iter().map(Vec::len).chain(fresh.commits.iter().map(|(_, c)| c.len())).sum();
+    let peer = state.requester.peer();
+    let mut batches = Batches::default();
+    for op in fresh.ops {
+        batches.room(op.len()).ops.push(op);
+    }
+    for (scope, commit) in fresh.commits {
+        let theirs = peer.is_some_and(|peer| {
+            Commit::decode_with(&commit, &state.keys).is_ok_and(|c| c.header().author == peer)
+        });
+        if !theirs {
+            batches.room(commit.len()).commits.push((scope, commit));
+        }
+    }
+    for batch in batches.0 {
+        state.requester.push(store, batch.ops, batch.commits);
+    }
+    if bytes >= MAX_FRESH_BYTES {
+        // The feed stopped at its budget: the rest goes by summary, now.
+        state.requester.resync_now();
+    }
+}
+
+/// Logs an event and updates the status; returns the reason if the
+/// session closed.
+fn report(
+    context: &Context,
+    peer: PeerId,
+    state: &State,
+    previous: Option<&Shown>,
+    event: Event,
+) -> Option<String> {
+    match event {
+        Event::Authenticated { peer: principal } => {
+            let id = principal_id(&context.db.auth_state(), &principal);
+            info!(%peer, principal = %id, "peer authenticated");
+            if previous.is_some_and(|p| p.principal != principal) {
+                warn!(%peer, principal = %id, "this peer id answered for another principal before");
+            }
+            context.status.authenticated(peer, id);
+        }
+        Event::Synced { received, round_trips } => {
+            if received > 0 {
+                info!(%peer, received, round_trips, "synced");
+            } else {
+                tracing::debug!(%peer, round_trips, "in sync");
+            }
+            // Named again: the round may have brought the operation that
+            // says what the peer is (a pinning peer added meanwhile).
+            let principal =
+                state.requester.peer().map(|key| principal_id(&context.db.auth_state(), &key));
+            context.status.synced(peer, principal);
+            if let Some(principal) = state.requester.peer() {
+                let heads = state.requester.shown().clone();
+                context.remember(peer, Shown { principal, heads });
+            }
+        }
+        Event::RolledBack { author, before, now, .. } => {
+            let author = principal_id(&context.db.auth_state(), &author);
+            warn!(
+                %peer, %author, ?before, ?now,
+                "the peer shows less of this author's log than it showed before (withheld or rolled back)"
+            );
+        }
+        Event::Closed { reason } => return Some(reason),
+    }
+    None
+}

@@ -1,0 +1,136 @@
+//! Keeps [`NetworkStatus`] (what `basic status` shows) up to date.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use basic_net::{Multiaddr, PeerId, PeerInfo};
+use basic_proto::PublicKey;
+use basic_proto::control::AuthState;
+use basic_proto::keys::{Principal, Role};
+
+use crate::status::{NetworkStatus, PeerStatus};
+
+/// Peers remembered after they disconnect, at most.
+const MAX_PEERS: usize = 256;
+
+/// The shared status, with one method per thing that happens.
+#[derive(Debug, Clone)]
+pub(super) struct Status(Arc<RwLock<NetworkStatus>>);
+
+/// Wall time in ms since 1970.
+fn wall_ms() -> u64 {
+    basic_store::database::now_ms()
+}
+
+/// The text id of `key` as the control log knows it.
+pub(super) fn principal_id(auth: &AuthState, key: &PublicKey) -> String {
+    let role = if auth.root().is_some_and(|root| root.key == *key) {
+        Role::User
+    } else if auth.pinners().contains_key(key) {
+        Role::Pinner
+    } else if auth.apps().contains_key(key) {
+        Role::App
+    } else {
+        Role::Device
+    };
+    Principal { role, key: *key }.to_string()
+}
+
+impl Status {
+    pub(super) fn new(status: Arc<RwLock<NetworkStatus>>) -> Self {
+        Self(status)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut NetworkStatus)) {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn peer(&self, peer: PeerId, f: impl FnOnce(&mut PeerStatus)) {
+        let id = peer.to_string();
+        self.update(|status| {
+            let index = match status.peers.iter().position(|p| p.id == id) {
+                Some(index) => index,
+                None => {
+                    if status.peers.len() >= MAX_PEERS {
+                        // Forget the oldest disconnected peer.
+                        if let Some(gone) = status.peers.iter().position(|p| p.address.is_none()) {
+                            status.peers.remove(gone);
+                        }
+                    }
+                    status.peers.push(PeerStatus {
+                        id,
+                        address: None,
+                        principal: None,
+                        sync: "connecting".into(),
+                        last_sync_ms: None,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                    });
+                    status.peers.len() - 1
+                }
+            };
+            if let Some(entry) = status.peers.get_mut(index) {
+                f(entry);
+            }
+        });
+    }
+
+    /// The addresses we listen on, at start.
+    pub(super) fn listening(&self, addresses: Vec<String>) {
+        self.update(|status| status.listening = addresses);
+    }
+
+    /// One more address we listen on.
+    pub(super) fn listen_on(&self, address: String) {
+        self.update(|status| {
+            if !status.listening.contains(&address) {
+                status.listening.push(address);
+            }
+        });
+    }
+
+    pub(super) fn connected(&self, peer: PeerId, address: &Multiaddr) {
+        self.peer(peer, |p| {
+            p.address = Some(address.to_string());
+            p.sync = "connecting".into();
+        });
+    }
+
+    pub(super) fn disconnected(&self, peer: PeerId) {
+        self.peer(peer, |p| {
+            p.address = None;
+            p.sync = "disconnected".into();
+        });
+    }
+
+    pub(super) fn authenticated(&self, peer: PeerId, principal: String) {
+        self.peer(peer, |p| {
+            p.principal = Some(principal);
+            p.sync = "syncing".into();
+        });
+    }
+
+    pub(super) fn synced(&self, peer: PeerId, principal: Option<String>) {
+        self.peer(peer, |p| {
+            p.principal = principal.or(p.principal.take());
+            p.sync = "in sync".into();
+            p.last_sync_ms = Some(wall_ms());
+        });
+    }
+
+    pub(super) fn failed(&self, peer: PeerId, reason: &str) {
+        self.peer(peer, |p| p.sync = reason.to_owned());
+    }
+
+    /// Copies the transport's byte counters.
+    pub(super) fn traffic(&self, infos: &[PeerInfo]) {
+        self.update(|status| {
+            for info in infos {
+                let id = info.peer.to_string();
+                if let Some(entry) = status.peers.iter_mut().find(|p| p.id == id) {
+                    entry.bytes_in = info.bytes_in;
+                    entry.bytes_out = info.bytes_out;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real `basic` processes on loopback, each in temp
+//! directories, each wait bounded, every child killed when its test ends.
+
+mod apps;
+mod bad_input;
+mod crash;
+mod harness;
+mod pinner;
+mod two_devices;

@@ -1,0 +1,73 @@
+//! A pinning peer: devices that never connect to each other converge
+//! through it, and it holds no key.
+
+use basic_proto::Name;
+use basic_proto::keys::{Principal, Role};
+use basic_store::Database;
+use serde_json::json;
+
+use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::two_devices::{device_of, join, wait_in_sync};
+
+#[test]
+fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
+    let a_data = Data::with_todo();
+    let a_first = a_data.up(&[]);
+    // B joins A directly (pairing); from then on A and B sync only through P.
+    let b_data = join(&a_first);
+    drop(a_first);
+
+    let p_data = Data::new();
+    let out = p_data.basic(&["pinner", "init"]).ok();
+    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
+    a_data.basic(&["pin", "add", &pin]).ok();
+    let database = a_data.basic(&["status", "--json"]).ok();
+    let database: serde_json::Value = serde_json::from_str(&database).expect("status");
+    let database = database["database"].as_str().expect("database").to_owned();
+
+    // P has no replica yet: it dials A once A is up, and fetches the control log.
+    let p = p_data.start(&[
+        "up",
+        "--database",
+        &database,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+    ]);
+    let a = a_data.up(&[p.address()]);
+    let b = b_data.up(&[p.address()]);
+    wait_in_sync(&a, &pin);
+    wait_in_sync(&b, &pin);
+
+    a.sql("INSERT INTO todo.lists (id, name) VALUES ('from-a', 'A')", json!([]));
+    b.sql("INSERT INTO todo.lists (id, name) VALUES ('from-b', 'B')", json!([]));
+    let both = json!([["from-a"], ["from-b"]]);
+    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+    b.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+
+    // A and B never met: each knows only P.
+    for (node, other) in [(&a, device_of(&b)), (&b, device_of(&a))] {
+        let status = node.status();
+        let peers = status["network"]["state"]["peers"].as_array().expect("peers").clone();
+        assert!(peers.iter().all(|p| p["principal"] != other.as_str()), "{peers:?}");
+    }
+
+    // P stores ciphertext only: no data command, no readable row, no key.
+    let error = p_data.basic(&["sql", "SELECT * FROM todo.lists"]).failed();
+    assert!(error.contains("pinning peer"), "{error}");
+    let mut p = p;
+    assert!(p.terminate().success(), "a clean shutdown on SIGTERM");
+    let replica = wait_for("the pinner's directory is free", SYNC_TIMEOUT, || {
+        Database::open(p_data.path()).ok()
+    });
+    let key = replica.member_key().expect("key");
+    assert_eq!(Principal { role: Role::Pinner, key: key.public() }.to_string(), pin);
+    assert!(replica.replica().commits().count() >= 2, "it stores the commits");
+    let rows = replica.query("SELECT count(*) FROM todo.lists", &[], None).expect("query");
+    assert_eq!(rows.rows, [[basic_proto::Value::Integer(0)]], "it reads none of them");
+    let todo = Name::new("todo").expect("name");
+    let auth = replica.auth_state();
+    for epoch in 0..8 {
+        assert!(auth.scope_keys(&key, &todo, epoch).is_empty(), "a key for epoch {epoch}");
+    }
+}

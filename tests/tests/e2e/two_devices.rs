@@ -1,0 +1,88 @@
+//! Two devices: pairing over the network, live sync, and convergence after
+//! a partition in which both wrote.
+
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+use super::harness::{Data, Node, SYNC_TIMEOUT, example, wait_for};
+
+/// Most time a change may take to show on the other device.
+const LIVE: Duration = Duration::from_secs(1);
+
+/// A new device joined to the running node `a` with an invite.
+pub(crate) fn join(a: &Node) -> Data {
+    let b = Data::new();
+    let (status, invite) =
+        a.post("/v0/devices/invite", Some(&a.token), &json!({ "valid_minutes": 5 }));
+    assert_eq!(status, 200, "{invite}");
+    let addresses = invite["addresses"].as_array().expect("addresses");
+    assert!(addresses.iter().any(|a| a.as_str().is_some_and(|a| a.contains("/p2p/"))), "{invite}");
+    let out = b.basic(&["init", "--join", invite["invite"].as_str().expect("invite")]).ok();
+    assert!(out.contains("Joined database"), "{out}");
+    // Used once.
+    let again = Data::new();
+    let error =
+        again.basic(&["init", "--join", invite["invite"].as_str().expect("invite")]).failed();
+    assert!(error.contains("refused") && error.contains("no unused invite"), "{error}");
+    b
+}
+
+/// Waits until `node` shows `peer` (a principal id) in sync.
+pub(crate) fn wait_in_sync(node: &Node, principal: &str) {
+    wait_for(&format!("in sync with {principal}"), SYNC_TIMEOUT, || {
+        let status = node.status();
+        let peers = status["network"]["state"]["peers"].as_array()?.clone();
+        peers.iter().any(|p| p["principal"] == principal && p["sync"] == "in sync").then_some(())
+    });
+}
+
+/// The device id of a data directory's node.
+pub(crate) fn device_of(node: &Node) -> String {
+    node.status()["device"].as_str().expect("device").to_owned()
+}
+
+const LISTS: &str = "SELECT id, name FROM todo.lists ORDER BY id";
+
+#[test]
+fn two_devices_sync_live_and_converge_after_a_partition() {
+    let a_data = Data::new();
+    a_data.basic(&["init"]).ok();
+    let a = a_data.up(&[]);
+    let b_data = join(&a);
+    let mut b = b_data.up(&[a.address()]);
+    wait_in_sync(&a, &device_of(&b));
+    wait_in_sync(&b, &device_of(&a));
+
+    // A schema applied on A reaches B, then rows, live.
+    a_data.basic(&["schema", "apply", &example("todo.toml")]).ok();
+    wait_for("the schema reaches B", SYNC_TIMEOUT, || {
+        let (status, _) = b.sql_as(&b.token.clone(), "SELECT count(*) FROM todo.lists", json!([]));
+        (status == 200).then_some(())
+    });
+    a.sql("INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", json!([]));
+    let a_to_b = b.wait_rows(LISTS, &json!([["home", "Home"]]));
+    b.sql("INSERT INTO todo.lists (id, name) VALUES ('work', 'Work')", json!([]));
+    let b_to_a = a.wait_rows(LISTS, &json!([["home", "Home"], ["work", "Work"]]));
+    eprintln!("propagation: A→B {a_to_b:?}, B→A {b_to_a:?}");
+    assert!(a_to_b < LIVE && b_to_a < LIVE, "A→B {a_to_b:?}, B→A {b_to_a:?}");
+
+    // Apart: B is killed; both write, B through the database directly.
+    b.kill9();
+    a.sql("INSERT INTO todo.lists (id, name) VALUES ('a-only', 'From A')", json!([]));
+    a.sql("UPDATE todo.lists SET name = 'Home (A)' WHERE id = 'home'", json!([]));
+    b_data.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('b-only', 'From B')"]).ok();
+    b_data.basic(&["sql", "UPDATE todo.lists SET name = 'Home (B)' WHERE id = 'home'"]).ok();
+    b_data.basic(&["sql", "DELETE FROM todo.lists WHERE id = 'work'"]).ok();
+
+    // Together again: the same rows on both, whatever won the concurrent update.
+    let b = b_data.up(&[a.address()]);
+    let converged = wait_for("A and B converge", SYNC_TIMEOUT, || {
+        let (on_a, on_b) = (a.rows(LISTS), b.rows(LISTS));
+        (on_a == on_b && on_a.as_array().is_some_and(|rows| rows.len() == 3)).then_some(on_a)
+    });
+    let ids: Vec<&Json> = converged.as_array().expect("rows").iter().map(|r| &r[0]).collect();
+    assert_eq!(ids, [&json!("a-only"), &json!("b-only"), &json!("home")], "{converged}");
+    let home = &converged[2][1];
+    assert!(*home == json!("Home (A)") || *home == json!("Home (B)"), "{converged}");
+}
