@@ -37,9 +37,11 @@ pub enum Command {
     )]
     Init(InitArgs),
 
-    /// Run the node in the foreground: the local HTTP API (and later sync).
+    /// Run the node in the foreground: sync with your other devices and the local HTTP API (creates a database on first run).
     #[command(
         long_about = "Run the node in the foreground until Ctrl-C or SIGTERM.\n\
+            On the first run in an empty data directory it creates a database first, as `basic init` does.\n\
+            Syncs with the database's other devices and pinning peers over libp2p (TCP and QUIC; mDNS finds them on the LAN).\n\
             Serves the local HTTP API (see /v0/openapi.json) and writes its address to api.json in the data directory.\n\
             Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less.",
         after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001"

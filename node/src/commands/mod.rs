@@ -34,15 +34,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some(code) => join(&data, &code),
             None => init(&data),
         },
-        Command::Up(args) => up(
-            data,
-            UpOptions {
-                api: args.api,
-                api_public: args.api_public,
-                config: NodeConfig { listen: args.listen, peers: args.peer, mdns: !args.no_mdns },
-                database: args.database,
-            },
-        ),
+        Command::Up(args) => {
+            if !data.holds_database() && !data.is_pinner() {
+                // First run on this machine: `basic up` alone gives a node.
+                println!("No database in {} yet: creating one.", data.root().display());
+                init(&data)?;
+            }
+            up(
+                data,
+                UpOptions {
+                    api: args.api,
+                    api_public: args.api_public,
+                    config: NodeConfig {
+                        listen: args.listen,
+                        peers: args.peer,
+                        mdns: !args.no_mdns,
+                    },
+                    database: args.database,
+                },
+            )
+        }
         Command::Pinner(PinnerCommand::Init) => crate::pinner::init(&data),
         Command::Sql(args) => sql(&Backend::connect(&data)?, args),
         Command::Schema(command) => schema(&Backend::connect(&data)?, command),
@@ -90,7 +101,7 @@ fn init(data: &DataDir) -> anyhow::Result<()> {
         println!();
         db.forget_recovery_secret()?;
     }
-    println!("Next: `basic schema apply FILE`, then `basic up` to serve the API.");
+    println!("Next: `basic schema apply FILE`; `basic up` runs the node (API and sync).");
     Ok(())
 }
 
