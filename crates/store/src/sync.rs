@@ -97,20 +97,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
     }
 
     fn ops_since(&self, heads: &[OpId]) -> Result<Vec<Vec<u8>>, StoreFailure> {
-        let log = self.db.control_log();
-        let mut past = BTreeSet::new();
-        let mut stack: Vec<OpId> = heads.iter().filter(|h| log.get(h).is_some()).copied().collect();
-        while let Some(id) = stack.pop() {
-            if past.insert(id) {
-                stack.extend(log.get(&id).into_iter().flat_map(|op| op.body().parents.clone()));
-            }
-        }
-        Ok(log
-            .ordered()
-            .into_iter()
-            .filter(|op| !past.contains(&op.id()))
-            .map(|op| op.as_bytes().to_vec())
-            .collect())
+        Ok(self.db.control_log().since(heads).iter().map(|op| op.as_bytes().to_vec()).collect())
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {

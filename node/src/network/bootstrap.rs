@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use basic_net::{Event, Net, PeerId, Protocol};
-use basic_proto::control::{AuthState, ControlLog, ControlOp, OpId};
+use basic_proto::control::{AuthState, ControlLog, OpId};
 use basic_proto::keys::{Principal, Role};
 use basic_proto::sync::message::MAX_FRAME_BYTES;
 use basic_proto::sync::{
@@ -72,7 +72,7 @@ pub async fn bootstrap(
                         continue;
                     }
                     // Nothing to serve yet: the peer's session retries later.
-                    Event::Request { .. } | Event::Gossip { .. } | Event::Listening { .. } => continue,
+                    Event::Request { .. } | Event::Listening { .. } => continue,
                 }
             }
             _ = retry.tick() => connected.iter().copied().collect(),
@@ -167,20 +167,7 @@ impl SyncStore for LogOnly {
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
-        let mut stored = Stored::default();
-        for bytes in ops {
-            match ControlOp::decode(bytes) {
-                Err(_) => stored.invalid += 1,
-                Ok(op) => match self.log.insert(op) {
-                    Ok(basic_proto::control::Inserted::Admitted(ids)) => {
-                        stored.new += ids.len() as u64
-                    }
-                    Ok(_) => {}
-                    Err(_) => stored.refused += 1,
-                },
-            }
-        }
-        Ok(stored)
+        Ok(basic_proto::sync::admit_ops(&mut self.log, ops))
     }
 
     fn entries(&self, _: &View) -> Result<Vec<Entry>, StoreFailure> {

@@ -283,6 +283,21 @@ impl ControlLog {
         self.refused.insert(id);
     }
 
+    /// The admitted operations not in the causal past of those of `heads`
+    /// that are admitted here, in [`ControlLog::ordered`] order: what a
+    /// peer whose heads are `heads` may lack.
+    pub fn since(&self, heads: &[OpId]) -> Vec<&ControlOp> {
+        let mut past = BTreeSet::new();
+        let mut stack: Vec<OpId> =
+            heads.iter().filter(|h| self.admitted.contains_key(h)).copied().collect();
+        while let Some(id) = stack.pop() {
+            if past.insert(id) {
+                stack.extend(self.get(&id).into_iter().flat_map(|op| op.body().parents.clone()));
+            }
+        }
+        self.ordered().into_iter().filter(|op| !past.contains(&op.id())).collect()
+    }
+
     /// The admitted operations in the deterministic topological order:
     /// parents first, and among operations whose parents are all placed,
     /// the lowest id first.

@@ -15,7 +15,7 @@ pub mod summary;
 pub use message::{ErrorCode, Message};
 pub use requester::{Event, Requester, RequesterConfig};
 pub use responder::{Answer, Responder, Violation};
-pub use store::{StoreFailure, Stored, SyncStore, entitled_view};
+pub use store::{StoreFailure, Stored, SyncStore, admit_ops, entitled_view};
 pub use summary::{Entry, Fingerprint, View};
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::summary::{Entry, Fingerprint, View};
-use crate::control::{AuthState, OpId};
+use crate::control::{AuthState, ControlLog, ControlOp, Inserted, OpId};
 use crate::keys::{DatabaseId, PublicKey};
 
 /// The replica could not be read or written (a local fault, never the peer's).
@@ -87,6 +87,23 @@ pub trait SyncStore {
 
     /// Verifies, checks against the control log and stores commits.
     fn ingest_commits(&mut self, commits: &[Vec<u8>]) -> Result<Stored, StoreFailure>;
+}
+
+/// Verifies encoded operations and admits them into `log`: the
+/// [`SyncStore::ingest_ops`] of a replica that keeps its log in memory.
+pub fn admit_ops(log: &mut ControlLog, ops: &[Vec<u8>]) -> Stored {
+    let mut stored = Stored::default();
+    for bytes in ops {
+        match ControlOp::decode(bytes) {
+            Err(_) => stored.invalid += 1,
+            Ok(op) => match log.insert(op) {
+                Ok(Inserted::Admitted(ids)) => stored.new += ids.len() as u64,
+                Ok(_) => {}
+                Err(_) => stored.refused += 1,
+            },
+        }
+    }
+    stored
 }
 
 /// The view a principal is entitled to in `auth`, or `None` when it is not a

@@ -57,36 +57,11 @@ impl SyncStore for MapStore {
     }
 
     fn ops_since(&self, heads: &[OpId]) -> Result<Vec<Vec<u8>>, StoreFailure> {
-        let mut past = BTreeSet::new();
-        let mut stack: Vec<OpId> =
-            heads.iter().filter(|h| self.log.get(h).is_some()).copied().collect();
-        while let Some(id) = stack.pop() {
-            if past.insert(id) {
-                stack
-                    .extend(self.log.get(&id).into_iter().flat_map(|op| op.body().parents.clone()));
-            }
-        }
-        Ok(self
-            .log
-            .ordered()
-            .into_iter()
-            .filter(|op| !past.contains(&op.id()))
-            .map(|op| op.as_bytes().to_vec())
-            .collect())
+        Ok(self.log.since(heads).iter().map(|op| op.as_bytes().to_vec()).collect())
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
-        let mut stored = Stored::default();
-        for bytes in ops {
-            match ControlOp::decode(bytes) {
-                Err(_) => stored.invalid += 1,
-                Ok(op) => match self.log.insert(op) {
-                    Ok(crate::control::Inserted::Admitted(_)) => stored.new += 1,
-                    Ok(_) => {}
-                    Err(_) => stored.refused += 1,
-                },
-            }
-        }
+        let stored = admit_ops(&mut self.log, ops);
         self.auth = Arc::new(self.log.state());
         Ok(stored)
     }
