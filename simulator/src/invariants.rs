@@ -227,6 +227,14 @@ pub fn check_during(world: &World) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Whether the world has converged and every entitled replica holds every
+/// acknowledged write: what a run waits for after the final heal.
+pub fn settled(world: &World) -> Result<(), String> {
+    converged(world)?;
+    let (_, auth) = world.reference().ok_or("no device is up")?;
+    check_no_loss(world, &auth).map_err(|failure| failure.detail)
+}
+
 /// Every invariant, once the world has converged.
 pub fn check_final(world: &World) -> Result<(), Failure> {
     check_during(world)?;

@@ -341,14 +341,14 @@ impl World {
             {
                 {
                     self.next_probe = self.now + PROBE_MS;
-                    if invariants::converged(self).is_ok() {
+                    if invariants::settled(self).is_ok() {
                         self.converged_at = Some(self.now);
                         self.trace
                             .record(self.now, format!("converged after {}ms", self.now - settle));
                         break;
                     }
                     if self.now > settle + LIVENESS_MS {
-                        let why = invariants::converged(self).err().unwrap_or_default();
+                        let why = invariants::settled(self).err().unwrap_or_default();
                         return Err(self.fail(
                             "liveness",
                             format!("not converged {LIVENESS_MS}ms after the final heal: {why}"),
