@@ -96,7 +96,43 @@ pub(crate) fn vectors() -> Json {
         })
         .collect();
 
+    // Frames every implementation must refuse, each built from a valid one.
+    let ack = Message::Ack { stored: 1 }.encode();
+    let mut version_1 = ack.clone();
+    version_1[1] = 0x01;
+    let mut unknown_kind = ack.clone();
+    unknown_kind[2] = 0x0e;
+    let mut trailing = ack.clone();
+    trailing.push(0);
+    // `ack` with stored = 1 as a two-byte integer: not the shortest form.
+    let non_canonical = vec![0x83, 0x00, 0x0c, 0x18, 0x01];
+    let mut unsorted = entries.clone();
+    unsorted.reverse();
+    let unsorted_reply = Message::Reply {
+        digest: entries_digest,
+        entries: unsorted,
+        commits: Vec::new(),
+        more: false,
+        control: Vec::new(),
+        signature,
+    }
+    .encode();
+    let refused: Vec<Json> = [
+        ("version 1", version_1, "the version is not 0"),
+        ("unknown kind", unknown_kind, "kind 14 is not a frame"),
+        ("trailing byte", trailing, "bytes after the frame"),
+        ("non-canonical integer", non_canonical, "not in deterministic form"),
+        ("unsorted entries", unsorted_reply, "entries must be sorted by author"),
+    ]
+    .into_iter()
+    .map(|(name, bytes, why)| {
+        assert!(Message::decode(&bytes, usize::MAX, &KeyCache::default()).is_err(), "{name}");
+        json!({ "name": name, "frame": hex(&bytes), "why": why })
+    })
+    .collect();
+
     json!({
+        "refused": refused,
         "description": "protocol-spec/sync.md. transcript_* are the CBOR transcripts signed (context basic/v0/sync-proof) as the requester (side 0) and responder (side 1); the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]; the reply signature (context basic/v0/sync-heads) covers heads_message.",
         "session": {
             "database": hex(database.0),

@@ -292,4 +292,12 @@ fn sync_proofs_digests_and_frames_check_from_the_file() {
         let message = Message::decode(&raw, MAX_FRAME_BYTES, &KeyCache::default()).unwrap();
         assert_eq!(message.encode(), raw, "{}", frame["name"]);
     }
+    for frame in v["refused"].as_array().unwrap() {
+        let raw = bytes(&frame["frame"]);
+        assert!(
+            Message::decode(&raw, MAX_FRAME_BYTES, &KeyCache::default()).is_err(),
+            "{}",
+            frame["name"]
+        );
+    }
 }
