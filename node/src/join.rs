@@ -117,7 +117,7 @@ pub async fn exchange_join(invite: &Invite, request: &JoinRequest) -> anyhow::Re
             if tried.is_empty() { "none" } else { &tried }
         );
     }
-    let mut config = Config::new(Keypair::generate_ed25519(), invite.database.to_string());
+    let mut config = Config::new(Keypair::generate_ed25519());
     config.peers = addresses;
     config.limits = Limits { request_timeout: JOIN_TIMEOUT, ..Limits::default() };
     let max = config.limits.max_response_bytes;

@@ -166,9 +166,7 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
         );
     }
     let network_config = options.config.network()?;
-    let transport =
-        Transport::start(&node.data.network_key(), node.db.id().to_string(), &network_config)
-            .await?;
+    let transport = Transport::start(&node.data.network_key(), &network_config).await?;
     let listen = transport.addresses.clone();
     let status = node.network.clone().context("a running node has a network status")?;
     let network = Network::start(Arc::clone(&node.db), transport, status, true).await?;

@@ -95,13 +95,14 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut config = options.config.network()?;
     config.relay_server = true;
-    let topic = existing.as_ref().map(Database::id).or(database);
-    let Some(topic) = topic else { bail!("no database to pin") };
-    let mut transport = Transport::start(&data.network_key(), topic.to_string(), &config).await?;
+    let Some(database) = existing.as_ref().map(Database::id).or(database) else {
+        bail!("no database to pin")
+    };
+    let mut transport = Transport::start(&data.network_key(), &config).await?;
     ApiInfo { address: None, pid: std::process::id(), listen: transport.addresses.clone() }
         .write(data)?;
     info!(
-        "pinning peer {} for database {topic}",
+        "pinning peer {} for database {database}",
         Principal { role: Role::Pinner, key: key.public() }
     );
     for address in &transport.addresses {
@@ -111,11 +112,11 @@ async fn run(
         Some(db) => db,
         None => {
             let ops = tokio::select! {
-                ops = bootstrap(&mut transport, topic, &key) => ops?,
+                ops = bootstrap(&mut transport, database, &key) => ops?,
                 signalled = shutdown_signal() => return signalled,
             };
             let dir = data.root().to_owned();
-            tokio::task::spawn_blocking(move || Database::replicate(&dir, topic, &key, &ops))
+            tokio::task::spawn_blocking(move || Database::replicate(&dir, database, &key, &ops))
                 .await??
         }
     };

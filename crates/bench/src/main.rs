@@ -5,15 +5,19 @@
 //! cargo run --release --bin basic-bench -- write --json
 //! cargo run --release --bin basic-bench -- query --json
 //! cargo run --release --bin basic-bench -- sync --json
+//! cargo run --release --bin basic-bench -- live --json
 //! cargo run --release --bin basic-bench -- all --json
 //! ```
 //!
 //! Each scenario prints one JSON object per line (`--json`) with a `name`
 //! and its figures, or a readable line otherwise. Everything runs in a
-//! temporary directory on the real sled store and SQLite view.
+//! temporary directory on the real sled store and SQLite view; `live`
+//! runs two real nodes (this executable as the `basic` command) on
+//! loopback.
 
 mod fixture;
 mod ingest;
+mod live;
 mod query;
 mod report;
 mod sync;
@@ -47,15 +51,23 @@ enum Scenario {
     Query,
     /// A second device pulls 100k rows through the sync protocol, then one new row.
     Sync,
+    /// Two `basic up` nodes over libp2p on loopback: a write on one seen live on the other.
+    Live,
     /// Every scenario above.
     All,
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os(live::NODE_ENV).is_some() {
+        // A node of the `live` scenario: the `basic` command.
+        return basic::main();
+    }
     let args = Args::parse();
     let reporter = report::Reporter { json: args.json };
     let scenarios: &[Scenario] = match args.scenario {
-        Scenario::All => &[Scenario::Ingest, Scenario::Write, Scenario::Query, Scenario::Sync],
+        Scenario::All => {
+            &[Scenario::Ingest, Scenario::Write, Scenario::Query, Scenario::Sync, Scenario::Live]
+        }
         ref one => std::slice::from_ref(one),
     };
     for scenario in scenarios {
@@ -64,6 +76,9 @@ fn main() -> ExitCode {
             Scenario::Write => write::run(&reporter, args.quick),
             Scenario::Query => query::run(&reporter, args.quick),
             Scenario::Sync => sync::run(&reporter, args.quick),
+            Scenario::Live => {
+                live::run(&reporter, args.quick).map_err(|e| -> Box<dyn std::error::Error> { e })
+            }
             Scenario::All => Ok(()),
         };
         if let Err(error) = result {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -25,7 +24,7 @@ use crate::codec::FrameCodec;
 use crate::error::{NetError, RequestError};
 use crate::rate::{RateLimiter, Verdict};
 use crate::redial::{Redialer, peer_of};
-use crate::{Acceptance, Config, Event, Limits, PeerInfo, Protocol, Responder, Stats};
+use crate::{Config, Event, Limits, PeerInfo, Protocol, Responder, Stats};
 
 /// Most addresses dialled for one peer discovered by mDNS.
 const MAX_MDNS_ADDRESSES: usize = 8;
@@ -39,8 +38,6 @@ type AnswerSender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
 #[derive(Debug)]
 pub(crate) enum Command {
     Request { protocol: Protocol, peer: PeerId, frame: Vec<u8>, reply: AnswerSender },
-    Publish { frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
-    Validate { message: gossipsub::MessageId, source: PeerId, accept: Acceptance },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
     Disconnect { peer: PeerId },
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
@@ -78,7 +75,6 @@ pub(crate) struct Driver {
     outbox: VecDeque<Event>,
     events_closed: bool,
     limits: Limits,
-    topic: TopicHash,
     rate: RateLimiter,
     redial: Redialer,
     /// Dials started for a redial target, by connection.
@@ -134,7 +130,7 @@ impl Driver {
         for address in &config.external {
             swarm.add_external_address(address.clone());
         }
-        tracing::info!(peer = %swarm.local_peer_id(), topic = %config.topic, "network started");
+        tracing::info!(peer = %swarm.local_peer_id(), "network started");
 
         let now = Instant::now();
         Ok(Self {
@@ -143,7 +139,6 @@ impl Driver {
             events,
             outbox: VecDeque::new(),
             events_closed: false,
-            topic: IdentTopic::new(&config.topic).hash(),
             rate: RateLimiter::new(config.limits.requests_per_second, config.limits.request_burst),
             redial: Redialer::new(config.peers, now),
             limits: config.limits,
@@ -210,36 +205,6 @@ impl Driver {
                 }
                 let id = self.frames(protocol).send_request(&peer, frame);
                 self.outbound.insert((protocol, id), reply);
-            }
-            Command::Publish { frame, reply } => {
-                let topic = self.topic.clone();
-                let result = match self.swarm.behaviour_mut().gossip.publish(topic, frame) {
-                    Ok(id) => {
-                        tracing::debug!(message = %id, "published");
-                        Ok(())
-                    }
-                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                        tracing::debug!("published to no one: no peer subscribed yet");
-                        Ok(())
-                    }
-                    Err(gossipsub::PublishError::Duplicate) => {
-                        tracing::debug!("duplicate publish ignored");
-                        Ok(())
-                    }
-                    Err(e) => Err(NetError::Publish(e)),
-                };
-                let _ = reply.send(result);
-            }
-            Command::Validate { message, source, accept } => {
-                let acceptance = match accept {
-                    Acceptance::Accept => MessageAcceptance::Accept,
-                    Acceptance::Reject => MessageAcceptance::Reject,
-                    Acceptance::Ignore => MessageAcceptance::Ignore,
-                };
-                let gossip = &mut self.swarm.behaviour_mut().gossip;
-                if !gossip.report_message_validation_result(&message, &source, acceptance) {
-                    tracing::debug!(%message, "validated a message no longer in the cache");
-                }
             }
             Command::Dial { address, reply } => {
                 let _ = reply.send(self.dial(address));
@@ -359,7 +324,6 @@ impl Driver {
         match event {
             BehaviourEvent::Sync(event) => self.on_frames_event(Protocol::Sync, event, now),
             BehaviourEvent::Join(event) => self.on_frames_event(Protocol::Join, event, now),
-            BehaviourEvent::Gossip(event) => self.on_gossip_event(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found),
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id, info, ..
@@ -488,34 +452,6 @@ impl Driver {
         }
     }
 
-    fn on_gossip_event(&mut self, event: gossipsub::Event) {
-        match event {
-            gossipsub::Event::Message { propagation_source, message_id, message } => {
-                if message.topic != self.topic {
-                    let gossip = &mut self.swarm.behaviour_mut().gossip;
-                    gossip.report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        MessageAcceptance::Ignore,
-                    );
-                    return;
-                }
-                if let Some(state) = self.peers.get_mut(&propagation_source) {
-                    state.bytes_in += message.data.len() as u64;
-                }
-                self.emit(Event::Gossip {
-                    source: propagation_source,
-                    message: message_id,
-                    frame: message.data,
-                });
-            }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                tracing::debug!(peer = %peer_id, %topic, "peer subscribed");
-            }
-            other => tracing::debug!(event = ?other, "gossip event"),
-        }
-    }
-
     fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
         let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for (peer, address) in found {
@@ -596,21 +532,12 @@ impl Driver {
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
-        let gossip = &self.swarm.behaviour().gossip;
-        let subscribed: Vec<PeerId> = gossip
-            .all_peers()
-            .filter(|(_, topics)| topics.contains(&&self.topic))
-            .map(|(peer, _)| *peer)
-            .collect();
-        let mesh: Vec<PeerId> = gossip.mesh_peers(&self.topic).copied().collect();
         self.peers
             .iter()
             .map(|(peer, state)| PeerInfo {
                 peer: *peer,
                 addresses: state.connections.values().cloned().collect(),
                 connected_since: state.since,
-                subscribed: subscribed.contains(peer),
-                mesh: mesh.contains(peer),
                 requests_in: state.requests_in,
                 requests_refused: state.requests_refused,
                 requests_out: state.requests_out,
@@ -621,9 +548,8 @@ impl Driver {
     }
 
     /// Queues `event` for the receiver. When the receiver lags by a full
-    /// outbox, requests and gossip are shed (their sender sees no answer,
-    /// gossip is ignored); connection events are dropped only past twice
-    /// the capacity.
+    /// outbox, requests are shed (their sender sees no answer); connection
+    /// events are dropped only past twice the capacity.
     fn emit(&mut self, event: Event) {
         if self.outbox.is_empty() && !self.events_closed {
             match self.events.try_send(event) {
@@ -637,7 +563,7 @@ impl Driver {
             return;
         }
         let capacity = self.limits.event_capacity.max(1);
-        let sheddable = matches!(event, Event::Request { .. } | Event::Gossip { .. });
+        let sheddable = matches!(event, Event::Request { .. });
         if self.events_closed
             || (sheddable && self.outbox.len() >= capacity)
             || self.outbox.len() >= 2 * capacity
@@ -658,13 +584,8 @@ impl Driver {
                 Event::Connected { .. } => "connected",
                 Event::Disconnected { .. } => "disconnected",
                 Event::Request { .. } => "request",
-                Event::Gossip { .. } => "gossip",
             };
             tracing::warn!(kind, "event receiver lagging: event dropped");
-        }
-        if let Event::Gossip { source, message, .. } = event {
-            let gossip = &mut self.swarm.behaviour_mut().gossip;
-            gossip.report_message_validation_result(&message, &source, MessageAcceptance::Ignore);
         }
     }
 

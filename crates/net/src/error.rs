@@ -4,7 +4,7 @@ use std::io;
 
 use libp2p::core::transport::TransportError;
 use libp2p::swarm::DialError;
-use libp2p::{Multiaddr, PeerId, gossipsub};
+use libp2p::{Multiaddr, PeerId};
 
 /// A failure to start the network or to carry out a command on it.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +28,6 @@ pub enum NetError {
     /// until its cool-down ends.
     #[error("peer {0} is in its cool-down period")]
     Banned(PeerId),
-    /// The frame exceeds the configured cap.
-    #[error("frame of {len} bytes exceeds the cap of {max}")]
-    TooLarge {
-        /// Size of the frame.
-        len: usize,
-        /// The cap.
-        max: usize,
-    },
-    /// Gossipsub refused to publish.
-    #[error("cannot publish: {0}")]
-    Publish(#[source] gossipsub::PublishError),
     /// The swarm task has stopped (after [`crate::Net::shutdown`] or a crash).
     #[error("the network task has stopped")]
     Closed,

@@ -1,16 +1,14 @@
 //! Basic's libp2p transport.
 //!
 //! This crate moves opaque byte frames between peers and knows nothing of
-//! what they mean. It offers two channels:
-//!
-//! - **requests** on the `/basic/sync/0` protocol: [`Net::request`] sends a
-//!   frame to one peer and awaits its answer; the peer sees an
-//!   [`Event::Request`] and answers through its [`Responder`]. The same
-//!   framing runs on `/basic/join/0` for pairing a new device
-//!   ([`Net::request_on`] with [`Protocol::Join`]);
-//! - **live pushes** on one gossipsub topic: [`Net::publish`] floods a frame
-//!   to subscribed peers; each receiver sees an [`Event::Gossip`] and must
-//!   call [`Net::validate`], which decides whether gossipsub forwards it.
+//! what they mean. It offers one channel, **requests**: on the
+//! `/basic/sync/0` protocol [`Net::request`] sends a frame to one peer and
+//! awaits its answer; the peer sees an [`Event::Request`] and answers
+//! through its [`Responder`]. The same framing runs on `/basic/join/0` for
+//! pairing a new device ([`Net::request_on`] with [`Protocol::Join`]).
+//! Live changes travel as requests too (sync `push` frames, sent only to
+//! peers that proved membership): there is no gossip, which could not be
+//! gated by that proof.
 //!
 //! [`start`] builds the swarm (TCP and QUIC, noise, yamux, relay client and
 //! DCUtR, identify, ping, optional mDNS and relay server), spawns its task on
@@ -23,16 +21,13 @@
 //! use basic_net::{Config, Event, start};
 //!
 //! let keypair = basic_net::Keypair::generate_ed25519();
-//! let mut config = Config::new(keypair, "my-database");
+//! let mut config = Config::new(keypair);
 //! config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("address")];
 //! let (net, mut events) = start(config).await?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         Event::Request { frame, reply, .. } => {
 //!             let _ = reply.send(frame); // echo
-//!         }
-//!         Event::Gossip { source, message, .. } => {
-//!             net.validate(message, source, basic_net::Acceptance::Accept).await;
 //!         }
 //!         _ => {}
 //!     }
@@ -56,7 +51,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{JOIN_PROTOCOL, SYNC_PROTOCOL};
 pub use error::{NetError, RequestError, RespondError};
-pub use libp2p::gossipsub::MessageId;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use redial::peer_of;
@@ -81,8 +75,6 @@ pub struct Config {
     /// Peers dialled at start and redialled with backoff whenever the last
     /// connection to them drops. A trailing `/p2p/<id>` is optional.
     pub peers: Vec<Multiaddr>,
-    /// The gossipsub topic for live pushes (one per database).
-    pub topic: String,
     /// Discover peers on the LAN with mDNS and dial them.
     pub mdns: bool,
     /// Relay connections for NATed peers (pinning peers).
@@ -92,15 +84,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config for `topic` that listens nowhere and dials no one, with
-    /// mDNS and the relay server off and default [`Limits`].
-    pub fn new(keypair: Keypair, topic: impl Into<String>) -> Self {
+    /// A config that listens nowhere and dials no one, with mDNS and the
+    /// relay server off and default [`Limits`].
+    pub fn new(keypair: Keypair) -> Self {
         Self {
             keypair,
             listen: Vec::new(),
             external: Vec::new(),
             peers: Vec::new(),
-            topic: topic.into(),
             mdns: false,
             relay_server: false,
             limits: Limits::default(),
@@ -115,9 +106,6 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Largest response frame we accept (and send).
     pub max_response_bytes: usize,
-    /// Largest encoded gossip message (frame plus gossipsub's envelope of
-    /// a few hundred bytes: topic, signature, key).
-    pub max_gossip_bytes: usize,
     /// Connections to one peer at once.
     pub max_established_per_peer: u32,
     /// Inbound connections at once.
@@ -136,13 +124,13 @@ pub struct Limits {
     pub max_requests_in_flight: usize,
     /// Time for a request to be answered, both ways.
     pub request_timeout: Duration,
-    /// A connection with no stream in use closes after this long (peers in
-    /// the gossip mesh are kept; configured peers are redialled).
+    /// A connection with no stream in use closes after this long
+    /// (configured peers are redialled).
     pub idle_timeout: Duration,
     /// How long a peer disconnected by [`Net::disconnect`] or for abusing
     /// the rate limit is refused.
     pub ban_duration: Duration,
-    /// Events buffered for the receiver before requests and gossip are shed.
+    /// Events buffered for the receiver before requests are shed.
     pub event_capacity: usize,
 }
 
@@ -151,7 +139,6 @@ impl Default for Limits {
         Self {
             max_request_bytes: (1 << 20) + (64 << 10),
             max_response_bytes: (4 << 20) + (64 << 10),
-            max_gossip_bytes: 256 << 10,
             max_established_per_peer: 2,
             max_established_inbound: 64,
             max_pending: 32,
@@ -209,16 +196,6 @@ pub enum Event {
         /// Where the answer goes.
         reply: Responder,
     },
-    /// A gossip message arrived. It is neither forwarded nor dropped until
-    /// the receiver calls [`Net::validate`] with `message` and `source`.
-    Gossip {
-        /// The peer that forwarded it to us (not necessarily its author).
-        source: PeerId,
-        /// The message id, for [`Net::validate`].
-        message: MessageId,
-        /// The published frame.
-        frame: Vec<u8>,
-    },
 }
 
 /// Answers one [`Event::Request`].
@@ -243,17 +220,6 @@ impl std::fmt::Debug for Responder {
     }
 }
 
-/// The verdict on a gossip message, for [`Net::validate`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acceptance {
-    /// Valid: forward it to the mesh.
-    Accept,
-    /// Invalid: drop it and penalise the peer that sent it.
-    Reject,
-    /// Not wanted (e.g. already known): drop it, no penalty.
-    Ignore,
-}
-
 /// A connected peer, as [`Net::peers`] reports it. Counters cover the
 /// frames of the current connection period only.
 #[derive(Debug, Clone)]
@@ -264,18 +230,13 @@ pub struct PeerInfo {
     pub addresses: Vec<Multiaddr>,
     /// When its first open connection was established.
     pub connected_since: Instant,
-    /// Whether it is subscribed to our gossip topic.
-    pub subscribed: bool,
-    /// Whether it is in our gossip mesh for the topic (we forward
-    /// accepted messages to mesh peers).
-    pub mesh: bool,
     /// Requests it sent us that we delivered.
     pub requests_in: u64,
     /// Requests it sent us that the rate limit dropped.
     pub requests_refused: u64,
     /// Requests we sent it.
     pub requests_out: u64,
-    /// Frame bytes received from it (requests, responses, gossip).
+    /// Frame bytes received from it (requests, responses).
     pub bytes_in: u64,
     /// Frame bytes sent to it (requests, responses).
     pub bytes_out: u64,
@@ -297,7 +258,7 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Peers disconnected for a protocol violation or rate abuse.
     pub peers_banned: u64,
-    /// Requests and gossip shed because the event receiver lagged.
+    /// Requests shed because the event receiver lagged.
     pub events_dropped: u64,
 }
 
@@ -308,7 +269,6 @@ pub struct Net {
     local: PeerId,
     commands: mpsc::Sender<Command>,
     max_request_bytes: usize,
-    max_gossip_bytes: usize,
 }
 
 /// Builds the swarm, listens on `config.listen`, dials `config.peers` and
@@ -320,12 +280,7 @@ pub async fn start(config: Config) -> Result<(Net, mpsc::Receiver<Event>), NetEr
     let local = config.keypair.public().to_peer_id();
     let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, events) = mpsc::channel(config.limits.event_capacity.max(1));
-    let net = Net {
-        local,
-        commands,
-        max_request_bytes: config.limits.max_request_bytes,
-        max_gossip_bytes: config.limits.max_gossip_bytes,
-    };
+    let net = Net { local, commands, max_request_bytes: config.limits.max_request_bytes };
     let driver = driver::Driver::new(config, command_rx, event_tx)?;
     tokio::spawn(driver.run());
     Ok((net, events))
@@ -360,24 +315,6 @@ impl Net {
             .await
             .map_err(|_| RequestError::Closed)?;
         answer.await.map_err(|_| RequestError::Closed)?
-    }
-
-    /// Publishes `frame` on the gossip topic. Having no subscribed peer is
-    /// not an error: the frame is dropped and `Ok` returned (sync catches up).
-    pub async fn publish(&self, frame: Vec<u8>) -> Result<(), NetError> {
-        if frame.len() > self.max_gossip_bytes {
-            return Err(NetError::TooLarge { len: frame.len(), max: self.max_gossip_bytes });
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Publish { frame, reply }).await?;
-        answer.await.map_err(|_| NetError::Closed)?
-    }
-
-    /// Reports the verdict on a gossip message received as
-    /// [`Event::Gossip`]: accepted messages are forwarded, rejected ones
-    /// lower `source`'s score. Does nothing once the network has stopped.
-    pub async fn validate(&self, message: MessageId, source: PeerId, accept: Acceptance) {
-        let _ = self.send(Command::Validate { message, source, accept }).await;
     }
 
     /// Dials `address` (with or without a trailing `/p2p/<id>`). Returns

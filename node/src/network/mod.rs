@@ -9,9 +9,10 @@
 //! wakes every session to push. Join requests (`/basic/join/0`) from new
 //! devices are answered here too.
 //!
-//! Gossipsub is not used: live changes go to each authenticated peer as
-//! sync `push` requests, which are acknowledged once durable and never
-//! leave a peer's entitled view. Gossip messages that arrive are ignored.
+//! Live changes go to each authenticated peer as sync `push` requests,
+//! which are acknowledged once durable and never leave a peer's entitled
+//! view (there is no gossip: a topic could not be gated by the sync
+//! membership proof).
 
 mod bootstrap;
 mod changes;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use basic_net::{Acceptance, Config, Event, Limits, Multiaddr, Net, PeerId, Protocol};
+use basic_net::{Config, Event, Limits, Multiaddr, Net, PeerId, Protocol};
 use basic_proto::{PublicKey, SecretKey};
 use basic_store::Database;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -42,6 +43,15 @@ use crate::status::NetworkStatus;
 const RESYNC_MS: u64 = 30_000;
 /// How long a peer that broke the protocol is refused.
 const BAN: Duration = Duration::from_secs(60);
+/// Sync requests per second we accept from one peer, sustained, and at
+/// once. A session sends one request at a time, so an honest peer's rate
+/// is bounded by round trips: live pushes under a steady write load reach
+/// hundreds a second on a LAN. Requests above the rate are dropped (a lost
+/// push waits for the next round), and a peer that keeps sending at twice
+/// the rate is banned; our sessions pace themselves at half of it
+/// ([`session::Pace`]), so two nodes of this version never get there.
+const PEER_REQUESTS_PER_S: u32 = 200;
+const PEER_REQUEST_BURST: u32 = 400;
 /// Inbound sync requests queued for one peer's responder.
 const SERVE_QUEUE: usize = 8;
 /// Join requests answered at once.
@@ -102,17 +112,18 @@ pub struct Transport {
 impl Transport {
     /// Starts libp2p with the identity in `key_file` and waits (briefly)
     /// until every listener reports an address.
-    pub async fn start(
-        key_file: &std::path::Path,
-        topic: String,
-        config: &NetworkConfig,
-    ) -> anyhow::Result<Self> {
-        let mut net_config = Config::new(identity::load_or_create(key_file)?, topic);
+    pub async fn start(key_file: &std::path::Path, config: &NetworkConfig) -> anyhow::Result<Self> {
+        let mut net_config = Config::new(identity::load_or_create(key_file)?);
         net_config.listen = config.listen.clone();
         net_config.peers = config.peers.clone();
         net_config.mdns = config.mdns;
         net_config.relay_server = config.relay_server;
-        net_config.limits = Limits { ban_duration: BAN, ..Limits::default() };
+        net_config.limits = Limits {
+            ban_duration: BAN,
+            requests_per_second: PEER_REQUESTS_PER_S,
+            request_burst: PEER_REQUEST_BURST,
+            ..Limits::default()
+        };
         let (net, mut events) =
             basic_net::start(net_config).await.context("cannot start the network")?;
         let mut pending = Vec::new();
@@ -324,9 +335,6 @@ async fn on_event(
                 }
                 drop(slot);
             });
-        }
-        Event::Gossip { source, message, .. } => {
-            context.net.validate(message, source, Acceptance::Ignore).await;
         }
     }
 }

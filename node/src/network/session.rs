@@ -5,7 +5,9 @@
 //! The task loops: one blocking step (feed the last answer or failure in,
 //! queue what the change feed has, poll the next request, drain events),
 //! then either sends the request and waits for its answer, or sleeps until
-//! the requester's timer or the next change.
+//! the requester's timer or the next change. Requests are paced below the
+//! peer's rate limit ([`Pace`]): when the budget is spent the next step
+//! waits, and the changes that arrive meanwhile go in one push.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,11 @@ use basic_store::Database;
 use basic_store::SyncReplica;
 use basic_store::sync::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
 use rand::RngExt;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::status::principal_id;
-use super::{Context, RESYNC_MS, Shown, cut_off};
+use super::{Context, PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, RESYNC_MS, Shown, cut_off};
 
 /// Wait before starting a new session after a local store failure.
 const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -97,10 +100,15 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
     })
     .await?;
     let mut input = Input::Start;
+    let mut pace = Pace::new(Instant::now());
     let mut watching = true;
     // Set when a change woke us (`changed()` marks it seen).
     let mut woken = false;
     loop {
+        if let Some(until) = pace.wait_until(Instant::now()) {
+            tracing::trace!(%peer, "sync requests paced");
+            tokio::time::sleep_until(until).await;
+        }
         let changed = std::mem::take(&mut woken) || changes.has_changed().unwrap_or(false);
         if changed {
             changes.mark_unchanged();
@@ -120,6 +128,7 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
         }
         if let Some(request) = output.request {
             tracing::trace!(%peer, bytes = request.len(), "sync request");
+            pace.sent(Instant::now());
             input = match context.net.request(peer, request).await {
                 Ok(answer) => Input::Answer(answer),
                 Err(error) => Input::Failure(error.to_string()),
@@ -141,6 +150,42 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
             }
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// A token bucket over our requests to one peer, at half the rate and
+/// burst the peer accepts (see [`PEER_REQUESTS_PER_S`]): a margin for
+/// arrival times bunched by the network.
+#[derive(Debug)]
+pub(super) struct Pace {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pace {
+    const RATE: f64 = PEER_REQUESTS_PER_S as f64 / 2.0;
+    const BURST: f64 = PEER_REQUEST_BURST as f64 / 2.0;
+
+    fn new(now: Instant) -> Self {
+        Self { tokens: Self::BURST, last: now }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * Self::RATE).min(Self::BURST);
+        self.last = self.last.max(now);
+    }
+
+    /// When the next request may go, if not now.
+    fn wait_until(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
+        (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / Self::RATE))
+    }
+
+    /// Accounts one request sent.
+    fn sent(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
     }
 }
 
@@ -282,4 +327,32 @@ fn report(
         Event::Closed { reason } => return Some(reason),
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_allows_the_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        for _ in 0..Pace::BURST as usize {
+            assert_eq!(pace.wait_until(start), None);
+            pace.sent(start);
+        }
+        let until = pace.wait_until(start).expect("budget spent");
+        let gap = until - start;
+        assert!(
+            gap > Duration::ZERO && gap <= Duration::from_secs_f64(1.0 / Pace::RATE),
+            "{gap:?}"
+        );
+        let later = until + Duration::from_micros(1);
+        assert_eq!(pace.wait_until(later), None);
+        pace.sent(later);
+        assert!(pace.wait_until(later).is_some());
+        // Half the peer's limits: the peer never refuses us.
+        assert!(Pace::RATE * 2.0 <= f64::from(PEER_REQUESTS_PER_S));
+        assert!(Pace::BURST * 2.0 <= f64::from(PEER_REQUEST_BURST));
+    }
 }

@@ -14,7 +14,7 @@ use super::two_devices::{device_of, join, wait_in_sync};
 async fn raw_client(target: &str) -> (Net, PeerId) {
     let address: Multiaddr = target.parse().expect("address");
     let peer = basic_net::peer_of(&address).expect("peer id");
-    let mut config = Config::new(Keypair::generate_ed25519(), "not-a-database");
+    let mut config = Config::new(Keypair::generate_ed25519());
     config.peers = vec![address];
     config.limits = Limits { max_request_bytes: 8 << 20, ..Limits::default() };
     let (net, _events) = basic_net::start(config).await.expect("client");

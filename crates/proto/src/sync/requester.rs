@@ -111,7 +111,8 @@ enum Sent {
     Ranges {
         author: PublicKey,
     },
-    Push,
+    /// A push, kept until acknowledged so that a lost one is sent again.
+    Push(Batch),
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +144,8 @@ pub struct Requester {
     retry_ms: u64,
     pushes: VecDeque<Batch>,
     push_bytes: usize,
+    /// No push before this time (after a failed one).
+    push_after: u64,
     shown: BTreeMap<PublicKey, (u64, u64)>,
     /// Our entries as the peer holds them (its last answered summary).
     acked: Option<Vec<Entry>>,
@@ -167,6 +170,7 @@ impl Requester {
             retry_ms: RETRY_MS,
             pushes: VecDeque::new(),
             push_bytes: 0,
+            push_after: 0,
             shown,
             acked: None,
             reconciled: BTreeMap::new(),
@@ -227,7 +231,10 @@ impl Requester {
         if self.closed || self.outstanding.is_some() {
             return None;
         }
-        Some(self.next_round_at)
+        match self.pushes.is_empty() {
+            true => Some(self.next_round_at),
+            false => Some(self.next_round_at.min(self.push_after)),
+        }
     }
 
     /// The next request to send, if any.
@@ -254,9 +261,25 @@ impl Requester {
             };
             return Ok(Some(self.send(frame, Sent::Hello { nonce })));
         }
-        if let Some((ops, commits)) = self.pushes.pop_front() {
-            self.push_bytes -= ops.iter().chain(&commits).map(Vec::len).sum::<usize>();
-            return Ok(Some(self.send(Message::Push { ops, commits }, Sent::Push)));
+        if now < self.push_after {
+            // Held back after a failed push; rounds go on meanwhile.
+        } else if let Some((mut ops, mut commits)) = self.pushes.pop_front() {
+            // Queued pushes go out together, up to one batch.
+            let mut bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
+            while let Some((more_ops, more_commits)) = self.pushes.front() {
+                let more: usize = more_ops.iter().chain(more_commits).map(Vec::len).sum();
+                if bytes + more > MAX_BATCH_BYTES {
+                    break;
+                }
+                if let Some((more_ops, more_commits)) = self.pushes.pop_front() {
+                    ops.extend(more_ops);
+                    commits.extend(more_commits);
+                    bytes += more;
+                }
+            }
+            self.push_bytes -= bytes;
+            let frame = Message::Push { ops: ops.clone(), commits: commits.clone() };
+            return Ok(Some(self.send(frame, Sent::Push((ops, commits)))));
         }
         if self.round.is_none() {
             if now < self.next_round_at {
@@ -338,7 +361,16 @@ impl Requester {
     /// from the handshake or the summary after a back-off.
     pub fn handle_failure(&mut self, now: u64) {
         match self.outstanding.take() {
-            Some(Sent::Push) | None => {}
+            None => {}
+            Some(Sent::Push((ops, commits))) => {
+                // Sent again first, if the queue has room for it.
+                let bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
+                if self.push_bytes + bytes <= MAX_PUSH_QUEUE_BYTES {
+                    self.push_bytes += bytes;
+                    self.pushes.push_front((ops, commits));
+                }
+                self.push_after = now.saturating_add(self.retry_ms);
+            }
             Some(Sent::Hello { .. } | Sent::Auth { .. }) => {
                 self.transcript = None;
                 self.auth = None;
@@ -559,7 +591,7 @@ impl Requester {
                 }
                 Ok(Ok(()))
             }
-            (Sent::Push, Message::Ack { .. }) => Ok(Ok(())),
+            (Sent::Push(_), Message::Ack { .. }) => Ok(Ok(())),
             (_, message) => {
                 Ok(Err(unexpected(&format!("{} was not the expected answer", message.name()))))
             }

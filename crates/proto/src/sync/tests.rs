@@ -516,6 +516,36 @@ fn live_pushes_reach_the_peer() {
     assert_eq!(pair.b.store.ids().len(), 1);
 }
 
+#[test]
+fn a_lost_push_is_sent_again_after_a_back_off() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut pair = Pair::new(s.store.clone(), &laptop, s.store.clone(), &phone);
+    pair.drive();
+    let todo = Name::new("todo").unwrap();
+    for at in [T0 + 7, T0 + 8] {
+        let commit = s.world.commit(&laptop, None, at, "todo", 0, &s.todo);
+        pair.a.store.ingest_commits(&[commit.as_bytes().to_vec()]).unwrap();
+        pair.a.requester.push(
+            &pair.a.store,
+            Vec::new(),
+            vec![(todo.clone(), commit.as_bytes().to_vec())],
+        );
+    }
+    let now = pair.now;
+    let frame = pair.a.requester.poll_request(&mut pair.a.store, now).unwrap().unwrap();
+    match Message::decode(&frame, message::MAX_FRAME_BYTES, &KeyCache::default()).unwrap() {
+        Message::Push { commits, .. } => assert_eq!(commits.len(), 2, "queued pushes go together"),
+        other => panic!("{other:?}"),
+    }
+    pair.a.requester.handle_failure(now);
+    assert_eq!(pair.a.requester.poll_request(&mut pair.a.store, now).unwrap(), None, "backs off");
+    assert_eq!(pair.a.requester.poll_timeout(), Some(now + requester::RETRY_MS));
+    pair.now += requester::RETRY_MS;
+    pair.drive();
+    assert_eq!(pair.b.store.ids().len(), 2);
+}
+
 mod properties {
     use proptest::prelude::*;
 
