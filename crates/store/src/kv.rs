@@ -118,8 +118,11 @@ impl SledStore {
         loop {
             match config.open() {
                 Ok(db) => return Ok(Self { db }),
+                // sled reports a held lock as an error of kind `Other` whose
+                // text says so.
                 Err(sled::Error::Io(error))
-                    if error.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
+                    if error.to_string().starts_with("could not acquire lock")
+                        && attempts < 200 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
