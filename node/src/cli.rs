@@ -42,9 +42,11 @@ pub enum Command {
         long_about = "Run the node in the foreground until Ctrl-C or SIGTERM.\n\
             On the first run in an empty data directory it creates a database first, as `basic init` does.\n\
             Syncs with the database's other devices and pinning peers over libp2p (TCP and QUIC; mDNS finds them on the LAN).\n\
+            Behind a NAT, --relay a pinning peer's address: the node reserves a slot on it and is reachable at <pinner>/p2p-circuit/p2p/<this node>,\n\
+            an address shown by `basic status`, written to api.json and carried by invites. A pinning peer relays for devices.\n\
             Serves the local HTTP API (see /v0/openapi.json) and writes its address to api.json in the data directory.\n\
             Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less.",
-        after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001"
+        after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001\n  basic up --relay /ip4/203.0.113.7/tcp/4001/p2p/12D3…        (behind a NAT: reachable through that pinning peer)\n  basic up --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3…/p2p-circuit/p2p/12D3…   (another device, through the relay)\n  basic --data ~/pinner up --listen /ip4/0.0.0.0/tcp/4001 --external /ip4/203.0.113.7/tcp/4001"
     )]
     Up(UpArgs),
 
@@ -107,9 +109,22 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// A peer to connect to, for sync (repeatable).
+    /// A peer to connect to, for sync (repeatable). A relayed address
+    /// (`<relay>/p2p-circuit/p2p/<peer id>`) connects through that relay.
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
+
+    /// A relay (a pinning peer's address, ending in `/p2p/<its peer id>`)
+    /// to reserve a slot on, so that peers that cannot reach this node
+    /// directly (it is behind a NAT) reach it through the relay (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub relay: Vec<String>,
+
+    /// A pinning peer: a public address to announce and relay on, besides
+    /// the addresses it listens on, e.g. a router's forwarded port
+    /// (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub external: Vec<String>,
 
     /// Do not look for peers on the local network (mDNS).
     #[arg(long)]

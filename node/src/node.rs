@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use basic_store::{Database, DbError};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api;
 use crate::attribution::AppWrites;
-use crate::network::{Network, NetworkConfig, Transport};
+use crate::network::{ListenHook, Network, NetworkConfig, Transport};
 use crate::ops::devices::device_id;
 use crate::paths::{ApiInfo, DataDir};
 use crate::status::NetworkStatus;
@@ -28,6 +28,10 @@ pub struct NodeConfig {
     pub listen: Vec<String>,
     /// Peers to dial (`--peer`).
     pub peers: Vec<String>,
+    /// Relays to reserve a slot on (`--relay`).
+    pub relays: Vec<String>,
+    /// Public addresses to announce (`--external`).
+    pub external: Vec<String>,
     /// Find peers on the LAN with mDNS (off with `--no-mdns`).
     pub mdns: bool,
 }
@@ -35,7 +39,7 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// The network layer's settings.
     pub fn network(&self) -> anyhow::Result<NetworkConfig> {
-        NetworkConfig::parse(&self.listen, &self.peers, self.mdns)
+        NetworkConfig::parse(self)
     }
 }
 
@@ -169,9 +173,10 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
     let transport = Transport::start(&node.data.network_key(), &network_config).await?;
     let listen = transport.addresses.clone();
     let status = node.network.clone().context("a running node has a network status")?;
-    let network = Network::start(Arc::clone(&node.db), transport, status, true).await?;
     ApiInfo { address: Some(address), pid: std::process::id(), listen: listen.clone() }
         .write(&node.data)?;
+    let on_listen = api_info_writer(node.data.clone(), Some(address));
+    let network = Network::start(Arc::clone(&node.db), transport, status, true, on_listen).await?;
     info!("database {}, this device {}", node.db.id(), device_id(&node.db.device()));
     info!("API on http://{address}/v0/ (owner token in {})", node.data.owner_token().display());
     for address in &listen {
@@ -197,6 +202,18 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
     };
     network.shutdown().await;
     result
+}
+
+/// Rewrites `api.json` when the sync addresses change (a relay reservation
+/// made or lost).
+pub fn api_info_writer(data: DataDir, address: Option<SocketAddr>) -> ListenHook {
+    ListenHook::new(move |listen| {
+        let info = ApiInfo { address, pid: std::process::id(), listen: listen.to_vec() };
+        match info.write(&data) {
+            Ok(()) => debug!("api.json updated: sync on {}", listen.join(", ")),
+            Err(error) => warn!("cannot update api.json: {error:#}"),
+        }
+    })
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.

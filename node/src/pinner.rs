@@ -22,7 +22,7 @@ use tracing::info;
 
 use crate::commands::refuse_existing;
 use crate::network::{Network, Transport, bootstrap};
-use crate::node::{UpOptions, remove_api_info, runtime, shutdown_signal};
+use crate::node::{UpOptions, api_info_writer, remove_api_info, runtime, shutdown_signal};
 use crate::paths::{ApiInfo, DataDir, write_atomic};
 use crate::status::NetworkStatus;
 
@@ -94,6 +94,8 @@ async fn run(
     existing: Option<Database>,
 ) -> anyhow::Result<()> {
     let mut config = options.config.network()?;
+    // Devices behind a NAT reserve on us and meet through us; our listen
+    // addresses (and --external ones) are what we relay on.
     config.relay_server = true;
     let Some(database) = existing.as_ref().map(Database::id).or(database) else {
         bail!("no database to pin")
@@ -121,7 +123,8 @@ async fn run(
         }
     };
     let status = Arc::new(RwLock::new(NetworkStatus::default()));
-    let network = Network::start(Arc::new(db), transport, status, false).await?;
+    let on_listen = api_info_writer(data.clone(), None);
+    let network = Network::start(Arc::new(db), transport, status, false, on_listen).await?;
     let signalled = shutdown_signal().await;
     info!("shutting down");
     network.shutdown().await;

@@ -11,7 +11,7 @@ use libp2p::{
 };
 
 use crate::codec::{FrameCodec, JOIN_PROTOCOL, SYNC_PROTOCOL};
-use crate::{Config, Limits};
+use crate::{Config, Limits, RelayLimits};
 
 /// Identify protocol version string: tells peers which network this is.
 const IDENTIFY_PROTOCOL: &str = "/basic/0";
@@ -52,7 +52,7 @@ impl Behaviour {
             None
         };
         let relay_server =
-            config.relay_server.then(|| relay::Behaviour::new(local, relay::Config::default()));
+            config.relay_server.then(|| relay::Behaviour::new(local, relay_config(&limits.relay)));
 
         let frames = |protocol| {
             request_response::Behaviour::with_codec(
@@ -87,6 +87,23 @@ impl Behaviour {
     }
 }
 
+/// The relay server's settings: our caps, libp2p's rate limiters.
+fn relay_config(limits: &RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: limits.max_reservations,
+        max_reservations_per_peer: limits.max_reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        // libp2p panics past u32::MAX seconds.
+        max_circuit_duration: limits
+            .max_circuit_duration
+            .min(std::time::Duration::from_secs(u64::from(u32::MAX))),
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
+    }
+}
+
 fn connection_limits(limits: &Limits) -> connection_limits::ConnectionLimits {
     connection_limits::ConnectionLimits::default()
         .with_max_pending_incoming(Some(limits.max_pending))
@@ -107,5 +124,19 @@ mod tests {
         let (_, relay_client) = relay::client::new(PeerId::from(key.public()));
         let config = Config::new(key.clone());
         Behaviour::new(&key, relay_client, &config, Arc::default()).unwrap();
+    }
+
+    #[test]
+    fn relay_server_builds_with_its_limits() {
+        let key = identity::Keypair::generate_ed25519();
+        let (_, relay_client) = relay::client::new(PeerId::from(key.public()));
+        let mut config = Config::new(key.clone());
+        config.relay_server = true;
+        config.limits.relay.max_circuit_duration = std::time::Duration::MAX;
+        let behaviour = Behaviour::new(&key, relay_client, &config, Arc::default()).unwrap();
+        assert!(behaviour.relay_server.is_enabled());
+        let relay = relay_config(&config.limits.relay);
+        assert_eq!(relay.max_circuit_duration.as_secs(), u64::from(u32::MAX));
+        assert_eq!(relay.max_circuit_bytes, RelayLimits::default().max_circuit_bytes);
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! One `select!` loop drives five sources: commands, swarm events, answers
 //! to inbound requests, the event outbox and a one-second housekeeping tick
-//! (ban expiry, redials).
+//! (ban expiry, redials, relay reservations).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol as Part;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -23,7 +26,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::codec::FrameCodec;
 use crate::error::{NetError, RequestError};
 use crate::rate::{RateLimiter, Verdict};
-use crate::redial::{Redialer, peer_of};
+use crate::redial::{Redialer, is_relayed, peer_of};
 use crate::{Config, Event, Limits, PeerInfo, Protocol, Responder, Stats};
 
 /// Most addresses dialled for one peer discovered by mDNS.
@@ -79,6 +82,15 @@ pub(crate) struct Driver {
     redial: Redialer,
     /// Dials started for a redial target, by connection.
     dialing: HashMap<ConnectionId, usize>,
+    /// The relays to reserve on (`Config::relays`), with their backoff.
+    relays: Redialer,
+    /// Relay listeners (one reservation each) and their index in `relays`.
+    relay_listeners: HashMap<ListenerId, usize>,
+    /// Listen addresses reported as [`Event::Listening`]; a renewed
+    /// reservation reports its address again, which is not news.
+    announced: HashSet<Multiaddr>,
+    /// Confirm our listen addresses as external (`Config::listen_is_external`).
+    listen_is_external: bool,
     bans: HashMap<PeerId, Instant>,
     peers: HashMap<PeerId, PeerState>,
     /// Our requests awaiting their answer; ids are per protocol behaviour.
@@ -96,6 +108,9 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Result<Self, NetError> {
+        if let Some(address) = config.relays.iter().find(|a| relay_of(a).is_none()) {
+            return Err(NetError::NotARelay(address.clone()));
+        }
         let idle = config.limits.idle_timeout;
         let oversized = Arc::new(AtomicU64::new(0));
         let codec_counter = oversized.clone();
@@ -143,6 +158,10 @@ impl Driver {
             redial: Redialer::new(config.peers, now),
             limits: config.limits,
             dialing: HashMap::new(),
+            relays: Redialer::new(config.relays, now),
+            relay_listeners: HashMap::new(),
+            announced: HashSet::new(),
+            listen_is_external: config.listen_is_external,
             bans: HashMap::new(),
             peers: HashMap::new(),
             outbound: HashMap::new(),
@@ -250,7 +269,7 @@ impl Driver {
                 if let Some(index) = self.dialing.remove(&connection_id) {
                     self.redial.connected(index, peer_id, now);
                 }
-                let address = endpoint.get_remote_address().clone();
+                let address = remote_address(&endpoint, peer_id);
                 if endpoint.is_dialer() {
                     // Remembered so that a request can redial the peer later.
                     self.swarm.add_peer_address(peer_id, address.clone());
@@ -306,17 +325,69 @@ impl Driver {
                 }
                 tracing::debug!(peer = ?peer_id, address = %send_back_addr, %error, "inbound connection failed");
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(%address, "listening");
-                self.emit(Event::Listening { address });
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                self.on_listening(listener_id, address, now);
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                tracing::debug!(%address, "no longer listening");
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.on_expired(address),
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                for address in addresses {
+                    self.on_expired(address);
+                }
+                if let Some(index) = self.relay_listeners.remove(&listener_id) {
+                    let relay = self.relays.target(index).map(|t| t.address.clone());
+                    let peer = relay.as_ref().and_then(relay_of);
+                    let relay = relay.map(|r| r.to_string()).unwrap_or_default();
+                    match &reason {
+                        Err(error) => tracing::warn!(%relay, %error, "relay reservation refused"),
+                        Ok(()) => tracing::info!(%relay, "relay reservation ended"),
+                    }
+                    // A reservation that was granted counts as a connection
+                    // (its duration resets the backoff); one never granted,
+                    // as a failed dial.
+                    match peer {
+                        Some(peer) if self.relays.was_connected(index) => {
+                            self.relays.dropped(peer, now);
+                        }
+                        _ => self.relays.failed(index, now),
+                    }
+                }
             }
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
             }
             other => tracing::trace!(event = ?other, "swarm event"),
+        }
+    }
+
+    fn on_listening(&mut self, listener: ListenerId, address: Multiaddr, now: Instant) {
+        let relayed = is_relayed(&address);
+        if let Some(&index) = self.relay_listeners.get(&listener)
+            && let Some(relay) = self.relays.target(index).and_then(|t| relay_of(&t.address))
+        {
+            self.relays.connected(index, relay, now);
+        }
+        if self.listen_is_external && !relayed {
+            self.swarm.add_external_address(address.clone());
+        }
+        if self.announced.insert(address.clone()) {
+            if relayed {
+                tracing::info!(%address, "listening through a relay");
+            } else {
+                tracing::info!(%address, "listening");
+            }
+            self.emit(Event::Listening { address });
+        } else {
+            tracing::debug!(%address, "relay reservation renewed");
+        }
+    }
+
+    fn on_expired(&mut self, address: Multiaddr) {
+        if self.listen_is_external {
+            self.swarm.remove_external_address(&address);
+        }
+        if self.announced.remove(&address) {
+            tracing::info!(%address, "no longer listening");
+            self.emit(Event::ListenExpired { address });
         }
     }
 
@@ -529,6 +600,26 @@ impl Driver {
                 }
             }
         }
+
+        for index in self.relays.take_due(now) {
+            let Some(relay) = self.relays.target(index).map(|t| t.address.clone()) else {
+                continue;
+            };
+            if relay_of(&relay).is_some_and(|peer| self.is_banned(&peer)) {
+                self.relays.failed(index, now);
+                continue;
+            }
+            match self.swarm.listen_on(relay.clone().with(Part::P2pCircuit)) {
+                Ok(listener) => {
+                    tracing::debug!(%relay, "reserving on relay");
+                    self.relay_listeners.insert(listener, index);
+                }
+                Err(error) => {
+                    tracing::warn!(%relay, %error, "cannot reserve on relay");
+                    self.relays.failed(index, now);
+                }
+            }
+        }
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
@@ -581,6 +672,7 @@ impl Driver {
             self.stats.events_dropped += 1;
             let kind = match &event {
                 Event::Listening { .. } => "listening",
+                Event::ListenExpired { .. } => "listen expired",
                 Event::Connected { .. } => "connected",
                 Event::Disconnected { .. } => "disconnected",
                 Event::Request { .. } => "request",
@@ -597,5 +689,42 @@ impl Driver {
         while let Some(event) = self.outbox.pop_front() {
             self.shed(event);
         }
+    }
+}
+
+/// Where the peer of a connection is: its address, or for a connection it
+/// made to us through a relay (whose remote address is only `/p2p/<id>`),
+/// the relayed address we listen on followed by its id, which says through
+/// which relay it came.
+fn remote_address(endpoint: &ConnectedPoint, peer: PeerId) -> Multiaddr {
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr) => {
+            local_addr.clone().with(Part::P2p(peer))
+        }
+        endpoint => endpoint.get_remote_address().clone(),
+    }
+}
+
+/// The relay's peer id, if `address` is a relay's: it ends with
+/// `/p2p/<relay id>` and is not itself relayed.
+fn relay_of(address: &Multiaddr) -> Option<PeerId> {
+    if is_relayed(address) {
+        return None;
+    }
+    peer_of(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_addresses_name_the_relay_and_are_not_relayed() {
+        let relay = PeerId::random();
+        let direct: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{relay}").parse().unwrap();
+        assert_eq!(relay_of(&direct), Some(relay));
+        assert_eq!(relay_of(&"/ip4/127.0.0.1/tcp/1".parse().unwrap()), None);
+        let circuit = direct.with(Part::P2pCircuit).with(Part::P2p(PeerId::random()));
+        assert_eq!(relay_of(&circuit), None);
     }
 }

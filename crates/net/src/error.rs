@@ -21,6 +21,12 @@ pub enum NetError {
         #[source]
         source: TransportError<io::Error>,
     },
+    /// A relay address does not end with the relay's `/p2p/<peer id>`, or
+    /// is itself relayed.
+    #[error(
+        "{0} is not a relay address: it must end with /p2p/<relay peer id>, without /p2p-circuit"
+    )]
+    NotARelay(Multiaddr),
     /// Dialling failed before any connection attempt.
     #[error("cannot dial: {0}")]
     Dial(#[source] DialError),

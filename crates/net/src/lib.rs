@@ -16,6 +16,20 @@
 //! receiver of [`Event`]s. Every queue is bounded; every frame is capped by
 //! [`Limits`]; inbound requests are rate-limited per peer.
 //!
+//! **Relaying.** A node behind a NAT reserves a slot on each relay of
+//! [`Config::relays`] (circuit relay v2): it listens on
+//! `<relay>/p2p/<relay id>/p2p-circuit`, libp2p renews the reservation
+//! before it expires, and the reserved address,
+//! `<relay>/p2p/<relay id>/p2p-circuit/p2p/<our id>`, is reported as
+//! [`Event::Listening`]. A lost reservation is retried with backoff. Any
+//! node dials such an address like any other: the connection runs through
+//! the relay, and DCUtR then tries to replace it with a direct one (hole
+//! punching; it needs two real NATs and cannot be shown on loopback). A
+//! relay ([`Config::relay_server`]) only grants reservations once it has a
+//! confirmed external address: [`Config::external`], and its listen
+//! addresses when [`Config::listen_is_external`]. Its caps are
+//! [`RelayLimits`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), basic_net::NetError> {
 //! use basic_net::{Config, Event, start};
@@ -53,7 +67,7 @@ pub use codec::{JOIN_PROTOCOL, SYNC_PROTOCOL};
 pub use error::{NetError, RequestError, RespondError};
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use redial::peer_of;
+pub use redial::{is_relayed, peer_of};
 
 use driver::Command;
 
@@ -72,6 +86,14 @@ pub struct Config {
     /// Addresses advertised as publicly reachable (identify, relay
     /// reservations). A relay server only offers relaying once it has one.
     pub external: Vec<Multiaddr>,
+    /// Also confirm every address we listen on (relayed ones excepted) as
+    /// external, as soon as it is reported: for a relay reachable where it
+    /// listens (a pinning peer on a LAN or with a public address).
+    pub listen_is_external: bool,
+    /// Relays to reserve a slot on, each `…/p2p/<relay peer id>` (no
+    /// `/p2p-circuit`): we listen through each, and redo a lost reservation
+    /// with backoff.
+    pub relays: Vec<Multiaddr>,
     /// Peers dialled at start and redialled with backoff whenever the last
     /// connection to them drops. A trailing `/p2p/<id>` is optional.
     pub peers: Vec<Multiaddr>,
@@ -91,6 +113,8 @@ impl Config {
             keypair,
             listen: Vec::new(),
             external: Vec::new(),
+            listen_is_external: false,
+            relays: Vec::new(),
             peers: Vec::new(),
             mdns: false,
             relay_server: false,
@@ -132,6 +156,49 @@ pub struct Limits {
     pub ban_duration: Duration,
     /// Events buffered for the receiver before requests are shed.
     pub event_capacity: usize,
+    /// What the relay server grants, when it runs.
+    pub relay: RelayLimits,
+}
+
+/// Caps of the relay server ([`Config::relay_server`]). Reservations and
+/// circuits past a cap are refused; a circuit past its duration or bytes is
+/// closed by the relay (the peers redial if they were configured to). The
+/// rate limits are libp2p's: per peer, 30 reservations and 30 new circuits
+/// per 2 minutes; per IP address, 60 of each per minute.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// Reservations held at once, in all.
+    pub max_reservations: usize,
+    /// Reservations held at once by one peer.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts; clients renew it before it ends.
+    pub reservation_duration: Duration,
+    /// Circuits relayed at once, in all.
+    pub max_circuits: usize,
+    /// Circuits relayed at once for one source peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest a circuit stays open.
+    pub max_circuit_duration: Duration,
+    /// Most bytes relayed over one circuit, both directions.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    /// Sized for a pinning peer serving one user's devices: a few dozen
+    /// devices, circuits long and large enough to carry a sync session
+    /// (libp2p's own defaults, 2 minutes and 128 KiB, are for hole punching
+    /// only and would cut a sync short).
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(60 * 60),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(30 * 60),
+            max_circuit_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -151,6 +218,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             ban_duration: Duration::from_secs(600),
             event_capacity: 1024,
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -167,8 +235,16 @@ pub enum Protocol {
 /// Something that happened on the network.
 #[derive(Debug)]
 pub enum Event {
-    /// We listen on a new address.
+    /// We listen on a new address: a local one, or a relayed one
+    /// (`…/p2p-circuit/p2p/<our id>`) once a relay granted a reservation.
+    /// Reported once per address, not on each renewal.
     Listening {
+        /// The address.
+        address: Multiaddr,
+    },
+    /// We no longer listen on an address (a relay reservation was lost:
+    /// it is being redone).
+    ListenExpired {
         /// The address.
         address: Multiaddr,
     },
@@ -271,11 +347,12 @@ pub struct Net {
     max_request_bytes: usize,
 }
 
-/// Builds the swarm, listens on `config.listen`, dials `config.peers` and
-/// spawns the swarm task on the current tokio runtime.
+/// Builds the swarm, listens on `config.listen`, dials `config.peers`,
+/// reserves on `config.relays` and spawns the swarm task on the current
+/// tokio runtime.
 ///
 /// Must be called from within a tokio runtime. Fails if the swarm cannot be
-/// built or an address cannot be listened on.
+/// built, an address cannot be listened on or a relay address is not one.
 pub async fn start(config: Config) -> Result<(Net, mpsc::Receiver<Event>), NetError> {
     let local = config.keypair.public().to_peer_id();
     let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);

@@ -85,6 +85,12 @@ impl Redialer {
         }
     }
 
+    /// Whether target `index` is connected (since [`Redialer::connected`],
+    /// until it fails or drops).
+    pub(crate) fn was_connected(&self, index: usize) -> bool {
+        self.targets.get(index).is_some_and(|target| target.connected_at.is_some())
+    }
+
     /// The last connection to `peer` closed: reschedule its targets.
     pub(crate) fn dropped(&mut self, peer: PeerId, now: Instant) {
         for target in &mut self.targets {
@@ -113,6 +119,11 @@ pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
     }
+}
+
+/// Whether `address` runs through a relay (holds `/p2p-circuit`).
+pub fn is_relayed(address: &Multiaddr) -> bool {
+    address.iter().any(|part| part == Protocol::P2pCircuit)
 }
 
 #[cfg(test)]

@@ -288,3 +288,107 @@ async fn configured_peers_are_dialled_and_redialled() {
     let _a = node_with(&listen.to_string(), |c| c.keypair = a_key).await;
     b.connected_to(a_peer).await;
 }
+
+fn is_relayed(address: &Multiaddr) -> bool {
+    address.iter().any(|part| part == Protocol::P2pCircuit)
+}
+
+/// A node that cannot be reached directly (say, behind a NAT) reserves a
+/// slot on a relay; another node that knows it only by its relayed address
+/// `R/p2p-circuit/p2p/A` connects through the relay and exchanges a sync
+/// request and response with it. (DCUtR may then add a direct connection,
+/// which on loopback can succeed; the connection the peers first see, and
+/// the request sent on it at once, are relayed.)
+#[tokio::test]
+async fn a_node_reserved_on_a_relay_is_reached_through_it() {
+    let relay = node_with(TCP, |c| {
+        c.relay_server = true;
+        c.listen_is_external = true;
+    })
+    .await;
+    let relay_address = relay.address.clone();
+    let mut a = node_with(TCP, |c| c.relays = vec![relay_address.clone()]).await;
+    let a_peer = a.peer();
+    let circuit = a
+        .next("a reserves on the relay", |e| match e {
+            Event::Listening { address } if is_relayed(&address) => Some(address),
+            _ => None,
+        })
+        .await;
+    let expected = relay_address.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(a_peer));
+    assert_eq!(circuit, expected, "the relayed address names the relay and a");
+
+    let mut b = node(TCP).await;
+    let b_peer = b.peer();
+    b.net.dial(circuit.clone()).await.expect("dial");
+    let seen_by_b = b
+        .next("b connects to a", |e| match e {
+            Event::Connected { peer, address } if peer == a_peer => Some(address),
+            _ => None,
+        })
+        .await;
+    let seen_by_a = a
+        .next("a sees b", |e| match e {
+            Event::Connected { peer, address } if peer == b_peer => Some(address),
+            _ => None,
+        })
+        .await;
+    assert!(is_relayed(&seen_by_b), "b reached a at {seen_by_b}");
+    assert!(is_relayed(&seen_by_a), "a was reached at {seen_by_a}");
+
+    let (a_net, _, served) = a.serve_reversed();
+    let answer =
+        within("request", b.net.request_on(Channel::Sync, a_peer, b"relayed".to_vec())).await;
+    assert_eq!(answer.expect("response"), b"deyaler");
+    let infos = b.net.peers().await;
+    let a_info = infos.iter().find(|p| p.peer == a_peer).expect("a listed");
+    assert!(a_info.addresses.iter().any(is_relayed), "{:?}", a_info.addresses);
+    assert_eq!((a_info.requests_out, a_info.bytes_in), (1, 7));
+
+    b.net.shutdown().await;
+    a_net.shutdown().await;
+    relay.net.shutdown().await;
+    assert_eq!(within("a's server ends", served).await.expect("join"), 1);
+}
+
+#[tokio::test]
+async fn a_relay_address_without_the_relay_id_is_refused() {
+    let mut config = Config::new(Keypair::generate_ed25519());
+    config.relays = vec!["/ip4/127.0.0.1/tcp/1".parse().expect("address")];
+    let error = start(config).await.expect_err("no relay id");
+    assert!(matches!(error, NetError::NotARelay(_)), "{error}");
+}
+
+/// A reservation lost with its relay is reported expired and redone once
+/// the relay is back.
+#[tokio::test]
+async fn a_lost_reservation_is_redone_when_the_relay_returns() {
+    let relay_key = Keypair::generate_ed25519();
+    let relay_config = |c: &mut Config| {
+        c.keypair = relay_key.clone();
+        c.relay_server = true;
+        c.listen_is_external = true;
+    };
+    let relay = node_with(TCP, relay_config).await;
+    let relay_address = relay.address.clone();
+    let mut a = node_with(TCP, |c| c.relays = vec![relay_address.clone()]).await;
+    let reserved = |e| match e {
+        Event::Listening { address } if is_relayed(&address) => Some(address),
+        _ => None,
+    };
+    let circuit = a.next("a reserves", reserved).await;
+
+    relay.net.shutdown().await;
+    let expired = a
+        .next("a's reservation expires", |e| match e {
+            Event::ListenExpired { address } => Some(address),
+            _ => None,
+        })
+        .await;
+    assert_eq!(expired, circuit);
+
+    let listen: Multiaddr =
+        relay_address.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+    let _relay = node_with(&listen.to_string(), relay_config).await;
+    assert_eq!(a.next("a reserves again", reserved).await, circuit);
+}

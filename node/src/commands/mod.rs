@@ -48,6 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     config: NodeConfig {
                         listen: args.listen,
                         peers: args.peer,
+                        relays: args.relay,
+                        external: args.external,
                         mdns: !args.no_mdns,
                     },
                     database: args.database,

@@ -71,8 +71,13 @@ pub async fn bootstrap(
                         let _ = reply.send(refusal.to_bytes());
                         continue;
                     }
+                    // Kept for the status once syncing (a few, one per address).
+                    event @ (Event::Listening { .. } | Event::ListenExpired { .. }) => {
+                        transport.pending.push(event);
+                        continue;
+                    }
                     // Nothing to serve yet: the peer's session retries later.
-                    Event::Request { .. } | Event::Listening { .. } => continue,
+                    Event::Request { .. } => continue,
                 }
             }
             _ = retry.tick() => connected.iter().copied().collect(),

@@ -9,6 +9,13 @@
 //! wakes every session to push. Join requests (`/basic/join/0`) from new
 //! devices are answered here too.
 //!
+//! A node behind a NAT reserves a slot on the relays it is given (`--relay`,
+//! a pinning peer's address): its relayed address joins the addresses it
+//! listens on (status, `api.json`, invites), and peers that dial it connect
+//! through the relay; sync runs over that connection as over any other.
+//! A pinning peer runs the relay, announcing its listen addresses (and
+//! `--external` ones).
+//!
 //! Live changes go to each authenticated peer as sync `push` requests,
 //! which are acknowledged once durable and never leave a peer's entitled
 //! view (there is no gossip: a topic could not be gated by the sync
@@ -25,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use basic_net::{Config, Event, Limits, Multiaddr, Net, PeerId, Protocol};
 use basic_proto::{PublicKey, SecretKey};
 use basic_store::Database;
@@ -37,6 +44,7 @@ pub use bootstrap::bootstrap;
 use status::Status;
 
 use crate::join::{JoinAnswer, answer_join};
+use crate::node::NodeConfig;
 use crate::status::NetworkStatus;
 
 /// Time between sync rounds with a peer once in sync.
@@ -70,14 +78,20 @@ pub struct NetworkConfig {
     pub peers: Vec<Multiaddr>,
     /// Discover peers on the LAN.
     pub mdns: bool,
-    /// Relay connections for other peers (pinning peers do).
+    /// Relays to reserve a slot on, each ending in `/p2p/<relay id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses announced as publicly reachable.
+    pub external: Vec<Multiaddr>,
+    /// Relay connections for other peers (pinning peers do), announcing
+    /// our listen addresses as reachable.
     pub relay_server: bool,
 }
 
 impl NetworkConfig {
-    /// Parses `--listen` and `--peer` values; no `--listen` means every
-    /// interface, on ports the system picks, over TCP and QUIC.
-    pub fn parse(listen: &[String], peers: &[String], mdns: bool) -> anyhow::Result<Self> {
+    /// Parses `--listen`, `--peer`, `--relay` and `--external` values; no
+    /// `--listen` means every interface, on ports the system picks, over
+    /// TCP and QUIC.
+    pub fn parse(config: &NodeConfig) -> anyhow::Result<Self> {
         let parse = |text: &String| {
             text.parse::<Multiaddr>().with_context(|| {
                 format!(
@@ -85,15 +99,31 @@ impl NetworkConfig {
                 )
             })
         };
-        let mut listen: Vec<Multiaddr> = listen.iter().map(parse).collect::<Result<_, _>>()?;
+        let relays = config
+            .relays
+            .iter()
+            .map(|text| {
+                let address = parse(text)?;
+                if basic_net::is_relayed(&address) || basic_net::peer_of(&address).is_none() {
+                    bail!(
+                        "--relay {text}: give a pinning peer's address ending in its peer id \
+                         (…/p2p/12D3…, as its log or `basic status` shows it), without /p2p-circuit"
+                    );
+                }
+                Ok(address)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let external = config.external.iter().map(parse).collect::<Result<_, _>>()?;
+        let mut listen: Vec<Multiaddr> =
+            config.listen.iter().map(parse).collect::<Result<_, _>>()?;
         if listen.is_empty() {
             listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
                 .iter()
                 .map(|a| a.parse())
                 .collect::<Result<_, _>>()?;
         }
-        let peers = peers.iter().map(parse).collect::<Result<_, _>>()?;
-        Ok(Self { listen, peers, mdns, relay_server: false })
+        let peers = config.peers.iter().map(parse).collect::<Result<_, _>>()?;
+        Ok(Self { listen, peers, mdns: config.mdns, relays, external, relay_server: false })
     }
 }
 
@@ -117,7 +147,10 @@ impl Transport {
         net_config.listen = config.listen.clone();
         net_config.peers = config.peers.clone();
         net_config.mdns = config.mdns;
+        net_config.relays = config.relays.clone();
+        net_config.external = config.external.clone();
         net_config.relay_server = config.relay_server;
+        net_config.listen_is_external = config.relay_server;
         net_config.limits = Limits {
             ban_duration: BAN,
             requests_per_second: PEER_REQUESTS_PER_S,
@@ -152,6 +185,32 @@ impl Transport {
     }
 }
 
+/// What a [`ListenHook`] calls, with every address we listen on.
+type ListenCall = Box<dyn Fn(&[String]) + Send + Sync>;
+
+/// Told of the addresses we listen on whenever they change (a relay
+/// reservation made or lost), on the blocking pool: `basic up` rewrites
+/// `api.json` with them.
+pub struct ListenHook {
+    call: ListenCall,
+    /// One call at a time, each reading the addresses when it runs: the
+    /// last call sees the latest.
+    running: Mutex<()>,
+}
+
+impl ListenHook {
+    /// A hook that calls `call` with every address we listen on.
+    pub fn new(call: impl Fn(&[String]) + Send + Sync + 'static) -> Self {
+        Self { call: Box::new(call), running: Mutex::new(()) }
+    }
+}
+
+impl std::fmt::Debug for ListenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenHook").finish_non_exhaustive()
+    }
+}
+
 /// The running network side of a node.
 #[derive(Debug)]
 pub struct Network {
@@ -172,6 +231,8 @@ struct Context {
     status: Status,
     clock: Instant,
     changes: watch::Receiver<u64>,
+    /// Told when the addresses we listen on change.
+    on_listen: ListenHook,
     /// What each peer showed in earlier sessions, with the principal that
     /// showed it (rollback detection across sessions).
     shown: Mutex<HashMap<PeerId, Shown>>,
@@ -220,12 +281,14 @@ impl PeerTasks {
 impl Network {
     /// Starts syncing `db` over `transport`. `status` is what `basic
     /// status` shows; `joins` says whether this node answers join requests
-    /// (devices do, pinning peers do not).
+    /// (devices do, pinning peers do not); `on_listen` hears of every
+    /// change of our addresses after `transport.addresses`.
     pub async fn start(
         db: Arc<Database>,
         transport: Transport,
         status: Arc<RwLock<NetworkStatus>>,
         joins: bool,
+        on_listen: ListenHook,
     ) -> anyhow::Result<Self> {
         let Transport { net, events, pending, addresses } = transport;
         let key = {
@@ -236,6 +299,7 @@ impl Network {
         status.listening(addresses);
         let context = Arc::new(Context {
             changes: changes::watch(&db)?,
+            on_listen,
             local: net.local_peer_id().to_bytes(),
             db,
             net: net.clone(),
@@ -298,7 +362,17 @@ async fn on_event(
             let local = context.net.local_peer_id();
             let address = address.with_p2p(local).unwrap_or_else(|address| address);
             info!(%address, "listening");
-            context.status.listen_on(address.to_string());
+            if context.status.listen_on(address.to_string()) {
+                listen_changed(context);
+            }
+        }
+        Event::ListenExpired { address } => {
+            let local = context.net.local_peer_id();
+            let address = address.with_p2p(local).unwrap_or_else(|address| address);
+            info!(%address, "no longer listening");
+            if context.status.stop_listening(&address.to_string()) {
+                listen_changed(context);
+            }
         }
         Event::Connected { peer, address } => {
             context.status.connected(peer, &address);
@@ -337,6 +411,15 @@ async fn on_event(
             });
         }
     }
+}
+
+/// Tells the listen hook, on the blocking pool (it writes a file).
+fn listen_changed(context: &Arc<Context>) {
+    let context = Arc::clone(context);
+    drop(tokio::task::spawn_blocking(move || {
+        let _one = context.on_listen.running.lock().unwrap_or_else(PoisonError::into_inner);
+        (context.on_listen.call)(&context.status.listen_addresses());
+    }));
 }
 
 fn start_peer(context: &Arc<Context>, peer: PeerId) -> PeerTasks {

@@ -79,13 +79,32 @@ impl Status {
         self.update(|status| status.listening = addresses);
     }
 
-    /// One more address we listen on.
-    pub(super) fn listen_on(&self, address: String) {
+    /// One more address we listen on; whether it is new.
+    pub(super) fn listen_on(&self, address: String) -> bool {
+        let mut new = false;
         self.update(|status| {
             if !status.listening.contains(&address) {
                 status.listening.push(address);
+                new = true;
             }
         });
+        new
+    }
+
+    /// An address we no longer listen on; whether we did.
+    pub(super) fn stop_listening(&self, address: &str) -> bool {
+        let mut removed = false;
+        self.update(|status| {
+            let before = status.listening.len();
+            status.listening.retain(|a| a != address);
+            removed = status.listening.len() != before;
+        });
+        removed
+    }
+
+    /// The addresses we listen on now.
+    pub(super) fn listen_addresses(&self) -> Vec<String> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).listening.clone()
     }
 
     pub(super) fn connected(&self, peer: PeerId, address: &Multiaddr) {

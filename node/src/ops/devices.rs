@@ -108,13 +108,17 @@ impl Op for Invite {
 }
 
 /// Where the new device should reach this one: the running node's sync
-/// addresses (with its peer id), as many as an invite carries; none when
-/// no node runs.
+/// addresses (with its peer id), as many as an invite carries, relayed ones
+/// (through a pinning peer, reachable from behind a NAT) first so that no
+/// crowd of local interfaces pushes them out; none when no node runs.
 fn invite_addresses(node: &Node) -> Vec<String> {
     let (max_count, max_len) = basic_store::pairing::MAX_ADDRESSES;
     let Some(status) = &node.network else { return Vec::new() };
     let status = status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    status.listening.iter().filter(|a| a.len() <= max_len).take(max_count).cloned().collect()
+    let fits = status.listening.iter().filter(|a| a.len() <= max_len);
+    let (relayed, direct): (Vec<&String>, Vec<&String>) =
+        fits.partition(|a| a.contains("/p2p-circuit"));
+    relayed.into_iter().chain(direct).take(max_count).cloned().collect()
 }
 
 /// `DELETE /v0/devices/{id}`: removes a device for good.

@@ -159,6 +159,19 @@ impl Data {
         self.start(&args)
     }
 
+    /// The sync addresses in the running node's `api.json` now (it is
+    /// rewritten when they change, e.g. on a relay reservation).
+    pub(crate) fn listen_now(&self) -> Vec<String> {
+        let Ok(text) = std::fs::read_to_string(self.path().join("api.json")) else {
+            return Vec::new();
+        };
+        let info: Json = serde_json::from_str(&text).unwrap_or_default();
+        info["listen"]
+            .as_array()
+            .map(|listen| listen.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
     /// Starts `basic ARGS…` as a node and waits for its `api.json`.
     pub(crate) fn start(&self, args: &[&str]) -> Node {
         let log = std::fs::OpenOptions::new()

@@ -6,4 +6,5 @@ mod bad_input;
 mod crash;
 mod harness;
 mod pinner;
+mod relay;
 mod two_devices;
