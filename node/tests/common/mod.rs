@@ -6,10 +6,15 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+
+#[path = "../../../tests/support/process.rs"]
+mod process;
+pub(crate) use process::Guard;
+use process::answer;
 
 /// Longest any one command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,30 +133,6 @@ impl Data {
     }
 }
 
-/// A child process, killed when dropped.
-pub struct Guard(pub Child);
-
-impl Guard {
-    /// Waits for the process to end, at most `timeout`.
-    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().expect("wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A running node.
 pub struct Node {
     pub child: Guard,
@@ -161,18 +142,7 @@ pub struct Node {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(COMMAND_TIMEOUT))
-        .build()
-        .new_agent()
-}
-
-fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Json) {
-    let mut response = response.expect("HTTP request");
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+    process::agent(COMMAND_TIMEOUT)
 }
 
 impl Node {

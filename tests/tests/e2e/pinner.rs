@@ -17,13 +17,7 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     let b_data = join(&a_first);
     drop(a_first);
 
-    let p_data = Data::new();
-    let out = p_data.basic(&["pinner", "init"]).ok();
-    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
-    a_data.basic(&["pin", "add", &pin]).ok();
-    let database = a_data.basic(&["status", "--json"]).ok();
-    let database: serde_json::Value = serde_json::from_str(&database).expect("status");
-    let database = database["database"].as_str().expect("database").to_owned();
+    let (p_data, pin, database) = authorised_pinner(&a_data);
 
     // P has no replica yet: it dials A once A is up, and fetches the control log.
     let p = p_data.start(&[
@@ -70,4 +64,17 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     for epoch in 0..8 {
         assert!(auth.scope_keys(&key, &todo, epoch).is_empty(), "a key for epoch {epoch}");
     }
+}
+
+/// A pinning peer's directory, made and authorised on the device of
+/// `device`; returns it, its `pin_…` id and the database id its first
+/// start needs.
+pub(super) fn authorised_pinner(device: &Data) -> (Data, String, String) {
+    let pinner = Data::new();
+    let out = pinner.basic(&["pinner", "init"]).ok();
+    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
+    device.basic(&["pin", "add", &pin]).ok();
+    let status = device.basic(&["status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status");
+    (pinner, pin, status["database"].as_str().expect("database").to_owned())
 }

@@ -7,6 +7,7 @@
 use serde_json::json;
 
 use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::pinner::authorised_pinner;
 use super::two_devices::{device_of, join, wait_in_sync};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
@@ -18,13 +19,7 @@ fn a_device_known_only_by_its_relayed_address_syncs_through_a_pinning_peer() {
     let b_data = join(&a_first);
     drop(a_first);
 
-    let p_data = Data::new();
-    let out = p_data.basic(&["pinner", "init"]).ok();
-    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
-    a_data.basic(&["pin", "add", &pin]).ok();
-    let status = a_data.basic(&["status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status");
-    let database = status["database"].as_str().expect("database").to_owned();
+    let (p_data, _, database) = authorised_pinner(&a_data);
     let p = p_data.start(&["up", "--database", &database, "--listen", LOOPBACK, "--no-mdns"]);
 
     // A reserves on P: its relayed address shows in api.json, the status
