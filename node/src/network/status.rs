@@ -114,10 +114,16 @@ impl Status {
         });
     }
 
+    /// A peer that never proved membership (a joining device's short-lived
+    /// node, a stranger) is forgotten; a member stays listed as disconnected.
     pub(super) fn disconnected(&self, peer: PeerId) {
-        self.peer(peer, |p| {
-            p.address = None;
-            p.sync = "disconnected".into();
+        let id = peer.to_string();
+        self.update(|status| {
+            status.peers.retain(|p| p.id != id || p.principal.is_some());
+            if let Some(p) = status.peers.iter_mut().find(|p| p.id == id) {
+                p.address = None;
+                p.sync = "disconnected".into();
+            }
         });
     }
 
