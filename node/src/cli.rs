@@ -42,6 +42,7 @@ pub enum Command {
         long_about = "Run the node in the foreground until Ctrl-C or SIGTERM.\n\
             On the first run in an empty data directory it creates a database first, as `basic init` does.\n\
             Syncs with the database's other devices and pinning peers over libp2p (TCP and QUIC; mDNS finds them on the LAN).\n\
+            Dials every --peer and every pinning peer address saved with `basic pin add --address`, and redials them.\n\
             Behind a NAT, --relay a pinning peer's address: the node reserves a slot on it and is reachable at <pinner>/p2p-circuit/p2p/<this node>,\n\
             an address shown by `basic status`, written to api.json and carried by invites. A pinning peer relays for devices.\n\
             Serves the local HTTP API (see /v0/openapi.json) and writes its address to api.json in the data directory.\n\
@@ -111,6 +112,8 @@ pub struct UpArgs {
 
     /// A peer to connect to, for sync (repeatable). A relayed address
     /// (`<relay>/p2p-circuit/p2p/<peer id>`) connects through that relay.
+    /// Pinning peers' addresses saved with `basic pin add --address` are
+    /// dialled too.
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
 
@@ -130,7 +133,9 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_mdns: bool,
 
-    /// A pinning peer's first start: the database to pin (`db_…`).
+    /// A pinning peer's first start: the database to pin (`db_…`). It
+    /// gets the control log from the first authorised device connected
+    /// (one that dials it, or a --peer).
     #[arg(long, value_name = "DB")]
     pub database: Option<String>,
 
@@ -225,15 +230,26 @@ pub enum AppCommand {
 /// `basic pin …`.
 #[derive(Debug, Subcommand)]
 pub enum PinCommand {
-    /// Authorise a pinning peer to store and serve your ciphertext (it gets no key).
-    #[command(after_help = "Example:\n  basic pin add pin_…")]
+    /// Authorise a pinning peer to store and serve your ciphertext (it gets no key), and save its address.
+    #[command(
+        long_about = "Authorise a pinning peer to store and serve your ciphertext (it gets no key).\n\
+            With --address, this device also saves where the pinning peer listens (in peers.json) and\n\
+            `basic up` dials it there, as it does --peer: the way for a device behind a NAT to reach an\n\
+            always-on pinning peer. A node already running dials a newly saved address from its next start.\n\
+            Given addresses for a pinning peer already authorised, it replaces its saved addresses.",
+        after_help = "Examples:\n  basic pin add pin_…\n  basic pin add pin_… --address /ip4/203.0.113.7/tcp/4001/p2p/12D3…"
+    )]
     Add {
         /// The pinning peer's id (`pin_…`).
         id: String,
+        /// An address of the pinning peer, ending in `/p2p/<its peer id>`
+        /// as its log shows it (repeatable, at most 8).
+        #[arg(long = "address", value_name = "ADDR")]
+        addresses: Vec<String>,
     },
-    /// List pinning peers.
+    /// List pinning peers, with the addresses this device dials them at.
     List,
-    /// Remove a pinning peer, for good.
+    /// Remove a pinning peer, for good (and forget its addresses).
     Remove {
         /// The pinning peer's id (`pin_…`).
         id: String,
@@ -246,8 +262,10 @@ pub enum PinnerCommand {
     /// Make a pinning peer's key here and print its id (`pin_…`).
     #[command(
         long_about = "Make a pinning peer's key in the data directory and print its id (`pin_…`).\n\
-            Then, on one of your devices: `basic pin add pin_…`; and here:\n\
-            `basic up --database db_… --peer ADDRESS-OF-A-DEVICE`.",
+            Then here: `basic up --database db_… --listen ADDRESS` (a fixed port devices can reach);\n\
+            and on one of your devices: `basic pin add pin_… --address ADDRESS/p2p/PEER-ID` (the address\n\
+            this pinning peer logs) and `basic up`. The first device to connect serves it the control log.\n\
+            (Or, the other way round, `basic up --database db_… --peer ADDRESS-OF-A-DEVICE` here.)",
         after_help = "Example:\n  basic --data ~/pinner pinner init"
     )]
     Init,

@@ -20,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod ops;
 pub mod paths;
+pub mod peers;
 pub mod pinner;
 pub mod status;
 pub mod tokens;

@@ -15,6 +15,7 @@ use crate::attribution::AppWrites;
 use crate::network::{ListenHook, Network, NetworkConfig, Transport};
 use crate::ops::devices::device_id;
 use crate::paths::{ApiInfo, DataDir};
+use crate::peers::SavedPeers;
 use crate::status::NetworkStatus;
 use crate::tokens::{AppTokens, OwnerToken};
 
@@ -56,6 +57,8 @@ pub struct Node {
     pub apps: AppTokens,
     /// The record of app writes.
     pub writes: AppWrites,
+    /// The pinning peers' addresses this device dials (`peers.json`).
+    pub peers: SavedPeers,
     /// Network settings (empty unless running).
     pub config: NodeConfig,
     /// The network's state, filled by the network layer; `None` when the
@@ -83,6 +86,7 @@ impl Node {
             owner: OwnerToken::load(&data.owner_token())?,
             apps: AppTokens::open(data.apps())?,
             writes: AppWrites::new(data.app_writes()),
+            peers: SavedPeers::open(data.peers())?,
             data,
             config,
             network,
@@ -169,14 +173,22 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
             "THE API LISTENS ON {address}, NOT ON LOOPBACK: anyone who can reach it may try tokens"
         );
     }
-    let network_config = options.config.network()?;
+    let mut network_config = options.config.network()?;
+    for address in node.peers.all() {
+        if !network_config.peers.contains(&address) {
+            info!(%address, "dialling a saved pinning peer");
+            network_config.peers.push(address);
+        }
+    }
     let transport = Transport::start(&node.data.network_key(), &network_config).await?;
     let listen = transport.addresses.clone();
     let status = node.network.clone().context("a running node has a network status")?;
     ApiInfo { address: Some(address), pid: std::process::id(), listen: listen.clone() }
         .write(&node.data)?;
     let on_listen = api_info_writer(node.data.clone(), Some(address));
-    let network = Network::start(Arc::clone(&node.db), transport, status, true, on_listen).await?;
+    let network =
+        Network::start(Arc::clone(&node.db), transport, status, true, on_listen, node.data.shown())
+            .await?;
     info!("database {}, this device {}", node.db.id(), device_id(&node.db.device()));
     info!("API on http://{address}/v0/ (owner token in {})", node.data.owner_token().display());
     for address in &listen {

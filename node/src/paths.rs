@@ -11,6 +11,8 @@
 //!   api.json        the running node's API and sync addresses; removed on clean shutdown
 //!   network-key     the node's libp2p identity (mode 0600), made by the first `basic up`
 //!   pinner-key      a pinning peer's principal (mode 0600), made by `basic pinner init`
+//!   peers.json      pinning peers' addresses this device dials (`basic pin add --address`)
+//!   shown.json      what each peer showed of each author's log (rollback detection)
 //! ```
 
 use std::fs;
@@ -68,6 +70,16 @@ impl DataDir {
     /// The node's libp2p identity.
     pub fn network_key(&self) -> PathBuf {
         self.root.join("network-key")
+    }
+
+    /// The pinning peers' addresses this device dials.
+    pub fn peers(&self) -> PathBuf {
+        self.root.join("peers.json")
+    }
+
+    /// What each peer has shown of each author's log.
+    pub fn shown(&self) -> PathBuf {
+        self.root.join("shown.json")
     }
 
     /// A pinning peer's principal key.

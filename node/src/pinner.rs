@@ -3,12 +3,14 @@
 //!
 //! 1. `basic pinner init` makes the pinning peer's key (`pinner-key`,
 //!    mode 0600) and prints its id (`pin_…`).
-//! 2. On a device, the owner authorises it: `basic pin add pin_…`.
-//! 3. `basic up --database db_… --peer ADDRESS-OF-A-DEVICE` here: on the
-//!    first start the pinning peer fetches the control log from a device
-//!    with the sync protocol ([`crate::network::bootstrap`]) and makes its
-//!    replica; then it syncs like any member. Later starts need neither
-//!    flag's database (it is in the replica), only peers.
+//! 2. On a device, the owner authorises it, with its address:
+//!    `basic pin add pin_… --address ADDR`; the device's `basic up` dials it.
+//! 3. `basic up --database db_…` here: on the first start the pinning peer
+//!    fetches the control log with the sync protocol
+//!    ([`crate::network::bootstrap`]) from the first authorised device
+//!    connected — one that dialled it, or one given with `--peer` — and
+//!    makes its replica; then it syncs like any member. Later starts need
+//!    no `--database` (it is in the replica).
 //!
 //! It serves no HTTP API: there is nothing it could show (no key).
 
@@ -37,8 +39,12 @@ pub fn init(data: &DataDir) -> anyhow::Result<()> {
     println!("Made a pinning peer in {}", data.root().display());
     println!("  pinner    {id}");
     println!();
-    println!("Next: on one of your devices, `basic pin add {id}`;");
-    println!("then here, `basic up --database db_… --peer ADDRESS-OF-THAT-DEVICE`.");
+    println!(
+        "Next, here: `basic up --database db_… --listen /ip4/0.0.0.0/tcp/4001` (it logs its address);"
+    );
+    println!(
+        "then on one of your devices: `basic pin add {id} --address THAT-ADDRESS` and `basic up`."
+    );
     Ok(())
 }
 
@@ -124,7 +130,8 @@ async fn run(
     };
     let status = Arc::new(RwLock::new(NetworkStatus::default()));
     let on_listen = api_info_writer(data.clone(), None);
-    let network = Network::start(Arc::new(db), transport, status, false, on_listen).await?;
+    let network =
+        Network::start(Arc::new(db), transport, status, false, on_listen, data.shown()).await?;
     let signalled = shutdown_signal().await;
     info!("shutting down");
     network.shutdown().await;

@@ -168,3 +168,56 @@ fn a_pinner_directory_is_made_once_and_refuses_data_commands() {
     let error = data.basic(&["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]).failed();
     assert!(error.contains("--database"), "{error}");
 }
+
+#[test]
+fn pin_add_saves_addresses_that_list_shows_and_remove_forgets() {
+    let data = Data::with_todo();
+    let pinner = Data::new();
+    let out = pinner.basic(&["pinner", "init"]).ok();
+    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).unwrap().to_owned();
+    let peer = basic_net::Keypair::ed25519_from_bytes([1; 32]).unwrap().public().to_peer_id();
+    let address = format!("/ip4/203.0.113.7/tcp/4001/p2p/{peer}");
+
+    // Bad input: nothing is authorised, nothing saved, one line each.
+    for (args, expected) in [
+        (vec!["--address", "/ip4/203.0.113.7/tcp/4001"], "/p2p/<peer id>"),
+        (vec!["--address", "/ip4/nonsense"], "not a network address"),
+    ] {
+        let error = data.basic(&[&["pin", "add", &pin][..], &args].concat()).failed();
+        assert!(error.contains(expected), "{error}");
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    }
+    let error = data.basic(&["pin", "add", "pin_nonsense", "--address", &address]).failed();
+    assert!(error.contains("not a pinning peer id"), "{error}");
+    let unknown = basic_proto::keys::Principal {
+        role: basic_proto::keys::Role::Pinner,
+        key: basic_proto::SecretKey::from_seed([9; 32]).public(),
+    };
+    let error = data.basic(&["pin", "remove", &unknown.to_string()]).failed();
+    assert!(error.contains("no pinning peer"), "{error}");
+    assert!(!data.path().join("peers.json").exists());
+    assert_eq!(data.basic(&["pin", "list"]).ok().trim(), "no pinning peer");
+
+    // Directly on the database, then through a running node.
+    data.basic(&["pin", "add", &pin, "--address", &address]).ok();
+    let list = data.basic(&["pin", "list"]).ok();
+    assert_eq!(list, format!("{pin}\n  {address}\n"));
+    let node = data.up();
+    let second = format!("/ip4/198.51.100.1/udp/4001/quic-v1/p2p/{peer}");
+    let out = data.basic(&["pin", "add", &pin, "--address", &address, "--address", &second]).ok();
+    assert!(out.contains("saved 2 address"), "{out}");
+    let list = data.basic(&["pin", "list"]).ok();
+    assert_eq!(list, format!("{pin}\n  {address}\n  {second}\n"));
+    let error = data.basic(&["pin", "add", &pin]).failed();
+    assert!(error.contains("pins already"), "{error}");
+    data.basic(&["pin", "remove", &pin]).ok();
+    assert_eq!(data.basic(&["pin", "list"]).ok(), format!("{pin}  (removed)\n"));
+    let saved = std::fs::read_to_string(data.path().join("peers.json")).unwrap();
+    assert!(!saved.contains(&pin), "{saved}");
+    drop(node);
+
+    // A damaged file is named.
+    std::fs::write(data.path().join("peers.json"), "{\"pinners\": 3}").unwrap();
+    let error = data.basic(&["pin", "list"]).failed();
+    assert!(error.contains("peers.json is damaged"), "{error}");
+}

@@ -318,9 +318,15 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
 /// `basic pin …`.
 fn pin(backend: &Backend, command: PinCommand) -> anyhow::Result<()> {
     match command {
-        PinCommand::Add { id } => {
-            backend.call(AddPin { id: id.clone() })?;
+        PinCommand::Add { id, addresses } => {
+            let saved = addresses.len();
+            backend.call(AddPin { id: id.clone(), addresses })?;
             println!("{id} may now store and serve this database's ciphertext (it holds no key)");
+            if saved > 0 {
+                println!(
+                    "saved {saved} address(es) of it: `basic up` dials them (a running node from its next start)"
+                );
+            }
         }
         PinCommand::List => {
             let pins = backend.call(ListPins)?;
@@ -329,6 +335,9 @@ fn pin(backend: &Backend, command: PinCommand) -> anyhow::Result<()> {
             }
             for pin in pins {
                 println!("{}{}", pin.id, if pin.active { "" } else { "  (removed)" });
+                for address in pin.addresses {
+                    println!("  {address}");
+                }
             }
         }
         PinCommand::Remove { id } => {

@@ -35,7 +35,8 @@ const RETRY: Duration = Duration::from_secs(3);
 /// Exchanges one attempt may take (a handshake, then control batches).
 const MAX_EXCHANGES: usize = 80;
 
-/// Waits for a device among the connected peers to serve `database`'s
+/// Waits for a device among the connected peers (dialled by us or dialling
+/// us: a device with our address saved) to serve `database`'s
 /// control log to `key` (a pinning peer listed in it), and returns the
 /// operations. Peers connected meanwhile are replayed to the node after.
 pub async fn bootstrap(

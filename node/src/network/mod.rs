@@ -26,9 +26,11 @@ mod changes;
 mod identity;
 mod serve;
 mod session;
+mod shown;
 mod status;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,9 +40,10 @@ use basic_proto::{PublicKey, SecretKey};
 use basic_store::Database;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use bootstrap::bootstrap;
+use shown::ShownStore;
 use status::Status;
 
 use crate::join::{JoinAnswer, answer_join};
@@ -233,14 +236,15 @@ struct Context {
     changes: watch::Receiver<u64>,
     /// Told when the addresses we listen on change.
     on_listen: ListenHook,
-    /// What each peer showed in earlier sessions, with the principal that
-    /// showed it (rollback detection across sessions).
-    shown: Mutex<HashMap<PeerId, Shown>>,
+    /// What each peer showed in earlier sessions and earlier runs, with
+    /// the principal that showed it (rollback detection), in `shown.json`.
+    shown: Arc<ShownStore>,
 }
 
 /// The heads a peer principal has shown: author → (max seq, count).
 type Heads = std::collections::BTreeMap<PublicKey, (u64, u64)>;
 
+/// What one peer principal has shown.
 #[derive(Debug, Clone)]
 struct Shown {
     principal: PublicKey,
@@ -255,11 +259,20 @@ impl Context {
 
     /// What `peer` showed before, to seed a new session.
     fn shown(&self, peer: &PeerId) -> Option<Shown> {
-        self.shown.lock().unwrap_or_else(PoisonError::into_inner).get(peer).cloned()
+        self.shown.get(peer)
     }
 
+    /// Records what `peer` showed in a completed round; saves `shown.json`
+    /// (on the blocking pool) if that changed anything.
     fn remember(&self, peer: PeerId, shown: Shown) {
-        self.shown.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, shown);
+        if self.shown.remember(peer, shown, &self.db.auth_state()) {
+            let store = Arc::clone(&self.shown);
+            drop(tokio::task::spawn_blocking(move || {
+                if let Err(error) = store.save() {
+                    warn!("cannot save what peers showed: {error:#}");
+                }
+            }));
+        }
     }
 }
 
@@ -282,14 +295,17 @@ impl Network {
     /// Starts syncing `db` over `transport`. `status` is what `basic
     /// status` shows; `joins` says whether this node answers join requests
     /// (devices do, pinning peers do not); `on_listen` hears of every
-    /// change of our addresses after `transport.addresses`.
+    /// change of our addresses after `transport.addresses`; `shown` is the
+    /// file that keeps what peers showed (`shown.json`), loaded here.
     pub async fn start(
         db: Arc<Database>,
         transport: Transport,
         status: Arc<RwLock<NetworkStatus>>,
         joins: bool,
         on_listen: ListenHook,
+        shown: PathBuf,
     ) -> anyhow::Result<Self> {
+        let shown = Arc::new(ShownStore::open(shown)?);
         let Transport { net, events, pending, addresses } = transport;
         let key = {
             let db = Arc::clone(&db);
@@ -306,7 +322,7 @@ impl Network {
             key,
             status,
             clock: Instant::now(),
-            shown: Mutex::new(HashMap::new()),
+            shown,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(context, events, pending, stopped, joins));

@@ -318,9 +318,11 @@ fn report(
             }
         }
         Event::RolledBack { author, before, now, .. } => {
-            let author = principal_id(&context.db.auth_state(), &author);
+            let auth = context.db.auth_state();
+            let author = principal_id(&auth, &author);
+            let principal = state.requester.peer().map(|key| principal_id(&auth, &key));
             warn!(
-                %peer, %author, ?before, ?now,
+                %peer, principal = principal.as_deref().unwrap_or("?"), %author, ?before, ?now,
                 "the peer shows less of this author's log than it showed before (withheld or rolled back)"
             );
         }

@@ -1,4 +1,6 @@
-//! Pinning peers: authorising, listing and removing them.
+//! Pinning peers: authorising, listing and removing them, with the
+//! addresses this device dials them at (`peers.json`, see
+//! [`crate::peers`]).
 
 use basic_proto::keys::{Principal, Role};
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,9 @@ pub struct PinInfo {
     pub id: String,
     /// Whether it is authorised (false once removed, for good).
     pub active: bool,
+    /// The addresses this device dials it at.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 impl Op for ListPins {
@@ -35,20 +40,26 @@ impl Op for ListPins {
             .auth_state()
             .pinners()
             .iter()
-            .map(|(key, active)| PinInfo {
-                id: Principal { role: Role::Pinner, key: *key }.to_string(),
-                active: *active,
+            .map(|(key, active)| {
+                let id = Principal { role: Role::Pinner, key: *key }.to_string();
+                PinInfo { addresses: node.peers.addresses_of(&id), id, active: *active }
             })
             .collect())
     }
 }
 
 /// `POST /v0/pins`: authorises a pinning peer to store and serve this
-/// database's ciphertext (it receives no key).
+/// database's ciphertext (it receives no key), and saves the addresses
+/// this device dials it at. Given addresses for a pinning peer already
+/// authorised, it only replaces its addresses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddPin {
     /// Its id (`pin_…`).
     pub id: String,
+    /// Where it listens, each ending in `/p2p/<its peer id>`; `basic up`
+    /// dials them.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 impl Op for AddPin {
@@ -61,17 +72,25 @@ impl Op for AddPin {
     fn run(self, node: &Node, caller: &Caller) -> Result<Done, ApiError> {
         caller.require_owner()?;
         let key = parse_principal(Role::Pinner, &self.id)?;
+        let id = Principal { role: Role::Pinner, key }.to_string();
+        node.peers.check(&id, &self.addresses)?;
         match node.db.auth_state().pinners().get(&key) {
-            Some(true) => return Err(ApiError::conflict(format!("{} pins already", self.id))),
+            Some(true) if self.addresses.is_empty() => {
+                return Err(ApiError::conflict(format!("{id} pins already")));
+            }
+            Some(true) => {}
             Some(false) => {
                 return Err(ApiError::conflict(format!(
-                    "{} was removed, for good: it cannot be added again",
-                    self.id
+                    "{id} was removed, for good: it cannot be added again"
                 )));
             }
-            None => {}
+            None => {
+                node.db.add_pinner(key)?;
+            }
         }
-        node.db.add_pinner(key)?;
+        if !self.addresses.is_empty() {
+            node.peers.save(&id, self.addresses)?;
+        }
         Ok(Done {})
     }
 }
@@ -101,6 +120,7 @@ impl Op for RemovePin {
             None => return Err(ApiError::not_found(format!("no pinning peer {}", self.id))),
         }
         node.db.remove_pinner(key)?;
+        node.peers.save(&Principal { role: Role::Pinner, key }.to_string(), Vec::new())?;
         Ok(Done {})
     }
 }

@@ -7,4 +7,5 @@ mod crash;
 mod harness;
 mod pinner;
 mod relay;
+mod rollback;
 mod two_devices;

@@ -19,7 +19,7 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
 
     let (p_data, pin, database) = authorised_pinner(&a_data);
 
-    // P has no replica yet: it dials A once A is up, and fetches the control log.
+    // P has no replica yet: A dials it once A is up, and P fetches the control log.
     let p = p_data.start(&[
         "up",
         "--database",
@@ -66,15 +66,62 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     }
 }
 
+#[test]
+fn a_pinning_peer_that_dials_no_one_is_reached_by_devices_with_its_saved_address() {
+    let a_data = Data::with_todo();
+    let (p_data, pin, database) = pinner_of(&a_data);
+    // P dials no one: its first start waits for a device to dial it.
+    let p = p_data.start(&["up", "--database", &database, "--listen", LOOPBACK, "--no-mdns"]);
+
+    // A authorises P with its address through A's running node; B joins A
+    // after, and so learns of P, then saves P's address too.
+    let a_first = a_data.up(&[]);
+    a_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
+    let b_data = join(&a_first);
+    drop(a_first);
+    b_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
+    let listed = b_data.basic(&["pin", "list"]).ok();
+    assert_eq!(listed, format!("{pin}\n  {}\n", p.address()));
+
+    // Neither device is given a peer, nor finds one on the LAN.
+    let a = a_data.up(&[]);
+    let b = b_data.up(&[]);
+    wait_in_sync(&a, &pin);
+    wait_in_sync(&b, &pin);
+    assert!(p.log().contains("received the control log"), "{}", p.log());
+
+    a.sql("INSERT INTO todo.lists (id, name) VALUES ('from-a', 'A')", json!([]));
+    b.sql("INSERT INTO todo.lists (id, name) VALUES ('from-b', 'B')", json!([]));
+    let both = json!([["from-a"], ["from-b"]]);
+    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+    b.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+    for (node, other) in [(&a, device_of(&b)), (&b, device_of(&a))] {
+        let status = node.status();
+        let peers = status["network"]["state"]["peers"].as_array().expect("peers").clone();
+        assert!(peers.iter().all(|p| p["principal"] != other.as_str()), "{peers:?}");
+    }
+}
+
+/// Listen on loopback, on a port the system picks.
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// A pinning peer's directory, for the database of `device` (not yet
+/// authorised); returns it, its `pin_…` id and the database id its first
+/// start needs.
+pub(super) fn pinner_of(device: &Data) -> (Data, String, String) {
+    let pinner = Data::new();
+    let out = pinner.basic(&["pinner", "init"]).ok();
+    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
+    let status = device.basic(&["status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status");
+    (pinner, pin, status["database"].as_str().expect("database").to_owned())
+}
+
 /// A pinning peer's directory, made and authorised on the device of
 /// `device`; returns it, its `pin_…` id and the database id its first
 /// start needs.
 pub(super) fn authorised_pinner(device: &Data) -> (Data, String, String) {
-    let pinner = Data::new();
-    let out = pinner.basic(&["pinner", "init"]).ok();
-    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
+    let (pinner, pin, database) = pinner_of(device);
     device.basic(&["pin", "add", &pin]).ok();
-    let status = device.basic(&["status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status");
-    (pinner, pin, status["database"].as_str().expect("database").to_owned())
+    (pinner, pin, database)
 }
