@@ -2,7 +2,8 @@
 //! `tests/tests/e2e/harness.rs`), included with `#[path]`: a child process
 //! that is killed when dropped, and a plain HTTP client for node APIs.
 
-use std::process::{Child, ExitStatus};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -30,6 +31,22 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `binary --data DIR ARGS…`, with the environment's data directory and log
+/// level removed and the output captured.
+pub(crate) fn basic_command(binary: &Path, data: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("BASIC_DATA")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 /// An HTTP client that returns error statuses as answers, with `timeout`

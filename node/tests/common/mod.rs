@@ -71,17 +71,7 @@ impl Data {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_basic"));
-        command
-            .arg("--data")
-            .arg(self.path())
-            .args(args)
-            .env_remove("BASIC_DATA")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        process::basic_command(Path::new(env!("CARGO_BIN_EXE_basic")), self.path(), args)
     }
 
     /// Runs `basic --data DIR ARGS…` to the end.
@@ -161,11 +151,31 @@ impl Node {
 
     /// POST raw `body` to `path` with `token`.
     pub fn post_raw(&self, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Json) {
+        answer(self.send(path, token, body))
+    }
+
+    /// [`Node::post_raw`], with a transport failure as an error.
+    pub fn try_post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, Json), ureq::Error> {
+        let response = self.send(path, token, body)?;
+        Ok(answer(Ok(response)))
+    }
+
+    fn send(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut request = agent().post(self.url(path)).header("content-type", "application/json");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        answer(request.send(body))
+        request.send(body)
     }
 
     /// POST `body` as JSON to `path` with `token`.

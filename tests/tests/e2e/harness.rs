@@ -97,17 +97,7 @@ impl Data {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary());
-        command
-            .arg("--data")
-            .arg(self.path())
-            .args(args)
-            .env_remove("BASIC_DATA")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        process::basic_command(Path::new(binary()), self.path(), args)
     }
 
     /// Runs `basic --data DIR ARGS…` to the end.

@@ -6,7 +6,7 @@ use basic_proto::keys::{Principal, Role};
 use basic_store::Database;
 use serde_json::json;
 
-use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::harness::{Data, Node, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 #[test]
@@ -33,18 +33,7 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     wait_in_sync(&a, &pin);
     wait_in_sync(&b, &pin);
 
-    a.sql("INSERT INTO todo.lists (id, name) VALUES ('from-a', 'A')", json!([]));
-    b.sql("INSERT INTO todo.lists (id, name) VALUES ('from-b', 'B')", json!([]));
-    let both = json!([["from-a"], ["from-b"]]);
-    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
-    b.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
-
-    // A and B never met: each knows only P.
-    for (node, other) in [(&a, device_of(&b)), (&b, device_of(&a))] {
-        let status = node.status();
-        let peers = status["network"]["state"]["peers"].as_array().expect("peers").clone();
-        assert!(peers.iter().all(|p| p["principal"] != other.as_str()), "{peers:?}");
-    }
+    converge_through_the_pinner_only(&a, &b);
 
     // P stores ciphertext only: no data command, no readable row, no key.
     let error = p_data.basic(&["sql", "SELECT * FROM todo.lists"]).failed();
@@ -90,16 +79,7 @@ fn a_pinning_peer_that_dials_no_one_is_reached_by_devices_with_its_saved_address
     wait_in_sync(&b, &pin);
     assert!(p.log().contains("received the control log"), "{}", p.log());
 
-    a.sql("INSERT INTO todo.lists (id, name) VALUES ('from-a', 'A')", json!([]));
-    b.sql("INSERT INTO todo.lists (id, name) VALUES ('from-b', 'B')", json!([]));
-    let both = json!([["from-a"], ["from-b"]]);
-    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
-    b.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
-    for (node, other) in [(&a, device_of(&b)), (&b, device_of(&a))] {
-        let status = node.status();
-        let peers = status["network"]["state"]["peers"].as_array().expect("peers").clone();
-        assert!(peers.iter().all(|p| p["principal"] != other.as_str()), "{peers:?}");
-    }
+    converge_through_the_pinner_only(&a, &b);
 }
 
 /// Listen on loopback, on a port the system picks.
@@ -124,4 +104,19 @@ pub(super) fn authorised_pinner(device: &Data) -> (Data, String, String) {
     let (pinner, pin, database) = pinner_of(device);
     device.basic(&["pin", "add", &pin]).ok();
     (pinner, pin, database)
+}
+
+/// Rows written on `a` and on `b` reach both, while neither ever lists the
+/// other among its peers: they met only through the pinning peer.
+fn converge_through_the_pinner_only(a: &Node, b: &Node) {
+    a.sql("INSERT INTO todo.lists (id, name) VALUES ('from-a', 'A')", json!([]));
+    b.sql("INSERT INTO todo.lists (id, name) VALUES ('from-b', 'B')", json!([]));
+    let both = json!([["from-a"], ["from-b"]]);
+    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+    b.wait_rows("SELECT id FROM todo.lists ORDER BY id", &both);
+    for (node, other) in [(a, device_of(b)), (b, device_of(a))] {
+        let status = node.status();
+        let peers = status["network"]["state"]["peers"].as_array().expect("peers").clone();
+        assert!(peers.iter().all(|p| p["principal"] != other.as_str()), "{peers:?}");
+    }
 }
