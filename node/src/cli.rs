@@ -235,7 +235,7 @@ pub enum PinCommand {
         long_about = "Authorise a pinning peer to store and serve your ciphertext (it gets no key).\n\
             With --address, this device also saves where the pinning peer listens (in peers.json) and\n\
             `basic up` dials it there, as it does --peer: the way for a device behind a NAT to reach an\n\
-            always-on pinning peer. A node already running dials a newly saved address from its next start.\n\
+            always-on pinning peer. A running node starts dialling a newly saved address at once (within a second).\n\
             Given addresses for a pinning peer already authorised, it replaces its saved addresses.",
         after_help = "Examples:\n  basic pin add pin_…\n  basic pin add pin_… --address /ip4/203.0.113.7/tcp/4001/p2p/12D3…"
     )]

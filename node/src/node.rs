@@ -64,6 +64,8 @@ pub struct Node {
     /// The network's state, filled by the network layer; `None` when the
     /// CLI works on the database directly, without a running node.
     pub network: Option<Arc<RwLock<NetworkStatus>>>,
+    /// The running network, once `basic up` has started it.
+    net: std::sync::OnceLock<basic_net::Net>,
 }
 
 /// Whether `error` says that another process has the database open.
@@ -90,7 +92,21 @@ impl Node {
             data,
             config,
             network,
+            net: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts dialling `addresses` (and redialling them) now, when this
+    /// process runs the network; otherwise the next `basic up` dials them.
+    pub fn dial_now(&self, addresses: &[String]) {
+        let (Some(net), Ok(runtime)) = (self.net.get(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        for address in addresses.iter().filter_map(|a| a.parse::<basic_net::Multiaddr>().ok()) {
+            let net = net.clone();
+            runtime.spawn(async move { net.add_peer(address).await });
+        }
     }
 }
 
@@ -181,6 +197,8 @@ async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
         }
     }
     let transport = Transport::start(&node.data.network_key(), &network_config).await?;
+    // Only this function sets it, once.
+    let _ = node.net.set(transport.net());
     let listen = transport.addresses.clone();
     let status = node.network.clone().context("a running node has a network status")?;
     ApiInfo { address: Some(address), pid: std::process::id(), listen: listen.clone() }

@@ -42,6 +42,7 @@ type AnswerSender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
 pub(crate) enum Command {
     Request { protocol: Protocol, peer: PeerId, frame: Vec<u8>, reply: AnswerSender },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
+    AddPeer { address: Multiaddr },
     Disconnect { peer: PeerId },
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     ListenAddresses { reply: oneshot::Sender<Vec<Multiaddr>> },
@@ -227,6 +228,11 @@ impl Driver {
             }
             Command::Dial { address, reply } => {
                 let _ = reply.send(self.dial(address));
+            }
+            Command::AddPeer { address } => {
+                if !self.redial.add(address.clone(), Instant::now()) {
+                    tracing::debug!(%address, "not added to the peers to redial (known, or too many)");
+                }
             }
             Command::Disconnect { peer } => self.ban(peer, Instant::now(), "disconnected"),
             Command::Peers { reply } => {

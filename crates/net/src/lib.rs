@@ -402,6 +402,12 @@ impl Net {
         answer.await.map_err(|_| NetError::Closed)?
     }
 
+    /// Adds `address` to the configured peers: dialled at the next tick
+    /// (within a second) and redialled like those of [`Config::peers`].
+    pub async fn add_peer(&self, address: Multiaddr) {
+        let _ = self.send(Command::AddPeer { address }).await;
+    }
+
     /// Disconnects `peer` for a protocol violation: closes its connections
     /// and refuses it, both ways, for `limits.ban_duration`.
     pub async fn disconnect(&self, peer: PeerId) {

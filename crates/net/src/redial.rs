@@ -15,6 +15,8 @@ use libp2p::{Multiaddr, PeerId};
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest delay between two attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Most addresses kept to redial ([`Redialer::add`] refuses more).
+pub(crate) const MAX_TARGETS: usize = 256;
 
 /// One configured address and its redial state.
 #[derive(Debug, Clone)]
@@ -48,6 +50,22 @@ impl Redialer {
             })
             .collect();
         Self { targets }
+    }
+
+    /// Adds `address`, due at once, unless it is a target already or
+    /// [`MAX_TARGETS`] are. Returns whether it was added.
+    pub(crate) fn add(&mut self, address: Multiaddr, now: Instant) -> bool {
+        if self.targets.len() >= MAX_TARGETS || self.targets.iter().any(|t| t.address == address) {
+            return false;
+        }
+        self.targets.push(Target {
+            peer: peer_of(&address),
+            address,
+            backoff: MIN_BACKOFF,
+            due: Some(now),
+            connected_at: None,
+        });
+        true
     }
 
     /// Indices of targets due at `now`; they are no longer due until
@@ -128,6 +146,16 @@ pub fn is_relayed(address: &Multiaddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn added_addresses_are_due_at_once_and_kept_once() {
+        let now = Instant::now();
+        let mut redialer = Redialer::new(Vec::new(), now);
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        assert!(redialer.add(address.clone(), now));
+        assert!(!redialer.add(address, now), "kept once");
+        assert_eq!(redialer.take_due(now), vec![0]);
+    }
+
     use super::*;
 
     fn addr(s: &str) -> Multiaddr {

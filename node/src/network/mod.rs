@@ -143,6 +143,11 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A handle on the running network.
+    pub fn net(&self) -> Net {
+        self.net.clone()
+    }
+
     /// Starts libp2p with the identity in `key_file` and waits (briefly)
     /// until every listener reports an address.
     pub async fn start(key_file: &std::path::Path, config: &NetworkConfig) -> anyhow::Result<Self> {

@@ -89,7 +89,8 @@ impl Op for AddPin {
             }
         }
         if !self.addresses.is_empty() {
-            node.peers.save(&id, self.addresses)?;
+            node.peers.save(&id, self.addresses.clone())?;
+            node.dial_now(&self.addresses);
         }
         Ok(Done {})
     }

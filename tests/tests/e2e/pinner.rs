@@ -63,18 +63,19 @@ fn a_pinning_peer_that_dials_no_one_is_reached_by_devices_with_its_saved_address
     let p = p_data.start(&["up", "--database", &database, "--listen", LOOPBACK, "--no-mdns"]);
 
     // A authorises P with its address through A's running node; B joins A
-    // after, and so learns of P, then saves P's address too.
+    // after, and so learns of P.
     let a_first = a_data.up(&[]);
     a_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
     let b_data = join(&a_first);
     drop(a_first);
+
+    // Neither device is given a peer, nor finds one on the LAN. A dials the
+    // address it saved; B saves it while its node runs, which dials it at once.
+    let a = a_data.up(&[]);
+    let b = b_data.up(&[]);
     b_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
     let listed = b_data.basic(&["pin", "list"]).ok();
     assert_eq!(listed, format!("{pin}\n  {}\n", p.address()));
-
-    // Neither device is given a peer, nor finds one on the LAN.
-    let a = a_data.up(&[]);
-    let b = b_data.up(&[]);
     wait_in_sync(&a, &pin);
     wait_in_sync(&b, &pin);
     assert!(p.log().contains("received the control log"), "{}", p.log());
