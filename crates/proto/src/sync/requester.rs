@@ -37,6 +37,8 @@ pub const MAX_RANGE_QUEUE: usize = 4096;
 pub const MAX_FRUITLESS_REPLIES: u32 = 3;
 /// Control exchanges per round before giving up on the peer's heads.
 pub const MAX_CONTROL_EXCHANGES: u32 = 64;
+/// BLAKE3 context deriving each handshake attempt's nonce.
+pub const NONCE_CONTEXT: &str = "basic/v0 sync handshake nonce";
 /// First retry delay after a failed exchange; doubles up to the resync interval.
 pub const RETRY_MS: u64 = 1_000;
 
@@ -55,7 +57,8 @@ pub struct RequesterConfig {
     pub view: View,
     /// Time between summaries once in sync.
     pub resync_ms: u64,
-    /// The 32-byte nonce for the handshake (fresh randomness).
+    /// 32 bytes of fresh randomness, from which each handshake attempt's
+    /// nonce is derived.
     pub nonce: [u8; 32],
 }
 
@@ -136,6 +139,8 @@ pub struct Requester {
     config: RequesterConfig,
     keys: KeyCache,
     transcript: Option<Transcript>,
+    /// Handshakes started.
+    attempts: u64,
     auth: Option<(Message, bool)>,
     peer: Option<PublicKey>,
     outstanding: Option<Sent>,
@@ -162,6 +167,7 @@ impl Requester {
             config,
             keys: KeyCache::default(),
             transcript: None,
+            attempts: 0,
             auth: None,
             peer: None,
             outstanding: None,
@@ -253,7 +259,12 @@ impl Requester {
             if self.transcript.is_some() || now < self.next_round_at {
                 return Ok(None);
             }
-            let nonce = self.config.nonce;
+            // A fresh nonce for every attempt, derived from the configured one.
+            self.attempts += 1;
+            let mut hasher = blake3::Hasher::new_derive_key(NONCE_CONTEXT);
+            hasher.update(&self.config.nonce);
+            hasher.update(&self.attempts.to_le_bytes());
+            let nonce = *hasher.finalize().as_bytes();
             let frame = Message::Hello {
                 database: self.config.database,
                 key: self.config.key.public(),
@@ -261,9 +272,10 @@ impl Requester {
             };
             return Ok(Some(self.send(frame, Sent::Hello { nonce })));
         }
-        if now < self.push_after {
-            // Held back after a failed push; rounds go on meanwhile.
-        } else if let Some((mut ops, mut commits)) = self.pushes.pop_front() {
+        // After a failed push, pushes wait for `push_after`; rounds go on.
+        if now >= self.push_after
+            && let Some((mut ops, mut commits)) = self.pushes.pop_front()
+        {
             // Queued pushes go out together, up to one batch.
             let mut bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
             while let Some((more_ops, more_commits)) = self.pushes.front() {
@@ -332,7 +344,11 @@ impl Requester {
                 let end = start.saturating_add(width - 1).min(hi);
                 let held = store.fingerprint(&view, &author, start, end)?;
                 parts.push(Part { lo: start, hi: end, held });
-                start = end + 1;
+                // `hi` comes from the peer and may be u64::MAX.
+                match end.checked_add(1) {
+                    Some(next) => start = next,
+                    None => break,
+                }
             }
             let frame = Message::Ranges { view, author, parts };
             return Ok(Some(self.send(frame, Sent::Ranges { author })));

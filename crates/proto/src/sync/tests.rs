@@ -546,6 +546,41 @@ fn a_lost_push_is_sent_again_after_a_back_off() {
     assert_eq!(pair.b.store.ids().len(), 2);
 }
 
+#[test]
+fn a_peer_claiming_an_endless_log_costs_bounded_work() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    write(&mut s, &mut a, &laptop, None, 3);
+    let b = a.clone();
+    let mut pair = Pair::new(a, &laptop, b, &phone);
+    pair.drive();
+    pair.now += 30_000;
+    let now = pair.now;
+    assert!(pair.a.requester.poll_request(&mut pair.a.store, now).unwrap().is_some());
+    // The phone answers the summary with a signed claim of a log reaching u64::MAX.
+    let entries = vec![Entry {
+        author: laptop.public(),
+        max: u64::MAX,
+        held: Fingerprint { count: 7, sum: 1 },
+    }];
+    let digest = summary::digest(&entries);
+    let signed = proof::heads_message(pair.a.store.database(), &laptop.public(), &digest, &entries);
+    let reply = Message::Reply {
+        digest,
+        entries,
+        commits: Vec::new(),
+        more: false,
+        control: Vec::new(),
+        signature: phone.sign(crate::keys::SigningContext::SyncHeads, &signed),
+    };
+    pair.a.requester.handle_response(&mut pair.a.store, &reply.encode(), now).unwrap();
+    // Reconciling it against the real phone terminates, within the budget.
+    pair.drive();
+    assert!(pair.exchanges < 2_000, "{} exchanges", pair.exchanges);
+    assert_eq!(pair.a.store.ids(), pair.b.store.ids());
+}
+
 mod properties {
     use proptest::prelude::*;
 
