@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use basic_proto::control::{AuthState, OpId, Rights};
-use basic_proto::sync::{Answer, Event, Requester, RequesterConfig, Responder};
+use basic_proto::sync::{Answer, Event, Outgoing, Requester, RequesterConfig, Responder};
 use basic_proto::{CommitId, DatabaseId, Name, Party, PublicKey, SecretKey, Value};
 use basic_store::{Executed, SyncReplica};
 use rand_chacha::ChaCha20Rng;
@@ -812,7 +812,11 @@ impl World {
         for id in commits {
             let commit = db.replica().commit(&id)?.context("acknowledged commit is stored")?;
             let scope = commit.header().scope.clone();
-            pushed.push((scope.clone(), commit.as_bytes().to_vec()));
+            pushed.push(Outgoing {
+                scope: scope.clone(),
+                author: commit.header().author,
+                bytes: commit.as_bytes().to_vec(),
+            });
             self.acked.push(Acked { node, id, scope });
         }
         let store = SyncReplica::new(db);

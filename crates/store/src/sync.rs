@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use basic_proto::control::{AuthState, ControlOp, OpId};
-use basic_proto::sync::{Entry, Fingerprint, StoreFailure, Stored, SyncStore, View};
+use basic_proto::sync::{Entry, Fingerprint, Outgoing, StoreFailure, Stored, SyncStore, View};
 use basic_proto::{Commit, CommitId, DatabaseId, PublicKey};
 
 use crate::database::{Database, IngestError};
@@ -373,8 +373,8 @@ fn drain_events(
 pub struct Fresh {
     /// Encoded control operations, in causal order.
     pub ops: Vec<Vec<u8>>,
-    /// `(scope, encoded commit)`, by author and seq.
-    pub commits: Vec<(basic_proto::Name, Vec<u8>)>,
+    /// Commits, by author and seq.
+    pub commits: Vec<Outgoing>,
 }
 
 /// Follows what a database stores (local writes and what peers sent), so a
@@ -432,7 +432,11 @@ impl ChangeFeed {
             for bytes in commits {
                 budget = budget.saturating_sub(bytes.len());
                 let commit = Commit::decode(&bytes).map_err(failure)?;
-                fresh.commits.push((commit.header().scope.clone(), bytes));
+                fresh.commits.push(Outgoing {
+                    scope: commit.header().scope.clone(),
+                    author: entry.author,
+                    bytes,
+                });
             }
         }
         Ok(fresh)

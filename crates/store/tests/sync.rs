@@ -102,7 +102,8 @@ fn the_change_feed_returns_what_is_new_once() {
     changes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     let fresh = feed.poll(&a).unwrap();
     assert_eq!(fresh.commits.len(), 1);
-    assert_eq!(fresh.commits[0].0.as_str(), "todo");
+    assert_eq!(fresh.commits[0].scope.as_str(), "todo");
+    assert_eq!(fresh.commits[0].author, a.device());
     assert!(feed.poll(&a).unwrap().commits.is_empty());
     let pinner = basic_proto::SecretKey::from_seed([5; 32]);
     a.add_pinner(pinner.public()).unwrap();

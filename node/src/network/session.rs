@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basic_net::PeerId;
-use basic_proto::sync::message::MAX_BATCH_BYTES;
 use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure, View};
-use basic_proto::{Commit, KeyCache, Name};
 use basic_store::Database;
 use basic_store::SyncReplica;
 use basic_store::sync::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
@@ -73,7 +71,6 @@ struct Output {
 struct State {
     requester: Requester,
     feed: ChangeFeed,
-    keys: KeyCache,
 }
 
 /// One session; returns why it closed.
@@ -92,11 +89,7 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
     changes.mark_unchanged();
     let heads = previous.as_ref().map(|s| s.heads.clone()).unwrap_or_default();
     let mut state = blocking(context, move |db| {
-        Ok(State {
-            requester: Requester::new(config, heads),
-            feed: ChangeFeed::new(db)?,
-            keys: KeyCache::default(),
-        })
+        Ok(State { requester: Requester::new(config, heads), feed: ChangeFeed::new(db)? })
     })
     .await?;
     let mut input = Input::Start;
@@ -230,53 +223,12 @@ fn step(
     Ok(Output { request, events, wake_at: state.requester.poll_timeout() })
 }
 
-/// One push request's worth of operations and commits.
-#[derive(Debug, Default)]
-struct Batch {
-    ops: Vec<Vec<u8>>,
-    commits: Vec<(Name, Vec<u8>)>,
-    bytes: usize,
-}
-
-/// Batches that each fit a push request (a lone item is never split).
-#[derive(Debug, Default)]
-struct Batches(Vec<Batch>);
-
-impl Batches {
-    /// The batch with room for `len` more bytes.
-    fn room(&mut self, len: usize) -> &mut Batch {
-        let full = self.0.last().is_none_or(|b| b.bytes > 0 && b.bytes + len > MAX_BATCH_BYTES);
-        if full {
-            self.0.push(Batch::default());
-        }
-        let last = self.0.len() - 1;
-        let batch = &mut self.0[last];
-        batch.bytes += len;
-        batch
-    }
-}
-
-/// Queues `fresh` for a live push, in batches that fit a request; skips the
-/// peer's own commits (it has them: they came from it).
+/// Queues `fresh` for a live push (the requester batches it, and leaves
+/// out the peer's own commits and those outside its view).
 fn push(state: &mut State, store: &SyncReplica<'_, basic_store::SledStore>, fresh: Fresh) {
     let bytes: usize =
-        fresh.ops.iter().map(Vec::len).chain(fresh.commits.iter().map(|(_, c)| c.len())).sum();
-    let peer = state.requester.peer();
-    let mut batches = Batches::default();
-    for op in fresh.ops {
-        batches.room(op.len()).ops.push(op);
-    }
-    for (scope, commit) in fresh.commits {
-        let theirs = peer.is_some_and(|peer| {
-            Commit::decode_with(&commit, &state.keys).is_ok_and(|c| c.header().author == peer)
-        });
-        if !theirs {
-            batches.room(commit.len()).commits.push((scope, commit));
-        }
-    }
-    for batch in batches.0 {
-        state.requester.push(store, batch.ops, batch.commits);
-    }
+        fresh.ops.iter().map(Vec::len).chain(fresh.commits.iter().map(|c| c.bytes.len())).sum();
+    state.requester.push(store, fresh.ops, fresh.commits);
     if bytes >= MAX_FRESH_BYTES {
         // The feed stopped at its budget: the rest goes by summary, now.
         state.requester.resync_now();

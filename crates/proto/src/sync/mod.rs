@@ -13,7 +13,7 @@ pub mod store;
 pub mod summary;
 
 pub use message::{ErrorCode, Message};
-pub use requester::{Event, Requester, RequesterConfig};
+pub use requester::{Event, Outgoing, Requester, RequesterConfig};
 pub use responder::{Answer, Responder, Violation};
 pub use store::{StoreFailure, Stored, SyncStore, admit_ops, entitled_view};
 pub use summary::{Entry, Fingerprint, View};

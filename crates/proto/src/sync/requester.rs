@@ -133,6 +133,32 @@ struct Round {
 /// Encoded control operations and commits, pushed together.
 type Batch = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
+/// A new commit to push, with what decides who gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its scope: only peers entitled to it receive it.
+    pub scope: Name,
+    /// Its author: never pushed back to the author itself.
+    pub author: PublicKey,
+    /// The encoded commit.
+    pub bytes: Vec<u8>,
+}
+
+/// One queued item of a live push.
+#[derive(Debug)]
+enum Queued {
+    Op(Vec<u8>),
+    Commit(Vec<u8>),
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Queued::Op(bytes) | Queued::Commit(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// The asking end of a session with one peer.
 #[derive(Debug)]
 pub struct Requester {
@@ -147,7 +173,7 @@ pub struct Requester {
     round: Option<Round>,
     next_round_at: u64,
     retry_ms: u64,
-    pushes: VecDeque<Batch>,
+    pushes: VecDeque<Queued>,
     push_bytes: usize,
     /// No push before this time (after a failed one).
     push_after: u64,
@@ -210,26 +236,24 @@ impl Requester {
         self.next_round_at = 0;
     }
 
-    /// Queues new commits and operations for a live push. Dropped (and left
-    /// to the next summary) when the queue is full or before the peer proved
-    /// membership; commits outside the peer's view are never pushed.
-    /// `commits` are `(scope, encoded commit)`.
-    pub fn push(
-        &mut self,
-        store: &impl SyncStore,
-        ops: Vec<Vec<u8>>,
-        commits: Vec<(Name, Vec<u8>)>,
-    ) {
+    /// Queues new operations and commits for a live push. Commits outside
+    /// the peer's view, and the peer's own, are never pushed; what does not
+    /// fit the queue, or comes before the peer proved membership, is
+    /// dropped and left to the peer's next summary.
+    pub fn push(&mut self, store: &impl SyncStore, ops: Vec<Vec<u8>>, commits: Vec<Outgoing>) {
         let Some(peer) = self.peer else { return };
         let Some(view) = entitled_view(&store.auth(), &peer) else { return };
-        let commits: Vec<Vec<u8>> =
-            commits.into_iter().filter(|(scope, _)| view.contains(scope)).map(|(_, c)| c).collect();
-        let bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
-        if bytes == 0 || self.push_bytes + bytes > MAX_PUSH_QUEUE_BYTES {
-            return;
+        let commits = commits
+            .into_iter()
+            .filter(|c| c.author != peer && view.contains(&c.scope))
+            .map(|c| Queued::Commit(c.bytes));
+        for item in ops.into_iter().map(Queued::Op).chain(commits) {
+            if self.push_bytes + item.len() > MAX_PUSH_QUEUE_BYTES {
+                return;
+            }
+            self.push_bytes += item.len();
+            self.pushes.push_back(item);
         }
-        self.push_bytes += bytes;
-        self.pushes.push_back((ops, commits));
     }
 
     /// When to call [`Requester::poll_request`] next, if nothing else happens.
@@ -273,20 +297,19 @@ impl Requester {
             return Ok(Some(self.send(frame, Sent::Hello { nonce })));
         }
         // After a failed push, pushes wait for `push_after`; rounds go on.
-        if now >= self.push_after
-            && let Some((mut ops, mut commits)) = self.pushes.pop_front()
-        {
-            // Queued pushes go out together, up to one batch.
-            let mut bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
-            while let Some((more_ops, more_commits)) = self.pushes.front() {
-                let more: usize = more_ops.iter().chain(more_commits).map(Vec::len).sum();
-                if bytes + more > MAX_BATCH_BYTES {
+        if now >= self.push_after && !self.pushes.is_empty() {
+            // Queued items go out together, up to one batch (a lone item
+            // larger than that goes alone).
+            let (mut ops, mut commits, mut bytes) = (Vec::new(), Vec::new(), 0);
+            while let Some(item) = self.pushes.front() {
+                if bytes > 0 && bytes + item.len() > MAX_BATCH_BYTES {
                     break;
                 }
-                if let Some((more_ops, more_commits)) = self.pushes.pop_front() {
-                    ops.extend(more_ops);
-                    commits.extend(more_commits);
-                    bytes += more;
+                bytes += item.len();
+                match self.pushes.pop_front() {
+                    Some(Queued::Op(op)) => ops.push(op),
+                    Some(Queued::Commit(commit)) => commits.push(commit),
+                    None => break,
                 }
             }
             self.push_bytes -= bytes;
@@ -383,7 +406,13 @@ impl Requester {
                 let bytes: usize = ops.iter().chain(&commits).map(Vec::len).sum();
                 if self.push_bytes + bytes <= MAX_PUSH_QUEUE_BYTES {
                     self.push_bytes += bytes;
-                    self.pushes.push_front((ops, commits));
+                    let items = ops
+                        .into_iter()
+                        .map(Queued::Op)
+                        .chain(commits.into_iter().map(Queued::Commit));
+                    for item in items.rev() {
+                        self.pushes.push_front(item);
+                    }
                 }
                 self.push_after = now.saturating_add(self.retry_ms);
             }

@@ -499,21 +499,31 @@ fn a_new_device_unknown_to_the_peer_sends_its_prelude() {
     assert_eq!(pair.b.store.ids().len(), 3);
 }
 
+/// `commit` as a live push carries it.
+fn outgoing(commit: &Commit) -> Outgoing {
+    Outgoing {
+        scope: commit.header().scope.clone(),
+        author: commit.header().author,
+        bytes: commit.as_bytes().to_vec(),
+    }
+}
+
 #[test]
-fn live_pushes_reach_the_peer() {
+fn live_pushes_reach_the_peer_but_not_their_author() {
     let mut s = setup();
     let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
     let mut pair = Pair::new(s.store.clone(), &laptop, s.store.clone(), &phone);
     pair.drive();
     let commit = s.world.commit(&laptop, None, T0 + 7, "todo", 0, &s.todo);
     pair.a.store.ingest_commits(&[commit.as_bytes().to_vec()]).unwrap();
-    pair.a.requester.push(
-        &pair.a.store,
-        Vec::new(),
-        vec![(Name::new("todo").unwrap(), commit.as_bytes().to_vec())],
-    );
+    pair.a.requester.push(&pair.a.store, Vec::new(), vec![outgoing(&commit)]);
     pair.drive();
     assert_eq!(pair.b.store.ids().len(), 1);
+    // The phone's own commit is not pushed back to it.
+    let own = s.world.commit(&phone, None, T0 + 9, "todo", 0, &s.todo);
+    pair.a.store.ingest_commits(&[own.as_bytes().to_vec()]).unwrap();
+    pair.a.requester.push(&pair.a.store, Vec::new(), vec![outgoing(&own)]);
+    assert_eq!(pair.a.requester.poll_request(&mut pair.a.store, pair.now).unwrap(), None);
 }
 
 #[test]
@@ -522,15 +532,10 @@ fn a_lost_push_is_sent_again_after_a_back_off() {
     let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
     let mut pair = Pair::new(s.store.clone(), &laptop, s.store.clone(), &phone);
     pair.drive();
-    let todo = Name::new("todo").unwrap();
     for at in [T0 + 7, T0 + 8] {
         let commit = s.world.commit(&laptop, None, at, "todo", 0, &s.todo);
         pair.a.store.ingest_commits(&[commit.as_bytes().to_vec()]).unwrap();
-        pair.a.requester.push(
-            &pair.a.store,
-            Vec::new(),
-            vec![(todo.clone(), commit.as_bytes().to_vec())],
-        );
+        pair.a.requester.push(&pair.a.store, Vec::new(), vec![outgoing(&commit)]);
     }
     let now = pair.now;
     let frame = pair.a.requester.poll_request(&mut pair.a.store, now).unwrap().unwrap();
