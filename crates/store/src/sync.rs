@@ -18,19 +18,26 @@ use crate::replica::{Outcome, Placed};
 #[derive(Debug)]
 pub struct SyncReplica<'a, S: Store> {
     db: &'a Database<S>,
+    /// The rejected commits, read once per instance (until operations are
+    /// ingested, which can change them).
+    rejected: std::cell::OnceCell<BTreeMap<CommitId, Placed>>,
 }
 
 impl<'a, S: Store> SyncReplica<'a, S> {
     /// Sync access to `db`.
     pub fn new(db: &'a Database<S>) -> Self {
-        Self { db }
+        Self { db, rejected: std::cell::OnceCell::new() }
     }
 
     /// The rejected commits (stored, not authorised by the control log):
     /// sync neither counts nor serves them, so replicas that stored them
     /// before a cut-off reached them agree with replicas that never did.
-    fn rejected(&self) -> Result<BTreeMap<CommitId, Placed>, StoreFailure> {
-        Ok(lift(self.db.replica().rejected_commits())?.into_iter().collect())
+    fn rejected(&self) -> Result<&BTreeMap<CommitId, Placed>, StoreFailure> {
+        if let Some(rejected) = self.rejected.get() {
+            return Ok(rejected);
+        }
+        let read = lift(self.db.replica().rejected_commits())?.into_iter().collect();
+        Ok(self.rejected.get_or_init(|| read))
     }
 
     /// The highest seq at or below `from` where `author` holds a commit in
@@ -101,6 +108,8 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
+        // A control change can reject (or admit) stored commits.
+        self.rejected.take();
         let mut stored = Stored::default();
         let log = self.db.control_log();
         let mut fresh = Vec::new();
@@ -140,7 +149,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         }
         let rejected = self.rejected()?;
         let mut touched = BTreeSet::new();
-        for (id, placed) in &rejected {
+        for (id, placed) in rejected {
             if let Some(entry) = by_author.get_mut(placed.author.as_bytes())
                 && view.contains(&placed.scope)
             {
@@ -150,7 +159,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         }
         for author in touched {
             if let Some(entry) = by_author.get_mut(&author) {
-                entry.max = self.highest_held(view, &entry.author, entry.max, &rejected)?;
+                entry.max = self.highest_held(view, &entry.author, entry.max, rejected)?;
             }
         }
         Ok(by_author.into_values().filter(|e| e.held.count > 0 && e.max > 0).collect())
