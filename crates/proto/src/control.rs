@@ -33,7 +33,7 @@
 //! })?;
 //! let database = genesis.database();
 //! let mut log = ControlLog::new(database);
-//! log.insert(genesis)?;
+//! log.insert(genesis, 1_700_000_000_000)?;
 //!
 //! // The laptop creates scope `todo` (epoch 0), sealing its key to itself.
 //! let todo = Name::new("todo")?;
@@ -47,7 +47,7 @@
 //!     hlc: Hlc { wall_ms: 1_700_000_000_001, counter: 0 },
 //!     payload: Payload::RotateKey(rotation),
 //! })?;
-//! log.insert(op)?;
+//! log.insert(op, 1_700_000_000_001)?;
 //!
 //! let state = log.state();
 //! assert!(state.is_device(&laptop.public()));
@@ -55,11 +55,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod evaluate;
 pub mod log;
 pub mod op;
 pub mod state;
 
-pub use log::{ControlLog, InsertError, Inserted};
+pub use log::{ControlLog, InsertError, Inserted, RestoreError};
 pub use op::{ControlOp, Cutoff, OpBody, OpError, OpId, Payload, Rights, Rotation, seal_label};
 pub use state::{App, AuthError, AuthState, Device, End, EpochKey, Grant, Scope, Seal};
 

@@ -49,25 +49,49 @@ impl Access {
         &self.keys
     }
 
-    /// Admits `op` (and any held operation it unblocks), stages the admitted
-    /// ones in `txn`, and refreshes the state and keys.
+    /// Admits `ops` received at local wall time `now_ms` (and any held
+    /// operation they unblock), stages the admitted ones in `txn`, and
+    /// refreshes the state and keys once for the whole batch. One result
+    /// per operation.
+    pub(crate) fn insert_all<S: Store>(
+        &mut self,
+        ops: Vec<ControlOp>,
+        txn: &mut Txn<'_, S>,
+        device: &SecretKey,
+        now_ms: u64,
+    ) -> Vec<Result<Inserted, InsertError>> {
+        let mut changed = false;
+        let results = ops
+            .into_iter()
+            .map(|op| {
+                let inserted = self.log.insert(op, now_ms)?;
+                if let Inserted::Admitted(ids) = &inserted {
+                    changed = true;
+                    for id in ids {
+                        if let Some(op) = self.log.get(id) {
+                            txn.insert_op(op);
+                        }
+                    }
+                }
+                Ok(inserted)
+            })
+            .collect();
+        if changed {
+            self.state = Arc::new(self.log.state());
+            self.keys = keys_of(&self.state, device);
+        }
+        results
+    }
+
+    /// [`Access::insert_all`] of one operation.
     pub(crate) fn insert<S: Store>(
         &mut self,
         op: ControlOp,
         txn: &mut Txn<'_, S>,
         device: &SecretKey,
+        now_ms: u64,
     ) -> Result<Inserted, InsertError> {
-        let inserted = self.log.insert(op)?;
-        if let Inserted::Admitted(ids) = &inserted {
-            for id in ids {
-                if let Some(op) = self.log.get(id) {
-                    txn.insert_op(op);
-                }
-            }
-            self.state = Arc::new(self.log.state());
-            self.keys = keys_of(&self.state, device);
-        }
-        Ok(inserted)
+        self.insert_all(vec![op], txn, device, now_ms).pop().unwrap_or(Ok(Inserted::Duplicate))
     }
 
     /// Signs an operation by `author` on the log's current heads.

@@ -1165,16 +1165,23 @@ impl<S: Store> Writer<S> {
         let device = self.log.secret().clone();
         let keys_before = self.access.keys().clone();
         let outcomes = match command {
-            Command::Ingest(ops) => ops
-                .into_iter()
-                .map(|op| {
-                    let op = op?;
-                    let id = op.id();
-                    self.access.insert(op, txn, &device).map(|_| id).map_err(|e| e.to_string())
-                })
-                .collect(),
+            Command::Ingest(ops) => {
+                // One state evaluation for the whole batch.
+                let now = (self.shared.clock)();
+                let (decoded, mut outcomes): (Vec<_>, Vec<_>) =
+                    ops.into_iter().map(|op| (op.clone().ok(), op.map(|op| op.id()))).unzip();
+                let decoded: Vec<ControlOp> = decoded.into_iter().flatten().collect();
+                let mut admitted = self.access.insert_all(decoded, txn, &device, now).into_iter();
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    if let Some(Err(error)) = admitted.next() {
+                        *outcome = Err(error.to_string());
+                    }
+                }
+                outcomes
+            }
             command => vec![self.issue(txn, &device, command)],
         };
+        self.heal(txn, &device)?;
         self.after_control_change(txn, &keys_before)?;
         self.adopt_schemas(tx, txn)?;
         Ok(outcomes)
@@ -1204,7 +1211,7 @@ impl<S: Store> Writer<S> {
             Command::Revoke { app, scope } => Payload::Revoke {
                 app,
                 cutoff: self.cutoff(&app)?,
-                rotation: self.rotation(device, &scope, &app)?,
+                rotation: self.rotation(device, &scope, Some(&app))?,
             },
             Command::AddDevice(new) => {
                 let mut keys = BTreeMap::new();
@@ -1220,7 +1227,7 @@ impl<S: Store> Writer<S> {
                 let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
                 let mut rotations = BTreeMap::new();
                 for scope in scopes {
-                    let rotation = self.rotation(device, &scope, &removed)?;
+                    let rotation = self.rotation(device, &scope, Some(&removed))?;
                     rotations.insert(scope, rotation);
                 }
                 Payload::RemoveDevice { device: removed, cutoff: self.cutoff(&removed)?, rotations }
@@ -1232,7 +1239,7 @@ impl<S: Store> Writer<S> {
         let op =
             self.access.issue(device, payload, (self.shared.clock)()).map_err(|e| e.to_string())?;
         let id = op.id();
-        self.access.insert(op, txn, device).map_err(|e| e.to_string())?;
+        self.access.insert(op, txn, device, (self.shared.clock)()).map_err(|e| e.to_string())?;
         Ok(id)
     }
 
@@ -1253,12 +1260,41 @@ impl<S: Store> Writer<S> {
         Ok(Cutoff { seq, last })
     }
 
+    /// Rotates every scope whose newest epoch is known to someone who no
+    /// longer reads it, or that this device holds no key of
+    /// (control-log.md §5.5): writers must never write under such a key.
+    /// A device that is itself removed rotates nothing.
+    fn heal(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey) -> Result<(), DbError> {
+        let state = self.access.state().clone();
+        if !state.is_device(&device.public()) {
+            return Ok(());
+        }
+        let mut stale: BTreeSet<Name> = state.compromised().into_iter().collect();
+        for (scope, epochs) in state.scopes() {
+            let newest = epochs.current();
+            if newest.is_some_and(|e| self.access.keys().scope_keys(scope, e).is_empty()) {
+                stale.insert(scope.clone());
+            }
+        }
+        for scope in stale {
+            let rotation = self.rotation(device, &scope, None).map_err(DbError::Control)?;
+            let op = self
+                .access
+                .issue(device, Payload::RotateKey(rotation), (self.shared.clock)())
+                .map_err(|e| DbError::Control(e.to_string()))?;
+            self.access
+                .insert(op, txn, device, (self.shared.clock)())
+                .map_err(|e| DbError::Control(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// A new epoch of `scope`, sealed to its readers except `leaving`.
     fn rotation(
         &mut self,
         device: &SecretKey,
         scope: &Name,
-        leaving: &PublicKey,
+        leaving: Option<&PublicKey>,
     ) -> Result<Rotation, String> {
         let epoch = self
             .access
@@ -1268,7 +1304,7 @@ impl<S: Store> Writer<S> {
             .and_then(|s| s.current())
             .map_or(0, |current| current + 1);
         let readers: Vec<Party> =
-            self.access.readers(scope).into_iter().filter(|p| p.key != *leaving).collect();
+            self.access.readers(scope).into_iter().filter(|p| Some(&p.key) != leaving).collect();
         let key = ScopeKey::generate(&mut self.rng);
         Rotation::seal(
             device,
@@ -1334,7 +1370,7 @@ impl<S: Store> Writer<S> {
                 .access
                 .issue(&device, Payload::RotateKey(rotation), (self.shared.clock)())
                 .map_err(|e| control(&e))?;
-            self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
+            self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
         }
         // The schema itself goes into the control log, so every device and
         // app of the database gets it.
@@ -1344,7 +1380,7 @@ impl<S: Store> Writer<S> {
                 .access
                 .issue(&device, Payload::Schema { namespace: scope, text }, (self.shared.clock)())
                 .map_err(|e| control(&e))?;
-            self.access.insert(op, txn, &device).map_err(|e| control(&e))?;
+            self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
         }
         self.after_control_change(txn, &keys_before)?;
         self.catalog = catalog;

@@ -272,10 +272,11 @@ pub(crate) fn admit_as_member<S: Store>(
 ) -> Result<(), DbError> {
     let authors = KeyCache::default();
     let mut log = ControlLog::new(database);
+    let now = now_ms();
     for bytes in ops {
         let op =
             ControlOp::decode_with(bytes, &authors).map_err(|e| DbError::Control(e.to_string()))?;
-        if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
+        if let Ok(Inserted::Admitted(ids)) = log.insert(op, now) {
             for id in ids {
                 if let Some(op) = log.get(&id) {
                     txn.insert_op(op);

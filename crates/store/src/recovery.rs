@@ -97,8 +97,9 @@ impl Database<SledStore> {
             })?;
         let mut log = ControlLog::new(database);
         let mut txn = replica.begin();
+        let now = now_ms();
         for op in ops {
-            if let Ok(Inserted::Admitted(ids)) = log.insert(op) {
+            if let Ok(Inserted::Admitted(ids)) = log.insert(op, now) {
                 for id in ids {
                     if let Some(op) = log.get(&id) {
                         txn.insert_op(op);
@@ -126,10 +127,10 @@ impl Database<SledStore> {
             &log,
             &root,
             Payload::AddDevice { device: party.key, sealing: party.sealing, keys },
-            now_ms(),
+            now,
         )
         .map_err(|e| fail(e.to_string()))?;
-        log.insert(add.clone()).map_err(|e| fail(e.to_string()))?;
+        log.insert(add.clone(), now).map_err(|e| fail(e.to_string()))?;
         txn.insert_op(&add);
         write_identity(&mut txn, database, &device, None);
         txn.apply()?;

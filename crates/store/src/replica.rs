@@ -387,20 +387,21 @@ impl<S: Store> Replica<S> {
         scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
     }
 
-    /// Every stored control operation, admitted into a fresh log of
-    /// `database` (operations whose parents are missing stay held there).
+    /// The log of `database` rebuilt from every stored control operation
+    /// (parents first, whatever their ids). Only admitted operations are
+    /// stored, so one that is not admitted again, or lacks a parent, means
+    /// the store is damaged: that is an error, never a silent drop.
     pub fn control_log(&self, database: DatabaseId) -> Result<ControlLog, StoreError> {
         let keys = KeyCache::default();
-        let mut log = ControlLog::new(database);
-        for entry in scan_prefix(&self.store, &[layout::CONTROL]) {
-            let (_, bytes) = entry?;
-            let op = ControlOp::decode_with(&bytes, &keys)
-                .map_err(|e| StoreError::Corrupt { what: "control op", reason: e.to_string() })?;
-            // Only admitted operations are stored, so a refusal here means
-            // the rules changed; the operation is simply not counted.
-            let _ = log.insert(op);
-        }
-        Ok(log)
+        let ops = scan_prefix(&self.store, &[layout::CONTROL])
+            .map(|entry| {
+                let (_, bytes) = entry?;
+                ControlOp::decode_with(&bytes, &keys)
+                    .map_err(|e| StoreError::Corrupt { what: "control op", reason: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ControlLog::restore(database, ops)
+            .map_err(|e| StoreError::Corrupt { what: "control log", reason: e.to_string() })
     }
 
     /// Ids of the stored commits the control log does not authorise.

@@ -52,7 +52,7 @@ impl World {
         )
         .unwrap();
         let mut log = ControlLog::new(genesis.database());
-        log.insert(genesis).unwrap();
+        log.insert(genesis, u64::MAX).unwrap();
         let mut world = World {
             root,
             laptop,
@@ -104,7 +104,7 @@ impl World {
 
     fn issue(&mut self, payload: Payload) -> ControlOp {
         let op = self.op(payload);
-        self.log.insert(op.clone()).unwrap();
+        self.log.insert(op.clone(), u64::MAX).unwrap();
         op
     }
 

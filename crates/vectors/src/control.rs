@@ -190,7 +190,7 @@ pub(crate) fn vectors() -> Json {
 
     let mut log = ControlLog::new(db);
     for (_, _, op) in ops.iter().rev() {
-        log.insert((*op).clone()).expect("admitted");
+        log.insert((*op).clone(), u64::MAX).expect("admitted");
     }
     assert_eq!(log.held(), 0);
     let state = log.state();
@@ -224,16 +224,35 @@ pub(crate) fn vectors() -> Json {
     // Ops that must be refused, each inserted into the log above.
     let pinner = principal("pinner");
     let mut negative = Vec::new();
-    let mut refuse = |name: &str, why: &str, op: ControlOp| {
+    // Each is inserted at local wall time `now_ms`: the ops' own clock,
+    // unless the vector is about a clock far behind the op's stamp.
+    let local_clock = T0 + 20_000;
+    let mut refuse_at = |name: &str, why: &str, op: ControlOp, now_ms: u64| {
         let mut l = log.clone();
-        let error = l.insert(op.clone()).expect_err("refused");
+        let error = l.insert(op.clone(), now_ms).expect_err("refused");
         negative.push(json!({
             "name": name,
             "why": why,
             "op": hex(op.as_bytes()),
+            "now_ms": now_ms,
             "error": errors::insert(&error),
         }));
     };
+    let ahead = ControlOp::create(
+        &laptop,
+        OpBody {
+            hlc: Hlc { wall_ms: u64::MAX, counter: u32::MAX },
+            ..body(&laptop, db, log.heads(), 10, Payload::AddPinner { pinner: pinner.public() })
+        },
+    )
+    .expect("op");
+    refuse_at(
+        "stamped far ahead of the local clock",
+        "hlc.wall_ms more than 60,000 ms past the receiver's clock: not admitted yet (and not remembered as refused), so one op cannot freeze the log",
+        ahead,
+        local_clock,
+    );
+    let mut refuse = |name: &str, why: &str, op: ControlOp| refuse_at(name, why, op, local_clock);
     let heads = log.heads();
     refuse(
         "app adds a pinning peer",

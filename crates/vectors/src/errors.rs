@@ -77,7 +77,7 @@ pub fn insert(error: &basic_proto::control::InsertError) -> &'static str {
         InsertError::RefusedParent(_) => "refused-parent",
         InsertError::StampNotAfterParents => "stamp-not-after-parents",
         InsertError::Unauthorised { .. } => "unauthorised",
-        InsertError::TooManyHeld(_) => "too-many-held",
+        InsertError::Ahead(_) => "ahead",
     }
 }
 

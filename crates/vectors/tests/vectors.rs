@@ -226,7 +226,7 @@ fn control_ops_check_step_by_step_and_give_the_listed_state() {
             }
             let mut log = ControlLog::new(database);
             for op in order {
-                log.insert(op.clone()).unwrap();
+                log.insert(op.clone(), u64::MAX).unwrap();
             }
             assert_eq!(log.held(), 0);
             assert_eq!(json::auth_state(&log.state()), file["state"]);
@@ -234,7 +234,7 @@ fn control_ops_check_step_by_step_and_give_the_listed_state() {
     }
     let mut log = ControlLog::new(database);
     for op in &ops {
-        log.insert(op.clone()).unwrap();
+        log.insert(op.clone(), u64::MAX).unwrap();
     }
     let state = log.state();
     for c in file["commits"].as_array().unwrap() {
@@ -247,7 +247,8 @@ fn control_ops_check_step_by_step_and_give_the_listed_state() {
     }
     for n in file["negative"].as_array().unwrap() {
         let op = ControlOp::decode(&bytes(&n["op"])).unwrap();
-        let error = log.clone().insert(op).unwrap_err();
+        let now_ms = n["now_ms"].as_u64().unwrap();
+        let error = log.clone().insert(op, now_ms).unwrap_err();
         assert_eq!(errors::insert(&error), n["error"], "{}", n["name"]);
     }
     for n in file["negative_decode"].as_array().unwrap() {

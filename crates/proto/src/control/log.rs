@@ -2,39 +2,24 @@
 //!
 //! Implements `protocol-spec/control-log.md` §5.1–§5.2. An operation is
 //! *admitted* when its parents are admitted, its stamp is above theirs,
-//! and its author was a member in its own causal past. That depends on the
-//! operation's past only, so an operation refused once is refused on every
-//! node, and the admitted set does not depend on the order of arrival.
-//! Operations whose parents are not known yet are held (a bounded buffer)
-//! and admitted when the parents come. The authorisation state is then a
-//! pure function of the admitted set ([`AuthState`]).
+//! and its author is the root or a device added in its own causal past.
+//! That depends on the operation's past only, so an operation refused once
+//! is refused on every node, and the admitted set does not depend on the
+//! order of arrival. Operations whose parents are not known yet are held
+//! (a bounded buffer, oldest dropped first: peers offer them again) and
+//! admitted when the parents come; operations stamped too far ahead of the
+//! local clock are not admitted yet (peers offer them again, too). The
+//! authorisation state is then a pure function of the admitted set
+//! ([`AuthState`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use crate::hlc::{ClockAhead, check_not_ahead};
 use crate::keys::{AuthorId, DatabaseId, PublicKey};
 
 use super::op::{ControlOp, OpId, Payload};
 use super::state::AuthState;
-
-/// Devices added and removed in a causal past (removal is permanent).
-/// Joining two pasts is the union of both sets, so the summary of an
-/// operation's past is the join of its parents' summaries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Membership {
-    pub(crate) added: BTreeSet<PublicKey>,
-    pub(crate) removed: BTreeSet<PublicKey>,
-}
-
-impl Membership {
-    pub(crate) fn join(&mut self, other: &Membership) {
-        self.added.extend(other.added.iter().copied());
-        self.removed.extend(other.removed.iter().copied());
-    }
-
-    pub(crate) fn is_member(&self, key: &PublicKey) -> bool {
-        self.added.contains(key) && !self.removed.contains(key)
-    }
-}
 
 /// Why an operation was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +42,14 @@ pub enum InsertError {
     /// observe its parents.
     #[error("control op stamp is not above its parents' stamps")]
     StampNotAfterParents,
-    /// The author may not issue this operation: not the root, and not a
-    /// device that is a member in the operation's causal past (apps and
-    /// pinning peers issue nothing).
+    /// The stamp is too far ahead of the local clock. Not a refusal: the
+    /// operation is not remembered, and is admitted when offered again
+    /// once the clock has caught up.
+    #[error("control op stamped too far ahead: {0}")]
+    Ahead(ClockAhead),
+    /// The author may not issue operations here: not the root, and not a
+    /// device added in the operation's causal past (apps, pinning peers
+    /// and strangers issue nothing).
     #[error("{author:?} may not issue a {kind} operation here")]
     Unauthorised {
         /// The signer.
@@ -67,9 +57,6 @@ pub enum InsertError {
         /// The operation's kind.
         kind: &'static str,
     },
-    /// Too many operations are waiting for their parents.
-    #[error("{0} control ops already wait for their parents")]
-    TooManyHeld(usize),
 }
 
 /// What inserting an operation did.
@@ -84,11 +71,33 @@ pub enum Inserted {
     Held(Vec<OpId>),
 }
 
+/// Why stored operations do not form a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// A stored operation names a parent that is not stored.
+    #[error("stored control op {op} names parent {parent}, which is not stored")]
+    MissingParent {
+        /// The operation.
+        op: OpId,
+        /// The parent it lacks.
+        parent: OpId,
+    },
+    /// A stored operation is refused by the admission rules.
+    #[error("stored control op {op} is not admissible: {error}")]
+    Refused {
+        /// The operation.
+        op: OpId,
+        /// Why.
+        error: InsertError,
+    },
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     op: ControlOp,
-    /// Membership in the operation's past and the operation itself.
-    upto: Membership,
+    /// Devices added in the operation's past, or by the operation itself.
+    /// Shared with the parent when the operation adds none.
+    added: Arc<BTreeSet<PublicKey>>,
 }
 
 /// One database's control operations: admitted, held, and refused ids.
@@ -97,13 +106,20 @@ pub struct ControlLog {
     database: DatabaseId,
     root: Option<PublicKey>,
     admitted: BTreeMap<OpId, Entry>,
-    held: BTreeMap<OpId, ControlOp>,
+    held: BTreeMap<OpId, (u64, ControlOp)>,
+    /// Held operations by arrival, oldest first.
+    arrivals: BTreeMap<u64, OpId>,
+    held_bytes: usize,
+    next_arrival: u64,
     refused: BTreeSet<OpId>,
 }
 
 impl ControlLog {
-    /// Most operations held while their parents are missing.
+    /// Most operations held while their parents are missing; beyond it the
+    /// oldest held operation is dropped.
     pub const MAX_HELD: usize = 1024;
+    /// Most bytes of operations held while their parents are missing.
+    pub const MAX_HELD_BYTES: usize = 8 << 20;
     /// Most refused ids remembered (then forgotten all at once; an op
     /// depending on a forgotten one is held instead of refused).
     pub const MAX_REFUSED: usize = 4096;
@@ -116,8 +132,60 @@ impl ControlLog {
             root: None,
             admitted: BTreeMap::new(),
             held: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            held_bytes: 0,
+            next_arrival: 0,
             refused: BTreeSet::new(),
         }
+    }
+
+    /// Rebuilds the log of operations admitted earlier (read back from
+    /// disk): admitted parents first, whatever order they are given in,
+    /// without holding anything and without the clock bound (they passed
+    /// it when they arrived). Every operation must be admitted again.
+    pub fn restore(
+        database: DatabaseId,
+        ops: impl IntoIterator<Item = ControlOp>,
+    ) -> Result<Self, RestoreError> {
+        let mut log = Self::new(database);
+        let pending: BTreeMap<OpId, ControlOp> = ops.into_iter().map(|op| (op.id(), op)).collect();
+        let mut waiting: BTreeMap<OpId, usize> = BTreeMap::new();
+        let mut children: BTreeMap<OpId, Vec<OpId>> = BTreeMap::new();
+        let mut ready = BTreeSet::new();
+        for (id, op) in &pending {
+            let parents = &op.body().parents;
+            if let Some(parent) = parents.iter().find(|p| !pending.contains_key(p)) {
+                return Err(RestoreError::MissingParent { op: *id, parent: *parent });
+            }
+            if parents.is_empty() {
+                ready.insert(*id);
+            }
+            waiting.insert(*id, parents.len());
+            for parent in parents {
+                children.entry(*parent).or_default().push(*id);
+            }
+        }
+        while let Some(id) = ready.pop_first() {
+            if let Some(op) = pending.get(&id) {
+                log.admit(op.clone(), None)
+                    .map_err(|error| RestoreError::Refused { op: id, error })?;
+            }
+            for child in children.get(&id).into_iter().flatten() {
+                if let Some(n) = waiting.get_mut(child) {
+                    *n -= 1;
+                    if *n == 0 {
+                        ready.insert(*child);
+                    }
+                }
+            }
+        }
+        // Whatever was never ready lies on a cycle of parents, which ids
+        // (hashes) make impossible; say so rather than drop it.
+        if let Some((id, op)) = pending.iter().find(|(id, _)| !log.admitted.contains_key(id)) {
+            let parent = op.body().parents.first().copied().unwrap_or(*id);
+            return Err(RestoreError::MissingParent { op: *id, parent });
+        }
+        Ok(log)
     }
 
     /// The database.
@@ -153,18 +221,19 @@ impl ControlLog {
         self.admitted.keys().filter(|id| !named.contains(id)).copied().collect()
     }
 
-    /// Adds a verified operation (see [`ControlOp::decode`]). Idempotent:
-    /// a replayed operation has the same id and changes nothing.
-    pub fn insert(&mut self, op: ControlOp) -> Result<Inserted, InsertError> {
-        let result = self.insert_one(op);
-        if result.is_err() {
+    /// Adds a verified operation (see [`ControlOp::decode`]) received at
+    /// local wall time `now_ms`. Idempotent: a replayed operation has the
+    /// same id and changes nothing.
+    pub fn insert(&mut self, op: ControlOp, now_ms: u64) -> Result<Inserted, InsertError> {
+        let result = self.insert_one(op, now_ms);
+        if matches!(result, Err(ref error) if !matches!(error, InsertError::Ahead(_))) {
             // Held operations depending on the refused one are refused too.
-            self.settle();
+            self.settle(now_ms);
         }
         result
     }
 
-    fn insert_one(&mut self, op: ControlOp) -> Result<Inserted, InsertError> {
+    fn insert_one(&mut self, op: ControlOp, now_ms: u64) -> Result<Inserted, InsertError> {
         let id = op.id();
         if self.admitted.contains_key(&id) || self.held.contains_key(&id) {
             return Ok(Inserted::Duplicate);
@@ -183,41 +252,64 @@ impl ControlLog {
         if let Some(parent) = op.body().parents.iter().find(|p| self.refused.contains(p)) {
             return Err(self.refuse(id, InsertError::RefusedParent(*parent)));
         }
+        check_not_ahead(op.body().hlc, now_ms).map_err(InsertError::Ahead)?;
         let missing: Vec<OpId> =
             op.body().parents.iter().filter(|p| !self.admitted.contains_key(p)).copied().collect();
         if !missing.is_empty() {
-            if self.held.len() >= Self::MAX_HELD {
-                return Err(InsertError::TooManyHeld(self.held.len()));
-            }
-            self.held.insert(id, op);
+            self.hold(op);
             return Ok(Inserted::Held(missing));
         }
-        self.admit(op)?;
+        self.admit(op, Some(now_ms))?;
         let mut done = vec![id];
-        done.extend(self.settle());
+        done.extend(self.settle(now_ms));
         Ok(Inserted::Admitted(done))
+    }
+
+    /// Keeps `op` until its parents come, dropping the oldest held
+    /// operations beyond the bounds: a peer offers them again, since they
+    /// are not below this log's heads.
+    fn hold(&mut self, op: ControlOp) {
+        while !self.held.is_empty()
+            && (self.held.len() >= Self::MAX_HELD
+                || self.held_bytes + op.as_bytes().len() > Self::MAX_HELD_BYTES)
+        {
+            let Some((_, oldest)) = self.arrivals.pop_first() else { break };
+            self.unhold(&oldest);
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.held_bytes += op.as_bytes().len();
+        self.arrivals.insert(arrival, op.id());
+        self.held.insert(op.id(), (arrival, op));
+    }
+
+    fn unhold(&mut self, id: &OpId) -> Option<ControlOp> {
+        let (arrival, op) = self.held.remove(id)?;
+        self.arrivals.remove(&arrival);
+        self.held_bytes -= op.as_bytes().len();
+        Some(op)
     }
 
     /// Admits held operations whose parents are now all admitted, and
     /// refuses those depending on a refused one, until nothing changes.
     /// Returns the ids admitted, in order.
-    fn settle(&mut self) -> Vec<OpId> {
+    fn settle(&mut self, now_ms: u64) -> Vec<OpId> {
         let mut done = Vec::new();
         loop {
             let mut changed = false;
             let ids: Vec<OpId> = self.held.keys().copied().collect();
             for id in ids {
-                let Some(op) = self.held.get(&id) else { continue };
+                let Some((_, op)) = self.held.get(&id) else { continue };
                 let parents = &op.body().parents;
                 if parents.iter().any(|p| self.refused.contains(p)) {
-                    self.held.remove(&id);
+                    self.unhold(&id);
                     self.remember_refused(id);
                     changed = true;
                 } else if parents.iter().all(|p| self.admitted.contains_key(p)) {
-                    if let Some(op) = self.held.remove(&id) {
+                    if let Some(op) = self.unhold(&id) {
                         // A held op refused now is remembered as refused;
                         // its error has no caller to go to.
-                        if self.admit(op).is_ok() {
+                        if self.admit(op, Some(now_ms)).is_ok() {
                             done.push(id);
                         }
                     }
@@ -230,19 +322,32 @@ impl ControlLog {
         }
     }
 
-    /// Checks and admits an op whose parents are all admitted.
-    fn admit(&mut self, op: ControlOp) -> Result<(), InsertError> {
+    /// Checks and admits an op whose parents are all admitted; `now_ms`
+    /// bounds its stamp (`None` for operations admitted before).
+    fn admit(&mut self, op: ControlOp, now_ms: Option<u64>) -> Result<(), InsertError> {
         let id = op.id();
         let body = op.body();
-        let mut past = Membership::default();
+        if let Some(now_ms) = now_ms {
+            check_not_ahead(body.hlc, now_ms).map_err(InsertError::Ahead)?;
+        }
+        let mut added: Option<Arc<BTreeSet<PublicKey>>> = None;
         for parent in &body.parents {
-            if let Some(entry) = self.admitted.get(parent) {
-                past.join(&entry.upto);
-                if body.hlc <= entry.op.body().hlc {
-                    return Err(self.refuse(id, InsertError::StampNotAfterParents));
+            let Some(entry) = self.admitted.get(parent) else {
+                // Unreachable: callers admit only ops whose parents are.
+                return Err(self.refuse(id, InsertError::RefusedParent(*parent)));
+            };
+            if body.hlc <= entry.op.body().hlc {
+                return Err(self.refuse(id, InsertError::StampNotAfterParents));
+            }
+            match &mut added {
+                None => added = Some(entry.added.clone()),
+                Some(set) if !Arc::ptr_eq(set, &entry.added) => {
+                    Arc::make_mut(set).extend(entry.added.iter().copied());
                 }
+                Some(_) => {}
             }
         }
+        let mut added = added.unwrap_or_default();
         let root = match (&body.payload, self.root) {
             (Payload::Genesis { .. }, _) => body.author,
             (_, Some(root)) => root,
@@ -250,24 +355,20 @@ impl ControlLog {
             // every admitted op descends from the genesis.
             (_, None) => return Err(self.refuse(id, unauthorised(&op))),
         };
-        if body.author != root && !past.is_member(&body.author) {
+        if body.author != root && !added.contains(&body.author) {
             return Err(self.refuse(id, unauthorised(&op)));
         }
-        let mut upto = past;
         match &body.payload {
             Payload::Genesis { device, .. } => {
                 self.root = Some(body.author);
-                upto.added.insert(*device);
+                Arc::make_mut(&mut added).insert(*device);
             }
-            Payload::AddDevice { device, .. } => {
-                upto.added.insert(*device);
-            }
-            Payload::RemoveDevice { device, .. } => {
-                upto.removed.insert(*device);
+            Payload::AddDevice { device, .. } if !added.contains(device) => {
+                Arc::make_mut(&mut added).insert(*device);
             }
             _ => {}
         }
-        self.admitted.insert(id, Entry { op, upto });
+        self.admitted.insert(id, Entry { op, added });
         Ok(())
     }
 

@@ -18,6 +18,8 @@ use super::log::{ControlLog, Inserted};
 use super::op::{ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation};
 
 pub(crate) const T0: u64 = 1_700_000_000_000;
+/// A local clock past every stamp the tests make.
+pub(crate) const NOW: u64 = u64::MAX;
 
 pub(crate) fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])
@@ -59,7 +61,7 @@ impl World {
         .unwrap();
         let db = genesis.database();
         let mut log = ControlLog::new(db);
-        log.insert(genesis.clone()).unwrap();
+        log.insert(genesis.clone(), NOW).unwrap();
         Self { rng: ChaCha20Rng::seed_from_u64(5), root, laptop, db, log, genesis, tick: 0 }
     }
 
@@ -93,7 +95,7 @@ impl World {
     pub(crate) fn issue(&mut self, author: &SecretKey, payload: Payload) -> ControlOp {
         let heads = self.log.heads();
         let op = self.op_on(author, heads, payload);
-        assert!(matches!(self.log.insert(op.clone()), Ok(Inserted::Admitted(_))));
+        assert!(matches!(self.log.insert(op.clone(), NOW), Ok(Inserted::Admitted(_))));
         op
     }
 

@@ -89,14 +89,15 @@ pub trait SyncStore {
     fn ingest_commits(&mut self, commits: &[Vec<u8>]) -> Result<Stored, StoreFailure>;
 }
 
-/// Verifies encoded operations and admits them into `log`: the
-/// [`SyncStore::ingest_ops`] of a replica that keeps its log in memory.
-pub fn admit_ops(log: &mut ControlLog, ops: &[Vec<u8>]) -> Stored {
+/// Verifies encoded operations and admits them into `log` at local wall
+/// time `now_ms`: the [`SyncStore::ingest_ops`] of a replica that keeps its
+/// log in memory.
+pub fn admit_ops(log: &mut ControlLog, ops: &[Vec<u8>], now_ms: u64) -> Stored {
     let mut stored = Stored::default();
     for bytes in ops {
         match ControlOp::decode(bytes) {
             Err(_) => stored.invalid += 1,
-            Ok(op) => match log.insert(op) {
+            Ok(op) => match log.insert(op, now_ms) {
                 Ok(Inserted::Admitted(ids)) => stored.new += ids.len() as u64,
                 Ok(_) => {}
                 Err(_) => stored.refused += 1,

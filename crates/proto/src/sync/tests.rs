@@ -29,7 +29,7 @@ struct MapStore {
 impl MapStore {
     fn new(genesis: &ControlOp) -> Self {
         let mut log = ControlLog::new(genesis.database());
-        log.insert(genesis.clone()).unwrap();
+        log.insert(genesis.clone(), u64::MAX).unwrap();
         let auth = Arc::new(log.state());
         Self { log, auth, commits: BTreeMap::new() }
     }
@@ -61,7 +61,7 @@ impl SyncStore for MapStore {
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
-        let stored = admit_ops(&mut self.log, ops);
+        let stored = admit_ops(&mut self.log, ops, u64::MAX);
         self.auth = Arc::new(self.log.state());
         Ok(stored)
     }
