@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use basic_proto::Party;
-use basic_proto::control::{ControlOp, OpBody, Payload, Rights};
+use basic_proto::control::{ControlOp, OpBody, Payload, Rights, Rotation};
 use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
 use basic_store::{
     Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, WriteOutcome,
@@ -507,4 +507,37 @@ fn a_long_control_log_survives_a_restart_whole() {
     let db = open(dir.path());
     assert_eq!(db.control_log().len(), before);
     assert!(db.auth_state().apps()[&app_key].scopes[&todo].revoked.is_some());
+}
+
+/// Issue 10 items 7 and 9: a scope whose newest key was sealed to someone
+/// who does not read it (here: a stranger), or that this device holds no
+/// key of, is rotated by the device at once, sealed to its readers only.
+#[test]
+fn a_compromised_scope_is_rotated_away_from_whoever_should_not_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(dir.path());
+    let todo = Name::new("todo").unwrap();
+    let root = basic_store::recovery::decode(&db.recovery_secret().unwrap().unwrap()).unwrap();
+    let stranger = SecretKey::from_seed([66; 32]);
+    let sign = |payload: Payload| {
+        let log = db.control_log();
+        let hlc = log.ordered().iter().map(|op| op.body().hlc).max().unwrap().successor();
+        let body =
+            OpBody { database: db.id(), author: root.public(), parents: log.heads(), hlc, payload };
+        ControlOp::create(&root, body).unwrap().as_bytes().to_vec()
+    };
+    // The root rotates `todo` to epoch 1, sealed to itself and a stranger
+    // but not to this device.
+    let key = ScopeKey::from_bytes([9; 32]);
+    let parties = [Party::of(&root), Party::of(&stranger)];
+    let rotation =
+        Rotation::seal(&root, db.id(), todo.clone(), 1, &key, &parties, &mut rand::rng()).unwrap();
+    assert!(db.ingest_ops(&[sign(Payload::RotateKey(rotation))]).unwrap()[0].is_ok());
+    // The device rotated to epoch 2 right away; the stranger holds no key of it.
+    let state = db.auth_state();
+    assert!(state.compromised().is_empty());
+    assert_eq!(state.scopes()[&todo].current(), Some(2));
+    assert!(state.scope_keys(&stranger, &todo, 2).is_empty());
+    assert_eq!(db.scope_keys().current(&todo).unwrap().0, 2);
+    write(&db, "INSERT INTO lists (id, name) VALUES ('x', 'X')");
 }
