@@ -41,8 +41,8 @@ use crate::recovery::{self, RecoveryError};
 use crate::replica::{Inserted, Keyring, Outcome, Replica, RowChange, Txn};
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
-use crate::sql::{self, SqlError, Statement};
-use crate::view::{self, ViewError};
+use crate::sql::{self, Caller, Checked, SqlError, Statement};
+use crate::view::{self, Gate, Reach, ViewError};
 use crate::write::{self, WriteError};
 
 /// Most jobs one group commit takes.
@@ -155,6 +155,7 @@ pub enum IngestError {
 
 enum Job {
     Write {
+        caller: Caller,
         statement: Statement,
         params: Vec<Value>,
         reply: mpsc::Sender<Result<WriteOutcome, DbError>>,
@@ -216,13 +217,15 @@ struct Shared<S> {
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Told (without waiting) after every durable group of changes.
     watchers: Mutex<Vec<mpsc::SyncSender<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<(Connection, Gate)>>,
+    /// Time each caller statement may run, in microseconds.
+    budget: std::sync::atomic::AtomicU64,
     database: DatabaseId,
     device: PublicKey,
     stopped: Mutex<Option<String>>,
     authors: KeyCache,
     /// Checked statements by namespace and text; cleared when the schema changes.
-    statements: Mutex<HashMap<(Option<Name>, String), Statement>>,
+    statements: Mutex<HashMap<(Option<Name>, String), Checked>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -338,7 +341,7 @@ impl<S: Store> Database<S> {
             Some(bytes) => decode_u64(&bytes, "watermark")?,
             None => 0,
         };
-        let conn = view::open_writer(view_path)?;
+        let (conn, gate) = view::open_writer(view_path)?;
         if view::watermark(&conn)? != watermark {
             view::rebuild(&conn, &catalog, &replica)?;
             view::set_watermark(&conn, watermark)?;
@@ -355,6 +358,7 @@ impl<S: Store> Database<S> {
             clock: environment.clock,
             watchers: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
+            budget: std::sync::atomic::AtomicU64::new(micros(query::DEFAULT_BUDGET)),
             database,
             device: device.public(),
             stopped: Mutex::new(None),
@@ -362,9 +366,9 @@ impl<S: Store> Database<S> {
             statements: Mutex::new(HashMap::new()),
         });
         let live_shared = Arc::clone(&shared);
-        let live = Live::start(move |sql: &str, params: &[Value]| {
-            with_reader(&live_shared, |conn, catalog| query::run(conn, catalog, sql, params)).ok()
-        });
+        let live = Live::start(Box::new(move |sql: &str, params: &[Value], reach: &Arc<Reach>| {
+            with_reader(&live_shared, reach, sql, params)
+        }));
         let (jobs, queue) = mpsc::sync_channel(MAX_QUEUE);
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -377,6 +381,7 @@ impl<S: Store> Database<S> {
                 None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
             },
             changed_tables: live.notifier(),
+            gate,
             published_stale: false,
             held: shared.replica.held_count()?,
         };
@@ -426,11 +431,27 @@ impl<S: Store> Database<S> {
         params: &[Value],
         namespace: Option<&Name>,
     ) -> Result<Executed, DbError> {
-        match self.parse(sql, namespace)? {
-            Statement::Select { sql, .. } => Ok(Executed::Rows(self.run_query(&sql, params)?)),
+        self.execute_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::execute`] for `caller`: its SQL reaches only the tables
+    /// it may read (enforced by SQLite's authorizer as well as checked
+    /// here) and writes only the ones it may write.
+    pub fn execute_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Executed, DbError> {
+        match self.parse(caller, sql, namespace)? {
+            Statement::Select { sql, .. } => {
+                Ok(Executed::Rows(self.run_query(caller, &sql, params)?))
+            }
             statement => {
-                let params = params.to_vec();
-                self.submit(|reply| Job::Write { statement, params, reply }).map(Executed::Written)
+                let (caller, params) = (caller.clone(), params.to_vec());
+                self.submit(|reply| Job::Write { caller, statement, params, reply })
+                    .map(Executed::Written)
             }
         }
     }
@@ -442,8 +463,19 @@ impl<S: Store> Database<S> {
         params: &[Value],
         namespace: Option<&Name>,
     ) -> Result<Rows, DbError> {
-        match self.parse(sql, namespace)? {
-            Statement::Select { sql, .. } => self.run_query(&sql, params),
+        self.query_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::query`] for `caller` (see [`Database::execute_as`]).
+    pub fn query_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Rows, DbError> {
+        match self.parse(caller, sql, namespace)? {
+            Statement::Select { sql, .. } => self.run_query(caller, &sql, params),
             _ => Err(DbError::NotAQuery),
         }
     }
@@ -456,13 +488,45 @@ impl<S: Store> Database<S> {
         params: &[Value],
         namespace: Option<&Name>,
     ) -> Result<Subscription, DbError> {
-        match self.parse(sql, namespace)? {
+        self.subscribe_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::subscribe`] for `caller` (see [`Database::execute_as`]);
+    /// each run again is within the caller's reach and the statement
+    /// budget, and a run again past the budget ends the subscription.
+    pub fn subscribe_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Subscription, DbError> {
+        match self.parse(caller, sql, namespace)? {
             Statement::Select { sql, tables } => {
-                let first = self.run_query(&sql, params)?;
-                Ok(self.live.subscribe(sql, params.to_vec(), tables, first))
+                let reach = self.reach(caller);
+                let first = with_reader(&self.shared, &reach, &sql, params)?;
+                Ok(self.live.subscribe(sql, params.to_vec(), tables, reach, first))
             }
             _ => Err(DbError::NotAQuery),
         }
+    }
+
+    /// How long one statement may run (see [`Database::set_statement_budget`]).
+    pub fn statement_budget(&self) -> std::time::Duration {
+        self.shared.budget()
+    }
+
+    /// Sets how long one statement may run — a query, a live query's run
+    /// after each change, a write's evaluation — before it is stopped with
+    /// a timeout error. The default is [`query::DEFAULT_BUDGET`].
+    pub fn set_statement_budget(&self, budget: std::time::Duration) {
+        self.shared.budget.store(micros(budget), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why the database stopped, if a storage failure stopped it: writes
+    /// and schema changes fail until it is opened again.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.stopped).clone()
     }
 
     /// Applies a new version of one namespace's schema (additive only).
@@ -623,29 +687,47 @@ impl<S: Store> Database<S> {
         Ok(outcomes.into_iter().filter_map(|outcome| outcome.or_else(|| inserted.next())).collect())
     }
 
-    /// Parses and checks `sql`, reusing the result for the same text.
-    fn parse(&self, sql: &str, namespace: Option<&Name>) -> Result<Statement, DbError> {
+    /// Parses and checks `sql` for `caller`, reusing the parse for the
+    /// same text.
+    fn parse(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        namespace: Option<&Name>,
+    ) -> Result<Statement, DbError> {
+        let checked = self.check(sql, namespace)?;
+        checked.authorize(caller)?;
+        Ok(checked.statement)
+    }
+
+    fn check(&self, sql: &str, namespace: Option<&Name>) -> Result<Checked, DbError> {
         let cache_key = (namespace.cloned(), sql.to_owned());
-        if let Some(statement) = lock(&self.shared.statements).get(&cache_key) {
-            return Ok(statement.clone());
+        if let Some(checked) = lock(&self.shared.statements).get(&cache_key) {
+            return Ok(checked.clone());
         }
         let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
         let tables: BTreeSet<Name> =
             catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
         drop(catalog);
-        let statement = sql::parse(sql, &tables, namespace)?;
+        let checked = sql::check(sql, &tables, namespace)?;
         if sql.len() <= CACHED_SQL_LEN {
             let mut statements = lock(&self.shared.statements);
             if statements.len() >= STATEMENT_CACHE {
                 statements.clear();
             }
-            statements.insert(cache_key, statement.clone());
+            statements.insert(cache_key, checked.clone());
         }
-        Ok(statement)
+        Ok(checked)
     }
 
-    fn run_query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
-        with_reader(&self.shared, |conn, catalog| query::run(conn, catalog, sql, params))
+    /// The tables `caller` may read now.
+    fn reach(&self, caller: &Caller) -> Arc<Reach> {
+        let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
+        Arc::new(Reach::of(caller, &catalog))
+    }
+
+    fn run_query(&self, caller: &Caller, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        with_reader(&self.shared, &self.reach(caller), sql, params)
     }
 
     fn submit<T>(
@@ -671,20 +753,38 @@ impl<S: Store> Drop for Database<S> {
     }
 }
 
-/// Runs `f` with a query connection (from the pool, or a new one).
-fn with_reader<S, T>(
+/// Runs a checked `SELECT` within `reach` and the statement budget, on a
+/// query connection (from the pool, or a new one).
+fn with_reader<S>(
     shared: &Shared<S>,
-    f: impl FnOnce(&Connection, &Catalog) -> Result<T, QueryError>,
-) -> Result<T, DbError> {
-    let conn = match lock(&shared.readers).pop() {
-        Some(conn) => conn,
+    reach: &Arc<Reach>,
+    sql: &str,
+    params: &[Value],
+) -> Result<Rows, DbError> {
+    let (conn, gate) = match lock(&shared.readers).pop() {
+        Some(reader) => reader,
         None => view::open_reader(&shared.view_path)?,
     };
-    let catalog = shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
-    let result = f(&conn, &catalog);
-    drop(catalog);
-    lock(&shared.readers).push(conn);
+    // A copy: no lock is held while the query runs, so publishing a new
+    // catalog (a schema change) never waits for a query.
+    let catalog = read(&shared.catalog);
+    let budget = shared.budget();
+    let result = {
+        let _entered = gate.enter(&conn, reach, budget);
+        query::run(&conn, &catalog, sql, params, budget)
+    };
+    lock(&shared.readers).push((conn, gate));
     Ok(result?)
+}
+
+impl<S> Shared<S> {
+    fn budget(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.budget.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `f` over `items`, on every core when there are many.
@@ -904,6 +1004,8 @@ struct Writer<S> {
     watermark: u64,
     rng: rand::rngs::StdRng,
     changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
+    /// The writer connection's gate: a write's evaluation runs within it.
+    gate: Gate,
     /// Whether the catalog or keys changed since they were last published.
     published_stale: bool,
     /// Commits held back, waiting for their time.
@@ -976,8 +1078,8 @@ impl<S: Store> Writer<S> {
             changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             for job in group {
                 replies.push(match job {
-                    Job::Write { statement, params, reply } => {
-                        Reply::Write(reply, self.write(&tx, &mut txn, &statement, &params))
+                    Job::Write { caller, statement, params, reply } => {
+                        Reply::Write(reply, self.write(&tx, &mut txn, &caller, &statement, &params))
                     }
                     Job::Ingest { commits, reply } => {
                         Reply::Ingest(reply, self.ingest(&mut txn, commits))
@@ -989,10 +1091,10 @@ impl<S: Store> Writer<S> {
                         Reply::Control(reply, self.control(&tx, &mut txn, command))
                     }
                 });
-                if let Some(Err(DbError::Store(_) | DbError::View(_))) =
+                if let Some(Err(error @ (DbError::Store(_) | DbError::View(_)))) =
                     replies.last().map(result_of)
                 {
-                    return Err(DbError::Stopped("storage failure".into()));
+                    return Err(DbError::Stopped(error.to_string()));
                 }
                 changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             }
@@ -1034,7 +1136,12 @@ impl<S: Store> Writer<S> {
                 {
                     self.access = access;
                 }
-                let reason = error.to_string();
+                let reason = match error {
+                    DbError::Stopped(reason) => reason,
+                    other => other.to_string(),
+                };
+                // Known before any caller hears of it (health reports it).
+                *lock(&self.shared.stopped) = Some(reason.clone());
                 replies.into_iter().for_each(|r| r.fail(&reason));
                 Err(reason)
             }
@@ -1052,10 +1159,16 @@ impl<S: Store> Writer<S> {
         &mut self,
         tx: &Connection,
         txn: &mut Txn<'_, S>,
+        caller: &Caller,
         statement: &Statement,
         params: &[Value],
     ) -> Result<WriteOutcome, DbError> {
-        let ops = write::plan(tx, &self.catalog, txn, statement, params)?;
+        let bounds = write::Bounds {
+            gate: &self.gate,
+            reach: Arc::new(Reach::of(caller, &self.catalog)),
+            budget: self.shared.budget(),
+        };
+        let ops = write::plan(tx, &bounds, &self.catalog, txn, statement, params)?;
         let Some(table) = statement.written_table().filter(|_| !ops.is_empty()) else {
             return Ok(WriteOutcome { rows_affected: 0, commits: Vec::new() });
         };

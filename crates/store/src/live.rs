@@ -8,23 +8,52 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use basic_proto::{Name, Value};
 
-use crate::query::Rows;
+use crate::database::DbError;
+use crate::query::{QueryError, Rows};
+use crate::view::Reach;
+
+/// Why a live query ended on its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LiveError {
+    /// A re-run went past the statement budget: the query was ended so
+    /// that it cannot hold the live thread again.
+    #[error(
+        "the live query ran past its budget of {0:?} when run again after a change, and was ended: narrow it (WHERE, LIMIT, an index)"
+    )]
+    Timeout(Duration),
+}
+
+/// What the subscriber has not taken yet.
+#[derive(Debug, Default)]
+struct Pending {
+    newest: Option<Rows>,
+    ended: Option<LiveError>,
+}
 
 /// The newest result not yet taken by the subscriber.
 #[derive(Debug, Default)]
 struct Slot {
-    newest: Mutex<Option<Rows>>,
+    pending: Mutex<Pending>,
     ready: Condvar,
 }
 
 impl Slot {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn put(&self, rows: Rows) {
-        *self.newest.lock().unwrap_or_else(PoisonError::into_inner) = Some(rows);
+        self.pending().newest = Some(rows);
+        self.ready.notify_all();
+    }
+
+    fn end(&self, error: LiveError) {
+        self.pending().ended = Some(error);
         self.ready.notify_all();
     }
 }
@@ -37,20 +66,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next result, waiting at most `timeout`; `None` if nothing changed.
+    /// The next result, waiting at most `timeout`; `None` if nothing
+    /// changed (or the query ended: see [`Subscription::ended`]).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Rows> {
-        let guard = self.slot.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.slot.pending();
         let (mut guard, _) = self
             .slot
             .ready
-            .wait_timeout_while(guard, timeout, |newest| newest.is_none())
+            .wait_timeout_while(guard, timeout, |p| p.newest.is_none() && p.ended.is_none())
             .unwrap_or_else(PoisonError::into_inner);
-        guard.take()
+        guard.newest.take()
     }
 
     /// The next result if one is waiting.
     pub fn try_recv(&self) -> Option<Rows> {
-        self.slot.newest.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.slot.pending().newest.take()
+    }
+
+    /// Why the query ended, if it did: it sends nothing more.
+    pub fn ended(&self) -> Option<LiveError> {
+        self.slot.pending().ended.clone()
     }
 }
 
@@ -58,13 +93,17 @@ struct Entry {
     sql: String,
     params: Vec<Value>,
     tables: BTreeSet<Name>,
-    last: Rows,
+    reach: Arc<Reach>,
+    last: Mutex<Rows>,
     slot: Weak<Slot>,
 }
 
+/// How the live thread runs a checked `SELECT` for a caller's reach.
+pub type Runner = dyn Fn(&str, &[Value], &Arc<Reach>) -> Result<Rows, DbError> + Send;
+
 /// The registry of live queries and the thread that refreshes them.
 pub struct Live {
-    entries: Arc<Mutex<Vec<Entry>>>,
+    entries: Arc<Mutex<Vec<Arc<Entry>>>>,
     changes: Option<Sender<BTreeSet<Name>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -76,11 +115,11 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    /// Starts the live thread; `run` runs a checked `SELECT` (`None` if it
-    /// fails). The thread ends when every [`Live::notifier`] and the `Live`
-    /// itself are dropped.
-    pub fn start(run: impl Fn(&str, &[Value]) -> Option<Rows> + Send + 'static) -> Self {
-        let entries: Arc<Mutex<Vec<Entry>>> = Arc::new(Mutex::new(Vec::new()));
+    /// Starts the live thread; `run` runs a checked `SELECT` within a
+    /// reach (and the statement budget). The thread ends when every
+    /// [`Live::notifier`] and the `Live` itself are dropped.
+    pub fn start(run: Box<Runner>) -> Self {
+        let entries: Arc<Mutex<Vec<Arc<Entry>>>> = Arc::new(Mutex::new(Vec::new()));
         let (changes, incoming) = mpsc::channel::<BTreeSet<Name>>();
         let registry = Arc::clone(&entries);
         let thread = std::thread::Builder::new().name("basic-live".into()).spawn(move || {
@@ -100,18 +139,27 @@ impl Live {
         self.changes.clone()
     }
 
-    /// Registers a live query whose current result is `first`.
+    /// Registers a live query whose current result is `first`; it runs
+    /// again within `reach`.
     pub fn subscribe(
         &self,
         sql: String,
         params: Vec<Value>,
         tables: BTreeSet<Name>,
+        reach: Arc<Reach>,
         first: Rows,
     ) -> Subscription {
         let slot = Arc::new(Slot::default());
         slot.put(first.clone());
-        let entry = Entry { sql, params, tables, last: first, slot: Arc::downgrade(&slot) };
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).push(entry);
+        let entry = Entry {
+            sql,
+            params,
+            tables,
+            reach,
+            last: Mutex::new(first),
+            slot: Arc::downgrade(&slot),
+        };
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::new(entry));
         Subscription { slot }
     }
 }
@@ -126,24 +174,36 @@ impl Drop for Live {
     }
 }
 
-fn refresh(
-    entries: &Mutex<Vec<Entry>>,
-    changed: &BTreeSet<Name>,
-    run: &impl Fn(&str, &[Value]) -> Option<Rows>,
-) {
-    let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
-    entries.retain_mut(|entry| {
-        let Some(slot) = entry.slot.upgrade() else { return false };
-        if entry.tables.is_disjoint(changed) {
-            return true;
+/// Runs again every live query that reads a `changed` table. The registry
+/// is locked only to pick them, not while they run, so subscribing never
+/// waits for a query.
+fn refresh(entries: &Mutex<Vec<Arc<Entry>>>, changed: &BTreeSet<Name>, run: &Runner) {
+    let due: Vec<Arc<Entry>> = {
+        let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|entry| entry.slot.strong_count() > 0);
+        entries.iter().filter(|e| !e.tables.is_disjoint(changed)).cloned().collect()
+    };
+    let mut ended = Vec::new();
+    for entry in due {
+        let Some(slot) = entry.slot.upgrade() else { continue };
+        match run(&entry.sql, &entry.params, &entry.reach) {
+            Ok(rows) => {
+                let mut last = entry.last.lock().unwrap_or_else(PoisonError::into_inner);
+                if rows != *last {
+                    *last = rows.clone();
+                    slot.put(rows);
+                }
+            }
+            Err(DbError::Query(QueryError::Timeout(budget))) => {
+                slot.end(LiveError::Timeout(budget));
+                ended.push(entry);
+            }
+            // A query that fails now (its table changed shape) keeps its last result.
+            Err(_) => {}
         }
-        // A query that fails now (its table changed shape) keeps its last result.
-        if let Some(rows) = run(&entry.sql, &entry.params)
-            && rows != entry.last
-        {
-            entry.last = rows.clone();
-            slot.put(rows);
-        }
-        true
-    });
+    }
+    if !ended.is_empty() {
+        let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|entry| !ended.iter().any(|e| Arc::ptr_eq(e, entry)));
+    }
 }

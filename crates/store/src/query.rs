@@ -1,10 +1,19 @@
 //! Running a checked `SELECT` on the view and typing its result.
+//!
+//! The connection runs it entered in its [`view::Gate`] for the caller:
+//! SQLite's authorizer refuses any table outside the caller's reach, and
+//! the statement is interrupted when its time budget is spent.
+
+use std::time::Duration;
 
 use basic_proto::{Name, Value};
 use rusqlite::Connection;
 
 use crate::schema::Catalog;
 use crate::view::{self, Param};
+
+/// Time a statement may run unless the database is told otherwise.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 
 /// Most rows one query may return; past it, add `LIMIT`.
 pub const MAX_ROWS: usize = 100_000;
@@ -28,10 +37,47 @@ pub enum QueryError {
     /// The result has more than [`MAX_ROWS`] rows.
     #[error("the result has more than {MAX_ROWS} rows: add a LIMIT, or page with LIMIT and OFFSET")]
     TooManyRows,
+    /// The statement ran past its time budget and was stopped.
+    #[error(
+        "the statement ran past its budget of {0:?} and was stopped: narrow it (WHERE, LIMIT, an index) or bound its recursion"
+    )]
+    Timeout(Duration),
+    /// SQLite's authorizer refused a table or an action outside the
+    /// caller's reach (SQLite's message).
+    #[error("{0}: the statement reaches outside what this caller may read")]
+    Denied(String),
 }
 
-/// Runs `sql` (already checked and rewritten) with `params`.
+impl QueryError {
+    /// A SQLite error, told apart: an interruption at the deadline of a
+    /// statement run with `budget`, a refusal by the authorizer, or else.
+    pub fn classify(error: rusqlite::Error, budget: Duration) -> Self {
+        if view::is_interrupt(&error) {
+            QueryError::Timeout(budget)
+        } else if view::is_denied(&error) {
+            QueryError::Denied(error.to_string())
+        } else {
+            QueryError::Sqlite(error)
+        }
+    }
+}
+
+/// Runs `sql` (already checked and rewritten) with `params`, on a
+/// connection entered in its gate with `budget`.
 pub fn run(
+    conn: &Connection,
+    catalog: &Catalog,
+    sql: &str,
+    params: &[Value],
+    budget: Duration,
+) -> Result<Rows, QueryError> {
+    run_inner(conn, catalog, sql, params).map_err(|error| match error {
+        QueryError::Sqlite(error) => QueryError::classify(error, budget),
+        other => other,
+    })
+}
+
+fn run_inner(
     conn: &Connection,
     catalog: &Catalog,
     sql: &str,

@@ -11,20 +11,30 @@
 //! `"namespace.table"` with the alias `table`, so `table.column` works; a
 //! bare `table` resolves within the caller's namespace, or anywhere if it
 //! is unambiguous.
+//!
+//! What runs is what was checked: the rewritten statement is printed, and
+//! the printed text must parse back to the same tree, else the statement
+//! is refused ([`SqlError::Reprinted`]). The check here is the friendly
+//! one; access is enforced again where SQLite resolves tables, by the
+//! authorizer of every connection that runs a caller's SQL
+//! ([`crate::view::Gate`]).
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use basic_proto::Name;
 use sqlparser::ast::{
-    self, Expr, FromTable, Ident, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, SetExpr,
-    SqliteOnConflict, TableAlias, TableFactor, TableObject, VisitMut, VisitorMut,
+    self, Expr, FromTable, Ident, InTarget, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
+    SetExpr, SqliteOnConflict, TableAlias, TableFactor, TableObject, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use crate::database::scope_of;
 
 /// Table-valued functions allowed in `FROM`.
-const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
+pub const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
 
 /// Longest SQL statement accepted, in bytes.
 pub const MAX_SQL_LEN: usize = 1 << 20;
@@ -62,6 +72,82 @@ pub enum SqlError {
         /// The qualified names it could mean.
         candidates: String,
     },
+    /// A `WITH` name that could be mistaken for a table.
+    #[error(
+        "WITH name {0} is refused: it is a table's name or looks like one (no '.', no sqlite_, pragma_ or _ prefix); rename it"
+    )]
+    CteName(String),
+    /// The printed statement does not parse back to what was checked, so
+    /// SQLite would run something else.
+    #[error(
+        "the statement cannot be passed on unchanged (a string or name with a backslash before a quote, or two quotes in a row?): pass such values as ? parameters"
+    )]
+    Reprinted,
+    /// The caller may not read or write a table the statement touches.
+    #[error("may not {action} {table}: it is outside the caller's grants")]
+    Denied {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The table.
+        table: Name,
+    },
+}
+
+/// Who runs a statement, and so which tables its SQL may read and write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The user (this device, the CLI, the owner token): every table.
+    Owner,
+    /// An app: the tables of the scopes it holds unrevoked grants on.
+    App {
+        /// Scopes it may read.
+        readable: BTreeSet<Name>,
+        /// Scopes it may write.
+        writable: BTreeSet<Name>,
+    },
+}
+
+impl Caller {
+    /// Whether the caller may read `table`.
+    pub fn may_read(&self, table: &Name) -> bool {
+        match self {
+            Caller::Owner => true,
+            Caller::App { readable, .. } => readable.contains(&scope_of(table)),
+        }
+    }
+
+    /// Whether the caller may write `table`.
+    pub fn may_write(&self, table: &Name) -> bool {
+        match self {
+            Caller::Owner => true,
+            Caller::App { writable, .. } => writable.contains(&scope_of(table)),
+        }
+    }
+}
+
+/// A checked statement and every table it reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The statement.
+    pub statement: Statement,
+    /// The schema tables it names, the written one included.
+    pub tables: BTreeSet<Name>,
+}
+
+impl Checked {
+    /// Fails unless `caller` may read every table the statement names and
+    /// write the one it writes.
+    pub fn authorize(&self, caller: &Caller) -> Result<(), SqlError> {
+        if let Some(table) = self.tables.iter().find(|t| !caller.may_read(t)) {
+            return Err(SqlError::Denied { action: "read", table: table.clone() });
+        }
+        match self.statement.written_table() {
+            Some(table) if !caller.may_write(table) => {
+                Err(SqlError::Denied { action: "write", table: table.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What to do when an `INSERT` meets a live row with the same key.
@@ -137,6 +223,15 @@ pub fn parse(
     tables: &BTreeSet<Name>,
     namespace: Option<&Name>,
 ) -> Result<Statement, SqlError> {
+    check(sql, tables, namespace).map(|checked| checked.statement)
+}
+
+/// [`parse`], with the tables the statement names.
+pub fn check(
+    sql: &str,
+    tables: &BTreeSet<Name>,
+    namespace: Option<&Name>,
+) -> Result<Checked, SqlError> {
     if sql.len() > MAX_SQL_LEN {
         return Err(SqlError::TooLong(sql.len()));
     }
@@ -146,26 +241,62 @@ pub fn parse(
         return Err(SqlError::StatementCount(statements.len()));
     }
     let mut statement = statements.remove(0);
-    let mut resolver = Resolver {
-        tables,
-        namespace,
-        ctes: cte_names(&statement),
-        used: BTreeSet::new(),
-        error: None,
-    };
+    if !matches!(
+        statement,
+        ast::Statement::Query(_)
+            | ast::Statement::Insert(_)
+            | ast::Statement::Update(_)
+            | ast::Statement::Delete(_)
+    ) {
+        return Err(refuse(&statement));
+    }
+    let mut resolver =
+        Resolver { tables, namespace, ctes: Vec::new(), used: BTreeSet::new(), error: None };
     let _ = statement.visit(&mut resolver);
     if let Some(error) = resolver.error {
         return Err(error);
     }
-    match statement {
+    let tables = resolver.used;
+    let statement = match statement {
         ast::Statement::Query(query) => {
-            Ok(Statement::Select { sql: query.to_string(), tables: resolver.used })
+            let sql = query.to_string();
+            reparses_to_query(&sql, &query)?;
+            Statement::Select { sql, tables: tables.clone() }
         }
-        ast::Statement::Insert(insert) => insert_statement(insert),
-        ast::Statement::Update(update) => update_statement(update),
-        ast::Statement::Delete(delete) => delete_statement(delete),
-        other => Err(refuse(&other)),
+        ast::Statement::Insert(insert) => insert_statement(insert)?,
+        ast::Statement::Update(update) => update_statement(update)?,
+        ast::Statement::Delete(delete) => delete_statement(delete)?,
+        other => return Err(refuse(&other)),
+    };
+    Ok(Checked { statement, tables })
+}
+
+/// Fails unless `text` parses back to exactly `query`.
+///
+/// Spans take no part in sqlparser's equality (`Ident`, `ValueWithSpan`
+/// and `AttachedToken` compare without them), so this compares trees.
+fn reparses_to_query(text: &str, query: &ast::Query) -> Result<(), SqlError> {
+    match Parser::parse_sql(&SQLiteDialect {}, text).as_deref() {
+        Ok([ast::Statement::Query(again)]) if **again == *query => Ok(()),
+        _ => Err(SqlError::Reprinted),
     }
+}
+
+/// Fails unless `text` parses back to exactly `expr`, with nothing left.
+fn reparses_to_expr(text: &str, expr: &Expr) -> Result<(), SqlError> {
+    let dialect = SQLiteDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|_| SqlError::Reprinted)?;
+    match parser.parse_expr() {
+        Ok(again) if again == *expr && parser.peek_token().token == Token::EOF => Ok(()),
+        _ => Err(SqlError::Reprinted),
+    }
+}
+
+/// `expr` printed, once it is known to parse back to itself.
+fn printed(expr: &Expr) -> Result<String, SqlError> {
+    let text = expr.to_string();
+    reparses_to_expr(&text, expr)?;
+    Ok(text)
 }
 
 fn unsupported(what: impl Into<String>, hint: &'static str) -> SqlError {
@@ -230,7 +361,9 @@ fn insert_statement(insert: ast::Insert) -> Result<Statement, SqlError> {
         return Err(unsupported("INSERT with no rows", "give at least one row"));
     }
     let columns = insert.columns.iter().map(last_part).collect::<Result<_, _>>()?;
-    Ok(Statement::Insert { table, columns, source: source.to_string(), on_conflict })
+    let text = source.to_string();
+    reparses_to_query(&text, &source)?;
+    Ok(Statement::Insert { table, columns, source: text, on_conflict })
 }
 
 fn update_statement(update: ast::Update) -> Result<Statement, SqlError> {
@@ -252,7 +385,7 @@ fn update_statement(update: ast::Update) -> Result<Statement, SqlError> {
         .iter()
         .map(|assignment| match &assignment.target {
             ast::AssignmentTarget::ColumnName(column) => {
-                Ok((last_part(column)?, assignment.value.to_string()))
+                Ok((last_part(column)?, printed(&assignment.value)?))
             }
             ast::AssignmentTarget::Tuple(_) => Err(unsupported(
                 "tuple assignment",
@@ -264,7 +397,7 @@ fn update_statement(update: ast::Update) -> Result<Statement, SqlError> {
         table,
         alias,
         assignments,
-        filter: update.selection.map(|e| e.to_string()),
+        filter: update.selection.as_ref().map(printed).transpose()?,
     })
 }
 
@@ -292,7 +425,11 @@ fn delete_statement(delete: ast::Delete) -> Result<Statement, SqlError> {
         return Err(unsupported("DELETE of a join", "use a subquery in WHERE"));
     }
     let (table, alias) = target(&only.relation)?;
-    Ok(Statement::Delete { table, alias, filter: delete.selection.map(|e| e.to_string()) })
+    Ok(Statement::Delete {
+        table,
+        alias,
+        filter: delete.selection.as_ref().map(printed).transpose()?,
+    })
 }
 
 /// The resolved table and alias of a write's target.
@@ -326,29 +463,12 @@ pub fn local_name(table: &Name) -> String {
     table.as_str().rsplit('.').next().unwrap_or(table.as_str()).to_owned()
 }
 
-/// Names defined by `WITH` clauses anywhere in the statement.
-fn cte_names(statement: &ast::Statement) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    struct Ctes<'a>(&'a mut BTreeSet<String>);
-    impl ast::Visitor for Ctes<'_> {
-        type Break = ();
-        fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<()> {
-            if let Some(with) = &query.with {
-                self.0
-                    .extend(with.cte_tables.iter().map(|cte| cte.alias.name.value.to_lowercase()));
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let _ = ast::Visit::visit(statement, &mut Ctes(&mut names));
-    names
-}
-
 /// Rewrites table references to the view's names, recording them.
 struct Resolver<'a> {
     tables: &'a BTreeSet<Name>,
     namespace: Option<&'a Name>,
-    ctes: BTreeSet<String>,
+    /// The `WITH` names in scope: one set per enclosing query.
+    ctes: Vec<BTreeSet<String>>,
     used: BTreeSet<Name>,
     error: Option<SqlError>,
 }
@@ -366,7 +486,7 @@ impl Resolver<'_> {
             })
             .collect::<Result<_, _>>()?;
         let wanted = match parts.as_slice() {
-            [single] if self.ctes.contains(single) => return Ok(None),
+            [single] if self.in_scope(single) => return Ok(None),
             [single] if single.contains('.') => single.clone(),
             [single] => {
                 if let Some(own) =
@@ -399,6 +519,47 @@ impl Resolver<'_> {
         self.error = Some(error);
         ControlFlow::Break(())
     }
+
+    /// Whether `name` (lowercase) is a `WITH` name in scope.
+    fn in_scope(&self, name: &str) -> bool {
+        self.ctes.iter().any(|scope| scope.contains(name))
+    }
+
+    /// Refuses a `WITH` name that could be taken for a table: with a '.',
+    /// a schema table's name (qualified or not), or a name SQLite or the
+    /// view keeps for itself.
+    fn check_cte_name(&self, name: &str) -> Result<(), SqlError> {
+        let reserved = name.contains('.')
+            || name.starts_with("sqlite_")
+            || name.starts_with("pragma_")
+            || name.starts_with('_')
+            || TABLE_FUNCTIONS.contains(&name)
+            || self.tables.iter().any(|t| t.as_str() == name || local_name(t) == name);
+        if reserved { Err(SqlError::CteName(name.to_owned())) } else { Ok(()) }
+    }
+}
+
+/// Refuses a query body SQLite would run as something other than a read
+/// (`WITH … INSERT`), or that names a table out of the resolver's sight
+/// (`TABLE t`).
+fn check_body(body: &SetExpr) -> Result<(), SqlError> {
+    match body {
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => Ok(()),
+        SetExpr::SetOperation { left, right, .. } => {
+            check_body(left)?;
+            check_body(right)
+        }
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+            Err(unsupported(
+                "WITH before INSERT, UPDATE or DELETE",
+                "put the WITH inside the statement's SELECT",
+            ))
+        }
+        other => Err(unsupported(
+            other.to_string().split_whitespace().next().unwrap_or("this query").to_owned(),
+            "read schema tables with SELECT … FROM",
+        )),
+    }
 }
 
 fn view_name(table: &Name) -> ObjectName {
@@ -407,6 +568,49 @@ fn view_name(table: &Name) -> ObjectName {
 
 impl VisitorMut for Resolver<'_> {
     type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let Err(error) = check_body(&query.body) {
+            return self.fail(error);
+        }
+        let mut names = BTreeSet::new();
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                let name = cte.alias.name.value.to_lowercase();
+                if let Err(error) = self.check_cte_name(&name) {
+                    return self.fail(error);
+                }
+                names.insert(name);
+            }
+        }
+        self.ctes.push(names);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut ast::Query) -> ControlFlow<()> {
+        self.ctes.pop();
+        ControlFlow::Continue(())
+    }
+
+    /// Every table name, wherever it stands, once rewritten: a schema
+    /// table's view name, a `WITH` name in scope or a JSON table function.
+    /// Anything else is a table the resolver did not see.
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        let known = match relation.0.as_slice() {
+            [ObjectNamePart::Identifier(ident)] => {
+                let name = ident.value.to_lowercase();
+                self.tables.iter().any(|t| t.as_str() == name)
+                    || self.in_scope(&name)
+                    || TABLE_FUNCTIONS.contains(&name.as_str())
+            }
+            _ => false,
+        };
+        if known {
+            ControlFlow::Continue(())
+        } else {
+            self.fail(SqlError::UnknownTable(relation.to_string()))
+        }
+    }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         // Table-valued functions: only the JSON ones, which read their
@@ -476,6 +680,9 @@ impl VisitorMut for Resolver<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::In { target: InTarget::Table { .. } | InTarget::Unnest(_), .. } = expr {
+            return self.fail(unsupported("x IN table", "use x IN (SELECT column FROM table)"));
+        }
         // namespace.table.column → table.column (the alias every table gets).
         if let Expr::CompoundIdentifier(idents) = expr
             && idents.len() == 3
@@ -657,5 +864,106 @@ mod tests {
         assert!(
             matches!(parse(&long, &tables(), None), Err(SqlError::TooLong(n)) if n == long.len())
         );
+    }
+
+    #[test]
+    fn a_with_name_cannot_hide_a_table() {
+        // The attack of issue 10: the CTE in the subquery made every
+        // `"contacts.people"` of the statement look like it.
+        for sql in [
+            r#"SELECT * FROM "contacts.people" WHERE EXISTS (WITH "contacts.people" AS (SELECT 1) SELECT 1 FROM "contacts.people")"#,
+            r#"WITH "contacts.people" AS (SELECT 1) SELECT 1"#,
+            "WITH people AS (SELECT 1) SELECT * FROM people",
+            "WITH LISTS AS (SELECT 1) SELECT 1",
+            "WITH sqlite_master AS (SELECT 1) SELECT 1",
+            "WITH pragma_table_list AS (SELECT 1) SELECT 1",
+            "WITH _basic_meta AS (SELECT 1) SELECT 1",
+            "WITH json_each AS (SELECT 1) SELECT 1",
+        ] {
+            let parsed = parse(sql, &tables(), Some(&todo()));
+            assert!(matches!(parsed, Err(SqlError::CteName(_))), "{sql}: {parsed:?}");
+        }
+        // A WITH name is seen only where it is in scope.
+        for sql in [
+            "SELECT * FROM x WHERE EXISTS (WITH x AS (SELECT 1) SELECT 1 FROM x)",
+            "SELECT (SELECT 1 FROM x) WHERE EXISTS (WITH x AS (SELECT 1) SELECT 1)",
+            "SELECT * FROM (WITH x AS (SELECT 1) SELECT 1), x",
+        ] {
+            assert_eq!(
+                parse(sql, &tables(), Some(&todo())),
+                Err(SqlError::UnknownTable("x".into())),
+                "{sql}"
+            );
+        }
+        let (sql, used) = select(
+            "WITH a AS (SELECT id FROM items), b AS (SELECT id FROM a) \
+             SELECT * FROM b WHERE EXISTS (WITH c AS (SELECT 1 FROM a) SELECT 1 FROM c)",
+        );
+        assert_eq!(used, ["todo.items"], "{sql}");
+        let (_, used) = select(
+            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r",
+        );
+        assert!(used.is_empty());
+    }
+
+    #[test]
+    fn the_printed_statement_must_parse_back_to_what_was_checked() {
+        // sqlparser prints `'\'''` (the text `\'`) without doubling the
+        // quote, so SQLite would read the rest of the string as SQL.
+        for sql in [
+            r#"SELECT id FROM todo.lists WHERE name = '\''' || ' UNION SELECT name FROM "contacts.people" --'"#,
+            r#"INSERT INTO todo.lists (id, name) SELECT id, name FROM todo.lists WHERE name = '\''' || ' UNION SELECT name, sql FROM sqlite_master --'"#,
+            r#"UPDATE todo.lists SET name = '\''' || ' , id = 1 --'"#,
+            r#"DELETE FROM todo.lists WHERE name = '\''' || ' OR 1 --'"#,
+            // Two quotes inside a value are printed as one.
+            "SELECT 'a'''''",
+            r#"SELECT 1 AS "a\""" "#,
+        ] {
+            assert_eq!(parse(sql, &tables(), Some(&todo())), Err(SqlError::Reprinted), "{sql}");
+        }
+        // What prints faithfully passes, backslashes and quotes included.
+        let (sql, _) = select(r"SELECT 'it''s', 'C:\', '\n' FROM lists");
+        assert_eq!(sql, r#"SELECT 'it''s', 'C:\', '\n' FROM "todo.lists" AS lists"#);
+        // Spans take no part in the comparison.
+        let spaced = Parser::parse_sql(&SQLiteDialect {}, "SELECT   1 ,\n 'a'").unwrap();
+        let tight = Parser::parse_sql(&SQLiteDialect {}, "SELECT 1, 'a'").unwrap();
+        assert_eq!(spaced, tight);
+    }
+
+    #[test]
+    fn tables_out_of_the_resolvers_sight_are_refused() {
+        for (sql, named) in [
+            (r#"SELECT 1 WHERE 'x' IN "contacts.people""#, "x IN table"),
+            ("SELECT 1 WHERE 'x' IN contacts.people", "x IN table"),
+            ("SELECT 1 WHERE 'x' NOT IN json_each('[1]')", "x IN table"),
+            ("WITH a AS (SELECT 1) INSERT INTO items (id) SELECT 1 FROM a", "WITH before INSERT"),
+            ("WITH a AS (SELECT 1) DELETE FROM items", "WITH before INSERT"),
+            ("SELECT 1 UNION TABLE items", "TABLE"),
+        ] {
+            match parse(sql, &tables(), Some(&todo())) {
+                Err(SqlError::Unsupported { what, .. }) => {
+                    assert!(what.starts_with(named), "{sql}: {what}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_caller_is_held_to_its_scopes() {
+        let app =
+            Caller::App { readable: [todo()].into_iter().collect(), writable: BTreeSet::new() };
+        let check = |sql: &str| check(sql, &tables(), Some(&todo())).unwrap().authorize(&app);
+        assert_eq!(check("SELECT * FROM items"), Ok(()));
+        assert_eq!(
+            check("SELECT * FROM items WHERE id IN (SELECT id FROM contacts.people)"),
+            Err(SqlError::Denied { action: "read", table: Name::new("contacts.people").unwrap() })
+        );
+        assert_eq!(
+            check("INSERT INTO items (id) VALUES ('a')"),
+            Err(SqlError::Denied { action: "write", table: Name::new("todo.items").unwrap() })
+        );
+        let checked = super::check("SELECT 1", &tables(), None).unwrap();
+        assert_eq!(checked.authorize(&Caller::Owner), Ok(()));
     }
 }

@@ -13,7 +13,10 @@
 //! does not fit its column (written by a peer with another schema) shows
 //! as the column's default, or NULL.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use basic_proto::codec;
 use basic_proto::{ColumnDef, ColumnType, Name, RowKey, RowState, Value};
@@ -24,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
 use crate::kv::{Store, StoreError};
 use crate::replica::{Replica, RowChange};
 use crate::schema::{Catalog, ColumnSpec, IndexDef, TableDef};
+use crate::sql::{Caller, TABLE_FUNCTIONS};
 
 /// Name of the view's own bookkeeping table.
 const META_TABLE: &str = "_basic_meta";
@@ -95,33 +99,168 @@ pub fn from_sql(value: ValueRef<'_>, ty: Option<&ColumnType>) -> Value {
     }
 }
 
-/// Opens the view's read-write connection at `path`.
-pub fn open_writer(path: &Path) -> Result<Connection, ViewError> {
-    let conn = Connection::open(path)?;
+/// VM instructions between two looks at a statement's deadline.
+const PROGRESS_STEPS: i32 = 1000;
+
+/// Opens the view's read-write connection at `path`, with its [`Gate`]:
+/// outside [`Gate::enter`] it maintains the view unhindered; inside, it
+/// evaluates a caller's statement under the caller's limits.
+pub fn open_writer(path: &Path) -> Result<(Connection, Gate), ViewError> {
+    let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT"
     ))?;
-    Ok(conn)
+    let gate = Gate::install(&mut conn, true)?;
+    Ok((conn, gate))
 }
 
-/// Opens a read-only connection for queries, limited by an authorizer to
-/// reading schema tables: no writes, no `ATTACH`, no `PRAGMA`, nothing of
-/// SQLite's own or ours.
-pub fn open_reader(path: &Path) -> Result<Connection, ViewError> {
+/// Opens a read-only connection for queries, with its [`Gate`]: nothing
+/// runs on it outside [`Gate::enter`].
+pub fn open_reader(path: &Path) -> Result<(Connection, Gate), ViewError> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
-    conn.authorizer(Some(read_only_policy))?;
-    Ok(conn)
+    let gate = Gate::install(&mut conn, false)?;
+    Ok((conn, gate))
 }
 
-/// The authorizer of query connections.
-pub fn read_only_policy(context: AuthContext<'_>) -> Authorization {
+/// Eponymous virtual tables of the bundled SQLite that take no `CREATE`
+/// (besides the `pragma_` ones): real tables as far as a caller goes.
+const EPONYMOUS: [&str; 5] = ["dbstat", "json_each", "json_tree", "jsonb_each", "jsonb_tree"];
+
+/// The tables one caller's SQL may read, by their names in the view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// Schema tables within reach.
+    tables: BTreeSet<String>,
+    /// Schema tables out of reach.
+    others: BTreeSet<String>,
+}
+
+impl Reach {
+    /// What `caller` may read of `catalog`: every table for the owner, the
+    /// tables of its granted scopes for an app.
+    pub fn of(caller: &Caller, catalog: &Catalog) -> Self {
+        let (tables, others) = catalog
+            .schemas()
+            .flat_map(|schema| schema.tables())
+            .map(TableDef::name)
+            .partition::<Vec<_>, _>(|table| caller.may_read(table));
+        let names = |tables: Vec<&Name>| tables.iter().map(|t| t.as_str().to_owned()).collect();
+        Self { tables: names(tables), others: names(others) }
+    }
+
+    /// Whether `table` (as SQLite names it) is within reach.
+    pub fn contains(&self, table: &str) -> bool {
+        self.tables.contains(table)
+    }
+
+    /// Whether SQLite could resolve `table` (lowercase) to a table of its
+    /// own, of the view, or a virtual table, rather than a `WITH` table.
+    fn is_real(&self, table: &str) -> bool {
+        self.tables.contains(table)
+            || self.others.contains(table)
+            || table.starts_with("sqlite_")
+            || table.starts_with("pragma_")
+            || table.starts_with('_')
+            || EPONYMOUS.contains(&table)
+    }
+}
+
+/// What a gate lets through right now.
+#[derive(Debug, Default)]
+struct Limits {
+    /// Inside [`Gate::enter`]: the caller's tables and deadline.
+    entered: Option<(Arc<Reach>, Instant)>,
+    /// The reach of the statements in the connection's cache.
+    cached: Option<Arc<Reach>>,
+}
+
+/// The authorizer and progress handler of a connection that runs callers'
+/// SQL, installed once; [`Gate::enter`] sets, for one statement, what it
+/// may read and until when it may run.
+///
+/// Inside, the authorizer (consulted when SQLite prepares a statement, so
+/// wherever SQLite resolves a table, whatever the SQL parser made of the
+/// text) allows reading the caller's tables and the JSON table functions,
+/// selecting and calling functions other than `load_extension`; it denies
+/// every other read (SQLite's own tables, the view's bookkeeping, pragma
+/// tables, other callers' tables), every write, `ATTACH`, `PRAGMA` and
+/// transaction control. The progress handler interrupts the statement at
+/// its deadline. Outside, a maintenance connection runs anything and a
+/// query connection nothing.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    limits: Arc<Mutex<Limits>>,
+    /// A maintenance connection: its statement cache holds the view's own
+    /// statements, so callers' statements are never cached on it.
+    maintenance: bool,
+}
+
+impl Gate {
+    fn install(conn: &mut Connection, maintenance: bool) -> Result<Self, ViewError> {
+        let limits = Arc::new(Mutex::new(Limits::default()));
+        let shared = Arc::clone(&limits);
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            let limits = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            match &limits.entered {
+                Some((reach, _)) => authorize(reach, &context),
+                None if maintenance => Authorization::Allow,
+                None => Authorization::Deny,
+            }
+        }))?;
+        let shared = Arc::clone(&limits);
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                let limits = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                limits.entered.as_ref().is_some_and(|(_, deadline)| Instant::now() >= *deadline)
+            }),
+        )?;
+        Ok(Self { limits, maintenance })
+    }
+
+    /// Limits `conn` (the connection this gate was installed on) to
+    /// `reach` and to `budget` of time, until the returned guard is
+    /// dropped. On a query connection, statements cached under another
+    /// reach are dropped first: SQLite asks the authorizer when it
+    /// prepares a statement, not when it runs it. On a maintenance
+    /// connection, prepare callers' statements without caching them.
+    pub fn enter(&self, conn: &Connection, reach: &Arc<Reach>, budget: Duration) -> Entered<'_> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.maintenance && limits.cached.as_ref().is_some_and(|cached| cached != reach) {
+            conn.flush_prepared_statement_cache();
+        }
+        limits.cached = Some(Arc::clone(reach));
+        let deadline = Instant::now().checked_add(budget).unwrap_or_else(far_future);
+        limits.entered = Some((Arc::clone(reach), deadline));
+        Entered { gate: self }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365)
+}
+
+/// A statement's limits, in force until dropped.
+#[derive(Debug)]
+pub struct Entered<'a> {
+    gate: &'a Gate,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.gate.limits.lock().unwrap_or_else(PoisonError::into_inner).entered = None;
+    }
+}
+
+/// The authorizer's rule for a caller's statement.
+fn authorize(reach: &Reach, context: &AuthContext<'_>) -> Authorization {
     match context.action {
         AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
         AuthAction::Function { function_name }
@@ -129,8 +268,42 @@ pub fn read_only_policy(context: AuthContext<'_>) -> Authorization {
         {
             Authorization::Allow
         }
-        AuthAction::Read { table_name, .. } if is_schema_table(table_name) => Authorization::Allow,
+        AuthAction::Read { table_name, column_name } => {
+            // Names as written (a table named in FROM of which no column
+            // is read) or as defined (a column read): SQLite folds ASCII.
+            let table = table_name.to_ascii_lowercase();
+            let granted = (reach.contains(&table) || TABLE_FUNCTIONS.contains(&table.as_str()))
+                && context.database_name.is_none_or(|db| db == "main");
+            // A WITH table counted without reading a column (count(*)).
+            let with_table =
+                context.database_name.is_none() && column_name.is_empty() && !reach.is_real(&table);
+            if granted || with_table { Authorization::Allow } else { Authorization::Deny }
+        }
         _ => Authorization::Deny,
+    }
+}
+
+/// Whether a SQLite error is an interruption by a gate's deadline.
+pub fn is_interrupt(error: &rusqlite::Error) -> bool {
+    error_code(error) == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
+/// Whether a SQLite error is a refusal by a gate's authorizer (SQLite
+/// reports a refused function as a plain error, with its own message).
+pub fn is_denied(error: &rusqlite::Error) -> bool {
+    let message = match error {
+        rusqlite::Error::SqlInputError { msg, .. } => Some(msg.as_str()),
+        rusqlite::Error::SqliteFailure(_, msg) => msg.as_deref(),
+        _ => None,
+    };
+    error_code(error) == Some(rusqlite::ErrorCode::AuthorizationForStatementDenied)
+        || message.is_some_and(|m| m.starts_with("not authorized"))
+}
+
+fn error_code(error: &rusqlite::Error) -> Option<rusqlite::ErrorCode> {
+    match error {
+        rusqlite::Error::SqlInputError { error, .. } => Some(error.code),
+        other => other.sqlite_error_code(),
     }
 }
 
@@ -384,5 +557,150 @@ fn cell_value<'a>(
     match state.cells.get(&column.name) {
         Some(cell) if def.is_some_and(|def| def.check(&cell.value).is_ok()) => &cell.value,
         _ => column.default.as_ref().unwrap_or(NULL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A view file with `todo.items` and `contacts.people`, a writer and a
+    /// reader.
+    fn view() -> (tempfile::TempDir, (Connection, Gate), (Connection, Gate)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("view.sqlite");
+        let writer = open_writer(&path).unwrap();
+        writer
+            .0
+            .execute_batch(
+                r#"CREATE TABLE "todo.items" (id TEXT PRIMARY KEY, title TEXT);
+                   CREATE TABLE "contacts.people" (name TEXT PRIMARY KEY);
+                   INSERT INTO "todo.items" VALUES ('a', 'milk');
+                   INSERT INTO "contacts.people" VALUES ('Ada');"#,
+            )
+            .unwrap();
+        let reader = open_reader(&path).unwrap();
+        (dir, writer, reader)
+    }
+
+    fn todo_only() -> Arc<Reach> {
+        Arc::new(Reach {
+            tables: ["todo.items".to_owned()].into_iter().collect(),
+            others: ["contacts.people".to_owned()].into_iter().collect(),
+        })
+    }
+
+    fn run(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<String>> {
+        let mut statement = conn.prepare_cached(sql)?;
+        let rows = statement.query_map([], |row| row.get::<_, rusqlite::types::Value>(0))?;
+        rows.map(|row| row.map(|value| format!("{value:?}"))).collect()
+    }
+
+    /// What the parser refuses, the authorizer refuses too, wherever SQLite
+    /// resolves the table.
+    #[test]
+    fn the_authorizer_holds_a_caller_to_its_tables() {
+        let (_dir, _writer, (conn, gate)) = view();
+        let budget = Duration::from_secs(5);
+        let _entered = gate.enter(&conn, &todo_only(), budget);
+        assert_eq!(run(&conn, r#"SELECT title FROM "todo.items""#).unwrap().len(), 1);
+        assert_eq!(run(&conn, "SELECT value FROM json_each('[1, 2]')").unwrap().len(), 2);
+        for sql in [
+            "WITH a AS (SELECT 1) SELECT count(*) FROM a",
+            "WITH a AS MATERIALIZED (SELECT 1) SELECT count(*) FROM a, a AS b",
+            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r LIMIT 3) \
+             SELECT count(*) FROM r",
+            "SELECT count(*) FROM (SELECT 1)",
+            r#"SELECT count(*) FROM "TODO.ITEMS""#,
+        ] {
+            assert_eq!(run(&conn, sql).unwrap().len(), 1, "{sql}");
+        }
+        assert_eq!(
+            run(&conn, r#"WITH "contacts.people" AS (SELECT 1) SELECT * FROM "contacts.people""#)
+                .unwrap(),
+            ["Integer(1)"]
+        );
+        for sql in [
+            r#"SELECT name FROM "contacts.people""#,
+            r#"SELECT 1 WHERE 'Ada' IN "contacts.people""#,
+            r#"SELECT id FROM "todo.items" UNION SELECT name FROM "contacts.people""#,
+            r#"SELECT (SELECT name FROM "CONTACTS.PEOPLE")"#,
+            r#"SELECT name FROM main."contacts.people""#,
+            r#"SELECT count(*) FROM "contacts.people""#,
+            r#"SELECT 1 FROM "contacts.people""#,
+            r#"SELECT count(*) FROM main."contacts.people""#,
+            r#"SELECT count(*) FROM "contacts.people" AS r"#,
+            r#"SELECT (SELECT count(*) FROM "contacts.people")"#,
+            r#"SELECT count(*) FROM "Contacts.People""#,
+            r#"WITH "contacts.people" AS (SELECT 1) SELECT count(*) FROM "contacts.people""#,
+            "SELECT count(*) FROM sqlite_master",
+            "SELECT count(*) FROM dbstat",
+            "SELECT name FROM dbstat",
+            "SELECT count(*) FROM _basic_meta",
+            "SELECT count(*) FROM pragma_table_list",
+            "SELECT sql FROM sqlite_master",
+            "SELECT sql FROM sqlite_schema",
+            "SELECT sql FROM sqlite_temp_master",
+            "SELECT value FROM _basic_meta",
+            "SELECT name FROM pragma_table_info('contacts.people')",
+            "SELECT name FROM pragma_table_list",
+            "SELECT name FROM pragma_database_list",
+            "SELECT load_extension('x')",
+            "PRAGMA user_version",
+            "PRAGMA writable_schema = 1",
+            "ATTACH ':memory:' AS other",
+            r#"INSERT INTO "todo.items" VALUES ('b', 'eggs')"#,
+            r#"DELETE FROM "todo.items""#,
+            "BEGIN",
+        ] {
+            match run(&conn, sql) {
+                Err(error) => assert!(is_denied(&error), "{sql}: {error}"),
+                Ok(rows) => panic!("{sql}: {rows:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_statement_cached_for_one_caller_is_not_reused_for_another() {
+        let (_dir, _writer, (conn, gate)) = view();
+        let everything = Arc::new(Reach {
+            tables: ["todo.items", "contacts.people"].into_iter().map(str::to_owned).collect(),
+            others: BTreeSet::new(),
+        });
+        let sql = r#"SELECT name FROM "contacts.people""#;
+        {
+            let _entered = gate.enter(&conn, &everything, Duration::from_secs(5));
+            assert_eq!(run(&conn, sql).unwrap(), ["Text(\"Ada\")"]);
+        }
+        let _entered = gate.enter(&conn, &todo_only(), Duration::from_secs(5));
+        assert!(is_denied(&run(&conn, sql).unwrap_err()));
+    }
+
+    #[test]
+    fn outside_a_statement_a_reader_runs_nothing_and_the_writer_anything() {
+        let (_dir, (writer, writer_gate), (reader, _)) = view();
+        assert!(is_denied(&run(&reader, r#"SELECT title FROM "todo.items""#).unwrap_err()));
+        assert!(run(&writer, "SELECT count(*) FROM sqlite_master").is_ok());
+        let _entered = writer_gate.enter(&writer, &todo_only(), Duration::from_secs(5));
+        let mut statement =
+            writer.prepare("SELECT count(*) FROM sqlite_master").unwrap_or_else(|error| {
+                assert!(is_denied(&error), "{error}");
+                writer.prepare("SELECT 1").unwrap()
+            });
+        assert!(statement.query_row([], |row| row.get::<_, i64>(0)).unwrap() == 1);
+    }
+
+    #[test]
+    fn a_statement_is_stopped_at_its_deadline() {
+        let (_dir, _writer, (conn, gate)) = view();
+        let started = Instant::now();
+        let _entered = gate.enter(&conn, &todo_only(), Duration::from_millis(100));
+        let error = run(
+            &conn,
+            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r",
+        )
+        .unwrap_err();
+        assert!(is_interrupt(&error), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 }

@@ -5,8 +5,14 @@
 //! that comes back becomes one row operation, typed and checked against
 //! the schema, with the generation the row's merge state calls for. Nothing
 //! is written here: the operations go into a signed commit.
+//!
+//! The evaluation runs on the writer's connection entered in its
+//! [`Gate`] for the caller, as a query would: only the caller's tables,
+//! within the statement's time budget, at most [`MAX_ROWS`] rows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use basic_proto::json::check_json;
 use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowOp, Value};
@@ -14,10 +20,11 @@ use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 
 use crate::kv::{Store, StoreError};
+use crate::query::{MAX_ROWS, QueryError};
 use crate::replica::Txn;
 use crate::schema::{Catalog, TableDef, timestamp_from_text};
 use crate::sql::{OnConflict, Statement};
-use crate::view::{Param, quote};
+use crate::view::{Gate, Param, Reach, quote};
 
 /// Why a write was refused; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,20 @@ pub enum WriteError {
     /// SQLite could not evaluate the statement's expressions.
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Evaluating the statement ran past its time budget and was stopped.
+    #[error(
+        "the statement ran past its budget of {0:?} and was stopped: narrow it (WHERE, LIMIT, an index) or bound its recursion"
+    )]
+    Timeout(Duration),
+    /// SQLite's authorizer refused a table or an action outside the
+    /// caller's reach (SQLite's message).
+    #[error("{0}: the statement reaches outside what this caller may read")]
+    Denied(String),
+    /// The statement would change more than [`MAX_ROWS`] rows.
+    #[error(
+        "the statement changes more than {MAX_ROWS} rows: split it (WHERE, LIMIT in its SELECT)"
+    )]
+    TooManyRows,
     /// Reading the replica failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -99,10 +120,45 @@ pub enum WriteError {
     },
 }
 
-/// Plans a write statement, evaluating it on `conn` against the state in
-/// `txn`: one operation per row changed, at most one per row. A `SELECT`
-/// plans nothing.
+/// What a caller's write may read, and for how long it may run.
+#[derive(Debug, Clone)]
+pub struct Bounds<'a> {
+    /// The gate of the connection the write is evaluated on.
+    pub gate: &'a Gate,
+    /// The tables the caller may read.
+    pub reach: Arc<Reach>,
+    /// The statement's time budget.
+    pub budget: Duration,
+}
+
+/// Plans a write statement, evaluating it on `conn` (within `bounds`)
+/// against the state in `txn`: one operation per row changed, at most one
+/// per row. A `SELECT` plans nothing.
 pub fn plan<S: Store>(
+    conn: &Connection,
+    bounds: &Bounds<'_>,
+    catalog: &Catalog,
+    txn: &Txn<'_, S>,
+    statement: &Statement,
+    params: &[Value],
+) -> Result<Vec<RowOp>, WriteError> {
+    if statement.written_table().is_none() {
+        return Ok(Vec::new());
+    }
+    let _entered = bounds.gate.enter(conn, &bounds.reach, bounds.budget);
+    let budget = bounds.budget;
+    plan_entered(conn, catalog, txn, statement, params).map_err(|error| match error {
+        WriteError::Sqlite(error) => match QueryError::classify(error, budget) {
+            QueryError::Timeout(budget) => WriteError::Timeout(budget),
+            QueryError::Denied(reason) => WriteError::Denied(reason),
+            QueryError::Sqlite(error) => WriteError::Sqlite(error),
+            QueryError::TooManyRows => WriteError::TooManyRows,
+        },
+        other => other,
+    })
+}
+
+fn plan_entered<S: Store>(
     conn: &Connection,
     catalog: &Catalog,
     txn: &Txn<'_, S>,
@@ -254,11 +310,16 @@ fn evaluate(
     sql: &str,
     params: &[Value],
 ) -> Result<Vec<Vec<SqlValue>>, WriteError> {
-    let mut statement = conn.prepare_cached(sql)?;
+    // Not cached: the writer's cache holds the view's own statements, and
+    // SQLite asks the authorizer when it prepares (see Gate::enter).
+    let mut statement = conn.prepare(sql)?;
     let width = statement.column_count();
     let mut rows = statement.query(rusqlite::params_from_iter(params.iter().map(Param)))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
+        if out.len() == MAX_ROWS {
+            return Err(WriteError::TooManyRows);
+        }
         out.push((0..width).map(|i| row.get::<_, SqlValue>(i)).collect::<Result<_, _>>()?);
     }
     Ok(out)
