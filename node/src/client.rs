@@ -70,7 +70,7 @@ impl ApiClient {
                 .post(&url)
                 .header("authorization", auth)
                 .header("content-type", "application/json")
-                .send(serde_json::to_vec(&json)?),
+                .send(json),
             (Method::Post, Some(Body::JsonLines(bytes))) => self
                 .agent
                 .post(&url)

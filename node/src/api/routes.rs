@@ -58,7 +58,7 @@ pub(super) async fn sql(
 pub(super) async fn show_schemas(
     State(state): State<ApiState>,
     caller: Caller,
-) -> Answered<Vec<serde_json::Value>> {
+) -> Answered<Vec<basic_store::Schema>> {
     run(&state, caller, ShowSchemas).await.map(Json)
 }
 

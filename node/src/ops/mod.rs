@@ -57,8 +57,10 @@ pub enum Method {
 /// A request body.
 #[derive(Debug, Clone)]
 pub enum Body {
-    /// JSON.
-    Json(serde_json::Value),
+    /// JSON text, as serialised from the operation: never through a
+    /// `serde_json::Value`, whose maps would sort the members (a schema's
+    /// columns, for one).
+    Json(String),
     /// A JSON lines file.
     JsonLines(Vec<u8>),
 }
@@ -80,11 +82,12 @@ impl Route {
         Self { method: Method::Get, path: path.into(), body: None }
     }
 
-    /// A POST to `path` with `body` as JSON.
+    /// A POST to `path` with `body` as JSON, its members in the order
+    /// `body` serialises them.
     pub fn post(path: impl Into<String>, body: &impl Serialize) -> Self {
         // Invariant: the operations' bodies are plain structs with string
         // keys, which serialise to JSON without fail.
-        let body = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+        let body = serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
         Self { method: Method::Post, path: path.into(), body: Some(Body::Json(body)) }
     }
 

@@ -1,34 +1,31 @@
 //! Schemas: showing and applying them.
+//!
+//! A schema keeps the order of its file (tables, columns) on every path:
+//! it travels as JSON text serialised from the [`Schema`] itself, never
+//! through a `serde_json::Value`, whose maps would sort the columns.
 
 use basic_store::{Format, Schema};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::{Caller, Op, Route};
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// `GET /v0/schema`: every namespace's schema, in canonical JSON form.
+/// `GET /v0/schema`: every namespace's schema, in canonical JSON form
+/// (tables and columns in their order), by namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct ShowSchemas;
 
 impl Op for ShowSchemas {
-    type Output = Vec<Json>;
+    type Output = Vec<Schema>;
 
     fn route(self) -> Route {
         Route::get("schema")
     }
 
-    fn run(self, node: &Node, caller: &Caller) -> Result<Vec<Json>, ApiError> {
+    fn run(self, node: &Node, caller: &Caller) -> Result<Vec<Schema>, ApiError> {
         caller.require_owner()?;
-        node.db
-            .catalog()
-            .schemas()
-            .map(|schema| {
-                serde_json::from_str(&schema.to_json())
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .collect()
+        Ok(node.db.catalog().schemas().cloned().collect())
     }
 }
 
@@ -65,9 +62,7 @@ impl Op for ApplySchema {
     type Output = Applied;
 
     fn route(self) -> Route {
-        // Invariant: `Schema::to_json` writes a JSON document.
-        let body: Json = serde_json::from_str(&self.schema.to_json()).unwrap_or(Json::Null);
-        Route::post("schema", &body)
+        Route::post("schema", &self.schema)
     }
 
     fn run(self, node: &Node, caller: &Caller) -> Result<Applied, ApiError> {
@@ -83,5 +78,23 @@ impl Op for ApplySchema {
                 .collect(),
             indexes: migration.indexes.iter().map(|i| i.name.clone()).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Body;
+
+    #[test]
+    fn the_request_keeps_the_column_order() {
+        let text = r#"{"namespace": "n", "tables": {"t": {"primary_key": ["z"],
+            "columns": {"z": "text", "b": "text", "a": "text"}}}}"#;
+        let schema = Schema::parse(text, Format::Json).unwrap();
+        let Some(Body::Json(body)) = ApplySchema { schema: schema.clone() }.route().body else {
+            panic!("a JSON body");
+        };
+        assert_eq!(body, schema.to_json());
+        assert_eq!(ApplySchema::from_json(&body).unwrap().schema, schema);
     }
 }
