@@ -1020,7 +1020,7 @@ fn syntax_message(error: SchemaError) -> String {
 
 /// Turns the file's shape into a checked schema.
 fn build<D: RawDefault>(raw: RawSchema<D>) -> Result<Schema, SchemaError> {
-    let namespace = ident(&raw.namespace).map_err(|reason| {
+    let namespace = ident(&raw.namespace).and_then(not_reserved).map_err(|reason| {
         invalid("namespace", format!("invalid namespace {}: {reason}", quoted(&raw.namespace)))
     })?;
     let count = raw.tables.0.len();
@@ -1241,6 +1241,16 @@ fn build_indexes(table: &TableDef, raw: Vec<RawIndex>) -> Result<Vec<IndexDef>, 
         indexes.push(IndexDef { name, table: table.name.clone(), columns });
     }
     Ok(indexes)
+}
+
+/// Refuses a namespace SQLite or the view keeps for itself: every table
+/// and index name starts with the namespace, SQLite refuses names that
+/// start with `sqlite_`, and the view keeps names that start with `_`.
+fn not_reserved(namespace: Name) -> Result<Name, &'static str> {
+    if namespace.as_str().starts_with("sqlite_") || namespace.as_str().starts_with('_') {
+        return Err("is reserved: a namespace may not start with sqlite_ or _");
+    }
+    Ok(namespace)
 }
 
 /// Checks an identifier: `[a-z_][a-z0-9_]{0,31}`.
@@ -1959,6 +1969,16 @@ ns = { type = "text", nullable = true, default = "" }"#,
             "namespace: invalid namespace \"To-do\": must be lowercase letters, digits and '_', \
              not starting with a digit",
         );
+        for reserved in ["sqlite_x", "_x"] {
+            fails(
+                &one_table(r#"["id"]"#, r#"id = "text""#)
+                    .replace("\"todo\"", &format!("\"{reserved}\"")),
+                &format!(
+                    "namespace: invalid namespace \"{reserved}\": is reserved: a namespace may not \
+                     start with sqlite_ or _"
+                ),
+            );
+        }
         fails(
             &one_table(r#"["id"]"#, r#"id = "text""#).replace("tables.items", "tables.1items"),
             "todo: invalid table name \"1items\": must be lowercase letters, digits and '_', not \
