@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -14,8 +14,12 @@ use crate::error::{ApiError, ErrorBody};
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        // A failure of the node is an error; a refusal for load (503 busy:
+        // too many live queries) is the client's, worth a line at most.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("{}", self.message);
+        } else if status.is_server_error() {
+            tracing::info!("refused: {}", self.message);
         }
         (status, Json(ErrorBody { error: self })).into_response()
     }
@@ -69,5 +73,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
             .await
             .map(|Query(args)| QueryArgs(args))
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+/// A path parameter of type `T` (a percent-decoded id), with errors in the
+/// API's format: a segment that is not UTF-8 is a 400 like any bad input.
+#[derive(Debug)]
+pub(super) struct PathArg<T>(pub(super) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::from_request_parts(parts, state).await.map(|Path(arg)| PathArg(arg)).map_err(
+            |rejection| {
+                if rejection.status().is_server_error() {
+                    ApiError::internal(rejection.body_text())
+                } else {
+                    ApiError::bad_request(rejection.body_text())
+                }
+            },
+        )
     }
 }

@@ -61,7 +61,9 @@ pub(super) async fn live(
             if let Caller::App(app) = &caller {
                 capability::check(&node.db, app, &sql)?;
             }
-            node.db.subscribe(&sql, &params, None).map_err(ApiError::from)
+            node.db
+                .subscribe(&sql, &params, None)
+                .map_err(|e| crate::ops::sql::statement_error(e, params.len()))
         })
         .await
         .map_err(|e| ApiError::internal(format!("the live query failed: {e}")))??

@@ -1,13 +1,13 @@
 //! The API's handlers: each turns a request into an operation and runs it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{JsonBody, QueryArgs, RawBody};
+use super::body::{JsonBody, PathArg, QueryArgs, RawBody};
 use super::{ApiState, OPENAPI, run};
 use crate::error::ApiError;
 use crate::ops::Caller;
@@ -87,7 +87,7 @@ pub(super) struct Secret {
 
 pub(super) async fn poll_request(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
     QueryArgs(Secret { secret }): QueryArgs<Secret>,
 ) -> Answered<crate::ops::apps::RequestState> {
     run(&state, Caller::Anyone, PollRequest { id, secret }).await.map(Json)
@@ -103,7 +103,7 @@ pub(super) async fn list_requests(
 pub(super) async fn approve(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::apps::RequestInfo> {
     run(&state, caller, Answer { id, approve: true }).await.map(Json)
 }
@@ -111,7 +111,7 @@ pub(super) async fn approve(
 pub(super) async fn deny(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::apps::RequestInfo> {
     run(&state, caller, Answer { id, approve: false }).await.map(Json)
 }
@@ -126,7 +126,7 @@ pub(super) async fn list_apps(
 pub(super) async fn revoke(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
     JsonBody(op): JsonBody<Revoke>,
 ) -> Answered<crate::ops::apps::Revoked> {
     run(&state, caller, Revoke { id, ..op }).await.map(Json)
@@ -150,7 +150,7 @@ pub(super) async fn invite(
 pub(super) async fn remove_device(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::Done> {
     run(&state, caller, RemoveDevice { id }).await.map(Json)
 }
@@ -173,7 +173,7 @@ pub(super) async fn add_pin(
 pub(super) async fn remove_pin(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::Done> {
     run(&state, caller, RemovePin { id }).await.map(Json)
 }

@@ -1,7 +1,7 @@
 //! The user's devices: listing, inviting, removing.
 
 use basic_proto::PublicKey;
-use basic_proto::keys::{Principal, Role};
+use basic_proto::keys::{KeyError, Principal, Role};
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, Done, Op, Route, encode};
@@ -16,7 +16,24 @@ pub fn device_id(key: &PublicKey) -> String {
 /// Parses a principal id of `role`, as a 400 if it is not one.
 pub fn parse_principal(role: Role, text: &str) -> Result<PublicKey, ApiError> {
     Principal::parse_as(role, text.trim())
-        .map_err(|e| ApiError::bad_request(format!("{text:?} is not a {} id: {e}", role.name())))
+        .map_err(|e| ApiError::bad_request(id_error(role, text, &e)))
+}
+
+/// Why `text` is not an id of `role`: `"dev_…" is not an app id: it is a
+/// device id`.
+pub fn id_error(role: Role, text: &str, error: &KeyError) -> String {
+    let wanted = role.name();
+    match error {
+        KeyError::WrongKind { found, .. } => {
+            format!("{text:?} is not {} {wanted} id: it is {} {found} id", a(wanted), a(found))
+        }
+        other => format!("{text:?} is not {} {wanted} id: {other}", a(wanted)),
+    }
+}
+
+/// The article for `word` (`an app`, `a device`, `a user`).
+fn a(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" }
 }
 
 /// `GET /v0/devices`.
@@ -152,5 +169,36 @@ impl Op for RemoveDevice {
         }
         node.db.remove_device(key)?;
         Ok(Done {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_errors_read_well_for_every_kind() {
+        let key = basic_proto::SecretKey::from_seed([3; 32]).public();
+        for (role, kind) in [
+            (Role::User, "a user id"),
+            (Role::Device, "a device id"),
+            (Role::App, "an app id"),
+            (Role::Pinner, "a pinning peer id"),
+        ] {
+            let error = parse_principal(role, "nonsense").unwrap_err().message;
+            assert!(error.starts_with(&format!("\"nonsense\" is not {kind}: ")), "{error}");
+            for other in [Role::User, Role::Device, Role::App, Role::Pinner] {
+                if other == role {
+                    continue;
+                }
+                let text = Principal { role: other, key }.to_string();
+                let error = parse_principal(role, &text).unwrap_err().message;
+                let found = match other {
+                    Role::App => "an app id".to_owned(),
+                    other => format!("a {} id", other.name()),
+                };
+                assert_eq!(error, format!("{text:?} is not {kind}: it is {found}"));
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Running one SQL statement.
 
 use basic_store::database::now_ms;
-use basic_store::{Executed, Rows};
+use basic_store::{DbError, Executed, Rows};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -62,7 +62,11 @@ impl Op for Sql {
             capability::check(&node.db, app, &self.sql)?;
         }
         let params = wire::params_from_json(&self.params).map_err(ApiError::bad_request)?;
-        Ok(match node.db.execute(&self.sql, &params, None)? {
+        let executed = node
+            .db
+            .execute(&self.sql, &params, None)
+            .map_err(|e| statement_error(e, params.len()))?;
+        Ok(match executed {
             Executed::Rows(rows) => rows.into(),
             Executed::Written(outcome) => {
                 if let Caller::App(app) = caller
@@ -80,4 +84,23 @@ impl Op for Sql {
             }
         })
     }
+}
+
+/// The error of a statement run with `given` parameters. SQLite's count
+/// mismatch (`Got 2, needed 1`, where 2 is only where binding stopped)
+/// becomes how many parameters were given and how many placeholders the
+/// statement has; any other error is as it is.
+pub fn statement_error(error: DbError, given: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(rusqlite::Error::InvalidParameterCount(_, wanted)) = cause.downcast_ref() {
+            return ApiError::bad_request(format!(
+                "the statement has {wanted} placeholder{} but {given} parameter{} given",
+                if *wanted == 1 { "" } else { "s" },
+                if given == 1 { " was" } else { "s were" },
+            ));
+        }
+        source = cause.source();
+    }
+    error.into()
 }
