@@ -5,9 +5,12 @@
 //! in this one keyspace under prefixes (see [`crate::layout`]), so a batch
 //! that appends to a log and updates the rows it touches is atomic.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A storage failure: the disk or the storage engine, never bad input.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,14 @@ pub enum StoreError {
     /// sled reported an error.
     #[error("storage engine: {0}")]
     Sled(#[from] sled::Error),
+    /// Syncing a storage file or directory to the disk failed.
+    #[error("syncing {path} to disk: {source}")]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// Stored bytes that should be ours do not decode: the data is corrupt.
     #[error("corrupt stored record {what}: {reason}")]
     Corrupt {
@@ -99,10 +110,24 @@ pub fn scan_prefix<'a, S: Store + ?Sized>(
     store.scan(prefix, prefix)
 }
 
-/// The store on sled: one tree, batches applied atomically.
+/// The store on sled: one tree, batches applied atomically, made durable
+/// with `fdatasync` (see [`SledStore`]'s `flush`).
+///
+/// sled 0.34's own `flush` writes the log with `pwrite` and, on Linux,
+/// `sync_file_range`: data pages only, with neither the drive's write cache
+/// nor the file's metadata, and sled's `fsync` follows later on a
+/// background thread. So `flush` here goes on: it `fdatasync`s the data
+/// file `db`, every new file under `blobs/` (values too large for the log,
+/// which sled writes without syncing), and the directories whenever their
+/// listing changed (new blobs, a new snapshot, the files created at open).
+/// Concurrent flushes share one sync: a flush waits for a sync started
+/// after its own data reached the file, and runs one if none is under way
+/// (protocol-spec/DECISIONS.md, D33).
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// What `flush` syncs; `None` for a temporary store.
+    durability: Option<Arc<Durability>>,
 }
 
 impl SledStore {
@@ -117,7 +142,10 @@ impl SledStore {
         let mut attempts = 0;
         loop {
             match config.open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    let durability = Durability::open(path)?;
+                    return Ok(Self { db, durability: Some(Arc::new(durability)) });
+                }
                 // sled reports a held lock as an error of kind `Other` whose
                 // text says so.
                 Err(sled::Error::Io(error))
@@ -132,10 +160,11 @@ impl SledStore {
         }
     }
 
-    /// A store in a temporary directory, removed when dropped.
+    /// A store in a temporary directory, removed when dropped: nothing is
+    /// synced to the disk.
     pub fn temporary() -> Result<Self, StoreError> {
         let db = sled::Config::new().temporary(true).cache_capacity(64 << 20).open()?;
-        Ok(Self { db })
+        Ok(Self { db, durability: None })
     }
 }
 
@@ -175,14 +204,139 @@ impl Store for SledStore {
         Ok(self.db.apply_batch(sled_batch)?)
     }
 
+    /// sled's flush (the log written out), then `fdatasync` of what it
+    /// wrote: only then is the data on the disk.
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        if let Some(durability) = &self.durability {
+            durability.sync()?;
+        }
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// The files of one sled directory, and which syncs have run.
+#[derive(Debug)]
+struct Durability {
+    /// sled's directory.
+    dir: PathBuf,
+    /// Syncs started so far (the generation of the latest).
+    started: AtomicU64,
+    /// Held while a sync runs.
+    synced: Mutex<Synced>,
+}
+
+/// What the last sync covered.
+#[derive(Debug)]
+struct Synced {
+    /// sled's data file, `db`, kept open to be synced.
+    data: File,
+    /// The generation of the last sync that finished.
+    completed: u64,
+    /// The directory's entries as of its last sync.
+    entries: BTreeSet<OsString>,
+    /// The files under `blobs/` already synced (and `blobs/` with them).
+    blobs: BTreeSet<OsString>,
+}
+
+/// sled's data file in its directory.
+const DATA_FILE: &str = "db";
+/// sled's directory of large values.
+const BLOBS_DIR: &str = "blobs";
+
+impl Durability {
+    /// Syncs what sled created on opening `dir` (`conf`, which sled writes
+    /// without syncing, `db`, `blobs/`, the directory and its parent).
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let data = File::open(dir.join(DATA_FILE)).map_err(sync_error(&dir.join(DATA_FILE)))?;
+        let mut synced = Synced {
+            data,
+            completed: 0,
+            entries: BTreeSet::new(),
+            blobs: BTreeSet::new(),
+        };
+        for name in list(dir)? {
+            let path = dir.join(&name);
+            if path.is_file() {
+                sync_file(&path)?;
+            }
+        }
+        synced.sync(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_file(parent)?;
+        }
+        Ok(Self { dir: dir.to_path_buf(), started: AtomicU64::new(0), synced: Mutex::new(synced) })
+    }
+
+    /// Returns once a sync that started after this call began has finished
+    /// (running one if none is under way): everything sled wrote before the
+    /// call is then on the disk.
+    fn sync(&self) -> Result<(), StoreError> {
+        // Any sync of a later generation than this one starts after now.
+        let needed = self.started.load(Ordering::SeqCst) + 1;
+        // A panic while syncing leaves `Synced` as it was: at worst a later
+        // sync repeats work.
+        let mut synced = self.synced.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if synced.completed >= needed {
+            return Ok(());
+        }
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        synced.sync(&self.dir)?;
+        synced.completed = generation;
+        Ok(())
+    }
+}
+
+impl Synced {
+    /// `fdatasync` of the data file and of new blobs; `fsync` of a
+    /// directory whose entries changed.
+    fn sync(&mut self, dir: &Path) -> Result<(), StoreError> {
+        self.data.sync_data().map_err(sync_error(&dir.join(DATA_FILE)))?;
+        let blobs_dir = dir.join(BLOBS_DIR);
+        let blobs = list(&blobs_dir)?;
+        if blobs != self.blobs {
+            for name in blobs.difference(&self.blobs) {
+                let path = blobs_dir.join(name);
+                match File::open(&path) {
+                    Ok(file) => file.sync_data().map_err(sync_error(&path))?,
+                    // Removed by sled's clean-up since it was listed.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(sync_error(&path)(error)),
+                }
+            }
+            sync_file(&blobs_dir)?;
+            self.blobs = blobs;
+        }
+        let entries = list(dir)?;
+        if entries != self.entries {
+            sync_file(dir)?;
+            self.entries = entries;
+        }
+        Ok(())
+    }
+}
+
+/// The names in directory `dir` (none if it does not exist).
+fn list(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(error) => return Err(sync_error(dir)(error)),
+    };
+    entries.map(|entry| Ok(entry.map_err(sync_error(dir))?.file_name())).collect()
+}
+
+/// `fsync` of a file or directory, by path.
+fn sync_file(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|file| file.sync_all()).map_err(sync_error(path))
+}
+
+fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Sync { path: path.to_path_buf(), source }
 }
 
 /// The store in memory. It keeps what was flushed apart from what was only
@@ -314,6 +468,24 @@ mod tests {
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn sled_store_syncs_a_value_stored_as_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        // Above sled's blob threshold (a quarter of its 512 KiB segment).
+        let large = vec![7u8; 300 << 10];
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let mut batch = Batch::default();
+            batch.put(b"large".to_vec(), large.clone());
+            store.apply(batch).unwrap();
+            store.flush().unwrap();
+            let synced = store.durability.as_ref().unwrap().synced.lock().unwrap();
+            assert!(!synced.blobs.is_empty(), "sled wrote no blob: the test is void");
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(b"large").unwrap(), Some(large));
     }
 
     #[test]
