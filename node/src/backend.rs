@@ -64,6 +64,12 @@ impl Backend {
         }
     }
 
+    /// Whether the commands go through a running node (which also syncs
+    /// and dials), not to the database directly.
+    pub fn is_running(&self) -> bool {
+        matches!(self, Backend::Api(_))
+    }
+
     /// Runs `op` as the owner.
     pub fn call<O: Op>(&self, op: O) -> anyhow::Result<O::Output> {
         match self {

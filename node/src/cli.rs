@@ -91,7 +91,13 @@ pub enum Command {
     Pinner(PinnerCommand),
 
     /// Show the database, devices, apps, forks, storage and peers.
-    #[command(after_help = "Examples:\n  basic status\n  basic status --json")]
+    #[command(
+        long_about = "Show the database, devices, apps, forks, storage and peers.\n\
+            In a pinning peer's directory: the database it pins, whether the database's control log\n\
+            authorises it, the commits and control operations it holds, its storage, and its peers\n\
+            (while it runs), from the running pinning peer or, when none runs, from its replica.",
+        after_help = "Examples:\n  basic status\n  basic status --json\n  basic --data ~/pinner status"
+    )]
     Status(StatusArgs),
 }
 
@@ -168,19 +174,40 @@ pub struct SqlArgs {
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
     /// Apply a schema file (TOML or JSON); a new version may only add.
-    #[command(after_help = "Example:\n  basic schema apply examples/todo.toml")]
+    #[command(
+        long_about = "Apply a schema file (TOML or JSON, by its extension); a new version may only add.\n\
+            Tables and columns keep the file's order (the order of `SELECT *`); new columns go at the end.\n\
+            A JSON file may also hold an array of schemas, as `basic schema show` prints them.",
+        after_help = "Examples:\n  basic schema apply examples/todo.toml\n  basic schema show todo > todo.json && basic schema apply todo.json   (already up to date)"
+    )]
     Apply {
         /// The schema file.
         file: PathBuf,
     },
-    /// Print every namespace's schema as JSON.
-    Show,
+    /// Print a namespace's schema, or every one, as JSON that applies back.
+    #[command(
+        long_about = "Print a namespace's schema as JSON, in canonical form (every column written out in full),\n\
+            tables and columns in their order; without a namespace, every schema as a JSON array.\n\
+            What it prints applies back unchanged with `basic schema apply`.",
+        after_help = "Examples:\n  basic schema show todo\n  basic schema show > schemas.json"
+    )]
+    Show {
+        /// Only this namespace's schema.
+        namespace: Option<String>,
+    },
 }
 
 /// `basic device …`.
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
-    /// Print a one-line invite for a new device (`basic init --join CODE` there).
+    /// Print a one-line invite for a new device (`basic init --join CODE` there); needs the running node.
+    #[command(
+        long_about = "Print a one-line invite for a new device: `basic init --join CODE` there.\n\
+            The new device joins through this device's running node, at the addresses the invite carries,\n\
+            so start the node first (`basic up`) and keep it running until the new device has joined;\n\
+            with no node running, this refuses and says so. The invite is valid once, for --valid-minutes.",
+        after_help = "Examples:\n  basic up &    (or in another terminal)\n  basic device invite\n  basic device invite --valid-minutes 10"
+    )]
     Invite {
         /// How long the invite stays valid, in minutes.
         #[arg(long, value_name = "MINUTES", default_value_t = 60)]

@@ -123,15 +123,36 @@ pub struct UpOptions {
     pub database: Option<String>,
 }
 
-/// Runs the node in the foreground until Ctrl-C or SIGTERM.
-pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
-    if data.is_pinner() {
-        return crate::pinner::up(data, options);
-    }
-    if options.database.is_some() {
+/// What `basic up` has checked and bound before it creates or opens
+/// anything ([`bind`]).
+#[derive(Debug)]
+pub struct Bound {
+    /// The API's listener (none for a pinning peer, which serves no API).
+    api: Option<std::net::TcpListener>,
+}
+
+/// Checks `basic up`'s options and ports before anything is created or
+/// opened, so that a mistake or a port in use costs nothing: `--database`
+/// (a pinning peer's), the network addresses (parsed; a fixed sync port is
+/// bound and released at once), and the API address, bound and kept.
+pub fn bind(data: &DataDir, options: &UpOptions) -> anyhow::Result<Bound> {
+    let pinner = data.is_pinner();
+    if options.database.is_some() && !pinner {
+        if data.holds_database() {
+            bail!(
+                "--database is for a pinning peer's first start; this directory holds a device's database"
+            );
+        }
         bail!(
-            "--database is for a pinning peer's first start; this directory holds a device's database"
+            "--database is for a pinning peer's first start, in a directory made by `basic pinner init`"
         );
+    }
+    let network = options.config.network()?;
+    for address in &network.listen {
+        check_free(address)?;
+    }
+    if pinner {
+        return Ok(Bound { api: None });
     }
     if !options.api.ip().is_loopback() && !options.api_public {
         bail!(
@@ -139,6 +160,51 @@ pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
             options.api
         );
     }
+    let api = std::net::TcpListener::bind(options.api).with_context(|| {
+        format!(
+            "cannot listen on {} for the API (is a node running there? --api ADDR picks another; port 0 any free one)",
+            options.api
+        )
+    })?;
+    Ok(Bound { api: Some(api) })
+}
+
+/// Fails if a fixed TCP or UDP port of the sync address `address` cannot be
+/// bound now (in use, or not an address of this machine).
+fn check_free(address: &basic_net::Multiaddr) -> anyhow::Result<()> {
+    use std::net::IpAddr;
+
+    let context = || format!("cannot listen on {address} for sync");
+    // The text form is canonical: `/ip4/127.0.0.1/tcp/4001/…`.
+    let text = address.to_string();
+    let parts: Vec<&str> = text.split('/').skip(1).collect();
+    let mut ip = None;
+    for pair in parts.windows(2) {
+        match pair {
+            ["ip4" | "ip6", value] => ip = value.parse::<IpAddr>().ok(),
+            ["tcp", port] => {
+                if let (Some(ip), Ok(port @ 1..)) = (ip, port.parse::<u16>()) {
+                    std::net::TcpListener::bind((ip, port)).with_context(context)?;
+                }
+            }
+            ["udp", port] => {
+                if let (Some(ip), Ok(port @ 1..)) = (ip, port.parse::<u16>()) {
+                    std::net::UdpSocket::bind((ip, port)).with_context(context)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs the node in the foreground until Ctrl-C or SIGTERM, with what
+/// [`bind`] bound.
+pub fn up(data: DataDir, options: UpOptions, bound: Bound) -> anyhow::Result<()> {
+    if data.is_pinner() {
+        return crate::pinner::up(data, options);
+    }
+    let api = bound.api.context("no API listener was bound for this node")?;
     let network = Arc::new(RwLock::new(NetworkStatus::default()));
     let node = Node::open(data.clone(), options.config.clone(), Some(network)).map_err(|error| {
         if is_in_use(&error) {
@@ -151,7 +217,7 @@ pub fn up(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         }
     })?;
     let runtime = runtime()?;
-    let result = runtime.block_on(serve(Arc::new(node), &options));
+    let result = runtime.block_on(serve(Arc::new(node), &options, api));
     // Live queries poll their shutdown flag; give them a moment.
     runtime.shutdown_timeout(Duration::from_secs(2));
     remove_api_info(&data);
@@ -179,9 +245,14 @@ pub fn remove_api_info(data: &DataDir) {
     }
 }
 
-async fn serve(node: Arc<Node>, options: &UpOptions) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(options.api)
-        .await
+async fn serve(
+    node: Arc<Node>,
+    options: &UpOptions,
+    api: std::net::TcpListener,
+) -> anyhow::Result<()> {
+    let listener = api
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(api))
         .with_context(|| format!("cannot listen on {} for the API", options.api))?;
     let address = listener.local_addr()?;
     if !address.ip().is_loopback() {

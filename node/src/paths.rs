@@ -13,6 +13,7 @@
 //!   pinner-key      a pinning peer's principal (mode 0600), made by `basic pinner init`
 //!   peers.json      pinning peers' addresses this device dials (`basic pin add --address`)
 //!   shown.json      what each peer showed of each author's log (rollback detection)
+//!   status.json     a running pinning peer's status, for `basic status`; removed on clean shutdown
 //! ```
 
 use std::fs;
@@ -80,6 +81,11 @@ impl DataDir {
     /// What each peer has shown of each author's log.
     pub fn shown(&self) -> PathBuf {
         self.root.join("shown.json")
+    }
+
+    /// A running pinning peer's status (it serves no API to ask).
+    pub fn pinner_status(&self) -> PathBuf {
+        self.root.join("status.json")
     }
 
     /// A pinning peer's principal key.

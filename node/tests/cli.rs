@@ -2,7 +2,11 @@
 
 mod common;
 
+use std::path::PathBuf;
+
+use basic_store::{Format, Schema};
 use common::{Data, example};
+use serde_json::{Value as Json, json};
 
 #[test]
 fn init_prints_ids_and_refuses_a_second_init() {
@@ -127,14 +131,26 @@ fn help_is_there_for_every_command() {
 }
 
 #[test]
+fn an_invite_needs_a_running_node() {
+    let inviter = Data::with_todo();
+    // No node runs: an invite could carry no address to join through.
+    let out = inviter.basic(&["device", "invite"]);
+    assert_eq!(out.stdout, "", "no invite is printed");
+    let error = out.failed();
+    assert!(error.contains("start it with `basic up`"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    let help = inviter.basic(&["device", "invite", "--help"]).ok();
+    assert!(help.contains("basic up"), "{help}");
+
+    let _node = inviter.up();
+    let invite = inviter.basic(&["device", "invite"]).ok();
+    assert!(invite.starts_with("basic-invite-"), "{invite}");
+}
+
+#[test]
 fn join_without_a_reachable_inviter_says_so_and_leaves_nothing_behind() {
     let inviter = Data::with_todo();
-    // No node runs: the invite carries no address.
-    let invite = inviter.basic(&["device", "invite"]).ok();
     let joiner = Data::new();
-    let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
-    assert!(error.contains("no address of a running node"), "{error}");
-    assert!(!joiner.path().join("replica").exists());
 
     // The node that made the invite has stopped: its addresses are named.
     let mut node = inviter.up();
@@ -198,14 +214,18 @@ fn pin_add_saves_addresses_that_list_shows_and_remove_forgets() {
     assert!(!data.path().join("peers.json").exists());
     assert_eq!(data.basic(&["pin", "list"]).ok().trim(), "no pinning peer");
 
-    // Directly on the database, then through a running node.
-    data.basic(&["pin", "add", &pin, "--address", &address]).ok();
+    // Directly on the database, then through a running node, which dials
+    // the addresses at once: each says when they are dialled.
+    let out = data.basic(&["pin", "add", &pin, "--address", &address]).ok();
+    assert!(out.contains("`basic up` dials it when it starts"), "{out}");
     let list = data.basic(&["pin", "list"]).ok();
     assert_eq!(list, format!("{pin}\n  {address}\n"));
     let node = data.up();
     let second = format!("/ip4/198.51.100.1/udp/4001/quic-v1/p2p/{peer}");
     let out = data.basic(&["pin", "add", &pin, "--address", &address, "--address", &second]).ok();
-    assert!(out.contains("saved 2 address"), "{out}");
+    assert!(out.contains("saved 2 addresses"), "{out}");
+    assert!(out.contains("the running node dials them now"), "{out}");
+    assert!(!out.contains("next start"), "{out}");
     let list = data.basic(&["pin", "list"]).ok();
     assert_eq!(list, format!("{pin}\n  {address}\n  {second}\n"));
     let error = data.basic(&["pin", "add", &pin]).failed();
@@ -220,4 +240,276 @@ fn pin_add_saves_addresses_that_list_shows_and_remove_forgets() {
     std::fs::write(data.path().join("peers.json"), "{\"pinners\": 3}").unwrap();
     let error = data.basic(&["pin", "list"]).failed();
     assert!(error.contains("peers.json is damaged"), "{error}");
+}
+
+/// The column names of `sql`'s result, run through the CLI.
+fn columns(data: &Data, sql: &str) -> Vec<String> {
+    let out = data.basic(&["sql", sql, "--json"]).ok();
+    let json: Json = serde_json::from_str(&out).unwrap();
+    json["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect()
+}
+
+/// The column names of `table` (`items`) in `schema`, in order.
+fn schema_columns(schema: &Schema, table: &str) -> Vec<String> {
+    schema.table(table).unwrap().columns().iter().map(|c| c.name.to_string()).collect()
+}
+
+#[test]
+fn a_schema_keeps_its_column_order_on_every_path() {
+    let todo = Schema::from_file(example("todo.toml")).unwrap();
+    let v2 = Schema::from_file(example("todo-v2.toml")).unwrap();
+    let data = Data::new();
+    data.basic(&["init"]).ok();
+    let node = data.up();
+
+    // The CLI, through the running node's API.
+    data.basic(&["schema", "apply", example("todo.toml").to_str().unwrap()]).ok();
+    assert_eq!(columns(&data, "SELECT * FROM todo.items"), schema_columns(&todo, "items"));
+    // The README's migration applies: new columns go at the end.
+    let out = data.basic(&["schema", "apply", example("todo-v2.toml").to_str().unwrap()]).ok();
+    assert!(out.contains("+ column todo.items.tags"), "{out}");
+    // A store issue of its own, left to the store: after a migration, the
+    // node's reader connections name the old columns for a statement they
+    // prepared before (cached), and for the first one they prepare (on
+    // SQLite's cached schema). So one query first, then another text.
+    columns(&data, "SELECT 1 FROM todo.items");
+    let all = "SELECT * FROM todo.items WHERE true";
+    assert_eq!(columns(&data, all), schema_columns(&v2, "items"));
+
+    // The API itself: the order of the JSON object's members.
+    let body = br#"{"namespace": "zz", "tables": {"t": {"primary_key": ["z"],
+        "columns": {"z": "text", "b": "text", "a": {"type": "integer", "nullable": true}}}}}"#;
+    let (status, answer) = node.post_raw("/v0/schema", Some(&node.token), body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(columns(&data, "SELECT * FROM zz.t"), ["z", "b", "a"]);
+
+    // Another device, which gets the schemas from the control log.
+    let invite = data.basic(&["device", "invite"]).ok();
+    let other = Data::new();
+    other.basic(&["init", "--join", invite.trim()]).ok();
+    assert_eq!(columns(&other, "SELECT * FROM todo.items"), schema_columns(&v2, "items"));
+    assert_eq!(columns(&other, "SELECT * FROM zz.t"), ["z", "b", "a"]);
+}
+
+#[test]
+fn schema_show_applies_back_as_a_no_op() {
+    // Every example, in an order where each applies (todo before todo-v2).
+    let mut files: Vec<PathBuf> = std::fs::read_dir(example(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| Schema::from_file(path).is_ok())
+        .collect();
+    files.sort_by_key(|path| path.file_stem().unwrap().to_owned());
+    assert!(files.len() >= 3, "{files:?}");
+    let out = tempfile::tempdir().unwrap();
+    for running in [false, true] {
+        let data = Data::new();
+        data.basic(&["init"]).ok();
+        let _node = running.then(|| data.up());
+        for file in &files {
+            let schema = Schema::from_file(file).unwrap();
+            let namespace = schema.namespace().as_str();
+            data.basic(&["schema", "apply", file.to_str().unwrap()]).ok();
+            let shown = data.basic(&["schema", "show", namespace]).ok();
+            let parsed = Schema::parse(&shown, Format::Json).unwrap();
+            assert_eq!(parsed, schema, "{file:?} (node running: {running}): {shown}");
+            let again = out.path().join(format!("{namespace}.json"));
+            std::fs::write(&again, &shown).unwrap();
+            let applied = data.basic(&["schema", "apply", again.to_str().unwrap()]).ok();
+            assert_eq!(applied, format!("{namespace}: already up to date\n"), "{file:?}");
+        }
+        // Every schema at once: `basic schema show` applies back whole.
+        let all = out.path().join("all.json");
+        std::fs::write(&all, data.basic(&["schema", "show"]).ok()).unwrap();
+        let applied = data.basic(&["schema", "apply", all.to_str().unwrap()]).ok();
+        assert_eq!(applied, "contacts: already up to date\ntodo: already up to date\n");
+        let error = data.basic(&["schema", "show", "nowhere"]).failed();
+        assert!(error.contains("no schema for namespace \"nowhere\""), "{error}");
+    }
+}
+
+#[test]
+fn up_checks_its_options_and_ports_before_creating_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let api = format!("127.0.0.1:{port}");
+    let sync = format!("/ip4/127.0.0.1/tcp/{port}");
+    let data = Data::new();
+    for (args, expected) in [
+        (vec!["--api", &api, "--listen", "/ip4/127.0.0.1/tcp/0"], api.as_str()),
+        (vec!["--api", "127.0.0.1:0", "--listen", &sync], sync.as_str()),
+        (vec!["--api", "0.0.0.0:0"], "--api-public"),
+        (vec!["--listen", "nonsense"], "not a network address"),
+        (vec!["--database", "db_nonsense"], "--database"),
+    ] {
+        let out = data.basic(&[&["up", "--no-mdns"][..], &args].concat());
+        assert!(!out.stdout.contains("basic-recovery-"), "{args:?}: {}", out.stdout);
+        let error = out.failed();
+        assert!(error.contains(expected), "{args:?}: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+        assert!(!data.path().join("replica").exists(), "{args:?} created a database");
+        assert!(!data.path().join("owner-token").exists(), "{args:?} made a token");
+    }
+}
+
+#[test]
+fn parameter_count_errors_say_what_was_given() {
+    let data = Data::with_todo();
+    let error =
+        data.basic(&["sql", "SELECT ?", "--param", "1", "--param", "2", "--param", "3"]).failed();
+    assert!(
+        error.contains("the statement has 1 placeholder but 3 parameters were given"),
+        "{error}"
+    );
+    let error = data
+        .basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES (?, ?)", "--param", "a"])
+        .failed();
+    assert!(error.contains("2 placeholders but 1 parameter was given"), "{error}");
+
+    let node = data.up();
+    let params: Vec<Json> = (0..100_000).map(Json::from).collect();
+    let (status, body) =
+        node.post("/v0/sql", Some(&node.token), &json!({ "sql": "SELECT ?", "params": params }));
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 placeholder but 100000 parameters were given"), "{message}");
+    let live = "/v0/live?sql=SELECT%20%3F&params=%5B1%2C2%2C3%5D";
+    let (status, body) = node.get(live, Some(&node.token));
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 placeholder but 3 parameters were given"), "{message}");
+}
+
+#[test]
+fn id_errors_name_the_kind_of_id_with_its_article() {
+    let data = Data::with_todo();
+    let status: Json = serde_json::from_str(&data.basic(&["status", "--json"]).ok()).unwrap();
+    let device = status["device"].as_str().unwrap().to_owned();
+    let app = basic_proto::keys::Principal {
+        role: basic_proto::keys::Role::App,
+        key: basic_proto::SecretKey::from_seed([7; 32]).public(),
+    }
+    .to_string();
+    for (args, expected) in [
+        (vec!["app", "revoke", &device], "is not an app id: it is a device id"),
+        (vec!["app", "revoke", "nonsense"], "is not an app id"),
+        (vec!["device", "remove", &app], "is not a device id: it is an app id"),
+        (vec!["pin", "remove", &device], "is not a pinning peer id: it is a device id"),
+        (vec!["pin", "add", "nonsense"], "is not a pinning peer id"),
+    ] {
+        let error = data.basic(&args).failed();
+        assert!(error.contains(expected), "{args:?}: {error}");
+        assert!(!error.contains(" a app"), "{args:?}: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    }
+}
+
+#[test]
+fn path_rejections_answer_the_json_error_shape() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let token = node.token.clone();
+    for path in ["/v0/pins/%ff%fe", "/v0/devices/%ff"] {
+        let (status, body) = node.delete(path, Some(&token));
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    }
+    for path in
+        ["/v0/apps/requests/%ff/approve", "/v0/apps/requests/%ff/deny", "/v0/apps/%ff/revoke"]
+    {
+        let (status, body) = node.post(path, Some(&token), &json!({}));
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    }
+    let (status, body) = node.get("/v0/apps/requests/%ff?secret=x", None);
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+}
+
+#[test]
+fn refused_live_queries_are_not_logged_as_node_errors() {
+    let data = Data::with_todo();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("node.log");
+    let node = data.up_logged(&log);
+    let token = node.token.clone();
+    for query in ["sql=SELECT%20nope%20FROM%20todo.items", "sql=DELETE%20FROM%20todo.items"] {
+        let (status, body) = node.get(&format!("/v0/live?{query}"), Some(&token));
+        assert_eq!(status, 400, "{body}");
+    }
+    // Past the most live queries open at once (for this token, or for the
+    // node), the next is refused: the client's load, not the node's failure.
+    let mut open = Vec::new();
+    let refused = loop {
+        assert!(open.len() <= 64, "more than 64 live queries open");
+        let request = common::agent()
+            .get(node.url("/v0/live?sql=SELECT%201"))
+            .header("authorization", format!("Bearer {token}"));
+        let response = request.call().unwrap();
+        if response.status() != 200 {
+            break common::answer(Ok(response));
+        }
+        open.push(response);
+    };
+    let (status, body) = refused;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("busy")), "{body}");
+    drop(open);
+    drop(node);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains(" ERROR "), "{log}");
+}
+
+#[test]
+fn a_pinning_peer_has_a_status() {
+    let device = Data::with_todo();
+    let pinner = Data::new();
+    let out = pinner.basic(&["pinner", "init"]).ok();
+    let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).unwrap().to_owned();
+    let status: Json = serde_json::from_str(&device.basic(&["status", "--json"]).ok()).unwrap();
+    let database = status["database"].as_str().unwrap().to_owned();
+    let dev = status["device"].as_str().unwrap().to_owned();
+
+    // Before its first start: who it is, and what to do.
+    let out = pinner.basic(&["status"]).ok();
+    assert!(out.contains(&pin) && out.contains("basic up --database"), "{out}");
+    let json: Json = serde_json::from_str(&pinner.basic(&["status", "--json"]).ok()).unwrap();
+    assert_eq!(json["pinner"], pin.as_str(), "{json}");
+    assert_eq!(json["database"], Json::Null, "{json}");
+
+    // Running: it gets the control log from the device that dials it, and
+    // then the device's commits.
+    let (mut running, address) =
+        pinner.start(&["--database", &database, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
+    device.basic(&["pin", "add", &pin, "--address", &address]).ok();
+    let node = device.up();
+    device.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')"]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let json = loop {
+        let json: Json = serde_json::from_str(&pinner.basic(&["status", "--json"]).ok()).unwrap();
+        let synced = json["network"]["peers"].as_array().is_some_and(|peers| {
+            peers.iter().any(|p| p["principal"] == dev.as_str() && p["last_sync_ms"].is_u64())
+        });
+        if json["commits"].as_u64() >= Some(1) && synced {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pinner's status: {json}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(json["database"], database.as_str(), "{json}");
+    assert_eq!(json["authorised"], true, "{json}");
+    assert!(json["running"] == true && json["control_ops"].as_u64() >= Some(3), "{json}");
+    assert!(json["storage_bytes"].as_u64() > Some(0), "{json}");
+    let out = pinner.basic(&["status"]).ok();
+    for expected in [pin.as_str(), database.as_str(), "authorised", "running", dev.as_str()] {
+        assert!(out.contains(expected), "{expected} missing in:\n{out}");
+    }
+    drop(node);
+
+    // Stopped: what it holds, read from its replica.
+    assert!(common::terminate(&mut running).success(), "the pinning peer stops on SIGTERM");
+    let json: Json = serde_json::from_str(&pinner.basic(&["status", "--json"]).ok()).unwrap();
+    assert_eq!(
+        (json["database"].as_str(), json["running"].as_bool()),
+        (Some(database.as_str()), Some(false)),
+        "{json}"
+    );
+    assert!(json["commits"].as_u64() >= Some(1), "{json}");
+    assert!(pinner.basic(&["status"]).ok().contains("not running"));
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use basic_proto::Name;
 use basic_proto::keys::{Principal, Role};
-use basic_store::{Database, Invite, Schema};
+use basic_store::{Database, Format, Invite, Schema};
 
 use crate::backend::Backend;
 use crate::cli::{
@@ -13,7 +13,7 @@ use crate::cli::{
     SqlArgs, StatusArgs,
 };
 use crate::join::exchange_join;
-use crate::node::{NodeConfig, UpOptions, up};
+use crate::node::{NodeConfig, UpOptions, bind, up};
 use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke};
 use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice, device_id};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
@@ -22,6 +22,7 @@ use crate::ops::sql::{Sql, SqlOutput};
 use crate::ops::status::Status;
 use crate::ops::transfer::{Export, ExportFormat, Import};
 use crate::paths::DataDir;
+use crate::status::{NetworkStatus, PinnerStatus};
 use crate::tokens::OwnerToken;
 
 mod show;
@@ -35,26 +36,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => init(&data),
         },
         Command::Up(args) => {
+            let options = UpOptions {
+                api: args.api,
+                api_public: args.api_public,
+                config: NodeConfig {
+                    listen: args.listen,
+                    peers: args.peer,
+                    relays: args.relay,
+                    external: args.external,
+                    mdns: !args.no_mdns,
+                },
+                database: args.database,
+            };
+            // Bad options and ports in use fail here, before a database
+            // (and its recovery secret) is made.
+            let bound = bind(&data, &options)?;
             if !data.holds_database() && !data.is_pinner() {
                 // First run on this machine: `basic up` alone gives a node.
                 println!("No database in {} yet: creating one.", data.root().display());
                 init(&data)?;
             }
-            up(
-                data,
-                UpOptions {
-                    api: args.api,
-                    api_public: args.api_public,
-                    config: NodeConfig {
-                        listen: args.listen,
-                        peers: args.peer,
-                        relays: args.relay,
-                        external: args.external,
-                        mdns: !args.no_mdns,
-                    },
-                    database: args.database,
-                },
-            )
+            up(data, options, bound)
         }
         Command::Pinner(PinnerCommand::Init) => crate::pinner::init(&data),
         Command::Sql(args) => sql(&Backend::connect(&data)?, args),
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Status(args) if data.is_pinner() => pinner_status(&data, args),
         Command::Status(args) => status(&Backend::connect(&data)?, args),
     }
 }
@@ -191,12 +194,15 @@ fn plural(n: usize) -> &'static str {
 fn schema(backend: &Backend, command: SchemaCommand) -> anyhow::Result<()> {
     match command {
         SchemaCommand::Apply { file } => {
-            let schema = Schema::from_file(&file)?;
-            let applied = backend.call(ApplySchema { schema })?;
-            if applied.tables.is_empty() && applied.columns.is_empty() && applied.indexes.is_empty()
-            {
-                println!("{}: already up to date", applied.namespace);
-            } else {
+            for schema in read_schemas(&file)? {
+                let applied = backend.call(ApplySchema { schema })?;
+                if applied.tables.is_empty()
+                    && applied.columns.is_empty()
+                    && applied.indexes.is_empty()
+                {
+                    println!("{}: already up to date", applied.namespace);
+                    continue;
+                }
                 println!("applied {}", applied.namespace);
                 for table in &applied.tables {
                     println!("  + table {table}");
@@ -210,14 +216,54 @@ fn schema(backend: &Backend, command: SchemaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SchemaCommand::Show => show::json(&backend.call(ShowSchemas)?),
+        SchemaCommand::Show { namespace: None } => show::json(&backend.call(ShowSchemas)?),
+        SchemaCommand::Show { namespace: Some(namespace) } => {
+            let schemas = backend.call(ShowSchemas)?;
+            match schemas.iter().find(|schema| schema.namespace().as_str() == namespace) {
+                Some(schema) => show::json(schema),
+                None if schemas.is_empty() => {
+                    bail!("no schema for namespace {namespace:?}: the database has none yet")
+                }
+                None => bail!(
+                    "no schema for namespace {namespace:?} (there are: {})",
+                    schemas.iter().map(|s| s.namespace().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
     }
+}
+
+/// Largest file of schemas `basic schema apply` reads.
+const MAX_SCHEMAS_FILE: u64 = 64 << 20;
+
+/// The schemas of `file`: one schema (TOML or JSON), or a JSON array of
+/// them, as `basic schema show` prints every namespace's.
+fn read_schemas(file: &std::path::Path) -> anyhow::Result<Vec<Schema>> {
+    let is_array = Format::from_path(file) != Some(Format::Toml)
+        && std::fs::read(file)
+            .is_ok_and(|bytes| bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'['));
+    if !is_array {
+        return Ok(vec![Schema::from_file(file)?]);
+    }
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or_default();
+    if size > MAX_SCHEMAS_FILE {
+        bail!("{}: {size} bytes, more than a file of schemas may hold", file.display());
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as text", file.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an array of schemas", file.display()))
 }
 
 /// `basic device …`.
 fn device(backend: &Backend, command: DeviceCommand) -> anyhow::Result<()> {
     match command {
         DeviceCommand::Invite { valid_minutes } => {
+            if !backend.is_running() {
+                bail!(
+                    "no node is running for this database, and the new device joins through it: start it with `basic up`, then make the invite"
+                );
+            }
             let invite = backend.call(MakeInvite { valid_minutes })?;
             println!("{}", invite.invite);
             eprintln!(
@@ -322,10 +368,19 @@ fn pin(backend: &Backend, command: PinCommand) -> anyhow::Result<()> {
             let saved = addresses.len();
             backend.call(AddPin { id: id.clone(), addresses })?;
             println!("{id} may now store and serve this database's ciphertext (it holds no key)");
-            if saved > 0 {
-                println!(
-                    "saved {saved} address(es) of it: `basic up` dials them (a running node from its next start)"
-                );
+            let (addresses, them) = if saved == 1 {
+                ("1 address".to_owned(), "it")
+            } else {
+                (format!("{saved} addresses"), "them")
+            };
+            match (saved, backend.is_running()) {
+                (0, _) => {}
+                (_, true) => println!(
+                    "saved {addresses} of it: the running node dials {them} now, and every `basic up` from then on"
+                ),
+                (_, false) => {
+                    println!("saved {addresses} of it: `basic up` dials {them} when it starts")
+                }
             }
         }
         PinCommand::List => {
@@ -402,28 +457,82 @@ fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
         None => println!("node       not running (start it with `basic up`)"),
         Some(network) => {
             println!("node       running");
-            println!(
-                "listen     {}",
-                if network.state.listening.is_empty() {
-                    "none".into()
-                } else {
-                    network.state.listening.join(", ")
-                }
-            );
-            if network.state.peers.is_empty() {
-                println!("peers      none");
+            print_network(&network.state);
+        }
+    }
+    Ok(())
+}
+
+/// The addresses a running node listens on, and its peers.
+fn print_network(state: &NetworkStatus) {
+    println!(
+        "listen     {}",
+        if state.listening.is_empty() { "none".into() } else { state.listening.join(", ") }
+    );
+    if state.peers.is_empty() {
+        println!("peers      none");
+    }
+    for peer in &state.peers {
+        let last = peer.last_sync_ms.map(show::time).unwrap_or_else(|| "never".into());
+        println!(
+            "peer       {} {} — {} (last sync {last}, in {} / out {})",
+            peer.principal.as_deref().unwrap_or(&peer.id),
+            peer.address.as_deref().unwrap_or("not connected"),
+            peer.sync,
+            show::bytes(peer.bytes_in),
+            show::bytes(peer.bytes_out),
+        );
+    }
+}
+
+/// `basic status` in a pinning peer's directory.
+fn pinner_status(data: &DataDir, args: StatusArgs) -> anyhow::Result<()> {
+    let status: PinnerStatus = crate::pinner::status(data)?;
+    if args.json {
+        return show::json(&status);
+    }
+    println!("pinner     {}", status.pinner);
+    let Some(database) = &status.database else {
+        println!("database   none yet: the first start names it");
+        println!(
+            "node       not running (start it with `basic up --database db_… --listen ADDRESS`)"
+        );
+        return Ok(());
+    };
+    if !status.replica {
+        println!(
+            "database   {database} (waiting for an authorised device to send its control log)"
+        );
+    } else {
+        println!("database   {database}");
+        println!(
+            "authorised {}",
+            match (status.authorised, status.removed) {
+                (true, _) => "yes, by the database's control log".to_owned(),
+                (false, true) => "no: removed from the database, for good".to_owned(),
+                (false, false) => format!(
+                    "not yet: on a device of the database, `basic pin add {}`",
+                    status.pinner
+                ),
             }
-            for peer in &network.state.peers {
-                let last = peer.last_sync_ms.map(show::time).unwrap_or_else(|| "never".into());
-                println!(
-                    "peer       {} {} — {} (last sync {last}, in {} / out {})",
-                    peer.principal.as_deref().unwrap_or(&peer.id),
-                    peer.address.as_deref().unwrap_or("not connected"),
-                    peer.sync,
-                    show::bytes(peer.bytes_in),
-                    show::bytes(peer.bytes_out),
-                );
-            }
+        );
+        println!(
+            "holds      {} commit{} by {} author{}, {} control operation{} (ciphertext; no key)",
+            status.commits,
+            if status.commits == 1 { "" } else { "s" },
+            status.authors,
+            plural(status.authors),
+            status.control_ops,
+            plural(status.control_ops),
+        );
+    }
+    println!("storage    {}", show::bytes(status.storage_bytes));
+    match (&status.network, status.running) {
+        (_, false) => println!("node       not running (start it with `basic up`)"),
+        (None, true) => println!("node       running"),
+        (Some(network), true) => {
+            println!("node       running");
+            print_network(network);
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 #[path = "../../../tests/support/process.rs"]
 mod process;
 pub(crate) use process::Guard;
-use process::answer;
+pub(crate) use process::answer;
 
 /// Longest any one command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,6 +94,15 @@ impl Data {
 
     /// Starts `basic up` on a free loopback port and waits for its API.
     pub fn up(&self) -> Node {
+        self.up_with(Stdio::null())
+    }
+
+    /// [`Data::up`], with the node's log (stderr) written to `log`.
+    pub fn up_logged(&self, log: &Path) -> Node {
+        self.up_with(std::fs::File::create(log).expect("log file").into())
+    }
+
+    fn up_with(&self, stderr: Stdio) -> Node {
         let mut command = self.command(&[
             "up",
             "--api",
@@ -102,7 +111,7 @@ impl Data {
             "/ip4/127.0.0.1/tcp/0",
             "--no-mdns",
         ]);
-        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command.stdout(Stdio::null()).stderr(stderr);
         let child = Guard(command.spawn().expect("run basic up"));
         let api_file = self.path().join("api.json");
         let deadline = Instant::now() + NODE_TIMEOUT;
@@ -123,6 +132,30 @@ impl Data {
     }
 }
 
+impl Data {
+    /// Starts `basic up ARGS…` (a pinning peer, say) and waits until
+    /// `api.json` names an address it listens on for sync; returns it.
+    pub fn start(&self, args: &[&str]) -> (Guard, String) {
+        let mut command = self.command(&[&["up"], args].concat());
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = Guard(command.spawn().expect("run basic up"));
+        let deadline = Instant::now() + NODE_TIMEOUT;
+        loop {
+            assert!(Instant::now() < deadline, "basic up wrote no sync address in api.json");
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("basic up {args:?} exited: {status}");
+            }
+            if let Ok(text) = std::fs::read_to_string(self.path().join("api.json"))
+                && let Ok(info) = serde_json::from_str::<Json>(&text)
+                && let Some(address) = info["listen"][0].as_str()
+            {
+                return (child, address.to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A running node.
 pub struct Node {
     pub child: Guard,
@@ -131,7 +164,8 @@ pub struct Node {
     pub api_file: PathBuf,
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP client with the command deadline for each request.
+pub fn agent() -> ureq::Agent {
     process::agent(COMMAND_TIMEOUT)
 }
 
@@ -183,6 +217,15 @@ impl Node {
         self.post_raw(path, token, body.to_string().as_bytes())
     }
 
+    /// DELETE `path` with `token`.
+    pub fn delete(&self, path: &str, token: Option<&str>) -> (u16, Json) {
+        let mut request = agent().delete(self.url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        answer(request.call())
+    }
+
     /// Runs SQL with `token`.
     pub fn sql(&self, token: &str, sql: &str) -> (u16, Json) {
         self.post("/v0/sql", Some(token), &serde_json::json!({ "sql": sql }))
@@ -190,9 +233,14 @@ impl Node {
 
     /// Sends SIGTERM and waits for the node to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.0.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        assert!(sent.success());
-        self.child.wait_for(NODE_TIMEOUT).expect("basic up did not stop on SIGTERM")
+        terminate(&mut self.child)
     }
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+pub fn terminate(child: &mut Guard) -> ExitStatus {
+    let pid = child.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(sent.success());
+    child.wait_for(NODE_TIMEOUT).expect("basic up did not stop on SIGTERM")
 }
