@@ -6,11 +6,14 @@
 //! authorisation state, so a revocation — made here or received from
 //! another device — stops the token at once.
 //!
-//! Which tables a statement touches is decided by the store's own SQL
-//! resolver: the statement must resolve against every table (else it is a
-//! bad statement, 400) and again against the tables the app can read (else
-//! it reaches outside the grant, 403). Subqueries, joins and the `SELECT`
-//! of an `INSERT … SELECT` are all covered, since the resolver sees them.
+//! [`check`] is the friendly early answer: which tables a statement
+//! touches is decided by the store's own SQL resolver, so a statement that
+//! reaches outside the grant gets a 403 that names the table. It is not
+//! the enforcement: the statement then runs as the app's
+//! [`basic_store::sql::Caller`] ([`caller`]), and the store refuses it
+//! again, and has SQLite's authorizer refuse any table outside the grant
+//! wherever SQLite resolves it, so that a difference between the SQL
+//! parser and SQLite opens no door.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +21,7 @@ use basic_proto::control::Rights;
 use basic_proto::{Name, PublicKey};
 use basic_store::Database;
 use basic_store::database::scope_of;
-use basic_store::sql::{self, SqlError};
+use basic_store::sql::{self, Caller, SqlError};
 
 use crate::error::ApiError;
 use crate::tokens::app_id;
@@ -38,14 +41,35 @@ pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
         .unwrap_or_default()
 }
 
+/// What `app` may reach now, as the store's caller: every scope it holds
+/// an unrevoked grant on for reading, the read-write ones for writing.
+pub fn caller(db: &Database, app: &PublicKey) -> Result<Caller, ApiError> {
+    let grants = live_grants(db, app);
+    if grants.is_empty() {
+        return Err(no_grant(app));
+    }
+    Ok(Caller::App {
+        readable: grants.keys().cloned().collect(),
+        writable: grants
+            .iter()
+            .filter(|(_, rights)| **rights == Rights::ReadWrite)
+            .map(|(scope, _)| scope.clone())
+            .collect(),
+    })
+}
+
+fn no_grant(app: &PublicKey) -> ApiError {
+    ApiError::forbidden(format!(
+        "{} holds no grant any more (revoked, or never approved)",
+        app_id(app)
+    ))
+}
+
 /// Checks that `app` may run `sql`.
 pub fn check(db: &Database, app: &PublicKey, sql: &str) -> Result<(), ApiError> {
     let grants = live_grants(db, app);
     if grants.is_empty() {
-        return Err(ApiError::forbidden(format!(
-            "{} holds no grant any more (revoked, or never approved)",
-            app_id(app)
-        )));
+        return Err(no_grant(app));
     }
     let catalog = db.catalog();
     let tables: BTreeSet<Name> =

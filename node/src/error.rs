@@ -63,6 +63,11 @@ impl ApiError {
         Self::new(413, "too_large", message)
     }
 
+    /// 422 `query_timeout`: the statement ran past its time budget.
+    pub fn query_timeout(message: impl Into<String>) -> Self {
+        Self::new(422, "query_timeout", message)
+    }
+
     /// 500: a failure of the node, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "internal", message)
@@ -79,8 +84,17 @@ impl std::error::Error for ApiError {}
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
+        use basic_store::query::QueryError;
+        use basic_store::sql::SqlError;
+        use basic_store::write::WriteError;
         let message = error.to_string();
         match error {
+            DbError::Query(QueryError::Timeout(_)) | DbError::Write(WriteError::Timeout(_)) => {
+                Self::query_timeout(message)
+            }
+            DbError::Sql(SqlError::Denied { .. })
+            | DbError::Query(QueryError::Denied(_))
+            | DbError::Write(WriteError::Denied(_)) => Self::forbidden(message),
             DbError::Sql(_)
             | DbError::Query(_)
             | DbError::Write(_)

@@ -210,3 +210,209 @@ fn an_apps_live_query_ends_when_revoked() {
     assert_eq!(last["event"], "error", "{last}");
     assert_eq!(last["data"]["error"]["code"], "forbidden");
 }
+
+/// A node with `contacts.people` holding Ada, `secrets.words` (one column)
+/// holding a word, and an app granted `scopes`; returns the app's token.
+fn node_with_secrets(data: &Data, scopes: Json) -> (common::Node, String) {
+    data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
+    let node = data.up();
+    let owner = node.token.clone();
+    let words = json!({
+        "namespace": "secrets",
+        "tables": { "words": { "primary_key": ["word"], "columns": { "word": "text" } } }
+    });
+    let (status, body) = node.post("/v0/schema", Some(&owner), &words);
+    assert_eq!(status, 200, "{body}");
+    for sql in [
+        "INSERT INTO contacts.people (id, name) VALUES ('ada', 'Ada Lovelace')",
+        "INSERT INTO secrets.words (word) VALUES ('hunter2')",
+    ] {
+        let (status, body) = node.sql(&owner, sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+    let (token, _) = app_token(data, &node, scopes);
+    (node, token)
+}
+
+/// Asserts that `sql`, sent by `token`, was refused and leaked nothing.
+fn refused(node: &common::Node, token: &str, sql: &str) {
+    let (status, body) = node.sql(token, sql);
+    assert!(status == 400 || status == 403, "{sql}: {status} {body}");
+    let text = body.to_string();
+    assert!(!text.contains("Lovelace") && !text.contains("hunter2"), "{sql}: {body}");
+}
+
+/// What the owner sees in `todo.lists`.
+fn lists(node: &common::Node) -> Json {
+    let (status, body) = node.sql(&node.token, "SELECT id, name FROM todo.lists ORDER BY id");
+    assert_eq!(status, 200, "{body}");
+    body["rows"].clone()
+}
+
+#[test]
+fn a_read_only_app_cannot_read_another_namespace_through_sql_tricks() {
+    let data = Data::with_todo();
+    let (node, token) = node_with_secrets(&data, json!({ "todo": "read" }));
+    for sql in [
+        // A CTE named like the table it hides.
+        r#"SELECT * FROM "contacts.people" WHERE EXISTS (WITH "contacts.people" AS (SELECT 1) SELECT 1 FROM "contacts.people")"#,
+        r#"WITH "contacts.people" AS (SELECT 1) SELECT * FROM "contacts.people""#,
+        r#"SELECT (SELECT name FROM people) WHERE EXISTS (WITH people AS (SELECT 1) SELECT 1 FROM people)"#,
+        // A quote that the checked and the executed SQL read differently.
+        r#"SELECT id FROM todo.lists WHERE name = '\''' || ' UNION SELECT name FROM "contacts.people" --'"#,
+        r#"SELECT 1 WHERE '\''' || ' UNION SELECT sql FROM sqlite_master --' = 1"#,
+        // SQLite's `expr IN table-name`.
+        r#"SELECT 'found' WHERE 'hunter2' IN "secrets.words""#,
+        r#"SELECT 'found' WHERE 'hunter2' IN secrets.words"#,
+        // SQLite's own tables and table functions.
+        "SELECT * FROM sqlite_master",
+        "SELECT * FROM pragma_table_info('contacts.people')",
+    ] {
+        refused(&node, &token, sql);
+    }
+    // Within the grant, SQL still works.
+    let (status, body) =
+        node.sql(&token, "WITH l AS (SELECT id FROM todo.lists) SELECT count(*) AS n FROM l");
+    assert_eq!((status, &body["rows"]), (200, &json!([[0]])), "{body}");
+}
+
+#[test]
+fn a_read_write_app_cannot_copy_another_namespace_or_read_sqlite_master_through_a_write() {
+    let data = Data::with_todo();
+    let (node, token) = node_with_secrets(&data, json!({ "todo": "read_write" }));
+    for sql in [
+        // Copies contacts.people into the app's own scope.
+        r#"INSERT INTO todo.lists (id, name) SELECT id, name FROM todo.lists WHERE name = '\''' || ' UNION SELECT id, name FROM "contacts.people" --'"#,
+        // Reads sqlite_master on the writer's connection.
+        r#"INSERT INTO todo.lists (id, name) SELECT id, name FROM todo.lists WHERE name = '\''' || ' UNION SELECT name, sql FROM sqlite_master --'"#,
+        r#"INSERT INTO todo.lists (id, name) WITH "contacts.people" AS (SELECT 1) SELECT id, name FROM "contacts.people""#,
+        r#"INSERT INTO todo.lists (id, name) SELECT word, word FROM secrets.words"#,
+        r#"INSERT INTO todo.lists (id, name) SELECT 'a', 'b' WHERE 'hunter2' IN "secrets.words""#,
+        r#"UPDATE todo.lists SET name = (SELECT sql FROM sqlite_master LIMIT 1)"#,
+        r#"DELETE FROM todo.lists WHERE '\''' || ' OR 1 IN (SELECT 1 FROM sqlite_master) --' = 1"#,
+    ] {
+        refused(&node, &token, sql);
+    }
+    assert_eq!(lists(&node), json!([]));
+    // Within the grant, writes from a SELECT still work.
+    let (status, body) = node.sql(
+        &token,
+        "INSERT INTO todo.lists (id, name) WITH n AS (SELECT 'home' AS id) SELECT id, 'Home' FROM n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(lists(&node), json!([["home", "Home"]]));
+}
+
+const RUNAWAY: &str =
+    "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r";
+const RUNAWAY_N: &str =
+    "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) AS n FROM r";
+
+/// Asserts a `query_timeout` answer.
+fn timed_out((status, body): (u16, Json)) {
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("query_timeout")), "{body}");
+}
+
+#[test]
+fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
+    let data = Data::with_todo();
+    let node = std::sync::Arc::new(data.up());
+    let owner = node.token.clone();
+    let (token, _) = app_token(&data, &node, json!({ "todo": "read_write" }));
+
+    // While a runaway read runs, writes and schema changes go through.
+    let runaway = {
+        let (node, token) = (std::sync::Arc::clone(&node), token.clone());
+        std::thread::spawn(move || node.sql(&token, RUNAWAY))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, body) = node.sql(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    assert_eq!(status, 200, "{body}");
+    let extra = json!({
+        "namespace": "extra",
+        "tables": { "notes": { "primary_key": ["id"], "columns": { "id": "text" } } }
+    });
+    let (status, body) = node.post("/v0/schema", Some(&owner), &extra);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = node.sql(&owner, "SELECT count(*) FROM todo.lists");
+    assert_eq!((status, &body["rows"]), (200, &json!([[1]])), "{body}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(1), "held up for {waited:?} by a running query");
+    timed_out(runaway.join().unwrap());
+
+    // The same shape in a write, and in a live query.
+    let write = format!("INSERT INTO todo.lists (id, name) SELECT n, n FROM ({RUNAWAY_N})");
+    timed_out(node.sql(&token, &write));
+    let (status, body) = node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('b', 'B')");
+    assert_eq!(status, 200, "{body}");
+    let encoded: String = RUNAWAY
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect();
+    let url = format!("{}?sql={encoded}", node.url("/v0/live"));
+    let response = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(common::COMMAND_TIMEOUT))
+        .build()
+        .new_agent()
+        .get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .call();
+    let mut response = response.expect("live query");
+    let status = response.status().as_u16();
+    let body: Json = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    timed_out((status, body));
+    assert_eq!(node.get("/v0/health", None), (200, json!({ "status": "ok" })));
+}
+
+#[test]
+fn a_reserved_namespace_is_refused_and_the_node_keeps_writing() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let owner = node.token.clone();
+    for namespace in ["sqlite_x", "SQLITE_x", "_basic", "_x"] {
+        let schema = json!({
+            "namespace": namespace,
+            "tables": { "t": { "primary_key": ["id"], "columns": { "id": "text" } } }
+        });
+        let (status, body) = node.post("/v0/schema", Some(&owner), &schema);
+        assert_eq!(status, 400, "{namespace}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    let (status, body) = node.post(
+        "/v0/schema",
+        Some(&owner),
+        &json!({
+            "namespace": "sqlite_x",
+            "tables": { "t": { "primary_key": ["id"], "columns": { "id": "text" } } }
+        }),
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("reserved"), "{status} {body}");
+    let (status, body) = node.sql(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(node.get("/v0/health", None), (200, json!({ "status": "ok" })));
+}
+
+#[test]
+fn one_app_cannot_take_every_live_query() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
+    let wait = Duration::from_secs(20);
+    let open: Vec<_> = (0..16)
+        .map(|_| {
+            let events = live(&node, &token, "SELECT count(*) AS n FROM todo.lists");
+            assert_eq!(events.recv_timeout(wait).expect("first result")["event"], "rows");
+            events
+        })
+        .collect();
+    let (status, body) = node.get("/v0/live?sql=SELECT%201", Some(&token));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("busy")), "{body}");
+    // Others still can.
+    let events = live(&node, &node.token, "SELECT count(*) AS n FROM todo.lists");
+    assert_eq!(events.recv_timeout(wait).expect("first result")["event"], "rows");
+    drop(open);
+}

@@ -2,11 +2,15 @@
 //!
 //! The first `rows` event carries the result now; another follows each
 //! time a write or a received commit changes it. An app's stream ends with
-//! an `error` event as soon as its grant no longer covers the query. The
-//! stream ends when the client goes away or the node shuts down.
+//! an `error` event as soon as its grant no longer covers the query, and
+//! any stream with an `error` event (`query_timeout`) when a run after a
+//! change goes past the statement budget. The stream ends when the client
+//! goes away or the node shuts down. Each caller may keep at most
+//! [`super::MAX_LIVE_PER_CALLER`] open, and the node [`super::MAX_LIVE`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -23,6 +27,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::node::Node;
 use crate::ops::Caller;
 use crate::ops::sql::SqlOutput;
+use crate::tokens::app_id;
 use crate::wire;
 
 /// How often the pump looks for a gone client, a shutdown or a revocation.
@@ -48,6 +53,7 @@ pub(super) async fn live(
         None => Vec::new(),
     };
     let params = wire::params_from_json(&params).map_err(ApiError::bad_request)?;
+    let own = PerCaller::take(&state.live_per_caller, &caller)?;
     let permit = Arc::clone(&state.live).try_acquire_owned().map_err(|_| ApiError {
         status: 503,
         code: "busy".into(),
@@ -58,11 +64,16 @@ pub(super) async fn live(
     let subscription = {
         let (node, sql, caller) = (Arc::clone(&node), sql.clone(), caller.clone());
         tokio::task::spawn_blocking(move || {
-            if let Caller::App(app) = &caller {
-                capability::check(&node.db, app, &sql)?;
-            }
+            let runs_as = match &caller {
+                Caller::App(app) => {
+                    capability::check(&node.db, app, &sql)?;
+                    capability::caller(&node.db, app)?
+                }
+                Caller::Owner => basic_store::sql::Caller::Owner,
+                Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
+            };
             node.db
-                .subscribe(&sql, &params, None)
+                .subscribe_as(&runs_as, &sql, &params, None)
                 .map_err(|e| crate::ops::sql::statement_error(e, params.len()))
         })
         .await
@@ -70,7 +81,7 @@ pub(super) async fn live(
     };
     let (events, received) = mpsc::channel::<Event>(4);
     let pump = Pump { node, caller, sql, subscription, events, stopping: state.stopping.clone() };
-    tokio::task::spawn_blocking(move || pump.run(permit));
+    tokio::task::spawn_blocking(move || pump.run((permit, own)));
     let stream = futures::stream::unfold(received, |mut received| async move {
         received.recv().await.map(|event| (Ok(event), received))
     });
@@ -88,7 +99,7 @@ struct Pump {
 }
 
 impl Pump {
-    fn run(self, _permit: OwnedSemaphorePermit) {
+    fn run(self, _permits: (OwnedSemaphorePermit, Taken)) {
         let mut checked = self.node.db.auth_state();
         loop {
             if self.events.is_closed() || *self.stopping.borrow() {
@@ -110,6 +121,10 @@ impl Pump {
                 if self.events.blocking_send(json_event("rows", &rows)).is_err() {
                     return;
                 }
+            } else if let Some(ended) = self.subscription.ended() {
+                let error = ApiError::query_timeout(ended.to_string());
+                let _ = self.events.blocking_send(json_event("error", &ErrorBody { error }));
+                return;
             }
         }
     }
@@ -118,4 +133,51 @@ impl Pump {
 /// An event named `name` with `data` as JSON.
 fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
     Event::default().event(name).json_data(data).unwrap_or_else(|_| Event::default().event(name))
+}
+
+/// How many live queries each caller has open.
+#[derive(Debug, Default)]
+pub struct PerCaller(Mutex<HashMap<String, usize>>);
+
+impl PerCaller {
+    /// Takes one of `caller`'s live query slots, or says it has none left.
+    fn take(counts: &Arc<Self>, caller: &Caller) -> Result<Taken, ApiError> {
+        let key = match caller {
+            Caller::App(app) => app_id(app),
+            _ => "owner".to_owned(),
+        };
+        let mut open = counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(key.clone()).or_default();
+        if *count >= super::MAX_LIVE_PER_CALLER {
+            return Err(ApiError {
+                status: 503,
+                code: "busy".into(),
+                message: format!(
+                    "this token has {} live queries open already: close one first",
+                    super::MAX_LIVE_PER_CALLER
+                ),
+            });
+        }
+        *count += 1;
+        Ok(Taken { counts: Arc::clone(counts), key })
+    }
+}
+
+/// One live query slot of a caller, given back when dropped.
+#[derive(Debug)]
+struct Taken {
+    counts: Arc<PerCaller>,
+    key: String,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let mut open = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }

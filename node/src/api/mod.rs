@@ -28,6 +28,8 @@ pub const BODY_LIMIT: usize = 2 << 20;
 pub const IMPORT_LIMIT: usize = 256 << 20;
 /// Most live queries open at once.
 pub const MAX_LIVE: usize = 64;
+/// Most live queries one caller (the owner, or one app) may have open.
+pub const MAX_LIVE_PER_CALLER: usize = 16;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -41,11 +43,18 @@ pub struct ApiState {
     pub stopping: watch::Receiver<bool>,
     /// Permits for live queries.
     pub live: Arc<Semaphore>,
+    /// Live queries open per caller.
+    pub live_per_caller: Arc<live::PerCaller>,
 }
 
 /// The API's routes.
 pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
-    let state = ApiState { node, stopping, live: Arc::new(Semaphore::new(MAX_LIVE)) };
+    let state = ApiState {
+        node,
+        stopping,
+        live: Arc::new(Semaphore::new(MAX_LIVE)),
+        live_per_caller: Arc::default(),
+    };
     Router::new()
         .route("/v0/health", get(routes::health))
         .route("/v0/openapi.json", get(routes::openapi))

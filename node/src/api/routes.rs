@@ -23,9 +23,23 @@ use crate::ops::transfer::{Export, ExportFormat, Import};
 
 type Answered<T> = Result<Json<T>, ApiError>;
 
-/// `GET /v0/health` (no token): whether the node answers.
-pub(super) async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /v0/health` (no token): whether the node answers, and whether its
+/// database still takes writes (503 with the reason once a storage failure
+/// has stopped it).
+pub(super) async fn health(State(state): State<ApiState>) -> Response {
+    match state.node.db.failure() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "failed",
+                "reason": format!(
+                    "the database stopped after a storage failure ({reason}); restart the node"
+                ),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /v0/openapi.json` (no token).

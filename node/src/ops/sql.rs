@@ -58,13 +58,18 @@ impl Op for Sql {
     }
 
     fn run(self, node: &Node, caller: &Caller) -> Result<SqlOutput, ApiError> {
-        if let Caller::App(app) = caller {
-            capability::check(&node.db, app, &self.sql)?;
-        }
+        let runs_as = match caller {
+            Caller::App(app) => {
+                capability::check(&node.db, app, &self.sql)?;
+                capability::caller(&node.db, app)?
+            }
+            Caller::Owner => basic_store::sql::Caller::Owner,
+            Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
+        };
         let params = wire::params_from_json(&self.params).map_err(ApiError::bad_request)?;
         let executed = node
             .db
-            .execute(&self.sql, &params, None)
+            .execute_as(&runs_as, &self.sql, &params, None)
             .map_err(|e| statement_error(e, params.len()))?;
         Ok(match executed {
             Executed::Rows(rows) => rows.into(),
