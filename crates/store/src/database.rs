@@ -38,7 +38,9 @@ use crate::live::{Live, Subscription};
 use crate::pairing::PairingError;
 use crate::query::{self, QueryError, Rows};
 use crate::recovery::{self, RecoveryError};
-use crate::replica::{Inserted, Keyring, Outcome, Replica, RowChange, Txn};
+use crate::replica::{
+    Chain, CutoffChains, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
+};
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
@@ -151,6 +153,25 @@ pub enum IngestError {
     /// Its author may not write it (no grant, revoked, stale epoch…).
     #[error("commit not authorised: {0}")]
     Unauthorised(#[from] AuthError),
+    /// Below its author's cut-off, but not an ancestor of the cut-off
+    /// commit: a fork of the log the end keeps (control-log.md §6).
+    #[error(
+        "commit seq {seq} is below its author's cut-off but not on the chain of the cut-off commit"
+    )]
+    ForkBelowCutoff {
+        /// The commit's seq.
+        seq: u64,
+    },
+    /// Below its author's cut-off, and this replica does not hold the
+    /// chain from the cut-off commit down to it yet: offer it again later
+    /// (with the commits above it, it is decided at once).
+    #[error(
+        "commit seq {seq} is below its author's cut-off and the chain down to it is not held yet"
+    )]
+    ChainNotHeld {
+        /// The commit's seq.
+        seq: u64,
+    },
 }
 
 enum Job {
@@ -205,6 +226,14 @@ enum Received {
     Ready(Commit, Option<Result<Changes, CommitError>>),
     /// Stamped too far ahead: to hold back until its time.
     Ahead(Commit, ClockAhead),
+}
+
+impl Received {
+    fn commit(&self) -> &Commit {
+        match self {
+            Received::Ready(commit, _) | Received::Ahead(commit, _) => commit,
+        }
+    }
 }
 
 struct Shared<S> {
@@ -1226,32 +1255,70 @@ impl<S: Store> Writer<S> {
         commits: Vec<Received>,
     ) -> Result<Ingested, DbError> {
         let now = (self.shared.clock)();
-        let mut results = Vec::with_capacity(commits.len());
-        for received in commits {
-            results.push(match received {
-                Received::Ready(commit, _)
-                    if let Err(error) =
-                        self.access.state().check_commit(commit.header(), commit.id()) =>
-                {
-                    // The state changed since the caller checked it.
-                    Err(error.into())
-                }
-                Received::Ready(commit, content) => {
-                    // Later local writes must order after what we have seen.
-                    let _ = self.log.clock_mut().observe(commit.header().hlc, now);
-                    Ok(txn.insert_with(&commit, content)?)
-                }
-                Received::Ahead(_, ahead) if self.held >= MAX_HELD => Err(ahead.into()),
-                Received::Ahead(commit, ahead) => {
-                    let inserted = txn.hold(&commit, ahead.apply_at_ms)?;
-                    if matches!(inserted.outcome, Outcome::HeldBack { .. }) {
-                        self.held += 1;
-                    }
-                    Ok(inserted)
-                }
-            });
+        let state = Arc::clone(self.access.state());
+        // A commit below its author's cut-off is decided by the chain from
+        // the cut-off commit, which commits above it in this batch may
+        // complete: those go last, from the highest seq down, so a batch
+        // holding the whole chain is taken at once.
+        let below = |received: &Received| {
+            let header = received.commit().header();
+            end_below(&state, header).map(|_| header.seq)
+        };
+        let mut order: Vec<usize> = (0..commits.len()).collect();
+        order.sort_by_key(|&i| below(&commits[i]).map(std::cmp::Reverse));
+        let mut commits: Vec<Option<Received>> = commits.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Result<Inserted, IngestError>>> = vec![None; commits.len()];
+        let mut chains = CutoffChains::default();
+        for i in order {
+            let Some(received) = commits[i].take() else { continue };
+            results[i] = Some(self.ingest_one(txn, &state, &mut chains, received, now)?);
         }
-        Ok(results)
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Checks (against `state` and, below a cut-off, the chain) and
+    /// inserts or holds one received commit.
+    fn ingest_one(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        state: &AuthState,
+        chains: &mut CutoffChains,
+        received: Received,
+        now: u64,
+    ) -> Result<Result<Inserted, IngestError>, DbError> {
+        let commit = received.commit();
+        let (header, id) = (commit.header(), commit.id());
+        // The state may have changed since the caller checked it.
+        if let Err(error) = state.check_commit(header, id) {
+            return Ok(Err(error.into()));
+        }
+        if let Some(end) = end_below(state, header) {
+            match chains.place(txn, header, id, &end)? {
+                Chain::OnChain => {}
+                Chain::Fork => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
+                Chain::NotHeld => return Ok(Err(IngestError::ChainNotHeld { seq: header.seq })),
+            }
+        }
+        Ok(Ok(match received {
+            Received::Ready(commit, content) => {
+                // Later local writes must order after what we have seen.
+                let _ = self.log.clock_mut().observe(commit.header().hlc, now);
+                let inserted = txn.insert_with(&commit, content)?;
+                if inserted.outcome == Outcome::Duplicate && txn.is_rejected(&inserted.id)? {
+                    // Set aside when its chain was not held; now it is.
+                    txn.accept_rejected(inserted.id, self.access.keys())?;
+                }
+                inserted
+            }
+            Received::Ahead(_, ahead) if self.held >= MAX_HELD => return Ok(Err(ahead.into())),
+            Received::Ahead(commit, ahead) => {
+                let inserted = txn.hold(&commit, ahead.apply_at_ms)?;
+                if matches!(inserted.outcome, Outcome::HeldBack { .. }) {
+                    self.held += 1;
+                }
+                inserted
+            }
+        }))
     }
 
     /// Inserts the held-back commits whose time has come.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::codec::{self, Fields};
-use basic_proto::control::{AuthState, ControlLog, ControlOp};
+use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
 use basic_proto::sync::Fingerprint;
 use basic_proto::{
     Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, Hlc, KeyCache, Name,
@@ -479,6 +479,115 @@ fn decode_stored(bytes: &[u8]) -> Result<Commit, StoreError> {
         .map_err(|e| StoreError::Corrupt { what: "stored commit", reason: e.to_string() })
 }
 
+/// The end that decides whether a commit is kept, if any: its author's
+/// removal when the author is a device, the revocation of its grant on the
+/// commit's scope when it is an app (as [`AuthState::check_commit`] reads them).
+pub fn end_of(state: &AuthState, header: &CommitHeader) -> Option<End> {
+    let author = header.author;
+    if state.root().is_some_and(|root| root.key == author) {
+        return None;
+    }
+    if let Some(device) = state.devices().get(&author) {
+        return device.removed;
+    }
+    state.apps().get(&author)?.scopes.get(&header.scope)?.revoked
+}
+
+/// The end under which a commit lies strictly below the cut-off: such a
+/// commit is kept only if it is on the chain of the cut-off commit
+/// (`protocol-spec/control-log.md` §6), which one header cannot show.
+pub fn end_below(state: &AuthState, header: &CommitHeader) -> Option<End> {
+    end_of(state, header).filter(|end| header.seq < end.cutoff.seq)
+}
+
+/// Where a commit below its author's cut-off stands against the chain
+/// from the cut-off commit back through `prev` links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// An ancestor of the cut-off commit: kept.
+    OnChain,
+    /// Another commit holds its place on the chain (or the chain does not
+    /// reach its seq): a fork, not kept.
+    Fork,
+    /// The replica does not hold the chain down to its seq yet: undecided.
+    NotHeld,
+}
+
+/// The chain of one author's log from a cut-off commit down through
+/// `prev` links, walked as far as needed and as the replica holds it.
+#[derive(Debug, Clone)]
+pub struct CutoffChain {
+    author: PublicKey,
+    /// The chain's commit id at each seq walked.
+    ids: BTreeMap<u64, CommitId>,
+    /// The lowest point walked so far, whose commit has not been read yet;
+    /// `None` once the walk reached seq 1 or the chain broke.
+    frontier: Option<(u64, CommitId)>,
+}
+
+impl CutoffChain {
+    /// The chain of `author`'s log ending at `cutoff`.
+    pub fn new(author: PublicKey, cutoff: Cutoff) -> Self {
+        let frontier = cutoff.last.filter(|_| cutoff.seq > 0).map(|last| (cutoff.seq, last));
+        Self { author, ids: BTreeMap::new(), frontier }
+    }
+
+    /// Where the commit `id` at `seq` stands, reading the commits of the
+    /// chain through `txn` (so commits staged in it count).
+    pub fn place<S: Store>(
+        &mut self,
+        txn: &Txn<'_, S>,
+        seq: u64,
+        id: CommitId,
+    ) -> Result<Chain, StoreError> {
+        while let Some((at, chain_id)) = self.frontier {
+            self.ids.insert(at, chain_id);
+            if at <= seq {
+                break;
+            }
+            let Some(bytes) = txn.get(&layout::commit(&chain_id))? else { break };
+            let commit = decode_stored(&bytes)?;
+            let header = commit.header();
+            self.frontier = match header.prev {
+                // A commit that is not where the chain says ends the chain:
+                // nothing below it is an ancestor of the cut-off commit.
+                Some(prev) if header.author == self.author && header.seq == at => {
+                    Some((at - 1, prev))
+                }
+                _ => None,
+            };
+        }
+        Ok(match (self.ids.get(&seq), self.frontier) {
+            (Some(chain_id), _) if *chain_id == id => Chain::OnChain,
+            (None, Some((at, _))) if at > seq => Chain::NotHeld,
+            _ => Chain::Fork,
+        })
+    }
+}
+
+/// The chains of several cut-offs, each walked once for a batch.
+#[derive(Debug, Default)]
+pub struct CutoffChains {
+    chains: BTreeMap<([u8; 32], Cutoff), CutoffChain>,
+}
+
+impl CutoffChains {
+    /// Where the commit with `header` and `id` stands against the chain of
+    /// `end` (an end of its author under which it lies below the cut-off).
+    pub fn place<S: Store>(
+        &mut self,
+        txn: &Txn<'_, S>,
+        header: &CommitHeader,
+        id: CommitId,
+        end: &End,
+    ) -> Result<Chain, StoreError> {
+        self.chains
+            .entry((*header.author.as_bytes(), end.cutoff))
+            .or_insert_with(|| CutoffChain::new(header.author, end.cutoff))
+            .place(txn, header.seq, id)
+    }
+}
+
 /// Changes staged over a replica, read-your-writes, applied atomically by
 /// [`Txn::apply`].
 #[derive(Debug)]
@@ -586,33 +695,37 @@ impl<S: Store> Txn<'_, S> {
     }
 
     /// Brings the merged rows in line with `state`: every stored commit is
-    /// checked ([`AuthState::check_commit`], on the header alone), and the
-    /// rows touched by commits whose verdict changed since the last call —
-    /// newly refused (a revocation's cut-off) or newly allowed (a grant that
-    /// arrived after the app's commits) — are recomputed from the commits
-    /// `state` allows. Returns the commits refused now.
+    /// checked ([`AuthState::check_commit`], on the header alone, then,
+    /// below an author's cut-off, against the chain of the cut-off commit:
+    /// a fork, or a commit whose chain is not held yet, is refused), and
+    /// the rows touched by commits whose verdict changed since the last
+    /// call — newly refused (a revocation's cut-off) or newly allowed (a
+    /// grant that arrived after the app's commits) — are recomputed from
+    /// the commits `state` allows. Returns the commits refused now.
     pub fn enforce(
         &mut self,
         state: &AuthState,
         keyring: &impl Keyring,
     ) -> Result<BTreeSet<CommitId>, StoreError> {
-        let before: BTreeSet<CommitId> = self
-            .scan(&[layout::REJECTED])?
-            .into_keys()
-            .map(|key| {
-                layout::id_suffix(&key).ok_or(StoreError::Corrupt {
-                    what: "rejected index",
-                    reason: "short key".into(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let before = self.rejected_ids()?;
         let mut now = BTreeSet::new();
         let mut placed = BTreeMap::new();
+        let mut below = Vec::new();
         for (_, bytes) in self.scan(&[layout::COMMIT])? {
             let commit = decode_stored(&bytes)?;
-            if state.check_commit(commit.header(), commit.id()).is_err() {
+            let header = commit.header();
+            if state.check_commit(header, commit.id()).is_err() {
                 now.insert(commit.id());
-                placed.insert(commit.id(), Placed::of(commit.header()));
+                placed.insert(commit.id(), Placed::of(header));
+            } else if let Some(end) = end_below(state, header) {
+                below.push((commit.id(), header.clone(), end));
+            }
+        }
+        let mut chains = CutoffChains::default();
+        for (id, header, end) in below {
+            if chains.place(self, &header, id, &end)? != Chain::OnChain {
+                now.insert(id);
+                placed.insert(id, Placed::of(&header));
             }
         }
         let changed: Vec<CommitId> = before.symmetric_difference(&now).copied().collect();
@@ -623,8 +736,39 @@ impl<S: Store> Txn<'_, S> {
             let value = placed.get(id).map(Placed::encode).unwrap_or_default();
             self.batch.put(layout::rejected(id), value);
         }
-        self.recompute(&changed, keyring, &|header, id| state.check_commit(header, id).is_ok())?;
+        self.recompute(&changed, keyring, &|_, id| !now.contains(&id))?;
         Ok(now)
+    }
+
+    /// Ids in the rejected index, seeing staged changes.
+    fn rejected_ids(&self) -> Result<BTreeSet<CommitId>, StoreError> {
+        self.scan(&[layout::REJECTED])?
+            .into_keys()
+            .map(|key| {
+                layout::id_suffix(&key).ok_or(StoreError::Corrupt {
+                    what: "rejected index",
+                    reason: "short key".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the stored commit `id` is in the rejected index.
+    pub fn is_rejected(&self, id: &CommitId) -> Result<bool, StoreError> {
+        Ok(self.get(&layout::rejected(id))?.is_some())
+    }
+
+    /// Takes a rejected commit back (the chain that decides it arrived
+    /// since): out of the rejected index, its rows recomputed with it.
+    pub fn accept_rejected(
+        &mut self,
+        id: CommitId,
+        keyring: &impl Keyring,
+    ) -> Result<(), StoreError> {
+        self.batch.delete(layout::rejected(&id));
+        let rejected = self.rejected_ids()?;
+        self.recompute(&[id], keyring, &|_, id| !rejected.contains(&id))?;
+        Ok(())
     }
 
     /// Keeps aside a commit stamped too far ahead, to insert it from

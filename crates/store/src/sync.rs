@@ -42,6 +42,11 @@ impl<'a, S: Store> SyncReplica<'a, S> {
 
     /// The highest seq at or below `from` where `author` holds a commit in
     /// `view` that is not rejected (0 if none).
+    ///
+    /// Reads the stored log index in windows going down from `from`, each
+    /// twice as wide as the one before: the cost follows the commits held
+    /// (and the number of windows, at most 64), never the seq space — an
+    /// author may hold a commit at seq 2^40 and little else.
     fn highest_held(
         &self,
         view: &View,
@@ -50,17 +55,26 @@ impl<'a, S: Store> SyncReplica<'a, S> {
         rejected: &BTreeMap<CommitId, Placed>,
     ) -> Result<u64, StoreFailure> {
         let replica = self.db.replica();
-        for seq in (1..=from).rev() {
-            for entry in replica.log_range(author, seq, seq) {
-                let (_, id) = lift(entry)?;
-                if rejected.contains_key(&id) {
+        let mut hi = from;
+        let mut width: u64 = 64;
+        while hi >= 1 {
+            let lo = hi.saturating_sub(width - 1).max(1);
+            let mut highest = 0;
+            for entry in replica.log_range(author, lo, hi) {
+                let (seq, id) = lift(entry)?;
+                if seq <= highest || rejected.contains_key(&id) {
                     continue;
                 }
                 let Some(bytes) = lift(replica.commit_bytes(&id))? else { continue };
                 if self.in_view(view, &bytes)? {
-                    return Ok(seq);
+                    highest = seq;
                 }
             }
+            if highest > 0 {
+                return Ok(highest);
+            }
+            hi = lo - 1;
+            width = width.saturating_mul(2);
         }
         Ok(0)
     }
@@ -231,9 +245,12 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
                 Ok(inserted) if inserted.outcome == Outcome::Duplicate => {}
                 Ok(_) => stored.new += 1,
                 Err(IngestError::Commit(_) | IngestError::OtherDatabase(_)) => stored.invalid += 1,
-                Err(IngestError::ClockAhead(_) | IngestError::Unauthorised(_)) => {
-                    stored.refused += 1
-                }
+                Err(
+                    IngestError::ClockAhead(_)
+                    | IngestError::Unauthorised(_)
+                    | IngestError::ForkBelowCutoff { .. }
+                    | IngestError::ChainNotHeld { .. },
+                ) => stored.refused += 1,
             }
         }
         Ok(stored)

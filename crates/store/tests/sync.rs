@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use basic_proto::Value;
-use basic_proto::sync::SyncStore;
+use basic_proto::control::Rights;
+use basic_proto::sync::{SyncStore, View};
+use basic_proto::{Changes, Commit, KeyPart, RowKey, RowOp, Value};
 use basic_store::sync::{LocalLink, SyncReplica};
-use basic_store::{Database, MemStore, Schema};
+use basic_store::{Database, LogWriter, MemStore, Schema};
 
 fn todo_schema() -> Schema {
     Schema::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml")))
@@ -108,4 +109,196 @@ fn the_change_feed_returns_what_is_new_once() {
     let pinner = basic_proto::SecretKey::from_seed([5; 32]);
     a.add_pinner(pinner.public()).unwrap();
     assert_eq!(feed.poll(&a).unwrap().ops.len(), 1);
+}
+
+/// A database with the todo schema and an app granted read-write on it:
+/// the app's log writer and the scope key it was sealed.
+fn with_app(
+    dir: &Path,
+    seed: u8,
+) -> (Database, basic_proto::Name, basic_proto::ScopeKey, LogWriter) {
+    let db = Database::open(dir).unwrap();
+    db.apply_schema(todo_schema()).unwrap();
+    let todo = basic_proto::Name::new("todo").unwrap();
+    let app = basic_proto::SecretKey::from_seed([seed; 32]);
+    db.grant(basic_proto::Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
+    let writer = LogWriter::new(app, db.id());
+    (db, todo, key, writer)
+}
+
+/// One commit of `writer` upserting list `id`.
+fn list_commit(
+    writer: &mut LogWriter,
+    todo: &basic_proto::Name,
+    key: &basic_proto::ScopeKey,
+    id: &str,
+) -> Commit {
+    let op = RowOp::Upsert {
+        table: basic_proto::Name::new("todo.lists").unwrap(),
+        key: RowKey::single(KeyPart::Text(id.into())),
+        generation: 1,
+        cells: [(basic_proto::Name::new("name").unwrap(), Value::Text(id.into()))].into(),
+    };
+    let now = basic_store::database::now_ms();
+    writer.write(todo, 0, key, &Changes::new(vec![op]).unwrap(), now, &mut rand::rng()).unwrap()
+}
+
+fn list_ids(db: &Database) -> Vec<Vec<Value>> {
+    db.query("SELECT id FROM todo.lists ORDER BY id", &[], None).unwrap().rows
+}
+
+fn bytes(commits: &[&Commit]) -> Vec<Vec<u8>> {
+    commits.iter().map(|c| c.as_bytes().to_vec()).collect()
+}
+
+/// Issue 10 item 10: a commit at a huge seq, then a revocation that
+/// rejects it, made every summary walk each seq below it (days at 2^40).
+/// The walk now follows the stored log index.
+#[test]
+fn a_rejected_commit_at_a_huge_seq_costs_what_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, todo, key, mut app) = with_app(dir.path(), 61);
+    let first = list_commit(&mut app, &todo, &key, "one");
+    let far = 1u64 << 40;
+    let mut jump = LogWriter::resume(
+        app.secret().clone(),
+        db.id(),
+        far - 1,
+        Some(basic_proto::CommitId([9; 32])),
+        first.header().hlc,
+    );
+    let huge = list_commit(&mut jump, &todo, &key, "far");
+    assert_eq!(huge.header().seq, far);
+    for result in db.ingest(&bytes(&[&first, &huge])).unwrap() {
+        result.unwrap();
+    }
+    // The revocation keeps seq 1 (what the device holds without a gap).
+    db.revoke(app.secret().public(), todo).unwrap();
+    let entries = SyncReplica::new(&db).entries(&View::All).unwrap();
+    let theirs = entries.iter().find(|e| e.author == app.secret().public()).unwrap();
+    assert_eq!((theirs.max, theirs.held.count), (1, 1));
+}
+
+/// Two devices and an app granted `todo` on both, with the app's first
+/// three commits (`one`, `two`, `three`) held by the first device, and a
+/// copy of the app's writer after its first commit.
+struct Forked {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    a: Database,
+    b: Database,
+    app: basic_proto::SecretKey,
+    chain: [Commit; 3],
+    /// Commits at seq 1 and 2 that are not on the chain: a second log from
+    /// scratch (`f1`, `f2`) and a branch after `one` (`g2`).
+    forks: [Commit; 3],
+}
+
+fn forked() -> Forked {
+    let (a_dir, a, b_dir, b) = two_devices();
+    let todo = basic_proto::Name::new("todo").unwrap();
+    let app = basic_proto::SecretKey::from_seed([62; 32]);
+    a.grant(basic_proto::Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    b.ingest_ops(&a.control_ops().unwrap()).unwrap();
+    let key = a.auth_state().scope_keys(&app, &todo, 0).remove(0);
+    let mut writer = LogWriter::new(app.clone(), a.id());
+    let one = list_commit(&mut writer, &todo, &key, "one");
+    let mut branch = writer.clone();
+    let two = list_commit(&mut writer, &todo, &key, "two");
+    let three = list_commit(&mut writer, &todo, &key, "three");
+    let mut scratch = LogWriter::new(app.clone(), a.id());
+    let f1 = list_commit(&mut scratch, &todo, &key, "fork1");
+    let f2 = list_commit(&mut scratch, &todo, &key, "fork2");
+    let g2 = list_commit(&mut branch, &todo, &key, "fork3");
+    for result in a.ingest(&bytes(&[&one, &two, &three])).unwrap() {
+        result.unwrap();
+    }
+    Forked { _dirs: (a_dir, b_dir), a, b, app, chain: [one, two, three], forks: [f1, f2, g2] }
+}
+
+fn app_entry(db: &Database, app: &basic_proto::SecretKey) -> Option<(u64, u64)> {
+    let entries = SyncReplica::new(db).entries(&View::All).unwrap();
+    entries.iter().find(|e| e.author == app.public()).map(|e| (e.max, e.held.count))
+}
+
+fn kept() -> Vec<Vec<Value>> {
+    ["one", "three", "two"].iter().map(|id| vec![Value::Text((*id).into())]).collect()
+}
+
+/// Issue 10 item 6: after a cut-off at seq 3, a revoked app wrote new
+/// commits at seq 1–2 (a fork of its own log) and they were applied.
+#[test]
+fn a_revoked_app_cannot_fork_its_log_below_the_cut_off() {
+    let f = forked();
+    f.a.revoke(f.app.public(), basic_proto::Name::new("todo").unwrap()).unwrap();
+    let [f1, f2, g2] = &f.forks;
+    for result in f.a.ingest(&bytes(&[f1, f2, g2])).unwrap() {
+        assert!(
+            matches!(result, Err(basic_store::IngestError::ForkBelowCutoff { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(list_ids(&f.a), kept());
+    assert_eq!(app_entry(&f.a, &f.app), Some((3, 3)));
+}
+
+/// A replica that knows the end but not yet the chain down to a commit
+/// refuses it for now; a batch holding the whole chain is taken at once.
+#[test]
+fn commits_below_a_cut_off_wait_for_the_chain() {
+    let f = forked();
+    f.a.revoke(f.app.public(), basic_proto::Name::new("todo").unwrap()).unwrap();
+    f.b.ingest_ops(&f.a.control_ops().unwrap()).unwrap();
+    let [one, two, three] = &f.chain;
+    assert!(matches!(
+        f.b.ingest(&bytes(&[one])).unwrap()[0],
+        Err(basic_store::IngestError::ChainNotHeld { .. })
+    ));
+    for result in f.b.ingest(&bytes(&[one, two, three])).unwrap() {
+        result.unwrap();
+    }
+    assert!(matches!(
+        f.b.ingest(&bytes(&[&f.forks[0]])).unwrap()[0],
+        Err(basic_store::IngestError::ForkBelowCutoff { .. })
+    ));
+    assert_eq!(list_ids(&f.b), kept());
+}
+
+/// Forks stored before the end arrived are rejected when it does, like
+/// commits after the cut-off; sync neither counts nor serves them.
+#[test]
+fn stored_forks_are_rejected_when_the_end_arrives() {
+    let f = forked();
+    let [one, two, three] = &f.chain;
+    let [f1, f2, g2] = &f.forks;
+    for result in f.b.ingest(&bytes(&[one, two, three, f1, f2, g2])).unwrap() {
+        result.unwrap();
+    }
+    assert_eq!(list_ids(&f.b).len(), 6);
+    f.a.revoke(f.app.public(), basic_proto::Name::new("todo").unwrap()).unwrap();
+    f.b.ingest_ops(&f.a.control_ops().unwrap()).unwrap();
+    assert_eq!(list_ids(&f.b), kept());
+    assert_eq!(app_entry(&f.b, &f.app), Some((3, 3)));
+    LocalLink::new(&f.a, &f.b).unwrap().run(&f.a, &f.b, 0).unwrap();
+    for fork in &f.forks {
+        assert!(f.a.replica().commit(&fork.id()).unwrap().is_none(), "a fork was served");
+    }
+    assert_eq!(app_entry(&f.a, &f.app), app_entry(&f.b, &f.app));
+}
+
+/// A stored commit whose chain is not held when the end arrives is set
+/// aside, and taken back once sync brings the chain.
+#[test]
+fn a_commit_set_aside_for_want_of_its_chain_comes_back_with_it() {
+    let f = forked();
+    let [one, _, three] = &f.chain;
+    for result in f.b.ingest(&bytes(&[one, three])).unwrap() {
+        result.unwrap();
+    }
+    f.a.revoke(f.app.public(), basic_proto::Name::new("todo").unwrap()).unwrap();
+    f.b.ingest_ops(&f.a.control_ops().unwrap()).unwrap();
+    assert_eq!(list_ids(&f.b), [[Value::Text("three".into())]]);
+    LocalLink::new(&f.a, &f.b).unwrap().run(&f.a, &f.b, 0).unwrap();
+    assert_eq!(list_ids(&f.b), kept());
+    assert_eq!(app_entry(&f.b, &f.app), Some((3, 3)));
 }
