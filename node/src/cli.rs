@@ -28,12 +28,19 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new database on this device, or join one with an invite.
+    /// Create a new database on this device, join one with an invite, or recover one with the recovery secret.
     #[command(
         long_about = "Create a new database on this device: its identity, this device's keys and the owner token.\n\
-            Prints the ids and, once, the recovery secret to write down.\n\
-            With --join, this device joins an existing database instead.",
-        after_help = "Examples:\n  basic init\n  basic init --data ~/basic-test\n  basic init --join basic-invite-…"
+            Prints the ids and the recovery secret to write down; at a terminal it asks whether you wrote it down,\n\
+            and only then forgets it on this device (else `basic recovery confirm` does, later).\n\
+            With --join, this device joins an existing database instead.\n\
+            With --recover, this device regains a database after every device was lost: the recovery secret is read\n\
+            from a prompt (or one line of standard input, never from the command line), the control log and the data\n\
+            are fetched from --peer (a pinning peer or a surviving device), your root identity adds this device, and\n\
+            the lost devices are removed (asked one by one at a terminal; all of them with --remove-lost).",
+        after_help = "Examples:\n  basic init\n  basic init --data ~/basic-test\n  basic init --join basic-invite-…\n  \
+            basic init --recover --database db_… --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3…\n  \
+            basic init --recover --database db_… --peer ADDR --remove-lost < secret.txt"
     )]
     Init(InitArgs),
 
@@ -90,6 +97,10 @@ pub enum Command {
     #[command(subcommand)]
     Pinner(PinnerCommand),
 
+    /// Show the recovery secret while this device holds it, or forget it once written down.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+
     /// Show the database, devices, apps, forks, storage and peers.
     #[command(
         long_about = "Show the database, devices, apps, forks, storage and peers.\n\
@@ -105,8 +116,28 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Join the database of this invite (from `basic device invite`) instead.
-    #[arg(long, value_name = "CODE")]
+    #[arg(long, value_name = "CODE", conflicts_with = "recover")]
     pub join: Option<String>,
+
+    /// Recover a database with its recovery secret (read from a prompt or
+    /// standard input), from a pinning peer or surviving device (--peer).
+    #[arg(long, requires_all = ["database", "peer"])]
+    pub recover: bool,
+
+    /// With --recover: the database (`db_…`, printed with the recovery
+    /// secret; a pinning peer's `basic status` shows it too).
+    #[arg(long, value_name = "DB", requires = "recover")]
+    pub database: Option<String>,
+
+    /// With --recover: where to fetch the database from, a pinning peer's
+    /// or surviving device's address ending in `/p2p/<peer id>` (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "recover")]
+    pub peer: Vec<String>,
+
+    /// With --recover: remove every other device (the lost ones) without
+    /// asking.
+    #[arg(long, requires = "recover")]
+    pub remove_lost: bool,
 }
 
 /// `basic up`.
@@ -281,6 +312,27 @@ pub enum PinCommand {
         /// The pinning peer's id (`pin_…`).
         id: String,
     },
+}
+
+/// `basic recovery …`.
+#[derive(Debug, Subcommand)]
+pub enum RecoveryCommand {
+    /// Print the recovery secret again, while this device still holds it.
+    #[command(
+        long_about = "Print the recovery secret (your root identity) and the database id, while this device still holds it:\n\
+            until `basic recovery confirm`. With it and the database id, `basic init --recover` regains the database\n\
+            on a new device after every device was lost. Anyone who has it can take over the database: keep it offline.",
+        after_help = "Example:\n  basic recovery show"
+    )]
+    Show,
+    /// Say the recovery secret is written down: this device forgets it, for good.
+    #[command(
+        long_about = "Say that the recovery secret is written down and kept offline: this device then forgets it, for good.\n\
+            Until then the root secret stays on this device (readable by your user only), so that a thief of the device\n\
+            would hold it too; after, only your written copy can recover the database.",
+        after_help = "Example:\n  basic recovery show    (write it down)\n  basic recovery confirm"
+    )]
+    Confirm,
 }
 
 /// `basic pinner …`.

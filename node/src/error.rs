@@ -58,6 +58,12 @@ impl ApiError {
         Self::new(409, "conflict", message)
     }
 
+    /// 409 `device_removed`: this device was removed from the database,
+    /// so it writes nothing more.
+    pub fn device_removed(message: impl Into<String>) -> Self {
+        Self::new(409, "device_removed", message)
+    }
+
     /// 413: the request body is too large.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(413, "too_large", message)
@@ -103,6 +109,7 @@ impl From<DbError> for ApiError {
             | DbError::NotAQuery
             | DbError::Pairing(_)
             | DbError::Recovery(_) => Self::bad_request(message),
+            DbError::DeviceRemoved => Self::device_removed(message),
             DbError::NoScopeKey(_) | DbError::Control(_) | DbError::InUse(_) => {
                 Self::conflict(message)
             }

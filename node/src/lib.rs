@@ -22,6 +22,7 @@ pub mod ops;
 pub mod paths;
 pub mod peers;
 pub mod pinner;
+pub mod recover;
 pub mod status;
 pub mod tokens;
 pub mod wire;

@@ -15,6 +15,9 @@
 //!   shown.json      what each peer showed of each author's log (rollback detection)
 //!   status.json     a running pinning peer's status, for `basic status`; removed on clean shutdown
 //! ```
+//!
+//! The directory is mode 0700 and every file in it 0600: a directory that
+//! other users can reach is refused ([`DataDir::secure`]).
 
 use std::fs;
 use std::io::Write;
@@ -23,6 +26,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+/// The files of the node in the data directory, all readable by their
+/// owner only (the database's own are the store's to keep private).
+const PRIVATE_FILES: [&str; 9] = [
+    "owner-token",
+    "apps.json",
+    "app-writes.jsonl",
+    "api.json",
+    "network-key",
+    "pinner-key",
+    "peers.json",
+    "shown.json",
+    "status.json",
+];
 
 /// The data directory of one database on this device.
 #[derive(Debug, Clone)]
@@ -46,6 +63,64 @@ impl DataDir {
     /// The directory itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes sure that no other user can reach the directory: it holds this
+    /// device's secrets and the database in plaintext. When `create` (a
+    /// command that makes a database), a missing or empty directory is
+    /// made mode 0700. A directory that holds a database (or is to hold
+    /// one, not empty) and that others may read, write or traverse is
+    /// refused, saying how to fix it (as ssh does with `~/.ssh`). The files
+    /// this program keeps in it are made 0600, whatever the umask made them.
+    pub fn secure(&self, create: bool) -> anyhow::Result<()> {
+        let root = &self.root;
+        let meta = match fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if create {
+                    let mut builder = fs::DirBuilder::new();
+                    builder.recursive(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                    builder
+                        .create(root)
+                        .with_context(|| format!("cannot create {}", root.display()))?;
+                    basic_store::database::make_private(root)
+                        .with_context(|| format!("cannot make {} private", root.display()))?;
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", root.display()));
+            }
+        };
+        if !meta.is_dir() {
+            bail!("{} is not a directory: pass --data DIR", root.display());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            let holds = self.holds_database() || self.is_pinner();
+            let empty = fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none());
+            if mode & 0o077 != 0 && create && !holds && empty {
+                // An empty directory (a fresh `mkdir`) becomes ours.
+                basic_store::database::make_private(root)
+                    .with_context(|| format!("cannot make {} private", root.display()))?;
+            } else if mode & 0o077 != 0 && (holds || create) {
+                bail!(
+                    "{} is open to other users (mode {mode:03o}), and it holds this device's secrets and your data in plaintext: run `chmod 700 {}` (or pass --data DIR)",
+                    root.display(),
+                    root.display()
+                );
+            }
+        }
+        for name in PRIVATE_FILES {
+            let path = root.join(name);
+            basic_store::database::make_private(&path)
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The owner's API token.
@@ -180,7 +255,8 @@ impl ApiInfo {
 
 /// Writes `bytes` to `path` so that readers see the old file or the new
 /// one, never a part: a temporary file, flushed, then renamed over it.
-/// `private` files are readable by their owner only.
+/// Every file is readable by its owner only (mode 0600): `private` says
+/// that it holds a secret, which it must not be readable otherwise either.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
     let context = || format!("cannot write {}", path.display());
     let mut temp = path.as_os_str().to_owned();
@@ -189,11 +265,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    if private {
+    {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    #[cfg(not(unix))]
     let _ = private;
     let mut file = options.open(&temp).with_context(context)?;
     file.write_all(bytes).with_context(context)?;

@@ -124,6 +124,8 @@ fn help_is_there_for_every_command() {
         vec!["pinner", "init", "--help"],
         vec!["export", "--help"],
         vec!["status", "--help"],
+        vec!["recovery", "show", "--help"],
+        vec!["recovery", "confirm", "--help"],
     ] {
         let out = data.basic(&command).ok();
         assert!(out.contains("Usage:"), "{command:?}: {out}");
@@ -512,4 +514,127 @@ fn a_pinning_peer_has_a_status() {
     );
     assert!(json["commits"].as_u64() >= Some(1), "{json}");
     assert!(pinner.basic(&["status"]).ok().contains("not running"));
+}
+
+/// `basic ARGS…` on `dir` under umask `umask` (through `sh`), to the end.
+#[cfg(unix)]
+fn basic_under_umask(dir: &std::path::Path, umask: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_basic"))
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .env_remove("BASIC_DATA")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run basic")
+}
+
+/// Every file and directory under `dir` (itself included) whose mode lets
+/// anyone but its owner in.
+#[cfg(unix)]
+fn open_to_others(dir: &std::path::Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    if mode != 0o700 {
+        open.push((dir.to_owned(), mode));
+    }
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            open.extend(open_to_others(&entry.path()));
+        } else if meta.permissions().mode() & 0o777 != 0o600 {
+            open.push((entry.path(), meta.permissions().mode() & 0o777));
+        }
+    }
+    open
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_private_whatever_the_umask_and_an_open_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("basic");
+    // umask 000: everything would be world-readable and writable.
+    let init = basic_under_umask(&dir, "000", &["init"]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert_eq!(open_to_others(&dir), vec![], "after init");
+    let schema = example("todo.toml");
+    for args in [
+        vec!["schema", "apply", schema.to_str().unwrap()],
+        vec!["sql", "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')"],
+        vec!["status"],
+    ] {
+        let out = basic_under_umask(&dir, "000", &args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(open_to_others(&dir), vec![], "after writes");
+
+    // A directory other users can read or traverse is refused, with the fix.
+    for mode in [0o755, 0o711, 0o750, 0o701] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = basic_under_umask(&dir, "022", &["status"]);
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mode:o}: {error}");
+        assert!(error.contains(&format!("chmod 700 {}", dir.display())), "{error}");
+        assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(basic_under_umask(&dir, "022", &["status"]).status.success());
+
+    // `init` in an empty directory (a fresh `mkdir`) makes it private; in
+    // one open to others that holds something already, it is refused.
+    let fresh = parent.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(basic_under_umask(&fresh, "022", &["init"]).status.success());
+    assert_eq!(open_to_others(&fresh), vec![], "after init in an empty directory");
+    let open = parent.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::write(open.join("notes.txt"), "mine").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = basic_under_umask(&open, "022", &["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 700"));
+    assert!(!open.join("replica").exists(), "nothing made");
+}
+
+#[test]
+fn the_recovery_secret_stays_until_confirmed_then_is_forgotten() {
+    let data = Data::new();
+    // No terminal: init does not ask, and the device keeps the secret.
+    let out = data.basic(&["init"]).ok();
+    let secret = out
+        .split_whitespace()
+        .find(|w| w.starts_with("basic-recovery-"))
+        .expect("the secret is printed")
+        .to_owned();
+    assert!(out.contains("basic recovery confirm"), "{out}");
+    let database =
+        out.split_whitespace().find(|w| w.starts_with("db_")).expect("database").to_owned();
+    let shown = data.basic(&["recovery", "show"]).ok();
+    assert!(shown.contains(&secret) && shown.contains(&database), "{shown}");
+
+    // Through a running node too.
+    let mut node = data.up();
+    let (status, body) = node.get("/v0/recovery", Some(&node.token));
+    assert_eq!((status, &body["secret"]), (200, &json!(secret)), "{body}");
+    let (status, _) = node.get("/v0/recovery", None);
+    assert_eq!(status, 401);
+    let confirmed = data.basic(&["recovery", "confirm"]).ok();
+    assert!(confirmed.contains("forgotten"), "{confirmed}");
+    let (status, body) = node.get("/v0/recovery", Some(&node.token));
+    assert_eq!((status, &body["secret"]), (200, &Json::Null), "{body}");
+    assert!(node.terminate().success());
+
+    let error = data.basic(&["recovery", "show"]).failed();
+    assert!(error.contains("no longer holds"), "{error}");
+    assert!(data.basic(&["recovery", "confirm"]).ok().contains("nothing to forget"));
+    let db = basic_store::Database::open(data.path()).unwrap();
+    assert!(db.root_secret().unwrap().is_none(), "the root seed is gone from the replica");
 }

@@ -118,6 +118,12 @@ pub enum DbError {
     /// An earlier storage failure stopped the writer; reopen the database.
     #[error("the database stopped after a storage failure ({0}); restart to recover")]
     Stopped(String),
+    /// This device was removed from the database (control-log.md §9.5):
+    /// it writes nothing more; what it holds stays readable here.
+    #[error(
+        "this device was removed from the database: it can no longer write (its data stays readable here; write on one of your remaining devices)"
+    )]
+    DeviceRemoved,
 }
 
 /// What a write statement did.
@@ -210,6 +216,8 @@ enum Command {
     },
     AddDevice(Party),
     RemoveDevice(PublicKey),
+    /// A removal signed by the root, whose end decides (control-log.md §6).
+    RemoveDeviceAsRoot(PublicKey, Box<SecretKey>),
     AddPinner(PublicKey),
     RemovePinner(PublicKey),
 }
@@ -322,14 +330,65 @@ impl Database<SledStore> {
         let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
         let mut db = Self::with_store(store, &dir.join("view.sqlite"))?;
         db.lock = Some(lock);
+        // The replica holds this device's secret, the view plaintext: both
+        // for their owner only, whatever the umask made them.
+        for name in ["replica", "view.sqlite", "view.sqlite-wal", "view.sqlite-shm", "lock"] {
+            let path = dir.join(name);
+            make_private(&path).map_err(|error| DbError::Io { path, error })?;
+        }
         Ok(db)
     }
 }
 
-/// Creates `dir` if needed and locks it for this process.
+/// Makes `path` readable and writable by its owner only: a directory
+/// (with everything under it) 0700, a file 0600, whatever the umask made
+/// them. Files made there later are out of other users' reach because the
+/// directory is. Nothing to do off Unix, or if `path` does not exist.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                make_private(&entry?.path())?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Whether `device` is a device that the state removed (a pinning peer,
+/// or a device not yet added, is not).
+fn is_removed(state: &AuthState, device: &PublicKey) -> bool {
+    state.devices().get(device).is_some_and(|d| d.removed.is_some())
+}
+
+/// Creates `dir` if needed (readable by its owner only) and locks it for
+/// this process.
 pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DbError> {
     let io = |error| DbError::Io { path: dir.to_owned(), error };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io)?;
+        make_private(dir).map_err(io)?;
+    }
     let lock = std::fs::File::create(dir.join("lock")).map_err(io)?;
     match lock.try_lock() {
         Ok(()) => Ok(lock),
@@ -644,6 +703,33 @@ impl<S: Store> Database<S> {
     /// remaining readers.
     pub fn remove_device(&self, device: PublicKey) -> Result<OpId, DbError> {
         self.command(Command::RemoveDevice(device))
+    }
+
+    /// Removes a device with an operation signed by the root identity
+    /// `root` (the recovery secret): among several removals of one device
+    /// the root's end decides (control-log.md §6), so this one's cut-off —
+    /// the last commit of the device's log this replica holds without a
+    /// gap — replaces any other's, a thief's cut-off 0 included. Call it
+    /// once the device's commits have synced here. The device may already
+    /// be removed.
+    pub fn remove_device_as_root(
+        &self,
+        device: PublicKey,
+        root: SecretKey,
+    ) -> Result<OpId, DbError> {
+        self.command(Command::RemoveDeviceAsRoot(device, Box::new(root)))
+    }
+
+    /// Whether the control log removed this device: it then writes
+    /// nothing more (control-log.md §9.5).
+    pub fn is_removed(&self) -> bool {
+        is_removed(&self.auth_state(), &self.shared.device)
+    }
+
+    /// The root secret, while this device holds it (see
+    /// [`Database::forget_recovery_secret`]).
+    pub fn root_secret(&self) -> Result<Option<SecretKey>, DbError> {
+        Ok(read_identity(&self.shared.replica)?.and_then(|(_, _, root)| root))
     }
 
     /// Authorises a pinning peer to store, verify and serve this database's
@@ -1192,6 +1278,10 @@ impl<S: Store> Writer<S> {
         statement: &Statement,
         params: &[Value],
     ) -> Result<WriteOutcome, DbError> {
+        // Every other replica refuses what a removed device writes.
+        if is_removed(self.access.state(), &self.shared.device) {
+            return Err(DbError::DeviceRemoved);
+        }
         let bounds = write::Bounds {
             gate: &self.gate,
             reach: Arc::new(Reach::of(caller, &self.catalog)),
@@ -1403,6 +1493,23 @@ impl<S: Store> Writer<S> {
                 }
                 Payload::AddDevice { device: new.key, sealing: new.sealing, keys }
             }
+            Command::RemoveDeviceAsRoot(removed, root) => {
+                let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
+                let mut rotations = BTreeMap::new();
+                for scope in scopes {
+                    rotations.insert(scope.clone(), self.rotation(&root, &scope, Some(&removed))?);
+                }
+                let payload = Payload::RemoveDevice {
+                    device: removed,
+                    cutoff: self.cutoff(&removed)?,
+                    rotations,
+                };
+                let now = (self.shared.clock)();
+                let op = self.access.issue(&root, payload, now).map_err(|e| e.to_string())?;
+                let id = op.id();
+                self.access.insert(op, txn, device, now).map_err(|e| e.to_string())?;
+                return Ok(id);
+            }
             Command::RemoveDevice(removed) => {
                 let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
                 let mut rotations = BTreeMap::new();
@@ -1527,6 +1634,9 @@ impl<S: Store> Writer<S> {
         txn: &mut Txn<'_, S>,
         schema: Schema,
     ) -> Result<Migration, DbError> {
+        if is_removed(self.access.state(), &self.shared.device) {
+            return Err(DbError::DeviceRemoved);
+        }
         let scope = schema.namespace().clone();
         let text = schema.to_json();
         let mut catalog = self.catalog.clone();

@@ -69,8 +69,11 @@ impl Database<SledStore> {
     /// Regains a database on a new device, in the empty directory `dir`,
     /// with the recovery secret and the database's control operations (from
     /// any surviving device or pinning peer). The root identity adds this
-    /// device and seals it every scope key; the device can then remove the
-    /// lost ones, and every commit it receives is readable again.
+    /// device and seals it every scope key; every commit it receives is
+    /// readable again. The device keeps the root secret (see
+    /// [`Database::forget_recovery_secret`]), to remove the lost devices
+    /// with root-signed removals ([`Database::remove_device_as_root`])
+    /// once their data has synced.
     pub fn recover(dir: &Path, secret: &str, ops: &[Vec<u8>]) -> Result<Self, DbError> {
         let root = decode(secret)?;
         let fail = |reason: String| DbError::Control(reason);
@@ -132,7 +135,9 @@ impl Database<SledStore> {
         .map_err(|e| fail(e.to_string()))?;
         log.insert(add.clone(), now).map_err(|e| fail(e.to_string()))?;
         txn.insert_op(&add);
-        write_identity(&mut txn, database, &device, None);
+        // The root secret stays until the lost devices are removed with it
+        // (their cut-off is set once their data has synced: §9.4).
+        write_identity(&mut txn, database, &device, Some(&root));
         txn.apply()?;
         replica.store().flush()?;
         drop((replica, lock));
@@ -143,6 +148,64 @@ impl Database<SledStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use basic_proto::Value;
+
+    fn count(db: &Database) -> Value {
+        let rows = db.query("SELECT count(*) FROM todo.lists", &[], None).unwrap().rows;
+        rows[0][0].clone()
+    }
+
+    fn commits(db: &Database) -> Vec<Vec<u8>> {
+        db.replica().commits().map(|c| c.unwrap().as_bytes().to_vec()).collect()
+    }
+
+    /// A thief's device removes the owner's with cut-off 0 (a mutual
+    /// removal's half): the owner's rows vanish from a replica that held
+    /// them. The root, removing the owner's device again with the cut-off
+    /// at what that replica holds, brings them back (control-log.md §6: the
+    /// root's end decides).
+    #[test]
+    fn a_root_signed_removal_repairs_a_thiefs_cutoff_zero() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let owner = Database::open(dirs[0].path()).unwrap();
+        let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));
+        owner.apply_schema(crate::Schema::from_file(schema).unwrap()).unwrap();
+        let insert = "INSERT INTO todo.lists (id, name) VALUES ('a', 'A'), ('b', 'B')";
+        owner.execute(insert, &[], None).unwrap();
+        let secret = owner.recovery_secret().unwrap().expect("held");
+        // The thief's device joined, and never synced the owner's commits.
+        let invite = owner.invite(Vec::new(), 60_000).unwrap();
+        let request = Database::prepare_join(dirs[1].path(), &invite).unwrap();
+        owner.accept_join(&request).unwrap();
+        let thief = Database::finish_join(dirs[1].path(), &owner.control_ops().unwrap()).unwrap();
+
+        // A new device, recovered, holds the owner's rows...
+        let new =
+            Database::recover(dirs[2].path(), &secret, &owner.control_ops().unwrap()).unwrap();
+        assert!(new.root_secret().unwrap().is_some(), "kept until the lost devices are removed");
+        for result in new.ingest(&commits(&owner)).unwrap() {
+            result.unwrap();
+        }
+        assert_eq!(count(&new), Value::Integer(2));
+        // ...until the thief's removal of the owner, cut off at 0, arrives.
+        thief.remove_device(owner.device()).unwrap();
+        for outcome in new.ingest_ops(&thief.control_ops().unwrap()).unwrap() {
+            outcome.unwrap();
+        }
+        assert_eq!(count(&new), Value::Integer(0));
+        // The root removes both, the owner's old device at what is held.
+        let root = decode(&secret).unwrap();
+        new.remove_device_as_root(thief.device(), root.clone()).unwrap();
+        new.remove_device_as_root(owner.device(), root).unwrap();
+        assert_eq!(count(&new), Value::Integer(2), "the root's end decides");
+        let state = new.auth_state();
+        assert!(!state.is_device(&owner.device()) && !state.is_device(&thief.device()));
+        assert!(state.compromised().is_empty());
+        new.forget_recovery_secret().unwrap();
+        assert!(new.root_secret().unwrap().is_none());
+        new.execute("INSERT INTO todo.lists (id, name) VALUES ('c', 'C')", &[], None).unwrap();
+        assert_eq!(count(&new), Value::Integer(3));
+    }
 
     #[test]
     fn round_trips_and_catches_typos() {

@@ -72,6 +72,8 @@ pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
         .route("/v0/devices/{id}", delete(routes::remove_device))
         .route("/v0/pins", get(routes::list_pins).post(routes::add_pin))
         .route("/v0/pins/{id}", delete(routes::remove_pin))
+        .route("/v0/recovery", get(routes::show_recovery))
+        .route("/v0/recovery/confirm", post(routes::confirm_recovery))
         .route("/v0/status", get(routes::status))
         .route("/v0/export", get(routes::export))
         .route("/v0/import", post(routes::import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)))

@@ -25,9 +25,14 @@ type Answered<T> = Result<Json<T>, ApiError>;
 
 /// `GET /v0/health` (no token): whether the node answers, and whether its
 /// database still takes writes (503 with the reason once a storage failure
-/// has stopped it).
+/// has stopped it; `removed` once this device learnt it was removed).
 pub(super) async fn health(State(state): State<ApiState>) -> Response {
     match state.node.db.failure() {
+        None if state.node.db.is_removed() => Json(json!({
+            "status": "removed",
+            "reason": crate::ops::status::REMOVED,
+        }))
+        .into_response(),
         None => Json(json!({ "status": "ok" })).into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -190,6 +195,20 @@ pub(super) async fn remove_pin(
     PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::Done> {
     run(&state, caller, RemovePin { id }).await.map(Json)
+}
+
+pub(super) async fn show_recovery(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Answered<crate::ops::recovery::RecoveryInfo> {
+    run(&state, caller, crate::ops::recovery::ShowRecovery).await.map(Json)
+}
+
+pub(super) async fn confirm_recovery(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Answered<crate::ops::recovery::Confirmed> {
+    run(&state, caller, crate::ops::recovery::ConfirmRecovery).await.map(Json)
 }
 
 pub(super) async fn status(

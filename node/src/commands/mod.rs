@@ -1,6 +1,6 @@
 //! What each command does, and what it prints.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use basic_proto::Name;
@@ -9,14 +9,15 @@ use basic_store::{Database, Format, Invite, Schema};
 
 use crate::backend::Backend;
 use crate::cli::{
-    AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, PinnerCommand, SchemaCommand,
-    SqlArgs, StatusArgs,
+    AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, PinnerCommand,
+    RecoveryCommand, SchemaCommand, SqlArgs, StatusArgs,
 };
 use crate::join::exchange_join;
 use crate::node::{NodeConfig, UpOptions, bind, up};
 use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke};
 use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice, device_id};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
+use crate::ops::recovery::{ConfirmRecovery, ShowRecovery};
 use crate::ops::schema::{ApplySchema, ShowSchemas};
 use crate::ops::sql::{Sql, SqlOutput};
 use crate::ops::status::Status;
@@ -30,10 +31,18 @@ mod show;
 /// Runs the command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data = DataDir::resolve(cli.data)?;
+    // Commands that make a database (or a pinning peer) make the directory
+    // private; every command refuses one that other users can reach.
+    let creates = matches!(
+        cli.command,
+        Command::Init(_) | Command::Up(_) | Command::Pinner(PinnerCommand::Init)
+    );
+    data.secure(creates)?;
     match cli.command {
+        Command::Init(args) if args.recover => crate::recover::run(&data, &args),
         Command::Init(args) => match args.join {
             Some(code) => join(&data, &code),
-            None => init(&data),
+            None => init(&data, Ask::AtATerminal),
         },
         Command::Up(args) => {
             let options = UpOptions {
@@ -54,7 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if !data.holds_database() && !data.is_pinner() {
                 // First run on this machine: `basic up` alone gives a node.
                 println!("No database in {} yet: creating one.", data.root().display());
-                init(&data)?;
+                // No question: `basic up &` must not stop for input.
+                init(&data, Ask::Never)?;
             }
             up(data, options, bound)
         }
@@ -80,13 +90,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Recovery(command) => recovery(&Backend::connect(&data)?, command),
         Command::Status(args) if data.is_pinner() => pinner_status(&data, args),
         Command::Status(args) => status(&Backend::connect(&data)?, args),
     }
 }
 
+/// Whether `basic init` may ask the user a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// When standard input is a terminal.
+    AtATerminal,
+    /// Never (the first `basic up`, which may run in the background).
+    Never,
+}
+
 /// `basic init`.
-fn init(data: &DataDir) -> anyhow::Result<()> {
+fn init(data: &DataDir, ask: Ask) -> anyhow::Result<()> {
     refuse_existing(data)?;
     let db = Database::open(data.root())
         .with_context(|| format!("cannot create a database in {}", data.root().display()))?;
@@ -96,17 +116,64 @@ fn init(data: &DataDir) -> anyhow::Result<()> {
     if let Some(secret) = db.recovery_secret()? {
         println!();
         println!(
-            "Recovery secret — WRITE IT DOWN NOW and keep it offline. It is shown only this once."
+            "Recovery secret — WRITE IT DOWN, with the database id above, and keep it offline."
         );
         println!(
             "Anyone who has it can take over this database; without it, losing every device loses the data."
         );
+        println!("With both, `basic init --recover` regains the database on a new device.");
         println!();
         println!("    {secret}");
         println!();
-        db.forget_recovery_secret()?;
+        let interactive = ask == Ask::AtATerminal && std::io::stdin().is_terminal();
+        if interactive && confirm("Have you written it down? This device then forgets it")? {
+            db.forget_recovery_secret()?;
+            println!("Forgotten on this device: only your written copy remains.");
+        } else {
+            println!(
+                "This device keeps it (readable by your user only) until you have written it down and run \
+                 `basic recovery confirm`; `basic recovery show` prints it again."
+            );
+        }
     }
     println!("Next: `basic schema apply FILE`; `basic up` runs the node (API and sync).");
+    Ok(())
+}
+
+/// Asks a yes/no question on the terminal.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush().context("cannot write to the terminal")?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+/// `basic recovery …`.
+fn recovery(backend: &Backend, command: RecoveryCommand) -> anyhow::Result<()> {
+    match command {
+        RecoveryCommand::Show => {
+            let info = backend.call(ShowRecovery)?;
+            let Some(secret) = info.secret else {
+                bail!(
+                    "this device no longer holds the recovery secret (it was confirmed as written down); \
+                     only your written copy remains"
+                );
+            };
+            println!("database  {}", info.database);
+            println!("recovery  {secret}");
+            eprintln!("Write both down and keep them offline; then `basic recovery confirm`.");
+        }
+        RecoveryCommand::Confirm => {
+            if backend.call(ConfirmRecovery)?.forgotten {
+                println!(
+                    "This device has forgotten the recovery secret: only your written copy remains."
+                );
+            } else {
+                println!("This device did not hold the recovery secret: nothing to forget.");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -439,6 +506,9 @@ fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
     }
     println!("database   {}", status.database);
     println!("device     {}", status.device);
+    if status.removed {
+        println!("REMOVED    {}", crate::ops::status::REMOVED);
+    }
     if let Some(user) = &status.user {
         println!("user       {user}");
     }

@@ -98,23 +98,33 @@ pub async fn bootstrap(
     }
 }
 
-/// One attempt with `peer`.
+/// Whether a control log lists a key as what it should be.
+pub(crate) type Lists = fn(&AuthState, &PublicKey) -> bool;
+
+/// One attempt with `peer`: the control log as a pinning peer (listed in
+/// it) is served it.
 async fn fetch(
     net: &Net,
     peer: PeerId,
     database: DatabaseId,
     key: &SecretKey,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
-    let config = RequesterConfig {
-        key: key.clone(),
-        database,
-        local_transport: net.local_peer_id().to_bytes(),
-        peer_transport: peer.to_bytes(),
-        view: View::All,
-        resync_ms: u64::MAX,
-        nonce: rand::rng().random(),
-    };
-    let mut requester = Requester::new(config, BTreeMap::new());
+    fetch_as(net, peer, database, key, AuthState::is_pinner, "this pinning peer").await
+}
+
+/// One attempt with `peer` to fetch `database`'s control log as `key`, a
+/// member: a pinning peer, or the root recovering (`basic init --recover`).
+/// `lists` checks that the log received makes `key` what it claims
+/// (`who`, for the error).
+pub(crate) async fn fetch_as(
+    net: &Net,
+    peer: PeerId,
+    database: DatabaseId,
+    key: &SecretKey,
+    lists: Lists,
+    who: &str,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut requester = Requester::new(one_off(net, peer, database, key), BTreeMap::new());
     let mut store = LogOnly { log: ControlLog::new(database) };
     let keys = KeyCache::default();
     for _ in 0..MAX_EXCHANGES {
@@ -128,8 +138,8 @@ async fn fetch(
         if matches!(Message::decode(&request, MAX_FRAME_BYTES, &keys), Ok(Message::Summary { .. }))
         {
             // The control exchange is over: next it would ask for commits.
-            if !store.log.state().is_pinner(&key.public()) {
-                bail!("its control log does not list this pinning peer");
+            if !lists(&store.log.state(), &key.public()) {
+                bail!("its control log does not list {who}");
             }
             return Ok(store.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect());
         }
@@ -137,6 +147,26 @@ async fn fetch(
         requester.handle_response(&mut store, &answer, 0)?;
     }
     bail!("the control log did not arrive in {MAX_EXCHANGES} exchanges")
+}
+
+/// A requester's settings for one session with `peer` as `key`, with no
+/// round after the first unless asked (the pinning peer's first contact,
+/// the root recovering).
+pub(crate) fn one_off(
+    net: &Net,
+    peer: PeerId,
+    database: DatabaseId,
+    key: &SecretKey,
+) -> RequesterConfig {
+    RequesterConfig {
+        key: key.clone(),
+        database,
+        local_transport: net.local_peer_id().to_bytes(),
+        peer_transport: peer.to_bytes(),
+        view: View::All,
+        resync_ms: u64::MAX,
+        nonce: rand::rng().random(),
+    }
 }
 
 /// A replica that holds only a control log, in memory: enough for the

@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use bootstrap::bootstrap;
+pub(crate) use bootstrap::{fetch_as as fetch_control_log, one_off as one_off_config};
 use shown::ShownStore;
 use status::Status;
 
@@ -353,21 +354,47 @@ async fn run(
     let mut peers: HashMap<PeerId, PeerTasks> = HashMap::new();
     let join_slots = Arc::new(Semaphore::new(JOIN_SLOTS));
     let mut refresh = tokio::time::interval(STATUS_REFRESH);
+    // A removed device syncs no more (control-log.md §9.5): said once.
+    let mut changes = context.changes.clone();
+    let mut removed = false;
+    let mut watching = true;
+    check_removed(&context, &mut peers, &mut removed);
     for event in pending {
-        on_event(&context, &mut peers, &join_slots, joins, event).await;
+        on_event(&context, &mut peers, &join_slots, joins && !removed, removed, event).await;
     }
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => on_event(&context, &mut peers, &join_slots, joins, event).await,
+                Some(event) => {
+                    on_event(&context, &mut peers, &join_slots, joins && !removed, removed, event)
+                        .await;
+                }
                 None => break,
             },
             _ = stopped.changed() => break,
             _ = refresh.tick() => context.status.traffic(&context.net.peers().await),
+            changed = changes.changed(), if watching && !removed => {
+                watching = changed.is_ok();
+                check_removed(&context, &mut peers, &mut removed);
+            }
         }
     }
     for (_, tasks) in peers.drain() {
         tasks.abort();
+    }
+}
+
+/// Once this device learns that it was removed: says so (once, at WARN)
+/// and stops every session.
+fn check_removed(context: &Context, peers: &mut HashMap<PeerId, PeerTasks>, removed: &mut bool) {
+    if *removed || !context.db.is_removed() {
+        return;
+    }
+    *removed = true;
+    warn!("{}", crate::ops::status::REMOVED);
+    for (peer, tasks) in peers.drain() {
+        tasks.abort();
+        context.status.failed(peer, "not syncing: this device was removed");
     }
 }
 
@@ -376,6 +403,7 @@ async fn on_event(
     peers: &mut HashMap<PeerId, PeerTasks>,
     join_slots: &Arc<Semaphore>,
     joins: bool,
+    removed: bool,
     event: Event,
 ) {
     match event {
@@ -397,6 +425,10 @@ async fn on_event(
         }
         Event::Connected { peer, address } => {
             context.status.connected(peer, &address);
+            if removed {
+                context.status.failed(peer, "not syncing: this device was removed");
+                return;
+            }
             peers.entry(peer).or_insert_with(|| start_peer(context, peer));
         }
         Event::Disconnected { peer } => {
@@ -406,12 +438,25 @@ async fn on_event(
             }
         }
         Event::Request { peer, protocol: Protocol::Sync, frame, reply } => {
-            let tasks = peers.entry(peer).or_insert_with(|| start_peer(context, peer));
+            // A removed device still answers (its responder serves only
+            // whom its log counts as members: the root recovering, say),
+            // but runs no session of its own.
+            let tasks = peers.entry(peer).or_insert_with(|| match removed {
+                false => start_peer(context, peer),
+                true => start_serving(context, peer),
+            });
             if tasks.requests.try_send((frame, reply)).is_err() {
                 debug!(%peer, "sync request dropped: the peer's queue is full");
             }
         }
         Event::Request { peer, protocol: Protocol::Join, frame, reply } => {
+            if removed {
+                let refusal = JoinAnswer::Refused(
+                    "this device was removed from the database: ask another of its devices".into(),
+                );
+                let _ = reply.send(refusal.to_bytes());
+                return;
+            }
             if !joins {
                 let refusal = JoinAnswer::Refused("this is a pinning peer: ask a device".into());
                 let _ = reply.send(refusal.to_bytes());
@@ -448,6 +493,16 @@ fn start_peer(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
     PeerTasks {
         requests,
         session: tokio::spawn(session::run(Arc::clone(context), peer)),
+        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox)),
+    }
+}
+
+/// Only answers `peer`'s requests: no session of ours (a removed device).
+fn start_serving(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
+    let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
+    PeerTasks {
+        requests,
+        session: tokio::spawn(async {}),
         serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox)),
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basic_net::PeerId;
+use basic_proto::sync::message::{ErrorCode, MAX_BATCH_BYTES, Message};
 use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure, View};
 use basic_store::Database;
 use basic_store::SyncReplica;
@@ -23,18 +24,38 @@ use tracing::{info, warn};
 
 use super::status::principal_id;
 use super::{Context, PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, RESYNC_MS, Shown, cut_off};
+use crate::ops::devices::{is_removed_device, removal_notice};
 
 /// Wait before starting a new session after a local store failure.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 /// Shortest sleep when the requester's timer is already due but it had
 /// nothing to send (guards against spinning).
 const MIN_SLEEP: Duration = Duration::from_millis(20);
+/// Wait before asking again a peer that does not know us as a member (it
+/// may learn of us meanwhile; or we were removed, and are told so).
+const NOT_MEMBER_RETRY: Duration = Duration::from_secs(60);
+/// Why a session ended when the peer is a device the control log removed.
+const PEER_REMOVED: &str = "the peer was removed from the database";
 
 /// Runs sessions with `peer` until one ends for a protocol reason (the
 /// peer is then cut off) or the task is aborted (disconnection).
 pub(super) async fn run(context: Arc<Context>, peer: PeerId) {
     loop {
         match session(&context, peer).await {
+            Ok(reason) if reason == PEER_REMOVED => {
+                info!(%peer, "{PEER_REMOVED}: told it so; disconnecting");
+                context.status.failed(peer, "removed");
+                cut_off(&context, peer).await;
+                return;
+            }
+            Ok(reason) if refused_as_non_member(&reason) => {
+                // Not the peer's fault: it does not know us (yet). Keep the
+                // connection (its own session may tell us we were removed)
+                // and ask again later, not in a loop.
+                info!(%peer, "the peer does not know this device as a member: asking again in {NOT_MEMBER_RETRY:?}");
+                context.status.failed(peer, "refused: not a member there");
+                tokio::time::sleep(NOT_MEMBER_RETRY).await;
+            }
             Ok(reason) => {
                 warn!(%peer, %reason, "sync session ended: disconnecting");
                 context.status.failed(peer, &format!("closed: {reason}"));
@@ -116,8 +137,15 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
         let output = output?;
         for event in output.events {
             if let Some(reason) = report(context, peer, &state, previous.as_ref(), event) {
+                if tell_if_removed(context, peer, &state).await {
+                    return Ok(PEER_REMOVED.into());
+                }
                 return Ok(reason);
             }
+        }
+        // The peer may have been removed since it proved itself.
+        if tell_if_removed(context, peer, &state).await {
+            return Ok(PEER_REMOVED.into());
         }
         if let Some(request) = output.request {
             tracing::trace!(%peer, bytes = request.len(), "sync request");
@@ -144,6 +172,41 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Whether a session's close `reason` is the peer refusing us as no member.
+fn refused_as_non_member(reason: &str) -> bool {
+    reason.starts_with(&format!("{:?}: peer ended the session", ErrorCode::NotMember))
+}
+
+/// If the peer proved a principal that our control log removed as a
+/// device, sends it its removal with the operations that led to it
+/// (`control-log.md` §9.5), over the session it answers us on, and says so.
+async fn tell_if_removed(context: &Arc<Context>, peer: PeerId, state: &State) -> bool {
+    let Some(principal) = state.requester.peer() else { return false };
+    if !is_removed_device(&context.db.auth_state(), &principal) {
+        return false;
+    }
+    let ops = blocking(context, move |db| Ok(removal_notice(db, &principal))).await;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batches = Vec::new();
+    for op in ops.unwrap_or_default() {
+        if !batch.is_empty()
+            && batch.iter().map(Vec::len).sum::<usize>() + op.len() > MAX_BATCH_BYTES
+        {
+            batches.push(std::mem::take(&mut batch));
+        }
+        batch.push(op);
+    }
+    batches.push(batch);
+    for ops in batches.into_iter().filter(|ops| !ops.is_empty()) {
+        let frame = Message::Push { ops, commits: Vec::new() }.encode();
+        if let Err(error) = context.net.request(peer, frame).await {
+            tracing::debug!(%peer, %error, "the removal was not delivered");
+            break;
+        }
+    }
+    true
 }
 
 /// A token bucket over our requests to one peer, at half the rate and

@@ -110,7 +110,10 @@ impl Status {
     pub(super) fn connected(&self, peer: PeerId, address: &Multiaddr) {
         self.peer(peer, |p| {
             p.address = Some(address.to_string());
-            p.sync = "connecting".into();
+            // A removed device stays so (control-log.md §9.5).
+            if p.sync != "removed" {
+                p.sync = "connecting".into();
+            }
         });
     }
 
@@ -122,7 +125,9 @@ impl Status {
             status.peers.retain(|p| p.id != id || p.principal.is_some());
             if let Some(p) = status.peers.iter_mut().find(|p| p.id == id) {
                 p.address = None;
-                p.sync = "disconnected".into();
+                if p.sync != "removed" {
+                    p.sync = "disconnected".into();
+                }
             }
         });
     }

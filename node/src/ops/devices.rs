@@ -36,6 +36,37 @@ fn a(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" }
 }
 
+/// Whether `key` is a device the control log removed.
+pub fn is_removed_device(state: &basic_proto::control::AuthState, key: &PublicKey) -> bool {
+    state.devices().get(key).is_some_and(|device| device.removed.is_some())
+}
+
+/// What tells a removed device that it was removed (control-log.md §9.5):
+/// the removal whose end holds, with its causal past — what its remover
+/// had seen, never an operation made after it — encoded, in canonical
+/// order (parents first). Empty if `device` is not removed.
+pub fn removal_notice(db: &basic_store::Database, device: &PublicKey) -> Vec<Vec<u8>> {
+    // The state first: it is published before the log it comes from.
+    let Some(end) = db.auth_state().devices().get(device).and_then(|d| d.removed) else {
+        return Vec::new();
+    };
+    let log = db.control_log();
+    let mut past = std::collections::BTreeSet::new();
+    let mut next = vec![end.by];
+    while let Some(id) = next.pop() {
+        if past.insert(id)
+            && let Some(op) = log.get(&id)
+        {
+            next.extend(op.body().parents.iter().copied());
+        }
+    }
+    log.ordered()
+        .into_iter()
+        .filter(|op| past.contains(&op.id()))
+        .map(|op| op.as_bytes().to_vec())
+        .collect()
+}
+
 /// `GET /v0/devices`.
 #[derive(Debug, Clone, Copy)]
 pub struct ListDevices;
@@ -160,14 +191,28 @@ impl Op for RemoveDevice {
                 "this is the device you are on: remove it from another of your devices",
             ));
         }
+        // While this device holds the root secret (after recovery, until
+        // `basic recovery confirm`), the root signs: its end decides
+        // (control-log.md §6), even over a removal already made.
+        let root = node.db.root_secret()?;
+        let log = node.db.control_log();
+        let by_root = |id: &basic_proto::control::OpId| {
+            root.as_ref()
+                .is_some_and(|r| log.get(id).is_some_and(|op| op.body().author == r.public()))
+        };
         match node.db.auth_state().devices().get(&key) {
             None => return Err(ApiError::not_found(format!("no device {}", self.id))),
-            Some(device) if device.removed.is_some() => {
+            Some(device)
+                if device.removed.is_some_and(|end| root.is_none() || by_root(&end.by)) =>
+            {
                 return Err(ApiError::conflict(format!("{} was removed already", self.id)));
             }
             Some(_) => {}
         }
-        node.db.remove_device(key)?;
+        match root {
+            Some(root) => node.db.remove_device_as_root(key, root)?,
+            None => node.db.remove_device(key)?,
+        };
         Ok(Done {})
     }
 }

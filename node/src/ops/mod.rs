@@ -16,6 +16,7 @@ use crate::node::Node;
 pub mod apps;
 pub mod devices;
 pub mod pins;
+pub mod recovery;
 pub mod schema;
 pub mod sql;
 pub mod status;

@@ -10,6 +10,9 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::status::NetworkStatus;
 
+/// What a removed device says of itself (control-log.md §9.5).
+pub const REMOVED: &str = "this device was removed from the database by one of your devices: it no longer syncs and refuses writes; what it holds stays readable here (export it with `basic export`)";
+
 /// `GET /v0/status`.
 #[derive(Debug, Clone, Copy)]
 pub struct Status;
@@ -21,6 +24,10 @@ pub struct StatusOutput {
     pub database: String,
     /// This device (`dev_…`).
     pub device: String,
+    /// Whether this device learnt that it was removed from the database:
+    /// it then writes nothing more and no longer syncs.
+    #[serde(default)]
+    pub removed: bool,
     /// The user's root identity (`usr_…`).
     pub user: Option<String>,
     /// Every device.
@@ -88,6 +95,7 @@ impl Op for Status {
         Ok(StatusOutput {
             database: node.db.id().to_string(),
             device: device_id(&node.db.device()),
+            removed: node.db.is_removed(),
             user: state
                 .root()
                 .map(|root| Principal { role: Role::User, key: root.key }.to_string()),

@@ -113,6 +113,26 @@ impl Data {
         Output { status, stdout, stderr }
     }
 
+    /// Runs `basic --data DIR ARGS…` to the end with `input` on its
+    /// standard input (not a terminal).
+    pub(crate) fn basic_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut command = self.command(args);
+        command.stdin(Stdio::piped());
+        let mut child = Guard(command.spawn().expect("run basic"));
+        let mut stdin = child.0.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+        drop(stdin);
+        let status = child
+            .wait_for(COMMAND_TIMEOUT)
+            .unwrap_or_else(|| panic!("basic {args:?} took more than {COMMAND_TIMEOUT:?}"));
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child.0.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("stdout");
+        child.0.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+        Output { status, stdout, stderr }
+    }
+
     /// The owner token.
     pub(crate) fn owner_token(&self) -> String {
         std::fs::read_to_string(self.path().join("owner-token")).expect("token").trim().to_owned()

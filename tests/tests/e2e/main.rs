@@ -6,6 +6,8 @@ mod bad_input;
 mod crash;
 mod harness;
 mod pinner;
+mod recover;
 mod relay;
+mod removed;
 mod rollback;
 mod two_devices;
