@@ -35,6 +35,21 @@ c9 = { type = "text", nullable = true }
 c10 = { type = "integer", nullable = true }
 [[tables.items.indexes]]
 columns = ["n"]
+
+[tables.rows]
+primary_key = ["id"]
+[tables.rows.columns]
+id = "text"
+c1 = "text"
+c2 = "text"
+c3 = "text"
+c4 = "text"
+c5 = "text"
+c6 = "integer"
+c7 = "integer"
+c8 = "integer"
+c9 = "integer"
+c10 = "integer"
 "#;
 
 /// The ten value columns of `bench.items`.
@@ -42,32 +57,40 @@ pub(crate) const COLUMNS: [&str; 10] =
     ["list_id", "title", "done", "n", "c5", "c6", "c7", "c8", "c9", "c10"];
 
 /// A fresh database in a temporary directory, with the bench schema and
-/// four apps granted read-write on it (the other authors of `ingest`).
+/// apps granted read-write on it (the other authors of `ingest`).
 pub(crate) struct Bench {
     pub(crate) db: Database,
     pub(crate) key: ScopeKey,
+    /// How many apps are granted (and sign [`commits`]).
+    pub(crate) authors: u8,
     _dir: tempfile::TempDir,
 }
 
+/// [`open_with`] four apps.
 pub(crate) fn open() -> Result<Bench, Box<dyn std::error::Error>> {
+    open_with(4)
+}
+
+/// A fresh database with `authors` apps granted on `bench` (at most 100).
+pub(crate) fn open_with(authors: u8) -> Result<Bench, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(dir.path())?;
     db.apply_schema(Schema::parse(SCHEMA, basic_store::Format::Toml)?)?;
-    for author in authors() {
+    for author in author_keys(authors) {
         db.grant(Party::of(&author), scope(), Rights::ReadWrite)?;
     }
     let key = db
         .auth_state()
-        .scope_keys(&authors()[0], &scope(), 0)
+        .scope_keys(&author_keys(1)[0], &scope(), 0)
         .into_iter()
         .next()
         .ok_or("the grant sealed no key")?;
-    Ok(Bench { db, key, _dir: dir })
+    Ok(Bench { db, key, authors, _dir: dir })
 }
 
-/// The four other authors: apps granted on `bench`.
-fn authors() -> Vec<SecretKey> {
-    (0..4u8).map(|i| SecretKey::from_seed([100 + i; 32])).collect()
+/// The other authors: apps granted on `bench`.
+fn author_keys(count: u8) -> Vec<SecretKey> {
+    (0..count.min(100)).map(|i| SecretKey::from_seed([100 + i; 32])).collect()
 }
 
 pub(crate) fn scope() -> Name {
@@ -117,16 +140,69 @@ pub(crate) fn foreign_commits(
     rows: i64,
     cells_per_row: usize,
 ) -> Vec<Commit> {
-    let mut authors: Vec<LogWriter> =
-        authors().into_iter().map(|secret| LogWriter::new(secret, db.id())).collect();
-    let mut rng = rand::rng();
-    let now = basic_store::database::now_ms();
-    (0..count)
-        .map(|i| {
-            let changes = upserts(i as i64 * rows, rows, cells_per_row);
-            authors[i % 4]
-                .write(&scope(), 0, key, &changes, now, &mut rng)
-                .unwrap_or_else(|e| panic!("bench commit: {e}"))
+    sign(db, key, 4, (0..count).map(|i| upserts(i as i64 * rows, rows, cells_per_row)))
+}
+
+/// One commit per change set, signed in turn by the bench's apps.
+pub(crate) fn commits(bench: &Bench, changes: impl Iterator<Item = Changes>) -> Vec<Commit> {
+    Signers::new(bench).sign(changes)
+}
+
+/// The bench's apps, each continuing its own log across calls of
+/// [`Signers::sign`].
+pub(crate) struct Signers<'a> {
+    key: &'a ScopeKey,
+    writers: Vec<LogWriter>,
+}
+
+impl<'a> Signers<'a> {
+    pub(crate) fn new(bench: &'a Bench) -> Self {
+        Self::of(&bench.db, &bench.key, bench.authors)
+    }
+
+    fn of(db: &'a Database, key: &'a ScopeKey, authors: u8) -> Self {
+        let writers = author_keys(authors)
+            .into_iter()
+            .map(|secret| LogWriter::new(secret, db.id()))
+            .collect();
+        Self { key, writers }
+    }
+
+    /// One commit per change set, by the apps in turn.
+    pub(crate) fn sign(&mut self, changes: impl Iterator<Item = Changes>) -> Vec<Commit> {
+        let mut rng = rand::rng();
+        let now = basic_store::database::now_ms();
+        let count = self.writers.len();
+        changes
+            .enumerate()
+            .map(|(i, changes)| {
+                self.writers[i % count]
+                    .write(&scope(), 0, self.key, &changes, now, &mut rng)
+                    .unwrap_or_else(|e| panic!("bench commit: {e}"))
+            })
+            .collect()
+    }
+}
+
+fn sign(
+    db: &Database,
+    key: &ScopeKey,
+    authors: u8,
+    changes: impl Iterator<Item = Changes>,
+) -> Vec<Commit> {
+    Signers::of(db, key, authors).sign(changes)
+}
+
+/// Row operations on `table`: each row a key and its cells by column name.
+pub(crate) fn changes(table: &str, rows: Vec<(KeyPart, Vec<(&str, Value)>)>) -> Changes {
+    let ops = rows
+        .into_iter()
+        .map(|(key, cells)| RowOp::Upsert {
+            table: name(table),
+            key: RowKey::single(key),
+            generation: 1,
+            cells: cells.into_iter().map(|(column, value)| (name(column), value)).collect(),
         })
-        .collect()
+        .collect();
+    Changes::new(ops).unwrap_or_else(|e| panic!("bench changes: {e}"))
 }

@@ -15,8 +15,8 @@ type Error = Box<dyn std::error::Error>;
 
 /// Bytes of commits handed to the database at once, as one sync batch.
 const BATCH_BYTES: usize = 256 << 10;
-/// Threads handing batches to the database.
-const FEEDERS: usize = 2;
+/// Threads handing batches to the database (and verifying them).
+pub(crate) const FEEDERS: usize = 2;
 
 pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     let scale = if quick { 20 } else { 1 };
@@ -38,33 +38,8 @@ fn measure(
     let encoded: Vec<Vec<u8>> = signed.iter().map(|c| c.as_bytes().to_vec()).collect();
     let cells = (commits * cells_per_commit) as f64;
 
-    let crypto_seconds = crypto_only(&signed, &bench.key)?;
-
-    // Two feeders, as two peers syncing at once (or one sync session that
-    // verifies its next batch while the last one is written): verification
-    // of one batch overlaps the writer's work on another.
-    let batch = (BATCH_BYTES / encoded[0].len()).max(1);
-    let chunks: Vec<&[Vec<u8>]> = encoded.chunks(batch).collect();
-    let next = AtomicUsize::new(0);
-    let start = Instant::now();
-    std::thread::scope(|scope| -> Result<(), String> {
-        let feeders: Vec<_> = (0..FEEDERS)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), String> {
-                    while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        for result in bench.db.ingest(chunk).map_err(|e| e.to_string())? {
-                            result.map_err(|e: IngestError| {
-                                format!("ingest refused a commit: {e}")
-                            })?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        feeders.into_iter().try_for_each(|f| f.join().map_err(|_| "feeder panicked".to_string())?)
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
+    let crypto_seconds = crypto_only(&signed, &bench.key, FEEDERS)?;
+    let (batch, seconds) = feed(&bench.db, &encoded)?;
 
     let cells_per_s = cells / seconds;
     let limit = cells / crypto_seconds;
@@ -77,23 +52,73 @@ fn measure(
             ("feeders", FEEDERS.into()),
             ("cells_per_s", per_second(cells, seconds)),
             ("crypto_limit_cells_per_s", per_second(cells, crypto_seconds)),
+            ("crypto_threads", FEEDERS.into()),
             ("ratio", ((cells_per_s / limit * 1000.0).round() / 1000.0).into()),
         ],
     );
     Ok(())
 }
 
-/// Seconds to strictly verify and decrypt every commit on one thread, and
-/// nothing else.
-fn crypto_only(commits: &[Commit], key: &basic_proto::ScopeKey) -> Result<f64, Error> {
+/// Hands `encoded` commits to the database in batches of [`BATCH_BYTES`]
+/// from [`FEEDERS`] threads, as two peers syncing at once (or one sync
+/// session that verifies its next batch while the last one is written):
+/// verification of one batch overlaps the writer's work on another.
+/// Returns the commits per batch and the seconds it took.
+pub(crate) fn feed(db: &basic_store::Database, encoded: &[Vec<u8>]) -> Result<(usize, f64), Error> {
+    let batch = (BATCH_BYTES / encoded.first().map_or(1, Vec::len).max(1)).max(1);
+    let chunks: Vec<&[Vec<u8>]> = encoded.chunks(batch).collect();
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<(), String> {
+        let feeders: Vec<_> = (0..FEEDERS)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        for result in db.ingest(chunk).map_err(|e| e.to_string())? {
+                            result.map_err(|e: IngestError| {
+                                format!("ingest refused a commit: {e}")
+                            })?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        feeders.into_iter().try_for_each(|f| f.join().map_err(|_| "feeder panicked".to_string())?)
+    })?;
+    Ok((batch, start.elapsed().as_secs_f64()))
+}
+
+/// Seconds to strictly verify and decrypt every commit, and nothing else,
+/// on `threads` threads (as many as the ingest uses, for a fair ratio).
+pub(crate) fn crypto_only(
+    commits: &[Commit],
+    key: &basic_proto::ScopeKey,
+    threads: usize,
+) -> Result<f64, Error> {
     let prepared: Vec<_> = commits
         .iter()
         .map(|c| (c.header().author, c.signed_message(), *c.signature(), c.header().nonce, c))
         .collect();
+    let share = prepared.len().div_ceil(threads.max(1)).max(1);
     let start = Instant::now();
-    for (author, message, signature, nonce, commit) in &prepared {
-        author.verify(SigningContext::Commit, message, signature)?;
-        key.decrypt(nonce, commit.header_bytes(), commit.ciphertext()).ok_or("decrypt failed")?;
-    }
+    std::thread::scope(|scope| -> Result<(), String> {
+        let workers: Vec<_> = prepared
+            .chunks(share)
+            .map(|part| {
+                scope.spawn(move || -> Result<(), String> {
+                    for (author, message, signature, nonce, commit) in part {
+                        author
+                            .verify(SigningContext::Commit, message, signature)
+                            .map_err(|e| e.to_string())?;
+                        key.decrypt(nonce, commit.header_bytes(), commit.ciphertext())
+                            .ok_or("decrypt failed")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| "worker panicked".to_string())?)
+    })?;
     Ok(start.elapsed().as_secs_f64())
 }

@@ -23,7 +23,7 @@ use serde_json::{Value as Json, json};
 
 use crate::report::{Reporter, millis, per_second};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Set in a child's environment: the process runs `basic::main()`.
 pub(crate) const NODE_ENV: &str = "BASIC_BENCH_NODE";
@@ -33,7 +33,7 @@ const NODE_LOG_ENV: &str = "BASIC_BENCH_NODE_LOG";
 /// Longest one command (`init`, `schema apply`…) may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a node may take to start, or B to catch up with A.
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// Longest one write may take to show on B before the bench gives up.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent clients writing in the sustained phase.
@@ -179,6 +179,91 @@ fn measure(
     Ok(())
 }
 
+/// The live query of the fixed-rate mode: a real `SELECT` of rows (not a
+/// count), whose first cell is the newest id.
+const NEWEST: &str = "SELECT id, body FROM live.events WHERE body <> '' ORDER BY id DESC LIMIT 10";
+
+/// Live latency under a fixed write rate: one client writes on A on a fixed
+/// schedule (`rate` per second; a late write is not made up by the next
+/// ones, and its latency counts from its scheduled time), B runs a live
+/// `SELECT` of the newest rows; each write's latency is from its scheduled
+/// time until B's live query first shows its id. `samples` writes are
+/// measured after `warmup` ones.
+pub(crate) fn fixed_rate(reporter: &Reporter, quick: bool) -> Result<(), Error> {
+    let (rate, samples, warmup) = if quick { (100.0, 200, 20) } else { (200.0, 10_000, 200) };
+    reporter.note(&format!(
+        "live: starting two nodes; {samples} writes at {rate}/s, seen through a live SELECT"
+    ));
+    let pair = Pair::start()?;
+    measure_fixed_rate(reporter, &pair, rate, samples, warmup).map_err(|error| -> Error {
+        format!("{error}\n{}{}", pair.a.log_tail(), pair.b.log_tail()).into()
+    })
+}
+
+fn measure_fixed_rate(
+    reporter: &Reporter,
+    pair: &Pair,
+    rate: f64,
+    samples: u64,
+    warmup: u64,
+) -> Result<(), Error> {
+    let (a, b) = (&pair.a, &pair.b);
+    wait_for("the schema reaches B", WAIT, || Ok(b.sql(COUNT, json!([])).is_ok()))?;
+    let mut newest = b.live(NEWEST)?;
+    newest.wait_for(0, WAIT)?;
+    let body = "x".repeat(100);
+    let total = warmup + samples;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut scheduled = Vec::new();
+    let mut late = Duration::ZERO;
+    for k in 0..total {
+        let at = start + interval.mul_f64(k as f64);
+        let now = Instant::now();
+        match at.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            None => late = late.max(now - at),
+        }
+        a.sql(INSERT, json!([k + 1, body]))?;
+        scheduled.push(at);
+    }
+    let seen = newest.collect_until(total, WAIT)?;
+    // Write k (id k + 1) is visible at the first report of an id >= k + 1.
+    let mut latencies = Vec::new();
+    let mut event = 0;
+    for (k, at) in scheduled.iter().enumerate() {
+        let id = k as u64 + 1;
+        while seen.get(event).is_some_and(|(value, _)| *value < id) {
+            event += 1;
+        }
+        let (_, shown) = seen.get(event).ok_or("B never showed a write")?;
+        if k as u64 >= warmup {
+            latencies.push(shown.saturating_duration_since(*at));
+        }
+    }
+    latencies.sort();
+    let rank = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies.get(index).copied().unwrap_or_default()
+    };
+    reporter.result(
+        "live",
+        &[
+            ("phase", "fixed write rate on A, visible on B through a live SELECT".into()),
+            ("rate_per_s", rate.into()),
+            ("samples", latencies.len().into()),
+            ("select", NEWEST.into()),
+            ("p50_ms", millis(rank(0.50))),
+            ("p90_ms", millis(rank(0.90))),
+            ("p99_ms", millis(rank(0.99))),
+            ("p999_ms", millis(rank(0.999))),
+            ("max_ms", millis(latencies.last().copied().unwrap_or_default())),
+            ("writer_late_max_ms", millis(late)),
+        ],
+    );
+    Ok(())
+}
+
 /// p50, p99 and max of a sample, by nearest rank.
 struct Percentiles {
     p50: Duration,
@@ -198,7 +283,7 @@ impl Percentiles {
 }
 
 /// Polls `check` every 10 ms until it holds, for at most `timeout`.
-fn wait_for(
+pub(crate) fn wait_for(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<bool, Error>,
@@ -238,16 +323,23 @@ impl Drop for Guard {
 }
 
 /// A data directory of its own, removed when dropped.
-struct Data {
+pub(crate) struct Data {
     dir: tempfile::TempDir,
 }
 
 impl Data {
-    fn new() -> Result<Self, Error> {
-        Ok(Self { dir: tempfile::tempdir()? })
+    pub(crate) fn new() -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        // The node refuses a data directory others may read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(Self { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -265,7 +357,7 @@ impl Data {
     }
 
     /// Runs `basic --data DIR ARGS…` to the end; fails unless it succeeds.
-    fn basic(&self, args: &[&str]) -> Result<String, Error> {
+    pub(crate) fn basic(&self, args: &[&str]) -> Result<String, Error> {
         let mut child =
             Guard(self.command(args)?.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?);
         // Read while waiting: a full pipe would block the child.
@@ -285,7 +377,7 @@ impl Data {
     /// Starts `basic up` on loopback only (API on a free port, sync on
     /// TCP, no mDNS), dialling `peers`; returns once it wrote `api.json`
     /// and answers. Its log goes to `node.log` in the data directory.
-    fn up(&self, peers: &[&str]) -> Result<Node, Error> {
+    pub(crate) fn up(&self, peers: &[&str]) -> Result<Node, Error> {
         let mut args =
             vec!["up", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
         for peer in peers {
@@ -336,10 +428,10 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
 }
 
 /// A running node.
-struct Node {
+pub(crate) struct Node {
     api: Api,
     /// Its sync addresses, with `/p2p/<peer id>`.
-    listen: Vec<String>,
+    pub(crate) listen: Vec<String>,
     log: PathBuf,
     _child: Guard,
 }
@@ -349,11 +441,11 @@ impl Node {
         self.api.clone()
     }
 
-    fn sql(&self, sql: &str, params: Json) -> Result<Json, Error> {
+    pub(crate) fn sql(&self, sql: &str, params: Json) -> Result<Json, Error> {
         self.api.sql(sql, params)
     }
 
-    fn post(&self, path: &str, body: &Json) -> Result<Json, Error> {
+    pub(crate) fn post(&self, path: &str, body: &Json) -> Result<Json, Error> {
         self.api.post(path, body)
     }
 
@@ -372,7 +464,7 @@ impl Node {
     }
 
     /// The end of its log, for an error report.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n");
@@ -393,8 +485,13 @@ fn read_events(reader: impl BufRead, sender: &mpsc::Sender<Result<(u64, Instant)
             let sent = match event.as_str() {
                 "rows" => {
                     let rows: Json = serde_json::from_str(data.trim()).unwrap_or_default();
-                    match rows["rows"][0][0].as_u64() {
-                        Some(count) => sender.send(Ok((count, at))),
+                    // The first cell of the first row (0 for no rows).
+                    let first = match rows["rows"].as_array() {
+                        Some(all) if all.is_empty() => Some(0),
+                        _ => rows["rows"][0][0].as_u64(),
+                    };
+                    match first {
+                        Some(value) => sender.send(Ok((value, at))),
                         None => sender.send(Err(format!("unexpected rows: {rows}"))),
                     }
                 }
@@ -441,6 +538,33 @@ impl Counts {
                 return Ok(at);
             }
         }
+    }
+}
+
+impl Counts {
+    /// Every value reported until one reaches `at_least`, with when it
+    /// arrived (waiting at most `timeout` for it).
+    fn collect_until(
+        &mut self,
+        at_least: u64,
+        timeout: Duration,
+    ) -> Result<Vec<(u64, Instant)>, Error> {
+        let mut seen: Vec<(u64, Instant)> = self.last.into_iter().collect();
+        let deadline = Instant::now() + timeout;
+        while seen.last().is_none_or(|(value, _)| *value < at_least) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.receiver.recv_timeout(left) {
+                Ok(event) => seen.push(event?),
+                Err(_) => {
+                    let value = seen.last().map_or(0, |(value, _)| *value);
+                    return Err(
+                        format!("B showed {value}, not {at_least}, after {timeout:?}").into()
+                    );
+                }
+            }
+        }
+        self.last = seen.last().copied();
+        Ok(seen)
     }
 }
 

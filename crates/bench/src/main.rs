@@ -6,6 +6,7 @@
 //! cargo run --release --bin basic-bench -- query --json
 //! cargo run --release --bin basic-bench -- sync --json
 //! cargo run --release --bin basic-bench -- live --json
+//! cargo run --release --bin basic-bench -- compare --json
 //! cargo run --release --bin basic-bench -- all --json
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! runs two real nodes (this executable as the `basic` command) on
 //! loopback.
 
+mod compare;
 mod fixture;
 mod ingest;
 mod live;
@@ -53,6 +55,8 @@ enum Scenario {
     Sync,
     /// Two `basic up` nodes over libp2p on loopback: a write on one seen live on the other.
     Live,
+    /// Each figure beside its anchor (automerge-rs, SQLite, sled, the disk), same run.
+    Compare,
     /// Every scenario above.
     All,
 }
@@ -65,9 +69,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let reporter = report::Reporter { json: args.json };
     let scenarios: &[Scenario] = match args.scenario {
-        Scenario::All => {
-            &[Scenario::Ingest, Scenario::Write, Scenario::Query, Scenario::Sync, Scenario::Live]
-        }
+        Scenario::All => &[
+            Scenario::Ingest,
+            Scenario::Write,
+            Scenario::Query,
+            Scenario::Sync,
+            Scenario::Live,
+            Scenario::Compare,
+        ],
         ref one => std::slice::from_ref(one),
     };
     for scenario in scenarios {
@@ -79,6 +88,7 @@ fn main() -> ExitCode {
             Scenario::Live => {
                 live::run(&reporter, args.quick).map_err(|e| -> Box<dyn std::error::Error> { e })
             }
+            Scenario::Compare => compare::run(&reporter, args.quick),
             Scenario::All => Ok(()),
         };
         if let Err(error) = result {

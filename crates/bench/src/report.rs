@@ -24,9 +24,70 @@ impl Reporter {
         }
     }
 
+    /// Prints one Basic figure beside its anchor from the same run, with
+    /// the ratio Basic ÷ anchor (above 1: Basic has more of `unit`, which
+    /// is better for a rate and worse for bytes or a latency).
+    pub(crate) fn compare(&self, comparison: Comparison<'_>) {
+        let ratio = if comparison.anchor > 0.0 {
+            Value::from((comparison.basic / comparison.anchor * 1000.0).round() / 1000.0)
+        } else {
+            Value::Null
+        };
+        if self.json {
+            let mut figures = vec![
+                ("figure", comparison.figure.into()),
+                ("unit", comparison.unit.into()),
+                ("basic", rounded(comparison.basic)),
+                ("anchor", comparison.anchor_name.into()),
+                ("anchor_value", rounded(comparison.anchor)),
+                ("ratio", ratio),
+            ];
+            figures.extend(comparison.extra);
+            self.result("compare", &figures);
+        } else {
+            let extra: Vec<String> =
+                comparison.extra.iter().map(|(k, v)| format!("{k}={}", human(v))).collect();
+            println!(
+                "compare  {}: Basic {} {unit} | {} {} {unit} | ratio {}{}",
+                comparison.figure,
+                human(&rounded(comparison.basic)),
+                comparison.anchor_name,
+                human(&rounded(comparison.anchor)),
+                human(&ratio),
+                if extra.is_empty() { String::new() } else { format!("  ({})", extra.join("  ")) },
+                unit = comparison.unit,
+            );
+        }
+    }
+
     /// A progress note on stderr (never mixed into JSON output).
     pub(crate) fn note(&self, text: &str) {
         eprintln!("basic-bench: {text}");
+    }
+}
+
+/// One Basic figure and its anchor.
+pub(crate) struct Comparison<'a> {
+    /// What is measured, in words.
+    pub(crate) figure: &'a str,
+    /// Its unit (`rows/s`, `bytes/row`…).
+    pub(crate) unit: &'a str,
+    /// Basic's figure.
+    pub(crate) basic: f64,
+    /// The anchor system and workload.
+    pub(crate) anchor_name: &'a str,
+    /// The anchor's figure.
+    pub(crate) anchor: f64,
+    /// Further figures of either side.
+    pub(crate) extra: Vec<(&'a str, Value)>,
+}
+
+/// A figure with three significant decimals below 100, whole above.
+pub(crate) fn rounded(value: f64) -> Value {
+    if value.abs() >= 100.0 {
+        Value::from(value.round() as i64)
+    } else {
+        Value::from((value * 1000.0).round() / 1000.0)
     }
 }
 

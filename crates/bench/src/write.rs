@@ -12,14 +12,54 @@ use crate::report::{Reporter, millis, per_second};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(5) };
     for writers in [1, 16] {
-        measure(reporter, writers, duration).map_err(|e| e.to_string())?;
+        let stats = measure(writers, duration(quick)).map_err(|e| e.to_string())?;
+        reporter.result(
+            "write",
+            &[
+                ("writers", writers.into()),
+                ("commits", stats.commits.into()),
+                ("commits_per_s", per_second(stats.commits as f64, stats.seconds)),
+                ("p50_ms", millis(stats.p50)),
+                ("p99_ms", millis(stats.p99)),
+            ],
+        );
     }
     Ok(())
 }
 
-fn measure(reporter: &Reporter, writers: usize, duration: Duration) -> Result<(), Error> {
+/// How long each measurement writes.
+pub(crate) fn duration(quick: bool) -> Duration {
+    if quick { Duration::from_millis(300) } else { Duration::from_secs(5) }
+}
+
+/// Durable writes counted, and their latencies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) commits: usize,
+    pub(crate) seconds: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+}
+
+impl Stats {
+    /// The statistics of `latencies` over `seconds`.
+    pub(crate) fn of(mut latencies: Vec<Duration>, seconds: f64) -> Self {
+        latencies.sort();
+        let quantile = |q: f64| {
+            let at = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(at).copied().unwrap_or_default()
+        };
+        Self { commits: latencies.len(), seconds, p50: quantile(0.50), p99: quantile(0.99) }
+    }
+
+    pub(crate) fn per_second(&self) -> f64 {
+        self.commits as f64 / self.seconds
+    }
+}
+
+/// `writers` threads each running single-row `INSERT`s for `duration`.
+pub(crate) fn measure(writers: usize, duration: Duration) -> Result<Stats, Error> {
     let bench = fixture::open().map_err(|e| e.to_string())?;
     let db = &bench.db;
     let next_id = AtomicI64::new(0);
@@ -53,18 +93,5 @@ fn measure(reporter: &Reporter, writers: usize, duration: Duration) -> Result<()
             .collect::<Result<Vec<_>, Error>>()
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut all: Vec<Duration> = latencies.into_iter().flatten().collect();
-    all.sort();
-    let quantile = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    reporter.result(
-        "write",
-        &[
-            ("writers", writers.into()),
-            ("commits", all.len().into()),
-            ("commits_per_s", per_second(all.len() as f64, seconds)),
-            ("p50_ms", millis(quantile(0.50))),
-            ("p99_ms", millis(quantile(0.99))),
-        ],
-    );
-    Ok(())
+    Ok(Stats::of(latencies.into_iter().flatten().collect(), seconds))
 }
