@@ -247,7 +247,10 @@ impl Received {
 struct Shared<S> {
     replica: Replica<S>,
     view_path: PathBuf,
-    catalog: RwLock<Catalog>,
+    /// Shared, not copied, by the queries that run under it.
+    catalog: RwLock<Arc<Catalog>>,
+    /// What each caller may read under the current catalog.
+    reaches: Mutex<Reaches>,
     keys: RwLock<ScopeKeys>,
     auth: RwLock<Arc<AuthState>>,
     control: RwLock<Arc<ControlLog>>,
@@ -439,7 +442,8 @@ impl<S: Store> Database<S> {
         let shared = Arc::new(Shared {
             replica,
             view_path: view_path.to_owned(),
-            catalog: RwLock::new(catalog.clone()),
+            catalog: RwLock::new(Arc::new(catalog.clone())),
+            reaches: Mutex::new(Reaches::default()),
             keys: RwLock::new(access.keys().clone()),
             auth: RwLock::new(Arc::clone(access.state())),
             control: RwLock::new(Arc::new(access.log().clone())),
@@ -508,7 +512,8 @@ impl<S: Store> Database<S> {
 
     /// The current schemas.
     pub fn catalog(&self) -> Catalog {
-        read(&self.shared.catalog)
+        let catalog: Arc<Catalog> = read(&self.shared.catalog);
+        Catalog::clone(&catalog)
     }
 
     /// Runs one SQL statement. `namespace` is the caller's own namespace,
@@ -835,10 +840,20 @@ impl<S: Store> Database<S> {
         Ok(checked)
     }
 
-    /// The tables `caller` may read now.
+    /// The tables `caller` may read now (computed once per catalog).
     fn reach(&self, caller: &Caller) -> Arc<Reach> {
-        let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
-        Arc::new(Reach::of(caller, &catalog))
+        let catalog = read(&self.shared.catalog);
+        let mut reaches = lock(&self.shared.reaches);
+        if !reaches.of.as_ref().is_some_and(|of| Arc::ptr_eq(of, &catalog))
+            || reaches.by_caller.len() >= STATEMENT_CACHE
+        {
+            *reaches = Reaches { of: Some(Arc::clone(&catalog)), by_caller: HashMap::new() };
+        }
+        let reach = reaches
+            .by_caller
+            .entry(caller.clone())
+            .or_insert_with(|| Arc::new(Reach::of(caller, &catalog)));
+        Arc::clone(reach)
     }
 
     fn run_query(&self, caller: &Caller, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
@@ -890,6 +905,13 @@ fn with_reader<S>(
     };
     lock(&shared.readers).push((conn, gate));
     Ok(result?)
+}
+
+/// What each caller may read under one catalog.
+#[derive(Default)]
+struct Reaches {
+    of: Option<Arc<Catalog>>,
+    by_caller: HashMap<Caller, Arc<Reach>>,
 }
 
 impl<S> Shared<S> {
@@ -1225,7 +1247,7 @@ impl<S: Store> Writer<S> {
         match outcome {
             Ok(()) => {
                 if std::mem::take(&mut self.published_stale) {
-                    publish(&shared.catalog, self.catalog.clone());
+                    publish(&shared.catalog, Arc::new(self.catalog.clone()));
                     publish(&shared.keys, self.access.keys().clone());
                     publish(&shared.auth, Arc::clone(self.access.state()));
                     publish(&shared.control, Arc::new(self.access.log().clone()));

@@ -94,7 +94,7 @@ pub enum SqlError {
 }
 
 /// Who runs a statement, and so which tables its SQL may read and write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// The user (this device, the CLI, the owner token): every table.
     Owner,

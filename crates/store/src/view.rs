@@ -233,7 +233,11 @@ impl Gate {
     /// connection, prepare callers' statements without caching them.
     pub fn enter(&self, conn: &Connection, reach: &Arc<Reach>, budget: Duration) -> Entered<'_> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.maintenance && limits.cached.as_ref().is_some_and(|cached| cached != reach) {
+        let changed = limits
+            .cached
+            .as_ref()
+            .is_some_and(|cached| !Arc::ptr_eq(cached, reach) && cached != reach);
+        if !self.maintenance && changed {
             conn.flush_prepared_statement_cache();
         }
         limits.cached = Some(Arc::clone(reach));
