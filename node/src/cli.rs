@@ -12,7 +12,10 @@ use clap::{Args, Parser, Subcommand};
     version,
     long_about = "Basic: a serverless, relational database for your own data.\n\n\
         Each of your devices keeps the whole database; apps get access you grant and can revoke.\n\
-        Commands work on the running node (`basic up`) through its API, or on the database directly when no node runs.",
+        Commands work on the running node (`basic up`) through its API, or on the database directly when no node runs.\n\
+        The data directory is yours alone (mode 0700). This device's secrets are kept in the platform keystore when\n\
+        `basic` is built with the `keystore` feature and one is reachable (Secret Service, macOS Keychain, Windows\n\
+        Credential Manager), else in the replica's file; BASIC_KEYSTORE=file|platform|auto chooses.",
     after_help = "Examples:\n  basic init\n  basic schema apply examples/todo.toml\n  basic sql \"SELECT * FROM todo.items\"\n  basic up"
 )]
 pub struct Cli {

@@ -113,9 +113,11 @@ impl From<DbError> for ApiError {
             DbError::NoScopeKey(_) | DbError::Control(_) | DbError::InUse(_) => {
                 Self::conflict(message)
             }
-            DbError::Store(_) | DbError::View(_) | DbError::Io { .. } | DbError::Stopped(_) => {
-                Self::internal(message)
-            }
+            DbError::Store(_)
+            | DbError::View(_)
+            | DbError::Io { .. }
+            | DbError::Stopped(_)
+            | DbError::Keystore(_) => Self::internal(message),
         }
     }
 }

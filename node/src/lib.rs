@@ -16,6 +16,7 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod join;
+pub mod keystore;
 pub mod network;
 pub mod node;
 pub mod ops;

@@ -619,6 +619,9 @@ fn the_recovery_secret_stays_until_confirmed_then_is_forgotten() {
         out.split_whitespace().find(|w| w.starts_with("db_")).expect("database").to_owned();
     let shown = data.basic(&["recovery", "show"]).ok();
     assert!(shown.contains(&secret) && shown.contains(&database), "{shown}");
+    let status = data.basic(&["status"]).ok();
+    assert!(status.contains("recovery   this device holds the recovery secret"), "{status}");
+    assert!(status.contains("secrets    in the replica's file"), "{status}");
 
     // Through a running node too.
     let mut node = data.up();

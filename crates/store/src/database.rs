@@ -21,7 +21,6 @@ use basic_proto::control::{
     seal_label,
 };
 use basic_proto::hlc::check_not_ahead;
-use basic_proto::sync::{View, entitled_view};
 use basic_proto::{
     Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
     RowOp, ScopeKey, SecretKey, Value,
@@ -40,10 +39,11 @@ use crate::pairing::PairingError;
 use crate::query::{self, QueryError, Rows};
 use crate::recovery::{self, RecoveryError};
 use crate::replica::{
-    Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
+    Chain, CutoffChains, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
 };
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
+use crate::secrets;
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
 use crate::view::{self, Gate, Reach, ViewError};
 use crate::write::{self, WriteError};
@@ -119,6 +119,10 @@ pub enum DbError {
     /// An earlier storage failure stopped the writer; reopen the database.
     #[error("the database stopped after a storage failure ({0}); restart to recover")]
     Stopped(String),
+    /// The platform keystore holding this device's secrets failed, or is
+    /// out of reach.
+    #[error(transparent)]
+    Keystore(#[from] secrets::SecretError),
     /// This device was removed from the database (control-log.md §9.5):
     /// it writes nothing more; what it holds stays readable here.
     #[error(
@@ -642,10 +646,15 @@ impl<S: Store> Database<S> {
     pub fn forget_recovery_secret(&self) -> Result<(), DbError> {
         let replica = &self.shared.replica;
         if let Some((database, device, Some(_))) = read_identity(replica)? {
+            let kept = identity_elements(replica)?
+                .and_then(|(_, root)| secrets::named(&root).map(str::to_owned));
             let mut txn = replica.begin();
-            write_identity(&mut txn, database, &device, None);
+            write_identity(&mut txn, database, &device, None)?;
             txn.apply()?;
             replica.store().flush()?;
+            if let (Some(name), Some(store)) = (kept, secrets::installed()) {
+                store.delete(&name)?;
+            }
         }
         Ok(())
     }
@@ -730,6 +739,18 @@ impl<S: Store> Database<S> {
     /// nothing more (control-log.md §9.5).
     pub fn is_removed(&self) -> bool {
         is_removed(&self.auth_state(), &self.shared.device)
+    }
+
+    /// The platform keystore that holds this device's secrets, by name;
+    /// `None` when they are in the replica's identity record (a file).
+    pub fn keystore(&self) -> Result<Option<String>, DbError> {
+        Ok(match identity_elements(&self.shared.replica)? {
+            Some((device, _)) if secrets::named(&device).is_some() => Some(
+                secrets::installed()
+                    .map_or_else(|| "a platform keystore".to_owned(), |s| s.name().to_owned()),
+            ),
+            _ => None,
+        })
     }
 
     /// The root secret, while this device holds it (see
@@ -962,6 +983,17 @@ fn load_identity<S: Store>(
     replica: &Replica<S>,
 ) -> Result<(DatabaseId, SecretKey, Option<SecretKey>), DbError> {
     if let Some(identity) = read_identity(replica)? {
+        // Secrets still in the file move to a keystore installed since.
+        let in_file = |e: &Cbor| matches!(e, Cbor::Bytes(_));
+        if secrets::installed().is_some()
+            && identity_elements(replica)?.is_some_and(|(d, r)| in_file(&d) || in_file(&r))
+        {
+            let (database, device, root) = &identity;
+            let mut txn = replica.begin();
+            write_identity(&mut txn, *database, device, root.as_ref())?;
+            txn.apply()?;
+            replica.store().flush()?;
+        }
         return Ok(identity);
     }
     if read_joining(replica)?.is_some() {
@@ -989,7 +1021,7 @@ fn load_identity<S: Store>(
     let database = genesis.database();
     let mut txn = replica.begin();
     txn.insert_op(&genesis);
-    write_identity(&mut txn, database, &device, Some(&root));
+    write_identity(&mut txn, database, &device, Some(&root))?;
     txn.apply()?;
     replica.store().flush()?;
     Ok((database, device, Some(root)))
@@ -998,22 +1030,39 @@ fn load_identity<S: Store>(
 /// The stored identity, if this replica has one.
 pub(crate) fn read_identity<S: Store>(
     replica: &Replica<S>,
-) -> Result<Option<(DatabaseId, SecretKey, Option<SecretKey>)>, StoreError> {
+) -> Result<Option<(DatabaseId, SecretKey, Option<SecretKey>)>, DbError> {
     let Some(bytes) = replica.store().get(&layout::meta(meta::IDENTITY))? else {
         return Ok(None);
     };
     let corrupt =
         |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
     let mut fields =
-        Fields::new(codec::parse(&bytes, "identity", 256).map_err(corrupt)?, "identity", 3)
+        Fields::new(codec::parse(&bytes, "identity", 1024).map_err(corrupt)?, "identity", 3)
             .map_err(corrupt)?;
     let database = DatabaseId(fields.fixed("database").map_err(corrupt)?);
-    let device = SecretKey::from_seed(fields.fixed("device").map_err(corrupt)?);
+    // Each secret: its bytes, or its name in the platform keystore.
+    let device =
+        SecretKey::from_seed(secrets::seed(&fields.next("device").map_err(corrupt)?, "key")?);
     let root = match fields.next("root").map_err(corrupt)? {
         Cbor::Null => None,
-        value => Some(SecretKey::from_seed(codec::as_fixed(value, "root").map_err(corrupt)?)),
+        value => Some(SecretKey::from_seed(secrets::seed(&value, "root key")?)),
     };
     Ok(Some((database, device, root)))
+}
+
+/// The raw elements of the identity record (device, root), to tell
+/// secrets in the file from secrets in the keystore.
+fn identity_elements<S: Store>(replica: &Replica<S>) -> Result<Option<(Cbor, Cbor)>, StoreError> {
+    let Some(bytes) = replica.store().get(&layout::meta(meta::IDENTITY))? else {
+        return Ok(None);
+    };
+    let corrupt =
+        |e: codec::DecodeError| StoreError::Corrupt { what: "identity", reason: e.to_string() };
+    let mut fields =
+        Fields::new(codec::parse(&bytes, "identity", 1024).map_err(corrupt)?, "identity", 3)
+            .map_err(corrupt)?;
+    fields.next("database").map_err(corrupt)?;
+    Ok(Some((fields.next("device").map_err(corrupt)?, fields.next("root").map_err(corrupt)?)))
 }
 
 /// The database and device secret of a join in progress.
@@ -1053,21 +1102,32 @@ pub(crate) fn clear_joining<S: Store>(txn: &mut Txn<'_, S>) {
     txn.delete_meta(meta::JOINING);
 }
 
-/// Stages the identity record.
+/// Stages the identity record. With a platform keystore installed
+/// ([`secrets::install`]), the secrets go there and the record names them.
 pub(crate) fn write_identity<S: Store>(
     txn: &mut Txn<'_, S>,
     database: DatabaseId,
     device: &SecretKey,
     root: Option<&SecretKey>,
-) {
+) -> Result<(), DbError> {
+    let who = basic_proto::keys::Principal {
+        role: basic_proto::keys::Role::Device,
+        key: device.public(),
+    };
+    let device_element = secrets::element(|| format!("{database} device {who}"), device.seed())?;
+    let root_element = match root {
+        None => Cbor::Null,
+        Some(root) => secrets::element(|| format!("{database} root on {who}"), root.seed())?,
+    };
     txn.put_meta(
         meta::IDENTITY,
         codec::encode_value(&Cbor::Array(vec![
             Cbor::Bytes(database.0.to_vec()),
-            Cbor::Bytes(device.seed().to_vec()),
-            root.map_or(Cbor::Null, |root| Cbor::Bytes(root.seed().to_vec())),
+            device_element,
+            root_element,
         ])),
     );
+    Ok(())
 }
 
 fn encode_author(log: &LogWriter) -> Vec<u8> {
@@ -1407,9 +1467,9 @@ impl<S: Store> Writer<S> {
         }
         if let Some(end) = end_below(state, header) {
             match chains.place(txn, header, id, &end)? {
-                chain if self.holds(state).keeps(chain) => {}
+                Chain::OnChain => {}
+                Chain::Fork => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
                 Chain::NotHeld => return Ok(Err(IngestError::ChainNotHeld { seq: header.seq })),
-                _ => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
             }
         }
         Ok(Ok(match received {
@@ -1432,15 +1492,6 @@ impl<S: Store> Writer<S> {
                 inserted
             }
         }))
-    }
-
-    /// Whether this replica holds every scope (a device, a pinning peer)
-    /// or only some (an app's own replica).
-    fn holds(&self, state: &AuthState) -> Holds {
-        match entitled_view(state, &self.log.secret().public()) {
-            Some(View::Scopes(_)) => Holds::Part,
-            _ => Holds::Whole,
-        }
     }
 
     /// Inserts the held-back commits whose time has come.
@@ -1645,8 +1696,7 @@ impl<S: Store> Writer<S> {
         txn: &mut Txn<'_, S>,
         keys_before: &ScopeKeys,
     ) -> Result<(), DbError> {
-        let holds = self.holds(self.access.state());
-        txn.enforce_in(self.access.state(), self.access.keys(), holds)?;
+        txn.enforce(self.access.state(), self.access.keys())?;
         let new_epochs: BTreeSet<(Name, u32)> = self
             .access
             .keys()

@@ -48,6 +48,7 @@ pub mod replica;
 pub mod rows;
 pub mod schema;
 pub mod scope_keys;
+pub mod secrets;
 pub mod sql;
 pub mod sync;
 #[cfg(test)]

@@ -290,7 +290,7 @@ pub(crate) fn admit_as_member<S: Store>(
                 .into(),
         ));
     }
-    write_identity(txn, database, member, None);
+    write_identity(txn, database, member, None)?;
     Ok(())
 }
 

@@ -137,7 +137,7 @@ impl Database<SledStore> {
         txn.insert_op(&add);
         // The root secret stays until the lost devices are removed with it
         // (their cut-off is set once their data has synced: §9.4).
-        write_identity(&mut txn, database, &device, Some(&root));
+        write_identity(&mut txn, database, &device, Some(&root))?;
         txn.apply()?;
         replica.store().flush()?;
         drop((replica, lock));

@@ -38,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(_) | Command::Up(_) | Command::Pinner(PinnerCommand::Init)
     );
     data.secure(creates)?;
+    // The platform keystore for this device's secrets, when reachable.
+    crate::keystore::install()?;
     match cli.command {
         Command::Init(args) if args.recover => crate::recover::run(&data, &args),
         Command::Init(args) => match args.join {
@@ -511,6 +513,18 @@ fn status(backend: &Backend, args: StatusArgs) -> anyhow::Result<()> {
     }
     if let Some(user) = &status.user {
         println!("user       {user}");
+    }
+    println!(
+        "secrets    {}",
+        match &status.keystore {
+            Some(keystore) => format!("in the platform keystore ({keystore})"),
+            None => "in the replica's file (yours only; no platform keystore)".to_owned(),
+        }
+    );
+    if status.holds_recovery_secret {
+        println!(
+            "recovery   this device holds the recovery secret: write it down (`basic recovery show`), then `basic recovery confirm`"
+        );
     }
     let active = status.devices.iter().filter(|d| !d.removed).count();
     println!("devices    {active}");

@@ -28,6 +28,14 @@ pub struct StatusOutput {
     /// it then writes nothing more and no longer syncs.
     #[serde(default)]
     pub removed: bool,
+    /// Where this device's secrets are kept: the platform keystore's name,
+    /// or none for the replica's file (readable by its owner only).
+    #[serde(default)]
+    pub keystore: Option<String>,
+    /// Whether this device still holds the recovery secret (until `basic
+    /// recovery confirm`).
+    #[serde(default)]
+    pub holds_recovery_secret: bool,
     /// The user's root identity (`usr_…`).
     pub user: Option<String>,
     /// Every device.
@@ -96,6 +104,8 @@ impl Op for Status {
             database: node.db.id().to_string(),
             device: device_id(&node.db.device()),
             removed: node.db.is_removed(),
+            keystore: node.db.keystore()?,
+            holds_recovery_secret: node.db.root_secret()?.is_some(),
             user: state
                 .root()
                 .map(|root| Principal { role: Role::User, key: root.key }.to_string()),
