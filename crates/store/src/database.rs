@@ -21,6 +21,7 @@ use basic_proto::control::{
     seal_label,
 };
 use basic_proto::hlc::check_not_ahead;
+use basic_proto::sync::{View, entitled_view};
 use basic_proto::{
     Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
     RowOp, ScopeKey, SecretKey, Value,
@@ -39,7 +40,7 @@ use crate::pairing::PairingError;
 use crate::query::{self, QueryError, Rows};
 use crate::recovery::{self, RecoveryError};
 use crate::replica::{
-    Chain, CutoffChains, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
+    Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
 };
 use crate::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::scope_keys::ScopeKeys;
@@ -1467,9 +1468,9 @@ impl<S: Store> Writer<S> {
         }
         if let Some(end) = end_below(state, header) {
             match chains.place(txn, header, id, &end)? {
-                Chain::OnChain => {}
-                Chain::Fork => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
+                chain if self.holds(state).keeps(chain) => {}
                 Chain::NotHeld => return Ok(Err(IngestError::ChainNotHeld { seq: header.seq })),
+                _ => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
             }
         }
         Ok(Ok(match received {
@@ -1492,6 +1493,15 @@ impl<S: Store> Writer<S> {
                 inserted
             }
         }))
+    }
+
+    /// Whether this replica holds every scope (a device, a pinning peer)
+    /// or only some (an app's own replica).
+    fn holds(&self, state: &AuthState) -> Holds {
+        match entitled_view(state, &self.log.secret().public()) {
+            Some(View::Scopes(_)) => Holds::Part,
+            _ => Holds::Whole,
+        }
     }
 
     /// Inserts the held-back commits whose time has come.
@@ -1696,7 +1706,8 @@ impl<S: Store> Writer<S> {
         txn: &mut Txn<'_, S>,
         keys_before: &ScopeKeys,
     ) -> Result<(), DbError> {
-        txn.enforce(self.access.state(), self.access.keys())?;
+        let holds = self.holds(self.access.state());
+        txn.enforce_in(self.access.state(), self.access.keys(), holds)?;
         let new_epochs: BTreeSet<(Name, u32)> = self
             .access
             .keys()

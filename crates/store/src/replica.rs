@@ -513,6 +513,31 @@ pub enum Chain {
     NotHeld,
 }
 
+/// Whether a replica holds every scope (a device's, a pinning peer's) or
+/// only some (an app's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Every scope: it holds each author's whole chain, or will.
+    Whole,
+    /// Some scopes: an author's chain may pass through commits it never
+    /// holds.
+    Part,
+}
+
+impl Holds {
+    /// Whether a commit that stands so against its cut-off chain is kept:
+    /// on the chain; or undecided on a replica that may never hold the
+    /// chain (it relies on its peers' full check, as for every chain check
+    /// across scopes it does not hold).
+    pub fn keeps(self, chain: Chain) -> bool {
+        match chain {
+            Chain::OnChain => true,
+            Chain::NotHeld => self == Holds::Part,
+            Chain::Fork => false,
+        }
+    }
+}
+
 /// The chain of one author's log from a cut-off commit down through
 /// `prev` links, walked as far as needed and as the replica holds it.
 #[derive(Debug, Clone)]
@@ -707,6 +732,19 @@ impl<S: Store> Txn<'_, S> {
         state: &AuthState,
         keyring: &impl Keyring,
     ) -> Result<BTreeSet<CommitId>, StoreError> {
+        self.enforce_in(state, keyring, Holds::Whole)
+    }
+
+    /// [`Txn::enforce`] on a replica that `holds` every scope or only some:
+    /// one that holds only some (an app's) cannot follow an author's chain
+    /// through the scopes it lacks, so it sets aside only the commits it
+    /// shows to be forks (`protocol-spec/sync.md` §9).
+    pub fn enforce_in(
+        &mut self,
+        state: &AuthState,
+        keyring: &impl Keyring,
+        holds: Holds,
+    ) -> Result<BTreeSet<CommitId>, StoreError> {
         let before = self.rejected_ids()?;
         let mut now = BTreeSet::new();
         let mut placed = BTreeMap::new();
@@ -723,7 +761,7 @@ impl<S: Store> Txn<'_, S> {
         }
         let mut chains = CutoffChains::default();
         for (id, header, end) in below {
-            if chains.place(self, &header, id, &end)? != Chain::OnChain {
+            if !holds.keeps(chains.place(self, &header, id, &end)?) {
                 now.insert(id);
                 placed.insert(id, Placed::of(&header));
             }

@@ -302,3 +302,75 @@ fn a_commit_set_aside_for_want_of_its_chain_comes_back_with_it() {
     assert_eq!(list_ids(&f.b), kept());
     assert_eq!(app_entry(&f.b, &f.app), Some((3, 3)));
 }
+
+/// An app's own replica of `database` (as the simulator's apps hold one),
+/// holding the control operations `ops`.
+fn app_replica(
+    view_dir: &tempfile::TempDir,
+    database: basic_proto::DatabaseId,
+    app: &basic_proto::SecretKey,
+    ops: &[Vec<u8>],
+) -> Database<MemStore> {
+    use ciborium::Value as Cbor;
+    let replica = basic_store::Replica::new(MemStore::new());
+    let mut txn = replica.begin();
+    for bytes in ops {
+        txn.insert_op(&basic_proto::ControlOp::decode(bytes).unwrap());
+    }
+    let identity = Cbor::Array(vec![
+        Cbor::Bytes(database.0.to_vec()),
+        Cbor::Bytes(app.seed().to_vec()),
+        Cbor::Null,
+    ]);
+    txn.put_meta("identity", basic_proto::codec::encode_value(&identity));
+    txn.apply().unwrap();
+    Database::with_store(replica.into_store(), &view_dir.path().join("view.sqlite")).unwrap()
+}
+
+/// An app's replica holds only its scopes, so a removed device's chain may
+/// pass through commits it never holds: it keeps the device's commits below
+/// the cut-off that it cannot show to be forks (its peers, which hold every
+/// scope, made the full check before serving them).
+#[test]
+fn an_app_replica_keeps_what_it_cannot_check_below_a_cut_off() {
+    let (_a_dir, a, _b_dir, b) = two_devices();
+    let notes = "namespace = \"notes\"\n[tables.items]\nprimary_key = [\"id\"]\ncolumns = { id = \"text\" }\n";
+    a.apply_schema(Schema::parse(notes, basic_store::Format::Toml).unwrap()).unwrap();
+    b.ingest_ops(&a.control_ops().unwrap()).unwrap();
+    b.execute("INSERT INTO todo.lists (id, name) VALUES ('one', 'One')", &[], None).unwrap();
+    b.execute("INSERT INTO todo.lists (id, name) VALUES ('two', 'Two')", &[], None).unwrap();
+    b.execute("INSERT INTO notes.items (id) VALUES ('three')", &[], None).unwrap();
+    LocalLink::new(&a, &b).unwrap().run(&a, &b, 0).unwrap();
+    // The removal keeps b's log up to its third commit, in `notes`.
+    a.remove_device(b.device()).unwrap();
+    let app = basic_proto::SecretKey::from_seed([63; 32]);
+    let todo = basic_proto::Name::new("todo").unwrap();
+    a.grant(basic_proto::Party::of(&app), todo, Rights::ReadWrite).unwrap();
+    let view_dir = tempfile::tempdir().unwrap();
+    let app_db = app_replica(&view_dir, a.id(), &app, &a.control_ops().unwrap());
+    let mut todo_commits: Vec<Commit> = b
+        .replica()
+        .commits()
+        .map(Result::unwrap)
+        .filter(|c| c.header().author == b.device() && c.header().scope.as_str() == "todo")
+        .collect();
+    todo_commits.sort_by_key(|c| c.header().seq);
+    assert_eq!(todo_commits.len(), 2);
+    let refs: Vec<&Commit> = todo_commits.iter().collect();
+    for result in app_db.ingest(&bytes(&refs)).unwrap() {
+        result.unwrap();
+    }
+    // A device, holding every scope, waits for the chain instead.
+    let (_c_dir, c) = {
+        let dir = tempfile::tempdir().unwrap();
+        let invite = a.invite(vec![], 60_000).unwrap();
+        let request = Database::prepare_join(dir.path(), &invite).unwrap();
+        a.accept_join(&request).unwrap();
+        let c = Database::finish_join(dir.path(), &a.control_ops().unwrap()).unwrap();
+        (dir, c)
+    };
+    assert!(matches!(
+        c.ingest(&bytes(&refs[..1])).unwrap()[0],
+        Err(basic_store::IngestError::ChainNotHeld { .. })
+    ));
+}
