@@ -1,18 +1,24 @@
 //! Adversarial peers: they open sessions with an honest node's real
 //! [`Responder`] and send forged, tampered, replayed, stale-epoch,
-//! oversized and out-of-order frames. Each attack states what the honest
-//! side must do; anything else is an invariant failure.
+//! oversized and out-of-order frames, probe the handshake as outsiders,
+//! and, as an app revoked on one scope, fork their log below the cut-off
+//! and push the fork. Each attack states what the honest side must do;
+//! anything else is an invariant failure (at once, or at the end of the
+//! run: a fork is recorded as forbidden, and what a probe learns as a leak).
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use basic_proto::commit::MAX_COMMIT_BYTES;
-use basic_proto::sync::message::Message;
+use basic_proto::control::Rights;
+use basic_proto::sync::message::{Message, frame_name};
 use basic_proto::sync::proof::{Side, Transcript};
 use basic_proto::sync::{Answer, ErrorCode, Responder, View};
-use basic_proto::{Changes, KeyCache, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
+use basic_proto::{
+    Changes, DatabaseId, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeKey, SecretKey, Value,
+};
 use basic_store::{LogWriter, SyncReplica};
-use rand_core::Rng;
+use rand_core::{Rng, SeedableRng};
 
 use crate::node::Role;
 use crate::world::{T0, World, key};
@@ -36,10 +42,19 @@ pub enum Attack {
     StaleEpoch,
     /// A member pushes a frame over the request limit.
     Oversized,
+    /// A stranger, a removed device and a requester for another database
+    /// probe the handshake: they must learn no key, and receive the same
+    /// frames whether or not the node hosts the database they name.
+    Probe,
+    /// An app granted two scopes and revoked on one forks its log below
+    /// the cut-off there and pushes the fork: to a node that knows the
+    /// revocation (a push outside its entitled view), and to one that
+    /// may not yet (which must reject the fork once it learns).
+    Fork,
 }
 
 /// Every attack, in the order a byzantine run cycles through them.
-pub const ALL: [Attack; 8] = [
+pub const ALL: [Attack; 10] = [
     Attack::Garbage,
     Attack::OutOfOrder,
     Attack::Stranger,
@@ -48,7 +63,17 @@ pub const ALL: [Attack; 8] = [
     Attack::Replayed,
     Attack::StaleEpoch,
     Attack::Oversized,
+    Attack::Probe,
+    Attack::Fork,
 ];
+
+/// The schema of the second namespace a forking app is granted with `todo`.
+pub const NOTES_SCHEMA: &str = r#"
+namespace = "notes"
+[tables.items]
+primary_key = ["id"]
+columns = { id = "text", body = "text" }
+"#;
 
 /// Transport id of the adversary's connections.
 const ADVERSARY_TRANSPORT: u8 = 250;
@@ -64,28 +89,51 @@ enum Reply {
     Closed(ErrorCode),
 }
 
+/// Whether a handshake was accepted (else what answered it), and every
+/// frame the target answered.
+type Handshake = (Result<(), String>, Vec<Vec<u8>>);
+
 impl Conn<'_> {
     fn send(&mut self, frame: &[u8]) -> anyhow::Result<Reply> {
+        self.send_raw(frame).map(|(reply, _)| reply)
+    }
+
+    /// Sends `frame`; returns the reply and the answer's bytes.
+    fn send_raw(&mut self, frame: &[u8]) -> anyhow::Result<(Reply, Vec<u8>)> {
         let db = self.world.nodes[self.target].db.as_ref().context("target up")?;
         let mut store = SyncReplica::new(db);
         match self.responder.handle(&mut store, frame, &mut self.world.rng)? {
             Answer::Reply(bytes) => {
-                Ok(Reply::Ok(Box::new(Message::decode(&bytes, usize::MAX, &KeyCache::default())?)))
+                let message = Message::decode(&bytes, usize::MAX, &KeyCache::default())?;
+                Ok((Reply::Ok(Box::new(message)), bytes))
             }
-            Answer::Close(_, violation) => Ok(Reply::Closed(violation.code)),
+            Answer::Close(bytes, violation) => Ok((Reply::Closed(violation.code), bytes)),
         }
     }
 
     /// Runs the handshake as `key`; returns whether the target accepted it.
     fn handshake(&mut self, key: &SecretKey) -> anyhow::Result<Result<(), String>> {
         let database = self.world.database;
+        self.handshake_with(key, database, Vec::new()).map(|(result, _)| result)
+    }
+
+    /// Runs the handshake as `key` asking for `database`, sending
+    /// `prelude` when told it is not a member; returns whether the target
+    /// accepted it, and every frame the target answered.
+    fn handshake_with(
+        &mut self,
+        key: &SecretKey,
+        database: DatabaseId,
+        prelude: Vec<Vec<u8>>,
+    ) -> anyhow::Result<Handshake> {
         let mut nonce = [0; 32];
         self.world.rng.fill_bytes(&mut nonce);
+        let mut frames = Vec::new();
         let hello = Message::Hello { database, key: key.public(), nonce };
-        let Reply::Ok(challenge) = self.send(&hello.encode())? else {
-            bail!("hello was not challenged");
-        };
-        let Message::Challenge { key: theirs, nonce: their_nonce, proof } = *challenge else {
+        let (reply, frame) = self.send_raw(&hello.encode())?;
+        frames.push(frame);
+        let Reply::Ok(challenge) = reply else { bail!("hello was not challenged") };
+        let Message::Challenge { nonce: their_nonce } = *challenge else {
             bail!("hello was not challenged");
         };
         let transcript = Transcript {
@@ -93,19 +141,33 @@ impl Conn<'_> {
             requester: key.public(),
             requester_nonce: nonce,
             requester_transport: vec![ADVERSARY_TRANSPORT],
-            responder: theirs,
             responder_nonce: their_nonce,
             responder_transport: vec![self.target as u8],
         };
-        if !transcript.verify(Side::Responder, &proof) {
-            bail!("the honest node's proof does not verify");
+        let proof = transcript.prove(Side::Requester, key);
+        let (mut reply, frame) =
+            self.send_raw(&Message::Auth { proof, prelude: vec![] }.encode())?;
+        frames.push(frame);
+        if !prelude.is_empty()
+            && matches!(&reply, Reply::Ok(m) if matches!(**m, Message::Error { .. }))
+        {
+            let (again, frame) = self.send_raw(&Message::Auth { proof, prelude }.encode())?;
+            frames.push(frame);
+            reply = again;
         }
-        let auth = Message::Auth { proof: transcript.prove(Side::Requester, key), prelude: vec![] };
-        Ok(match self.send(&auth.encode())? {
-            Reply::Ok(message) if matches!(*message, Message::Ready { .. }) => Ok(()),
-            Reply::Ok(other) => Err(other.name().to_owned()),
+        let result = match reply {
+            Reply::Ok(message) => match *message {
+                Message::Ready { key: theirs, proof, .. } => {
+                    if !transcript.verify(Side::Responder(theirs), &proof) {
+                        bail!("the honest node's proof does not verify");
+                    }
+                    Ok(())
+                }
+                other => Err(other.name().to_owned()),
+            },
             Reply::Closed(code) => Err(format!("{code:?}")),
-        })
+        };
+        Ok((result, frames))
     }
 
     fn push(&mut self, commits: Vec<Vec<u8>>) -> anyhow::Result<Reply> {
@@ -189,6 +251,8 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
             let reply = conn.push(vec![])?;
             expect_close(reply, ErrorCode::Unexpected, "stranger push")
         }
+        Attack::Probe => probe(&mut conn),
+        Attack::Fork => fork(&mut conn),
         Attack::Tampered
         | Attack::Forged
         | Attack::Replayed
@@ -225,12 +289,19 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
                     let Some(bytes) = commit_bytes(conn.world, target)? else {
                         return Ok("nothing to replay".into());
                     };
-                    match conn.push(vec![bytes.clone(), bytes])? {
-                        Reply::Ok(m) if matches!(*m, Message::Ack { stored: 0 }) => {
+                    let own = basic_proto::Commit::decode(&bytes)
+                        .is_ok_and(|c| c.header().author == insider_key.public());
+                    match (own, conn.push(vec![bytes.clone(), bytes])?) {
+                        (true, Reply::Ok(m)) if matches!(*m, Message::Ack { stored: 0 }) => {
                             Ok("idempotent".into())
                         }
-                        Reply::Ok(other) => bail!("replayed commit answered {other:?}"),
-                        Reply::Closed(code) => bail!("replay closed the session: {code:?}"),
+                        // An app relays nothing: another author's commit is
+                        // not its to push.
+                        (false, Reply::Closed(ErrorCode::Forbidden)) => {
+                            Ok("closed Forbidden".into())
+                        }
+                        (_, Reply::Ok(other)) => bail!("replayed commit answered {other:?}"),
+                        (_, Reply::Closed(code)) => bail!("replay closed the session: {code:?}"),
                     }
                 }
                 Attack::StaleEpoch => {
@@ -253,6 +324,181 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
             }
         }
     }
+}
+
+/// Probes the handshake as a stranger, a removed device (a device the
+/// admin adds and removes for the purpose) and a requester for another
+/// database. Each must end with the same `not a member` frames as the
+/// others, with no key; what differs is recorded as a leak.
+fn probe(conn: &mut Conn<'_>) -> anyhow::Result<String> {
+    let stranger = key(&mut conn.world.rng);
+    let removed = key(&mut conn.world.rng);
+    let admin = conn.world.admin_db()?;
+    admin.add_device(Party::of(&removed))?;
+    admin.remove_device(removed.public())?;
+    // The admin's whole log as a prelude: what a removed device holds.
+    let prelude = admin.control_ops()?;
+    let hosted = conn.world.database;
+    let mut elsewhere = DatabaseId([0; 32]);
+    conn.world.rng.fill_bytes(&mut elsewhere.0);
+    let target_key = conn.world.nodes[conn.target].key.public();
+    let mut seen = Vec::new();
+    for (who, key, database) in [
+        ("a stranger", &stranger, hosted),
+        ("a removed device", &removed, hosted),
+        ("a requester for another database", &stranger, elsewhere),
+        ("a removed device asking for another database", &removed, elsewhere),
+    ] {
+        let (result, frames) = conn.handshake_with(key, database, prelude.clone())?;
+        conn.responder = Responder::new(
+            conn.world.nodes[conn.target].key.clone(),
+            vec![conn.target as u8],
+            vec![ADVERSARY_TRANSPORT],
+        );
+        let name = &conn.world.nodes[conn.target].name;
+        if result.is_ok() {
+            conn.world.leaks.push(format!("{name} accepted {who} as a member"));
+        }
+        if frames.iter().any(|f| f.windows(32).any(|w| w == target_key.as_bytes())) {
+            conn.world.leaks.push(format!("{name} showed its key to {who}"));
+        }
+        let shape: Vec<(&str, usize)> = frames.iter().map(|f| (frame_name(f), f.len())).collect();
+        seen.push((who, shape, frames[1..].to_vec()));
+    }
+    let (first, shape, answers) = &seen[0];
+    for (who, other_shape, other_answers) in &seen[1..] {
+        if other_shape != shape || other_answers != answers {
+            let name = &conn.world.nodes[conn.target].name;
+            conn.world.leaks.push(format!(
+                "{name} answered {who} ({other_shape:?}) unlike {first} ({shape:?})"
+            ));
+        }
+    }
+    conn.world.ops_changed()?;
+    Ok(format!("{} probes, answers {:?}", seen.len(), shape))
+}
+
+/// An app granted `todo` and `notes` writes three commits in `notes`, the
+/// admin holds them and revokes it there (cut-off at the third); the app
+/// then forks its log below the cut-off and pushes the fork.
+fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
+    let notes = Name::new("notes")?;
+    let todo = Name::new("todo")?;
+    let app = key(&mut conn.world.rng);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(conn.world.rng.next_u64());
+    let now = T0 + conn.world.now;
+    let admin = conn.world.admin_db()?;
+    if !admin.auth_state().scopes().contains_key(&notes) {
+        let schema = basic_store::Schema::parse(NOTES_SCHEMA, basic_store::Format::Toml)?;
+        admin.apply_schema(schema)?;
+    }
+    admin.grant(Party::of(&app), todo, Rights::ReadWrite)?;
+    admin.grant(Party::of(&app), notes.clone(), Rights::ReadWrite)?;
+    let auth = admin.auth_state();
+    let epoch = auth.scopes().get(&notes).and_then(|s| s.current()).context("notes epoch")?;
+    let notes_key =
+        auth.scope_keys(&app, &notes, epoch).into_iter().next().context("notes key sealed")?;
+    let mut writer = LogWriter::new(app.clone(), admin.id());
+    let mut chain = Vec::new();
+    for i in 0..3 {
+        let changes = note(&format!("kept {i}"))?;
+        let commit = writer.write(&notes, epoch, &notes_key, &changes, now, &mut rng)?;
+        chain.push(commit.as_bytes().to_vec());
+    }
+    for result in admin.ingest(&chain)? {
+        result.map_err(|e| anyhow::anyhow!("the admin refused the app's commit: {e}"))?;
+    }
+    // What the app knows before its revocation: it may replay it.
+    let before = admin.control_ops()?;
+    admin.revoke(app.public(), notes.clone())?;
+    let mut forks = Vec::new();
+    let mut scratch = LogWriter::new(app.clone(), admin.id());
+    for i in 0..2 {
+        let changes = note(&format!("forked {i}"))?;
+        let commit = scratch.write(&notes, epoch, &notes_key, &changes, now, &mut rng)?;
+        conn.world.forbidden.push((commit.id(), "a fork below the cut-off".into()));
+        forks.push(commit.as_bytes().to_vec());
+    }
+    conn.world.ops_changed()?;
+    // The target may not know of the revocation yet; the admin does. The
+    // others (pinning peers too) are pushed the fork as well: each must
+    // refuse it, or reject it once the revocation reaches it.
+    let admin = conn.world.admin_index()?;
+    let mut outcomes = vec![push_fork(conn, &app, &notes, before.clone(), forks.clone())?];
+    let others: Vec<usize> = (0..conn.world.nodes.len())
+        .filter(|&i| {
+            let node = &conn.world.nodes[i];
+            i != conn.target
+                && node.is_up()
+                && !node.lost
+                && matches!(node.role, Role::Device | Role::Pinner)
+        })
+        .collect();
+    for other in others {
+        let mut to_other = Conn {
+            responder: Responder::new(
+                conn.world.nodes[other].key.clone(),
+                vec![other as u8],
+                vec![ADVERSARY_TRANSPORT],
+            ),
+            world: &mut *conn.world,
+            target: other,
+        };
+        let outcome = push_fork(&mut to_other, &app, &notes, before.clone(), forks.clone())?;
+        outcomes.push(match other == admin {
+            true => format!("admin: {outcome}"),
+            false => outcome,
+        });
+    }
+    Ok(outcomes.join("; "))
+}
+
+/// The forking app handshakes with the target (sending `prelude`, the
+/// control log from before its revocation, if the target does not know
+/// it) and pushes `forks`: refused as outside its view where the target
+/// knows the revocation, taken (to be rejected later) where not yet.
+fn push_fork(
+    conn: &mut Conn<'_>,
+    app: &SecretKey,
+    notes: &Name,
+    prelude: Vec<Vec<u8>>,
+    forks: Vec<Vec<u8>>,
+) -> anyhow::Result<String> {
+    let (accepted, _) = conn.handshake_with(app, conn.world.database, prelude)?;
+    if let Err(why) = accepted {
+        return Ok(format!("app refused ({why})"));
+    }
+    // Whether `notes` is in the app's entitled view there (granted, and
+    // the revocation not known yet).
+    let auth = conn.world.nodes[conn.target].db.as_ref().context("target up")?.auth_state();
+    let in_view = basic_proto::sync::entitled_view(&auth, &app.public())
+        .is_some_and(|view| view.contains(notes));
+    match (in_view, conn.push(forks)?) {
+        (false, Reply::Closed(ErrorCode::Forbidden)) => Ok("closed Forbidden".into()),
+        (false, other) => bail!("a push outside the app's view was answered {}", describe(&other)),
+        // Not known to be revoked there yet: taken, to be rejected when the
+        // revocation arrives (the final check finds any fork applied).
+        (true, Reply::Ok(m)) if matches!(*m, Message::Ack { .. }) => Ok("held for now".into()),
+        (true, other) => bail!("the fork was answered {}", describe(&other)),
+    }
+}
+
+fn describe(reply: &Reply) -> String {
+    match reply {
+        Reply::Ok(message) => message.name().to_owned(),
+        Reply::Closed(code) => format!("closed {code:?}"),
+    }
+}
+
+/// A change to `notes.items`.
+fn note(body: &str) -> anyhow::Result<Changes> {
+    let row = RowOp::Upsert {
+        table: Name::new("notes.items")?,
+        key: RowKey::single(KeyPart::Text(body.into())),
+        generation: 1,
+        cells: BTreeMap::from([(Name::new("body")?, Value::Text(body.into()))]),
+    };
+    Changes::new(vec![row]).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The current epoch of `todo` and its key, as `member` can open it.

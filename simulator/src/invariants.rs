@@ -8,9 +8,12 @@
 //!   state accepts is stored on every up node entitled to its scope.
 //! - **authorisation**: every stored commit that is not in a replica's
 //!   rejected set passes the final authorisation state; no commit an
-//!   adversary made is ever applied; a revoked app holds no key of an
+//!   adversary made (a forged one, a fork below a cut-off) is ever applied; a revoked app holds no key of an
 //!   epoch after its revocation.
-//! - **privacy**: a pinning peer never holds a scope key or a row state.
+//! - **privacy**: a pinning peer never holds a scope key or a row state;
+//!   an outsider probing the handshake (a stranger, a removed device, a
+//!   requester for another database) learns no key and cannot tell whether
+//!   a node hosts the database.
 //! - **liveness**: convergence within [`crate::world::LIVENESS_MS`] of the
 //!   final heal (checked by the world's loop).
 
@@ -189,6 +192,9 @@ pub fn converged(world: &World) -> Result<(), String> {
 
 /// Invariants that hold at every moment: privacy, revoked keys, adversary commits.
 pub fn check_during(world: &World) -> Result<(), Failure> {
+    if let Some(leak) = world.leaks.first() {
+        return Err(world.fail("privacy", format!("an adversary learned too much: {leak}")));
+    }
     for (i, node) in world.nodes.iter().enumerate() {
         let Some(db) = node.db.as_ref() else { continue };
         if node.role == Role::Pinner {

@@ -184,6 +184,9 @@ pub struct World {
     pub acked: Vec<Acked>,
     /// Commit ids that must never be applied anywhere (made by adversaries).
     pub forbidden: Vec<(CommitId, String)>,
+    /// What adversaries learned that they must not have (keys, whether a
+    /// node hosts a database): any entry is a privacy failure.
+    pub leaks: Vec<String>,
     /// Apps revoked: node, scope, the epoch current before the revocation.
     pub revoked: Vec<(NodeId, Name, u32)>,
     /// Row ids written so far.
@@ -258,6 +261,7 @@ impl World {
             database,
             acked: Vec::new(),
             forbidden: Vec::new(),
+            leaks: Vec::new(),
             revoked: Vec::new(),
             row_ids: Vec::new(),
             generation: 0,
@@ -279,6 +283,24 @@ impl World {
             .find(|n| n.role == Role::Device && n.is_up() && !n.lost)
             .and_then(|n| n.db.as_ref())
             .context("no device is up to administer")
+    }
+
+    /// The first up device's database (the one that administers).
+    pub fn admin_db(&self) -> anyhow::Result<&basic_store::Database<crate::node::SharedMem>> {
+        self.admin()
+    }
+
+    /// The first up device (the one that administers).
+    pub fn admin_index(&self) -> anyhow::Result<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.role == Role::Device && n.is_up() && !n.lost)
+            .context("no device is up to administer")
+    }
+
+    /// After the admin changed the control log: its sessions run a round now.
+    pub fn ops_changed(&mut self) -> anyhow::Result<()> {
+        self.push_ops_from_admin()
     }
 
     /// Adds a node of `role`, authorised by the first device, connected to
@@ -480,6 +502,9 @@ impl World {
             view: a.view(),
             resync_ms: RESYNC_MS,
             nonce,
+            // Sessions follow the configured topology: each end knows whom
+            // it dialled.
+            known_peer: Some(b.key.public()),
         };
         let shown = self.shown.get(&(from, to)).cloned().unwrap_or_default();
         self.generation += 1;
@@ -852,24 +877,7 @@ pub fn key(rng: &mut ChaCha20Rng) -> SecretKey {
 
 /// The kind of a frame, for the trace (without decoding its content).
 pub fn frame_name(frame: &[u8]) -> &'static str {
-    // Every frame is a CBOR array [version, kind, ...]: the kind is the
-    // third byte when both are small integers.
-    match frame.get(2) {
-        Some(1) => "hello",
-        Some(2) => "challenge",
-        Some(3) => "auth",
-        Some(4) => "ready",
-        Some(5) => "control-want",
-        Some(6) => "ops",
-        Some(7) => "summary",
-        Some(8) => "reply",
-        Some(9) => "ranges",
-        Some(10) => "ranges-reply",
-        Some(11) => "push",
-        Some(12) => "ack",
-        Some(13) => "error",
-        _ => "garbage",
-    }
+    basic_proto::sync::message::frame_name(frame)
 }
 
 fn describe(event: &Event) -> String {

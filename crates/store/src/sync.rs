@@ -303,24 +303,29 @@ impl LocalLink {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let (a_key, b_key) = (a.member_key()?, b.member_key()?);
-        let side =
-            |key: &basic_proto::SecretKey, me: u8, peer: u8, rng: &mut rand::rngs::StdRng| {
-                let config = RequesterConfig {
-                    key: key.clone(),
-                    database: a.id(),
-                    local_transport: vec![me],
-                    peer_transport: vec![peer],
-                    view: View::All,
-                    resync_ms: u64::MAX,
-                    nonce: rng.random(),
-                };
-                (
-                    Requester::new(config, BTreeMap::new()),
-                    Responder::new(key.clone(), vec![me], vec![peer]),
-                )
+        // Both ends are in this process: each knows the other's principal.
+        let side = |key: &basic_proto::SecretKey,
+                    known: PublicKey,
+                    me: u8,
+                    peer: u8,
+                    rng: &mut rand::rngs::StdRng| {
+            let config = RequesterConfig {
+                key: key.clone(),
+                database: a.id(),
+                local_transport: vec![me],
+                peer_transport: vec![peer],
+                view: View::All,
+                resync_ms: u64::MAX,
+                nonce: rng.random(),
+                known_peer: Some(known),
             };
-        let a_side = side(&a_key, 1, 2, &mut rng);
-        let b_side = side(&b_key, 2, 1, &mut rng);
+            (
+                Requester::new(config, BTreeMap::new()),
+                Responder::new(key.clone(), vec![me], vec![peer]),
+            )
+        };
+        let a_side = side(&a_key, b_key.public(), 1, 2, &mut rng);
+        let b_side = side(&b_key, a_key.public(), 2, 1, &mut rng);
         Ok(Self { a: a_side, b: b_side, rng })
     }
 

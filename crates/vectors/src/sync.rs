@@ -1,5 +1,6 @@
-//! `sync.json`: the session proofs, a fingerprint, a digest and example
-//! frames of `protocol-spec/sync.md`, byte for byte.
+//! `sync.json`: the session proofs, a fingerprint, a digest, example
+//! frames of `protocol-spec/sync.md`, byte for byte, frames that must not
+//! decode, and a well-formed frame that must be refused.
 
 use basic_proto::keys::SigningContext;
 use basic_proto::sync::message::{ErrorCode, Message};
@@ -9,6 +10,7 @@ use basic_proto::sync::{Entry, Fingerprint, View};
 use basic_proto::{CommitId, DatabaseId, KeyCache, Name};
 use serde_json::{Value as Json, json};
 
+use crate::commits::chain;
 use crate::json::hex;
 use crate::{fixture, principal};
 
@@ -21,14 +23,15 @@ pub(crate) fn vectors() -> Json {
         requester: requester.public(),
         requester_nonce: fixture("sync requester nonce"),
         requester_transport: b"requester transport id".to_vec(),
-        responder: responder.public(),
         responder_nonce: fixture("sync responder nonce"),
         responder_transport: b"responder transport id".to_vec(),
     };
+    let responder_side = Side::Responder(responder.public());
     let requester_proof = transcript.prove(Side::Requester, &requester);
-    let responder_proof = transcript.prove(Side::Responder, &responder);
+    let responder_proof = transcript.prove(responder_side, &responder);
     assert!(transcript.verify(Side::Requester, &requester_proof));
-    assert!(!transcript.verify(Side::Responder, &requester_proof));
+    assert!(transcript.verify(responder_side, &responder_proof));
+    assert!(!transcript.verify(Side::Responder(requester.public()), &requester_proof));
 
     let ids: Vec<CommitId> =
         (1..=3).map(|i| CommitId(fixture(&format!("sync commit id {i}")))).collect();
@@ -53,15 +56,16 @@ pub(crate) fn vectors() -> Json {
             "hello",
             Message::Hello { database, key: requester.public(), nonce: transcript.requester_nonce },
         ),
+        ("challenge", Message::Challenge { nonce: transcript.responder_nonce }),
+        ("auth", Message::Auth { proof: requester_proof, prelude: Vec::new() }),
         (
-            "challenge",
-            Message::Challenge {
+            "ready",
+            Message::Ready {
                 key: responder.public(),
-                nonce: transcript.responder_nonce,
                 proof: responder_proof,
+                heads: vec![basic_proto::OpId(fixture("sync control head"))],
             },
         ),
-        ("auth", Message::Auth { proof: requester_proof, prelude: Vec::new() }),
         (
             "summary",
             Message::Summary {
@@ -131,9 +135,36 @@ pub(crate) fn vectors() -> Json {
     })
     .collect();
 
+    // A frame that decodes but must be refused: an app entitled to `todo`
+    // pushes a commit it did not author (the first commits.json commit, by
+    // the device). The answer is error 8 (forbidden), then a disconnect.
+    let app = principal("app");
+    let (_, foreign, _) = chain().into_iter().next().expect("a vector commit");
+    assert_ne!(foreign.header().author, app.public());
+    let push = Message::Push { ops: Vec::new(), commits: vec![foreign.as_bytes().to_vec()] };
+    let forbidden = Message::Error {
+        code: ErrorCode::Forbidden,
+        message: "an app pushed another's commit".into(),
+    };
+    for frame in [&push, &forbidden] {
+        let bytes = frame.encode();
+        let decoded = Message::decode(&bytes, usize::MAX, &KeyCache::default()).expect("decodes");
+        assert_eq!(&decoded, frame);
+    }
+    let violations = vec![json!({
+        "name": "an app pushes another author's commit",
+        "pusher": hex(app.public().as_bytes()),
+        "pusher_entitled_view": ["todo"],
+        "frame": hex(push.encode()),
+        "answer_code": ErrorCode::Forbidden as u64,
+        "answer": hex(forbidden.encode()),
+        "why": "an app pushes only commits it authored, in its entitled view (sync.md §6); the responder answers error 8 and ends the session",
+    })];
+
     json!({
         "refused": refused,
-        "description": "protocol-spec/sync.md. transcript_* are the CBOR transcripts signed (context basic/v0/sync-proof) as the requester (side 0) and responder (side 1); the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]; the reply signature (context basic/v0/sync-heads) covers heads_message.",
+        "violations": violations,
+        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]; the reply signature (context basic/v0/sync-heads) covers heads_message. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code.",
         "session": {
             "database": hex(database.0),
             "requester_seed": hex(requester.seed()),
@@ -145,7 +176,7 @@ pub(crate) fn vectors() -> Json {
             "responder_nonce": hex(transcript.responder_nonce),
             "responder_transport": hex(&transcript.responder_transport),
             "transcript_requester": hex(transcript.message(Side::Requester)),
-            "transcript_responder": hex(transcript.message(Side::Responder)),
+            "transcript_responder": hex(transcript.message(responder_side)),
             "requester_proof": hex(requester_proof),
             "responder_proof": hex(responder_proof),
         },

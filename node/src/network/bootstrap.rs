@@ -166,6 +166,9 @@ pub(crate) fn one_off(
         view: View::All,
         resync_ms: u64::MAX,
         nonce: rand::rng().random(),
+        // A pinning peer knows no member before it has the log: it never
+        // sends a prelude.
+        known_peer: None,
     }
 }
 

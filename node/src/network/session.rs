@@ -105,6 +105,9 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
         view: View::All,
         resync_ms: RESYNC_MS,
         nonce: rand::rng().random(),
+        // The principal this peer id proved in an earlier session: the only
+        // peer our control log may go to as a prelude (sync.md §3).
+        known_peer: previous.as_ref().map(|shown| shown.principal),
     };
     let mut changes = context.changes.clone();
     changes.mark_unchanged();

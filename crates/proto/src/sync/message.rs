@@ -51,6 +51,9 @@ pub enum ErrorCode {
     BadData = 6,
     /// The peer asked for more work than its budget allows.
     Busy = 7,
+    /// The peer sent what it may not send: a push with a commit outside
+    /// its entitled view, or, from an app, anything but its own commits.
+    Forbidden = 8,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             5 => Self::NotMember,
             6 => Self::BadData,
             7 => Self::Busy,
+            8 => Self::Forbidden,
             _ => return Err(invalid("error.code", "unknown error code")),
         })
     }
@@ -83,6 +87,8 @@ pub struct Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Request: opens a session. The nonce binds the responder's proof.
+    /// Whether or not the responder hosts `database`, it answers with a
+    /// bare [`Message::Challenge`].
     Hello {
         /// The database.
         database: DatabaseId,
@@ -91,25 +97,27 @@ pub enum Message {
         /// 32 fresh random bytes.
         nonce: [u8; 32],
     },
-    /// Response to `Hello`: the responder's key, nonce and proof.
+    /// Response to `Hello`: the responder's nonce only. It says nothing of
+    /// the responder (not its key, not whether it hosts the database).
     Challenge {
-        /// The responder's principal key.
-        key: PublicKey,
         /// 32 fresh random bytes.
         nonce: [u8; 32],
-        /// The responder's proof over the session transcript.
-        proof: [u8; SIGNATURE_LEN],
     },
-    /// Request: the requester's proof, with its control log when the
-    /// responder said it does not know the requester.
+    /// Request: the requester's proof, which comes first, with its control
+    /// log when the responder said it does not know the requester.
     Auth {
         /// The requester's proof over the session transcript.
         proof: [u8; SIGNATURE_LEN],
         /// Encoded control operations, in causal order (usually none).
         prelude: Vec<Vec<u8>>,
     },
-    /// Response to `Auth`: accepted; the responder's control heads.
+    /// Response to `Auth`: the requester proved it is a member; the
+    /// responder's key, its proof and its control heads.
     Ready {
+        /// The responder's principal key.
+        key: PublicKey,
+        /// The responder's proof over the session transcript.
+        proof: [u8; SIGNATURE_LEN],
         /// The responder's control heads.
         heads: Vec<OpId>,
     },
@@ -243,11 +251,11 @@ impl Message {
             Message::Hello { database, key, nonce } => {
                 (1, vec![bytes(&database.0), bytes(key.as_bytes()), bytes(nonce)])
             }
-            Message::Challenge { key, nonce, proof } => {
-                (2, vec![bytes(key.as_bytes()), bytes(nonce), bytes(proof)])
-            }
+            Message::Challenge { nonce } => (2, vec![bytes(nonce)]),
             Message::Auth { proof, prelude } => (3, vec![bytes(proof), list(prelude)]),
-            Message::Ready { heads: ids } => (4, vec![heads(ids)]),
+            Message::Ready { key, proof, heads: ids } => {
+                (4, vec![bytes(key.as_bytes()), bytes(proof), heads(ids)])
+            }
             Message::ControlWant { heads: ids } => (5, vec![heads(ids)]),
             Message::Ops { ops, more } => (6, vec![list(ops), Cbor::Bool(*more)]),
             Message::Summary { view, digest, entries: es, delta, control } => (
@@ -349,16 +357,16 @@ impl Message {
                 key: key(f, "hello.key")?,
                 nonce: f.fixed("hello.nonce")?,
             },
-            2 => Message::Challenge {
-                key: key(f, "challenge.key")?,
-                nonce: f.fixed("challenge.nonce")?,
-                proof: f.fixed("challenge.proof")?,
-            },
+            2 => Message::Challenge { nonce: f.fixed("challenge.nonce")? },
             3 => Message::Auth {
                 proof: f.fixed("auth.proof")?,
                 prelude: byte_list(f.next("auth.prelude")?, "auth.prelude", MAX_OP_BYTES)?,
             },
-            4 => Message::Ready { heads: op_ids(f.next("ready.heads")?)? },
+            4 => Message::Ready {
+                key: key(f, "ready.key")?,
+                proof: f.fixed("ready.proof")?,
+                heads: op_ids(f.next("ready.heads")?)?,
+            },
             5 => Message::ControlWant { heads: op_ids(f.next("control-want.heads")?)? },
             6 => Message::Ops {
                 ops: byte_list(f.next("ops.ops")?, "ops.ops", MAX_OP_BYTES)?,
@@ -420,6 +428,29 @@ impl Message {
             },
             _ => return Err(invalid("frame.kind", "unknown frame kind")),
         })
+    }
+}
+
+/// The kind of an encoded frame, by name, read from its header alone
+/// (`"garbage"` when it has none): for logs and traces.
+pub fn frame_name(frame: &[u8]) -> &'static str {
+    // Every frame is a CBOR array [version, kind, ...]: the kind is the
+    // third byte when both are small integers.
+    match frame.get(2) {
+        Some(1) => "hello",
+        Some(2) => "challenge",
+        Some(3) => "auth",
+        Some(4) => "ready",
+        Some(5) => "control-want",
+        Some(6) => "ops",
+        Some(7) => "summary",
+        Some(8) => "reply",
+        Some(9) => "ranges",
+        Some(10) => "ranges-reply",
+        Some(11) => "push",
+        Some(12) => "ack",
+        Some(13) => "error",
+        _ => "garbage",
     }
 }
 

@@ -10,15 +10,21 @@ use crate::keys::{DatabaseId, PublicKey, SIGNATURE_LEN, SecretKey, SigningContex
 
 /// Which end of the session signs: the proofs differ, so one end's proof is
 /// never accepted as the other's.
+// Built on the spot for one call: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The end that sent `hello`.
+    /// The end that sent `hello`. It proves first, before it knows who
+    /// answers.
     Requester,
-    /// The end that answered it.
-    Responder,
+    /// The end that answered it, with its principal key: it proves only
+    /// once the requester's proof verified and the requester is a member.
+    Responder(PublicKey),
 }
 
-/// The public facts of one session that both proofs cover.
+/// The public facts of one session that both proofs cover. The responder's
+/// key is not among them: it is revealed, with the responder's proof, only
+/// to a requester that proved it is a member (`protocol-spec/sync.md` §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transcript {
     /// The database.
@@ -29,8 +35,6 @@ pub struct Transcript {
     pub requester_nonce: [u8; 32],
     /// The requester's transport identity (its libp2p peer id bytes).
     pub requester_transport: Vec<u8>,
-    /// The responder's principal key.
-    pub responder: PublicKey,
     /// The responder's nonce.
     pub responder_nonce: [u8; 32],
     /// The responder's transport identity.
@@ -39,26 +43,32 @@ pub struct Transcript {
 
 impl Transcript {
     /// The signed message for `side`: the deterministic CBOR array
-    /// `[side, database, requester, requester nonce, requester transport,
-    /// responder, responder nonce, responder transport]`.
+    /// `[0, database, requester, requester nonce, requester transport,
+    /// responder nonce, responder transport]` for the requester, and
+    /// `[1, database, requester, requester nonce, requester transport,
+    /// responder, responder nonce, responder transport]` for the responder.
     pub fn message(&self, side: Side) -> Vec<u8> {
         let bytes = |b: &[u8]| Cbor::Bytes(b.to_vec());
-        codec::encode_value(&Cbor::Array(vec![
+        let mut items = vec![
             Cbor::Integer(match side {
                 Side::Requester => 0.into(),
-                Side::Responder => 1.into(),
+                Side::Responder(_) => 1.into(),
             }),
             bytes(&self.database.0),
             bytes(self.requester.as_bytes()),
             bytes(&self.requester_nonce),
             bytes(&self.requester_transport),
-            bytes(self.responder.as_bytes()),
-            bytes(&self.responder_nonce),
-            bytes(&self.responder_transport),
-        ]))
+        ];
+        if let Side::Responder(responder) = side {
+            items.push(bytes(responder.as_bytes()));
+        }
+        items.push(bytes(&self.responder_nonce));
+        items.push(bytes(&self.responder_transport));
+        codec::encode_value(&Cbor::Array(items))
     }
 
-    /// `key`'s proof as `side`.
+    /// `key`'s proof as `side` (for [`Side::Responder`], `key` is the
+    /// responder's principal).
     pub fn prove(&self, side: Side, key: &SecretKey) -> [u8; SIGNATURE_LEN] {
         key.sign(SigningContext::SyncProof, &self.message(side))
     }
@@ -67,7 +77,7 @@ impl Transcript {
     pub fn verify(&self, side: Side, proof: &[u8; SIGNATURE_LEN]) -> bool {
         let key = match side {
             Side::Requester => self.requester,
-            Side::Responder => self.responder,
+            Side::Responder(responder) => responder,
         };
         key.verify(SigningContext::SyncProof, &self.message(side), proof).is_ok()
     }

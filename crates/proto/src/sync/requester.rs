@@ -60,6 +60,13 @@ pub struct RequesterConfig {
     /// 32 bytes of fresh randomness, from which each handshake attempt's
     /// nonce is derived.
     pub nonce: [u8; 32],
+    /// The principal the peer's transport identity proved in an earlier
+    /// session (or that the user or an invite vouched for), if any. The
+    /// responder reveals nothing before we proved ourselves, so this is
+    /// all we know of it when it says it does not know us: our control
+    /// log goes to it as a prelude only if this principal is a member in
+    /// our log (`protocol-spec/sync.md` §3).
+    pub known_peer: Option<PublicKey>,
 }
 
 /// What happened in a session, for the driver.
@@ -237,17 +244,25 @@ impl Requester {
     }
 
     /// Queues new operations and commits for a live push. Commits outside
-    /// the peer's view, and the peer's own, are never pushed; what does not
-    /// fit the queue, or comes before the peer proved membership, is
-    /// dropped and left to the peer's next summary.
+    /// the peer's view, and the peer's own, are never pushed; an app
+    /// pushes only its own commits and no operations (all a responder
+    /// takes from it); what does not fit the queue, or comes before the
+    /// peer proved membership, is dropped and left to the peer's next
+    /// summary.
     pub fn push(&mut self, store: &impl SyncStore, ops: Vec<Vec<u8>>, commits: Vec<Outgoing>) {
         let Some(peer) = self.peer else { return };
-        let Some(view) = entitled_view(&store.auth(), &peer) else { return };
+        let auth = store.auth();
+        let Some(view) = entitled_view(&auth, &peer) else { return };
+        let me = self.config.key.public();
+        let Some(mine) = entitled_view(&auth, &me) else { return };
+        let app = matches!(mine, View::Scopes(_));
+        let ops = ops.into_iter().filter(|_| !app).map(Queued::Op);
         let commits = commits
             .into_iter()
             .filter(|c| c.author != peer && view.contains(&c.scope))
+            .filter(|c| !app || (c.author == me && mine.contains(&c.scope)))
             .map(|c| Queued::Commit(c.bytes));
-        for item in ops.into_iter().map(Queued::Op).chain(commits) {
+        for item in ops.chain(commits) {
             if self.push_bytes + item.len() > MAX_PUSH_QUEUE_BYTES {
                 return;
             }
@@ -476,15 +491,18 @@ impl Requester {
         let unexpected = |what: &str| Violation::new(ErrorCode::Unexpected, what.to_owned());
         match (sent, message) {
             (Sent::Auth { prelude: false }, Message::Error { code: ErrorCode::NotMember, .. }) => {
-                // The peer does not know us yet: send our control log, but
-                // only to a peer we know is a member.
+                // The peer does not know us (or is no member, or hosts no
+                // such database: it does not say which). Our control log
+                // goes only to a peer whose transport identity proved a
+                // principal that our log lists as a member.
                 let Some(transcript) = &self.transcript else {
                     return Ok(Err(unexpected("not-member before challenge")));
                 };
-                if entitled_view(&store.auth(), &transcript.responder).is_none() {
+                let known = self.config.known_peer;
+                if known.is_none_or(|peer| entitled_view(&store.auth(), &peer).is_none()) {
                     return Ok(Err(Violation::new(
                         ErrorCode::NotMember,
-                        "neither side knows the other as a member",
+                        "the peer does not know us as a member, and we know it as none",
                     )));
                 }
                 let mut prelude = store.ops_since(&[])?;
@@ -496,29 +514,28 @@ impl Requester {
             (_, Message::Error { code, message }) => {
                 Ok(Err(Violation::new(code, format!("peer ended the session: {message}"))))
             }
-            (Sent::Hello { nonce }, Message::Challenge { key, nonce: theirs, proof }) => {
+            (Sent::Hello { nonce }, Message::Challenge { nonce: theirs }) => {
+                // We prove first: the responder reveals itself only to a member.
                 let transcript = Transcript {
                     database: self.config.database,
                     requester: self.config.key.public(),
                     requester_nonce: nonce,
                     requester_transport: self.config.local_transport.clone(),
-                    responder: key,
                     responder_nonce: theirs,
                     responder_transport: self.config.peer_transport.clone(),
                 };
-                if !transcript.verify(Side::Responder, &proof) {
-                    return Ok(Err(Violation::new(ErrorCode::BadProof, "peer's proof")));
-                }
                 let proof = transcript.prove(Side::Requester, &self.config.key);
                 self.transcript = Some(transcript);
                 self.auth = Some((Message::Auth { proof, prelude: Vec::new() }, false));
                 Ok(Ok(()))
             }
-            (Sent::Auth { .. }, Message::Ready { heads }) => {
+            (Sent::Auth { .. }, Message::Ready { key: peer, proof, heads }) => {
                 let Some(transcript) = &self.transcript else {
                     return Ok(Err(unexpected("ready before challenge")));
                 };
-                let peer = transcript.responder;
+                if !transcript.verify(Side::Responder(peer), &proof) {
+                    return Ok(Err(Violation::new(ErrorCode::BadProof, "peer's proof")));
+                }
                 self.peer = Some(peer);
                 self.acked = None;
                 self.next_round_at = now;

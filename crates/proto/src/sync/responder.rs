@@ -2,10 +2,13 @@
 //! (`protocol-spec/sync.md` §3–§6).
 //!
 //! [`Responder::handle`] takes one request frame and returns the response
-//! frame. It serves nothing before the peer has proved membership, serves
-//! only the peer's entitled view, bounds every response, and returns a
-//! [`Violation`] (answer with its frame, then disconnect) for anything the
-//! protocol forbids.
+//! frame. It reveals nothing — not its key, not whether it hosts the
+//! database — and serves nothing before the peer has proved membership:
+//! a stranger, a removed device and a requester for a database it does not
+//! host receive the same frames. It serves only the peer's entitled view
+//! (as of each request), takes from an app's push only the app's own
+//! commits, bounds every response, and returns a [`Violation`] (answer
+//! with its frame, then disconnect) for anything the protocol forbids.
 
 use rand_core::CryptoRng;
 
@@ -13,6 +16,8 @@ use super::message::{ErrorCode, MAX_BATCH_BYTES, MAX_PARTS, MAX_REQUEST_BYTES, M
 use super::proof::{Side, Transcript, heads_message};
 use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
+use crate::commit::Commit;
+use crate::control::ControlOp;
 use crate::keys::{KeyCache, PublicKey, SecretKey, SigningContext};
 
 /// Most control operations a prelude may carry.
@@ -21,6 +26,9 @@ pub const MAX_PRELUDE_OPS: usize = 1024;
 pub const SEND_WHOLE_RANGE: u64 = 32;
 /// Reconciliation steps a peer may ask for per summary.
 pub const MAX_RANGES_PER_ROUND: u32 = 4096;
+/// The message of every `not a member` answer: the same whether the
+/// responder hosts the database or not, and whoever the requester is.
+pub const NOT_MEMBER: &str = "not a member";
 
 /// Why a session was ended by this side.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +68,9 @@ pub enum Answer {
 enum Stage {
     /// Waiting for `hello`.
     Fresh,
-    /// `challenge` sent; waiting for `auth`.
-    Challenged { transcript: Transcript, prelude_offered: bool },
+    /// `challenge` sent; waiting for `auth`. `hosted`: whether `hello`
+    /// named this replica's database (which the answers never show).
+    Challenged { transcript: Transcript, hosted: bool, prelude_offered: bool },
     /// The peer proved membership. `theirs`: its entries as of its last
     /// summary answered, base of its change lists.
     Member { peer: PublicKey, view: View, theirs: Option<Vec<Entry>> },
@@ -128,9 +137,9 @@ impl Responder {
             .map_err(|e| Violation::new(ErrorCode::Malformed, e.to_string()))?;
         match (request, &mut self.stage) {
             (Message::Hello { database, key, nonce }, _) => {
-                if database != store.database() {
-                    return Err(Violation::new(ErrorCode::Incompatible, "another database").into());
-                }
+                // The same answer whether or not this replica hosts the
+                // database: a nonce drawn either way, and nothing else.
+                let hosted = database == store.database();
                 let mut responder_nonce = [0; 32];
                 rng.fill_bytes(&mut responder_nonce);
                 let transcript = Transcript {
@@ -138,17 +147,15 @@ impl Responder {
                     requester: key,
                     requester_nonce: nonce,
                     requester_transport: self.peer_transport.clone(),
-                    responder: self.key.public(),
                     responder_nonce,
                     responder_transport: self.local_transport.clone(),
                 };
-                let proof = transcript.prove(Side::Responder, &self.key);
-                self.stage = Stage::Challenged { transcript, prelude_offered: false };
-                Ok(Message::Challenge { key: self.key.public(), nonce: responder_nonce, proof })
+                self.stage = Stage::Challenged { transcript, hosted, prelude_offered: false };
+                Ok(Message::Challenge { nonce: responder_nonce })
             }
             (
                 Message::Auth { proof, prelude },
-                Stage::Challenged { transcript, prelude_offered },
+                Stage::Challenged { transcript, hosted, prelude_offered },
             ) => {
                 if !transcript.verify(Side::Requester, &proof) {
                     return Err(Violation::new(ErrorCode::BadProof, "membership proof").into());
@@ -158,27 +165,45 @@ impl Responder {
                         return Err(Violation::new(ErrorCode::Unexpected, "prelude").into());
                     }
                     *prelude_offered = true;
-                    let stored = store.ingest_ops(&prelude)?;
-                    if stored.invalid > 0 {
+                    let invalid = if *hosted {
+                        store.ingest_ops(&prelude)?.invalid
+                    } else {
+                        // Checked as a host would, so that the answer
+                        // does not tell.
+                        prelude.iter().filter(|op| ControlOp::decode(op).is_err()).count() as u64
+                    };
+                    if invalid > 0 {
                         return Err(Violation::new(ErrorCode::BadData, "invalid prelude op").into());
                     }
                 }
                 let peer = transcript.requester;
-                match entitled_view(&store.auth(), &peer) {
+                let entitled = match hosted {
+                    true => entitled_view(&store.auth(), &peer),
+                    false => None,
+                };
+                match entitled {
                     Some(view) => {
+                        let me = self.key.public();
+                        let proof = transcript.prove(Side::Responder(me), &self.key);
                         self.stage = Stage::Member { peer, view, theirs: None };
-                        Ok(Message::Ready { heads: store.control_heads()? })
+                        Ok(Message::Ready { key: me, proof, heads: store.control_heads()? })
                     }
                     // Not a member here (yet): the peer may retry once with
                     // its control log as a prelude.
                     None if !*prelude_offered => Ok(Message::Error {
                         code: ErrorCode::NotMember,
-                        message: "unknown here: send your control log".into(),
+                        message: NOT_MEMBER.into(),
                     }),
-                    None => Err(Violation::new(ErrorCode::NotMember, "not a member").into()),
+                    None => Err(Violation::new(ErrorCode::NotMember, NOT_MEMBER).into()),
                 }
             }
             (request, Stage::Member { peer, view, theirs }) => {
+                // What the peer is entitled to now: a revocation or a
+                // removal that arrived during the session applies at once.
+                let Some(now) = entitled_view(&store.auth(), peer) else {
+                    return Err(Violation::new(ErrorCode::NotMember, NOT_MEMBER).into());
+                };
+                *view = now;
                 let (peer, view) = (*peer, view.clone());
                 let mut remembered = theirs.take();
                 let answer = self.serve(store, request, peer, &view, &mut remembered);
@@ -287,6 +312,7 @@ impl Responder {
                 Ok(Message::RangesReply { split, commits })
             }
             Message::Push { ops, commits } => {
+                self.check_push(peer, entitled, &ops, &commits)?;
                 let mut stored = store.ingest_ops(&ops)?;
                 stored.add(store.ingest_commits(&commits)?);
                 if stored.invalid > 0 {
@@ -300,6 +326,41 @@ impl Responder {
             )
             .into()),
         }
+    }
+}
+
+impl Responder {
+    /// What `peer` may push (`protocol-spec/sync.md` §6): commits in its
+    /// entitled view only; and an app (entitled to some scopes, not all)
+    /// only its own commits and no operations, since it issues none and
+    /// has nothing to relay. Devices, the root and pinning peers relay
+    /// anything they hold.
+    fn check_push(
+        &self,
+        peer: PublicKey,
+        entitled: &View,
+        ops: &[Vec<u8>],
+        commits: &[Vec<u8>],
+    ) -> Result<(), Violation> {
+        let View::Scopes(_) = entitled else { return Ok(()) };
+        if !ops.is_empty() {
+            return Err(Violation::new(ErrorCode::Forbidden, "an app pushed control operations"));
+        }
+        for bytes in commits {
+            let commit = Commit::decode_with(bytes, &self.keys)
+                .map_err(|e| Violation::new(ErrorCode::BadData, format!("invalid commit: {e}")))?;
+            let header = commit.header();
+            if header.author != peer {
+                return Err(Violation::new(ErrorCode::Forbidden, "an app pushed another's commit"));
+            }
+            if !entitled.contains(&header.scope) {
+                return Err(Violation::new(
+                    ErrorCode::Forbidden,
+                    "a push outside the pusher's entitled view",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

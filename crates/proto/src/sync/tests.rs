@@ -188,6 +188,7 @@ fn peer(
     their_id: u8,
     view: View,
     shown: BTreeMap<PublicKey, (u64, u64)>,
+    known_peer: Option<PublicKey>,
 ) -> Peer {
     let config = RequesterConfig {
         key: me.clone(),
@@ -197,6 +198,7 @@ fn peer(
         view,
         resync_ms: 30_000,
         nonce: [my_id; 32],
+        known_peer,
     };
     Peer {
         requester: Requester::new(config, shown),
@@ -219,14 +221,10 @@ impl Pair {
         b_key: &SecretKey,
         b_view: View,
     ) -> Self {
-        Self {
-            a: peer(a, a_key, 1, 2, a_view, BTreeMap::new()),
-            b: peer(b, b_key, 2, 1, b_view, BTreeMap::new()),
-            now: T0,
-            rng: ChaCha20Rng::seed_from_u64(9),
-            bytes: 0,
-            exchanges: 0,
-        }
+        // Each knows the other's transport identity as the other's principal.
+        let a = peer(a, a_key, 1, 2, a_view, BTreeMap::new(), Some(b_key.public()));
+        let b = peer(b, b_key, 2, 1, b_view, BTreeMap::new(), Some(a_key.public()));
+        Self { a, b, now: T0, rng: ChaCha20Rng::seed_from_u64(9), bytes: 0, exchanges: 0 }
     }
 
     /// One request of `from` answered by `to`; false when `from` had none.
@@ -409,7 +407,9 @@ fn an_app_receives_only_its_scopes() {
     pair.drive();
     assert_eq!(pair.b.store.ids().len(), 5, "the app got the todo commits only");
     // Asking for everything still yields only the granted scopes.
-    pair.b.requester = peer(pair.b.store.clone(), &app, 2, 1, View::All, BTreeMap::new()).requester;
+    pair.b.requester =
+        peer(pair.b.store.clone(), &app, 2, 1, View::All, BTreeMap::new(), Some(laptop.public()))
+            .requester;
     pair.drive();
     assert_eq!(pair.b.store.ids().len(), 5);
     let _ = todo;
@@ -473,7 +473,7 @@ fn a_rolled_back_peer_is_detected() {
         log.remove(&seq);
     }
     let mut again = Pair::new(pair.a.store.clone(), &phone, rolled, &laptop);
-    again.a = peer(again.a.store, &phone, 1, 2, View::All, shown);
+    again.a = peer(again.a.store, &phone, 1, 2, View::All, shown, Some(laptop.public()));
     again.drive();
     assert!(
         again.a.events.iter().any(|e| matches!(e, Event::RolledBack { before: (10, 10), .. })),
@@ -584,6 +584,183 @@ fn a_peer_claiming_an_endless_log_costs_bounded_work() {
     pair.drive();
     assert!(pair.exchanges < 2_000, "{} exchanges", pair.exchanges);
     assert_eq!(pair.a.store.ids(), pair.b.store.ids());
+}
+
+/// What a requester holding `key` sees of a responder (holding
+/// `responder_key` over `store`) when it asks for `database`: the frames
+/// answering `hello`, `auth`, and `auth` again with a prelude.
+fn probe(
+    store: &MapStore,
+    responder_key: &SecretKey,
+    key: &SecretKey,
+    database: DatabaseId,
+) -> Vec<Vec<u8>> {
+    let prelude = vec![store.log.ordered()[0].as_bytes().to_vec()];
+    let mut store = store.clone();
+    let mut responder = Responder::new(responder_key.clone(), vec![1], vec![2]);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut answer = |frame: Vec<u8>, rng: &mut ChaCha20Rng| match responder
+        .handle(&mut store, &frame, rng)
+        .unwrap()
+    {
+        Answer::Reply(frame) | Answer::Close(frame, _) => frame,
+    };
+    let nonce = [8; 32];
+    let challenge =
+        answer(Message::Hello { database, key: key.public(), nonce }.encode(), &mut rng);
+    let Message::Challenge { nonce: theirs } =
+        Message::decode(&challenge, usize::MAX, &KeyCache::default()).unwrap()
+    else {
+        panic!("hello was not challenged");
+    };
+    let transcript = proof::Transcript {
+        database,
+        requester: key.public(),
+        requester_nonce: nonce,
+        requester_transport: vec![2],
+        responder_nonce: theirs,
+        responder_transport: vec![1],
+    };
+    let proof = transcript.prove(proof::Side::Requester, key);
+    let refused = answer(Message::Auth { proof, prelude: Vec::new() }.encode(), &mut rng);
+    let again = answer(Message::Auth { proof, prelude }.encode(), &mut rng);
+    vec![challenge, refused, again]
+}
+
+/// Issue 10 item 13: `hello` told anyone who knew a database id whether a
+/// node hosts it, and its device key. Now a stranger, a removed device and
+/// a requester for another database receive frames of the same kinds and
+/// sizes as each other, whether or not the database is hosted, and none
+/// carries the responder's key.
+#[test]
+fn the_handshake_tells_outsiders_nothing() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let hosted = s.store.database();
+    let elsewhere = DatabaseId([0xee; 32]);
+    let stranger = key(42);
+    let k1 = ScopeKey::generate(&mut s.world.rng);
+    let rotation = s.world.rotation(&laptop, "todo", 1, &k1, &[&laptop]);
+    s.world.issue(
+        &laptop,
+        Payload::RemoveDevice {
+            device: phone.public(),
+            cutoff: crate::control::Cutoff::NONE,
+            rotations: BTreeMap::from([(Name::new("todo").unwrap(), rotation)]),
+        },
+    );
+    let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
+    let mut store = s.store.clone();
+    store.ingest_ops(&ops).unwrap();
+    assert!(entitled_view(&store.auth(), &phone.public()).is_none());
+
+    let seen = [
+        probe(&store, &laptop, &stranger, hosted),
+        probe(&store, &laptop, &phone, hosted),
+        probe(&store, &laptop, &phone, elsewhere),
+        probe(&store, &laptop, &stranger, elsewhere),
+    ];
+    let shape = |frames: &Vec<Vec<u8>>| -> Vec<(&'static str, usize)> {
+        frames.iter().map(|f| (crate::sync::message::frame_name(f), f.len())).collect()
+    };
+    for frames in &seen {
+        assert_eq!(shape(frames), shape(&seen[0]));
+        assert_eq!(frames[1..], seen[0][1..], "the same not-a-member answers");
+        for frame in frames {
+            let key = laptop.public();
+            assert!(!frame.windows(32).any(|w| w == key.as_bytes()), "the responder's key leaked");
+        }
+    }
+    assert_eq!(
+        shape(&seen[0]).iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        ["challenge", "error", "error"]
+    );
+    // A member gets the key and the proof, in `ready`.
+    let member = probe(&store, &laptop, &laptop, hosted);
+    assert_eq!(crate::sync::message::frame_name(&member[1]), "ready");
+}
+
+/// A requester sends its control log only to a peer it knows as a member;
+/// the responder's `not a member` no longer shows who answered.
+#[test]
+fn a_new_device_keeps_its_log_from_a_peer_it_does_not_know() {
+    let mut s = setup();
+    let (laptop, tablet) = (s.world.laptop.clone(), key(4));
+    let stale = s.store.clone();
+    let add = s.world.add_device(&laptop, &tablet, &[("todo", 0, &s.todo)]);
+    s.world.issue(&laptop, add);
+    let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
+    let mut fresh = s.store.clone();
+    fresh.ingest_ops(&ops).unwrap();
+    let mut pair = Pair::new(fresh, &tablet, stale, &laptop);
+    pair.a = peer(pair.a.store.clone(), &tablet, 1, 2, View::All, BTreeMap::new(), None);
+    // Only the tablet asks: the laptop's own requester would teach it.
+    while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert!(pair.a.requester.is_closed());
+    assert!(!pair.b.store.auth().is_device(&tablet.public()), "no prelude was sent");
+}
+
+/// Issue 10 item 6(b): an app revoked on one scope but granted another
+/// pushed commits of the revoked scope (and could push anyone's). A push
+/// carries only what the pusher may push; anything else ends the session.
+#[test]
+fn an_app_pushes_only_its_own_commits_in_its_view() {
+    let mut s = setup();
+    let (laptop, app) = (s.world.laptop.clone(), key(9));
+    let mail = ScopeKey::generate(&mut s.world.rng);
+    let rotation = s.world.rotation(&laptop, "mail", 0, &mail, &[&laptop]);
+    s.world.issue(&laptop, Payload::RotateKey(rotation));
+    for (scope, key) in [("todo", s.todo.clone()), ("mail", mail.clone())] {
+        let grant = s.world.grant(&laptop, &app, scope, Rights::ReadWrite, 0, &key);
+        s.world.issue(&laptop, grant);
+    }
+    let mail_1 = s.world.commit(&app, None, T0 + 10, "mail", 0, &mail);
+    let mail_2 = s.world.commit(&app, Some(&mail_1), T0 + 11, "mail", 0, &mail);
+    let mail_3 = s.world.commit(&app, Some(&mail_2), T0 + 12, "mail", 0, &mail);
+    let mail_1b = {
+        s.world.rng = ChaCha20Rng::seed_from_u64(31);
+        s.world.commit(&app, None, T0 + 13, "mail", 0, &mail)
+    };
+    let todo_1 = s.world.commit(&app, Some(&mail_3), T0 + 14, "todo", 0, &s.todo);
+    let by_laptop = s.world.commit(&laptop, None, T0 + 15, "todo", 0, &s.todo);
+    let mail_k1 = ScopeKey::generate(&mut s.world.rng);
+    let rotation = s.world.rotation(&laptop, "mail", 1, &mail_k1, &[&laptop]);
+    s.world.issue(
+        &laptop,
+        Payload::Revoke {
+            app: app.public(),
+            cutoff: crate::control::testkit::cutoff_at(Some(&mail_3)),
+            rotation,
+        },
+    );
+    let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
+    let mut store = s.store.clone();
+    store.ingest_ops(&ops).unwrap();
+    let todo = View::Scopes([Name::new("todo").unwrap()].into());
+    assert_eq!(entitled_view(&store.auth(), &app.public()), Some(todo.clone()));
+
+    let pushed = |commits: &[&Commit], ops: Vec<Vec<u8>>| {
+        let mut pair =
+            Pair::with_views(store.clone(), &laptop, View::All, store.clone(), &app, todo.clone());
+        pair.drive();
+        assert!(pair.b.requester.peer().is_some(), "the app is a member");
+        let push =
+            Message::Push { ops, commits: commits.iter().map(|c| c.as_bytes().to_vec()).collect() };
+        let mut store = pair.a.store.clone();
+        match pair.a.responder.handle(&mut store, &push.encode(), &mut pair.rng).unwrap() {
+            Answer::Close(_, violation) => Err(violation.code),
+            Answer::Reply(frame) => Ok(frame),
+        }
+    };
+    // Its own commit in its view: taken.
+    assert!(pushed(&[&todo_1], Vec::new()).is_ok());
+    // A fork below its cut-off in the scope it was revoked on, and the
+    // chain itself: outside its view now.
+    assert_eq!(pushed(&[&mail_1b], Vec::new()), Err(ErrorCode::Forbidden));
+    assert_eq!(pushed(&[&mail_1], Vec::new()), Err(ErrorCode::Forbidden));
+    // Another author's commit, and operations: an app relays nothing.
+    assert_eq!(pushed(&[&by_laptop], Vec::new()), Err(ErrorCode::Forbidden));
+    assert_eq!(pushed(&[], ops[..1].to_vec()), Err(ErrorCode::Forbidden));
 }
 
 mod properties {
