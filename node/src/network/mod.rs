@@ -490,10 +490,12 @@ fn listen_changed(context: &Arc<Context>) {
 
 fn start_peer(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
     let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
+    // What the peer proved to our responder, for our session with it.
+    let (proved, proof) = watch::channel(None);
     PeerTasks {
         requests,
-        session: tokio::spawn(session::run(Arc::clone(context), peer)),
-        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox)),
+        session: tokio::spawn(session::run(Arc::clone(context), peer, proof)),
+        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox, proved)),
     }
 }
 
@@ -503,7 +505,7 @@ fn start_serving(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
     PeerTasks {
         requests,
         session: tokio::spawn(async {}),
-        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox)),
+        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox, watch::channel(None).0)),
     }
 }
 

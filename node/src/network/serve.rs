@@ -5,21 +5,25 @@
 use std::sync::Arc;
 
 use basic_net::PeerId;
+use basic_proto::PublicKey;
 use basic_proto::sync::{Answer, Responder};
 use basic_store::SyncReplica;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use super::{Context, cut_off};
 
 /// Answers the requests `inbox` receives from `peer` until the peer
-/// breaks the protocol (it is then cut off) or the task is aborted.
+/// breaks the protocol (it is then cut off) or the task is aborted. Once
+/// the peer proves a principal, `proved` says which (our session with the
+/// peer may then send it our control log as a prelude, sync.md §3).
 pub(super) async fn run(
     context: Arc<Context>,
     peer: PeerId,
     mut inbox: mpsc::Receiver<(Vec<u8>, basic_net::Responder)>,
+    proved: watch::Sender<Option<PublicKey>>,
 ) {
     let mut responder = Responder::new(context.key.clone(), context.local.clone(), peer.to_bytes());
     let mut rng = StdRng::from_rng(&mut rand::rng());
@@ -38,6 +42,13 @@ pub(super) async fn run(
                 return;
             }
         };
+        if let Some(principal) = responder.peer() {
+            proved.send_if_modified(|known| {
+                let new = *known != Some(principal);
+                *known = Some(principal);
+                new
+            });
+        }
         match answer {
             Ok(Answer::Reply(frame)) => {
                 if let Err(error) = reply.send(frame) {

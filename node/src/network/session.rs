@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basic_net::PeerId;
+use basic_proto::PublicKey;
 use basic_proto::sync::message::{ErrorCode, MAX_BATCH_BYTES, Message};
 use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure, View};
 use basic_store::Database;
 use basic_store::SyncReplica;
 use basic_store::sync::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
 use rand::RngExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -38,10 +40,15 @@ const NOT_MEMBER_RETRY: Duration = Duration::from_secs(60);
 const PEER_REMOVED: &str = "the peer was removed from the database";
 
 /// Runs sessions with `peer` until one ends for a protocol reason (the
-/// peer is then cut off) or the task is aborted (disconnection).
-pub(super) async fn run(context: Arc<Context>, peer: PeerId) {
+/// peer is then cut off) or the task is aborted (disconnection). `proved`
+/// is the principal the peer proved to our responder, if it did.
+pub(super) async fn run(
+    context: Arc<Context>,
+    peer: PeerId,
+    mut proved: watch::Receiver<Option<PublicKey>>,
+) {
     loop {
-        match session(&context, peer).await {
+        match session(&context, peer, &proved).await {
             Ok(reason) if reason == PEER_REMOVED => {
                 info!(%peer, "{PEER_REMOVED}: told it so; disconnecting");
                 context.status.failed(peer, "removed");
@@ -52,9 +59,15 @@ pub(super) async fn run(context: Arc<Context>, peer: PeerId) {
                 // Not the peer's fault: it does not know us (yet). Keep the
                 // connection (its own session may tell us we were removed)
                 // and ask again later, not in a loop.
-                info!(%peer, "the peer does not know this device as a member: asking again in {NOT_MEMBER_RETRY:?}");
+                info!(%peer, "the peer does not know this device as a member: asking again in {NOT_MEMBER_RETRY:?}, or once it proves itself here");
                 context.status.failed(peer, "refused: not a member there");
-                tokio::time::sleep(NOT_MEMBER_RETRY).await;
+                // A peer that proves itself to our responder meanwhile may
+                // be sent our control log as a prelude: ask again at once.
+                let proved_before = *proved.borrow_and_update();
+                tokio::select! {
+                    _ = tokio::time::sleep(NOT_MEMBER_RETRY) => {}
+                    _ = proved.wait_for(|now| now.is_some() && *now != proved_before) => {}
+                }
             }
             Ok(reason) => {
                 warn!(%peer, %reason, "sync session ended: disconnecting");
@@ -95,7 +108,11 @@ struct State {
 }
 
 /// One session; returns why it closed.
-async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFailure> {
+async fn session(
+    context: &Arc<Context>,
+    peer: PeerId,
+    proved: &watch::Receiver<Option<PublicKey>>,
+) -> Result<String, StoreFailure> {
     let previous = context.shown(&peer);
     let config = RequesterConfig {
         key: context.key.clone(),
@@ -131,6 +148,9 @@ async fn session(context: &Arc<Context>, peer: PeerId) -> Result<String, StoreFa
             changes.mark_unchanged();
         }
         let now = context.now_ms();
+        if let Some(principal) = *proved.borrow() {
+            state.requester.peer_proved(principal);
+        }
         let (returned, output) = blocking(context, move |db| {
             let output = step(&mut state, db, input, changed, now);
             Ok((state, output))

@@ -61,7 +61,8 @@ pub struct RequesterConfig {
     /// nonce is derived.
     pub nonce: [u8; 32],
     /// The principal the peer's transport identity proved in an earlier
-    /// session (or that the user or an invite vouched for), if any. The
+    /// session, or on this connection to our responder
+    /// ([`Requester::peer_proved`]), if any. The
     /// responder reveals nothing before we proved ourselves, so this is
     /// all we know of it when it says it does not know us: our control
     /// log goes to it as a prelude only if this principal is a member in
@@ -236,6 +237,14 @@ impl Requester {
     /// Whether the last round completed and no request is outstanding.
     pub fn is_idle(&self) -> bool {
         self.peer.is_some() && self.round.is_none() && self.outstanding.is_none()
+    }
+
+    /// The peer proved it holds `principal` on this connection (to our
+    /// responder, answering its requests): our control log may go to it as
+    /// a prelude if our log lists `principal` as a member, as for a
+    /// [`RequesterConfig::known_peer`].
+    pub fn peer_proved(&mut self, principal: PublicKey) {
+        self.config.known_peer = Some(principal);
     }
 
     /// Starts a round at the next poll instead of waiting for the interval.
@@ -490,11 +499,16 @@ impl Requester {
     ) -> Result<Result<(), Violation>, StoreFailure> {
         let unexpected = |what: &str| Violation::new(ErrorCode::Unexpected, what.to_owned());
         match (sent, message) {
-            (Sent::Auth { prelude: false }, Message::Error { code: ErrorCode::NotMember, .. }) => {
+            (
+                Sent::Auth { prelude: false },
+                Message::Error { code: ErrorCode::NotMember, message },
+            ) => {
                 // The peer does not know us (or is no member, or hosts no
                 // such database: it does not say which). Our control log
                 // goes only to a peer whose transport identity proved a
-                // principal that our log lists as a member.
+                // principal that our log lists as a member; else the
+                // session ends as the peer's refusal (the driver may ask
+                // again later, once the peer may have learnt of us).
                 let Some(transcript) = &self.transcript else {
                     return Ok(Err(unexpected("not-member before challenge")));
                 };
@@ -502,7 +516,7 @@ impl Requester {
                 if known.is_none_or(|peer| entitled_view(&store.auth(), &peer).is_none()) {
                     return Ok(Err(Violation::new(
                         ErrorCode::NotMember,
-                        "the peer does not know us as a member, and we know it as none",
+                        format!("peer ended the session: {message}"),
                     )));
                 }
                 let mut prelude = store.ops_since(&[])?;

@@ -698,6 +698,13 @@ fn a_new_device_keeps_its_log_from_a_peer_it_does_not_know() {
     while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
     assert!(pair.a.requester.is_closed());
     assert!(!pair.b.store.auth().is_device(&tablet.public()), "no prelude was sent");
+    // Once the laptop proved itself on this connection (to the tablet's
+    // responder), the tablet's next session sends its log.
+    pair.a = peer(pair.a.store.clone(), &tablet, 1, 2, View::All, BTreeMap::new(), None);
+    pair.a.requester.peer_proved(laptop.public());
+    while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert!(pair.b.store.auth().is_device(&tablet.public()), "the prelude was sent");
+    assert_eq!(pair.a.requester.peer(), Some(laptop.public()));
 }
 
 /// Issue 10 item 6(b): an app revoked on one scope but granted another
