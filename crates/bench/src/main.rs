@@ -41,6 +41,9 @@ struct Args {
     /// Smaller sizes and shorter runs, to check the benchmark itself works.
     #[arg(long)]
     quick: bool,
+    /// `compare` only: run just these parts (default: all of them).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<compare::Part>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,7 +91,7 @@ fn main() -> ExitCode {
             Scenario::Live => {
                 live::run(&reporter, args.quick).map_err(|e| -> Box<dyn std::error::Error> { e })
             }
-            Scenario::Compare => compare::run(&reporter, args.quick),
+            Scenario::Compare => compare::run(&reporter, args.quick, &args.only),
             Scenario::All => Ok(()),
         };
         if let Err(error) = result {

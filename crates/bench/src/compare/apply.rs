@@ -65,7 +65,11 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         commits.iter().map(|c| c.as_bytes().to_vec()).collect()
     };
     let crypto = crypto_only(&insert_commits, &bench.key, FEEDERS)?;
-    let (_, insert_s) = feed(&bench.db, &encode(&insert_commits))?;
+    let insert_encoded = encode(&insert_commits);
+    // (A mark for a profiler attached from here on.)
+    reporter.note("compare: timing Basic's ingest of 100-cell commits");
+    let (_, insert_s) = feed(&bench.db, &insert_encoded)?;
+    reporter.note(&format!("compare: Basic's ingest of 100-cell commits took {insert_s:.2} s"));
     let (_, update_s) = feed(&bench.db, &encode(&update_commits))?;
     let held = bench.db.query("SELECT count(*) FROM bench.rows", &[], None)?;
     if held.rows.first().and_then(|r| r.first()) != Some(&Value::Integer(count as i64)) {

@@ -31,12 +31,39 @@ struct AutomergeBytes {
     per_row_single: f64,
 }
 
-pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
-    let automerge = sync::run(reporter, quick)?;
-    wire::run(reporter, quick, &automerge)?;
-    apply::run(reporter, quick)?;
-    durable::run(reporter, quick)?;
-    crate::live::fixed_rate(reporter, quick).map_err(|e| -> Error { e.to_string().into() })?;
+/// The parts of `compare`, to run some only (`--only sync,durable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// First sync and one-row resync against automerge-rs.
+    Sync,
+    /// TCP bytes between two real nodes (measures automerge-rs's bytes too).
+    Wire,
+    /// Ingest against SQLite upserts and the crypto limit.
+    Apply,
+    /// Durable writes against sled, SQLite FULL and the disk.
+    Durable,
+    /// Live latency under a fixed write rate.
+    Live,
+}
+
+/// Runs the parts in `only` (every part if empty).
+pub(crate) fn run(reporter: &Reporter, quick: bool, only: &[Part]) -> Result<(), Error> {
+    let wanted = |part| only.is_empty() || only.contains(&part);
+    if wanted(Part::Sync) || wanted(Part::Wire) {
+        let automerge = sync::run(reporter, quick)?;
+        if wanted(Part::Wire) {
+            wire::run(reporter, quick, &automerge)?;
+        }
+    }
+    if wanted(Part::Apply) {
+        apply::run(reporter, quick)?;
+    }
+    if wanted(Part::Durable) {
+        durable::run(reporter, quick)?;
+    }
+    if wanted(Part::Live) {
+        crate::live::fixed_rate(reporter, quick).map_err(|e| -> Error { e.to_string().into() })?;
+    }
     Ok(())
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<AutomergeBytes, Er
     reporter.note(&format!("compare: automerge-rs, {rows} rows in transactions of 1,000"));
     let (am, am_resync) = automerge_sync(rows, 1_000, repetitions)?;
     reporter.note(&format!("compare: Basic, {rows} rows in commits of 1,000"));
-    let (basic, basic_resync, pinner) = basic_sync(rows, 1_000, true)?;
+    let (basic, basic_resync, pinner) = basic_sync(reporter, rows, 1_000, true)?;
     let shape = "100k rows (20-byte text, integer, bool), 1,000 per commit";
     let shape = if quick { shape.replace("100k", &rows.to_string()) } else { shape.to_owned() };
     reporter.compare(Comparison {
@@ -126,7 +126,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<AutomergeBytes, Er
     // One row per commit (per transaction).
     reporter.note(&format!("compare: {single_rows} rows, one per commit, both sides"));
     let (am_single, _) = automerge_sync(single_rows, 1, 1)?;
-    let (basic_single, _, _) = basic_sync(single_rows, 1, false)?;
+    let (basic_single, _, _) = basic_sync(reporter, single_rows, 1, false)?;
     reporter.compare(Comparison {
         figure: &format!("first sync to a new device, {single_rows} single-row commits"),
         unit: "rows/s",
@@ -251,6 +251,7 @@ fn automerge_exchange(
 /// in memory), then one new row; and, if `pinner`, pulled by a pinning
 /// peer (verified and stored as ciphertext).
 fn basic_sync(
+    reporter: &Reporter,
     rows: i64,
     per_commit: i64,
     pinner: bool,
@@ -275,9 +276,12 @@ fn basic_sync(
     let target = Database::finish_join(target_dir.path(), &source.db.control_ops()?)?;
 
     let mut link = LocalLink::new(&target, &source.db)?;
+    // (A mark for a profiler attached from here on.)
+    reporter.note("compare: timing the first sync to the new device");
     let start = Instant::now();
     let run = link.run(&target, &source.db, 0)?;
     let seconds = start.elapsed().as_secs_f64();
+    reporter.note(&format!("compare: the first sync to the new device took {seconds:.2} s"));
     let held = target.query("SELECT count(*) FROM bench.items", &[], None)?;
     if held.rows.first().and_then(|r| r.first()) != Some(&Value::Integer(rows)) {
         return Err(format!("the new device holds {:?} rows, not {rows}", held.rows).into());
@@ -319,6 +323,7 @@ fn basic_sync(
             &source.db.control_ops()?,
         )?;
         let mut pinning = LocalLink::new(&pinner, &source.db)?;
+        reporter.note("compare: timing the first sync to the pinning peer");
         let start = Instant::now();
         let run = pinning.run(&pinner, &source.db, 0)?;
         let seconds = start.elapsed().as_secs_f64();
