@@ -28,6 +28,7 @@ use crate::tokens::app_id;
 
 /// The scopes `app` currently holds unrevoked grants on, with their rights.
 pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
+    let namespaces = db.namespaces();
     db.auth_state()
         .apps()
         .get(app)
@@ -35,7 +36,7 @@ pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
             info.scopes
                 .iter()
                 .filter(|(_, grant)| grant.revoked.is_none())
-                .map(|(scope, grant)| (scope.clone(), grant.rights))
+                .filter_map(|(scope, grant)| Some((namespaces.get(scope)?.clone(), grant.rights)))
                 .collect()
         })
         .unwrap_or_default()

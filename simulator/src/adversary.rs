@@ -15,7 +15,8 @@ use basic_proto::sync::message::{Message, frame_name};
 use basic_proto::sync::proof::{Side, Transcript};
 use basic_proto::sync::{Answer, ErrorCode, Responder, View};
 use basic_proto::{
-    Changes, DatabaseId, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeKey, SecretKey, Value,
+    Changes, DatabaseId, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
+    SecretKey, Value,
 };
 use basic_store::{LogWriter, SyncReplica};
 use rand_core::{Rng, SeedableRng};
@@ -205,7 +206,8 @@ fn a_commit(
     };
     let changes = Changes::new(vec![row]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = T0 + world.now;
-    Ok(writer.write(&Name::new("todo")?, epoch, key, &changes, now, &mut world.rng)?)
+    let todo = world.scope_of("todo")?;
+    Ok(writer.write(&todo, epoch, key, &changes, now, &mut world.rng)?)
 }
 
 /// Runs one attack on `target`; an error means the honest node did not
@@ -383,26 +385,27 @@ fn probe(conn: &mut Conn<'_>) -> anyhow::Result<String> {
 /// then forks its log below the cut-off and pushes the fork.
 fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
     let notes = Name::new("notes")?;
+    let notes_id = conn.world.scope_of("notes")?;
     let todo = Name::new("todo")?;
     let app = key(&mut conn.world.rng);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(conn.world.rng.next_u64());
     let now = T0 + conn.world.now;
     let admin = conn.world.admin_db()?;
-    if !admin.auth_state().scopes().contains_key(&notes) {
+    if !admin.auth_state().scopes().contains_key(&notes_id) {
         let schema = basic_store::Schema::parse(NOTES_SCHEMA, basic_store::Format::Toml)?;
         admin.apply_schema(schema)?;
     }
     admin.grant(Party::of(&app), todo, Rights::ReadWrite)?;
     admin.grant(Party::of(&app), notes.clone(), Rights::ReadWrite)?;
     let auth = admin.auth_state();
-    let epoch = auth.scopes().get(&notes).and_then(|s| s.current()).context("notes epoch")?;
+    let epoch = auth.scopes().get(&notes_id).and_then(|s| s.current()).context("notes epoch")?;
     let notes_key =
-        auth.scope_keys(&app, &notes, epoch).into_iter().next().context("notes key sealed")?;
+        auth.scope_keys(&app, &notes_id, epoch).into_iter().next().context("notes key sealed")?;
     let mut writer = LogWriter::new(app.clone(), admin.id());
     let mut chain = Vec::new();
     for i in 0..3 {
         let changes = note(&format!("kept {i}"))?;
-        let commit = writer.write(&notes, epoch, &notes_key, &changes, now, &mut rng)?;
+        let commit = writer.write(&notes_id, epoch, &notes_key, &changes, now, &mut rng)?;
         chain.push(commit.as_bytes().to_vec());
     }
     for result in admin.ingest(&chain)? {
@@ -415,7 +418,7 @@ fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
     let mut scratch = LogWriter::new(app.clone(), admin.id());
     for i in 0..2 {
         let changes = note(&format!("forked {i}"))?;
-        let commit = scratch.write(&notes, epoch, &notes_key, &changes, now, &mut rng)?;
+        let commit = scratch.write(&notes_id, epoch, &notes_key, &changes, now, &mut rng)?;
         conn.world.forbidden.push((commit.id(), "a fork below the cut-off".into()));
         forks.push(commit.as_bytes().to_vec());
     }
@@ -424,7 +427,7 @@ fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
     // others (pinning peers too) are pushed the fork as well: each must
     // refuse it, or reject it once the revocation reaches it.
     let admin = conn.world.admin_index()?;
-    let mut outcomes = vec![push_fork(conn, &app, &notes, before.clone(), forks.clone())?];
+    let mut outcomes = vec![push_fork(conn, &app, &notes_id, before.clone(), forks.clone())?];
     let others: Vec<usize> = (0..conn.world.nodes.len())
         .filter(|&i| {
             let node = &conn.world.nodes[i];
@@ -444,7 +447,7 @@ fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
             world: &mut *conn.world,
             target: other,
         };
-        let outcome = push_fork(&mut to_other, &app, &notes, before.clone(), forks.clone())?;
+        let outcome = push_fork(&mut to_other, &app, &notes_id, before.clone(), forks.clone())?;
         outcomes.push(match other == admin {
             true => format!("admin: {outcome}"),
             false => outcome,
@@ -460,7 +463,7 @@ fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
 fn push_fork(
     conn: &mut Conn<'_>,
     app: &SecretKey,
-    notes: &Name,
+    notes: &ScopeId,
     prelude: Vec<Vec<u8>>,
     forks: Vec<Vec<u8>>,
 ) -> anyhow::Result<String> {
@@ -504,7 +507,7 @@ fn note(body: &str) -> anyhow::Result<Changes> {
 /// The current epoch of `todo` and its key, as `member` can open it.
 fn current_key(world: &World, member: &SecretKey) -> anyhow::Result<(u32, ScopeKey)> {
     let (_, auth) = world.reference().context("a device is up")?;
-    let scope = Name::new("todo")?;
+    let scope = world.scope_of("todo")?;
     let epoch = auth.scopes().get(&scope).and_then(|s| s.current()).context("todo epoch")?;
     let key = auth
         .scope_keys(member, &scope, epoch)

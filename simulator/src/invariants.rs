@@ -176,15 +176,15 @@ pub fn converged(world: &World) -> Result<(), String> {
         }
     }
     for i in live(world, |r| matches!(r, Role::App { .. })) {
-        let Role::App { scope } = &world.nodes[i].role else { continue };
+        let Role::App { namespace, .. } = &world.nodes[i].role else { continue };
         if is_revoked(world, i) {
             continue;
         }
         let in_scope = |rows: Rows| -> Rows {
-            rows.into_iter().filter(|(t, _, _)| scope_of(t) == *scope).collect()
+            rows.into_iter().filter(|(t, _, _)| scope_of(t) == *namespace).collect()
         };
         if in_scope(rows(world, i)?) != in_scope(ours.clone()) {
-            return Err(format!("app {} and {} differ in {scope}", name(i), name(reference)));
+            return Err(format!("app {} and {} differ in {namespace}", name(i), name(reference)));
         }
     }
     Ok(())
@@ -314,7 +314,7 @@ fn check_no_loss(world: &World, auth: &basic_proto::AuthState) -> Result<(), Fai
         if auth.check_commit(commit.header(), acked.id).is_err() {
             continue; // after its author's cut-off: rejected by design
         }
-        headers.insert(acked.id, acked.scope.clone());
+        headers.insert(acked.id, acked.scope);
     }
     for (i, node) in world.nodes.iter().enumerate() {
         let Some(db) = node.db.as_ref() else { continue };
@@ -324,7 +324,7 @@ fn check_no_loss(world: &World, auth: &basic_proto::AuthState) -> Result<(), Fai
         for (id, scope) in &headers {
             let entitled = match &node.role {
                 Role::Device | Role::Pinner => true,
-                Role::App { scope: granted } => granted == scope && !is_revoked(world, i),
+                Role::App { scope: granted, .. } => granted == scope && !is_revoked(world, i),
             };
             if !entitled {
                 continue;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use basic_proto::codec;
 use basic_proto::control::ControlOp;
 use basic_proto::sync::View;
-use basic_proto::{DatabaseId, Name, SecretKey};
+use basic_proto::{DatabaseId, Name, ScopeId, SecretKey};
 use basic_store::kv::{Batch, Entry};
 use basic_store::{Database, Environment, MemStore, Replica, Store, StoreError};
 use ciborium::Value as Cbor;
@@ -23,8 +23,10 @@ pub enum Role {
     Pinner,
     /// An app holding its own key, granted one scope.
     App {
-        /// The scope granted.
-        scope: Name,
+        /// The namespace granted.
+        namespace: Name,
+        /// Its scope id.
+        scope: ScopeId,
     },
 }
 
@@ -162,7 +164,7 @@ impl Node {
     /// The scopes its requesters replicate.
     pub fn view(&self) -> View {
         match &self.role {
-            Role::App { scope } => View::Scopes([scope.clone()].into()),
+            Role::App { scope, .. } => View::Scopes([*scope].into()),
             _ => View::All,
         }
     }

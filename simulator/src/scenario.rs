@@ -48,7 +48,8 @@ fn cast(
     let todo = Name::new("todo")?;
     for _ in 0..apps {
         let peers = if pinner_only { cast.pinners.clone() } else { cast.devices.clone() };
-        cast.apps.push(world.add_node(Role::App { scope: todo.clone() }, &peers)?);
+        let role = Role::App { namespace: todo.clone(), scope: world.scope_of("todo")? };
+        cast.apps.push(world.add_node(role, &peers)?);
     }
     Ok(cast)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use basic_proto::control::{AuthState, OpId, Rights};
 use basic_proto::sync::{Answer, Event, Outgoing, Requester, RequesterConfig, Responder};
-use basic_proto::{CommitId, DatabaseId, Name, Party, PublicKey, SecretKey, Value};
+use basic_proto::{CommitId, DatabaseId, NamingKey, Party, PublicKey, ScopeId, SecretKey, Value};
 use basic_store::{Executed, SyncReplica};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -122,7 +122,7 @@ pub struct Acked {
     /// The commit carrying it.
     pub id: CommitId,
     /// Its scope.
-    pub scope: Name,
+    pub scope: ScopeId,
 }
 
 /// What a run did.
@@ -188,7 +188,9 @@ pub struct World {
     /// node hosts a database): any entry is a privacy failure.
     pub leaks: Vec<String>,
     /// Apps revoked: node, scope, the epoch current before the revocation.
-    pub revoked: Vec<(NodeId, Name, u32)>,
+    pub revoked: Vec<(NodeId, ScopeId, u32)>,
+    /// Names scopes as the devices do.
+    naming: NamingKey,
     /// Row ids written so far.
     row_ids: Vec<String>,
     generation: u64,
@@ -224,11 +226,12 @@ impl World {
                 author: root.public(),
                 parents: Vec::new(),
                 hlc: basic_proto::Hlc { wall_ms: T0, counter: 0 },
-                payload: basic_proto::control::Payload::Genesis {
-                    root_sealing: root.sealing_key(),
-                    device: device.public(),
-                    device_sealing: device.sealing_key(),
-                },
+                payload: basic_proto::control::Payload::genesis(
+                    &root,
+                    &Party::of(&device),
+                    &mut rng,
+                )
+                .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
             },
         )
         .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
@@ -263,6 +266,7 @@ impl World {
             forbidden: Vec::new(),
             leaks: Vec::new(),
             revoked: Vec::new(),
+            naming: NamingKey::of_root(&root),
             row_ids: Vec::new(),
             generation: 0,
             exchange: 0,
@@ -318,8 +322,8 @@ impl World {
                 admin.add_pinner(party.key)?;
                 "p"
             }
-            Role::App { scope } => {
-                admin.grant(party, scope.clone(), Rights::ReadWrite)?;
+            Role::App { namespace, .. } => {
+                admin.grant(party, namespace.clone(), Rights::ReadWrite)?;
                 "a"
             }
         };
@@ -703,7 +707,7 @@ impl World {
                 self.connect();
             }
             Action::Revoke(app) => {
-                let Role::App { scope } = self.nodes[app].role.clone() else {
+                let Role::App { namespace, scope } = self.nodes[app].role.clone() else {
                     anyhow::bail!("revoke of a non-app");
                 };
                 let admin = self.admin()?;
@@ -713,7 +717,7 @@ impl World {
                     .get(&scope)
                     .and_then(|s| s.current())
                     .context("scope has an epoch")?;
-                admin.revoke(self.nodes[app].key.public(), scope.clone())?;
+                admin.revoke(self.nodes[app].key.public(), namespace)?;
                 self.revoked.push((app, scope, epoch));
                 self.trace.record(now, format!("revoke {}", self.nodes[app].name));
                 self.push_ops_from_admin()?;
@@ -836,9 +840,9 @@ impl World {
         let mut pushed = Vec::new();
         for id in commits {
             let commit = db.replica().commit(&id)?.context("acknowledged commit is stored")?;
-            let scope = commit.header().scope.clone();
+            let scope = commit.header().scope;
             pushed.push(Outgoing {
-                scope: scope.clone(),
+                scope,
                 author: commit.header().author,
                 bytes: commit.as_bytes().to_vec(),
             });
@@ -860,6 +864,11 @@ impl World {
             .enumerate()
             .find(|(_, n)| n.role == Role::Device && n.is_up() && !n.lost)
             .and_then(|(i, n)| n.db.as_ref().map(|db| (i, db.auth_state())))
+    }
+
+    /// The scope id of `namespace`, as the devices compute it.
+    pub fn scope_of(&self, namespace: &str) -> anyhow::Result<ScopeId> {
+        Ok(self.naming.scope_id(&basic_proto::Name::new(namespace)?))
     }
 
     /// Ids of ops admitted by the reference node, for reports.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use basic_proto::control::Rights;
 use basic_proto::{
-    Changes, Commit, KeyPart, Name, Party, RowKey, RowOp, ScopeKey, SecretKey, Value,
+    Changes, Commit, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey, SecretKey, Value,
 };
 use basic_store::{Database, LogWriter, Schema};
 
@@ -79,9 +79,10 @@ pub(crate) fn open_with(authors: u8) -> Result<Bench, Box<dyn std::error::Error>
     for author in author_keys(authors) {
         db.grant(Party::of(&author), scope(), Rights::ReadWrite)?;
     }
+    let id = db.scope_id(&scope()).ok_or("the bench scope has no id")?;
     let key = db
         .auth_state()
-        .scope_keys(&author_keys(1)[0], &scope(), 0)
+        .scope_keys(&author_keys(1)[0], &id, 0)
         .into_iter()
         .next()
         .ok_or("the grant sealed no key")?;
@@ -152,6 +153,7 @@ pub(crate) fn commits(bench: &Bench, changes: impl Iterator<Item = Changes>) -> 
 /// [`Signers::sign`].
 pub(crate) struct Signers<'a> {
     key: &'a ScopeKey,
+    scope: ScopeId,
     writers: Vec<LogWriter>,
 }
 
@@ -165,7 +167,8 @@ impl<'a> Signers<'a> {
             .into_iter()
             .map(|secret| LogWriter::new(secret, db.id()))
             .collect();
-        Self { key, writers }
+        let scope = db.scope_id(&scope()).unwrap_or_else(|| panic!("the bench scope has no id"));
+        Self { key, scope, writers }
     }
 
     /// One commit per change set, by the apps in turn.
@@ -177,7 +180,7 @@ impl<'a> Signers<'a> {
             .enumerate()
             .map(|(i, changes)| {
                 self.writers[i % count]
-                    .write(&scope(), 0, self.key, &changes, now, &mut rng)
+                    .write(&self.scope, 0, self.key, &changes, now, &mut rng)
                     .unwrap_or_else(|e| panic!("bench commit: {e}"))
             })
             .collect()

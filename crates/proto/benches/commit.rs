@@ -129,7 +129,7 @@ impl Fixture {
             seq: 1,
             prev: None,
             hlc: Hlc { wall_ms: BASE_MS + 60_000, counter: 0 },
-            scope: name("app"),
+            scope: basic_proto::ScopeId([7; 16]),
             epoch: 0,
         };
         let commit = Commit::create(&device, draft.clone(), &changes, &scope_key, &mut rng)

@@ -18,7 +18,7 @@ use crate::hlc::Hlc;
 use crate::keys::{
     DatabaseId, KeyCache, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext,
 };
-use crate::value::Name;
+use crate::scope::ScopeId;
 
 /// Largest encoded commit, in bytes (1 MiB).
 pub const MAX_COMMIT_BYTES: usize = 1 << 20;
@@ -68,8 +68,8 @@ pub struct CommitHeader {
     pub prev: Option<CommitId>,
     /// The write's clock stamp.
     pub hlc: Hlc,
-    /// The scope whose key encrypts the content.
-    pub scope: Name,
+    /// The scope whose key encrypts the content, by its opaque id.
+    pub scope: ScopeId,
     /// The epoch of that scope's key.
     pub epoch: u32,
     /// The AEAD nonce: 24 random bytes.
@@ -89,7 +89,7 @@ impl CborCodec for CommitHeader {
             int(self.seq),
             self.prev.map_or(Cbor::Null, |prev| Cbor::Bytes(prev.0.to_vec())),
             Cbor::Array(vec![int(self.hlc.wall_ms), int(self.hlc.counter.into())]),
-            Cbor::Text(self.scope.as_str().to_owned()),
+            Cbor::Bytes(self.scope.0.to_vec()),
             int(self.epoch.into()),
             Cbor::Bytes(self.nonce.to_vec()),
         ])
@@ -145,7 +145,7 @@ impl CommitHeader {
         let counter = u32::try_from(hlc.uint("header.hlc.counter")?).map_err(|_| {
             DecodeError::InvalidValue { field: "header.hlc.counter", reason: "over 2^32-1".into() }
         })?;
-        let scope = Name::from_cbor(fields.next("header.scope")?, "header.scope")?;
+        let scope = ScopeId(fields.fixed("header.scope")?);
         let epoch = u32::try_from(fields.uint("header.epoch")?).map_err(|_| {
             DecodeError::InvalidValue { field: "header.epoch", reason: "over 2^32-1".into() }
         })?;
@@ -194,8 +194,8 @@ pub struct CommitDraft {
     pub prev: Option<CommitId>,
     /// The write's clock stamp.
     pub hlc: Hlc,
-    /// The scope written.
-    pub scope: Name,
+    /// The scope written, by its opaque id.
+    pub scope: ScopeId,
     /// The epoch of the scope key used.
     pub epoch: u32,
 }
@@ -394,14 +394,17 @@ mod tests {
             seq: 1,
             prev: None,
             hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0 },
-            scope: Name::new("todo").unwrap(),
+            scope: crate::scope::ScopeId([1; 16]),
             epoch: 0,
         };
         let changes = Changes::new(vec![RowOp::Upsert {
-            table: Name::new("todo.items").unwrap(),
+            table: crate::Name::new("todo.items").unwrap(),
             key: RowKey::single(KeyPart::Text("a".into())),
             generation: 1,
-            cells: BTreeMap::from([(Name::new("title").unwrap(), Value::Text("milk".into()))]),
+            cells: BTreeMap::from([(
+                crate::Name::new("title").unwrap(),
+                Value::Text("milk".into()),
+            )]),
         }])
         .unwrap();
         (author, draft, changes, ScopeKey::from_bytes([5; 32]), ChaCha20Rng::seed_from_u64(1))

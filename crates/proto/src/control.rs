@@ -25,21 +25,19 @@
 //!     author: root.public(),
 //!     parents: vec![],
 //!     hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0 },
-//!     payload: Payload::Genesis {
-//!         root_sealing: root.sealing_key(),
-//!         device: laptop.public(),
-//!         device_sealing: laptop.sealing_key(),
-//!     },
+//!     payload: Payload::genesis(&root, &Party::of(&laptop), &mut rng)?,
 //! })?;
 //! let database = genesis.database();
 //! let mut log = ControlLog::new(database);
 //! log.insert(genesis, 1_700_000_000_000)?;
 //!
 //! // The laptop creates scope `todo` (epoch 0), sealing its key to itself.
-//! let todo = Name::new("todo")?;
+//! // The wire names the scope by an id only devices can compute.
+//! let naming = log.state().naming_key(&laptop).expect("sealed to the laptop");
+//! let todo = naming.scope_id(&Name::new("todo")?);
 //! let key = ScopeKey::generate(&mut rng);
 //! let rotation =
-//!     Rotation::seal(&laptop, database, todo.clone(), 0, &key, &[Party::of(&laptop)], &mut rng)?;
+//!     Rotation::seal(&laptop, database, todo, 0, &key, &[Party::of(&laptop)], &mut rng)?;
 //! let op = ControlOp::create(&laptop, OpBody {
 //!     database,
 //!     author: laptop.public(),
@@ -61,8 +59,11 @@ pub mod op;
 pub mod state;
 
 pub use log::{ControlLog, InsertError, Inserted, RestoreError};
-pub use op::{ControlOp, Cutoff, OpBody, OpError, OpId, Payload, Rights, Rotation, seal_label};
-pub use state::{App, AuthError, AuthState, Device, End, EpochKey, Grant, Scope, Seal};
+pub use op::{
+    ControlOp, Cutoff, OpBody, OpError, OpId, Payload, Rights, Rotation, SchemaSealError,
+    SealedSchema, schema_aad, seal_label, seal_naming,
+};
+pub use state::{App, AuthError, AuthState, Device, End, EpochKey, Grant, SchemaOp, Scope, Seal};
 
 #[cfg(test)]
 pub(crate) mod testkit;

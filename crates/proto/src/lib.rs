@@ -29,7 +29,7 @@
 //!     seq: 1,
 //!     prev: None,
 //!     hlc: clock.tick(1_700_000_000_000),
-//!     scope: Name::new("todo")?,
+//!     scope: ScopeId([1; 16]),
 //!     epoch: 0,
 //! };
 //! let commit = Commit::create(&device, draft, &changes, &scope_key, &mut rng)?;
@@ -57,6 +57,7 @@ pub mod hlc;
 pub mod json;
 pub mod keys;
 pub mod merge;
+pub mod scope;
 pub mod seal;
 pub mod sync;
 pub mod value;
@@ -72,5 +73,6 @@ pub use keys::{
     SigningContext,
 };
 pub use merge::{Cell, RowState, Stamp, Tables};
+pub use scope::{NamingKey, ScopeId};
 pub use seal::{Party, SealError, SealedKey};
 pub use value::{ColumnDef, ColumnType, KeyPart, Name, RowKey, TypeError, Value};

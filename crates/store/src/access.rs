@@ -2,15 +2,17 @@
 //! authorisation state they give, the scope keys this device can open, and
 //! issuing new operations.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use basic_proto::control::{
     AuthState, ControlLog, ControlOp, InsertError, Inserted, OpBody, OpError, Payload,
 };
-use basic_proto::{DatabaseId, Hlc, Name, Party, SecretKey};
+use basic_proto::{DatabaseId, Hlc, Name, NamingKey, Party, ScopeId, SecretKey};
 
 use crate::kv::{Store, StoreError};
-use crate::replica::{Replica, Txn};
+use crate::replica::{Keyring, Replica, Txn};
+use crate::schema::Catalog;
 use crate::scope_keys::ScopeKeys;
 
 /// A device's view of its database's control log.
@@ -19,6 +21,11 @@ pub(crate) struct Access {
     log: ControlLog,
     state: Arc<AuthState>,
     keys: ScopeKeys,
+    /// The naming key, for a device (apps and pinning peers have none).
+    naming: Option<NamingKey>,
+    /// The winning schema of each scope this device can open: namespace
+    /// and text.
+    schemas: BTreeMap<ScopeId, (Name, String)>,
 }
 
 impl Access {
@@ -30,8 +37,10 @@ impl Access {
     ) -> Result<Self, StoreError> {
         let log = replica.control_log(database)?;
         let state = Arc::new(log.state());
-        let keys = keys_of(&state, device);
-        Ok(Self { log, state, keys })
+        let mut access =
+            Self { log, state, keys: ScopeKeys::default(), naming: None, schemas: BTreeMap::new() };
+        access.refresh(device);
+        Ok(access)
     }
 
     /// The current authorisation state.
@@ -78,9 +87,46 @@ impl Access {
             .collect();
         if changed {
             self.state = Arc::new(self.log.state());
-            self.keys = keys_of(&self.state, device);
+            self.refresh(device);
         }
         results
+    }
+
+    /// Recomputes what `device` derives from the state: its keys, the
+    /// naming key, and the schemas it can open.
+    fn refresh(&mut self, device: &SecretKey) {
+        self.keys = keys_of(&self.state, device);
+        self.naming = self.state.naming_key(device);
+        self.schemas = open_schemas(&self.state, &self.keys, self.naming.as_ref());
+    }
+
+    /// The scope id of `namespace`; `None` without the naming key (not a
+    /// device).
+    pub(crate) fn scope_id(&self, namespace: &Name) -> Option<ScopeId> {
+        self.naming.as_ref().map(|naming| naming.scope_id(namespace))
+    }
+
+    /// The naming key, if this replica is a device's.
+    pub(crate) fn naming(&self) -> Option<&NamingKey> {
+        self.naming.as_ref()
+    }
+
+    /// The namespace of every scope this replica can name: those of the
+    /// schemas it opened and, with the naming key, those of `catalog`.
+    pub(crate) fn namespaces(&self, catalog: &Catalog) -> BTreeMap<ScopeId, Name> {
+        let mut out: BTreeMap<ScopeId, Name> =
+            self.schemas.iter().map(|(id, (namespace, _))| (*id, namespace.clone())).collect();
+        for schema in catalog.schemas() {
+            if let Some(id) = self.scope_id(schema.namespace()) {
+                out.insert(id, schema.namespace().clone());
+            }
+        }
+        out
+    }
+
+    /// The winning schema of each scope this replica can open.
+    pub(crate) fn schemas(&self) -> &BTreeMap<ScopeId, (Name, String)> {
+        &self.schemas
     }
 
     /// [`Access::insert_all`] of one operation.
@@ -107,7 +153,7 @@ impl Access {
     /// Who reads `scope` now: the root identity (so that the recovery
     /// secret opens every key), every device not removed, and every app
     /// with a grant on it that is not revoked.
-    pub(crate) fn readers(&self, scope: &Name) -> Vec<Party> {
+    pub(crate) fn readers(&self, scope: &ScopeId) -> Vec<Party> {
         let devices = self
             .state
             .devices()
@@ -151,9 +197,32 @@ fn keys_of(state: &AuthState, device: &SecretKey) -> ScopeKeys {
     for (scope, epochs) in state.scopes() {
         for epoch in epochs.epochs.keys() {
             for key in state.scope_keys(device, scope, *epoch) {
-                keys.insert(scope.clone(), *epoch, key);
+                keys.insert(*scope, *epoch, key);
             }
         }
     }
     keys
+}
+
+/// Opens the winning schema of every scope with a key of its epoch. With
+/// the naming key, a schema is taken only if its namespace hashes to its
+/// scope id: a device cannot pass one scope off as another namespace.
+fn open_schemas(
+    state: &AuthState,
+    keys: &ScopeKeys,
+    naming: Option<&NamingKey>,
+) -> BTreeMap<ScopeId, (Name, String)> {
+    let mut out = BTreeMap::new();
+    for (scope, schema) in state.schemas() {
+        let opened = keys
+            .scope_keys(scope, schema.epoch)
+            .into_iter()
+            .find_map(|key| schema.sealed.open(&key, state.database(), scope, schema.epoch).ok());
+        if let Some((namespace, text)) = opened
+            && naming.is_none_or(|naming| naming.scope_id(&namespace) == *scope)
+        {
+            out.insert(*scope, (namespace, text));
+        }
+    }
+    out
 }

@@ -225,6 +225,7 @@ impl<S: Store> Database<S> {
     /// Every app of the control log, with its name (if known here) and grants.
     pub fn apps(&self) -> Result<Vec<AppInfo>, StoreError> {
         let state = self.auth_state();
+        let namespaces = self.namespaces();
         state
             .apps()
             .iter()
@@ -237,7 +238,10 @@ impl<S: Store> Database<S> {
                 let scopes = app
                     .scopes
                     .iter()
-                    .map(|(scope, grant)| (scope.clone(), (grant.rights, grant.revoked.is_some())))
+                    .filter_map(|(scope, grant)| {
+                        let namespace = namespaces.get(scope)?.clone();
+                        Some((namespace, (grant.rights, grant.revoked.is_some())))
+                    })
                     .collect();
                 Ok(AppInfo { key: *key, name, scopes })
             })

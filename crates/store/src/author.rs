@@ -1,7 +1,7 @@
 //! A writer's own log: the next seq, the previous commit's id and its clock.
 
 use basic_proto::{
-    Changes, Clock, Commit, CommitDraft, CommitError, CommitId, DatabaseId, Hlc, Name, ScopeKey,
+    Changes, Clock, Commit, CommitDraft, CommitError, CommitId, DatabaseId, Hlc, ScopeId, ScopeKey,
     SecretKey,
 };
 use rand_core::CryptoRng;
@@ -64,7 +64,7 @@ impl LogWriter {
     /// only when this succeeds.
     pub fn write(
         &mut self,
-        scope: &Name,
+        scope: &ScopeId,
         epoch: u32,
         key: &ScopeKey,
         changes: &Changes,
@@ -77,7 +77,7 @@ impl LogWriter {
             seq: self.seq + 1,
             prev: self.prev,
             hlc: clock.tick(now_ms),
-            scope: scope.clone(),
+            scope: *scope,
             epoch,
         };
         let commit = Commit::create(&self.secret, draft, changes, key, rng)?;

@@ -18,13 +18,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{
     AuthError, AuthState, ControlLog, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation,
-    seal_label,
+    SealedSchema, seal_label, seal_naming,
 };
 use basic_proto::hlc::check_not_ahead;
 use basic_proto::sync::{View, entitled_view};
 use basic_proto::{
     Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
-    RowOp, ScopeKey, SecretKey, Value,
+    RowOp, ScopeId, ScopeKey, SecretKey, Value,
 };
 use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
@@ -258,6 +258,8 @@ struct Shared<S> {
     /// What each caller may read under the current catalog.
     reaches: Mutex<Reaches>,
     keys: RwLock<ScopeKeys>,
+    /// The namespace of each scope this replica can name (a device's).
+    namespaces: RwLock<BTreeMap<ScopeId, Name>>,
     auth: RwLock<Arc<AuthState>>,
     control: RwLock<Arc<ControlLog>>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
@@ -386,6 +388,28 @@ fn is_removed(state: &AuthState, device: &PublicKey) -> bool {
     state.devices().get(device).is_some_and(|d| d.removed.is_some())
 }
 
+/// The view of a pinning peer: an SQLite database in memory, shared by
+/// this process's connections to it and by no other.
+fn pinner_view(database: DatabaseId) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("file:basic-view-{database}-{}-{n}?mode=memory&cache=shared", std::process::id()).into()
+}
+
+/// Removes a view file and its journals, if any.
+fn remove_view_files(path: &Path) -> Result<(), DbError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(DbError::Io { path: file.into(), error }),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `dir` if needed (readable by its owner only) and locks it for
 /// this process.
 pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DbError> {
@@ -432,8 +456,16 @@ impl<S: Store> Database<S> {
         let (database, device, _) = load_identity(&replica)?;
         let log = load_author(&replica, device.clone(), database)?;
         let access = Access::load(&replica, database, &device)?;
+        // A pinning peer holds no key: it keeps no SQL view on disk, not
+        // even an empty one (its table names would be there).
+        let view_path = &if access.state().pinners().contains_key(&device.public()) {
+            remove_view_files(view_path)?;
+            pinner_view(database)
+        } else {
+            view_path.to_owned()
+        };
         let mut catalog = load_catalog(&replica)?;
-        adopt(&mut catalog, access.state());
+        adopt(&mut catalog, access.schemas());
         let watermark = match replica.store().get(&layout::meta(meta::WATERMARK))? {
             Some(bytes) => decode_u64(&bytes, "watermark")?,
             None => 0,
@@ -451,6 +483,7 @@ impl<S: Store> Database<S> {
             catalog: RwLock::new(Arc::new(catalog.clone())),
             reaches: Mutex::new(Reaches::default()),
             keys: RwLock::new(access.keys().clone()),
+            namespaces: RwLock::new(access.namespaces(&catalog)),
             auth: RwLock::new(Arc::clone(access.state())),
             control: RwLock::new(Arc::new(access.log().clone())),
             clock: environment.clock,
@@ -780,6 +813,17 @@ impl<S: Store> Database<S> {
         }
     }
 
+    /// The namespace of each scope this replica can name: the scopes of
+    /// its schemas (a device's; a pinning peer names none).
+    pub fn namespaces(&self) -> BTreeMap<ScopeId, Name> {
+        read(&self.shared.namespaces)
+    }
+
+    /// The scope id of `namespace`, if this replica can name it.
+    pub fn scope_id(&self, namespace: &Name) -> Option<ScopeId> {
+        self.namespaces().into_iter().find(|(_, n)| n == namespace).map(|(id, _)| id)
+    }
+
     /// The scope keys this device holds.
     pub fn scope_keys(&self) -> ScopeKeys {
         read(&self.shared.keys)
@@ -1011,11 +1055,8 @@ fn load_identity<S: Store>(
             author: root.public(),
             parents: Vec::new(),
             hlc: Hlc { wall_ms: now_ms(), counter: 0 },
-            payload: Payload::Genesis {
-                root_sealing: root.sealing_key(),
-                device: device.public(),
-                device_sealing: device.sealing_key(),
-            },
+            payload: Payload::genesis(&root, &Party::of(&device), &mut rng)
+                .map_err(|e| DbError::Control(e.to_string()))?,
         },
     )
     .map_err(|e| DbError::Control(e.to_string()))?;
@@ -1311,6 +1352,7 @@ impl<S: Store> Writer<S> {
                 if std::mem::take(&mut self.published_stale) {
                     publish(&shared.catalog, Arc::new(self.catalog.clone()));
                     publish(&shared.keys, self.access.keys().clone());
+                    publish(&shared.namespaces, self.access.namespaces(&self.catalog));
                     publish(&shared.auth, Arc::clone(self.access.state()));
                     publish(&shared.control, Arc::new(self.access.log().clone()));
                     lock(&shared.statements).clear();
@@ -1375,13 +1417,14 @@ impl<S: Store> Writer<S> {
         let Some(table) = statement.written_table().filter(|_| !ops.is_empty()) else {
             return Ok(WriteOutcome { rows_affected: 0, commits: Vec::new() });
         };
-        let scope = scope_of(table);
+        let namespace = scope_of(table);
+        let scope = self.scope_id(&namespace)?;
         let (epoch, key) = self
             .access
             .keys()
             .current(&scope)
             .map(|(e, k)| (e, k.clone()))
-            .ok_or(DbError::NoScopeKey(scope.clone()))?;
+            .ok_or(DbError::NoScopeKey(namespace))?;
         let rows_affected = ops.len();
         // Seal every commit before storing any, so a statement is all or nothing.
         let before = self.log.clone();
@@ -1553,44 +1596,49 @@ impl<S: Store> Writer<S> {
     /// Makes, signs and admits the operation `command` asks for.
     fn issue(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey, command: Command) -> OpOutcome {
         let payload = match command {
-            Command::Grant { app, scope, rights } => {
-                let epoch = self
-                    .access
-                    .state()
-                    .scopes()
-                    .get(&scope)
-                    .and_then(|s| s.current())
-                    .ok_or(format!("scope {scope} has no key yet: apply its schema first"))?;
+            Command::Grant { app, scope: namespace, rights } => {
+                let scope = self.scope_id(&namespace).map_err(|e| e.to_string())?;
+                let epoch =
+                    self.access.state().scopes().get(&scope).and_then(|s| s.current()).ok_or(
+                        format!("scope {namespace} has no key yet: apply its schema first"),
+                    )?;
                 let key = self
                     .access
                     .keys()
                     .scope_key(&scope, epoch)
-                    .ok_or(format!("this device holds no key of {scope} epoch {epoch}"))?;
+                    .ok_or(format!("this device holds no key of {namespace} epoch {epoch}"))?;
                 let label = seal_label(self.shared.database, &scope, epoch, &app.key);
                 let key = SealedKey::seal(&key, device, &app, &label, &mut self.rng)
                     .map_err(|e| e.to_string())?;
                 Payload::Grant { app: app.key, sealing: app.sealing, scope, rights, epoch, key }
             }
-            Command::Revoke { app, scope } => Payload::Revoke {
-                app,
-                cutoff: self.cutoff(&app)?,
-                rotation: self.rotation(device, &scope, Some(&app))?,
-            },
+            Command::Revoke { app, scope: namespace } => {
+                let scope = self.scope_id(&namespace).map_err(|e| e.to_string())?;
+                Payload::Revoke {
+                    app,
+                    cutoff: self.cutoff(&app)?,
+                    rotation: self.rotation(device, &scope, Some(&app))?,
+                }
+            }
             Command::AddDevice(new) => {
                 let mut keys = BTreeMap::new();
                 for (scope, epoch, key) in self.access.keys().iter() {
                     let label = seal_label(self.shared.database, scope, epoch, &new.key);
                     let sealed = SealedKey::seal(key, device, &new, &label, &mut self.rng)
                         .map_err(|e| e.to_string())?;
-                    keys.insert((scope.clone(), epoch), sealed);
+                    keys.insert((*scope, epoch), sealed);
                 }
-                Payload::AddDevice { device: new.key, sealing: new.sealing, keys }
+                let naming = self.access.naming().ok_or("this replica holds no naming key")?;
+                let root = self.access.state().root().ok_or("the control log has no root")?;
+                let naming = seal_naming(naming, device, &root.key, &new, &mut self.rng)
+                    .map_err(|e| e.to_string())?;
+                Payload::AddDevice { device: new.key, sealing: new.sealing, naming, keys }
             }
             Command::RemoveDeviceAsRoot(removed, root) => {
-                let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
+                let scopes: Vec<ScopeId> = self.access.state().scopes().keys().copied().collect();
                 let mut rotations = BTreeMap::new();
                 for scope in scopes {
-                    rotations.insert(scope.clone(), self.rotation(&root, &scope, Some(&removed))?);
+                    rotations.insert(scope, self.rotation(&root, &scope, Some(&removed))?);
                 }
                 let payload = Payload::RemoveDevice {
                     device: removed,
@@ -1604,7 +1652,7 @@ impl<S: Store> Writer<S> {
                 return Ok(id);
             }
             Command::RemoveDevice(removed) => {
-                let scopes: Vec<Name> = self.access.state().scopes().keys().cloned().collect();
+                let scopes: Vec<ScopeId> = self.access.state().scopes().keys().copied().collect();
                 let mut rotations = BTreeMap::new();
                 for scope in scopes {
                     let rotation = self.rotation(device, &scope, Some(&removed))?;
@@ -1649,11 +1697,11 @@ impl<S: Store> Writer<S> {
         if !state.is_device(&device.public()) {
             return Ok(());
         }
-        let mut stale: BTreeSet<Name> = state.compromised().into_iter().collect();
+        let mut stale: BTreeSet<ScopeId> = state.compromised().into_iter().collect();
         for (scope, epochs) in state.scopes() {
             let newest = epochs.current();
             if newest.is_some_and(|e| self.access.keys().scope_keys(scope, e).is_empty()) {
-                stale.insert(scope.clone());
+                stale.insert(*scope);
             }
         }
         for scope in stale {
@@ -1666,14 +1714,92 @@ impl<S: Store> Writer<S> {
                 .insert(op, txn, device, (self.shared.clock)())
                 .map_err(|e| DbError::Control(e.to_string()))?;
         }
+        self.publish_schemas(txn, device)
+    }
+
+    /// Issues the schema of each namespace this device holds whose scope's
+    /// winning schema op is older: sealed under an epoch before the
+    /// current one (so that readers granted the current epoch only can
+    /// read it), or a schema this device's extends (a migration that a
+    /// concurrent schema op outstamped). So the log's schema converges to
+    /// the most extended one, readable at the current epoch.
+    fn publish_schemas(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey) -> Result<(), DbError> {
+        let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
+        let namespaces: Vec<(Name, String)> = self
+            .catalog
+            .schemas()
+            .map(|schema| (schema.namespace().clone(), schema.to_json()))
+            .collect();
+        for (namespace, text) in namespaces {
+            let Some(scope) = self.access.scope_id(&namespace) else { return Ok(()) };
+            let state = self.access.state().clone();
+            let Some(current) = state.scopes().get(&scope).and_then(|s| s.current()) else {
+                continue;
+            };
+            let winner = state.schemas().find(|(id, _)| **id == scope).map(|(_, op)| op.epoch);
+            let logged = self.access.schemas().get(&scope).map(|(_, t)| t.as_str());
+            let extends = match logged.and_then(|t| Schema::from_json_canonical(t).ok()) {
+                Some(theirs) if logged != Some(text.as_str()) => {
+                    let mut catalog = Catalog::default();
+                    catalog.apply(theirs).is_ok()
+                        && Schema::from_json_canonical(&text)
+                            .is_ok_and(|mine| catalog.apply(mine).is_ok())
+                }
+                Some(_) => false,
+                None => true,
+            };
+            if winner.is_some_and(|epoch| epoch >= current) && !extends {
+                continue;
+            }
+            let op = self
+                .schema_op(device, &scope, current, &namespace, &text)
+                .map_err(DbError::Control)?;
+            self.access.insert(op, txn, device, (self.shared.clock)()).map_err(|e| control(&e))?;
+        }
         Ok(())
+    }
+
+    /// A signed schema op of `namespace` (its scope `scope`), sealed under
+    /// this device's key of `epoch`.
+    fn schema_op(
+        &mut self,
+        device: &SecretKey,
+        scope: &ScopeId,
+        epoch: u32,
+        namespace: &Name,
+        text: &str,
+    ) -> Result<ControlOp, String> {
+        let key = self
+            .access
+            .keys()
+            .scope_key(scope, epoch)
+            .ok_or(format!("this device holds no key of {namespace} epoch {epoch}"))?;
+        let sealed = SealedSchema::seal(
+            &key,
+            self.shared.database,
+            scope,
+            epoch,
+            namespace,
+            text,
+            &mut self.rng,
+        );
+        self.access
+            .issue(device, Payload::Schema { scope: *scope, epoch, sealed }, (self.shared.clock)())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The scope id of `namespace`: this replica must be a device's.
+    fn scope_id(&self, namespace: &Name) -> Result<ScopeId, DbError> {
+        self.access.scope_id(namespace).ok_or_else(|| {
+            DbError::Control("this replica holds no naming key: it is not a device's".into())
+        })
     }
 
     /// A new epoch of `scope`, sealed to its readers except `leaving`.
     fn rotation(
         &mut self,
         device: &SecretKey,
-        scope: &Name,
+        scope: &ScopeId,
         leaving: Option<&PublicKey>,
     ) -> Result<Rotation, String> {
         let epoch = self
@@ -1686,16 +1812,8 @@ impl<S: Store> Writer<S> {
         let readers: Vec<Party> =
             self.access.readers(scope).into_iter().filter(|p| Some(&p.key) != leaving).collect();
         let key = ScopeKey::generate(&mut self.rng);
-        Rotation::seal(
-            device,
-            self.shared.database,
-            scope.clone(),
-            epoch,
-            &key,
-            &readers,
-            &mut self.rng,
-        )
-        .map_err(|e| e.to_string())
+        Rotation::seal(device, self.shared.database, *scope, epoch, &key, &readers, &mut self.rng)
+            .map_err(|e| e.to_string())
     }
 
     /// After the control log changed: recompute the rows of commits whose
@@ -1708,12 +1826,12 @@ impl<S: Store> Writer<S> {
     ) -> Result<(), DbError> {
         let holds = self.holds(self.access.state());
         txn.enforce_in(self.access.state(), self.access.keys(), holds)?;
-        let new_epochs: BTreeSet<(Name, u32)> = self
+        let new_epochs: BTreeSet<(ScopeId, u32)> = self
             .access
             .keys()
             .iter()
             .filter(|(scope, epoch, key)| !keys_before.scope_keys(scope, *epoch).contains(key))
-            .map(|(scope, epoch, _)| (scope.clone(), epoch))
+            .map(|(scope, epoch, _)| (*scope, epoch))
             .collect();
         for (scope, epoch) in new_epochs {
             txn.open_waiting(&scope, epoch, self.access.keys())?;
@@ -1731,7 +1849,8 @@ impl<S: Store> Writer<S> {
         if is_removed(self.access.state(), &self.shared.device) {
             return Err(DbError::DeviceRemoved);
         }
-        let scope = schema.namespace().clone();
+        let namespace = schema.namespace().clone();
+        let scope = self.scope_id(&namespace)?;
         let text = schema.to_json();
         let mut catalog = self.catalog.clone();
         let migration = catalog.apply(schema)?;
@@ -1743,7 +1862,7 @@ impl<S: Store> Writer<S> {
             let rotation = Rotation::seal(
                 &device,
                 self.shared.database,
-                scope.clone(),
+                scope,
                 0,
                 &ScopeKey::generate(&mut self.rng),
                 &self.access.readers(&scope),
@@ -1756,13 +1875,15 @@ impl<S: Store> Writer<S> {
                 .map_err(|e| control(&e))?;
             self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
         }
-        // The schema itself goes into the control log, so every device and
-        // app of the database gets it.
-        let logged = self.access.state().schemas().any(|(ns, _, t)| *ns == scope && t == text);
+        // The schema itself goes into the control log, sealed under the
+        // scope's current key, so every reader of the scope gets it and no
+        // one else learns its names.
+        let logged = self.access.schemas().get(&scope).is_some_and(|(_, t)| *t == text);
         if !logged {
+            let epoch = self.access.state().scopes().get(&scope).and_then(|s| s.current());
+            let epoch = epoch.ok_or_else(|| control(&"the scope has no key"))?;
             let op = self
-                .access
-                .issue(&device, Payload::Schema { namespace: scope, text }, (self.shared.clock)())
+                .schema_op(&device, &scope, epoch, &namespace, &text)
                 .map_err(|e| control(&e))?;
             self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
         }
@@ -1775,7 +1896,7 @@ impl<S: Store> Writer<S> {
     /// Adopts the schemas of the control log that extend this device's
     /// (a schema applied on another device); incompatible ones are skipped.
     fn adopt_schemas(&mut self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
-        if adopt(&mut self.catalog, self.access.state()) {
+        if adopt(&mut self.catalog, self.access.schemas()) {
             self.save_catalog(tx, txn)?;
         }
         Ok(())
@@ -1795,9 +1916,9 @@ impl<S: Store> Writer<S> {
 
 /// Applies to `catalog` every schema of the control log that extends it;
 /// returns whether any did.
-fn adopt(catalog: &mut Catalog, state: &AuthState) -> bool {
+fn adopt(catalog: &mut Catalog, schemas: &BTreeMap<ScopeId, (Name, String)>) -> bool {
     let mut adopted = false;
-    for (namespace, _, text) in state.schemas() {
+    for (namespace, text) in schemas.values() {
         let Ok(schema) = Schema::from_json_canonical(text) else { continue };
         if catalog.schema(namespace.as_str()) != Some(&schema) && catalog.apply(schema).is_ok() {
             adopted = true;

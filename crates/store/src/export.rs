@@ -427,11 +427,11 @@ impl<S: Store> Database<S> {
         }
         let keys = self.scope_keys();
         for namespace in &namespaces_with_rows {
-            if let Ok(scope) = Name::new(namespace.as_str())
+            if let Ok(name) = Name::new(namespace.as_str())
                 && current.schema(namespace).is_some()
-                && keys.current(&scope).is_none()
+                && self.scope_id(&name).is_none_or(|scope| keys.current(&scope).is_none())
             {
-                return Err(DbError::NoScopeKey(scope).into());
+                return Err(DbError::NoScopeKey(name).into());
             }
         }
 

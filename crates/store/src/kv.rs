@@ -253,12 +253,8 @@ impl Durability {
     /// without syncing, `db`, `blobs/`, the directory and its parent).
     fn open(dir: &Path) -> Result<Self, StoreError> {
         let data = File::open(dir.join(DATA_FILE)).map_err(sync_error(&dir.join(DATA_FILE)))?;
-        let mut synced = Synced {
-            data,
-            completed: 0,
-            entries: BTreeSet::new(),
-            blobs: BTreeSet::new(),
-        };
+        let mut synced =
+            Synced { data, completed: 0, entries: BTreeSet::new(), blobs: BTreeSet::new() };
         for name in list(dir)? {
             let path = dir.join(&name);
             if path.is_file() {

@@ -21,7 +21,7 @@
 //! Names are prefixed by their length byte, so one table's prefix is never
 //! a prefix of another's.
 
-use basic_proto::{CommitId, Name, PublicKey, RowKey};
+use basic_proto::{CommitId, Name, PublicKey, RowKey, ScopeId};
 
 /// Commits by id.
 pub const COMMIT: u8 = b'c';
@@ -97,16 +97,15 @@ pub fn id_suffix(key: &[u8]) -> Option<CommitId> {
 }
 
 /// `y` · author · scope: the sync summary of one author in one scope.
-pub fn summary(author: &PublicKey, scope: &Name) -> Vec<u8> {
-    key(SUMMARY, &[author.as_bytes(), &name_bytes(scope)])
+pub fn summary(author: &PublicKey, scope: &ScopeId) -> Vec<u8> {
+    key(SUMMARY, &[author.as_bytes(), &scope.0])
 }
 
 /// The author and scope of a summary key.
-pub fn parse_summary(key: &[u8]) -> Option<(PublicKey, Name)> {
+pub fn parse_summary(key: &[u8]) -> Option<(PublicKey, ScopeId)> {
     let author: [u8; 32] = key.get(1..33)?.try_into().ok()?;
-    let len = usize::from(*key.get(33)?);
-    let name = std::str::from_utf8(key.get(34..34 + len)?).ok()?;
-    Some((PublicKey::from_bytes(author).ok()?, Name::new(name).ok()?))
+    let scope: [u8; 16] = key.get(33..49)?.try_into().ok()?;
+    Some((PublicKey::from_bytes(author).ok()?, ScopeId(scope)))
 }
 
 /// `h` · author.
@@ -120,13 +119,13 @@ pub fn fork(author: &PublicKey, seq: u64) -> Vec<u8> {
 }
 
 /// `u` · scope · epoch: commits waiting for one scope key.
-pub fn unopened_epoch(scope: &Name, epoch: u32) -> Vec<u8> {
-    key(UNOPENED, &[&name_bytes(scope), &epoch.to_be_bytes()])
+pub fn unopened_epoch(scope: &ScopeId, epoch: u32) -> Vec<u8> {
+    key(UNOPENED, &[&scope.0, &epoch.to_be_bytes()])
 }
 
 /// `u` · scope · epoch · id.
-pub fn unopened(scope: &Name, epoch: u32, id: &CommitId) -> Vec<u8> {
-    key(UNOPENED, &[&name_bytes(scope), &epoch.to_be_bytes(), &id.0])
+pub fn unopened(scope: &ScopeId, epoch: u32, id: &CommitId) -> Vec<u8> {
+    key(UNOPENED, &[&scope.0, &epoch.to_be_bytes(), &id.0])
 }
 
 /// `x` · id.

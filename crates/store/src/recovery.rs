@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use basic_proto::control::{ControlLog, ControlOp, Inserted, Payload, seal_label};
-use basic_proto::{KeyCache, Party, SealedKey, SecretKey};
+use basic_proto::control::{ControlLog, ControlOp, Inserted, Payload, seal_label, seal_naming};
+use basic_proto::{KeyCache, NamingKey, Party, SealedKey, SecretKey};
 use data_encoding::BASE32_NOPAD;
 
 use crate::access::issue_on;
@@ -122,14 +122,17 @@ impl Database<SledStore> {
                     let label = seal_label(database, scope, *epoch, &party.key);
                     let sealed = SealedKey::seal(&key, &root, &party, &label, &mut rand::rng())
                         .map_err(|e| fail(e.to_string()))?;
-                    keys.insert((scope.clone(), *epoch), sealed);
+                    keys.insert((*scope, *epoch), sealed);
                 }
             }
         }
+        let naming = NamingKey::of_root(&root);
+        let naming = seal_naming(&naming, &root, &root.public(), &party, &mut rand::rng())
+            .map_err(|e| fail(e.to_string()))?;
         let add = issue_on(
             &log,
             &root,
-            Payload::AddDevice { device: party.key, sealing: party.sealing, keys },
+            Payload::AddDevice { device: party.key, sealing: party.sealing, naming, keys },
             now,
         )
         .map_err(|e| fail(e.to_string()))?;

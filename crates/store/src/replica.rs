@@ -13,7 +13,7 @@ use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
 use basic_proto::sync::Fingerprint;
 use basic_proto::{
     Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, Hlc, KeyCache, Name,
-    PublicKey, RowKey, RowState, ScopeKey, Stamp,
+    PublicKey, RowKey, RowState, ScopeId, ScopeKey, Stamp,
 };
 use ciborium::Value as Cbor;
 
@@ -24,10 +24,10 @@ use crate::{layout, rows};
 pub trait Keyring {
     /// Every key of `scope` at `epoch` this replica holds: usually one;
     /// several when concurrent rotations made several for one epoch.
-    fn scope_keys(&self, scope: &Name, epoch: u32) -> Vec<ScopeKey>;
+    fn scope_keys(&self, scope: &ScopeId, epoch: u32) -> Vec<ScopeKey>;
 
     /// The key writers use: the first.
-    fn scope_key(&self, scope: &Name, epoch: u32) -> Option<ScopeKey> {
+    fn scope_key(&self, scope: &ScopeId, epoch: u32) -> Option<ScopeKey> {
         self.scope_keys(scope, epoch).into_iter().next()
     }
 
@@ -46,9 +46,9 @@ pub trait Keyring {
     }
 }
 
-impl Keyring for BTreeMap<(Name, u32), ScopeKey> {
-    fn scope_keys(&self, scope: &Name, epoch: u32) -> Vec<ScopeKey> {
-        self.get(&(scope.clone(), epoch)).cloned().into_iter().collect()
+impl Keyring for BTreeMap<(ScopeId, u32), ScopeKey> {
+    fn scope_keys(&self, scope: &ScopeId, epoch: u32) -> Vec<ScopeKey> {
+        self.get(&(*scope, epoch)).cloned().into_iter().collect()
     }
 }
 
@@ -164,26 +164,26 @@ pub struct Placed {
     /// Its position in the author's log.
     pub seq: u64,
     /// Its scope.
-    pub scope: Name,
+    pub scope: ScopeId,
 }
 
 impl Placed {
     fn of(header: &CommitHeader) -> Self {
-        Self { author: header.author, seq: header.seq, scope: header.scope.clone() }
+        Self { author: header.author, seq: header.seq, scope: header.scope }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40 + self.scope.as_str().len());
+        let mut out = Vec::with_capacity(56);
         out.extend_from_slice(self.author.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(self.scope.as_str().as_bytes());
+        out.extend_from_slice(&self.scope.0);
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         let author = PublicKey::from_bytes(bytes.get(..32)?.try_into().ok()?).ok()?;
         let seq = u64::from_be_bytes(bytes.get(32..40)?.try_into().ok()?);
-        let scope = Name::new(std::str::from_utf8(bytes.get(40..)?).ok()?).ok()?;
+        let scope = ScopeId(bytes.get(40..56)?.try_into().ok()?);
         Some(Self { author, seq, scope })
     }
 }
@@ -295,7 +295,7 @@ impl<S: Store> Replica<S> {
     /// The sync summary of every author in every scope.
     pub fn summaries(
         &self,
-    ) -> impl Iterator<Item = Result<(PublicKey, Name, ScopeSummary), StoreError>> + '_ {
+    ) -> impl Iterator<Item = Result<(PublicKey, ScopeId, ScopeSummary), StoreError>> + '_ {
         scan_prefix(&self.store, &[layout::SUMMARY]).map(|entry| {
             let (key, value) = entry?;
             let (author, scope) = layout::parse_summary(&key).ok_or(StoreError::Corrupt {
@@ -313,12 +313,12 @@ impl<S: Store> Replica<S> {
         if self.store.get(&layout::meta(DONE))?.is_some() {
             return Ok(());
         }
-        let mut summaries: BTreeMap<(PublicKey, Name), ScopeSummary> = BTreeMap::new();
+        let mut summaries: BTreeMap<(PublicKey, ScopeId), ScopeSummary> = BTreeMap::new();
         for commit in self.commits() {
             let commit = commit?;
             let header = commit.header();
             summaries
-                .entry((header.author, header.scope.clone()))
+                .entry((header.author, header.scope))
                 .or_default()
                 .add(header.seq, &commit.id());
         }
@@ -893,7 +893,7 @@ impl<S: Store> Txn<'_, S> {
     /// `epoch` that was waiting for its key. Returns how many were applied.
     pub fn open_waiting(
         &mut self,
-        scope: &Name,
+        scope: &ScopeId,
         epoch: u32,
         keyring: &impl Keyring,
     ) -> Result<usize, StoreError> {

@@ -464,7 +464,7 @@ impl ChangeFeed {
                 budget = budget.saturating_sub(bytes.len());
                 let commit = Commit::decode(&bytes).map_err(failure)?;
                 fresh.commits.push(Outgoing {
-                    scope: commit.header().scope.clone(),
+                    scope: commit.header().scope,
                     author: entry.author,
                     bytes,
                 });

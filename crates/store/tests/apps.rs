@@ -42,7 +42,7 @@ fn an_approved_request_is_a_grant_and_the_user_sees_what_the_app_wrote() {
     assert_eq!(apps[0].scopes[&Name::new("todo").unwrap()], (Rights::ReadWrite, false));
 
     // The app writes with the key it was sealed.
-    let todo = Name::new("todo").unwrap();
+    let todo = db.scope_id(&Name::new("todo").unwrap()).unwrap();
     let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
     let mut writer = LogWriter::new(app.clone(), db.id());
     let op = RowOp::Upsert {
@@ -69,8 +69,11 @@ fn an_approved_request_is_a_grant_and_the_user_sees_what_the_app_wrote() {
         [&RowKey::single(KeyPart::Text("groceries".into()))]
     );
 
-    db.revoke(app.public(), todo.clone()).unwrap();
-    assert_eq!(db.apps().unwrap()[0].scopes[&todo], (Rights::ReadWrite, true));
+    db.revoke(app.public(), Name::new("todo").unwrap()).unwrap();
+    assert_eq!(
+        db.apps().unwrap()[0].scopes[&Name::new("todo").unwrap()],
+        (Rights::ReadWrite, true)
+    );
     // What it wrote stays, and is still listed as its own.
     assert_eq!(db.written_by(&app.public()).unwrap().commits, 1);
 }
@@ -119,7 +122,7 @@ fn pinning_peers_are_authorised_without_any_key() {
     let state = db.auth_state();
     assert!(state.is_pinner(&pinner.public()));
     assert!(
-        state.scope_keys(&pinner, &Name::new("todo").unwrap(), 0).is_empty(),
+        state.scope_keys(&pinner, &db.scope_id(&Name::new("todo").unwrap()).unwrap(), 0).is_empty(),
         "no key for a pinner"
     );
     db.remove_pinner(pinner.public()).unwrap();

@@ -6,12 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::control::{ControlLog, ControlOp, Cutoff, OpBody, Payload, Rights, Rotation};
 use basic_proto::{
-    Changes, Commit, DatabaseId, Hlc, KeyPart, Name, Party, RowKey, RowOp, ScopeKey, SealedKey,
-    SecretKey, Value,
+    Changes, Commit, DatabaseId, Hlc, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
+    SealedKey, SecretKey, Value,
 };
 use basic_store::{LogWriter, MemStore, Replica};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+/// The scope of namespace `todo` (its id does not matter to the replica).
+const TODO: ScopeId = ScopeId([5; 16]);
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -43,11 +46,12 @@ impl World {
                 author: root.public(),
                 parents: vec![],
                 hlc: Hlc { wall_ms: 1_000, counter: 0 },
-                payload: Payload::Genesis {
-                    root_sealing: root.sealing_key(),
-                    device: laptop.public(),
-                    device_sealing: laptop.sealing_key(),
-                },
+                payload: Payload::genesis(
+                    &root,
+                    &Party::of(&laptop),
+                    &mut ChaCha20Rng::seed_from_u64(8),
+                )
+                .unwrap(),
             },
         )
         .unwrap();
@@ -77,16 +81,8 @@ impl World {
         let key = if epoch == 0 { self.k0.clone() } else { self.k1.clone() };
         let mut readers = vec![Party::of(&self.laptop)];
         readers.extend_from_slice(others);
-        Rotation::seal(
-            &self.laptop,
-            self.database(),
-            name("todo"),
-            epoch,
-            &key,
-            &readers,
-            &mut self.rng,
-        )
-        .unwrap()
+        Rotation::seal(&self.laptop, self.database(), TODO, epoch, &key, &readers, &mut self.rng)
+            .unwrap()
     }
 
     /// An op by the laptop on the current heads.
@@ -110,20 +106,20 @@ impl World {
 
     fn grant(&mut self) -> Payload {
         let app = Party::of(&self.app);
-        let label = basic_proto::control::seal_label(self.database(), &name("todo"), 0, &app.key);
+        let label = basic_proto::control::seal_label(self.database(), &TODO, 0, &app.key);
         let key = SealedKey::seal(&self.k0, &self.laptop, &app, &label, &mut self.rng).unwrap();
         Payload::Grant {
             app: app.key,
             sealing: app.sealing,
-            scope: name("todo"),
+            scope: TODO,
             rights: Rights::ReadWrite,
             epoch: 0,
             key,
         }
     }
 
-    fn keyring(&self) -> BTreeMap<(Name, u32), ScopeKey> {
-        BTreeMap::from([((name("todo"), 0), self.k0.clone()), ((name("todo"), 1), self.k1.clone())])
+    fn keyring(&self) -> BTreeMap<(ScopeId, u32), ScopeKey> {
+        BTreeMap::from([((TODO, 0), self.k0.clone()), ((TODO, 1), self.k1.clone())])
     }
 }
 
@@ -135,7 +131,7 @@ fn write(writer: &mut LogWriter, row: i64, key: &ScopeKey, epoch: u32) -> Commit
         cells: BTreeMap::from([(name("title"), Value::Text(format!("row {row}")))]),
     };
     let changes = Changes::new(vec![op]).unwrap();
-    writer.write(&name("todo"), epoch, key, &changes, 5_000 + row as u64, &mut rand::rng()).unwrap()
+    writer.write(&TODO, epoch, key, &changes, 5_000 + row as u64, &mut rand::rng()).unwrap()
 }
 
 fn live_rows(replica: &Replica<MemStore>) -> Vec<i64> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use basic_proto::Party;
 use basic_proto::control::{ControlOp, OpBody, Payload, Rights, Rotation};
-use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeKey, SecretKey, Value};
+use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeId, ScopeKey, SecretKey, Value};
 use basic_store::{
     Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, WriteOutcome,
 };
@@ -27,14 +27,19 @@ fn with_todo(dir: &Path) -> Database {
 
 /// A database with the todo schema and an app (of `seed`) granted
 /// read-write on it: the app's log writer and the scope key it was sealed.
-fn with_app(dir: &Path, seed: u8) -> (Database, Name, ScopeKey, LogWriter) {
+fn with_app(dir: &Path, seed: u8) -> (Database, ScopeId, ScopeKey, LogWriter) {
     let db = with_todo(dir);
-    let todo = Name::new("todo").unwrap();
+    let todo = scope(&db, "todo");
     let app = SecretKey::from_seed([seed; 32]);
-    db.grant(Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
     let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
     let writer = LogWriter::new(app, db.id());
     (db, todo, key, writer)
+}
+
+/// The scope id of `namespace` in `db`.
+fn scope(db: &Database, namespace: &str) -> ScopeId {
+    db.scope_id(&Name::new(namespace).unwrap()).unwrap()
 }
 
 fn write(db: &Database, sql: &str) -> WriteOutcome {
@@ -392,7 +397,7 @@ fn commits_stamped_too_far_ahead_are_held_then_applied() {
 fn commits_without_a_grant_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_todo(dir.path());
-    let todo = Name::new("todo").unwrap();
+    let todo = scope(&db, "todo");
     // A stranger who somehow has the key still holds no grant.
     let key = db.scope_keys().current(&todo).unwrap().1.clone();
     let mut stranger = LogWriter::new(SecretKey::from_seed([43; 32]), db.id());
@@ -427,7 +432,7 @@ fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
     assert!(db.ingest(&[before.as_bytes().to_vec()]).unwrap()[0].is_ok());
 
     let app_key = app.secret().public();
-    db.revoke(app_key, todo.clone()).unwrap();
+    db.revoke(app_key, Name::new("todo").unwrap()).unwrap();
     // The revoked app holds no key of the new epoch, and its later commits
     // (under the key it kept) are refused.
     assert!(db.auth_state().scope_keys(app.secret(), &todo, 1).is_empty());
@@ -501,7 +506,7 @@ fn a_long_control_log_survives_a_restart_whole() {
     // One batch: the state is evaluated once, not once per op.
     assert!(db.ingest_ops(&ops).unwrap().iter().all(Result::is_ok));
     let app_key = app.secret().public();
-    db.revoke(app_key, todo.clone()).unwrap();
+    db.revoke(app_key, Name::new("todo").unwrap()).unwrap();
     let before = db.control_log().len();
     drop(db);
     let db = open(dir.path());
@@ -516,7 +521,7 @@ fn a_long_control_log_survives_a_restart_whole() {
 fn a_compromised_scope_is_rotated_away_from_whoever_should_not_read_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_todo(dir.path());
-    let todo = Name::new("todo").unwrap();
+    let todo = scope(&db, "todo");
     let root = basic_store::recovery::decode(&db.recovery_secret().unwrap().unwrap()).unwrap();
     let stranger = SecretKey::from_seed([66; 32]);
     let sign = |payload: Payload| {
@@ -531,7 +536,7 @@ fn a_compromised_scope_is_rotated_away_from_whoever_should_not_read_it() {
     let key = ScopeKey::from_bytes([9; 32]);
     let parties = [Party::of(&root), Party::of(&stranger)];
     let rotation =
-        Rotation::seal(&root, db.id(), todo.clone(), 1, &key, &parties, &mut rand::rng()).unwrap();
+        Rotation::seal(&root, db.id(), todo, 1, &key, &parties, &mut rand::rng()).unwrap();
     assert!(db.ingest_ops(&[sign(Payload::RotateKey(rotation))]).unwrap()[0].is_ok());
     // The device rotated to epoch 2 right away; the stranger holds no key of it.
     let state = db.auth_state();

@@ -103,7 +103,7 @@ fn the_change_feed_returns_what_is_new_once() {
     changes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     let fresh = feed.poll(&a).unwrap();
     assert_eq!(fresh.commits.len(), 1);
-    assert_eq!(fresh.commits[0].scope.as_str(), "todo");
+    assert_eq!(Some(fresh.commits[0].scope), a.scope_id(&basic_proto::Name::new("todo").unwrap()));
     assert_eq!(fresh.commits[0].author, a.device());
     assert!(feed.poll(&a).unwrap().commits.is_empty());
     let pinner = basic_proto::SecretKey::from_seed([5; 32]);
@@ -116,12 +116,13 @@ fn the_change_feed_returns_what_is_new_once() {
 fn with_app(
     dir: &Path,
     seed: u8,
-) -> (Database, basic_proto::Name, basic_proto::ScopeKey, LogWriter) {
+) -> (Database, basic_proto::ScopeId, basic_proto::ScopeKey, LogWriter) {
     let db = Database::open(dir).unwrap();
     db.apply_schema(todo_schema()).unwrap();
-    let todo = basic_proto::Name::new("todo").unwrap();
+    let name = basic_proto::Name::new("todo").unwrap();
+    let todo = db.scope_id(&name).unwrap();
     let app = basic_proto::SecretKey::from_seed([seed; 32]);
-    db.grant(basic_proto::Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    db.grant(basic_proto::Party::of(&app), name, Rights::ReadWrite).unwrap();
     let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
     let writer = LogWriter::new(app, db.id());
     (db, todo, key, writer)
@@ -130,7 +131,7 @@ fn with_app(
 /// One commit of `writer` upserting list `id`.
 fn list_commit(
     writer: &mut LogWriter,
-    todo: &basic_proto::Name,
+    todo: &basic_proto::ScopeId,
     key: &basic_proto::ScopeKey,
     id: &str,
 ) -> Commit {
@@ -174,7 +175,7 @@ fn a_rejected_commit_at_a_huge_seq_costs_what_is_held() {
         result.unwrap();
     }
     // The revocation keeps seq 1 (what the device holds without a gap).
-    db.revoke(app.secret().public(), todo).unwrap();
+    db.revoke(app.secret().public(), basic_proto::Name::new("todo").unwrap()).unwrap();
     let entries = SyncReplica::new(&db).entries(&View::All).unwrap();
     let theirs = entries.iter().find(|e| e.author == app.secret().public()).unwrap();
     assert_eq!((theirs.max, theirs.held.count), (1, 1));
@@ -196,9 +197,10 @@ struct Forked {
 
 fn forked() -> Forked {
     let (a_dir, a, b_dir, b) = two_devices();
-    let todo = basic_proto::Name::new("todo").unwrap();
+    let name = basic_proto::Name::new("todo").unwrap();
+    let todo = a.scope_id(&name).unwrap();
     let app = basic_proto::SecretKey::from_seed([62; 32]);
-    a.grant(basic_proto::Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
+    a.grant(basic_proto::Party::of(&app), name, Rights::ReadWrite).unwrap();
     b.ingest_ops(&a.control_ops().unwrap()).unwrap();
     let key = a.auth_state().scope_keys(&app, &todo, 0).remove(0);
     let mut writer = LogWriter::new(app.clone(), a.id());
@@ -345,14 +347,14 @@ fn an_app_replica_keeps_what_it_cannot_check_below_a_cut_off() {
     a.remove_device(b.device()).unwrap();
     let app = basic_proto::SecretKey::from_seed([63; 32]);
     let todo = basic_proto::Name::new("todo").unwrap();
-    a.grant(basic_proto::Party::of(&app), todo, Rights::ReadWrite).unwrap();
+    a.grant(basic_proto::Party::of(&app), todo.clone(), Rights::ReadWrite).unwrap();
     let view_dir = tempfile::tempdir().unwrap();
     let app_db = app_replica(&view_dir, a.id(), &app, &a.control_ops().unwrap());
     let mut todo_commits: Vec<Commit> = b
         .replica()
         .commits()
         .map(Result::unwrap)
-        .filter(|c| c.header().author == b.device() && c.header().scope.as_str() == "todo")
+        .filter(|c| c.header().author == b.device() && Some(c.header().scope) == b.scope_id(&todo))
         .collect();
     todo_commits.sort_by_key(|c| c.header().seq);
     assert_eq!(todo_commits.len(), 2);

@@ -22,6 +22,12 @@ pub(crate) fn database() -> DatabaseId {
     DatabaseId(fixture("database"))
 }
 
+/// The scope id of namespace `todo` under the naming key of the 'user'
+/// principal of keys.json.
+pub(crate) fn scope_id() -> basic_proto::ScopeId {
+    basic_proto::NamingKey::of_root(&crate::principal("user")).scope_id(&name("todo"))
+}
+
 pub(crate) fn scope_key() -> ScopeKey {
     ScopeKey::from_bytes(fixture("scope key todo epoch 0"))
 }
@@ -32,7 +38,7 @@ pub(crate) fn draft(seq: u64, prev: Option<CommitId>, wall_ms: u64) -> CommitDra
         seq,
         prev,
         hlc: Hlc { wall_ms, counter: 0 },
-        scope: name("todo"),
+        scope: scope_id(),
         epoch: 0,
     }
 }

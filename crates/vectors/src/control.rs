@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use basic_proto::control::{
-    ControlLog, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, seal_label,
+    ControlLog, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, SealedSchema,
+    seal_label, seal_naming,
 };
 use basic_proto::{
-    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, Party, RowKey, RowOp, ScopeKey,
-    SecretKey, SigningContext, Value,
+    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, NamingKey, Party, RowKey, RowOp,
+    ScopeKey, SecretKey, SigningContext, Value,
 };
 use serde_json::{Value as Json, json};
 
+use crate::commits::scope_id;
 use crate::json::{self, hex};
 use crate::{errors, fixture, principal, rng};
 
@@ -71,7 +73,7 @@ fn commit(
         seq: prev.map_or(1, |p| p.header().seq + 1),
         prev: prev.map(Commit::id),
         hlc: Hlc { wall_ms, counter: 0 },
-        scope: Name::new("todo").expect("name"),
+        scope: scope_id(),
         epoch,
     };
     Commit::create(author, draft, &changes, key, rng).expect("commit")
@@ -86,7 +88,8 @@ pub(crate) fn vectors() -> Json {
         principal("control stranger"),
     );
     let mut r = rng("control");
-    let todo = Name::new("todo").expect("name");
+    let naming = NamingKey::of_root(&root);
+    let todo = scope_id();
     let k0 = ScopeKey::from_bytes(fixture("control todo epoch 0"));
     let k1 = ScopeKey::from_bytes(fixture("control todo epoch 1"));
 
@@ -97,17 +100,13 @@ pub(crate) fn vectors() -> Json {
             DatabaseId([0; 32]),
             vec![],
             0,
-            Payload::Genesis {
-                root_sealing: root.sealing_key(),
-                device: laptop.public(),
-                device_sealing: laptop.sealing_key(),
-            },
+            Payload::genesis(&root, &Party::of(&laptop), &mut r).expect("seal"),
         ),
     )
     .expect("genesis");
     let db = genesis.database();
-    let rotation = Rotation::seal(&laptop, db, todo.clone(), 0, &k0, &[Party::of(&laptop)], &mut r)
-        .expect("seal");
+    let rotation =
+        Rotation::seal(&laptop, db, todo, 0, &k0, &[Party::of(&laptop)], &mut r).expect("seal");
     let create = ControlOp::create(
         &laptop,
         body(&laptop, db, vec![genesis.id()], 1, Payload::RotateKey(rotation)),
@@ -126,7 +125,9 @@ pub(crate) fn vectors() -> Json {
             Payload::AddDevice {
                 device: phone.public(),
                 sealing: phone.sealing_key(),
-                keys: BTreeMap::from([((todo.clone(), 0), for_phone)]),
+                naming: seal_naming(&naming, &laptop, &root.public(), &Party::of(&phone), &mut r)
+                    .expect("seal"),
+                keys: BTreeMap::from([((todo, 0), for_phone)]),
             },
         ),
     )
@@ -144,7 +145,7 @@ pub(crate) fn vectors() -> Json {
             Payload::Grant {
                 app: app.public(),
                 sealing: app.sealing_key(),
-                scope: todo.clone(),
+                scope: todo,
                 rights: Rights::ReadWrite,
                 epoch: 0,
                 key: for_app,
@@ -155,16 +156,9 @@ pub(crate) fn vectors() -> Json {
     // The app writes twice; the laptop has seen the first when it revokes.
     let c1 = commit(&app, db, None, T0 + 3500, 0, &k0, &mut r);
     let c2 = commit(&app, db, Some(&c1), T0 + 3600, 0, &k0, &mut r);
-    let rotation = Rotation::seal(
-        &laptop,
-        db,
-        todo.clone(),
-        1,
-        &k1,
-        &[Party::of(&laptop), Party::of(&phone)],
-        &mut r,
-    )
-    .expect("seal");
+    let rotation =
+        Rotation::seal(&laptop, db, todo, 1, &k1, &[Party::of(&laptop), Party::of(&phone)], &mut r)
+            .expect("seal");
     let revoke = ControlOp::create(
         &laptop,
         body(
@@ -180,12 +174,30 @@ pub(crate) fn vectors() -> Json {
         ),
     )
     .expect("op");
+    // The laptop publishes the schema of namespace todo, sealed under the
+    // current key (epoch 1): its readers read the namespace and text,
+    // nobody else learns them.
+    let schema_text = r#"{"namespace":"todo","tables":{}}"#;
+    let todo_name = Name::new("todo").expect("name");
+    let sealed = SealedSchema::seal(&k1, db, &todo, 1, &todo_name, schema_text, &mut r);
+    let schema = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            vec![revoke.id()],
+            5,
+            Payload::Schema { scope: todo, epoch: 1, sealed: sealed.clone() },
+        ),
+    )
+    .expect("op");
     let ops = [
         ("genesis", "user", &genesis),
         ("create scope todo", "device", &create),
         ("add phone", "device", &add),
         ("grant app", "control phone", &grant),
         ("revoke app", "device", &revoke),
+        ("schema of todo", "device", &schema),
     ];
 
     let mut log = ControlLog::new(db);
@@ -276,6 +288,14 @@ pub(crate) fn vectors() -> Json {
                 Payload::AddDevice {
                     device: stranger.public(),
                     sealing: stranger.sealing_key(),
+                    naming: seal_naming(
+                        &naming,
+                        &stranger,
+                        &root.public(),
+                        &Party::of(&stranger),
+                        &mut rng("control stranger"),
+                    )
+                    .expect("seal"),
                     keys: BTreeMap::new(),
                 },
             ),
@@ -322,6 +342,16 @@ pub(crate) fn vectors() -> Json {
         },
         "database": hex(db.0),
         "database_text": db.to_string(),
+        "naming_key": hex(naming.as_bytes()),
+        "scope_ids": { "todo": hex(todo.0) },
+        "schema": {
+            "namespace": "todo",
+            "text": schema_text,
+            "epoch": 1,
+            "aad": hex(basic_proto::control::schema_aad(db, &todo, 1)),
+            "nonce": hex(sealed.nonce),
+            "ciphertext": hex(&sealed.ciphertext),
+        },
         "scope_keys": { "todo/0": hex(k0.as_bytes()), "todo/1": hex(k1.as_bytes()) },
         "ops": ops.iter().map(|(name, author, op)| op_json(name, author, op)).collect::<Vec<_>>(),
         "state": json::auth_state(&state),

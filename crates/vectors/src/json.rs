@@ -66,7 +66,7 @@ pub fn header(header: &CommitHeader) -> Json {
         "seq": header.seq,
         "prev": header.prev.map(|p| hex(p.0)),
         "hlc": hlc(header.hlc),
-        "scope": header.scope.as_str(),
+        "scope": hex(header.scope.0),
         "epoch": header.epoch,
         "nonce": hex(header.nonce),
     })
@@ -128,7 +128,7 @@ pub fn auth_state(state: &basic_proto::AuthState) -> Json {
             "key": hex(k.as_bytes()),
             "sealing": hex(a.sealing.0),
             "grants": a.scopes.iter().map(|(scope, g)| json!({
-                "scope": scope.as_str(),
+                "scope": hex(scope.0),
                 "rights": match g.rights { Rights::Read => "read", Rights::ReadWrite => "read-write" },
                 "epochs": g.epochs,
                 "revoked": end(&g.revoked),
@@ -138,12 +138,17 @@ pub fn auth_state(state: &basic_proto::AuthState) -> Json {
             "key": hex(k.as_bytes()),
             "authorised": on,
         })).collect::<Vec<_>>(),
-        "scopes": state.scopes().iter().map(|(name, scope)| json!({
-            "scope": name.as_str(),
+        "scopes": state.scopes().iter().map(|(id, scope)| json!({
+            "scope": hex(id.0),
             "epochs": scope.epochs.iter().map(|(n, keys)| json!({
                 "epoch": n,
                 "created_by": keys.iter().map(|k| hex(k.op.0)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "schemas": state.schemas().map(|(id, schema)| json!({
+            "scope": hex(id.0),
+            "op": hex(schema.op.0),
+            "epoch": schema.epoch,
         })).collect::<Vec<_>>(),
         "cut_off": state.cut_off().iter().map(|id| hex(id.0)).collect::<Vec<_>>(),
     })

@@ -117,7 +117,7 @@ fn commit_cases() -> Vec<Json> {
     trailing.push(0);
 
     let long_scope = Parts {
-        header: edit_header(header, 6, CborValue::Text("a".repeat(65))),
+        header: edit_header(header, 6, CborValue::Bytes(vec![0xa5; 17])),
         ..Parts::of(first)
     }
     .resign(&author, SigningContext::Commit);
@@ -182,8 +182,8 @@ fn commit_cases() -> Vec<Json> {
         commit_case("truncated CBOR", "the last 10 bytes cut off", truncated),
         commit_case("trailing bytes", "one zero byte after the commit", &trailing),
         commit_case(
-            "oversize scope name",
-            "65-byte scope name, re-signed by the author",
+            "scope id of the wrong length",
+            "17-byte scope id (a scope id is 16 bytes), re-signed by the author",
             &long_scope.encode(),
         ),
         commit_case("oversize header", "513-byte header byte string", &long_header.encode()),

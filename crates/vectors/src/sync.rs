@@ -7,7 +7,7 @@ use basic_proto::sync::message::{ErrorCode, Message};
 use basic_proto::sync::proof::{Side, Transcript, heads_message};
 use basic_proto::sync::summary::digest;
 use basic_proto::sync::{Entry, Fingerprint, View};
-use basic_proto::{CommitId, DatabaseId, KeyCache, Name};
+use basic_proto::{CommitId, DatabaseId, KeyCache};
 use serde_json::{Value as Json, json};
 
 use crate::commits::chain;
@@ -50,7 +50,7 @@ pub(crate) fn vectors() -> Json {
     let signed = heads_message(database, &requester.public(), &entries_digest, &entries);
     let signature = responder.sign(SigningContext::SyncHeads, &signed);
 
-    let todo = Name::new("todo").expect("a name");
+    let todo = crate::commits::scope_id();
     let frames = [
         (
             "hello",

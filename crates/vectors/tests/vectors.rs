@@ -255,6 +255,26 @@ fn control_ops_check_step_by_step_and_give_the_listed_state() {
         let error = ControlOp::decode(&bytes(&n["op"])).unwrap_err();
         assert_eq!(errors::op(&error), n["error"], "{}", n["name"]);
     }
+    // Names: the naming key from the root's seed, the scope id of `todo`
+    // from it, and the schema sealed under the epoch-1 key.
+    let seed: [u8; 32] = array(&file["principals"]["user"]);
+    let naming = blake3::derive_key("basic/v0 naming key", &seed);
+    assert_eq!(naming.to_vec(), bytes(&file["naming_key"]));
+    let mut hasher = blake3::Hasher::new_keyed(&naming);
+    hasher.update(b"basic/v0 scope id\0todo");
+    let todo: [u8; 16] = hasher.finalize().as_bytes()[..16].try_into().unwrap();
+    assert_eq!(todo.to_vec(), bytes(&file["scope_ids"]["todo"]));
+    let schema = &file["schema"];
+    let aad = [b"basic/v0 schema\0".as_slice(), &database.0, &todo, &1u32.to_be_bytes()].concat();
+    assert_eq!(aad, bytes(&schema["aad"]));
+    let k1 = basic_proto::ScopeKey::from_bytes(array(&file["scope_keys"]["todo/1"]));
+    let plaintext =
+        k1.decrypt(&array(&schema["nonce"]), &aad, &bytes(&schema["ciphertext"])).unwrap();
+    let expected = basic_proto::codec::encode_value(&ciborium::Value::Array(vec![
+        ciborium::Value::Text(schema["namespace"].as_str().unwrap().into()),
+        ciborium::Value::Text(schema["text"].as_str().unwrap().into()),
+    ]));
+    assert_eq!(plaintext, expected);
 }
 
 #[test]

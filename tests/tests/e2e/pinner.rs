@@ -1,7 +1,6 @@
 //! A pinning peer: devices that never connect to each other converge
 //! through it, and it holds no key.
 
-use basic_proto::Name;
 use basic_proto::keys::{Principal, Role};
 use basic_store::Database;
 use serde_json::json;
@@ -46,13 +45,47 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     let key = replica.member_key().expect("key");
     assert_eq!(Principal { role: Role::Pinner, key: key.public() }.to_string(), pin);
     assert!(replica.replica().commits().count() >= 2, "it stores the commits");
-    let rows = replica.query("SELECT count(*) FROM todo.lists", &[], None).expect("query");
-    assert_eq!(rows.rows, [[basic_proto::Value::Integer(0)]], "it reads none of them");
-    let todo = Name::new("todo").expect("name");
+    // It cannot even name a table: schemas travel sealed.
+    let error = replica.query("SELECT count(*) FROM todo.lists", &[], None).unwrap_err();
+    assert!(error.to_string().contains("no table"), "{error}");
+    assert!(replica.namespaces().is_empty(), "it names no scope");
     let auth = replica.auth_state();
-    for epoch in 0..8 {
-        assert!(auth.scope_keys(&key, &todo, epoch).is_empty(), "a key for epoch {epoch}");
+    assert!(!auth.scopes().is_empty());
+    for (scope, epochs) in auth.scopes() {
+        for epoch in epochs.epochs.keys() {
+            assert!(auth.scope_keys(&key, scope, *epoch).is_empty(), "a key for epoch {epoch}");
+        }
     }
+    drop(replica);
+    // Nothing it stores names a namespace, table or column, or holds a value.
+    let needles = ["todo", "lists", "items", "title", "priority", "notes", "from-a", "from-b"];
+    for (path, bytes) in files_under(p_data.path()) {
+        for needle in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "the directory holds files");
+    out
 }
 
 #[test]

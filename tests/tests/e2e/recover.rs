@@ -129,7 +129,7 @@ fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
     let mut c = c;
     assert!(c.terminate().success());
     let recovered = Database::open(c_data.path()).expect("open the recovered replica");
-    let todo = Name::new("todo").expect("name");
+    let todo = recovered.scope_id(&Name::new("todo").expect("name")).expect("todo scope id");
     let newest = recovered.auth_state().scopes()[&todo].current().expect("an epoch");
     assert!(!recovered.scope_keys().scope_keys(&todo, newest).is_empty());
     drop(recovered);

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::keys::PublicKey;
-use crate::value::Name;
+use crate::scope::ScopeId;
 
 use super::op::{ControlOp, Payload, Rotation};
 
@@ -29,7 +29,7 @@ pub(crate) const MAX_ROUNDS: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Target {
     Device(PublicKey),
-    Grant(PublicKey, Name),
+    Grant(PublicKey, ScopeId),
     Pinner(PublicKey),
 }
 
@@ -40,7 +40,7 @@ impl Target {
             Payload::Genesis { device, .. } | Payload::AddDevice { device, .. } => {
                 Some(Target::Device(*device))
             }
-            Payload::Grant { app, scope, .. } => Some(Target::Grant(*app, scope.clone())),
+            Payload::Grant { app, scope, .. } => Some(Target::Grant(*app, *scope)),
             Payload::AddPinner { pinner } => Some(Target::Pinner(*pinner)),
             _ => None,
         }
@@ -50,9 +50,7 @@ impl Target {
     pub(crate) fn ended_by(op: &ControlOp) -> Option<Target> {
         match &op.body().payload {
             Payload::RemoveDevice { device, .. } => Some(Target::Device(*device)),
-            Payload::Revoke { app, rotation, .. } => {
-                Some(Target::Grant(*app, rotation.scope.clone()))
-            }
+            Payload::Revoke { app, rotation, .. } => Some(Target::Grant(*app, rotation.scope)),
             Payload::RemovePinner { pinner } => Some(Target::Pinner(*pinner)),
             _ => None,
         }
@@ -84,10 +82,10 @@ pub(crate) struct Dag<'a> {
     pub(crate) ops: &'a [&'a ControlOp],
     parents: Vec<Vec<usize>>,
     /// The epochs a rotation of each operation creates: `(scope, epoch)`.
-    pub(crate) created: Vec<Vec<(Name, u32)>>,
+    pub(crate) created: Vec<Vec<(ScopeId, u32)>>,
     /// The highest epoch of each scope in each operation's past,
     /// including what the operation itself creates.
-    pub(crate) epochs: Vec<Arc<BTreeMap<Name, u32>>>,
+    pub(crate) epochs: Vec<Arc<BTreeMap<ScopeId, u32>>>,
     /// Operations whose past holds an introduction of a target, by target,
     /// computed when first asked for.
     introduced: std::cell::RefCell<BTreeMap<Target, Arc<Bits>>>,
@@ -103,15 +101,15 @@ impl<'a> Dag<'a> {
             .map(|op| op.body().parents.iter().filter_map(|p| position.get(p).copied()).collect())
             .collect();
         let mut created = Vec::with_capacity(ordered.len());
-        let mut epochs: Vec<Arc<BTreeMap<Name, u32>>> = Vec::with_capacity(ordered.len());
+        let mut epochs: Vec<Arc<BTreeMap<ScopeId, u32>>> = Vec::with_capacity(ordered.len());
         for (i, op) in ordered.iter().enumerate() {
             let mut past = join_maps(parents[i].iter().map(|p| &epochs[*p]));
             let mut made = Vec::new();
             for rotation in rotations(op) {
                 let next = past.get(&rotation.scope).map_or(Some(0), |e| e.checked_add(1));
                 if next == Some(rotation.epoch) {
-                    Arc::make_mut(&mut past).insert(rotation.scope.clone(), rotation.epoch);
-                    made.push((rotation.scope.clone(), rotation.epoch));
+                    Arc::make_mut(&mut past).insert(rotation.scope, rotation.epoch);
+                    made.push((rotation.scope, rotation.epoch));
                 }
             }
             created.push(made);
@@ -130,7 +128,7 @@ impl<'a> Dag<'a> {
 
     /// The highest epoch of `scope` in the past of operation `i`, itself
     /// excluded.
-    pub(crate) fn epoch_before(&self, i: usize, scope: &Name) -> Option<u32> {
+    pub(crate) fn epoch_before(&self, i: usize, scope: &ScopeId) -> Option<u32> {
         self.parents[i].iter().filter_map(|p| self.epochs[*p].get(scope).copied()).max()
     }
 
@@ -180,8 +178,8 @@ pub(crate) fn rotations(op: &ControlOp) -> Vec<&Rotation> {
 }
 
 fn join_maps<'m>(
-    mut maps: impl Iterator<Item = &'m Arc<BTreeMap<Name, u32>>>,
-) -> Arc<BTreeMap<Name, u32>> {
+    mut maps: impl Iterator<Item = &'m Arc<BTreeMap<ScopeId, u32>>>,
+) -> Arc<BTreeMap<ScopeId, u32>> {
     let Some(first) = maps.next() else { return Arc::default() };
     let mut joined = first.clone();
     for map in maps {
@@ -191,7 +189,7 @@ fn join_maps<'m>(
         for (scope, epoch) in map.iter() {
             let current = joined.get(scope).copied();
             if current.is_none_or(|c| c < *epoch) {
-                Arc::make_mut(&mut joined).insert(scope.clone(), *epoch);
+                Arc::make_mut(&mut joined).insert(*scope, *epoch);
             }
         }
     }

@@ -15,12 +15,14 @@ use ciborium::Value as Cbor;
 use rand_core::CryptoRng;
 
 use crate::aead::ScopeKey;
+use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields};
 use crate::commit::CommitId;
 use crate::hlc::Hlc;
 use crate::keys::{
     DatabaseId, KeyCache, PublicKey, SIGNATURE_LEN, SealingKey, SecretKey, SigningContext,
 };
+use crate::scope::{NamingKey, ScopeId, naming_label};
 use crate::seal::{Party, SealError, SealedKey};
 use crate::value::{MAX_VALUE_LEN, Name};
 
@@ -40,6 +42,8 @@ pub const OP_VERSION: u64 = 0;
 pub const OP_ID_CONTEXT: &str = "basic/v0 control op id";
 /// Prefix of the label a scope key is sealed under (before its `0x00`).
 pub const SEAL_LABEL_PREFIX: &str = "basic/v0 scope key";
+/// Prefix of a sealed schema's associated data (before its `0x00`).
+pub const SCHEMA_AAD_PREFIX: &str = "basic/v0 schema";
 
 /// The hash that names an operation: BLAKE3 (derive-key mode) of its
 /// complete encoding. The genesis operation's id is the database id.
@@ -68,22 +72,33 @@ impl fmt::Debug for OpId {
 /// The label a scope key of (`database`, `scope`, `epoch`) is sealed under
 /// for `recipient`:
 /// `"basic/v0 scope key" || 0x00 || database || epoch (u32 big-endian) ||
-/// recipient || scope`. The scope comes last, so its variable length
-/// needs no delimiter.
+/// recipient || scope id (16)`.
 pub fn seal_label(
     database: DatabaseId,
-    scope: &Name,
+    scope: &ScopeId,
     epoch: u32,
     recipient: &PublicKey,
 ) -> Vec<u8> {
-    let mut label = Vec::with_capacity(SEAL_LABEL_PREFIX.len() + 1 + 32 + 4 + 32 + 64);
+    let mut label = Vec::with_capacity(SEAL_LABEL_PREFIX.len() + 1 + 32 + 4 + 32 + 16);
     label.extend_from_slice(SEAL_LABEL_PREFIX.as_bytes());
     label.push(0);
     label.extend_from_slice(&database.0);
     label.extend_from_slice(&epoch.to_be_bytes());
     label.extend_from_slice(recipient.as_bytes());
-    label.extend_from_slice(scope.as_str().as_bytes());
+    label.extend_from_slice(&scope.0);
     label
+}
+
+/// Seals the naming key of the database rooted at `root`, from `author`
+/// to a new `device` (control-log.md §4).
+pub fn seal_naming(
+    naming: &NamingKey,
+    author: &SecretKey,
+    root: &PublicKey,
+    device: &Party,
+    rng: &mut impl CryptoRng,
+) -> Result<SealedKey, SealError> {
+    SealedKey::seal(&naming.as_payload(), author, device, &naming_label(root, &device.key), rng)
 }
 
 /// What an app may do in a scope.
@@ -108,7 +123,7 @@ impl Rights {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
     /// The scope whose key changes (or is created, at epoch 0).
-    pub scope: Name,
+    pub scope: ScopeId,
     /// The new epoch.
     pub epoch: u32,
     /// The new key, sealed by the operation's author to each recipient.
@@ -121,7 +136,7 @@ impl Rotation {
     pub fn seal(
         author: &SecretKey,
         database: DatabaseId,
-        scope: Name,
+        scope: ScopeId,
         epoch: u32,
         key: &ScopeKey,
         recipients: &[Party],
@@ -151,6 +166,89 @@ impl Cutoff {
     pub const NONE: Cutoff = Cutoff { seq: 0, last: None };
 }
 
+/// Most bytes of a sealed schema: the namespace, the schema text, their
+/// CBOR framing and the tag.
+pub const MAX_SEALED_SCHEMA_BYTES: usize = MAX_SCHEMA_BYTES + 128 + TAG_LEN;
+
+/// A namespace's name and schema text, encrypted under a key of its scope
+/// (control-log.md §9.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSchema {
+    /// The AEAD nonce: 24 random bytes.
+    pub nonce: [u8; NONCE_LEN],
+    /// `XChaCha20-Poly1305(key, nonce, aad, CBOR [namespace, text])`.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Why a sealed schema did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaSealError {
+    /// Wrong key, or the ciphertext or its context was altered.
+    #[error("sealed schema does not open with this key")]
+    DoesNotOpen,
+    /// It opened, but does not hold `[namespace, text]`.
+    #[error("sealed schema holds no valid namespace and text: {0}")]
+    Malformed(DecodeError),
+}
+
+impl SealedSchema {
+    /// Seals `namespace` and its schema `text` for (`database`, `scope`,
+    /// `epoch`) under `key`, a key of that epoch.
+    pub fn seal(
+        key: &ScopeKey,
+        database: DatabaseId,
+        scope: &ScopeId,
+        epoch: u32,
+        namespace: &Name,
+        text: &str,
+        rng: &mut impl CryptoRng,
+    ) -> Self {
+        let plaintext = codec::encode_value(&Cbor::Array(vec![
+            Cbor::Text(namespace.as_str().to_owned()),
+            Cbor::Text(text.to_owned()),
+        ]));
+        let nonce = crate::aead::random_nonce(rng);
+        let ciphertext = key.encrypt(&nonce, &schema_aad(database, scope, epoch), &plaintext);
+        Self { nonce, ciphertext }
+    }
+
+    /// Opens it with `key`: the namespace and the schema text.
+    pub fn open(
+        &self,
+        key: &ScopeKey,
+        database: DatabaseId,
+        scope: &ScopeId,
+        epoch: u32,
+    ) -> Result<(Name, String), SchemaSealError> {
+        let plaintext = key
+            .decrypt(&self.nonce, &schema_aad(database, scope, epoch), &self.ciphertext)
+            .ok_or(SchemaSealError::DoesNotOpen)?;
+        let value = codec::parse(&plaintext, "schema", MAX_SEALED_SCHEMA_BYTES)
+            .map_err(SchemaSealError::Malformed)?;
+        let mut f = Fields::new(value, "schema", 2).map_err(SchemaSealError::Malformed)?;
+        let namespace = Name::from_cbor(
+            f.next("schema.namespace").map_err(SchemaSealError::Malformed)?,
+            "schema.namespace",
+        )
+        .map_err(SchemaSealError::Malformed)?;
+        let text =
+            f.text("schema.text", 0, MAX_SCHEMA_BYTES).map_err(SchemaSealError::Malformed)?;
+        Ok((namespace, text))
+    }
+}
+
+/// The associated data of a sealed schema:
+/// `"basic/v0 schema" || 0x00 || database || scope id || epoch (u32 big-endian)`.
+pub fn schema_aad(database: DatabaseId, scope: &ScopeId, epoch: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(SCHEMA_AAD_PREFIX.len() + 1 + 32 + 16 + 4);
+    aad.extend_from_slice(SCHEMA_AAD_PREFIX.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&database.0);
+    aad.extend_from_slice(&scope.0);
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad
+}
+
 /// The kind of an operation and what it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -163,6 +261,8 @@ pub enum Payload {
         device: PublicKey,
         /// Its x25519 key.
         device_sealing: SealingKey,
+        /// The naming key, sealed by the root to the device.
+        naming: SealedKey,
     },
     /// Adds a device and hands it existing scope keys.
     AddDevice {
@@ -170,8 +270,10 @@ pub enum Payload {
         device: PublicKey,
         /// Its x25519 key.
         sealing: SealingKey,
+        /// The naming key, sealed to it.
+        naming: SealedKey,
         /// Scope keys sealed to it, by (scope, epoch).
-        keys: BTreeMap<(Name, u32), SealedKey>,
+        keys: BTreeMap<(ScopeId, u32), SealedKey>,
     },
     /// Removes a device for good and rotates the scopes it could read.
     RemoveDevice {
@@ -180,7 +282,7 @@ pub enum Payload {
         /// Last commit of its log that stays.
         cutoff: Cutoff,
         /// New epochs, one per scope.
-        rotations: BTreeMap<Name, Rotation>,
+        rotations: BTreeMap<ScopeId, Rotation>,
     },
     /// Grants an app rights on a scope, with the scope's current key.
     Grant {
@@ -189,7 +291,7 @@ pub enum Payload {
         /// Its x25519 key.
         sealing: SealingKey,
         /// The scope.
-        scope: Name,
+        scope: ScopeId,
         /// What it may do.
         rights: Rights,
         /// The epoch of the key handed over.
@@ -218,16 +320,35 @@ pub enum Payload {
         /// The pinning peer.
         pinner: PublicKey,
     },
-    /// Applies a schema to a namespace (opaque here).
+    /// Applies a schema to a scope's namespace: its name and text travel
+    /// sealed under a key of the scope, so only its readers learn them.
     Schema {
-        /// The namespace.
-        namespace: Name,
-        /// The schema text.
-        text: String,
+        /// The scope.
+        scope: ScopeId,
+        /// The epoch whose key seals it.
+        epoch: u32,
+        /// The namespace name and schema text, sealed.
+        sealed: SealedSchema,
     },
 }
 
 impl Payload {
+    /// The genesis of a database whose root is `root` and whose first
+    /// device is `device`: the root seals the naming key to the device.
+    pub fn genesis(
+        root: &SecretKey,
+        device: &Party,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Payload, SealError> {
+        let naming = seal_naming(&NamingKey::of_root(root), root, &root.public(), device, rng)?;
+        Ok(Payload::Genesis {
+            root_sealing: root.sealing_key(),
+            device: device.key,
+            device_sealing: device.sealing,
+            naming,
+        })
+    }
+
     /// The kind number on the wire.
     pub fn kind(&self) -> u64 {
         match self {
@@ -271,7 +392,7 @@ impl Payload {
     fn to_cbor(&self) -> Cbor {
         let key = |k: &PublicKey| Cbor::Bytes(k.as_bytes().to_vec());
         let x = |k: &SealingKey| Cbor::Bytes(k.0.to_vec());
-        let name = |n: &Name| Cbor::Text(n.as_str().to_owned());
+        let scope = |s: &ScopeId| Cbor::Bytes(s.0.to_vec());
         let int = |n: u64| Cbor::Integer(n.into());
         let seals = |r: &Rotation| {
             Cbor::Array(
@@ -285,16 +406,17 @@ impl Payload {
             ])
         };
         Cbor::Array(match self {
-            Payload::Genesis { root_sealing, device, device_sealing } => {
-                vec![x(root_sealing), key(device), x(device_sealing)]
+            Payload::Genesis { root_sealing, device, device_sealing, naming } => {
+                vec![x(root_sealing), key(device), x(device_sealing), naming.to_cbor()]
             }
-            Payload::AddDevice { device, sealing, keys } => vec![
+            Payload::AddDevice { device, sealing, naming, keys } => vec![
                 key(device),
                 x(sealing),
+                naming.to_cbor(),
                 Cbor::Array(
                     keys.iter()
-                        .map(|((scope, epoch), sealed)| {
-                            Cbor::Array(vec![name(scope), int((*epoch).into()), sealed.to_cbor()])
+                        .map(|((id, epoch), sealed)| {
+                            Cbor::Array(vec![scope(id), int((*epoch).into()), sealed.to_cbor()])
                         })
                         .collect(),
                 ),
@@ -305,14 +427,14 @@ impl Payload {
                 Cbor::Array(
                     rotations
                         .values()
-                        .map(|r| Cbor::Array(vec![name(&r.scope), int(r.epoch.into()), seals(r)]))
+                        .map(|r| Cbor::Array(vec![scope(&r.scope), int(r.epoch.into()), seals(r)]))
                         .collect(),
                 ),
             ],
-            Payload::Grant { app, sealing, scope, rights, epoch, key: sealed } => vec![
+            Payload::Grant { app, sealing, scope: id, rights, epoch, key: sealed } => vec![
                 key(app),
                 x(sealing),
-                name(scope),
+                scope(id),
                 int(rights.code()),
                 int((*epoch).into()),
                 sealed.to_cbor(),
@@ -320,26 +442,31 @@ impl Payload {
             Payload::Revoke { app, cutoff: c, rotation } => vec![
                 key(app),
                 cutoff(c),
-                name(&rotation.scope),
+                scope(&rotation.scope),
                 int(rotation.epoch.into()),
                 seals(rotation),
             ],
-            Payload::RotateKey(r) => vec![name(&r.scope), int(r.epoch.into()), seals(r)],
+            Payload::RotateKey(r) => vec![scope(&r.scope), int(r.epoch.into()), seals(r)],
             Payload::AddPinner { pinner } | Payload::RemovePinner { pinner } => vec![key(pinner)],
-            Payload::Schema { namespace, text } => vec![name(namespace), Cbor::Text(text.clone())],
+            Payload::Schema { scope: id, epoch, sealed } => vec![
+                scope(id),
+                int((*epoch).into()),
+                Cbor::Bytes(sealed.nonce.to_vec()),
+                Cbor::Bytes(sealed.ciphertext.clone()),
+            ],
         })
     }
 
     fn from_cbor(kind: u64, value: Cbor, keys: &KeyCache) -> Result<Self, DecodeError> {
         let arity = match kind {
-            0 => 3,
-            1 => 3,
+            0 => 4,
+            1 => 4,
             2 => 3,
             3 => 6,
             4 => 5,
             5 => 3,
             6 | 7 => 1,
-            8 => 2,
+            8 => 4,
             _ => {
                 return Err(DecodeError::InvalidValue {
                     field: "op.kind",
@@ -353,28 +480,29 @@ impl Payload {
                 root_sealing: SealingKey(f.fixed("genesis.root_sealing")?),
                 device: key(&mut f, "genesis.device", keys)?,
                 device_sealing: SealingKey(f.fixed("genesis.device_sealing")?),
+                naming: SealedKey::from_cbor(f.next("genesis.naming")?)?,
             },
             1 => {
                 let device = key(&mut f, "add-device.device", keys)?;
                 let sealing = SealingKey(f.fixed("add-device.sealing")?);
+                let naming = SealedKey::from_cbor(f.next("add-device.naming")?)?;
                 let items =
                     codec::as_array(f.next("add-device.keys")?, "add-device.keys", 0, MAX_SEALS)?;
                 let mut sealed_keys = BTreeMap::new();
-                let mut last: Option<(Name, u32)> = None;
+                let mut last: Option<(ScopeId, u32)> = None;
                 for item in items {
                     let mut e = Fields::new(item, "add-device.keys.item", 3)?;
-                    let scope =
-                        Name::from_cbor(e.next("add-device.keys.scope")?, "add-device.keys.scope")?;
+                    let scope = ScopeId(e.fixed("add-device.keys.scope")?);
                     let epoch = epoch(e.uint("add-device.keys.epoch")?, "add-device.keys.epoch")?;
                     let sealed = SealedKey::from_cbor(e.next("add-device.keys.sealed")?)?;
                     let at = (scope, epoch);
                     if last.as_ref().is_some_and(|l| *l >= at) {
                         return Err(unsorted("add-device.keys"));
                     }
-                    last = Some(at.clone());
+                    last = Some(at);
                     sealed_keys.insert(at, sealed);
                 }
-                Payload::AddDevice { device, sealing, keys: sealed_keys }
+                Payload::AddDevice { device, sealing, naming, keys: sealed_keys }
             }
             2 => {
                 let device = key(&mut f, "remove-device.device", keys)?;
@@ -385,13 +513,10 @@ impl Payload {
                     0,
                     MAX_ROTATIONS,
                 )?;
-                let mut rotations: BTreeMap<Name, Rotation> = BTreeMap::new();
+                let mut rotations: BTreeMap<ScopeId, Rotation> = BTreeMap::new();
                 for item in items {
                     let mut r = Fields::new(item, "remove-device.rotations.item", 3)?;
-                    let scope = Name::from_cbor(
-                        r.next("remove-device.rotations.scope")?,
-                        "remove-device.rotations.scope",
-                    )?;
+                    let scope = ScopeId(r.fixed("remove-device.rotations.scope")?);
                     let epoch = epoch(
                         r.uint("remove-device.rotations.epoch")?,
                         "remove-device.rotations.epoch",
@@ -404,14 +529,14 @@ impl Payload {
                     if rotations.last_key_value().is_some_and(|(last, _)| *last >= scope) {
                         return Err(unsorted("remove-device.rotations"));
                     }
-                    rotations.insert(scope.clone(), Rotation { scope, epoch, seals });
+                    rotations.insert(scope, Rotation { scope, epoch, seals });
                 }
                 Payload::RemoveDevice { device, cutoff, rotations }
             }
             3 => Payload::Grant {
                 app: key(&mut f, "grant.app", keys)?,
                 sealing: SealingKey(f.fixed("grant.sealing")?),
-                scope: Name::from_cbor(f.next("grant.scope")?, "grant.scope")?,
+                scope: ScopeId(f.fixed("grant.scope")?),
                 rights: match f.uint("grant.rights")? {
                     1 => Rights::Read,
                     2 => Rights::ReadWrite,
@@ -428,13 +553,13 @@ impl Payload {
             4 => {
                 let app = key(&mut f, "revoke.app", keys)?;
                 let cutoff = cutoff(f.next("revoke.cutoff")?, "revoke.cutoff")?;
-                let scope = Name::from_cbor(f.next("revoke.scope")?, "revoke.scope")?;
+                let scope = ScopeId(f.fixed("revoke.scope")?);
                 let epoch = epoch(f.uint("revoke.epoch")?, "revoke.epoch")?;
                 let seals = seals(f.next("revoke.seals")?, "revoke.seals", keys)?;
                 Payload::Revoke { app, cutoff, rotation: Rotation { scope, epoch, seals } }
             }
             5 => {
-                let scope = Name::from_cbor(f.next("rotate-key.scope")?, "rotate-key.scope")?;
+                let scope = ScopeId(f.fixed("rotate-key.scope")?);
                 let epoch = epoch(f.uint("rotate-key.epoch")?, "rotate-key.epoch")?;
                 let seals = seals(f.next("rotate-key.seals")?, "rotate-key.seals", keys)?;
                 Payload::RotateKey(Rotation { scope, epoch, seals })
@@ -442,8 +567,12 @@ impl Payload {
             6 => Payload::AddPinner { pinner: key(&mut f, "add-pinner.pinner", keys)? },
             7 => Payload::RemovePinner { pinner: key(&mut f, "remove-pinner.pinner", keys)? },
             _ => Payload::Schema {
-                namespace: Name::from_cbor(f.next("schema.namespace")?, "schema.namespace")?,
-                text: f.text("schema.text", 0, MAX_SCHEMA_BYTES)?,
+                scope: ScopeId(f.fixed("schema.scope")?),
+                epoch: epoch(f.uint("schema.epoch")?, "schema.epoch")?,
+                sealed: SealedSchema {
+                    nonce: f.fixed("schema.nonce")?,
+                    ciphertext: f.bytes("schema.sealed", TAG_LEN, MAX_SEALED_SCHEMA_BYTES)?,
+                },
             },
         })
     }
@@ -723,11 +852,12 @@ mod tests {
                 author: root.public(),
                 parents: vec![],
                 hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0 },
-                payload: Payload::Genesis {
-                    root_sealing: root.sealing_key(),
-                    device: device.public(),
-                    device_sealing: device.sealing_key(),
-                },
+                payload: Payload::genesis(
+                    &root,
+                    &Party::of(&device),
+                    &mut ChaCha20Rng::seed_from_u64(2),
+                )
+                .unwrap(),
             },
         )
         .unwrap();
@@ -739,12 +869,14 @@ mod tests {
         let (device, g) = genesis();
         let app = SecretKey::from_seed([4; 32]);
         let db = g.database();
-        let scope = Name::new("todo").unwrap();
+        let naming = NamingKey::of_root(&SecretKey::from_seed([1; 32]));
+        let todo = Name::new("todo").unwrap();
+        let scope = naming.scope_id(&todo);
         let key = ScopeKey::from_bytes([9; 32]);
         let rotation = Rotation::seal(
             &device,
             db,
-            scope.clone(),
+            scope,
             1,
             &key,
             &[Party::of(&device), Party::of(&app)],
@@ -756,17 +888,18 @@ mod tests {
             Payload::AddDevice {
                 device: app.public(),
                 sealing: app.sealing_key(),
-                keys: BTreeMap::from([((scope.clone(), 0), sealed.clone())]),
+                naming: sealed.clone(),
+                keys: BTreeMap::from([((scope, 0), sealed.clone())]),
             },
             Payload::RemoveDevice {
                 device: app.public(),
                 cutoff: Cutoff { seq: 3, last: Some(CommitId([5; 32])) },
-                rotations: BTreeMap::from([(scope.clone(), rotation.clone())]),
+                rotations: BTreeMap::from([(scope, rotation.clone())]),
             },
             Payload::Grant {
                 app: app.public(),
                 sealing: app.sealing_key(),
-                scope: scope.clone(),
+                scope,
                 rights: Rights::ReadWrite,
                 epoch: 0,
                 key: sealed,
@@ -775,7 +908,11 @@ mod tests {
             Payload::RotateKey(rotation),
             Payload::AddPinner { pinner: app.public() },
             Payload::RemovePinner { pinner: app.public() },
-            Payload::Schema { namespace: scope, text: "{}".into() },
+            Payload::Schema {
+                scope,
+                epoch: 1,
+                sealed: SealedSchema::seal(&key, db, &scope, 1, &todo, "{}", &mut rng),
+            },
         ];
         payloads
             .into_iter()
@@ -867,10 +1004,10 @@ mod tests {
     fn seal_labels_bind_database_scope_epoch_and_recipient() {
         let a = SecretKey::from_seed([7; 32]).public();
         let b = SecretKey::from_seed([8; 32]).public();
-        let s = Name::new("todo").unwrap();
-        let t = Name::new("todo2").unwrap();
+        let s = ScopeId([3; 16]);
+        let t = ScopeId([4; 16]);
         let base = seal_label(DatabaseId([1; 32]), &s, 1, &a);
-        assert_eq!(base.len(), 18 + 1 + 32 + 4 + 32 + 4);
+        assert_eq!(base.len(), 18 + 1 + 32 + 4 + 32 + 16);
         assert_eq!(&base[..19], b"basic/v0 scope key\0");
         for other in [
             seal_label(DatabaseId([2; 32]), &s, 1, &a),

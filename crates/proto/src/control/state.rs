@@ -17,13 +17,13 @@ use crate::aead::ScopeKey;
 use crate::commit::{CommitHeader, CommitId};
 use crate::hlc::{Hlc, MAX_AHEAD_MS};
 use crate::keys::{AuthorId, DatabaseId, PublicKey, SealingKey, SecretKey};
+use crate::scope::{NamingKey, ScopeId, naming_label};
 use crate::seal::{Party, SealedKey};
-use crate::value::Name;
 
 use super::evaluate::{
     Dag, MAX_ROUNDS, Members, Target, rotations, seen_by_removals, unseen_by_removal,
 };
-use super::op::{ControlOp, Cutoff, OpId, Payload, Rights, Rotation, seal_label};
+use super::op::{ControlOp, Cutoff, OpId, Payload, Rights, Rotation, SealedSchema, seal_label};
 
 /// A revoked grant's or removed device's end: the last commit that stays,
 /// and the highest wall time a kept commit may carry.
@@ -96,7 +96,7 @@ pub struct App {
     /// Its x25519 key, from its (lowest-id) grant.
     pub sealing: SealingKey,
     /// Its grants, by scope. Revoked grants stay, marked.
-    pub scopes: BTreeMap<Name, Grant>,
+    pub scopes: BTreeMap<ScopeId, Grant>,
 }
 
 /// One key of one epoch of a scope, as created by a rotation.
@@ -136,6 +136,19 @@ pub struct Seal {
     pub sealed: SealedKey,
 }
 
+/// The winning schema op of a scope: the highest (`hlc`, op id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaOp {
+    /// Its stamp.
+    pub hlc: Hlc,
+    /// The op.
+    pub op: OpId,
+    /// The epoch whose key seals it.
+    pub epoch: u32,
+    /// The namespace and schema text, sealed.
+    pub sealed: SealedSchema,
+}
+
 /// Why a commit is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -144,12 +157,12 @@ pub enum AuthError {
     WrongDatabase,
     /// No key of this scope exists.
     #[error("scope {0} has no key")]
-    UnknownScope(Name),
+    UnknownScope(ScopeId),
     /// The scope has no key of this epoch.
     #[error("scope {scope} has no epoch {epoch}")]
     UnknownEpoch {
         /// The scope.
-        scope: Name,
+        scope: ScopeId,
         /// The epoch named.
         epoch: u32,
     },
@@ -200,9 +213,10 @@ pub struct AuthState {
     devices: BTreeMap<PublicKey, Device>,
     apps: BTreeMap<PublicKey, App>,
     pinners: BTreeMap<PublicKey, bool>,
-    scopes: BTreeMap<Name, Scope>,
-    seals: BTreeMap<(PublicKey, Name, u32), Vec<Seal>>,
-    schemas: BTreeMap<Name, (Hlc, OpId, String)>,
+    scopes: BTreeMap<ScopeId, Scope>,
+    seals: BTreeMap<(PublicKey, ScopeId, u32), Vec<Seal>>,
+    schemas: BTreeMap<ScopeId, SchemaOp>,
+    naming: BTreeMap<PublicKey, Seal>,
     cut_off: BTreeSet<OpId>,
 }
 
@@ -279,12 +293,13 @@ impl AuthState {
             scopes: BTreeMap::new(),
             seals: BTreeMap::new(),
             schemas: BTreeMap::new(),
+            naming: BTreeMap::new(),
             cut_off: BTreeSet::new(),
         };
         let seen = seen_by_removals(dag, assumed);
         let mut in_effect = BTreeSet::new();
         let mut device_ends: BTreeMap<PublicKey, Ends> = BTreeMap::new();
-        let mut grant_ends: BTreeMap<(PublicKey, Name), Ends> = BTreeMap::new();
+        let mut grant_ends: BTreeMap<(PublicKey, ScopeId), Ends> = BTreeMap::new();
         let mut removed_pinners = BTreeSet::new();
         let mut views: Vec<Members> = Vec::with_capacity(dag.len());
         for (i, op) in dag.ops.iter().enumerate() {
@@ -322,7 +337,7 @@ impl AuthState {
                             }
                             Payload::Revoke { app, cutoff, rotation } => {
                                 grant_ends
-                                    .entry((*app, rotation.scope.clone()))
+                                    .entry((*app, rotation.scope))
                                     .or_default()
                                     .add(end(cutoff), root);
                             }
@@ -376,12 +391,21 @@ impl AuthState {
         let op = dag.ops[i];
         let body = op.body();
         match &body.payload {
-            Payload::Genesis { root_sealing, device, device_sealing } => {
+            Payload::Genesis { root_sealing, device, device_sealing, naming } => {
                 self.root = Some(Party { key: body.author, sealing: *root_sealing });
                 self.add_device(*device, *device_sealing, view);
+                self.naming.insert(
+                    *device,
+                    Seal { op: op.id(), sender: body.author, sealed: naming.clone() },
+                );
             }
-            Payload::AddDevice { device, sealing, keys } => {
+            Payload::AddDevice { device, sealing, naming, keys } => {
                 self.add_device(*device, *sealing, view);
+                self.naming.entry(*device).or_insert(Seal {
+                    op: op.id(),
+                    sender: body.author,
+                    sealed: naming.clone(),
+                });
                 for ((scope, epoch), sealed) in keys {
                     self.add_seal(op, *device, scope, *epoch, sealed);
                 }
@@ -398,7 +422,7 @@ impl AuthState {
                     .apps
                     .entry(*app)
                     .or_insert(App { sealing: *sealing, scopes: BTreeMap::new() });
-                let grant = entry.scopes.entry(scope.clone()).or_insert(Grant {
+                let grant = entry.scopes.entry(*scope).or_insert(Grant {
                     rights: *rights,
                     epochs: BTreeSet::new(),
                     revoked: None,
@@ -409,10 +433,11 @@ impl AuthState {
             Payload::AddPinner { pinner } => {
                 self.pinners.entry(*pinner).or_insert(true);
             }
-            Payload::Schema { namespace, text } => {
-                let candidate = (body.hlc, op.id(), text.clone());
-                let current = self.schemas.entry(namespace.clone()).or_insert(candidate.clone());
-                if (candidate.0, candidate.1) > (current.0, current.1) {
+            Payload::Schema { scope, epoch, sealed } => {
+                let candidate =
+                    SchemaOp { hlc: body.hlc, op: op.id(), epoch: *epoch, sealed: sealed.clone() };
+                let current = self.schemas.entry(*scope).or_insert(candidate.clone());
+                if (candidate.hlc, candidate.op) > (current.hlc, current.op) {
                     *current = candidate;
                 }
             }
@@ -432,7 +457,7 @@ impl AuthState {
     fn rotate(&mut self, op: &ControlOp, rotation: &Rotation) {
         let keys = self
             .scopes
-            .entry(rotation.scope.clone())
+            .entry(rotation.scope)
             .or_default()
             .epochs
             .entry(rotation.epoch)
@@ -448,18 +473,18 @@ impl AuthState {
         &mut self,
         op: &ControlOp,
         recipient: PublicKey,
-        scope: &Name,
+        scope: &ScopeId,
         epoch: u32,
         sealed: &SealedKey,
     ) {
-        let seals = self.seals.entry((recipient, scope.clone(), epoch)).or_default();
+        let seals = self.seals.entry((recipient, *scope, epoch)).or_default();
         seals.push(Seal { op: op.id(), sender: op.body().author, sealed: sealed.clone() });
         seals.sort_by_key(|s| s.op);
     }
 
     /// Whether `key` reads `scope` now: the root, a device not removed, or
     /// an app whose grant on the scope is not revoked.
-    pub fn is_reader(&self, key: &PublicKey, scope: &Name) -> bool {
+    pub fn is_reader(&self, key: &PublicKey, scope: &ScopeId) -> bool {
         self.root.is_some_and(|r| r.key == *key)
             || self.is_device(key)
             || self
@@ -474,7 +499,7 @@ impl AuthState {
     /// a revoked app or a stranger (concurrent revocations, a removed
     /// device's rotation, a removal whose author was removed too). Writers
     /// must rotate such a scope before writing to it (§5.5).
-    pub fn compromised(&self) -> Vec<Name> {
+    pub fn compromised(&self) -> Vec<ScopeId> {
         let mut out = Vec::new();
         for (scope, keys) in &self.scopes {
             let Some((epoch, made)) = keys.epochs.iter().next_back() else { continue };
@@ -485,7 +510,7 @@ impl AuthState {
                 .filter(|((_, s, e), _)| s == scope && e == epoch)
                 .all(|((recipient, _, _), _)| self.is_reader(recipient, scope));
             if !(senders_read && recipients_read) {
-                out.push(scope.clone());
+                out.push(*scope);
             }
         }
         out
@@ -527,13 +552,13 @@ impl AuthState {
     }
 
     /// The scopes and their key epochs.
-    pub fn scopes(&self) -> &BTreeMap<Name, Scope> {
+    pub fn scopes(&self) -> &BTreeMap<ScopeId, Scope> {
         &self.scopes
     }
 
     /// The winning schema text of each namespace, with the operation.
-    pub fn schemas(&self) -> impl Iterator<Item = (&Name, OpId, &str)> {
-        self.schemas.iter().map(|(n, (_, id, text))| (n, *id, text.as_str()))
+    pub fn schemas(&self) -> impl Iterator<Item = (&ScopeId, &SchemaOp)> {
+        self.schemas.iter()
     }
 
     /// Admitted operations that had no effect beyond a destructive one:
@@ -552,14 +577,14 @@ impl AuthState {
     }
 
     /// The seals of (`scope`, `epoch`) addressed to `recipient`.
-    pub fn seals_for(&self, recipient: &PublicKey, scope: &Name, epoch: u32) -> &[Seal] {
-        self.seals.get(&(*recipient, scope.clone(), epoch)).map_or(&[], Vec::as_slice)
+    pub fn seals_for(&self, recipient: &PublicKey, scope: &ScopeId, epoch: u32) -> &[Seal] {
+        self.seals.get(&(*recipient, *scope, epoch)).map_or(&[], Vec::as_slice)
     }
 
     /// Opens every key of (`scope`, `epoch`) sealed to `recipient`; seals
     /// that do not open (tampered, or a sender without a published key)
     /// are skipped.
-    pub fn scope_keys(&self, recipient: &SecretKey, scope: &Name, epoch: u32) -> Vec<ScopeKey> {
+    pub fn scope_keys(&self, recipient: &SecretKey, scope: &ScopeId, epoch: u32) -> Vec<ScopeKey> {
         let me = recipient.public();
         let label = seal_label(self.database, scope, epoch, &me);
         self.seals_for(&me, scope, epoch)
@@ -570,6 +595,21 @@ impl AuthState {
                 seal.sealed.open(recipient, &sender, &label).ok()
             })
             .collect()
+    }
+
+    /// The naming key, for `me`: derived from the root's seed, or opened
+    /// from the seal an op in effect addressed to `me` (a device). Apps and
+    /// pinning peers have none.
+    pub fn naming_key(&self, me: &SecretKey) -> Option<NamingKey> {
+        let root = self.root?;
+        if root.key == me.public() {
+            return Some(NamingKey::of_root(me));
+        }
+        let seal = self.naming.get(&me.public())?;
+        let sender = Party { key: seal.sender, sealing: self.sealing_key(&seal.sender)? };
+        let label = naming_label(&root.key, &me.public());
+        let key = seal.sealed.open(me, &sender, &label).ok()?;
+        Some(NamingKey::from_bytes(*key.as_bytes()))
     }
 
     /// Whether the commit with this header and id is authorised: its
@@ -583,15 +623,9 @@ impl AuthState {
         if header.database != self.database {
             return Err(AuthError::WrongDatabase);
         }
-        let scope = self
-            .scopes
-            .get(&header.scope)
-            .ok_or_else(|| AuthError::UnknownScope(header.scope.clone()))?;
+        let scope = self.scopes.get(&header.scope).ok_or(AuthError::UnknownScope(header.scope))?;
         if !scope.epochs.contains_key(&header.epoch) {
-            return Err(AuthError::UnknownEpoch {
-                scope: header.scope.clone(),
-                epoch: header.epoch,
-            });
+            return Err(AuthError::UnknownEpoch { scope: header.scope, epoch: header.epoch });
         }
         let author = header.author;
         if self.root.is_some_and(|r| r.key == author) {
@@ -625,7 +659,7 @@ impl AuthState {
 mod tests {
     use super::super::log::{ControlLog, InsertError, Inserted};
     use super::super::op::{ControlOp, Cutoff, Payload, Rights};
-    use super::super::testkit::{NOW, T0, World, cutoff_at, id, key, name};
+    use super::super::testkit::{NOW, T0, World, cutoff_at, id, key, scope};
     use super::*;
     use crate::commit::Commit;
     use crate::seal::SealError;
@@ -646,18 +680,18 @@ mod tests {
         let laptop = w.laptop.clone();
         let state = w.log.state();
         assert_eq!(state.root().unwrap().key, w.root.public());
-        assert_eq!(state.scope_keys(&laptop, &name("todo"), 0), vec![k0.clone()]);
+        assert_eq!(state.scope_keys(&laptop, &scope("todo"), 0), vec![k0.clone()]);
         let c = w.commit(&laptop, None, T0, "todo", 0, &k0);
         assert_eq!(state.check_commit(c.header(), c.id()), Ok(()));
         let other = w.commit(&laptop, None, T0, "other", 0, &k0);
         assert_eq!(
             state.check_commit(other.header(), other.id()),
-            Err(AuthError::UnknownScope(name("other")))
+            Err(AuthError::UnknownScope(scope("other")))
         );
         let stale = w.commit(&laptop, None, T0, "todo", 7, &k0);
         assert_eq!(
             state.check_commit(stale.header(), stale.id()),
-            Err(AuthError::UnknownEpoch { scope: name("todo"), epoch: 7 })
+            Err(AuthError::UnknownEpoch { scope: scope("todo"), epoch: 7 })
         );
     }
 
@@ -720,7 +754,7 @@ mod tests {
             assert_eq!(state.check_commit(c.header(), c.id()), Err(error));
         }
         // The reader opens the key it was granted.
-        assert_eq!(state.scope_keys(&reader, &name("todo"), 0), vec![k0]);
+        assert_eq!(state.scope_keys(&reader, &scope("todo"), 0), vec![k0]);
     }
 
     /// Revoking app B rotates `todo` to epoch 1, sealed to the laptop and to app A.
@@ -750,7 +784,7 @@ mod tests {
     fn a_revoked_app_keeps_its_commits_up_to_the_cutoff_and_no_more() {
         let (mut w, k0, k1, a, b, chain) = revocation();
         let state = w.log.state();
-        assert!(state.apps()[&b.public()].scopes[&name("todo")].revoked.is_some());
+        assert!(state.apps()[&b.public()].scopes[&scope("todo")].revoked.is_some());
         assert_eq!(state.check_commit(chain[0].header(), id(&chain[0])), Ok(()));
         assert_eq!(state.check_commit(chain[1].header(), id(&chain[1])), Ok(()));
         // c3 arrived before the revocation and was accepted then; now it is not.
@@ -770,8 +804,8 @@ mod tests {
             state.check_commit(new.header(), new.id()),
             Err(AuthError::EpochNotGiven { epoch: 1 })
         );
-        assert!(state.scope_keys(&b, &name("todo"), 1).is_empty());
-        assert_eq!(state.scope_keys(&a, &name("todo"), 1), vec![k1.clone()]);
+        assert!(state.scope_keys(&b, &scope("todo"), 1).is_empty());
+        assert_eq!(state.scope_keys(&a, &scope("todo"), 1), vec![k1.clone()]);
         let by_a = w.commit(&a, None, T0 + 7, "todo", 1, &k1);
         assert_eq!(state.check_commit(by_a.header(), by_a.id()), Ok(()));
         // A still writes under epoch 0 too: it may not have seen the rotation yet.
@@ -857,7 +891,7 @@ mod tests {
                 log.insert(op.clone(), NOW).unwrap();
             }
             let state = log.state();
-            assert!(state.apps()[&b.public()].scopes[&name("todo")].revoked.is_some());
+            assert!(state.apps()[&b.public()].scopes[&scope("todo")].revoked.is_some());
             assert_eq!(
                 state.check_commit(c.header(), c.id()),
                 Err(AuthError::AfterCutoff { seq: 1, cutoff: 0 })
@@ -893,16 +927,16 @@ mod tests {
             Payload::Grant {
                 app: b.public(),
                 sealing: b.sealing_key(),
-                scope: name("todo"),
+                scope: scope("todo"),
                 rights: Rights::ReadWrite,
                 epoch: 0,
                 key: sealed_for_a.clone(),
             },
         );
         let state = w.log.state();
-        assert_eq!(state.scope_keys(&a, &name("todo"), 0), vec![k0.clone()]);
-        assert!(state.scope_keys(&b, &name("todo"), 0).is_empty());
-        let label_a = seal_label(w.db, &name("todo"), 0, &a.public());
+        assert_eq!(state.scope_keys(&a, &scope("todo"), 0), vec![k0.clone()]);
+        assert!(state.scope_keys(&b, &scope("todo"), 0).is_empty());
+        let label_a = seal_label(w.db, &scope("todo"), 0, &a.public());
         assert_eq!(
             sealed_for_a.open(&b, &Party::of(&laptop), &label_a),
             Err(SealError::DoesNotOpen)
@@ -913,7 +947,7 @@ mod tests {
             &ScopeKey::from_bytes([99; 32]),
             &stranger,
             &Party::of(&a),
-            &seal_label(w.db, &name("todo"), 1, &a.public()),
+            &seal_label(w.db, &scope("todo"), 1, &a.public()),
             &mut w.rng,
         )
         .unwrap();
@@ -922,10 +956,10 @@ mod tests {
         rotation.seals.insert(a.public(), forged);
         w.issue(&laptop, Payload::RotateKey(rotation));
         let state = w.log.state();
-        assert_eq!(state.seals_for(&a.public(), &name("todo"), 1).len(), 1);
-        assert!(state.scope_keys(&a, &name("todo"), 1).is_empty());
+        assert_eq!(state.seals_for(&a.public(), &scope("todo"), 1).len(), 1);
+        assert!(state.scope_keys(&a, &scope("todo"), 1).is_empty());
         // A seal moved to another epoch's label does not open either.
-        assert!(state.scope_keys(&a, &name("todo"), 0).len() == 1);
+        assert!(state.scope_keys(&a, &scope("todo"), 0).len() == 1);
     }
 
     #[test]
@@ -943,16 +977,16 @@ mod tests {
         w.log.insert(b.clone(), NOW).unwrap();
         w.log.insert(a.clone(), NOW).unwrap();
         let state = w.log.state();
-        let keys = &state.scopes()[&name("todo")].epochs[&1];
+        let keys = &state.scopes()[&scope("todo")].epochs[&1];
         assert_eq!(keys.len(), 2);
         assert!(keys[0].op < keys[1].op);
-        let mut opened = state.scope_keys(&phone, &name("todo"), 1);
+        let mut opened = state.scope_keys(&phone, &scope("todo"), 1);
         opened.sort_by_key(|k| *k.as_bytes());
         assert_eq!(opened, vec![ka, kb]);
         // A rotation that does not go past what its author had seen is ignored.
         let stale = w.rotation(&laptop, "todo", 1, &ScopeKey::from_bytes([14; 32]), &[&laptop]);
         w.issue(&laptop, Payload::RotateKey(stale));
-        assert_eq!(w.log.state().scopes()[&name("todo")].epochs[&1].len(), 2);
+        assert_eq!(w.log.state().scopes()[&scope("todo")].epochs[&1].len(), 2);
     }
 
     #[test]
@@ -974,7 +1008,7 @@ mod tests {
             Payload::RemoveDevice {
                 device: phone.public(),
                 cutoff: cutoff_at(Some(&p1)),
-                rotations: BTreeMap::from([(name("todo"), rotation)]),
+                rotations: BTreeMap::from([(scope("todo"), rotation)]),
             },
         );
         // The thief, pretending not to have seen the removal, adds a device
@@ -1000,8 +1034,8 @@ mod tests {
             Err(AuthError::AfterCutoff { seq: 2, cutoff: 1 })
         );
         // The rotation left the phone out.
-        assert!(state.scope_keys(&phone, &name("todo"), 1).is_empty());
-        assert_eq!(state.scope_keys(&laptop, &name("todo"), 1), vec![k1]);
+        assert!(state.scope_keys(&phone, &scope("todo"), 1).is_empty());
+        assert_eq!(state.scope_keys(&laptop, &scope("todo"), 1), vec![k1]);
     }
 
     #[test]
@@ -1045,7 +1079,7 @@ mod tests {
         w.log.insert(revoke.clone(), NOW).unwrap();
         let state = w.log.state();
         assert!(state.is_device(&tablet.public()));
-        assert!(state.apps()[&app.public()].scopes[&name("todo")].revoked.is_none());
+        assert!(state.apps()[&app.public()].scopes[&scope("todo")].revoked.is_none());
         assert!(state.cut_off().contains(&kick.id()) && state.cut_off().contains(&revoke.id()));
     }
 
@@ -1075,7 +1109,7 @@ mod tests {
         w.issue(&root, Payload::RotateKey(rotation));
         let state = w.log.state();
         assert!(state.is_device(&fresh.public()));
-        assert_eq!(state.scope_keys(&fresh, &name("todo"), 1), vec![k1]);
+        assert_eq!(state.scope_keys(&fresh, &scope("todo"), 1), vec![k1]);
         let _ = k0;
     }
 
@@ -1127,12 +1161,28 @@ mod tests {
     fn schemas_resolve_to_the_latest_stamp() {
         let (mut w, _) = with_todo();
         let laptop = w.laptop.clone();
-        let schema = |t: &str| Payload::Schema { namespace: name("todo"), text: t.into() };
-        w.issue(&laptop, schema("v1"));
-        let second = w.issue(&laptop, schema("v2"));
+        let k0 = ScopeKey::from_bytes([10; 32]);
+        let db = w.db;
+        let mut rng = w.rng.clone();
+        let todo = crate::Name::new("todo").unwrap();
+        let mut schema = |t: &str| Payload::Schema {
+            scope: scope("todo"),
+            epoch: 0,
+            sealed: SealedSchema::seal(&k0, db, &scope("todo"), 0, &todo, t, &mut rng),
+        };
+        let v1 = schema("v1");
+        w.issue(&laptop, v1);
+        let v2 = schema("v2");
+        let second = w.issue(&laptop, v2);
         let state = w.log.state();
-        let (_, id, text) = state.schemas().next().unwrap();
-        assert_eq!((id, text), (second.id(), "v2"));
+        let (id, winner) = state.schemas().next().unwrap();
+        assert_eq!((*id, winner.op), (scope("todo"), second.id()));
+        let (namespace, text) = winner.sealed.open(&k0, db, id, 0).unwrap();
+        assert_eq!((namespace.as_str(), text.as_str()), ("todo", "v2"));
+        // Without the key, neither the namespace nor the text shows.
+        let other = ScopeKey::from_bytes([11; 32]);
+        assert!(winner.sealed.open(&other, db, id, 0).is_err());
+        assert!(winner.sealed.open(&k0, db, id, 1).is_err());
     }
 
     /// Laptop, phone and tablet are devices and `todo` has epoch 0; the
@@ -1152,7 +1202,7 @@ mod tests {
         Payload::RemoveDevice {
             device: device.public(),
             cutoff,
-            rotations: rotations.into_iter().map(|r| (r.scope.clone(), r)).collect(),
+            rotations: rotations.into_iter().map(|r| (r.scope, r)).collect(),
         }
     }
 
@@ -1239,11 +1289,11 @@ mod tests {
         // Both are removed (neither removal can be told from the other) …
         assert!(!state.is_device(&phone.public()) && !state.is_device(&laptop.public()));
         // … both rotations stand, so commits under either epoch stay valid …
-        assert_eq!(state.scopes()[&name("todo")].epochs[&1].len(), 2);
+        assert_eq!(state.scopes()[&scope("todo")].epochs[&1].len(), 2);
         let t1 = w.commit(&tablet, None, T0 + 3, "todo", 1, &k1);
         assert_eq!(state.check_commit(t1.header(), t1.id()), Ok(()));
         // … and the scope is compromised: the thief made one of its keys.
-        assert_eq!(state.compromised(), vec![name("todo")]);
+        assert_eq!(state.compromised(), vec![scope("todo")]);
         // The remaining device rotates before it writes: the thief holds
         // no key of the new epoch.
         let k2 = ScopeKey::from_bytes([12; 32]);
@@ -1251,8 +1301,8 @@ mod tests {
         w.issue(&tablet, Payload::RotateKey(heal));
         let state = w.log.state();
         assert!(state.compromised().is_empty());
-        assert!(state.scope_keys(&phone, &name("todo"), 2).is_empty());
-        assert_eq!(state.scope_keys(&tablet, &name("todo"), 2), vec![k2]);
+        assert!(state.scope_keys(&phone, &scope("todo"), 2).is_empty());
+        assert_eq!(state.scope_keys(&tablet, &scope("todo"), 2), vec![k2]);
         // The thief's cut-off 0 dropped the laptop's commits; the root,
         // recovering, sets the laptop's end where the data stands.
         assert!(state.check_commit(l2.header(), l2.id()).is_err());
@@ -1293,14 +1343,14 @@ mod tests {
         w.log.insert(x, NOW).unwrap();
         w.log.insert(y, NOW).unwrap();
         let state = w.log.state();
-        assert_eq!(state.compromised(), vec![name("todo")]);
+        assert_eq!(state.compromised(), vec![scope("todo")]);
         let k2 = ScopeKey::from_bytes([14; 32]);
         let heal = w.rotation(&laptop, "todo", 2, &k2, &[&root, &laptop, &phone]);
         w.issue(&laptop, Payload::RotateKey(heal));
         let state = w.log.state();
         assert!(state.compromised().is_empty());
         for app in [&a, &b] {
-            assert!(state.scope_keys(app, &name("todo"), 2).is_empty());
+            assert!(state.scope_keys(app, &scope("todo"), 2).is_empty());
         }
     }
 
@@ -1374,13 +1424,32 @@ mod tests {
         let restored = ControlLog::restore(w.db, ops.clone()).unwrap();
         assert_eq!(restored.len(), w.log.len());
         assert_eq!(restored.state(), w.log.state());
-        assert!(restored.state().apps()[&app.public()].scopes[&name("todo")].revoked.is_some());
+        assert!(restored.state().apps()[&app.public()].scopes[&scope("todo")].revoked.is_some());
         // A stored op whose parent is gone is reported, not dropped.
         ops.retain(|op| op.id() != w.genesis.id());
         assert!(matches!(
             ControlLog::restore(w.db, ops),
             Err(super::super::log::RestoreError::MissingParent { .. })
         ));
+    }
+
+    #[test]
+    fn the_naming_key_reaches_devices_only() {
+        let (mut w, k0) = with_todo();
+        let (laptop, phone, app, pinner) = (w.laptop.clone(), key(3), key(20), key(30));
+        let add = w.add_device(&laptop, &phone, &[("todo", 0, &k0)]);
+        w.issue(&laptop, add);
+        let grant = w.grant(&laptop, &app, "todo", Rights::Read, 0, &k0);
+        w.issue(&laptop, grant);
+        w.issue(&laptop, Payload::AddPinner { pinner: pinner.public() });
+        let state = w.log.state();
+        let naming = NamingKey::of_root(&w.root);
+        for device in [&laptop, &phone, &w.root] {
+            assert_eq!(state.naming_key(device).as_ref(), Some(&naming));
+        }
+        assert!(state.naming_key(&app).is_none() && state.naming_key(&pinner).is_none());
+        // Scope ids are those of the tests' `scope()`: computed from it.
+        assert_eq!(naming.scope_id(&crate::Name::new("todo").unwrap()), scope("todo"));
     }
 
     mod random {
@@ -1437,7 +1506,7 @@ mod tests {
                     1..=4 => device(who - 1),
                     _ => key(20 + who % 2),
                 };
-                let scope = |s: &u8| name(&format!("s{s}"));
+                let scope = |s: &u8| scope(&format!("s{s}"));
                 let cutoff = |c: &u64| match c {
                     0 => Cutoff::NONE,
                     n => Cutoff { seq: *n, last: Some(CommitId([*n as u8; 32])) },
@@ -1451,6 +1520,7 @@ mod tests {
                     Act::AddDevice(d) => Payload::AddDevice {
                         device: device(*d).public(),
                         sealing: device(*d).sealing_key(),
+                        naming: sealed.clone(),
                         keys: BTreeMap::new(),
                     },
                     Act::RemoveDevice(d, c) => Payload::RemoveDevice {
@@ -1474,9 +1544,14 @@ mod tests {
                     Act::Rotate(s, e) => Payload::RotateKey(rotation(s, e)),
                     Act::AddPinner(p) => Payload::AddPinner { pinner: key(30 + p).public() },
                     Act::RemovePinner(p) => Payload::RemovePinner { pinner: key(30 + p).public() },
-                    Act::Schema(s) => {
-                        Payload::Schema { namespace: scope(s), text: format!("{}", ops.len()) }
-                    }
+                    Act::Schema(s) => Payload::Schema {
+                        scope: scope(s),
+                        epoch: 0,
+                        sealed: SealedSchema {
+                            nonce: [ops.len() as u8; 24],
+                            ciphertext: vec![0; 17],
+                        },
+                    },
                 };
                 let parents: Vec<OpId> =
                     picks.iter().map(|i| ops[i.index(ops.len())].id()).collect();
@@ -1610,7 +1685,7 @@ mod tests {
 
         /// Every key `who` can open of every epoch of `todo`, by epoch.
         fn held(state: &AuthState, who: &SecretKey) -> BTreeMap<u32, Vec<ScopeKey>> {
-            let todo = name("todo");
+            let todo = scope("todo");
             state.scopes()[&todo]
                 .epochs
                 .keys()
@@ -1650,7 +1725,7 @@ mod tests {
             let mut write = |w: &mut World, writer: u8, stale: bool, commits: &mut Vec<_>| {
                 let author = &who[writer as usize];
                 let state = w.log.state();
-                let todo = name("todo");
+                let todo = scope("todo");
                 // The epochs sealed to it: every one for the laptop.
                 let sealed: Vec<u32> = match state.apps().get(&author.public()) {
                     Some(app) => app.scopes[&todo].epochs.iter().copied().collect(),
@@ -1712,7 +1787,7 @@ mod tests {
             ) {
                 let Run { w, who, commits, revoked } = run(&steps, tail);
                 let [a, b, laptop] = &who;
-                let todo = name("todo");
+                let todo = scope("todo");
                 let state = w.log.state();
                 let accepted =
                     |s: &AuthState, c: &Commit| s.check_commit(c.header(), c.id()).is_ok();
@@ -1784,7 +1859,7 @@ mod tests {
                     let changes = opens(c, &keys_laptop[&c.header().epoch]);
                     tables.apply(Stamp::of(c.header()), &changes.unwrap());
                 }
-                let live: BTreeSet<(Name, RowKey)> =
+                let live: BTreeSet<(crate::Name, RowKey)> =
                     tables.live_rows().map(|(t, k, _)| (t.clone(), k.clone())).collect();
                 for (by, c) in &commits {
                     let changes = opens(c, &keys_laptop[&c.header().epoch]).unwrap();

@@ -11,11 +11,12 @@ use crate::change::{Changes, RowOp};
 use crate::commit::{Commit, CommitDraft, CommitId};
 use crate::hlc::Hlc;
 use crate::keys::{DatabaseId, SecretKey};
+use crate::scope::{NamingKey, ScopeId};
 use crate::seal::Party;
 use crate::value::{KeyPart, Name, RowKey, Value};
 
 use super::log::{ControlLog, Inserted};
-use super::op::{ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation};
+use super::op::{ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, seal_naming};
 
 pub(crate) const T0: u64 = 1_700_000_000_000;
 /// A local clock past every stamp the tests make.
@@ -23,6 +24,11 @@ pub(crate) const NOW: u64 = u64::MAX;
 
 pub(crate) fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])
+}
+
+/// The scope id of namespace `s` in every test database (root `key(1)`).
+pub(crate) fn scope(s: &str) -> ScopeId {
+    NamingKey::of_root(&key(1)).scope_id(&name(s))
 }
 
 pub(crate) fn name(s: &str) -> Name {
@@ -51,11 +57,12 @@ impl World {
                 author: root.public(),
                 parents: vec![],
                 hlc: Hlc { wall_ms: T0, counter: 0 },
-                payload: Payload::Genesis {
-                    root_sealing: root.sealing_key(),
-                    device: laptop.public(),
-                    device_sealing: laptop.sealing_key(),
-                },
+                payload: Payload::genesis(
+                    &root,
+                    &Party::of(&laptop),
+                    &mut ChaCha20Rng::seed_from_u64(4),
+                )
+                .unwrap(),
             },
         )
         .unwrap();
@@ -108,7 +115,8 @@ impl World {
         readers: &[&SecretKey],
     ) -> Rotation {
         let parties: Vec<Party> = readers.iter().map(|r| Party::of(r)).collect();
-        Rotation::seal(author, self.db, name(scope), epoch, key, &parties, &mut self.rng).unwrap()
+        Rotation::seal(author, self.db, self::scope(scope), epoch, key, &parties, &mut self.rng)
+            .unwrap()
     }
 
     pub(crate) fn grant(
@@ -124,7 +132,7 @@ impl World {
         Payload::Grant {
             app: app.public(),
             sealing: app.sealing_key(),
-            scope: name(scope),
+            scope: self::scope(scope),
             rights,
             epoch,
             key: rotation.seals[&app.public()].clone(),
@@ -140,9 +148,22 @@ impl World {
         let mut sealed = BTreeMap::new();
         for (scope, epoch, key) in keys {
             let rotation = self.rotation(author, scope, *epoch, key, &[device]);
-            sealed.insert((name(scope), *epoch), rotation.seals[&device.public()].clone());
+            sealed.insert((self::scope(scope), *epoch), rotation.seals[&device.public()].clone());
         }
-        Payload::AddDevice { device: device.public(), sealing: device.sealing_key(), keys: sealed }
+        let naming = seal_naming(
+            &NamingKey::of_root(&self.root),
+            author,
+            &self.root.public(),
+            &Party::of(device),
+            &mut self.rng,
+        )
+        .unwrap();
+        Payload::AddDevice {
+            device: device.public(),
+            sealing: device.sealing_key(),
+            naming,
+            keys: sealed,
+        }
     }
 
     /// A commit by `author` in its chain after `prev`.
@@ -167,7 +188,7 @@ impl World {
             seq: prev.map_or(1, |p| p.header().seq + 1),
             prev: prev.map(Commit::id),
             hlc: Hlc { wall_ms, counter: 0 },
-            scope: name(scope),
+            scope: self::scope(scope),
             epoch,
         };
         Commit::create(author, draft, &changes, key, &mut self.rng).unwrap()

@@ -23,7 +23,7 @@ use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
 use crate::control::OpId;
 use crate::keys::{DatabaseId, KeyCache, PublicKey, SecretKey, SigningContext};
-use crate::value::Name;
+use crate::scope::ScopeId;
 
 /// Summaries with at most this many authors carry their entries (one
 /// round trip); larger ones send the digest first.
@@ -145,7 +145,7 @@ type Batch = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// Its scope: only peers entitled to it receive it.
-    pub scope: Name,
+    pub scope: ScopeId,
     /// Its author: never pushed back to the author itself.
     pub author: PublicKey,
     /// The encoded commit.

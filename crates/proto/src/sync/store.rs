@@ -123,7 +123,7 @@ pub fn entitled_view(auth: &AuthState, key: &PublicKey) -> Option<View> {
         .scopes
         .iter()
         .filter(|(_, grant)| grant.revoked.is_none())
-        .map(|(scope, _)| scope.clone())
+        .map(|(scope, _)| *scope)
         .collect();
     (!scopes.is_empty()).then_some(View::Scopes(scopes))
 }

@@ -8,7 +8,7 @@ use ciborium::Value as Cbor;
 use crate::codec::{self, DecodeError, Fields};
 use crate::commit::CommitId;
 use crate::keys::{KeyCache, PublicKey};
-use crate::value::Name;
+use crate::scope::ScopeId;
 
 /// BLAKE3 context of a summary digest.
 pub const DIGEST_CONTEXT: &str = "basic/v0 sync digest";
@@ -110,12 +110,12 @@ pub enum View {
     /// Every scope: devices and pinning peers.
     All,
     /// These scopes only: apps, which hold their granted scopes.
-    Scopes(BTreeSet<Name>),
+    Scopes(BTreeSet<ScopeId>),
 }
 
 impl View {
     /// Whether commits of `scope` are in the view.
-    pub fn contains(&self, scope: &Name) -> bool {
+    pub fn contains(&self, scope: &ScopeId) -> bool {
         match self {
             View::All => true,
             View::Scopes(scopes) => scopes.contains(scope),
@@ -136,7 +136,7 @@ impl View {
         match self {
             View::All => Cbor::Null,
             View::Scopes(scopes) => {
-                Cbor::Array(scopes.iter().map(|s| Cbor::Text(s.as_str().to_owned())).collect())
+                Cbor::Array(scopes.iter().map(|s| Cbor::Bytes(s.0.to_vec())).collect())
             }
         }
     }
@@ -146,13 +146,14 @@ impl View {
             return Ok(View::All);
         }
         let items = codec::as_array(value, "view", 0, MAX_VIEW_SCOPES)?;
+        // Strictly ascending, so a view has one encoding.
         let mut scopes = BTreeSet::new();
         for item in items {
-            let text = codec::as_text(item, "view.scope", 1, 64)?;
-            let name = Name::new(&text).map_err(|_| invalid("view.scope", "not a scope name"))?;
-            if !scopes.insert(name) {
-                return Err(invalid("view", "a scope is listed twice"));
+            let scope = ScopeId(codec::as_fixed(item, "view.scope")?);
+            if scopes.last().is_some_and(|last| *last >= scope) {
+                return Err(invalid("view", "scopes not in strictly ascending order"));
             }
+            scopes.insert(scope);
         }
         Ok(View::Scopes(scopes))
     }
@@ -183,11 +184,11 @@ mod tests {
 
     #[test]
     fn views_intersect() {
-        let todo = Name::new("todo").unwrap();
-        let mail = Name::new("mail").unwrap();
-        let app = View::Scopes([todo.clone()].into());
+        let todo = ScopeId([1; 16]);
+        let mail = ScopeId([2; 16]);
+        let app = View::Scopes([todo].into());
         assert_eq!(View::All.intersect(&app), app);
-        let both = View::Scopes([todo.clone(), mail.clone()].into());
+        let both = View::Scopes([todo, mail].into());
         assert_eq!(both.intersect(&app), app);
         assert!(app.contains(&todo) && !app.contains(&mail));
     }

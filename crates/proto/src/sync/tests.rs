@@ -13,10 +13,10 @@ use crate::commit::{Commit, CommitId};
 use crate::control::testkit::{T0, World, key};
 use crate::control::{AuthState, ControlLog, ControlOp, OpId, Payload, Rights};
 use crate::keys::{DatabaseId, KeyCache, PublicKey, SecretKey};
-use crate::value::Name;
+use crate::scope::ScopeId;
 
 /// One author's log: the commits at each seq, with their scope.
-type Log = BTreeMap<u64, Vec<(CommitId, Name, Vec<u8>)>>;
+type Log = BTreeMap<u64, Vec<(CommitId, ScopeId, Vec<u8>)>>;
 
 /// A replica as a map: the control log and every commit by author and seq.
 #[derive(Clone)]
@@ -154,7 +154,7 @@ impl SyncStore for MapStore {
             }
             let at = self.commits.entry(header.author).or_default().entry(header.seq).or_default();
             if !at.iter().any(|(id, _, _)| *id == commit.id()) {
-                at.push((commit.id(), header.scope.clone(), bytes.clone()));
+                at.push((commit.id(), header.scope, bytes.clone()));
                 stored.new += 1;
             }
         }
@@ -402,7 +402,7 @@ fn an_app_receives_only_its_scopes() {
     let last = write(&mut s, &mut a, &laptop, None, 5);
     let mail_commit = s.world.commit(&laptop, last.as_ref(), T0 + 2_000_000, "mail", 0, &mail);
     a.ingest_commits(&[mail_commit.as_bytes().to_vec()]).unwrap();
-    let todo = View::Scopes([Name::new("todo").unwrap()].into());
+    let todo = View::Scopes([super::super::control::testkit::scope("todo")].into());
     let mut pair = Pair::with_views(a, &laptop, View::All, app_store, &app, todo.clone());
     pair.drive();
     assert_eq!(pair.b.store.ids().len(), 5, "the app got the todo commits only");
@@ -502,7 +502,7 @@ fn a_new_device_unknown_to_the_peer_sends_its_prelude() {
 /// `commit` as a live push carries it.
 fn outgoing(commit: &Commit) -> Outgoing {
     Outgoing {
-        scope: commit.header().scope.clone(),
+        scope: commit.header().scope,
         author: commit.header().author,
         bytes: commit.as_bytes().to_vec(),
     }
@@ -646,7 +646,7 @@ fn the_handshake_tells_outsiders_nothing() {
         Payload::RemoveDevice {
             device: phone.public(),
             cutoff: crate::control::Cutoff::NONE,
-            rotations: BTreeMap::from([(Name::new("todo").unwrap(), rotation)]),
+            rotations: BTreeMap::from([(super::super::control::testkit::scope("todo"), rotation)]),
         },
     );
     let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
@@ -743,7 +743,7 @@ fn an_app_pushes_only_its_own_commits_in_its_view() {
     let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
     let mut store = s.store.clone();
     store.ingest_ops(&ops).unwrap();
-    let todo = View::Scopes([Name::new("todo").unwrap()].into());
+    let todo = View::Scopes([super::super::control::testkit::scope("todo")].into());
     assert_eq!(entitled_view(&store.auth(), &app.public()), Some(todo.clone()));
 
     let pushed = |commits: &[&Commit], ops: Vec<Vec<u8>>| {

@@ -13,8 +13,11 @@ fn name(s: &str) -> Name {
     Name::new(s).unwrap()
 }
 
-fn keyring() -> BTreeMap<(Name, u32), ScopeKey> {
-    BTreeMap::from([((name("app"), 0), ScopeKey::from_bytes([9; 32]))])
+/// The scope of namespace `app` in these tests.
+const APP: ScopeId = ScopeId([7; 16]);
+
+fn keyring() -> BTreeMap<(ScopeId, u32), ScopeKey> {
+    BTreeMap::from([((APP, 0), ScopeKey::from_bytes([9; 32]))])
 }
 
 fn writer(n: u8) -> LogWriter {
@@ -34,7 +37,7 @@ fn op(row: i64, generation: u32, column: &str, value: i64) -> RowOp {
 
 fn write(writer: &mut LogWriter, ops: Vec<RowOp>, now: u64, rng: &mut ChaCha20Rng) -> Commit {
     let changes = Changes::new(ops).unwrap();
-    writer.write(&name("app"), 0, &ScopeKey::from_bytes([9; 32]), &changes, now, rng).unwrap()
+    writer.write(&APP, 0, &ScopeKey::from_bytes([9; 32]), &changes, now, rng).unwrap()
 }
 
 fn expected(commits: &[Commit]) -> Tables {
@@ -120,12 +123,12 @@ fn commits_without_a_key_wait_and_apply_later() {
     let mut a = writer(1);
     let commit = write(&mut a, vec![op(1, 1, "x", 5)], 1000, &mut rng);
     let mut txn = replica.begin();
-    let no_keys: BTreeMap<(Name, u32), ScopeKey> = BTreeMap::new();
+    let no_keys: BTreeMap<(ScopeId, u32), ScopeKey> = BTreeMap::new();
     assert_eq!(txn.insert(&commit, &no_keys).unwrap().outcome, Outcome::WaitingForKey);
     txn.apply().unwrap();
     assert!(stored_rows(&replica).is_empty());
     let mut txn = replica.begin();
-    assert_eq!(txn.open_waiting(&name("app"), 0, &keyring()).unwrap(), 1);
+    assert_eq!(txn.open_waiting(&APP, 0, &keyring()).unwrap(), 1);
     txn.apply().unwrap();
     assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
 }
@@ -138,7 +141,7 @@ fn unreadable_commits_are_kept_but_not_applied() {
     let changes = Changes::new(vec![op(1, 1, "x", 5)]).unwrap();
     // Encrypted under a key other than the one the replica holds for app/0.
     let commit =
-        a.write(&name("app"), 0, &ScopeKey::from_bytes([8; 32]), &changes, 1000, &mut rng).unwrap();
+        a.write(&APP, 0, &ScopeKey::from_bytes([8; 32]), &changes, 1000, &mut rng).unwrap();
     let result = &insert_all(&replica, std::slice::from_ref(&commit))[0];
     assert_eq!(result.outcome, Outcome::Unreadable(CommitError::Undecryptable));
     assert!(replica.commit(&commit.id()).unwrap().is_some());
