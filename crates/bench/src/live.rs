@@ -216,6 +216,7 @@ fn measure_fixed_rate(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(100);
     let mut scheduled = Vec::new();
+    let mut acknowledged = Vec::new();
     let mut late = Duration::ZERO;
     for k in 0..total {
         let at = start + interval.mul_f64(k as f64);
@@ -224,9 +225,14 @@ fn measure_fixed_rate(
             Some(wait) => std::thread::sleep(wait),
             None => late = late.max(now - at),
         }
+        let sent = Instant::now();
         a.sql(INSERT, json!([k + 1, body]))?;
+        if k >= warmup {
+            acknowledged.push(sent.elapsed());
+        }
         scheduled.push(at);
     }
+    let acknowledged = Percentiles::of(acknowledged);
     let seen = newest.collect_until(total, WAIT)?;
     // Write k (id k + 1) is visible at the first report of an id >= k + 1.
     let mut latencies = Vec::new();
@@ -259,6 +265,8 @@ fn measure_fixed_rate(
             ("p999_ms", millis(rank(0.999))),
             ("max_ms", millis(latencies.last().copied().unwrap_or_default())),
             ("writer_late_max_ms", millis(late)),
+            ("api_write_p50_ms", millis(acknowledged.p50)),
+            ("api_write_p99_ms", millis(acknowledged.p99)),
         ],
     );
     Ok(())
