@@ -1553,10 +1553,18 @@ impl<S: Store> Writer<S> {
         if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
             return Ok(());
         }
-        for (stamp, _) in txn.release_held(now, self.access.keys())? {
-            self.held = self.held.saturating_sub(1);
-            let _ = self.log.clock_mut().observe(stamp, now);
-        }
+        // Checked as if received now: a revocation or removal that came
+        // while they were held applies to them.
+        let due: Vec<Received> = txn
+            .take_due(now)?
+            .into_iter()
+            .map(|commit| {
+                let content = self.access.keys().open(&commit);
+                Received::Ready(commit, content)
+            })
+            .collect();
+        self.held = self.held.saturating_sub(due.len());
+        self.ingest(txn, due)?;
         Ok(())
     }
 

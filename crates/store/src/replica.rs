@@ -12,7 +12,7 @@ use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
 use basic_proto::sync::Fingerprint;
 use basic_proto::{
-    Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, Hlc, KeyCache, Name,
+    Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, KeyCache, Name,
     PublicKey, RowKey, RowState, ScopeId, ScopeKey, Stamp,
 };
 use ciborium::Value as Cbor;
@@ -810,7 +810,7 @@ impl<S: Store> Txn<'_, S> {
     }
 
     /// Keeps aside a commit stamped too far ahead, to insert it from
-    /// `apply_at_ms` on ([`Txn::release_held`]).
+    /// `apply_at_ms` on ([`Txn::take_due`]).
     pub fn hold(&mut self, commit: &Commit, apply_at_ms: u64) -> Result<Inserted, StoreError> {
         let id = commit.id();
         let held = layout::held(apply_at_ms, &id);
@@ -821,13 +821,11 @@ impl<S: Store> Txn<'_, S> {
         Ok(Inserted { id, outcome: Outcome::HeldBack { apply_at_ms }, fork: false })
     }
 
-    /// Inserts every held commit due at `now_ms`, opening it with `keyring`;
-    /// returns each one's stamp (for the local clock to observe) and outcome.
-    pub fn release_held(
-        &mut self,
-        now_ms: u64,
-        keyring: &impl Keyring,
-    ) -> Result<Vec<(Hlc, Inserted)>, StoreError> {
+    /// Takes out every held commit due at `now_ms`: no longer held, and
+    /// not inserted either — the caller checks each against the control
+    /// log as it stands now (a revocation may have come meanwhile) and
+    /// inserts those it admits.
+    pub fn take_due(&mut self, now_ms: u64) -> Result<Vec<Commit>, StoreError> {
         let mut due = Vec::new();
         for entry in scan_prefix(self.store, &[layout::HELD]) {
             let (key, bytes) = entry?;
@@ -836,13 +834,12 @@ impl<S: Store> Txn<'_, S> {
                 _ => break,
             }
         }
-        let mut inserted = Vec::with_capacity(due.len());
+        let mut commits = Vec::with_capacity(due.len());
         for (key, bytes) in due {
             self.batch.delete(key);
-            let commit = decode_stored(&bytes)?;
-            inserted.push((commit.header().hlc, self.insert(&commit, keyring)?));
+            commits.push(decode_stored(&bytes)?);
         }
-        Ok(inserted)
+        Ok(commits)
     }
 
     fn advance_head(&mut self, author: &PublicKey, seq: u64) -> Result<(), StoreError> {

@@ -393,6 +393,37 @@ fn commits_stamped_too_far_ahead_are_held_then_applied() {
     assert_eq!(db.replica().held_count().unwrap(), 0);
 }
 
+/// A commit held back for its far stamp is checked again when its time
+/// comes: its author, revoked meanwhile, gets nothing in.
+#[test]
+fn a_held_commit_of_an_author_revoked_meanwhile_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, todo, key, mut other) = with_app(dir.path(), 47);
+    let op = RowOp::Upsert {
+        table: Name::new("todo.lists").unwrap(),
+        key: RowKey::single(KeyPart::Text("planted".into())),
+        generation: 1,
+        cells: [(Name::new("name").unwrap(), text("Planted"))].into_iter().collect(),
+    };
+    let stamp = basic_store::database::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_000;
+    let commit = other
+        .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), stamp, &mut rand::rng())
+        .unwrap();
+    let results = db.ingest(&[commit.as_bytes().to_vec()]).unwrap();
+    assert!(matches!(results[0].as_ref().unwrap().outcome, Outcome::HeldBack { .. }));
+    // Revoked before it is due: this device had seen none of its commits.
+    db.revoke(other.secret().public(), Name::new("todo").unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.replica().held_count().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the held commit was never released");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Released, checked, refused: not applied and not in the log.
+    write(&db, "INSERT INTO lists (id, name) VALUES ('after', 'After')");
+    assert_eq!(rows(&db, "SELECT id FROM lists"), [[text("after")]]);
+    assert!(db.replica().commit(&commit.id()).unwrap().is_none());
+}
+
 #[test]
 fn commits_without_a_grant_are_refused() {
     let dir = tempfile::tempdir().unwrap();

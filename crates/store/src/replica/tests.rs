@@ -166,14 +166,14 @@ fn held_commits_wait_outside_the_log_until_their_time() {
     assert!(stored_rows(&replica).is_empty());
     // Not yet due: nothing moves.
     let mut txn = replica.begin();
-    assert!(txn.release_held(439_999, &keyring()).unwrap().is_empty());
+    assert!(txn.take_due(439_999).unwrap().is_empty());
     txn.apply().unwrap();
-    // Due: inserted like any received commit, and no longer held.
+    // Due: taken out, then inserted like any received commit.
     let mut txn = replica.begin();
-    let released = txn.release_held(440_000, &keyring()).unwrap();
+    let released = txn.take_due(440_000).unwrap();
+    assert_eq!(released, [commit.clone()]);
+    assert_eq!(txn.insert(&released[0], &keyring()).unwrap().outcome, Outcome::Applied);
     txn.apply().unwrap();
-    assert_eq!(released.len(), 1);
-    assert_eq!(released[0].1.outcome, Outcome::Applied);
     assert_eq!(replica.held_count().unwrap(), 0);
     assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
 }
