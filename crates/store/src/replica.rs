@@ -12,8 +12,8 @@ use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
 use basic_proto::sync::Fingerprint;
 use basic_proto::{
-    Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, KeyCache, Name,
-    PublicKey, RowKey, RowState, ScopeId, ScopeKey, Stamp,
+    Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, KeyCache, Name, PublicKey,
+    RowKey, RowState, ScopeId, ScopeKey, Stamp,
 };
 use ciborium::Value as Cbor;
 
