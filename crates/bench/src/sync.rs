@@ -1,6 +1,7 @@
 //! `sync`: a second device pulls a 100k-row database through the sync
 //! protocol and the sled store (both replicas in this process, frames
-//! passed in memory), then one new row, twice.
+//! passed in memory), then one new row, twice. Wire bytes are every frame
+//! of both sides' requests and answers.
 
 use std::time::Instant;
 
@@ -49,8 +50,8 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             ("phase", "first sync".into()),
             ("rows", rows.into()),
             ("rows_per_s", per_second(rows as f64, elapsed)),
-            ("wire_bytes_per_row", Value::from(first.bytes_a as f64 / rows as f64)),
-            ("wire_to_commit_bytes", Value::from(first.bytes_a as f64 / commit_bytes as f64)),
+            ("wire_bytes_per_row", Value::from(first.bytes as f64 / rows as f64)),
+            ("wire_to_commit_bytes", Value::from(first.bytes as f64 / commit_bytes as f64)),
             ("round_trips", first.exchanges_a.into()),
         ],
     );
@@ -74,9 +75,9 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             &[
                 ("phase", format!("one new row ({round})").into()),
                 ("round_trips", one.exchanges_a.into()),
-                ("wire_bytes", one.bytes_a.into()),
+                ("wire_bytes", one.bytes.into()),
                 ("commit_bytes", new_bytes.into()),
-                ("overhead_bytes", (one.bytes_a as usize).saturating_sub(new_bytes).into()),
+                ("overhead_bytes", (one.bytes as usize).saturating_sub(new_bytes).into()),
                 ("received", one.received.into()),
             ],
         );
@@ -103,7 +104,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             ("phase", "first sync to a pinning peer".into()),
             ("rows", rows.into()),
             ("rows_per_s", per_second(rows as f64, elapsed)),
-            ("wire_to_commit_bytes", Value::from(to_pinner.bytes_a as f64 / commit_bytes as f64)),
+            ("wire_to_commit_bytes", Value::from(to_pinner.bytes as f64 / commit_bytes as f64)),
             ("round_trips", to_pinner.exchanges_a.into()),
         ],
     );
