@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use basic_proto::codec;
 use basic_proto::{ColumnDef, ColumnType, Name, RowKey, RowState, Value};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
 
@@ -101,6 +102,13 @@ pub fn from_sql(value: ValueRef<'_>, ty: Option<&ColumnType>) -> Value {
 
 /// VM instructions between two looks at a statement's deadline.
 const PROGRESS_STEPS: i32 = 1000;
+
+/// The longest string or blob (and record) a caller's statement may build,
+/// in bytes (SQLite's `SQLITE_LIMIT_LENGTH`, 1 GB by default): past it
+/// SQLite fails the statement at once with `SQLITE_TOOBIG` (see
+/// [`is_too_big`]) instead of allocating the value. A cell holds at most
+/// [`basic_proto::value::MAX_VALUE_LEN`] bytes, far below it.
+pub const MAX_LENGTH: i32 = 16 << 20;
 
 /// Opens the view's read-write connection at `path`, with its [`Gate`]:
 /// outside [`Gate::enter`] it maintains the view unhindered; inside, it
@@ -214,6 +222,9 @@ impl Gate {
                 None => Authorization::Deny,
             }
         }))?;
+        if !maintenance {
+            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
+        }
         let shared = Arc::clone(&limits);
         conn.progress_handler(
             PROGRESS_STEPS,
@@ -226,12 +237,18 @@ impl Gate {
     }
 
     /// Limits `conn` (the connection this gate was installed on) to
-    /// `reach` and to `budget` of time, until the returned guard is
-    /// dropped. On a query connection, statements cached under another
-    /// reach are dropped first: SQLite asks the authorizer when it
-    /// prepares a statement, not when it runs it. On a maintenance
-    /// connection, prepare callers' statements without caching them.
-    pub fn enter(&self, conn: &Connection, reach: &Arc<Reach>, budget: Duration) -> Entered<'_> {
+    /// `reach`, to `budget` of time and to values of [`MAX_LENGTH`], until
+    /// the returned guard is dropped. On a query connection, statements
+    /// cached under another reach are dropped first: SQLite asks the
+    /// authorizer when it prepares a statement, not when it runs it. On a
+    /// maintenance connection, prepare callers' statements without caching
+    /// them; its length limit is lifted again when the guard is dropped.
+    pub fn enter<'a>(
+        &'a self,
+        conn: &'a Connection,
+        reach: &Arc<Reach>,
+        budget: Duration,
+    ) -> Entered<'a> {
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = limits
             .cached
@@ -243,7 +260,16 @@ impl Gate {
         limits.cached = Some(Arc::clone(reach));
         let deadline = Instant::now().checked_add(budget).unwrap_or_else(far_future);
         limits.entered = Some((Arc::clone(reach), deadline));
-        Entered { gate: self }
+        // A query connection keeps the limit from its opening. Should
+        // SQLite refuse the change (it cannot for this limit), the
+        // statement runs under the default limit: a slower failure, no
+        // harm to the view.
+        let lifted = if self.maintenance {
+            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH).ok()
+        } else {
+            None
+        };
+        Entered { gate: self, conn, lifted }
     }
 }
 
@@ -255,10 +281,17 @@ fn far_future() -> Instant {
 #[derive(Debug)]
 pub struct Entered<'a> {
     gate: &'a Gate,
+    conn: &'a Connection,
+    /// A maintenance connection's length limit before [`Gate::enter`].
+    lifted: Option<i32>,
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
+        if let Some(length) = self.lifted {
+            // Cannot fail: the limit and the value it had are valid.
+            let _ = self.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, length);
+        }
         self.gate.limits.lock().unwrap_or_else(PoisonError::into_inner).entered = None;
     }
 }
@@ -290,6 +323,12 @@ fn authorize(reach: &Reach, context: &AuthContext<'_>) -> Authorization {
 /// Whether a SQLite error is an interruption by a gate's deadline.
 pub fn is_interrupt(error: &rusqlite::Error) -> bool {
     error_code(error) == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
+/// Whether a SQLite error is a value built past [`MAX_LENGTH`] by a
+/// caller's statement (`string or blob too big`).
+pub fn is_too_big(error: &rusqlite::Error) -> bool {
+    error_code(error) == Some(rusqlite::ErrorCode::TooBig)
 }
 
 /// Whether a SQLite error is a refusal by a gate's authorizer (SQLite
@@ -706,5 +745,36 @@ mod tests {
         .unwrap_err();
         assert!(is_interrupt(&error), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// A caller's statement cannot build a value over the length limit
+    /// (it fails at once instead of allocating it), on a query connection
+    /// and on the writer while entered; the writer's own maintenance is
+    /// not limited.
+    #[test]
+    fn a_caller_cannot_build_a_huge_value() {
+        let (_dir, (writer, writer_gate), (reader, reader_gate)) = view();
+        let budget = Duration::from_secs(30);
+        for (conn, gate) in [(&reader, &reader_gate), (&writer, &writer_gate)] {
+            let started = Instant::now();
+            let _entered = gate.enter(conn, &todo_only(), budget);
+            for sql in [
+                "SELECT zeroblob(1000000000)",
+                "SELECT length(zeroblob(1000000000))",
+                "SELECT length(randomblob(17000000))",
+                "SELECT length(printf('%.*c', 17000000, 'x'))",
+            ] {
+                let error = run(conn, sql).unwrap_err();
+                assert!(is_too_big(&error), "{sql}: {error}");
+            }
+            assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+            // Below the limit, values are fine.
+            assert_eq!(
+                run(conn, "SELECT length(zeroblob(1000000))").unwrap(),
+                ["Integer(1000000)"]
+            );
+        }
+        let big = "SELECT length(zeroblob(20000000))";
+        assert_eq!(run(&writer, big).unwrap(), ["Integer(20000000)"]);
     }
 }
