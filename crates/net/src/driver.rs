@@ -293,7 +293,8 @@ impl Driver {
                 state.connections.insert(connection_id, address.clone());
                 if first {
                     tracing::info!(peer = %peer_id, %address, "connected");
-                    self.emit(Event::Connected { peer: peer_id, address });
+                    let dialled = endpoint.is_dialer();
+                    self.emit(Event::Connected { peer: peer_id, address, dialled });
                 } else {
                     tracing::debug!(peer = %peer_id, %address, "another connection");
                 }

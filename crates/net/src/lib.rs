@@ -254,6 +254,8 @@ pub enum Event {
         peer: PeerId,
         /// Its address on that connection.
         address: Multiaddr,
+        /// Whether this side dialled it (else the peer dialled us).
+        dialled: bool,
     },
     /// The last connection to `peer` closed.
     Disconnected {

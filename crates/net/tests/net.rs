@@ -323,13 +323,13 @@ async fn a_node_reserved_on_a_relay_is_reached_through_it() {
     b.net.dial(circuit.clone()).await.expect("dial");
     let seen_by_b = b
         .next("b connects to a", |e| match e {
-            Event::Connected { peer, address } if peer == a_peer => Some(address),
+            Event::Connected { peer, address, .. } if peer == a_peer => Some(address),
             _ => None,
         })
         .await;
     let seen_by_a = a
         .next("a sees b", |e| match e {
-            Event::Connected { peer, address } if peer == b_peer => Some(address),
+            Event::Connected { peer, address, .. } if peer == b_peer => Some(address),
             _ => None,
         })
         .await;

@@ -57,9 +57,9 @@ pub async fn bootstrap(
             event = transport.events.recv() => {
                 let Some(event) = event else { bail!("the network stopped") };
                 match event {
-                    Event::Connected { peer, address } => {
+                    Event::Connected { peer, address, dialled } => {
                         connected.insert(peer);
-                        transport.pending.push(Event::Connected { peer, address });
+                        transport.pending.push(Event::Connected { peer, address, dialled });
                         vec![peer]
                     }
                     Event::Disconnected { peer } => {

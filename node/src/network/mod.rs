@@ -423,13 +423,13 @@ async fn on_event(
                 listen_changed(context);
             }
         }
-        Event::Connected { peer, address } => {
+        Event::Connected { peer, address, dialled } => {
             context.status.connected(peer, &address);
             if removed {
                 context.status.failed(peer, "not syncing: this device was removed");
                 return;
             }
-            peers.entry(peer).or_insert_with(|| start_peer(context, peer));
+            peers.entry(peer).or_insert_with(|| start_peer(context, peer, dialled));
         }
         Event::Disconnected { peer } => {
             context.status.disconnected(peer);
@@ -442,7 +442,7 @@ async fn on_event(
             // whom its log counts as members: the root recovering, say),
             // but runs no session of its own.
             let tasks = peers.entry(peer).or_insert_with(|| match removed {
-                false => start_peer(context, peer),
+                false => start_peer(context, peer, false),
                 true => start_serving(context, peer),
             });
             if tasks.requests.try_send((frame, reply)).is_err() {
@@ -488,13 +488,15 @@ fn listen_changed(context: &Arc<Context>) {
     }));
 }
 
-fn start_peer(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
+/// Starts answering `peer` and our session with it; `dialled` says whether
+/// we dialled it.
+fn start_peer(context: &Arc<Context>, peer: PeerId, dialled: bool) -> PeerTasks {
     let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
     // What the peer proved to our responder, for our session with it.
     let (proved, proof) = watch::channel(None);
     PeerTasks {
         requests,
-        session: tokio::spawn(session::run(Arc::clone(context), peer, proof)),
+        session: tokio::spawn(session::run(Arc::clone(context), peer, dialled, proof)),
         serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox, proved)),
     }
 }

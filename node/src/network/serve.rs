@@ -42,7 +42,7 @@ pub(super) async fn run(
                 return;
             }
         };
-        if let Some(principal) = responder.peer() {
+        if let Some(principal) = responder.proved() {
             proved.send_if_modified(|known| {
                 let new = *known != Some(principal);
                 *known = Some(principal);

@@ -41,12 +41,35 @@ const PEER_REMOVED: &str = "the peer was removed from the database";
 
 /// Runs sessions with `peer` until one ends for a protocol reason (the
 /// peer is then cut off) or the task is aborted (disconnection). `proved`
-/// is the principal the peer proved to our responder, if it did.
+/// is the principal the peer proved to our responder, if it did;
+/// `dialled`, whether we dialled the peer.
+///
+/// A peer that dialled us and never proved membership on this transport
+/// id hears nothing from us — not even the `hello` that names the database
+/// and this device's key (sync.md §3) — until it proves itself to our
+/// responder: so anyone who can reach the port learns nothing by
+/// connecting. Peers we dial (given addresses, saved ones, the LAN) and
+/// peers that proved themselves before are greeted at once.
 pub(super) async fn run(
     context: Arc<Context>,
     peer: PeerId,
+    dialled: bool,
     mut proved: watch::Receiver<Option<PublicKey>>,
 ) {
+    if !dialled && context.shown(&peer).is_none() {
+        info!(%peer, "waiting for the peer that dialled us to prove itself before greeting it");
+        // A member, or a device our log removed (which must be told).
+        let known = |key: &Option<PublicKey>| {
+            let auth = context.db.auth_state();
+            key.is_some_and(|key| {
+                auth.devices().contains_key(&key)
+                    || basic_proto::sync::entitled_view(&auth, &key).is_some()
+            })
+        };
+        if proved.wait_for(known).await.is_err() {
+            return;
+        }
+    }
     loop {
         match session(&context, peer, &proved).await {
             Ok(reason) if reason == PEER_REMOVED => {

@@ -66,3 +66,33 @@ fn garbage_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
     b.wait_rows("SELECT id FROM todo.lists", &json!([["still"]]));
     assert!(a.log().contains("broke the sync protocol"), "the violation is logged");
 }
+
+/// Issue 10 item 13: a stranger who connects to a node is told nothing —
+/// no `hello` naming the database and the device's key comes its way —
+/// while the node keeps syncing with its members.
+#[test]
+fn a_stranger_that_connects_is_sent_nothing() {
+    let a_data = Data::with_todo();
+    let a = a_data.up(&[]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let heard = runtime.block_on(async {
+        let address: Multiaddr = a.address().parse().expect("address");
+        let mut config = Config::new(Keypair::generate_ed25519());
+        config.peers = vec![address];
+        let (net, mut events) = basic_net::start(config).await.expect("client");
+        let mut heard = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if let basic_net::Event::Request { frame, .. } = event {
+                heard.push(frame);
+            }
+        }
+        net.shutdown().await;
+        heard
+    });
+    assert!(heard.is_empty(), "the node greeted a stranger: {} frames", heard.len());
+    // Its members still sync with it.
+    let b_data = join(&a);
+    let b = b_data.up(&[a.address()]);
+    wait_in_sync(&a, &device_of(&b));
+}

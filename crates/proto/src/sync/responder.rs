@@ -85,6 +85,8 @@ pub struct Responder {
     stage: Stage,
     keys: KeyCache,
     ranges_this_round: u32,
+    /// The principal whose key the peer proved it holds, member or not.
+    proved: Option<PublicKey>,
 }
 
 impl Responder {
@@ -98,7 +100,15 @@ impl Responder {
             stage: Stage::Fresh,
             keys: KeyCache::default(),
             ranges_this_round: 0,
+            proved: None,
         }
+    }
+
+    /// The principal whose key the peer proved, on this connection, that it
+    /// holds (its `auth` verified), whether or not it is a member here: a
+    /// removed device, say, which its own side may need to be told.
+    pub fn proved(&self) -> Option<PublicKey> {
+        self.proved
     }
 
     /// The peer's principal, once it has proved membership.
@@ -159,6 +169,9 @@ impl Responder {
             ) => {
                 if !transcript.verify(Side::Requester, &proof) {
                     return Err(Violation::new(ErrorCode::BadProof, "membership proof").into());
+                }
+                if *hosted {
+                    self.proved = Some(transcript.requester);
                 }
                 if !prelude.is_empty() {
                     if *prelude_offered || prelude.len() > MAX_PRELUDE_OPS {

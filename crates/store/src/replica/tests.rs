@@ -171,7 +171,7 @@ fn held_commits_wait_outside_the_log_until_their_time() {
     // Due: taken out, then inserted like any received commit.
     let mut txn = replica.begin();
     let released = txn.take_due(440_000).unwrap();
-    assert_eq!(released, [commit.clone()]);
+    assert_eq!(released, std::slice::from_ref(&commit));
     assert_eq!(txn.insert(&released[0], &keyring()).unwrap().outcome, Outcome::Applied);
     txn.apply().unwrap();
     assert_eq!(replica.held_count().unwrap(), 0);
