@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use basic_proto::commit::MAX_COMMIT_BYTES;
-use basic_proto::control::Rights;
+use basic_proto::control::{
+    ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation, seal_naming,
+};
 use basic_proto::sync::message::{Message, frame_name};
 use basic_proto::sync::proof::{Side, Transcript};
 use basic_proto::sync::{Answer, ErrorCode, Responder, View};
 use basic_proto::{
-    Changes, DatabaseId, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
+    Changes, DatabaseId, Hlc, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
     SecretKey, Value,
 };
 use basic_store::{LogWriter, SyncReplica};
@@ -52,10 +54,15 @@ pub enum Attack {
     /// revocation (a push outside its entitled view), and to one that
     /// may not yet (which must reject the fork once it learns).
     Fork,
+    /// A stolen device, removed by another device, claims not to have seen
+    /// its removal: it removes its remover with cut-off 0 and a rotation
+    /// sealed to itself, adds a puppet that removes a device added after
+    /// the theft, stamps an op far in the future and floods the log.
+    Thief,
 }
 
 /// Every attack, in the order a byzantine run cycles through them.
-pub const ALL: [Attack; 10] = [
+pub const ALL: [Attack; 11] = [
     Attack::Garbage,
     Attack::OutOfOrder,
     Attack::Stranger,
@@ -66,6 +73,7 @@ pub const ALL: [Attack; 10] = [
     Attack::Oversized,
     Attack::Probe,
     Attack::Fork,
+    Attack::Thief,
 ];
 
 /// The schema of the second namespace a forking app is granted with `todo`.
@@ -255,6 +263,7 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
         }
         Attack::Probe => probe(&mut conn),
         Attack::Fork => fork(&mut conn),
+        Attack::Thief => thief(conn.world),
         Attack::Tampered
         | Attack::Forged
         | Attack::Replayed
@@ -515,4 +524,154 @@ fn current_key(world: &World, member: &SecretKey) -> anyhow::Result<(u32, ScopeK
         .next()
         .unwrap_or_else(|| ScopeKey::from_bytes([7; 32]));
     Ok((epoch, key))
+}
+
+/// Signs an op by `author` on `parents`, stamped after them (or at `hlc`).
+fn signed(
+    db: &basic_store::Database<crate::node::SharedMem>,
+    author: &SecretKey,
+    parents: &[OpId],
+    hlc: Option<Hlc>,
+    payload: Payload,
+) -> anyhow::Result<ControlOp> {
+    let log = db.control_log();
+    let after = parents
+        .iter()
+        .filter_map(|p| log.get(p))
+        .map(|op| op.body().hlc.successor())
+        .max()
+        .unwrap_or_default();
+    let mut parents = parents.to_vec();
+    parents.sort();
+    parents.dedup();
+    let body = OpBody {
+        database: db.id(),
+        author: author.public(),
+        parents,
+        hlc: hlc.unwrap_or(after),
+        payload,
+    };
+    ControlOp::create(author, body).map_err(|e| anyhow::anyhow!("op: {e}"))
+}
+
+/// The [`Attack::Thief`] run against the admin device; the ops then reach
+/// every node by sync. Every rule of control-log.md §5 the attack tries to
+/// get around is checked on the admin at once, and the final invariants
+/// (no compromised scope, removed devices holding no newest key) check the
+/// rest everywhere.
+fn thief(world: &mut World) -> anyhow::Result<String> {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(world.rng.next_u64());
+    let (t, x, l, p) = (key(&mut rng), key(&mut rng), key(&mut rng), key(&mut rng));
+    let todo = world.scope_of("todo")?;
+    let admin = world.admin_db()?;
+    admin.add_device(Party::of(&t))?;
+    admin.add_device(Party::of(&x))?;
+    // What the thief knows when the device is stolen.
+    let stolen = admin.control_log().heads();
+    let before = admin.auth_state();
+    let next = before.scopes().get(&todo).and_then(|s| s.current()).context("todo epoch")? + 1;
+    let naming = before.naming_key(&t).context("the thief was sealed the naming key")?;
+    let root = before.root().context("a root")?.key;
+    // X removes the stolen device.
+    let removal = Payload::RemoveDevice {
+        device: t.public(),
+        cutoff: Cutoff::NONE,
+        rotations: BTreeMap::new(),
+    };
+    let r1 = signed(admin, &x, &admin.control_log().heads(), None, removal)?;
+    refused_nothing(admin.ingest_ops(&[r1.as_bytes().to_vec()])?)?;
+    // A device added after the theft.
+    admin.add_device(Party::of(&l))?;
+    let after_late = admin.control_log().heads();
+    // The thief, on its old heads: removes X (cut-off 0) with a rotation
+    // sealed to itself only, adds a puppet, floods, and stamps far ahead.
+    let theirs = Rotation::seal(
+        &t,
+        admin.id(),
+        todo,
+        next,
+        &ScopeKey::generate(&mut rng),
+        &[Party::of(&t)],
+        &mut rng,
+    )?;
+    let r2 = Payload::RemoveDevice {
+        device: x.public(),
+        cutoff: Cutoff::NONE,
+        rotations: BTreeMap::from([(todo, theirs)]),
+    };
+    let r2 = signed(admin, &t, &stolen, None, r2)?;
+    let sneak = Payload::AddDevice {
+        device: p.public(),
+        sealing: p.sealing_key(),
+        naming: seal_naming(&naming, &t, &root, &Party::of(&p), &mut rng)?,
+        keys: BTreeMap::new(),
+    };
+    let sneak = signed(admin, &t, &stolen, None, sneak)?;
+    let mut ops = vec![r2.as_bytes().to_vec(), sneak.as_bytes().to_vec()];
+    let mut last = sneak.clone();
+    let mut hlc = sneak.body().hlc;
+    for _ in 0..64 {
+        hlc = hlc.successor();
+        let pin = Payload::AddPinner { pinner: key(&mut rng).public() };
+        let op = ControlOp::create(
+            &t,
+            OpBody {
+                database: admin.id(),
+                author: t.public(),
+                parents: vec![last.id()],
+                hlc,
+                payload: pin,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("op: {e}"))?;
+        ops.push(op.as_bytes().to_vec());
+        last = op;
+    }
+    let far = Payload::AddPinner { pinner: key(&mut rng).public() };
+    let far = signed(admin, &t, &stolen, Some(Hlc { wall_ms: u64::MAX, counter: u32::MAX }), far)?;
+    ops.push(far.as_bytes().to_vec());
+    refused_nothing(admin.ingest_ops(&ops[..ops.len() - 1])?)?;
+    let outcomes = admin.ingest_ops(&ops[ops.len() - 1..])?;
+    if outcomes.iter().all(Result::is_ok) && admin.control_log().get(&far.id()).is_some() {
+        bail!("an op stamped at the end of time was admitted");
+    }
+    // The puppet, which has seen the late device, removes it.
+    let mut parents = after_late;
+    parents.push(last.id());
+    let kick = Payload::RemoveDevice {
+        device: l.public(),
+        cutoff: Cutoff::NONE,
+        rotations: BTreeMap::new(),
+    };
+    let kick = signed(admin, &p, &parents, None, kick)?;
+    refused_nothing(admin.ingest_ops(&[kick.as_bytes().to_vec()])?)?;
+
+    let state = admin.auth_state();
+    if !state.is_device(&l.public()) {
+        bail!("a puppet of a removed device removed a device added after the theft");
+    }
+    if state.is_device(&p.public()) || state.is_device(&t.public()) {
+        bail!("the thief or its puppet is a device");
+    }
+    if let Some(scope) = state.compromised().first() {
+        bail!("scope {scope} is still compromised after the admin's repair");
+    }
+    for (scope, epochs) in state.scopes() {
+        let newest = epochs.current().context("an epoch")?;
+        if !state.scope_keys(&t, scope, newest).is_empty() {
+            bail!("the thief opens the newest key of {scope}");
+        }
+    }
+    // The log is not frozen: the admin still issues ops.
+    admin.add_device(Party::of(&key(&mut rng)))?;
+    world.ops_changed()?;
+    Ok("the thief and its puppet got nothing in".into())
+}
+
+/// Fails unless every op was taken (admitted, held or a duplicate).
+fn refused_nothing(outcomes: Vec<Result<OpId, String>>) -> anyhow::Result<()> {
+    match outcomes.into_iter().find_map(Result::err) {
+        Some(why) => bail!("an op was refused: {why}"),
+        None => Ok(()),
+    }
 }

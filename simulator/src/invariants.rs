@@ -287,7 +287,29 @@ pub fn check_final(world: &World) -> Result<(), Failure> {
             }
         }
     }
+    check_confidential(world)?;
     check_no_loss(world, &auth)
+}
+
+/// Confidentiality of what is written next: once settled, no device's
+/// state has a scope whose newest key was made by, or sealed to, anyone
+/// who no longer reads it (a removed device, a revoked app, a stranger):
+/// devices repair such scopes (control-log.md §5.5).
+fn check_confidential(world: &World) -> Result<(), Failure> {
+    for node in world.nodes.iter().filter(|n| n.role == Role::Device && !n.lost) {
+        let Some(db) = node.db.as_ref() else { continue };
+        let state = db.auth_state();
+        if !state.is_device(&node.key.public()) {
+            continue;
+        }
+        if let Some(scope) = state.compromised().first() {
+            return Err(world.fail(
+                "confidentiality",
+                format!("{}: scope {scope}'s newest key is known to a non-reader", node.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_no_loss(world: &World, auth: &basic_proto::AuthState) -> Result<(), Failure> {
