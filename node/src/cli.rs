@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -57,7 +58,7 @@ pub enum Command {
             an address shown by `basic status`, written to api.json and carried by invites. A pinning peer relays for devices.\n\
             Serves the local HTTP API (see /v0/openapi.json) and writes its address to api.json in the data directory.\n\
             Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less.",
-        after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001\n  basic up --relay /ip4/203.0.113.7/tcp/4001/p2p/12D3…        (behind a NAT: reachable through that pinning peer)\n  basic up --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3…/p2p-circuit/p2p/12D3…   (another device, through the relay)\n  basic --data ~/pinner up --listen /ip4/0.0.0.0/tcp/4001 --external /ip4/203.0.113.7/tcp/4001"
+        after_help = "Examples:\n  basic up\n  basic up --api 127.0.0.1:9000\n  basic up --query-budget 500ms        (stop any SQL statement after half a second)\n  basic up --listen /ip4/0.0.0.0/tcp/4001 --peer /ip4/192.168.1.5/tcp/4001\n  basic up --relay /ip4/203.0.113.7/tcp/4001/p2p/12D3…        (behind a NAT: reachable through that pinning peer)\n  basic up --peer /ip4/203.0.113.7/tcp/4001/p2p/12D3…/p2p-circuit/p2p/12D3…   (another device, through the relay)\n  basic --data ~/pinner up --listen /ip4/0.0.0.0/tcp/4001 --external /ip4/203.0.113.7/tcp/4001"
     )]
     Up(UpArgs),
 
@@ -187,6 +188,29 @@ pub struct UpArgs {
     /// from other machines).
     #[arg(long)]
     pub api_public: bool,
+
+    /// How long one SQL statement may run (a query, a live query's run after
+    /// each change, a write's evaluation) before it is stopped with the
+    /// error `query_timeout` (HTTP 422), e.g. 500ms, 2s, 1m; from 1ms to 1h.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_budget)]
+    pub query_budget: Duration,
+}
+
+/// The longest `--query-budget`.
+pub const MAX_QUERY_BUDGET: Duration = Duration::from_secs(60 * 60);
+
+/// Reads a `--query-budget`: a duration with its unit (`500ms`, `2s`,
+/// `1m`), from 1 ms to [`MAX_QUERY_BUDGET`].
+fn parse_budget(text: &str) -> Result<Duration, String> {
+    let budget = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}: give a duration with its unit, e.g. 500ms, 2s or 1m"))?;
+    if budget < Duration::from_millis(1) || budget > MAX_QUERY_BUDGET {
+        return Err(format!(
+            "a statement budget is from 1ms to {}",
+            humantime::format_duration(MAX_QUERY_BUDGET)
+        ));
+    }
+    Ok(budget)
 }
 
 /// `basic sql`.
@@ -382,4 +406,19 @@ pub struct StatusArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_query_budget_is_the_stores() {
+        let cli = Cli::try_parse_from(["basic", "up"]).unwrap();
+        let Command::Up(args) = cli.command else { panic!("up") };
+        assert_eq!(args.query_budget, basic_store::query::DEFAULT_BUDGET);
+        assert_eq!(parse_budget("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_budget("0s").is_err() && parse_budget("2h").is_err());
+        assert!(parse_budget("2").unwrap_err().contains("500ms"));
+    }
 }

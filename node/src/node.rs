@@ -121,6 +121,9 @@ pub struct UpOptions {
     pub config: NodeConfig,
     /// The database a pinning peer serves (its first start only).
     pub database: Option<String>,
+    /// How long one SQL statement may run
+    /// ([`basic_store::Database::set_statement_budget`]).
+    pub query_budget: Duration,
 }
 
 /// What `basic up` has checked and bound before it creates or opens
@@ -216,6 +219,7 @@ pub fn up(data: DataDir, options: UpOptions, bound: Bound) -> anyhow::Result<()>
             error
         }
     })?;
+    node.db.set_statement_budget(options.query_budget);
     let runtime = runtime()?;
     let result = runtime.block_on(serve(Arc::new(node), &options, api));
     // Live queries poll their shutdown flag; give them a moment.

@@ -416,3 +416,100 @@ fn one_app_cannot_take_every_live_query() {
     assert_eq!(events.recv_timeout(wait).expect("first result")["event"], "rows");
     drop(open);
 }
+
+/// `basic up ARGS…` on free loopback ports, as a [`common::Node`].
+fn up_with(data: &Data, args: &[&str]) -> common::Node {
+    let ports = ["--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+    let (child, _) = data.start(&[&ports[..], args].concat());
+    let api_file = data.path().join("api.json");
+    let info: Json = serde_json::from_str(&std::fs::read_to_string(&api_file).unwrap()).unwrap();
+    let address = info["address"].as_str().expect("api.json names the API").parse().unwrap();
+    let node = common::Node { child, address, token: data.owner_token(), api_file };
+    assert_eq!(node.get("/v0/health", None).0, 200);
+    node
+}
+
+#[test]
+fn a_statement_cannot_build_a_huge_value() {
+    let data = Data::with_todo();
+    let node = data.up();
+    let started = std::time::Instant::now();
+    for sql in [
+        "SELECT zeroblob(1000000000)",
+        "SELECT length(zeroblob(1000000000)) AS n",
+        "INSERT INTO todo.lists (id, name) VALUES ('a', hex(zeroblob(1000000000)))",
+    ] {
+        let (status, body) = node.sql(&node.token, sql);
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("too big"), "{sql}: {message}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "took {waited:?}");
+    assert_eq!(lists(&node), json!([]));
+}
+
+#[test]
+fn query_budget_sets_how_long_a_statement_may_run() {
+    let data = Data::with_todo();
+    let node = up_with(&data, &["--query-budget", "300ms"]);
+    let started = std::time::Instant::now();
+    let (status, body) = node.sql(&node.token, RUNAWAY);
+    let waited = started.elapsed();
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("300ms"), "{body}");
+    timed_out((status, body));
+    assert!(waited < Duration::from_millis(1500), "stopped after {waited:?}");
+    drop(node);
+
+    let other = Data::new();
+    for bad in ["0s", "soon", "-1s", "300", "2h"] {
+        let option = format!("--query-budget={bad}");
+        let stderr = other.basic(&["up", &option, "--api", "127.0.0.1:0"]).failed();
+        assert!(stderr.contains("--query-budget"), "{bad}: {stderr}");
+    }
+    assert!(!other.path().join("replica").exists(), "a bad option created a database");
+}
+
+#[test]
+fn one_token_runs_at_most_four_statements_at_once() {
+    let data = Data::with_todo();
+    let node = std::sync::Arc::new(data.up());
+    let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
+    // Four runaway reads from clients that give up at once: the node still
+    // runs them until their budget, and counts them.
+    let impatient = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(300)))
+        .build()
+        .new_agent();
+    for _ in 0..4 {
+        let sent = impatient
+            .post(node.url("/v0/sql"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(json!({ "sql": RUNAWAY }).to_string().as_bytes());
+        assert!(sent.is_err(), "a runaway statement answered within 300 ms");
+    }
+    let (status, body) = node.sql(&token, "SELECT count(*) FROM todo.lists");
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("busy")), "{body}");
+    // Other tokens are not held up.
+    let (status, body) = node.sql(&node.token, "SELECT count(*) FROM todo.lists");
+    assert_eq!(status, 200, "{body}");
+    // Once they end, the token runs statements again.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = node.sql(&token, "SELECT count(*) FROM todo.lists");
+    assert_eq!(status, 200, "{body}");
+
+    // Four at once are fine.
+    let slow = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r LIMIT 200000) \
+                SELECT count(*) AS n FROM r";
+    let running: Vec<_> = (0..4)
+        .map(|_| {
+            let (node, token) = (std::sync::Arc::clone(&node), token.clone());
+            std::thread::spawn(move || node.sql(&token, slow))
+        })
+        .collect();
+    for thread in running {
+        let (status, body) = thread.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+}

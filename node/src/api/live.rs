@@ -8,9 +8,8 @@
 //! goes away or the node shuts down. Each caller may keep at most
 //! [`super::MAX_LIVE_PER_CALLER`] open, and the node [`super::MAX_LIVE`].
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -22,12 +21,12 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::ApiState;
 use super::body::QueryArgs;
+use super::limits::{PerCaller, Taken};
 use crate::capability;
 use crate::error::{ApiError, ErrorBody};
 use crate::node::Node;
 use crate::ops::Caller;
 use crate::ops::sql::SqlOutput;
-use crate::tokens::app_id;
 use crate::wire;
 
 /// How often the pump looks for a gone client, a shutdown or a revocation.
@@ -61,27 +60,33 @@ pub(super) async fn live(
     })?;
     let node = Arc::clone(&state.node);
     let sql = query.sql;
-    let subscription = {
+    // The permits go with the first run, so that a client gone before it
+    // ends frees them only once it has ended.
+    let (subscription, permits) = {
         let (node, sql, caller) = (Arc::clone(&node), sql.clone(), caller.clone());
         tokio::task::spawn_blocking(move || {
-            let runs_as = match &caller {
-                Caller::App(app) => {
-                    capability::check(&node.db, app, &sql)?;
-                    capability::caller(&node.db, app)?
-                }
-                Caller::Owner => basic_store::sql::Caller::Owner,
-                Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
+            let subscribe = || {
+                let runs_as = match &caller {
+                    Caller::App(app) => {
+                        capability::check(&node.db, app, &sql)?;
+                        capability::caller(&node.db, app)?
+                    }
+                    Caller::Owner => basic_store::sql::Caller::Owner,
+                    Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
+                };
+                node.db
+                    .subscribe_as(&runs_as, &sql, &params, None)
+                    .map_err(|e| crate::ops::sql::statement_error(e, params.len()))
             };
-            node.db
-                .subscribe_as(&runs_as, &sql, &params, None)
-                .map_err(|e| crate::ops::sql::statement_error(e, params.len()))
+            (subscribe(), (permit, own))
         })
         .await
-        .map_err(|e| ApiError::internal(format!("the live query failed: {e}")))??
+        .map_err(|e| ApiError::internal(format!("the live query failed: {e}")))?
     };
+    let subscription = subscription?;
     let (events, received) = mpsc::channel::<Event>(4);
     let pump = Pump { node, caller, sql, subscription, events, stopping: state.stopping.clone() };
-    tokio::task::spawn_blocking(move || pump.run((permit, own)));
+    tokio::task::spawn_blocking(move || pump.run(permits));
     let stream = futures::stream::unfold(received, |mut received| async move {
         received.recv().await.map(|event| (Ok(event), received))
     });
@@ -133,51 +138,4 @@ impl Pump {
 /// An event named `name` with `data` as JSON.
 fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
     Event::default().event(name).json_data(data).unwrap_or_else(|_| Event::default().event(name))
-}
-
-/// How many live queries each caller has open.
-#[derive(Debug, Default)]
-pub struct PerCaller(Mutex<HashMap<String, usize>>);
-
-impl PerCaller {
-    /// Takes one of `caller`'s live query slots, or says it has none left.
-    fn take(counts: &Arc<Self>, caller: &Caller) -> Result<Taken, ApiError> {
-        let key = match caller {
-            Caller::App(app) => app_id(app),
-            _ => "owner".to_owned(),
-        };
-        let mut open = counts.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(key.clone()).or_default();
-        if *count >= super::MAX_LIVE_PER_CALLER {
-            return Err(ApiError {
-                status: 503,
-                code: "busy".into(),
-                message: format!(
-                    "this token has {} live queries open already: close one first",
-                    super::MAX_LIVE_PER_CALLER
-                ),
-            });
-        }
-        *count += 1;
-        Ok(Taken { counts: Arc::clone(counts), key })
-    }
-}
-
-/// One live query slot of a caller, given back when dropped.
-#[derive(Debug)]
-struct Taken {
-    counts: Arc<PerCaller>,
-    key: String,
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        let mut open = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
 }

@@ -19,6 +19,7 @@ use crate::ops::{Caller, Op};
 
 mod auth;
 mod body;
+mod limits;
 mod live;
 mod routes;
 
@@ -30,6 +31,10 @@ pub const IMPORT_LIMIT: usize = 256 << 20;
 pub const MAX_LIVE: usize = 64;
 /// Most live queries one caller (the owner, or one app) may have open.
 pub const MAX_LIVE_PER_CALLER: usize = 16;
+/// Most `/v0/sql` statements one caller may have running at once: a
+/// statement may run for its whole budget, so a few per token keep one
+/// caller from taking every core.
+pub const MAX_SQL_PER_CALLER: usize = 4;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -44,7 +49,9 @@ pub struct ApiState {
     /// Permits for live queries.
     pub live: Arc<Semaphore>,
     /// Live queries open per caller.
-    pub live_per_caller: Arc<live::PerCaller>,
+    pub live_per_caller: Arc<limits::PerCaller>,
+    /// Statements running per caller.
+    pub sql_per_caller: Arc<limits::PerCaller>,
 }
 
 /// The API's routes.
@@ -53,7 +60,16 @@ pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
         node,
         stopping,
         live: Arc::new(Semaphore::new(MAX_LIVE)),
-        live_per_caller: Arc::default(),
+        live_per_caller: limits::PerCaller::new(
+            MAX_LIVE_PER_CALLER,
+            "live queries open",
+            "close one first",
+        ),
+        sql_per_caller: limits::PerCaller::new(
+            MAX_SQL_PER_CALLER,
+            "statements running",
+            "wait for one to end",
+        ),
     };
     Router::new()
         .route("/v0/health", get(routes::health))
@@ -85,8 +101,24 @@ pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
 
 /// Runs `op` for `caller` on a blocking thread.
 async fn run<O: Op>(state: &ApiState, caller: Caller, op: O) -> Result<O::Output, ApiError> {
+    run_holding(state, caller, op, ()).await
+}
+
+/// Runs `op` for `caller` on a blocking thread, holding `held` (a slot of
+/// the caller's) until the operation ends, even if the client goes away
+/// before.
+async fn run_holding<O: Op, H: Send + 'static>(
+    state: &ApiState,
+    caller: Caller,
+    op: O,
+    held: H,
+) -> Result<O::Output, ApiError> {
     let node = Arc::clone(&state.node);
-    tokio::task::spawn_blocking(move || op.run(&node, &caller))
-        .await
-        .map_err(|error| ApiError::internal(format!("the operation failed: {error}")))?
+    tokio::task::spawn_blocking(move || {
+        let output = op.run(&node, &caller);
+        drop(held);
+        output
+    })
+    .await
+    .map_err(|error| ApiError::internal(format!("the operation failed: {error}")))?
 }

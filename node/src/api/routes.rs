@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{JsonBody, PathArg, QueryArgs, RawBody};
-use super::{ApiState, OPENAPI, run};
+use super::limits::PerCaller;
+use super::{ApiState, OPENAPI, run, run_holding};
 use crate::error::ApiError;
 use crate::ops::Caller;
 use crate::ops::apps::{
@@ -66,12 +67,15 @@ pub(super) async fn method_not_allowed() -> ApiError {
     }
 }
 
+/// `POST /v0/sql`: at most [`super::MAX_SQL_PER_CALLER`] at once per
+/// token (503 `busy` beyond).
 pub(super) async fn sql(
     State(state): State<ApiState>,
     caller: Caller,
     JsonBody(op): JsonBody<Sql>,
 ) -> Answered<crate::ops::sql::SqlOutput> {
-    run(&state, caller, op).await.map(Json)
+    let slot = PerCaller::take(&state.sql_per_caller, &caller)?;
+    run_holding(&state, caller, op, slot).await.map(Json)
 }
 
 pub(super) async fn show_schemas(

@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     mdns: !args.no_mdns,
                 },
                 database: args.database,
+                query_budget: args.query_budget,
             };
             // Bad options and ports in use fail here, before a database
             // (and its recovery secret) is made.
