@@ -8,21 +8,23 @@
 #
 #   bash node/tests/schemathesis/run.sh [BASIC_BINARY]
 #
-# Without BASIC_BINARY it builds and uses target/debug/basic. The venv
-# with schemathesis lives in target/schemathesis-venv. EXAMPLES (default 25)
+# Without BASIC_BINARY it builds and uses target/debug/basic (under
+# CARGO_TARGET_DIR when set). The venv with schemathesis lives in
+# target/schemathesis-venv. EXAMPLES (default 25)
 # bounds the generated cases per operation and phase.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 root=$PWD
 here=node/tests/schemathesis
 version=4.32.5
-basic=${1:-target/debug/basic}
+target=${CARGO_TARGET_DIR:-target}
+basic=${1:-$target/debug/basic}
 examples=${EXAMPLES:-25}
 
 if [ $# -eq 0 ]; then
   cargo build --locked -q -p basic --bin basic
 fi
-venv=target/schemathesis-venv
+venv=$(realpath -m "$target/schemathesis-venv")
 if [ "$("$venv/bin/st" --version 2>/dev/null)" != "st, version $version" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==$version"
@@ -73,7 +75,7 @@ PY
 run() {
   local who=$1; shift
   echo "--- schemathesis as $who"
-  (cd "$work" && PYTHONPATH="$root/$here" "$root/$venv/bin/st" \
+  (cd "$work" && PYTHONPATH="$root/$here" "$venv/bin/st" \
     --config-file "$root/$here/schemathesis.toml" run "$url/v0/openapi.json" \
     --max-examples "$examples" --seed 1 --no-color "$@")
 }
