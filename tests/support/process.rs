@@ -34,9 +34,23 @@ impl Drop for Guard {
 }
 
 /// `binary --data DIR ARGS…`, with the environment's data directory and log
-/// level removed and the output captured.
-pub(crate) fn basic_command(binary: &Path, data: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(binary);
+/// level removed and the output captured; in a network namespace (`ip netns
+/// exec NS …`, which execs the binary: the child's pid is the node's) or in
+/// this process's own.
+pub(crate) fn basic_command(
+    namespace: Option<&str>,
+    binary: &Path,
+    data: &Path,
+    args: &[&str],
+) -> Command {
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", namespace]).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .arg("--data")
         .arg(data)

@@ -71,7 +71,7 @@ impl Data {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        process::basic_command(Path::new(env!("CARGO_BIN_EXE_basic")), self.path(), args)
+        process::basic_command(None, Path::new(env!("CARGO_BIN_EXE_basic")), self.path(), args)
     }
 
     /// Runs `basic --data DIR ARGS…` to the end.

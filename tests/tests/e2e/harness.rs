@@ -97,7 +97,11 @@ impl Data {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        process::basic_command(Path::new(binary()), self.path(), args)
+        self.command_in(None, args)
+    }
+
+    fn command_in(&self, namespace: Option<&str>, args: &[&str]) -> Command {
+        process::basic_command(namespace, Path::new(binary()), self.path(), args)
     }
 
     /// Runs `basic --data DIR ARGS…` to the end.
@@ -165,12 +169,18 @@ impl Data {
 
     /// Starts `basic ARGS…` as a node and waits for its `api.json`.
     pub(crate) fn start(&self, args: &[&str]) -> Node {
+        self.start_in(None, args)
+    }
+
+    /// Starts `basic ARGS…` as a node in a network namespace (or this
+    /// process's own) and waits for its `api.json`.
+    pub(crate) fn start_in(&self, namespace: Option<&str>, args: &[&str]) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())
             .expect("log file");
-        let mut command = self.command(args);
+        let mut command = self.command_in(namespace, args);
         command
             .env("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "info,basic=debug".into()))
             .stdout(Stdio::null())

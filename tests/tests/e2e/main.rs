@@ -4,7 +4,9 @@
 mod apps;
 mod bad_input;
 mod crash;
+mod faults;
 mod harness;
+mod netns;
 mod pinner;
 mod recover;
 mod relay;
