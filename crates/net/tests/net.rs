@@ -243,6 +243,40 @@ async fn rate_limit_drops_requests_then_bans_the_abuser() {
 }
 
 #[tokio::test]
+async fn a_connection_flood_is_capped_and_the_node_keeps_serving() {
+    // A node that takes at most 3 inbound connections, dialled by 8 peers
+    // at once, and by one of them again and again.
+    let a = node_with(TCP, |c| {
+        c.limits.max_established_inbound = 3;
+        c.limits.max_established_per_peer = 1;
+    })
+    .await;
+    let (a_net, a_address, _served) = a.serve_reversed();
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        flood.push(node(TCP).await);
+    }
+    for peer in &flood {
+        for _ in 0..3 {
+            let _ = peer.net.dial(a_address.clone()).await;
+        }
+    }
+    // Some got in, never more than the cap, and never twice for one peer.
+    until("the first peers are connected", || async { a_net.peers().await.len() == 3 }).await;
+    for _ in 0..20 {
+        let peers = a_net.peers().await;
+        assert!(peers.len() <= 3, "{} inbound connections", peers.len());
+        assert!(peers.iter().all(|p| p.addresses.len() == 1), "{peers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Those inside are served.
+    let inside: Vec<PeerId> = a_net.peers().await.iter().map(|p| p.peer).collect();
+    let first = flood.iter().find(|n| inside.contains(&n.peer())).expect("a connected peer");
+    let echoed = within("served", first.net.request(a_net.local_peer_id(), b"ab".to_vec())).await;
+    assert_eq!(echoed.expect("answered"), b"ba");
+}
+
+#[tokio::test]
 async fn disconnect_bans_the_peer_both_ways() {
     let mut a = node(TCP).await;
     let mut b = node(TCP).await;

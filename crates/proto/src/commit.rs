@@ -440,6 +440,42 @@ mod tests {
         assert_ne!(a.id(), b.id());
     }
 
+    /// Signs `ciphertext` under `header` as `author`, as an attacker who
+    /// holds the scope key and may write would.
+    fn re_signed(author: &SecretKey, header: &CommitHeader, ciphertext: &[u8]) -> Vec<u8> {
+        let header = header.encode();
+        let signature = author.sign(SigningContext::Commit, &signed_message(&header, ciphertext));
+        Envelope { header, ciphertext: ciphertext.to_vec(), signature }.encode()
+    }
+
+    #[test]
+    fn a_ciphertext_moved_under_another_header_does_not_open() {
+        let (victim, draft, changes, key, mut rng) = fixture();
+        let stolen = Commit::create(&victim, draft.clone(), &changes, &key, &mut rng).unwrap();
+        let attacker = SecretKey::from_seed([4; 32]);
+        let own = Commit::create(&attacker, draft, &changes, &key, &mut rng).unwrap();
+        // Under the attacker's own header, and under one that copies every
+        // field of the victim's but the author: each signature is the
+        // attacker's own and verifies, but the header is the ciphertext's
+        // associated data, so neither opens.
+        let copied = CommitHeader { author: attacker.public(), ..stolen.header().clone() };
+        for header in [own.header(), &copied] {
+            let swapped = Commit::decode(&re_signed(&attacker, header, &stolen.ciphertext))
+                .expect("the attacker's signature verifies");
+            assert_eq!(swapped.open(&key), Err(CommitError::Undecryptable));
+        }
+        // Without re-signing, the victim's signature does not cover it.
+        let mut bytes = Envelope {
+            header: own.header_bytes.clone(),
+            ciphertext: stolen.ciphertext.clone(),
+            signature: stolen.signature,
+        }
+        .encode();
+        assert!(Commit::decode(&bytes).is_err());
+        bytes = re_signed(&attacker, stolen.header(), &stolen.ciphertext);
+        assert!(Commit::decode(&bytes).is_err(), "the header names the victim as author");
+    }
+
     #[test]
     fn drafts_must_chain() {
         let (author, mut draft, changes, key, mut rng) = fixture();

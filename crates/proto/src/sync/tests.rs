@@ -552,6 +552,52 @@ fn a_lost_push_is_sent_again_after_a_back_off() {
 }
 
 #[test]
+fn a_peer_that_freezes_mid_sync_costs_back_offs_and_nothing_is_lost() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut b = s.store.clone();
+    write(&mut s, &mut b, &phone, None, 40);
+    // B stops answering after `answered` of A's requests, for a while
+    // (the transport's timeout reports each unanswered request), then
+    // answers again: wherever the freeze falls, it costs A back-offs, never
+    // a busy retry or a wrong state, and A ends with all of B's log.
+    for answered in 0..3 {
+        let mut pair = Pair::new(s.store.clone(), &laptop, b.clone(), &phone);
+        let (mut served, mut unanswered) = (0, 0);
+        for _ in 0..1_000 {
+            let now = pair.now;
+            let Some(request) = pair.a.requester.poll_request(&mut pair.a.store, now).unwrap()
+            else {
+                match pair.a.requester.poll_timeout() {
+                    Some(at) if pair.a.store.ids() != pair.b.store.ids() => {
+                        pair.now = at.max(now + 1);
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            if served == answered && unanswered < 5 {
+                unanswered += 1;
+                pair.a.requester.handle_failure(now);
+                assert_eq!(pair.a.requester.poll_request(&mut pair.a.store, now).unwrap(), None);
+                let retry = pair.a.requester.poll_timeout().expect("a retry is scheduled");
+                assert!(retry > now, "no busy retry");
+                pair.now = retry;
+                continue;
+            }
+            served += 1;
+            let answer = match pair.b.responder.handle(&mut pair.b.store, &request, &mut pair.rng) {
+                Ok(Answer::Reply(frame) | Answer::Close(frame, _)) => frame,
+                Err(error) => panic!("{error:?}"),
+            };
+            pair.a.requester.handle_response(&mut pair.a.store, &answer, now).unwrap();
+        }
+        assert_eq!(unanswered, 5, "the freeze fell after {answered} answers");
+        assert_eq!(pair.a.store.ids(), pair.b.store.ids(), "freeze after {answered} answers");
+    }
+}
+
+#[test]
 fn a_peer_claiming_an_endless_log_costs_bounded_work() {
     let mut s = setup();
     let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
