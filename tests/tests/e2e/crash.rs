@@ -1,16 +1,22 @@
 //! kill -9 during writes: every acknowledged write survives, and the node
-//! syncs afterwards.
+//! syncs afterwards, while the other device writes and syncs all along.
+//! Two rounds in the default run; `BASIC_KILL_ROUNDS=1000` makes it a soak.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::harness::{Data, Node, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// Acknowledged writes before the kill.
 const BEFORE_KILL: usize = 25;
+
+/// Rounds of kill -9 in the default run; `BASIC_KILL_ROUNDS=1000` for the soak.
+fn rounds() -> usize {
+    std::env::var("BASIC_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
 
 #[test]
 fn acknowledged_writes_survive_kill_9_and_sync_afterwards() {
@@ -20,57 +26,107 @@ fn acknowledged_writes_survive_kill_9_and_sync_afterwards() {
     let mut b = b_data.up(&[a.address()]);
     wait_in_sync(&b, &device_of(&a));
 
-    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
-        let (url, token) = (b.url("/v0/sql"), b.token.clone());
-        std::thread::spawn(move || {
-            let agent = ureq::Agent::config_builder()
-                .timeout_global(Some(std::time::Duration::from_secs(5)))
-                .build()
-                .new_agent();
-            for i in 0.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let body = json!({
-                    "sql": "INSERT INTO todo.lists (id, name) VALUES (?, ?)",
-                    "params": [format!("w{i:05}"), "written"],
-                });
-                let sent = agent
-                    .post(&url)
-                    .header("authorization", format!("Bearer {token}"))
-                    .header("content-type", "application/json")
-                    .send(body.to_string().as_bytes());
-                match sent {
-                    Ok(response) if response.status() == 200 => {
-                        acked.lock().expect("acked").push(i);
-                    }
-                    // The node died: nothing more can be acknowledged.
-                    _ => break,
-                }
-            }
-        })
-    };
-    wait_for("writes acknowledged", SYNC_TIMEOUT, || {
-        (acked.lock().expect("acked").len() >= BEFORE_KILL).then_some(())
-    });
-    b.kill9();
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-    let acked = acked.lock().expect("acked").clone();
-    eprintln!("{} writes acknowledged before kill -9", acked.len());
-
-    let b = b_data.up(&[a.address()]);
-    let held = b.rows("SELECT id FROM todo.lists ORDER BY id");
-    let held: Vec<&str> =
-        held.as_array().expect("rows").iter().filter_map(|r| r[0].as_str()).collect();
-    for i in &acked {
-        assert!(held.contains(&format!("w{i:05}").as_str()), "acknowledged write {i} lost");
+    // A writes and syncs all along, while B is killed again and again in
+    // the middle of its own writes.
+    let a_writes = Writer::start(a.url("/v0/sql"), a.token.clone(), "a");
+    let mut acked_on_b = Vec::new();
+    let rounds = rounds();
+    for round in 0..rounds {
+        let writer = Writer::start(b.url("/v0/sql"), b.token.clone(), &format!("b{round}-"));
+        wait_for("writes acknowledged", SYNC_TIMEOUT, || {
+            (writer.acked.lock().expect("acked").len() >= BEFORE_KILL).then_some(())
+        });
+        b.kill9();
+        let acked = writer.stop();
+        b = b_data.up(&[a.address()]);
+        let held = ids(&b);
+        for id in &acked {
+            assert!(held.contains(id), "round {round}: acknowledged write {id} lost");
+        }
+        acked_on_b.extend(acked);
+        if rounds > 10 && round % 10 == 9 {
+            eprintln!(
+                "{} rounds of kill -9, {} writes acknowledged on B",
+                round + 1,
+                acked_on_b.len()
+            );
+        }
     }
-    // Still syncs: A gets everything B holds, and B's new write.
-    b.sql("INSERT INTO todo.lists (id, name) VALUES ('after', 'After the crash')", json!([]));
-    let on_b = b.rows("SELECT id FROM todo.lists ORDER BY id");
-    a.wait_rows("SELECT id FROM todo.lists ORDER BY id", &on_b);
+    let acked_on_a = a_writes.stop();
+    eprintln!(
+        "{rounds} kills; {} writes acknowledged on B, {} on A",
+        acked_on_b.len(),
+        acked_on_a.len()
+    );
+
+    // Still syncs: both end with every write either acknowledged.
+    b.sql("INSERT INTO todo.lists (id, name) VALUES ('after', 'After the crashes')", json!([]));
+    let on_b = wait_for("A and B converge", SYNC_TIMEOUT, || {
+        let (on_a, on_b) = (ids(&a), ids(&b));
+        (on_a == on_b && on_a.contains(&"after".to_owned())).then_some(on_b)
+    });
+    for id in acked_on_a.iter().chain(&acked_on_b) {
+        assert!(on_b.contains(id), "acknowledged write {id} lost");
+    }
+}
+
+/// The list ids a node holds.
+fn ids(node: &Node) -> Vec<String> {
+    let rows = node.rows("SELECT id FROM todo.lists ORDER BY id");
+    rows.as_array().expect("rows").iter().filter_map(|r| r[0].as_str().map(str::to_owned)).collect()
+}
+
+/// A thread writing rows through a node's API until stopped or the node
+/// dies; it keeps the ids of the writes that were acknowledged.
+struct Writer {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String, token: String, prefix: &str) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (acked, stop, prefix) = (Arc::clone(&acked), Arc::clone(&stop), prefix.to_owned());
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(std::time::Duration::from_secs(5)))
+                    .build()
+                    .new_agent();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("{prefix}{i:05}");
+                    let body = json!({
+                        "sql": "INSERT INTO todo.lists (id, name) VALUES (?, ?)",
+                        "params": [id, "written"],
+                    });
+                    let sent = agent
+                        .post(&url)
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .send(body.to_string().as_bytes());
+                    match sent {
+                        Ok(response) if response.status() == 200 => {
+                            acked.lock().expect("acked").push(id);
+                        }
+                        // The node died: nothing more can be acknowledged.
+                        _ => break,
+                    }
+                }
+            })
+        };
+        Self { acked, stop, thread }
+    }
+
+    /// Stops the writer; returns the ids of the acknowledged writes.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("writer");
+        let mut acked = self.acked.lock().expect("acked");
+        std::mem::take(&mut *acked)
+    }
 }
