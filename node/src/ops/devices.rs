@@ -113,8 +113,26 @@ pub fn devices(node: &Node) -> Vec<DeviceInfo> {
 /// `POST /v0/devices/invite`: an invite for one new device.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Invite {
-    /// How long the invite stays valid, in minutes.
+    /// How long the invite stays valid, in minutes: a whole number, which
+    /// JSON may also write as `440.0`.
+    #[serde(deserialize_with = "whole_number")]
     pub valid_minutes: u64,
+}
+
+/// A whole number of at least zero, written as an integer or as a number
+/// with a zero fraction.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        // Below 2^64, so the cast is exact.
+        Some(real) if real >= 0.0 && real.fract() == 0.0 && real < 18_446_744_073_709_551_616.0 => {
+            Ok(real as u64)
+        }
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of minutes"))),
+    }
 }
 
 /// An invite.
@@ -244,6 +262,18 @@ mod tests {
                 };
                 assert_eq!(error, format!("{text:?} is not {kind}: it is {found}"));
             }
+        }
+    }
+
+    #[test]
+    fn minutes_are_whole_numbers_however_json_writes_them() {
+        let parse = |text: &str| serde_json::from_str::<Invite>(text).map(|i| i.valid_minutes);
+        assert_eq!(parse(r#"{"valid_minutes": 440}"#).unwrap(), 440);
+        assert_eq!(parse(r#"{"valid_minutes": 440.0}"#).unwrap(), 440);
+        assert_eq!(parse(r#"{"valid_minutes": 4.4e2}"#).unwrap(), 440);
+        for refused in ["440.5", "-1", "-1.0", "1e20", "\"440\"", "null"] {
+            let text = format!(r#"{{"valid_minutes": {refused}}}"#);
+            assert!(parse(&text).is_err(), "{text} was taken");
         }
     }
 }
