@@ -380,6 +380,9 @@ fn print_request(request: &RequestInfo) {
     let scopes: Vec<String> =
         request.scopes.iter().map(|(s, a)| format!("{s} ({})", access(*a))).collect();
     println!("{}  {:?} asks for {}", request.id, request.name, scopes.join(", "));
+    if let Some(origin) = &request.origin {
+        println!("    from the web page {origin} (its token will work from there only)");
+    }
     println!("    app {}", request.app);
 }
 
@@ -395,7 +398,12 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Approve { id } => {
             let request = backend.call(Answer { id, approve: true })?;
-            println!("approved {:?}: it may now fetch its token", request.name);
+            match &request.origin {
+                Some(origin) => {
+                    println!("approved {:?} at {origin}: it may now fetch its token", request.name)
+                }
+                None => println!("approved {:?}: it may now fetch its token", request.name),
+            }
         }
         AppCommand::Deny { id } => {
             let request = backend.call(Answer { id, approve: false })?;
@@ -408,6 +416,9 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
             }
             for app in apps {
                 println!("{}  {}", app.id, app.name.as_deref().unwrap_or("(unnamed)"));
+                if let Some(origin) = &app.origin {
+                    println!("    web app at {origin}");
+                }
                 for (scope, grant) in &app.scopes {
                     let revoked = if grant.revoked { ", revoked" } else { "" };
                     println!("    {scope}: {}{revoked}", access(grant.rights));
