@@ -102,3 +102,34 @@ test("a closed live query ends quietly", async () => {
   live.close();
   await live.done;
 });
+
+test("row types from `basic schema types` type-check with query<T>", async () => {
+  const { mkdirSync, writeFileSync, rmSync } = await import("node:fs");
+  const { execFileSync } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const here = fileURLToPath(new URL(".", import.meta.url));
+  const dir = `${here}.gen`;
+  mkdirSync(dir, { recursive: true });
+  try {
+    writeFileSync(`${dir}/rows.ts`, node.basic("schema", "types", `${here}../../../examples/todo.toml`, "--lang", "ts"));
+    writeFileSync(
+      `${dir}/use.ts`,
+      [
+        'import { Basic } from "../../dist/index.js";',
+        'import type { TodoItems } from "./rows.js";',
+        "export async function titles(basic: Basic): Promise<string[]> {",
+        '  const items = await basic.query<TodoItems>("SELECT * FROM todo.items");',
+        "  const due: number | null = items[0]!.due;",
+        "  void due;",
+        "  return items.map((item) => item.title);",
+        "}",
+        "// @ts-expect-error: done is a boolean",
+        "export const wrong: TodoItems['done'] = 1;",
+      ].join("\n"),
+    );
+    const tsc = `${here}../node_modules/.bin/tsc`;
+    execFileSync(tsc, ["--noEmit", "--strict", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler", "--lib", "es2022,dom", `${dir}/use.ts`], { encoding: "utf8" });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

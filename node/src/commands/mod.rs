@@ -27,9 +27,14 @@ use crate::status::{NetworkStatus, PinnerStatus};
 use crate::tokens::OwnerToken;
 
 mod show;
+mod types;
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Row types come from a file alone: no data directory needed.
+    if let Command::Schema(SchemaCommand::Types { file, lang }) = &cli.command {
+        return print_types(file, *lang);
+    }
     let data = DataDir::resolve(cli.data)?;
     // Commands that make a database (or a pinning peer) make the directory
     // private; every command refuses one that other users can reach.
@@ -286,6 +291,7 @@ fn schema(backend: &Backend, command: SchemaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        SchemaCommand::Types { file, lang } => print_types(&file, lang),
         SchemaCommand::Show { namespace: None } => show::json(&backend.call(ShowSchemas)?),
         SchemaCommand::Show { namespace: Some(namespace) } => {
             let schemas = backend.call(ShowSchemas)?;
@@ -308,6 +314,12 @@ const MAX_SCHEMAS_FILE: u64 = 64 << 20;
 
 /// The schemas of `file`: one schema (TOML or JSON), or a JSON array of
 /// them, as `basic schema show` prints every namespace's.
+/// `basic schema types FILE --lang …`.
+fn print_types(file: &std::path::Path, lang: crate::cli::TypesLang) -> anyhow::Result<()> {
+    print!("{}", types::render(&read_schemas(file)?, lang));
+    Ok(())
+}
+
 fn read_schemas(file: &std::path::Path) -> anyhow::Result<Vec<Schema>> {
     let is_array = Format::from_path(file) != Some(Format::Toml)
         && std::fs::read(file)
