@@ -363,15 +363,22 @@ fn a_rebound_dns_name_reaches_nothing() {
         );
         answer.no_cors();
     }
-    // The same port under another loopback name, or another port, is not us.
-    for host in [format!("127.0.0.1:{}", port.wrapping_add(1)), "localhost".into(), "127.1".into()]
-    {
+    // A name that merely starts like ours, another port, no port: not us.
+    for host in [
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "localhost".into(),
+        "127.1".into(),
+    ] {
         let answer = send(address, "GET", "/v0/health", &[("host", &host)], None);
         assert_eq!(answer.status, 421, "{host}");
     }
-    for host in
-        [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("LocalHost:{port}")]
-    {
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
         let answer = send(address, "GET", "/v0/health", &[("host", &host)], None);
         assert_eq!(answer.status, 200, "{host}");
     }

@@ -2,10 +2,9 @@
 //!
 //! Every request passes [`guard`] before its route:
 //!
-//! - **Host.** The `Host` header must name the API's own address
-//!   (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT` when it listens on
-//!   loopback, or the address it is bound to): a page that rebinds its own
-//!   DNS name to 127.0.0.1 reaches the port but not with our name, and is
+//! - **Host.** The `Host` header must name the API: `localhost` or an IP
+//!   address, with the API's port. A page that rebinds its own DNS name to
+//!   127.0.0.1 reaches the port, but its requests carry its name, and are
 //!   refused with 421 `wrong_host` before anything runs.
 //! - **Owner routes** (everything but the app routes below, `/v0/health`
 //!   and `/v0/openapi.json`) never answer a page: no CORS header ever, so
@@ -21,7 +20,7 @@
 //!   only. Which token is accepted from which origin is checked with the
 //!   token ([`super::auth`]).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -46,24 +45,32 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 /// The longest origin taken.
 const MAX_ORIGIN_LEN: usize = 256;
 
-/// The `Host` values that name this API.
-#[derive(Debug, Clone)]
-pub struct Hosts(Vec<String>);
+/// The `Host` values that name this API: `localhost` or an IP address,
+/// with its port. DNS rebinding needs a name of the attacker's, so no
+/// other name is taken; an IP address is, which keeps an API bound to a
+/// LAN address (`--api-public`) reachable by its address.
+#[derive(Debug, Clone, Copy)]
+pub struct Hosts {
+    port: u16,
+}
 
 impl Hosts {
     /// The names of an API bound to `address`.
     pub fn of(address: SocketAddr) -> Self {
-        let port = address.port();
-        let mut names = vec![address.to_string()];
-        if address.ip().is_loopback() || address.ip().is_unspecified() {
-            names.extend(["127.0.0.1", "localhost", "[::1]"].map(|h| format!("{h}:{port}")));
-        }
-        Self(names)
+        Self { port: address.port() }
     }
 
     /// Whether `host` (a `Host` header) names this API.
-    fn allows(&self, host: &str) -> bool {
-        self.0.iter().any(|name| name.eq_ignore_ascii_case(host))
+    fn allows(self, host: &str) -> bool {
+        let Some((name, port)) = host.rsplit_once(':') else { return false };
+        if port.parse() != Ok(self.port) {
+            return false;
+        }
+        let address = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+            None => name.parse::<Ipv4Addr>().is_ok(),
+        };
+        address || name.eq_ignore_ascii_case("localhost")
     }
 }
 
@@ -137,8 +144,8 @@ pub(super) async fn guard(State(state): State<ApiState>, request: Request, next:
         return ApiError {
             status: 421,
             code: "wrong_host".into(),
-            message: "the Host header does not name this API (127.0.0.1, localhost or [::1] \
-                with its port)"
+            message: "the Host header does not name this API: localhost or an IP address, \
+                with its port"
                 .into(),
         }
         .into_response();
@@ -213,14 +220,24 @@ mod tests {
     #[test]
     fn the_host_must_name_the_api() {
         let hosts = Hosts::of("127.0.0.1:7878".parse().unwrap());
-        for fine in ["127.0.0.1:7878", "localhost:7878", "LOCALHOST:7878", "[::1]:7878"] {
+        for fine in
+            ["127.0.0.1:7878", "localhost:7878", "LOCALHOST:7878", "[::1]:7878", "192.0.2.7:7878"]
+        {
             assert!(hosts.allows(fine), "{fine}");
         }
-        for refused in ["evil.example:7878", "127.0.0.1:7879", "localhost", "127.0.0.1", ""] {
+        for refused in [
+            "evil.example:7878",
+            "localhost.evil.example:7878",
+            "127.0.0.1:7879",
+            "localhost",
+            "127.0.0.1",
+            "::1:7878",
+            "[127.0.0.1]:7878",
+            "127.1:7878",
+            "",
+        ] {
             assert!(!hosts.allows(refused), "{refused}");
         }
-        let lan = Hosts::of("192.0.2.7:7878".parse().unwrap());
-        assert!(lan.allows("192.0.2.7:7878") && !lan.allows("localhost:7878"));
     }
 
     #[test]
