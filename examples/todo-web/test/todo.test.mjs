@@ -2,7 +2,9 @@
 // playwright-core) against two real nodes, the page served from another
 // origin than the API: ask for access → approve with the CLI → add an item
 // → an item written on the other device appears live → revoke → the page
-// shows the revoked state. Screenshots go to target/todo-web/ (CHROMIUM
+// shows the revoked state; on the way, an attacker's page in the same
+// browser tries the stolen token and the owner token from its own origin,
+// and a rebound DNS name. Screenshots go to target/todo-web/ (CHROMIUM
 // names the browser, default /usr/bin/chromium; BASIC_BIN the node).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -162,6 +164,40 @@ test("ask, approve, add, see the other device's write live, revoke", async () =>
     body: JSON.stringify({ sql: "SELECT title FROM todo.items" }),
   });
   assert.equal(stolen.status, 403);
+
+  // An attacker's page in the same browser, from another origin, holding
+  // the stolen token and the owner token: the browser gets no CORS answer,
+  // so it neither sends the request nor lets the page read anything.
+  const evil = await serve(0);
+  cleanup.push(() => new Promise((r) => evil.close(r)));
+  const attacker = await context.newPage();
+  await attacker.goto(`http://127.0.0.1:${evil.address().port}/`);
+  const attempts = await attacker.evaluate(
+    async ({ api, tokens }) => {
+      const out = [];
+      for (const token of tokens) {
+        try {
+          const r = await fetch(`${api}/v0/sql`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+            body: JSON.stringify({ sql: "SELECT title FROM todo.items" }),
+          });
+          out.push(`read ${r.status}`);
+        } catch {
+          out.push("blocked");
+        }
+      }
+      return out;
+    },
+    { api: a.url, tokens: [token, a.owner] },
+  );
+  assert.deepEqual(attempts, ["blocked", "blocked"]);
+  // DNS rebinding: a page whose name resolves to the node's address (any
+  // *.localhost name does, in Chromium) talks to the node as its own
+  // origin, but with its name in Host: the node answers nothing.
+  const rebound = await attacker.goto(`http://rebind.localhost:${new URL(a.url).port}/v0/health`);
+  assert.equal(rebound.status(), 421);
+  await attacker.close();
 
   const app = basic(aData, "app", "list").match(/app_[a-z2-7]+/)[0];
   basic(aData, "app", "revoke", app);
