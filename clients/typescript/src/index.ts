@@ -101,7 +101,11 @@ export class BasicError extends Error {
     this.retryAfter = retryAfter;
   }
 
-  /** The token no longer works: unknown (401), or its grant revoked (403). */
+  /**
+   * The token does not work (any more): unknown to the node (401), or
+   * refused for what was asked (403 `forbidden`: outside its grants, which
+   * after a revocation is everything).
+   */
   get revoked(): boolean {
     return this.status === 401 || (this.status === 403 && this.code === "forbidden");
   }
