@@ -253,6 +253,31 @@ pub enum SchemaCommand {
         /// Only this namespace's schema.
         namespace: Option<String>,
     },
+    /// Print the row types of a schema file: TypeScript interfaces or Rust structs.
+    #[command(
+        long_about = "Print the row types of a schema file (TOML or JSON), one per table, as the API returns rows:
+            TypeScript interfaces (for `query<T>` of the TypeScript client) or Rust structs with serde derives.
+            Needs no database.",
+        after_help = "Examples:
+  basic schema types examples/todo.toml --lang ts > src/rows.ts
+  basic schema types examples/todo.toml --lang rust > src/rows.rs"
+    )]
+    Types {
+        /// The schema file.
+        file: PathBuf,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: TypesLang,
+    },
+}
+
+/// The languages of `basic schema types`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TypesLang {
+    /// TypeScript interfaces.
+    Ts,
+    /// Rust structs with serde derives.
+    Rust,
 }
 
 /// `basic device …`.

@@ -289,7 +289,7 @@ async fn serve(
     }
     let (stop, stopping) = watch::channel(false);
     let mut stopped = stopping.clone();
-    let server = axum::serve(listener, api::router(Arc::clone(&node), stopping))
+    let server = axum::serve(listener, api::router(Arc::clone(&node), stopping, address))
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });

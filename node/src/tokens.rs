@@ -5,6 +5,10 @@
 //! to their app once and only their BLAKE3 hashes are kept (in `apps.json`),
 //! as are the hashes of the one-time secrets with which an app that asked
 //! for access fetches its token.
+//!
+//! A request made from a web page keeps the page's `Origin`, and the token
+//! issued for it is bound to that origin: the API accepts it only on
+//! requests that carry the same `Origin` (see [`crate::api`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,9 @@ struct Pending {
     secret: String,
     /// The app's principal id (`app_…`).
     app: String,
+    /// The web page's origin, for a request made from a browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
 }
 
 /// An issued app token.
@@ -78,6 +85,19 @@ struct Issued {
     app: String,
     /// When it was issued, ms since 1970.
     issued_ms: u64,
+    /// The origin the token is bound to (a web app's), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
+}
+
+/// Who holds an app token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The app's key.
+    pub app: PublicKey,
+    /// The only origin the token is accepted from; `None`: a token of a
+    /// non-browser app, refused on any request that carries an `Origin`.
+    pub origin: Option<String>,
 }
 
 /// The content of `apps.json`.
@@ -121,11 +141,17 @@ impl AppTokens {
         Ok(result)
     }
 
-    /// Remembers request `id` of `app`; returns the secret the app will
-    /// fetch its token with.
-    pub fn add_request(&self, id: &str, app: &PublicKey) -> anyhow::Result<String> {
+    /// Remembers request `id` of `app`, made from a page of `origin` if
+    /// any; returns the secret the app will fetch its token with.
+    pub fn add_request(
+        &self,
+        id: &str,
+        app: &PublicKey,
+        origin: Option<&str>,
+    ) -> anyhow::Result<String> {
         let secret = random_secret();
-        let pending = Pending { secret: digest(&secret), app: app_id(app) };
+        let pending =
+            Pending { secret: digest(&secret), app: app_id(app), origin: origin.map(Into::into) };
         self.update(|file| file.requests.insert(id.to_owned(), pending))?;
         Ok(secret)
     }
@@ -146,19 +172,42 @@ impl AppTokens {
     ) -> anyhow::Result<Option<String>> {
         let token = app.map(|_| random_secret());
         self.update(|file| {
-            file.requests.remove(id);
+            let origin = file.requests.remove(id).and_then(|pending| pending.origin);
             if let (Some(token), Some(app)) = (&token, app) {
-                file.tokens.insert(digest(token), Issued { app: app_id(app), issued_ms: now_ms });
+                let issued = Issued { app: app_id(app), issued_ms: now_ms, origin };
+                file.tokens.insert(digest(token), issued);
             }
         })?;
         Ok(token)
     }
 
-    /// The app a token was issued to.
-    pub fn app_of(&self, token: &str) -> Option<PublicKey> {
+    /// Who holds a token.
+    pub fn holder(&self, token: &str) -> Option<Holder> {
         let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let issued = file.tokens.get(&digest(token))?;
-        Principal::parse_as(Role::App, &issued.app).ok()
+        let app = Principal::parse_as(Role::App, &issued.app).ok()?;
+        Some(Holder { app, origin: issued.origin.clone() })
+    }
+
+    /// The origin request `id` was made from, if from a web page.
+    pub fn request_origin(&self, id: &str) -> Option<String> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.requests.get(id).and_then(|pending| pending.origin.clone())
+    }
+
+    /// The origin app `app`'s tokens are bound to, if any.
+    pub fn app_origin(&self, app: &str) -> Option<String> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.tokens.values().find(|issued| issued.app == app).and_then(|i| i.origin.clone())
+    }
+
+    /// Whether `origin` is the origin of a pending request or of an issued
+    /// token (revoked or not: a page whose access was revoked must still
+    /// be able to read that it was).
+    pub fn knows_origin(&self, origin: &str) -> bool {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.requests.values().any(|p| p.origin.as_deref() == Some(origin))
+            || file.tokens.values().any(|i| i.origin.as_deref() == Some(origin))
     }
 }
 

@@ -5,8 +5,12 @@
 //! Only an app asking for access, and polling its request, goes without.
 //! Errors are `{"error": {"code", "message"}}` with a fitting status.
 //! Database calls block, so operations run on tokio's blocking threads.
+//! Web pages reach the app routes only, from the origin their app asked
+//! from ([`origin`]); access requests are rate-limited ([`throttle`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,7 +25,9 @@ mod auth;
 mod body;
 mod limits;
 mod live;
+mod origin;
 mod routes;
+mod throttle;
 
 /// Largest request body, except imports.
 pub const BODY_LIMIT: usize = 2 << 20;
@@ -52,11 +58,17 @@ pub struct ApiState {
     pub live_per_caller: Arc<limits::PerCaller>,
     /// Statements running per caller.
     pub sql_per_caller: Arc<limits::PerCaller>,
+    /// The `Host` values that name this API.
+    pub hosts: origin::Hosts,
+    /// How often apps may ask for access.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
-/// The API's routes.
-pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
+/// The API's routes, for an API bound to `address`.
+pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>, address: SocketAddr) -> Router {
     let state = ApiState {
+        hosts: origin::Hosts::of(address),
+        throttle: Arc::new(throttle::Throttle::new(Instant::now())),
         node,
         stopping,
         live: Arc::new(Semaphore::new(MAX_LIVE)),
@@ -96,6 +108,7 @@ pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::guard))
         .with_state(state)
 }
 

@@ -2,13 +2,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use std::time::Instant;
+
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{JsonBody, PathArg, QueryArgs, RawBody};
 use super::limits::PerCaller;
+use super::origin::parse_origin;
 use super::{ApiState, OPENAPI, run, run_holding};
 use crate::error::ApiError;
 use crate::ops::Caller;
@@ -95,11 +98,37 @@ pub(super) async fn apply_schema(
     run(&state, caller, ApplySchema::from_json(text)?).await.map(Json)
 }
 
+/// `POST /v0/apps/requests` (no token): records the page's `Origin` (a
+/// header, never a body field), within the rate limits of
+/// [`super::throttle`].
 pub(super) async fn request_access(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     JsonBody(op): JsonBody<RequestAccess>,
-) -> Result<(StatusCode, Json<RequestMade>), ApiError> {
-    Ok((StatusCode::CREATED, Json(run(&state, Caller::Anyone, op).await?)))
+) -> Result<Response, ApiError> {
+    let origin = match headers.get(header::ORIGIN) {
+        None => None,
+        Some(value) => Some(parse_origin(value).ok_or_else(|| {
+            ApiError::bad_request(
+                "a web app asks from a page with an http or https origin (not `null`)",
+            )
+        })?),
+    };
+    if let Err(wait) = state.throttle.take(origin.unwrap_or(""), Instant::now()) {
+        let error = ApiError {
+            status: 429,
+            code: "too_many_requests".into(),
+            message: format!(
+                "too many access requests{}: ask again in {} s",
+                if origin.is_some() { " from this origin" } else { "" },
+                wait.as_secs()
+            ),
+        };
+        return Ok(([(header::RETRY_AFTER, wait.as_secs().to_string())], error).into_response());
+    }
+    let op = RequestAccess { origin: origin.map(str::to_owned), ..op };
+    let made: RequestMade = run(&state, Caller::Anyone, op).await?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
 }
 
 /// The query of a poll.

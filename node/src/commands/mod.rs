@@ -27,9 +27,14 @@ use crate::status::{NetworkStatus, PinnerStatus};
 use crate::tokens::OwnerToken;
 
 mod show;
+mod types;
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Row types come from a file alone: no data directory needed.
+    if let Command::Schema(SchemaCommand::Types { file, lang }) = &cli.command {
+        return print_types(file, *lang);
+    }
     let data = DataDir::resolve(cli.data)?;
     // Commands that make a database (or a pinning peer) make the directory
     // private; every command refuses one that other users can reach.
@@ -286,6 +291,7 @@ fn schema(backend: &Backend, command: SchemaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        SchemaCommand::Types { file, lang } => print_types(&file, lang),
         SchemaCommand::Show { namespace: None } => show::json(&backend.call(ShowSchemas)?),
         SchemaCommand::Show { namespace: Some(namespace) } => {
             let schemas = backend.call(ShowSchemas)?;
@@ -308,6 +314,12 @@ const MAX_SCHEMAS_FILE: u64 = 64 << 20;
 
 /// The schemas of `file`: one schema (TOML or JSON), or a JSON array of
 /// them, as `basic schema show` prints every namespace's.
+/// `basic schema types FILE --lang …`.
+fn print_types(file: &std::path::Path, lang: crate::cli::TypesLang) -> anyhow::Result<()> {
+    print!("{}", types::render(&read_schemas(file)?, lang));
+    Ok(())
+}
+
 fn read_schemas(file: &std::path::Path) -> anyhow::Result<Vec<Schema>> {
     let is_array = Format::from_path(file) != Some(Format::Toml)
         && std::fs::read(file)
@@ -380,6 +392,9 @@ fn print_request(request: &RequestInfo) {
     let scopes: Vec<String> =
         request.scopes.iter().map(|(s, a)| format!("{s} ({})", access(*a))).collect();
     println!("{}  {:?} asks for {}", request.id, request.name, scopes.join(", "));
+    if let Some(origin) = &request.origin {
+        println!("    from the web page {origin} (its token will work from there only)");
+    }
     println!("    app {}", request.app);
 }
 
@@ -395,7 +410,12 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Approve { id } => {
             let request = backend.call(Answer { id, approve: true })?;
-            println!("approved {:?}: it may now fetch its token", request.name);
+            match &request.origin {
+                Some(origin) => {
+                    println!("approved {:?} at {origin}: it may now fetch its token", request.name)
+                }
+                None => println!("approved {:?}: it may now fetch its token", request.name),
+            }
         }
         AppCommand::Deny { id } => {
             let request = backend.call(Answer { id, approve: false })?;
@@ -408,6 +428,9 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
             }
             for app in apps {
                 println!("{}  {}", app.id, app.name.as_deref().unwrap_or("(unnamed)"));
+                if let Some(origin) = &app.origin {
+                    println!("    web app at {origin}");
+                }
                 for (scope, grant) in &app.scopes {
                     let revoked = if grant.revoked { ", revoked" } else { "" };
                     println!("    {scope}: {}{revoked}", access(grant.rights));

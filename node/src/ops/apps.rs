@@ -58,6 +58,10 @@ pub struct RequestAccess {
     pub name: String,
     /// The scopes (namespaces) asked for, with the rights wanted on each.
     pub scopes: BTreeMap<String, Access>,
+    /// The `Origin` of the web page that asked, as its browser sent it (a
+    /// header, never a body field); the token will be bound to it.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// The answer to an app's request.
@@ -96,7 +100,7 @@ impl Op for RequestAccess {
             _ => ApiError::bad_request(error.to_string()),
         })?;
         let id = id.to_string();
-        let secret = node.apps.add_request(&id, &app.key)?;
+        let secret = node.apps.add_request(&id, &app.key, self.origin.as_deref())?;
         tracing::info!("app access requested: {id} (approve with `basic app approve {id}`)");
         Ok(RequestMade { id, secret, app: app_id(&app.key) })
     }
@@ -179,12 +183,17 @@ pub struct RequestInfo {
     pub app: String,
     /// What it asks for.
     pub scopes: BTreeMap<String, Access>,
+    /// The web page that asked (its `Origin`), if it asked from a browser.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl RequestInfo {
-    fn of(id: RequestId, request: &AccessRequest) -> Self {
+    fn of(node: &Node, id: RequestId, request: &AccessRequest) -> Self {
+        let id = id.to_string();
         Self {
-            id: id.to_string(),
+            origin: node.apps.request_origin(&id),
+            id,
             name: request.name.clone(),
             app: app_id(&request.app.key),
             scopes: request.scopes.iter().map(|(s, r)| (s.to_string(), (*r).into())).collect(),
@@ -205,7 +214,7 @@ impl Op for ListRequests {
 
     fn run(self, node: &Node, caller: &Caller) -> Result<Vec<RequestInfo>, ApiError> {
         caller.require_owner()?;
-        Ok(node.db.access_requests()?.iter().map(|(id, r)| RequestInfo::of(*id, r)).collect())
+        Ok(node.db.access_requests()?.iter().map(|(id, r)| RequestInfo::of(node, *id, r)).collect())
     }
 }
 
@@ -235,7 +244,7 @@ impl Op for Answer {
             )));
         };
         let request = if self.approve { node.db.approve(id)? } else { node.db.deny(id)? };
-        Ok(RequestInfo::of(id, &request))
+        Ok(RequestInfo::of(node, id, &request))
     }
 }
 
@@ -263,6 +272,9 @@ pub struct AppEntry {
     pub scopes: BTreeMap<String, GrantInfo>,
     /// What it wrote through this node's API.
     pub api_writes: AppWriteCount,
+    /// The web page its token is bound to (its `Origin`), if a web app.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl Op for ListApps {
@@ -283,6 +295,7 @@ impl Op for ListApps {
                 let id = app_id(&app.key);
                 AppEntry {
                     api_writes: counts.get(&id).copied().unwrap_or_default(),
+                    origin: node.apps.app_origin(&id),
                     id,
                     name: app.name,
                     scopes: app

@@ -2,7 +2,8 @@
 # Property-based test of the HTTP API against node/openapi.json: starts a
 # real `basic up` on loopback with a temporary data directory, gets an app
 # token through the access-request flow, and runs schemathesis (pinned) with
-# the owner token, with the app token and with no token. Fails on any 5xx,
+# the owner token, with an app token, with a web app's token from its page
+# and with no token. Fails on any 5xx,
 # any status code the document does not list, any response that does not
 # match its schema, and the other checks named in schemathesis.toml.
 #
@@ -56,21 +57,28 @@ done
 url="http://$address"
 owner=$(tr -d '\n' < "$data/owner-token")
 
-# An app token with read-write on todo, through the access-request flow.
-app=$(python3 - "$url" "$basic" "$data" <<'PY'
-import json, subprocess, sys, urllib.request
+# An app token with read-write on todo, through the access-request flow,
+# for an app outside a browser (no ORIGIN) or a web app at ORIGIN.
+app_token() {
+  ORIGIN=${1:-} python3 - "$url" "$basic" "$data" <<'PY'
+import json, os, subprocess, sys, urllib.request
 url, basic, data = sys.argv[1:]
+headers = {"Content-Type": "application/json"}
+if os.environ["ORIGIN"]:
+    headers["Origin"] = os.environ["ORIGIN"]
 def call(method, path, body=None):
-    req = urllib.request.Request(url + path, method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url + path, method=method, headers=headers,
+        data=None if body is None else json.dumps(body).encode())
     with urllib.request.urlopen(req) as r:
         return json.load(r)
 made = call("POST", "/v0/apps/requests", {"name": "schemathesis", "scopes": {"todo": "read_write"}})
 subprocess.run([basic, "--data", data, "app", "approve", made["id"]], check=True, capture_output=True)
 print(call("GET", f"/v0/apps/requests/{made['id']}?secret={made['secret']}")["token"])
 PY
-)
+}
+app=$(app_token)
+page=http://todo.localhost:8080
+web=$(app_token "$page")
 
 run() {
   local who=$1; shift
@@ -82,6 +90,7 @@ run() {
 status=0
 run owner -H "Authorization: Bearer $owner" || status=1
 run app -H "Authorization: Bearer $app" || status=1
+run "web app at $page" -H "Authorization: Bearer $web" -H "Origin: $page" || status=1
 run "no token" || status=1
 if [ "$status" -ne 0 ]; then
   echo "--- node log"; tail -50 "$data.log"
