@@ -20,11 +20,12 @@ use basic_proto::{
     Changes, DatabaseId, Hlc, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
     SecretKey, Value,
 };
-use basic_store::{LogWriter, SyncReplica};
+use basic_store::{Keyring, LogWriter, SyncReplica};
+use ciborium::Value as Cbor;
 use rand_core::{Rng, SeedableRng};
 
 use crate::node::Role;
-use crate::world::{T0, World, key};
+use crate::world::{T0, World, below, key};
 
 /// One kind of attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +36,15 @@ pub enum Attack {
     OutOfOrder,
     /// A key that is no member proves itself and pushes.
     Stranger,
-    /// A member pushes a valid commit with one byte flipped.
+    /// A member pushes a commit it holds with its header, ciphertext or
+    /// signature tampered, or its header put on another ciphertext.
     Tampered,
     /// A member pushes a commit signed by a non-member (valid signature).
     Forged,
     /// A member pushes commits the target already holds.
     Replayed,
-    /// A member pushes a commit under an epoch it was never given.
+    /// A member granted after a rotation pushes a commit under the older
+    /// epoch, which was never sealed to it.
     StaleEpoch,
     /// A member pushes a frame over the request limit.
     Oversized,
@@ -59,10 +62,14 @@ pub enum Attack {
     /// sealed to itself, adds a puppet that removes a device added after
     /// the theft, stamps an op far in the future and floods the log.
     Thief,
+    /// The target's requester syncs with a member (the insider app) whose
+    /// responder adds a forged and a tampered commit to its reply: the
+    /// target applies neither.
+    Requester,
 }
 
 /// Every attack, in the order a byzantine run cycles through them.
-pub const ALL: [Attack; 11] = [
+pub const ALL: [Attack; 12] = [
     Attack::Garbage,
     Attack::OutOfOrder,
     Attack::Stranger,
@@ -74,7 +81,30 @@ pub const ALL: [Attack; 11] = [
     Attack::Probe,
     Attack::Fork,
     Attack::Thief,
+    Attack::Requester,
 ];
+
+/// What became of an attack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It reached its target, which reacted as the protocol requires.
+    Reached(String),
+    /// It never reached the target (no insider left, the insider refused,
+    /// nothing to tamper with): not counted as an attack.
+    Missed(String),
+}
+
+impl From<String> for Outcome {
+    fn from(what: String) -> Self {
+        Outcome::Reached(what)
+    }
+}
+
+impl From<&str> for Outcome {
+    fn from(what: &str) -> Self {
+        Outcome::Reached(what.to_owned())
+    }
+}
 
 /// The schema of the second namespace a forking app is granted with `todo`.
 pub const NOTES_SCHEMA: &str = r#"
@@ -199,6 +229,191 @@ fn commit_bytes(world: &World, target: usize) -> anyhow::Result<Option<Vec<u8>>>
     }
 }
 
+/// A commit `target` holds other than `not`, if any.
+fn commit_bytes_not(world: &World, target: usize, not: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    let db = world.nodes[target].db.as_ref().context("target up")?;
+    for commit in db.replica().commits() {
+        let commit = commit?;
+        if commit.as_bytes() != not {
+            return Ok(Some(commit.as_bytes().to_vec()));
+        }
+    }
+    Ok(None)
+}
+
+/// `bytes` (a commit) with one part tampered: 0 a byte of the header's
+/// nonce (the header still decodes, and no longer matches the
+/// ciphertext), 1 a byte of the ciphertext, 2 a byte of the signature, 3
+/// the header and signature put on `other`'s ciphertext (the signature of
+/// `bytes` when `other` is `None`).
+fn tamper(
+    bytes: &[u8],
+    other: Option<&[u8]>,
+    part: usize,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    let parts = |bytes: &[u8]| -> anyhow::Result<[Vec<u8>; 3]> {
+        match basic_proto::codec::parse(bytes, "commit", MAX_COMMIT_BYTES)? {
+            Cbor::Array(items) => match <[Cbor; 3]>::try_from(items) {
+                Ok([Cbor::Bytes(h), Cbor::Bytes(c), Cbor::Bytes(s)]) => Ok([h, c, s]),
+                _ => bail!("a commit is not three byte strings"),
+            },
+            _ => bail!("a commit is not an array"),
+        }
+    };
+    let [mut header, mut ciphertext, mut signature] = parts(bytes)?;
+    let flip = |field: &mut Vec<u8>, from: usize, rng: &mut rand_chacha::ChaCha20Rng| {
+        let at = from + below(rng, (field.len() - from) as u64) as usize;
+        field[at] ^= 1 << below(rng, 8);
+    };
+    let what = match (part, other) {
+        (0, _) => {
+            // The nonce is the header's last field: 24 bytes.
+            let from = header.len().saturating_sub(24);
+            flip(&mut header, from, rng);
+            "a tampered header"
+        }
+        (1, _) => {
+            flip(&mut ciphertext, 0, rng);
+            "a tampered ciphertext"
+        }
+        (3, Some(other)) => {
+            ciphertext = parts(other)?[1].clone();
+            "its header on another commit's ciphertext"
+        }
+        _ => {
+            flip(&mut signature, 0, rng);
+            "a tampered signature"
+        }
+    };
+    let value =
+        Cbor::Array(vec![Cbor::Bytes(header), Cbor::Bytes(ciphertext), Cbor::Bytes(signature)]);
+    Ok((basic_proto::codec::encode_value(&value), what))
+}
+
+/// The target's requester opens a session with the insider app, whose
+/// real responder answers, except that its first reply also carries a
+/// commit signed by a stranger and a commit of the target's with a flipped
+/// signature byte. The requester may go on or close; the target must apply
+/// neither commit (both are recorded as forbidden for the final check).
+fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome> {
+    let Some(insider) = insider(world) else { return Ok(Outcome::Missed("no insider".into())) };
+    if !world.nodes[insider].is_up() {
+        return Ok(Outcome::Missed("the insider is down".into()));
+    }
+    let insider_key = world.nodes[insider].key.clone();
+    let stranger = key(&mut world.rng);
+    let (epoch, scope_key) = current_key(world, &insider_key)?;
+    let forged = a_commit(world, &stranger, epoch, &scope_key)?.as_bytes().to_vec();
+    let Some(mut tampered) = commit_bytes(world, target)? else {
+        return Ok(Outcome::Missed("nothing to tamper".into()));
+    };
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    for (bytes, what) in [
+        (&forged, "forged, sent by a hostile responder"),
+        (&tampered, "tampered, sent by a hostile responder"),
+    ] {
+        world.forbidden.push((basic_proto::CommitId::of(bytes), what.into()));
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(world.rng.next_u64());
+    let mut nonce = [0; 32];
+    rng.fill_bytes(&mut nonce);
+    let now = world.now;
+    let config = basic_proto::sync::RequesterConfig {
+        key: world.nodes[target].key.clone(),
+        database: world.database,
+        local_transport: vec![target as u8],
+        peer_transport: vec![ADVERSARY_TRANSPORT],
+        view: world.nodes[target].view(),
+        resync_ms: crate::world::RESYNC_MS,
+        nonce,
+        known_peer: Some(insider_key.public()),
+    };
+    let mut requester = basic_proto::sync::Requester::new(config, BTreeMap::new());
+    let mut responder = Responder::new(insider_key, vec![ADVERSARY_TRANSPORT], vec![target as u8]);
+    let target_db = world.nodes[target].db.as_ref().context("target up")?;
+    let insider_db = world.nodes[insider].db.as_ref().context("insider up")?;
+    let (mut ours, mut theirs) = (SyncReplica::new(target_db), SyncReplica::new(insider_db));
+    let mut injected = false;
+    for _ in 0..32 {
+        let Some(request) =
+            requester.poll_request(&mut ours, now).map_err(|e| anyhow::anyhow!("{e:?}"))?
+        else {
+            break;
+        };
+        let (mut frame, closing) = match responder.handle(&mut theirs, &request, &mut rng)? {
+            Answer::Reply(bytes) => (bytes, false),
+            Answer::Close(bytes, _) => (bytes, true),
+        };
+        if !injected
+            && let Ok(Message::Reply { digest, entries, mut commits, more, control, signature }) =
+                Message::decode(&frame, usize::MAX, &KeyCache::default())
+        {
+            commits.extend([forged.clone(), tampered.clone()]);
+            frame = Message::Reply { digest, entries, commits, more, control, signature }.encode();
+            injected = true;
+        }
+        requester.handle_response(&mut ours, &frame, now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if closing || requester.is_closed() {
+            break;
+        }
+    }
+    if !injected {
+        return Ok(Outcome::Missed("the session reached no reply".into()));
+    }
+    let applied = crate::invariants::applied(world, target).map_err(|e| anyhow::anyhow!(e))?;
+    for bytes in [&forged, &tampered] {
+        if applied.contains(&basic_proto::CommitId::of(bytes)) {
+            bail!("the target applied a commit a hostile responder slipped into its reply");
+        }
+    }
+    Ok(format!(
+        "reply with a forged and a tampered commit: neither applied, session {}",
+        if requester.is_closed() { "closed" } else { "kept" }
+    )
+    .into())
+}
+
+/// A member granted `todo` after a rotation pushes a commit under the
+/// epoch before it, whose key was never sealed to it: refused, never
+/// applied. The admin first rotates `todo` (granting and revoking a
+/// throwaway app) if it has only one epoch; the member's handshake carries
+/// the admin's control log, so a target that did not know of it learns it.
+fn stale_epoch(conn: &mut Conn<'_>) -> anyhow::Result<Outcome> {
+    let todo = Name::new("todo")?;
+    let scope = conn.world.scope_of("todo")?;
+    let (throwaway, member) = (key(&mut conn.world.rng), key(&mut conn.world.rng));
+    let admin = conn.world.admin_db()?;
+    let current = |db: &basic_store::Database<crate::node::SharedMem>| {
+        db.auth_state().scopes().get(&scope).and_then(|s| s.current())
+    };
+    if current(admin).context("todo epoch")? == 0 {
+        admin.grant(Party::of(&throwaway), todo.clone(), Rights::ReadWrite)?;
+        admin.revoke(throwaway.public(), todo.clone())?;
+    }
+    admin.grant(Party::of(&member), todo, Rights::ReadWrite)?;
+    let epoch = current(admin).context("todo epoch")?;
+    let old = epoch.checked_sub(1).context("a rotation happened")?;
+    let old_key =
+        admin.scope_keys().scope_key(&scope, old).context("the admin holds every epoch")?;
+    let prelude = admin.control_ops()?;
+    conn.world.ops_changed()?;
+    let commit = a_commit(conn.world, &member, old, &old_key)?;
+    conn.world.forbidden.push((commit.id(), "an epoch older than the writer's grant".into()));
+    let (accepted, _) = conn.handshake_with(&member, conn.world.database, prelude)?;
+    if let Err(why) = accepted {
+        return Ok(Outcome::Missed(format!("member refused ({why})")));
+    }
+    match conn.push(vec![commit.as_bytes().to_vec()])? {
+        Reply::Ok(m) if matches!(*m, Message::Ack { stored: 0 }) => {
+            Ok(format!("epoch {old} of {epoch}: refused").into())
+        }
+        Reply::Ok(other) => bail!("a commit under an epoch never given answered {other:?}"),
+        Reply::Closed(code) => Ok(format!("epoch {old} of {epoch}: closed {code:?}").into()),
+    }
+}
+
 fn a_commit(
     world: &mut World,
     author: &SecretKey,
@@ -220,7 +435,7 @@ fn a_commit(
 
 /// Runs one attack on `target`; an error means the honest node did not
 /// react as the protocol requires.
-pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Result<String> {
+pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Result<Outcome> {
     let responder = Responder::new(
         world.nodes[target].key.clone(),
         vec![target as u8],
@@ -228,9 +443,9 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
     );
     let insider_key = insider(world).map(|i| world.nodes[i].key.clone());
     let mut conn = Conn { world, target, responder };
-    let expect_close = |reply: Reply, code: ErrorCode, what: &str| -> anyhow::Result<String> {
+    let expect_close = |reply: Reply, code: ErrorCode, what: &str| -> anyhow::Result<Outcome> {
         match reply {
-            Reply::Closed(got) if got == code => Ok(format!("closed {got:?}")),
+            Reply::Closed(got) if got == code => Ok(format!("closed {got:?}").into()),
             Reply::Closed(got) => bail!("{what}: closed with {got:?}, expected {code:?}"),
             Reply::Ok(message) => bail!("{what}: answered {} instead of closing", message.name()),
         }
@@ -261,27 +476,34 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
             let reply = conn.push(vec![])?;
             expect_close(reply, ErrorCode::Unexpected, "stranger push")
         }
-        Attack::Probe => probe(&mut conn),
-        Attack::Fork => fork(&mut conn),
-        Attack::Thief => thief(conn.world),
-        Attack::Tampered
-        | Attack::Forged
-        | Attack::Replayed
-        | Attack::StaleEpoch
-        | Attack::Oversized => {
-            let Some(insider_key) = insider_key else { return Ok("no insider".into()) };
+        Attack::Probe => probe(&mut conn).map(Outcome::Reached),
+        Attack::Fork => fork(&mut conn).map(Outcome::Reached),
+        Attack::Thief => thief(conn.world).map(Outcome::Reached),
+        Attack::StaleEpoch => stale_epoch(&mut conn),
+        Attack::Requester => hostile_responder(conn.world, target),
+        Attack::Tampered | Attack::Forged | Attack::Replayed | Attack::Oversized => {
+            let Some(insider_key) = insider_key else {
+                return Ok(Outcome::Missed("no insider".into()));
+            };
             if let Err(why) = conn.handshake(&insider_key)? {
-                return Ok(format!("insider refused ({why})"));
+                return Ok(Outcome::Missed(format!("insider refused ({why})")));
             }
             match attack {
                 Attack::Tampered => {
-                    let Some(mut bytes) = commit_bytes(conn.world, target)? else {
-                        return Ok("nothing to tamper".into());
+                    let Some(bytes) = commit_bytes(conn.world, target)? else {
+                        return Ok(Outcome::Missed("nothing to tamper".into()));
                     };
-                    let at = bytes.len() - 1 - (conn.world.rng.next_u64() as usize % 16);
-                    bytes[at] ^= 0x40;
-                    let reply = conn.push(vec![bytes])?;
-                    expect_close(reply, ErrorCode::BadData, "tampered commit")
+                    let other = commit_bytes_not(conn.world, target, &bytes)?;
+                    let part = below(&mut conn.world.rng, 4) as usize;
+                    let (tampered, what) =
+                        tamper(&bytes, other.as_deref(), part, &mut conn.world.rng)?;
+                    let reply = conn.push(vec![tampered])?;
+                    expect_close(reply, ErrorCode::BadData, &format!("commit with {what}")).map(
+                        |outcome| match outcome {
+                            Outcome::Reached(how) => Outcome::Reached(format!("{what}: {how}")),
+                            missed => missed,
+                        },
+                    )
                 }
                 Attack::Forged => {
                     let stranger = key(&mut conn.world.rng);
@@ -293,12 +515,12 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
                             Ok("refused".into())
                         }
                         Reply::Ok(other) => bail!("forged commit answered {other:?}"),
-                        Reply::Closed(code) => Ok(format!("closed {code:?}")),
+                        Reply::Closed(code) => Ok(format!("closed {code:?}").into()),
                     }
                 }
                 Attack::Replayed => {
                     let Some(bytes) = commit_bytes(conn.world, target)? else {
-                        return Ok("nothing to replay".into());
+                        return Ok(Outcome::Missed("nothing to replay".into()));
                     };
                     let own = basic_proto::Commit::decode(&bytes)
                         .is_ok_and(|c| c.header().author == insider_key.public());
@@ -313,18 +535,6 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
                         }
                         (_, Reply::Ok(other)) => bail!("replayed commit answered {other:?}"),
                         (_, Reply::Closed(code)) => bail!("replay closed the session: {code:?}"),
-                    }
-                }
-                Attack::StaleEpoch => {
-                    let (epoch, scope_key) = current_key(conn.world, &insider_key)?;
-                    let commit = a_commit(conn.world, &insider_key, epoch + 7, &scope_key)?;
-                    conn.world.forbidden.push((commit.id(), "epoch never given".into()));
-                    match conn.push(vec![commit.as_bytes().to_vec()])? {
-                        Reply::Ok(m) if matches!(*m, Message::Ack { stored: 0 }) => {
-                            Ok("refused".into())
-                        }
-                        Reply::Ok(other) => bail!("stale-epoch commit answered {other:?}"),
-                        Reply::Closed(code) => Ok(format!("closed {code:?}")),
                     }
                 }
                 _ => {

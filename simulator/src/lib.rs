@@ -12,6 +12,7 @@
 
 pub mod adversary;
 pub mod invariants;
+pub mod model;
 pub mod net;
 pub mod node;
 pub mod scenario;

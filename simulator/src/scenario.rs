@@ -116,10 +116,12 @@ pub fn build(name: &str, config: Config) -> anyhow::Result<World> {
             let cast = cast(&mut world, nodes.max(2), pinners, apps.max(1), false)?;
             let end = writes(&mut world, steps);
             let rounds = 16u64;
+            // Devices and pinning peers alike are attacked.
+            let targets: Vec<_> = cast.devices.iter().chain(&cast.pinners).copied().collect();
             for k in 0..rounds {
                 let attack = ALL[k as usize % ALL.len()];
-                let target = below(&mut world.rng, cast.devices.len() as u64) as usize;
-                world.at(500 + k * end / rounds, Action::Attack(attack, cast.devices[target]));
+                let target = below(&mut world.rng, targets.len() as u64) as usize;
+                world.at(500 + k * end / rounds, Action::Attack(attack, targets[target]));
             }
             world.at(3 * end / 4, Action::Revoke(cast.apps[0]));
             world.at(end + 1_000, Action::Settle);

@@ -724,8 +724,13 @@ impl World {
             }
             Action::Attack(attack, target) => {
                 if self.nodes[target].is_up() {
-                    let outcome = adversary::attack(self, attack, target)?;
-                    self.attacks += 1;
+                    let outcome = match adversary::attack(self, attack, target)? {
+                        adversary::Outcome::Reached(what) => {
+                            self.attacks += 1;
+                            what
+                        }
+                        adversary::Outcome::Missed(why) => format!("missed: {why}"),
+                    };
                     self.trace.record(now, format!("attack {attack:?} on {target}: {outcome}"));
                 }
             }

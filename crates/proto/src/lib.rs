@@ -56,6 +56,8 @@ pub mod control;
 pub mod hlc;
 pub mod json;
 pub mod keys;
+#[cfg(test)]
+mod mangle;
 pub mod merge;
 pub mod scope;
 pub mod seal;

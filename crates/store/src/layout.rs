@@ -21,7 +21,7 @@
 //! Names are prefixed by their length byte, so one table's prefix is never
 //! a prefix of another's.
 
-use basic_proto::{CommitId, Name, PublicKey, RowKey, ScopeId};
+use basic_proto::{CommitId, KeyCache, Name, PublicKey, RowKey, ScopeId};
 
 /// Commits by id.
 pub const COMMIT: u8 = b'c';
@@ -101,11 +101,12 @@ pub fn summary(author: &PublicKey, scope: &ScopeId) -> Vec<u8> {
     key(SUMMARY, &[author.as_bytes(), &scope.0])
 }
 
-/// The author and scope of a summary key.
-pub fn parse_summary(key: &[u8]) -> Option<(PublicKey, ScopeId)> {
+/// The author and scope of a summary key; the author's key is validated
+/// through `keys` (validating a key costs about a signature check).
+pub fn parse_summary(key: &[u8], keys: &KeyCache) -> Option<(PublicKey, ScopeId)> {
     let author: [u8; 32] = key.get(1..33)?.try_into().ok()?;
     let scope: [u8; 16] = key.get(33..49)?.try_into().ok()?;
-    Some((PublicKey::from_bytes(author).ok()?, ScopeId(scope)))
+    Some((keys.get(author).ok()?, ScopeId(scope)))
 }
 
 /// `h` · author.

@@ -203,12 +203,14 @@ pub struct RowChange {
 #[derive(Debug)]
 pub struct Replica<S> {
     store: S,
+    /// Author keys read from the store's own keys, validated once.
+    keys: KeyCache,
 }
 
 impl<S: Store> Replica<S> {
     /// The replica kept in `store`.
     pub fn new(store: S) -> Self {
-        Self { store }
+        Self { store, keys: KeyCache::default() }
     }
 
     /// The underlying store.
@@ -298,7 +300,7 @@ impl<S: Store> Replica<S> {
     ) -> impl Iterator<Item = Result<(PublicKey, ScopeId, ScopeSummary), StoreError>> + '_ {
         scan_prefix(&self.store, &[layout::SUMMARY]).map(|entry| {
             let (key, value) = entry?;
-            let (author, scope) = layout::parse_summary(&key).ok_or(StoreError::Corrupt {
+            let (author, scope) = layout::parse_summary(&key, &self.keys).ok_or(StoreError::Corrupt {
                 what: "sync summary key",
                 reason: "unparsable".into(),
             })?;

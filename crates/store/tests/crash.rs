@@ -2,17 +2,17 @@
 //! restarts with every acknowledged write present and its tables
 //! consistent with its logs.
 //!
-//! [`acknowledged_writes_survive_kill_9`] runs this test binary again as a
-//! child ([`crash_child`], selected with `--exact` and switched on by the
-//! `BASIC_CRASH_CHILD_DIR` variable). The child opens one database and
-//! writes from [`WRITERS`] threads: inserts of fresh rows, updates and
-//! deletes of its own earlier rows, and re-inserts of deleted ones (so
-//! generations move past 1 and 2). Around every write it prints a line to
-//! stdout: `begin …` before calling `execute`, `ack …` once it returned
-//! `Ok` — a write acknowledged to its caller, which must be on disk. The
-//! parent reads those lines for a random 50–500 ms, kills the child with
-//! SIGKILL, reopens the database and checks it against a model built from
-//! the lines of every round so far:
+//! [`acknowledged_writes_survive_kill_9`] runs the helper binary
+//! `crash_child` (crates/store/src/bin/crash_child) as a child. The child
+//! opens one database and writes from four threads: inserts of fresh rows,
+//! updates and deletes of its own earlier rows, and re-inserts of deleted
+//! ones (so generations move past 1 and 2). Around every write it prints a
+//! line to stdout: `begin …` before calling `execute`, `ack …` once it
+//! returned `Ok` — a write acknowledged to its caller, which must be on
+//! disk. The parent reads those lines for a random 50–500 ms, kills the
+//! child with SIGKILL (and checks that the signal is what ended it),
+//! reopens the database and checks it against a model built from the lines
+//! of every round so far:
 //!
 //! 1. every acknowledged write is there: a row holds its last acknowledged
 //!    title, or is absent if its last acknowledged write deleted it. A row
@@ -30,15 +30,17 @@
 //!
 //! One round in [`EARLY_KILL_ONE_IN`] kills the child sooner instead, within
 //! the time the previous child took to open the database: while it starts,
-//! opens or recovers.
+//! opens or recovers. The kills must land in the middle of writing: at
+//! least half of the rounds killed after the child was ready must have had
+//! a write begun and not acknowledged at the kill.
 //!
 //! Variables: `BASIC_CRASH_ROUNDS` sets the number of rounds (default
 //! [`DEFAULT_ROUNDS`]); `BASIC_CRASH_SEED` replays the parent's choices of
 //! a failed run (it prints its seed; the threads' interleaving is up to the
 //! OS, so a replay is not exact). `--nocapture` shows what a run covered.
-//! Unoptimized, the child pauses between writes ([`PAUSE_MS`]), or checking
-//! the signatures of all it wrote would take most of the run; soak in
-//! release, where it writes at full speed (some 700 writes a round):
+//! Unoptimized, the child pauses between writes, or checking the signatures
+//! of all it wrote would take most of the run; soak in release, where it
+//! writes at full speed (some 700 writes a round):
 //!
 //! ```text
 //! BASIC_CRASH_ROUNDS=200 cargo test --release -p basic-store --test crash -- --nocapture
@@ -46,7 +48,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -58,19 +61,10 @@ use basic_proto::{
 };
 use basic_store::kv::scan_prefix;
 use basic_store::scope_keys::ScopeKeys;
-use basic_store::{Database, Executed, Keyring, Schema, layout, rows};
+use basic_store::{Database, Keyring, layout, rows};
 
 /// Rounds run by default: 15–20 s in a debug build on two cores.
 const DEFAULT_ROUNDS: u64 = 25;
-/// Writer threads in the child.
-const WRITERS: u64 = 4;
-/// A writer thread's pause before each write. Unoptimized, checking the
-/// signatures of what a child wrote at full speed would take the parent
-/// several times longer than the writing did.
-const PAUSE_MS: std::ops::Range<u64> = if cfg!(debug_assertions) { 0..30 } else { 0..1 };
-/// Live rows a writer thread keeps at most; past it, it only updates and
-/// deletes.
-const LIVE_PER_WRITER: usize = 100;
 /// One round in this many kills the child early, likely while it opens.
 const EARLY_KILL_ONE_IN: u64 = 5;
 /// The window, after the child is ready, in which acknowledgements are read.
@@ -79,45 +73,14 @@ const WINDOW_MS: std::ops::Range<u64> = 50..500;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a killed child's stdout to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// A child stops writing on its own after this long, in case its parent died.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
 
-/// Switches [`crash_child`] on and names its database directory.
-const CHILD_DIR: &str = "BASIC_CRASH_CHILD_DIR";
-/// The round number, which makes the child's row ids unique.
-const CHILD_ROUND: &str = "BASIC_CRASH_CHILD_ROUND";
-/// The seed of the child's choice of writes.
-const CHILD_SEED: &str = "BASIC_CRASH_CHILD_SEED";
-/// Marks the child's protocol lines among libtest's own output.
-const MARKER: &str = "@crash ";
+#[path = "../src/bin/crash_child/protocol.rs"]
+mod protocol;
 
-fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
-}
+use protocol::{Op, Rng};
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
-}
-
-/// SplitMix64: small, seedable, good enough to pick writes and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
-        range.start + self.below(range.end - range.start)
-    }
 }
 
 fn env_u64(var: &str) -> Option<u64> {
@@ -125,27 +88,7 @@ fn env_u64(var: &str) -> Option<u64> {
     Some(text.parse().unwrap_or_else(|e| panic!("{var}={text}: {e}")))
 }
 
-// ---------------------------------------------------------------------------
-// The child.
-
-/// One write the child makes: what it prints before and after `execute`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    /// Inserts a row (new, or a new life of a deleted one) with this title.
-    Insert { id: String, title: String },
-    /// Sets the title of a live row.
-    Update { id: String, title: String },
-    /// Deletes a live row.
-    Delete { id: String },
-}
-
 impl Op {
-    fn id(&self) -> &str {
-        match self {
-            Op::Insert { id, .. } | Op::Update { id, .. } | Op::Delete { id } => id,
-        }
-    }
-
     /// The row after this write.
     fn result(&self) -> Row {
         match self {
@@ -161,136 +104,6 @@ impl Op {
             ["update", id, title] => Some(Op::Update { id: owned(id), title: owned(title) }),
             ["delete", id] => Some(Op::Delete { id: owned(id) }),
             _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::Insert { id, title } => write!(f, "insert {id} {title}"),
-            Op::Update { id, title } => write!(f, "update {id} {title}"),
-            Op::Delete { id } => write!(f, "delete {id}"),
-        }
-    }
-}
-
-/// Prints one protocol line and flushes it into the pipe, so that it
-/// reaches the parent even if the process is killed right after. The line
-/// goes out in one `write`; the parent ignores a torn last line anyway.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    out.write_all(format!("{MARKER}{line}\n").as_bytes()).unwrap();
-    out.flush().unwrap();
-}
-
-/// The child process: writes until it is killed. Does nothing (and passes)
-/// unless `BASIC_CRASH_CHILD_DIR` is set.
-#[test]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        return;
-    };
-    let round = env_u64(CHILD_ROUND).expect("the parent sets the round");
-    let seed = env_u64(CHILD_SEED).expect("the parent sets the seed");
-    let db = Database::open(Path::new(&dir)).unwrap();
-    if db.catalog().table(&name("todo.items")).is_none() {
-        db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
-    }
-    db.execute("INSERT OR IGNORE INTO lists (id, name) VALUES ('l', 'L')", &[], None).unwrap();
-    // Rows left by earlier rounds, shared out among the threads: updates
-    // and deletes reach across restarts.
-    let mut inherited: Vec<Vec<(String, u64)>> = vec![Vec::new(); WRITERS as usize];
-    let found = db.query("SELECT id, title FROM items ORDER BY id", &[], None).unwrap();
-    for (i, row) in found.rows.iter().enumerate() {
-        let [Value::Text(id), Value::Text(title)] = row.as_slice() else { panic!("{row:?}") };
-        let version = title.strip_prefix(&format!("{id}v")).and_then(|v| v.parse().ok());
-        let version = version.unwrap_or_else(|| panic!("title {title} of {id}"));
-        inherited[i % WRITERS as usize].push((id.clone(), version));
-    }
-    say("ready");
-    let stop = Instant::now() + CHILD_LIFETIME;
-    std::thread::scope(|scope| {
-        for (thread, rows) in (0..WRITERS).zip(inherited) {
-            let db = &db;
-            let mut rng = Rng(seed ^ thread.wrapping_mul(0x2545_f491_4f6c_dd1d));
-            scope.spawn(move || writer(db, round, thread, rows, &mut rng, stop));
-        }
-    });
-}
-
-/// One writer thread of the child: rows it owns, one write at a time.
-fn writer(
-    db: &Database,
-    round: u64,
-    thread: u64,
-    mut live: Vec<(String, u64)>,
-    rng: &mut Rng,
-    stop: Instant,
-) {
-    // Rows of this thread, live and deleted: id and the version of its
-    // last title, so that every title written to a row is new.
-    let mut dead: Vec<(String, u64)> = Vec::new();
-    let mut fresh = 0;
-    while Instant::now() < stop {
-        let pause = rng.range(PAUSE_MS);
-        if pause > 0 {
-            std::thread::sleep(Duration::from_millis(pause));
-        }
-        let choice = match live.len() {
-            0 => 0,
-            // Keep queries of all rows small however long the soak.
-            n if n >= LIVE_PER_WRITER => rng.range(4..8),
-            _ => rng.below(10),
-        };
-        let op = match choice {
-            4 | 5 => {
-                let at = rng.below(live.len() as u64) as usize;
-                let row = &mut live[at];
-                row.1 += 1;
-                Op::Update { id: row.0.clone(), title: format!("{}v{}", row.0, row.1) }
-            }
-            6 | 7 => {
-                let (id, version) = live.swap_remove(rng.below(live.len() as u64) as usize);
-                dead.push((id.clone(), version));
-                Op::Delete { id }
-            }
-            8 | 9 if !dead.is_empty() => {
-                let (id, version) = dead.swap_remove(rng.below(dead.len() as u64) as usize);
-                live.push((id.clone(), version + 1));
-                Op::Insert { title: format!("{id}v{}", version + 1), id }
-            }
-            _ => {
-                let id = format!("r{round}t{thread}n{fresh}");
-                fresh += 1;
-                live.push((id.clone(), 0));
-                Op::Insert { title: format!("{id}v0"), id }
-            }
-        };
-        say(&format!("begin {op}"));
-        let text = |s: &str| Value::Text(s.into());
-        let result = match &op {
-            Op::Insert { id, title } => db.execute(
-                "INSERT INTO items (id, list, title) VALUES (?, 'l', ?)",
-                &[text(id), text(title)],
-                None,
-            ),
-            Op::Update { id, title } => db.execute(
-                "UPDATE items SET title = ?, priority = priority + 1 WHERE id = ?",
-                &[text(title), text(id)],
-                None,
-            ),
-            Op::Delete { id } => db.execute("DELETE FROM items WHERE id = ?", &[text(id)], None),
-        };
-        match result {
-            Ok(Executed::Written(outcome)) if outcome.rows_affected == 1 => {
-                let commits: Vec<String> = outcome.commits.iter().map(|c| c.to_string()).collect();
-                say(&format!("ack {op} {}", commits.join(",")));
-            }
-            other => {
-                say(&format!("error {op}: {other:?}"));
-                panic!("{op}: {other:?}");
-            }
         }
     }
 }
@@ -336,6 +149,9 @@ struct Model {
     in_flight_lost: u64,
     /// Kills before the child said it was ready.
     killed_opening: u64,
+    /// Kills after it was ready with at least one write begun and not
+    /// acknowledged.
+    killed_writing: u64,
     /// How long the last child took to say it was ready: early kills come
     /// within that time.
     opening: Duration,
@@ -357,10 +173,7 @@ impl fmt::Display for Ctx {
 impl Model {
     /// Takes one line of the child's stdout.
     fn line(&mut self, ctx: Ctx, line: &str) -> Result<(), String> {
-        let Some(at) = line.find(MARKER) else {
-            return Ok(());
-        };
-        let words: Vec<&str> = line[at + MARKER.len()..].split_whitespace().collect();
+        let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["ready"] => Ok(()),
             ["begin", op @ ..] => {
@@ -399,17 +212,16 @@ impl Model {
 fn run_child(dir: &Path, ctx: Ctx, rng: &mut Rng, model: &mut Model) {
     let stderr_path = dir.with_extension(format!("stderr-{}", ctx.round));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(&exe)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ROUND, ctx.round.to_string())
-        .env(CHILD_SEED, rng.next().to_string())
+    let exe = env!("CARGO_BIN_EXE_crash_child");
+    let mut child = Command::new(exe)
+        .arg(dir)
+        .arg(ctx.round.to_string())
+        .arg(rng.next().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
-        .unwrap_or_else(|e| panic!("{ctx}: cannot run {}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("{ctx}: cannot run {exe}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let (lines, received) = mpsc::channel();
     // Whole lines only: a line the kill cut short was not finished, so
@@ -446,7 +258,7 @@ fn run_child(dir: &Path, ctx: Ctx, rng: &mut Rng, model: &mut Model) {
         }
         match received.recv_timeout(deadline - now) {
             Ok(line) => {
-                if line.contains(&format!("{MARKER}ready")) {
+                if line.trim_end() == "ready" {
                     ready = true;
                     model.opening = started.elapsed();
                     kill_at.get_or_insert_with(|| Instant::now() + window);
@@ -467,7 +279,10 @@ fn run_child(dir: &Path, ctx: Ctx, rng: &mut Rng, model: &mut Model) {
     }
     // SIGKILL on Unix.
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    if status.signal() != Some(9) {
+        fail(&mut child, format!("{ctx}: the child did not die of the kill but {status}"));
+    }
     // Lines the child wrote before it died are still in the pipe.
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
     loop {
@@ -485,6 +300,9 @@ fn run_child(dir: &Path, ctx: Ctx, rng: &mut Rng, model: &mut Model) {
         }
     }
     reader.join().unwrap();
+    if ready && model.rows.values().any(|row| row.in_flight.is_some()) {
+        model.killed_writing += 1;
+    }
     let _ = std::fs::remove_file(&stderr_path);
 }
 
@@ -733,10 +551,11 @@ fn acknowledged_writes_survive_kill_9() {
     }
     drop(done);
     eprintln!(
-        "crash test: {rounds} rounds ({} killed while opening) in {:.1?}: {} writes \
-         acknowledged, {} commits, in flight at a kill: {} on disk, {} not; highest \
-         generation {}",
+        "crash test: {rounds} rounds ({} killed while opening, {} while a write was in flight) \
+         in {:.1?}: {} writes acknowledged, {} commits, in flight at a kill: {} on disk, {} \
+         not; highest generation {}",
         model.killed_opening,
+        model.killed_writing,
         started.elapsed(),
         model.acks,
         stats.commits,
@@ -745,4 +564,11 @@ fn acknowledged_writes_survive_kill_9() {
         stats.generation
     );
     assert!(model.acks > 0 || rounds < 3, "no write was acknowledged in {rounds} rounds");
+    let killed_ready = rounds - model.killed_opening;
+    assert!(
+        model.killed_writing * 2 >= killed_ready,
+        "only {} of the {killed_ready} kills after the child was ready landed with a write in \
+         flight: the test does not crash writes",
+        model.killed_writing
+    );
 }

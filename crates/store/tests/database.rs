@@ -481,24 +481,126 @@ fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
     assert_eq!(rows(&db, "SELECT id FROM lists ORDER BY id"), [[text("kept")], [text("mine")]]);
 }
 
+/// Eight threads write at once through a store that records, for every
+/// batch the writer applies, which commits it carries, and, for every
+/// flush, which commits it made durable. Flushes are slowed down so that
+/// writes queue up behind them. Group commit means: several statements'
+/// commits in one atomic batch made durable by one flush — far fewer
+/// flushes than writes — and no write acknowledged before the flush that
+/// covers its commit.
 #[test]
 fn concurrent_writers_are_group_committed() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use basic_store::kv::{Batch, Entry, Store, StoreError};
+    use basic_store::{SledStore, layout};
+
+    #[derive(Default)]
+    struct Seen {
+        /// Commits applied and not yet flushed.
+        applied: BTreeSet<Vec<u8>>,
+        /// Commits made durable by a flush.
+        flushed: BTreeSet<Vec<u8>>,
+        /// Commits per applied batch that carried any.
+        batches: Vec<usize>,
+        flushes: usize,
+    }
+
+    struct Recording {
+        inner: SledStore,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    impl Store for Recording {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            from: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+            self.inner.scan(prefix, from)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            let commits: Vec<Vec<u8>> =
+                batch.scan_prefix(&[layout::COMMIT]).map(|(key, _)| key.to_vec()).collect();
+            let mut seen = self.seen.lock().unwrap();
+            if !commits.is_empty() {
+                seen.batches.push(commits.len());
+            }
+            seen.applied.extend(commits);
+            drop(seen);
+            self.inner.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            // What was applied before the flush began is what it covers.
+            let covered = std::mem::take(&mut self.seen.lock().unwrap().applied);
+            std::thread::sleep(Duration::from_millis(3));
+            self.inner.flush()?;
+            let mut seen = self.seen.lock().unwrap();
+            seen.flushed.extend(covered);
+            seen.flushes += 1;
+            Ok(())
+        }
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    const THREADS: usize = 8;
+    const WRITES: usize = 25;
     let dir = tempfile::tempdir().unwrap();
-    let db = with_todo(dir.path());
-    write(&db, "INSERT INTO lists (id, name) VALUES ('l', 'L')");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let store = Recording {
+        inner: SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
+        seen: Arc::clone(&seen),
+    };
+    let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let exec = |sql: &str| match db.execute(sql, &[], None) {
+        Ok(Executed::Written(outcome)) => outcome,
+        other => panic!("{sql}: {other:?}"),
+    };
+    exec("INSERT INTO lists (id, name) VALUES ('l', 'L')");
+    let before = {
+        let mut seen = seen.lock().unwrap();
+        seen.batches.clear();
+        seen.flushes
+    };
     std::thread::scope(|scope| {
-        for t in 0..8 {
-            let db = &db;
+        for t in 0..THREADS {
+            let (exec, seen) = (&exec, &seen);
             scope.spawn(move || {
-                for i in 0..25 {
-                    let sql =
-                        format!("INSERT INTO items (id, list, title) VALUES ('{t}-{i}', 'l', 'x')");
-                    write(db, &sql);
+                for i in 0..WRITES {
+                    let outcome = exec(&format!(
+                        "INSERT INTO items (id, list, title) VALUES ('{t}-{i}', 'l', 'x')"
+                    ));
+                    assert_eq!(outcome.commits.len(), 1, "one commit per statement");
+                    let key = layout::commit(&outcome.commits[0]);
+                    assert!(
+                        seen.lock().unwrap().flushed.contains(&key),
+                        "write {t}-{i} was acknowledged before a flush covered its commit"
+                    );
                 }
             });
         }
     });
-    assert_eq!(rows(&db, "SELECT count(*) FROM items"), [[Value::Integer(200)]]);
+    let writes = THREADS * WRITES;
+    let seen = seen.lock().unwrap();
+    let flushes = seen.flushes - before;
+    assert_eq!(seen.batches.iter().sum::<usize>(), writes, "every commit applied once");
+    let grouped = seen.batches.iter().filter(|&&n| n > 1).count();
+    let largest = seen.batches.iter().max().copied().unwrap_or(0);
+    assert!(
+        flushes * 2 <= writes && grouped * 4 >= seen.batches.len(),
+        "{writes} writes took {flushes} flushes and {} batches ({grouped} of several \
+         commits, the largest {largest}): not group-committed",
+        seen.batches.len()
+    );
+    let count = db.query("SELECT count(*) FROM items", &[], None).unwrap().rows;
+    assert_eq!(count, [[Value::Integer(writes as i64)]]);
     let log = db.replica().log(&db.device()).unwrap();
     assert_eq!(log.len(), 201, "one commit per statement");
 }
