@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use basic_proto::{Cbor, Changes, Hlc, KeyPart, PublicKey, RowKey, RowOp, Stamp, Tables, Value};
+use basic_proto::{Changes, Hlc, KeyPart, PublicKey, RowKey, RowOp, Stamp, Tables, Value};
 use rand_core::Rng;
 use serde_json::{Value as Json, json};
 
@@ -61,7 +61,7 @@ fn case(title: &str, commits: Vec<(Stamp, Changes)>) -> Json {
             "author": hex(stamp.author.as_bytes()),
             "hlc": json::hlc(stamp.hlc),
             "changes": json::changes(changes),
-            "changes_cbor": hex(changes.encode()),
+            "changes_bytes": hex(changes.encode()),
         })).collect::<Vec<_>>(),
         "result": json::tables(&forward),
     })

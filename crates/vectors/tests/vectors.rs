@@ -134,7 +134,7 @@ fn merges_give_the_listed_tables_in_any_order() {
                 let author = PublicKey::from_bytes(array(&c["author"])).unwrap();
                 (
                     Stamp { hlc, author: author.into() },
-                    Changes::decode(&bytes(&c["changes_cbor"])).unwrap(),
+                    Changes::decode(&bytes(&c["changes_bytes"])).unwrap(),
                 )
             })
             .collect();
