@@ -18,8 +18,9 @@ pub(crate) fn name(text: &str) -> Name {
     Name::new(text).expect("fixture names are valid")
 }
 
+/// The vector database: the id of the genesis of control.json.
 pub(crate) fn database() -> DatabaseId {
-    DatabaseId(fixture("database"))
+    crate::control::genesis().database()
 }
 
 /// The scope id of namespace `todo` under the naming key of the 'user'
