@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use basic_proto::merge::Tables;
 use basic_proto::{
-    Cbor, Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp, ScopeKey,
+    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp, ScopeKey,
     SecretKey, SigningContext, Stamp, Value,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

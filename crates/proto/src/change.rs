@@ -1,14 +1,26 @@
-//! Row operations: the plaintext inside a commit.
+//! Row operations and the change set: the plaintext inside a commit.
 //!
 //! Implements `protocol-spec/wire-format.md` §4 (Changes) and the row
 //! generations of `protocol-spec/clocks-and-merge.md` §2.
+//!
+//! A change set is encoded by columns, not by rows: its operations are
+//! grouped by table, and each table group holds its row keys, its row
+//! generations and one column per written column name, each column a run
+//! of cell tags and then the cells' payloads, delta- or front-coded against
+//! the column's previous value ([`column`]). The encoding is then padded
+//! ([`pad`]) so that a commit's size reveals only a coarse size.
+
+mod column;
+pub mod pad;
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ciborium::Value as Cbor;
+use crate::codec::DecodeError;
+use crate::value::{KeyPart, MAX_KEY_PARTS, Name, RowKey, Value};
 
-use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields};
-use crate::value::{Name, RowKey, Value};
+use column::{Cell, Kind, Runs};
+use wire::{Reader, WHAT, put_name, put_uint};
 
 /// Most row operations in one commit.
 pub const MAX_OPS: usize = 10_000;
@@ -17,11 +29,12 @@ pub const MAX_CELLS: usize = 1_024;
 /// Highest row generation: even, so a row at the highest live generation
 /// can still be deleted.
 pub const MAX_GENERATION: u32 = u32::MAX - 1;
-/// Largest encoded change set, equal to the commit size limit.
+/// Most cells all the upserts of one change set may write together:
+/// bounds what decoding one commit allocates, since a run of cells costs
+/// one varint whatever its length.
+pub const MAX_CHANGE_CELLS: usize = 1 << 20;
+/// Largest encoded change set, padding included, equal to the commit size limit.
 pub const MAX_CHANGES_BYTES: usize = crate::commit::MAX_COMMIT_BYTES;
-
-const UPSERT: u64 = 0;
-const DELETE: u64 = 1;
 
 /// One change to one row.
 ///
@@ -82,35 +95,6 @@ impl RowOp {
         }
     }
 
-    fn to_cbor(&self) -> Cbor {
-        let int = |n: u64| Cbor::Integer(n.into());
-        match self {
-            RowOp::Upsert { table, key, generation, cells } => {
-                let mut entries: Vec<(&str, &Value)> =
-                    cells.iter().map(|(name, value)| (name.as_str(), value)).collect();
-                codec::sort_text_keys(&mut entries);
-                Cbor::Array(vec![
-                    int(UPSERT),
-                    Cbor::Text(table.as_str().to_owned()),
-                    key.to_cbor(),
-                    int((*generation).into()),
-                    Cbor::Map(
-                        entries
-                            .into_iter()
-                            .map(|(name, value)| (Cbor::Text(name.to_owned()), value.to_cbor()))
-                            .collect(),
-                    ),
-                ])
-            }
-            RowOp::Delete { table, key, generation } => Cbor::Array(vec![
-                int(DELETE),
-                Cbor::Text(table.as_str().to_owned()),
-                key.to_cbor(),
-                int((*generation).into()),
-            ]),
-        }
-    }
-
     /// Why the op's generation is not allowed, if it is not.
     pub fn generation_error(&self) -> Option<&'static str> {
         match self {
@@ -124,52 +108,11 @@ impl RowOp {
             _ => None,
         }
     }
-
-    fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
-        let mut fields = Fields::between(value, "op", 4, 5)?;
-        let kind = fields.uint("op.kind")?;
-        let table = Name::from_cbor(fields.next("op.table")?, "op.table")?;
-        let key = RowKey::from_cbor(fields.next("op.key")?, "op.key")?;
-        let generation = u32::try_from(fields.uint("op.generation")?).map_err(|_| {
-            DecodeError::InvalidValue {
-                field: "op.generation",
-                reason: "over the highest generation".into(),
-            }
-        })?;
-        let op = match (kind, fields.remaining()) {
-            (UPSERT, 1) => {
-                let entries = codec::as_map(fields.next("op.cells")?, "op.cells", 0, MAX_CELLS)?;
-                let mut cells = BTreeMap::new();
-                for (name, value) in entries {
-                    let name = Name::from_cbor(name, "op.cells.column")?;
-                    cells.insert(name, Value::from_cbor(value, "op.cells.value")?);
-                }
-                RowOp::Upsert { table, key, generation, cells }
-            }
-            (DELETE, 0) => RowOp::Delete { table, key, generation },
-            (UPSERT, n) => {
-                return Err(DecodeError::BadLength { field: "op", len: n + 4, min: 5, max: 5 });
-            }
-            (DELETE, n) => {
-                return Err(DecodeError::BadLength { field: "op", len: n + 4, min: 4, max: 4 });
-            }
-            (kind, _) => {
-                return Err(DecodeError::InvalidValue {
-                    field: "op.kind",
-                    reason: format!("unknown operation kind {kind}"),
-                });
-            }
-        };
-        match op.generation_error() {
-            Some(reason) => {
-                Err(DecodeError::InvalidValue { field: "op.generation", reason: reason.into() })
-            }
-            None => Ok(op),
-        }
-    }
 }
 
-/// The row operations of one commit: 1 to [`MAX_OPS`], at most one per row.
+/// The row operations of one commit: 1 to [`MAX_OPS`], at most one per row,
+/// the keys of one table all of one length, in canonical order (by table
+/// name, then by row key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Changes(Vec<RowOp>);
 
@@ -189,6 +132,19 @@ pub enum ChangesError {
         /// The rule broken.
         reason: &'static str,
     },
+    /// An upsert writes more than [`MAX_CELLS`] cells.
+    #[error("row {key:?} of {table} writes {count} cells, over the limit of {MAX_CELLS}")]
+    TooManyCells {
+        /// The table.
+        table: Name,
+        /// The row.
+        key: RowKey,
+        /// The cells it writes.
+        count: usize,
+    },
+    /// The upserts write more than [`MAX_CHANGE_CELLS`] cells together.
+    #[error("the operations write {0} cells, over the limit of {MAX_CHANGE_CELLS} a commit")]
+    TotalCells(usize),
     /// Two operations on the same row.
     #[error("row {key:?} of {table} is changed twice in one commit")]
     DuplicateRow {
@@ -197,15 +153,30 @@ pub enum ChangesError {
         /// The row.
         key: RowKey,
     },
+    /// Two keys of one table with different numbers of parts.
+    #[error("the keys of {table} have {first} and {second} parts: a table has one key shape")]
+    KeyShape {
+        /// The table.
+        table: Name,
+        /// Parts of one key.
+        first: usize,
+        /// Parts of another.
+        second: usize,
+    },
 }
 
 impl Changes {
-    /// Checks and wraps `ops`.
-    pub fn new(ops: Vec<RowOp>) -> Result<Self, ChangesError> {
+    /// Checks `ops` and puts them in canonical order.
+    ///
+    /// Checks, in this order: the count; each operation in the order given,
+    /// its generation then its cell count; the total cell count; then, in
+    /// canonical order, each pair of neighbouring operations for the same
+    /// row or for keys of different lengths in one table.
+    pub fn new(mut ops: Vec<RowOp>) -> Result<Self, ChangesError> {
         if ops.is_empty() || ops.len() > MAX_OPS {
             return Err(ChangesError::Count(ops.len()));
         }
-        let mut rows = BTreeSet::new();
+        let mut total = 0;
         for op in &ops {
             if let Some(reason) = op.generation_error() {
                 return Err(ChangesError::BadGeneration {
@@ -214,17 +185,42 @@ impl Changes {
                     reason,
                 });
             }
-            if !rows.insert((op.table(), op.key())) {
+            if let RowOp::Upsert { cells, .. } = op {
+                if cells.len() > MAX_CELLS {
+                    return Err(ChangesError::TooManyCells {
+                        table: op.table().clone(),
+                        key: op.key().clone(),
+                        count: cells.len(),
+                    });
+                }
+                total += cells.len();
+            }
+        }
+        if total > MAX_CHANGE_CELLS {
+            return Err(ChangesError::TotalCells(total));
+        }
+        ops.sort_by(|a, b| (a.table(), a.key()).cmp(&(b.table(), b.key())));
+        for pair in ops.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.table() != b.table() {
+                continue;
+            }
+            if a.key() == b.key() {
                 return Err(ChangesError::DuplicateRow {
-                    table: op.table().clone(),
-                    key: op.key().clone(),
+                    table: a.table().clone(),
+                    key: a.key().clone(),
                 });
+            }
+            let (first, second) = (a.key().parts().len(), b.key().parts().len());
+            if first != second {
+                return Err(ChangesError::KeyShape { table: a.table().clone(), first, second });
             }
         }
         Ok(Self(ops))
     }
 
-    /// The operations, in commit order.
+    /// The operations, in canonical order: by table name (bytewise), then
+    /// by row key.
     pub fn ops(&self) -> &[RowOp] {
         &self.0
     }
@@ -233,22 +229,213 @@ impl Changes {
     pub fn cell_count(&self) -> usize {
         self.0.iter().map(RowOp::cell_count).sum()
     }
+
+    /// The encoding, padded: the plaintext a commit encrypts.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let groups: Vec<&[RowOp]> = self.0.chunk_by(|a, b| a.table() == b.table()).collect();
+        put_uint(&mut out, groups.len() as u64);
+        for group in groups {
+            encode_group(&mut out, group);
+        }
+        out.resize(pad::padded_len(out.len()), 0);
+        out
+    }
+
+    /// Decodes and checks a padded change set: the one encoding of a valid
+    /// change set, and nothing more.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_CHANGES_BYTES {
+            return Err(DecodeError::TooLarge {
+                what: WHAT,
+                len: bytes.len(),
+                max: MAX_CHANGES_BYTES,
+            });
+        }
+        let mut reader = Reader::new(bytes);
+        let groups = reader.count("changes", 1, MAX_OPS)?;
+        let mut ops = Vec::new();
+        let mut cells = 0;
+        let mut previous: Option<Name> = None;
+        for _ in 0..groups {
+            let table = reader.name("op.table")?;
+            if previous.as_ref().is_some_and(|previous| *previous >= table) {
+                return Err(DecodeError::NonCanonical { what: WHAT });
+            }
+            decode_group(&mut reader, &table, &mut ops, &mut cells)?;
+            previous = Some(table);
+        }
+        let content = reader.position();
+        let padded = pad::padded_len(content);
+        if bytes.len() != padded {
+            return Err(DecodeError::BadLength {
+                field: "changes.padding",
+                len: bytes.len(),
+                min: padded,
+                max: padded,
+            });
+        }
+        if bytes[content..].iter().any(|&b| b != 0) {
+            return Err(DecodeError::InvalidValue {
+                field: "changes.padding",
+                reason: "padding bytes must be zero".into(),
+            });
+        }
+        Ok(Self(ops))
+    }
 }
 
-impl CborCodec for Changes {
-    const WHAT: &'static str = "changes";
-    const MAX_BYTES: usize = MAX_CHANGES_BYTES;
-
-    fn to_cbor(&self) -> Cbor {
-        Cbor::Array(self.0.iter().map(RowOp::to_cbor).collect())
+/// Appends one table group: operations on one table, in key order.
+fn encode_group(out: &mut Vec<u8>, ops: &[RowOp]) {
+    put_name(out, ops[0].table());
+    put_uint(out, ops.len() as u64);
+    let parts = ops[0].key().parts().len();
+    put_uint(out, parts as u64);
+    let mut cells = Vec::with_capacity(ops.len());
+    for part in 0..parts {
+        cells.clear();
+        cells.extend(
+            ops.iter().map(|op| op.key().parts().get(part).map_or(Cell::Absent, Cell::Key)),
+        );
+        column::encode(out, &cells);
     }
-
-    fn from_cbor(value: Cbor) -> Result<Self, DecodeError> {
-        let items = codec::as_array(value, "changes", 1, MAX_OPS)?;
-        let ops = items.into_iter().map(RowOp::from_cbor).collect::<Result<Vec<_>, _>>()?;
-        Changes::new(ops)
-            .map_err(|e| DecodeError::InvalidValue { field: "changes", reason: e.to_string() })
+    for run in ops.chunk_by(|a, b| a.generation() == b.generation()) {
+        put_uint(out, run[0].generation().into());
+        put_uint(out, run.len() as u64);
     }
+    let columns: BTreeSet<&Name> = ops
+        .iter()
+        .flat_map(|op| match op {
+            RowOp::Upsert { cells, .. } => Some(cells.keys()),
+            RowOp::Delete { .. } => None,
+        })
+        .flatten()
+        .collect();
+    put_uint(out, columns.len() as u64);
+    for name in columns {
+        put_name(out, name);
+        cells.clear();
+        cells.extend(ops.iter().map(|op| match op {
+            RowOp::Upsert { cells, .. } => cells.get(name).map_or(Cell::Absent, Cell::Value),
+            RowOp::Delete { .. } => Cell::Absent,
+        }));
+        column::encode(out, &cells);
+    }
+}
+
+/// Reads the rest of the group of `table` and appends its operations to
+/// `ops`, counting the cells it writes into `cells`.
+fn decode_group(
+    reader: &mut Reader<'_>,
+    table: &Name,
+    ops: &mut Vec<RowOp>,
+    cells: &mut usize,
+) -> Result<(), DecodeError> {
+    let rows = reader.count("table.rows", 1, MAX_OPS - ops.len())?;
+    let parts = reader.count("op.key", 1, MAX_KEY_PARTS)?;
+    let mut keys: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(parts); rows];
+    for _ in 0..parts {
+        let runs = Runs::read(reader, rows, Kind::Key)?;
+        for (row, value) in runs.values(reader)? {
+            let part = KeyPart::from_value(&value).ok_or(DecodeError::WrongType {
+                field: "op.key",
+                expected: "integer, text or bytes key",
+            })?;
+            keys[row].push(part);
+        }
+    }
+    let keys: Vec<RowKey> = keys.into_iter().filter_map(RowKey::new).collect();
+    for pair in keys.windows(2) {
+        match pair[0].cmp(&pair[1]) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                return Err(DecodeError::InvalidValue {
+                    field: "changes",
+                    reason: format!("row {:?} of {table} is changed twice in one commit", pair[0]),
+                });
+            }
+            std::cmp::Ordering::Greater => return Err(DecodeError::NonCanonical { what: WHAT }),
+        }
+    }
+    let generations = read_generations(reader, rows)?;
+    let columns = reader.count("table.columns", 0, MAX_CHANGE_CELLS)?;
+    let mut written: Vec<BTreeMap<Name, Value>> = vec![BTreeMap::new(); rows];
+    let mut counts = vec![0usize; rows];
+    let mut previous: Option<Name> = None;
+    for _ in 0..columns {
+        let name = reader.name("op.cells.column")?;
+        if previous.as_ref().is_some_and(|previous| *previous >= name) {
+            return Err(DecodeError::NonCanonical { what: WHAT });
+        }
+        let runs = Runs::read(reader, rows, Kind::Values)?;
+        for row in runs.present().flatten() {
+            if generations[row] % 2 == 0 {
+                return Err(DecodeError::InvalidValue {
+                    field: "op.cells",
+                    reason: "a delete writes no cells".into(),
+                });
+            }
+            counts[row] += 1;
+            if counts[row] > MAX_CELLS {
+                return Err(DecodeError::BadLength {
+                    field: "op.cells",
+                    len: MAX_CELLS + 1,
+                    min: 0,
+                    max: MAX_CELLS,
+                });
+            }
+            *cells += 1;
+            if *cells > MAX_CHANGE_CELLS {
+                return Err(DecodeError::BadLength {
+                    field: "changes.cells",
+                    len: *cells,
+                    min: 0,
+                    max: MAX_CHANGE_CELLS,
+                });
+            }
+        }
+        for (row, value) in runs.values(reader)? {
+            written[row].insert(name.clone(), value);
+        }
+        previous = Some(name);
+    }
+    for ((key, generation), cells) in keys.into_iter().zip(generations).zip(written) {
+        let table = table.clone();
+        ops.push(if generation % 2 == 1 {
+            RowOp::Upsert { table, key, generation, cells }
+        } else {
+            RowOp::Delete { table, key, generation }
+        });
+    }
+    Ok(())
+}
+
+/// Reads runs of generations, `[generation, count]` each, covering `rows`.
+fn read_generations(reader: &mut Reader<'_>, rows: usize) -> Result<Vec<u32>, DecodeError> {
+    let mut generations = Vec::with_capacity(rows);
+    while generations.len() < rows {
+        let generation = reader.uint("op.generation")?;
+        let generation = u32::try_from(generation)
+            .ok()
+            .filter(|g| (1..=MAX_GENERATION).contains(g))
+            .ok_or_else(|| DecodeError::InvalidValue {
+                field: "op.generation",
+                reason: format!("generation {generation} is outside 1..={MAX_GENERATION}"),
+            })?;
+        let left = rows - generations.len();
+        let run = usize::try_from(reader.uint("table.generations")?).unwrap_or(usize::MAX);
+        if run == 0 || run > left {
+            return Err(DecodeError::InvalidValue {
+                field: "table.generations",
+                reason: format!("a run of {run} generations where {left} rows are left"),
+            });
+        }
+        if generations.last() == Some(&generation) {
+            return Err(DecodeError::NonCanonical { what: WHAT });
+        }
+        generations.extend(std::iter::repeat_n(generation, run));
+    }
+    Ok(generations)
 }
 
 #[cfg(test)]
@@ -262,6 +449,7 @@ pub(crate) mod tests {
         Name::new(s).unwrap()
     }
 
+    /// One op on one of a few rows: for merge tests, where rows must collide.
     pub(crate) fn any_op() -> impl Strategy<Value = RowOp> {
         let table = prop_oneof![Just(name("app.items")), Just(name("app.tags"))];
         let key = (0i64..6).prop_map(|k| RowKey::single(KeyPart::Integer(k)));
@@ -278,12 +466,82 @@ pub(crate) mod tests {
         ]
     }
 
+    /// A key of `table`'s shape: one integer for `app.items`, a text and a
+    /// bytes part for `app.tags`, one text for `app.notes`.
+    fn any_key(table: usize) -> BoxedStrategy<RowKey> {
+        match table {
+            0 => (-300i64..300).prop_map(|k| RowKey::single(KeyPart::Integer(k))).boxed(),
+            1 => ("[a-c]{0,3}", proptest::collection::vec(0u8..3, 0..3))
+                .prop_map(|(t, b)| RowKey::new(vec![KeyPart::Text(t), KeyPart::Bytes(b)]).unwrap())
+                .boxed(),
+            _ => "(row-)?[0-9]{0,4}".prop_map(|t| RowKey::single(KeyPart::Text(t))).boxed(),
+        }
+    }
+
+    const TABLES: [&str; 3] = ["app.items", "app.tags", "app.notes"];
+
+    /// What is written to one row: cells at an odd generation, or a delete.
+    fn any_body() -> impl Strategy<Value = (u32, Option<BTreeMap<Name, Value>>)> {
+        let cells = proptest::collection::btree_map(
+            prop_oneof![Just(name("a")), Just(name("b")), Just(name("title")), Just(name("z9"))],
+            any_value(),
+            0..4,
+        );
+        prop_oneof![
+            4 => (0u32..3, cells).prop_map(|(g, cells)| (2 * g + 1, Some(cells))),
+            1 => (1u32..3).prop_map(|g| (2 * g, None)),
+        ]
+    }
+
+    /// A valid change set of 1 to 200 ops on distinct rows, in a shuffled order.
+    fn any_changes() -> impl Strategy<Value = Vec<RowOp>> {
+        let row = (0..TABLES.len()).prop_flat_map(|t| (Just(t), any_key(t)));
+        proptest::collection::btree_map(row, any_body(), 1..200)
+            .prop_map(|rows| {
+                rows.into_iter()
+                    .map(|((t, key), (generation, cells))| {
+                        let table = name(TABLES[t]);
+                        match cells {
+                            Some(cells) => RowOp::Upsert { table, key, generation, cells },
+                            None => RowOp::Delete { table, key, generation },
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .prop_shuffle()
+    }
+
     proptest! {
         #[test]
-        fn changes_round_trip(ops in proptest::collection::vec(any_op(), 1..10)) {
-            if let Ok(changes) = Changes::new(ops) {
-                let bytes = changes.encode();
-                prop_assert_eq!(Changes::decode(&bytes).unwrap(), changes);
+        fn changes_round_trip(ops in any_changes()) {
+            let count = ops.len();
+            let changes = Changes::new(ops).unwrap();
+            prop_assert_eq!(changes.ops().len(), count);
+            prop_assert!(changes.ops().windows(2).all(|w| (w[0].table(), w[0].key()) < (w[1].table(), w[1].key())));
+            let bytes = changes.encode();
+            prop_assert_eq!(bytes.len(), pad::padded_len(bytes.len()));
+            prop_assert_eq!(Changes::decode(&bytes).unwrap(), changes);
+        }
+
+        /// Mutations of valid encodings get past the first bytes; whatever
+        /// decodes must be the one encoding of what it decodes to.
+        #[test]
+        fn mutated_encodings_decode_only_canonically(
+            ops in any_changes(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..4),
+        ) {
+            let mut bytes = Changes::new(ops).unwrap().encode();
+            for (at, byte, how) in edits {
+                let at = at.index(bytes.len());
+                match how {
+                    0 => bytes[at] = byte,
+                    1 => bytes[at] ^= 1 << (byte % 8),
+                    2 => { bytes.remove(at); }
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            if let Ok(changes) = Changes::decode(&bytes) {
+                prop_assert_eq!(changes.encode(), bytes);
             }
         }
 
@@ -302,6 +560,38 @@ pub(crate) mod tests {
         }
     }
 
+    fn delete(key: i64, generation: u32) -> RowOp {
+        RowOp::Delete { table: name("t"), key: RowKey::single(KeyPart::Integer(key)), generation }
+    }
+
+    /// `content` padded as the encoder pads.
+    fn padded(mut content: Vec<u8>) -> Vec<u8> {
+        content.resize(pad::padded_len(content.len()), 0);
+        content
+    }
+
+    #[test]
+    fn example_encoding() {
+        let changes = Changes::new(vec![RowOp::Upsert {
+            table: name("todo.items"),
+            key: RowKey::single(KeyPart::Text("milk".into())),
+            generation: 1,
+            cells: BTreeMap::from([(name("title"), Value::Text("Buy milk".into()))]),
+        }])
+        .unwrap();
+        let mut content = vec![0x01, 0x0a];
+        content.extend(b"todo.items");
+        content.extend([0x01, 0x01, 0x16, 0x00, 0x04]);
+        content.extend(b"milk");
+        content.extend([0x01, 0x01, 0x01, 0x05]);
+        content.extend(b"title");
+        content.extend([0x16, 0x00, 0x08]);
+        content.extend(b"Buy milk");
+        let bytes = changes.encode();
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(bytes, padded(content));
+    }
+
     #[test]
     fn generations_are_checked() {
         assert!(matches!(Changes::new(vec![upsert(2)]), Err(ChangesError::BadGeneration { .. })));
@@ -309,34 +599,144 @@ pub(crate) mod tests {
             Changes::new(vec![upsert(u32::MAX)]),
             Err(ChangesError::BadGeneration { .. })
         ));
-        let bytes = Changes(vec![upsert(2)]).encode();
         assert!(matches!(
-            Changes::decode(&bytes),
-            Err(DecodeError::InvalidValue { field: "op.generation", .. })
+            Changes::new(vec![delete(1, 3)]),
+            Err(ChangesError::BadGeneration { .. })
         ));
-        let delete = RowOp::Delete {
-            table: name("t"),
-            key: RowKey::single(KeyPart::Integer(1)),
-            generation: 3,
-        };
-        let bytes = Changes(vec![delete]).encode();
-        assert!(matches!(
-            Changes::decode(&bytes),
-            Err(DecodeError::InvalidValue { field: "op.generation", .. })
-        ));
+        // An even generation makes a delete: one that writes cells is refused.
+        assert_eq!(
+            Changes::decode(&Changes(vec![upsert(2)]).encode()),
+            Err(DecodeError::InvalidValue {
+                field: "op.cells",
+                reason: "a delete writes no cells".into()
+            })
+        );
+        for generation in [0, u32::MAX] {
+            assert!(matches!(
+                Changes::decode(&Changes(vec![delete(1, generation)]).encode()),
+                Err(DecodeError::InvalidValue { field: "op.generation", .. })
+            ));
+        }
     }
 
     #[test]
-    fn one_op_per_row() {
+    fn one_op_per_row_and_one_key_shape_per_table() {
         assert!(matches!(
             Changes::new(vec![upsert(1), upsert(3)]),
             Err(ChangesError::DuplicateRow { .. })
         ));
         assert_eq!(Changes::new(vec![]), Err(ChangesError::Count(0)));
+        let bytes = Changes(vec![delete(1, 2), delete(1, 4)]).encode();
+        assert!(matches!(
+            Changes::decode(&bytes),
+            Err(DecodeError::InvalidValue { field: "changes", .. })
+        ));
+        let pair = RowKey::new(vec![KeyPart::Integer(1), KeyPart::Integer(2)]).unwrap();
+        let wide = RowOp::Delete { table: name("t"), key: pair, generation: 2 };
+        assert!(matches!(
+            Changes::new(vec![delete(1, 2), wide]),
+            Err(ChangesError::KeyShape { first: 1, second: 2, .. })
+        ));
     }
 
     #[test]
-    fn cells_must_be_in_deterministic_order() {
+    fn order_is_canonical() {
+        // Rows out of key order, and tables out of name order.
+        let bytes = Changes(vec![delete(2, 2), delete(1, 2)]).encode();
+        assert_eq!(Changes::decode(&bytes), Err(DecodeError::NonCanonical { what: WHAT }));
+        let other = RowOp::Delete {
+            table: name("s"),
+            key: RowKey::single(KeyPart::Integer(1)),
+            generation: 2,
+        };
+        let bytes = Changes(vec![delete(1, 2), other]).encode();
+        assert_eq!(Changes::decode(&bytes), Err(DecodeError::NonCanonical { what: WHAT }));
+        // Two generation runs of one generation.
+        let mut content = vec![1, 1, b't', 2, 1, 0x24, 0, 2, 2, 1, 2, 1, 0];
+        assert_eq!(
+            Changes::decode(&padded(content.clone())),
+            Err(DecodeError::NonCanonical { what: WHAT })
+        );
+        content[10] = 4;
+        assert!(Changes::decode(&padded(content)).is_ok());
+    }
+
+    #[test]
+    fn padding_is_exact_and_zero() {
+        let bytes = Changes::new(vec![delete(1, 2)]).unwrap().encode();
+        assert_eq!(bytes.len(), pad::MIN_PADDED);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            Changes::decode(&longer),
+            Err(DecodeError::BadLength { field: "changes.padding", .. })
+        ));
+        assert!(matches!(
+            Changes::decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::BadLength { field: "changes.padding", .. })
+        ));
+        let mut dirty = bytes.clone();
+        *dirty.last_mut().unwrap() = 1;
+        assert!(matches!(
+            Changes::decode(&dirty),
+            Err(DecodeError::InvalidValue { field: "changes.padding", .. })
+        ));
+        assert!(matches!(
+            Changes::decode(&vec![0; MAX_CHANGES_BYTES + 1]),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    /// A group of `rows` rows keyed 0.., generation 1, and `columns`
+    /// columns in which every row is null: a few bytes a column, whatever
+    /// the number of rows.
+    fn null_runs(rows: usize, columns: usize) -> Vec<u8> {
+        let mut content = vec![1, 1, b't'];
+        put_uint(&mut content, rows as u64);
+        put_uint(&mut content, 1);
+        put_uint(&mut content, ((rows as u64) << 4) | 4);
+        content.push(0);
+        content.extend(std::iter::repeat_n(2, rows - 1));
+        content.push(1);
+        put_uint(&mut content, rows as u64);
+        put_uint(&mut content, columns as u64);
+        for column in 0..columns {
+            put_name(&mut content, &name(&format!("c{column:04}")));
+            put_uint(&mut content, ((rows as u64) << 4) | 1);
+        }
+        padded(content)
+    }
+
+    #[test]
+    fn cheap_runs_cannot_make_decoding_allocate_much() {
+        // A small run bomb: 10,000 rows × 105 null columns, 11 KB of input.
+        let bomb = null_runs(MAX_OPS, 105);
+        assert!(bomb.len() < 12_000);
+        assert_eq!(
+            Changes::decode(&bomb),
+            Err(DecodeError::BadLength {
+                field: "changes.cells",
+                len: MAX_CHANGE_CELLS + 1,
+                min: 0,
+                max: MAX_CHANGE_CELLS
+            })
+        );
+        assert!(Changes::decode(&null_runs(MAX_OPS, 104)).is_ok());
+        assert!(matches!(
+            Changes::decode(&null_runs(1, MAX_CELLS + 1)),
+            Err(DecodeError::BadLength { field: "op.cells", .. })
+        ));
+        let wide = RowOp::Upsert {
+            table: name("t"),
+            key: RowKey::single(KeyPart::Integer(1)),
+            generation: 1,
+            cells: (0..=MAX_CELLS).map(|c| (name(&format!("c{c}")), Value::Null)).collect(),
+        };
+        assert!(matches!(Changes::new(vec![wide]), Err(ChangesError::TooManyCells { .. })));
+    }
+
+    #[test]
+    fn columns_must_be_sorted_and_not_empty() {
         let op = RowOp::Upsert {
             table: name("t"),
             key: RowKey::single(KeyPart::Integer(1)),
@@ -344,13 +744,20 @@ pub(crate) mod tests {
             cells: BTreeMap::from([(name("bb"), Value::Null), (name("c"), Value::Null)]),
         };
         let good = Changes(vec![op]).encode();
-        // The encoder puts "c" (shorter) before "bb"; swap them back.
         let position =
             |needle: &[u8]| good.windows(needle.len()).position(|w| w == needle).unwrap();
-        let (c, bb) = (position(&[0x61, b'c', 0xf6]), position(&[0x62, b'b', b'b', 0xf6]));
-        assert!(c < bb);
-        let mut swapped = good[..c].to_vec();
-        swapped.extend_from_slice(&[0x62, b'b', b'b', 0xf6, 0x61, b'c', 0xf6]);
-        assert_eq!(Changes::decode(&swapped), Err(DecodeError::NonCanonical { what: "changes" }));
+        let (bb, c) = (position(&[2, b'b', b'b', 0x11]), position(&[1, b'c', 0x11]));
+        assert!(bb < c);
+        let mut swapped = good[..bb].to_vec();
+        swapped.extend_from_slice(&[1, b'c', 0x11, 2, b'b', b'b', 0x11]);
+        assert_eq!(
+            Changes::decode(&padded(swapped)),
+            Err(DecodeError::NonCanonical { what: WHAT })
+        );
+        // A column in which no row has a cell.
+        let mut empty = good[..bb].to_vec();
+        *empty.last_mut().unwrap() = 3;
+        empty.extend_from_slice(&[2, b'b', b'b', 0x11, 1, b'c', 0x11, 1, b'd', 0x10]);
+        assert_eq!(Changes::decode(&padded(empty)), Err(DecodeError::NonCanonical { what: WHAT }));
     }
 }

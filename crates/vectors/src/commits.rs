@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use basic_proto::{
-    Cbor, Changes, Commit, CommitDraft, CommitId, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp,
+    Changes, Commit, CommitDraft, CommitId, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp,
     ScopeKey, SigningContext, Value,
 };
 use serde_json::{Value as Json, json};
@@ -18,8 +18,9 @@ pub(crate) fn name(text: &str) -> Name {
     Name::new(text).expect("fixture names are valid")
 }
 
+/// The vector database: the id of the genesis of control.json.
 pub(crate) fn database() -> DatabaseId {
-    DatabaseId(fixture("database"))
+    crate::control::genesis().database()
 }
 
 /// The scope id of namespace `todo` under the naming key of the 'user'
@@ -76,7 +77,12 @@ fn every_value_type() -> Changes {
         RowOp::Upsert { table: name("todo.items"), key: composite, generation: 1, cells },
         RowOp::Delete {
             table: name("todo.items"),
-            key: RowKey::single(KeyPart::Text("milk".into())),
+            key: RowKey::new(vec![
+                KeyPart::Integer(7),
+                KeyPart::Text("a".into()),
+                KeyPart::Bytes(vec![0x01]),
+            ])
+            .expect("three parts"),
             generation: 2,
         },
     ])
@@ -109,7 +115,25 @@ pub(crate) fn hundred_cells() -> Changes {
     Changes::new(ops).expect("valid changes")
 }
 
-/// The three vector commits, each chained to the one before.
+/// 100 rows of a 20-byte text, an integer and a bool: the rows of the
+/// first-sync benchmark, where the columnar encoding pays.
+fn hundred_rows() -> Changes {
+    let ops = (0..100)
+        .map(|i| RowOp::Upsert {
+            table: name("todo.items"),
+            key: RowKey::single(KeyPart::Integer(i)),
+            generation: 1,
+            cells: BTreeMap::from([
+                (name("title"), Value::Text(format!("value-{i:014}"))),
+                (name("n"), Value::Integer(i)),
+                (name("done"), Value::Bool(true)),
+            ]),
+        })
+        .collect();
+    Changes::new(ops).expect("valid changes")
+}
+
+/// The vector commits, each chained to the one before.
 pub(crate) fn chain() -> Vec<(&'static str, Commit, Changes)> {
     let author = principal("device");
     let key = scope_key();
@@ -119,6 +143,7 @@ pub(crate) fn chain() -> Vec<(&'static str, Commit, Changes)> {
         ("one cell", one_cell()),
         ("every value type, composite key, a delete", every_value_type()),
         ("100 cells", hundred_cells()),
+        ("100 rows of a text, an integer and a bool", hundred_rows()),
     ];
     cases
         .into_iter()
@@ -170,7 +195,7 @@ pub(crate) fn vectors() -> Json {
         })
         .collect();
     json!({
-        "description": "Commits by the 'device' principal of keys.json under one scope key, each chained to the previous (seq, prev). For each: the header and its CBOR, the AEAD inputs and output, the exact signed bytes (label, 0x00, header CBOR, ciphertext), the signature, the full commit, its id, and its decoded changes.",
+        "description": "Commits by the 'device' principal of keys.json under one scope key, each chained to the previous (seq, prev). For each: the header and its CBOR, the AEAD inputs and output (the plaintext is the padded columnar change set of wire-format.md §4), the exact signed bytes (label, 0x00, header CBOR, ciphertext), the signature, the full commit, its id, and its decoded changes in canonical order.",
         "commits": cases,
     })
 }

@@ -61,6 +61,21 @@ fn commit(
     key: &ScopeKey,
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> Commit {
+    commit_in(author, database, prev, wall_ms, scope_id(), epoch, key, rng)
+}
+
+/// [`commit`] in scope `scope`.
+#[allow(clippy::too_many_arguments)]
+fn commit_in(
+    author: &SecretKey,
+    database: DatabaseId,
+    prev: Option<&Commit>,
+    wall_ms: u64,
+    scope: basic_proto::ScopeId,
+    epoch: u32,
+    key: &ScopeKey,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Commit {
     let changes = Changes::new(vec![RowOp::Upsert {
         table: Name::new("todo.items").expect("name"),
         key: RowKey::single(KeyPart::Text(format!("row {wall_ms}"))),
@@ -73,10 +88,29 @@ fn commit(
         seq: prev.map_or(1, |p| p.header().seq + 1),
         prev: prev.map(Commit::id),
         hlc: Hlc { wall_ms, counter: 0 },
-        scope: scope_id(),
+        scope,
         epoch,
     };
     Commit::create(author, draft, &changes, key, rng).expect("commit")
+}
+
+/// The genesis of the vector database: by the 'user' principal, with the
+/// 'device' principal (the laptop) as the first device. Its id is the
+/// database id of every vector file.
+pub(crate) fn genesis() -> ControlOp {
+    let (root, laptop) = (principal("user"), principal("device"));
+    let mut r = rng("control genesis");
+    ControlOp::create(
+        &root,
+        body(
+            &root,
+            DatabaseId([0; 32]),
+            vec![],
+            0,
+            Payload::genesis(&root, &Party::of(&laptop), &mut r).expect("seal"),
+        ),
+    )
+    .expect("genesis")
 }
 
 pub(crate) fn vectors() -> Json {
@@ -93,20 +127,13 @@ pub(crate) fn vectors() -> Json {
     let k0 = ScopeKey::from_bytes(fixture("control todo epoch 0"));
     let k1 = ScopeKey::from_bytes(fixture("control todo epoch 1"));
 
-    let genesis = ControlOp::create(
-        &root,
-        body(
-            &root,
-            DatabaseId([0; 32]),
-            vec![],
-            0,
-            Payload::genesis(&root, &Party::of(&laptop), &mut r).expect("seal"),
-        ),
-    )
-    .expect("genesis");
+    let genesis = genesis();
     let db = genesis.database();
+    // Every rotation seals the new key to the root and every device (and
+    // every app still granted): the root can always recover (§4, §9.4).
     let rotation =
-        Rotation::seal(&laptop, db, todo, 0, &k0, &[Party::of(&laptop)], &mut r).expect("seal");
+        Rotation::seal(&laptop, db, todo, 0, &k0, &[Party::of(&root), Party::of(&laptop)], &mut r)
+            .expect("seal");
     let create = ControlOp::create(
         &laptop,
         body(&laptop, db, vec![genesis.id()], 1, Payload::RotateKey(rotation)),
@@ -156,9 +183,16 @@ pub(crate) fn vectors() -> Json {
     // The app writes twice; the laptop has seen the first when it revokes.
     let c1 = commit(&app, db, None, T0 + 3500, 0, &k0, &mut r);
     let c2 = commit(&app, db, Some(&c1), T0 + 3600, 0, &k0, &mut r);
-    let rotation =
-        Rotation::seal(&laptop, db, todo, 1, &k1, &[Party::of(&laptop), Party::of(&phone)], &mut r)
-            .expect("seal");
+    let rotation = Rotation::seal(
+        &laptop,
+        db,
+        todo,
+        1,
+        &k1,
+        &[Party::of(&root), Party::of(&laptop), Party::of(&phone)],
+        &mut r,
+    )
+    .expect("seal");
     let revoke = ControlOp::create(
         &laptop,
         body(
@@ -191,6 +225,112 @@ pub(crate) fn vectors() -> Json {
         ),
     )
     .expect("op");
+    let pinner = principal("pinner");
+    let reader = principal("control reader");
+    let add_pinner = ControlOp::create(
+        &laptop,
+        body(&laptop, db, vec![schema.id()], 6, Payload::AddPinner { pinner: pinner.public() }),
+    )
+    .expect("op");
+    let label = seal_label(db, &todo, 1, &reader.public());
+    let for_reader =
+        basic_proto::SealedKey::seal(&k1, &laptop, &Party::of(&reader), &label, &mut r)
+            .expect("seal");
+    let grant_read = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            vec![add_pinner.id()],
+            7,
+            Payload::Grant {
+                app: reader.public(),
+                sealing: reader.sealing_key(),
+                scope: todo,
+                rights: Rights::Read,
+                epoch: 1,
+                key: for_reader,
+            },
+        ),
+    )
+    .expect("op");
+    // The laptop and the phone rotate todo to epoch 2 concurrently: two
+    // keys of one epoch, both kept (§5.4).
+    let readers = [Party::of(&root), Party::of(&laptop), Party::of(&phone), Party::of(&reader)];
+    let k2a = ScopeKey::from_bytes(fixture("control todo epoch 2, laptop"));
+    let k2b = ScopeKey::from_bytes(fixture("control todo epoch 2, phone"));
+    let rotate_laptop = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            vec![grant_read.id()],
+            8,
+            Payload::RotateKey(
+                Rotation::seal(&laptop, db, todo, 2, &k2a, &readers, &mut r).expect("seal"),
+            ),
+        ),
+    )
+    .expect("op");
+    let rotate_phone = ControlOp::create(
+        &phone,
+        body(
+            &phone,
+            db,
+            vec![grant_read.id()],
+            8,
+            Payload::RotateKey(
+                Rotation::seal(&phone, db, todo, 2, &k2b, &readers, &mut r).expect("seal"),
+            ),
+        ),
+    )
+    .expect("op");
+    // The phone wrote twice, its second commit stamped far ahead; the
+    // laptop removes it with the cut-off at that commit, rotating todo.
+    let p1 = commit(&phone, db, None, T0 + 5000, 1, &k1, &mut r);
+    let p2 = commit(&phone, db, Some(&p1), T0 + 200_000, 1, &k1, &mut r);
+    let p3 = commit(&phone, db, Some(&p2), T0 + 200_500, 1, &k1, &mut r);
+    let k3 = ScopeKey::from_bytes(fixture("control todo epoch 3"));
+    let mut heads = [rotate_laptop.id(), rotate_phone.id()];
+    heads.sort();
+    let remove_phone = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            heads.to_vec(),
+            9,
+            Payload::RemoveDevice {
+                device: phone.public(),
+                cutoff: Cutoff { seq: 2, last: Some(p2.id()) },
+                rotations: BTreeMap::from([(
+                    todo,
+                    Rotation::seal(
+                        &laptop,
+                        db,
+                        todo,
+                        3,
+                        &k3,
+                        &[Party::of(&root), Party::of(&laptop), Party::of(&reader)],
+                        &mut r,
+                    )
+                    .expect("seal"),
+                )]),
+            },
+        ),
+    )
+    .expect("op");
+    let remove_pinner = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            vec![remove_phone.id()],
+            10,
+            Payload::RemovePinner { pinner: pinner.public() },
+        ),
+    )
+    .expect("op");
     let ops = [
         ("genesis", "user", &genesis),
         ("create scope todo", "device", &create),
@@ -198,6 +338,12 @@ pub(crate) fn vectors() -> Json {
         ("grant app", "control phone", &grant),
         ("revoke app", "device", &revoke),
         ("schema of todo", "device", &schema),
+        ("add pinning peer", "device", &add_pinner),
+        ("grant reader app read-only", "device", &grant_read),
+        ("laptop rotates todo to epoch 2", "device", &rotate_laptop),
+        ("phone rotates todo to epoch 2, concurrently", "control phone", &rotate_phone),
+        ("remove phone", "device", &remove_phone),
+        ("remove pinning peer", "device", &remove_pinner),
     ];
 
     let mut log = ControlLog::new(db);
@@ -208,16 +354,32 @@ pub(crate) fn vectors() -> Json {
     let state = log.state();
     assert_eq!(state.scope_keys(&phone, &todo, 1), vec![k1.clone()]);
     assert!(state.scope_keys(&app, &todo, 1).is_empty());
+    assert_eq!(state.scope_keys(&laptop, &todo, 2).len(), 2, "two keys of epoch 2");
+    assert_eq!(state.scope_keys(&root, &todo, 3), vec![k3.clone()]);
+    assert!(state.scope_keys(&phone, &todo, 3).is_empty());
 
     let c3 = commit(&app, db, Some(&c2), T0 + 9000, 1, &k1, &mut r);
-    let by_phone = commit(&phone, db, None, T0 + 5000, 1, &k1, &mut r);
+    let app_fork = commit(&app, db, None, T0 + 3550, 0, &k0, &mut r);
     let by_stranger = commit(&stranger, db, None, T0 + 5000, 1, &k1, &mut r);
+    let by_reader = commit(&reader, db, None, T0 + 7500, 1, &k1, &mut r);
+    let laptop_2 = commit(&laptop, db, None, T0 + 8500, 2, &k2a, &mut r);
+    let other_scope =
+        basic_proto::NamingKey::of_root(&root).scope_id(&Name::new("other").expect("name"));
+    let unknown_scope = commit_in(&laptop, db, None, T0 + 8500, other_scope, 0, &k0, &mut r);
+    let unknown_epoch = commit(&laptop, db, None, T0 + 8500, 9, &k1, &mut r);
     let commits: Vec<Json> = [
         ("app seq 1: at the cut-off", &c1),
         ("app seq 2: after the cut-off (it arrived before the revocation)", &c2),
         ("app seq 3: under epoch 1, never sealed to it", &c3),
-        ("phone under epoch 1", &by_phone),
+        ("app seq 1, a fork: at the cut-off's seq, not the cut-off commit", &app_fork),
+        ("phone seq 1 under epoch 1: below its removal's cut-off", &p1),
+        ("phone seq 2: the cut-off commit, stamped after the removal's end", &p2),
+        ("phone seq 3: after its removal's cut-off", &p3),
         ("stranger", &by_stranger),
+        ("reader app: granted read only", &by_reader),
+        ("laptop under epoch 2 (one of its two keys)", &laptop_2),
+        ("laptop under a scope id that has no key", &unknown_scope),
+        ("laptop under epoch 9 of todo, which does not exist", &unknown_epoch),
     ]
     .into_iter()
     .map(|(name, c)| {
@@ -234,7 +396,6 @@ pub(crate) fn vectors() -> Json {
     .collect();
 
     // Ops that must be refused, each inserted into the log above.
-    let pinner = principal("pinner");
     let mut negative = Vec::new();
     // Each is inserted at local wall time `now_ms`: the ops' own clock,
     // unless the vector is about a clock far behind the op's stamp.
@@ -254,7 +415,7 @@ pub(crate) fn vectors() -> Json {
         &laptop,
         OpBody {
             hlc: Hlc { wall_ms: u64::MAX, counter: u32::MAX },
-            ..body(&laptop, db, log.heads(), 10, Payload::AddPinner { pinner: pinner.public() })
+            ..body(&laptop, db, log.heads(), 15, Payload::AddPinner { pinner: pinner.public() })
         },
     )
     .expect("op");
@@ -271,7 +432,7 @@ pub(crate) fn vectors() -> Json {
         "apps issue no control ops",
         ControlOp::create(
             &app,
-            body(&app, db, heads.clone(), 10, Payload::AddPinner { pinner: pinner.public() }),
+            body(&app, db, heads.clone(), 15, Payload::AddPinner { pinner: pinner.public() }),
         )
         .expect("op"),
     );
@@ -284,7 +445,7 @@ pub(crate) fn vectors() -> Json {
                 &stranger,
                 db,
                 heads.clone(),
-                10,
+                15,
                 Payload::AddDevice {
                     device: stranger.public(),
                     sealing: stranger.sealing_key(),
@@ -320,7 +481,7 @@ pub(crate) fn vectors() -> Json {
                 &laptop,
                 DatabaseId(fixture("database")),
                 heads,
-                10,
+                15,
                 Payload::AddPinner { pinner: pinner.public() },
             ),
         )
@@ -332,13 +493,15 @@ pub(crate) fn vectors() -> Json {
     let decode_error = ControlOp::decode(&bad_signature).expect_err("refused");
 
     json!({
-        "description": "Control operations of one database (control-log.md): the genesis by the 'user' principal of keys.json, the 'device' (laptop) creating scope todo, adding a phone, the phone granting the 'app' read-write, and the laptop revoking it with cut-off at the app's first commit, rotating todo to epoch 1. op = [body, signature]; signature over \"basic/v0/control\" || 0x00 || body; id = BLAKE3 derive_key(\"basic/v0 control op id\", op); the genesis id is the database id. 'state' results from the ops in any order; 'commits' are checked against it; 'negative' ops are refused by that log, 'negative_decode' by decoding.",
+        "description": "Control operations of one database (control-log.md): the genesis by the 'user' principal of keys.json, the 'device' (laptop) creating scope todo, adding a phone, the phone granting the 'app' read-write, and the laptop revoking it with cut-off at the app's first commit, rotating todo to epoch 1, publishing todo's schema, adding a pinning peer, granting the 'control reader' app read-only, the laptop and the phone rotating todo to epoch 2 concurrently (two keys of one epoch), the laptop removing the phone with cut-off at its second commit (rotating todo to epoch 3) and removing the pinning peer. Every rotation seals the new key to the root, every device and every app still granted. op = [body, signature]; signature over \"basic/v0/control\" || 0x00 || body; id = BLAKE3 derive_key(\"basic/v0 control op id\", op); the genesis id is the database id. 'state' results from the ops in any order; 'commits' are checked against it; 'negative' ops are refused by that log, 'negative_decode' by decoding.",
         "principals": {
             "user": hex(root.seed()),
             "device": hex(laptop.seed()),
             "control phone": hex(phone.seed()),
             "app": hex(app.seed()),
             "control stranger": hex(stranger.seed()),
+            "control reader": hex(reader.seed()),
+            "pinner": hex(pinner.seed()),
         },
         "database": hex(db.0),
         "database_text": db.to_string(),
@@ -352,7 +515,13 @@ pub(crate) fn vectors() -> Json {
             "nonce": hex(sealed.nonce),
             "ciphertext": hex(&sealed.ciphertext),
         },
-        "scope_keys": { "todo/0": hex(k0.as_bytes()), "todo/1": hex(k1.as_bytes()) },
+        "scope_keys": {
+            "todo/0": hex(k0.as_bytes()),
+            "todo/1": hex(k1.as_bytes()),
+            "todo/2 (laptop)": hex(k2a.as_bytes()),
+            "todo/2 (phone)": hex(k2b.as_bytes()),
+            "todo/3": hex(k3.as_bytes()),
+        },
         "ops": ops.iter().map(|(name, author, op)| op_json(name, author, op)).collect::<Vec<_>>(),
         "state": json::auth_state(&state),
         "commits": commits,

@@ -1,11 +1,11 @@
 //! `keys.json`: principals, text ids and domain-separated signatures.
 
 use basic_proto::keys::SEALING_KEY_CONTEXT;
-use basic_proto::{DatabaseId, Principal, Role, SigningContext};
+use basic_proto::{Principal, Role, SigningContext};
 use serde_json::{Value as Json, json};
 
 use crate::json::hex;
-use crate::{fixture, principal};
+use crate::principal;
 
 pub(crate) fn vectors() -> Json {
     let roles = [
@@ -32,14 +32,14 @@ pub(crate) fn vectors() -> Json {
             })
         })
         .collect();
-    let database = DatabaseId(fixture("database"));
+    let database = crate::commits::database();
     let message = b"basic test vector: a message to sign";
     let signer = principal("device");
     let signatures: Vec<Json> = [SigningContext::Commit, SigningContext::Control]
         .into_iter()
         .map(|context| {
             json!({
-                "label": context.label(),
+                "label": hex(context.label()),
                 "signer_seed": hex(signer.seed()),
                 "message": hex(message),
                 "signed_bytes": hex(context.signed_bytes(message)),
@@ -48,7 +48,7 @@ pub(crate) fn vectors() -> Json {
         })
         .collect();
     json!({
-        "description": "Principals (seed, ed25519 and x25519 keys, text id), database ids, and signatures in each context. x25519_secret is BLAKE3 derive_key(\"basic/v0 sealing key from seed\", seed) before clamping.",
+        "description": "Principals (seed, ed25519 and x25519 keys, text id), database ids (the vector database: the id of the genesis op of control.json), and signatures in each context (label: the hex of the context string). x25519_secret is BLAKE3 derive_key(\"basic/v0 sealing key from seed\", seed) before clamping.",
         "principals": principals,
         "database_ids": [{ "bytes": hex(database.0), "text_id": database.to_string() }],
         "signatures": signatures,

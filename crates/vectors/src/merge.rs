@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use basic_proto::{Cbor, Changes, Hlc, KeyPart, PublicKey, RowKey, RowOp, Stamp, Tables, Value};
+use basic_proto::{Changes, Hlc, KeyPart, PublicKey, RowKey, RowOp, Stamp, Tables, Value};
 use rand_core::Rng;
 use serde_json::{Value as Json, json};
 
@@ -61,7 +61,7 @@ fn case(title: &str, commits: Vec<(Stamp, Changes)>) -> Json {
             "author": hex(stamp.author.as_bytes()),
             "hlc": json::hlc(stamp.hlc),
             "changes": json::changes(changes),
-            "changes_cbor": hex(changes.encode()),
+            "changes_bytes": hex(changes.encode()),
         })).collect::<Vec<_>>(),
         "result": json::tables(&forward),
     })
@@ -87,6 +87,36 @@ fn random_mix() -> Vec<(Stamp, Changes)> {
             (stamp, changes)
         })
         .collect()
+}
+
+/// A random mix like [`random_mix`] whose rows end live: generations up to
+/// 5, and a last upsert of each row at generation 5 with the highest stamp
+/// of its row or not, as the draw gives.
+fn random_mix_live() -> Vec<(Stamp, Changes)> {
+    let mut rng = rng("merge random mix, live rows");
+    let mut commits: Vec<(Stamp, Changes)> = (0..37)
+        .map(|_| {
+            let k = i64::from(rng.next_u32() % 3);
+            let generation = rng.next_u32() % 5 + 1;
+            let stamp = stamp(
+                1000 + u64::from(rng.next_u32() % 5),
+                rng.next_u32() % 2,
+                (rng.next_u32() % 3) as usize,
+            );
+            let changes = if generation % 2 == 1 {
+                let column = ["a", "b", "c"][(rng.next_u32() % 3) as usize];
+                upsert(k, generation, &[(column, Value::Integer(i64::from(rng.next_u32() % 100)))])
+            } else {
+                delete(k, generation)
+            };
+            (stamp, changes)
+        })
+        .collect();
+    for k in 0..3 {
+        let wall = 1000 + u64::from(rng.next_u32() % 6);
+        commits.push((stamp(wall, 0, k as usize), upsert(k, 5, &[("a", text("last life"))])));
+    }
+    commits
 }
 
 pub(crate) fn vectors() -> Json {
@@ -135,6 +165,28 @@ pub(crate) fn vectors() -> Json {
             ],
         ),
         case(
+            "a delete ends only the life it saw",
+            vec![
+                (stamp(1000, 0, 0), upsert(1, 1, &[("title", text("a"))])),
+                (stamp(2000, 0, 0), delete(1, 2)),
+                (stamp(3000, 0, 0), upsert(1, 3, &[("title", text("again"))])),
+                (stamp(4000, 0, 1), delete(1, 2)),
+            ],
+        ),
+        case(
+            "concurrent inserts merge",
+            vec![
+                (
+                    stamp(1000, 0, 0),
+                    upsert(1, 1, &[("a", Value::Integer(1)), ("b", Value::Integer(1))]),
+                ),
+                (
+                    stamp(1000, 0, 1),
+                    upsert(1, 1, &[("b", Value::Integer(2)), ("c", Value::Integer(2))]),
+                ),
+            ],
+        ),
+        case(
             "forked author: equal stamps, greater value encoding wins",
             vec![
                 (stamp(1000, 0, 0), upsert(1, 1, &[("title", text("abc"))])),
@@ -142,6 +194,10 @@ pub(crate) fn vectors() -> Json {
             ],
         ),
         case("random mix of 40 operations on 3 rows by 3 writers", random_mix()),
+        case(
+            "random mix of 40 operations on 3 rows by 3 writers, some rows live",
+            random_mix_live(),
+        ),
     ];
     let authors: BTreeMap<&str, Json> = [("writer a", 0), ("writer b", 1), ("writer c", 2)]
         .into_iter()

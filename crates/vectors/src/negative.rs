@@ -1,5 +1,6 @@
 //! `negative.json`: inputs every implementation must refuse, with the error.
 
+use basic_proto::change::pad::padded_len;
 use basic_proto::hlc::{MAX_AHEAD_MS, check_not_ahead};
 use basic_proto::seal::SEALED_CIPHERTEXT_LEN;
 use basic_proto::{
@@ -138,16 +139,6 @@ fn commit_cases() -> Vec<Json> {
         Parts { header: edit_header(header, 4, CborValue::Bytes(vec![0; 32])), ..Parts::of(first) }
             .resign(&author, SigningContext::Commit);
 
-    // A commit whose plaintext breaks the rules, correctly encrypted and signed.
-    let bad_plaintext = {
-        let mut plain = hundred_cells().encode();
-        // The first op's generation (1) follows its key [0]: 0x81 0x00 0x01.
-        let at = plain.windows(3).position(|w| w == [0x81, 0x00, 0x01]).expect("first op") + 2;
-        plain[at] = 0x02;
-        let ciphertext = scope_key().encrypt(&header.nonce, first.header_bytes(), &plain);
-        Parts { ciphertext, ..Parts::of(first) }.resign(&author, SigningContext::Commit)
-    };
-
     vec![
         commit_case(
             "tampered ciphertext",
@@ -209,9 +200,9 @@ fn commit_cases() -> Vec<Json> {
             &swapped.encode(),
         ),
         open_case(
-            "malformed changes",
-            "an upsert with an even generation, encrypted and signed",
-            &bad_plaintext.encode(),
+            "a delete that writes a cell",
+            "generation 2 (a delete) for a row that the column title gives a cell, encrypted and signed",
+            &sealed_changes(padded(delete_with_cell())).encode(),
         ),
         open_case(
             "JSON with a lone surrogate",
@@ -225,8 +216,109 @@ fn commit_cases() -> Vec<Json> {
         ),
         open_case(
             "generation over the highest",
-            "an upsert claiming generation 4294967295, encrypted and signed",
-            &sealed_changes(max_generation()).encode(),
+            "a row at generation 4294967295, encrypted and signed",
+            &sealed_changes(padded(max_generation())).encode(),
+        ),
+    ]
+    .into_iter()
+    .chain(change_set_cases())
+    .collect()
+}
+
+/// `content` followed by zero bytes to its padded length.
+fn padded(mut content: Vec<u8>) -> Vec<u8> {
+    content.resize(padded_len(content.len()), 0);
+    content
+}
+
+/// One group of table `todo.items` with `rows` rows: its head up to the
+/// key parts.
+fn group_head(rows: u8) -> Vec<u8> {
+    [&[0x01, 0x0a][..], b"todo.items", &[rows, 0x01]].concat()
+}
+
+/// Row 1 (an integer key) at generation 2, with a `title` cell.
+fn delete_with_cell() -> Vec<u8> {
+    [group_head(1), vec![0x14, 0x02, 0x02, 0x01, 0x01, 0x05], b"title".to_vec(), vec![0x11]]
+        .concat()
+}
+
+/// Row 1 at generation 2^32 - 1, writing no cell.
+fn max_generation() -> Vec<u8> {
+    [group_head(1), vec![0x14, 0x02, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00]].concat()
+}
+
+/// Change sets that break the rules of wire-format.md §4, each encrypted
+/// and signed in the first vector commit's place.
+fn change_set_cases() -> Vec<Json> {
+    // Rows 1 and 2 at generation 2 (deletes), no column: the valid base.
+    let two_deletes =
+        |keys: [u8; 3]| [group_head(2), keys.to_vec(), vec![0x02, 0x02, 0x00]].concat();
+    let valid = two_deletes([0x24, 0x02, 0x02]);
+    assert!(Changes::decode(&padded(valid.clone())).is_ok(), "the base case is valid");
+    let mut non_zero_padding = padded(valid.clone());
+    *non_zero_padding.last_mut().expect("padded") = 0x01;
+    let mut long_padding = padded(valid.clone());
+    long_padding.extend([0; 8]);
+    // The texts "ab" then "ac" in one column, the second sharing nothing.
+    let texts = |second: &[u8]| {
+        [
+            group_head(2),
+            vec![0x24, 0x02, 0x02, 0x01, 0x02, 0x01, 0x05],
+            b"title".to_vec(),
+            vec![0x26, 0x00, 0x02, b'a', b'b'],
+            second.to_vec(),
+        ]
+        .concat()
+    };
+    assert!(Changes::decode(&padded(texts(&[0x01, 0x01, b'c']))).is_ok(), "the base case is valid");
+    // 10,000 rows and 105 columns in which every row is null: 11 KB of
+    // plaintext that would be 1,050,000 cells.
+    let mut bomb =
+        [&[0x01, 0x0a][..], b"todo.items", &[0x90, 0x4e, 0x01, 0x84, 0xe2, 0x09, 0x00]].concat();
+    bomb.extend(std::iter::repeat_n(0x02, 9_999));
+    bomb.extend([0x01, 0x90, 0x4e, 105]);
+    for column in 0..105 {
+        bomb.push(4);
+        bomb.extend(format!("c{column:03}").bytes());
+        bomb.extend([0x81, 0xe2, 0x09]);
+    }
+    let case = |name: &str, why: &str, content: Vec<u8>| {
+        open_case(name, why, &sealed_changes(content).encode())
+    };
+    vec![
+        case("non-zero padding", "the last padding byte is 01", non_zero_padding),
+        case("padding too long", "8 zero bytes more than the padded length", long_padding),
+        case("rows out of order", "row 2 before row 1", padded(two_deletes([0x24, 0x04, 0x01]))),
+        case(
+            "a row changed twice",
+            "row 1 twice: key deltas 1 then 0",
+            padded(two_deletes([0x24, 0x02, 0x00])),
+        ),
+        case(
+            "non-shortest varint",
+            "the generation 2 written as 82 00",
+            padded([group_head(2), vec![0x24, 0x02, 0x02, 0x82, 0x00, 0x02, 0x00]].concat()),
+        ),
+        case(
+            "prefix not the longest",
+            "\"ab\" then \"ac\" written as 0 shared bytes and \"ac\"",
+            padded(texts(&[0x00, 0x02, b'a', b'c'])),
+        ),
+        case(
+            "a run over the rows",
+            "a run of 3 cells in a group of 2 rows",
+            padded([group_head(2), vec![0x34, 0x02, 0x02]].concat()),
+        ),
+        case(
+            "a key part that is null",
+            "a run of null cells as key part 0",
+            padded([group_head(1), vec![0x11, 0x02, 0x01, 0x00]].concat()),
+        ),
+        case(
+            "too many cells in all",
+            "10,000 rows and 105 columns of null runs: 1,050,000 cells, over 2^20, from 11 KB",
+            padded(bomb),
         ),
     ]
 }
@@ -241,14 +333,6 @@ fn json_value(text: &str) -> Vec<u8> {
         cells: BTreeMap::from([(Name::new("meta").expect("name"), Value::Json(text.into()))]),
     };
     Changes::new(vec![op]).expect("JSON is only checked on decode").encode()
-}
-
-/// A one-op change set whose upsert claims generation 2^32 - 1.
-fn max_generation() -> Vec<u8> {
-    let valid = json_value("1");
-    let at =
-        valid.windows(3).position(|w| w == [0x81, 0x01, 0x01]).expect("key [1], generation 1") + 2;
-    [&valid[..at], &[0x1a, 0xff, 0xff, 0xff, 0xff], &valid[at + 1..]].concat()
 }
 
 /// The first vector commit's header over `plaintext`, encrypted and signed.

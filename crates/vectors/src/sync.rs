@@ -3,19 +3,36 @@
 //! decode, and a well-formed frame that must be refused.
 
 use basic_proto::keys::SigningContext;
-use basic_proto::sync::message::{ErrorCode, Message};
+use basic_proto::sync::message::{ErrorCode, Message, Part};
 use basic_proto::sync::proof::{Side, Transcript, heads_message};
 use basic_proto::sync::summary::digest;
 use basic_proto::sync::{Entry, Fingerprint, View};
-use basic_proto::{CommitId, DatabaseId, KeyCache};
+use basic_proto::{CommitId, KeyCache, OpId};
 use serde_json::{Value as Json, json};
 
 use crate::commits::chain;
 use crate::json::hex;
 use crate::{fixture, principal};
 
+/// The deterministic CBOR array of `entries`, as digested and signed.
+fn entries_cbor(entries: &[Entry]) -> Vec<u8> {
+    basic_proto::codec::encode_value(&ciborium::Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                ciborium::Value::Array(vec![
+                    ciborium::Value::Bytes(e.author.as_bytes().to_vec()),
+                    ciborium::Value::Integer(e.max.into()),
+                    ciborium::Value::Integer(e.held.count.into()),
+                    ciborium::Value::Bytes(e.held.sum.to_le_bytes().to_vec()),
+                ])
+            })
+            .collect(),
+    ))
+}
+
 pub(crate) fn vectors() -> Json {
-    let database = DatabaseId(fixture("sync database"));
+    let database = crate::commits::database();
     let requester = principal("device");
     let responder = principal("second device");
     let transcript = Transcript {
@@ -47,10 +64,28 @@ pub(crate) fn vectors() -> Json {
     ];
     entries.sort_by(|a, b| a.author.as_bytes().cmp(b.author.as_bytes()));
     let entries_digest = digest(&entries);
-    let signed = heads_message(database, &requester.public(), &entries_digest, &entries);
+    // The responder holds a fourth commit of the requester's author: its
+    // entries differ from the summary's in that one entry, which is all the
+    // reply shows (with the responder's own digest).
+    let mut theirs = entries.clone();
+    let fourth = CommitId(fixture("sync commit id 4"));
+    for entry in &mut theirs {
+        if entry.author == requester.public() {
+            entry.max = 4;
+            entry.held.add(&fourth);
+        }
+    }
+    let their_digest = digest(&theirs);
+    let shown: Vec<Entry> = theirs.iter().filter(|e| !entries.contains(e)).cloned().collect();
+    assert_eq!(shown.len(), 1);
+    let signed = heads_message(database, &requester.public(), &their_digest, &shown);
     let signature = responder.sign(SigningContext::SyncHeads, &signed);
 
     let todo = crate::commits::scope_id();
+    let (_, first, _) = chain().into_iter().next().expect("a vector commit");
+    let genesis = crate::control::genesis();
+    let mut two = Fingerprint::default();
+    ids[..2].iter().for_each(|id| two.add(id));
     let frames = [
         (
             "hello",
@@ -63,7 +98,7 @@ pub(crate) fn vectors() -> Json {
             Message::Ready {
                 key: responder.public(),
                 proof: responder_proof,
-                heads: vec![basic_proto::OpId(fixture("sync control head"))],
+                heads: vec![OpId(fixture("sync control head"))],
             },
         ),
         (
@@ -73,20 +108,42 @@ pub(crate) fn vectors() -> Json {
                 digest: entries_digest,
                 entries: Some(entries.clone()),
                 delta: false,
-                control: vec![basic_proto::OpId(fixture("sync control head"))],
+                control: vec![OpId(fixture("sync control head"))],
             },
         ),
         (
             "reply",
             Message::Reply {
-                digest: entries_digest,
-                entries: entries.clone(),
-                commits: Vec::new(),
+                digest: their_digest,
+                entries: shown.clone(),
+                commits: vec![first.as_bytes().to_vec()],
                 more: false,
                 control: Vec::new(),
                 signature,
             },
         ),
+        ("control-want", Message::ControlWant { heads: vec![OpId(fixture("sync control head"))] }),
+        ("ops", Message::Ops { ops: vec![genesis.as_bytes().to_vec()], more: false }),
+        (
+            "ranges",
+            Message::Ranges {
+                view: View::Scopes([todo].into()),
+                author: requester.public(),
+                parts: vec![
+                    Part { lo: 1, hi: 2, held: two },
+                    Part { lo: 3, hi: 3, held: Fingerprint::default() },
+                ],
+            },
+        ),
+        (
+            "ranges-reply",
+            Message::RangesReply {
+                split: vec![(40, 71)],
+                commits: vec![first.as_bytes().to_vec()],
+            },
+        ),
+        ("push", Message::Push { ops: Vec::new(), commits: vec![first.as_bytes().to_vec()] }),
+        ("ack", Message::Ack { stored: 1 }),
         ("error", Message::Error { code: ErrorCode::NotMember, message: "not a member".into() }),
     ];
     let frames: Vec<Json> = frames
@@ -113,7 +170,7 @@ pub(crate) fn vectors() -> Json {
     let mut unsorted = entries.clone();
     unsorted.reverse();
     let unsorted_reply = Message::Reply {
-        digest: entries_digest,
+        digest: their_digest,
         entries: unsorted,
         commits: Vec::new(),
         more: false,
@@ -164,7 +221,7 @@ pub(crate) fn vectors() -> Json {
     json!({
         "refused": refused,
         "violations": violations,
-        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]; the reply signature (context basic/v0/sync-heads) covers heads_message. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code.",
+        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]: the summary carries the requester's entries and their digest; the responder holds a fourth commit of the requester's author, so its digest differs and its reply shows only the entry that differs (shown_entries), with its own digest and the commit the requester lacks; the reply signature (context basic/v0/sync-heads) covers heads_message = CBOR [database, requester key, responder digest] followed by the shown entries array. Frames: one of each kind, as encoded. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code.",
         "session": {
             "database": hex(database.0),
             "requester_seed": hex(requester.seed()),
@@ -186,15 +243,11 @@ pub(crate) fn vectors() -> Json {
             "sum_le": hex(held.sum.to_le_bytes()),
         },
         "digest": {
-            "entries_cbor": hex(basic_proto::codec::encode_value(&ciborium::Value::Array(
-                entries.iter().map(|e| ciborium::Value::Array(vec![
-                    ciborium::Value::Bytes(e.author.as_bytes().to_vec()),
-                    ciborium::Value::Integer(e.max.into()),
-                    ciborium::Value::Integer(e.held.count.into()),
-                    ciborium::Value::Bytes(e.held.sum.to_le_bytes().to_vec()),
-                ])).collect(),
-            ))),
+            "entries_cbor": hex(entries_cbor(&entries)),
             "digest": hex(entries_digest),
+            "responder_entries_cbor": hex(entries_cbor(&theirs)),
+            "responder_digest": hex(their_digest),
+            "shown_entries_cbor": hex(entries_cbor(&shown)),
             "heads_message": hex(&signed),
             "reply_signature": hex(signature),
         },

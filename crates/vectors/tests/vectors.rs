@@ -51,7 +51,8 @@ fn keys_derive_as_listed() {
     }
     for s in keys["signatures"].as_array().unwrap() {
         let signed = bytes(&s["signed_bytes"]);
-        let label = s["label"].as_str().unwrap().as_bytes();
+        let label = bytes(&s["label"]);
+        let label = &label[..];
         assert_eq!(&signed[..label.len()], label);
         assert_eq!(signed[label.len()], 0);
         assert_eq!(&signed[label.len() + 1..], &bytes(&s["message"])[..]);
@@ -134,7 +135,7 @@ fn merges_give_the_listed_tables_in_any_order() {
                 let author = PublicKey::from_bytes(array(&c["author"])).unwrap();
                 (
                     Stamp { hlc, author: author.into() },
-                    Changes::decode(&bytes(&c["changes_cbor"])).unwrap(),
+                    Changes::decode(&bytes(&c["changes_bytes"])).unwrap(),
                 )
             })
             .collect();
