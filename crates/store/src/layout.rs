@@ -15,13 +15,12 @@
 //! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
 //! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
-//! | `t` | table · row key · commit id | empty: which commits touched a row |
 //! | `m` | name | replica metadata |
 //!
 //! Names are prefixed by their length byte, so one table's prefix is never
 //! a prefix of another's.
 
-use basic_proto::{CommitId, KeyCache, Name, PublicKey, RowKey, ScopeId};
+use basic_proto::{CommitId, KeyCache, KeyPart, Name, PublicKey, RowKey, ScopeId};
 
 /// Commits by id.
 pub const COMMIT: u8 = b'c';
@@ -49,8 +48,6 @@ pub const REJECTED: u8 = b'z';
 pub const HELD: u8 = b'p';
 /// Row states.
 pub const ROW: u8 = b'r';
-/// Row-to-commit index.
-pub const TOUCH: u8 = b't';
 /// Metadata.
 pub const META: u8 = b'm';
 /// What each author's log holds in each scope, for sync.
@@ -175,8 +172,61 @@ pub fn rows_of(table: &Name) -> Vec<u8> {
 }
 
 /// `r` · table · row key.
+///
+/// The row key is in its deterministic CBOR encoding ([`RowKey::encode`]),
+/// written here directly: this key is built for every operation merged.
 pub fn row(table: &Name, row_key: &RowKey) -> Vec<u8> {
-    key(ROW, &[&name_bytes(table), &row_key.encode()])
+    let name = table.as_str().as_bytes();
+    let parts: usize = row_key
+        .parts()
+        .iter()
+        .map(|part| match part {
+            KeyPart::Integer(_) => 9,
+            KeyPart::Text(text) => 9 + text.len(),
+            KeyPart::Bytes(bytes) => 9 + bytes.len(),
+        })
+        .sum();
+    let mut out = Vec::with_capacity(2 + name.len() + 1 + parts);
+    out.push(ROW);
+    // Names are at most 64 bytes (basic_proto::value::MAX_NAME_LEN).
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    cbor_head(&mut out, 4, row_key.parts().len() as u64);
+    for part in row_key.parts() {
+        match part {
+            KeyPart::Integer(i) if *i >= 0 => cbor_head(&mut out, 0, *i as u64),
+            // CBOR's negative integers hold -1 - i, which is !i.
+            KeyPart::Integer(i) => cbor_head(&mut out, 1, !*i as u64),
+            KeyPart::Bytes(bytes) => {
+                cbor_head(&mut out, 2, bytes.len() as u64);
+                out.extend_from_slice(bytes);
+            }
+            KeyPart::Text(text) => {
+                cbor_head(&mut out, 3, text.len() as u64);
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// A CBOR head of `major` type and argument `n`, in its shortest form.
+fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let major = major << 5;
+    if n < 24 {
+        out.push(major | n as u8);
+    } else if let Ok(n) = u8::try_from(n) {
+        out.extend_from_slice(&[major | 24, n]);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(major | 25);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(major | 26);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(major | 27);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
 }
 
 /// Splits a row key into table and row key.
@@ -191,17 +241,42 @@ pub fn parse_row(key: &[u8]) -> Option<(Name, Vec<u8>)> {
     Some((name, row_key.to_vec()))
 }
 
-/// `t` · table · row key: the commits that touched one row.
-pub fn touches(table: &Name, row_key: &RowKey) -> Vec<u8> {
-    key(TOUCH, &[&name_bytes(table), &row_key.encode()])
-}
-
-/// `t` · table · row key · id.
-pub fn touch(table: &Name, row_key: &RowKey, id: &CommitId) -> Vec<u8> {
-    key(TOUCH, &[&name_bytes(table), &row_key.encode(), &id.0])
-}
-
 /// `m` · name.
 pub fn meta(name: &str) -> Vec<u8> {
     key(META, &[name.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn part() -> impl Strategy<Value = KeyPart> {
+        prop_oneof![
+            prop_oneof![
+                any::<i64>(),
+                Just(i64::MIN),
+                Just(i64::MAX),
+                -70_000i64..70_000,
+                Just(-(1 << 32) - 1),
+                Just(1 << 32),
+            ]
+            .prop_map(KeyPart::Integer),
+            ".{0,30}".prop_map(KeyPart::Text),
+            (0usize..70_000).prop_map(|n| KeyPart::Text("x".repeat(n))),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(KeyPart::Bytes),
+        ]
+    }
+
+    proptest! {
+        /// The row key written directly is the deterministic CBOR of the key.
+        #[test]
+        fn row_keys_hold_the_cbor_encoding(parts in proptest::collection::vec(part(), 1..9)) {
+            let key = RowKey::new(parts).unwrap();
+            let table = Name::new("todo.items").unwrap();
+            let expected = [&[ROW][..], &name_bytes(&table), &key.encode()].concat();
+            prop_assert_eq!(row(&table, &key), expected);
+            prop_assert_eq!(parse_row(&row(&table, &key)), Some((table, key.encode())));
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! logs are the source of truth: row states can be recomputed from them,
 //! row by row, when commits become invalid later.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
@@ -225,7 +225,12 @@ impl<S: Store> Replica<S> {
 
     /// Starts staging changes.
     pub fn begin(&self) -> Txn<'_, S> {
-        Txn { store: &self.store, batch: Batch::default(), changed: BTreeMap::new() }
+        Txn {
+            store: &self.store,
+            batch: Batch::default(),
+            rows: HashMap::new(),
+            fresh: BTreeSet::new(),
+        }
     }
 
     /// The stored commit with this id.
@@ -454,17 +459,6 @@ impl<S: Store> Replica<S> {
             None => Ok(None),
         }
     }
-
-    /// Ids of the commits that touched a row.
-    pub fn touching(&self, table: &Name, key: &RowKey) -> Result<Vec<CommitId>, StoreError> {
-        scan_prefix(&self.store, &layout::touches(table, key))
-            .map(|entry| {
-                let (key, _) = entry?;
-                layout::id_suffix(&key)
-                    .ok_or(StoreError::Corrupt { what: "touch index", reason: "short key".into() })
-            })
-            .collect()
-    }
 }
 
 fn author_at(key: &[u8], at: usize) -> Result<PublicKey, StoreError> {
@@ -621,11 +615,31 @@ impl CutoffChains {
 pub struct Txn<'a, S> {
     store: &'a S,
     batch: Batch,
-    changed: BTreeMap<(Name, RowKey), RowState>,
+    /// Row states this transaction changed, by storage key
+    /// ([`layout::row`]): merged in place, and encoded into the batch once,
+    /// by [`Txn::apply`].
+    rows: HashMap<Vec<u8>, Staged>,
+    /// Storage keys of the rows changed since [`Txn::take_changes`] last ran.
+    fresh: BTreeSet<Vec<u8>>,
+}
+
+/// A row state staged by a transaction.
+#[derive(Debug)]
+struct Staged {
+    table: Name,
+    key: RowKey,
+    state: RowState,
+}
+
+impl Staged {
+    fn change(&self) -> RowChange {
+        RowChange { table: self.table.clone(), key: self.key.clone(), state: self.state.clone() }
+    }
 }
 
 impl<S: Store> Txn<'_, S> {
-    /// Reads `key`, seeing this transaction's own writes.
+    /// Reads `key`, seeing this transaction's own writes (row states
+    /// excepted: those are read with [`Txn::row`]).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.batch.lookup(key) {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
@@ -646,16 +660,36 @@ impl<S: Store> Txn<'_, S> {
         Ok(entries)
     }
 
+    /// The bytes of every stored commit, staged ones included, read as
+    /// they come (in no particular order).
+    fn stored_commits(&self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
+        let prefix = [layout::COMMIT];
+        let stored = scan_prefix(self.store, &prefix).filter_map(|entry| match entry {
+            // A staged commit is read from the batch below.
+            Ok((key, _)) if self.batch.lookup(&key).is_some() => None,
+            Ok((_, bytes)) => Some(Ok(bytes)),
+            Err(error) => Some(Err(error)),
+        });
+        let staged: Vec<Vec<u8>> = self
+            .batch
+            .scan_prefix(&prefix)
+            .filter_map(|(_, bytes)| bytes.map(<[u8]>::to_vec))
+            .collect();
+        stored.chain(staged.into_iter().map(Ok))
+    }
+
     /// The merge state of a row, seeing staged changes.
     pub fn row(&self, table: &Name, key: &RowKey) -> Result<RowState, StoreError> {
-        if let Some(state) = self.changed.get(&(table.clone(), key.clone())) {
-            return Ok(state.clone());
+        let at = layout::row(table, key);
+        match self.rows.get(&at) {
+            Some(staged) => Ok(staged.state.clone()),
+            None => self.stored_row(&at),
         }
-        Ok(self
-            .get(&layout::row(table, key))?
-            .map(|b| rows::decode(&b))
-            .transpose()?
-            .unwrap_or_default())
+    }
+
+    /// The stored state of the row at storage key `at` (none staged).
+    fn stored_row(&self, at: &[u8]) -> Result<RowState, StoreError> {
+        Ok(self.store.get(at)?.map(|b| rows::decode(&b)).transpose()?.unwrap_or_default())
     }
 
     /// Stores `commit` and merges its changes if `keyring` can open it.
@@ -701,7 +735,7 @@ impl<S: Store> Txn<'_, S> {
         self.batch.put(summary_key, summary.encode());
         let outcome = match content {
             Some(Ok(changes)) => {
-                self.merge(id, header, &changes)?;
+                self.merge(header, &changes)?;
                 Outcome::Applied
             }
             Some(Err(error)) => {
@@ -751,8 +785,8 @@ impl<S: Store> Txn<'_, S> {
         let mut now = BTreeSet::new();
         let mut placed = BTreeMap::new();
         let mut below = Vec::new();
-        for (_, bytes) in self.scan(&[layout::COMMIT])? {
-            let commit = decode_stored(&bytes)?;
+        for bytes in self.stored_commits() {
+            let commit = decode_stored(&bytes?)?;
             let header = commit.header();
             if state.check_commit(header, commit.id()).is_err() {
                 now.insert(commit.id());
@@ -799,15 +833,19 @@ impl<S: Store> Txn<'_, S> {
     }
 
     /// Takes a rejected commit back (the chain that decides it arrived
-    /// since): out of the rejected index, its rows recomputed with it.
+    /// since): out of the rejected index, its changes merged. Admitting
+    /// one more commit is a join of its operations into the rows, as on a
+    /// replica that never set it aside: nothing needs recomputing.
     pub fn accept_rejected(
         &mut self,
         id: CommitId,
         keyring: &impl Keyring,
     ) -> Result<(), StoreError> {
         self.batch.delete(layout::rejected(&id));
-        let rejected = self.rejected_ids()?;
-        self.recompute(&[id], keyring, &|_, id| !rejected.contains(&id))?;
+        let commit = self.stored(&id)?;
+        if let Some(Ok(changes)) = keyring.open(&commit) {
+            self.merge(commit.header(), &changes)?;
+        }
         Ok(())
     }
 
@@ -860,32 +898,30 @@ impl<S: Store> Txn<'_, S> {
         Ok(())
     }
 
-    fn merge(
-        &mut self,
-        id: CommitId,
-        header: &CommitHeader,
-        changes: &Changes,
-    ) -> Result<(), StoreError> {
+    fn merge(&mut self, header: &CommitHeader, changes: &Changes) -> Result<(), StoreError> {
         let stamp = Stamp::of(header);
         for op in changes.ops() {
-            self.batch.put(layout::touch(op.table(), op.key(), &id), Vec::new());
-            let mut state = self.row(op.table(), op.key())?;
+            let at = layout::row(op.table(), op.key());
+            if let Some(staged) = self.rows.get_mut(&at) {
+                if staged.state.apply(op, stamp) {
+                    self.fresh.insert(at);
+                }
+                continue;
+            }
+            let mut state = self.stored_row(&at)?;
             if state.apply(op, stamp) {
-                self.put_row(op.table().clone(), op.key().clone(), state);
+                let staged = Staged { table: op.table().clone(), key: op.key().clone(), state };
+                self.rows.insert(at.clone(), staged);
+                self.fresh.insert(at);
             }
         }
         Ok(())
     }
 
     fn put_row(&mut self, table: Name, key: RowKey, state: RowState) {
-        if state == RowState::default() {
-            // No admitted commit writes the row any more: no row at all,
-            // as on a replica that never saw those commits.
-            self.batch.delete(layout::row(&table, &key));
-        } else {
-            self.batch.put(layout::row(&table, &key), rows::encode(&state));
-        }
-        self.changed.insert((table, key), state);
+        let at = layout::row(&table, &key);
+        self.rows.insert(at.clone(), Staged { table, key, state });
+        self.fresh.insert(at);
     }
 
     /// Opens (with `keyring`) and merges every stored commit of `scope` at
@@ -909,7 +945,7 @@ impl<S: Store> Txn<'_, S> {
             self.batch.delete(layout::unopened(scope, epoch, id));
             let commit = self.stored(id)?;
             match keyring.open(&commit) {
-                Some(Ok(changes)) => self.merge(*id, commit.header(), &changes)?,
+                Some(Ok(changes)) => self.merge(commit.header(), &changes)?,
                 _ => self.batch.put(layout::unreadable(id), Vec::new()),
             }
         }
@@ -927,43 +963,58 @@ impl<S: Store> Txn<'_, S> {
     /// Recomputes, from the logs, every row that the commits `invalid`
     /// touched, merging only the commits `admits` accepts. Rows no other
     /// commit touched are left alone. Returns how many rows changed.
+    ///
+    /// No index says which commits touched a row (it would be a second
+    /// key for every row written, D36): every stored commit is read and
+    /// opened (any scope's commit may hold operations on any table,
+    /// `protocol-spec/README.md`, open issue 3), and its operations on
+    /// those rows merged. This runs only when commits' verdicts change (a
+    /// cut-off, a grant arriving after an app's commits), after
+    /// [`Txn::enforce`] has read and verified every stored commit anyway.
     pub fn recompute(
         &mut self,
         invalid: &[CommitId],
         keyring: &impl Keyring,
         admits: &dyn Fn(&CommitHeader, CommitId) -> bool,
     ) -> Result<usize, StoreError> {
-        let mut affected = BTreeSet::new();
+        let mut states: BTreeMap<Name, BTreeMap<RowKey, RowState>> = BTreeMap::new();
         for id in invalid {
             let commit = self.stored(id)?;
             if let Some(Ok(changes)) = keyring.open(&commit) {
-                affected
-                    .extend(changes.ops().iter().map(|op| (op.table().clone(), op.key().clone())));
+                for op in changes.ops() {
+                    states
+                        .entry(op.table().clone())
+                        .or_default()
+                        .insert(op.key().clone(), RowState::default());
+                }
             }
         }
-        let mut changed = 0;
-        for (table, key) in affected {
-            let mut state = RowState::default();
-            for index_key in self.scan(&layout::touches(&table, &key))?.into_keys() {
-                let id = layout::id_suffix(&index_key).ok_or(StoreError::Corrupt {
-                    what: "touch index",
-                    reason: "short key".into(),
-                })?;
-                let commit = self.stored(&id)?;
-                let header = commit.header();
-                if !admits(header, id) {
-                    continue;
-                }
-                let Some(Ok(changes)) = keyring.open(&commit) else { continue };
-                let stamp = Stamp::of(header);
-                for op in changes.ops().iter().filter(|op| *op.table() == table && *op.key() == key)
+        if states.is_empty() {
+            return Ok(0);
+        }
+        for bytes in self.stored_commits() {
+            let commit = decode_stored(&bytes?)?;
+            let header = commit.header();
+            if !admits(header, commit.id()) {
+                continue;
+            }
+            let Some(Ok(changes)) = keyring.open(&commit) else { continue };
+            let stamp = Stamp::of(header);
+            for op in changes.ops() {
+                if let Some(state) =
+                    states.get_mut(op.table()).and_then(|rows| rows.get_mut(op.key()))
                 {
                     state.apply(op, stamp);
                 }
             }
-            if state != self.row(&table, &key)? {
-                self.put_row(table, key, state);
-                changed += 1;
+        }
+        let mut changed = 0;
+        for (table, rows) in states {
+            for (key, state) in rows {
+                if state != self.row(&table, &key)? {
+                    self.put_row(table.clone(), key, state);
+                    changed += 1;
+                }
             }
         }
         Ok(changed)
@@ -972,9 +1023,9 @@ impl<S: Store> Txn<'_, S> {
     /// Takes the rows changed since the last call, with their new state.
     /// Staged writes are unaffected: later reads still see them.
     pub fn take_changes(&mut self) -> Vec<RowChange> {
-        std::mem::take(&mut self.changed)
+        std::mem::take(&mut self.fresh)
             .into_iter()
-            .map(|((table, key), state)| RowChange { table, key, state })
+            .filter_map(|at| self.rows.get(&at).map(Staged::change))
             .collect()
     }
 
@@ -990,12 +1041,17 @@ impl<S: Store> Txn<'_, S> {
 
     /// Applies everything staged as one atomic batch (not yet flushed) and
     /// returns the rows it changed.
-    pub fn apply(self) -> Result<Vec<RowChange>, StoreError> {
-        let changed = self
-            .changed
-            .into_iter()
-            .map(|((table, key), state)| RowChange { table, key, state })
-            .collect();
+    pub fn apply(mut self) -> Result<Vec<RowChange>, StoreError> {
+        let changed = self.take_changes();
+        for (at, staged) in self.rows {
+            if staged.state == RowState::default() {
+                // No admitted commit writes the row any more: no row at
+                // all, as on a replica that never saw those commits.
+                self.batch.delete(at);
+            } else {
+                self.batch.put(at, rows::encode(&staged.state));
+            }
+        }
         if !self.batch.is_empty() {
             self.store.apply(self.batch)?;
         }
