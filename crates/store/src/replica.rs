@@ -305,10 +305,11 @@ impl<S: Store> Replica<S> {
     ) -> impl Iterator<Item = Result<(PublicKey, ScopeId, ScopeSummary), StoreError>> + '_ {
         scan_prefix(&self.store, &[layout::SUMMARY]).map(|entry| {
             let (key, value) = entry?;
-            let (author, scope) = layout::parse_summary(&key, &self.keys).ok_or(StoreError::Corrupt {
-                what: "sync summary key",
-                reason: "unparsable".into(),
-            })?;
+            let (author, scope) =
+                layout::parse_summary(&key, &self.keys).ok_or(StoreError::Corrupt {
+                    what: "sync summary key",
+                    reason: "unparsable".into(),
+                })?;
             Ok((author, scope, ScopeSummary::decode(&value)?))
         })
     }
