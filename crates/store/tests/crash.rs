@@ -89,6 +89,13 @@ fn env_u64(var: &str) -> Option<u64> {
 }
 
 impl Op {
+    /// The row written.
+    fn id(&self) -> &str {
+        match self {
+            Op::Insert { id, .. } | Op::Update { id, .. } | Op::Delete { id } => id,
+        }
+    }
+
     /// The row after this write.
     fn result(&self) -> Row {
         match self {

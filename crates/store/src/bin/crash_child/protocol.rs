@@ -14,15 +14,6 @@ pub(crate) enum Op {
     Delete { id: String },
 }
 
-impl Op {
-    /// The row written.
-    pub(crate) fn id(&self) -> &str {
-        match self {
-            Op::Insert { id, .. } | Op::Update { id, .. } | Op::Delete { id } => id,
-        }
-    }
-}
-
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
