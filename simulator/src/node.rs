@@ -114,8 +114,7 @@ impl Node {
             txn.insert_op(&op);
         }
         txn.put_meta("identity", identity(database, &key, root));
-        txn.apply()?;
-        replica.store().flush()?;
+        txn.commit()?;
         drop(replica);
         let view_dir = tempfile::tempdir()?;
         let mut node =

@@ -684,8 +684,7 @@ impl<S: Store> Database<S> {
                 .and_then(|(_, root)| secrets::named(&root).map(str::to_owned));
             let mut txn = replica.begin();
             write_identity(&mut txn, database, &device, None)?;
-            txn.apply()?;
-            replica.store().flush()?;
+            txn.commit()?;
             if let (Some(name), Some(store)) = (kept, secrets::installed()) {
                 store.delete(&name)?;
             }
@@ -1036,8 +1035,7 @@ fn load_identity<S: Store>(
             let (database, device, root) = &identity;
             let mut txn = replica.begin();
             write_identity(&mut txn, *database, device, root.as_ref())?;
-            txn.apply()?;
-            replica.store().flush()?;
+            txn.commit()?;
         }
         return Ok(identity);
     }
@@ -1064,8 +1062,7 @@ fn load_identity<S: Store>(
     let mut txn = replica.begin();
     txn.insert_op(&genesis);
     write_identity(&mut txn, database, &device, Some(&root))?;
-    txn.apply()?;
-    replica.store().flush()?;
+    txn.commit()?;
     Ok((database, device, Some(root)))
 }
 
@@ -1341,8 +1338,7 @@ impl<S: Store> Writer<S> {
             self.watermark += 1;
             txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
             txn.put_meta(meta::AUTHOR, encode_author(&self.log));
-            txn.apply()?;
-            shared.replica.store().flush()?;
+            txn.commit()?;
             view::set_watermark(&tx, self.watermark)?;
             tx.commit().map_err(ViewError::from)?;
             Ok(())

@@ -233,8 +233,7 @@ impl Database<SledStore> {
         let party = Party::of(&device);
         let mut txn = replica.begin();
         database::write_joining(&mut txn, invite.database, &device);
-        txn.apply()?;
-        replica.store().flush()?;
+        txn.commit()?;
         Ok(JoinRequest {
             database: invite.database,
             device: party,
@@ -254,8 +253,7 @@ impl Database<SledStore> {
         let mut txn = replica.begin();
         admit_as_member(&mut txn, database, &device, ops, |state, key| state.is_device(key))?;
         database::clear_joining(&mut txn);
-        txn.apply()?;
-        replica.store().flush()?;
+        txn.commit()?;
         drop((replica, lock));
         Database::open(dir)
     }
@@ -334,8 +332,7 @@ impl<S: Store> Database<S> {
         admit_as_member(&mut txn, database, member, ops, |state, key| {
             state.is_device(key) || state.is_pinner(key)
         })?;
-        txn.apply()?;
-        replica.store().flush()?;
+        txn.commit()?;
         Database::with_store(replica.into_store(), view_path)
     }
 }

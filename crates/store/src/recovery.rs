@@ -15,7 +15,7 @@ use crate::access::issue_on;
 use crate::database::{
     self, CACHE_BYTES, Database, DbError, lock_dir, now_ms, read_identity, write_identity,
 };
-use crate::kv::{SledStore, Store};
+use crate::kv::SledStore;
 use crate::replica::Replica;
 
 /// What every recovery secret starts with.
@@ -141,8 +141,7 @@ impl Database<SledStore> {
         // The root secret stays until the lost devices are removed with it
         // (their cut-off is set once their data has synced: §9.4).
         write_identity(&mut txn, database, &device, Some(&root))?;
-        txn.apply()?;
-        replica.store().flush()?;
+        txn.commit()?;
         drop((replica, lock));
         database::Database::open(dir)
     }

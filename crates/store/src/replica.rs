@@ -7,6 +7,7 @@
 //! row by row, when commits become invalid later.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
@@ -205,12 +206,26 @@ pub struct Replica<S> {
     store: S,
     /// Author keys read from the store's own keys, validated once.
     keys: KeyCache,
+    /// Held for writing from a batch's apply until its flush returns, and
+    /// for reading by [`Replica::settled`]: what a reader under it sees is
+    /// on disk.
+    unsettled: RwLock<()>,
 }
 
 impl<S: Store> Replica<S> {
     /// The replica kept in `store`.
     pub fn new(store: S) -> Self {
-        Self { store, keys: KeyCache::default() }
+        Self { store, keys: KeyCache::default(), unsettled: RwLock::new(()) }
+    }
+
+    /// Holds off the next [`Txn::commit`] while the guard lives, so that
+    /// everything read under it is on disk. Sync reads what it serves to
+    /// peers under it: a commit a crash could still take back must never
+    /// reach a peer, or this device would later sign a different commit
+    /// at the same place in its log (a fork). Never hold it across a call
+    /// that waits for a commit.
+    pub fn settled(&self) -> RwLockReadGuard<'_, ()> {
+        self.unsettled.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The underlying store.
@@ -227,6 +242,7 @@ impl<S: Store> Replica<S> {
     pub fn begin(&self) -> Txn<'_, S> {
         Txn {
             store: &self.store,
+            unsettled: &self.unsettled,
             batch: Batch::default(),
             rows: HashMap::new(),
             fresh: BTreeSet::new(),
@@ -615,6 +631,8 @@ impl CutoffChains {
 #[derive(Debug)]
 pub struct Txn<'a, S> {
     store: &'a S,
+    /// The replica's [`Replica::settled`] lock.
+    unsettled: &'a RwLock<()>,
     batch: Batch,
     /// Row states this transaction changed, by storage key
     /// ([`layout::row`]): merged in place, and encoded into the batch once,
@@ -1040,9 +1058,10 @@ impl<S: Store> Txn<'_, S> {
         self.batch.delete(layout::meta(name));
     }
 
-    /// Applies everything staged as one atomic batch (not yet flushed) and
-    /// returns the rows it changed.
-    pub fn apply(mut self) -> Result<Vec<RowChange>, StoreError> {
+    /// Applies everything staged as one atomic batch and returns once it is
+    /// on disk, with the rows it changed. Readers under
+    /// [`Replica::settled`] see either none of it or all of it flushed.
+    pub fn commit(mut self) -> Result<Vec<RowChange>, StoreError> {
         let changed = self.take_changes();
         for (at, staged) in self.rows {
             if staged.state == RowState::default() {
@@ -1053,9 +1072,11 @@ impl<S: Store> Txn<'_, S> {
                 self.batch.put(at, rows::encode(&staged.state));
             }
         }
+        let _unsettled = self.unsettled.write().unwrap_or_else(PoisonError::into_inner);
         if !self.batch.is_empty() {
             self.store.apply(self.batch)?;
         }
+        self.store.flush()?;
         Ok(changed)
     }
 }

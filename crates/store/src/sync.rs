@@ -12,9 +12,10 @@ use crate::database::{Database, IngestError};
 use crate::kv::Store;
 use crate::replica::{Outcome, Placed};
 
-/// A [`Database`] driven by sync: reads come from the replica, received
-/// commits and operations go through the database's checks and writer, so
-/// they are durable when a method returns.
+/// A [`Database`] driven by sync: reads come from the replica, only what
+/// is on disk ([`crate::replica::Replica::settled`]); received commits and
+/// operations go through the database's checks and writer, so they are
+/// durable when a method returns.
 #[derive(Debug)]
 pub struct SyncReplica<'a, S: Store> {
     db: &'a Database<S>,
@@ -147,6 +148,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
     }
 
     fn entries(&self, view: &View) -> Result<Vec<Entry>, StoreFailure> {
+        let _settled = self.db.replica().settled();
         let mut by_author: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
         for summary in self.db.replica().summaries() {
             let (author, scope, summary) = lift(summary)?;
@@ -187,6 +189,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         hi: u64,
     ) -> Result<Fingerprint, StoreFailure> {
         let replica = self.db.replica();
+        let _settled = replica.settled();
         let rejected = self.rejected()?;
         let mut held = Fingerprint::default();
         for entry in replica.log_range(author, lo, hi) {
@@ -215,6 +218,7 @@ impl<S: Store> SyncStore for SyncReplica<'_, S> {
         out: &mut Vec<Vec<u8>>,
     ) -> Result<bool, StoreFailure> {
         let replica = self.db.replica();
+        let _settled = replica.settled();
         let rejected = self.rejected()?;
         let mut used = 0;
         for entry in replica.log_range(author, lo, hi) {

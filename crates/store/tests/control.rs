@@ -160,7 +160,7 @@ fn sync(
         txn.insert_op(op);
     }
     let refused = txn.enforce(&world.log.state(), &world.keyring()).unwrap();
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     refused
 }
 

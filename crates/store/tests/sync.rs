@@ -29,7 +29,7 @@ fn two_devices() -> (tempfile::TempDir, Database, tempfile::TempDir, Database) {
     (a_dir, a, b_dir, b)
 }
 
-fn insert(db: &Database, id: &str) {
+fn insert<S: basic_store::Store>(db: &Database<S>, id: &str) {
     db.execute(
         "INSERT INTO todo.items (id, list, title) VALUES (?, 'home', ?)",
         &[Value::Text(id.into()), Value::Text(format!("title {id}"))],
@@ -325,7 +325,7 @@ fn app_replica(
         Cbor::Null,
     ]);
     txn.put_meta("identity", basic_proto::codec::encode_value(&identity));
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     Database::with_store(replica.into_store(), &view_dir.path().join("view.sqlite")).unwrap()
 }
 
@@ -375,4 +375,102 @@ fn an_app_replica_keeps_what_it_cannot_check_below_a_cut_off() {
         c.ingest(&bytes(&refs[..1])).unwrap()[0],
         Err(basic_store::IngestError::ChainNotHeld { .. })
     ));
+}
+
+/// A device's commit that is applied but not yet on disk must not reach a
+/// peer: if the device crashed then, it would sign a different commit at
+/// the same seq after the restart, and the peer would hold a fork of its
+/// log. The store below holds every flush open until the test releases it;
+/// a sync read made meanwhile must either not see the new commit, or wait
+/// until the flush has returned.
+#[test]
+fn sync_never_serves_a_commit_before_it_is_on_disk() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+
+    use basic_store::SledStore;
+    use basic_store::kv::{Batch, Entry, Store, StoreError};
+
+    struct HeldFlush {
+        inner: SledStore,
+        armed: Arc<AtomicBool>,
+        entered: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<()>>,
+        flushed: Arc<AtomicBool>,
+    }
+
+    impl Store for HeldFlush {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            from: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+            self.inner.scan(prefix, from)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.entered.lock().unwrap().send(()).unwrap();
+                self.release.lock().unwrap().recv().unwrap();
+                self.inner.flush()?;
+                self.flushed.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            self.inner.flush()
+        }
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let armed = Arc::new(AtomicBool::new(false));
+    let flushed = Arc::new(AtomicBool::new(false));
+    let store = HeldFlush {
+        inner: SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
+        armed: Arc::clone(&armed),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+        flushed: Arc::clone(&flushed),
+    };
+    let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+    db.apply_schema(todo_schema()).unwrap();
+    insert(&db, "before");
+    let device = db.device();
+    let max_seq = |entries: &[basic_proto::sync::Entry]| {
+        entries.iter().find(|e| e.author == device).map_or(0, |e| e.max)
+    };
+    let before = max_seq(&SyncReplica::new(&db).entries(&View::All).unwrap());
+
+    armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| insert(&db, "unsettled"));
+        // The new commit is applied, its flush is held open.
+        entered.recv().unwrap();
+        let reader = scope.spawn(|| {
+            let replica = SyncReplica::new(&db);
+            let entries = replica.entries(&View::All).unwrap();
+            let mut served = Vec::new();
+            replica
+                .commits(&View::All, &device, before + 1, u64::MAX, usize::MAX, &mut served)
+                .unwrap();
+            (max_seq(&entries), served.len(), flushed.load(Ordering::SeqCst))
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        release.send(()).unwrap();
+        let (seen, served, on_disk) = reader.join().unwrap();
+        writer.join().unwrap();
+        assert!(
+            on_disk || (seen == before && served == 0),
+            "sync saw seq {seen} (before: {before}) and served {served} commits while the \
+             write was not yet on disk"
+        );
+    });
 }

@@ -60,7 +60,7 @@ fn table_rows(tables: &Tables) -> Vec<(Name, Vec<u8>, RowState)> {
 fn insert_all<S: Store>(replica: &Replica<S>, commits: &[Commit]) -> Vec<Inserted> {
     let mut txn = replica.begin();
     let results = commits.iter().map(|c| txn.insert(c, &keyring()).unwrap()).collect();
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     results
 }
 
@@ -125,11 +125,11 @@ fn commits_without_a_key_wait_and_apply_later() {
     let mut txn = replica.begin();
     let no_keys: BTreeMap<(ScopeId, u32), ScopeKey> = BTreeMap::new();
     assert_eq!(txn.insert(&commit, &no_keys).unwrap().outcome, Outcome::WaitingForKey);
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     assert!(stored_rows(&replica).is_empty());
     let mut txn = replica.begin();
     assert_eq!(txn.open_waiting(&APP, 0, &keyring()).unwrap(), 1);
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
 }
 
@@ -159,7 +159,7 @@ fn held_commits_wait_outside_the_log_until_their_time() {
     let held = txn.hold(&commit, 440_000).unwrap();
     assert_eq!(held.outcome, Outcome::HeldBack { apply_at_ms: 440_000 });
     assert_eq!(txn.hold(&commit, 440_000).unwrap().outcome, Outcome::Duplicate);
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     assert_eq!(replica.held_count().unwrap(), 1);
     assert_eq!(replica.next_held_due().unwrap(), Some(440_000));
     assert!(replica.log(&author).unwrap().is_empty());
@@ -167,13 +167,13 @@ fn held_commits_wait_outside_the_log_until_their_time() {
     // Not yet due: nothing moves.
     let mut txn = replica.begin();
     assert!(txn.take_due(439_999).unwrap().is_empty());
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     // Due: taken out, then inserted like any received commit.
     let mut txn = replica.begin();
     let released = txn.take_due(440_000).unwrap();
     assert_eq!(released, std::slice::from_ref(&commit));
     assert_eq!(txn.insert(&released[0], &keyring()).unwrap().outcome, Outcome::Applied);
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     assert_eq!(replica.held_count().unwrap(), 0);
     assert_eq!(stored_rows(&replica), table_rows(&expected(&[commit])));
 }
@@ -195,7 +195,7 @@ fn recompute_rebuilds_only_the_rows_invalid_commits_touched() {
     let admits = |h: &CommitHeader| !(h.author == bad_author && h.seq >= 2);
     let mut txn = replica.begin();
     let changed = txn.recompute(&[commits[2].id()], &keyring(), &|h, _| admits(h)).unwrap();
-    txn.apply().unwrap();
+    txn.commit().unwrap();
     assert_eq!(changed, 1);
     let admitted: Vec<_> = commits.iter().filter(|c| admits(c.header())).cloned().collect();
     assert_eq!(stored_rows(&replica), table_rows(&expected(&admitted)));
@@ -283,7 +283,7 @@ proptest! {
         let invalid: Vec<CommitId> = commits.iter().filter(|c| !admits(c.header())).map(Commit::id).collect();
         let mut txn = replica.begin();
         txn.recompute(&invalid, &keyring(), &|h, _| admits(h)).unwrap();
-        txn.apply().unwrap();
+        txn.commit().unwrap();
         let admitted: Vec<_> = commits.iter().filter(|c| admits(c.header())).cloned().collect();
         // Rows only invalid commits ever wrote remain as empty generation-0 states.
         let got: Vec<_> = stored_rows(&replica).into_iter().filter(|(_, _, s)| s.generation > 0).collect();
