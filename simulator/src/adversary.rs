@@ -398,7 +398,6 @@ fn stale_epoch(conn: &mut Conn<'_>) -> anyhow::Result<Outcome> {
     let old_key =
         admin.scope_keys().scope_key(&scope, old).context("the admin holds every epoch")?;
     let prelude = admin.control_ops()?;
-    conn.world.ops_changed()?;
     let commit = a_commit(conn.world, &member, old, &old_key)?;
     conn.world.forbidden.push((commit.id(), "an epoch older than the writer's grant".into()));
     let (accepted, _) = conn.handshake_with(&member, conn.world.database, prelude)?;
@@ -595,7 +594,6 @@ fn probe(conn: &mut Conn<'_>) -> anyhow::Result<String> {
             ));
         }
     }
-    conn.world.ops_changed()?;
     Ok(format!("{} probes, answers {:?}", seen.len(), shape))
 }
 
@@ -641,7 +639,6 @@ fn fork(conn: &mut Conn<'_>) -> anyhow::Result<String> {
         conn.world.forbidden.push((commit.id(), "a fork below the cut-off".into()));
         forks.push(commit.as_bytes().to_vec());
     }
-    conn.world.ops_changed()?;
     // The target may not know of the revocation yet; the admin does. The
     // others (pinning peers too) are pushed the fork as well: each must
     // refuse it, or reject it once the revocation reaches it.
@@ -874,7 +871,6 @@ fn thief(world: &mut World) -> anyhow::Result<String> {
     }
     // The log is not frozen: the admin still issues ops.
     admin.add_device(Party::of(&key(&mut rng)))?;
-    world.ops_changed()?;
     Ok("the thief and its puppet got nothing in".into())
 }
 

@@ -18,8 +18,8 @@ struct Cli {
     /// Run a sweep of seeds, `A..B` (B excluded).
     #[arg(long)]
     seeds: Option<String>,
-    /// The scenario: partition-heal, revoke-during-partition, device-loss,
-    /// pinner-only-availability, byzantine, or `all`.
+    /// The scenario: live-push, partition-heal, revoke-during-partition,
+    /// device-loss, pinner-only-availability, byzantine, or `all`.
     #[arg(long, default_value = "partition-heal")]
     scenario: String,
     /// Device nodes.
@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     delay_ms: cli.delay_ms,
                 },
                 echo: cli.trace,
+                ..Config::default()
             };
             let run_started = Instant::now();
             match run(scenario, config) {

@@ -74,6 +74,9 @@ pub struct Node {
     pub store: Arc<MemStore>,
     /// The open database, `None` while crashed.
     pub db: Option<Database<SharedMem>>,
+    /// Signalled after every durable change to `db` (as the node's sessions
+    /// are).
+    changes: Option<std::sync::mpsc::Receiver<()>>,
     /// Gone for good (a lost device); never restarted.
     pub lost: bool,
     view_dir: tempfile::TempDir,
@@ -117,8 +120,18 @@ impl Node {
         txn.commit()?;
         drop(replica);
         let view_dir = tempfile::tempdir()?;
-        let mut node =
-            Self { name, role, key, store, db: None, lost: false, view_dir, clock, starts: 0 };
+        let mut node = Self {
+            name,
+            role,
+            key,
+            store,
+            db: None,
+            changes: None,
+            lost: false,
+            view_dir,
+            clock,
+            starts: 0,
+        };
         node.start()?;
         Ok(node)
     }
@@ -144,14 +157,21 @@ impl Node {
             environment,
         )
         .with_context(|| format!("opening {}", self.name))?;
+        self.changes = Some(db.watch_changes());
         self.db = Some(db);
         Ok(())
+    }
+
+    /// Whether the database changed durably since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changes.as_ref().is_some_and(|changes| changes.try_iter().count() > 0)
     }
 
     /// Loses power: what was not flushed is gone, the database is closed.
     pub fn crash(&mut self) {
         self.store.crash();
         self.db = None;
+        self.changes = None;
         self.store.crash();
     }
 

@@ -5,12 +5,14 @@ use anyhow::bail;
 use basic_proto::Name;
 
 use crate::adversary::ALL;
+use crate::net::Faults;
 use crate::net::NodeId;
 use crate::node::Role;
 use crate::world::{Action, Config, World, below};
 
 /// Every scenario's name.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
+    "live-push",
     "partition-heal",
     "revoke-during-partition",
     "device-loss",
@@ -70,6 +72,22 @@ pub fn build(name: &str, config: Config) -> anyhow::Result<World> {
     let (nodes, pinners, apps) = (config.nodes.max(1), config.pinners, config.apps);
     let mut world = World::new(config)?;
     match name {
+        "live-push" => {
+            // No periodic resync, no partition, no loss and no reordering:
+            // after each session's first round, every write, grant,
+            // revocation and new device reaches the others by live push
+            // alone. (A lost or overtaken push can leave a gap that only a
+            // later round fills: the feed pushes what is above the heads
+            // it saw, sync.md §6.)
+            world.config.resync_ms = u64::MAX;
+            world.net =
+                crate::net::Net::new(Faults { loss: 0.0, reorder: 0.0, ..world.config.faults });
+            let cast = cast(&mut world, nodes.max(2), pinners, apps.max(1), false)?;
+            let end = writes(&mut world, steps);
+            world.at(end / 3, Action::AddDevice);
+            world.at(end / 2, Action::Revoke(cast.apps[0]));
+            world.at(end + 1_000, Action::Settle);
+        }
         "partition-heal" => {
             let cast = cast(&mut world, nodes.max(2), pinners, apps, false)?;
             let end = writes(&mut world, steps);

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use basic_proto::control::{AuthState, OpId, Rights};
-use basic_proto::sync::{Answer, Event, Outgoing, Requester, RequesterConfig, Responder};
+use basic_proto::sync::{Answer, Event, RequesterConfig, Responder};
 use basic_proto::{CommitId, DatabaseId, NamingKey, Party, PublicKey, ScopeId, SecretKey, Value};
+use basic_store::sync::{Input, Session as Driver};
 use basic_store::{Executed, SyncReplica};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -22,7 +23,7 @@ use crate::trace::Trace;
 /// How long a request waits for its response before it fails (as
 /// libp2p request-response's timeout does).
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// Time between summaries once in sync.
+/// Time between summaries once in sync, by default.
 pub const RESYNC_MS: u64 = 3_000;
 /// Wait before redialling a peer after a session closed.
 pub const RECONNECT_MS: u64 = 2_000;
@@ -60,6 +61,10 @@ pub struct Config {
     pub steps: u64,
     /// Network faults.
     pub faults: Faults,
+    /// Time between a session's summaries once in sync; `u64::MAX` turns
+    /// periodic resync off, so that after a session's first round only
+    /// live pushes carry new commits and operations.
+    pub resync_ms: u64,
     /// Print every trace line.
     pub echo: bool,
 }
@@ -73,6 +78,7 @@ impl Default for Config {
             pinners: 1,
             steps: 40,
             faults: Faults::default(),
+            resync_ms: RESYNC_MS,
             echo: false,
         }
     }
@@ -103,11 +109,16 @@ pub enum Action {
     Settle,
 }
 
-/// One direction of sync between two nodes: `from`'s requester and `to`'s
-/// responder for it.
+/// One direction of sync between two nodes: `from`'s session (stepped by
+/// the same driver as the node's) and `to`'s responder for it.
 #[derive(Debug)]
 pub struct Session {
-    requester: Requester,
+    driver: Driver,
+    /// What the next step feeds in: the answer or failure of the request
+    /// that was outstanding.
+    input: Option<Input>,
+    /// When the driver asked to be stepped again.
+    wake_at: Option<u64>,
     responder: Responder,
     generation: u64,
     outstanding: Option<(u64, u64)>,
@@ -302,11 +313,6 @@ impl World {
             .context("no device is up to administer")
     }
 
-    /// After the admin changed the control log: its sessions run a round now.
-    pub fn ops_changed(&mut self) -> anyhow::Result<()> {
-        self.push_ops_from_admin()
-    }
-
     /// Adds a node of `role`, authorised by the first device, connected to
     /// every node in `peers`.
     pub fn add_node(&mut self, role: Role, peers: &[NodeId]) -> anyhow::Result<NodeId> {
@@ -345,7 +351,6 @@ impl World {
             self.topology.insert((peer.min(id), peer.max(id)));
         }
         self.trace.record(self.now, format!("join {name} peers={peers:?}"));
-        self.push_ops_from_admin()?;
         Ok(id)
     }
 
@@ -436,7 +441,9 @@ impl World {
                 consider(at.max(self.now + 1));
             } else if let Some((_, deadline)) = session.outstanding {
                 consider(deadline.max(self.now + 1));
-            } else if let Some(at) = session.requester.poll_timeout() {
+            } else if session.input.is_some() {
+                consider(self.now);
+            } else if let Some(at) = session.wake_at {
                 consider(at.max(self.now + 1));
             }
         }
@@ -466,7 +473,7 @@ impl World {
                 && deadline <= now
             {
                 session.outstanding = None;
-                session.requester.handle_failure(now);
+                session.input = Some(Input::Failure);
                 self.trace.record(now, format!("timeout {from}->{to} #{exchange}"));
             }
         }
@@ -493,7 +500,7 @@ impl World {
 
     fn open_session(&mut self, from: NodeId, to: NodeId) {
         if let Some(old) = self.sessions.remove(&(from, to)) {
-            self.shown.insert((from, to), old.requester.shown().clone());
+            self.shown.insert((from, to), old.driver.requester().shown().clone());
         }
         let mut nonce = [0; 32];
         self.rng.fill_bytes(&mut nonce);
@@ -504,16 +511,27 @@ impl World {
             local_transport: vec![from as u8],
             peer_transport: vec![to as u8],
             view: a.view(),
-            resync_ms: RESYNC_MS,
+            resync_ms: self.config.resync_ms,
             nonce,
             // Sessions follow the configured topology: each end knows whom
             // it dialled.
             known_peer: Some(b.key.public()),
         };
         let shown = self.shown.get(&(from, to)).cloned().unwrap_or_default();
+        let Some(db) = a.db.as_ref() else { return };
+        let driver = match Driver::open(db, config, shown) {
+            Ok(driver) => driver,
+            Err(failure) => {
+                self.trace
+                    .record(self.now, format!("store-failure opening {from}->{to}: {failure}"));
+                return;
+            }
+        };
         self.generation += 1;
         let session = Session {
-            requester: Requester::new(config, shown),
+            driver,
+            input: None,
+            wake_at: Some(0),
             responder: Responder::new(b.key.clone(), vec![to as u8], vec![from as u8]),
             generation: self.generation,
             outstanding: None,
@@ -523,49 +541,56 @@ impl World {
         self.sessions.insert((from, to), session);
     }
 
-    /// Lets every requester send what it has now.
+    /// Steps every session that is not waiting for an answer: it takes the
+    /// answer or failure that came, pushes what its node stored since, and
+    /// sends its next request — as the node's session task does.
     fn pump(&mut self) -> anyhow::Result<()> {
+        for (node, n) in self.nodes.iter().enumerate() {
+            if n.take_changed() {
+                for (_, session) in self.sessions.range_mut((node, 0)..(node + 1, 0)) {
+                    session.driver.changed();
+                }
+            }
+        }
         let keys: Vec<_> = self.sessions.keys().copied().collect();
         for (from, to) in keys {
             let now = self.now;
             let Some(db) = self.nodes[from].db.as_ref() else { continue };
             let Some(session) = self.sessions.get_mut(&(from, to)) else { continue };
-            if session.reconnect_at.is_some() {
+            if session.reconnect_at.is_some()
+                || session.outstanding.is_some()
+                || session.driver.requester().is_closed()
+            {
                 continue;
             }
-            let mut store = SyncReplica::new(db);
-            let mut sent = None;
-            if session.outstanding.is_none() && !session.requester.is_closed() {
-                match session.requester.poll_request(&mut store, now) {
-                    Ok(Some(frame)) => {
-                        self.exchange += 1;
-                        session.outstanding = Some((self.exchange, now + REQUEST_TIMEOUT_MS));
-                        sent = Some(Packet {
-                            from,
-                            to,
-                            kind: Kind::Request,
-                            generation: session.generation,
-                            exchange: self.exchange,
-                            frame,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(failure) => {
-                        self.trace.record(now, format!("store-failure {from}->{to}: {failure}"));
-                        session.reconnect_at = Some(now + RECONNECT_MS);
-                    }
+            let input = session.input.take().unwrap_or(Input::Idle);
+            let step = match session.driver.step(db, input, T0 + now) {
+                Ok(step) => step,
+                Err(failure) => {
+                    self.trace.record(now, format!("store-failure {from}->{to}: {failure}"));
+                    session.reconnect_at = Some(now + RECONNECT_MS);
+                    continue;
                 }
-            }
-            let mut lines = Vec::new();
-            while let Some(event) = session.requester.poll_event() {
-                lines.push(describe(&event));
-            }
-            if session.requester.is_closed() && session.reconnect_at.is_none() {
+            };
+            session.wake_at = step.wake_at.map(|at| at.saturating_sub(T0));
+            let sent = step.request.map(|frame| {
+                self.exchange += 1;
+                session.outstanding = Some((self.exchange, now + REQUEST_TIMEOUT_MS));
+                Packet {
+                    from,
+                    to,
+                    kind: Kind::Request,
+                    generation: session.generation,
+                    exchange: self.exchange,
+                    frame,
+                }
+            });
+            if session.driver.requester().is_closed() && session.reconnect_at.is_none() {
                 session.reconnect_at = Some(now + RECONNECT_MS);
                 self.closed += 1;
             }
-            for line in lines {
-                self.trace.record(now, format!("event {from}->{to} {line}"));
+            for event in &step.events {
+                self.trace.record(now, format!("event {from}->{to} {}", describe(event)));
             }
             if let Some(packet) = sent {
                 self.trace.record(
@@ -637,7 +662,9 @@ impl World {
                         .record(now, format!("stale {to}->{from} #{} {name}", packet.exchange));
                     return Ok(());
                 }
-                let Some(db) = self.nodes[from].db.as_ref() else { return Ok(()) };
+                if self.nodes[from].db.is_none() {
+                    return Ok(());
+                }
                 session.outstanding = None;
                 self.trace.record(
                     now,
@@ -647,13 +674,7 @@ impl World {
                         packet.frame.len()
                     ),
                 );
-                let mut store = SyncReplica::new(db);
-                if let Err(failure) =
-                    session.requester.handle_response(&mut store, &packet.frame, now)
-                {
-                    self.trace.record(now, format!("requester {from} store failure: {failure}"));
-                    session.reconnect_at = Some(now + RECONNECT_MS);
-                }
+                session.input = Some(Input::Answer(packet.frame));
             }
         }
         Ok(())
@@ -689,7 +710,6 @@ impl World {
                 let key = self.nodes[node].key.public();
                 self.admin()?.remove_device(key)?;
                 self.trace.record(now, format!("lost {}; removed", self.nodes[node].name));
-                self.push_ops_from_admin()?;
             }
             Action::AddDevice => {
                 let peers: Vec<NodeId> = (0..self.nodes.len())
@@ -720,7 +740,6 @@ impl World {
                 admin.revoke(self.nodes[app].key.public(), namespace)?;
                 self.revoked.push((app, scope, epoch));
                 self.trace.record(now, format!("revoke {}", self.nodes[app].name));
-                self.push_ops_from_admin()?;
             }
             Action::Attack(attack, target) => {
                 if self.nodes[target].is_up() {
@@ -756,29 +775,13 @@ impl World {
             if let Some(old) = self.sessions.remove(&key) {
                 // The peer remembers what this one showed; the crashed side forgets.
                 if key.1 == node {
-                    self.shown.insert(key, old.requester.shown().clone());
+                    self.shown.insert(key, old.driver.requester().shown().clone());
                 } else {
                     self.shown.remove(&key);
                 }
             }
         }
         self.trace.record(self.now, format!("crash {}", self.nodes[node].name));
-    }
-
-    /// Live-pushes the admin's whole control log to its peers and asks
-    /// every session for a round now.
-    fn push_ops_from_admin(&mut self) -> anyhow::Result<()> {
-        let Some(admin) =
-            self.nodes.iter().position(|n| n.role == Role::Device && n.is_up() && !n.lost)
-        else {
-            return Ok(());
-        };
-        for ((from, _), session) in self.sessions.iter_mut() {
-            if *from == admin {
-                session.requester.resync_now();
-            }
-        }
-        Ok(())
     }
 
     fn write(&mut self, node: Option<NodeId>) -> anyhow::Result<()> {
@@ -842,22 +845,10 @@ impl World {
         };
         self.trace
             .record(self.now, format!("write {name} {} commits={}", &sql[..6], commits.len()));
-        let mut pushed = Vec::new();
+        // Its sessions push the commits live, from the change feed.
         for id in commits {
             let commit = db.replica().commit(&id)?.context("acknowledged commit is stored")?;
-            let scope = commit.header().scope;
-            pushed.push(Outgoing {
-                scope,
-                author: commit.header().author,
-                bytes: commit.as_bytes().to_vec(),
-            });
-            self.acked.push(Acked { node, id, scope });
-        }
-        let store = SyncReplica::new(db);
-        for ((from, _), session) in self.sessions.iter_mut() {
-            if *from == node {
-                session.requester.push(&store, Vec::new(), pushed.clone());
-            }
+            self.acked.push(Acked { node, id, scope: commit.header().scope });
         }
         Ok(())
     }

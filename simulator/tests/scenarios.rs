@@ -17,6 +17,13 @@ fn passes(name: &str, seeds: &[u64]) {
     }
 }
 
+/// Periodic resync is off: the run converges only if live pushes (of
+/// commits and control operations, from the change feed) work.
+#[test]
+fn live_push() {
+    passes("live-push", &[6]);
+}
+
 #[test]
 fn partition_heal() {
     passes("partition-heal", &[1]);

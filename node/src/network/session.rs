@@ -1,11 +1,10 @@
-//! Our sync session with one peer: the `Requester` that pulls what this
-//! replica lacks and pushes what is new here (`protocol-spec/sync.md`
-//! §3–§6), driven over `Net::request`.
+//! Our sync session with one peer (`protocol-spec/sync.md` §3–§6): the
+//! store's session driver ([`basic_store::sync::Session`]) stepped over
+//! `Net::request`.
 //!
-//! The task loops: one blocking step (feed the last answer or failure in,
-//! queue what the change feed has, poll the next request, drain events),
-//! then either sends the request and waits for its answer, or sleeps until
-//! the requester's timer or the next change. Requests are paced below the
+//! The task loops: one blocking step of the session, then either sends
+//! the request and waits for its answer, or sleeps until the session's
+//! timer or the next change. Requests are paced below the
 //! peer's rate limit ([`Pace`]): when the budget is spent the next step
 //! waits, and the changes that arrive meanwhile go in one push.
 
@@ -15,10 +14,9 @@ use std::time::Duration;
 use basic_net::PeerId;
 use basic_proto::PublicKey;
 use basic_proto::sync::message::{ErrorCode, MAX_BATCH_BYTES, Message};
-use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure, View};
+use basic_proto::sync::{Event, RequesterConfig, StoreFailure, View};
 use basic_store::Database;
-use basic_store::SyncReplica;
-use basic_store::sync::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
+use basic_store::sync::{Input, Session, Step};
 use rand::RngExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -107,29 +105,6 @@ pub(super) async fn run(
     }
 }
 
-/// What the session hands to the blocking step.
-#[derive(Debug)]
-enum Input {
-    Start,
-    Answer(Vec<u8>),
-    Failure(String),
-}
-
-/// What a step produced.
-#[derive(Debug)]
-struct Output {
-    request: Option<Vec<u8>>,
-    events: Vec<Event>,
-    wake_at: Option<u64>,
-}
-
-/// The requester with its change feed, moved in and out of blocking steps.
-#[derive(Debug)]
-struct State {
-    requester: Requester,
-    feed: ChangeFeed,
-}
-
 /// One session; returns why it closed.
 async fn session(
     context: &Arc<Context>,
@@ -152,11 +127,8 @@ async fn session(
     let mut changes = context.changes.clone();
     changes.mark_unchanged();
     let heads = previous.as_ref().map(|s| s.heads.clone()).unwrap_or_default();
-    let mut state = blocking(context, move |db| {
-        Ok(State { requester: Requester::new(config, heads), feed: ChangeFeed::new(db)? })
-    })
-    .await?;
-    let mut input = Input::Start;
+    let mut state = blocking(context, move |db| Session::open(db, config, heads)).await?;
+    let mut input = Input::Idle;
     let mut pace = Pace::new(Instant::now());
     let mut watching = true;
     // Set when a change woke us (`changed()` marks it seen).
@@ -172,15 +144,18 @@ async fn session(
         }
         let now = context.now_ms();
         if let Some(principal) = *proved.borrow() {
-            state.requester.peer_proved(principal);
+            state.peer_proved(principal);
+        }
+        if changed {
+            state.changed();
         }
         let (returned, output) = blocking(context, move |db| {
-            let output = step(&mut state, db, input, changed, now);
+            let output = state.step(db, input, now);
             Ok((state, output))
         })
         .await?;
         state = returned;
-        let output = output?;
+        let output: Step = output?;
         for event in output.events {
             if let Some(reason) = report(context, peer, &state, previous.as_ref(), event) {
                 if tell_if_removed(context, peer, &state).await {
@@ -198,11 +173,14 @@ async fn session(
             pace.sent(Instant::now());
             input = match context.net.request(peer, request).await {
                 Ok(answer) => Input::Answer(answer),
-                Err(error) => Input::Failure(error.to_string()),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "sync request failed");
+                    Input::Failure
+                }
             };
             continue;
         }
-        input = Input::Start;
+        input = Input::Idle;
         let Some(wake_at) = output.wake_at else {
             // Closed: the Closed event has been reported above.
             return Ok("session closed".into());
@@ -228,8 +206,8 @@ fn refused_as_non_member(reason: &str) -> bool {
 /// If the peer proved a principal that our control log removed as a
 /// device, sends it its removal with the operations that led to it
 /// (`control-log.md` §9.5), over the session it answers us on, and says so.
-async fn tell_if_removed(context: &Arc<Context>, peer: PeerId, state: &State) -> bool {
-    let Some(principal) = state.requester.peer() else { return false };
+async fn tell_if_removed(context: &Arc<Context>, peer: PeerId, state: &Session) -> bool {
+    let Some(principal) = state.requester().peer() else { return false };
     if !is_removed_device(&context.db.auth_state(), &principal) {
         return false;
     }
@@ -302,54 +280,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreFailure(format!("sync step panicked: {e}")))?
 }
 
-/// One mutation, then drain: takes `input`, pushes what changed, polls the
-/// next request and the events.
-fn step(
-    state: &mut State,
-    db: &Database,
-    input: Input,
-    changed: bool,
-    now: u64,
-) -> Result<Output, StoreFailure> {
-    let mut store = SyncReplica::new(db);
-    match input {
-        Input::Start => {}
-        Input::Answer(frame) => state.requester.handle_response(&mut store, &frame, now)?,
-        Input::Failure(error) => {
-            tracing::debug!(%error, "sync request failed");
-            state.requester.handle_failure(now);
-        }
-    }
-    if changed {
-        let fresh = state.feed.poll(db)?;
-        push(state, &store, fresh);
-    }
-    let request = state.requester.poll_request(&mut store, now)?;
-    let mut events = Vec::new();
-    while let Some(event) = state.requester.poll_event() {
-        events.push(event);
-    }
-    Ok(Output { request, events, wake_at: state.requester.poll_timeout() })
-}
-
-/// Queues `fresh` for a live push (the requester batches it, and leaves
-/// out the peer's own commits and those outside its view).
-fn push(state: &mut State, store: &SyncReplica<'_, basic_store::SledStore>, fresh: Fresh) {
-    let bytes: usize =
-        fresh.ops.iter().map(Vec::len).chain(fresh.commits.iter().map(|c| c.bytes.len())).sum();
-    state.requester.push(store, fresh.ops, fresh.commits);
-    if bytes >= MAX_FRESH_BYTES {
-        // The feed stopped at its budget: the rest goes by summary, now.
-        state.requester.resync_now();
-    }
-}
-
 /// Logs an event and updates the status; returns the reason if the
 /// session closed.
 fn report(
     context: &Context,
     peer: PeerId,
-    state: &State,
+    state: &Session,
     previous: Option<&Shown>,
     event: Event,
 ) -> Option<String> {
@@ -371,17 +307,17 @@ fn report(
             // Named again: the round may have brought the operation that
             // says what the peer is (a pinning peer added meanwhile).
             let principal =
-                state.requester.peer().map(|key| principal_id(&context.db.auth_state(), &key));
+                state.requester().peer().map(|key| principal_id(&context.db.auth_state(), &key));
             context.status.synced(peer, principal);
-            if let Some(principal) = state.requester.peer() {
-                let heads = state.requester.shown().clone();
+            if let Some(principal) = state.requester().peer() {
+                let heads = state.requester().shown().clone();
                 context.remember(peer, Shown { principal, heads });
             }
         }
         Event::RolledBack { author, before, now, .. } => {
             let auth = context.db.auth_state();
             let author = principal_id(&auth, &author);
-            let principal = state.requester.peer().map(|key| principal_id(&auth, &key));
+            let principal = state.requester().peer().map(|key| principal_id(&auth, &key));
             warn!(
                 %peer, principal = principal.as_deref().unwrap_or("?"), %author, ?before, ?now,
                 "the peer shows less of this author's log than it showed before (withheld or rolled back)"
