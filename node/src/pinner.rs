@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use basic_proto::keys::{Principal, Role};
 use basic_proto::{DatabaseId, PublicKey, SecretKey};
-use basic_store::database::now_ms;
+use basic_store::now_ms;
 use basic_store::{Database, DbError};
 use tracing::{info, warn};
 

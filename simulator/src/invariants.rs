@@ -27,8 +27,7 @@ use std::fmt;
 use basic_proto::sync::{SyncStore, View};
 use basic_proto::{CommitId, RowState};
 use basic_store::database::scope_of;
-use basic_store::kv::scan_prefix;
-use basic_store::{Keyring, SyncReplica, layout};
+use basic_store::{Keyring, SyncReplica};
 
 use crate::model::Model;
 use crate::node::Role;
@@ -91,9 +90,8 @@ pub fn applied(world: &World, node: usize) -> Result<BTreeSet<CommitId>, String>
     let mut ids = BTreeSet::new();
     // Ids from the store's keys: decoding every commit would check every
     // signature again at each probe (the final check decodes them once).
-    for entry in scan_prefix(db.replica().store(), &[layout::COMMIT]) {
-        let (key, _) = entry.map_err(|e| e.to_string())?;
-        let id = layout::id_suffix(&key).ok_or("a commit key too short for an id")?;
+    for id in db.replica().commit_ids() {
+        let id = id.map_err(|e| e.to_string())?;
         if !rejected.contains(&id) {
             ids.insert(id);
         }

@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use basic_proto::codec;
-use basic_proto::control::ControlOp;
 use basic_proto::sync::View;
 use basic_proto::{DatabaseId, Name, ScopeId, SecretKey};
 use basic_store::kv::{Batch, Entry};
-use basic_store::{Database, Environment, MemStore, Replica, Store, StoreError};
-use ciborium::Value as Cbor;
+use basic_store::{Database, Environment, MemStore, Store, StoreError};
 
 /// What a node is to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,22 +79,43 @@ pub struct Node {
     view_dir: tempfile::TempDir,
     /// The world's virtual wall clock, ms since the Unix epoch.
     clock: Arc<AtomicU64>,
+    /// The seed of its randomness.
+    seed: [u8; 32],
     /// How many times the database was opened: each opening draws from its
     /// own seeded stream, so a restart never repeats a nonce.
     starts: u64,
 }
 
-/// The identity record of a replica (as `basic-store` keeps it under
-/// `meta/identity`): `[database, device seed, root seed or null]`.
-fn identity(database: DatabaseId, key: &SecretKey, root: Option<&SecretKey>) -> Vec<u8> {
-    codec::encode_value(&Cbor::Array(vec![
-        Cbor::Bytes(database.0.to_vec()),
-        Cbor::Bytes(key.seed().to_vec()),
-        root.map_or(Cbor::Null, |r| Cbor::Bytes(r.seed().to_vec())),
-    ]))
+/// Where a node's database takes time and randomness from: the world's
+/// clock, and a stream of its own for each opening, so a restart never
+/// repeats a nonce.
+fn environment(seed: &[u8; 32], starts: u64, clock: &Arc<AtomicU64>) -> Environment {
+    let mut hasher = blake3::Hasher::new_derive_key("basic-sim node randomness");
+    hasher.update(seed);
+    hasher.update(&starts.to_le_bytes());
+    let clock = clock.clone();
+    Environment::simulated(
+        Arc::new(move || clock.load(Ordering::Relaxed)),
+        *hasher.finalize().as_bytes(),
+    )
 }
 
 impl Node {
+    /// The device that creates the database, as a first `basic up` does
+    /// (it holds the root secret); `seed` drives its randomness.
+    pub fn found(name: String, seed: [u8; 32], clock: Arc<AtomicU64>) -> anyhow::Result<Self> {
+        let store = Arc::new(MemStore::new());
+        let view_dir = tempfile::tempdir()?;
+        let db = Database::with_environment(
+            SharedMem(store.clone()),
+            &view_dir.path().join("view.sqlite"),
+            environment(&seed, 1, &clock),
+        )
+        .with_context(|| format!("creating {name}"))?;
+        let key = db.member_key()?;
+        Ok(Self::up(name, Role::Device, key, store, db, view_dir, clock, seed))
+    }
+
     /// A node with identity `key` in `database`, holding the control
     /// operations `ops` (as a join or pairing would leave it).
     pub fn create(
@@ -105,35 +123,48 @@ impl Node {
         role: Role,
         key: SecretKey,
         database: DatabaseId,
-        root: Option<&SecretKey>,
         ops: &[Vec<u8>],
         clock: Arc<AtomicU64>,
+        seed: [u8; 32],
     ) -> anyhow::Result<Self> {
         let store = Arc::new(MemStore::new());
-        let replica = Replica::new(SharedMem(store.clone()));
-        let mut txn = replica.begin();
-        for bytes in ops {
-            let op = ControlOp::decode(bytes).context("control op")?;
-            txn.insert_op(&op);
-        }
-        txn.put_meta("identity", identity(database, &key, root));
-        txn.commit()?;
-        drop(replica);
         let view_dir = tempfile::tempdir()?;
-        let mut node = Self {
+        let db = Database::replicate_with_store(
+            SharedMem(store.clone()),
+            &view_dir.path().join("view.sqlite"),
+            database,
+            &key,
+            ops,
+            environment(&seed, 1, &clock),
+        )
+        .with_context(|| format!("creating {name}"))?;
+        Ok(Self::up(name, role, key, store, db, view_dir, clock, seed))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn up(
+        name: String,
+        role: Role,
+        key: SecretKey,
+        store: Arc<MemStore>,
+        db: Database<SharedMem>,
+        view_dir: tempfile::TempDir,
+        clock: Arc<AtomicU64>,
+        seed: [u8; 32],
+    ) -> Self {
+        Self {
             name,
             role,
             key,
             store,
-            db: None,
-            changes: None,
+            changes: Some(db.watch_changes()),
+            db: Some(db),
             lost: false,
             view_dir,
             clock,
-            starts: 0,
-        };
-        node.start()?;
-        Ok(node)
+            seed,
+            starts: 1,
+        }
     }
 
     fn view_path(&self) -> PathBuf {
@@ -143,18 +174,10 @@ impl Node {
     /// Opens the database on what the store holds.
     pub fn start(&mut self) -> anyhow::Result<()> {
         self.starts += 1;
-        let mut hasher = blake3::Hasher::new_derive_key("basic-sim node randomness");
-        hasher.update(self.key.seed());
-        hasher.update(&self.starts.to_le_bytes());
-        let clock = self.clock.clone();
-        let environment = Environment {
-            clock: Arc::new(move || clock.load(Ordering::Relaxed)),
-            seed: Some(*hasher.finalize().as_bytes()),
-        };
         let db = Database::with_environment(
             SharedMem(self.store.clone()),
             &self.view_path(),
-            environment,
+            environment(&self.seed, self.starts, &self.clock),
         )
         .with_context(|| format!("opening {}", self.name))?;
         self.changes = Some(db.watch_changes());

@@ -36,6 +36,13 @@ pub const MAX_EVENTS: u64 = 3_000_000;
 /// Virtual time zero, as wall-clock ms (in the past, so no stamp is "ahead").
 pub const T0: u64 = 1_600_000_000_000;
 
+/// 32 random bytes, to seed a node's randomness.
+fn seed(rng: &mut ChaCha20Rng) -> [u8; 32] {
+    let mut seed = [0; 32];
+    rng.fill_bytes(&mut seed);
+    seed
+}
+
 /// A uniform draw in `0..n` (0 when `n` is 0).
 pub fn below(rng: &mut ChaCha20Rng, n: u64) -> u64 {
     if n == 0 { 0 } else { rng.next_u64() % n }
@@ -228,35 +235,12 @@ impl World {
     /// A world with one device holding a fresh database with [`SCHEMA`].
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
-        let root = key(&mut rng);
-        let device = key(&mut rng);
-        let genesis = basic_proto::ControlOp::create(
-            &root,
-            basic_proto::control::OpBody {
-                database: DatabaseId([0; 32]),
-                author: root.public(),
-                parents: Vec::new(),
-                hlc: basic_proto::Hlc { wall_ms: T0, counter: 0 },
-                payload: basic_proto::control::Payload::genesis(
-                    &root,
-                    &Party::of(&device),
-                    &mut rng,
-                )
-                .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
-        let database = genesis.database();
         let clock = Arc::new(AtomicU64::new(T0));
-        let first = Node::create(
-            "d0".into(),
-            Role::Device,
-            device,
-            database,
-            Some(&root),
-            &[genesis.as_bytes().to_vec()],
-            clock.clone(),
-        )?;
+        // The first device creates the database, as a first `basic up` does.
+        let first = Node::found("d0".into(), seed(&mut rng), clock.clone())?;
+        let db = first.db.as_ref().context("d0 is up")?;
+        let database = db.id();
+        let root = db.root_secret()?.context("the creating device holds the root secret")?;
         let schema = basic_store::Schema::parse(SCHEMA, basic_store::Format::Toml)?;
         first.db.as_ref().context("d0 is up")?.apply_schema(schema)?;
         let echo = config.echo;
@@ -336,14 +320,15 @@ impl World {
         let ops = admin.control_ops()?;
         let count = self.nodes.iter().filter(|n| n.name.starts_with(prefix)).count();
         let name = format!("{prefix}{count}");
+        let seed = seed(&mut self.rng);
         let node = Node::create(
             name.clone(),
             role,
             secret,
             self.database,
-            None,
             &ops,
             self.clock.clone(),
+            seed,
         )?;
         self.nodes.push(node);
         let id = self.nodes.len() - 1;

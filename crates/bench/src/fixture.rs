@@ -174,7 +174,7 @@ impl<'a> Signers<'a> {
     /// One commit per change set, by the apps in turn.
     pub(crate) fn sign(&mut self, changes: impl Iterator<Item = Changes>) -> Vec<Commit> {
         let mut rng = rand::rng();
-        let now = basic_store::database::now_ms();
+        let now = basic_store::now_ms();
         let count = self.writers.len();
         changes
             .enumerate()

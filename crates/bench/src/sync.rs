@@ -93,6 +93,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         source.db.id(),
         &pinner_key,
         &source.db.control_ops()?,
+        basic_store::Environment::system(),
     )?;
     let mut pinning = LocalLink::new(&pinner, &source.db)?;
     let start = Instant::now();

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{
@@ -28,11 +27,11 @@ use basic_proto::{
 };
 use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
-use rand_core::SeedableRng;
 use rusqlite::Connection;
 
 use crate::access::Access;
 use crate::author::LogWriter;
+use crate::environment::Environment;
 use crate::kv::{SledStore, Store, StoreError};
 use crate::layout;
 use crate::live::{Live, Subscription};
@@ -262,7 +261,8 @@ struct Shared<S> {
     namespaces: RwLock<BTreeMap<ScopeId, Name>>,
     auth: RwLock<Arc<AuthState>>,
     control: RwLock<Arc<ControlLog>>,
-    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Where time and randomness come from.
+    environment: Environment,
     /// Told (without waiting) after every durable group of changes.
     watchers: Mutex<Vec<mpsc::SyncSender<()>>>,
     readers: Mutex<Vec<(Connection, Gate)>>,
@@ -301,34 +301,6 @@ pub struct Database<S: Store = SledStore> {
 impl<S: Store> std::fmt::Debug for Database<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").field("id", &self.shared.database).finish_non_exhaustive()
-    }
-}
-
-/// Current wall time in milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Where a database takes time and randomness from: the system by default;
-/// a virtual clock and a seed in the simulator, so that a run repeats bit
-/// for bit.
-#[derive(Clone)]
-pub struct Environment {
-    /// Wall time in milliseconds since the Unix epoch.
-    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// Seed of the random numbers (nonces, keys, seals); `None`: the OS.
-    pub seed: Option<[u8; 32]>,
-}
-
-impl Default for Environment {
-    fn default() -> Self {
-        Self { clock: Arc::new(now_ms), seed: None }
-    }
-}
-
-impl std::fmt::Debug for Environment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Environment").field("seeded", &self.seed.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -453,7 +425,7 @@ impl<S: Store> Database<S> {
     ) -> Result<Self, DbError> {
         let replica = Replica::new(store);
         replica.ensure_summaries()?;
-        let (database, device, _) = load_identity(&replica)?;
+        let (database, device, _) = load_identity(&replica, &environment)?;
         let log = load_author(&replica, device.clone(), database)?;
         let access = Access::load(&replica, database, &device)?;
         // A pinning peer holds no key: it keeps no SQL view on disk, not
@@ -486,7 +458,7 @@ impl<S: Store> Database<S> {
             namespaces: RwLock::new(access.namespaces(&catalog)),
             auth: RwLock::new(Arc::clone(access.state())),
             control: RwLock::new(Arc::new(access.log().clone())),
-            clock: environment.clock,
+            environment: environment.clone(),
             watchers: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             budget: std::sync::atomic::AtomicU64::new(micros(query::DEFAULT_BUDGET)),
@@ -507,10 +479,7 @@ impl<S: Store> Database<S> {
             catalog,
             access,
             watermark,
-            rng: match environment.seed {
-                Some(seed) => rand::rngs::StdRng::from_seed(seed),
-                None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
-            },
+            rng: environment.rng(),
             changed_tables: live.notifier(),
             gate,
             published_stale: false,
@@ -526,7 +495,7 @@ impl<S: Store> Database<S> {
     /// This replica's principal key: the device's (or the pinning peer's)
     /// secret, which proves membership to sync peers.
     pub fn member_key(&self) -> Result<SecretKey, DbError> {
-        Ok(load_identity(&self.shared.replica)?.1)
+        Ok(load_identity(&self.shared.replica, &self.shared.environment)?.1)
     }
 
     /// This database's id.
@@ -537,6 +506,11 @@ impl<S: Store> Database<S> {
     /// This device's key: the author of its commits.
     pub fn device(&self) -> PublicKey {
         self.shared.device
+    }
+
+    /// Where this database takes time and randomness from.
+    pub fn environment(&self) -> &Environment {
+        &self.shared.environment
     }
 
     /// The replica, for logs, heads, forks and row states.
@@ -836,7 +810,7 @@ impl<S: Store> Database<S> {
     ) -> Result<Vec<Result<Inserted, IngestError>>, DbError> {
         let keys = read(&self.shared.keys);
         let auth = read(&self.shared.auth);
-        let now = (self.shared.clock)();
+        let now = self.shared.environment.now_ms();
         let database = self.shared.database;
         let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
             let commit = Commit::decode_with(bytes, &self.shared.authors)?;
@@ -1025,6 +999,7 @@ fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
 /// whose id is the database id.
 fn load_identity<S: Store>(
     replica: &Replica<S>,
+    environment: &Environment,
 ) -> Result<(DatabaseId, SecretKey, Option<SecretKey>), DbError> {
     if let Some(identity) = read_identity(replica)? {
         // Secrets still in the file move to a keystore installed since.
@@ -1044,7 +1019,7 @@ fn load_identity<S: Store>(
             "this directory is joining a database: finish with finish_join".into(),
         ));
     }
-    let mut rng = rand::rng();
+    let mut rng = environment.rng();
     let (root, device) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
     let genesis = ControlOp::create(
         &root,
@@ -1052,7 +1027,7 @@ fn load_identity<S: Store>(
             database: DatabaseId([0; 32]),
             author: root.public(),
             parents: Vec::new(),
-            hlc: Hlc { wall_ms: now_ms(), counter: 0 },
+            hlc: Hlc { wall_ms: environment.now_ms(), counter: 0 },
             payload: Payload::genesis(&root, &Party::of(&device), &mut rng)
                 .map_err(|e| DbError::Control(e.to_string()))?,
         },
@@ -1353,10 +1328,12 @@ impl<S: Store> Writer<S> {
                     publish(&shared.control, Arc::new(self.access.log().clone()));
                     lock(&shared.statements).clear();
                 }
-                replies.into_iter().for_each(Reply::send);
+                // Watchers first: a caller whose write returned finds its
+                // change signalled already (the simulator relies on it).
                 lock(&shared.watchers).retain(|watcher| {
                     !matches!(watcher.try_send(()), Err(mpsc::TrySendError::Disconnected(_)))
                 });
+                replies.into_iter().for_each(Reply::send);
                 if let Some(notify) =
                     self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
                 {
@@ -1439,7 +1416,7 @@ impl<S: Store> Writer<S> {
                 epoch,
                 &key,
                 &changes,
-                (self.shared.clock)(),
+                self.shared.environment.now_ms(),
                 &mut self.rng,
             ) {
                 Ok(commit) => commits.push((commit, changes)),
@@ -1467,7 +1444,7 @@ impl<S: Store> Writer<S> {
         txn: &mut Txn<'_, S>,
         commits: Vec<Received>,
     ) -> Result<Ingested, DbError> {
-        let now = (self.shared.clock)();
+        let now = self.shared.environment.now_ms();
         let state = Arc::clone(self.access.state());
         // A commit below its author's cut-off is decided by the chain from
         // the cut-off commit, which commits above it in this batch may
@@ -1545,7 +1522,7 @@ impl<S: Store> Writer<S> {
 
     /// Inserts the held-back commits whose time has come.
     fn release_held(&mut self, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
-        let now = (self.shared.clock)();
+        let now = self.shared.environment.now_ms();
         if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
             return Ok(());
         }
@@ -1577,7 +1554,7 @@ impl<S: Store> Writer<S> {
         let outcomes = match command {
             Command::Ingest(ops) => {
                 // One state evaluation for the whole batch.
-                let now = (self.shared.clock)();
+                let now = self.shared.environment.now_ms();
                 let (decoded, mut outcomes): (Vec<_>, Vec<_>) =
                     ops.into_iter().map(|op| (op.clone().ok(), op.map(|op| op.id()))).unzip();
                 let decoded: Vec<ControlOp> = decoded.into_iter().flatten().collect();
@@ -1649,7 +1626,7 @@ impl<S: Store> Writer<S> {
                     cutoff: self.cutoff(&removed)?,
                     rotations,
                 };
-                let now = (self.shared.clock)();
+                let now = self.shared.environment.now_ms();
                 let op = self.access.issue(&root, payload, now).map_err(|e| e.to_string())?;
                 let id = op.id();
                 self.access.insert(op, txn, device, now).map_err(|e| e.to_string())?;
@@ -1668,10 +1645,14 @@ impl<S: Store> Writer<S> {
             Command::RemovePinner(pinner) => Payload::RemovePinner { pinner },
             Command::Ingest(_) => return Err("received operations are not issued".into()),
         };
-        let op =
-            self.access.issue(device, payload, (self.shared.clock)()).map_err(|e| e.to_string())?;
+        let op = self
+            .access
+            .issue(device, payload, self.shared.environment.now_ms())
+            .map_err(|e| e.to_string())?;
         let id = op.id();
-        self.access.insert(op, txn, device, (self.shared.clock)()).map_err(|e| e.to_string())?;
+        self.access
+            .insert(op, txn, device, self.shared.environment.now_ms())
+            .map_err(|e| e.to_string())?;
         Ok(id)
     }
 
@@ -1712,10 +1693,10 @@ impl<S: Store> Writer<S> {
             let rotation = self.rotation(device, &scope, None).map_err(DbError::Control)?;
             let op = self
                 .access
-                .issue(device, Payload::RotateKey(rotation), (self.shared.clock)())
+                .issue(device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
                 .map_err(|e| DbError::Control(e.to_string()))?;
             self.access
-                .insert(op, txn, device, (self.shared.clock)())
+                .insert(op, txn, device, self.shared.environment.now_ms())
                 .map_err(|e| DbError::Control(e.to_string()))?;
         }
         self.publish_schemas(txn, device)
@@ -1758,7 +1739,9 @@ impl<S: Store> Writer<S> {
             let op = self
                 .schema_op(device, &scope, current, &namespace, &text)
                 .map_err(DbError::Control)?;
-            self.access.insert(op, txn, device, (self.shared.clock)()).map_err(|e| control(&e))?;
+            self.access
+                .insert(op, txn, device, self.shared.environment.now_ms())
+                .map_err(|e| control(&e))?;
         }
         Ok(())
     }
@@ -1788,7 +1771,11 @@ impl<S: Store> Writer<S> {
             &mut self.rng,
         );
         self.access
-            .issue(device, Payload::Schema { scope: *scope, epoch, sealed }, (self.shared.clock)())
+            .issue(
+                device,
+                Payload::Schema { scope: *scope, epoch, sealed },
+                self.shared.environment.now_ms(),
+            )
             .map_err(|e| e.to_string())
     }
 
@@ -1875,9 +1862,11 @@ impl<S: Store> Writer<S> {
             .map_err(|e| control(&e))?;
             let op = self
                 .access
-                .issue(&device, Payload::RotateKey(rotation), (self.shared.clock)())
+                .issue(&device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
                 .map_err(|e| control(&e))?;
-            self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
+            self.access
+                .insert(op, txn, &device, self.shared.environment.now_ms())
+                .map_err(|e| control(&e))?;
         }
         // The schema itself goes into the control log, sealed under the
         // scope's current key, so every reader of the scope gets it and no
@@ -1889,7 +1878,9 @@ impl<S: Store> Writer<S> {
             let op = self
                 .schema_op(&device, &scope, epoch, &namespace, &text)
                 .map_err(|e| control(&e))?;
-            self.access.insert(op, txn, &device, (self.shared.clock)()).map_err(|e| control(&e))?;
+            self.access
+                .insert(op, txn, &device, self.shared.environment.now_ms())
+                .map_err(|e| control(&e))?;
         }
         self.after_control_change(txn, &keys_before)?;
         self.catalog = catalog;

@@ -37,6 +37,7 @@ mod access;
 pub mod apps;
 pub mod author;
 pub mod database;
+pub mod environment;
 pub mod export;
 pub mod kv;
 pub mod layout;
@@ -58,7 +59,8 @@ pub mod write;
 
 pub use apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
 pub use author::LogWriter;
-pub use database::{Database, DbError, Environment, Executed, IngestError, WriteOutcome};
+pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
+pub use environment::{Environment, now_ms};
 pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
 pub use live::Subscription;

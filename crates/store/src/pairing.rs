@@ -13,14 +13,16 @@ use std::path::Path;
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Inserted};
+use basic_proto::sync::entitled_view;
 use basic_proto::{DatabaseId, KeyCache, Party, PublicKey, SealingKey, SecretKey};
 use ciborium::Value as Cbor;
 use data_encoding::BASE32_NOPAD;
 use rand_core::Rng;
 
 use crate::database::{
-    self, CACHE_BYTES, Database, DbError, lock_dir, now_ms, read_identity, write_identity,
+    self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
+use crate::environment::Environment;
 use crate::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
 use crate::layout;
 use crate::replica::{Replica, Txn};
@@ -163,13 +165,13 @@ impl<S: Store> Database<S> {
     /// tells it to reach this device at `addresses`.
     pub fn invite(&self, addresses: Vec<String>, valid_for_ms: u64) -> Result<Invite, DbError> {
         let mut token = [0; 32];
-        rand::rng().fill_bytes(&mut token);
+        self.environment().rng().fill_bytes(&mut token);
         let invite = Invite {
             database: self.id(),
             inviter: self.device(),
             addresses,
             token,
-            expires_at_ms: now_ms().saturating_add(valid_for_ms),
+            expires_at_ms: self.environment().now_ms().saturating_add(valid_for_ms),
         };
         let mut batch = Batch::default();
         batch.put(layout::invite(&token), invite.expires_at_ms.to_be_bytes().to_vec());
@@ -209,7 +211,7 @@ impl<S: Store> Database<S> {
         batch.delete(key);
         store.apply(batch)?;
         store.flush()?;
-        if now_ms() > expires_at_ms {
+        if self.environment().now_ms() > expires_at_ms {
             return Err(DbError::Pairing(PairingError::Expired));
         }
         self.add_device(request.device)
@@ -221,7 +223,8 @@ impl Database<SledStore> {
     /// `dir`: makes this device's keys and the request to send the inviting
     /// device.
     pub fn prepare_join(dir: &Path, invite: &Invite) -> Result<JoinRequest, DbError> {
-        if now_ms() > invite.expires_at_ms {
+        let environment = Environment::system();
+        if environment.now_ms() > invite.expires_at_ms {
             return Err(DbError::Pairing(PairingError::Expired));
         }
         let _lock = lock_dir(dir)?;
@@ -229,7 +232,7 @@ impl Database<SledStore> {
         if read_identity(&replica)?.is_some() {
             return Err(DbError::Control(format!("{} already holds a database", dir.display())));
         }
-        let device = SecretKey::generate(&mut rand::rng());
+        let device = SecretKey::generate(&mut environment.rng());
         let party = Party::of(&device);
         let mut txn = replica.begin();
         database::write_joining(&mut txn, invite.database, &device);
@@ -251,7 +254,8 @@ impl Database<SledStore> {
             DbError::Control(format!("{} is not joining a database", dir.display()))
         })?;
         let mut txn = replica.begin();
-        admit_as_member(&mut txn, database, &device, ops, |state, key| state.is_device(key))?;
+        let now = Environment::system().now_ms();
+        admit_as_member(&mut txn, database, &device, ops, now, |state, key| state.is_device(key))?;
         database::clear_joining(&mut txn);
         txn.commit()?;
         drop((replica, lock));
@@ -266,11 +270,11 @@ pub(crate) fn admit_as_member<S: Store>(
     database: DatabaseId,
     member: &SecretKey,
     ops: &[Vec<u8>],
+    now: u64,
     is_member: impl Fn(&AuthState, &PublicKey) -> bool,
 ) -> Result<(), DbError> {
     let authors = KeyCache::default();
     let mut log = ControlLog::new(database);
-    let now = now_ms();
     for bytes in ops {
         let op =
             ControlOp::decode_with(bytes, &authors).map_err(|e| DbError::Control(e.to_string()))?;
@@ -305,8 +309,14 @@ impl Database<SledStore> {
     ) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
-        let db =
-            Self::replicate_with_store(store, &dir.join("view.sqlite"), database, member, ops)?;
+        let db = Self::replicate_with_store(
+            store,
+            &dir.join("view.sqlite"),
+            database,
+            member,
+            ops,
+            Environment::system(),
+        )?;
         drop((db, lock));
         Database::open(dir)
     }
@@ -315,24 +325,27 @@ impl Database<SledStore> {
 impl<S: Store> Database<S> {
     /// Opens `store` (empty) as a replica of the database `database`, held by
     /// `member`: a device or a pinning peer that the control operations
-    /// `ops` add. A pinning peer's replica stores ciphertext only: no seal
-    /// is addressed to it, so it holds no key.
+    /// `ops` add, or an app they grant scopes to. A pinning peer's replica
+    /// stores ciphertext only: no seal is addressed to it, so it holds no
+    /// key; an app's holds the keys of its grants. Time and randomness come
+    /// from `environment`, from then on too.
     pub fn replicate_with_store(
         store: S,
         view_path: &Path,
         database: DatabaseId,
         member: &SecretKey,
         ops: &[Vec<u8>],
+        environment: Environment,
     ) -> Result<Self, DbError> {
         let replica = Replica::new(store);
         if read_identity(&replica)?.is_some() {
             return Err(DbError::Control("this store already holds a database".into()));
         }
         let mut txn = replica.begin();
-        admit_as_member(&mut txn, database, member, ops, |state, key| {
-            state.is_device(key) || state.is_pinner(key)
+        admit_as_member(&mut txn, database, member, ops, environment.now_ms(), |state, key| {
+            entitled_view(state, key).is_some()
         })?;
         txn.commit()?;
-        Database::with_store(replica.into_store(), view_path)
+        Database::with_environment(replica.into_store(), view_path, environment)
     }
 }

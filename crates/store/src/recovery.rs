@@ -13,8 +13,9 @@ use data_encoding::BASE32_NOPAD;
 
 use crate::access::issue_on;
 use crate::database::{
-    self, CACHE_BYTES, Database, DbError, lock_dir, now_ms, read_identity, write_identity,
+    self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
+use crate::environment::Environment;
 use crate::kv::SledStore;
 use crate::replica::Replica;
 
@@ -98,9 +99,11 @@ impl Database<SledStore> {
             .ok_or_else(|| {
                 fail("these operations are not of the database this recovery secret created".into())
             })?;
+        let environment = Environment::system();
+        let mut rng = environment.rng();
         let mut log = ControlLog::new(database);
         let mut txn = replica.begin();
-        let now = now_ms();
+        let now = environment.now_ms();
         for op in ops {
             if let Ok(Inserted::Admitted(ids)) = log.insert(op, now) {
                 for id in ids {
@@ -113,21 +116,21 @@ impl Database<SledStore> {
         // The root opens every scope key (it is sealed each one) and seals
         // them to the new device, which it adds.
         let state = log.state();
-        let device = SecretKey::generate(&mut rand::rng());
+        let device = SecretKey::generate(&mut rng);
         let party = Party::of(&device);
         let mut keys = BTreeMap::new();
         for (scope, epochs) in state.scopes() {
             for epoch in epochs.epochs.keys() {
                 if let Some(key) = state.scope_keys(&root, scope, *epoch).into_iter().next() {
                     let label = seal_label(database, scope, *epoch, &party.key);
-                    let sealed = SealedKey::seal(&key, &root, &party, &label, &mut rand::rng())
+                    let sealed = SealedKey::seal(&key, &root, &party, &label, &mut rng)
                         .map_err(|e| fail(e.to_string()))?;
                     keys.insert((*scope, *epoch), sealed);
                 }
             }
         }
         let naming = NamingKey::of_root(&root);
-        let naming = seal_naming(&naming, &root, &root.public(), &party, &mut rand::rng())
+        let naming = seal_naming(&naming, &root, &root.public(), &party, &mut rng)
             .map_err(|e| fail(e.to_string()))?;
         let add = issue_on(
             &log,

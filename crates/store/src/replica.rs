@@ -411,6 +411,18 @@ impl<S: Store> Replica<S> {
         scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
     }
 
+    /// The ids of every stored commit, in id order, read from the keys
+    /// alone (no commit is decoded or verified).
+    pub fn commit_ids(&self) -> impl Iterator<Item = Result<CommitId, StoreError>> + '_ {
+        scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| {
+            let (key, _) = entry?;
+            layout::id_suffix(&key).ok_or(StoreError::Corrupt {
+                what: "commit key",
+                reason: "too short for an id".into(),
+            })
+        })
+    }
+
     /// The log of `database` rebuilt from every stored control operation
     /// (parents first, whatever their ids). Only admitted operations are
     /// stored, so one that is not admitted again, or lacks a parent, means

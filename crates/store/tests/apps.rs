@@ -57,7 +57,7 @@ fn an_approved_request_is_a_grant_and_the_user_sees_what_the_app_wrote() {
             0,
             &key,
             &Changes::new(vec![op]).unwrap(),
-            basic_store::database::now_ms(),
+            basic_store::now_ms(),
             &mut rand::rng(),
         )
         .unwrap();

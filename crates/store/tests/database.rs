@@ -346,7 +346,7 @@ fn received_commits_merge_and_wake_live_queries() {
             0,
             &key,
             &Changes::new(vec![op]).unwrap(),
-            basic_store::database::now_ms(),
+            basic_store::now_ms(),
             &mut rand::rng(),
         )
         .unwrap();
@@ -376,7 +376,7 @@ fn commits_stamped_too_far_ahead_are_held_then_applied() {
         cells: [(Name::new("name").unwrap(), text("From the future"))].into_iter().collect(),
     };
     // 1.5 s past the 60 s bound: held, then applied by the writer's timer.
-    let stamp = basic_store::database::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_500;
+    let stamp = basic_store::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_500;
     let commit = other
         .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), stamp, &mut rand::rng())
         .unwrap();
@@ -405,7 +405,7 @@ fn a_held_commit_of_an_author_revoked_meanwhile_is_not_applied() {
         generation: 1,
         cells: [(Name::new("name").unwrap(), text("Planted"))].into_iter().collect(),
     };
-    let stamp = basic_store::database::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_000;
+    let stamp = basic_store::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_000;
     let commit = other
         .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), stamp, &mut rand::rng())
         .unwrap();
@@ -456,7 +456,7 @@ fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
         generation: 1,
         cells: [(Name::new("name").unwrap(), text(id))].into_iter().collect(),
     };
-    let now = basic_store::database::now_ms();
+    let now = basic_store::now_ms();
     let before = app
         .write(&todo, 0, &key, &Changes::new(vec![list("kept")]).unwrap(), now, &mut rand::rng())
         .unwrap();

@@ -78,6 +78,7 @@ fn a_pinning_peer_holds_ciphertext_only_and_serves_it() {
         a.id(),
         &pinner_key,
         &a.control_ops().unwrap(),
+        basic_store::Environment::system(),
     )
     .unwrap();
     LocalLink::new(&a, &pinner).unwrap().run(&a, &pinner, 0).unwrap();
@@ -141,7 +142,7 @@ fn list_commit(
         generation: 1,
         cells: [(basic_proto::Name::new("name").unwrap(), Value::Text(id.into()))].into(),
     };
-    let now = basic_store::database::now_ms();
+    let now = basic_store::now_ms();
     writer.write(todo, 0, key, &Changes::new(vec![op]).unwrap(), now, &mut rand::rng()).unwrap()
 }
 
@@ -313,20 +314,15 @@ fn app_replica(
     app: &basic_proto::SecretKey,
     ops: &[Vec<u8>],
 ) -> Database<MemStore> {
-    use ciborium::Value as Cbor;
-    let replica = basic_store::Replica::new(MemStore::new());
-    let mut txn = replica.begin();
-    for bytes in ops {
-        txn.insert_op(&basic_proto::ControlOp::decode(bytes).unwrap());
-    }
-    let identity = Cbor::Array(vec![
-        Cbor::Bytes(database.0.to_vec()),
-        Cbor::Bytes(app.seed().to_vec()),
-        Cbor::Null,
-    ]);
-    txn.put_meta("identity", basic_proto::codec::encode_value(&identity));
-    txn.commit().unwrap();
-    Database::with_store(replica.into_store(), &view_dir.path().join("view.sqlite")).unwrap()
+    Database::replicate_with_store(
+        MemStore::new(),
+        &view_dir.path().join("view.sqlite"),
+        database,
+        app,
+        ops,
+        basic_store::Environment::system(),
+    )
+    .unwrap()
 }
 
 /// An app's replica holds only its scopes, so a removed device's chain may

@@ -206,7 +206,7 @@ impl SyncStore for LogOnly {
     }
 
     fn ingest_ops(&mut self, ops: &[Vec<u8>]) -> Result<Stored, StoreFailure> {
-        Ok(basic_proto::sync::admit_ops(&mut self.log, ops, basic_store::database::now_ms()))
+        Ok(basic_proto::sync::admit_ops(&mut self.log, ops, basic_store::now_ms()))
     }
 
     fn entries(&self, _: &View) -> Result<Vec<Entry>, StoreFailure> {

@@ -18,7 +18,7 @@ pub(super) struct Status(Arc<RwLock<NetworkStatus>>);
 
 /// Wall time in ms since 1970.
 fn wall_ms() -> u64 {
-    basic_store::database::now_ms()
+    basic_store::now_ms()
 }
 
 /// The text id of `key` as the control log knows it.

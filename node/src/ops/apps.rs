@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use basic_proto::Name;
 use basic_proto::control::Rights;
 use basic_proto::keys::Role;
-use basic_store::database::now_ms;
+use basic_store::now_ms;
 use basic_store::{AccessRequest, RequestError, RequestId};
 use serde::{Deserialize, Serialize};
 

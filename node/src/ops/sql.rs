@@ -1,6 +1,6 @@
 //! Running one SQL statement.
 
-use basic_store::database::now_ms;
+use basic_store::now_ms;
 use basic_store::{DbError, Executed, Rows};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

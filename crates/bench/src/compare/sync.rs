@@ -321,6 +321,7 @@ fn basic_sync(
             source.db.id(),
             &pinner_key,
             &source.db.control_ops()?,
+            basic_store::Environment::system(),
         )?;
         let mut pinning = LocalLink::new(&pinner, &source.db)?;
         reporter.note("compare: timing the first sync to the pinning peer");

@@ -4,8 +4,8 @@
 
 use basic_proto::PublicKey;
 use basic_proto::sync::{Answer, Event, RequesterConfig, Responder, StoreFailure, View};
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
 use super::{Input, Session, SyncReplica};
 use crate::database::Database;
@@ -90,7 +90,7 @@ pub struct LocalLink {
 impl LocalLink {
     /// A link between `a` and `b`, both replicating every scope they may.
     pub fn new<S: Store, T: Store>(a: &Database<S>, b: &Database<T>) -> Result<Self, LinkError> {
-        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let mut rng = a.environment().rng();
         let (a_key, b_key) = (a.member_key()?, b.member_key()?);
         let a_side = Side::new(a, &a_key, b_key.public(), (1, 2), &mut rng)?;
         let b_side = Side::new(b, &b_key, a_key.public(), (2, 1), &mut rng)?;
