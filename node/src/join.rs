@@ -93,7 +93,7 @@ pub fn answer_join(db: &Database, frame: &[u8]) -> JoinAnswer {
         return JoinAnswer::Refused(error.to_string());
     }
     tracing::info!(
-        device = %crate::ops::devices::device_id(&request.device.key),
+        device = %crate::ids::device_id(&request.device.key),
         "a new device joined with an invite"
     );
     match db.control_ops() {

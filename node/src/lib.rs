@@ -1,11 +1,20 @@
 //! The Basic node: the `basic` command line, the node it runs (`basic up`)
 //! and its local HTTP API.
 //!
-//! Operations ([`ops`]) run against a [`node::Node`] — the database and the
-//! node's files in the data directory ([`paths`]). The API ([`api`]) runs
-//! them for HTTP requests, checking tokens ([`tokens`]) and app grants
-//! ([`capability`]); the CLI ([`commands`]) runs them through the running
-//! node's API or directly on the database ([`backend`]).
+//! The modules form layers; each uses only those below it:
+//!
+//! 1. files and words: [`paths`] (the data directory), [`error`],
+//!    [`ids`] (principals' text ids), [`status`], [`wire`], [`keystore`];
+//! 2. the node's own records: [`tokens`], [`attribution`], [`capability`],
+//!    [`peers`], [`join`];
+//! 3. [`node::Node`]: the database with those records — what operations
+//!    run against;
+//! 4. the operations ([`ops`]), one per command and API route;
+//! 5. the ways operations are reached: the network ([`network`]), the
+//!    HTTP API ([`api`]), and for the CLI the running node's API or the
+//!    database directly ([`client`], [`backend`]);
+//! 6. the processes: `basic up` ([`daemon`]), a pinning peer ([`pinner`]),
+//!    recovery ([`recover`]), and the command line ([`cli`], [`commands`]).
 
 pub mod api;
 pub mod attribution;
@@ -14,7 +23,9 @@ pub mod capability;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod daemon;
 pub mod error;
+pub mod ids;
 pub mod join;
 pub mod keystore;
 pub mod network;

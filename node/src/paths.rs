@@ -178,6 +178,23 @@ impl DataDir {
         self.root.join("replica")
     }
 
+    /// Fails if this directory holds a database or a pinning peer already.
+    pub fn refuse_existing(&self) -> anyhow::Result<()> {
+        if self.is_pinner() {
+            bail!(
+                "{} is a pinning peer's directory; nothing changed (pass --data DIR to use another)",
+                self.root().display()
+            );
+        }
+        if self.holds_database() {
+            bail!(
+                "{} already holds a database; nothing changed (pass --data DIR to make another)",
+                self.root().display()
+            );
+        }
+        Ok(())
+    }
+
     /// Whether a database was created (or a join started) here.
     pub fn holds_database(&self) -> bool {
         self.replica().exists()

@@ -52,7 +52,7 @@ impl PeersFile {
         }
         for (index, saved) in self.pinners.iter().enumerate() {
             Principal::parse_as(Role::Pinner, &saved.id)
-                .map_err(|e| crate::ops::devices::id_error(Role::Pinner, &saved.id, &e))?;
+                .map_err(|e| crate::ids::id_error(Role::Pinner, &saved.id, &e))?;
             if self.pinners[..index].iter().any(|other| other.id == saved.id) {
                 return Err(format!("{} is listed twice", saved.id));
             }

@@ -28,9 +28,8 @@ use basic_store::now_ms;
 use basic_store::{Database, DbError};
 use tracing::{info, warn};
 
-use crate::commands::refuse_existing;
+use crate::daemon::{UpOptions, api_info_writer, remove_api_info, runtime, shutdown_signal};
 use crate::network::{Network, Transport, bootstrap};
-use crate::node::{UpOptions, api_info_writer, remove_api_info, runtime, shutdown_signal};
 use crate::paths::{ApiInfo, DataDir, write_atomic};
 use crate::status::{NetworkStatus, PinnerStatus};
 
@@ -42,7 +41,7 @@ const STATUS_STALE_MS: u64 = 10_000;
 
 /// `basic pinner init`.
 pub fn init(data: &DataDir) -> anyhow::Result<()> {
-    refuse_existing(data)?;
+    data.refuse_existing()?;
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
     let key = SecretKey::generate(&mut rand::rng());
@@ -112,7 +111,7 @@ async fn run(
     database: Option<DatabaseId>,
     existing: Option<Database>,
 ) -> anyhow::Result<()> {
-    let mut config = options.config.network()?;
+    let mut config = crate::network::NetworkConfig::parse(&options.config)?;
     // Devices behind a NAT reserve on us and meet through us; our listen
     // addresses (and --external ones) are what we relay on.
     config.relay_server = true;

@@ -32,9 +32,8 @@ use basic_proto::{DatabaseId, PublicKey, SecretKey};
 use basic_store::{Database, SyncReplica};
 
 use crate::cli::InitArgs;
-use crate::commands::refuse_existing;
+use crate::ids::device_id;
 use crate::network::{fetch_control_log, one_off_config};
-use crate::ops::devices::device_id;
 use crate::paths::DataDir;
 use crate::tokens::OwnerToken;
 
@@ -45,7 +44,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `basic init --recover`.
 pub fn run(data: &DataDir, args: &InitArgs) -> anyhow::Result<()> {
-    refuse_existing(data)?;
+    data.refuse_existing()?;
     let database: DatabaseId = args
         .database
         .as_deref()
@@ -66,7 +65,7 @@ pub fn run(data: &DataDir, args: &InitArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let secret = read_secret()?;
     let root = basic_store::recovery::decode(&secret)?;
-    let runtime = crate::node::runtime()?;
+    let runtime = crate::daemon::runtime()?;
     let mut config = Config::new(Keypair::generate_ed25519());
     config.peers = addresses.clone();
     config.limits = Limits { request_timeout: REQUEST_TIMEOUT, ..Limits::default() };

@@ -12,10 +12,12 @@ use crate::cli::{
     AppCommand, Cli, Command, DeviceCommand, ExportArgs, PinCommand, PinnerCommand,
     RecoveryCommand, SchemaCommand, SqlArgs, StatusArgs,
 };
+use crate::daemon::{UpOptions, bind, up};
+use crate::ids::device_id;
 use crate::join::exchange_join;
-use crate::node::{NodeConfig, UpOptions, bind, up};
+use crate::node::NodeConfig;
 use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke};
-use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice, device_id};
+use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
 use crate::ops::recovery::{ConfirmRecovery, ShowRecovery};
 use crate::ops::schema::{ApplySchema, ShowSchemas};
@@ -74,6 +76,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 // No question: `basic up &` must not stop for input.
                 init(&data, Ask::Never)?;
             }
+            if data.is_pinner() {
+                return crate::pinner::up(data, options);
+            }
             up(data, options, bound)
         }
         Command::Pinner(PinnerCommand::Init) => crate::pinner::init(&data),
@@ -115,7 +120,7 @@ enum Ask {
 
 /// `basic init`.
 fn init(data: &DataDir, ask: Ask) -> anyhow::Result<()> {
-    refuse_existing(data)?;
+    data.refuse_existing()?;
     let db = Database::open(data.root())
         .with_context(|| format!("cannot create a database in {}", data.root().display()))?;
     OwnerToken::generate(&data.owner_token())?;
@@ -188,7 +193,7 @@ fn recovery(backend: &Backend, command: RecoveryCommand) -> anyhow::Result<()> {
 /// `basic init --join CODE`.
 fn join(data: &DataDir, code: &str) -> anyhow::Result<()> {
     let invite = Invite::parse(code)?;
-    refuse_existing(data)?;
+    data.refuse_existing()?;
     let request = Database::prepare_join(data.root(), &invite)?;
     let joined = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,23 +212,6 @@ fn join(data: &DataDir, code: &str) -> anyhow::Result<()> {
     OwnerToken::generate(&data.owner_token())?;
     println!("Joined database {} in {}", db.id(), data.root().display());
     print_ids(&db);
-    Ok(())
-}
-
-/// Fails if `data` holds a database or a pinning peer already.
-pub fn refuse_existing(data: &DataDir) -> anyhow::Result<()> {
-    if data.is_pinner() {
-        bail!(
-            "{} is a pinning peer's directory; nothing changed (pass --data DIR to use another)",
-            data.root().display()
-        );
-    }
-    if data.holds_database() {
-        bail!(
-            "{} already holds a database; nothing changed (pass --data DIR to make another)",
-            data.root().display()
-        );
-    }
     Ok(())
 }
 

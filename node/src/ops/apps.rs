@@ -15,11 +15,11 @@ use basic_store::now_ms;
 use basic_store::{AccessRequest, RequestError, RequestId};
 use serde::{Deserialize, Serialize};
 
-use super::devices::parse_principal;
 use super::{Caller, Op, Route, encode};
 use crate::attribution::AppWriteCount;
 use crate::capability::live_grants;
 use crate::error::ApiError;
+use crate::ids::parse_principal;
 use crate::node::Node;
 use crate::tokens::{app_id, new_app_party};
 

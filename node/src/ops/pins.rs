@@ -5,9 +5,9 @@
 use basic_proto::keys::{Principal, Role};
 use serde::{Deserialize, Serialize};
 
-use super::devices::parse_principal;
 use super::{Caller, Done, Op, Route, encode};
 use crate::error::ApiError;
+use crate::ids::parse_principal;
 use crate::node::Node;
 
 /// `GET /v0/pins`.

@@ -4,9 +4,10 @@ use basic_proto::PublicKey;
 use basic_proto::keys::{Principal, Role};
 use serde::{Deserialize, Serialize};
 
-use super::devices::{DeviceInfo, device_id, devices};
+use super::devices::{DeviceInfo, devices};
 use super::{Caller, Op, Route};
 use crate::error::ApiError;
+use crate::ids::device_id;
 use crate::node::Node;
 use crate::status::NetworkStatus;
 
