@@ -3,17 +3,20 @@
 //! before, and the other device reports it although it restarted in
 //! between (what each peer showed is kept in `shown.json`).
 //!
-//! No timing is assumed. Once they meet again, the restored device could
-//! pull its lost commit back from the other before that one checks what
-//! it shows (then it shows everything, and nothing is to report). The
-//! order is fixed by the protocol instead: the old copy is from before the
-//! restored device ever synced, so it remembers no peer, and it does not
-//! dial; a peer that dialled it and that it does not remember hears
-//! nothing from it until that peer has proved itself (sync.md §3). The
-//! reporting device dials, and its very next request after its proof is
-//! the summary whose reply it checks, while the restored device still
-//! needs three round trips of its own (hello, auth, summary) before it can
-//! hold anything new.
+//! No sleep and no wall-clock bound: every wait is for an outcome. Once
+//! they meet again, the restored device could pull its lost commit back
+//! from the other before that one checks what it shows (then it shows
+//! everything, and nothing is to report). The protocol orders the two: the
+//! old copy is from before the restored device ever synced, so it
+//! remembers no peer, and it does not dial; a peer that dialled it and that
+//! it does not remember hears nothing from it until that peer has proved
+//! itself (sync.md §3). The reporting device dials, and its very next
+//! request after its proof is the summary whose reply it checks, while the
+//! restored device's own session only starts then and needs three round
+//! trips (hello, auth, summary) before it can hold anything new. What is
+//! left is a margin of round trips, not a race of equals: the report is
+//! missed only if one request of the reporting device waits longer than
+//! three whole round trips of the other.
 
 use std::path::Path;
 
