@@ -39,7 +39,10 @@ pub enum Attack {
     /// A member pushes a commit it holds with its header, ciphertext or
     /// signature tampered, or its header put on another ciphertext.
     Tampered,
-    /// A member pushes a commit signed by a non-member (valid signature).
+    /// A commit and a control op signed (validly) by a non-member reach
+    /// the target by both sides — pushed by a relaying member, and slipped
+    /// into a relaying member's answers to its requester — and reach a
+    /// pinning peer the same ways: nothing is applied or admitted.
     Forged,
     /// A member pushes commits the target already holds.
     Replayed,
@@ -291,6 +294,68 @@ fn tamper(
     Ok((basic_proto::codec::encode_value(&value), what))
 }
 
+/// What a hostile responder's session with a target's requester came to.
+struct Hostile {
+    /// Answers the inject function changed (the requester handled each).
+    injected: usize,
+    /// Whether the requester closed the session.
+    closed: bool,
+}
+
+/// The target's requester opens a session with `server`, whose real
+/// responder answers; `inject` may replace any answer before the
+/// requester handles it (returning `None` leaves it as it is).
+fn hostile_session(
+    world: &mut World,
+    target: usize,
+    server: usize,
+    mut inject: impl FnMut(Message) -> Option<Message>,
+) -> anyhow::Result<Hostile> {
+    let server_key = world.nodes[server].key.clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(world.rng.next_u64());
+    let mut nonce = [0; 32];
+    rng.fill_bytes(&mut nonce);
+    let now = world.now;
+    let config = basic_proto::sync::RequesterConfig {
+        key: world.nodes[target].key.clone(),
+        database: world.database,
+        local_transport: vec![target as u8],
+        peer_transport: vec![ADVERSARY_TRANSPORT],
+        view: world.nodes[target].view(),
+        resync_ms: crate::world::RESYNC_MS,
+        nonce,
+        known_peer: Some(server_key.public()),
+    };
+    let mut requester = basic_proto::sync::Requester::new(config, BTreeMap::new());
+    let mut responder = Responder::new(server_key, vec![ADVERSARY_TRANSPORT], vec![target as u8]);
+    let target_db = world.nodes[target].db.as_ref().context("target up")?;
+    let server_db = world.nodes[server].db.as_ref().context("server up")?;
+    let (mut ours, mut theirs) = (SyncReplica::new(target_db), SyncReplica::new(server_db));
+    let mut injected = 0;
+    for _ in 0..32 {
+        let Some(request) =
+            requester.poll_request(&mut ours, now).map_err(|e| anyhow::anyhow!("{e:?}"))?
+        else {
+            break;
+        };
+        let (mut frame, closing) = match responder.handle(&mut theirs, &request, &mut rng)? {
+            Answer::Reply(bytes) => (bytes, false),
+            Answer::Close(bytes, _) => (bytes, true),
+        };
+        if let Ok(message) = Message::decode(&frame, usize::MAX, &KeyCache::default())
+            && let Some(changed) = inject(message)
+        {
+            frame = changed.encode();
+            injected += 1;
+        }
+        requester.handle_response(&mut ours, &frame, now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if closing || requester.is_closed() {
+            break;
+        }
+    }
+    Ok(Hostile { injected, closed: requester.is_closed() })
+}
+
 /// The target's requester opens a session with the insider app, whose
 /// real responder answers, except that its first reply also carries a
 /// commit signed by a stranger and a commit of the target's with a flipped
@@ -316,50 +381,15 @@ fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome
     ] {
         world.forbidden.push((basic_proto::CommitId::of(bytes), what.into()));
     }
-    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(world.rng.next_u64());
-    let mut nonce = [0; 32];
-    rng.fill_bytes(&mut nonce);
-    let now = world.now;
-    let config = basic_proto::sync::RequesterConfig {
-        key: world.nodes[target].key.clone(),
-        database: world.database,
-        local_transport: vec![target as u8],
-        peer_transport: vec![ADVERSARY_TRANSPORT],
-        view: world.nodes[target].view(),
-        resync_ms: crate::world::RESYNC_MS,
-        nonce,
-        known_peer: Some(insider_key.public()),
-    };
-    let mut requester = basic_proto::sync::Requester::new(config, BTreeMap::new());
-    let mut responder = Responder::new(insider_key, vec![ADVERSARY_TRANSPORT], vec![target as u8]);
-    let target_db = world.nodes[target].db.as_ref().context("target up")?;
-    let insider_db = world.nodes[insider].db.as_ref().context("insider up")?;
-    let (mut ours, mut theirs) = (SyncReplica::new(target_db), SyncReplica::new(insider_db));
-    let mut injected = false;
-    for _ in 0..32 {
-        let Some(request) =
-            requester.poll_request(&mut ours, now).map_err(|e| anyhow::anyhow!("{e:?}"))?
-        else {
-            break;
-        };
-        let (mut frame, closing) = match responder.handle(&mut theirs, &request, &mut rng)? {
-            Answer::Reply(bytes) => (bytes, false),
-            Answer::Close(bytes, _) => (bytes, true),
-        };
-        if !injected
-            && let Ok(Message::Reply { digest, entries, mut commits, more, control, signature }) =
-                Message::decode(&frame, usize::MAX, &KeyCache::default())
-        {
-            commits.extend([forged.clone(), tampered.clone()]);
-            frame = Message::Reply { digest, entries, commits, more, control, signature }.encode();
-            injected = true;
+    let slipped = [forged.clone(), tampered.clone()];
+    let session = hostile_session(world, target, insider, |message| match message {
+        Message::Reply { digest, entries, mut commits, more, control, signature } => {
+            commits.extend(slipped.iter().cloned());
+            Some(Message::Reply { digest, entries, commits, more, control, signature })
         }
-        requester.handle_response(&mut ours, &frame, now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if closing || requester.is_closed() {
-            break;
-        }
-    }
-    if !injected {
+        _ => None,
+    })?;
+    if session.injected == 0 {
         return Ok(Outcome::Missed("the session reached no reply".into()));
     }
     let applied = crate::invariants::applied(world, target).map_err(|e| anyhow::anyhow!(e))?;
@@ -370,9 +400,147 @@ fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome
     }
     Ok(format!(
         "reply with a forged and a tampered commit: neither applied, session {}",
-        if requester.is_closed() { "closed" } else { "kept" }
+        if session.closed { "closed" } else { "kept" }
     )
     .into())
+}
+
+/// A commit and a control op signed, validly, by `stranger`, a key that
+/// is no member: a row in `todo` under its current key (as the first
+/// device holds it), and an op on `on`'s control heads that makes the
+/// stranger a pinning peer.
+fn forgeries(
+    world: &mut World,
+    stranger: &SecretKey,
+    on: usize,
+) -> anyhow::Result<(Vec<u8>, ControlOp)> {
+    let admin = world.admin_index()?;
+    let admin_key = world.nodes[admin].key.clone();
+    let (epoch, scope_key) = current_key(world, &admin_key)?;
+    let commit = a_commit(world, stranger, epoch, &scope_key)?;
+    world.forbidden.push((commit.id(), "forged by a non-member".into()));
+    let db = world.nodes[on].db.as_ref().context("target up")?;
+    let heads = db.control_log().heads();
+    let payload = Payload::AddPinner { pinner: stranger.public() };
+    let op = signed(db, stranger, &heads, None, payload)?;
+    Ok((commit.as_bytes().to_vec(), op))
+}
+
+/// Fails if `node` admitted `op` or counts `stranger` as a member.
+fn admitted_nothing(
+    world: &World,
+    node: usize,
+    op: &ControlOp,
+    stranger: &SecretKey,
+) -> anyhow::Result<()> {
+    let db = world.nodes[node].db.as_ref().context("node up")?;
+    let auth = db.auth_state();
+    if db.control_log().get(&op.id()).is_some() || auth.is_pinner(&stranger.public()) {
+        bail!("{} admitted an op forged by a non-member", world.nodes[node].name);
+    }
+    if basic_proto::sync::entitled_view(&auth, &stranger.public()).is_some() {
+        bail!("{} counts a non-member as a member", world.nodes[node].name);
+    }
+    Ok(())
+}
+
+/// A relay for forged data to `to`: an up device or pinning peer other
+/// than `to` (its key in the adversary's hands), if any.
+fn relay_for(world: &World, to: usize) -> Option<usize> {
+    (0..world.nodes.len()).find(|&i| {
+        let node = &world.nodes[i];
+        i != to && node.is_up() && !node.lost && matches!(node.role, Role::Device | Role::Pinner)
+    })
+}
+
+/// Delivers a forged commit and op to `to` by both of its sides: pushed
+/// to its responder by a relay member (a device or pinning peer may
+/// relay what others signed, so the push rule lets them through to
+/// verification), and slipped into the answers a relay's responder gives
+/// its requester (the op into `ops`, announced among the `ready` heads).
+/// Returns what reached `to`; fails if `to` admitted or applied any.
+fn forge_at(world: &mut World, to: usize) -> anyhow::Result<Vec<String>> {
+    let Some(relay) = relay_for(world, to) else { return Ok(Vec::new()) };
+    let stranger = key(&mut world.rng);
+    let (commit, op) = forgeries(world, &stranger, to)?;
+    let name = world.nodes[to].name.clone();
+    let mut reached = Vec::new();
+
+    // Its responder: a relay pushes both.
+    let relay_key = world.nodes[relay].key.clone();
+    let mut conn = Conn {
+        responder: Responder::new(
+            world.nodes[to].key.clone(),
+            vec![to as u8],
+            vec![ADVERSARY_TRANSPORT],
+        ),
+        world: &mut *world,
+        target: to,
+    };
+    if conn.handshake(&relay_key)?.is_ok() {
+        let push =
+            Message::Push { ops: vec![op.as_bytes().to_vec()], commits: vec![commit.clone()] };
+        match conn.send(&push.encode())? {
+            Reply::Ok(m) if matches!(*m, Message::Ack { stored: 0 }) => {
+                reached.push(format!("{name}'s responder: push refused"));
+            }
+            Reply::Closed(code) if code != ErrorCode::Forbidden => {
+                reached.push(format!("{name}'s responder: push closed {code:?}"));
+            }
+            other => bail!("a push of forgeries by a relay was answered {}", describe(&other)),
+        }
+    }
+    admitted_nothing(world, to, &op, &stranger)?;
+
+    // Its requester: a relay's responder slips them into its answers.
+    let (op_id, op_bytes) = (op.id(), op.as_bytes().to_vec());
+    let mut delivered = Vec::new();
+    let session = hostile_session(world, to, relay, |message| match message {
+        Message::Ready { key, proof, mut heads } => {
+            heads.push(op_id);
+            Some(Message::Ready { key, proof, heads })
+        }
+        Message::Ops { mut ops, more } => {
+            ops.push(op_bytes.clone());
+            delivered.push("the op");
+            Some(Message::Ops { ops, more })
+        }
+        Message::Reply { digest, entries, mut commits, more, control, signature } => {
+            commits.push(commit.clone());
+            delivered.push("the commit");
+            Some(Message::Reply { digest, entries, commits, more, control, signature })
+        }
+        _ => None,
+    })?;
+    if !delivered.is_empty() {
+        delivered.dedup();
+        reached.push(format!(
+            "{name}'s requester: {} in answers, session {}",
+            delivered.join(" and "),
+            if session.closed { "closed" } else { "kept" }
+        ));
+    }
+    admitted_nothing(world, to, &op, &stranger)?;
+    let applied = crate::invariants::applied(world, to).map_err(|e| anyhow::anyhow!(e))?;
+    if applied.contains(&basic_proto::CommitId::of(&commit)) {
+        bail!("{name} applied a commit forged by a non-member");
+    }
+    Ok(reached)
+}
+
+/// [`Attack::Forged`]: forgeries delivered to the target by both of its
+/// sides, and to a pinning peer too when the target is not one.
+fn forged(world: &mut World, target: usize) -> anyhow::Result<Outcome> {
+    let mut reached = forge_at(world, target)?;
+    if reached.is_empty() {
+        return Ok(Outcome::Missed("no relay reached the target".into()));
+    }
+    let pinner = (0..world.nodes.len())
+        .find(|&i| i != target && world.nodes[i].role == Role::Pinner && world.nodes[i].is_up());
+    if let Some(pinner) = pinner {
+        reached.extend(forge_at(world, pinner)?);
+    }
+    Ok(reached.join("; ").into())
 }
 
 /// A member granted `todo` after a rotation pushes a commit under the
@@ -480,7 +648,8 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
         Attack::Thief => thief(conn.world).map(Outcome::Reached),
         Attack::StaleEpoch => stale_epoch(&mut conn),
         Attack::Requester => hostile_responder(conn.world, target),
-        Attack::Tampered | Attack::Forged | Attack::Replayed | Attack::Oversized => {
+        Attack::Forged => forged(conn.world, target),
+        Attack::Tampered | Attack::Replayed | Attack::Oversized => {
             let Some(insider_key) = insider_key else {
                 return Ok(Outcome::Missed("no insider".into()));
             };
@@ -503,19 +672,6 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
                             missed => missed,
                         },
                     )
-                }
-                Attack::Forged => {
-                    let stranger = key(&mut conn.world.rng);
-                    let (epoch, scope_key) = current_key(conn.world, &insider_key)?;
-                    let commit = a_commit(conn.world, &stranger, epoch, &scope_key)?;
-                    conn.world.forbidden.push((commit.id(), "forged author".into()));
-                    match conn.push(vec![commit.as_bytes().to_vec()])? {
-                        Reply::Ok(m) if matches!(*m, Message::Ack { stored: 0 }) => {
-                            Ok("refused".into())
-                        }
-                        Reply::Ok(other) => bail!("forged commit answered {other:?}"),
-                        Reply::Closed(code) => Ok(format!("closed {code:?}").into()),
-                    }
                 }
                 Attack::Replayed => {
                     let Some(bytes) = commit_bytes(conn.world, target)? else {

@@ -331,6 +331,66 @@ pub(crate) fn vectors() -> Json {
         ),
     )
     .expect("op");
+    // Schemas and the ops of a removed device (their own RNG: the draws
+    // above and the commits below stay as they were). The phone, not
+    // having seen its removal, publishes a schema stamped after every
+    // other: cut off (unseen by a removal in effect), so it does not win.
+    // After its removal (the removal in the op's past) it adds a pinning
+    // peer: admitted, cut off. The laptop then publishes todo's schema
+    // again under epoch 3: the winner, highest (hlc, op id) in effect.
+    let mut r2 = rng("control schemas and a removed device");
+    let phone_schema_text = r#"{"namespace":"todo","tables":{"phone":{}}}"#;
+    let phone_schema = ControlOp::create(
+        &phone,
+        body(
+            &phone,
+            db,
+            vec![rotate_phone.id()],
+            13,
+            Payload::Schema {
+                scope: todo,
+                epoch: 2,
+                sealed: SealedSchema::seal(
+                    &k2b,
+                    db,
+                    &todo,
+                    2,
+                    &todo_name,
+                    phone_schema_text,
+                    &mut r2,
+                ),
+            },
+        ),
+    )
+    .expect("op");
+    let puppet = principal("control puppet pinner");
+    let phone_after_removal = ControlOp::create(
+        &phone,
+        body(
+            &phone,
+            db,
+            vec![remove_phone.id()],
+            11,
+            Payload::AddPinner { pinner: puppet.public() },
+        ),
+    )
+    .expect("op");
+    let schema_v2_text = r#"{"namespace":"todo","tables":{"lists":{}}}"#;
+    let schema_v2 = ControlOp::create(
+        &laptop,
+        body(
+            &laptop,
+            db,
+            vec![remove_pinner.id()],
+            12,
+            Payload::Schema {
+                scope: todo,
+                epoch: 3,
+                sealed: SealedSchema::seal(&k3, db, &todo, 3, &todo_name, schema_v2_text, &mut r2),
+            },
+        ),
+    )
+    .expect("op");
     let ops = [
         ("genesis", "user", &genesis),
         ("create scope todo", "device", &create),
@@ -344,6 +404,17 @@ pub(crate) fn vectors() -> Json {
         ("phone rotates todo to epoch 2, concurrently", "control phone", &rotate_phone),
         ("remove phone", "device", &remove_phone),
         ("remove pinning peer", "device", &remove_pinner),
+        (
+            "phone publishes a schema, unseen by its removal (cut off)",
+            "control phone",
+            &phone_schema,
+        ),
+        (
+            "phone adds a pinning peer after its removal (cut off)",
+            "control phone",
+            &phone_after_removal,
+        ),
+        ("schema of todo again, under epoch 3 (wins)", "device", &schema_v2),
     ];
 
     let mut log = ControlLog::new(db);
@@ -357,6 +428,12 @@ pub(crate) fn vectors() -> Json {
     assert_eq!(state.scope_keys(&laptop, &todo, 2).len(), 2, "two keys of epoch 2");
     assert_eq!(state.scope_keys(&root, &todo, 3), vec![k3.clone()]);
     assert!(state.scope_keys(&phone, &todo, 3).is_empty());
+    assert!(!state.is_pinner(&puppet.public()), "a removed device adds nobody");
+    let cut_off = [phone_schema.id(), phone_after_removal.id()];
+    assert!(
+        cut_off.iter().all(|id| state.cut_off().contains(id)),
+        "the phone's late ops are cut off"
+    );
 
     let c3 = commit(&app, db, Some(&c2), T0 + 9000, 1, &k1, &mut r);
     let app_fork = commit(&app, db, None, T0 + 3550, 0, &k0, &mut r);
@@ -437,6 +514,33 @@ pub(crate) fn vectors() -> Json {
         .expect("op"),
     );
     refuse(
+        "app publishes a schema",
+        "apps issue no control ops, schemas included",
+        ControlOp::create(
+            &app,
+            body(
+                &app,
+                db,
+                heads.clone(),
+                15,
+                Payload::Schema {
+                    scope: todo,
+                    epoch: 1,
+                    sealed: SealedSchema::seal(
+                        &k1,
+                        db,
+                        &todo,
+                        1,
+                        &todo_name,
+                        schema_text,
+                        &mut rng("control app schema"),
+                    ),
+                },
+            ),
+        )
+        .expect("op"),
+    );
+    refuse(
         "stranger adds a device",
         "the author is neither the root nor a device in the op's past",
         ControlOp::create(
@@ -493,7 +597,7 @@ pub(crate) fn vectors() -> Json {
     let decode_error = ControlOp::decode(&bad_signature).expect_err("refused");
 
     json!({
-        "description": "Control operations of one database (control-log.md): the genesis by the 'user' principal of keys.json, the 'device' (laptop) creating scope todo, adding a phone, the phone granting the 'app' read-write, and the laptop revoking it with cut-off at the app's first commit, rotating todo to epoch 1, publishing todo's schema, adding a pinning peer, granting the 'control reader' app read-only, the laptop and the phone rotating todo to epoch 2 concurrently (two keys of one epoch), the laptop removing the phone with cut-off at its second commit (rotating todo to epoch 3) and removing the pinning peer. Every rotation seals the new key to the root, every device and every app still granted. op = [body, signature]; signature over \"basic/v0/control\" || 0x00 || body; id = BLAKE3 derive_key(\"basic/v0 control op id\", op); the genesis id is the database id. 'state' results from the ops in any order; 'commits' are checked against it; 'negative' ops are refused by that log, 'negative_decode' by decoding.",
+        "description": "Control operations of one database (control-log.md): the genesis by the 'user' principal of keys.json, the 'device' (laptop) creating scope todo, adding a phone, the phone granting the 'app' read-write, and the laptop revoking it with cut-off at the app's first commit, rotating todo to epoch 1, publishing todo's schema, adding a pinning peer, granting the 'control reader' app read-only, the laptop and the phone rotating todo to epoch 2 concurrently (two keys of one epoch), the laptop removing the phone with cut-off at its second commit (rotating todo to epoch 3) and removing the pinning peer; then the phone publishing a schema on its pre-removal heads and adding a pinning peer after its removal (both admitted and cut off: a removed device's ops have no effect, and its schema does not win although stamped last), and the laptop publishing todo's schema again under epoch 3 (the winning schema). Every rotation seals the new key to the root, every device and every app still granted. op = [body, signature]; signature over \"basic/v0/control\" || 0x00 || body; id = BLAKE3 derive_key(\"basic/v0 control op id\", op); the genesis id is the database id. 'state' results from the ops in any order; 'commits' are checked against it; 'negative' ops are refused by that log, 'negative_decode' by decoding.",
         "principals": {
             "user": hex(root.seed()),
             "device": hex(laptop.seed()),
@@ -502,6 +606,7 @@ pub(crate) fn vectors() -> Json {
             "control stranger": hex(stranger.seed()),
             "control reader": hex(reader.seed()),
             "pinner": hex(pinner.seed()),
+            "control puppet pinner": hex(puppet.seed()),
         },
         "database": hex(db.0),
         "database_text": db.to_string(),

@@ -222,7 +222,144 @@ fn commit_cases() -> Vec<Json> {
     ]
     .into_iter()
     .chain(change_set_cases())
+    .chain(non_canonical_cases())
     .collect()
+}
+
+/// The first vector commit's header with field `index` written as the raw
+/// CBOR `field` (the others as they are), in an array of definite length
+/// or (`indefinite`) of indefinite length.
+fn raw_header(index: Option<usize>, field: &[u8], indefinite: bool) -> Vec<u8> {
+    let first = &chain()[0].1;
+    let CborValue::Array(fields) = first.header().to_cbor() else {
+        unreachable!("headers are arrays")
+    };
+    let mut out = vec![if indefinite { 0x9f } else { 0x80 | fields.len() as u8 }];
+    for (i, value) in fields.iter().enumerate() {
+        match index == Some(i) {
+            true => out.extend(field),
+            false => out.extend(basic_proto::codec::encode_value(value)),
+        }
+    }
+    if indefinite {
+        out.push(0xff);
+    }
+    out
+}
+
+/// Non-canonical CBOR in a commit, each re-signed by its author: the error
+/// class each gets by the decode order of wire-format.md §1.2 (structure,
+/// step 4, before canonical form, step 5) and how the parser reads the
+/// item (§1.2, "How items outside §1.1 are read").
+fn non_canonical_cases() -> Vec<Json> {
+    let first = &chain()[0].1;
+    let author = principal("device");
+    let scope = first.header().scope.0;
+    let with_header = |header: Vec<u8>| {
+        Parts { header, ..Parts::of(first) }.resign(&author, SigningContext::Commit).encode()
+    };
+    let field = |index: usize, raw: &[u8]| with_header(raw_header(Some(index), raw, false));
+    let chunked_scope = [&[0x5f, 0x48][..], &scope[..8], &[0x48], &scope[8..], &[0xff]].concat();
+    let long_scope_head = [&[0x58, 0x10][..], &scope[..]].concat();
+    let tagged_scope = [&[0xd8, 0x18, 0x50][..], &scope[..]].concat();
+    let seq_2_64 = [&[0xc2, 0x49, 0x01][..], &[0; 8]].concat();
+    // The commit itself: its header byte string with a 3-byte length head.
+    let parts = Parts::of(first);
+    let mut wide_header_head = vec![0x83, 0x59];
+    wide_header_head.extend(u16::try_from(parts.header.len()).expect("short").to_be_bytes());
+    wide_header_head.extend(&parts.header);
+    for part in [&parts.ciphertext, &parts.signature] {
+        wide_header_head.extend(basic_proto::codec::encode_value(&CborValue::Bytes(part.clone())));
+    }
+    let mut indefinite_commit = first.as_bytes().to_vec();
+    indefinite_commit[0] = 0x9f;
+    indefinite_commit.push(0xff);
+    vec![
+        commit_case(
+            "header as an indefinite-length array",
+            "9f, the nine fields, ff; re-signed: NonCanonical (step 5)",
+            &with_header(raw_header(None, &[], true)),
+        ),
+        commit_case(
+            "commit as an indefinite-length array",
+            "9f, the three parts, ff: NonCanonical (step 5)",
+            &indefinite_commit,
+        ),
+        commit_case(
+            "header length in a 3-byte head",
+            "the header byte string's length written 59 00 xx: NonCanonical (step 5)",
+            &wide_header_head,
+        ),
+        commit_case(
+            "scope length in a 2-byte head",
+            "the 16-byte scope id's length written 58 10; re-signed: NonCanonical (step 5)",
+            &field(6, &long_scope_head),
+        ),
+        commit_case(
+            "scope as an indefinite-length byte string",
+            "the scope id in two chunks of 8 bytes (5f 48 … 48 … ff); re-signed: read as its 16 bytes, then NonCanonical (step 5)",
+            &field(6, &chunked_scope),
+        ),
+        commit_case(
+            "seq as a bignum",
+            "seq 1 written as tag 2 over the byte 01 (c2 41 01); re-signed: read as the integer 1, then NonCanonical (step 5)",
+            &field(3, &[0xc2, 0x41, 0x01]),
+        ),
+        commit_case(
+            "seq 0 as a bignum",
+            "seq written as tag 2 over no bytes (c2 40), the integer 0; re-signed: the field rule comes first (step 4)",
+            &field(3, &[0xc2, 0x40]),
+        ),
+        commit_case(
+            "seq as a bignum of 2^64",
+            "tag 2 over 01 00 00 00 00 00 00 00 00; re-signed: outside the integers of major types 0 and 1, so a tag (step 4)",
+            &field(3, &seq_2_64),
+        ),
+        commit_case(
+            "seq as a float",
+            "seq written as the half float 1.0 (f9 3c 00); re-signed: a float is no integer (step 4)",
+            &field(3, &[0xf9, 0x3c, 0x00]),
+        ),
+        commit_case(
+            "prev as undefined",
+            "prev of the first commit written f7 (undefined) instead of f6 (null); re-signed: read as null, then NonCanonical (step 5)",
+            &field(4, &[0xf7]),
+        ),
+        commit_case(
+            "scope as undefined",
+            "scope written f7; re-signed: read as null, which the field does not allow (step 4)",
+            &field(6, &[0xf7]),
+        ),
+        commit_case(
+            "tagged scope",
+            "the scope id under tag 24 (d8 18); re-signed: a tag other than a small bignum is a type error (step 4)",
+            &field(6, &tagged_scope),
+        ),
+        commit_case(
+            "hlc as a map with a duplicate key",
+            "hlc written {0: 0, 0: 0} (a2 00 00 00 00); re-signed: no v0 structure has a map field (step 4)",
+            &field(5, &[0xa2, 0x00, 0x00, 0x00, 0x00]),
+        ),
+        commit_case(
+            "scope in nested indefinite-length chunks",
+            "5f 5f 48 … ff 48 … ff: the chunks' bytes are read (step 2), then NonCanonical (step 5)",
+            &field(
+                6,
+                &[&[0x5f, 0x5f, 0x48][..], &scope[..8], &[0xff, 0x48], &scope[8..], &[0xff]]
+                    .concat(),
+            ),
+        ),
+        commit_case(
+            "seq as a bignum of 17 bytes",
+            "tag 2 over 16 zero bytes and 01; re-signed: more than 16 bytes, so a tag (step 4)",
+            &field(3, &[&[0xc2, 0x51][..], &[0; 16], &[0x01]].concat()),
+        ),
+        commit_case(
+            "version 1 in a 2-byte head",
+            "version written 18 01; re-signed: the version rule comes first (step 4)",
+            &field(0, &[0x18, 0x01]),
+        ),
+    ]
 }
 
 /// `content` followed by zero bytes to its padded length.

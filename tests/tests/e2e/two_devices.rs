@@ -1,14 +1,13 @@
 //! Two devices: pairing over the network, live sync, and convergence after
 //! a partition in which both wrote.
-
-use std::time::Duration;
+//!
+//! Every wait is for an outcome (rows, status) under a deadline that only
+//! stops a hung test; how fast a change propagates is measured by
+//! `basic-bench live`, not asserted here.
 
 use serde_json::{Value as Json, json};
 
 use super::harness::{Data, Node, SYNC_TIMEOUT, example, wait_for};
-
-/// Most time a change may take to show on the other device.
-const LIVE: Duration = Duration::from_secs(1);
 
 /// A new device joined to the running node `a` with an invite.
 pub(crate) fn join(a: &Node) -> Data {
@@ -60,12 +59,11 @@ fn two_devices_sync_live_and_converge_after_a_partition() {
         let (status, _) = b.sql_as(&b.token.clone(), "SELECT count(*) FROM todo.lists", json!([]));
         (status == 200).then_some(())
     });
+    // Both keep running: each change reaches the other device as it is.
     a.sql("INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", json!([]));
-    let a_to_b = b.wait_rows(LISTS, &json!([["home", "Home"]]));
+    b.wait_rows(LISTS, &json!([["home", "Home"]]));
     b.sql("INSERT INTO todo.lists (id, name) VALUES ('work', 'Work')", json!([]));
-    let b_to_a = a.wait_rows(LISTS, &json!([["home", "Home"], ["work", "Work"]]));
-    eprintln!("propagation: A→B {a_to_b:?}, B→A {b_to_a:?}");
-    assert!(a_to_b < LIVE && b_to_a < LIVE, "A→B {a_to_b:?}, B→A {b_to_a:?}");
+    a.wait_rows(LISTS, &json!([["home", "Home"], ["work", "Work"]]));
 
     // Apart: B is killed; both write, B through the database directly.
     b.kill9();
@@ -75,7 +73,11 @@ fn two_devices_sync_live_and_converge_after_a_partition() {
     b_data.basic(&["sql", "UPDATE todo.lists SET name = 'Home (B)' WHERE id = 'home'"]).ok();
     b_data.basic(&["sql", "DELETE FROM todo.lists WHERE id = 'work'"]).ok();
 
-    // Together again: the same rows on both, whatever won the concurrent update.
+    // Together again: the same rows on both. The concurrent update of
+    // `home` resolves by the merge rule (clocks-and-merge.md §3): the later
+    // stamp wins, and B's update was made after A's had returned, on the
+    // same machine's clock (at least a process start later, so not in the
+    // same millisecond). B's delete of `work`, which A did not touch, holds.
     let b = b_data.up(&[a.address()]);
     let converged = wait_for("A and B converge", SYNC_TIMEOUT, || {
         let (on_a, on_b) = (a.rows(LISTS), b.rows(LISTS));
@@ -83,6 +85,5 @@ fn two_devices_sync_live_and_converge_after_a_partition() {
     });
     let ids: Vec<&Json> = converged.as_array().expect("rows").iter().map(|r| &r[0]).collect();
     assert_eq!(ids, [&json!("a-only"), &json!("b-only"), &json!("home")], "{converged}");
-    let home = &converged[2][1];
-    assert!(*home == json!("Home (A)") || *home == json!("Home (B)"), "{converged}");
+    assert_eq!(converged[2], json!(["home", "Home (B)"]), "{converged}");
 }
