@@ -20,6 +20,7 @@ use basic_proto::{
     Changes, DatabaseId, Hlc, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
     SecretKey, Value,
 };
+use basic_store::sync::{Input, Session};
 use basic_store::{Keyring, LogWriter, SyncReplica};
 use ciborium::Value as Cbor;
 use rand_core::{Rng, SeedableRng};
@@ -326,19 +327,22 @@ fn hostile_session(
         nonce,
         known_peer: Some(server_key.public()),
     };
-    let mut requester = basic_proto::sync::Requester::new(config, BTreeMap::new());
     let mut responder = Responder::new(server_key, vec![ADVERSARY_TRANSPORT], vec![target as u8]);
     let target_db = world.nodes[target].db.as_ref().context("target up")?;
     let server_db = world.nodes[server].db.as_ref().context("server up")?;
-    let (mut ours, mut theirs) = (SyncReplica::new(target_db), SyncReplica::new(server_db));
-    let mut injected = 0;
-    for _ in 0..32 {
-        let Some(request) =
-            requester.poll_request(&mut ours, now).map_err(|e| anyhow::anyhow!("{e:?}"))?
-        else {
+    // The target's side is stepped by the driver its node runs.
+    let mut session = Session::open(target_db, config, Default::default())?;
+    let mut theirs = SyncReplica::new(server_db);
+    let (mut injected, mut input, mut closing) = (0, Input::Idle, false);
+    // At most 32 requests; the step after the last takes its answer.
+    for _ in 0..=32 {
+        let step = session.step(target_db, input, T0 + now)?;
+        if closing || session.requester().is_closed() {
             break;
-        };
-        let (mut frame, closing) = match responder.handle(&mut theirs, &request, &mut rng)? {
+        }
+        let Some(request) = step.request else { break };
+        let mut frame;
+        (frame, closing) = match responder.handle(&mut theirs, &request, &mut rng)? {
             Answer::Reply(bytes) => (bytes, false),
             Answer::Close(bytes, _) => (bytes, true),
         };
@@ -348,12 +352,9 @@ fn hostile_session(
             frame = changed.encode();
             injected += 1;
         }
-        requester.handle_response(&mut ours, &frame, now).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if closing || requester.is_closed() {
-            break;
-        }
+        input = Input::Answer(frame);
     }
-    Ok(Hostile { injected, closed: requester.is_closed() })
+    Ok(Hostile { injected, closed: session.requester().is_closed() })
 }
 
 /// The target's requester opens a session with the insider app, whose
