@@ -10,7 +10,7 @@
 //! touches is decided by the store's own SQL resolver, so a statement that
 //! reaches outside the grant gets a 403 that names the table. It is not
 //! the enforcement: the statement then runs as the app's
-//! [`basic_store::sql::Caller`] ([`caller`]), and the store refuses it
+//! [`basic_store::Caller`] ([`caller`]), and the store refuses it
 //! again, and has SQLite's authorizer refuse any table outside the grant
 //! wherever SQLite resolves it, so that a difference between the SQL
 //! parser and SQLite opens no door.
@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use basic_proto::control::Rights;
 use basic_proto::{Name, PublicKey};
 use basic_store::Database;
-use basic_store::database::scope_of;
-use basic_store::sql::{self, Caller, SqlError};
+use basic_store::scope_of;
+use basic_store::{Caller, SqlError, parse_sql};
 
 use crate::error::ApiError;
 use crate::tokens::app_id;
@@ -76,11 +76,11 @@ pub fn check(db: &Database, app: &PublicKey, sql: &str) -> Result<(), ApiError> 
     let tables: BTreeSet<Name> =
         catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
     let statement =
-        sql::parse(sql, &tables, None).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        parse_sql(sql, &tables, None).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let readable: BTreeSet<Name> =
         tables.into_iter().filter(|table| grants.contains_key(&scope_of(table))).collect();
     let granted = || grants.keys().map(Name::as_str).collect::<Vec<_>>().join(", ");
-    if let Err(error) = sql::parse(sql, &readable, None) {
+    if let Err(error) = parse_sql(sql, &readable, None) {
         let what = match error {
             SqlError::UnknownTable(table) => table,
             _ => "a table".to_owned(),

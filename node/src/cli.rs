@@ -441,7 +441,7 @@ mod tests {
     fn the_default_query_budget_is_the_stores() {
         let cli = Cli::try_parse_from(["basic", "up"]).unwrap();
         let Command::Up(args) = cli.command else { panic!("up") };
-        assert_eq!(args.query_budget, basic_store::query::DEFAULT_BUDGET);
+        assert_eq!(args.query_budget, basic_store::DEFAULT_QUERY_BUDGET);
         assert_eq!(parse_budget("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_budget("0s").is_err() && parse_budget("2h").is_err());
         assert!(parse_budget("2").unwrap_err().contains("500ms"));

@@ -90,9 +90,9 @@ impl std::error::Error for ApiError {}
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
-        use basic_store::query::QueryError;
-        use basic_store::sql::SqlError;
-        use basic_store::write::WriteError;
+        use basic_store::QueryError;
+        use basic_store::SqlError;
+        use basic_store::WriteError;
         let message = error.to_string();
         match error {
             DbError::Query(QueryError::Timeout(_)) | DbError::Write(WriteError::Timeout(_)) => {

@@ -85,7 +85,7 @@ impl DataDir {
                     builder
                         .create(root)
                         .with_context(|| format!("cannot create {}", root.display()))?;
-                    basic_store::database::make_private(root)
+                    basic_store::make_private(root)
                         .with_context(|| format!("cannot make {} private", root.display()))?;
                 }
                 return Ok(());
@@ -105,7 +105,7 @@ impl DataDir {
             let empty = fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none());
             if mode & 0o077 != 0 && create && !holds && empty {
                 // An empty directory (a fresh `mkdir`) becomes ours.
-                basic_store::database::make_private(root)
+                basic_store::make_private(root)
                     .with_context(|| format!("cannot make {} private", root.display()))?;
             } else if mode & 0o077 != 0 && (holds || create) {
                 bail!(
@@ -117,7 +117,7 @@ impl DataDir {
         }
         for name in PRIVATE_FILES {
             let path = root.join(name);
-            basic_store::database::make_private(&path)
+            basic_store::make_private(&path)
                 .with_context(|| format!("cannot make {} private", path.display()))?;
         }
         Ok(())

@@ -26,7 +26,7 @@ use std::fmt;
 
 use basic_proto::sync::{SyncStore, View};
 use basic_proto::{CommitId, RowState};
-use basic_store::database::scope_of;
+use basic_store::scope_of;
 use basic_store::{Keyring, SyncReplica};
 
 use crate::model::Model;

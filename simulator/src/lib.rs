@@ -39,5 +39,5 @@ pub fn run(scenario: &str, config: Config) -> Result<Summary, Failure> {
 
 /// The store key of a commit, for tests that damage a replica on purpose.
 pub fn layout_commit_key(id: &basic_proto::CommitId) -> Vec<u8> {
-    basic_store::layout::commit(id)
+    basic_store::storage::layout::commit(id)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use basic_proto::sync::View;
 use basic_proto::{DatabaseId, Name, ScopeId, SecretKey};
-use basic_store::kv::{Batch, Entry};
+use basic_store::{Batch, Entry};
 use basic_store::{Database, Environment, MemStore, Store, StoreError};
 
 /// What a node is to the database.

@@ -93,7 +93,7 @@ fn the_reference_model_catches_what_every_replica_shares() {
     world.run("partition-heal").unwrap();
     for node in world.nodes.iter().filter(|n| n.is_up()) {
         let mut batch = basic_store::Batch::default();
-        for entry in basic_store::kv::scan_prefix(&*node.store, &[basic_store::layout::ROW]) {
+        for entry in basic_store::scan_prefix(&*node.store, &[basic_store::storage::layout::ROW]) {
             batch.delete(entry.unwrap().0);
         }
         basic_store::Store::apply(&*node.store, batch).unwrap();

@@ -29,40 +29,40 @@ use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
 use rusqlite::Connection;
 
-use crate::access::Access;
-use crate::author::LogWriter;
 use crate::environment::Environment;
-use crate::kv::{SledStore, Store, StoreError};
-use crate::layout;
-use crate::live::{Live, Subscription};
-use crate::pairing::PairingError;
-use crate::query::{self, QueryError, Rows};
-use crate::recovery::{self, RecoveryError};
+use crate::flows::pairing::PairingError;
+use crate::flows::recovery::{self, RecoveryError};
+use crate::replica::access::Access;
+use crate::replica::author::LogWriter;
+use crate::replica::scope_keys::ScopeKeys;
 use crate::replica::{
     Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
 };
-use crate::schema::{Catalog, Migration, Schema, SchemaError};
-use crate::scope_keys::ScopeKeys;
-use crate::secrets;
+use crate::sql::live::{Live, Subscription};
+use crate::sql::query::{self, QueryError, Rows};
+use crate::sql::schema::{Catalog, Migration, Schema, SchemaError};
+use crate::sql::view::{self, Gate, Reach, ViewError};
+use crate::sql::write::{self, WriteError};
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
-use crate::view::{self, Gate, Reach, ViewError};
-use crate::write::{self, WriteError};
+use crate::storage::kv::{SledStore, Store, StoreError};
+use crate::storage::layout;
+use crate::storage::secrets;
 
 /// Most jobs one group commit takes.
-pub const MAX_GROUP: usize = 512;
+pub(crate) const MAX_GROUP: usize = 512;
 /// Most jobs waiting for the writer; callers block beyond it.
-pub const MAX_QUEUE: usize = 4096;
+pub(crate) const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.
-pub const OPS_PER_COMMIT: usize = 1_000;
+pub(crate) const OPS_PER_COMMIT: usize = 1_000;
 /// Most commits held back (stamped too far ahead) at once; past it they
 /// are refused with [`IngestError::ClockAhead`] and must be offered again.
-pub const MAX_HELD: usize = 10_000;
+pub(crate) const MAX_HELD: usize = 10_000;
 /// How often the writer looks for held-back commits whose time has come.
-pub const HELD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const HELD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Checked statements kept for reuse.
-pub const STATEMENT_CACHE: usize = 1024;
+pub(crate) const STATEMENT_CACHE: usize = 1024;
 /// Longest statement text kept for reuse.
-pub const CACHED_SQL_LEN: usize = 4096;
+pub(crate) const CACHED_SQL_LEN: usize = 4096;
 /// sled page cache of a database opened with [`Database::open`].
 pub const CACHE_BYTES: u64 = 256 << 20;
 

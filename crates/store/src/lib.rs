@@ -1,10 +1,24 @@
 //! Basic's replica: one user's database on one device.
 //!
-//! Commit logs and merged row states live in one ordered keyspace behind
-//! the [`Store`] trait (in memory for tests and the simulator, sled for the
-//! node); [`Replica`] keeps them consistent. [`Database`] adds schemas, SQL
-//! through a derived SQLite view, durable group-committed writes, live
-//! queries, received commits, and export and import.
+//! The crate is built in layers, each a folder using only those before it:
+//!
+//! - `storage`: one ordered keyspace behind the [`Store`] trait (sled on a
+//!   device, memory in tests and the simulator), the layout of the
+//!   replica's records in it, and where secrets are kept;
+//! - `replica`: commit logs, row states and their merge, the control log
+//!   as this device uses it, and the scope keys it opens ([`Replica`]);
+//! - `sql`: schemas, statements checked against them, the derived SQLite
+//!   view, queries, writes turned into row operations, live queries;
+//! - `database`: the [`Database`] facade, with its writer thread that
+//!   group-commits and makes every write durable before it returns;
+//! - `flows`: pairing, recovery, apps asking for access, export and
+//!   import;
+//! - [`sync`]: the replica as the sync protocol sees it, the change feed
+//!   and the session driver every transport steps.
+//!
+//! Time and randomness come from an [`Environment`]. The public API is
+//! what this page lists: the types re-exported here, and the [`storage`],
+//! [`sync`] and [`secrets`] modules.
 //!
 //! ```
 //! use basic_store::{Database, Executed, Format, Schema};
@@ -33,44 +47,38 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![deny(missing_docs)]
 
-mod access;
-pub mod apps;
-pub mod author;
-pub mod database;
-pub mod environment;
-pub mod export;
-pub mod kv;
-pub mod layout;
-pub mod live;
-pub mod pairing;
-pub mod query;
-pub mod recovery;
-pub mod replica;
-pub mod rows;
-pub mod schema;
-pub mod scope_keys;
-pub mod secrets;
-pub mod sql;
+mod database;
+mod environment;
+mod flows;
+mod replica;
+mod sql;
+pub mod storage;
 pub mod sync;
 #[cfg(test)]
 mod test_edits;
-pub mod view;
-pub mod write;
 
-pub use apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
-pub use author::LogWriter;
-pub use database::{Database, DbError, Executed, IngestError, WriteOutcome};
+pub use database::{
+    CACHE_BYTES, Database, DbError, Executed, IngestError, OpOutcome, WriteOutcome, make_private,
+    scope_of,
+};
 pub use environment::{Environment, now_ms};
-pub use export::{ExportError, ExportSummary, ImportSummary};
-pub use kv::{Batch, MemStore, SledStore, Store, StoreError};
-pub use live::Subscription;
-pub use pairing::{Invite, JOIN_REQUEST_BYTES, JoinRequest, PairingError};
-pub use query::Rows;
+pub use flows::apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
+pub use flows::export::{ExportError, ExportSummary, ImportSummary};
+pub use flows::pairing::{Invite, JOIN_REQUEST_BYTES, JoinRequest, MAX_ADDRESSES, PairingError};
+pub use flows::recovery;
+pub use replica::author::LogWriter;
+pub use replica::scope_keys::ScopeKeys;
 pub use replica::{
     Head, Inserted, Keyring, Outcome, Placed, Replica, RowChange, ScopeSummary, Txn,
 };
-pub use schema::{
+pub use sql::live::Subscription;
+pub use sql::query::{DEFAULT_BUDGET as DEFAULT_QUERY_BUDGET, QueryError, Rows};
+pub use sql::schema::{
     AddedColumn, Catalog, ColumnSpec, Format, IndexDef, Migration, Refusal, Schema, SchemaError,
     TableDef,
 };
+pub use sql::write::WriteError;
+pub use sql::{Caller, SqlError, parse as parse_sql};
+pub use storage::kv::{Batch, Entry, MemStore, SledStore, Store, StoreError, scan_prefix};
+pub use storage::secrets;
 pub use sync::SyncReplica;

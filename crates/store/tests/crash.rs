@@ -59,9 +59,10 @@ use basic_proto::{
     Changes, Commit, CommitHeader, CommitId, KeyCache, KeyPart, Name, RowKey, RowState, Stamp,
     Tables, Value,
 };
-use basic_store::kv::scan_prefix;
-use basic_store::scope_keys::ScopeKeys;
-use basic_store::{Database, Keyring, layout, rows};
+use basic_store::ScopeKeys;
+use basic_store::scan_prefix;
+use basic_store::storage::{layout, rows};
+use basic_store::{Database, Keyring};
 
 /// Rounds run by default: 15–20 s in a debug build on two cores.
 const DEFAULT_ROUNDS: u64 = 25;

@@ -493,8 +493,9 @@ fn concurrent_writers_are_group_committed() {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
 
-    use basic_store::kv::{Batch, Entry, Store, StoreError};
-    use basic_store::{SledStore, layout};
+    use basic_store::SledStore;
+    use basic_store::storage::layout;
+    use basic_store::{Batch, Entry, Store, StoreError};
 
     #[derive(Default)]
     struct Seen {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use basic_proto::{Name, Value};
-use basic_store::query::QueryError;
-use basic_store::sql::{Caller, SqlError};
-use basic_store::write::WriteError;
+use basic_store::QueryError;
+use basic_store::WriteError;
+use basic_store::{Caller, SqlError};
 use basic_store::{DbError, Executed, MemStore, Schema};
 
 type Database = basic_store::Database<MemStore>;

@@ -385,7 +385,7 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     use std::sync::{Arc, Mutex, mpsc};
 
     use basic_store::SledStore;
-    use basic_store::kv::{Batch, Entry, Store, StoreError};
+    use basic_store::{Batch, Entry, Store, StoreError};
 
     struct HeldFlush {
         inner: SledStore,

@@ -71,7 +71,7 @@ pub(super) async fn live(
                         capability::check(&node.db, app, &sql)?;
                         capability::caller(&node.db, app)?
                     }
-                    Caller::Owner => basic_store::sql::Caller::Owner,
+                    Caller::Owner => basic_store::Caller::Owner,
                     Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
                 };
                 node.db

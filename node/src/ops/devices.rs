@@ -151,7 +151,7 @@ impl Op for Invite {
 /// (through a pinning peer, reachable from behind a NAT) first so that no
 /// crowd of local interfaces pushes them out; none when no node runs.
 fn invite_addresses(node: &Node) -> Vec<String> {
-    let (max_count, max_len) = basic_store::pairing::MAX_ADDRESSES;
+    let (max_count, max_len) = basic_store::MAX_ADDRESSES;
     let Some(status) = &node.network else { return Vec::new() };
     let status = status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let fits = status.listening.iter().filter(|a| a.len() <= max_len);

@@ -63,7 +63,7 @@ impl Op for Sql {
                 capability::check(&node.db, app, &self.sql)?;
                 capability::caller(&node.db, app)?
             }
-            Caller::Owner => basic_store::sql::Caller::Owner,
+            Caller::Owner => basic_store::Caller::Owner,
             Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
         };
         let params = wire::params_from_json(&self.params).map_err(ApiError::bad_request)?;

@@ -16,7 +16,7 @@ use crate::report::{Comparison, Reporter, millis};
 use crate::write::{self, Stats};
 
 /// sled's page cache, as Basic's replica uses.
-const CACHE_BYTES: u64 = basic_store::database::CACHE_BYTES;
+const CACHE_BYTES: u64 = basic_store::CACHE_BYTES;
 /// Rounds of every measurement (the median is kept).
 const ROUNDS: usize = 3;
 

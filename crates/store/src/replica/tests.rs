@@ -6,8 +6,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
-use crate::author::LogWriter;
-use crate::kv::{MemStore, SledStore};
+use crate::replica::author::LogWriter;
+use crate::storage::kv::{MemStore, SledStore};
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()

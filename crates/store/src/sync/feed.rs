@@ -9,7 +9,7 @@ use basic_proto::sync::{Outgoing, StoreFailure, SyncStore, View};
 
 use super::{SyncReplica, failure};
 use crate::database::Database;
-use crate::kv::Store;
+use crate::storage::kv::Store;
 
 /// New commits and control operations, as a live push carries them.
 #[derive(Debug, Default)]

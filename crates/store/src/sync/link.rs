@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 
 use super::{Input, Session, SyncReplica};
 use crate::database::Database;
-use crate::kv::Store;
+use crate::storage::kv::Store;
 
 /// What one run of a [`LocalLink`] exchanged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -17,8 +17,8 @@ pub use link::{LinkError, LinkRun, LocalLink};
 pub use session::{Input, Session, Shown, Step};
 
 use crate::database::{Database, IngestError};
-use crate::kv::Store;
 use crate::replica::{Outcome, Placed};
+use crate::storage::kv::Store;
 
 /// A [`Database`] driven by sync: reads come from the replica, only what
 /// is on disk ([`crate::replica::Replica::settled`]); received commits and

@@ -23,7 +23,7 @@ use basic_proto::sync::{Event, Requester, RequesterConfig, StoreFailure};
 
 use super::{ChangeFeed, MAX_FRESH_BYTES, SyncReplica};
 use crate::database::Database;
-use crate::kv::Store;
+use crate::storage::kv::Store;
 
 /// What the peer showed of each author in earlier sessions: the highest
 /// seq and count ([`Requester::shown`]).

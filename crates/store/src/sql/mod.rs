@@ -17,7 +17,13 @@
 //! is refused ([`SqlError::Reprinted`]). The check here is the friendly
 //! one; access is enforced again where SQLite resolves tables, by the
 //! authorizer of every connection that runs a caller's SQL
-//! ([`crate::view::Gate`]).
+//! ([`crate::sql::view::Gate`]).
+
+pub(crate) mod live;
+pub(crate) mod query;
+pub(crate) mod schema;
+pub(crate) mod view;
+pub(crate) mod write;
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -34,10 +40,10 @@ use sqlparser::tokenizer::Token;
 use crate::database::scope_of;
 
 /// Table-valued functions allowed in `FROM`.
-pub const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
+pub(crate) const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
 
 /// Longest SQL statement accepted, in bytes.
-pub const MAX_SQL_LEN: usize = 1 << 20;
+pub(crate) const MAX_SQL_LEN: usize = 1 << 20;
 
 /// Why a statement was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,7 +133,7 @@ impl Caller {
 
 /// A checked statement and every table it reads or writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
+pub(crate) struct Checked {
     /// The statement.
     pub statement: Statement,
     /// The schema tables it names, the written one included.
@@ -137,7 +143,7 @@ pub struct Checked {
 impl Checked {
     /// Fails unless `caller` may read every table the statement names and
     /// write the one it writes.
-    pub fn authorize(&self, caller: &Caller) -> Result<(), SqlError> {
+    pub(crate) fn authorize(&self, caller: &Caller) -> Result<(), SqlError> {
         if let Some(table) = self.tables.iter().find(|t| !caller.may_read(t)) {
             return Err(SqlError::Denied { action: "read", table: table.clone() });
         }
@@ -227,7 +233,7 @@ pub fn parse(
 }
 
 /// [`parse`], with the tables the statement names.
-pub fn check(
+pub(crate) fn check(
     sql: &str,
     tables: &BTreeSet<Name>,
     namespace: Option<&Name>,
@@ -459,7 +465,7 @@ fn last_part(name: &ObjectName) -> Result<String, SqlError> {
 }
 
 /// `items` for `todo.items`.
-pub fn local_name(table: &Name) -> String {
+pub(crate) fn local_name(table: &Name) -> String {
     table.as_str().rsplit('.').next().unwrap_or(table.as_str()).to_owned()
 }
 

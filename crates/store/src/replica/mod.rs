@@ -18,8 +18,8 @@ use basic_proto::{
 };
 use ciborium::Value as Cbor;
 
-use crate::kv::{Batch, Store, StoreError, scan_prefix};
-use crate::{layout, rows};
+use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
+use crate::storage::{layout, rows};
 
 /// Where the keys to read commits come from.
 pub trait Keyring {
@@ -507,7 +507,7 @@ fn decode_stored(bytes: &[u8]) -> Result<Commit, StoreError> {
 /// The end that decides whether a commit is kept, if any: its author's
 /// removal when the author is a device, the revocation of its grant on the
 /// commit's scope when it is an app (as [`AuthState::check_commit`] reads them).
-pub fn end_of(state: &AuthState, header: &CommitHeader) -> Option<End> {
+pub(crate) fn end_of(state: &AuthState, header: &CommitHeader) -> Option<End> {
     let author = header.author;
     if state.root().is_some_and(|root| root.key == author) {
         return None;
@@ -521,7 +521,7 @@ pub fn end_of(state: &AuthState, header: &CommitHeader) -> Option<End> {
 /// The end under which a commit lies strictly below the cut-off: such a
 /// commit is kept only if it is on the chain of the cut-off commit
 /// (`protocol-spec/control-log.md` §6), which one header cannot show.
-pub fn end_below(state: &AuthState, header: &CommitHeader) -> Option<End> {
+pub(crate) fn end_below(state: &AuthState, header: &CommitHeader) -> Option<End> {
     end_of(state, header).filter(|end| header.seq < end.cutoff.seq)
 }
 
@@ -530,7 +530,7 @@ pub fn end_below(state: &AuthState, header: &CommitHeader) -> Option<End> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chain {
     /// An ancestor of the cut-off commit: kept.
-    OnChain,
+    Ancestor,
     /// Another commit holds its place on the chain (or the chain does not
     /// reach its seq): a fork, not kept.
     Fork,
@@ -556,7 +556,7 @@ impl Holds {
     /// across scopes it does not hold).
     pub fn keeps(self, chain: Chain) -> bool {
         match chain {
-            Chain::OnChain => true,
+            Chain::Ancestor => true,
             Chain::NotHeld => self == Holds::Part,
             Chain::Fork => false,
         }
@@ -566,7 +566,7 @@ impl Holds {
 /// The chain of one author's log from a cut-off commit down through
 /// `prev` links, walked as far as needed and as the replica holds it.
 #[derive(Debug, Clone)]
-pub struct CutoffChain {
+pub(crate) struct CutoffChain {
     author: PublicKey,
     /// The chain's commit id at each seq walked.
     ids: BTreeMap<u64, CommitId>,
@@ -577,14 +577,14 @@ pub struct CutoffChain {
 
 impl CutoffChain {
     /// The chain of `author`'s log ending at `cutoff`.
-    pub fn new(author: PublicKey, cutoff: Cutoff) -> Self {
+    pub(crate) fn new(author: PublicKey, cutoff: Cutoff) -> Self {
         let frontier = cutoff.last.filter(|_| cutoff.seq > 0).map(|last| (cutoff.seq, last));
         Self { author, ids: BTreeMap::new(), frontier }
     }
 
     /// Where the commit `id` at `seq` stands, reading the commits of the
     /// chain through `txn` (so commits staged in it count).
-    pub fn place<S: Store>(
+    pub(crate) fn place<S: Store>(
         &mut self,
         txn: &Txn<'_, S>,
         seq: u64,
@@ -608,7 +608,7 @@ impl CutoffChain {
             };
         }
         Ok(match (self.ids.get(&seq), self.frontier) {
-            (Some(chain_id), _) if *chain_id == id => Chain::OnChain,
+            (Some(chain_id), _) if *chain_id == id => Chain::Ancestor,
             (None, Some((at, _))) if at > seq => Chain::NotHeld,
             _ => Chain::Fork,
         })
@@ -617,14 +617,14 @@ impl CutoffChain {
 
 /// The chains of several cut-offs, each walked once for a batch.
 #[derive(Debug, Default)]
-pub struct CutoffChains {
+pub(crate) struct CutoffChains {
     chains: BTreeMap<([u8; 32], Cutoff), CutoffChain>,
 }
 
 impl CutoffChains {
     /// Where the commit with `header` and `id` stands against the chain of
     /// `end` (an end of its author under which it lies below the cut-off).
-    pub fn place<S: Store>(
+    pub(crate) fn place<S: Store>(
         &mut self,
         txn: &Txn<'_, S>,
         header: &CommitHeader,
@@ -639,7 +639,7 @@ impl CutoffChains {
 }
 
 /// Changes staged over a replica, read-your-writes, applied atomically by
-/// [`Txn::apply`].
+/// [`Txn::commit`].
 #[derive(Debug)]
 pub struct Txn<'a, S> {
     store: &'a S,
@@ -648,7 +648,7 @@ pub struct Txn<'a, S> {
     batch: Batch,
     /// Row states this transaction changed, by storage key
     /// ([`layout::row`]): merged in place, and encoded into the batch once,
-    /// by [`Txn::apply`].
+    /// by [`Txn::commit`].
     rows: HashMap<Vec<u8>, Staged>,
     /// Storage keys of the rows changed since [`Txn::take_changes`] last ran.
     fresh: BTreeSet<Vec<u8>>,
@@ -1092,6 +1092,10 @@ impl<S: Store> Txn<'_, S> {
         Ok(changed)
     }
 }
+
+pub(crate) mod access;
+pub(crate) mod author;
+pub(crate) mod scope_keys;
 
 #[cfg(test)]
 mod tests;

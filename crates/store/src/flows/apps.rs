@@ -15,16 +15,16 @@ use basic_proto::{Name, Party, PublicKey, RowKey, SealingKey};
 use ciborium::Value as Cbor;
 
 use crate::database::{Database, DbError};
-use crate::kv::{Batch, Store, StoreError, scan_prefix};
-use crate::layout;
 use crate::replica::Keyring;
+use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
+use crate::storage::layout;
 
 /// Longest app name, in characters.
-pub const MAX_APP_NAME: usize = 64;
+pub(crate) const MAX_APP_NAME: usize = 64;
 /// Most scopes one request may ask for.
-pub const MAX_REQUEST_SCOPES: usize = 32;
+pub(crate) const MAX_REQUEST_SCOPES: usize = 32;
 /// Most requests waiting at once.
-pub const MAX_PENDING_REQUESTS: usize = 256;
+pub(crate) const MAX_PENDING_REQUESTS: usize = 256;
 
 /// An app's request for access.
 #[derive(Debug, Clone, PartialEq, Eq)]

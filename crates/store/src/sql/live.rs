@@ -14,8 +14,8 @@ use std::time::Duration;
 use basic_proto::{Name, Value};
 
 use crate::database::DbError;
-use crate::query::{QueryError, Rows};
-use crate::view::Reach;
+use crate::sql::query::{QueryError, Rows};
+use crate::sql::view::Reach;
 
 /// Why a live query ended on its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,10 +99,10 @@ struct Entry {
 }
 
 /// How the live thread runs a checked `SELECT` for a caller's reach.
-pub type Runner = dyn Fn(&str, &[Value], &Arc<Reach>) -> Result<Rows, DbError> + Send;
+pub(crate) type Runner = dyn Fn(&str, &[Value], &Arc<Reach>) -> Result<Rows, DbError> + Send;
 
 /// The registry of live queries and the thread that refreshes them.
-pub struct Live {
+pub(crate) struct Live {
     entries: Arc<Mutex<Vec<Arc<Entry>>>>,
     changes: Option<Sender<BTreeSet<Name>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -118,7 +118,7 @@ impl Live {
     /// Starts the live thread; `run` runs a checked `SELECT` within a
     /// reach (and the statement budget). The thread ends when every
     /// [`Live::notifier`] and the `Live` itself are dropped.
-    pub fn start(run: Box<Runner>) -> Self {
+    pub(crate) fn start(run: Box<Runner>) -> Self {
         let entries: Arc<Mutex<Vec<Arc<Entry>>>> = Arc::new(Mutex::new(Vec::new()));
         let (changes, incoming) = mpsc::channel::<BTreeSet<Name>>();
         let registry = Arc::clone(&entries);
@@ -135,13 +135,13 @@ impl Live {
     }
 
     /// Where the writer sends the tables each group commit changed.
-    pub fn notifier(&self) -> Option<Sender<BTreeSet<Name>>> {
+    pub(crate) fn notifier(&self) -> Option<Sender<BTreeSet<Name>>> {
         self.changes.clone()
     }
 
     /// Registers a live query whose current result is `first`; it runs
     /// again within `reach`.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         sql: String,
         params: Vec<Value>,

@@ -9,14 +9,14 @@ use std::time::Duration;
 use basic_proto::{Name, Value};
 use rusqlite::Connection;
 
-use crate::schema::Catalog;
-use crate::view::{self, Param};
+use crate::sql::schema::Catalog;
+use crate::sql::view::{self, Param};
 
 /// Time a statement may run unless the database is told otherwise.
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 
 /// Most rows one query may return; past it, add `LIMIT`.
-pub const MAX_ROWS: usize = 100_000;
+pub(crate) const MAX_ROWS: usize = 100_000;
 
 /// A query result.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,7 @@ impl QueryError {
 
 /// Runs `sql` (already checked and rewritten) with `params`, on a
 /// connection entered in its gate with `budget`.
-pub fn run(
+pub(crate) fn run(
     conn: &Connection,
     catalog: &Catalog,
     sql: &str,

@@ -117,19 +117,19 @@ use data_encoding::BASE64;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::database::{Database, DbError, Executed};
-use crate::kv::Store;
-use crate::schema::{Catalog, Schema, SchemaError, TableDef};
-use crate::view::{self, Param, quote};
+use crate::sql::schema::{Catalog, Schema, SchemaError, TableDef};
+use crate::sql::view::{self, Param, quote};
+use crate::storage::kv::Store;
 
 /// The version of the JSON lines format written, and the only one read.
-pub const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 1;
 /// Longest header line an import reads, in bytes.
-pub const MAX_HEADER_BYTES: usize = 64 << 20;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 << 20;
 /// Longest row line an import reads, in bytes. A row fits in one commit
 /// (1 MiB), so its line, even with every character escaped, fits in this.
-pub const MAX_LINE_BYTES: usize = 8 << 20;
+pub(crate) const MAX_LINE_BYTES: usize = 8 << 20;
 /// Most rows one import statement writes.
-pub const IMPORT_BATCH_ROWS: usize = 500;
+pub(crate) const IMPORT_BATCH_ROWS: usize = 500;
 
 /// Most parameters in one import statement (SQLite allows 32766).
 const MAX_BATCH_PARAMS: usize = 30_000;

@@ -11,13 +11,13 @@ use basic_proto::control::{ControlLog, ControlOp, Inserted, Payload, seal_label,
 use basic_proto::{KeyCache, NamingKey, Party, SealedKey, SecretKey};
 use data_encoding::BASE32_NOPAD;
 
-use crate::access::issue_on;
 use crate::database::{
     self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
 use crate::environment::Environment;
-use crate::kv::SledStore;
 use crate::replica::Replica;
+use crate::replica::access::issue_on;
+use crate::storage::kv::SledStore;
 
 /// What every recovery secret starts with.
 pub const PREFIX: &str = "basic-recovery-";

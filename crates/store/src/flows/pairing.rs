@@ -23,12 +23,12 @@ use crate::database::{
     self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
 use crate::environment::Environment;
-use crate::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
-use crate::layout;
 use crate::replica::{Replica, Txn};
+use crate::storage::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
+use crate::storage::layout;
 
 /// What every invite starts with.
-pub const INVITE_PREFIX: &str = "basic-invite-";
+pub(crate) const INVITE_PREFIX: &str = "basic-invite-";
 /// Most addresses an invite carries, and the longest one.
 pub const MAX_ADDRESSES: (usize, usize) = (16, 256);
 

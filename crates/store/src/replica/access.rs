@@ -10,10 +10,10 @@ use basic_proto::control::{
 };
 use basic_proto::{DatabaseId, Hlc, Name, NamingKey, Party, ScopeId, SecretKey};
 
-use crate::kv::{Store, StoreError};
+use crate::replica::scope_keys::ScopeKeys;
 use crate::replica::{Keyring, Replica, Txn};
-use crate::schema::Catalog;
-use crate::scope_keys::ScopeKeys;
+use crate::sql::schema::Catalog;
+use crate::storage::kv::{Store, StoreError};
 
 /// A device's view of its database's control log.
 #[derive(Debug)]

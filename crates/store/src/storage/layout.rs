@@ -14,7 +14,7 @@
 //! | `n` | app key | the name the app gave when it asked for access |
 //! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
-//! | `r` | table · row key | the row's merge state ([`crate::rows`]) |
+//! | `r` | table · row key | the row's merge state ([`crate::storage::rows`]) |
 //! | `m` | name | replica metadata |
 //!
 //! Names are prefixed by their length byte, so one table's prefix is never

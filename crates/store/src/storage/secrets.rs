@@ -133,4 +133,4 @@ pub(crate) fn seed(value: &ciborium::Value, what: &'static str) -> Result<[u8; 3
 }
 
 use crate::database::DbError;
-use crate::kv::StoreError;
+use crate::storage::kv::StoreError;

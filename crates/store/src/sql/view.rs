@@ -25,10 +25,10 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
 
-use crate::kv::{Store, StoreError};
 use crate::replica::{Replica, RowChange};
-use crate::schema::{Catalog, ColumnSpec, IndexDef, TableDef};
+use crate::sql::schema::{Catalog, ColumnSpec, IndexDef, TableDef};
 use crate::sql::{Caller, TABLE_FUNCTIONS};
+use crate::storage::kv::{Store, StoreError};
 
 /// Name of the view's own bookkeeping table.
 const META_TABLE: &str = "_basic_meta";
@@ -58,12 +58,12 @@ fn sql_type(ty: &ColumnType) -> &'static str {
 
 /// `"name"`, with quotes doubled: names are checked identifiers, but
 /// quoting keeps every generated statement well-formed regardless.
-pub fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A value as SQLite stores it in the view.
-pub fn to_sql(value: &Value) -> SqlValue {
+pub(crate) fn to_sql(value: &Value) -> SqlValue {
     match value {
         Value::Null => SqlValue::Null,
         Value::Integer(i) | Value::Timestamp(i) => SqlValue::Integer(*i),
@@ -76,7 +76,7 @@ pub fn to_sql(value: &Value) -> SqlValue {
 
 /// A query parameter.
 #[derive(Debug)]
-pub struct Param<'a>(pub &'a Value);
+pub(crate) struct Param<'a>(pub &'a Value);
 
 impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -85,7 +85,7 @@ impl ToSql for Param<'_> {
 }
 
 /// A SQLite result value, typed by the column it came from when known.
-pub fn from_sql(value: ValueRef<'_>, ty: Option<&ColumnType>) -> Value {
+pub(crate) fn from_sql(value: ValueRef<'_>, ty: Option<&ColumnType>) -> Value {
     match (value, ty) {
         (ValueRef::Null, _) => Value::Null,
         (ValueRef::Integer(i), Some(ColumnType::Bool)) => Value::Bool(i != 0),
@@ -108,12 +108,12 @@ const PROGRESS_STEPS: i32 = 1000;
 /// SQLite fails the statement at once with `SQLITE_TOOBIG` (see
 /// [`is_too_big`]) instead of allocating the value. A cell holds at most
 /// [`basic_proto::value::MAX_VALUE_LEN`] bytes, far below it.
-pub const MAX_LENGTH: i32 = 16 << 20;
+pub(crate) const MAX_LENGTH: i32 = 16 << 20;
 
 /// Opens the view's read-write connection at `path`, with its [`Gate`]:
 /// outside [`Gate::enter`] it maintains the view unhindered; inside, it
 /// evaluates a caller's statement under the caller's limits.
-pub fn open_writer(path: &Path) -> Result<(Connection, Gate), ViewError> {
+pub(crate) fn open_writer(path: &Path) -> Result<(Connection, Gate), ViewError> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
@@ -126,7 +126,7 @@ pub fn open_writer(path: &Path) -> Result<(Connection, Gate), ViewError> {
 
 /// Opens a read-only connection for queries, with its [`Gate`]: nothing
 /// runs on it outside [`Gate::enter`].
-pub fn open_reader(path: &Path) -> Result<(Connection, Gate), ViewError> {
+pub(crate) fn open_reader(path: &Path) -> Result<(Connection, Gate), ViewError> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -143,7 +143,7 @@ const EPONYMOUS: [&str; 5] = ["dbstat", "json_each", "json_tree", "jsonb_each", 
 
 /// The tables one caller's SQL may read, by their names in the view.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Reach {
+pub(crate) struct Reach {
     /// Schema tables within reach.
     tables: BTreeSet<String>,
     /// Schema tables out of reach.
@@ -153,7 +153,7 @@ pub struct Reach {
 impl Reach {
     /// What `caller` may read of `catalog`: every table for the owner, the
     /// tables of its granted scopes for an app.
-    pub fn of(caller: &Caller, catalog: &Catalog) -> Self {
+    pub(crate) fn of(caller: &Caller, catalog: &Catalog) -> Self {
         let (tables, others) = catalog
             .schemas()
             .flat_map(|schema| schema.tables())
@@ -164,7 +164,7 @@ impl Reach {
     }
 
     /// Whether `table` (as SQLite names it) is within reach.
-    pub fn contains(&self, table: &str) -> bool {
+    pub(crate) fn contains(&self, table: &str) -> bool {
         self.tables.contains(table)
     }
 
@@ -203,7 +203,7 @@ struct Limits {
 /// its deadline. Outside, a maintenance connection runs anything and a
 /// query connection nothing.
 #[derive(Debug, Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     limits: Arc<Mutex<Limits>>,
     /// A maintenance connection: its statement cache holds the view's own
     /// statements, so callers' statements are never cached on it.
@@ -243,7 +243,7 @@ impl Gate {
     /// authorizer when it prepares a statement, not when it runs it. On a
     /// maintenance connection, prepare callers' statements without caching
     /// them; its length limit is lifted again when the guard is dropped.
-    pub fn enter<'a>(
+    pub(crate) fn enter<'a>(
         &'a self,
         conn: &'a Connection,
         reach: &Arc<Reach>,
@@ -279,7 +279,7 @@ fn far_future() -> Instant {
 
 /// A statement's limits, in force until dropped.
 #[derive(Debug)]
-pub struct Entered<'a> {
+pub(crate) struct Entered<'a> {
     gate: &'a Gate,
     conn: &'a Connection,
     /// A maintenance connection's length limit before [`Gate::enter`].
@@ -321,19 +321,20 @@ fn authorize(reach: &Reach, context: &AuthContext<'_>) -> Authorization {
 }
 
 /// Whether a SQLite error is an interruption by a gate's deadline.
-pub fn is_interrupt(error: &rusqlite::Error) -> bool {
+pub(crate) fn is_interrupt(error: &rusqlite::Error) -> bool {
     error_code(error) == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
 
 /// Whether a SQLite error is a value built past [`MAX_LENGTH`] by a
 /// caller's statement (`string or blob too big`).
-pub fn is_too_big(error: &rusqlite::Error) -> bool {
+#[cfg(test)]
+pub(crate) fn is_too_big(error: &rusqlite::Error) -> bool {
     error_code(error) == Some(rusqlite::ErrorCode::TooBig)
 }
 
 /// Whether a SQLite error is a refusal by a gate's authorizer (SQLite
 /// reports a refused function as a plain error, with its own message).
-pub fn is_denied(error: &rusqlite::Error) -> bool {
+pub(crate) fn is_denied(error: &rusqlite::Error) -> bool {
     let message = match error {
         rusqlite::Error::SqlInputError { msg, .. } => Some(msg.as_str()),
         rusqlite::Error::SqliteFailure(_, msg) => msg.as_deref(),
@@ -355,7 +356,7 @@ fn is_schema_table(name: &str) -> bool {
 }
 
 /// The watermark: how many replica transactions the view reflects.
-pub fn watermark(conn: &Connection) -> Result<u64, ViewError> {
+pub(crate) fn watermark(conn: &Connection) -> Result<u64, ViewError> {
     let value: Option<i64> = conn
         .query_row(&format!("SELECT value FROM {META_TABLE} WHERE key = 'watermark'"), [], |row| {
             row.get(0)
@@ -366,7 +367,7 @@ pub fn watermark(conn: &Connection) -> Result<u64, ViewError> {
 }
 
 /// Records the watermark.
-pub fn set_watermark(conn: &Connection, value: u64) -> Result<(), ViewError> {
+pub(crate) fn set_watermark(conn: &Connection, value: u64) -> Result<(), ViewError> {
     conn.execute(
         &format!("INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('watermark', ?1)"),
         [value as i64],
@@ -421,7 +422,7 @@ fn quote_literal(text: &str) -> String {
 /// Brings the view's tables, columns and indexes up to `catalog`, refilling
 /// from the replica every table it creates or extends. Returns the tables
 /// refilled.
-pub fn sync_schema<S: Store>(
+pub(crate) fn sync_schema<S: Store>(
     conn: &Connection,
     catalog: &Catalog,
     replica: &Replica<S>,
@@ -477,7 +478,7 @@ fn refill<S: Store>(
 }
 
 /// Drops every table of the view and fills it again from the replica.
-pub fn rebuild<S: Store>(
+pub(crate) fn rebuild<S: Store>(
     conn: &Connection,
     catalog: &Catalog,
     replica: &Replica<S>,
@@ -504,7 +505,11 @@ fn decode_key(bytes: &[u8]) -> Result<RowKey, StoreError> {
 }
 
 /// Writes the rows a replica transaction changed.
-pub fn apply(conn: &Connection, catalog: &Catalog, changes: &[RowChange]) -> Result<(), ViewError> {
+pub(crate) fn apply(
+    conn: &Connection,
+    catalog: &Catalog,
+    changes: &[RowChange],
+) -> Result<(), ViewError> {
     let mut writers: Vec<(&Name, RowWriter<'_>)> = Vec::new();
     for change in changes {
         let writer = match writers.iter().position(|(name, _)| **name == change.table) {

@@ -19,12 +19,12 @@ use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowOp, Value};
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 
-use crate::kv::{Store, StoreError};
-use crate::query::{MAX_ROWS, QueryError};
 use crate::replica::Txn;
-use crate::schema::{Catalog, TableDef, timestamp_from_text};
+use crate::sql::query::{MAX_ROWS, QueryError};
+use crate::sql::schema::{Catalog, TableDef, timestamp_from_text};
+use crate::sql::view::{Gate, Param, Reach, quote};
 use crate::sql::{OnConflict, Statement};
-use crate::view::{Gate, Param, Reach, quote};
+use crate::storage::kv::{Store, StoreError};
 
 /// Why a write was refused; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ pub enum WriteError {
 
 /// What a caller's write may read, and for how long it may run.
 #[derive(Debug, Clone)]
-pub struct Bounds<'a> {
+pub(crate) struct Bounds<'a> {
     /// The gate of the connection the write is evaluated on.
     pub gate: &'a Gate,
     /// The tables the caller may read.
@@ -134,7 +134,7 @@ pub struct Bounds<'a> {
 /// Plans a write statement, evaluating it on `conn` (within `bounds`)
 /// against the state in `txn`: one operation per row changed, at most one
 /// per row. A `SELECT` plans nothing.
-pub fn plan<S: Store>(
+pub(crate) fn plan<S: Store>(
     conn: &Connection,
     bounds: &Bounds<'_>,
     catalog: &Catalog,
@@ -301,7 +301,7 @@ fn literal(value: &SqlValue) -> String {
 
 fn key_literal(key: &RowKey) -> String {
     let parts: Vec<String> =
-        key.parts().iter().map(|p| literal(&crate::view::to_sql(&p.to_value()))).collect();
+        key.parts().iter().map(|p| literal(&crate::sql::view::to_sql(&p.to_value()))).collect();
     format!("({})", parts.join(", "))
 }
 

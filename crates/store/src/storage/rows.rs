@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use basic_proto::{AuthorId, Cell, Hlc, Name, RowState, Stamp, Value};
 
-use crate::kv::StoreError;
+use crate::storage::kv::StoreError;
 
 /// The format byte that starts every stored row state.
 const FORMAT: u8 = 0x01;

@@ -2,7 +2,7 @@
 //! explicit durability point, in memory (tests, simulator) and on sled.
 //!
 //! Everything the replica keeps — commits, log indexes, row states — sits
-//! in this one keyspace under prefixes (see [`crate::layout`]), so a batch
+//! in this one keyspace under prefixes (see [`crate::storage::layout`]), so a batch
 //! that appends to a log and updates the rows it touches is atomic.
 
 use std::collections::{BTreeMap, BTreeSet};

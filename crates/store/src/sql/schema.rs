@@ -67,7 +67,7 @@
 //! readable, with the same meaning, by every app and device.
 //!
 //! ```
-//! use basic_store::schema::{Catalog, Format, Schema};
+//! use basic_store::{Catalog, Format, Schema};
 //!
 //! let v1 = r#"
 //!     namespace = "todo"
@@ -95,7 +95,7 @@
 //! "#;
 //! let refused = catalog.plan(&Schema::parse(v3, Format::Toml)?).unwrap_err();
 //! assert!(refused.to_string().starts_with("todo.items.title: column dropped"));
-//! # Ok::<(), basic_store::schema::SchemaError>(())
+//! # Ok::<(), basic_store::SchemaError>(())
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,17 +111,17 @@ use serde::{Deserialize, Serialize};
 use toml::value::{Datetime, Offset};
 
 /// Longest namespace, table or column name, in bytes.
-pub const MAX_IDENT_LEN: usize = 32;
+pub(crate) const MAX_IDENT_LEN: usize = 32;
 /// Most tables in one namespace.
-pub const MAX_TABLES: usize = 256;
+pub(crate) const MAX_TABLES: usize = 256;
 /// Most columns in one table.
-pub const MAX_COLUMNS: usize = 256;
+pub(crate) const MAX_COLUMNS: usize = 256;
 /// Most indexes on one table.
-pub const MAX_INDEXES: usize = 32;
+pub(crate) const MAX_INDEXES: usize = 32;
 /// Most columns in one index.
-pub const MAX_INDEX_COLUMNS: usize = 8;
+pub(crate) const MAX_INDEX_COLUMNS: usize = 8;
 /// Largest schema text, in bytes.
-pub const MAX_SCHEMA_LEN: usize = 1 << 20;
+pub(crate) const MAX_SCHEMA_LEN: usize = 1 << 20;
 
 /// The two file formats of a schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1471,7 +1471,7 @@ fn default_value(ty: &ColumnType, raw: &impl RawDefault) -> Result<Value, String
 
 /// Microseconds since the Unix epoch of an RFC 3339 date-time written as
 /// text (`2026-11-28T10:00:00Z`, `2026-11-28 10:00:00.5+01:00`).
-pub fn timestamp_from_text(text: &str) -> Result<i64, String> {
+pub(crate) fn timestamp_from_text(text: &str) -> Result<i64, String> {
     let datetime: Datetime = text
         .parse()
         .map_err(|_| "is not an RFC 3339 date-time such as 2026-11-28T10:00:00Z".to_owned())?;
