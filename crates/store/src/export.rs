@@ -110,15 +110,13 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use basic_proto::json::check_json;
-use basic_proto::value::MAX_VALUE_LEN;
 use basic_proto::{ColumnDef, ColumnType, Name, Value};
-use data_encoding::BASE64;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::database::{Database, DbError, Executed};
 use crate::kv::Store;
 use crate::schema::{Catalog, Schema, SchemaError, TableDef};
+use crate::value_json::{JSON_WHITESPACE, decode, excerpt, write_string, write_value};
 use crate::view::{self, Param, quote};
 
 /// The version of the JSON lines format written, and the only one read.
@@ -336,7 +334,7 @@ impl<S: Store> Database<S> {
         line.push_str("{\"basic_export\":");
         let _ = write!(line, "{FORMAT_VERSION}");
         line.push_str(",\"database\":");
-        push_string(&mut line, &self.id().to_string());
+        write_string(&mut line, &self.id().to_string());
         line.push_str(",\"schemas\":[");
         for (i, schema) in header_schemas.iter().enumerate() {
             if i > 0 {
@@ -349,18 +347,26 @@ impl<S: Store> Database<S> {
         let mut summary = summary(&exported);
         for table in exported.iter().flat_map(|schema| schema.tables()) {
             let mut prefix = String::from("{\"table\":");
-            push_string(&mut prefix, table.name().as_str());
+            write_string(&mut prefix, table.name().as_str());
             prefix.push_str(",\"row\":{");
+            // `"name":` of every column, with its separator.
+            let keys: Vec<String> = table
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, column)| {
+                    let mut key = String::from(if i > 0 { "," } else { "" });
+                    write_string(&mut key, column.name.as_str());
+                    key.push(':');
+                    key
+                })
+                .collect();
             let rows = for_each_row(&snapshot, &catalog, table, |row| {
                 line.clear();
                 line.push_str(&prefix);
-                for (i, (column, value)) in table.columns().iter().zip(row).enumerate() {
-                    if i > 0 {
-                        line.push(',');
-                    }
-                    push_string(&mut line, column.name.as_str());
-                    line.push(':');
-                    push_value(&mut line, value);
+                for (key, value) in keys.iter().zip(row) {
+                    line.push_str(key);
+                    write_value(&mut line, value);
                 }
                 line.push_str("}}\n");
                 out.write_all(line.as_bytes()).map_err(ExportError::Output)
@@ -641,65 +647,6 @@ fn value_size(value: &Value) -> usize {
 
 // SQLite file
 
-// Writing JSON
-
-/// Appends `text` as a JSON string.
-fn push_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Appends a cell value in its JSON form (see the module docs).
-fn push_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Integer(i) | Value::Timestamp(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Real(r) => match serde_json::Number::from_f64(*r) {
-            Some(number) => {
-                let _ = write!(out, "{number}");
-            }
-            None if *r == f64::INFINITY => out.push_str("\"inf\""),
-            None if *r == f64::NEG_INFINITY => out.push_str("\"-inf\""),
-            // A value is never NaN; SQLite would have made it NULL anyway.
-            None => out.push_str("null"),
-        },
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Text(t) => push_string(out, t),
-        Value::Bytes(b) => {
-            out.push('"');
-            out.push_str(&BASE64.encode(b));
-            out.push('"');
-        }
-        Value::Json(json) => {
-            // Stored JSON follows the protocol's rule, so a line break can
-            // only be whitespace between tokens. Checked anyway: text that
-            // is not JSON is written as a string rather than break the line.
-            if check_json(json).is_ok() {
-                out.push_str(&json.trim_matches(JSON_WHITESPACE).replace(['\n', '\r'], " "));
-            } else {
-                push_string(out, json);
-            }
-        }
-    }
-}
-
-const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-
 // Reading the file
 
 /// The lines of an import, numbered from 1; blank lines are skipped.
@@ -937,82 +884,6 @@ impl<'c> FileTables<'c> {
         }
         let (columns, values) = given.into_iter().unzip();
         Ok(Row { table: def, columns, values })
-    }
-}
-
-/// A cell from its JSON text; on a mismatch, what the text is.
-fn decode(raw: &str, def: &ColumnDef) -> Result<Value, String> {
-    let mismatch = || Err(describe(raw));
-    if raw == "null" {
-        return match def.ty {
-            _ if def.nullable => Ok(Value::Null),
-            ColumnType::Json => Ok(Value::Json(raw.to_owned())),
-            _ => mismatch(),
-        };
-    }
-    let string = || serde_json::from_str::<String>(raw).ok();
-    let value = match &def.ty {
-        ColumnType::Integer | ColumnType::Timestamp => {
-            let Ok(i) = serde_json::from_str::<i64>(raw) else { return mismatch() };
-            if def.ty == ColumnType::Integer { Value::Integer(i) } else { Value::Timestamp(i) }
-        }
-        ColumnType::Real if raw.starts_with('"') => match string().as_deref() {
-            Some("inf") => Value::Real(f64::INFINITY),
-            Some("-inf") => Value::Real(f64::NEG_INFINITY),
-            _ => return mismatch(),
-        },
-        ColumnType::Real => match serde_json::from_str::<f64>(raw) {
-            Ok(r) if !r.is_nan() => Value::Real(r),
-            _ => return mismatch(),
-        },
-        ColumnType::Bool => match raw {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => return mismatch(),
-        },
-        ColumnType::Text => match string() {
-            Some(text) => Value::Text(text),
-            None => return mismatch(),
-        },
-        ColumnType::Bytes => match string().map(|text| BASE64.decode(text.as_bytes()).ok()) {
-            Some(Some(bytes)) => Value::Bytes(bytes),
-            Some(None) => return Err(format!("{} (not base64)", describe(raw))),
-            None => return mismatch(),
-        },
-        ColumnType::Json => match check_json(raw) {
-            Ok(()) => Value::Json(raw.to_owned()),
-            Err(error) => return Err(format!("text that is not JSON ({error})")),
-        },
-        // The catalog resolves references to their key's type.
-        ColumnType::Reference { .. } => return mismatch(),
-    };
-    let len = value.payload_len();
-    if len > MAX_VALUE_LEN {
-        return Err(format!("a value of {len} bytes (the most is {MAX_VALUE_LEN})"));
-    }
-    Ok(value)
-}
-
-/// What kind of JSON value `raw` is, with a short excerpt.
-fn describe(raw: &str) -> String {
-    let kind = match raw.bytes().next() {
-        Some(b'"') => "string",
-        Some(b'-' | b'0'..=b'9') => "number",
-        Some(b't' | b'f') => "boolean",
-        Some(b'n') => "null",
-        Some(b'[') => "array",
-        Some(b'{') => "object",
-        _ => "value",
-    };
-    if raw == "null" { kind.to_owned() } else { format!("{kind} {}", excerpt(raw)) }
-}
-
-/// `raw`, cut to 40 characters.
-fn excerpt(raw: &str) -> String {
-    if raw.chars().count() > 40 {
-        format!("{}…", raw.chars().take(40).collect::<String>())
-    } else {
-        raw.to_owned()
     }
 }
 
@@ -1316,55 +1187,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn values_round_trip_through_their_json_form() {
-        let cases = [
-            (ColumnType::Integer, Value::Integer(i64::MIN)),
-            (ColumnType::Real, Value::Real(0.1)),
-            (ColumnType::Real, Value::Real(-0.0)),
-            (ColumnType::Real, Value::Real(1e300)),
-            (ColumnType::Real, Value::Real(f64::NEG_INFINITY)),
-            (ColumnType::Bool, Value::Bool(true)),
-            (ColumnType::Text, Value::Text("line\nbreak \"quoted\" \u{1} é 🦀".into())),
-            (ColumnType::Bytes, Value::Bytes((0..=255).collect())),
-            (ColumnType::Timestamp, Value::Timestamp(-1)),
-            (ColumnType::Json, Value::Json("[1e400, {\"a\":1,\"a\":2}]".into())),
-            (ColumnType::Json, Value::Json("null".into())),
-        ];
-        for (ty, value) in cases {
-            let mut text = String::new();
-            push_value(&mut text, &value);
-            let back = decode(&text, &ColumnDef { ty, nullable: false }).unwrap();
-            assert_eq!(back.encode(), value.encode(), "{text}");
-        }
-        let mut text = String::new();
-        push_value(&mut text, &Value::Json("{\n  \"a\": [1,\r\n 2]\n}\n".into()));
-        assert_eq!(text, "{   \"a\": [1,   2] }");
-    }
-
-    fn any_value() -> impl Strategy<Value = (ColumnType, Value)> {
-        prop_oneof![
-            any::<i64>().prop_map(|i| (ColumnType::Integer, Value::Integer(i))),
-            any::<f64>()
-                .prop_filter("not NaN", |r| !r.is_nan())
-                .prop_map(|r| (ColumnType::Real, Value::Real(r))),
-            any::<bool>().prop_map(|b| (ColumnType::Bool, Value::Bool(b))),
-            any::<String>().prop_map(|t| (ColumnType::Text, Value::Text(t))),
-            proptest::collection::vec(any::<u8>(), 0..64)
-                .prop_map(|b| (ColumnType::Bytes, Value::Bytes(b))),
-            any::<i64>().prop_map(|t| (ColumnType::Timestamp, Value::Timestamp(t))),
-        ]
-    }
-
     proptest! {
-        #[test]
-        fn values_round_trip((ty, value) in any_value(), nullable in any::<bool>()) {
-            let mut text = String::new();
-            push_value(&mut text, &value);
-            let back = decode(&text, &ColumnDef { ty, nullable }).unwrap();
-            prop_assert_eq!(back.encode(), value.encode());
-        }
-
         #[test]
         fn arbitrary_lines_never_panic(text in ".{0,300}") {
             let catalog = catalog();

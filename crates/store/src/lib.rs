@@ -53,6 +53,7 @@ pub mod sql;
 pub mod sync;
 #[cfg(test)]
 mod test_edits;
+pub mod value_json;
 pub mod view;
 pub mod write;
 
