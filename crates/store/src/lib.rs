@@ -36,6 +36,7 @@
 mod access;
 pub mod apps;
 pub mod author;
+mod control_error;
 pub mod database;
 pub mod export;
 pub mod kv;
@@ -59,6 +60,7 @@ pub mod write;
 
 pub use apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
 pub use author::LogWriter;
+pub use control_error::ControlError;
 pub use database::{Database, DbError, Environment, Executed, IngestError, WriteOutcome};
 pub use export::{ExportError, ExportSummary, ImportSummary};
 pub use kv::{Batch, MemStore, SledStore, Store, StoreError};

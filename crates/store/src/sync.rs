@@ -84,20 +84,18 @@ impl<'a, S: Store> SyncReplica<'a, S> {
         match view {
             View::All => Ok(true),
             View::Scopes(_) => {
-                let commit = Commit::decode(bytes).map_err(|e| failure(e.to_string()))?;
+                let commit = Commit::decode(bytes).map_err(StoreFailure::new)?;
                 Ok(view.contains(&commit.header().scope))
             }
         }
     }
 }
 
-fn failure(reason: impl std::fmt::Display) -> StoreFailure {
-    StoreFailure(reason.to_string())
-}
-
 /// `?` for store and database errors inside the trait methods.
-fn lift<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreFailure> {
-    result.map_err(failure)
+fn lift<T, E: std::error::Error + Send + Sync + 'static>(
+    result: Result<T, E>,
+) -> Result<T, StoreFailure> {
+    result.map_err(StoreFailure::new)
 }
 
 impl<S: Store> SyncStore for SyncReplica<'_, S> {
@@ -462,7 +460,7 @@ impl ChangeFeed {
             *seen = entry.max;
             for bytes in commits {
                 budget = budget.saturating_sub(bytes.len());
-                let commit = Commit::decode(&bytes).map_err(failure)?;
+                let commit = Commit::decode(&bytes).map_err(StoreFailure::new)?;
                 fresh.commits.push(Outgoing {
                     scope: commit.header().scope,
                     author: entry.author,
