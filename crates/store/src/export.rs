@@ -83,6 +83,10 @@
 //! missing from a row line takes its default (or NULL), as in an `INSERT`.
 //! Blank lines are skipped; CRLF line ends are accepted. The header line
 //! may be up to [`MAX_HEADER_BYTES`] long, a row line [`MAX_LINE_BYTES`].
+//! A line must be JSON as a whole (serde_json reads it; the error gives the
+//! byte where it stops being JSON); an object of the format has each member
+//! once and at most 1,024 of them; a json cell must also pass the
+//! protocol's JSON rule (depth, numbers) and is kept as written.
 //!
 //! If the database fails during the second pass (the disk, a schema changed
 //! by someone else meanwhile), the error gives the first line of the batch
@@ -112,6 +116,10 @@ use std::path::{Path, PathBuf};
 
 use basic_proto::{ColumnDef, ColumnType, Name, Value};
 use rusqlite::{Connection, OpenFlags};
+use serde::Deserializer as _;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 
 use crate::database::{Database, DbError, Executed};
 use crate::kv::Store;
@@ -928,193 +936,72 @@ impl<'c> Batch<'c> {
 
 // Splitting JSON lines
 
-/// The members of the JSON object `text`, each value as its JSON text.
+/// The members of the JSON object `text`, each value as its JSON text
+/// (exactly as written, without the whitespace around it); a name given
+/// twice, or more than [`MAX_MEMBERS`] members, is an error.
 fn object(text: &str) -> Result<Vec<(String, &str)>, String> {
-    let mut scan = Scan { text, at: 0 };
-    scan.whitespace();
-    let members = scan.members()?;
-    scan.finish()?;
-    Ok(members)
+    let mut json = serde_json::Deserializer::from_str(text);
+    let members = json.deserialize_map(Members).map_err(|e| syntax(text, &e))?;
+    json.end().map_err(|e| syntax(text, &e))?;
+    Ok(members?.into_iter().map(|(name, value)| (name, value.get())).collect())
 }
 
 /// The elements of the JSON array `text`, each as its JSON text.
 fn array(text: &str) -> Result<Vec<&str>, String> {
-    let mut scan = Scan { text, at: 0 };
-    scan.whitespace();
-    let elements = scan.elements()?;
-    scan.finish()?;
-    Ok(elements)
+    let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| syntax(text, &e))?;
+    Ok(elements.into_iter().map(RawValue::get).collect())
 }
 
-/// A cursor splitting JSON text just enough to find its parts: objects and
-/// arrays of the format are read strictly; the values inside them are only
-/// delimited here, and checked by whoever takes them.
-struct Scan<'a> {
-    text: &'a str,
-    at: usize,
+/// What is wrong with the JSON `text`, and where (the byte, from 1).
+fn syntax(text: &str, error: &serde_json::Error) -> String {
+    // The line has no line break, so serde_json's column is the byte.
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let what = error.to_string();
+    let what = what.strip_suffix(&position).unwrap_or(&what);
+    let prefix = match error.classify() {
+        Category::Data => "",
+        Category::Io | Category::Syntax | Category::Eof => "not valid JSON: ",
+    };
+    if error.is_eof() || error.column() > text.len() {
+        format!("{prefix}{what} at the end of the line")
+    } else {
+        format!("{prefix}{what} at byte {}", error.column().max(1))
+    }
 }
 
-impl<'a> Scan<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
+/// Reads an object's members in order, each value left as its text.
+/// Problems of the format (a repeated name, too many members) come as the
+/// inner error, once the whole object is read and known to be JSON.
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = Result<Vec<(String, &'de RawValue)>, String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
     }
 
-    fn error(&self, what: &str) -> String {
-        match self.peek() {
-            Some(_) => format!("not valid JSON: {what} at byte {}", self.at + 1),
-            None => format!("not valid JSON: {what} at the end of the line"),
-        }
-    }
-
-    fn whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8, what: &str) -> Result<(), String> {
-        self.whitespace();
-        if self.peek() == Some(byte) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(self.error(what))
-        }
-    }
-
-    fn finish(&mut self) -> Result<(), String> {
-        self.whitespace();
-        if self.at == self.text.len() { Ok(()) } else { Err(self.error("text after the value")) }
-    }
-
-    fn slice(&self, from: usize) -> Result<&'a str, String> {
-        // Both ends are at ASCII bytes, so on character boundaries.
-        self.text.get(from..self.at).ok_or_else(|| self.error("a split character"))
-    }
-
-    /// A string, quotes included; escapes are checked by whoever decodes it.
-    fn string(&mut self) -> Result<&'a str, String> {
-        let from = self.at;
-        self.expect(b'"', "expected a string")?;
-        loop {
-            match self.peek() {
-                None => return Err(self.error("unterminated string")),
-                Some(b'\\') => self.at += 2,
-                Some(b'"') => {
-                    self.at += 1;
-                    return self.slice(from);
-                }
-                Some(_) => self.at += 1,
-            }
-        }
-    }
-
-    /// One value, delimited by its brackets, quotes or the next delimiter.
-    fn value(&mut self) -> Result<&'a str, String> {
-        self.whitespace();
-        let from = self.at;
-        let mut depth = 0usize;
-        loop {
-            match self.peek() {
-                None if depth > 0 => return Err(self.error("unclosed array or object")),
-                None => return Err(self.error("expected a value")),
-                Some(b'"') => {
-                    self.string()?;
-                }
-                Some(b'[' | b'{') => {
-                    depth += 1;
-                    self.at += 1;
-                }
-                Some(b']' | b'}') if depth > 0 => {
-                    depth -= 1;
-                    self.at += 1;
-                }
-                Some(b',' | b':' | b' ' | b'\t' | b'\n' | b'\r') if depth > 0 => self.at += 1,
-                Some(_) => {
-                    let start = self.at;
-                    while let Some(byte) = self.peek() {
-                        if matches!(
-                            byte,
-                            b',' | b':'
-                                | b'['
-                                | b']'
-                                | b'{'
-                                | b'}'
-                                | b'"'
-                                | b' '
-                                | b'\t'
-                                | b'\n'
-                                | b'\r'
-                        ) {
-                            break;
-                        }
-                        self.at += 1;
-                    }
-                    if self.at == start {
-                        return Err(self.error("expected a value"));
-                    }
-                }
-            }
-            if depth == 0 {
-                return self.slice(from);
-            }
-        }
-    }
-
-    /// `{"name": value, …}`: names decoded, values as text; a name given
-    /// twice is an error.
-    fn members(&mut self) -> Result<Vec<(String, &'a str)>, String> {
-        self.expect(b'{', "expected an object")?;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::new();
         let mut names = BTreeSet::new();
-        self.whitespace();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-            return Ok(members);
-        }
-        loop {
-            self.whitespace();
-            let at = self.at;
-            let raw = self.string()?;
-            let name: String = serde_json::from_str(raw)
-                .map_err(|_| format!("not valid JSON: a bad string at byte {}", at + 1))?;
-            if !names.insert(name.clone()) {
-                return Err(format!("{name:?} is given twice"));
+        let mut problem = None;
+        while let Some(name) = map.next_key::<String>()? {
+            if problem.is_some() {
+                map.next_value::<IgnoredAny>()?;
+            } else if !names.insert(name.clone()) {
+                problem = Some(format!("{name:?} is given twice"));
+                map.next_value::<IgnoredAny>()?;
+            } else if members.len() == MAX_MEMBERS {
+                problem = Some(format!("more than {MAX_MEMBERS} members"));
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                members.push((name, map.next_value::<&RawValue>()?));
             }
-            if members.len() == MAX_MEMBERS {
-                return Err(format!("more than {MAX_MEMBERS} members"));
-            }
-            self.expect(b':', "expected ':'")?;
-            members.push((name, self.value()?));
-            self.whitespace();
-            if self.peek() == Some(b',') {
-                self.at += 1;
-                continue;
-            }
-            self.expect(b'}', "expected ',' or '}'")?;
-            return Ok(members);
         }
-    }
-
-    /// `[value, …]`, values as text.
-    fn elements(&mut self) -> Result<Vec<&'a str>, String> {
-        self.expect(b'[', "expected an array")?;
-        let mut elements = Vec::new();
-        self.whitespace();
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            return Ok(elements);
-        }
-        loop {
-            elements.push(self.value()?);
-            self.whitespace();
-            if self.peek() == Some(b',') {
-                self.at += 1;
-                continue;
-            }
-            self.expect(b']', "expected ',' or ']'")?;
-            return Ok(elements);
-        }
+        Ok(match problem {
+            Some(problem) => Err(problem),
+            None => Ok(members),
+        })
     }
 }
 
@@ -1179,11 +1066,34 @@ mod tests {
         );
         assert_eq!(
             error(r#"{"table":"todo.items","row":{"id":"x"}"#),
-            "line 7: not valid JSON: expected ',' or '}' at the end of the line"
+            "line 7: not valid JSON: EOF while parsing an object at the end of the line"
         );
         assert_eq!(
             error(r#"{"table":"todo.items","row":{"id":"x","notes":{"a":}}}"#),
-            "line 7: todo.items.notes: expected json or null, got text that is not JSON (invalid JSON at byte 5: expected a value)"
+            "line 7: not valid JSON: expected value at byte 52"
+        );
+        // Values that serde_json reads but the protocol's JSON rule refuses
+        // are the column's to refuse.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(
+            error(&format!(r#"{{"table":"todo.items","row":{{"id":"x","notes":{deep}}}}}"#))
+                .starts_with(
+                    "line 7: todo.items.notes: expected json or null, got text that is not JSON"
+                )
+        );
+        assert_eq!(
+            error(r#"{"table":"todo.items","row":{"id":"x","done":yes}}"#),
+            "line 7: not valid JSON: expected value at byte 46"
+        );
+        assert_eq!(error("[1]"), "line 7: invalid type: sequence, expected an object at byte 1");
+        assert_eq!(
+            error(""),
+            "line 7: not valid JSON: EOF while parsing a value at the end of the line"
+        );
+        let many: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!(r#""c{i}":1"#)).collect();
+        assert_eq!(
+            error(&format!(r#"{{"table":"todo.items","row":{{{}}}}}"#, many.join(","))),
+            format!("line 7: row: more than {MAX_MEMBERS} members")
         );
     }
 
