@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::harness::Data;
+use super::harness::{BASIC, Data};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// Copies the files of `from` into `to`, recursively.
@@ -44,7 +44,7 @@ fn clear_dir(dir: &Path) {
 #[test]
 #[ignore = "timing-dependent; run with `cargo test -p basic-e2e -- --ignored`"]
 fn a_device_restored_from_an_old_copy_is_reported_after_a_restart() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a_first = a_data.up(&[]);
     let b_data = join(&a_first);
     drop(a_first);
