@@ -476,14 +476,7 @@ fn a_pinning_peer_has_a_status() {
 
     // Running: it gets the control log from the device that dials it, and
     // then the device's commits.
-    let mut running = pinner.start(&[
-        "up",
-        "--database",
-        &database,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-    ]);
+    let mut running = pinner.pinner_up(&database);
     let address = running.address().to_owned();
     device.basic(&["pin", "add", &pin, "--address", &address]).ok();
     let node = device.up(&[]);

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
+/// A sync listening address on loopback, on a free TCP port.
+pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
 /// Longest any one command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a node may take to start or stop.
@@ -237,12 +240,17 @@ impl Data {
     /// no mDNS), dialling `peers`, and waits until it wrote its addresses.
     /// Its log goes to `node.log` in the data directory.
     pub fn up(&self, peers: &[&str]) -> Node {
-        let mut args =
-            vec!["up", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+        let mut args = vec!["up", "--api", "127.0.0.1:0", "--listen", LOOPBACK, "--no-mdns"];
         for peer in peers {
             args.extend(["--peer", peer]);
         }
         self.start(&args)
+    }
+
+    /// Starts a pinning peer of `database` here (`basic pinner init` done)
+    /// on loopback only (sync on TCP, no mDNS) and waits for its address.
+    pub fn pinner_up(&self, database: &str) -> Node {
+        self.start(&["up", "--database", database, "--listen", LOOPBACK, "--no-mdns"])
     }
 
     /// The sync addresses in the running node's `api.json` now (it is

@@ -10,7 +10,7 @@ use basic_proto::Name;
 use basic_store::{Database, Keyring};
 use serde_json::{Value as Json, json};
 
-use super::harness::{BASIC, Data, Node, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::pinner::pinner_of;
 use super::two_devices::{device_of, join, wait_in_sync};
 
@@ -48,16 +48,12 @@ fn recovery_of(data: &Data) -> (String, String) {
     (field("recovery"), field("database"))
 }
 
-fn start_pinner(p_data: &Data, database: &str) -> Node {
-    p_data.start(&["up", "--database", database, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-}
-
 #[test]
 fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
     // A with the todo schema and a pinning peer P; B joins; both write.
     let a_data = Data::with_todo(BASIC);
     let (p_data, pin, database) = pinner_of(&a_data);
-    let p = start_pinner(&p_data, &database);
+    let p = p_data.pinner_up(&database);
     let a = a_data.up(&[p.address()]);
     a_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
     wait_in_sync(&a, &pin);
