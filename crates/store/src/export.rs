@@ -1064,6 +1064,15 @@ mod tests {
             error(r#"{"table":"todo.items","row":{"id":"x","id":"y"}}"#),
             r#"line 7: row: "id" is given twice"#
         );
+        // Spelt apart by an escape, a name is still the same name.
+        assert_eq!(
+            error(r#"{"table":"todo.items","row":{"id":"x","i\u0064":"y"}}"#),
+            r#"line 7: row: "id" is given twice"#
+        );
+        assert_eq!(
+            error(r#"{"table":"todo.items","table":"todo.lists","row":{}}"#),
+            r#"line 7: "table" is given twice"#
+        );
         assert_eq!(
             error(r#"{"table":"todo.items","row":{"id":"x"}"#),
             "line 7: not valid JSON: EOF while parsing an object at the end of the line"
