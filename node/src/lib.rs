@@ -37,7 +37,6 @@ pub mod pinner;
 pub mod recover;
 pub mod status;
 pub mod tokens;
-pub mod wire;
 
 /// The `basic` command: parses the command line, sets up logging, runs it
 /// and turns an error into one line on stderr and exit code 1.

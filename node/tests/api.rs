@@ -1,25 +1,26 @@
 //! The local HTTP API of a running node.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Data, example};
+use basic_testkit::{Data, example};
 use serde_json::{Value as Json, json};
+
+/// The binary under test.
+const BASIC: &str = env!("CARGO_BIN_EXE_basic");
 
 #[test]
 fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let token = node.token.clone();
 
-    let (status, body) = node.sql("", "SELECT 1");
+    let (status, body) = node.sql_as("", "SELECT 1", json!([]));
     assert_eq!(status, 401, "{body}");
     let (status, _) = node.post("/v0/sql", None, &json!({ "sql": "SELECT 1" }));
     assert_eq!(status, 401);
-    let (status, body) = node.sql("not-a-token", "SELECT 1");
+    let (status, body) = node.sql_as("not-a-token", "SELECT 1", json!([]));
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
 
     let (status, body) = node.post_raw("/v0/sql", Some(&token), b"{\"sql\": ");
@@ -35,24 +36,24 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         assert_eq!(body["error"]["code"], "too_large");
     }
 
-    let (status, body) = node.sql(&token, "SELECT nope FROM todo.items");
+    let (status, body) = node.sql_as(&token, "SELECT nope FROM todo.items", json!([]));
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "{body}");
-    let (status, body) = node.sql(&token, "DROP TABLE todo.items");
+    let (status, body) = node.sql_as(&token, "DROP TABLE todo.items", json!([]));
     assert_eq!(status, 400, "{body}");
 
     let (status, body) = node.get("/v0/nowhere", Some(&token));
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 
-    let (status, body) = node.sql(&token, "SELECT count(*) AS n FROM todo.items");
+    let (status, body) = node.sql_as(&token, "SELECT count(*) AS n FROM todo.items", json!([]));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({ "columns": ["n"], "rows": [[0]] }));
 }
 
 #[test]
 fn openapi_is_served_as_written() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let file = include_str!("../openapi.json");
     let mut response = ureq::get(node.url("/v0/openapi.json")).call().unwrap();
     let served = response.body_mut().read_to_string().unwrap();
@@ -63,7 +64,7 @@ fn openapi_is_served_as_written() {
 }
 
 /// Asks for access over HTTP, approves with the CLI, fetches the token.
-fn app_token(data: &Data, node: &common::Node, scopes: Json) -> (String, String) {
+fn app_token(data: &Data, node: &basic_testkit::Node, scopes: Json) -> (String, String) {
     let (status, made) =
         node.post("/v0/apps/requests", None, &json!({ "name": "Todo app", "scopes": scopes }));
     assert_eq!(status, 201, "{made}");
@@ -87,20 +88,20 @@ fn app_token(data: &Data, node: &common::Node, scopes: Json) -> (String, String)
 
 #[test]
 fn an_app_works_within_its_grant_until_revoked() {
-    let data = Data::with_todo();
-    data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    data.basic(&["schema", "apply", &example("contacts.json")]).ok();
+    let node = data.up(&[]);
     let owner = node.token.clone();
-    node.sql(&owner, "INSERT INTO contacts.people (id, name) VALUES ('ada', 'Ada')");
+    node.sql_as(&owner, "INSERT INTO contacts.people (id, name) VALUES ('ada', 'Ada')", json!([]));
 
     let (token, app) = app_token(&data, &node, json!({ "todo": "read_write" }));
 
     // Inside the grant.
     let (status, body) =
-        node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')");
+        node.sql_as(&token, "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", json!([]));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["written"], 1);
-    let (status, body) = node.sql(&token, "SELECT name FROM todo.lists");
+    let (status, body) = node.sql_as(&token, "SELECT name FROM todo.lists", json!([]));
     assert_eq!((status, &body["rows"]), (200, &json!([["Home"]])), "{body}");
 
     // Outside it: reads, writes, and reads hidden inside a write.
@@ -111,7 +112,7 @@ fn an_app_works_within_its_grant_until_revoked() {
         "INSERT INTO todo.lists (id, name) SELECT id, name FROM contacts.people",
         "UPDATE todo.lists SET name = (SELECT name FROM contacts.people LIMIT 1)",
     ] {
-        let (status, body) = node.sql(&token, sql);
+        let (status, body) = node.sql_as(&token, sql, json!([]));
         assert_eq!(status, 403, "{sql}: {body}");
         assert_eq!(body["error"]["code"], "forbidden");
     }
@@ -124,25 +125,26 @@ fn an_app_works_within_its_grant_until_revoked() {
     assert!(apps.contains("wrote 1 times"), "{apps}");
 
     data.basic(&["app", "revoke", &app]).ok();
-    let (status, body) = node.sql(&token, "SELECT name FROM todo.lists");
+    let (status, body) = node.sql_as(&token, "SELECT name FROM todo.lists", json!([]));
     assert_eq!(status, 403, "{body}");
     let (status, body) =
-        node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('work', 'Work')");
+        node.sql_as(&token, "INSERT INTO todo.lists (id, name) VALUES ('work', 'Work')", json!([]));
     assert_eq!(status, 403, "{body}");
 
     // What the app wrote stays.
-    let (status, body) = node.sql(&owner, "SELECT id FROM todo.lists");
+    let (status, body) = node.sql_as(&owner, "SELECT id FROM todo.lists", json!([]));
     assert_eq!((status, &body["rows"]), (200, &json!([["home"]])), "{body}");
     assert!(data.basic(&["app", "list"]).ok().contains("revoked"));
 }
 
 #[test]
 fn a_read_only_grant_cannot_write_and_a_denied_request_gets_no_token() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
-    assert_eq!(node.sql(&token, "SELECT * FROM todo.lists").0, 200);
-    let (status, body) = node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    assert_eq!(node.sql_as(&token, "SELECT * FROM todo.lists", json!([])).0, 200);
+    let (status, body) =
+        node.sql_as(&token, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')", json!([]));
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("read-only"), "{body}");
 
@@ -159,7 +161,7 @@ fn a_read_only_grant_cannot_write_and_a_denied_request_gets_no_token() {
 }
 
 /// Reads `rows` events of a live query into a channel, on a thread.
-fn live(node: &common::Node, token: &str, sql: &str) -> mpsc::Receiver<Json> {
+fn live(node: &basic_testkit::Node, token: &str, sql: &str) -> mpsc::Receiver<Json> {
     let url = format!("{}?sql={}", node.url("/v0/live"), sql.replace(' ', "%20"));
     let response = ureq::get(&url)
         .header("authorization", format!("Bearer {token}"))
@@ -186,8 +188,8 @@ fn live(node: &common::Node, token: &str, sql: &str) -> mpsc::Receiver<Json> {
 
 #[test]
 fn a_live_query_sees_inserts() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let events = live(&node, &node.token, "SELECT count(*) AS n FROM todo.lists");
     let wait = Duration::from_secs(20);
     let first = events.recv_timeout(wait).expect("first result");
@@ -199,8 +201,8 @@ fn a_live_query_sees_inserts() {
 
 #[test]
 fn an_apps_live_query_ends_when_revoked() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let (token, app) = app_token(&data, &node, json!({ "todo": "read" }));
     let events = live(&node, &token, "SELECT count(*) AS n FROM todo.lists");
     let wait = Duration::from_secs(20);
@@ -213,9 +215,9 @@ fn an_apps_live_query_ends_when_revoked() {
 
 /// A node with `contacts.people` holding Ada, `secrets.words` (one column)
 /// holding a word, and an app granted `scopes`; returns the app's token.
-fn node_with_secrets(data: &Data, scopes: Json) -> (common::Node, String) {
-    data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
-    let node = data.up();
+fn node_with_secrets(data: &Data, scopes: Json) -> (basic_testkit::Node, String) {
+    data.basic(&["schema", "apply", &example("contacts.json")]).ok();
+    let node = data.up(&[]);
     let owner = node.token.clone();
     let words = json!({
         "namespace": "secrets",
@@ -227,7 +229,7 @@ fn node_with_secrets(data: &Data, scopes: Json) -> (common::Node, String) {
         "INSERT INTO contacts.people (id, name) VALUES ('ada', 'Ada Lovelace')",
         "INSERT INTO secrets.words (word) VALUES ('hunter2')",
     ] {
-        let (status, body) = node.sql(&owner, sql);
+        let (status, body) = node.sql_as(&owner, sql, json!([]));
         assert_eq!(status, 200, "{sql}: {body}");
     }
     let (token, _) = app_token(data, &node, scopes);
@@ -235,23 +237,24 @@ fn node_with_secrets(data: &Data, scopes: Json) -> (common::Node, String) {
 }
 
 /// Asserts that `sql`, sent by `token`, was refused and leaked nothing.
-fn refused(node: &common::Node, token: &str, sql: &str) {
-    let (status, body) = node.sql(token, sql);
+fn refused(node: &basic_testkit::Node, token: &str, sql: &str) {
+    let (status, body) = node.sql_as(token, sql, json!([]));
     assert!(status == 400 || status == 403, "{sql}: {status} {body}");
     let text = body.to_string();
     assert!(!text.contains("Lovelace") && !text.contains("hunter2"), "{sql}: {body}");
 }
 
 /// What the owner sees in `todo.lists`.
-fn lists(node: &common::Node) -> Json {
-    let (status, body) = node.sql(&node.token, "SELECT id, name FROM todo.lists ORDER BY id");
+fn lists(node: &basic_testkit::Node) -> Json {
+    let (status, body) =
+        node.sql_as(&node.token, "SELECT id, name FROM todo.lists ORDER BY id", json!([]));
     assert_eq!(status, 200, "{body}");
     body["rows"].clone()
 }
 
 #[test]
 fn a_read_only_app_cannot_read_another_namespace_through_sql_tricks() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let (node, token) = node_with_secrets(&data, json!({ "todo": "read" }));
     for sql in [
         // A CTE named like the table it hides.
@@ -271,14 +274,17 @@ fn a_read_only_app_cannot_read_another_namespace_through_sql_tricks() {
         refused(&node, &token, sql);
     }
     // Within the grant, SQL still works.
-    let (status, body) =
-        node.sql(&token, "WITH l AS (SELECT id FROM todo.lists) SELECT count(*) AS n FROM l");
+    let (status, body) = node.sql_as(
+        &token,
+        "WITH l AS (SELECT id FROM todo.lists) SELECT count(*) AS n FROM l",
+        json!([]),
+    );
     assert_eq!((status, &body["rows"]), (200, &json!([[0]])), "{body}");
 }
 
 #[test]
 fn a_read_write_app_cannot_copy_another_namespace_or_read_sqlite_master_through_a_write() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let (node, token) = node_with_secrets(&data, json!({ "todo": "read_write" }));
     for sql in [
         // Copies contacts.people into the app's own scope.
@@ -295,9 +301,9 @@ fn a_read_write_app_cannot_copy_another_namespace_or_read_sqlite_master_through_
     }
     assert_eq!(lists(&node), json!([]));
     // Within the grant, writes from a SELECT still work.
-    let (status, body) = node.sql(
+    let (status, body) = node.sql_as(
         &token,
-        "INSERT INTO todo.lists (id, name) WITH n AS (SELECT 'home' AS id) SELECT id, 'Home' FROM n",
+        "INSERT INTO todo.lists (id, name) WITH n AS (SELECT 'home' AS id) SELECT id, 'Home' FROM n", json!([]),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(lists(&node), json!([["home", "Home"]]));
@@ -315,19 +321,20 @@ fn timed_out((status, body): (u16, Json)) {
 
 #[test]
 fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
-    let data = Data::with_todo();
-    let node = std::sync::Arc::new(data.up());
+    let data = Data::with_todo(BASIC);
+    let node = std::sync::Arc::new(data.up(&[]));
     let owner = node.token.clone();
     let (token, _) = app_token(&data, &node, json!({ "todo": "read_write" }));
 
     // While a runaway read runs, writes and schema changes go through.
     let runaway = {
         let (node, token) = (std::sync::Arc::clone(&node), token.clone());
-        std::thread::spawn(move || node.sql(&token, RUNAWAY))
+        std::thread::spawn(move || node.sql_as(&token, RUNAWAY, json!([])))
     };
     std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let (status, body) = node.sql(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    let (status, body) =
+        node.sql_as(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')", json!([]));
     assert_eq!(status, 200, "{body}");
     let extra = json!({
         "namespace": "extra",
@@ -335,7 +342,7 @@ fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
     });
     let (status, body) = node.post("/v0/schema", Some(&owner), &extra);
     assert_eq!(status, 200, "{body}");
-    let (status, body) = node.sql(&owner, "SELECT count(*) FROM todo.lists");
+    let (status, body) = node.sql_as(&owner, "SELECT count(*) FROM todo.lists", json!([]));
     assert_eq!((status, &body["rows"]), (200, &json!([[1]])), "{body}");
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(1), "held up for {waited:?} by a running query");
@@ -343,8 +350,9 @@ fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
 
     // The same shape in a write, and in a live query.
     let write = format!("INSERT INTO todo.lists (id, name) SELECT n, n FROM ({RUNAWAY_N})");
-    timed_out(node.sql(&token, &write));
-    let (status, body) = node.sql(&token, "INSERT INTO todo.lists (id, name) VALUES ('b', 'B')");
+    timed_out(node.sql_as(&token, &write, json!([])));
+    let (status, body) =
+        node.sql_as(&token, "INSERT INTO todo.lists (id, name) VALUES ('b', 'B')", json!([]));
     assert_eq!(status, 200, "{body}");
     let encoded: String = RUNAWAY
         .bytes()
@@ -355,7 +363,7 @@ fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
     let url = format!("{}?sql={encoded}", node.url("/v0/live"));
     let response = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(common::COMMAND_TIMEOUT))
+        .timeout_global(Some(basic_testkit::COMMAND_TIMEOUT))
         .build()
         .new_agent()
         .get(&url)
@@ -370,8 +378,8 @@ fn a_runaway_query_times_out_and_holds_up_no_write_or_schema_change() {
 
 #[test]
 fn a_reserved_namespace_is_refused_and_the_node_keeps_writing() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let owner = node.token.clone();
     for namespace in ["sqlite_x", "SQLITE_x", "_basic", "_x"] {
         let schema = json!({
@@ -391,15 +399,16 @@ fn a_reserved_namespace_is_refused_and_the_node_keeps_writing() {
         }),
     );
     assert!(body["error"]["message"].as_str().unwrap().contains("reserved"), "{status} {body}");
-    let (status, body) = node.sql(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')");
+    let (status, body) =
+        node.sql_as(&owner, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')", json!([]));
     assert_eq!(status, 200, "{body}");
     assert_eq!(node.get("/v0/health", None), (200, json!({ "status": "ok" })));
 }
 
 #[test]
 fn one_app_cannot_take_every_live_query() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
     let wait = Duration::from_secs(20);
     let open: Vec<_> = (0..16)
@@ -417,29 +426,23 @@ fn one_app_cannot_take_every_live_query() {
     drop(open);
 }
 
-/// `basic up ARGS…` on free loopback ports, as a [`common::Node`].
-fn up_with(data: &Data, args: &[&str]) -> common::Node {
-    let ports = ["--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
-    let (child, _) = data.start(&[&ports[..], args].concat());
-    let api_file = data.path().join("api.json");
-    let info: Json = serde_json::from_str(&std::fs::read_to_string(&api_file).unwrap()).unwrap();
-    let address = info["address"].as_str().expect("api.json names the API").parse().unwrap();
-    let node = common::Node { child, address, token: data.owner_token(), api_file };
-    assert_eq!(node.get("/v0/health", None).0, 200);
-    node
+/// `basic up ARGS…` on free loopback ports, as a [`basic_testkit::Node`].
+fn up_with(data: &Data, args: &[&str]) -> basic_testkit::Node {
+    let ports = ["up", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+    data.start(&[&ports[..], args].concat())
 }
 
 #[test]
 fn a_statement_cannot_build_a_huge_value() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let started = std::time::Instant::now();
     for sql in [
         "SELECT zeroblob(1000000000)",
         "SELECT length(zeroblob(1000000000)) AS n",
         "INSERT INTO todo.lists (id, name) VALUES ('a', hex(zeroblob(1000000000)))",
     ] {
-        let (status, body) = node.sql(&node.token, sql);
+        let (status, body) = node.sql_as(&node.token, sql, json!([]));
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("too big"), "{sql}: {message}");
@@ -451,17 +454,17 @@ fn a_statement_cannot_build_a_huge_value() {
 
 #[test]
 fn query_budget_sets_how_long_a_statement_may_run() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let node = up_with(&data, &["--query-budget", "300ms"]);
     let started = std::time::Instant::now();
-    let (status, body) = node.sql(&node.token, RUNAWAY);
+    let (status, body) = node.sql_as(&node.token, RUNAWAY, json!([]));
     let waited = started.elapsed();
     assert!(body["error"]["message"].as_str().unwrap_or("").contains("300ms"), "{body}");
     timed_out((status, body));
     assert!(waited < Duration::from_millis(1500), "stopped after {waited:?}");
     drop(node);
 
-    let other = Data::new();
+    let other = Data::new(BASIC);
     for bad in ["0s", "soon", "-1s", "300", "2h"] {
         let option = format!("--query-budget={bad}");
         let stderr = other.basic(&["up", &option, "--api", "127.0.0.1:0"]).failed();
@@ -472,8 +475,8 @@ fn query_budget_sets_how_long_a_statement_may_run() {
 
 #[test]
 fn one_token_runs_at_most_four_statements_at_once() {
-    let data = Data::with_todo();
-    let node = std::sync::Arc::new(data.up());
+    let data = Data::with_todo(BASIC);
+    let node = std::sync::Arc::new(data.up(&[]));
     let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
     // Four runaway reads from clients that give up at once: the node still
     // runs them until their budget, and counts them.
@@ -489,14 +492,14 @@ fn one_token_runs_at_most_four_statements_at_once() {
             .send(json!({ "sql": RUNAWAY }).to_string().as_bytes());
         assert!(sent.is_err(), "a runaway statement answered within 300 ms");
     }
-    let (status, body) = node.sql(&token, "SELECT count(*) FROM todo.lists");
+    let (status, body) = node.sql_as(&token, "SELECT count(*) FROM todo.lists", json!([]));
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("busy")), "{body}");
     // Other tokens are not held up.
-    let (status, body) = node.sql(&node.token, "SELECT count(*) FROM todo.lists");
+    let (status, body) = node.sql_as(&node.token, "SELECT count(*) FROM todo.lists", json!([]));
     assert_eq!(status, 200, "{body}");
     // Once they end, the token runs statements again.
     std::thread::sleep(Duration::from_secs(3));
-    let (status, body) = node.sql(&token, "SELECT count(*) FROM todo.lists");
+    let (status, body) = node.sql_as(&token, "SELECT count(*) FROM todo.lists", json!([]));
     assert_eq!(status, 200, "{body}");
 
     // Four at once are fine.
@@ -505,7 +508,7 @@ fn one_token_runs_at_most_four_statements_at_once() {
     let running: Vec<_> = (0..4)
         .map(|_| {
             let (node, token) = (std::sync::Arc::clone(&node), token.clone());
-            std::thread::spawn(move || node.sql(&token, slow))
+            std::thread::spawn(move || node.sql_as(&token, slow, json!([])))
         })
         .collect();
     for thread in running {

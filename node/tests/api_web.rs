@@ -7,14 +7,15 @@
 //! (`Host` and `Origin` included) is exactly what a browser, or an
 //! attacker, would send.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::Data;
+use basic_testkit::Data;
 use serde_json::{Value as Json, json};
+
+/// The binary under test.
+const BASIC: &str = env!("CARGO_BIN_EXE_basic");
 
 const PAGE: &str = "http://todo.localhost:8080";
 const EVIL: &str = "http://evil.example";
@@ -148,9 +149,9 @@ fn web_app_token(data: &Data, address: SocketAddr, origin: &str) -> String {
 
 #[test]
 fn a_web_apps_token_works_from_its_own_page_only() {
-    let data = Data::with_todo();
-    let node = data.up();
-    let address = node.address;
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
+    let address = node.api_address();
     let select = json!({ "sql": "SELECT count(*) AS n FROM todo.items" });
 
     // Before any app asked from it, a page's preflight for an app route
@@ -247,7 +248,7 @@ fn a_web_apps_token_works_from_its_own_page_only() {
         );
         assert_eq!(near.status, 403, "{near:?}");
     }
-    let (_, count) = node.sql(&node.token, "SELECT count(*) AS n FROM todo.items");
+    let (_, count) = node.sql_as(&node.token, "SELECT count(*) AS n FROM todo.items", json!([]));
     assert_eq!(count["rows"][0][0], 0, "nothing was written");
 
     // The owner token from any page is refused, and owner routes answer no
@@ -336,9 +337,9 @@ fn a_web_apps_token_works_from_its_own_page_only() {
 
 #[test]
 fn a_rebound_dns_name_reaches_nothing() {
-    let data = Data::with_todo();
-    let node = data.up();
-    let address = node.address;
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
+    let address = node.api_address();
     let port = address.port();
     let owner = bearer(&node.token);
     // The page's name rebinds to 127.0.0.1: the browser sends that name.
@@ -386,9 +387,9 @@ fn a_rebound_dns_name_reaches_nothing() {
 
 #[test]
 fn a_page_cannot_flood_the_user_with_requests() {
-    let data = Data::with_todo();
-    let node = data.up();
-    let address = node.address;
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
+    let address = node.api_address();
     let ask = |origin: &str| {
         let asked = json!({ "name": "Flood", "scopes": { "todo": "read" } });
         send(address, "POST", "/v0/apps/requests", &[("origin", origin)], Some(&asked))

@@ -1,16 +1,17 @@
 //! The `basic` command line, with and without a running node.
 
-mod common;
-
 use std::path::PathBuf;
 
 use basic_store::{Format, Schema};
-use common::{Data, example};
+use basic_testkit::{Data, example};
 use serde_json::{Value as Json, json};
+
+/// The binary under test.
+const BASIC: &str = env!("CARGO_BIN_EXE_basic");
 
 #[test]
 fn init_prints_ids_and_refuses_a_second_init() {
-    let data = Data::new();
+    let data = Data::new(BASIC);
     let out = data.basic(&["init"]).ok();
     for prefix in ["database  db_", "device    dev_", "user      usr_", "basic-recovery-"] {
         assert!(out.contains(prefix), "{prefix} missing in:\n{out}");
@@ -33,7 +34,7 @@ fn init_prints_ids_and_refuses_a_second_init() {
 
 #[test]
 fn commands_without_a_database_say_what_to_do() {
-    let data = Data::new();
+    let data = Data::new(BASIC);
     let error = data.basic(&["sql", "SELECT 1"]).failed();
     assert!(error.contains("run `basic init`"), "{error}");
     assert!(!data.path().join("replica").exists(), "a data command must not create a database");
@@ -41,7 +42,7 @@ fn commands_without_a_database_say_what_to_do() {
 
 #[test]
 fn schema_and_sql_work_without_a_node() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let out = data
         .basic(&[
             "sql",
@@ -65,13 +66,13 @@ fn schema_and_sql_work_without_a_node() {
 
 #[test]
 fn the_cli_goes_through_a_running_node() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     // The node holds the database: these can only succeed through its API.
     data.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')"]).ok();
     let out = data.basic(&["sql", "SELECT name FROM todo.lists", "--json"]).ok();
     assert!(out.contains("\"Home\""), "{out}");
-    let applied = data.basic(&["schema", "apply", example("contacts.json").to_str().unwrap()]).ok();
+    let applied = data.basic(&["schema", "apply", &example("contacts.json")]).ok();
     assert!(applied.contains("contacts.people"), "{applied}");
     let status: serde_json::Value =
         serde_json::from_str(&data.basic(&["status", "--json"]).ok()).unwrap();
@@ -83,7 +84,7 @@ fn the_cli_goes_through_a_running_node() {
     let export = data.path().join("export.jsonl");
     data.basic(&["export", "--out", export.to_str().unwrap()]).ok();
     drop(node);
-    let other = Data::new();
+    let other = Data::new(BASIC);
     other.basic(&["init"]).ok();
     let out = other.basic(&["import", export.to_str().unwrap()]).ok();
     assert!(out.contains("imported 1 rows"), "{out}");
@@ -91,16 +92,16 @@ fn the_cli_goes_through_a_running_node() {
 
 #[test]
 fn a_second_node_on_the_same_data_is_refused() {
-    let data = Data::with_todo();
-    let _node = data.up();
+    let data = Data::with_todo(BASIC);
+    let _node = data.up(&[]);
     let error = data.basic(&["up", "--api", "127.0.0.1:0"]).failed();
     assert!(error.contains("already open in another process"), "{error}");
 }
 
 #[test]
 fn up_stops_cleanly_on_sigterm() {
-    let data = Data::with_todo();
-    let mut node = data.up();
+    let data = Data::with_todo(BASIC);
+    let mut node = data.up(&[]);
     assert!(node.api_file.exists());
     let status = node.terminate();
     assert_eq!(status.code(), Some(0));
@@ -111,7 +112,7 @@ fn up_stops_cleanly_on_sigterm() {
 
 #[test]
 fn help_is_there_for_every_command() {
-    let data = Data::new();
+    let data = Data::new(BASIC);
     for command in [
         vec!["--help"],
         vec!["init", "--help"],
@@ -134,7 +135,7 @@ fn help_is_there_for_every_command() {
 
 #[test]
 fn an_invite_needs_a_running_node() {
-    let inviter = Data::with_todo();
+    let inviter = Data::with_todo(BASIC);
     // No node runs: an invite could carry no address to join through.
     let out = inviter.basic(&["device", "invite"]);
     assert_eq!(out.stdout, "", "no invite is printed");
@@ -144,18 +145,18 @@ fn an_invite_needs_a_running_node() {
     let help = inviter.basic(&["device", "invite", "--help"]).ok();
     assert!(help.contains("basic up"), "{help}");
 
-    let _node = inviter.up();
+    let _node = inviter.up(&[]);
     let invite = inviter.basic(&["device", "invite"]).ok();
     assert!(invite.starts_with("basic-invite-"), "{invite}");
 }
 
 #[test]
 fn join_without_a_reachable_inviter_says_so_and_leaves_nothing_behind() {
-    let inviter = Data::with_todo();
-    let joiner = Data::new();
+    let inviter = Data::with_todo(BASIC);
+    let joiner = Data::new(BASIC);
 
     // The node that made the invite has stopped: its addresses are named.
-    let mut node = inviter.up();
+    let mut node = inviter.up(&[]);
     let invite = inviter.basic(&["device", "invite"]).ok();
     node.terminate();
     let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
@@ -165,13 +166,13 @@ fn join_without_a_reachable_inviter_says_so_and_leaves_nothing_behind() {
     joiner.basic(&["init"]).ok();
     let error = joiner.basic(&["init", "--join", invite.trim()]).failed();
     assert!(error.contains("already holds a database"), "{error}");
-    let error = Data::new().basic(&["init", "--join", "basic-invite-nonsense"]).failed();
+    let error = Data::new(BASIC).basic(&["init", "--join", "basic-invite-nonsense"]).failed();
     assert!(error.contains("not an invite"), "{error}");
 }
 
 #[test]
 fn a_pinner_directory_is_made_once_and_refuses_data_commands() {
-    let data = Data::new();
+    let data = Data::new(BASIC);
     let out = data.basic(&["pinner", "init"]).ok();
     assert!(out.contains("pinner    pin_"), "{out}");
     #[cfg(unix)]
@@ -189,8 +190,8 @@ fn a_pinner_directory_is_made_once_and_refuses_data_commands() {
 
 #[test]
 fn pin_add_saves_addresses_that_list_shows_and_remove_forgets() {
-    let data = Data::with_todo();
-    let pinner = Data::new();
+    let data = Data::with_todo(BASIC);
+    let pinner = Data::new(BASIC);
     let out = pinner.basic(&["pinner", "init"]).ok();
     let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).unwrap().to_owned();
     let peer = basic_net::Keypair::ed25519_from_bytes([1; 32]).unwrap().public().to_peer_id();
@@ -222,7 +223,7 @@ fn pin_add_saves_addresses_that_list_shows_and_remove_forgets() {
     assert!(out.contains("`basic up` dials it when it starts"), "{out}");
     let list = data.basic(&["pin", "list"]).ok();
     assert_eq!(list, format!("{pin}\n  {address}\n"));
-    let node = data.up();
+    let node = data.up(&[]);
     let second = format!("/ip4/198.51.100.1/udp/4001/quic-v1/p2p/{peer}");
     let out = data.basic(&["pin", "add", &pin, "--address", &address, "--address", &second]).ok();
     assert!(out.contains("saved 2 addresses"), "{out}");
@@ -260,15 +261,15 @@ fn schema_columns(schema: &Schema, table: &str) -> Vec<String> {
 fn a_schema_keeps_its_column_order_on_every_path() {
     let todo = Schema::from_file(example("todo.toml")).unwrap();
     let v2 = Schema::from_file(example("todo-v2.toml")).unwrap();
-    let data = Data::new();
+    let data = Data::new(BASIC);
     data.basic(&["init"]).ok();
-    let node = data.up();
+    let node = data.up(&[]);
 
     // The CLI, through the running node's API.
-    data.basic(&["schema", "apply", example("todo.toml").to_str().unwrap()]).ok();
+    data.basic(&["schema", "apply", &example("todo.toml")]).ok();
     assert_eq!(columns(&data, "SELECT * FROM todo.items"), schema_columns(&todo, "items"));
     // The README's migration applies: new columns go at the end.
-    let out = data.basic(&["schema", "apply", example("todo-v2.toml").to_str().unwrap()]).ok();
+    let out = data.basic(&["schema", "apply", &example("todo-v2.toml")]).ok();
     assert!(out.contains("+ column todo.items.tags"), "{out}");
     // A store issue of its own, left to the store: after a migration, the
     // node's reader connections name the old columns for a statement they
@@ -287,7 +288,7 @@ fn a_schema_keeps_its_column_order_on_every_path() {
 
     // Another device, which gets the schemas from the control log.
     let invite = data.basic(&["device", "invite"]).ok();
-    let other = Data::new();
+    let other = Data::new(BASIC);
     other.basic(&["init", "--join", invite.trim()]).ok();
     assert_eq!(columns(&other, "SELECT * FROM todo.items"), schema_columns(&v2, "items"));
     assert_eq!(columns(&other, "SELECT * FROM zz.t"), ["z", "b", "a"]);
@@ -305,9 +306,9 @@ fn schema_show_applies_back_as_a_no_op() {
     assert!(files.len() >= 3, "{files:?}");
     let out = tempfile::tempdir().unwrap();
     for running in [false, true] {
-        let data = Data::new();
+        let data = Data::new(BASIC);
         data.basic(&["init"]).ok();
-        let _node = running.then(|| data.up());
+        let _node = running.then(|| data.up(&[]));
         for file in &files {
             let schema = Schema::from_file(file).unwrap();
             let namespace = schema.namespace().as_str();
@@ -336,7 +337,7 @@ fn up_checks_its_options_and_ports_before_creating_anything() {
     let port = taken.local_addr().unwrap().port();
     let api = format!("127.0.0.1:{port}");
     let sync = format!("/ip4/127.0.0.1/tcp/{port}");
-    let data = Data::new();
+    let data = Data::new(BASIC);
     for (args, expected) in [
         (vec!["--api", &api, "--listen", "/ip4/127.0.0.1/tcp/0"], api.as_str()),
         (vec!["--api", "127.0.0.1:0", "--listen", &sync], sync.as_str()),
@@ -356,7 +357,7 @@ fn up_checks_its_options_and_ports_before_creating_anything() {
 
 #[test]
 fn parameter_count_errors_say_what_was_given() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let error =
         data.basic(&["sql", "SELECT ?", "--param", "1", "--param", "2", "--param", "3"]).failed();
     assert!(
@@ -368,7 +369,7 @@ fn parameter_count_errors_say_what_was_given() {
         .failed();
     assert!(error.contains("2 placeholders but 1 parameter was given"), "{error}");
 
-    let node = data.up();
+    let node = data.up(&[]);
     let params: Vec<Json> = (0..100_000).map(Json::from).collect();
     let (status, body) =
         node.post("/v0/sql", Some(&node.token), &json!({ "sql": "SELECT ?", "params": params }));
@@ -384,7 +385,7 @@ fn parameter_count_errors_say_what_was_given() {
 
 #[test]
 fn id_errors_name_the_kind_of_id_with_its_article() {
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let status: Json = serde_json::from_str(&data.basic(&["status", "--json"]).ok()).unwrap();
     let device = status["device"].as_str().unwrap().to_owned();
     let app = basic_proto::keys::Principal {
@@ -408,8 +409,8 @@ fn id_errors_name_the_kind_of_id_with_its_article() {
 
 #[test]
 fn path_rejections_answer_the_json_error_shape() {
-    let data = Data::with_todo();
-    let node = data.up();
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let token = node.token.clone();
     for path in ["/v0/pins/%ff%fe", "/v0/devices/%ff"] {
         let (status, body) = node.delete(path, Some(&token));
@@ -427,10 +428,8 @@ fn path_rejections_answer_the_json_error_shape() {
 
 #[test]
 fn refused_live_queries_are_not_logged_as_node_errors() {
-    let data = Data::with_todo();
-    let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("node.log");
-    let node = data.up_logged(&log);
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
     let token = node.token.clone();
     for query in ["sql=SELECT%20nope%20FROM%20todo.items", "sql=DELETE%20FROM%20todo.items"] {
         let (status, body) = node.get(&format!("/v0/live?{query}"), Some(&token));
@@ -441,12 +440,12 @@ fn refused_live_queries_are_not_logged_as_node_errors() {
     let mut open = Vec::new();
     let refused = loop {
         assert!(open.len() <= 64, "more than 64 live queries open");
-        let request = common::agent()
+        let request = basic_testkit::agent()
             .get(node.url("/v0/live?sql=SELECT%201"))
             .header("authorization", format!("Bearer {token}"));
         let response = request.call().unwrap();
         if response.status() != 200 {
-            break common::answer(Ok(response));
+            break basic_testkit::answer(Ok(response));
         }
         open.push(response);
     };
@@ -454,14 +453,14 @@ fn refused_live_queries_are_not_logged_as_node_errors() {
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("busy")), "{body}");
     drop(open);
     drop(node);
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = std::fs::read_to_string(data.log_path()).unwrap();
     assert!(!log.contains(" ERROR "), "{log}");
 }
 
 #[test]
 fn a_pinning_peer_has_a_status() {
-    let device = Data::with_todo();
-    let pinner = Data::new();
+    let device = Data::with_todo(BASIC);
+    let pinner = Data::new(BASIC);
     let out = pinner.basic(&["pinner", "init"]).ok();
     let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).unwrap().to_owned();
     let status: Json = serde_json::from_str(&device.basic(&["status", "--json"]).ok()).unwrap();
@@ -477,10 +476,10 @@ fn a_pinning_peer_has_a_status() {
 
     // Running: it gets the control log from the device that dials it, and
     // then the device's commits.
-    let (mut running, address) =
-        pinner.start(&["--database", &database, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
+    let mut running = pinner.pinner_up(&database);
+    let address = running.address().to_owned();
     device.basic(&["pin", "add", &pin, "--address", &address]).ok();
-    let node = device.up();
+    let node = device.up(&[]);
     device.basic(&["sql", "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')"]).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let json = loop {
@@ -505,7 +504,7 @@ fn a_pinning_peer_has_a_status() {
     drop(node);
 
     // Stopped: what it holds, read from its replica.
-    assert!(common::terminate(&mut running).success(), "the pinning peer stops on SIGTERM");
+    assert!(running.terminate().success(), "the pinning peer stops on SIGTERM");
     let json: Json = serde_json::from_str(&pinner.basic(&["status", "--json"]).ok()).unwrap();
     assert_eq!(
         (json["database"].as_str(), json["running"].as_bool()),
@@ -566,7 +565,7 @@ fn the_data_directory_is_private_whatever_the_umask_and_an_open_one_is_refused()
     assert_eq!(open_to_others(&dir), vec![], "after init");
     let schema = example("todo.toml");
     for args in [
-        vec!["schema", "apply", schema.to_str().unwrap()],
+        vec!["schema", "apply", &schema],
         vec!["sql", "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')"],
         vec!["status"],
     ] {
@@ -606,7 +605,7 @@ fn the_data_directory_is_private_whatever_the_umask_and_an_open_one_is_refused()
 
 #[test]
 fn the_recovery_secret_stays_until_confirmed_then_is_forgotten() {
-    let data = Data::new();
+    let data = Data::new(BASIC);
     // No terminal: init does not ask, and the device keeps the secret.
     let out = data.basic(&["init"]).ok();
     let secret = out
@@ -624,7 +623,7 @@ fn the_recovery_secret_stays_until_confirmed_then_is_forgotten() {
     assert!(status.contains("secrets    in the replica's file"), "{status}");
 
     // Through a running node too.
-    let mut node = data.up();
+    let mut node = data.up(&[]);
     let (status, body) = node.get("/v0/recovery", Some(&node.token));
     assert_eq!((status, &body["secret"]), (200, &json!(secret)), "{body}");
     let (status, _) = node.get("/v0/recovery", None);

@@ -9,14 +9,15 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Data, Guard, NODE_TIMEOUT};
+use basic_testkit::{Data, Guard, NODE_TIMEOUT};
 use serde_json::{Value as Json, json};
+
+/// The binary under test.
+const BASIC: &str = env!("CARGO_BIN_EXE_basic");
 
 /// Writes made through the API, each checked on its own.
 const WRITES: usize = 10;
@@ -34,19 +35,19 @@ fn a_write_is_answered_only_after_its_data_file_is_fdatasynced() {
         );
         return;
     }
-    let data = Data::with_todo();
+    let data = Data::with_todo(BASIC);
     let trace = data.path().join("strace.txt");
     let node = TracedNode::start(&data, &trace);
     let token = data.owner_token();
     for i in 0..WRITES {
         let sql = format!("INSERT INTO todo.lists (id, name) VALUES ('durable-{i}', 'list {i}')");
         // A new connection for each write (a fresh agent).
-        let response = common::agent()
+        let response = basic_testkit::agent()
             .post(format!("http://{}/v0/sql", node.address))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .send(json!({ "sql": sql }).to_string());
-        let (status, body) = common::answer(response);
+        let (status, body) = basic_testkit::answer(response);
         assert_eq!(status, 200, "write {i}: {body}");
     }
     node.stop();
@@ -126,8 +127,9 @@ impl TracedNode {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let health = common::agent().get(format!("http://{}/v0/health", node.address)).call();
-        assert_eq!(common::answer(health).0, 200);
+        let health =
+            basic_testkit::agent().get(format!("http://{}/v0/health", node.address)).call();
+        assert_eq!(basic_testkit::answer(health).0, 200);
         node
     }
 

@@ -1032,7 +1032,7 @@ fn thief(world: &mut World) -> anyhow::Result<String> {
 }
 
 /// Fails unless every op was taken (admitted, held or a duplicate).
-fn refused_nothing(outcomes: Vec<Result<OpId, String>>) -> anyhow::Result<()> {
+fn refused_nothing(outcomes: Vec<basic_store::OpOutcome>) -> anyhow::Result<()> {
     match outcomes.into_iter().find_map(Result::err) {
         Some(why) => bail!("an op was refused: {why}"),
         None => Ok(()),

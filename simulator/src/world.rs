@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use basic_proto::control::{AuthState, OpId, Rights};
+use basic_proto::sync::message::frame_name;
 use basic_proto::sync::{Answer, Event, RequesterConfig, Responder};
 use basic_proto::{CommitId, DatabaseId, NamingKey, Party, PublicKey, ScopeId, SecretKey, Value};
 use basic_store::sync::{Input, Session as Driver};
@@ -863,11 +864,6 @@ pub fn key(rng: &mut ChaCha20Rng) -> SecretKey {
     let mut seed = [0; 32];
     rng.fill_bytes(&mut seed);
     SecretKey::from_seed(seed)
-}
-
-/// The kind of a frame, for the trace (without decoding its content).
-pub fn frame_name(frame: &[u8]) -> &'static str {
-    basic_proto::sync::message::frame_name(frame)
 }
 
 fn describe(event: &Event) -> String {

@@ -29,6 +29,7 @@ use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
 use rusqlite::Connection;
 
+use crate::control_error::ControlError;
 use crate::environment::Environment;
 use crate::flows::pairing::PairingError;
 use crate::flows::recovery::{self, RecoveryError};
@@ -112,7 +113,7 @@ pub enum DbError {
     Recovery(#[from] RecoveryError),
     /// A control operation could not be made or was refused.
     #[error("control log: {0}")]
-    Control(String),
+    Control(#[from] ControlError),
     /// Another process has this database open.
     #[error("the database in {} is open in another process (a running node?); stop it or use another directory", .0.display())]
     InUse(PathBuf),
@@ -209,7 +210,7 @@ enum Job {
 /// A change to the control log.
 enum Command {
     /// Operations received from peers (or why one did not decode).
-    Ingest(Vec<Result<ControlOp, String>>),
+    Ingest(Vec<Result<ControlOp, ControlError>>),
     Grant {
         app: Party,
         scope: Name,
@@ -228,7 +229,7 @@ enum Command {
 }
 
 /// What one control operation did: its id, or why it was refused.
-pub type OpOutcome = Result<OpId, String>;
+pub type OpOutcome = Result<OpId, ControlError>;
 
 /// One result per received commit, in order.
 type Ingested = Vec<Result<Inserted, IngestError>>;
@@ -696,7 +697,7 @@ impl<S: Store> Database<S> {
         let ops = encoded
             .iter()
             .map(|bytes| {
-                ControlOp::decode_with(bytes, &self.shared.authors).map_err(|e| e.to_string())
+                ControlOp::decode_with(bytes, &self.shared.authors).map_err(ControlError::from)
             })
             .collect();
         self.submit(|reply| Job::Control { command: Command::Ingest(ops), reply })
@@ -781,8 +782,8 @@ impl<S: Store> Database<S> {
         let outcomes = self.submit(|reply| Job::Control { command, reply })?;
         match outcomes.into_iter().next() {
             Some(Ok(id)) => Ok(id),
-            Some(Err(reason)) => Err(DbError::Control(reason)),
-            None => Err(DbError::Control("no operation was made".into())),
+            Some(Err(error)) => Err(error.into()),
+            None => Err(ControlError::NoOperation.into()),
         }
     }
 
@@ -1015,9 +1016,7 @@ fn load_identity<S: Store>(
         return Ok(identity);
     }
     if read_joining(replica)?.is_some() {
-        return Err(DbError::Control(
-            "this directory is joining a database: finish with finish_join".into(),
-        ));
+        return Err(ControlError::Joining.into());
     }
     let mut rng = environment.rng();
     let (root, device) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
@@ -1029,10 +1028,10 @@ fn load_identity<S: Store>(
             parents: Vec::new(),
             hlc: Hlc { wall_ms: environment.now_ms(), counter: 0 },
             payload: Payload::genesis(&root, &Party::of(&device), &mut rng)
-                .map_err(|e| DbError::Control(e.to_string()))?,
+                .map_err(ControlError::from)?,
         },
     )
-    .map_err(|e| DbError::Control(e.to_string()))?;
+    .map_err(ControlError::from)?;
     let database = genesis.database();
     let mut txn = replica.begin();
     txn.insert_op(&genesis);
@@ -1555,13 +1554,19 @@ impl<S: Store> Writer<S> {
             Command::Ingest(ops) => {
                 // One state evaluation for the whole batch.
                 let now = self.shared.environment.now_ms();
-                let (decoded, mut outcomes): (Vec<_>, Vec<_>) =
-                    ops.into_iter().map(|op| (op.clone().ok(), op.map(|op| op.id()))).unzip();
-                let decoded: Vec<ControlOp> = decoded.into_iter().flatten().collect();
+                let mut decoded: Vec<ControlOp> = Vec::with_capacity(ops.len());
+                let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(ops.len());
+                for op in ops {
+                    outcomes.push(op.map(|op| {
+                        let id = op.id();
+                        decoded.push(op);
+                        id
+                    }));
+                }
                 let mut admitted = self.access.insert_all(decoded, txn, &device, now).into_iter();
                 for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
                     if let Some(Err(error)) = admitted.next() {
-                        *outcome = Err(error.to_string());
+                        *outcome = Err(error.into());
                     }
                 }
                 outcomes
@@ -1578,23 +1583,23 @@ impl<S: Store> Writer<S> {
     fn issue(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey, command: Command) -> OpOutcome {
         let payload = match command {
             Command::Grant { app, scope: namespace, rights } => {
-                let scope = self.scope_id(&namespace).map_err(|e| e.to_string())?;
-                let epoch =
-                    self.access.state().scopes().get(&scope).and_then(|s| s.current()).ok_or(
-                        format!("scope {namespace} has no key yet: apply its schema first"),
-                    )?;
-                let key = self
+                let scope = self.scope_id(&namespace)?;
+                let epoch = self
                     .access
-                    .keys()
-                    .scope_key(&scope, epoch)
-                    .ok_or(format!("this device holds no key of {namespace} epoch {epoch}"))?;
+                    .state()
+                    .scopes()
+                    .get(&scope)
+                    .and_then(|s| s.current())
+                    .ok_or_else(|| ControlError::NoScopeKey(namespace.clone()))?;
+                let key = self.access.keys().scope_key(&scope, epoch).ok_or_else(|| {
+                    ControlError::NoEpochKey { namespace: namespace.clone(), epoch }
+                })?;
                 let label = seal_label(self.shared.database, &scope, epoch, &app.key);
-                let key = SealedKey::seal(&key, device, &app, &label, &mut self.rng)
-                    .map_err(|e| e.to_string())?;
+                let key = SealedKey::seal(&key, device, &app, &label, &mut self.rng)?;
                 Payload::Grant { app: app.key, sealing: app.sealing, scope, rights, epoch, key }
             }
             Command::Revoke { app, scope: namespace } => {
-                let scope = self.scope_id(&namespace).map_err(|e| e.to_string())?;
+                let scope = self.scope_id(&namespace)?;
                 Payload::Revoke {
                     app,
                     cutoff: self.cutoff(&app)?,
@@ -1605,14 +1610,12 @@ impl<S: Store> Writer<S> {
                 let mut keys = BTreeMap::new();
                 for (scope, epoch, key) in self.access.keys().iter() {
                     let label = seal_label(self.shared.database, scope, epoch, &new.key);
-                    let sealed = SealedKey::seal(key, device, &new, &label, &mut self.rng)
-                        .map_err(|e| e.to_string())?;
+                    let sealed = SealedKey::seal(key, device, &new, &label, &mut self.rng)?;
                     keys.insert((*scope, epoch), sealed);
                 }
-                let naming = self.access.naming().ok_or("this replica holds no naming key")?;
-                let root = self.access.state().root().ok_or("the control log has no root")?;
-                let naming = seal_naming(naming, device, &root.key, &new, &mut self.rng)
-                    .map_err(|e| e.to_string())?;
+                let naming = self.access.naming().ok_or(ControlError::NoNamingKey)?;
+                let root = self.access.state().root().ok_or(ControlError::NoRoot)?;
+                let naming = seal_naming(naming, device, &root.key, &new, &mut self.rng)?;
                 Payload::AddDevice { device: new.key, sealing: new.sealing, naming, keys }
             }
             Command::RemoveDeviceAsRoot(removed, root) => {
@@ -1627,9 +1630,9 @@ impl<S: Store> Writer<S> {
                     rotations,
                 };
                 let now = self.shared.environment.now_ms();
-                let op = self.access.issue(&root, payload, now).map_err(|e| e.to_string())?;
+                let op = self.access.issue(&root, payload, now)?;
                 let id = op.id();
-                self.access.insert(op, txn, device, now).map_err(|e| e.to_string())?;
+                self.access.insert(op, txn, device, now)?;
                 return Ok(id);
             }
             Command::RemoveDevice(removed) => {
@@ -1643,33 +1646,22 @@ impl<S: Store> Writer<S> {
             }
             Command::AddPinner(pinner) => Payload::AddPinner { pinner },
             Command::RemovePinner(pinner) => Payload::RemovePinner { pinner },
-            Command::Ingest(_) => return Err("received operations are not issued".into()),
+            Command::Ingest(_) => return Err(ControlError::NotIssued),
         };
-        let op = self
-            .access
-            .issue(device, payload, self.shared.environment.now_ms())
-            .map_err(|e| e.to_string())?;
+        let op = self.access.issue(device, payload, self.shared.environment.now_ms())?;
         let id = op.id();
-        self.access
-            .insert(op, txn, device, self.shared.environment.now_ms())
-            .map_err(|e| e.to_string())?;
+        self.access.insert(op, txn, device, self.shared.environment.now_ms())?;
         Ok(id)
     }
 
     /// The last commit of `author`'s log this device holds without a gap.
-    fn cutoff(&self, author: &PublicKey) -> Result<Cutoff, String> {
+    fn cutoff(&self, author: &PublicKey) -> Result<Cutoff, ControlError> {
         let replica = &self.shared.replica;
-        let seq =
-            replica.heads().map_err(|e| e.to_string())?.get(author).map_or(0, |h| h.contiguous);
+        let seq = replica.heads()?.get(author).map_or(0, |h| h.contiguous);
         if seq == 0 {
             return Ok(Cutoff::NONE);
         }
-        let last = replica
-            .log(author)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, id)| id);
+        let last = replica.log(author)?.into_iter().find(|(s, _)| *s == seq).map(|(_, id)| id);
         Ok(Cutoff { seq, last })
     }
 
@@ -1690,14 +1682,14 @@ impl<S: Store> Writer<S> {
             }
         }
         for scope in stale {
-            let rotation = self.rotation(device, &scope, None).map_err(DbError::Control)?;
+            let rotation = self.rotation(device, &scope, None)?;
             let op = self
                 .access
                 .issue(device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
-                .map_err(|e| DbError::Control(e.to_string()))?;
+                .map_err(ControlError::from)?;
             self.access
                 .insert(op, txn, device, self.shared.environment.now_ms())
-                .map_err(|e| DbError::Control(e.to_string()))?;
+                .map_err(ControlError::from)?;
         }
         self.publish_schemas(txn, device)
     }
@@ -1709,7 +1701,6 @@ impl<S: Store> Writer<S> {
     /// concurrent schema op outstamped). So the log's schema converges to
     /// the most extended one, readable at the current epoch.
     fn publish_schemas(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey) -> Result<(), DbError> {
-        let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
         let namespaces: Vec<(Name, String)> = self
             .catalog
             .schemas()
@@ -1736,12 +1727,10 @@ impl<S: Store> Writer<S> {
             if winner.is_some_and(|epoch| epoch >= current) && !extends {
                 continue;
             }
-            let op = self
-                .schema_op(device, &scope, current, &namespace, &text)
-                .map_err(DbError::Control)?;
+            let op = self.schema_op(device, &scope, current, &namespace, &text)?;
             self.access
                 .insert(op, txn, device, self.shared.environment.now_ms())
-                .map_err(|e| control(&e))?;
+                .map_err(ControlError::from)?;
         }
         Ok(())
     }
@@ -1755,12 +1744,12 @@ impl<S: Store> Writer<S> {
         epoch: u32,
         namespace: &Name,
         text: &str,
-    ) -> Result<ControlOp, String> {
+    ) -> Result<ControlOp, ControlError> {
         let key = self
             .access
             .keys()
             .scope_key(scope, epoch)
-            .ok_or(format!("this device holds no key of {namespace} epoch {epoch}"))?;
+            .ok_or_else(|| ControlError::NoEpochKey { namespace: namespace.clone(), epoch })?;
         let sealed = SealedSchema::seal(
             &key,
             self.shared.database,
@@ -1776,14 +1765,12 @@ impl<S: Store> Writer<S> {
                 Payload::Schema { scope: *scope, epoch, sealed },
                 self.shared.environment.now_ms(),
             )
-            .map_err(|e| e.to_string())
+            .map_err(ControlError::from)
     }
 
     /// The scope id of `namespace`: this replica must be a device's.
-    fn scope_id(&self, namespace: &Name) -> Result<ScopeId, DbError> {
-        self.access.scope_id(namespace).ok_or_else(|| {
-            DbError::Control("this replica holds no naming key: it is not a device's".into())
-        })
+    fn scope_id(&self, namespace: &Name) -> Result<ScopeId, ControlError> {
+        self.access.scope_id(namespace).ok_or(ControlError::NotADevice)
     }
 
     /// A new epoch of `scope`, sealed to its readers except `leaving`.
@@ -1792,7 +1779,7 @@ impl<S: Store> Writer<S> {
         device: &SecretKey,
         scope: &ScopeId,
         leaving: Option<&PublicKey>,
-    ) -> Result<Rotation, String> {
+    ) -> Result<Rotation, ControlError> {
         let epoch = self
             .access
             .state()
@@ -1803,8 +1790,15 @@ impl<S: Store> Writer<S> {
         let readers: Vec<Party> =
             self.access.readers(scope).into_iter().filter(|p| Some(&p.key) != leaving).collect();
         let key = ScopeKey::generate(&mut self.rng);
-        Rotation::seal(device, self.shared.database, *scope, epoch, &key, &readers, &mut self.rng)
-            .map_err(|e| e.to_string())
+        Ok(Rotation::seal(
+            device,
+            self.shared.database,
+            *scope,
+            epoch,
+            &key,
+            &readers,
+            &mut self.rng,
+        )?)
     }
 
     /// After the control log changed: recompute the rows of commits whose
@@ -1847,7 +1841,6 @@ impl<S: Store> Writer<S> {
         let migration = catalog.apply(schema)?;
         let device = self.log.secret().clone();
         let keys_before = self.access.keys().clone();
-        let control = |e: &dyn std::fmt::Display| DbError::Control(e.to_string());
         // A new scope gets its first key (epoch 0), sealed to every device.
         if !self.access.state().scopes().contains_key(&scope) {
             let rotation = Rotation::seal(
@@ -1859,14 +1852,14 @@ impl<S: Store> Writer<S> {
                 &self.access.readers(&scope),
                 &mut self.rng,
             )
-            .map_err(|e| control(&e))?;
+            .map_err(ControlError::from)?;
             let op = self
                 .access
                 .issue(&device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
-                .map_err(|e| control(&e))?;
+                .map_err(ControlError::from)?;
             self.access
                 .insert(op, txn, &device, self.shared.environment.now_ms())
-                .map_err(|e| control(&e))?;
+                .map_err(ControlError::from)?;
         }
         // The schema itself goes into the control log, sealed under the
         // scope's current key, so every reader of the scope gets it and no
@@ -1874,13 +1867,11 @@ impl<S: Store> Writer<S> {
         let logged = self.access.schemas().get(&scope).is_some_and(|(_, t)| *t == text);
         if !logged {
             let epoch = self.access.state().scopes().get(&scope).and_then(|s| s.current());
-            let epoch = epoch.ok_or_else(|| control(&"the scope has no key"))?;
-            let op = self
-                .schema_op(&device, &scope, epoch, &namespace, &text)
-                .map_err(|e| control(&e))?;
+            let epoch = epoch.ok_or(ControlError::NoEpoch)?;
+            let op = self.schema_op(&device, &scope, epoch, &namespace, &text)?;
             self.access
                 .insert(op, txn, &device, self.shared.environment.now_ms())
-                .map_err(|e| control(&e))?;
+                .map_err(ControlError::from)?;
         }
         self.after_control_change(txn, &keys_before)?;
         self.catalog = catalog;

@@ -47,6 +47,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![deny(missing_docs)]
 
+mod control_error;
 mod database;
 mod environment;
 mod flows;
@@ -56,7 +57,9 @@ pub mod storage;
 pub mod sync;
 #[cfg(test)]
 mod test_edits;
+pub mod value_json;
 
+pub use control_error::ControlError;
 pub use database::{
     CACHE_BYTES, Database, DbError, Executed, IngestError, OpOutcome, WriteOutcome, make_private,
     scope_of,

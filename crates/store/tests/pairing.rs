@@ -27,9 +27,15 @@ fn an_invited_device_joins_and_reads_everything() {
 
     let request = Database::prepare_join(b_dir.path(), &received).unwrap();
     // Opening the directory before the join finishes does not make a new database.
-    assert!(matches!(Database::open(b_dir.path()), Err(DbError::Control(_))));
+    assert!(matches!(
+        Database::open(b_dir.path()),
+        Err(DbError::Control(basic_store::ControlError::Joining))
+    ));
     assert!(
-        Database::finish_join(b_dir.path(), &a.control_ops().unwrap()).is_err(),
+        matches!(
+            Database::finish_join(b_dir.path(), &a.control_ops().unwrap()),
+            Err(DbError::Control(basic_store::ControlError::NotAdded))
+        ),
         "not added yet"
     );
     a.accept_join(&request).unwrap();

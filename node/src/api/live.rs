@@ -27,7 +27,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::node::Node;
 use crate::ops::Caller;
 use crate::ops::sql::SqlOutput;
-use crate::wire;
+use basic_store::value_json;
 
 /// How often the pump looks for a gone client, a shutdown or a revocation.
 const TICK: Duration = Duration::from_millis(200);
@@ -51,7 +51,8 @@ pub(super) async fn live(
             .map_err(|e| ApiError::bad_request(format!("params must be a JSON array: {e}")))?,
         None => Vec::new(),
     };
-    let params = wire::params_from_json(&params).map_err(ApiError::bad_request)?;
+    let params =
+        value_json::params_from_json(&params).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let own = PerCaller::take(&state.live_per_caller, &caller)?;
     let permit = Arc::clone(&state.live).try_acquire_owned().map_err(|_| ApiError {
         status: 503,

@@ -56,19 +56,21 @@ pub(super) fn bytes(n: u64) -> String {
 
 /// Milliseconds since 1970 as UTC date and time.
 pub(super) fn time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+    let at = i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok());
+    match at {
+        Some(at) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        // Beyond year 9999.
+        None => format!("{ms} ms after 1970"),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +83,7 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(time(0), "1970-01-01 00:00 UTC");
         assert_eq!(time(1_795_824_000_000), "2026-11-28 00:00 UTC");
+        assert_eq!(time(951_825_599_000), "2000-02-29 11:59 UTC");
+        assert_eq!(time(u64::MAX), "18446744073709551615 ms after 1970");
     }
 }

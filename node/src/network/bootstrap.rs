@@ -179,6 +179,11 @@ struct LogOnly {
     log: ControlLog,
 }
 
+/// A bootstrap replica was asked for operations it does not serve.
+#[derive(Debug, thiserror::Error)]
+#[error("a bootstrap replica serves no operations")]
+struct ServesNoOps;
+
 impl SyncStore for LogOnly {
     fn database(&self) -> DatabaseId {
         self.log.database()
@@ -200,7 +205,7 @@ impl SyncStore for LogOnly {
         // Only ever asked for the whole log (a prelude), which a pinning
         // peer never sends: it knows no member before it has the log.
         if !heads.is_empty() {
-            return Err(StoreFailure("a bootstrap replica serves no operations".into()));
+            return Err(StoreFailure::new(ServesNoOps));
         }
         Ok(self.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect())
     }

@@ -277,8 +277,13 @@ async fn blocking<T: Send + 'static>(
     let db = Arc::clone(&context.db);
     tokio::task::spawn_blocking(move || f(&db))
         .await
-        .map_err(|e| StoreFailure(format!("sync step panicked: {e}")))?
+        .map_err(|e| StoreFailure::new(StepPanicked(e)))?
 }
+
+/// A sync step on the blocking pool panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("sync step panicked: {0}")]
+struct StepPanicked(tokio::task::JoinError);
 
 /// Logs an event and updates the status; returns the reason if the
 /// session closed.

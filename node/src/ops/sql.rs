@@ -9,14 +9,14 @@ use super::{Caller, Op, Route};
 use crate::capability;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::wire;
+use basic_store::value_json;
 
 /// `POST /v0/sql`: one statement with `?` parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sql {
     /// The statement.
     pub sql: String,
-    /// Its parameters, in order (see [`crate::wire`]).
+    /// Its parameters, in order (see [`basic_store::value_json`]).
     #[serde(default)]
     pub params: Vec<Json>,
 }
@@ -45,7 +45,11 @@ impl From<Rows> for SqlOutput {
     fn from(rows: Rows) -> Self {
         SqlOutput::Rows {
             columns: rows.columns,
-            rows: rows.rows.iter().map(|row| row.iter().map(wire::to_json).collect()).collect(),
+            rows: rows
+                .rows
+                .iter()
+                .map(|row| row.iter().map(value_json::to_json).collect())
+                .collect(),
         }
     }
 }
@@ -66,7 +70,8 @@ impl Op for Sql {
             Caller::Owner => basic_store::Caller::Owner,
             Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
         };
-        let params = wire::params_from_json(&self.params).map_err(ApiError::bad_request)?;
+        let params = value_json::params_from_json(&self.params)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let executed = node
             .db
             .execute_as(&runs_as, &self.sql, &params, None)

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::harness::{Data, Node};
+use super::harness::{BASIC, Data, Node};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// Asks for `scopes` as an app, approves as the owner, fetches the token.
@@ -18,7 +18,7 @@ fn app_token(data: &Data, node: &Node) -> (String, String) {
     let poll =
         format!("/v0/apps/requests/{id}?secret={}", made["secret"].as_str().expect("secret"));
     data.basic(&["app", "approve", id]).ok();
-    let (status, state) = node.get_anonymous(&poll);
+    let (status, state) = node.get(&poll, None);
     assert_eq!((status, state["status"].as_str()), (200, Some("approved")), "{state}");
     (
         state["token"].as_str().expect("token").to_owned(),
@@ -28,7 +28,7 @@ fn app_token(data: &Data, node: &Node) -> (String, String) {
 
 #[test]
 fn a_revoked_app_loses_access_and_its_rows_stay_and_sync() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let b_data = join(&a);
     let b = b_data.up(&[a.address()]);
@@ -60,7 +60,7 @@ fn a_revoked_app_loses_access_and_its_rows_stay_and_sync() {
     assert_eq!(a.rows("SELECT id, name FROM todo.lists"), expected);
     b.wait_rows("SELECT id, name FROM todo.lists", &expected);
     super::harness::wait_for("B sees the revocation", super::harness::SYNC_TIMEOUT, || {
-        let (_, apps) = b.get("/v0/apps");
+        let (_, apps) = b.get_owner("/v0/apps");
         apps.to_string().contains("\"revoked\":true").then_some(())
     });
 }

@@ -7,7 +7,7 @@ use basic_proto::sync::message::MAX_FRAME_BYTES;
 use basic_proto::sync::{ErrorCode, Message};
 use serde_json::json;
 
-use super::harness::Data;
+use super::harness::{BASIC, Data};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// A bare libp2p client of our transport, allowed to send big frames.
@@ -23,7 +23,7 @@ async fn raw_client(target: &str) -> (Net, PeerId) {
 
 #[test]
 fn garbage_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let b_data = join(&a);
     let b = b_data.up(&[a.address()]);
@@ -72,7 +72,7 @@ fn garbage_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
 /// while the node keeps syncing with its members.
 #[test]
 fn a_stranger_that_connects_is_sent_nothing() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let heard = runtime.block_on(async {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::harness::{Data, Node, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, Node, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// Acknowledged writes before the kill.
@@ -20,7 +20,7 @@ fn rounds() -> usize {
 
 #[test]
 fn acknowledged_writes_survive_kill_9_and_sync_afterwards() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let b_data = join(&a);
     let mut b = b_data.up(&[a.address()]);

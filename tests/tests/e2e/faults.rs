@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::harness::{Data, Node, wait_for};
+use super::harness::{BASIC, Data, Node, wait_for};
 use super::netns::{Host, Lab};
 use super::pinner::authorised_pinner;
 use super::two_devices::{device_of, join, wait_in_sync};
@@ -58,7 +58,7 @@ fn devices_and_a_pinning_peer_converge_under_loss_a_slow_link_and_a_partition() 
     let Some(lab) = Lab::new(4) else { return };
     let (host_a, host_b, host_c, host_p) = (lab.host(0), lab.host(1), lab.host(2), lab.host(3));
 
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let (p_data, pin, database) = authorised_pinner(&a_data);
     let p = p_data.start_in(
         Some(&host_p.namespace),
@@ -132,7 +132,7 @@ fn devices_and_a_pinning_peer_converge_under_loss_a_slow_link_and_a_partition() 
 #[test]
 fn two_devices_in_two_namespaces_find_each_other_by_mdns() {
     let Some(lab) = Lab::new(2) else { return };
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let first = up_on(&a_data, lab.host(0), &[], false);
     let b_data = join(&first);
     // Restarted, A listens on another port: the address B learnt when it

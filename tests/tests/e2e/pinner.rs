@@ -5,12 +5,12 @@ use basic_proto::keys::{Principal, Role};
 use basic_store::Database;
 use serde_json::json;
 
-use super::harness::{Data, Node, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, Node, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 #[test]
 fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a_first = a_data.up(&[]);
     // B joins A directly (pairing); from then on A and B sync only through P.
     let b_data = join(&a_first);
@@ -19,14 +19,7 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     let (p_data, pin, database) = authorised_pinner(&a_data);
 
     // P has no replica yet: A dials it once A is up, and P fetches the control log.
-    let p = p_data.start(&[
-        "up",
-        "--database",
-        &database,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-    ]);
+    let p = p_data.pinner_up(&database);
     let a = a_data.up(&[p.address()]);
     let b = b_data.up(&[p.address()]);
     wait_in_sync(&a, &pin);
@@ -90,10 +83,10 @@ fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 
 #[test]
 fn a_pinning_peer_that_dials_no_one_is_reached_by_devices_with_its_saved_address() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let (p_data, pin, database) = pinner_of(&a_data);
     // P dials no one: its first start waits for a device to dial it.
-    let p = p_data.start(&["up", "--database", &database, "--listen", LOOPBACK, "--no-mdns"]);
+    let p = p_data.pinner_up(&database);
 
     // A authorises P with its address through A's running node; B joins A
     // after, and so learns of P.
@@ -116,14 +109,11 @@ fn a_pinning_peer_that_dials_no_one_is_reached_by_devices_with_its_saved_address
     converge_through_the_pinner_only(&a, &b);
 }
 
-/// Listen on loopback, on a port the system picks.
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
-
 /// A pinning peer's directory, for the database of `device` (not yet
 /// authorised); returns it, its `pin_…` id and the database id its first
 /// start needs.
 pub(super) fn pinner_of(device: &Data) -> (Data, String, String) {
-    let pinner = Data::new();
+    let pinner = Data::new(BASIC);
     let out = pinner.basic(&["pinner", "init"]).ok();
     let pin = out.split_whitespace().find(|w| w.starts_with("pin_")).expect("pin id").to_owned();
     let status = device.basic(&["status", "--json"]).ok();

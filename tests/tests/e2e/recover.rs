@@ -10,7 +10,7 @@ use basic_proto::Name;
 use basic_store::{Database, Keyring};
 use serde_json::{Value as Json, json};
 
-use super::harness::{Data, Node, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::pinner::pinner_of;
 use super::two_devices::{device_of, join, wait_in_sync};
 
@@ -48,16 +48,12 @@ fn recovery_of(data: &Data) -> (String, String) {
     (field("recovery"), field("database"))
 }
 
-fn start_pinner(p_data: &Data, database: &str) -> Node {
-    p_data.start(&["up", "--database", database, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-}
-
 #[test]
 fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
     // A with the todo schema and a pinning peer P; B joins; both write.
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let (p_data, pin, database) = pinner_of(&a_data);
-    let p = start_pinner(&p_data, &database);
+    let p = p_data.pinner_up(&database);
     let a = a_data.up(&[p.address()]);
     a_data.basic(&["pin", "add", &pin, "--address", p.address()]).ok();
     wait_in_sync(&a, &pin);
@@ -77,15 +73,15 @@ fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
     drop((a, b));
 
     // A thief keeps copies of both devices; the owner loses them.
-    let stolen_a = Data::new();
+    let stolen_a = Data::new(BASIC);
     copy_dir(a_data.path(), stolen_a.path());
-    let stolen_b = Data::new();
+    let stolen_b = Data::new(BASIC);
     copy_dir(b_data.path(), stolen_b.path());
     drop((a_data, b_data));
 
     // Recovery on a new directory, through P alone. The secret goes on
     // standard input, never on the command line.
-    let c_data = Data::new();
+    let c_data = Data::new(BASIC);
     let refused = c_data
         .basic_with_input(
             &["init", "--recover", "--database", &database, "--peer", p.address()],
@@ -121,7 +117,7 @@ fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
     wait_in_sync(&c, &pin);
     c.sql("INSERT INTO todo.lists (id, name) VALUES ('after', 'C')", json!([]));
     wait_in_sync(&c, &pin);
-    let (code, secret_now) = c.get("/v0/recovery");
+    let (code, secret_now) = c.get_owner("/v0/recovery");
     assert_eq!((code, &secret_now["secret"]), (200, &Json::Null), "{secret_now}");
 
     // The thief's copies: P tells each it was removed; neither syncs, and

@@ -6,21 +6,19 @@
 
 use serde_json::json;
 
-use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, LOOPBACK, SYNC_TIMEOUT, wait_for};
 use super::pinner::authorised_pinner;
 use super::two_devices::{device_of, join, wait_in_sync};
 
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
-
 #[test]
 fn a_device_known_only_by_its_relayed_address_syncs_through_a_pinning_peer() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a_first = a_data.up(&[]);
     let b_data = join(&a_first);
     drop(a_first);
 
     let (p_data, _, database) = authorised_pinner(&a_data);
-    let p = p_data.start(&["up", "--database", &database, "--listen", LOOPBACK, "--no-mdns"]);
+    let p = p_data.pinner_up(&database);
 
     // A reserves on P: its relayed address shows in api.json, the status
     // and invites.

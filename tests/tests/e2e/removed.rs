@@ -5,14 +5,14 @@
 
 use serde_json::{Value as Json, json};
 
-use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 const LISTS: &str = "SELECT id FROM todo.lists ORDER BY id";
 
 #[test]
 fn a_removed_device_is_told_refuses_writes_and_is_no_peer() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let b_data = join(&a);
     let b = b_data.up(&[a.address()]);
@@ -28,7 +28,7 @@ fn a_removed_device_is_told_refuses_writes_and_is_no_peer() {
     wait_for("B learns it was removed", SYNC_TIMEOUT, || {
         (b.status()["removed"] == json!(true)).then_some(())
     });
-    let (code, health) = b.get_anonymous("/v0/health");
+    let (code, health) = b.get("/v0/health", None);
     assert_eq!((code, &health["status"]), (200, &json!("removed")), "{health}");
     let text = b_data.basic(&["status"]).ok();
     assert!(text.contains("REMOVED"), "{text}");
@@ -66,7 +66,7 @@ fn a_removed_device_is_told_refuses_writes_and_is_no_peer() {
 
 #[test]
 fn a_device_removed_while_it_was_off_learns_it_when_it_comes_back() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a = a_data.up(&[]);
     let b_data = join(&a);
     let b_id = b_data.basic(&["status", "--json"]).ok();

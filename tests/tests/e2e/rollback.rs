@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde_json::{Value as Json, json};
 
-use super::harness::{Data, SYNC_TIMEOUT, wait_for};
+use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// Copies the files of `from` into `to`, recursively.
@@ -67,7 +67,7 @@ const LISTS: &str = "SELECT id FROM todo.lists ORDER BY id";
 
 #[test]
 fn a_device_restored_from_an_old_copy_is_reported_after_a_restart() {
-    let a_data = Data::with_todo();
+    let a_data = Data::with_todo(BASIC);
     let a_first = a_data.up(&[]);
     let b_data = join(&a_first);
     drop(a_first);

@@ -7,11 +7,11 @@
 
 use serde_json::{Value as Json, json};
 
-use super::harness::{Data, Node, SYNC_TIMEOUT, example, wait_for};
+use super::harness::{BASIC, Data, Node, SYNC_TIMEOUT, example, wait_for};
 
 /// A new device joined to the running node `a` with an invite.
 pub(crate) fn join(a: &Node) -> Data {
-    let b = Data::new();
+    let b = Data::new(BASIC);
     let (status, invite) =
         a.post("/v0/devices/invite", Some(&a.token), &json!({ "valid_minutes": 5 }));
     assert_eq!(status, 200, "{invite}");
@@ -20,7 +20,7 @@ pub(crate) fn join(a: &Node) -> Data {
     let out = b.basic(&["init", "--join", invite["invite"].as_str().expect("invite")]).ok();
     assert!(out.contains("Joined database"), "{out}");
     // Used once.
-    let again = Data::new();
+    let again = Data::new(BASIC);
     let error =
         again.basic(&["init", "--join", invite["invite"].as_str().expect("invite")]).failed();
     assert!(error.contains("refused") && error.contains("no unused invite"), "{error}");
@@ -45,7 +45,7 @@ const LISTS: &str = "SELECT id, name FROM todo.lists ORDER BY id";
 
 #[test]
 fn two_devices_sync_live_and_converge_after_a_partition() {
-    let a_data = Data::new();
+    let a_data = Data::new(BASIC);
     a_data.basic(&["init"]).ok();
     let a = a_data.up(&[]);
     let b_data = join(&a);

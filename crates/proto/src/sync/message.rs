@@ -217,23 +217,29 @@ impl Message {
         )
     }
 
+    /// The frame's kind on the wire: the second item of its array.
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Hello { .. } => 1,
+            Message::Challenge { .. } => 2,
+            Message::Auth { .. } => 3,
+            Message::Ready { .. } => 4,
+            Message::ControlWant { .. } => 5,
+            Message::Ops { .. } => 6,
+            Message::Summary { .. } => 7,
+            Message::Reply { .. } => 8,
+            Message::Ranges { .. } => 9,
+            Message::RangesReply { .. } => 10,
+            Message::Push { .. } => 11,
+            Message::Ack { .. } => 12,
+            Message::Error { .. } => 13,
+        }
+    }
+
     /// The frame's name, for logs and errors.
     pub fn name(&self) -> &'static str {
-        match self {
-            Message::Hello { .. } => "hello",
-            Message::Challenge { .. } => "challenge",
-            Message::Auth { .. } => "auth",
-            Message::Ready { .. } => "ready",
-            Message::ControlWant { .. } => "control-want",
-            Message::Ops { .. } => "ops",
-            Message::Summary { .. } => "summary",
-            Message::Reply { .. } => "reply",
-            Message::Ranges { .. } => "ranges",
-            Message::RangesReply { .. } => "ranges-reply",
-            Message::Push { .. } => "push",
-            Message::Ack { .. } => "ack",
-            Message::Error { .. } => "error",
-        }
+        // `kind` is 1 to 13 by its match above, every one named.
+        kind_name(self.kind()).unwrap_or("garbage")
     }
 
     /// The frame's encoding.
@@ -247,77 +253,62 @@ impl Message {
         let list = |items: &[Vec<u8>]| Cbor::Array(items.iter().map(|b| bytes(b)).collect());
         let heads = |ids: &[OpId]| Cbor::Array(ids.iter().map(|id| bytes(&id.0)).collect());
         let entries = |es: &[Entry]| Cbor::Array(es.iter().map(|e| e.to_cbor()).collect());
-        let (kind, fields) = match self {
+        let fields = match self {
             Message::Hello { database, key, nonce } => {
-                (1, vec![bytes(&database.0), bytes(key.as_bytes()), bytes(nonce)])
+                vec![bytes(&database.0), bytes(key.as_bytes()), bytes(nonce)]
             }
-            Message::Challenge { nonce } => (2, vec![bytes(nonce)]),
-            Message::Auth { proof, prelude } => (3, vec![bytes(proof), list(prelude)]),
+            Message::Challenge { nonce } => vec![bytes(nonce)],
+            Message::Auth { proof, prelude } => vec![bytes(proof), list(prelude)],
             Message::Ready { key, proof, heads: ids } => {
-                (4, vec![bytes(key.as_bytes()), bytes(proof), heads(ids)])
+                vec![bytes(key.as_bytes()), bytes(proof), heads(ids)]
             }
-            Message::ControlWant { heads: ids } => (5, vec![heads(ids)]),
-            Message::Ops { ops, more } => (6, vec![list(ops), Cbor::Bool(*more)]),
-            Message::Summary { view, digest, entries: es, delta, control } => (
-                7,
-                vec![
-                    view.to_cbor(),
-                    bytes(digest),
-                    es.as_deref().map_or(Cbor::Null, entries),
-                    Cbor::Bool(*delta),
-                    heads(control),
-                ],
-            ),
-            Message::Reply { digest, entries: es, commits, more, control, signature } => (
-                8,
-                vec![
-                    bytes(digest),
-                    entries(es),
-                    list(commits),
-                    Cbor::Bool(*more),
-                    heads(control),
-                    bytes(signature),
-                ],
-            ),
-            Message::Ranges { view, author, parts } => (
-                9,
-                vec![
-                    view.to_cbor(),
-                    bytes(author.as_bytes()),
-                    Cbor::Array(
-                        parts
-                            .iter()
-                            .map(|p| {
-                                Cbor::Array(vec![
-                                    uint(p.lo),
-                                    uint(p.hi),
-                                    uint(p.held.count),
-                                    bytes(&p.held.sum_bytes()),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                ],
-            ),
-            Message::RangesReply { split, commits } => (
-                10,
-                vec![
-                    Cbor::Array(
-                        split
-                            .iter()
-                            .map(|(lo, hi)| Cbor::Array(vec![uint(*lo), uint(*hi)]))
-                            .collect(),
-                    ),
-                    list(commits),
-                ],
-            ),
-            Message::Push { ops, commits } => (11, vec![list(ops), list(commits)]),
-            Message::Ack { stored } => (12, vec![uint(*stored)]),
+            Message::ControlWant { heads: ids } => vec![heads(ids)],
+            Message::Ops { ops, more } => vec![list(ops), Cbor::Bool(*more)],
+            Message::Summary { view, digest, entries: es, delta, control } => vec![
+                view.to_cbor(),
+                bytes(digest),
+                es.as_deref().map_or(Cbor::Null, entries),
+                Cbor::Bool(*delta),
+                heads(control),
+            ],
+            Message::Reply { digest, entries: es, commits, more, control, signature } => vec![
+                bytes(digest),
+                entries(es),
+                list(commits),
+                Cbor::Bool(*more),
+                heads(control),
+                bytes(signature),
+            ],
+            Message::Ranges { view, author, parts } => vec![
+                view.to_cbor(),
+                bytes(author.as_bytes()),
+                Cbor::Array(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            Cbor::Array(vec![
+                                uint(p.lo),
+                                uint(p.hi),
+                                uint(p.held.count),
+                                bytes(&p.held.sum_bytes()),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ],
+            Message::RangesReply { split, commits } => vec![
+                Cbor::Array(
+                    split.iter().map(|(lo, hi)| Cbor::Array(vec![uint(*lo), uint(*hi)])).collect(),
+                ),
+                list(commits),
+            ],
+            Message::Push { ops, commits } => vec![list(ops), list(commits)],
+            Message::Ack { stored } => vec![uint(*stored)],
             Message::Error { code, message } => {
-                (13, vec![uint(*code as u64), Cbor::Text(message.clone())])
+                vec![uint(*code as u64), Cbor::Text(message.clone())]
             }
         };
-        let mut items = vec![uint(SYNC_VERSION), uint(kind)];
+        let mut items = vec![uint(SYNC_VERSION), uint(self.kind().into())];
         items.extend(fields);
         Cbor::Array(items)
     }
@@ -436,22 +427,29 @@ impl Message {
 pub fn frame_name(frame: &[u8]) -> &'static str {
     // Every frame is a CBOR array [version, kind, ...]: the kind is the
     // third byte when both are small integers.
-    match frame.get(2) {
-        Some(1) => "hello",
-        Some(2) => "challenge",
-        Some(3) => "auth",
-        Some(4) => "ready",
-        Some(5) => "control-want",
-        Some(6) => "ops",
-        Some(7) => "summary",
-        Some(8) => "reply",
-        Some(9) => "ranges",
-        Some(10) => "ranges-reply",
-        Some(11) => "push",
-        Some(12) => "ack",
-        Some(13) => "error",
-        _ => "garbage",
-    }
+    frame.get(2).and_then(|&kind| kind_name(kind)).unwrap_or("garbage")
+}
+
+/// The names of the frame kinds, kind 1 first.
+const KIND_NAMES: [&str; 13] = [
+    "hello",
+    "challenge",
+    "auth",
+    "ready",
+    "control-want",
+    "ops",
+    "summary",
+    "reply",
+    "ranges",
+    "ranges-reply",
+    "push",
+    "ack",
+    "error",
+];
+
+/// The name of frame kind `kind`, if there is one.
+fn kind_name(kind: u8) -> Option<&'static str> {
+    KIND_NAMES.get(usize::from(kind).checked_sub(1)?).copied()
 }
 
 fn range(lo: u64, hi: u64) -> Result<(u64, u64), DecodeError> {
@@ -504,4 +502,26 @@ fn entry_list(value: Cbor, keys: &KeyCache) -> Result<Vec<Entry>, DecodeError> {
 /// The encoded entries, as signed in a reply.
 pub(crate) fn entries_bytes(entries: &[Entry]) -> Vec<u8> {
     codec::encode_value(&Cbor::Array(entries.iter().map(|e| e.to_cbor()).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_named_by_its_header_as_by_its_message() {
+        let messages = [
+            Message::Challenge { nonce: [7; 32] },
+            Message::ControlWant { heads: Vec::new() },
+            Message::Push { ops: Vec::new(), commits: Vec::new() },
+            Message::Ack { stored: 3 },
+            Message::Error { code: ErrorCode::Busy, message: "later".into() },
+        ];
+        for message in messages {
+            assert_eq!(frame_name(&message.encode()), message.name());
+        }
+        assert_eq!(frame_name(&[0x83, 0x01, 0x0e]), "garbage");
+        assert_eq!(frame_name(&[0x83, 0x01, 0x00]), "garbage");
+        assert_eq!(frame_name(&[0x83]), "garbage");
+    }
 }

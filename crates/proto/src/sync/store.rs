@@ -8,10 +8,23 @@ use super::summary::{Entry, Fingerprint, View};
 use crate::control::{AuthState, ControlLog, ControlOp, Inserted, OpId};
 use crate::keys::{DatabaseId, PublicKey};
 
-/// The replica could not be read or written (a local fault, never the peer's).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The replica could not be read or written (a local fault, never the
+/// peer's): the store's own error, kept whole.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("replica failed: {0}")]
-pub struct StoreFailure(pub String);
+pub struct StoreFailure(Arc<dyn std::error::Error + Send + Sync>);
+
+impl StoreFailure {
+    /// A failure caused by the store's error `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// The store's error (downcast it to the store's type to match on it).
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
 
 /// What ingesting a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

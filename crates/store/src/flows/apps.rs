@@ -14,6 +14,7 @@ use basic_proto::control::Rights;
 use basic_proto::{Name, Party, PublicKey, RowKey, SealingKey};
 use ciborium::Value as Cbor;
 
+use crate::control_error::ControlError;
 use crate::database::{Database, DbError};
 use crate::replica::Keyring;
 use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
@@ -218,7 +219,7 @@ impl<S: Store> Database<S> {
     fn pending(&self, id: RequestId) -> Result<AccessRequest, DbError> {
         match self.replica().store().get(&layout::request(&id.0))? {
             Some(bytes) => Ok(AccessRequest::decode(&bytes)?),
-            None => Err(DbError::Control(RequestError::Unknown(id).to_string())),
+            None => Err(ControlError::from(RequestError::Unknown(id)).into()),
         }
     }
 

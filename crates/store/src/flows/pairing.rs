@@ -19,6 +19,7 @@ use ciborium::Value as Cbor;
 use data_encoding::BASE32_NOPAD;
 use rand_core::Rng;
 
+use crate::control_error::ControlError;
 use crate::database::{
     self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
@@ -230,7 +231,7 @@ impl Database<SledStore> {
         let _lock = lock_dir(dir)?;
         let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
         if read_identity(&replica)?.is_some() {
-            return Err(DbError::Control(format!("{} already holds a database", dir.display())));
+            return Err(ControlError::HoldsDatabase(dir.to_owned()).into());
         }
         let device = SecretKey::generate(&mut environment.rng());
         let party = Party::of(&device);
@@ -250,9 +251,8 @@ impl Database<SledStore> {
     pub fn finish_join(dir: &Path, ops: &[Vec<u8>]) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
         let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
-        let (database, device) = database::read_joining(&replica)?.ok_or_else(|| {
-            DbError::Control(format!("{} is not joining a database", dir.display()))
-        })?;
+        let (database, device) = database::read_joining(&replica)?
+            .ok_or_else(|| DbError::from(ControlError::NotJoining(dir.to_owned())))?;
         let mut txn = replica.begin();
         let now = Environment::system().now_ms();
         admit_as_member(&mut txn, database, &device, ops, now, |state, key| state.is_device(key))?;
@@ -276,8 +276,7 @@ pub(crate) fn admit_as_member<S: Store>(
     let authors = KeyCache::default();
     let mut log = ControlLog::new(database);
     for bytes in ops {
-        let op =
-            ControlOp::decode_with(bytes, &authors).map_err(|e| DbError::Control(e.to_string()))?;
+        let op = ControlOp::decode_with(bytes, &authors).map_err(ControlError::from)?;
         if let Ok(Inserted::Admitted(ids)) = log.insert(op, now) {
             for id in ids {
                 if let Some(op) = log.get(&id) {
@@ -287,10 +286,7 @@ pub(crate) fn admit_as_member<S: Store>(
         }
     }
     if !is_member(&log.state(), &member.public()) {
-        return Err(DbError::Control(
-            "these operations do not add this device yet: accept the join on the inviting device first"
-                .into(),
-        ));
+        return Err(ControlError::NotAdded.into());
     }
     write_identity(txn, database, member, None)?;
     Ok(())
@@ -339,7 +335,7 @@ impl<S: Store> Database<S> {
     ) -> Result<Self, DbError> {
         let replica = Replica::new(store);
         if read_identity(&replica)?.is_some() {
-            return Err(DbError::Control("this store already holds a database".into()));
+            return Err(ControlError::StoreHoldsDatabase.into());
         }
         let mut txn = replica.begin();
         admit_as_member(&mut txn, database, member, ops, environment.now_ms(), |state, key| {

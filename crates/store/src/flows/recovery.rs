@@ -11,6 +11,7 @@ use basic_proto::control::{ControlLog, ControlOp, Inserted, Payload, seal_label,
 use basic_proto::{KeyCache, NamingKey, Party, SealedKey, SecretKey};
 use data_encoding::BASE32_NOPAD;
 
+use crate::control_error::ControlError;
 use crate::database::{
     self, CACHE_BYTES, Database, DbError, lock_dir, read_identity, write_identity,
 };
@@ -77,18 +78,17 @@ impl Database<SledStore> {
     /// once their data has synced.
     pub fn recover(dir: &Path, secret: &str, ops: &[Vec<u8>]) -> Result<Self, DbError> {
         let root = decode(secret)?;
-        let fail = |reason: String| DbError::Control(reason);
         let lock = lock_dir(dir)?;
         let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
         if read_identity(&replica)?.is_some() {
-            return Err(fail(format!("{} already holds a database", dir.display())));
+            return Err(ControlError::HoldsDatabase(dir.to_owned()).into());
         }
         let authors = KeyCache::default();
         let ops = ops
             .iter()
             .map(|bytes| ControlOp::decode_with(bytes, &authors))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(ControlError::from)?;
         let database = ops
             .iter()
             .find(|op| {
@@ -96,9 +96,7 @@ impl Database<SledStore> {
                     && op.body().author == root.public()
             })
             .map(ControlOp::database)
-            .ok_or_else(|| {
-                fail("these operations are not of the database this recovery secret created".into())
-            })?;
+            .ok_or(ControlError::OtherDatabase)?;
         let environment = Environment::system();
         let mut rng = environment.rng();
         let mut log = ControlLog::new(database);
@@ -124,22 +122,22 @@ impl Database<SledStore> {
                 if let Some(key) = state.scope_keys(&root, scope, *epoch).into_iter().next() {
                     let label = seal_label(database, scope, *epoch, &party.key);
                     let sealed = SealedKey::seal(&key, &root, &party, &label, &mut rng)
-                        .map_err(|e| fail(e.to_string()))?;
+                        .map_err(ControlError::from)?;
                     keys.insert((*scope, *epoch), sealed);
                 }
             }
         }
         let naming = NamingKey::of_root(&root);
         let naming = seal_naming(&naming, &root, &root.public(), &party, &mut rng)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(ControlError::from)?;
         let add = issue_on(
             &log,
             &root,
             Payload::AddDevice { device: party.key, sealing: party.sealing, naming, keys },
             now,
         )
-        .map_err(|e| fail(e.to_string()))?;
-        log.insert(add.clone(), now).map_err(|e| fail(e.to_string()))?;
+        .map_err(ControlError::from)?;
+        log.insert(add.clone(), now).map_err(ControlError::from)?;
         txn.insert_op(&add);
         // The root secret stays until the lost devices are removed with it
         // (their cut-off is set once their data has synced: §9.4).

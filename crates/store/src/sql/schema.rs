@@ -1496,27 +1496,20 @@ fn micros(datetime: &Datetime) -> Result<i64, String> {
     }
     let offset_minutes = match offset {
         Offset::Z => 0,
-        Offset::Custom { minutes } => i64::from(minutes),
+        Offset::Custom { minutes } => i32::from(minutes),
     };
-    let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
-    let seconds = days * 86_400
-        + i64::from(time.hour) * 3600
-        + i64::from(time.minute) * 60
-        + i64::from(second)
-        - offset_minutes * 60;
+    // The parser checked every field's range, leap years included; the
+    // date crate only counts.
+    let range = |e: time::error::ComponentRange| format!("is out of range: {e}");
+    let month = time::Month::try_from(date.month).map_err(range)?;
+    let date =
+        time::Date::from_calendar_date(i32::from(date.year), month, date.day).map_err(range)?;
+    let time =
+        time::Time::from_hms_micro(time.hour, time.minute, second, nanos / 1000).map_err(range)?;
+    let offset = time::UtcOffset::from_whole_seconds(offset_minutes * 60).map_err(range)?;
+    let at = time::PrimitiveDateTime::new(date, time).assume_offset(offset);
     // Years 0000–9999 are about ±3·10^17 µs: far inside i64.
-    Ok(seconds * 1_000_000 + i64::from(nanos / 1000))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    i64::try_from(at.unix_timestamp_nanos() / 1000).map_err(|_| "is out of range".to_owned())
 }
 
 /// A default in its canonical JSON form.
@@ -1809,6 +1802,24 @@ ns = { type = "text", nullable = true, default = "" }"#,
         assert!(at("2024-01-31T09:00Z").unwrap_err().contains("seconds"));
         assert!(at("2016-12-31T23:59:60Z").unwrap_err().contains("leap second"));
         assert!(at("2024-01-31T09:00:00.0000001Z").unwrap_err().contains("microsecond"));
+        // Leap years: every fourth, but not every hundredth, but every 400th.
+        assert_eq!(at("2024-03-01T00:00:00Z"), Ok(1_709_251_200_000_000));
+        assert_eq!(at("2000-02-29T00:00:00Z"), Ok(951_782_400_000_000));
+        assert_eq!(at("1900-03-01T00:00:00Z"), Ok(-2_203_891_200_000_000));
+        for not_a_day in ["2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2024-04-31T00:00:00Z"] {
+            assert!(not_a_day.parse::<Datetime>().is_err(), "{not_a_day}");
+            assert!(timestamp_from_text(not_a_day).is_err(), "{not_a_day}");
+        }
+        // Offsets move the instant, to the far ends of the years held.
+        assert_eq!(at("1970-01-01T00:00:00+01:00"), Ok(-3_600_000_000));
+        assert_eq!(at("1970-01-01T00:00:00-00:01"), Ok(60_000_000));
+        assert_eq!(at("9999-12-31T23:59:59-23:59"), Ok(253_402_387_139_000_000));
+        assert_eq!(at("0000-01-01T00:00:00+23:59"), Ok(-62_167_305_540_000_000));
+        assert_eq!(at("1969-12-31T19:00:00.000001-05:00"), Ok(1));
+        assert!(timestamp_from_text("2024-01-31T09:00:00+24:00").is_err());
+        assert!(timestamp_from_text("10000-01-01T00:00:00Z").is_err());
+        assert!(timestamp_from_text("2024-13-01T00:00:00Z").is_err());
+        assert!(timestamp_from_text("2024-01-31T24:00:00Z").is_err());
     }
 
     /// Asserts that TOML `text` is refused with `message`.

@@ -7,7 +7,7 @@ use basic_proto::Commit;
 use basic_proto::control::OpId;
 use basic_proto::sync::{Outgoing, StoreFailure, SyncStore, View};
 
-use super::{SyncReplica, failure};
+use super::SyncReplica;
 use crate::database::Database;
 use crate::storage::kv::Store;
 
@@ -74,7 +74,7 @@ impl ChangeFeed {
             *seen = entry.max;
             for bytes in commits {
                 budget = budget.saturating_sub(bytes.len());
-                let commit = Commit::decode(&bytes).map_err(failure)?;
+                let commit = Commit::decode(&bytes).map_err(StoreFailure::new)?;
                 fresh.commits.push(Outgoing {
                     scope: commit.header().scope,
                     author: entry.author,

@@ -93,20 +93,18 @@ impl<'a, S: Store> SyncReplica<'a, S> {
         match view {
             View::All => Ok(true),
             View::Scopes(_) => {
-                let commit = Commit::decode(bytes).map_err(|e| failure(e.to_string()))?;
+                let commit = Commit::decode(bytes).map_err(StoreFailure::new)?;
                 Ok(view.contains(&commit.header().scope))
             }
         }
     }
 }
 
-fn failure(reason: impl std::fmt::Display) -> StoreFailure {
-    StoreFailure(reason.to_string())
-}
-
 /// `?` for store and database errors inside the trait methods.
-fn lift<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreFailure> {
-    result.map_err(failure)
+fn lift<T, E: std::error::Error + Send + Sync + 'static>(
+    result: Result<T, E>,
+) -> Result<T, StoreFailure> {
+    result.map_err(StoreFailure::new)
 }
 
 impl<S: Store> SyncStore for SyncReplica<'_, S> {
