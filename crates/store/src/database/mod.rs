@@ -1,0 +1,931 @@
+//! The database: a replica, its SQLite view, one writer thread that
+//! group-commits, query connections and live queries.
+//!
+//! Every write goes through the writer thread. It takes every job waiting
+//! (up to [`MAX_GROUP`]), runs them one after another in one replica
+//! transaction and one SQLite transaction — each job sees the ones before
+//! it — then applies the replica batch, flushes it to disk once for the
+//! whole group, commits the view, and only then answers each caller. A
+//! write that returned is on disk; a crash loses only writes that had not
+//! returned.
+//!
+//! This file is the facade callers use; the writer thread is in
+//! [`writer`], the database's own records (identity, log position,
+//! schemas, watermark) in [`records`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, mpsc};
+use std::thread::JoinHandle;
+
+use basic_proto::codec::{self, Fields};
+use basic_proto::control::{
+    AuthError, AuthState, ControlLog, ControlOp, Cutoff, OpBody, OpId, Payload, Rights, Rotation,
+    SealedSchema, seal_label, seal_naming,
+};
+use basic_proto::hlc::check_not_ahead;
+use basic_proto::sync::{View, entitled_view};
+use basic_proto::{
+    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
+    RowOp, ScopeId, ScopeKey, SecretKey, Value,
+};
+use basic_proto::{Party, SealedKey};
+use ciborium::Value as Cbor;
+use rusqlite::Connection;
+
+use crate::control_error::ControlError;
+use crate::environment::Environment;
+use crate::flows::pairing::PairingError;
+use crate::flows::recovery::{self, RecoveryError};
+use crate::replica::access::Access;
+use crate::replica::author::LogWriter;
+use crate::replica::scope_keys::ScopeKeys;
+use crate::replica::{
+    Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
+};
+use crate::sql::live::{Live, Subscription};
+use crate::sql::query::{self, QueryError, Rows};
+use crate::sql::schema::{Catalog, Migration, Schema, SchemaError};
+use crate::sql::view::{self, Gate, Reach, ViewError};
+use crate::sql::write::{self, WriteError};
+use crate::sql::{self, Caller, Checked, SqlError, Statement};
+use crate::storage::kv::{SledStore, Store, StoreError};
+use crate::storage::layout;
+use crate::storage::secrets;
+
+mod records;
+mod writer;
+
+pub(crate) use records::{
+    clear_joining, read_identity, read_joining, write_identity, write_joining,
+};
+use records::{decode_u64, identity_elements, load_author, load_catalog, load_identity, meta};
+use writer::{Command, Job, Received, Writer, adopt};
+
+/// Most jobs one group commit takes.
+pub(crate) const MAX_GROUP: usize = 512;
+/// Most jobs waiting for the writer; callers block beyond it.
+pub(crate) const MAX_QUEUE: usize = 4096;
+/// Row operations per commit when a statement changes many rows.
+pub(crate) const OPS_PER_COMMIT: usize = 1_000;
+/// Most commits held back (stamped too far ahead) at once; past it they
+/// are refused with [`IngestError::ClockAhead`] and must be offered again.
+pub(crate) const MAX_HELD: usize = 10_000;
+/// How often the writer looks for held-back commits whose time has come.
+pub(crate) const HELD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Checked statements kept for reuse.
+pub(crate) const STATEMENT_CACHE: usize = 1024;
+/// Longest statement text kept for reuse.
+pub(crate) const CACHED_SQL_LEN: usize = 4096;
+/// sled page cache of a database opened with [`Database::open`].
+pub const CACHE_BYTES: u64 = 256 << 20;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The statement was refused before running.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// The query failed while running.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The write was refused; nothing was written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The schema was refused; nothing changed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The statement writes a scope this device has no key for.
+    #[error("no key for scope {0}: apply its schema on this device first")]
+    NoScopeKey(Name),
+    /// A statement's rows do not fit in commits (a single row over 1 MiB).
+    #[error("cannot write: {0}")]
+    Commit(#[from] CommitError),
+    /// A live query was asked for with a write statement.
+    #[error("only SELECT can be subscribed to")]
+    NotAQuery,
+    /// The disk or the storage engine failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The SQLite view failed.
+    #[error("view: {0}")]
+    View(#[from] ViewError),
+    /// Opening the database directory failed.
+    #[error("cannot open {path}: {error}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// An invite or a join was refused.
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
+    /// A recovery secret was refused.
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    /// A control operation could not be made or was refused.
+    #[error("control log: {0}")]
+    Control(#[from] ControlError),
+    /// Another process has this database open.
+    #[error("the database in {} is open in another process (a running node?); stop it or use another directory", .0.display())]
+    InUse(PathBuf),
+    /// An earlier storage failure stopped the writer; reopen the database.
+    #[error("the database stopped after a storage failure ({0}); restart to recover")]
+    Stopped(String),
+    /// The platform keystore holding this device's secrets failed, or is
+    /// out of reach.
+    #[error(transparent)]
+    Keystore(#[from] secrets::SecretError),
+    /// This device was removed from the database (control-log.md §9.5):
+    /// it writes nothing more; what it holds stays readable here.
+    #[error(
+        "this device was removed from the database: it can no longer write (its data stays readable here; write on one of your remaining devices)"
+    )]
+    DeviceRemoved,
+}
+
+/// What a write statement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Rows inserted, updated or deleted.
+    pub rows_affected: usize,
+    /// The commits that carry the change (none if no row changed).
+    pub commits: Vec<CommitId>,
+}
+
+/// What a statement returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executed {
+    /// A `SELECT`'s rows.
+    Rows(Rows),
+    /// A write's outcome, durable on disk.
+    Written(WriteOutcome),
+}
+
+/// Why a received commit was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Malformed, or its signature does not verify.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// Stamped too far ahead of our clock: offer it again later.
+    #[error(transparent)]
+    ClockAhead(#[from] ClockAhead),
+    /// It belongs to another database.
+    #[error("commit belongs to database {0}, not this one")]
+    OtherDatabase(DatabaseId),
+    /// Its author may not write it (no grant, revoked, stale epoch…).
+    #[error("commit not authorised: {0}")]
+    Unauthorised(#[from] AuthError),
+    /// Below its author's cut-off, but not an ancestor of the cut-off
+    /// commit: a fork of the log the end keeps (control-log.md §6).
+    #[error(
+        "commit seq {seq} is below its author's cut-off but not on the chain of the cut-off commit"
+    )]
+    ForkBelowCutoff {
+        /// The commit's seq.
+        seq: u64,
+    },
+    /// Below its author's cut-off, and this replica does not hold the
+    /// chain from the cut-off commit down to it yet: offer it again later
+    /// (with the commits above it, it is decided at once).
+    #[error(
+        "commit seq {seq} is below its author's cut-off and the chain down to it is not held yet"
+    )]
+    ChainNotHeld {
+        /// The commit's seq.
+        seq: u64,
+    },
+}
+
+/// What one control operation did: its id, or why it was refused.
+pub type OpOutcome = Result<OpId, ControlError>;
+
+struct Shared<S> {
+    replica: Replica<S>,
+    view_path: PathBuf,
+    /// Shared, not copied, by the queries that run under it.
+    catalog: RwLock<Arc<Catalog>>,
+    /// What each caller may read under the current catalog.
+    reaches: Mutex<Reaches>,
+    keys: RwLock<ScopeKeys>,
+    /// The namespace of each scope this replica can name (a device's).
+    namespaces: RwLock<BTreeMap<ScopeId, Name>>,
+    auth: RwLock<Arc<AuthState>>,
+    control: RwLock<Arc<ControlLog>>,
+    /// Where time and randomness come from.
+    environment: Environment,
+    /// Told (without waiting) after every durable group of changes.
+    watchers: Mutex<Vec<mpsc::SyncSender<()>>>,
+    readers: Mutex<Vec<(Connection, Gate)>>,
+    /// Time each caller statement may run, in microseconds.
+    budget: std::sync::atomic::AtomicU64,
+    database: DatabaseId,
+    device: PublicKey,
+    stopped: Mutex<Option<String>>,
+    authors: KeyCache,
+    /// Checked statements by namespace and text; cleared when the schema changes.
+    statements: Mutex<HashMap<(Option<Name>, String), Checked>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn publish<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+/// One user's database on this device.
+pub struct Database<S: Store = SledStore> {
+    shared: Arc<Shared<S>>,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    live: Live,
+    /// Held (locked) while the database is open in this process.
+    lock: Option<std::fs::File>,
+}
+
+impl<S: Store> std::fmt::Debug for Database<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("id", &self.shared.database).finish_non_exhaustive()
+    }
+}
+
+impl Database<SledStore> {
+    /// Opens the database in directory `dir`, creating it (with a new
+    /// identity for this device) if it does not exist.
+    /// Only one process at a time may open a directory.
+    pub fn open(dir: &Path) -> Result<Self, DbError> {
+        let lock = lock_dir(dir)?;
+        let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
+        let mut db = Self::with_store(store, &dir.join("view.sqlite"))?;
+        db.lock = Some(lock);
+        // The replica holds this device's secret, the view plaintext: both
+        // for their owner only, whatever the umask made them.
+        for name in ["replica", "view.sqlite", "view.sqlite-wal", "view.sqlite-shm", "lock"] {
+            let path = dir.join(name);
+            make_private(&path).map_err(|error| DbError::Io { path, error })?;
+        }
+        Ok(db)
+    }
+}
+
+/// Makes `path` readable and writable by its owner only: a directory
+/// (with everything under it) 0700, a file 0600, whatever the umask made
+/// them. Files made there later are out of other users' reach because the
+/// directory is. Nothing to do off Unix, or if `path` does not exist.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                make_private(&entry?.path())?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Whether `device` is a device that the state removed (a pinning peer,
+/// or a device not yet added, is not).
+fn is_removed(state: &AuthState, device: &PublicKey) -> bool {
+    state.devices().get(device).is_some_and(|d| d.removed.is_some())
+}
+
+/// The view of a pinning peer: an SQLite database in memory, shared by
+/// this process's connections to it and by no other.
+fn pinner_view(database: DatabaseId) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("file:basic-view-{database}-{}-{n}?mode=memory&cache=shared", std::process::id()).into()
+}
+
+/// Removes a view file and its journals, if any.
+fn remove_view_files(path: &Path) -> Result<(), DbError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(DbError::Io { path: file.into(), error }),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed (readable by its owner only) and locks it for
+/// this process.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, DbError> {
+    let io = |error| DbError::Io { path: dir.to_owned(), error };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io)?;
+        make_private(dir).map_err(io)?;
+    }
+    let lock = std::fs::File::create(dir.join("lock")).map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbError::InUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(error)) => Err(io(error)),
+    }
+}
+
+impl<S: Store> Database<S> {
+    /// Opens the database kept in `store`, with its SQLite view at `view_path`.
+    pub fn with_store(store: S, view_path: &Path) -> Result<Self, DbError> {
+        Self::with_environment(store, view_path, Environment::default())
+    }
+
+    /// [`Database::with_store`], with time and randomness from `environment`.
+    pub fn with_environment(
+        store: S,
+        view_path: &Path,
+        environment: Environment,
+    ) -> Result<Self, DbError> {
+        let replica = Replica::new(store);
+        replica.ensure_summaries()?;
+        let (database, device, _) = load_identity(&replica, &environment)?;
+        let log = load_author(&replica, device.clone(), database)?;
+        let access = Access::load(&replica, database, &device)?;
+        // A pinning peer holds no key: it keeps no SQL view on disk, not
+        // even an empty one (its table names would be there).
+        let view_path = &if access.state().pinners().contains_key(&device.public()) {
+            remove_view_files(view_path)?;
+            pinner_view(database)
+        } else {
+            view_path.to_owned()
+        };
+        let mut catalog = load_catalog(&replica)?;
+        adopt(&mut catalog, access.schemas());
+        let watermark = match replica.store().get(&layout::meta(meta::WATERMARK))? {
+            Some(bytes) => decode_u64(&bytes, "watermark")?,
+            None => 0,
+        };
+        let (conn, gate) = view::open_writer(view_path)?;
+        if view::watermark(&conn)? != watermark {
+            view::rebuild(&conn, &catalog, &replica)?;
+            view::set_watermark(&conn, watermark)?;
+        } else {
+            view::sync_schema(&conn, &catalog, &replica)?;
+        }
+        let shared = Arc::new(Shared {
+            replica,
+            view_path: view_path.to_owned(),
+            catalog: RwLock::new(Arc::new(catalog.clone())),
+            reaches: Mutex::new(Reaches::default()),
+            keys: RwLock::new(access.keys().clone()),
+            namespaces: RwLock::new(access.namespaces(&catalog)),
+            auth: RwLock::new(Arc::clone(access.state())),
+            control: RwLock::new(Arc::new(access.log().clone())),
+            environment: environment.clone(),
+            watchers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
+            budget: std::sync::atomic::AtomicU64::new(micros(query::DEFAULT_BUDGET)),
+            database,
+            device: device.public(),
+            stopped: Mutex::new(None),
+            authors: KeyCache::default(),
+            statements: Mutex::new(HashMap::new()),
+        });
+        let live_shared = Arc::clone(&shared);
+        let live = Live::start(Box::new(move |sql: &str, params: &[Value], reach: &Arc<Reach>| {
+            with_reader(&live_shared, reach, sql, params)
+        }));
+        let (jobs, queue) = mpsc::sync_channel(MAX_QUEUE);
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            log,
+            catalog,
+            access,
+            watermark,
+            rng: environment.rng(),
+            changed_tables: live.notifier(),
+            gate,
+            published_stale: false,
+            held: shared.replica.held_count()?,
+        };
+        let handle = std::thread::Builder::new()
+            .name("basic-writer".into())
+            .spawn(move || writer.run(conn, queue))
+            .map_err(|error| DbError::Io { path: view_path.to_owned(), error })?;
+        Ok(Self { shared, jobs: Some(jobs), writer: Some(handle), live, lock: None })
+    }
+
+    /// This replica's principal key: the device's (or the pinning peer's)
+    /// secret, which proves membership to sync peers.
+    pub fn member_key(&self) -> Result<SecretKey, DbError> {
+        Ok(load_identity(&self.shared.replica, &self.shared.environment)?.1)
+    }
+
+    /// This database's id.
+    pub fn id(&self) -> DatabaseId {
+        self.shared.database
+    }
+
+    /// This device's key: the author of its commits.
+    pub fn device(&self) -> PublicKey {
+        self.shared.device
+    }
+
+    /// Where this database takes time and randomness from.
+    pub fn environment(&self) -> &Environment {
+        &self.shared.environment
+    }
+
+    /// The replica, for logs, heads, forks and row states.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.shared.replica
+    }
+
+    /// The SQLite view's file.
+    pub(crate) fn view_path(&self) -> &Path {
+        &self.shared.view_path
+    }
+
+    /// The current schemas.
+    pub fn catalog(&self) -> Catalog {
+        let catalog: Arc<Catalog> = read(&self.shared.catalog);
+        Catalog::clone(&catalog)
+    }
+
+    /// Runs one SQL statement. `namespace` is the caller's own namespace,
+    /// for unqualified table names. Writes return once they are on disk.
+    pub fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Executed, DbError> {
+        self.execute_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::execute`] for `caller`: its SQL reaches only the tables
+    /// it may read (enforced by SQLite's authorizer as well as checked
+    /// here) and writes only the ones it may write.
+    pub fn execute_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Executed, DbError> {
+        match self.parse(caller, sql, namespace)? {
+            Statement::Select { sql, .. } => {
+                Ok(Executed::Rows(self.run_query(caller, &sql, params)?))
+            }
+            statement => {
+                let (caller, params) = (caller.clone(), params.to_vec());
+                self.submit(|reply| Job::Write { caller, statement, params, reply })
+                    .map(Executed::Written)
+            }
+        }
+    }
+
+    /// Runs a `SELECT`.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Rows, DbError> {
+        self.query_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::query`] for `caller` (see [`Database::execute_as`]).
+    pub fn query_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Rows, DbError> {
+        match self.parse(caller, sql, namespace)? {
+            Statement::Select { sql, .. } => self.run_query(caller, &sql, params),
+            _ => Err(DbError::NotAQuery),
+        }
+    }
+
+    /// Subscribes to a `SELECT`: the subscription receives its result now
+    /// and again each time a write or a received commit changes it.
+    pub fn subscribe(
+        &self,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Subscription, DbError> {
+        self.subscribe_as(&Caller::Owner, sql, params, namespace)
+    }
+
+    /// [`Database::subscribe`] for `caller` (see [`Database::execute_as`]);
+    /// each run again is within the caller's reach and the statement
+    /// budget, and a run again past the budget ends the subscription.
+    pub fn subscribe_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Subscription, DbError> {
+        match self.parse(caller, sql, namespace)? {
+            Statement::Select { sql, tables } => {
+                let reach = self.reach(caller);
+                let first = with_reader(&self.shared, &reach, &sql, params)?;
+                Ok(self.live.subscribe(sql, params.to_vec(), tables, reach, first))
+            }
+            _ => Err(DbError::NotAQuery),
+        }
+    }
+
+    /// How long one statement may run (see [`Database::set_statement_budget`]).
+    pub fn statement_budget(&self) -> std::time::Duration {
+        self.shared.budget()
+    }
+
+    /// Sets how long one statement may run — a query, a live query's run
+    /// after each change, a write's evaluation — before it is stopped with
+    /// a timeout error. The default is [`query::DEFAULT_BUDGET`].
+    pub fn set_statement_budget(&self, budget: std::time::Duration) {
+        self.shared.budget.store(micros(budget), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why the database stopped, if a storage failure stopped it: writes
+    /// and schema changes fail until it is opened again.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.stopped).clone()
+    }
+
+    /// Applies a new version of one namespace's schema (additive only).
+    pub fn apply_schema(&self, schema: Schema) -> Result<Migration, DbError> {
+        self.submit(|reply| Job::Schema { schema, reply })
+    }
+
+    /// The recovery secret, until [`Database::forget_recovery_secret`]: the
+    /// user's root identity, to write down and keep offline. With it a new
+    /// device regains the database ([`Database::recover`]).
+    pub fn recovery_secret(&self) -> Result<Option<String>, DbError> {
+        Ok(read_identity(&self.shared.replica)?
+            .and_then(|(_, _, root)| root)
+            .map(|root| recovery::encode(&root)))
+    }
+
+    /// Forgets the recovery secret on this device, once the user has
+    /// written it down.
+    pub fn forget_recovery_secret(&self) -> Result<(), DbError> {
+        let replica = &self.shared.replica;
+        if let Some((database, device, Some(_))) = read_identity(replica)? {
+            let kept = identity_elements(replica)?
+                .and_then(|(_, root)| secrets::named(&root).map(str::to_owned));
+            let mut txn = replica.begin();
+            write_identity(&mut txn, database, &device, None)?;
+            txn.commit()?;
+            if let (Some(name), Some(store)) = (kept, secrets::installed()) {
+                store.delete(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The authorisation state of the control log.
+    pub fn auth_state(&self) -> Arc<AuthState> {
+        read(&self.shared.auth)
+    }
+
+    /// A signal after each durable change (local writes, received commits
+    /// and operations); signals coalesce while unread. Sync uses it to push
+    /// what is new.
+    pub fn watch_changes(&self) -> mpsc::Receiver<()> {
+        let (signal, watch) = mpsc::sync_channel(1);
+        lock(&self.shared.watchers).push(signal);
+        watch
+    }
+
+    /// The control log.
+    pub fn control_log(&self) -> Arc<ControlLog> {
+        read(&self.shared.control)
+    }
+
+    /// Every admitted control operation, encoded, in canonical order.
+    pub fn control_ops(&self) -> Result<Vec<Vec<u8>>, DbError> {
+        Ok(self.control_log().ordered().iter().map(|op| op.as_bytes().to_vec()).collect())
+    }
+
+    /// Admits control operations received from peers, then brings the
+    /// tables in line with the new state. One outcome per operation.
+    pub fn ingest_ops(&self, encoded: &[Vec<u8>]) -> Result<Vec<OpOutcome>, DbError> {
+        let ops = encoded
+            .iter()
+            .map(|bytes| {
+                ControlOp::decode_with(bytes, &self.shared.authors).map_err(ControlError::from)
+            })
+            .collect();
+        self.submit(|reply| Job::Control { command: Command::Ingest(ops), reply })
+    }
+
+    /// Grants `app` (its key and sealing key) `rights` on `scope`, sealing
+    /// the scope's current key to it.
+    pub fn grant(&self, app: Party, scope: Name, rights: Rights) -> Result<OpId, DbError> {
+        self.command(Command::Grant { app, scope, rights })
+    }
+
+    /// Revokes `app` on `scope`: its commits after the last one this device
+    /// has stop counting everywhere, and the scope's key rotates to the
+    /// remaining readers.
+    pub fn revoke(&self, app: PublicKey, scope: Name) -> Result<OpId, DbError> {
+        self.command(Command::Revoke { app, scope })
+    }
+
+    /// Adds a device, sealing every scope key this device holds to it.
+    pub fn add_device(&self, device: Party) -> Result<OpId, DbError> {
+        self.command(Command::AddDevice(device))
+    }
+
+    /// Removes a device for good: its commits after the last one this
+    /// device has stop counting, and every scope key rotates to the
+    /// remaining readers.
+    pub fn remove_device(&self, device: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::RemoveDevice(device))
+    }
+
+    /// Removes a device with an operation signed by the root identity
+    /// `root` (the recovery secret): among several removals of one device
+    /// the root's end decides (control-log.md §6), so this one's cut-off —
+    /// the last commit of the device's log this replica holds without a
+    /// gap — replaces any other's, a thief's cut-off 0 included. Call it
+    /// once the device's commits have synced here. The device may already
+    /// be removed.
+    pub fn remove_device_as_root(
+        &self,
+        device: PublicKey,
+        root: SecretKey,
+    ) -> Result<OpId, DbError> {
+        self.command(Command::RemoveDeviceAsRoot(device, Box::new(root)))
+    }
+
+    /// Whether the control log removed this device: it then writes
+    /// nothing more (control-log.md §9.5).
+    pub fn is_removed(&self) -> bool {
+        is_removed(&self.auth_state(), &self.shared.device)
+    }
+
+    /// The platform keystore that holds this device's secrets, by name;
+    /// `None` when they are in the replica's identity record (a file).
+    pub fn keystore(&self) -> Result<Option<String>, DbError> {
+        Ok(match identity_elements(&self.shared.replica)? {
+            Some((device, _)) if secrets::named(&device).is_some() => Some(
+                secrets::installed()
+                    .map_or_else(|| "a platform keystore".to_owned(), |s| s.name().to_owned()),
+            ),
+            _ => None,
+        })
+    }
+
+    /// The root secret, while this device holds it (see
+    /// [`Database::forget_recovery_secret`]).
+    pub fn root_secret(&self) -> Result<Option<SecretKey>, DbError> {
+        Ok(read_identity(&self.shared.replica)?.and_then(|(_, _, root)| root))
+    }
+
+    /// Authorises a pinning peer to store, verify and serve this database's
+    /// ciphertext. It receives no key.
+    pub fn add_pinner(&self, pinner: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::AddPinner(pinner))
+    }
+
+    /// Ends a pinning peer's authorisation, for good.
+    pub fn remove_pinner(&self, pinner: PublicKey) -> Result<OpId, DbError> {
+        self.command(Command::RemovePinner(pinner))
+    }
+
+    fn command(&self, command: Command) -> Result<OpId, DbError> {
+        let outcomes = self.submit(|reply| Job::Control { command, reply })?;
+        match outcomes.into_iter().next() {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(error)) => Err(error.into()),
+            None => Err(ControlError::NoOperation.into()),
+        }
+    }
+
+    /// The namespace of each scope this replica can name: the scopes of
+    /// its schemas (a device's; a pinning peer names none).
+    pub fn namespaces(&self) -> BTreeMap<ScopeId, Name> {
+        read(&self.shared.namespaces)
+    }
+
+    /// The scope id of `namespace`, if this replica can name it.
+    pub fn scope_id(&self, namespace: &Name) -> Option<ScopeId> {
+        self.namespaces().into_iter().find(|(_, n)| n == namespace).map(|(id, _)| id)
+    }
+
+    /// The scope keys this device holds.
+    pub fn scope_keys(&self) -> ScopeKeys {
+        read(&self.shared.keys)
+    }
+
+    /// Verifies, opens and stores commits received from peers, merging the
+    /// ones this device can read. One result per commit, in order.
+    pub fn ingest(
+        &self,
+        encoded: &[Vec<u8>],
+    ) -> Result<Vec<Result<Inserted, IngestError>>, DbError> {
+        let keys = read(&self.shared.keys);
+        let auth = read(&self.shared.auth);
+        let now = self.shared.environment.now_ms();
+        let database = self.shared.database;
+        let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
+            let commit = Commit::decode_with(bytes, &self.shared.authors)?;
+            let header = commit.header();
+            if header.database != database {
+                return Err(IngestError::OtherDatabase(header.database));
+            }
+            auth.check_commit(header, commit.id())?;
+            if let Err(ahead) = check_not_ahead(header.hlc, now) {
+                return Ok(Received::Ahead(commit, ahead));
+            }
+            let content = keys.open(&commit);
+            Ok(Received::Ready(commit, content))
+        };
+        let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
+            Vec::with_capacity(encoded.len());
+        let mut accepted = Vec::new();
+        for result in parallel_map(encoded, check) {
+            match result {
+                Ok(opened) => {
+                    accepted.push(opened);
+                    outcomes.push(None);
+                }
+                Err(error) => outcomes.push(Some(Err(error))),
+            }
+        }
+        let mut inserted = if accepted.is_empty() {
+            Vec::new()
+        } else {
+            self.submit(|reply| Job::Ingest { commits: accepted, reply })?
+        }
+        .into_iter();
+        // The writer answers once per accepted commit, in order.
+        Ok(outcomes.into_iter().filter_map(|outcome| outcome.or_else(|| inserted.next())).collect())
+    }
+
+    /// Parses and checks `sql` for `caller`, reusing the parse for the
+    /// same text.
+    fn parse(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        namespace: Option<&Name>,
+    ) -> Result<Statement, DbError> {
+        let checked = self.check(sql, namespace)?;
+        checked.authorize(caller)?;
+        Ok(checked.statement)
+    }
+
+    fn check(&self, sql: &str, namespace: Option<&Name>) -> Result<Checked, DbError> {
+        let cache_key = (namespace.cloned(), sql.to_owned());
+        if let Some(checked) = lock(&self.shared.statements).get(&cache_key) {
+            return Ok(checked.clone());
+        }
+        let catalog = self.shared.catalog.read().unwrap_or_else(PoisonError::into_inner);
+        let tables: BTreeSet<Name> =
+            catalog.schemas().flat_map(|s| s.tables().iter().map(|t| t.name().clone())).collect();
+        drop(catalog);
+        let checked = sql::check(sql, &tables, namespace)?;
+        if sql.len() <= CACHED_SQL_LEN {
+            let mut statements = lock(&self.shared.statements);
+            if statements.len() >= STATEMENT_CACHE {
+                statements.clear();
+            }
+            statements.insert(cache_key, checked.clone());
+        }
+        Ok(checked)
+    }
+
+    /// The tables `caller` may read now (computed once per catalog).
+    fn reach(&self, caller: &Caller) -> Arc<Reach> {
+        let catalog = read(&self.shared.catalog);
+        let mut reaches = lock(&self.shared.reaches);
+        if !reaches.of.as_ref().is_some_and(|of| Arc::ptr_eq(of, &catalog))
+            || reaches.by_caller.len() >= STATEMENT_CACHE
+        {
+            *reaches = Reaches { of: Some(Arc::clone(&catalog)), by_caller: HashMap::new() };
+        }
+        let reach = reaches
+            .by_caller
+            .entry(caller.clone())
+            .or_insert_with(|| Arc::new(Reach::of(caller, &catalog)));
+        Arc::clone(reach)
+    }
+
+    fn run_query(&self, caller: &Caller, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        with_reader(&self.shared, &self.reach(caller), sql, params)
+    }
+
+    fn submit<T>(
+        &self,
+        job: impl FnOnce(mpsc::Sender<Result<T, DbError>>) -> Job,
+    ) -> Result<T, DbError> {
+        let stopped = || {
+            DbError::Stopped(lock(&self.shared.stopped).clone().unwrap_or_else(|| "closed".into()))
+        };
+        let (reply, answer) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(job(reply)).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+impl<S: Store> Drop for Database<S> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Runs a checked `SELECT` within `reach` and the statement budget, on a
+/// query connection (from the pool, or a new one).
+fn with_reader<S>(
+    shared: &Shared<S>,
+    reach: &Arc<Reach>,
+    sql: &str,
+    params: &[Value],
+) -> Result<Rows, DbError> {
+    let (conn, gate) = match lock(&shared.readers).pop() {
+        Some(reader) => reader,
+        None => view::open_reader(&shared.view_path)?,
+    };
+    // A copy: no lock is held while the query runs, so publishing a new
+    // catalog (a schema change) never waits for a query.
+    let catalog = read(&shared.catalog);
+    let budget = shared.budget();
+    let result = {
+        let _entered = gate.enter(&conn, reach, budget);
+        query::run(&conn, &catalog, sql, params, budget)
+    };
+    lock(&shared.readers).push((conn, gate));
+    Ok(result?)
+}
+
+/// What each caller may read under one catalog.
+#[derive(Default)]
+struct Reaches {
+    of: Option<Arc<Catalog>>,
+    by_caller: HashMap<Caller, Arc<Reach>>,
+}
+
+impl<S> Shared<S> {
+    fn budget(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.budget.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `f` over `items`, on every core when there are many.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+/// The scope of a table: its namespace.
+pub fn scope_of(table: &Name) -> Name {
+    let namespace = table.as_str().split('.').next().unwrap_or(table.as_str());
+    Name::new(namespace).unwrap_or_else(|_| table.clone())
+}

@@ -1,0 +1,785 @@
+//! The writer thread: every write, received commit, schema and control
+//! operation runs here, in groups, each group made durable once before
+//! its callers hear back.
+
+use super::records::{encode_author, encode_catalog, encode_u64};
+use super::*;
+
+pub(super) enum Job {
+    Write {
+        caller: Caller,
+        statement: Statement,
+        params: Vec<Value>,
+        reply: mpsc::Sender<Result<WriteOutcome, DbError>>,
+    },
+    Ingest {
+        commits: Vec<Received>,
+        reply: mpsc::Sender<Result<Ingested, DbError>>,
+    },
+    Schema {
+        schema: Schema,
+        reply: mpsc::Sender<Result<Migration, DbError>>,
+    },
+    Control {
+        command: Command,
+        reply: mpsc::Sender<Result<Vec<OpOutcome>, DbError>>,
+    },
+}
+
+/// A change to the control log.
+pub(super) enum Command {
+    /// Operations received from peers (or why one did not decode).
+    Ingest(Vec<Result<ControlOp, ControlError>>),
+    Grant {
+        app: Party,
+        scope: Name,
+        rights: Rights,
+    },
+    Revoke {
+        app: PublicKey,
+        scope: Name,
+    },
+    AddDevice(Party),
+    RemoveDevice(PublicKey),
+    /// A removal signed by the root, whose end decides (control-log.md §6).
+    RemoveDeviceAsRoot(PublicKey, Box<SecretKey>),
+    AddPinner(PublicKey),
+    RemovePinner(PublicKey),
+}
+
+/// One result per received commit, in order.
+pub(super) type Ingested = Vec<Result<Inserted, IngestError>>;
+
+/// A verified commit received from a peer.
+pub(super) enum Received {
+    /// To insert now, with the result of opening it (`None`: no key).
+    Ready(Commit, Option<Result<Changes, CommitError>>),
+    /// Stamped too far ahead: to hold back until its time.
+    Ahead(Commit, ClockAhead),
+}
+
+impl Received {
+    fn commit(&self) -> &Commit {
+        match self {
+            Received::Ready(commit, _) | Received::Ahead(commit, _) => commit,
+        }
+    }
+}
+
+/// The writer thread's state.
+pub(super) struct Writer<S> {
+    pub(super) shared: Arc<Shared<S>>,
+    pub(super) log: LogWriter,
+    pub(super) catalog: Catalog,
+    /// The control log, its state and this device's keys.
+    pub(super) access: Access,
+    pub(super) watermark: u64,
+    pub(super) rng: rand::rngs::StdRng,
+    pub(super) changed_tables: Option<mpsc::Sender<BTreeSet<Name>>>,
+    /// The writer connection's gate: a write's evaluation runs within it.
+    pub(super) gate: Gate,
+    /// Whether the catalog or keys changed since they were last published.
+    pub(super) published_stale: bool,
+    /// Commits held back, waiting for their time.
+    pub(super) held: usize,
+}
+
+/// A job's answer, sent once its group is durable.
+pub(super) enum Reply {
+    Write(mpsc::Sender<Result<WriteOutcome, DbError>>, Result<WriteOutcome, DbError>),
+    Ingest(mpsc::Sender<Result<Ingested, DbError>>, Result<Ingested, DbError>),
+    Schema(mpsc::Sender<Result<Migration, DbError>>, Result<Migration, DbError>),
+    Control(mpsc::Sender<Result<Vec<OpOutcome>, DbError>>, Result<Vec<OpOutcome>, DbError>),
+}
+
+impl Reply {
+    // A caller that gave up waiting is not an error: sends are best effort.
+    fn send(self) {
+        match self {
+            Reply::Write(to, result) => drop(to.send(result)),
+            Reply::Ingest(to, result) => drop(to.send(result)),
+            Reply::Schema(to, result) => drop(to.send(result)),
+            Reply::Control(to, result) => drop(to.send(result)),
+        }
+    }
+
+    fn fail(self, reason: &str) {
+        let stopped = || DbError::Stopped(reason.to_owned());
+        match self {
+            Reply::Write(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Ingest(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Schema(to, _) => drop(to.send(Err(stopped()))),
+            Reply::Control(to, _) => drop(to.send(Err(stopped()))),
+        }
+    }
+}
+
+impl<S: Store> Writer<S> {
+    pub(super) fn run(mut self, mut conn: Connection, queue: mpsc::Receiver<Job>) {
+        loop {
+            let mut group = match queue.recv_timeout(HELD_CHECK) {
+                Ok(first) => vec![first],
+                Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.commit_group(&mut conn, group) {
+                *lock(&self.shared.stopped) = Some(error);
+                return;
+            }
+        }
+    }
+
+    /// Runs a group of jobs and makes it durable. An `Err` is a storage
+    /// failure: the writer stops and every job of the group is told so.
+    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), String> {
+        let saved = (self.log.clone(), self.catalog.clone());
+        let shared = Arc::clone(&self.shared);
+        let mut changed_tables = BTreeSet::new();
+        let mut replies = Vec::with_capacity(group.len());
+        let outcome = (|| -> Result<(), DbError> {
+            let tx = conn.transaction().map_err(ViewError::from)?;
+            let mut txn = shared.replica.begin();
+            self.release_held(&mut txn)?;
+            changed_tables.extend(self.flush_view(&tx, &mut txn)?);
+            for job in group {
+                replies.push(match job {
+                    Job::Write { caller, statement, params, reply } => {
+                        Reply::Write(reply, self.write(&tx, &mut txn, &caller, &statement, &params))
+                    }
+                    Job::Ingest { commits, reply } => {
+                        Reply::Ingest(reply, self.ingest(&mut txn, commits))
+                    }
+                    Job::Schema { schema, reply } => {
+                        Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
+                    }
+                    Job::Control { command, reply } => {
+                        Reply::Control(reply, self.control(&tx, &mut txn, command))
+                    }
+                });
+                if let Some(Err(error @ (DbError::Store(_) | DbError::View(_)))) =
+                    replies.last().map(result_of)
+                {
+                    return Err(DbError::Stopped(error.to_string()));
+                }
+                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
+            }
+            self.watermark += 1;
+            txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
+            txn.put_meta(meta::AUTHOR, encode_author(&self.log));
+            txn.commit()?;
+            view::set_watermark(&tx, self.watermark)?;
+            tx.commit().map_err(ViewError::from)?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                if std::mem::take(&mut self.published_stale) {
+                    publish(&shared.catalog, Arc::new(self.catalog.clone()));
+                    publish(&shared.keys, self.access.keys().clone());
+                    publish(&shared.namespaces, self.access.namespaces(&self.catalog));
+                    publish(&shared.auth, Arc::clone(self.access.state()));
+                    publish(&shared.control, Arc::new(self.access.log().clone()));
+                    lock(&shared.statements).clear();
+                }
+                // Watchers first: a caller whose write returned finds its
+                // change signalled already (the simulator relies on it).
+                lock(&shared.watchers).retain(|watcher| {
+                    !matches!(watcher.try_send(()), Err(mpsc::TrySendError::Disconnected(_)))
+                });
+                replies.into_iter().for_each(Reply::send);
+                if let Some(notify) =
+                    self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
+                {
+                    // The live thread only stops when the database closes.
+                    let _ = notify.send(changed_tables);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                (self.log, self.catalog) = saved;
+                // The control log as stored: the failed group's operations are gone.
+                if let Ok(access) =
+                    Access::load(&self.shared.replica, self.shared.database, self.log.secret())
+                {
+                    self.access = access;
+                }
+                let reason = match error {
+                    DbError::Stopped(reason) => reason,
+                    other => other.to_string(),
+                };
+                // Known before any caller hears of it (health reports it).
+                *lock(&self.shared.stopped) = Some(reason.clone());
+                replies.into_iter().for_each(|r| r.fail(&reason));
+                Err(reason)
+            }
+        }
+    }
+
+    /// Writes the rows changed so far into the view; returns their tables.
+    fn flush_view(&self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<BTreeSet<Name>, DbError> {
+        let changes: Vec<RowChange> = txn.take_changes();
+        view::apply(tx, &self.catalog, &changes)?;
+        Ok(changes.into_iter().map(|c| c.table).collect())
+    }
+
+    fn write(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        caller: &Caller,
+        statement: &Statement,
+        params: &[Value],
+    ) -> Result<WriteOutcome, DbError> {
+        // Every other replica refuses what a removed device writes.
+        if is_removed(self.access.state(), &self.shared.device) {
+            return Err(DbError::DeviceRemoved);
+        }
+        let bounds = write::Bounds {
+            gate: &self.gate,
+            reach: Arc::new(Reach::of(caller, &self.catalog)),
+            budget: self.shared.budget(),
+        };
+        let ops = write::plan(tx, &bounds, &self.catalog, txn, statement, params)?;
+        let Some(table) = statement.written_table().filter(|_| !ops.is_empty()) else {
+            return Ok(WriteOutcome { rows_affected: 0, commits: Vec::new() });
+        };
+        let namespace = scope_of(table);
+        let scope = self.scope_id(&namespace)?;
+        let (epoch, key) = self
+            .access
+            .keys()
+            .current(&scope)
+            .map(|(e, k)| (e, k.clone()))
+            .ok_or(DbError::NoScopeKey(namespace))?;
+        let rows_affected = ops.len();
+        // Seal every commit before storing any, so a statement is all or nothing.
+        let before = self.log.clone();
+        let mut commits = Vec::new();
+        let mut pending: Vec<Vec<RowOp>> =
+            ops.chunks(OPS_PER_COMMIT).rev().map(<[RowOp]>::to_vec).collect();
+        while let Some(chunk) = pending.pop() {
+            let changes = Changes::new(chunk.clone()).map_err(|e| {
+                DbError::Commit(CommitError::BadChanges(codec::DecodeError::InvalidValue {
+                    field: "changes",
+                    reason: e.to_string(),
+                }))
+            })?;
+            match self.log.write(
+                &scope,
+                epoch,
+                &key,
+                &changes,
+                self.shared.environment.now_ms(),
+                &mut self.rng,
+            ) {
+                Ok(commit) => commits.push((commit, changes)),
+                Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
+                    let (left, right) = chunk.split_at(chunk.len() / 2);
+                    pending.push(right.to_vec());
+                    pending.push(left.to_vec());
+                }
+                Err(error) => {
+                    self.log = before;
+                    return Err(error.into());
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(commits.len());
+        for (commit, changes) in commits {
+            txn.insert_with(&commit, Some(Ok(changes)))?;
+            ids.push(commit.id());
+        }
+        Ok(WriteOutcome { rows_affected, commits: ids })
+    }
+
+    fn ingest(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        commits: Vec<Received>,
+    ) -> Result<Ingested, DbError> {
+        let now = self.shared.environment.now_ms();
+        let state = Arc::clone(self.access.state());
+        // A commit below its author's cut-off is decided by the chain from
+        // the cut-off commit, which commits above it in this batch may
+        // complete: those go last, from the highest seq down, so a batch
+        // holding the whole chain is taken at once.
+        let below = |received: &Received| {
+            let header = received.commit().header();
+            end_below(&state, header).map(|_| header.seq)
+        };
+        let mut order: Vec<usize> = (0..commits.len()).collect();
+        order.sort_by_key(|&i| below(&commits[i]).map(std::cmp::Reverse));
+        let mut commits: Vec<Option<Received>> = commits.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Result<Inserted, IngestError>>> = vec![None; commits.len()];
+        let mut chains = CutoffChains::default();
+        for i in order {
+            let Some(received) = commits[i].take() else { continue };
+            results[i] = Some(self.ingest_one(txn, &state, &mut chains, received, now)?);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Checks (against `state` and, below a cut-off, the chain) and
+    /// inserts or holds one received commit.
+    fn ingest_one(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        state: &AuthState,
+        chains: &mut CutoffChains,
+        received: Received,
+        now: u64,
+    ) -> Result<Result<Inserted, IngestError>, DbError> {
+        let commit = received.commit();
+        let (header, id) = (commit.header(), commit.id());
+        // The state may have changed since the caller checked it.
+        if let Err(error) = state.check_commit(header, id) {
+            return Ok(Err(error.into()));
+        }
+        if let Some(end) = end_below(state, header) {
+            match chains.place(txn, header, id, &end)? {
+                chain if self.holds(state).keeps(chain) => {}
+                Chain::NotHeld => return Ok(Err(IngestError::ChainNotHeld { seq: header.seq })),
+                _ => return Ok(Err(IngestError::ForkBelowCutoff { seq: header.seq })),
+            }
+        }
+        Ok(Ok(match received {
+            Received::Ready(commit, content) => {
+                // Later local writes must order after what we have seen.
+                let _ = self.log.clock_mut().observe(commit.header().hlc, now);
+                let inserted = txn.insert_with(&commit, content)?;
+                if inserted.outcome == Outcome::Duplicate && txn.is_rejected(&inserted.id)? {
+                    // Set aside when its chain was not held; now it is.
+                    txn.accept_rejected(inserted.id, self.access.keys())?;
+                }
+                inserted
+            }
+            Received::Ahead(_, ahead) if self.held >= MAX_HELD => return Ok(Err(ahead.into())),
+            Received::Ahead(commit, ahead) => {
+                let inserted = txn.hold(&commit, ahead.apply_at_ms)?;
+                if matches!(inserted.outcome, Outcome::HeldBack { .. }) {
+                    self.held += 1;
+                }
+                inserted
+            }
+        }))
+    }
+
+    /// Whether this replica holds every scope (a device, a pinning peer)
+    /// or only some (an app's own replica).
+    fn holds(&self, state: &AuthState) -> Holds {
+        match entitled_view(state, &self.log.secret().public()) {
+            Some(View::Scopes(_)) => Holds::Part,
+            _ => Holds::Whole,
+        }
+    }
+
+    /// Inserts the held-back commits whose time has come.
+    fn release_held(&mut self, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        let now = self.shared.environment.now_ms();
+        if self.held == 0 || self.shared.replica.next_held_due()?.is_none_or(|due| due > now) {
+            return Ok(());
+        }
+        // Checked as if received now: a revocation or removal that came
+        // while they were held applies to them.
+        let due: Vec<Received> = txn
+            .take_due(now)?
+            .into_iter()
+            .map(|commit| {
+                let content = self.access.keys().open(&commit);
+                Received::Ready(commit, content)
+            })
+            .collect();
+        self.held = self.held.saturating_sub(due.len());
+        self.ingest(txn, due)?;
+        Ok(())
+    }
+
+    /// Applies a change to the control log, then brings the tables in line
+    /// with the new state and merges the commits that waited for new keys.
+    fn control(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        command: Command,
+    ) -> Result<Vec<OpOutcome>, DbError> {
+        let device = self.log.secret().clone();
+        let keys_before = self.access.keys().clone();
+        let outcomes = match command {
+            Command::Ingest(ops) => {
+                // One state evaluation for the whole batch.
+                let now = self.shared.environment.now_ms();
+                let mut decoded: Vec<ControlOp> = Vec::with_capacity(ops.len());
+                let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(ops.len());
+                for op in ops {
+                    outcomes.push(op.map(|op| {
+                        let id = op.id();
+                        decoded.push(op);
+                        id
+                    }));
+                }
+                let mut admitted = self.access.insert_all(decoded, txn, &device, now).into_iter();
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    if let Some(Err(error)) = admitted.next() {
+                        *outcome = Err(error.into());
+                    }
+                }
+                outcomes
+            }
+            command => vec![self.issue(txn, &device, command)],
+        };
+        self.heal(txn, &device)?;
+        self.after_control_change(txn, &keys_before)?;
+        self.adopt_schemas(tx, txn)?;
+        Ok(outcomes)
+    }
+
+    /// Makes, signs and admits the operation `command` asks for.
+    fn issue(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey, command: Command) -> OpOutcome {
+        let payload = match command {
+            Command::Grant { app, scope: namespace, rights } => {
+                let scope = self.scope_id(&namespace)?;
+                let epoch = self
+                    .access
+                    .state()
+                    .scopes()
+                    .get(&scope)
+                    .and_then(|s| s.current())
+                    .ok_or_else(|| ControlError::NoScopeKey(namespace.clone()))?;
+                let key = self.access.keys().scope_key(&scope, epoch).ok_or_else(|| {
+                    ControlError::NoEpochKey { namespace: namespace.clone(), epoch }
+                })?;
+                let label = seal_label(self.shared.database, &scope, epoch, &app.key);
+                let key = SealedKey::seal(&key, device, &app, &label, &mut self.rng)?;
+                Payload::Grant { app: app.key, sealing: app.sealing, scope, rights, epoch, key }
+            }
+            Command::Revoke { app, scope: namespace } => {
+                let scope = self.scope_id(&namespace)?;
+                Payload::Revoke {
+                    app,
+                    cutoff: self.cutoff(&app)?,
+                    rotation: self.rotation(device, &scope, Some(&app))?,
+                }
+            }
+            Command::AddDevice(new) => {
+                let mut keys = BTreeMap::new();
+                for (scope, epoch, key) in self.access.keys().iter() {
+                    let label = seal_label(self.shared.database, scope, epoch, &new.key);
+                    let sealed = SealedKey::seal(key, device, &new, &label, &mut self.rng)?;
+                    keys.insert((*scope, epoch), sealed);
+                }
+                let naming = self.access.naming().ok_or(ControlError::NoNamingKey)?;
+                let root = self.access.state().root().ok_or(ControlError::NoRoot)?;
+                let naming = seal_naming(naming, device, &root.key, &new, &mut self.rng)?;
+                Payload::AddDevice { device: new.key, sealing: new.sealing, naming, keys }
+            }
+            Command::RemoveDeviceAsRoot(removed, root) => {
+                let scopes: Vec<ScopeId> = self.access.state().scopes().keys().copied().collect();
+                let mut rotations = BTreeMap::new();
+                for scope in scopes {
+                    rotations.insert(scope, self.rotation(&root, &scope, Some(&removed))?);
+                }
+                let payload = Payload::RemoveDevice {
+                    device: removed,
+                    cutoff: self.cutoff(&removed)?,
+                    rotations,
+                };
+                let now = self.shared.environment.now_ms();
+                let op = self.access.issue(&root, payload, now)?;
+                let id = op.id();
+                self.access.insert(op, txn, device, now)?;
+                return Ok(id);
+            }
+            Command::RemoveDevice(removed) => {
+                let scopes: Vec<ScopeId> = self.access.state().scopes().keys().copied().collect();
+                let mut rotations = BTreeMap::new();
+                for scope in scopes {
+                    let rotation = self.rotation(device, &scope, Some(&removed))?;
+                    rotations.insert(scope, rotation);
+                }
+                Payload::RemoveDevice { device: removed, cutoff: self.cutoff(&removed)?, rotations }
+            }
+            Command::AddPinner(pinner) => Payload::AddPinner { pinner },
+            Command::RemovePinner(pinner) => Payload::RemovePinner { pinner },
+            Command::Ingest(_) => return Err(ControlError::NotIssued),
+        };
+        let op = self.access.issue(device, payload, self.shared.environment.now_ms())?;
+        let id = op.id();
+        self.access.insert(op, txn, device, self.shared.environment.now_ms())?;
+        Ok(id)
+    }
+
+    /// The last commit of `author`'s log this device holds without a gap.
+    fn cutoff(&self, author: &PublicKey) -> Result<Cutoff, ControlError> {
+        let replica = &self.shared.replica;
+        let seq = replica.heads()?.get(author).map_or(0, |h| h.contiguous);
+        if seq == 0 {
+            return Ok(Cutoff::NONE);
+        }
+        let last = replica.log(author)?.into_iter().find(|(s, _)| *s == seq).map(|(_, id)| id);
+        Ok(Cutoff { seq, last })
+    }
+
+    /// Rotates every scope whose newest epoch is known to someone who no
+    /// longer reads it, or that this device holds no key of
+    /// (control-log.md §5.5): writers must never write under such a key.
+    /// A device that is itself removed rotates nothing.
+    fn heal(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey) -> Result<(), DbError> {
+        let state = self.access.state().clone();
+        if !state.is_device(&device.public()) {
+            return Ok(());
+        }
+        let mut stale: BTreeSet<ScopeId> = state.compromised().into_iter().collect();
+        for (scope, epochs) in state.scopes() {
+            let newest = epochs.current();
+            if newest.is_some_and(|e| self.access.keys().scope_keys(scope, e).is_empty()) {
+                stale.insert(*scope);
+            }
+        }
+        for scope in stale {
+            let rotation = self.rotation(device, &scope, None)?;
+            let op = self
+                .access
+                .issue(device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+            self.access
+                .insert(op, txn, device, self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+        }
+        self.publish_schemas(txn, device)
+    }
+
+    /// Issues the schema of each namespace this device holds whose scope's
+    /// winning schema op is older: sealed under an epoch before the
+    /// current one (so that readers granted the current epoch only can
+    /// read it), or a schema this device's extends (a migration that a
+    /// concurrent schema op outstamped). So the log's schema converges to
+    /// the most extended one, readable at the current epoch.
+    fn publish_schemas(&mut self, txn: &mut Txn<'_, S>, device: &SecretKey) -> Result<(), DbError> {
+        let namespaces: Vec<(Name, String)> = self
+            .catalog
+            .schemas()
+            .map(|schema| (schema.namespace().clone(), schema.to_json()))
+            .collect();
+        for (namespace, text) in namespaces {
+            let Some(scope) = self.access.scope_id(&namespace) else { return Ok(()) };
+            let state = self.access.state().clone();
+            let Some(current) = state.scopes().get(&scope).and_then(|s| s.current()) else {
+                continue;
+            };
+            let winner = state.schemas().find(|(id, _)| **id == scope).map(|(_, op)| op.epoch);
+            let logged = self.access.schemas().get(&scope).map(|(_, t)| t.as_str());
+            let extends = match logged.and_then(|t| Schema::from_json_canonical(t).ok()) {
+                Some(theirs) if logged != Some(text.as_str()) => {
+                    let mut catalog = Catalog::default();
+                    catalog.apply(theirs).is_ok()
+                        && Schema::from_json_canonical(&text)
+                            .is_ok_and(|mine| catalog.apply(mine).is_ok())
+                }
+                Some(_) => false,
+                None => true,
+            };
+            if winner.is_some_and(|epoch| epoch >= current) && !extends {
+                continue;
+            }
+            let op = self.schema_op(device, &scope, current, &namespace, &text)?;
+            self.access
+                .insert(op, txn, device, self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+        }
+        Ok(())
+    }
+
+    /// A signed schema op of `namespace` (its scope `scope`), sealed under
+    /// this device's key of `epoch`.
+    fn schema_op(
+        &mut self,
+        device: &SecretKey,
+        scope: &ScopeId,
+        epoch: u32,
+        namespace: &Name,
+        text: &str,
+    ) -> Result<ControlOp, ControlError> {
+        let key = self
+            .access
+            .keys()
+            .scope_key(scope, epoch)
+            .ok_or_else(|| ControlError::NoEpochKey { namespace: namespace.clone(), epoch })?;
+        let sealed = SealedSchema::seal(
+            &key,
+            self.shared.database,
+            scope,
+            epoch,
+            namespace,
+            text,
+            &mut self.rng,
+        );
+        self.access
+            .issue(
+                device,
+                Payload::Schema { scope: *scope, epoch, sealed },
+                self.shared.environment.now_ms(),
+            )
+            .map_err(ControlError::from)
+    }
+
+    /// The scope id of `namespace`: this replica must be a device's.
+    fn scope_id(&self, namespace: &Name) -> Result<ScopeId, ControlError> {
+        self.access.scope_id(namespace).ok_or(ControlError::NotADevice)
+    }
+
+    /// A new epoch of `scope`, sealed to its readers except `leaving`.
+    fn rotation(
+        &mut self,
+        device: &SecretKey,
+        scope: &ScopeId,
+        leaving: Option<&PublicKey>,
+    ) -> Result<Rotation, ControlError> {
+        let epoch = self
+            .access
+            .state()
+            .scopes()
+            .get(scope)
+            .and_then(|s| s.current())
+            .map_or(0, |current| current + 1);
+        let readers: Vec<Party> =
+            self.access.readers(scope).into_iter().filter(|p| Some(&p.key) != leaving).collect();
+        let key = ScopeKey::generate(&mut self.rng);
+        Ok(Rotation::seal(
+            device,
+            self.shared.database,
+            *scope,
+            epoch,
+            &key,
+            &readers,
+            &mut self.rng,
+        )?)
+    }
+
+    /// After the control log changed: recompute the rows of commits whose
+    /// authorisation changed, merge commits that waited for keys this
+    /// device just received, and publish the new state.
+    fn after_control_change(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        keys_before: &ScopeKeys,
+    ) -> Result<(), DbError> {
+        let holds = self.holds(self.access.state());
+        txn.enforce_in(self.access.state(), self.access.keys(), holds)?;
+        let new_epochs: BTreeSet<(ScopeId, u32)> = self
+            .access
+            .keys()
+            .iter()
+            .filter(|(scope, epoch, key)| !keys_before.scope_keys(scope, *epoch).contains(key))
+            .map(|(scope, epoch, _)| (*scope, epoch))
+            .collect();
+        for (scope, epoch) in new_epochs {
+            txn.open_waiting(&scope, epoch, self.access.keys())?;
+        }
+        self.published_stale = true;
+        Ok(())
+    }
+
+    fn schema(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+        schema: Schema,
+    ) -> Result<Migration, DbError> {
+        if is_removed(self.access.state(), &self.shared.device) {
+            return Err(DbError::DeviceRemoved);
+        }
+        let namespace = schema.namespace().clone();
+        let scope = self.scope_id(&namespace)?;
+        let text = schema.to_json();
+        let mut catalog = self.catalog.clone();
+        let migration = catalog.apply(schema)?;
+        let device = self.log.secret().clone();
+        let keys_before = self.access.keys().clone();
+        // A new scope gets its first key (epoch 0), sealed to every device.
+        if !self.access.state().scopes().contains_key(&scope) {
+            let rotation = Rotation::seal(
+                &device,
+                self.shared.database,
+                scope,
+                0,
+                &ScopeKey::generate(&mut self.rng),
+                &self.access.readers(&scope),
+                &mut self.rng,
+            )
+            .map_err(ControlError::from)?;
+            let op = self
+                .access
+                .issue(&device, Payload::RotateKey(rotation), self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+            self.access
+                .insert(op, txn, &device, self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+        }
+        // The schema itself goes into the control log, sealed under the
+        // scope's current key, so every reader of the scope gets it and no
+        // one else learns its names.
+        let logged = self.access.schemas().get(&scope).is_some_and(|(_, t)| *t == text);
+        if !logged {
+            let epoch = self.access.state().scopes().get(&scope).and_then(|s| s.current());
+            let epoch = epoch.ok_or(ControlError::NoEpoch)?;
+            let op = self.schema_op(&device, &scope, epoch, &namespace, &text)?;
+            self.access
+                .insert(op, txn, &device, self.shared.environment.now_ms())
+                .map_err(ControlError::from)?;
+        }
+        self.after_control_change(txn, &keys_before)?;
+        self.catalog = catalog;
+        self.save_catalog(tx, txn)?;
+        Ok(migration)
+    }
+
+    /// Adopts the schemas of the control log that extend this device's
+    /// (a schema applied on another device); incompatible ones are skipped.
+    fn adopt_schemas(&mut self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        if adopt(&mut self.catalog, self.access.schemas()) {
+            self.save_catalog(tx, txn)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the catalog and brings the view's tables up to it (rows for
+    /// new tables may already be in the replica, from peers or staged in
+    /// this group).
+    fn save_catalog(&mut self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        txn.put_meta(meta::SCHEMAS, encode_catalog(&self.catalog));
+        self.published_stale = true;
+        self.flush_view(tx, txn)?;
+        view::sync_schema(tx, &self.catalog, &self.shared.replica)?;
+        Ok(())
+    }
+}
+
+/// Applies to `catalog` every schema of the control log that extends it;
+/// returns whether any did.
+pub(super) fn adopt(catalog: &mut Catalog, schemas: &BTreeMap<ScopeId, (Name, String)>) -> bool {
+    let mut adopted = false;
+    for (namespace, text) in schemas.values() {
+        let Ok(schema) = Schema::from_json_canonical(text) else { continue };
+        if catalog.schema(namespace.as_str()) != Some(&schema) && catalog.apply(schema).is_ok() {
+            adopted = true;
+        }
+    }
+    adopted
+}
+
+pub(super) fn result_of(reply: &Reply) -> Result<(), &DbError> {
+    match reply {
+        Reply::Write(_, Err(e)) => Err(e),
+        Reply::Ingest(_, Err(e)) => Err(e),
+        Reply::Schema(_, Err(e)) => Err(e),
+        Reply::Control(_, Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
