@@ -36,8 +36,3 @@ pub fn run(scenario: &str, config: Config) -> Result<Summary, Failure> {
     let mut world = scenario::build(scenario, config).map_err(harness)?;
     world.run(scenario)
 }
-
-/// The store key of a commit, for tests that damage a replica on purpose.
-pub fn layout_commit_key(id: &basic_proto::CommitId) -> Vec<u8> {
-    basic_store::storage::layout::commit(id)
-}

@@ -3,7 +3,9 @@
 //!
 //! Sizes are small: unoptimised signature checks dominate a debug run.
 
-use basic_sim::{Config, invariants, layout_commit_key, run, scenario};
+use basic_sim::{Config, invariants, run, scenario};
+// The test damages a replica on purpose, under the store's own layout.
+use basic_store::storage::layout;
 
 fn small(seed: u64) -> Config {
     Config { seed, nodes: 2, apps: 1, pinners: 1, steps: 8, ..Config::default() }
@@ -76,7 +78,7 @@ fn the_checks_fail_when_an_invariant_breaks() {
     let victim =
         (0..world.nodes.len()).find(|&i| i != acked.node && world.nodes[i].is_up()).unwrap();
     let mut batch = basic_store::Batch::default();
-    batch.delete(layout_commit_key(&acked.id));
+    batch.delete(layout::commit(&acked.id));
     basic_store::Store::apply(&*world.nodes[victim].store, batch).unwrap();
     let failure = invariants::check_final(&world).unwrap_err();
     assert!(["no loss", "convergence"].contains(&failure.invariant.as_str()), "{failure}");
