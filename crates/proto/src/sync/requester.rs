@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::message::{ErrorCode, MAX_BATCH_BYTES, MAX_FRAME_BYTES, MAX_PARTS, Message, Part};
 use super::proof::{Side, Transcript, heads_message};
-use super::responder::{MAX_PRELUDE_OPS, Violation, find};
+use super::responder::{MAX_PRELUDE_OPS, Violation, apply_changes, find};
 use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
 use crate::control::OpId;
@@ -608,7 +608,10 @@ impl Requester {
                 // `more` with nothing sent after a change list: the peer
                 // could not apply it and asks for the full list.
                 let refused_changes = delta && more && commits.is_empty();
-                self.acked = (listed && !refused_changes).then(|| sent.clone());
+                // Our list as the peer keeps it: what we listed, with the
+                // entries its reply showed in place (sync.md §4 step 2).
+                self.acked = (listed && !refused_changes)
+                    .then(|| apply_changes(sent.clone(), entries.clone()));
                 let view = self.config.view.clone();
                 let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
                 round.received += stored.new;

@@ -283,6 +283,10 @@ impl Responder {
                         }
                     }
                 };
+                // The requester's list as both sides keep it from now on:
+                // what it listed, with the entries this reply shows in place
+                // (sync.md §4 step 2).
+                *remembered = remembered.take().map(|base| apply_changes(base, shown.clone()));
                 let heads = store.control_heads()?;
                 let control = if heads == control { Vec::new() } else { heads };
                 let signature = self.key.sign(
@@ -384,7 +388,7 @@ fn differing(ours: &[Entry], theirs: &[Entry]) -> Vec<Entry> {
 
 /// `base` with the entries of `changes` put in place of (or beside) the
 /// entries of the same authors, sorted by author.
-fn apply_changes(base: Vec<Entry>, changes: Vec<Entry>) -> Vec<Entry> {
+pub(crate) fn apply_changes(base: Vec<Entry>, changes: Vec<Entry>) -> Vec<Entry> {
     let mut merged: std::collections::BTreeMap<[u8; 32], Entry> =
         base.into_iter().map(|e| (*e.author.as_bytes(), e)).collect();
     merged.extend(changes.into_iter().map(|e| (*e.author.as_bytes(), e)));

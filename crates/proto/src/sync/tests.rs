@@ -348,6 +348,40 @@ fn one_new_commit_is_found_in_one_round_trip() {
     assert_eq!(pair.a.store.ids(), pair.b.store.ids());
 }
 
+/// Issue 14: after a round that pulled commits, the puller's next summary
+/// lists no change for them — both sides keep its list with the entries
+/// of the reply in place — so a one-commit resync carries one entry (the
+/// responder's), not one per author the last round brought.
+#[test]
+fn after_a_pull_the_next_change_list_is_empty() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    let last = write(&mut s, &mut a, &laptop, None, 20);
+    let mut pair = Pair::new(a, &laptop, s.store.clone(), &phone);
+    pair.drive();
+    let mut a_store = pair.a.store.clone();
+    write(&mut s, &mut a_store, &laptop, last, 1);
+    pair.a.store = a_store;
+    pair.now += 30_000;
+    let request = pair.b.requester.poll_request(&mut pair.b.store, pair.now).unwrap().unwrap();
+    let Ok(Message::Summary { entries, delta, .. }) =
+        Message::decode(&request, usize::MAX, &KeyCache::default())
+    else {
+        panic!("not a summary");
+    };
+    assert!(delta, "a change list");
+    assert_eq!(entries, Some(Vec::new()), "nothing changed since the laptop's reply");
+    let response =
+        match pair.a.responder.handle(&mut pair.a.store, &request, &mut pair.rng).unwrap() {
+            Answer::Reply(frame) => frame,
+            Answer::Close(_, violation) => panic!("{violation:?}"),
+        };
+    pair.b.requester.handle_response(&mut pair.b.store, &response, pair.now).unwrap();
+    assert_eq!(pair.a.store.ids(), pair.b.store.ids(), "the new commit came in that round trip");
+    assert!(pair.b.requester.poll_request(&mut pair.b.store, pair.now).unwrap().is_none());
+}
+
 #[test]
 fn both_sides_write_while_apart_and_converge() {
     let mut s = setup();
