@@ -116,6 +116,7 @@ enum Sent {
     /// `listed`: the peer received our full list (whole or as changes).
     Summary {
         ours: Vec<Entry>,
+        heads: Vec<OpId>,
         listed: bool,
         delta: bool,
     },
@@ -124,6 +125,15 @@ enum Sent {
     },
     /// A push, kept until acknowledged so that a lost one is sent again.
     Push(Batch),
+}
+
+/// Our summary as the peer keeps it: the base of our change lists.
+#[derive(Debug)]
+struct Acked {
+    /// Our entries, with those of its reply in place.
+    entries: Vec<Entry>,
+    /// Our control heads as that summary sent them.
+    heads: Vec<OpId>,
 }
 
 #[derive(Debug, Default)]
@@ -186,8 +196,9 @@ pub struct Requester {
     /// No push before this time (after a failed one).
     push_after: u64,
     shown: BTreeMap<PublicKey, (u64, u64)>,
-    /// Our entries as the peer holds them (its last answered summary).
-    acked: Option<Vec<Entry>>,
+    /// Our summary as the peer keeps it (sync.md §4 step 2), once it
+    /// answered one that listed our entries.
+    acked: Option<Acked>,
     reconciled: BTreeMap<PublicKey, Entry>,
     events: VecDeque<Event>,
     closed: bool,
@@ -357,12 +368,13 @@ impl Requester {
         if !round.summary {
             round.summary = true;
             let ours = store.entries(&view)?;
+            let heads = store.control_heads()?;
             let (entries, delta) = match &self.acked {
                 // Only what changed since the peer last saw our list.
                 Some(acked) if !round.inline => (
                     Some(
                         ours.iter()
-                            .filter(|e| find(acked, &e.author) != Some(**e))
+                            .filter(|e| find(&acked.entries, &e.author) != Some(**e))
                             .copied()
                             .collect(),
                     ),
@@ -378,10 +390,14 @@ impl Requester {
                 digest: digest(&ours),
                 entries,
                 delta,
-                control: store.control_heads()?,
+                // Unchanged heads go as none in a change list.
+                control: match &self.acked {
+                    Some(acked) if delta && acked.heads == heads => Vec::new(),
+                    _ => heads.clone(),
+                },
             };
             let listed = matches!(&frame, Message::Summary { entries: Some(_), .. });
-            return Ok(Some(self.send(frame, Sent::Summary { ours, listed, delta })));
+            return Ok(Some(self.send(frame, Sent::Summary { ours, heads, listed, delta })));
         }
         if let Some((author, lo, hi)) = round.ranges.pop_front() {
             let mut parts = Vec::with_capacity(MAX_PARTS);
@@ -580,7 +596,7 @@ impl Requester {
                 Ok(Ok(()))
             }
             (
-                Sent::Summary { ours: sent, listed, delta },
+                Sent::Summary { ours: sent, heads, listed, delta },
                 Message::Reply { digest: their_digest, entries, commits, more, control, signature },
             ) => {
                 let Some(peer) = self.peer else { return Ok(Err(unexpected("reply"))) };
@@ -610,8 +626,10 @@ impl Requester {
                 let refused_changes = delta && more && commits.is_empty();
                 // Our list as the peer keeps it: what we listed, with the
                 // entries its reply showed in place (sync.md §4 step 2).
-                self.acked = (listed && !refused_changes)
-                    .then(|| apply_changes(sent.clone(), entries.clone()));
+                self.acked = (listed && !refused_changes).then(|| Acked {
+                    entries: apply_changes(sent.clone(), entries.clone()),
+                    heads,
+                });
                 let view = self.config.view.clone();
                 let Some(round) = self.round.as_mut() else { return Ok(Ok(())) };
                 round.received += stored.new;

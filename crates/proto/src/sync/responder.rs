@@ -17,7 +17,7 @@ use super::proof::{Side, Transcript, heads_message};
 use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
 use crate::commit::Commit;
-use crate::control::ControlOp;
+use crate::control::{ControlOp, OpId};
 use crate::keys::{KeyCache, PublicKey, SecretKey, SigningContext};
 
 /// Most control operations a prelude may carry.
@@ -71,9 +71,19 @@ enum Stage {
     /// `challenge` sent; waiting for `auth`. `hosted`: whether `hello`
     /// named this replica's database (which the answers never show).
     Challenged { transcript: Transcript, hosted: bool, prelude_offered: bool },
-    /// The peer proved membership. `theirs`: its entries as of its last
-    /// summary answered, base of its change lists.
-    Member { peer: PublicKey, view: View, theirs: Option<Vec<Entry>> },
+    /// The peer proved membership. `theirs`: what its summaries left here.
+    Member { peer: PublicKey, view: View, theirs: Kept },
+}
+
+/// What a responder keeps of the requester's summaries in a session
+/// (sync.md §4 step 2).
+#[derive(Debug, Default)]
+struct Kept {
+    /// Its entries as both sides keep them: the base of its change lists.
+    list: Option<Vec<Entry>>,
+    /// The control heads of its last summary, which an empty `control` in
+    /// a change list stands for.
+    heads: Vec<OpId>,
 }
 
 /// The answering end of a session with one peer.
@@ -198,7 +208,7 @@ impl Responder {
                     Some(view) => {
                         let me = self.key.public();
                         let proof = transcript.prove(Side::Responder(me), &self.key);
-                        self.stage = Stage::Member { peer, view, theirs: None };
+                        self.stage = Stage::Member { peer, view, theirs: Kept::default() };
                         Ok(Message::Ready { key: me, proof, heads: store.control_heads()? })
                     }
                     // Not a member here (yet): the peer may retry once with
@@ -218,10 +228,10 @@ impl Responder {
                 };
                 *view = now;
                 let (peer, view) = (*peer, view.clone());
-                let mut remembered = theirs.take();
-                let answer = self.serve(store, request, peer, &view, &mut remembered);
+                let mut kept = std::mem::take(theirs);
+                let answer = self.serve(store, request, peer, &view, &mut kept);
                 if let Stage::Member { theirs, .. } = &mut self.stage {
-                    *theirs = remembered;
+                    *theirs = kept;
                 }
                 answer
             }
@@ -239,7 +249,7 @@ impl Responder {
         request: Message,
         peer: PublicKey,
         entitled: &View,
-        remembered: &mut Option<Vec<Entry>>,
+        kept: &mut Kept,
     ) -> Result<Message, Failure> {
         match request {
             Message::ControlWant { heads } => {
@@ -261,14 +271,22 @@ impl Responder {
                 let view = view.intersect(entitled);
                 let ours = store.entries(&view)?;
                 let our_digest = digest(&ours);
+                // In a change list, no heads stand for the last summary's.
+                let control = if delta && control.is_empty() {
+                    std::mem::take(&mut kept.heads)
+                } else {
+                    control
+                };
+                kept.heads = control.clone();
                 let listed = match (entries, delta) {
-                    (Some(changes), true) => remembered
+                    (Some(changes), true) => kept
+                        .list
                         .take()
                         .map(|base| apply_changes(base, changes))
                         .filter(|merged| digest(merged) == theirs),
                     (entries, _) => entries,
                 };
-                *remembered = listed.clone();
+                kept.list = listed.clone();
                 let (shown, commits, more) = if our_digest == theirs {
                     (Vec::new(), Vec::new(), false)
                 } else {
@@ -286,7 +304,7 @@ impl Responder {
                 // The requester's list as both sides keep it from now on:
                 // what it listed, with the entries this reply shows in place
                 // (sync.md §4 step 2).
-                *remembered = remembered.take().map(|base| apply_changes(base, shown.clone()));
+                kept.list = kept.list.take().map(|base| apply_changes(base, shown.clone()));
                 let heads = store.control_heads()?;
                 let control = if heads == control { Vec::new() } else { heads };
                 let signature = self.key.sign(

@@ -351,7 +351,8 @@ fn one_new_commit_is_found_in_one_round_trip() {
 /// Issue 14: after a round that pulled commits, the puller's next summary
 /// lists no change for them — both sides keep its list with the entries
 /// of the reply in place — so a one-commit resync carries one entry (the
-/// responder's), not one per author the last round brought.
+/// responder's), not one per author the last round brought; and control
+/// heads that did not change since the last summary are not sent again.
 #[test]
 fn after_a_pull_the_next_change_list_is_empty() {
     let mut s = setup();
@@ -365,13 +366,14 @@ fn after_a_pull_the_next_change_list_is_empty() {
     pair.a.store = a_store;
     pair.now += 30_000;
     let request = pair.b.requester.poll_request(&mut pair.b.store, pair.now).unwrap().unwrap();
-    let Ok(Message::Summary { entries, delta, .. }) =
+    let Ok(Message::Summary { entries, delta, control, .. }) =
         Message::decode(&request, usize::MAX, &KeyCache::default())
     else {
         panic!("not a summary");
     };
     assert!(delta, "a change list");
     assert_eq!(entries, Some(Vec::new()), "nothing changed since the laptop's reply");
+    assert_eq!(control, Vec::new(), "unchanged control heads go as none");
     let response =
         match pair.a.responder.handle(&mut pair.a.store, &request, &mut pair.rng).unwrap() {
             Answer::Reply(frame) => frame,
