@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::codec::FrameCodec;
 use crate::error::{NetError, RequestError};
+use crate::lan::LanPeers;
 use crate::rate::{RateLimiter, Verdict};
 use crate::redial::{Redialer, is_relayed, peer_of};
 use crate::{Config, Event, Limits, PeerInfo, Protocol, Responder, Stats};
@@ -81,6 +82,8 @@ pub(crate) struct Driver {
     limits: Limits,
     rate: RateLimiter,
     redial: Redialer,
+    /// Peers found on the LAN, dialled until connected.
+    lan: LanPeers,
     /// Dials started for a redial target, by connection.
     dialing: HashMap<ConnectionId, usize>,
     /// The relays to reserve on (`Config::relays`), with their backoff.
@@ -157,6 +160,7 @@ impl Driver {
             events_closed: false,
             rate: RateLimiter::new(config.limits.requests_per_second, config.limits.request_burst),
             redial: Redialer::new(config.peers, now),
+            lan: LanPeers::default(),
             limits: config.limits,
             dialing: HashMap::new(),
             relays: Redialer::new(config.relays, now),
@@ -272,6 +276,7 @@ impl Driver {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event, now),
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.lan.connected(&peer_id);
                 if let Some(index) = self.dialing.remove(&connection_id) {
                     self.redial.connected(index, peer_id, now);
                 }
@@ -402,7 +407,7 @@ impl Driver {
         match event {
             BehaviourEvent::Sync(event) => self.on_frames_event(Protocol::Sync, event, now),
             BehaviourEvent::Join(event) => self.on_frames_event(Protocol::Join, event, now),
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found, now),
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id, info, ..
             }) => {
@@ -530,7 +535,7 @@ impl Driver {
         }
     }
 
-    fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+    fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>, now: Instant) {
         let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for (peer, address) in found {
             let addresses = by_peer.entry(peer).or_default();
@@ -545,7 +550,21 @@ impl Driver {
             {
                 continue;
             }
-            tracing::debug!(%peer, "discovered on the LAN, dialling");
+            tracing::debug!(%peer, "discovered on the LAN");
+            let dial_first = *self.swarm.local_peer_id() < peer;
+            self.lan.found(peer, addresses, dial_first, now);
+        }
+        self.dial_lan(now);
+    }
+
+    /// Dials the peers found on the LAN that are due (see [`LanPeers`]).
+    fn dial_lan(&mut self, now: Instant) {
+        for (peer, addresses) in self.lan.take_due(now) {
+            if self.is_banned(&peer) || self.swarm.is_connected(&peer) {
+                self.lan.connected(&peer);
+                continue;
+            }
+            tracing::debug!(%peer, "dialling a peer found on the LAN");
             let opts = DialOpts::peer_id(peer)
                 .addresses(addresses)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -570,6 +589,7 @@ impl Driver {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.dial_lan(now);
         let expired: Vec<PeerId> =
             self.bans.iter().filter(|(_, until)| **until <= now).map(|(peer, _)| *peer).collect();
         for peer in expired {

@@ -56,6 +56,7 @@ mod behaviour;
 mod codec;
 mod driver;
 mod error;
+mod lan;
 mod rate;
 mod redial;
 
