@@ -452,6 +452,12 @@ impl<S: Store> Database<S> {
         self.shared.device
     }
 
+    /// The validated author keys of this replica, shared by everything that
+    /// decodes for it (ingest, and every sync session).
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.shared.authors
+    }
+
     /// Where this database takes time and randomness from.
     pub fn environment(&self) -> &Environment {
         &self.shared.environment

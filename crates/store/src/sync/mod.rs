@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use basic_proto::control::{AuthState, ControlOp, OpId};
 use basic_proto::sync::{Entry, Fingerprint, StoreFailure, Stored, SyncStore, View};
-use basic_proto::{Commit, CommitId, DatabaseId, PublicKey};
+use basic_proto::{Commit, CommitId, DatabaseId, KeyCache, PublicKey};
 
 mod feed;
 mod link;
@@ -110,6 +110,10 @@ fn lift<T, E: std::error::Error + Send + Sync + 'static>(
 impl<S: Store> SyncStore for SyncReplica<'_, S> {
     fn database(&self) -> DatabaseId {
         self.db.id()
+    }
+
+    fn keys(&self) -> &KeyCache {
+        self.db.key_cache()
     }
 
     fn auth(&self) -> Arc<AuthState> {
