@@ -93,8 +93,10 @@ impl<'a, S: Store> SyncReplica<'a, S> {
         match view {
             View::All => Ok(true),
             View::Scopes(_) => {
-                let commit = Commit::decode(bytes).map_err(StoreFailure::new)?;
-                Ok(view.contains(&commit.header().scope))
+                // Verified when stored: its header says its scope.
+                let header =
+                    Commit::header_of(bytes, self.db.key_cache()).map_err(StoreFailure::new)?;
+                Ok(view.contains(&header.scope))
             }
         }
     }
