@@ -295,12 +295,8 @@ impl Commit {
     /// [`Commit::decode`], validating author keys through `keys`, so that
     /// many commits by the same authors validate each key once.
     pub fn decode_with(bytes: &[u8], keys: &KeyCache) -> Result<Self, CommitError> {
-        let Envelope { header: header_bytes, ciphertext, signature } = Envelope::decode(bytes)?;
-        let value = codec::parse(&header_bytes, CommitHeader::WHAT, MAX_HEADER_BYTES)?;
-        let header = CommitHeader::parse(value, keys)?;
-        if header.encode() != header_bytes {
-            return Err(DecodeError::NonCanonical { what: CommitHeader::WHAT }.into());
-        }
+        let (header, Envelope { header: header_bytes, ciphertext, signature }) =
+            Self::parse(bytes, keys)?;
         header
             .author
             .verify(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext), &signature)
@@ -313,6 +309,25 @@ impl Commit {
             signature,
             bytes: bytes.to_vec(),
         })
+    }
+
+    /// The header of `bytes`, checked as [`Commit::decode`] checks it but
+    /// without verifying the signature: for reading back a commit that was
+    /// verified when it was stored (to route it by scope, say). Anything
+    /// that decides on a commit decodes it in full.
+    pub fn header_of(bytes: &[u8], keys: &KeyCache) -> Result<CommitHeader, CommitError> {
+        Ok(Self::parse(bytes, keys)?.0)
+    }
+
+    /// The envelope of `bytes` and its header, parsed and in canonical form.
+    fn parse(bytes: &[u8], keys: &KeyCache) -> Result<(CommitHeader, Envelope), CommitError> {
+        let envelope = Envelope::decode(bytes)?;
+        let value = codec::parse(&envelope.header, CommitHeader::WHAT, MAX_HEADER_BYTES)?;
+        let header = CommitHeader::parse(value, keys)?;
+        if header.encode() != envelope.header {
+            return Err(DecodeError::NonCanonical { what: CommitHeader::WHAT }.into());
+        }
+        Ok((header, envelope))
     }
 
     /// Decrypts and decodes the changes with the scope key the header names.
@@ -429,6 +444,23 @@ mod tests {
             bytes[i] ^= 0x01;
             assert!(Commit::decode(&bytes).is_err(), "flip at byte {i} accepted");
         }
+    }
+
+    /// `header_of` reads what `decode` reads, except the signature: a
+    /// stored commit is routed by it, never accepted by it.
+    #[test]
+    fn header_of_checks_everything_but_the_signature() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+        let keys = KeyCache::default();
+        assert_eq!(&Commit::header_of(commit.as_bytes(), &keys).unwrap(), commit.header());
+        let mut bad_signature = commit.as_bytes().to_vec();
+        let last = bad_signature.len() - 1;
+        bad_signature[last] ^= 0x01;
+        assert_eq!(Commit::decode(&bad_signature), Err(CommitError::BadSignature));
+        assert_eq!(&Commit::header_of(&bad_signature, &keys).unwrap(), commit.header());
+        assert!(Commit::header_of(&commit.as_bytes()[..last], &keys).is_err(), "truncated");
+        assert!(Commit::header_of(b"not a commit", &keys).is_err());
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub(crate) async fn fetch_as(
     who: &str,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut requester = Requester::new(one_off(net, peer, database, key), BTreeMap::new());
-    let mut store = LogOnly { log: ControlLog::new(database) };
+    let mut store = LogOnly { log: ControlLog::new(database), keys: Default::default() };
     let keys = KeyCache::default();
     for _ in 0..MAX_EXCHANGES {
         let request = requester.poll_request(&mut store, 0)?;
@@ -177,6 +177,7 @@ pub(crate) fn one_off(
 #[derive(Debug)]
 struct LogOnly {
     log: ControlLog,
+    keys: basic_proto::KeyCache,
 }
 
 /// A bootstrap replica was asked for operations it does not serve.
@@ -187,6 +188,10 @@ struct ServesNoOps;
 impl SyncStore for LogOnly {
     fn database(&self) -> DatabaseId {
         self.log.database()
+    }
+
+    fn keys(&self) -> &basic_proto::KeyCache {
+        &self.keys
     }
 
     fn auth(&self) -> Arc<AuthState> {

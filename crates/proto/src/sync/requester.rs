@@ -22,7 +22,7 @@ use super::responder::{MAX_PRELUDE_OPS, Violation, apply_changes, find};
 use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
 use crate::control::OpId;
-use crate::keys::{DatabaseId, KeyCache, PublicKey, SecretKey, SigningContext};
+use crate::keys::{DatabaseId, PublicKey, SecretKey, SigningContext};
 use crate::scope::ScopeId;
 
 /// Summaries with at most this many authors carry their entries (one
@@ -181,7 +181,6 @@ impl Queued {
 #[derive(Debug)]
 pub struct Requester {
     config: RequesterConfig,
-    keys: KeyCache,
     transcript: Option<Transcript>,
     /// Handshakes started.
     attempts: u64,
@@ -210,7 +209,6 @@ impl Requester {
     pub fn new(config: RequesterConfig, shown: BTreeMap<PublicKey, (u64, u64)>) -> Self {
         Self {
             config,
-            keys: KeyCache::default(),
             transcript: None,
             attempts: 0,
             auth: None,
@@ -486,7 +484,7 @@ impl Requester {
             self.close("an answer with no request outstanding".into());
             return Ok(());
         };
-        let message = match Message::decode(frame, MAX_FRAME_BYTES, &self.keys) {
+        let message = match Message::decode(frame, MAX_FRAME_BYTES, store.keys()) {
             Ok(message) => message,
             Err(error) => {
                 self.close(format!("malformed answer: {error}"));

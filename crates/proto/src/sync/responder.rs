@@ -93,7 +93,6 @@ pub struct Responder {
     local_transport: Vec<u8>,
     peer_transport: Vec<u8>,
     stage: Stage,
-    keys: KeyCache,
     ranges_this_round: u32,
     /// The principal whose key the peer proved it holds, member or not.
     proved: Option<PublicKey>,
@@ -108,7 +107,6 @@ impl Responder {
             local_transport,
             peer_transport,
             stage: Stage::Fresh,
-            keys: KeyCache::default(),
             ranges_this_round: 0,
             proved: None,
         }
@@ -153,7 +151,7 @@ impl Responder {
         frame: &[u8],
         rng: &mut impl CryptoRng,
     ) -> Result<Message, Failure> {
-        let request = Message::decode(frame, MAX_REQUEST_BYTES, &self.keys)
+        let request = Message::decode(frame, MAX_REQUEST_BYTES, store.keys())
             .map_err(|e| Violation::new(ErrorCode::Malformed, e.to_string()))?;
         match (request, &mut self.stage) {
             (Message::Hello { database, key, nonce }, _) => {
@@ -347,7 +345,7 @@ impl Responder {
                 Ok(Message::RangesReply { split, commits })
             }
             Message::Push { ops, commits } => {
-                self.check_push(peer, entitled, &ops, &commits)?;
+                check_push(store.keys(), peer, entitled, &ops, &commits)?;
                 let mut stored = store.ingest_ops(&ops)?;
                 stored.add(store.ingest_commits(&commits)?);
                 if stored.invalid > 0 {
@@ -364,39 +362,39 @@ impl Responder {
     }
 }
 
-impl Responder {
-    /// What `peer` may push (`protocol-spec/sync.md` §6): commits in its
-    /// entitled view only; and an app (entitled to some scopes, not all)
-    /// only its own commits and no operations, since it issues none and
-    /// has nothing to relay. Devices, the root and pinning peers relay
-    /// anything they hold.
-    fn check_push(
-        &self,
-        peer: PublicKey,
-        entitled: &View,
-        ops: &[Vec<u8>],
-        commits: &[Vec<u8>],
-    ) -> Result<(), Violation> {
-        let View::Scopes(_) = entitled else { return Ok(()) };
-        if !ops.is_empty() {
-            return Err(Violation::new(ErrorCode::Forbidden, "an app pushed control operations"));
-        }
-        for bytes in commits {
-            let commit = Commit::decode_with(bytes, &self.keys)
-                .map_err(|e| Violation::new(ErrorCode::BadData, format!("invalid commit: {e}")))?;
-            let header = commit.header();
-            if header.author != peer {
-                return Err(Violation::new(ErrorCode::Forbidden, "an app pushed another's commit"));
-            }
-            if !entitled.contains(&header.scope) {
-                return Err(Violation::new(
-                    ErrorCode::Forbidden,
-                    "a push outside the pusher's entitled view",
-                ));
-            }
-        }
-        Ok(())
+impl Responder {}
+
+/// What `peer` may push (`protocol-spec/sync.md` §6): commits in its
+/// entitled view only; and an app (entitled to some scopes, not all)
+/// only its own commits and no operations, since it issues none and
+/// has nothing to relay. Devices, the root and pinning peers relay
+/// anything they hold.
+fn check_push(
+    keys: &KeyCache,
+    peer: PublicKey,
+    entitled: &View,
+    ops: &[Vec<u8>],
+    commits: &[Vec<u8>],
+) -> Result<(), Violation> {
+    let View::Scopes(_) = entitled else { return Ok(()) };
+    if !ops.is_empty() {
+        return Err(Violation::new(ErrorCode::Forbidden, "an app pushed control operations"));
     }
+    for bytes in commits {
+        let commit = Commit::decode_with(bytes, keys)
+            .map_err(|e| Violation::new(ErrorCode::BadData, format!("invalid commit: {e}")))?;
+        let header = commit.header();
+        if header.author != peer {
+            return Err(Violation::new(ErrorCode::Forbidden, "an app pushed another's commit"));
+        }
+        if !entitled.contains(&header.scope) {
+            return Err(Violation::new(
+                ErrorCode::Forbidden,
+                "a push outside the pusher's entitled view",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Our entries that the requester's list does not match.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::summary::{Entry, Fingerprint, View};
 use crate::control::{AuthState, ControlLog, ControlOp, Inserted, OpId};
-use crate::keys::{DatabaseId, PublicKey};
+use crate::keys::{DatabaseId, KeyCache, PublicKey};
 
 /// The replica could not be read or written (a local fault, never the
 /// peer's): the store's own error, kept whole.
@@ -54,6 +54,10 @@ impl Stored {
 pub trait SyncStore {
     /// The database.
     fn database(&self) -> DatabaseId;
+
+    /// The replica's cache of validated author keys, shared by every
+    /// session over it (a key is checked once, not once per session).
+    fn keys(&self) -> &KeyCache;
 
     /// The current authorisation state (from the control log).
     fn auth(&self) -> Arc<AuthState>;

@@ -24,6 +24,7 @@ struct MapStore {
     log: ControlLog,
     auth: Arc<AuthState>,
     commits: BTreeMap<PublicKey, Log>,
+    keys: Arc<KeyCache>,
 }
 
 impl MapStore {
@@ -31,7 +32,7 @@ impl MapStore {
         let mut log = ControlLog::new(genesis.database());
         log.insert(genesis.clone(), u64::MAX).unwrap();
         let auth = Arc::new(log.state());
-        Self { log, auth, commits: BTreeMap::new() }
+        Self { log, auth, commits: BTreeMap::new(), keys: Arc::default() }
     }
 
     fn ids(&self) -> BTreeSet<CommitId> {
@@ -42,6 +43,10 @@ impl MapStore {
 impl SyncStore for MapStore {
     fn database(&self) -> DatabaseId {
         self.log.database()
+    }
+
+    fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 
     fn auth(&self) -> Arc<AuthState> {

@@ -452,6 +452,12 @@ impl<S: Store> Database<S> {
         self.shared.device
     }
 
+    /// The validated author keys of this replica, shared by everything that
+    /// decodes for it (ingest, and every sync session).
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.shared.authors
+    }
+
     /// Where this database takes time and randomness from.
     pub fn environment(&self) -> &Environment {
         &self.shared.environment
@@ -769,16 +775,28 @@ impl<S: Store> Database<S> {
             let content = keys.open(&commit);
             Ok(Received::Ready(commit, content))
         };
+        // A copy of a commit held already (a peer relays what another sent)
+        // is known by its id, the hash of its bytes: neither verified nor
+        // opened again.
         let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
             Vec::with_capacity(encoded.len());
+        let mut fresh = Vec::with_capacity(encoded.len());
+        for bytes in encoded {
+            let id = CommitId::of(bytes);
+            if self.shared.replica.holds_applied(&id)? {
+                outcomes.push(Some(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
+            } else {
+                outcomes.push(None);
+                fresh.push(bytes);
+            }
+        }
+        let mut checked = parallel_map(&fresh, |bytes| check(bytes)).into_iter();
         let mut accepted = Vec::new();
-        for result in parallel_map(encoded, check) {
-            match result {
-                Ok(opened) => {
-                    accepted.push(opened);
-                    outcomes.push(None);
-                }
-                Err(error) => outcomes.push(Some(Err(error))),
+        for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+            match checked.next() {
+                Some(Ok(opened)) => accepted.push(opened),
+                Some(Err(error)) => *outcome = Some(Err(error)),
+                None => {}
             }
         }
         let mut inserted = if accepted.is_empty() {

@@ -440,6 +440,13 @@ impl<S: Store> Replica<S> {
             .map_err(|e| StoreError::Corrupt { what: "control log", reason: e.to_string() })
     }
 
+    /// Whether the commit `id` is stored and not set aside: receiving it
+    /// again changes nothing, and it need not be verified again.
+    pub fn holds_applied(&self, id: &CommitId) -> Result<bool, StoreError> {
+        Ok(self.store.get(&layout::commit(id))?.is_some()
+            && self.store.get(&layout::rejected(id))?.is_none())
+    }
+
     /// Ids of the stored commits the control log does not authorise.
     pub fn rejected(&self) -> Result<BTreeSet<CommitId>, StoreError> {
         scan_prefix(&self.store, &[layout::REJECTED])

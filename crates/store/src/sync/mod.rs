@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use basic_proto::control::{AuthState, ControlOp, OpId};
 use basic_proto::sync::{Entry, Fingerprint, StoreFailure, Stored, SyncStore, View};
-use basic_proto::{Commit, CommitId, DatabaseId, PublicKey};
+use basic_proto::{Commit, CommitId, DatabaseId, KeyCache, PublicKey};
 
 mod feed;
 mod link;
@@ -93,8 +93,10 @@ impl<'a, S: Store> SyncReplica<'a, S> {
         match view {
             View::All => Ok(true),
             View::Scopes(_) => {
-                let commit = Commit::decode(bytes).map_err(StoreFailure::new)?;
-                Ok(view.contains(&commit.header().scope))
+                // Verified when stored: its header says its scope.
+                let header =
+                    Commit::header_of(bytes, self.db.key_cache()).map_err(StoreFailure::new)?;
+                Ok(view.contains(&header.scope))
             }
         }
     }
@@ -110,6 +112,10 @@ fn lift<T, E: std::error::Error + Send + Sync + 'static>(
 impl<S: Store> SyncStore for SyncReplica<'_, S> {
     fn database(&self) -> DatabaseId {
         self.db.id()
+    }
+
+    fn keys(&self) -> &KeyCache {
+        self.db.key_cache()
     }
 
     fn auth(&self) -> Arc<AuthState> {
