@@ -10,77 +10,18 @@
 //! operations themselves are signed and checked by
 //! [`Database::finish_join`].
 //!
-//! ```text
-//! request  = JoinRequest::to_bytes()
-//! response = [0, ops: [* bstr]]      ; joined: every control operation
-//!          / [1, message: tstr]      ; refused, and why
-//! ```
+//! The frames are [`JoinRequest`] and [`JoinAnswer`] (basic-store's
+//! pairing flow).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use basic_net::{Config, Keypair, Limits, Multiaddr, PeerId, Protocol, RequestError, peer_of};
-use basic_proto::codec::{self, Fields};
-use basic_store::{Database, Invite, JoinRequest};
-use ciborium::Value as Cbor;
+use basic_store::{Database, Invite, JoinAnswer, JoinRequest};
 
-/// Longest a refusal message may be.
-const MAX_MESSAGE_LEN: usize = 512;
 /// How long the new device waits for the inviting device's answer.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The answer to a join request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinAnswer {
-    /// Joined: the database's control operations, encoded.
-    Joined(Vec<Vec<u8>>),
-    /// Refused, with the reason for people.
-    Refused(String),
-}
-
-impl JoinAnswer {
-    /// The response frame.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        codec::encode_value(&Cbor::Array(match self {
-            JoinAnswer::Joined(ops) => vec![
-                Cbor::Integer(0.into()),
-                Cbor::Array(ops.iter().map(|op| Cbor::Bytes(op.clone())).collect()),
-            ],
-            JoinAnswer::Refused(message) => {
-                let mut message = message.clone();
-                truncate(&mut message, MAX_MESSAGE_LEN);
-                vec![Cbor::Integer(1.into()), Cbor::Text(message)]
-            }
-        }))
-    }
-
-    /// Reads a response frame of at most `max` bytes (untrusted).
-    pub fn from_bytes(bytes: &[u8], max: usize) -> anyhow::Result<Self> {
-        let mut fields = Fields::new(codec::parse(bytes, "join answer", max)?, "join answer", 2)?;
-        match fields.uint("kind")? {
-            0 => {
-                let ops = codec::as_array(fields.next("ops")?, "ops", 0, usize::MAX)?
-                    .into_iter()
-                    .map(|op| codec::as_bytes(op, "op", 1, max))
-                    .collect::<Result<_, _>>()?;
-                Ok(JoinAnswer::Joined(ops))
-            }
-            1 => Ok(JoinAnswer::Refused(fields.text("message", 0, MAX_MESSAGE_LEN)?)),
-            kind => bail!("unknown join answer kind {kind}"),
-        }
-    }
-}
-
-fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-}
 
 /// The inviting side: answers one join request frame against `db`
 /// (blocking: it writes the new device's `add-device`).
@@ -145,30 +86,5 @@ pub async fn exchange_join(invite: &Invite, request: &JoinRequest) -> anyhow::Re
             "cannot reach the inviting device at {tried}; is `basic up` running there, and reachable from here?"
         ),
         Some(error) => bail!("the exchange with the inviting device at {tried} failed: {error}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_round_trip_and_garbage_is_an_error() {
-        for answer in [
-            JoinAnswer::Joined(vec![vec![1, 2, 3], vec![4]]),
-            JoinAnswer::Joined(vec![]),
-            JoinAnswer::Refused("the invite expired".into()),
-        ] {
-            assert_eq!(JoinAnswer::from_bytes(&answer.to_bytes(), 1 << 20).unwrap(), answer);
-        }
-        let long = JoinAnswer::Refused("é".repeat(400)).to_bytes();
-        assert!(
-            matches!(JoinAnswer::from_bytes(&long, 1 << 20), Ok(JoinAnswer::Refused(m)) if m.len() <= MAX_MESSAGE_LEN)
-        );
-        for garbage in [&b""[..], b"\x82\x02\x00", b"\x82\x00\x01", b"\xff"] {
-            assert!(JoinAnswer::from_bytes(garbage, 1 << 20).is_err());
-        }
-        let big = JoinAnswer::Joined(vec![vec![0; 100]]).to_bytes();
-        assert!(JoinAnswer::from_bytes(&big, 50).is_err(), "over the cap");
     }
 }

@@ -67,7 +67,10 @@ pub use database::{
 pub use environment::{Environment, now_ms};
 pub use flows::apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
 pub use flows::export::{ExportError, ExportSummary, ImportSummary};
-pub use flows::pairing::{Invite, JOIN_REQUEST_BYTES, JoinRequest, MAX_ADDRESSES, PairingError};
+pub use flows::pairing::{
+    Invite, JOIN_REQUEST_BYTES, JoinAnswer, JoinRequest, MAX_ADDRESSES, MAX_REFUSAL_LEN,
+    PairingError,
+};
 pub use flows::recovery;
 pub use replica::author::LogWriter;
 pub use replica::scope_keys::ScopeKeys;

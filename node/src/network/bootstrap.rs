@@ -28,7 +28,7 @@ use rand::RngExt;
 use tracing::{info, warn};
 
 use super::Transport;
-use crate::join::JoinAnswer;
+use basic_store::JoinAnswer;
 
 /// Wait between attempts when no connected device serves the log yet.
 const RETRY: Duration = Duration::from_secs(3);

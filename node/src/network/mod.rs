@@ -47,9 +47,10 @@ pub(crate) use bootstrap::{fetch_as as fetch_control_log, one_off as one_off_con
 use shown::ShownStore;
 use status::Status;
 
-use crate::join::{JoinAnswer, answer_join};
+use crate::join::answer_join;
 use crate::node::NodeConfig;
 use crate::status::NetworkStatus;
+use basic_store::JoinAnswer;
 
 /// Time between sync rounds with a peer once in sync.
 const RESYNC_MS: u64 = 30_000;

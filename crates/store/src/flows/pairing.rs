@@ -48,6 +48,9 @@ pub enum PairingError {
     /// The request is for another database.
     #[error("the request is for another database")]
     OtherDatabase,
+    /// The inviting device's answer is not one.
+    #[error("not a join answer: {0}")]
+    BadAnswer(String),
 }
 
 /// An invitation for one new device.
@@ -150,6 +153,63 @@ impl JoinRequest {
         let sealing = SealingKey(fields.fixed("sealing").map_err(e)?);
         let proof = fields.fixed("proof").map_err(e)?;
         Ok(Self { database, device: Party { key, sealing }, proof })
+    }
+}
+
+/// Longest a join refusal's message may be, in bytes.
+pub const MAX_REFUSAL_LEN: usize = 512;
+
+/// The inviting device's answer to a [`JoinRequest`]:
+///
+/// ```text
+/// answer = [0, ops: [* bstr]]      ; joined: every control operation
+///        / [1, message: tstr]      ; refused, and why
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinAnswer {
+    /// Joined: the database's control operations, encoded.
+    Joined(Vec<Vec<u8>>),
+    /// Refused, with the reason for people (cut to [`MAX_REFUSAL_LEN`]).
+    Refused(String),
+}
+
+impl JoinAnswer {
+    /// The answer frame.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode_value(&Cbor::Array(match self {
+            JoinAnswer::Joined(ops) => vec![
+                Cbor::Integer(0.into()),
+                Cbor::Array(ops.iter().map(|op| Cbor::Bytes(op.clone())).collect()),
+            ],
+            JoinAnswer::Refused(message) => {
+                let mut end = message.len().min(MAX_REFUSAL_LEN);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                vec![Cbor::Integer(1.into()), Cbor::Text(message[..end].to_owned())]
+            }
+        }))
+    }
+
+    /// Reads an answer frame of at most `max` bytes received from a peer
+    /// (untrusted bytes).
+    pub fn from_bytes(bytes: &[u8], max: usize) -> Result<Self, PairingError> {
+        let e = |e: codec::DecodeError| PairingError::BadAnswer(e.to_string());
+        let mut fields =
+            Fields::new(codec::parse(bytes, "join answer", max).map_err(e)?, "join answer", 2)
+                .map_err(e)?;
+        match fields.uint("kind").map_err(e)? {
+            0 => {
+                let ops = codec::as_array(fields.next("ops").map_err(e)?, "ops", 0, usize::MAX)
+                    .map_err(e)?
+                    .into_iter()
+                    .map(|op| codec::as_bytes(op, "op", 1, max).map_err(e))
+                    .collect::<Result<_, _>>()?;
+                Ok(JoinAnswer::Joined(ops))
+            }
+            1 => Ok(JoinAnswer::Refused(fields.text("message", 0, MAX_REFUSAL_LEN).map_err(e)?)),
+            kind => Err(PairingError::BadAnswer(format!("unknown join answer kind {kind}"))),
+        }
     }
 }
 
@@ -343,5 +403,30 @@ impl<S: Store> Database<S> {
         })?;
         txn.commit()?;
         Database::with_environment(replica.into_store(), view_path, environment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_and_garbage_is_an_error() {
+        for answer in [
+            JoinAnswer::Joined(vec![vec![1, 2, 3], vec![4]]),
+            JoinAnswer::Joined(vec![]),
+            JoinAnswer::Refused("the invite expired".into()),
+        ] {
+            assert_eq!(JoinAnswer::from_bytes(&answer.to_bytes(), 1 << 20).unwrap(), answer);
+        }
+        let long = JoinAnswer::Refused("é".repeat(400)).to_bytes();
+        assert!(
+            matches!(JoinAnswer::from_bytes(&long, 1 << 20), Ok(JoinAnswer::Refused(m)) if m.len() <= MAX_REFUSAL_LEN)
+        );
+        for garbage in [&b""[..], b"\x82\x02\x00", b"\x82\x00\x01", b"\xff"] {
+            assert!(JoinAnswer::from_bytes(garbage, 1 << 20).is_err());
+        }
+        let big = JoinAnswer::Joined(vec![vec![0; 100]]).to_bytes();
+        assert!(JoinAnswer::from_bytes(&big, 50).is_err(), "over the cap");
     }
 }
