@@ -8,13 +8,12 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use basic_proto::Name;
-use basic_proto::control::Rights;
 use basic_proto::Party;
+use basic_proto::control::Rights;
 use basic_proto::keys::SecretKey;
-use basic_store::{AccessRequest, Database, MemStore};
+use basic_store::AccessRequest;
 use libfuzzer_sys::fuzz_target;
 
 /// The API's request body (field names and rights spelled as the node's).
@@ -24,19 +23,8 @@ struct Body {
     scopes: BTreeMap<String, String>,
 }
 
-struct World {
-    db: Database<MemStore>,
-    _dir: tempfile::TempDir,
-}
-
-static WORLD: Mutex<Option<World>> = Mutex::new(None);
-
-fn world() -> World {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = Database::with_store(MemStore::new(), &dir.path().join("view.sqlite"))
-        .expect("an empty database opens");
-    World { db, _dir: dir }
-}
+#[path = "shared/world.rs"]
+mod world;
 
 fn request(data: &[u8]) -> Option<AccessRequest> {
     let body: Body = serde_json::from_slice(data).ok()?;
@@ -55,8 +43,8 @@ fn request(data: &[u8]) -> Option<AccessRequest> {
 
 fuzz_target!(|data: &[u8]| {
     let Some(request) = request(data) else { return };
-    let mut guard = WORLD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let db = &guard.get_or_insert_with(world).db;
+    let mut guard = world::lock();
+    let db = &guard.get_or_insert_with(world::fresh).db;
     let Ok(id) = db.request_access(request.clone()) else { return };
     let listed = db.access_requests().expect("stored requests decode");
     let (_, stored) = listed.iter().find(|(at, _)| *at == id).expect("the request is listed");

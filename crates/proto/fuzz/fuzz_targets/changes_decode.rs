@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use basic_proto::{Cbor, Changes};
+use basic_proto::Changes;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
