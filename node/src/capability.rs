@@ -28,35 +28,13 @@ use crate::tokens::app_id;
 
 /// The scopes `app` currently holds unrevoked grants on, with their rights.
 pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
-    let namespaces = db.namespaces();
-    db.auth_state()
-        .apps()
-        .get(app)
-        .map(|info| {
-            info.scopes
-                .iter()
-                .filter(|(_, grant)| grant.revoked.is_none())
-                .filter_map(|(scope, grant)| Some((namespaces.get(scope)?.clone(), grant.rights)))
-                .collect()
-        })
-        .unwrap_or_default()
+    db.live_grants(app)
 }
 
 /// What `app` may reach now, as the store's caller: every scope it holds
 /// an unrevoked grant on for reading, the read-write ones for writing.
 pub fn caller(db: &Database, app: &PublicKey) -> Result<Caller, ApiError> {
-    let grants = live_grants(db, app);
-    if grants.is_empty() {
-        return Err(no_grant(app));
-    }
-    Ok(Caller::App {
-        readable: grants.keys().cloned().collect(),
-        writable: grants
-            .iter()
-            .filter(|(_, rights)| **rights == Rights::ReadWrite)
-            .map(|(scope, _)| scope.clone())
-            .collect(),
-    })
+    db.app_caller(app).ok_or_else(|| no_grant(app))
 }
 
 fn no_grant(app: &PublicKey) -> ApiError {

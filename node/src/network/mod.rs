@@ -1,13 +1,12 @@
 //! The node on the network: libp2p (crates/net) driving the sync protocol
 //! (`protocol-spec/sync.md`) over the replica.
 //!
-//! For every connected peer the node runs two tasks: a [`session`] (our
-//! `Requester`: pulls what we lack, pushes what is new here) and a
-//! [`serve`] task (our `Responder`: answers the peer's requests). Both call
-//! the replica on the blocking pool, never on the async executor. A thread
-//! turns the database's change signal into a [`tokio::sync::watch`] that
-//! wakes every session to push. Join requests (`/basic/join/0`) from new
-//! devices are answered here too.
+//! For every connected peer the node runs, through [`basic_peer`], two
+//! tasks: a session (our `Requester`: pulls what we lack, pushes what is
+//! new here) and a responder (answers the peer's requests). What they
+//! report goes to the status (`basic status`) and to `shown.json`
+//! ([`NodeHooks`]). Join requests (`/basic/join/0`) from new devices are
+//! answered here too.
 //!
 //! A node behind a NAT reserves a slot on the relays it is given (`--relay`,
 //! a pinning peer's address): its relayed address joins the addresses it
@@ -22,21 +21,18 @@
 //! membership proof).
 
 mod bootstrap;
-mod changes;
 mod identity;
-mod serve;
-mod session;
 mod shown;
 mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use basic_net::{Config, Event, Limits, Multiaddr, Net, PeerId, Protocol};
-use basic_proto::{PublicKey, SecretKey};
+use basic_net::{Config, Event, Multiaddr, Net, PeerId, Protocol};
+use basic_peer::{Hooks, PeerTasks, Peering, Shown};
 use basic_store::Database;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -52,21 +48,6 @@ use crate::node::NodeConfig;
 use crate::status::NetworkStatus;
 use basic_store::JoinAnswer;
 
-/// Time between sync rounds with a peer once in sync.
-const RESYNC_MS: u64 = 30_000;
-/// How long a peer that broke the protocol is refused.
-const BAN: Duration = Duration::from_secs(60);
-/// Sync requests per second we accept from one peer, sustained, and at
-/// once. A session sends one request at a time, so an honest peer's rate
-/// is bounded by round trips: live pushes under a steady write load reach
-/// hundreds a second on a LAN. Requests above the rate are dropped (a lost
-/// push waits for the next round), and a peer that keeps sending at twice
-/// the rate is banned; our sessions pace themselves at half of it
-/// ([`session::Pace`]), so two nodes of this version never get there.
-const PEER_REQUESTS_PER_S: u32 = 200;
-const PEER_REQUEST_BURST: u32 = 400;
-/// Inbound sync requests queued for one peer's responder.
-const SERVE_QUEUE: usize = 8;
 /// Join requests answered at once.
 const JOIN_SLOTS: usize = 2;
 /// How often traffic counters are copied into the status.
@@ -161,12 +142,7 @@ impl Transport {
         net_config.external = config.external.clone();
         net_config.relay_server = config.relay_server;
         net_config.listen_is_external = config.relay_server;
-        net_config.limits = Limits {
-            ban_duration: BAN,
-            requests_per_second: PEER_REQUESTS_PER_S,
-            request_burst: PEER_REQUEST_BURST,
-            ..Limits::default()
-        };
+        net_config.limits = basic_peer::limits();
         let (net, mut events) =
             basic_net::start(net_config).await.context("cannot start the network")?;
         let mut pending = Vec::new();
@@ -229,48 +205,35 @@ pub struct Network {
     task: JoinHandle<()>,
 }
 
-/// What every peer task shares.
+/// What the node's event loop shares.
 #[derive(Debug)]
 struct Context {
     db: Arc<Database>,
     net: Net,
-    /// Our principal (device or pinning peer) for the sync proof.
-    key: SecretKey,
-    /// Our transport id: our peer id's bytes.
-    local: Vec<u8>,
+    /// Every peer's session and responder.
+    peering: Arc<Peering>,
     status: Status,
-    clock: Instant,
-    changes: watch::Receiver<u64>,
     /// Told when the addresses we listen on change.
     on_listen: ListenHook,
+}
+
+/// What the node hears of its peers: it shows it in the status and keeps
+/// what each peer showed, in `shown.json` (rollback detection).
+#[derive(Debug)]
+struct NodeHooks {
+    db: Arc<Database>,
+    status: Status,
     /// What each peer showed in earlier sessions and earlier runs, with
-    /// the principal that showed it (rollback detection), in `shown.json`.
+    /// the principal that showed it.
     shown: Arc<ShownStore>,
 }
 
-/// The heads a peer principal has shown: author → (max seq, count).
-type Heads = std::collections::BTreeMap<PublicKey, (u64, u64)>;
-
-/// What one peer principal has shown.
-#[derive(Debug, Clone)]
-struct Shown {
-    principal: PublicKey,
-    heads: Heads,
-}
-
-impl Context {
-    /// Milliseconds since the network started: the sync state machines' clock.
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// What `peer` showed before, to seed a new session.
+impl Hooks for NodeHooks {
     fn shown(&self, peer: &PeerId) -> Option<Shown> {
         self.shown.get(peer)
     }
 
-    /// Records what `peer` showed in a completed round; saves `shown.json`
-    /// (on the blocking pool) if that changed anything.
+    /// Saves `shown.json` (on the blocking pool) if `shown` changed it.
     fn remember(&self, peer: PeerId, shown: Shown) {
         if self.shown.remember(peer, shown, &self.db.auth_state()) {
             let store = Arc::clone(&self.shown);
@@ -281,20 +244,17 @@ impl Context {
             }));
         }
     }
-}
 
-/// One connected peer's tasks.
-#[derive(Debug)]
-struct PeerTasks {
-    requests: mpsc::Sender<(Vec<u8>, basic_net::Responder)>,
-    session: JoinHandle<()>,
-    serve: JoinHandle<()>,
-}
+    fn authenticated(&self, peer: PeerId, principal: &str) {
+        self.status.authenticated(peer, principal.to_owned());
+    }
 
-impl PeerTasks {
-    fn abort(self) {
-        self.session.abort();
-        self.serve.abort();
+    fn synced(&self, peer: PeerId, principal: Option<String>) {
+        self.status.synced(peer, principal);
+    }
+
+    fn failed(&self, peer: PeerId, reason: &str) {
+        self.status.failed(peer, reason);
     }
 }
 
@@ -314,23 +274,14 @@ impl Network {
     ) -> anyhow::Result<Self> {
         let shown = Arc::new(ShownStore::open(shown)?);
         let Transport { net, events, pending, addresses } = transport;
-        let key = {
-            let db = Arc::clone(&db);
-            tokio::task::spawn_blocking(move || db.member_key()).await??
-        };
         let status = Status::new(status);
         status.listening(addresses);
-        let context = Arc::new(Context {
-            changes: changes::watch(&db)?,
-            on_listen,
-            local: net.local_peer_id().to_bytes(),
-            db,
-            net: net.clone(),
-            key,
-            status,
-            clock: Instant::now(),
-            shown,
-        });
+        let hooks = NodeHooks { db: Arc::clone(&db), status: status.clone(), shown };
+        let peering = {
+            let (db, net) = (Arc::clone(&db), net.clone());
+            tokio::task::spawn_blocking(move || Peering::new(db, net, Arc::new(hooks))).await??
+        };
+        let context = Arc::new(Context { on_listen, db, net: net.clone(), peering, status });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(context, events, pending, stopped, joins));
         Ok(Self { net, stop, task })
@@ -356,7 +307,7 @@ async fn run(
     let join_slots = Arc::new(Semaphore::new(JOIN_SLOTS));
     let mut refresh = tokio::time::interval(STATUS_REFRESH);
     // A removed device syncs no more (control-log.md §9.5): said once.
-    let mut changes = context.changes.clone();
+    let mut changes = context.peering.changes();
     let mut removed = false;
     let mut watching = true;
     check_removed(&context, &mut peers, &mut removed);
@@ -430,7 +381,7 @@ async fn on_event(
                 context.status.failed(peer, "not syncing: this device was removed");
                 return;
             }
-            peers.entry(peer).or_insert_with(|| start_peer(context, peer, dialled));
+            peers.entry(peer).or_insert_with(|| context.peering.start_peer(peer, dialled));
         }
         Event::Disconnected { peer } => {
             context.status.disconnected(peer);
@@ -443,10 +394,10 @@ async fn on_event(
             // whom its log counts as members: the root recovering, say),
             // but runs no session of its own.
             let tasks = peers.entry(peer).or_insert_with(|| match removed {
-                false => start_peer(context, peer, false),
-                true => start_serving(context, peer),
+                false => context.peering.start_peer(peer, false),
+                true => context.peering.start_serving(peer),
             });
-            if tasks.requests.try_send((frame, reply)).is_err() {
+            if !tasks.offer(frame, reply) {
                 debug!(%peer, "sync request dropped: the peer's queue is full");
             }
         }
@@ -487,34 +438,4 @@ fn listen_changed(context: &Arc<Context>) {
         let _one = context.on_listen.running.lock().unwrap_or_else(PoisonError::into_inner);
         (context.on_listen.call)(&context.status.listen_addresses());
     }));
-}
-
-/// Starts answering `peer` and our session with it; `dialled` says whether
-/// we dialled it.
-fn start_peer(context: &Arc<Context>, peer: PeerId, dialled: bool) -> PeerTasks {
-    let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
-    // What the peer proved to our responder, for our session with it.
-    let (proved, proof) = watch::channel(None);
-    PeerTasks {
-        requests,
-        session: tokio::spawn(session::run(Arc::clone(context), peer, dialled, proof)),
-        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox, proved)),
-    }
-}
-
-/// Only answers `peer`'s requests: no session of ours (a removed device).
-fn start_serving(context: &Arc<Context>, peer: PeerId) -> PeerTasks {
-    let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
-    PeerTasks {
-        requests,
-        session: tokio::spawn(async {}),
-        serve: tokio::spawn(serve::run(Arc::clone(context), peer, inbox, watch::channel(None).0)),
-    }
-}
-
-/// Bans `peer` for a while after telling it why (the error frame goes out
-/// first: the ban closes the connection).
-async fn cut_off(context: &Context, peer: PeerId) {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    context.net.disconnect(peer).await;
 }

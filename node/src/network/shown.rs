@@ -18,8 +18,8 @@ use basic_proto::PublicKey;
 use basic_proto::control::AuthState;
 use serde::{Deserialize, Serialize};
 
-use super::{Heads, Shown};
 use crate::paths::write_atomic;
+use basic_peer::{Heads, Shown};
 
 /// Peers remembered, at most (the most recently updated).
 const MAX_PEERS: usize = 64;

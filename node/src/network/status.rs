@@ -3,9 +3,6 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use basic_net::{Multiaddr, PeerId, PeerInfo};
-use basic_proto::PublicKey;
-use basic_proto::control::AuthState;
-use basic_proto::keys::{Principal, Role};
 
 use crate::status::{NetworkStatus, PeerStatus};
 
@@ -19,20 +16,6 @@ pub(super) struct Status(Arc<RwLock<NetworkStatus>>);
 /// Wall time in ms since 1970.
 fn wall_ms() -> u64 {
     basic_store::now_ms()
-}
-
-/// The text id of `key` as the control log knows it.
-pub(super) fn principal_id(auth: &AuthState, key: &PublicKey) -> String {
-    let role = if auth.root().is_some_and(|root| root.key == *key) {
-        Role::User
-    } else if auth.pinners().contains_key(key) {
-        Role::Pinner
-    } else if auth.apps().contains_key(key) {
-        Role::App
-    } else {
-        Role::Device
-    };
-    Principal { role, key: *key }.to_string()
 }
 
 impl Status {

@@ -1,6 +1,5 @@
 //! The user's devices: listing, inviting, removing.
 
-use basic_proto::PublicKey;
 use basic_proto::keys::Role;
 use serde::{Deserialize, Serialize};
 
@@ -8,37 +7,6 @@ use super::{Caller, Done, Op, Route, encode};
 use crate::error::ApiError;
 use crate::ids::{device_id, parse_principal};
 use crate::node::Node;
-
-/// Whether `key` is a device the control log removed.
-pub fn is_removed_device(state: &basic_proto::control::AuthState, key: &PublicKey) -> bool {
-    state.devices().get(key).is_some_and(|device| device.removed.is_some())
-}
-
-/// What tells a removed device that it was removed (control-log.md §9.5):
-/// the removal whose end holds, with its causal past — what its remover
-/// had seen, never an operation made after it — encoded, in canonical
-/// order (parents first). Empty if `device` is not removed.
-pub fn removal_notice(db: &basic_store::Database, device: &PublicKey) -> Vec<Vec<u8>> {
-    // The state first: it is published before the log it comes from.
-    let Some(end) = db.auth_state().devices().get(device).and_then(|d| d.removed) else {
-        return Vec::new();
-    };
-    let log = db.control_log();
-    let mut past = std::collections::BTreeSet::new();
-    let mut next = vec![end.by];
-    while let Some(id) = next.pop() {
-        if past.insert(id)
-            && let Some(op) = log.get(&id)
-        {
-            next.extend(op.body().parents.iter().copied());
-        }
-    }
-    log.ordered()
-        .into_iter()
-        .filter(|op| past.contains(&op.id()))
-        .map(|op| op.as_bytes().to_vec())
-        .collect()
-}
 
 /// `GET /v0/devices`.
 #[derive(Debug, Clone, Copy)]

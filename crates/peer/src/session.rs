@@ -15,16 +15,17 @@ use basic_net::PeerId;
 use basic_proto::PublicKey;
 use basic_proto::sync::message::{ErrorCode, MAX_BATCH_BYTES, Message};
 use basic_proto::sync::{Event, RequesterConfig, StoreFailure, View};
-use basic_store::Database;
 use basic_store::sync::{Input, Session, Step};
+use basic_store::{Database, Store};
 use rand::RngExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::status::principal_id;
-use super::{Context, PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, RESYNC_MS, Shown, cut_off};
-use crate::ops::devices::{is_removed_device, removal_notice};
+use crate::{
+    PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, Peering, RESYNC_MS, Shown, is_removed_device,
+    principal_id, removal_notice,
+};
 
 /// Wait before starting a new session after a local store failure.
 const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -48,13 +49,13 @@ const PEER_REMOVED: &str = "the peer was removed from the database";
 /// responder: so anyone who can reach the port learns nothing by
 /// connecting. Peers we dial (given addresses, saved ones, the LAN) and
 /// peers that proved themselves before are greeted at once.
-pub(super) async fn run(
-    context: Arc<Context>,
+pub(super) async fn run<S: Store + Send + Sync + 'static>(
+    context: Arc<Peering<S>>,
     peer: PeerId,
     dialled: bool,
     mut proved: watch::Receiver<Option<PublicKey>>,
 ) {
-    if !dialled && context.shown(&peer).is_none() {
+    if !dialled && context.hooks.shown(&peer).is_none() {
         info!(%peer, "waiting for the peer that dialled us to prove itself before greeting it");
         // A member, or a device our log removed (which must be told).
         let known = |key: &Option<PublicKey>| {
@@ -72,8 +73,8 @@ pub(super) async fn run(
         match session(&context, peer, &proved).await {
             Ok(reason) if reason == PEER_REMOVED => {
                 info!(%peer, "{PEER_REMOVED}: told it so; disconnecting");
-                context.status.failed(peer, "removed");
-                cut_off(&context, peer).await;
+                context.hooks.failed(peer, "removed");
+                context.cut_off(peer).await;
                 return;
             }
             Ok(reason) if refused_as_non_member(&reason) => {
@@ -81,7 +82,7 @@ pub(super) async fn run(
                 // connection (its own session may tell us we were removed)
                 // and ask again later, not in a loop.
                 info!(%peer, "the peer does not know this device as a member: asking again in {NOT_MEMBER_RETRY:?}, or once it proves itself here");
-                context.status.failed(peer, "refused: not a member there");
+                context.hooks.failed(peer, "refused: not a member there");
                 // A peer that proves itself to our responder meanwhile may
                 // be sent our control log as a prelude: ask again at once.
                 let proved_before = *proved.borrow_and_update();
@@ -92,13 +93,13 @@ pub(super) async fn run(
             }
             Ok(reason) => {
                 warn!(%peer, %reason, "sync session ended: disconnecting");
-                context.status.failed(peer, &format!("closed: {reason}"));
-                cut_off(&context, peer).await;
+                context.hooks.failed(peer, &format!("closed: {reason}"));
+                context.cut_off(peer).await;
                 return;
             }
             Err(failure) => {
                 warn!(%peer, %failure, "sync session stopped by a local failure; starting again");
-                context.status.failed(peer, "local store failure");
+                context.hooks.failed(peer, "local store failure");
                 tokio::time::sleep(STORE_RETRY).await;
             }
         }
@@ -106,18 +107,21 @@ pub(super) async fn run(
 }
 
 /// One session; returns why it closed.
-async fn session(
-    context: &Arc<Context>,
+async fn session<S: Store + Send + Sync + 'static>(
+    context: &Arc<Peering<S>>,
     peer: PeerId,
     proved: &watch::Receiver<Option<PublicKey>>,
 ) -> Result<String, StoreFailure> {
-    let previous = context.shown(&peer);
+    let previous = context.hooks.shown(&peer);
     let config = RequesterConfig {
         key: context.key.clone(),
         database: context.db.id(),
         local_transport: context.local.clone(),
         peer_transport: peer.to_bytes(),
-        view: View::All,
+        // What our own grants entitle us to: everything for a device or a
+        // pinning peer, the granted scopes for an app.
+        view: basic_proto::sync::entitled_view(&context.db.auth_state(), &context.key.public())
+            .unwrap_or(View::All),
         resync_ms: RESYNC_MS,
         nonce: rand::rng().random(),
         // The principal this peer id proved in an earlier session: the only
@@ -206,7 +210,11 @@ fn refused_as_non_member(reason: &str) -> bool {
 /// If the peer proved a principal that our control log removed as a
 /// device, sends it its removal with the operations that led to it
 /// (`control-log.md` §9.5), over the session it answers us on, and says so.
-async fn tell_if_removed(context: &Arc<Context>, peer: PeerId, state: &Session) -> bool {
+async fn tell_if_removed<S: Store + Send + Sync + 'static>(
+    context: &Arc<Peering<S>>,
+    peer: PeerId,
+    state: &Session,
+) -> bool {
     let Some(principal) = state.requester().peer() else { return false };
     if !is_removed_device(&context.db.auth_state(), &principal) {
         return false;
@@ -270,9 +278,9 @@ impl Pace {
 }
 
 /// Runs `f` on the database on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    context: &Arc<Context>,
-    f: impl FnOnce(&Database) -> Result<T, StoreFailure> + Send + 'static,
+async fn blocking<S: Store + Send + Sync + 'static, T: Send + 'static>(
+    context: &Arc<Peering<S>>,
+    f: impl FnOnce(&Database<S>) -> Result<T, StoreFailure> + Send + 'static,
 ) -> Result<T, StoreFailure> {
     let db = Arc::clone(&context.db);
     tokio::task::spawn_blocking(move || f(&db))
@@ -287,8 +295,8 @@ struct StepPanicked(tokio::task::JoinError);
 
 /// Logs an event and updates the status; returns the reason if the
 /// session closed.
-fn report(
-    context: &Context,
+fn report<S: Store>(
+    context: &Peering<S>,
     peer: PeerId,
     state: &Session,
     previous: Option<&Shown>,
@@ -301,7 +309,7 @@ fn report(
             if previous.is_some_and(|p| p.principal != principal) {
                 warn!(%peer, principal = %id, "this peer id answered for another principal before");
             }
-            context.status.authenticated(peer, id);
+            context.hooks.authenticated(peer, &id);
         }
         Event::Synced { received, round_trips } => {
             if received > 0 {
@@ -313,10 +321,10 @@ fn report(
             // says what the peer is (a pinning peer added meanwhile).
             let principal =
                 state.requester().peer().map(|key| principal_id(&context.db.auth_state(), &key));
-            context.status.synced(peer, principal);
+            context.hooks.synced(peer, principal);
             if let Some(principal) = state.requester().peer() {
                 let heads = state.requester().shown().clone();
-                context.remember(peer, Shown { principal, heads });
+                context.hooks.remember(peer, Shown { principal, heads });
             }
         }
         Event::RolledBack { author, before, now, .. } => {

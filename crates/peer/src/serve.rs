@@ -7,20 +7,20 @@ use std::sync::Arc;
 use basic_net::PeerId;
 use basic_proto::PublicKey;
 use basic_proto::sync::{Answer, Responder};
-use basic_store::SyncReplica;
+use basic_store::{Store, SyncReplica};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::{Context, cut_off};
+use crate::Peering;
 
 /// Answers the requests `inbox` receives from `peer` until the peer
 /// breaks the protocol (it is then cut off) or the task is aborted. Once
 /// the peer proves a principal, `proved` says which (our session with the
 /// peer may then send it our control log as a prelude, sync.md §3).
-pub(super) async fn run(
-    context: Arc<Context>,
+pub(super) async fn run<S: Store + Send + Sync + 'static>(
+    context: Arc<Peering<S>>,
     peer: PeerId,
     mut inbox: mpsc::Receiver<(Vec<u8>, basic_net::Responder)>,
     proved: watch::Sender<Option<PublicKey>>,
@@ -58,8 +58,8 @@ pub(super) async fn run(
             Ok(Answer::Close(frame, violation)) => {
                 warn!(%peer, %violation, "the peer broke the sync protocol: disconnecting");
                 let _ = reply.send(frame);
-                context.status.failed(peer, &format!("cut off: {violation}"));
-                cut_off(&context, peer).await;
+                context.hooks.failed(peer, &format!("cut off: {violation}"));
+                context.cut_off(peer).await;
                 return;
             }
             Err(failure) => {
