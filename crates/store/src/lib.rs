@@ -77,7 +77,7 @@ pub use replica::scope_keys::ScopeKeys;
 pub use replica::{
     Head, Inserted, Keyring, Outcome, Placed, Replica, RowChange, ScopeSummary, Txn,
 };
-pub use sql::live::Subscription;
+pub use sql::live::{LiveError, Subscription};
 pub use sql::query::{DEFAULT_BUDGET as DEFAULT_QUERY_BUDGET, QueryError, Rows};
 pub use sql::schema::{
     AddedColumn, Catalog, ColumnSpec, Format, IndexDef, Migration, Refusal, Schema, SchemaError,

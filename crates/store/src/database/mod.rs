@@ -49,7 +49,7 @@ use crate::sql::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::sql::view::{self, Gate, Reach, ViewError};
 use crate::sql::write::{self, WriteError};
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
-use crate::storage::kv::{SledStore, Store, StoreError};
+use crate::storage::kv::{Batch, SledStore, Store, StoreError};
 use crate::storage::layout;
 use crate::storage::secrets;
 
@@ -143,6 +143,12 @@ pub enum DbError {
         "this device was removed from the database: it can no longer write (its data stays readable here; write on one of your remaining devices)"
     )]
     DeviceRemoved,
+    /// The app holds no unrevoked grant (revoked, or never approved).
+    #[error("the app holds no grant (revoked, or never approved)")]
+    NoGrant,
+    /// The app's key is not kept here: it writes through its own client.
+    #[error("this node holds no key for the app: it signs its own writes")]
+    NotCustodial,
 }
 
 /// What a write statement did.
@@ -420,6 +426,7 @@ impl<S: Store> Database<S> {
         let writer = Writer {
             shared: Arc::clone(&shared),
             log,
+            app_logs: BTreeMap::new(),
             catalog,
             access,
             watermark,
@@ -506,7 +513,52 @@ impl<S: Store> Database<S> {
             }
             statement => {
                 let (caller, params) = (caller.clone(), params.to_vec());
-                self.submit(|reply| Job::Write { caller, statement, params, reply })
+                self.submit(|reply| Job::Write { caller, statement, params, author: None, reply })
+                    .map(Executed::Written)
+            }
+        }
+    }
+
+    /// A new app whose key this node keeps (a custodial app, which uses
+    /// the node's API): its writes through [`Database::execute_as_app`]
+    /// are signed with its key, so grants, revocation cut-offs and
+    /// attribution work from signatures as for apps that sign their own.
+    pub fn new_custodial_app(&self) -> Result<Party, DbError> {
+        let secret = SecretKey::generate(&mut self.environment().rng());
+        let store = self.replica().store();
+        let mut batch = Batch::default();
+        batch.put(layout::custodial(&secret.public()), secret.seed().to_vec());
+        store.apply(batch)?;
+        store.flush()?;
+        Ok(Party::of(&secret))
+    }
+
+    /// Runs one SQL statement as the custodial app `app`, within its
+    /// unrevoked grants; a write is signed with the app's key.
+    pub fn execute_as_app(
+        &self,
+        app: &PublicKey,
+        sql: &str,
+        params: &[Value],
+        namespace: Option<&Name>,
+    ) -> Result<Executed, DbError> {
+        let caller = self.app_caller(app).ok_or(DbError::NoGrant)?;
+        match self.parse(&caller, sql, namespace)? {
+            Statement::Select { sql, .. } => {
+                Ok(Executed::Rows(self.run_query(&caller, &sql, params)?))
+            }
+            statement => {
+                let seed = self.replica().store().get(&layout::custodial(app))?;
+                let seed: [u8; 32] =
+                    seed.ok_or(DbError::NotCustodial)?.try_into().map_err(|_| {
+                        StoreError::Corrupt {
+                            what: "custodial app key",
+                            reason: "not 32 bytes".into(),
+                        }
+                    })?;
+                let author = Some(SecretKey::from_seed(seed));
+                let params = params.to_vec();
+                self.submit(|reply| Job::Write { caller, statement, params, author, reply })
                     .map(Executed::Written)
             }
         }

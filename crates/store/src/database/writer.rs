@@ -10,6 +10,8 @@ pub(super) enum Job {
         caller: Caller,
         statement: Statement,
         params: Vec<Value>,
+        /// A custodial app's key to sign with, instead of this replica's.
+        author: Option<SecretKey>,
         reply: mpsc::Sender<Result<WriteOutcome, DbError>>,
     },
     Ingest {
@@ -70,6 +72,8 @@ impl Received {
 pub(super) struct Writer<S> {
     pub(super) shared: Arc<Shared<S>>,
     pub(super) log: LogWriter,
+    /// Custodial apps' logs, resumed from the replica on their first write.
+    pub(super) app_logs: BTreeMap<PublicKey, LogWriter>,
     pub(super) catalog: Catalog,
     /// The control log, its state and this device's keys.
     pub(super) access: Access,
@@ -150,8 +154,9 @@ impl<S: Store> Writer<S> {
             changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             for job in group {
                 replies.push(match job {
-                    Job::Write { caller, statement, params, reply } => {
-                        Reply::Write(reply, self.write(&tx, &mut txn, &caller, &statement, &params))
+                    Job::Write { caller, statement, params, author, reply } => {
+                        let write = (&caller, &statement, &params[..], author.as_ref());
+                        Reply::Write(reply, self.write(&tx, &mut txn, write))
                     }
                     Job::Ingest { commits, reply } => {
                         Reply::Ingest(reply, self.ingest(&mut txn, commits))
@@ -204,6 +209,8 @@ impl<S: Store> Writer<S> {
             }
             Err(error) => {
                 (self.log, self.catalog) = saved;
+                // Resumed again from the replica, which holds none of the group.
+                self.app_logs.clear();
                 // The control log as stored: the failed group's operations are gone.
                 if let Ok(access) =
                     Access::load(&self.shared.replica, self.shared.database, self.log.secret())
@@ -233,9 +240,7 @@ impl<S: Store> Writer<S> {
         &mut self,
         tx: &Connection,
         txn: &mut Txn<'_, S>,
-        caller: &Caller,
-        statement: &Statement,
-        params: &[Value],
+        (caller, statement, params, author): (&Caller, &Statement, &[Value], Option<&SecretKey>),
     ) -> Result<WriteOutcome, DbError> {
         // Every other replica refuses what a removed device writes.
         if is_removed(self.access.state(), &self.shared.device) {
@@ -258,39 +263,32 @@ impl<S: Store> Writer<S> {
             .current(&scope)
             .map(|(e, k)| (e, k.clone()))
             .ok_or(DbError::NoScopeKey(namespace))?;
-        let rows_affected = ops.len();
-        // Seal every commit before storing any, so a statement is all or nothing.
-        let before = self.log.clone();
-        let mut commits = Vec::new();
-        let mut pending: Vec<Vec<RowOp>> =
-            ops.chunks(OPS_PER_COMMIT).rev().map(<[RowOp]>::to_vec).collect();
-        while let Some(chunk) = pending.pop() {
-            let changes = Changes::new(chunk.clone()).map_err(|e| {
-                DbError::Commit(CommitError::BadChanges(codec::DecodeError::InvalidValue {
-                    field: "changes",
-                    reason: e.to_string(),
-                }))
-            })?;
-            match self.log.write(
-                &scope,
-                epoch,
-                &key,
-                &changes,
-                self.shared.environment.now_ms(),
-                &mut self.rng,
-            ) {
-                Ok(commit) => commits.push((commit, changes)),
-                Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
-                    let (left, right) = chunk.split_at(chunk.len() / 2);
-                    pending.push(right.to_vec());
-                    pending.push(left.to_vec());
-                }
-                Err(error) => {
-                    self.log = before;
-                    return Err(error.into());
-                }
+        // A custodial app's grant may have been revoked since the caller
+        // was checked: its commit would be refused everywhere.
+        if let Some(secret) = author {
+            let may_write = self
+                .access
+                .state()
+                .apps()
+                .get(&secret.public())
+                .and_then(|app| app.scopes.get(&scope))
+                .is_some_and(|g| g.revoked.is_none() && g.rights == Rights::ReadWrite);
+            if !may_write {
+                return Err(DbError::NoGrant);
             }
         }
+        let rows_affected = ops.len();
+        let now = self.shared.environment.now_ms();
+        let log = match author {
+            None => &mut self.log,
+            Some(secret) => match self.app_logs.entry(secret.public()) {
+                std::collections::btree_map::Entry::Occupied(log) => log.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(resume_log(&self.shared.replica, secret, self.shared.database)?)
+                }
+            },
+        };
+        let commits = seal(log, (&scope, epoch, &key), &ops, now, &mut self.rng)?;
         let mut ids = Vec::with_capacity(commits.len());
         for (commit, changes) in commits {
             txn.insert_with(&commit, Some(Ok(changes)))?;
@@ -772,6 +770,58 @@ pub(super) fn adopt(catalog: &mut Catalog, schemas: &BTreeMap<ScopeId, (Name, St
         }
     }
     adopted
+}
+
+/// Seals `ops` into commits of `log` (split further while one is too
+/// large), every one before any is stored, so that a statement is all or
+/// nothing: on an error `log` is as it was.
+fn seal(
+    log: &mut LogWriter,
+    (scope, epoch, key): (&ScopeId, u32, &ScopeKey),
+    ops: &[RowOp],
+    now_ms: u64,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<(Commit, Changes)>, DbError> {
+    let before = log.clone();
+    let mut commits = Vec::new();
+    let mut pending: Vec<Vec<RowOp>> =
+        ops.chunks(OPS_PER_COMMIT).rev().map(<[RowOp]>::to_vec).collect();
+    while let Some(chunk) = pending.pop() {
+        let changes = Changes::new(chunk.clone()).map_err(|e| {
+            DbError::Commit(CommitError::BadChanges(codec::DecodeError::InvalidValue {
+                field: "changes",
+                reason: e.to_string(),
+            }))
+        })?;
+        match log.write(scope, epoch, key, &changes, now_ms, rng) {
+            Ok(commit) => commits.push((commit, changes)),
+            Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
+                let (left, right) = chunk.split_at(chunk.len() / 2);
+                pending.push(right.to_vec());
+                pending.push(left.to_vec());
+            }
+            Err(error) => {
+                *log = before;
+                return Err(error.into());
+            }
+        }
+    }
+    Ok(commits)
+}
+
+/// A custodial app's log writer, after the last commit of its log here
+/// (only this node writes it).
+fn resume_log<S: Store>(
+    replica: &Replica<S>,
+    secret: &SecretKey,
+    database: DatabaseId,
+) -> Result<LogWriter, DbError> {
+    let Some((seq, last)) = replica.log(&secret.public())?.into_iter().max_by_key(|(s, _)| *s)
+    else {
+        return Ok(LogWriter::new(secret.clone(), database));
+    };
+    let stamp = replica.commit(&last)?.map(|commit| commit.header().hlc).unwrap_or_default();
+    Ok(LogWriter::resume(secret.clone(), database, seq, Some(last), stamp))
 }
 
 pub(super) fn result_of(reply: &Reply) -> Result<(), &DbError> {

@@ -12,6 +12,7 @@
 //! | `q` | access request id | a pending app access request |
 //! | `v` | invite token | expiry (ms, 8 bytes): an unused device invite |
 //! | `n` | app key | the name the app gave when it asked for access |
+//! | `a` | app key | the secret seed of a custodial app (one that uses this node's API) |
 //! | `z` | commit id | empty: stored, but not authorised by the control log |
 //! | `p` | apply-at time (ms, 8 bytes, big-endian) · commit id | a commit held back: stamped too far ahead |
 //! | `r` | table · row key | the row's merge state ([`crate::storage::rows`]) |
@@ -42,6 +43,8 @@ pub const INVITE: u8 = b'v';
 pub const REQUEST: u8 = b'q';
 /// App names, from their access requests.
 pub const APP_NAME: u8 = b'n';
+/// Custodial apps' secrets: the keys this node signs their writes with.
+pub const CUSTODIAL: u8 = b'a';
 /// Commits the control log does not authorise.
 pub const REJECTED: u8 = b'z';
 /// Commits held back until their stamp is near enough.
@@ -149,6 +152,11 @@ pub fn request(id: &[u8; 32]) -> Vec<u8> {
 /// `n` · app key.
 pub fn app_name(app: &PublicKey) -> Vec<u8> {
     key(APP_NAME, &[app.as_bytes()])
+}
+
+/// `a` · app key.
+pub fn custodial(app: &PublicKey) -> Vec<u8> {
+    key(CUSTODIAL, &[app.as_bytes()])
 }
 
 /// `z` · commit id.
