@@ -34,6 +34,10 @@ pub enum SigningContext {
     SyncProof,
     /// A sync peer's statement of the heads it holds (`protocol-spec/sync.md` §5).
     SyncHeads,
+    /// An app's ask for access (`protocol-spec/apps.md` §2).
+    AccessAsk,
+    /// An app's poll for the answer to its ask (`protocol-spec/apps.md` §3).
+    AccessPoll,
 }
 
 impl SigningContext {
@@ -44,6 +48,8 @@ impl SigningContext {
             SigningContext::Control => "basic/v0/control",
             SigningContext::SyncProof => "basic/v0/sync-proof",
             SigningContext::SyncHeads => "basic/v0/sync-heads",
+            SigningContext::AccessAsk => "basic/v0/access-ask",
+            SigningContext::AccessPoll => "basic/v0/access-poll",
         }
     }
 

@@ -65,7 +65,14 @@ pub use database::{
     scope_of,
 };
 pub use environment::{Environment, now_ms};
-pub use flows::apps::{AccessRequest, AppInfo, RequestError, RequestId, Written};
+pub use flows::access::{
+    ACCESS_CODE_PREFIX, ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessCode, AccessError,
+    AccessFrame, AccessPoll, AccessRefusal, MAX_ACCESS_FRAME,
+};
+pub use flows::apps::{
+    ANSWER_KEPT_MS, AccessRequest, AppInfo, MAX_APP_NAME, MAX_PENDING_REQUESTS, MAX_REQUEST_SCOPES,
+    REQUEST_TTL_MS, RequestError, RequestId, Written,
+};
 pub use flows::export::{ExportError, ExportSummary, ImportSummary};
 pub use flows::pairing::{
     Invite, JOIN_REQUEST_BYTES, JoinAnswer, JoinRequest, MAX_ADDRESSES, MAX_REFUSAL_LEN,

@@ -3,10 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use basic_proto::control::Rights;
 use basic_proto::{Changes, KeyPart, Name, Party, RowKey, RowOp, SecretKey, Value};
-use basic_store::{AccessRequest, Database, LogWriter, RequestError, Schema};
+use basic_store::{
+    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessFrame, AccessPoll, AccessRefusal,
+    AccessRequest, Database, Environment, LogWriter, MAX_ACCESS_FRAME, MAX_PENDING_REQUESTS,
+    MemStore, REQUEST_TTL_MS, RequestError, Schema, SledStore,
+};
 
 fn todo_db(dir: &Path) -> Database {
     let db = Database::open(dir).unwrap();
@@ -103,13 +109,16 @@ fn malformed_requests_are_refused() {
     ));
     let empty = AccessRequest { scopes: BTreeMap::new(), ..request("App", &app) };
     assert!(matches!(db.request_access(empty), Err(RequestError::BadScopes)));
-    // Approving a request for a scope with no key yet fails and grants nothing.
+    // A scope the database has no namespace for is refused at once.
     let unknown = AccessRequest {
         scopes: BTreeMap::from([(Name::new("mail").unwrap(), Rights::Read)]),
         ..request("Mail", &app)
     };
-    let id = db.request_access(unknown).unwrap();
-    assert!(db.approve(id).unwrap_err().to_string().contains("scope mail has no key"));
+    assert!(matches!(
+        db.request_access(unknown),
+        Err(RequestError::UnknownScope(scope)) if scope.as_str() == "mail"
+    ));
+    assert!(db.access_requests().unwrap().is_empty());
     assert!(db.apps().unwrap().is_empty());
 }
 
@@ -127,4 +136,239 @@ fn pinning_peers_are_authorised_without_any_key() {
     );
     db.remove_pinner(pinner.public()).unwrap();
     assert!(!db.auth_state().is_pinner(&pinner.public()));
+}
+
+/// What the device's libp2p peer id bytes would be; any bytes will do.
+const DEVICE: &[u8] = b"\x00\x24\x08\x01\x12\x20the device's transport id.......";
+
+/// A database whose clock the test moves.
+struct Clocked {
+    db: Database,
+    now: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+impl Clocked {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(basic_store::now_ms()));
+        let clock = Arc::clone(&now);
+        let environment =
+            Environment::simulated(Arc::new(move || clock.load(Ordering::SeqCst)), [1; 32]);
+        let store = SledStore::open(&dir.path().join("replica"), 8 << 20).unwrap();
+        let db = Database::with_environment(store, &dir.path().join("view.sqlite"), environment)
+            .unwrap();
+        let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));
+        db.apply_schema(Schema::from_file(schema).unwrap()).unwrap();
+        Self { db, now, _dir: dir }
+    }
+
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn ask(&self, app: &SecretKey, name: &str, scopes: &[(&str, Rights)]) -> AccessAsk {
+        AccessAsk::sign(app, DEVICE, name.into(), scopes_of(scopes), self.now())
+    }
+
+    fn answer(&self, frame: &AccessFrame) -> AccessAnswer {
+        self.db.answer_access(&frame.to_bytes(), DEVICE)
+    }
+
+    fn poll(&self, app: &SecretKey) -> AccessAnswer {
+        self.answer(&AccessFrame::Poll(AccessPoll::sign(app, DEVICE, self.now())))
+    }
+}
+
+fn scopes_of(scopes: &[(&str, Rights)]) -> BTreeMap<Name, Rights> {
+    scopes.iter().map(|(s, r)| (Name::new(*s).unwrap(), *r)).collect()
+}
+
+fn refused(answer: AccessAnswer) -> AccessRefusal {
+    match answer {
+        AccessAnswer::Refused(refusal) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_network_ask_waits_is_approved_and_the_app_builds_its_replica_from_the_answer() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([60; 32]);
+    let ask = AccessFrame::Ask(device.ask(&app, "Groceries", &[("todo", Rights::ReadWrite)]));
+    assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    assert_eq!(
+        device.answer(&ask),
+        AccessAnswer::Pending,
+        "the same ask again is the same request"
+    );
+    assert_eq!(device.poll(&app), AccessAnswer::Pending);
+    let pending = device.db.access_requests().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.name, "Groceries");
+    assert_eq!(pending[0].1.app, Party::of(&app));
+
+    device.db.approve(pending[0].0).unwrap();
+    let AccessAnswer::Granted(ops) = device.poll(&app) else { panic!("granted") };
+    assert_eq!(device.db.apps().unwrap()[0].name.as_deref(), Some("Groceries"));
+    // Polling again still answers with the grant; replaying the ask is refused.
+    assert!(matches!(device.poll(&app), AccessAnswer::Granted(_)));
+    assert_eq!(refused(device.answer(&ask)), AccessRefusal::Replayed);
+
+    let view = tempfile::tempdir().unwrap();
+    let replica = Database::replicate_with_store(
+        MemStore::new(),
+        &view.path().join("view.sqlite"),
+        device.db.id(),
+        &app,
+        &ops,
+        Environment::system(),
+    )
+    .unwrap();
+    let todo = replica.scope_id(&Name::new("todo").unwrap()).expect("the app reads the schema");
+    assert!(!replica.auth_state().scope_keys(&app, &todo, 0).is_empty(), "the app holds the key");
+}
+
+#[test]
+fn a_denial_is_told_and_the_denied_ask_cannot_be_replayed() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([61; 32]);
+    let ask = AccessFrame::Ask(device.ask(&app, "Tracker", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    let (id, _) = device.db.access_requests().unwrap().remove(0);
+    device.db.deny(id).unwrap();
+    assert_eq!(device.poll(&app), AccessAnswer::Denied);
+    // The adversary replays the very ask, to have it pending again.
+    assert_eq!(refused(device.answer(&ask)), AccessRefusal::Replayed);
+    assert!(device.db.access_requests().unwrap().is_empty());
+    assert_eq!(device.poll(&app), AccessAnswer::Denied, "a denial is remembered");
+    // Once the ask is too old to be replayed, it is stale.
+    device.advance(ACCESS_FRESHNESS_MS + 1);
+    assert_eq!(refused(device.answer(&ask)), AccessRefusal::Stale);
+    assert_eq!(device.poll(&app), AccessAnswer::Denied);
+    // The app itself may ask again, with a new ask.
+    let again = AccessFrame::Ask(device.ask(&app, "Tracker", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&again), AccessAnswer::Pending);
+    assert_eq!(device.poll(&app), AccessAnswer::Pending);
+}
+
+#[test]
+fn an_unanswered_request_expires_and_the_app_is_told() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([62; 32]);
+    let ask = AccessFrame::Ask(device.ask(&app, "Slow", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    device.advance(REQUEST_TTL_MS + 1);
+    assert!(device.db.access_requests().unwrap().is_empty(), "an expired request is not shown");
+    assert_eq!(device.poll(&app), AccessAnswer::Expired);
+    assert_eq!(refused(device.answer(&ask)), AccessRefusal::Stale);
+}
+
+#[test]
+fn a_grant_made_on_another_device_answers_the_poll() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([63; 32]);
+    let ask = AccessFrame::Ask(device.ask(&app, "Notes", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    // The grant arrives as it would by sync from another device.
+    device.db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
+    assert!(matches!(device.poll(&app), AccessAnswer::Granted(_)));
+    assert!(device.db.access_requests().unwrap().is_empty(), "answered elsewhere");
+    // An app asking again for what it holds already is answered at once.
+    device.advance(1);
+    let ask = AccessFrame::Ask(device.ask(&app, "Notes", &[("todo", Rights::Read)]));
+    assert!(matches!(device.answer(&ask), AccessAnswer::Granted(_)));
+}
+
+#[test]
+fn forged_stale_and_misaddressed_frames_are_refused() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([64; 32]);
+    let adversary = SecretKey::from_seed([65; 32]);
+    let todo = [("todo", Rights::ReadWrite)];
+
+    // The adversary signs an ask in the app's name with its own key.
+    let mut forged = device.ask(&adversary, "Groceries", &todo);
+    forged.app = Party::of(&app);
+    assert_eq!(refused(device.answer(&AccessFrame::Ask(forged))), AccessRefusal::BadSignature);
+    // It alters a genuine ask: more rights, another name.
+    let mut altered = device.ask(&app, "Groceries", &[("todo", Rights::Read)]);
+    altered.scopes = scopes_of(&todo);
+    assert_eq!(refused(device.answer(&AccessFrame::Ask(altered))), AccessRefusal::BadSignature);
+    // It forwards an ask the app addressed to another device.
+    let elsewhere =
+        AccessAsk::sign(&app, b"another device", "G".into(), scopes_of(&todo), device.now());
+    assert_eq!(refused(device.answer(&AccessFrame::Ask(elsewhere))), AccessRefusal::BadSignature);
+    // It polls as the app.
+    let mut poll = AccessPoll::sign(&adversary, DEVICE, device.now());
+    poll.app = app.public();
+    let forged_poll = AccessFrame::Poll(poll);
+    assert_eq!(refused(device.answer(&forged_poll)), AccessRefusal::BadSignature);
+    // Old or future-dated frames.
+    for issued in [device.now() - ACCESS_FRESHNESS_MS - 1, device.now() + ACCESS_FRESHNESS_MS + 1] {
+        let ask = AccessAsk::sign(&app, DEVICE, "G".into(), scopes_of(&todo), issued);
+        assert_eq!(refused(device.answer(&AccessFrame::Ask(ask))), AccessRefusal::Stale);
+        let poll = AccessPoll::sign(&app, DEVICE, issued);
+        assert_eq!(refused(device.answer(&AccessFrame::Poll(poll))), AccessRefusal::Stale);
+    }
+    assert!(device.db.access_requests().unwrap().is_empty());
+    assert_eq!(device.poll(&app), AccessAnswer::Refused(AccessRefusal::NoRequest));
+}
+
+#[test]
+fn bad_asks_and_bad_bytes_are_refused_with_their_reason() {
+    let device = Clocked::new();
+    let app = SecretKey::from_seed([66; 32]);
+    let answer = |name: &str, scopes: &[(&str, Rights)]| {
+        refused(device.answer(&AccessFrame::Ask(device.ask(&app, name, scopes))))
+    };
+    let todo = [("todo", Rights::Read)];
+    assert_eq!(answer("", &todo), AccessRefusal::BadName);
+    assert_eq!(answer(" \t ", &todo), AccessRefusal::BadName);
+    assert_eq!(answer("a\u{7}b", &todo), AccessRefusal::BadName);
+    assert_eq!(answer(&"x".repeat(65), &todo), AccessRefusal::BadName);
+    assert_eq!(answer("App", &[]), AccessRefusal::BadScopes);
+    let names: Vec<String> = (0..33).map(|i| format!("s{i}")).collect();
+    let many: Vec<(&str, Rights)> = names.iter().map(|n| (n.as_str(), Rights::Read)).collect();
+    assert_eq!(answer("App", &many), AccessRefusal::BadScopes);
+    assert_eq!(
+        answer("App", &[("todo", Rights::Read), ("mail", Rights::Read)]),
+        AccessRefusal::UnknownScope("mail".into())
+    );
+    let huge = vec![0x80; MAX_ACCESS_FRAME + 1];
+    assert_eq!(refused(device.db.answer_access(&huge, DEVICE)), AccessRefusal::Oversized);
+    for garbage in [&b""[..], b"\xff\xff", b"\x83\x00\x40\x40", b"\x83\x07\x41\x00\x40"] {
+        assert!(
+            matches!(
+                refused(device.db.answer_access(garbage, DEVICE)),
+                AccessRefusal::Malformed(_)
+            ),
+            "{garbage:?}"
+        );
+    }
+    assert!(device.db.access_requests().unwrap().is_empty(), "nothing was recorded");
+}
+
+#[test]
+fn pending_requests_are_capped() {
+    let device = Clocked::new();
+    for i in 0..MAX_PENDING_REQUESTS {
+        let mut seed = [0; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        seed[31] = 1;
+        let app = SecretKey::from_seed(seed);
+        let ask = AccessFrame::Ask(device.ask(&app, "Flood", &[("todo", Rights::Read)]));
+        assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    }
+    let late = SecretKey::from_seed([67; 32]);
+    let ask = AccessFrame::Ask(device.ask(&late, "Late", &[("todo", Rights::Read)]));
+    assert_eq!(refused(device.answer(&ask)), AccessRefusal::TooMany);
+    // They expire, and make room.
+    device.advance(REQUEST_TTL_MS + 1);
+    let ask = AccessFrame::Ask(device.ask(&late, "Late", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&ask), AccessAnswer::Pending);
 }

@@ -1,13 +1,18 @@
 //! Apps asking for access, and what the user sees of them.
 //!
 //! An app makes its own key and asks for scopes with rights, under a name
-//! the user will recognise. The request waits, on this device, until the
+//! the user will recognise: through the node's API, or over the network
+//! with a signed [`AccessAsk`](crate::AccessAsk) (`protocol-spec/apps.md`).
+//! Either way the request waits, on this device and one per app, until the
 //! user approves it — which grants each scope through the control log — or
-//! denies it. The user can then list every app with its grants and see
-//! what each one wrote.
+//! denies it, or it expires after [`REQUEST_TTL_MS`]. A denial or an
+//! expiry is remembered for [`ANSWER_KEPT_MS`], so that the app is told.
+//! The user can then list every app with its grants and see what each one
+//! wrote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::Rights;
@@ -16,16 +21,19 @@ use ciborium::Value as Cbor;
 
 use crate::control_error::ControlError;
 use crate::database::{Database, DbError};
+use crate::flows::access::{
+    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessFrame, AccessRefusal,
+};
 use crate::replica::Keyring;
 use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
 use crate::storage::layout;
 
 /// Longest app name, in characters.
-pub(crate) const MAX_APP_NAME: usize = 64;
+pub const MAX_APP_NAME: usize = 64;
 /// Most scopes one request may ask for.
-pub(crate) const MAX_REQUEST_SCOPES: usize = 32;
-/// Most requests waiting at once.
-pub(crate) const MAX_PENDING_REQUESTS: usize = 256;
+pub const MAX_REQUEST_SCOPES: usize = 32;
+/// Most requests waiting at once on one device.
+pub const MAX_PENDING_REQUESTS: usize = 256;
 
 /// An app's request for access.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +85,9 @@ pub enum RequestError {
     /// No scope asked for, or too many.
     #[error("a request asks for 1 to {MAX_REQUEST_SCOPES} scopes")]
     BadScopes,
+    /// The database has no namespace of this name.
+    #[error("the database has no namespace {0}")]
+    UnknownScope(Name),
     /// Too many requests already wait for the user.
     #[error("{MAX_PENDING_REQUESTS} requests already wait for an answer")]
     TooMany,
@@ -88,16 +99,30 @@ pub enum RequestError {
     Store(#[from] StoreError),
 }
 
-fn rights_code(rights: Rights) -> u64 {
+/// The code of `rights` in requests and asks.
+pub(crate) fn rights_code(rights: Rights) -> u64 {
     match rights {
         Rights::Read => 1,
         Rights::ReadWrite => 2,
     }
 }
 
+/// The rights of a code, if it is one.
+pub(crate) fn rights_of(code: u64) -> Option<Rights> {
+    match code {
+        1 => Some(Rights::Read),
+        2 => Some(Rights::ReadWrite),
+        _ => None,
+    }
+}
+
+fn corrupt(reason: String) -> StoreError {
+    StoreError::Corrupt { what: "access request", reason }
+}
+
 impl AccessRequest {
-    fn encode(&self) -> Vec<u8> {
-        codec::encode_value(&Cbor::Array(vec![
+    fn fields(&self) -> Vec<Cbor> {
+        vec![
             Cbor::Text(self.name.clone()),
             Cbor::Bytes(self.app.key.as_bytes().to_vec()),
             Cbor::Bytes(self.app.sealing.0.to_vec()),
@@ -112,15 +137,11 @@ impl AccessRequest {
                     })
                     .collect(),
             ),
-        ]))
+        ]
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { what: "access request", reason };
+    fn read(fields: &mut Fields) -> Result<Self, StoreError> {
         let e = |e: codec::DecodeError| corrupt(e.to_string());
-        let mut fields =
-            Fields::new(codec::parse(bytes, "request", 64 << 10).map_err(e)?, "request", 4)
-                .map_err(e)?;
         let name = fields.text("name", 1, MAX_APP_NAME * 4).map_err(e)?;
         let key = PublicKey::from_bytes(fields.fixed("app").map_err(e)?)
             .map_err(|k| corrupt(k.to_string()))?;
@@ -133,24 +154,120 @@ impl AccessRequest {
             let mut pair = Fields::new(item, "scope", 2).map_err(e)?;
             let scope = Name::new(pair.text("scope", 1, 64).map_err(e)?)
                 .map_err(|n| corrupt(n.to_string()))?;
-            let rights = match pair.uint("rights").map_err(e)? {
-                1 => Rights::Read,
-                2 => Rights::ReadWrite,
-                other => return Err(corrupt(format!("rights {other}"))),
-            };
+            let code = pair.uint("rights").map_err(e)?;
+            let rights = rights_of(code).ok_or_else(|| corrupt(format!("rights {code}")))?;
             scopes.insert(scope, rights);
         }
         Ok(Self { name, app: Party { key, sealing }, scopes })
     }
 
+    /// The id the user sees: a hash of the name, keys and scopes.
     fn id(&self) -> RequestId {
-        RequestId(blake3::derive_key("basic/v0 access request id", &self.encode()))
+        RequestId(blake3::derive_key(
+            "basic/v0 access request id",
+            &codec::encode_value(&Cbor::Array(self.fields())),
+        ))
     }
 }
 
+/// How long a request waits for the user before it expires.
+pub const REQUEST_TTL_MS: u64 = 60 * 60_000;
+/// How long a device remembers that a request was denied or expired.
+pub const ANSWER_KEPT_MS: u64 = 24 * 60 * 60_000;
+
+/// A request waiting for the user, as stored (`q` · app key):
+/// `[name, app key, sealing key, scopes, received_ms, ask]`, where `ask`
+/// is `[ask id, issued_ms]` for an ask that came over the network and
+/// null for one made through the API. A record of four items is a request
+/// stored before requests expired (under its id): it counts as expired.
+struct Pending {
+    request: AccessRequest,
+    received_ms: u64,
+    ask: Option<([u8; 32], u64)>,
+}
+
+impl Pending {
+    fn encode(&self) -> Vec<u8> {
+        let mut fields = self.request.fields();
+        fields.push(Cbor::Integer(self.received_ms.into()));
+        fields.push(match self.ask {
+            Some((id, issued)) => {
+                Cbor::Array(vec![Cbor::Bytes(id.to_vec()), Cbor::Integer(issued.into())])
+            }
+            None => Cbor::Null,
+        });
+        codec::encode_value(&Cbor::Array(fields))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let e = |e: codec::DecodeError| corrupt(e.to_string());
+        let mut fields =
+            Fields::between(codec::parse(bytes, "request", 64 << 10).map_err(e)?, "request", 4, 6)
+                .map_err(e)?;
+        let request = AccessRequest::read(&mut fields)?;
+        if fields.remaining() == 0 {
+            return Ok(Self { request, received_ms: 0, ask: None });
+        }
+        let received_ms = fields.uint("received").map_err(e)?;
+        let ask = match fields.next("ask").map_err(e)? {
+            Cbor::Null => None,
+            ask => {
+                let mut ask = Fields::new(ask, "ask", 2).map_err(e)?;
+                Some((ask.fixed("id").map_err(e)?, ask.uint("issued").map_err(e)?))
+            }
+        };
+        Ok(Self { request, received_ms, ask })
+    }
+}
+
+/// How a request ended without a grant (`d` · app key): `[outcome, at_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Denied,
+    Expired,
+}
+
+fn ended(outcome: Ended, at_ms: u64) -> Vec<u8> {
+    let code: u64 = match outcome {
+        Ended::Denied => 1,
+        Ended::Expired => 2,
+    };
+    codec::encode_value(&Cbor::Array(vec![Cbor::Integer(code.into()), Cbor::Integer(at_ms.into())]))
+}
+
+fn read_ended(bytes: &[u8]) -> Result<(Ended, u64), StoreError> {
+    let e = |e: codec::DecodeError| corrupt(e.to_string());
+    let mut fields =
+        Fields::new(codec::parse(bytes, "answer", 64).map_err(e)?, "answer", 2).map_err(e)?;
+    let outcome = match fields.uint("outcome").map_err(e)? {
+        1 => Ended::Denied,
+        2 => Ended::Expired,
+        other => return Err(corrupt(format!("outcome {other}"))),
+    };
+    Ok((outcome, fields.uint("at").map_err(e)?))
+}
+
+/// One change of the request store at a time in this process: each reads,
+/// decides and writes (caps, idempotence, replays).
+static REQUESTS: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    REQUESTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl<S: Store> Database<S> {
-    /// Records an app's request for access, for the user to answer.
+    /// Records an app's request for access, for the user to answer. The
+    /// request of an app replaces the one it had waiting, if any.
     pub fn request_access(&self, request: AccessRequest) -> Result<RequestId, RequestError> {
+        let request = self.check_request(request)?;
+        let _one = one_at_a_time();
+        let now = self.environment().now_ms();
+        self.prune(now)?;
+        self.record(request, None, now)
+    }
+
+    /// `request` with its name trimmed, if the database could grant it.
+    fn check_request(&self, request: AccessRequest) -> Result<AccessRequest, RequestError> {
         let name = request.name.trim();
         if name.is_empty()
             || name.chars().count() > MAX_APP_NAME
@@ -161,66 +278,265 @@ impl<S: Store> Database<S> {
         if request.scopes.is_empty() || request.scopes.len() > MAX_REQUEST_SCOPES {
             return Err(RequestError::BadScopes);
         }
-        if self.access_requests()?.len() >= MAX_PENDING_REQUESTS {
-            return Err(RequestError::TooMany);
+        let namespaces = self.namespaces();
+        if let Some(scope) = request.scopes.keys().find(|s| !namespaces.values().any(|n| n == *s)) {
+            return Err(RequestError::UnknownScope(scope.clone()));
         }
-        let request = AccessRequest { name: name.to_owned(), ..request };
-        let id = request.id();
-        let mut batch = Batch::default();
-        batch.put(layout::request(&id.0), request.encode());
+        Ok(AccessRequest { name: name.to_owned(), ..request })
+    }
+
+    /// Stores `request` (received at `now`, from the network ask `ask`) as
+    /// its app's pending request. The same ask again changes nothing.
+    fn record(
+        &self,
+        request: AccessRequest,
+        ask: Option<([u8; 32], u64)>,
+        now: u64,
+    ) -> Result<RequestId, RequestError> {
         let store = self.replica().store();
+        let key = layout::request(&request.app.key);
+        let existing = store.get(&key)?.map(|bytes| Pending::decode(&bytes)).transpose()?;
+        let mut batch = Batch::default();
+        match &existing {
+            Some(old) if ask.is_some() && old.ask.map(|a| a.0) == ask.map(|a| a.0) => {
+                return Ok(old.request.id());
+            }
+            Some(Pending { ask: Some((id, issued)), .. }) => {
+                batch.put(layout::asked(id), issued.to_be_bytes().to_vec());
+            }
+            Some(_) => {}
+            None if self.pending_requests()?.len() >= MAX_PENDING_REQUESTS => {
+                return Err(RequestError::TooMany);
+            }
+            None => {}
+        }
+        let id = request.id();
+        batch.delete(layout::answered(&request.app.key));
+        batch.put(key, Pending { request, received_ms: now, ask }.encode());
         store.apply(batch)?;
         store.flush()?;
         Ok(id)
     }
 
-    /// The requests waiting for the user, oldest id first.
-    pub fn access_requests(&self) -> Result<Vec<(RequestId, AccessRequest)>, StoreError> {
+    /// Every stored request, with its key.
+    fn pending_requests(&self) -> Result<Vec<(Vec<u8>, Pending)>, StoreError> {
         scan_prefix(self.replica().store(), &[layout::REQUEST])
             .map(|entry| {
                 let (key, bytes) = entry?;
-                let id: [u8; 32] =
-                    key.get(1..33).and_then(|b| b.try_into().ok()).ok_or(StoreError::Corrupt {
-                        what: "access request",
-                        reason: "short key".into(),
-                    })?;
-                Ok((RequestId(id), AccessRequest::decode(&bytes)?))
+                Ok((key, Pending::decode(&bytes)?))
             })
             .collect()
+    }
+
+    /// Forgets what is over: requests not answered in
+    /// [`REQUEST_TTL_MS`] (they expire, and the app is told so), answers
+    /// older than [`ANSWER_KEPT_MS`], and answered asks too old to be
+    /// anything but stale.
+    fn prune(&self, now: u64) -> Result<(), StoreError> {
+        let store = self.replica().store();
+        let mut batch = Batch::default();
+        let mut changed = false;
+        for (key, pending) in self.pending_requests()? {
+            if now > pending.received_ms.saturating_add(REQUEST_TTL_MS) {
+                batch.delete(key);
+                batch.put(layout::answered(&pending.request.app.key), ended(Ended::Expired, now));
+                if let Some((id, issued)) = pending.ask {
+                    batch.put(layout::asked(&id), issued.to_be_bytes().to_vec());
+                }
+                changed = true;
+            }
+        }
+        for entry in scan_prefix(store, &[layout::ANSWERED]) {
+            let (key, bytes) = entry?;
+            if now > read_ended(&bytes)?.1.saturating_add(ANSWER_KEPT_MS) {
+                batch.delete(key);
+                changed = true;
+            }
+        }
+        for entry in scan_prefix(store, &[layout::ASKED]) {
+            let (key, bytes) = entry?;
+            let issued: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("an answered ask's time is not 8 bytes".into()))?;
+            if now > u64::from_be_bytes(issued).saturating_add(ACCESS_FRESHNESS_MS) {
+                batch.delete(key);
+                changed = true;
+            }
+        }
+        if changed {
+            store.apply(batch)?;
+            store.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The requests waiting for the user, oldest first.
+    pub fn access_requests(&self) -> Result<Vec<(RequestId, AccessRequest)>, StoreError> {
+        let _one = one_at_a_time();
+        self.prune(self.environment().now_ms())?;
+        let mut pending = self.pending_requests()?;
+        pending.sort_by_key(|(_, p)| (p.received_ms, p.request.id()));
+        Ok(pending.into_iter().map(|(_, p)| (p.request.id(), p.request)).collect())
     }
 
     /// Approves a request: grants the app every scope it asked for, with
     /// the rights it asked for, and remembers its name.
     pub fn approve(&self, id: RequestId) -> Result<AccessRequest, DbError> {
-        let request = self.pending(id)?;
-        for (scope, rights) in &request.scopes {
-            self.grant(request.app, scope.clone(), *rights)?;
+        let _one = one_at_a_time();
+        let (key, pending) = self.pending(id)?;
+        for (scope, rights) in &pending.request.scopes {
+            self.grant(pending.request.app, scope.clone(), *rights)?;
         }
-        let mut batch = Batch::default();
-        batch.delete(layout::request(&id.0));
-        batch.put(layout::app_name(&request.app.key), request.name.clone().into_bytes());
+        let app = pending.request.app.key;
+        let mut batch = self.answer(key, &pending);
+        batch.delete(layout::answered(&app));
+        batch.put(layout::app_name(&app), pending.request.name.clone().into_bytes());
         let store = self.replica().store();
         store.apply(batch)?;
         store.flush()?;
-        Ok(request)
+        Ok(pending.request)
     }
 
-    /// Denies a request: it is forgotten and nothing is granted.
+    /// Denies a request: nothing is granted, and the app is told so when it
+    /// asks what became of it.
     pub fn deny(&self, id: RequestId) -> Result<AccessRequest, DbError> {
-        let request = self.pending(id)?;
-        let mut batch = Batch::default();
-        batch.delete(layout::request(&id.0));
+        let _one = one_at_a_time();
+        let (key, pending) = self.pending(id)?;
+        let mut batch = self.answer(key, &pending);
+        let now = self.environment().now_ms();
+        batch.put(layout::answered(&pending.request.app.key), ended(Ended::Denied, now));
         let store = self.replica().store();
         store.apply(batch)?;
         store.flush()?;
-        Ok(request)
+        Ok(pending.request)
     }
 
-    fn pending(&self, id: RequestId) -> Result<AccessRequest, DbError> {
-        match self.replica().store().get(&layout::request(&id.0))? {
-            Some(bytes) => Ok(AccessRequest::decode(&bytes)?),
-            None => Err(ControlError::from(RequestError::Unknown(id)).into()),
+    /// The batch that closes the request stored at `key`: the request
+    /// goes, its ask (if any) is remembered as answered.
+    fn answer(&self, key: Vec<u8>, pending: &Pending) -> Batch {
+        let mut batch = Batch::default();
+        batch.delete(key);
+        if let Some((id, issued)) = pending.ask {
+            batch.put(layout::asked(&id), issued.to_be_bytes().to_vec());
         }
+        batch
+    }
+
+    fn pending(&self, id: RequestId) -> Result<(Vec<u8>, Pending), DbError> {
+        self.pending_requests()?
+            .into_iter()
+            .find(|(_, p)| p.request.id() == id)
+            .ok_or_else(|| ControlError::from(RequestError::Unknown(id)).into())
+    }
+
+    /// The scopes (namespaces) `app` holds unrevoked grants on, with their
+    /// rights.
+    pub fn live_grants(&self, app: &PublicKey) -> BTreeMap<Name, Rights> {
+        let namespaces = self.namespaces();
+        self.auth_state()
+            .apps()
+            .get(app)
+            .map(|info| {
+                info.scopes
+                    .iter()
+                    .filter(|(_, grant)| grant.revoked.is_none())
+                    .filter_map(|(scope, grant)| {
+                        Some((namespaces.get(scope)?.clone(), grant.rights))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `app`'s live grants give it every scope of `scopes` with at
+    /// least the rights asked.
+    fn covers(&self, app: &PublicKey, scopes: &BTreeMap<Name, Rights>) -> bool {
+        let grants = self.live_grants(app);
+        scopes.iter().all(|(scope, rights)| match (grants.get(scope), rights) {
+            (Some(Rights::ReadWrite), _) | (Some(Rights::Read), Rights::Read) => true,
+            _ => false,
+        })
+    }
+
+    /// The device side of `/basic/access/0` (blocking): answers one frame
+    /// received from an app against the database. `device_transport` is
+    /// this device's libp2p peer id bytes, which the app signed.
+    pub fn answer_access(&self, frame: &[u8], device_transport: &[u8]) -> AccessAnswer {
+        self.try_answer_access(frame, device_transport).unwrap_or_else(AccessAnswer::Refused)
+    }
+
+    fn try_answer_access(
+        &self,
+        frame: &[u8],
+        device_transport: &[u8],
+    ) -> Result<AccessAnswer, AccessRefusal> {
+        let frame = AccessFrame::from_bytes(frame)?;
+        if self.is_removed() {
+            return Err(AccessRefusal::NotADevice);
+        }
+        let (verifies, issued_ms) = match &frame {
+            AccessFrame::Ask(ask) => (ask.verifies(device_transport), ask.issued_ms),
+            AccessFrame::Poll(poll) => (poll.verifies(device_transport), poll.issued_ms),
+        };
+        if !verifies {
+            return Err(AccessRefusal::BadSignature);
+        }
+        let now = self.environment().now_ms();
+        if now.abs_diff(issued_ms) > ACCESS_FRESHNESS_MS {
+            return Err(AccessRefusal::Stale);
+        }
+        let _one = one_at_a_time();
+        self.prune(now).map_err(device_error)?;
+        match frame {
+            AccessFrame::Ask(ask) => self.take_ask(ask, now),
+            AccessFrame::Poll(poll) => self.take_poll(&poll.app),
+        }
+    }
+
+    fn take_ask(&self, ask: AccessAsk, now: u64) -> Result<AccessAnswer, AccessRefusal> {
+        let id = ask.id();
+        let request = AccessRequest { name: ask.name, app: ask.app, scopes: ask.scopes };
+        let request = self.check_request(request).map_err(refusal)?;
+        if self.replica().store().get(&layout::asked(&id)).map_err(device_error)?.is_some() {
+            return Err(AccessRefusal::Replayed);
+        }
+        if self.covers(&request.app.key, &request.scopes) {
+            return self.granted();
+        }
+        self.record(request, Some((id, ask.issued_ms)), now).map_err(refusal)?;
+        Ok(AccessAnswer::Pending)
+    }
+
+    fn take_poll(&self, app: &PublicKey) -> Result<AccessAnswer, AccessRefusal> {
+        let store = self.replica().store();
+        let pending = store
+            .get(&layout::request(app))
+            .map_err(device_error)?
+            .map(|bytes| Pending::decode(&bytes))
+            .transpose()
+            .map_err(device_error)?;
+        if let Some(pending) = pending {
+            if !self.covers(app, &pending.request.scopes) {
+                return Ok(AccessAnswer::Pending);
+            }
+            // Approved on another device: the grants came by sync.
+            let batch = self.answer(layout::request(app), &pending);
+            store.apply(batch).and_then(|()| store.flush()).map_err(device_error)?;
+            return self.granted();
+        }
+        match store.get(&layout::answered(app)).map_err(device_error)? {
+            Some(bytes) => match read_ended(&bytes).map_err(device_error)?.0 {
+                Ended::Denied => Ok(AccessAnswer::Denied),
+                Ended::Expired => Ok(AccessAnswer::Expired),
+            },
+            None if !self.live_grants(app).is_empty() => self.granted(),
+            None => Err(AccessRefusal::NoRequest),
+        }
+    }
+
+    fn granted(&self) -> Result<AccessAnswer, AccessRefusal> {
+        self.control_ops().map(AccessAnswer::Granted).map_err(device_error)
     }
 
     /// Every app of the control log, with its name (if known here) and grants.
@@ -263,5 +579,19 @@ impl<S: Store> Database<S> {
             }
         }
         Ok(written)
+    }
+}
+
+fn device_error(error: impl fmt::Display) -> AccessRefusal {
+    AccessRefusal::DeviceError(error.to_string())
+}
+
+fn refusal(error: RequestError) -> AccessRefusal {
+    match error {
+        RequestError::BadName => AccessRefusal::BadName,
+        RequestError::BadScopes => AccessRefusal::BadScopes,
+        RequestError::UnknownScope(scope) => AccessRefusal::UnknownScope(scope.to_string()),
+        RequestError::TooMany => AccessRefusal::TooMany,
+        error @ (RequestError::Unknown(_) | RequestError::Store(_)) => device_error(error),
     }
 }

@@ -9,7 +9,9 @@
 //! | `u` | scope · epoch · commit id | empty: stored, not yet readable (no key) |
 //! | `x` | commit id | empty: signed but unreadable with its key |
 //! | `o` | control operation id | the operation's bytes |
-//! | `q` | access request id | a pending app access request |
+//! | `q` | app key (a request from before: its id) | a pending app access request |
+//! | `d` | app key | how an app's last request ended: denied or expired, and when |
+//! | `k` | access ask id | the ask's `issued_ms` (8 bytes): an ask answered already (replays are refused) |
 //! | `v` | invite token | expiry (ms, 8 bytes): an unused device invite |
 //! | `n` | app key | the name the app gave when it asked for access |
 //! | `a` | app key | the secret seed of a custodial app (one that uses this node's API) |
@@ -41,6 +43,10 @@ pub const CONTROL: u8 = b'o';
 pub const INVITE: u8 = b'v';
 /// Pending app access requests.
 pub const REQUEST: u8 = b'q';
+/// How app requests ended (denied, expired), by app.
+pub const ANSWERED: u8 = b'd';
+/// Ids of asks answered already, for refusing replays.
+pub const ASKED: u8 = b'k';
 /// App names, from their access requests.
 pub const APP_NAME: u8 = b'n';
 /// Custodial apps' secrets: the keys this node signs their writes with.
@@ -144,9 +150,19 @@ pub fn invite(token: &[u8; 32]) -> Vec<u8> {
     key(INVITE, &[token])
 }
 
-/// `q` · request id.
-pub fn request(id: &[u8; 32]) -> Vec<u8> {
-    key(REQUEST, &[id])
+/// `q` · app key.
+pub fn request(app: &PublicKey) -> Vec<u8> {
+    key(REQUEST, &[app.as_bytes()])
+}
+
+/// `d` · app key.
+pub fn answered(app: &PublicKey) -> Vec<u8> {
+    key(ANSWERED, &[app.as_bytes()])
+}
+
+/// `k` · ask id.
+pub fn asked(id: &[u8; 32]) -> Vec<u8> {
+    key(ASKED, &[id])
 }
 
 /// `n` · app key.
