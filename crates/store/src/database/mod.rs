@@ -799,24 +799,6 @@ impl<S: Store> Database<S> {
         self.namespaces().into_iter().find(|(_, n)| n == namespace).map(|(id, _)| id)
     }
 
-    /// The namespaces `app` holds unrevoked grants on, with their rights.
-    pub fn live_grants(&self, app: &PublicKey) -> BTreeMap<Name, Rights> {
-        let namespaces = self.namespaces();
-        self.auth_state()
-            .apps()
-            .get(app)
-            .map(|info| {
-                info.scopes
-                    .iter()
-                    .filter(|(_, grant)| grant.revoked.is_none())
-                    .filter_map(|(scope, grant)| {
-                        Some((namespaces.get(scope)?.clone(), grant.rights))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// What `app` may reach now, as a caller: every namespace it holds an
     /// unrevoked grant on for reading, the read-write ones for writing;
     /// `None` if it holds none (revoked, or never granted).
