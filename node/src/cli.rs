@@ -309,6 +309,15 @@ pub enum DeviceCommand {
 /// `basic app …`.
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
+    /// Print the access code an app uses to ask this device for access.
+    #[command(
+        long_about = "Print the access code an app uses to ask this device for access.\n\
+            An app that embeds the light client takes this one line (the database and the\n\
+            running node's addresses) and asks over the network; its request then shows in\n\
+            `basic app requests`, to approve or deny. Needs a running node (`basic up`).",
+        after_help = "Example:\n  basic app connect"
+    )]
+    Connect,
     /// List app requests waiting for an answer.
     Requests,
     /// Approve a request: grant the app what it asked for.

@@ -16,6 +16,7 @@
 //! 6. the processes: `basic up` ([`daemon`]), a pinning peer ([`pinner`]),
 //!    recovery ([`recover`]), and the command line ([`cli`], [`commands`]).
 
+pub mod access;
 pub mod api;
 pub mod attribution;
 pub mod backend;

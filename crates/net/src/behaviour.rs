@@ -11,7 +11,7 @@ use libp2p::{
 };
 
 use crate::codec::{FrameCodec, JOIN_PROTOCOL, SYNC_PROTOCOL};
-use crate::{Config, Limits, RelayLimits};
+use crate::{ACCESS_PROTOCOL, Config, Limits, MAX_ACCESS_REQUEST_BYTES, RelayLimits};
 
 /// Identify protocol version string: tells peers which network this is.
 const IDENTIFY_PROTOCOL: &str = "/basic/0";
@@ -31,6 +31,7 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
     pub(crate) join: request_response::Behaviour<FrameCodec>,
+    pub(crate) access: request_response::Behaviour<FrameCodec>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,10 +55,10 @@ impl Behaviour {
         let relay_server =
             config.relay_server.then(|| relay::Behaviour::new(local, relay_config(&limits.relay)));
 
-        let frames = |protocol| {
+        let frames = |protocol, max_request_bytes| {
             request_response::Behaviour::with_codec(
                 FrameCodec {
-                    max_request_bytes: limits.max_request_bytes,
+                    max_request_bytes,
                     max_response_bytes: limits.max_response_bytes,
                     oversized: oversized.clone(),
                 },
@@ -81,8 +82,9 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: mdns.into(),
-            sync: frames(SYNC_PROTOCOL),
-            join: frames(JOIN_PROTOCOL),
+            sync: frames(SYNC_PROTOCOL, limits.max_request_bytes),
+            join: frames(JOIN_PROTOCOL, limits.max_request_bytes),
+            access: frames(ACCESS_PROTOCOL, limits.max_request_bytes.min(MAX_ACCESS_REQUEST_BYTES)),
         })
     }
 }

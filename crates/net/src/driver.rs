@@ -407,6 +407,7 @@ impl Driver {
         match event {
             BehaviourEvent::Sync(event) => self.on_frames_event(Protocol::Sync, event, now),
             BehaviourEvent::Join(event) => self.on_frames_event(Protocol::Join, event, now),
+            BehaviourEvent::Access(event) => self.on_frames_event(Protocol::Access, event, now),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_discovered(found, now),
             BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id, info, ..
@@ -427,6 +428,7 @@ impl Driver {
         match protocol {
             Protocol::Sync => &mut self.swarm.behaviour_mut().sync,
             Protocol::Join => &mut self.swarm.behaviour_mut().join,
+            Protocol::Access => &mut self.swarm.behaviour_mut().access,
         }
     }
 

@@ -5,7 +5,9 @@
 //! `/basic/sync/0` protocol [`Net::request`] sends a frame to one peer and
 //! awaits its answer; the peer sees an [`Event::Request`] and answers
 //! through its [`Responder`]. The same framing runs on `/basic/join/0` for
-//! pairing a new device ([`Net::request_on`] with [`Protocol::Join`]).
+//! pairing a new device ([`Net::request_on`] with [`Protocol::Join`]), and
+//! on `/basic/access/0` for apps asking a device for access
+//! ([`Protocol::Access`], requests capped at [`MAX_ACCESS_REQUEST_BYTES`]).
 //! Live changes travel as requests too (sync `push` frames, sent only to
 //! peers that proved membership): there is no gossip, which could not be
 //! gated by that proof.
@@ -65,6 +67,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{JOIN_PROTOCOL, SYNC_PROTOCOL};
+
+/// The protocol name negotiated for apps asking a device for access: the
+/// same framing, another stream protocol.
+pub const ACCESS_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/basic/access/0");
+/// Largest request frame on [`ACCESS_PROTOCOL`] (an app's ask or poll is a
+/// few KiB), whatever [`Limits::max_request_bytes`] says; a longer one is
+/// dropped unread.
+pub const MAX_ACCESS_REQUEST_BYTES: usize = 64 << 10;
 pub use error::{NetError, RequestError, RespondError};
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
@@ -231,6 +241,9 @@ pub enum Protocol {
     Sync,
     /// `/basic/join/0`: a new device (or a pinning peer) asking to join.
     Join,
+    /// `/basic/access/0`: an app asking a device for access, and what
+    /// became of its ask.
+    Access,
 }
 
 /// Something that happened on the network.

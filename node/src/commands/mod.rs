@@ -16,7 +16,7 @@ use crate::daemon::{UpOptions, bind, up};
 use crate::ids::device_id;
 use crate::join::exchange_join;
 use crate::node::NodeConfig;
-use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke};
+use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke, access_code};
 use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
 use crate::ops::recovery::{ConfirmRecovery, ShowRecovery};
@@ -389,6 +389,17 @@ fn print_request(request: &RequestInfo) {
 /// `basic app …`.
 fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
     match command {
+        AppCommand::Connect => {
+            if !backend.is_running() {
+                bail!(
+                    "no node is running for this database, and apps ask for access through it: start it with `basic up`, then make the code"
+                );
+            }
+            println!("{}", access_code(&backend.call(Status)?)?);
+            eprintln!(
+                "Give this code to the app: it asks this device for access, and the request shows in `basic app requests`."
+            );
+        }
         AppCommand::Requests => {
             let requests = backend.call(ListRequests)?;
             if requests.is_empty() {
@@ -402,7 +413,10 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
                 Some(origin) => {
                     println!("approved {:?} at {origin}: it may now fetch its token", request.name)
                 }
-                None => println!("approved {:?}: it may now fetch its token", request.name),
+                None => println!(
+                    "approved {:?}: it may now fetch its token, or its keys if it asked over the network",
+                    request.name
+                ),
             }
         }
         AppCommand::Deny { id } => {

@@ -428,6 +428,28 @@ async fn on_event(
                 drop(slot);
             });
         }
+        Event::Request { peer, protocol: Protocol::Access, frame, reply } => {
+            // Only a device that is still one answers apps: a pinning peer
+            // holds no key to grant, a removed device none to be trusted.
+            if removed || !joins {
+                let _ = reply.send(crate::access::not_a_device());
+                return;
+            }
+            let Some(slot) = crate::access::slot() else {
+                debug!(%peer, "access request dropped: busy");
+                return;
+            };
+            let context = Arc::clone(context);
+            tokio::spawn(async move {
+                let answer = tokio::task::spawn_blocking(move || {
+                    crate::access::answer_access(&context.db, &frame, &context.local)
+                });
+                if let Ok(answer) = answer.await {
+                    let _ = reply.send(answer.to_bytes());
+                }
+                drop(slot);
+            });
+        }
     }
 }
 

@@ -5,14 +5,19 @@
 //! (`basic app approve ID`); the app polls with its secret and, once
 //! approved, receives its token, once. The node makes the app's key pair
 //! when it asks: the key names the app's grants in the control log.
+//!
+//! An app that embeds the light client asks over the network instead
+//! (`crate::access`), with its own key, at the addresses of the
+//! [`access_code`] that `basic app connect` prints; its request waits in
+//! the same list and is answered the same way.
 
 use std::collections::BTreeMap;
 
-use basic_proto::Name;
 use basic_proto::control::Rights;
 use basic_proto::keys::Role;
+use basic_proto::{DatabaseId, Name};
 use basic_store::now_ms;
-use basic_store::{AccessRequest, RequestError, RequestId};
+use basic_store::{AccessCode, AccessRequest, RequestError, RequestId};
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, Op, Route, encode};
@@ -21,6 +26,8 @@ use crate::capability::live_grants;
 use crate::error::ApiError;
 use crate::ids::parse_principal;
 use crate::node::Node;
+use crate::ops::devices::reachable_addresses;
+use crate::ops::status::StatusOutput;
 use crate::tokens::{app_id, new_app_party};
 
 /// Rights on a scope, as the API spells them.
@@ -365,4 +372,26 @@ impl Op for Revoke {
         }
         Ok(Revoked { scopes: scopes.iter().map(ToString::to_string).collect() })
     }
+}
+
+/// The access code of the device whose status is `status`: its database
+/// and the addresses its running node listens on, for an app to ask there.
+pub fn access_code(status: &StatusOutput) -> anyhow::Result<AccessCode> {
+    if status.removed {
+        anyhow::bail!(
+            "this device was removed from the database: make the code on another of your devices"
+        );
+    }
+    let listening = status.network.as_ref().map(|n| n.state.listening.as_slice()).unwrap_or(&[]);
+    let addresses = reachable_addresses(listening);
+    if addresses.is_empty() {
+        anyhow::bail!(
+            "the node listens on no network address, so an app could not reach it: start it with `basic up` (without --listen none)"
+        );
+    }
+    let database: DatabaseId = status
+        .database
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the node reports database {:?}: {e}", status.database))?;
+    Ok(AccessCode { database, addresses })
 }

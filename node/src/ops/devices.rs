@@ -119,10 +119,15 @@ impl Op for Invite {
 /// (through a pinning peer, reachable from behind a NAT) first so that no
 /// crowd of local interfaces pushes them out; none when no node runs.
 fn invite_addresses(node: &Node) -> Vec<String> {
-    let (max_count, max_len) = basic_store::MAX_ADDRESSES;
     let Some(status) = &node.network else { return Vec::new() };
-    let status = status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let fits = status.listening.iter().filter(|a| a.len() <= max_len);
+    reachable_addresses(&status.read().unwrap_or_else(std::sync::PoisonError::into_inner).listening)
+}
+
+/// Of the addresses a node listens on, those to hand out (in an invite or
+/// an access code): as many as fit, relayed ones first.
+pub(crate) fn reachable_addresses(listening: &[String]) -> Vec<String> {
+    let (max_count, max_len) = basic_store::MAX_ADDRESSES;
+    let fits = listening.iter().filter(|a| a.len() <= max_len);
     let (relayed, direct): (Vec<&String>, Vec<&String>) =
         fits.partition(|a| a.contains("/p2p-circuit"));
     relayed.into_iter().chain(direct).take(max_count).cloned().collect()

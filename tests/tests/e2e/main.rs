@@ -1,6 +1,7 @@
 //! End-to-end tests: real `basic` processes on loopback, each in temp
 //! directories, each wait bounded, every child killed when its test ends.
 
+mod access;
 mod apps;
 mod bad_input;
 mod crash;

@@ -1,0 +1,155 @@
+//! Issue 13 item 3: an app asks a running device for access over the
+//! network (`/basic/access/0`, no HTTP), with the access code `basic app
+//! connect` prints; the user approves with `basic app approve`; the app's
+//! poll brings the control log, from which it builds its replica. Forged,
+//! misaddressed, oversized and garbage frames are refused, and so are asks
+//! to a pinning peer.
+
+use std::collections::BTreeMap;
+
+use basic_net::{Config, Keypair, Multiaddr, Net, PeerId, Protocol};
+use basic_proto::control::Rights;
+use basic_proto::{Name, SecretKey};
+use basic_store::{
+    AccessAnswer, AccessAsk, AccessCode, AccessFrame, AccessPoll, AccessRefusal, Database,
+    Environment, MemStore, now_ms,
+};
+
+use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
+use super::pinner::authorised_pinner;
+
+/// An app's network client: a bare libp2p node dialling `address`.
+struct App {
+    runtime: tokio::runtime::Runtime,
+    net: Net,
+    device: PeerId,
+    key: SecretKey,
+}
+
+impl App {
+    /// An app with the key of seed `[seed; 32]`, dialling `address`.
+    fn new(address: &str, seed: u8) -> Self {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let address: Multiaddr = address.parse().expect("address");
+        let device = basic_net::peer_of(&address).expect("the address names the device");
+        let mut config = Config::new(Keypair::generate_ed25519());
+        config.peers = vec![address];
+        let (net, _events) = runtime.block_on(basic_net::start(config)).expect("client");
+        Self { runtime, net, device, key: SecretKey::from_seed([seed; 32]) }
+    }
+
+    /// Sends `frame` and reads the answer (an error if none came).
+    fn send(&self, frame: Vec<u8>) -> Result<AccessAnswer, String> {
+        let answer = self
+            .runtime
+            .block_on(self.net.request_on(Protocol::Access, self.device, frame))
+            .map_err(|e| e.to_string())?;
+        AccessAnswer::from_bytes(&answer, 8 << 20).map_err(|e| e.to_string())
+    }
+
+    fn ask(&self, name: &str) -> AccessAnswer {
+        let scopes = BTreeMap::from([(Name::new("todo").expect("name"), Rights::ReadWrite)]);
+        let ask =
+            AccessAsk::sign(&self.key, &self.device.to_bytes(), name.into(), scopes, now_ms());
+        self.send(AccessFrame::Ask(ask).to_bytes()).expect("an answer")
+    }
+
+    fn poll(&self) -> AccessAnswer {
+        let poll = AccessPoll::sign(&self.key, &self.device.to_bytes(), now_ms());
+        self.send(AccessFrame::Poll(poll).to_bytes()).expect("an answer")
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.net.shutdown());
+    }
+}
+
+#[test]
+fn an_app_asks_over_the_network_and_builds_its_replica_once_approved() {
+    let a_data = Data::with_todo(BASIC);
+    let a = a_data.up(&[]);
+    let code: AccessCode = a_data.basic(&["app", "connect"]).ok().trim().parse().expect("code");
+    assert!(code.addresses.iter().any(|address| address == a.address()), "{code:?}");
+
+    let app = App::new(&code.addresses[0], 1);
+    assert_eq!(app.ask("Groceries"), AccessAnswer::Pending);
+    assert_eq!(app.poll(), AccessAnswer::Pending);
+    let requests = a_data.basic(&["app", "requests"]).ok();
+    assert!(requests.contains("\"Groceries\" asks for todo (read-write)"), "{requests}");
+    let id = requests.split_whitespace().next().expect("request id");
+    a_data.basic(&["app", "approve", id]).ok();
+
+    let AccessAnswer::Granted(ops) = app.poll() else { panic!("the app is granted") };
+    let view = tempfile::tempdir().expect("temp dir");
+    let replica = Database::replicate_with_store(
+        MemStore::new(),
+        &view.path().join("view.sqlite"),
+        code.database,
+        &app.key,
+        &ops,
+        Environment::system(),
+    )
+    .expect("the app's replica");
+    let todo = replica.scope_id(&Name::new("todo").expect("name")).expect("the todo schema");
+    assert!(!replica.auth_state().scope_keys(&app.key, &todo, 0).is_empty(), "its key");
+    let apps = a_data.basic(&["app", "list"]).ok();
+    assert!(apps.contains("Groceries"), "{apps}");
+}
+
+#[test]
+fn forged_misaddressed_oversized_and_garbage_frames_are_refused_over_the_network() {
+    let a_data = Data::with_todo(BASIC);
+    let a = a_data.up(&[]);
+    let app = App::new(a.address(), 2);
+    let refusal = |answer: Result<AccessAnswer, String>| match answer {
+        Ok(AccessAnswer::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let scopes = BTreeMap::from([(Name::new("todo").expect("name"), Rights::Read)]);
+
+    // Signed for another device, then forwarded here.
+    let elsewhere = Keypair::generate_ed25519().public().to_peer_id().to_bytes();
+    let ask = AccessAsk::sign(&app.key, &elsewhere, "App".into(), scopes.clone(), now_ms());
+    assert_eq!(refusal(app.send(AccessFrame::Ask(ask).to_bytes())), AccessRefusal::BadSignature);
+    // In another app's name.
+    let victim = SecretKey::from_seed([4; 32]);
+    let mut ask =
+        AccessAsk::sign(&app.key, &app.device.to_bytes(), "App".into(), scopes.clone(), now_ms());
+    ask.app = basic_proto::Party::of(&victim);
+    assert_eq!(refusal(app.send(AccessFrame::Ask(ask).to_bytes())), AccessRefusal::BadSignature);
+    // Over the frame cap, but under the transport's: a typed refusal.
+    assert_eq!(refusal(app.send(vec![0x80; 9 << 10])), AccessRefusal::Oversized);
+    // Over the transport's cap: dropped unread.
+    assert!(app.send(vec![0x80; 100 << 10]).is_err());
+    // Garbage.
+    assert!(matches!(refusal(app.send(vec![0xff; 40])), AccessRefusal::Malformed(_)));
+    assert_eq!(app.poll(), AccessAnswer::Refused(AccessRefusal::NoRequest));
+
+    // Nothing reached the user, and the node still answers.
+    assert!(a_data.basic(&["app", "requests"]).ok().contains("no request waits"));
+    assert_eq!(app.ask("App"), AccessAnswer::Pending);
+}
+
+#[test]
+fn a_pinning_peer_refuses_to_answer_apps() {
+    let a_data = Data::with_todo(BASIC);
+    let (p_data, _pin, database) = authorised_pinner(&a_data);
+    let p = p_data.pinner_up(&database);
+    // The pinning peer answers nothing until a device gave it the log.
+    let _a = a_data.up(&[p.address()]);
+    let app = App::new(p.address(), 3);
+    let scopes = BTreeMap::from([(Name::new("todo").expect("name"), Rights::Read)]);
+    let answer = wait_for("the pinning peer answers", SYNC_TIMEOUT, || {
+        let ask = AccessAsk::sign(
+            &app.key,
+            &app.device.to_bytes(),
+            "App".into(),
+            scopes.clone(),
+            now_ms(),
+        );
+        app.send(AccessFrame::Ask(ask).to_bytes()).ok()
+    });
+    assert_eq!(answer, AccessAnswer::Refused(AccessRefusal::NotADevice));
+}
