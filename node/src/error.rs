@@ -100,7 +100,8 @@ impl From<DbError> for ApiError {
             }
             DbError::Sql(SqlError::Denied { .. })
             | DbError::Query(QueryError::Denied(_))
-            | DbError::Write(WriteError::Denied(_)) => Self::forbidden(message),
+            | DbError::Write(WriteError::Denied(_))
+            | DbError::NoGrant => Self::forbidden(message),
             DbError::Sql(_)
             | DbError::Query(_)
             | DbError::Write(_)
@@ -110,9 +111,10 @@ impl From<DbError> for ApiError {
             | DbError::Pairing(_)
             | DbError::Recovery(_) => Self::bad_request(message),
             DbError::DeviceRemoved => Self::device_removed(message),
-            DbError::NoScopeKey(_) | DbError::Control(_) | DbError::InUse(_) => {
-                Self::conflict(message)
-            }
+            DbError::NoScopeKey(_)
+            | DbError::Control(_)
+            | DbError::InUse(_)
+            | DbError::NotCustodial => Self::conflict(message),
             DbError::Store(_)
             | DbError::View(_)
             | DbError::Io { .. }

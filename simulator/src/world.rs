@@ -818,14 +818,20 @@ impl World {
         };
         let Some(db) = self.nodes[node].db.as_ref() else { return Ok(()) };
         let name = self.nodes[node].name.clone();
-        let commits = match db.execute(sql, &params, None) {
+        // An app writes as the light client does: within its grants.
+        let executed = match self.nodes[node].role {
+            Role::App { .. } => basic_client::AppView::new(db)
+                .and_then(|app| app.execute(sql, &params))
+                .map_err(|e| e.to_string()),
+            Role::Device | Role::Pinner => {
+                db.execute(sql, &params, None).map_err(|e| e.to_string())
+            }
+        };
+        let commits = match executed {
             Ok(Executed::Written(outcome)) => outcome.commits,
             Ok(Executed::Rows(_)) => Vec::new(),
             Err(error) => {
-                self.trace.record(
-                    self.now,
-                    format!("write {name} refused: {}", kind_of(&error.to_string())),
-                );
+                self.trace.record(self.now, format!("write {name} refused: {}", kind_of(&error)));
                 return Ok(());
             }
         };

@@ -25,7 +25,7 @@ use basic_store::{SledStore, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use removal::{is_removed_device, removal_notice};
+pub use removal::{is_shut_out, shut_out_notice};
 
 /// Time between sync rounds with a peer once in sync.
 pub const RESYNC_MS: u64 = 30_000;
@@ -99,6 +99,8 @@ pub struct Peering<S: Store = SledStore> {
     local: Vec<u8>,
     clock: Instant,
     changes: watch::Receiver<u64>,
+    /// Bumped to have every session start a round now.
+    resync: watch::Sender<u64>,
     hooks: Arc<dyn Hooks>,
 }
 
@@ -149,6 +151,7 @@ impl<S: Store + Send + Sync + 'static> Peering<S> {
             key,
             clock: Instant::now(),
             changes,
+            resync: watch::Sender::new(0),
             hooks,
         }))
     }
@@ -156,6 +159,12 @@ impl<S: Store + Send + Sync + 'static> Peering<S> {
     /// A counter bumped after every durable change to the replica.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    /// Has every session start a sync round now rather than at its next
+    /// interval (what the peer shows of us is then known afresh).
+    pub fn resync_now(&self) {
+        self.resync.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The replica.

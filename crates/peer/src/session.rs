@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, Peering, RESYNC_MS, Shown, is_removed_device,
-    principal_id, removal_notice,
+    PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, Peering, RESYNC_MS, Shown, is_shut_out, principal_id,
+    shut_out_notice,
 };
 
 /// Wait before starting a new session after a local store failure.
@@ -35,8 +35,9 @@ const MIN_SLEEP: Duration = Duration::from_millis(20);
 /// Wait before asking again a peer that does not know us as a member (it
 /// may learn of us meanwhile; or we were removed, and are told so).
 const NOT_MEMBER_RETRY: Duration = Duration::from_secs(60);
-/// Why a session ended when the peer is a device the control log removed.
-const PEER_REMOVED: &str = "the peer was removed from the database";
+/// Why a session ended when the peer is a device the control log removed
+/// or an app it revoked.
+const PEER_REMOVED: &str = "the peer was removed from the database (or, an app, revoked)";
 
 /// Runs sessions with `peer` until one ends for a protocol reason (the
 /// peer is then cut off) or the task is aborted (disconnection). `proved`
@@ -57,12 +58,11 @@ pub(super) async fn run<S: Store + Send + Sync + 'static>(
 ) {
     if !dialled && context.hooks.shown(&peer).is_none() {
         info!(%peer, "waiting for the peer that dialled us to prove itself before greeting it");
-        // A member, or a device our log removed (which must be told).
+        // A member, or a device or app our log shut out (which must be told).
         let known = |key: &Option<PublicKey>| {
             let auth = context.db.auth_state();
             key.is_some_and(|key| {
-                auth.devices().contains_key(&key)
-                    || basic_proto::sync::entitled_view(&auth, &key).is_some()
+                basic_proto::sync::entitled_view(&auth, &key).is_some() || is_shut_out(&auth, &key)
             })
         };
         if proved.wait_for(known).await.is_err() {
@@ -130,6 +130,7 @@ async fn session<S: Store + Send + Sync + 'static>(
     };
     let mut changes = context.changes.clone();
     changes.mark_unchanged();
+    let mut resync = context.resync.subscribe();
     let heads = previous.as_ref().map(|s| s.heads.clone()).unwrap_or_default();
     let mut state = blocking(context, move |db| Session::open(db, config, heads)).await?;
     let mut input = Input::Idle;
@@ -145,6 +146,10 @@ async fn session<S: Store + Send + Sync + 'static>(
         let changed = std::mem::take(&mut woken) || changes.has_changed().unwrap_or(false);
         if changed {
             changes.mark_unchanged();
+        }
+        if resync.has_changed().unwrap_or(false) {
+            resync.mark_unchanged();
+            state.resync_now();
         }
         let now = context.now_ms();
         if let Some(principal) = *proved.borrow() {
@@ -162,14 +167,14 @@ async fn session<S: Store + Send + Sync + 'static>(
         let output: Step = output?;
         for event in output.events {
             if let Some(reason) = report(context, peer, &state, previous.as_ref(), event) {
-                if tell_if_removed(context, peer, &state).await {
+                if tell_if_shut_out(context, peer, &state).await {
                     return Ok(PEER_REMOVED.into());
                 }
                 return Ok(reason);
             }
         }
         // The peer may have been removed since it proved itself.
-        if tell_if_removed(context, peer, &state).await {
+        if tell_if_shut_out(context, peer, &state).await {
             return Ok(PEER_REMOVED.into());
         }
         if let Some(request) = output.request {
@@ -197,6 +202,8 @@ async fn session<S: Store + Send + Sync + 'static>(
                 watching = changed.is_ok();
                 woken = watching;
             }
+            // Asked for a round now: it is started at the next step.
+            _ = resync.changed() => {}
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -208,18 +215,19 @@ fn refused_as_non_member(reason: &str) -> bool {
 }
 
 /// If the peer proved a principal that our control log removed as a
-/// device, sends it its removal with the operations that led to it
-/// (`control-log.md` §9.5), over the session it answers us on, and says so.
-async fn tell_if_removed<S: Store + Send + Sync + 'static>(
+/// device, or revoked as an app on every scope, sends it the operations
+/// that did it with their causal past (`control-log.md` §9.5), over the
+/// session it answers us on, and says so.
+async fn tell_if_shut_out<S: Store + Send + Sync + 'static>(
     context: &Arc<Peering<S>>,
     peer: PeerId,
     state: &Session,
 ) -> bool {
     let Some(principal) = state.requester().peer() else { return false };
-    if !is_removed_device(&context.db.auth_state(), &principal) {
+    if !is_shut_out(&context.db.auth_state(), &principal) {
         return false;
     }
-    let ops = blocking(context, move |db| Ok(removal_notice(db, &principal))).await;
+    let ops = blocking(context, move |db| Ok(shut_out_notice(db, &principal))).await;
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batches = Vec::new();
     for op in ops.unwrap_or_default() {

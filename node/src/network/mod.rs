@@ -442,7 +442,8 @@ async fn on_event(
             let context = Arc::clone(context);
             tokio::spawn(async move {
                 let answer = tokio::task::spawn_blocking(move || {
-                    crate::access::answer_access(&context.db, &frame, &context.local)
+                    let local = context.net.local_peer_id().to_bytes();
+                    crate::access::answer_access(&context.db, &frame, &local)
                 });
                 if let Ok(answer) = answer.await {
                     let _ = reply.send(answer.to_bytes());

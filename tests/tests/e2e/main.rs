@@ -4,6 +4,7 @@
 mod access;
 mod apps;
 mod bad_input;
+mod client;
 mod crash;
 mod faults;
 mod harness;

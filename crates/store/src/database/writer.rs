@@ -627,7 +627,8 @@ impl<S: Store> Writer<S> {
             .map_err(ControlError::from)
     }
 
-    /// The scope id of `namespace`: this replica must be a device's.
+    /// The scope id of `namespace`: a device names any; an app's replica
+    /// only those of its grants.
     fn scope_id(&self, namespace: &Name) -> Result<ScopeId, ControlError> {
         self.access.scope_id(namespace).ok_or(ControlError::NotADevice)
     }

@@ -453,9 +453,11 @@ impl<S: Store> Database<S> {
     /// least the rights asked.
     fn covers(&self, app: &PublicKey, scopes: &BTreeMap<Name, Rights>) -> bool {
         let grants = self.live_grants(app);
-        scopes.iter().all(|(scope, rights)| match (grants.get(scope), rights) {
-            (Some(Rights::ReadWrite), _) | (Some(Rights::Read), Rights::Read) => true,
-            _ => false,
+        scopes.iter().all(|(scope, rights)| {
+            matches!(
+                (grants.get(scope), rights),
+                (Some(Rights::ReadWrite), _) | (Some(Rights::Read), Rights::Read)
+            )
         })
     }
 

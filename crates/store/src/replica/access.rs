@@ -100,10 +100,14 @@ impl Access {
         self.schemas = open_schemas(&self.state, &self.keys, self.naming.as_ref());
     }
 
-    /// The scope id of `namespace`; `None` without the naming key (not a
-    /// device).
+    /// The scope id of `namespace`: named with the naming key on a device;
+    /// elsewhere (an app's replica), the scope of an opened schema of that
+    /// namespace; `None` if neither.
     pub(crate) fn scope_id(&self, namespace: &Name) -> Option<ScopeId> {
-        self.naming.as_ref().map(|naming| naming.scope_id(namespace))
+        match &self.naming {
+            Some(naming) => Some(naming.scope_id(namespace)),
+            None => self.schemas.iter().find(|(_, (n, _))| n == namespace).map(|(id, _)| *id),
+        }
     }
 
     /// The naming key, if this replica is a device's.

@@ -1,0 +1,5 @@
+//! The `todo-app` binary: see the library.
+
+fn main() -> std::process::ExitCode {
+    todo_app::main()
+}

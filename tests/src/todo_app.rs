@@ -1,0 +1,5 @@
+//! The example app (`examples/todo-app`), as a binary of this package.
+
+fn main() -> std::process::ExitCode {
+    todo_app::main()
+}
