@@ -28,18 +28,7 @@ use crate::tokens::app_id;
 
 /// The scopes `app` currently holds unrevoked grants on, with their rights.
 pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
-    let namespaces = db.namespaces();
-    db.auth_state()
-        .apps()
-        .get(app)
-        .map(|info| {
-            info.scopes
-                .iter()
-                .filter(|(_, grant)| grant.revoked.is_none())
-                .filter_map(|(scope, grant)| Some((namespaces.get(scope)?.clone(), grant.rights)))
-                .collect()
-        })
-        .unwrap_or_default()
+    db.live_grants(app)
 }
 
 /// What `app` may reach now, as the store's caller: every scope it holds

@@ -150,8 +150,13 @@ struct Clocked {
 
 impl Clocked {
     fn new() -> Self {
+        Self::at(basic_store::now_ms())
+    }
+
+    /// A database whose clock reads `now_ms`.
+    fn at(now_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(basic_store::now_ms()));
+        let now = Arc::new(AtomicU64::new(now_ms));
         let clock = Arc::clone(&now);
         let environment =
             Environment::simulated(Arc::new(move || clock.load(Ordering::SeqCst)), [1; 32]);
@@ -371,4 +376,59 @@ fn pending_requests_are_capped() {
     device.advance(REQUEST_TTL_MS + 1);
     let ask = AccessFrame::Ask(device.ask(&late, "Late", &[("todo", Rights::Read)]));
     assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+}
+
+/// protocol-spec/vectors/access.json, replayed against a real device.
+#[test]
+fn the_access_vectors_are_answered_as_the_spec_says() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol-spec/vectors/access.json");
+    let vectors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let bytes = |value: &serde_json::Value| hex::decode(value.as_str().unwrap()).unwrap();
+    let now = vectors["now_ms"].as_u64().unwrap();
+    let transport = bytes(&vectors["device_transport"]);
+    let ask = bytes(&vectors["ask"]["signed"]["frame"]);
+    let poll = bytes(&vectors["poll"]["signed"]["frame"]);
+
+    let device = Clocked::at(now);
+    assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
+    assert_eq!(device.db.answer_access(&poll, &transport), AccessAnswer::Pending);
+    assert_eq!(device.db.access_requests().unwrap()[0].1.name, "Groceries");
+
+    for answer in vectors["answers"].as_array().unwrap() {
+        let decoded = AccessAnswer::from_bytes(&bytes(&answer["bytes"]), 1 << 20).unwrap();
+        assert_eq!(decoded.to_bytes(), bytes(&answer["bytes"]));
+        let kind = match decoded {
+            AccessAnswer::Pending => "pending",
+            AccessAnswer::Granted(_) => "granted",
+            AccessAnswer::Denied => "denied",
+            AccessAnswer::Expired => "expired",
+            AccessAnswer::Refused(_) => "refused",
+        };
+        assert_eq!(kind, answer["answer"]);
+    }
+
+    for case in vectors["refused"].as_array().unwrap() {
+        let device = Clocked::at(now);
+        if !case["before"].as_str().unwrap().is_empty() && case["refusal"] == "replayed" {
+            assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
+            let (id, _) = device.db.access_requests().unwrap().remove(0);
+            device.db.deny(id).unwrap();
+        }
+        let got = refused(device.db.answer_access(&bytes(&case["frame"]), &transport));
+        let (name, detail) = match &got {
+            AccessRefusal::BadSignature => ("bad-signature", None),
+            AccessRefusal::Stale => ("stale", None),
+            AccessRefusal::Replayed => ("replayed", None),
+            AccessRefusal::UnknownScope(scope) => ("unknown-scope", Some(scope.as_str())),
+            AccessRefusal::BadName => ("bad-name", None),
+            AccessRefusal::BadScopes => ("bad-scopes", None),
+            AccessRefusal::Oversized => ("oversized", None),
+            AccessRefusal::Malformed(_) => ("malformed", None),
+            AccessRefusal::NoRequest => ("no-request", None),
+            other => panic!("{}: unexpected {other:?}", case["why"]),
+        };
+        assert_eq!(name, case["refusal"], "{}", case["why"]);
+        assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
+    }
 }

@@ -453,9 +453,11 @@ impl<S: Store> Database<S> {
     /// least the rights asked.
     fn covers(&self, app: &PublicKey, scopes: &BTreeMap<Name, Rights>) -> bool {
         let grants = self.live_grants(app);
-        scopes.iter().all(|(scope, rights)| match (grants.get(scope), rights) {
-            (Some(Rights::ReadWrite), _) | (Some(Rights::Read), Rights::Read) => true,
-            _ => false,
+        scopes.iter().all(|(scope, rights)| {
+            matches!(
+                (grants.get(scope), rights),
+                (Some(Rights::ReadWrite), _) | (Some(Rights::Read), Rights::Read)
+            )
         })
     }
 
@@ -471,10 +473,10 @@ impl<S: Store> Database<S> {
         frame: &[u8],
         device_transport: &[u8],
     ) -> Result<AccessAnswer, AccessRefusal> {
-        let frame = AccessFrame::from_bytes(frame)?;
         if self.is_removed() {
             return Err(AccessRefusal::NotADevice);
         }
+        let frame = AccessFrame::from_bytes(frame)?;
         let (verifies, issued_ms) = match &frame {
             AccessFrame::Ask(ask) => (ask.verifies(device_transport), ask.issued_ms),
             AccessFrame::Poll(poll) => (poll.verifies(device_transport), poll.issued_ms),
