@@ -121,7 +121,8 @@ fn forged_misaddressed_oversized_and_garbage_frames_are_refused_over_the_network
     assert_eq!(refusal(app.send(AccessFrame::Ask(ask).to_bytes())), AccessRefusal::BadSignature);
     // Over the frame cap, but under the transport's: a typed refusal.
     assert_eq!(refusal(app.send(vec![0x80; 9 << 10])), AccessRefusal::Oversized);
-    // Over the transport's cap: dropped unread.
+    // Over the transport's cap (64 KiB on this protocol): it never leaves
+    // (the device would drop it unread).
     assert!(app.send(vec![0x80; 100 << 10]).is_err());
     // Garbage.
     assert!(matches!(refusal(app.send(vec![0xff; 40])), AccessRefusal::Malformed(_)));
