@@ -267,7 +267,10 @@ fn an_unanswered_request_expires_and_the_app_is_told() {
     let app = SecretKey::from_seed([62; 32]);
     let ask = AccessFrame::Ask(device.ask(&app, "Slow", &[("todo", Rights::Read)]));
     assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    let (id, _) = device.db.access_requests().unwrap().remove(0);
     device.advance(REQUEST_TTL_MS + 1);
+    assert!(device.db.approve(id).is_err(), "an expired request cannot be approved");
+    assert!(device.db.apps().unwrap().is_empty());
     assert!(device.db.access_requests().unwrap().is_empty(), "an expired request is not shown");
     assert_eq!(device.poll(&app), AccessAnswer::Expired);
     assert_eq!(refused(device.answer(&ask)), AccessRefusal::Stale);
