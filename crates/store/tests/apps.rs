@@ -435,3 +435,37 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
         assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
     }
 }
+
+#[test]
+fn a_removed_device_answers_no_app() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = todo_db(a_dir.path());
+    let invite = a.invite(vec![], 60_000).unwrap();
+    let request = Database::prepare_join(b_dir.path(), &invite).unwrap();
+    a.accept_join(&request).unwrap();
+    let b = Database::finish_join(b_dir.path(), &a.control_ops().unwrap()).unwrap();
+    let app = SecretKey::from_seed([68; 32]);
+    let ask = |db: &Database| {
+        let ask = AccessAsk::sign(
+            &app,
+            DEVICE,
+            "App".into(),
+            scopes_of(&[("todo", Rights::Read)]),
+            basic_store::now_ms(),
+        );
+        db.answer_access(&AccessFrame::Ask(ask).to_bytes(), DEVICE)
+    };
+    assert_eq!(ask(&b), AccessAnswer::Pending, "a device answers");
+
+    a.remove_device(b.device()).unwrap();
+    b.ingest_ops(&a.control_ops().unwrap()).unwrap();
+    assert!(b.is_removed());
+    // Whatever it is sent, even a valid poll from an app it knows.
+    assert_eq!(refused(ask(&b)), AccessRefusal::NotADevice);
+    let poll = AccessPoll::sign(&app, DEVICE, basic_store::now_ms());
+    assert_eq!(
+        refused(b.answer_access(&AccessFrame::Poll(poll).to_bytes(), DEVICE)),
+        AccessRefusal::NotADevice
+    );
+    assert_eq!(refused(b.answer_access(b"\xff", DEVICE)), AccessRefusal::NotADevice);
+}
