@@ -96,6 +96,14 @@ fn an_app_asks_over_the_network_and_builds_its_replica_once_approved() {
     assert!(!replica.auth_state().scope_keys(&app.key, &todo, 0).is_empty(), "its key");
     let apps = a_data.basic(&["app", "list"]).ok();
     assert!(apps.contains("Groceries"), "{apps}");
+
+    // Another app, denied: told so.
+    let other = App::new(&code.addresses[0], 5);
+    assert_eq!(other.ask("Tracker"), AccessAnswer::Pending);
+    let requests = a_data.basic(&["app", "requests"]).ok();
+    let id = requests.split_whitespace().next().expect("request id");
+    assert!(a_data.basic(&["app", "deny", id]).ok().contains("denied \"Tracker\""));
+    assert_eq!(other.poll(), AccessAnswer::Denied);
 }
 
 #[test]
