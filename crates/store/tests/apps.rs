@@ -150,8 +150,13 @@ struct Clocked {
 
 impl Clocked {
     fn new() -> Self {
+        Self::at(basic_store::now_ms())
+    }
+
+    /// A database whose clock reads `now_ms`.
+    fn at(now_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(basic_store::now_ms()));
+        let now = Arc::new(AtomicU64::new(now_ms));
         let clock = Arc::clone(&now);
         let environment =
             Environment::simulated(Arc::new(move || clock.load(Ordering::SeqCst)), [1; 32]);
@@ -262,7 +267,10 @@ fn an_unanswered_request_expires_and_the_app_is_told() {
     let app = SecretKey::from_seed([62; 32]);
     let ask = AccessFrame::Ask(device.ask(&app, "Slow", &[("todo", Rights::Read)]));
     assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+    let (id, _) = device.db.access_requests().unwrap().remove(0);
     device.advance(REQUEST_TTL_MS + 1);
+    assert!(device.db.approve(id).is_err(), "an expired request cannot be approved");
+    assert!(device.db.apps().unwrap().is_empty());
     assert!(device.db.access_requests().unwrap().is_empty(), "an expired request is not shown");
     assert_eq!(device.poll(&app), AccessAnswer::Expired);
     assert_eq!(refused(device.answer(&ask)), AccessRefusal::Stale);
@@ -371,4 +379,93 @@ fn pending_requests_are_capped() {
     device.advance(REQUEST_TTL_MS + 1);
     let ask = AccessFrame::Ask(device.ask(&late, "Late", &[("todo", Rights::Read)]));
     assert_eq!(device.answer(&ask), AccessAnswer::Pending);
+}
+
+/// protocol-spec/vectors/access.json, replayed against a real device.
+#[test]
+fn the_access_vectors_are_answered_as_the_spec_says() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol-spec/vectors/access.json");
+    let vectors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let bytes = |value: &serde_json::Value| hex::decode(value.as_str().unwrap()).unwrap();
+    let now = vectors["now_ms"].as_u64().unwrap();
+    let transport = bytes(&vectors["device_transport"]);
+    let ask = bytes(&vectors["ask"]["signed"]["frame"]);
+    let poll = bytes(&vectors["poll"]["signed"]["frame"]);
+
+    let device = Clocked::at(now);
+    assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
+    assert_eq!(device.db.answer_access(&poll, &transport), AccessAnswer::Pending);
+    assert_eq!(device.db.access_requests().unwrap()[0].1.name, "Groceries");
+
+    for answer in vectors["answers"].as_array().unwrap() {
+        let decoded = AccessAnswer::from_bytes(&bytes(&answer["bytes"]), 1 << 20).unwrap();
+        assert_eq!(decoded.to_bytes(), bytes(&answer["bytes"]));
+        let kind = match decoded {
+            AccessAnswer::Pending => "pending",
+            AccessAnswer::Granted(_) => "granted",
+            AccessAnswer::Denied => "denied",
+            AccessAnswer::Expired => "expired",
+            AccessAnswer::Refused(_) => "refused",
+        };
+        assert_eq!(kind, answer["answer"]);
+    }
+
+    for case in vectors["refused"].as_array().unwrap() {
+        let device = Clocked::at(now);
+        if !case["before"].as_str().unwrap().is_empty() && case["refusal"] == "replayed" {
+            assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
+            let (id, _) = device.db.access_requests().unwrap().remove(0);
+            device.db.deny(id).unwrap();
+        }
+        let got = refused(device.db.answer_access(&bytes(&case["frame"]), &transport));
+        let (name, detail) = match &got {
+            AccessRefusal::BadSignature => ("bad-signature", None),
+            AccessRefusal::Stale => ("stale", None),
+            AccessRefusal::Replayed => ("replayed", None),
+            AccessRefusal::UnknownScope(scope) => ("unknown-scope", Some(scope.as_str())),
+            AccessRefusal::BadName => ("bad-name", None),
+            AccessRefusal::BadScopes => ("bad-scopes", None),
+            AccessRefusal::Oversized => ("oversized", None),
+            AccessRefusal::Malformed(_) => ("malformed", None),
+            AccessRefusal::NoRequest => ("no-request", None),
+            other => panic!("{}: unexpected {other:?}", case["why"]),
+        };
+        assert_eq!(name, case["refusal"], "{}", case["why"]);
+        assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
+    }
+}
+
+#[test]
+fn a_removed_device_answers_no_app() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = todo_db(a_dir.path());
+    let invite = a.invite(vec![], 60_000).unwrap();
+    let request = Database::prepare_join(b_dir.path(), &invite).unwrap();
+    a.accept_join(&request).unwrap();
+    let b = Database::finish_join(b_dir.path(), &a.control_ops().unwrap()).unwrap();
+    let app = SecretKey::from_seed([68; 32]);
+    let ask = |db: &Database| {
+        let ask = AccessAsk::sign(
+            &app,
+            DEVICE,
+            "App".into(),
+            scopes_of(&[("todo", Rights::Read)]),
+            basic_store::now_ms(),
+        );
+        db.answer_access(&AccessFrame::Ask(ask).to_bytes(), DEVICE)
+    };
+    assert_eq!(ask(&b), AccessAnswer::Pending, "a device answers");
+
+    a.remove_device(b.device()).unwrap();
+    b.ingest_ops(&a.control_ops().unwrap()).unwrap();
+    assert!(b.is_removed());
+    // Whatever it is sent, even a valid poll from an app it knows.
+    assert_eq!(refused(ask(&b)), AccessRefusal::NotADevice);
+    let poll = AccessPoll::sign(&app, DEVICE, basic_store::now_ms());
+    assert_eq!(
+        refused(b.answer_access(&AccessFrame::Poll(poll).to_bytes(), DEVICE)),
+        AccessRefusal::NotADevice
+    );
+    assert_eq!(refused(b.answer_access(b"\xff", DEVICE)), AccessRefusal::NotADevice);
 }

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access;
 mod commits;
 mod control;
 pub mod errors;
@@ -52,6 +53,7 @@ pub fn generate() -> Vec<VectorFile> {
         VectorFile { name: "negative.json", content: negative::vectors() },
         VectorFile { name: "control.json", content: control::vectors() },
         VectorFile { name: "sync.json", content: sync::vectors() },
+        VectorFile { name: "access.json", content: access::vectors() },
     ]
 }
 

@@ -96,6 +96,14 @@ fn an_app_asks_over_the_network_and_builds_its_replica_once_approved() {
     assert!(!replica.auth_state().scope_keys(&app.key, &todo, 0).is_empty(), "its key");
     let apps = a_data.basic(&["app", "list"]).ok();
     assert!(apps.contains("Groceries"), "{apps}");
+
+    // Another app, denied: told so.
+    let other = App::new(&code.addresses[0], 5);
+    assert_eq!(other.ask("Tracker"), AccessAnswer::Pending);
+    let requests = a_data.basic(&["app", "requests"]).ok();
+    let id = requests.split_whitespace().next().expect("request id");
+    assert!(a_data.basic(&["app", "deny", id]).ok().contains("denied \"Tracker\""));
+    assert_eq!(other.poll(), AccessAnswer::Denied);
 }
 
 #[test]
@@ -121,7 +129,8 @@ fn forged_misaddressed_oversized_and_garbage_frames_are_refused_over_the_network
     assert_eq!(refusal(app.send(AccessFrame::Ask(ask).to_bytes())), AccessRefusal::BadSignature);
     // Over the frame cap, but under the transport's: a typed refusal.
     assert_eq!(refusal(app.send(vec![0x80; 9 << 10])), AccessRefusal::Oversized);
-    // Over the transport's cap: dropped unread.
+    // Over the transport's cap (64 KiB on this protocol): it never leaves
+    // (the device would drop it unread).
     assert!(app.send(vec![0x80; 100 << 10]).is_err());
     // Garbage.
     assert!(matches!(refusal(app.send(vec![0xff; 40])), AccessRefusal::Malformed(_)));

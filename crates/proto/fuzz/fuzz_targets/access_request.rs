@@ -3,7 +3,9 @@
 //! rights it asks for), recorded by `Database::request_access` and read back
 //! by `Database::access_requests`. Nothing may panic; a request that is
 //! accepted is listed, decoded from storage, exactly as recorded; it is
-//! then denied so that the next input starts from the same state.
+//! then denied so that the next input starts from the same state. The
+//! database has the example todo schema: a request for a scope it lacks is
+//! refused (`RequestError::UnknownScope`).
 
 #![no_main]
 
@@ -13,7 +15,7 @@ use basic_proto::Name;
 use basic_proto::Party;
 use basic_proto::control::Rights;
 use basic_proto::keys::SecretKey;
-use basic_store::AccessRequest;
+use basic_store::{AccessRequest, Format, Schema};
 use libfuzzer_sys::fuzz_target;
 
 /// The API's request body (field names and rights spelled as the node's).
@@ -41,10 +43,19 @@ fn request(data: &[u8]) -> Option<AccessRequest> {
     Some(AccessRequest { name: body.name, app, scopes })
 }
 
+/// A fresh world with the todo namespace.
+fn todo_world() -> world::World {
+    let world = world::fresh();
+    let schema = Schema::parse(include_str!("../../../../examples/todo.toml"), Format::Toml)
+        .expect("the example schema parses");
+    world.db.apply_schema(schema).expect("the example schema applies");
+    world
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(request) = request(data) else { return };
     let mut guard = world::lock();
-    let db = &guard.get_or_insert_with(world::fresh).db;
+    let db = &guard.get_or_insert_with(todo_world).db;
     let Ok(id) = db.request_access(request.clone()) else { return };
     let listed = db.access_requests().expect("stored requests decode");
     let (_, stored) = listed.iter().find(|(at, _)| *at == id).expect("the request is listed");

@@ -512,7 +512,43 @@ impl FromStr for AccessCode {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Decoding arbitrary bytes never panics, and what decodes encodes
+        /// back to itself.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(frame) = AccessFrame::from_bytes(&bytes) {
+                prop_assert_eq!(AccessFrame::from_bytes(&frame.to_bytes()), Ok(frame));
+            }
+            if let Ok(answer) = AccessAnswer::from_bytes(&bytes, 1 << 20) {
+                prop_assert_eq!(AccessAnswer::from_bytes(&answer.to_bytes(), 1 << 20), Ok(answer));
+            }
+            let _ = String::from_utf8_lossy(&bytes).parse::<AccessCode>();
+        }
+
+        /// Every signed ask round-trips and verifies for its device only.
+        #[test]
+        fn signed_asks_round_trip(
+            name in ".{0,80}",
+            scopes in proptest::collection::btree_map("[a-z][a-z0-9_]{0,20}", any::<bool>(), 0..40),
+            issued_ms in any::<u64>(),
+            seed in any::<[u8; 32]>(),
+        ) {
+            let app = SecretKey::from_seed(seed);
+            let scopes = scopes
+                .into_iter()
+                .map(|(s, rw)| (Name::new(s).unwrap(), if rw { Rights::ReadWrite } else { Rights::Read }))
+                .collect();
+            let ask = AccessAsk::sign(&app, b"device", name, scopes, issued_ms);
+            let frame = AccessFrame::Ask(ask.clone());
+            prop_assert_eq!(AccessFrame::from_bytes(&frame.to_bytes()), Ok(frame));
+            prop_assert!(ask.verifies(b"device") && !ask.verifies(b"devicf"));
+        }
+    }
 
     fn todo() -> BTreeMap<Name, Rights> {
         BTreeMap::from([(Name::new("todo").unwrap(), Rights::ReadWrite)])

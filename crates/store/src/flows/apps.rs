@@ -338,11 +338,8 @@ impl<S: Store> Database<S> {
         let mut changed = false;
         for (key, pending) in self.pending_requests()? {
             if now > pending.received_ms.saturating_add(REQUEST_TTL_MS) {
-                batch.delete(key);
+                close(&mut batch, key, &pending);
                 batch.put(layout::answered(&pending.request.app.key), ended(Ended::Expired, now));
-                if let Some((id, issued)) = pending.ask {
-                    batch.put(layout::asked(&id), issued.to_be_bytes().to_vec());
-                }
                 changed = true;
             }
         }
@@ -389,7 +386,8 @@ impl<S: Store> Database<S> {
             self.grant(pending.request.app, scope.clone(), *rights)?;
         }
         let app = pending.request.app.key;
-        let mut batch = self.answer(key, &pending);
+        let mut batch = Batch::default();
+        close(&mut batch, key, &pending);
         batch.delete(layout::answered(&app));
         batch.put(layout::app_name(&app), pending.request.name.clone().into_bytes());
         let store = self.replica().store();
@@ -403,7 +401,8 @@ impl<S: Store> Database<S> {
     pub fn deny(&self, id: RequestId) -> Result<AccessRequest, DbError> {
         let _one = one_at_a_time();
         let (key, pending) = self.pending(id)?;
-        let mut batch = self.answer(key, &pending);
+        let mut batch = Batch::default();
+        close(&mut batch, key, &pending);
         let now = self.environment().now_ms();
         batch.put(layout::answered(&pending.request.app.key), ended(Ended::Denied, now));
         let store = self.replica().store();
@@ -412,18 +411,9 @@ impl<S: Store> Database<S> {
         Ok(pending.request)
     }
 
-    /// The batch that closes the request stored at `key`: the request
-    /// goes, its ask (if any) is remembered as answered.
-    fn answer(&self, key: Vec<u8>, pending: &Pending) -> Batch {
-        let mut batch = Batch::default();
-        batch.delete(key);
-        if let Some((id, issued)) = pending.ask {
-            batch.put(layout::asked(&id), issued.to_be_bytes().to_vec());
-        }
-        batch
-    }
-
+    /// The request `id`, if it still waits (an expired one does not).
     fn pending(&self, id: RequestId) -> Result<(Vec<u8>, Pending), DbError> {
+        self.prune(self.environment().now_ms())?;
         self.pending_requests()?
             .into_iter()
             .find(|(_, p)| p.request.id() == id)
@@ -473,10 +463,10 @@ impl<S: Store> Database<S> {
         frame: &[u8],
         device_transport: &[u8],
     ) -> Result<AccessAnswer, AccessRefusal> {
-        let frame = AccessFrame::from_bytes(frame)?;
         if self.is_removed() {
             return Err(AccessRefusal::NotADevice);
         }
+        let frame = AccessFrame::from_bytes(frame)?;
         let (verifies, issued_ms) = match &frame {
             AccessFrame::Ask(ask) => (ask.verifies(device_transport), ask.issued_ms),
             AccessFrame::Poll(poll) => (poll.verifies(device_transport), poll.issued_ms),
@@ -523,7 +513,8 @@ impl<S: Store> Database<S> {
                 return Ok(AccessAnswer::Pending);
             }
             // Approved on another device: the grants came by sync.
-            let batch = self.answer(layout::request(app), &pending);
+            let mut batch = Batch::default();
+            close(&mut batch, layout::request(app), &pending);
             store.apply(batch).and_then(|()| store.flush()).map_err(device_error)?;
             return self.granted();
         }
@@ -581,6 +572,15 @@ impl<S: Store> Database<S> {
             }
         }
         Ok(written)
+    }
+}
+
+/// Adds to `batch` the closing of the request stored at `key`: the
+/// request goes, its ask (if any) is remembered as answered.
+fn close(batch: &mut Batch, key: Vec<u8>, pending: &Pending) {
+    batch.delete(key);
+    if let Some((id, issued)) = pending.ask {
+        batch.put(layout::asked(&id), issued.to_be_bytes().to_vec());
     }
 }
 
