@@ -16,6 +16,7 @@
 //! runs two real nodes (this executable as the `basic` command) on
 //! loopback.
 
+mod client;
 mod compare;
 mod fixture;
 mod ingest;
@@ -56,6 +57,8 @@ enum Scenario {
     Query,
     /// A second device pulls 100k rows through the sync protocol, then one new row.
     Sync,
+    /// An app's replica (basic-client) pulls the same 100k rows; opens, queries, memory.
+    Client,
     /// Two `basic up` nodes over libp2p on loopback: a write on one seen live on the other.
     Live,
     /// Each figure beside its anchor (automerge-rs, SQLite, sled, the disk), same run.
@@ -69,6 +72,18 @@ fn main() -> ExitCode {
         // A node of the `live` scenario: the `basic` command.
         return basic::main();
     }
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|arg| arg == client::RSS_ARG) {
+        // The memory probe of the `client` scenario, in a process of its own.
+        let dir = argv.next().map(std::path::PathBuf::from).unwrap_or_default();
+        return match client::rss_of(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("basic-bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     let reporter = report::Reporter { json: args.json };
     let scenarios: &[Scenario] = match args.scenario {
@@ -77,6 +92,7 @@ fn main() -> ExitCode {
             Scenario::Write,
             Scenario::Query,
             Scenario::Sync,
+            Scenario::Client,
             Scenario::Live,
             Scenario::Compare,
         ],
@@ -88,6 +104,7 @@ fn main() -> ExitCode {
             Scenario::Write => write::run(&reporter, args.quick),
             Scenario::Query => query::run(&reporter, args.quick),
             Scenario::Sync => sync::run(&reporter, args.quick),
+            Scenario::Client => client::run(&reporter, args.quick),
             Scenario::Live => {
                 live::run(&reporter, args.quick).map_err(|e| -> Box<dyn std::error::Error> { e })
             }

@@ -1,0 +1,143 @@
+//! `client`: the light client's figures beside a device's, same run.
+//!
+//! A device holds 100k rows of `bench.items`. A second device pulls them
+//! (the device figure), then an app granted `bench` builds its replica on
+//! disk as `basic-client` does and pulls the same scope, through the same
+//! sync protocol and store (frames passed in memory). Then the app's
+//! replica is opened and queried once (open + first query), right after
+//! the sync and again, and a fresh process opens it and reports its
+//! resident memory. The example
+//! app's release size is reported if it was built
+//! (`cargo build --release -p todo-app`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use basic_client::AppView;
+use basic_proto::control::Rights;
+use basic_proto::{Party, SecretKey, Value as Cell};
+use basic_store::Database;
+use basic_store::sync::LocalLink;
+use serde_json::Value;
+
+use crate::fixture;
+use crate::report::{Reporter, millis, per_second};
+
+type Error = Box<dyn std::error::Error>;
+
+/// Rows per commit.
+const ROWS_PER_COMMIT: i64 = 1000;
+/// The hidden argument under which this binary measures a client's memory.
+pub(crate) const RSS_ARG: &str = "--client-rss-of";
+/// The query an app runs first.
+const FIRST_QUERY: &str = "SELECT count(*), max(n) FROM items";
+
+pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
+    let commits = if quick { 5 } else { 100 };
+    let rows = commits as i64 * ROWS_PER_COMMIT;
+    let source = fixture::open()?;
+    reporter.note(&format!("client: writing {rows} rows in {commits} commits"));
+    let written = fixture::foreign_commits(&source.db, &source.key, commits, ROWS_PER_COMMIT, 3);
+    let encoded: Vec<Vec<u8>> = written.iter().map(|c| c.as_bytes().to_vec()).collect();
+    for outcome in source.db.ingest(&encoded)? {
+        outcome?;
+    }
+
+    // The device figure.
+    let device_dir = tempfile::tempdir()?;
+    let invite = source.db.invite(Vec::new(), 60_000)?;
+    let request = Database::prepare_join(device_dir.path(), &invite)?;
+    source.db.accept_join(&request)?;
+    let device = Database::finish_join(device_dir.path(), &source.db.control_ops()?)?;
+    let device_secs = first_sync(&device, &source.db)?;
+    drop(device);
+
+    // The app's replica, as `Client::request_access` builds it.
+    let app = SecretKey::generate(&mut rand::rng());
+    source.db.grant(Party::of(&app), fixture::scope(), Rights::Read)?;
+    let app_dir = tempfile::tempdir()?;
+    let client =
+        Database::replicate(app_dir.path(), source.db.id(), &app, &source.db.control_ops()?)?;
+    let client_secs = first_sync(&client, &source.db)?;
+    let held = AppView::new(&client)?.query("SELECT count(*) FROM items", &[])?;
+    if held.rows.first().and_then(|r| r.first()) != Some(&Cell::Integer(rows)) {
+        return Err(format!("the app holds {:?} rows, not {rows}", held.rows).into());
+    }
+    drop(client);
+
+    // The first open after a big sync replays sled's log since its last
+    // snapshot; an app's usual start is the next one.
+    let (after_sync, after_sync_query) = open_and_query(app_dir.path())?;
+    let (opened, first_query) = open_and_query(app_dir.path())?;
+    let rss = resident_memory_of_a_client(app_dir.path())?;
+    let mut figures = vec![
+        ("rows", rows.into()),
+        ("client_first_sync_rows_per_s", per_second(rows as f64, client_secs)),
+        ("device_first_sync_rows_per_s", per_second(rows as f64, device_secs)),
+        // Above 1: the client's first sync is faster than the device's.
+        (
+            "client_speed_vs_device",
+            Value::from((device_secs / client_secs * 100.0).round() / 100.0),
+        ),
+        ("open_and_first_query_after_sync_ms", millis(after_sync + after_sync_query)),
+        ("open_and_first_query_ms", millis(opened + first_query)),
+        ("client_rss_mib", Value::from((rss as f64 / 1048576.0).round())),
+    ];
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/todo-app");
+    match std::fs::metadata(&example) {
+        Ok(meta) => figures.push(("example_release_mib", mib(meta.len()))),
+        Err(_) => reporter
+            .note("client: the example app's size needs `cargo build --release -p todo-app` first"),
+    }
+    reporter.result("client", &figures);
+    Ok(())
+}
+
+/// Pulls everything of `from` into `into`; returns the seconds it took.
+fn first_sync(into: &Database, from: &Database) -> Result<f64, Error> {
+    let mut link = LocalLink::new(into, from)?;
+    let start = Instant::now();
+    link.run(into, from, 0)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Opens the app's replica in `dir` and runs its first query, timed apart.
+fn open_and_query(dir: &Path) -> Result<(Duration, Duration), Error> {
+    let start = Instant::now();
+    let db = Database::open(dir)?;
+    let view = AppView::new(&db)?;
+    let opened = start.elapsed();
+    let start = Instant::now();
+    view.query(FIRST_QUERY, &[])?;
+    Ok((opened, start.elapsed()))
+}
+
+/// Runs this binary on the app's replica in `dir` ([`rss_of`]) and reads
+/// the resident memory it reports, in bytes.
+fn resident_memory_of_a_client(dir: &Path) -> Result<u64, Error> {
+    let out =
+        std::process::Command::new(std::env::current_exe()?).arg(RSS_ARG).arg(dir).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| format!("the memory probe said {text:?} ({})", out.status).into())
+}
+
+/// In a fresh process: opens the app's replica in `dir`, queries it, and
+/// prints the process's resident memory in bytes (Linux: `VmRSS`).
+pub(crate) fn rss_of(dir: &Path) -> Result<(), Error> {
+    let db = Database::open(dir)?;
+    AppView::new(&db)?.query(FIRST_QUERY, &[])?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in /proc/self/status (Linux only)")?;
+    println!("{}", kib * 1024);
+    Ok(())
+}
+
+fn mib(bytes: u64) -> Value {
+    Value::from((bytes as f64 / 1048576.0 * 10.0).round() / 10.0)
+}
