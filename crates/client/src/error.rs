@@ -40,6 +40,16 @@ pub enum ClientError {
     /// The directory holds no replica yet: ask for access first.
     #[error("{0} holds no replica: ask the user for access first (Client::request_access)")]
     NotConnected(PathBuf),
+    /// The directory's replica cannot be read: nothing is served from it.
+    #[error(
+        "the replica in {path} is damaged ({cause}): remove the directory and ask for access again"
+    )]
+    Damaged {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        cause: Box<DbError>,
+    },
     /// The directory already holds a replica: open it instead.
     #[error("{0} already holds a replica: open it with Client::open")]
     AlreadyConnected(PathBuf),

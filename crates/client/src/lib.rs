@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use basic_net::{Config, Event, Multiaddr, Net, PeerId};
+use basic_net::{Config, Event, Net, PeerId};
 use basic_peer::{Hooks, Peering, Shown};
 use basic_proto::PublicKey;
 use basic_store::{Database, DbError, Environment, MemStore, SledStore, Store};
@@ -61,6 +61,7 @@ use tokio::task::JoinHandle;
 
 pub use access::{AccessStatus, Ask};
 pub use app_view::{Access, AppView};
+pub use basic_net::Multiaddr;
 pub use basic_proto::Value;
 pub use basic_store::{AccessCode, AccessRefusal, Executed, LiveError, Rows, WriteOutcome};
 pub use error::ClientError;
@@ -75,8 +76,13 @@ const REPLICA: &str = "replica";
 /// How often [`Client::flush`] asks its peers again what they hold.
 const FLUSH_POLL: Duration = Duration::from_millis(300);
 
-/// How far each peer showed it holds the app's own log: peer → seq.
-type Held = HashMap<PeerId, u64>;
+/// How far each peer showed it holds the app's own log (peer → seq), and
+/// how many sync rounds completed.
+#[derive(Debug, Default)]
+struct Held {
+    seqs: HashMap<PeerId, u64>,
+    rounds: u64,
+}
 
 /// What the client hears of its sessions: how much of the app's own log
 /// each peer showed it holds, at the end of each round.
@@ -89,7 +95,10 @@ struct ClientHooks {
 impl Hooks for ClientHooks {
     fn remember(&self, peer: PeerId, shown: Shown) {
         let seq = shown.heads.get(&self.app).map_or(0, |(max, _)| *max);
-        self.held.send_if_modified(|all| all.insert(peer, seq) != Some(seq));
+        self.held.send_modify(|held| {
+            held.seqs.insert(peer, seq);
+            held.rounds += 1;
+        });
     }
 }
 
@@ -163,6 +172,13 @@ impl Client<SledStore> {
     /// Opens the replica that [`Client::request_access`] built in `dir`
     /// and starts syncing it with the devices its access code names.
     pub async fn open(dir: &Path) -> Result<Self, ClientError> {
+        Self::open_with_peers(dir, &[]).await
+    }
+
+    /// [`Client::open`], also dialling `peers`: a pinning peer's address,
+    /// say (`…/p2p/12D3…`), through which the app syncs when none of the
+    /// user's devices is reachable.
+    pub async fn open_with_peers(dir: &Path, peers: &[Multiaddr]) -> Result<Self, ClientError> {
         if !dir.join(REPLICA).exists() {
             return Err(ClientError::NotConnected(dir.to_owned()));
         }
@@ -172,7 +188,13 @@ impl Client<SledStore> {
             let text = std::fs::read_to_string(&path).map_err(|error| io(&path, error))?;
             let code: AccessCode =
                 text.trim().parse().map_err(|e| ClientError::BadCode(format!("{e}")))?;
-            let db = Database::open(&dir)?;
+            let db = match Database::open(&dir) {
+                Ok(db) => db,
+                Err(error @ DbError::InUse(_)) => return Err(error.into()),
+                Err(cause) => {
+                    return Err(ClientError::Damaged { path: dir.clone(), cause: Box::new(cause) });
+                }
+            };
             if db.id() != code.database {
                 return Err(ClientError::BadCode(format!(
                     "{} names another database than the replica's",
@@ -182,7 +204,8 @@ impl Client<SledStore> {
             Ok((db, code))
         })
         .await?;
-        let (_, addresses) = access::devices(&code)?;
+        let (_, mut addresses) = access::devices(&code)?;
+        addresses.extend(peers.iter().cloned());
         let (net, events) = start_net(addresses).await?;
         Self::start(db, net, events, None).await
     }
@@ -243,7 +266,7 @@ impl<S: Store + Send + Sync + 'static> Client<S> {
             move || Ok(db.member_key()?.public())
         })
         .await?;
-        let (held_tx, held) = watch::channel(Held::new());
+        let (held_tx, held) = watch::channel(Held::default());
         let hooks = Arc::new(ClientHooks { app, held: held_tx });
         let peering = {
             let (db, net) = (Arc::clone(&db), net.clone());
@@ -311,7 +334,7 @@ impl<S: Store + Send + Sync + 'static> Client<S> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut held = self.held.clone();
         loop {
-            if written == 0 || held.borrow_and_update().values().any(|seq| *seq >= written) {
+            if written == 0 || held.borrow_and_update().seqs.values().any(|seq| *seq >= written) {
                 return Ok(true);
             }
             let now = tokio::time::Instant::now();
@@ -322,6 +345,18 @@ impl<S: Store + Send + Sync + 'static> Client<S> {
             self.peering.resync_now();
             let _ = tokio::time::timeout_at(deadline.min(now + FLUSH_POLL), held.changed()).await;
         }
+    }
+
+    /// Waits, at most `timeout`, until a sync round with one of the user's
+    /// devices or pinning peers completes, so that the replica holds what
+    /// they held when it started; false if none did in time. An app that
+    /// shows its data once and exits calls this first.
+    pub async fn sync(&self, timeout: Duration) -> bool {
+        let mut held = self.held.clone();
+        let before = held.borrow_and_update().rounds;
+        self.peering.resync_now();
+        let round = held.wait_for(|held| held.rounds > before);
+        matches!(tokio::time::timeout(timeout, round).await, Ok(Ok(_)))
     }
 
     /// Runs a `SELECT` over the replica.

@@ -131,6 +131,7 @@ async fn session<S: Store + Send + Sync + 'static>(
     let mut changes = context.changes.clone();
     changes.mark_unchanged();
     let mut resync = context.resync.subscribe();
+    let mut resync_asked = false;
     let heads = previous.as_ref().map(|s| s.heads.clone()).unwrap_or_default();
     let mut state = blocking(context, move |db| Session::open(db, config, heads)).await?;
     let mut input = Input::Idle;
@@ -147,7 +148,7 @@ async fn session<S: Store + Send + Sync + 'static>(
         if changed {
             changes.mark_unchanged();
         }
-        if resync.has_changed().unwrap_or(false) {
+        if std::mem::take(&mut resync_asked) || resync.has_changed().unwrap_or(false) {
             resync.mark_unchanged();
             state.resync_now();
         }
@@ -202,8 +203,9 @@ async fn session<S: Store + Send + Sync + 'static>(
                 watching = changed.is_ok();
                 woken = watching;
             }
-            // Asked for a round now: it is started at the next step.
-            _ = resync.changed() => {}
+            // Asked for a round now: it is started at the next step
+            // (`changed()` marks it seen).
+            asked = resync.changed() => resync_asked = asked.is_ok(),
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -470,3 +470,36 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
         );
     });
 }
+
+#[test]
+fn a_pinning_peer_takes_an_apps_commits_from_the_app_itself() {
+    let (_a_dir, a, _b_dir, b) = two_devices();
+    a.execute("INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", &[], None).unwrap();
+    let pinner_key = basic_proto::SecretKey::from_seed([78; 32]);
+    a.add_pinner(pinner_key.public()).unwrap();
+    let app_key = basic_proto::SecretKey::from_seed([79; 32]);
+    a.grant(
+        basic_proto::Party::of(&app_key),
+        basic_proto::Name::new("todo").unwrap(),
+        basic_proto::control::Rights::ReadWrite,
+    )
+    .unwrap();
+    let (pinner_view, app_view) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pinner = app_replica(&pinner_view, a.id(), &pinner_key, &a.control_ops().unwrap());
+    let app = app_replica(&app_view, a.id(), &app_key, &a.control_ops().unwrap());
+    LocalLink::new(&app, &a).unwrap().run(&app, &a, 0).unwrap();
+    LocalLink::new(&a, &pinner).unwrap().run(&a, &pinner, 0).unwrap();
+    // The app writes; the pinning peer pulls it from the app, the other
+    // device from the pinning peer.
+    app.execute("INSERT INTO todo.items (id, list, title) VALUES ('e', 'home', 'eggs')", &[], None)
+        .unwrap();
+    let run = LocalLink::new(&pinner, &app).unwrap().run(&pinner, &app, 0).unwrap();
+    assert!(run.received >= 1, "{run:?}");
+    assert_eq!(
+        pinner.replica().log(&app_key.public()).unwrap().len(),
+        app.replica().log(&app_key.public()).unwrap().len(),
+        "the pinning peer holds the app's log"
+    );
+    LocalLink::new(&b, &pinner).unwrap().run(&b, &pinner, 0).unwrap();
+    assert!(titles(&b).iter().any(|row| row[1] == Value::Text("eggs".into())), "{:?}", titles(&b));
+}

@@ -22,6 +22,10 @@ struct Cli {
     /// Where the app keeps its identity and its replica.
     #[arg(long, env = "TODO_APP_DATA", global = true)]
     data: Option<PathBuf>,
+    /// Also sync with this peer (a pinning peer's address, `…/p2p/12D3…`);
+    /// repeatable.
+    #[arg(long = "peer", global = true, value_name = "ADDRESS")]
+    peers: Vec<basic_client::Multiaddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,7 +106,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let dir = data_dir(&cli)?;
     let client = match &cli.command {
         Command::Connect { code } => connect(&dir, code).await?,
-        _ => Client::open(&dir).await?,
+        _ => Client::open_with_peers(&dir, &cli.peers).await?,
     };
     if client.access() == Access::Revoked {
         println!("this app was revoked: the items it wrote stay in your database");
@@ -113,7 +117,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             println!("connected as {}", client.app_id());
             delivered(&client).await?;
         }
-        Command::List => print_items(&items(&client).await?),
+        Command::List => {
+            if !client.sync(DELIVERY_WAIT).await {
+                println!("(none of your devices answered: the list as this app last saw it)");
+            }
+            print_items(&items(&client).await?);
+        }
         Command::Add { title } => {
             let id = format!("{:016x}", rand::random::<u64>());
             client

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 
 use super::harness::{BASIC, Data, Guard, Node, Output, SYNC_TIMEOUT, wait_for};
+use super::pinner::authorised_pinner;
 use super::two_devices::{device_of, join, wait_in_sync};
 
 /// The example app, built from its library by this package.
@@ -36,6 +37,7 @@ impl App {
             .arg(self.dir.path().join("app"))
             .args(args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         command
     }
@@ -151,6 +153,47 @@ fn an_embedded_app_asks_syncs_writes_watches_and_is_revoked() {
     b.wait_rows(ITEMS, &expected);
 }
 
+/// Asks `node`'s device for access as `app`, and approves on `data`.
+fn connect(app: &App, data: &Data, node: &Node) {
+    let code = access_code(data);
+    let (mut connecting, out) = app.spawn(&["connect", &code], "connect.out");
+    let (id, _) = pending_request(node);
+    data.basic(&["app", "approve", &id]).ok();
+    let status = connecting.wait_for(APP_TIMEOUT).expect("connect ends once approved");
+    assert!(status.success(), "{}", read(&out));
+}
+
+#[test]
+fn an_embedded_app_syncs_through_a_pinning_peer_alone() {
+    let a_data = Data::with_todo(BASIC);
+    let (p_data, pin, database) = authorised_pinner(&a_data);
+    let p = p_data.pinner_up(&database);
+    let mut a = a_data.up(&[p.address()]);
+    wait_in_sync(&a, &pin);
+    let app = App::new();
+    connect(&app, &a_data, &a);
+    a.sql(
+        "INSERT INTO todo.items (id, list, title) VALUES ('from-a', 'inbox', 'bread from A')",
+        json!([]),
+    );
+    wait_in_sync(&a, &pin);
+    // The device goes away: from now on the app reaches the pinning peer only.
+    a.terminate();
+    let through_p = ["--peer", p.address()];
+    let listed = app.run(&[&through_p[..], &["list"]].concat()).ok();
+    assert!(listed.contains("bread from A"), "{listed}");
+    let added = app.run(&[&through_p[..], &["add", "eggs"]].concat());
+    assert!(
+        added.status.success()
+            && added.stdout.contains("added")
+            && !added.stdout.contains("saved here"),
+        "{added:?}"
+    );
+    // The device, back, takes the app's write from the pinning peer.
+    let a = a_data.up(&[p.address()]);
+    a.wait_rows(ITEMS, &json!([["bread from A", false], ["eggs", false]]));
+}
+
 #[test]
 fn bad_access_codes_and_a_tampered_directory_get_clear_errors() {
     let app = App::new();
@@ -159,10 +202,36 @@ fn bad_access_codes_and_a_tampered_directory_get_clear_errors() {
     let error = app.run(&["list"]).failed();
     assert!(error.contains("no replica") && error.contains("access"), "{error}");
 
-    // A directory whose replica was tampered with serves nothing.
+    // A directory whose access code was replaced serves nothing.
     let dir = app.dir.path().join("app");
     std::fs::create_dir_all(dir.join("replica")).expect("dir");
     std::fs::write(dir.join("access-code"), "garbage").expect("write");
     let error = app.run(&["list"]).failed();
     assert!(error.contains("access code"), "{error}");
+}
+
+#[test]
+fn a_client_directory_tampered_with_is_refused_with_a_clear_error() {
+    let a_data = Data::with_todo(BASIC);
+    let a = a_data.up(&[]);
+    let app = App::new();
+    connect(&app, &a_data, &a);
+    app.run(&["add", "milk"]).ok();
+    let dir = app.dir.path().join("app");
+    // Every byte of the replica's files flipped: nothing is served from it.
+    let replica = dir.join("replica");
+    for entry in std::fs::read_dir(&replica).expect("replica") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes: Vec<u8> = std::fs::read(&path).expect("read").iter().map(|b| !b).collect();
+            std::fs::write(&path, bytes).expect("write");
+        }
+    }
+    let out = app.run(&["list"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!out.stdout.contains("milk"), "{out:?}");
+    assert!(
+        out.stderr.contains("damaged") && out.stderr.contains("ask for access again"),
+        "{out:?}"
+    );
 }

@@ -124,7 +124,7 @@ pub(super) fn pinner_of(device: &Data) -> (Data, String, String) {
 /// A pinning peer's directory, made and authorised on the device of
 /// `device`; returns it, its `pin_…` id and the database id its first
 /// start needs.
-pub(super) fn authorised_pinner(device: &Data) -> (Data, String, String) {
+pub(crate) fn authorised_pinner(device: &Data) -> (Data, String, String) {
     let (pinner, pin, database) = pinner_of(device);
     device.basic(&["pin", "add", &pin]).ok();
     (pinner, pin, database)

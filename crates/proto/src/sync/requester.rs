@@ -612,6 +612,7 @@ impl Requester {
                     &sent,
                     their_digest == digest(&sent)
                         || (listed && !(more && commits.is_empty() && delta)),
+                    &their_digest,
                     frame,
                 );
                 let stored = store.ingest_commits(&commits)?;
@@ -705,11 +706,21 @@ impl Requester {
 
     /// Records what the peer shows and reports any author it now shows
     /// less of. Authors absent from `entries` are claimed equal to `ours`
-    /// when `complete` (the peer compared against our full list).
-    fn check_rollback(&mut self, entries: &[Entry], ours: &[Entry], complete: bool, frame: &[u8]) {
+    /// when `complete` (the peer compared against our full list) and that
+    /// accounts for the peer's digest: a peer lists only what it holds, so
+    /// an author it holds nothing of is absent too (sync.md §5).
+    fn check_rollback(
+        &mut self,
+        entries: &[Entry],
+        ours: &[Entry],
+        complete: bool,
+        their_digest: &[u8; 16],
+        frame: &[u8],
+    ) {
         let mut claims: Vec<(PublicKey, (u64, u64))> =
             entries.iter().map(|e| (e.author, (e.max, e.held.count))).collect();
-        if complete {
+        let accounted = || digest(&apply_changes(ours.to_vec(), entries.to_vec())) == *their_digest;
+        if complete && accounted() {
             claims.extend(
                 ours.iter()
                     .filter(|o| find(entries, &o.author).is_none())

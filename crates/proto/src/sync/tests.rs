@@ -524,6 +524,24 @@ fn a_rolled_back_peer_is_detected() {
 }
 
 #[test]
+fn an_author_the_peer_lacks_is_not_counted_as_shown() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let empty = s.store.clone();
+    let mut holding = s.store.clone();
+    write(&mut s, &mut holding, &laptop, None, 4);
+    // Only the holder's requester runs: the peer lists nothing of the
+    // laptop, which it does not hold — not "equal".
+    let mut pair = Pair::new(holding, &laptop, empty, &phone);
+    pair.next_round_of_a();
+    assert_eq!(pair.a.requester.shown().get(&laptop.public()), None);
+    // Once the peer holds it, the next round shows it.
+    pair.drive();
+    pair.next_round_of_a();
+    assert_eq!(pair.a.requester.shown().get(&laptop.public()), Some(&(4, 4)));
+}
+
+#[test]
 fn a_new_device_unknown_to_the_peer_sends_its_prelude() {
     let mut s = setup();
     let (laptop, tablet) = (s.world.laptop.clone(), key(4));
