@@ -405,21 +405,20 @@ fn print_app(app: &AppEntry) {
         println!("    {scope}: {}{revoked}", access(grant.rights));
     }
     let (commits, rows) = (app.written.commits, app.written.rows.values().sum::<usize>());
-    match &app.last_activity {
-        _ if commits == 0 => println!("    wrote nothing"),
-        last => {
-            let tables: Vec<String> =
-                app.written.rows.iter().map(|(table, n)| format!("{table} {n}")).collect();
-            let tables =
-                if tables.is_empty() { String::new() } else { format!(" ({})", tables.join(", ")) };
-            println!(
-                "    wrote {commits} commit{} touching {rows} row{}{tables}; last {}",
-                plural(commits),
-                plural(rows),
-                last.as_deref().unwrap_or("unknown")
-            );
-        }
+    if commits == 0 {
+        println!("    wrote nothing");
+        return;
     }
+    let tables: Vec<String> =
+        app.written.rows.iter().map(|(table, n)| format!("{table} {n}")).collect();
+    let tables =
+        if tables.is_empty() { String::new() } else { format!(" ({})", tables.join(", ")) };
+    println!(
+        "    wrote {commits} commit{} touching {rows} row{}{tables}; last {}",
+        plural(commits),
+        plural(rows),
+        app.last_activity.as_deref().unwrap_or("unknown")
+    );
 }
 
 /// `basic app …`.

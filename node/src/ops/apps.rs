@@ -274,7 +274,8 @@ pub struct GrantInfo {
 /// commits (whichever device or client made them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenInfo {
-    /// Its commits stored here.
+    /// Its commits stored here (not those refused past a revocation's
+    /// cut-off).
     pub commits: usize,
     /// The rows they touched, by table (of the commits this device can
     /// read; a table with none is absent).
