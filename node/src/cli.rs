@@ -331,7 +331,7 @@ pub enum AppCommand {
         /// The request id (see `basic app requests`).
         id: String,
     },
-    /// List apps with their grants.
+    /// List apps: their grants, how they write, what they wrote and when last.
     List,
     /// Revoke an app's access, to one scope or all; what it wrote stays.
     #[command(

@@ -5,7 +5,7 @@
 //!
 //! 1. files and words: [`paths`] (the data directory), [`error`],
 //!    [`ids`] (principals' text ids), [`status`], [`wire`], [`keystore`];
-//! 2. the node's own records: [`tokens`], [`attribution`], [`capability`],
+//! 2. the node's own records: [`tokens`], [`capability`],
 //!    [`peers`], [`join`];
 //! 3. [`node::Node`]: the database with those records — what operations
 //!    run against;
@@ -18,7 +18,6 @@
 
 pub mod access;
 pub mod api;
-pub mod attribution;
 pub mod backend;
 pub mod capability;
 pub mod cli;

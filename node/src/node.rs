@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use basic_store::{Database, DbError};
 
-use crate::attribution::AppWrites;
 use crate::paths::DataDir;
 use crate::peers::SavedPeers;
 use crate::status::NetworkStatus;
@@ -39,8 +38,6 @@ pub struct Node {
     pub owner: OwnerToken,
     /// App requests and tokens.
     pub apps: AppTokens,
-    /// The record of app writes.
-    pub writes: AppWrites,
     /// The pinning peers' addresses this device dials (`peers.json`).
     pub peers: SavedPeers,
     /// Network settings (empty unless running).
@@ -71,7 +68,6 @@ impl Node {
             db: Arc::new(db),
             owner: OwnerToken::load(&data.owner_token())?,
             apps: AppTokens::open(data.apps())?,
-            writes: AppWrites::new(data.app_writes()),
             peers: SavedPeers::open(data.peers())?,
             data,
             config,

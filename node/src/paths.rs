@@ -7,7 +7,6 @@
 //!   lock            held by the process that has the database open
 //!   owner-token     the owner's API token (mode 0600), made by `basic init`
 //!   apps.json       app access through the API: pending requests, token hashes
-//!   app-writes.jsonl  which app token made which commits (one line per write)
 //!   api.json        the running node's API and sync addresses; removed on clean shutdown
 //!   network-key     the node's libp2p identity (mode 0600), made by the first `basic up`
 //!   pinner-key      a pinning peer's principal (mode 0600), made by `basic pinner init`
@@ -15,6 +14,11 @@
 //!   shown.json      what each peer showed of each author's log (rollback detection)
 //!   status.json     a running pinning peer's status, for `basic status`; removed on clean shutdown
 //! ```
+//!
+//! An `app-writes.jsonl` left by an older version (which signed API apps'
+//! writes as the device and recorded here which app made them) is left
+//! alone and never read: apps' writes are now told apart by their
+//! signatures.
 //!
 //! The directory is mode 0700 and every file in it 0600: a directory that
 //! other users can reach is refused ([`DataDir::secure`]).
@@ -29,10 +33,9 @@ use serde::{Deserialize, Serialize};
 
 /// The files of the node in the data directory, all readable by their
 /// owner only (the database's own are the store's to keep private).
-const PRIVATE_FILES: [&str; 9] = [
+const PRIVATE_FILES: [&str; 8] = [
     "owner-token",
     "apps.json",
-    "app-writes.jsonl",
     "api.json",
     "network-key",
     "pinner-key",
@@ -131,11 +134,6 @@ impl DataDir {
     /// App requests and app token hashes.
     pub fn apps(&self) -> PathBuf {
         self.root.join("apps.json")
-    }
-
-    /// The record of app writes.
-    pub fn app_writes(&self) -> PathBuf {
-        self.root.join("app-writes.jsonl")
     }
 
     /// The running node's API address.

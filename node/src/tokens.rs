@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context;
+use basic_proto::PublicKey;
 use basic_proto::keys::{Principal, Role};
-use basic_proto::{Party, PublicKey, SecretKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -214,11 +214,4 @@ impl AppTokens {
 /// An app's principal id (`app_…`).
 pub fn app_id(key: &PublicKey) -> String {
     Principal { role: Role::App, key: *key }.to_string()
-}
-
-/// A new key pair for an app that asks through the API. The node keeps no
-/// secret of it: the key names the app's grants in the control log, and
-/// the node writes on the app's behalf as this device.
-pub fn new_app_party() -> Party {
-    Party::of(&SecretKey::generate(&mut rand::rng()))
 }

@@ -122,7 +122,14 @@ fn an_app_works_within_its_grant_until_revoked() {
 
     let apps = data.basic(&["app", "list"]).ok();
     assert!(apps.contains(&app) && apps.contains("todo: read-write"), "{apps}");
-    assert!(apps.contains("wrote 1 times"), "{apps}");
+    assert!(apps.contains("uses this node's API"), "{apps}");
+    assert!(apps.contains("wrote 1 commit touching 1 row (todo.lists 1); last 20"), "{apps}");
+    let (status, listed) = node.get("/v0/apps", Some(&owner));
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed[0]["custodial"], true, "{listed}");
+    assert_eq!(listed[0]["written"], json!({ "commits": 1, "rows": { "todo.lists": 1 } }));
+    let last = listed[0]["last_activity"].as_str().unwrap_or_default();
+    assert!(last.len() == 20 && last.ends_with('Z'), "RFC 3339: {listed}");
 
     data.basic(&["app", "revoke", &app]).ok();
     let (status, body) = node.sql_as(&token, "SELECT name FROM todo.lists", json!([]));
@@ -158,6 +165,74 @@ fn a_read_only_grant_cannot_write_and_a_denied_request_gets_no_token() {
     let (status, state) = node
         .get(&format!("/v0/apps/requests/{id}?secret={}", made["secret"].as_str().unwrap()), None);
     assert_eq!((status, state["status"].as_str()), (200, Some("denied")), "{state}");
+}
+
+/// The entry of `app` in `GET /v0/apps`.
+fn listed(node: &basic_testkit::Node, app: &str) -> Json {
+    let (status, apps) = node.get("/v0/apps", Some(&node.token));
+    assert_eq!(status, 200, "{apps}");
+    apps.as_array().unwrap().iter().find(|a| a["id"] == app).cloned().unwrap_or(Json::Null)
+}
+
+#[test]
+fn a_token_writes_only_as_its_own_app_in_its_own_log() {
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
+    let (x_token, x) = app_token(&data, &node, json!({ "todo": "read" }));
+    let (y_token, y) = app_token(&data, &node, json!({ "todo": "read_write" }));
+    assert_ne!(x, y);
+    let insert = "INSERT INTO todo.lists (id, name) VALUES (?, ?)";
+
+    // X may read only: its token does not borrow Y's grant on the same scope.
+    let (status, body) = node.sql_as(&x_token, insert, json!(["x", "By X"]));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = node.sql_as(&y_token, insert, json!(["y", "By Y"]));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&node, &x)["written"]["commits"], 0);
+    assert_eq!(listed(&node, &y)["written"], json!({ "commits": 1, "rows": { "todo.lists": 1 } }));
+    assert!(listed(&node, &x)["last_activity"].is_null());
+
+    // Y revoked: its token writes nothing more, and nothing lands in its log.
+    data.basic(&["app", "revoke", &y]).ok();
+    let (status, body) = node.sql_as(&y_token, insert, json!(["late", "Too late"]));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(listed(&node, &y)["written"]["commits"], 1);
+    assert_eq!(node.rows("SELECT id FROM todo.lists"), json!([["y"]]));
+}
+
+#[test]
+fn a_token_from_an_older_version_reads_but_is_told_to_ask_again_to_write() {
+    use basic_proto::keys::{Principal, Role};
+    use basic_proto::{Name, Party, SecretKey, control::Rights};
+
+    // An older node made the app's key, kept no secret of it and signed
+    // its writes as the device: a grant, and a token in apps.json.
+    let data = Data::with_todo(BASIC);
+    let key = SecretKey::from_seed([42; 32]);
+    let db = basic_store::Database::open(data.path()).unwrap();
+    db.grant(Party::of(&key), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
+    drop(db);
+    let app = Principal { role: Role::App, key: key.public() }.to_string();
+    let token = "0123456789abcdef".repeat(4);
+    let hash = blake3::hash(token.as_bytes()).to_hex().to_string();
+    let apps = json!({ "requests": {}, "tokens": { hash: { "app": app, "issued_ms": 0 } } });
+    std::fs::write(data.path().join("apps.json"), apps.to_string()).unwrap();
+    std::fs::write(data.path().join("app-writes.jsonl"), "not json\n").unwrap();
+
+    let node = data.up(&[]);
+    let (status, body) = node.sql_as(&token, "SELECT count(*) FROM todo.lists", json!([]));
+    assert_eq!((status, &body["rows"]), (200, &json!([[0]])), "{body}");
+    let (status, body) =
+        node.sql_as(&token, "INSERT INTO todo.lists (id, name) VALUES ('a', 'A')", json!([]));
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&app) && message.contains("ask for access again"), "{message}");
+    assert_eq!(node.rows("SELECT count(*) FROM todo.lists"), json!([[0]]));
+
+    // Not custodial, and the old record is left as it was, unread.
+    assert_eq!(listed(&node, &app)["custodial"], false);
+    let old = std::fs::read_to_string(data.path().join("app-writes.jsonl")).unwrap();
+    assert_eq!(old, "not json\n");
 }
 
 /// Reads `rows` events of a live query into a channel, on a thread.

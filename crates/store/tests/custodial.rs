@@ -54,6 +54,8 @@ fn a_custodial_apps_writes_are_its_own_and_stop_at_its_revocation() {
     // Signed by the app: the commit is in the app's log, not the device's.
     let written = a.written_by(&app.key).unwrap();
     assert_eq!(written.commits, 2);
+    assert!(written.last_ms.is_some_and(|ms| ms > 0), "{written:?}");
+    assert!(a.written_by(&a.device()).unwrap().last_ms.is_none());
     assert!(a.written_by(&a.device()).unwrap().commits == 0);
     let log = a.replica().log(&app.key).unwrap();
     assert_eq!(log.len(), 2);
@@ -62,7 +64,11 @@ fn a_custodial_apps_writes_are_its_own_and_stop_at_its_revocation() {
     // Another device takes the app's commits: the grant authorises them.
     LocalLink::new(&a, &b).unwrap().run(&a, &b, 0).unwrap();
     assert_eq!(titles(&b), [Value::Text("milk".into())]);
-    assert_eq!(b.written_by(&app.key).unwrap().commits, 2);
+    assert_eq!(b.written_by(&app.key).unwrap(), written);
+    // A holds its key; B, which only received its commits, does not.
+    let custodial =
+        |db: &Database| db.apps().unwrap().iter().find(|i| i.key == app.key).unwrap().custodial;
+    assert!(custodial(&a) && !custodial(&b));
 
     // Out of its grant: refused.
     let read_only = a.new_custodial_app().unwrap();

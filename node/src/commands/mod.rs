@@ -16,7 +16,9 @@ use crate::daemon::{UpOptions, bind, up};
 use crate::ids::device_id;
 use crate::join::exchange_join;
 use crate::node::NodeConfig;
-use crate::ops::apps::{Access, Answer, ListApps, ListRequests, RequestInfo, Revoke, access_code};
+use crate::ops::apps::{
+    Access, Answer, AppEntry, ListApps, ListRequests, RequestInfo, Revoke, access_code,
+};
 use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
 use crate::ops::recovery::{ConfirmRecovery, ShowRecovery};
@@ -386,6 +388,39 @@ fn print_request(request: &RequestInfo) {
     println!("    app {}", request.app);
 }
 
+/// One app of `basic app list`: who it is, how it writes, what it may do
+/// and what it wrote.
+fn print_app(app: &AppEntry) {
+    println!("{}  {}", app.id, app.name.as_deref().unwrap_or("(unnamed)"));
+    if app.custodial {
+        println!("    uses this node's API, which signs its writes with the app's key");
+    } else {
+        println!("    signs its own writes (an embedded app, or one using another device's API)");
+    }
+    if let Some(origin) = &app.origin {
+        println!("    web app at {origin}");
+    }
+    for (scope, grant) in &app.scopes {
+        let revoked = if grant.revoked { ", revoked" } else { "" };
+        println!("    {scope}: {}{revoked}", access(grant.rights));
+    }
+    let (commits, rows) = (app.written.commits, app.written.rows.values().sum::<usize>());
+    if commits == 0 {
+        println!("    wrote nothing");
+        return;
+    }
+    let tables: Vec<String> =
+        app.written.rows.iter().map(|(table, n)| format!("{table} {n}")).collect();
+    let tables =
+        if tables.is_empty() { String::new() } else { format!(" ({})", tables.join(", ")) };
+    println!(
+        "    wrote {commits} commit{} touching {rows} row{}{tables}; last {}",
+        plural(commits),
+        plural(rows),
+        app.last_activity.as_deref().unwrap_or("unknown")
+    );
+}
+
 /// `basic app …`.
 fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
     match command {
@@ -428,22 +463,7 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
             if apps.is_empty() {
                 println!("no app holds a grant");
             }
-            for app in apps {
-                println!("{}  {}", app.id, app.name.as_deref().unwrap_or("(unnamed)"));
-                if let Some(origin) = &app.origin {
-                    println!("    web app at {origin}");
-                }
-                for (scope, grant) in &app.scopes {
-                    let revoked = if grant.revoked { ", revoked" } else { "" };
-                    println!("    {scope}: {}{revoked}", access(grant.rights));
-                }
-                if app.api_writes.writes > 0 {
-                    println!(
-                        "    wrote {} times through this node's API ({} commits)",
-                        app.api_writes.writes, app.api_writes.commits
-                    );
-                }
-            }
+            apps.iter().for_each(print_app);
         }
         AppCommand::Revoke { id, scope } => {
             if let Some(scope) = &scope {

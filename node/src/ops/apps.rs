@@ -4,7 +4,10 @@
 //! id and a one-time secret. The owner approves or denies the request
 //! (`basic app approve ID`); the app polls with its secret and, once
 //! approved, receives its token, once. The node makes the app's key pair
-//! when it asks: the key names the app's grants in the control log.
+//! when it asks and keeps it (a custodial app): the key names the app's
+//! grants in the control log, and the node signs the app's writes with it,
+//! so that every replica attributes them to the app and applies its
+//! revocation cut-off from the signatures alone.
 //!
 //! An app that embeds the light client asks over the network instead
 //! (`crate::access`), with its own key, at the addresses of the
@@ -21,14 +24,13 @@ use basic_store::{AccessCode, AccessRequest, RequestError, RequestId};
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, Op, Route, encode};
-use crate::attribution::AppWriteCount;
 use crate::capability::live_grants;
 use crate::error::ApiError;
 use crate::ids::parse_principal;
 use crate::node::Node;
 use crate::ops::devices::reachable_addresses;
 use crate::ops::status::StatusOutput;
-use crate::tokens::{app_id, new_app_party};
+use crate::tokens::app_id;
 
 /// Rights on a scope, as the API spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +101,7 @@ impl Op for RequestAccess {
                     .map_err(|e| ApiError::bad_request(format!("scope {scope:?}: {e}")))
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
-        let app = new_app_party();
+        let app = node.db.new_custodial_app()?;
         let request = AccessRequest { name: self.name, app, scopes };
         let id = node.db.request_access(request).map_err(|error| match error {
             RequestError::Store(error) => ApiError::from(error),
@@ -255,7 +257,7 @@ impl Op for Answer {
     }
 }
 
-/// `GET /v0/apps`: every app with its grants.
+/// `GET /v0/apps`: every app with its grants and what it wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct ListApps;
 
@@ -268,6 +270,18 @@ pub struct GrantInfo {
     pub revoked: bool,
 }
 
+/// What an app wrote, as this device knows it from the app's signed
+/// commits (whichever device or client made them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenInfo {
+    /// Its commits stored here (not those refused past a revocation's
+    /// cut-off).
+    pub commits: usize,
+    /// The rows they touched, by table (of the commits this device can
+    /// read; a table with none is absent).
+    pub rows: BTreeMap<String, usize>,
+}
+
 /// One app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppEntry {
@@ -275,10 +289,17 @@ pub struct AppEntry {
     pub id: String,
     /// The name it asked under, if it asked on this device.
     pub name: Option<String>,
+    /// Whether this node keeps its key and signs its writes for it (it
+    /// uses this node's API); otherwise it signs its own writes (it embeds
+    /// the client, or uses another device's API).
+    pub custodial: bool,
     /// Its grants by scope.
     pub scopes: BTreeMap<String, GrantInfo>,
-    /// What it wrote through this node's API.
-    pub api_writes: AppWriteCount,
+    /// What it wrote.
+    pub written: WrittenInfo,
+    /// When it last wrote (RFC 3339, UTC, from its last commit's clock);
+    /// `None` if it wrote nothing.
+    pub last_activity: Option<String>,
     /// The web page its token is bound to (its `Origin`), if a web app.
     #[serde(default)]
     pub origin: Option<String>,
@@ -293,18 +314,17 @@ impl Op for ListApps {
 
     fn run(self, node: &Node, caller: &Caller) -> Result<Vec<AppEntry>, ApiError> {
         caller.require_owner()?;
-        let counts = node.writes.counts()?;
-        Ok(node
-            .db
+        node.db
             .apps()?
             .into_iter()
             .map(|app| {
                 let id = app_id(&app.key);
-                AppEntry {
-                    api_writes: counts.get(&id).copied().unwrap_or_default(),
+                let written = node.db.written_by(&app.key)?;
+                Ok(AppEntry {
                     origin: node.apps.app_origin(&id),
                     id,
                     name: app.name,
+                    custodial: app.custodial,
                     scopes: app
                         .scopes
                         .into_iter()
@@ -312,10 +332,38 @@ impl Op for ListApps {
                             (scope.to_string(), GrantInfo { rights: rights.into(), revoked })
                         })
                         .collect(),
-                }
+                    last_activity: written.last_ms.and_then(rfc3339),
+                    written: WrittenInfo {
+                        commits: written.commits,
+                        rows: written
+                            .rows
+                            .into_iter()
+                            .map(|(table, rows)| (table.to_string(), rows.len()))
+                            .collect(),
+                    },
+                })
             })
-            .collect())
+            .collect()
     }
+}
+
+/// Milliseconds since 1970 as an RFC 3339 UTC time to the second
+/// (`2026-12-03T19:04:05Z`); `None` past the year 9999, which RFC 3339
+/// cannot write (no commit clock gets there: a replica refuses stamps far
+/// ahead of its own clock).
+fn rfc3339(ms: u64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(ms / 1000).ok()?).ok()?;
+    (at.year() <= 9999).then(|| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        )
+    })
 }
 
 /// `POST /v0/apps/{id}/revoke`: revokes one scope of an app, or all.
@@ -394,4 +442,18 @@ pub fn access_code(status: &StatusOutput) -> anyhow::Result<AccessCode> {
         .parse()
         .map_err(|e| anyhow::anyhow!("the node reports database {:?}: {e}", status.database))?;
     Ok(AccessCode { database, addresses })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn times_are_rfc_3339_in_utc() {
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(951_825_599_999).as_deref(), Some("2000-02-29T11:59:59Z"));
+        assert_eq!(rfc3339(253_402_300_799_000).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert_eq!(rfc3339(253_402_300_800_000), None);
+        assert_eq!(rfc3339(u64::MAX), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! Running one SQL statement.
 
-use basic_store::now_ms;
+use basic_proto::PublicKey;
 use basic_store::{DbError, Executed, Rows};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -9,6 +9,7 @@ use super::{Caller, Op, Route};
 use crate::capability;
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::tokens::app_id;
 use basic_store::value_json;
 
 /// `POST /v0/sql`: one statement with `?` parameters.
@@ -62,37 +63,48 @@ impl Op for Sql {
     }
 
     fn run(self, node: &Node, caller: &Caller) -> Result<SqlOutput, ApiError> {
-        let runs_as = match caller {
+        let app = match caller {
             Caller::App(app) => {
                 capability::check(&node.db, app, &self.sql)?;
-                capability::caller(&node.db, app)?
+                Some(app)
             }
-            Caller::Owner => basic_store::Caller::Owner,
+            Caller::Owner => None,
             Caller::Anyone => return Err(ApiError::unauthorized("this needs a token")),
         };
         let params = value_json::params_from_json(&self.params)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let executed = node
-            .db
-            .execute_as(&runs_as, &self.sql, &params, None)
-            .map_err(|e| statement_error(e, params.len()))?;
+        let executed = match app {
+            // Within its live grants; its writes signed with its own key.
+            Some(app) => node
+                .db
+                .execute_as_app(app, &self.sql, &params, None)
+                .map_err(|e| app_statement_error(app, e, params.len())),
+            None => node
+                .db
+                .execute_as(&basic_store::Caller::Owner, &self.sql, &params, None)
+                .map_err(|e| statement_error(e, params.len())),
+        }?;
         Ok(match executed {
             Executed::Rows(rows) => rows.into(),
-            Executed::Written(outcome) => {
-                if let Caller::App(app) = caller
-                    && !outcome.commits.is_empty()
-                    && let Err(error) = node.writes.record(app, &outcome.commits, now_ms())
-                {
-                    // The write is durable; failing it now would make the
-                    // app write it again.
-                    tracing::error!("{error:#}");
-                }
-                SqlOutput::Written {
-                    written: outcome.rows_affected,
-                    commits: outcome.commits.iter().map(ToString::to_string).collect(),
-                }
-            }
+            Executed::Written(outcome) => SqlOutput::Written {
+                written: outcome.rows_affected,
+                commits: outcome.commits.iter().map(ToString::to_string).collect(),
+            },
         })
+    }
+}
+
+/// The error of a statement `app` ran: [`statement_error`], except that an
+/// app whose key this node does not keep is told how to get one.
+fn app_statement_error(app: &PublicKey, error: DbError, given: usize) -> ApiError {
+    match error {
+        // A token issued by an earlier version of Basic, whose node kept
+        // no key for its app and signed its writes as the device.
+        DbError::NotCustodial => ApiError::conflict(format!(
+            "this node keeps no key for {} (its token was issued by an older version of Basic), so it cannot sign the app's writes: ask for access again (POST /v0/apps/requests) and use the new token",
+            app_id(app)
+        )),
+        error => statement_error(error, given),
     }
 }
 

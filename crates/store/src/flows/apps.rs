@@ -65,15 +65,25 @@ pub struct AppInfo {
     pub name: Option<String>,
     /// Its grants: rights, and whether revoked.
     pub scopes: BTreeMap<Name, (Rights, bool)>,
+    /// Whether this node keeps its key and signs its writes for it (an
+    /// app of this node's API, see [`Database::new_custodial_app`]);
+    /// otherwise the app signs its own writes, or another device keeps
+    /// its key.
+    pub custodial: bool,
 }
 
 /// What an app wrote, as far as this device can read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Written {
-    /// Its commits stored here.
+    /// Its commits stored here and authorised (not set aside past a
+    /// revocation's cut-off).
     pub commits: usize,
     /// The rows they touched, by table.
     pub rows: BTreeMap<Name, BTreeSet<RowKey>>,
+    /// Its last activity: the latest wall time (ms since 1970) of its
+    /// commits' clocks, read from their signed headers; `None` if it
+    /// wrote nothing.
+    pub last_ms: Option<u64>,
 }
 
 /// Why a request was refused.
@@ -540,11 +550,11 @@ impl<S: Store> Database<S> {
             .apps()
             .iter()
             .map(|(key, app)| {
-                let name = self
-                    .replica()
-                    .store()
+                let store = self.replica().store();
+                let name = store
                     .get(&layout::app_name(key))?
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+                let custodial = store.get(&layout::custodial(key))?.is_some();
                 let scopes = app
                     .scopes
                     .iter()
@@ -553,19 +563,26 @@ impl<S: Store> Database<S> {
                         Some((namespace, (grant.rights, grant.revoked.is_some())))
                     })
                     .collect();
-                Ok(AppInfo { key: *key, name, scopes })
+                Ok(AppInfo { key: *key, name, scopes, custodial })
             })
             .collect()
     }
 
-    /// What `app` wrote: its commits stored here and the rows they touched
-    /// (of the commits this device can read).
+    /// What `app` wrote: its authorised commits stored here, when it last
+    /// wrote, and the rows they touched (of the commits this device can
+    /// read).
     pub fn written_by(&self, app: &PublicKey) -> Result<Written, StoreError> {
         let keys = self.scope_keys();
         let mut written = Written::default();
         for (_, id) in self.replica().log(app)? {
+            // A commit the control log does not authorise (past a
+            // revocation's cut-off) is set aside: the app did not write it.
+            if !self.replica().holds_applied(&id)? {
+                continue;
+            }
             let Some(commit) = self.replica().commit(&id)? else { continue };
             written.commits += 1;
+            written.last_ms = written.last_ms.max(Some(commit.header().hlc.wall_ms));
             let Some(Ok(changes)) = keys.open(&commit) else { continue };
             for op in changes.ops() {
                 written.rows.entry(op.table().clone()).or_default().insert(op.key().clone());
