@@ -9,13 +9,14 @@
 //! [`check`] is the friendly early answer: which tables a statement
 //! touches is decided by the store's own SQL resolver, so a statement that
 //! reaches outside the grant gets a 403 that names the table. It is not
-//! the enforcement: the statement then runs as the app's
-//! [`basic_store::Caller`] ([`caller`]), and the store refuses it
-//! again, and has SQLite's authorizer refuse any table outside the grant
-//! wherever SQLite resolves it, so that a difference between the SQL
-//! parser and SQLite opens no door.
+//! the enforcement: the statement then runs as the app (a write through
+//! [`basic_store::Database::execute_as_app`], signed with the app's key; a
+//! live query as its [`basic_store::Caller`], [`caller`]), and the store
+//! refuses it again, and has SQLite's authorizer refuse any table outside
+//! the grant wherever SQLite resolves it, so that a difference between the
+//! SQL parser and SQLite opens no door.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use basic_proto::control::Rights;
 use basic_proto::{Name, PublicKey};
@@ -25,11 +26,6 @@ use basic_store::{Caller, SqlError, parse_sql};
 
 use crate::error::ApiError;
 use crate::tokens::app_id;
-
-/// The scopes `app` currently holds unrevoked grants on, with their rights.
-pub fn live_grants(db: &Database, app: &PublicKey) -> BTreeMap<Name, Rights> {
-    db.live_grants(app)
-}
 
 /// What `app` may reach now, as the store's caller: every scope it holds
 /// an unrevoked grant on for reading, the read-write ones for writing.
@@ -46,7 +42,7 @@ fn no_grant(app: &PublicKey) -> ApiError {
 
 /// Checks that `app` may run `sql`.
 pub fn check(db: &Database, app: &PublicKey, sql: &str) -> Result<(), ApiError> {
-    let grants = live_grants(db, app);
+    let grants = db.live_grants(app);
     if grants.is_empty() {
         return Err(no_grant(app));
     }

@@ -24,7 +24,6 @@ use basic_store::{AccessCode, AccessRequest, RequestError, RequestId};
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, Op, Route, encode};
-use crate::capability::live_grants;
 use crate::error::ApiError;
 use crate::ids::parse_principal;
 use crate::node::Node;
@@ -161,7 +160,7 @@ impl Op for PollRequest {
         if find_pending(node, &self.id)?.is_some() {
             return Ok(RequestState::Pending);
         }
-        let grants = live_grants(&node.db, &app);
+        let grants = node.db.live_grants(&app);
         if grants.is_empty() {
             node.apps.close_request(&self.id, None, now_ms())?;
             return Ok(RequestState::Denied);
@@ -397,7 +396,7 @@ impl Op for Revoke {
         if !node.db.auth_state().apps().contains_key(&key) {
             return Err(ApiError::not_found(format!("no app {} (see `basic app list`)", self.id)));
         }
-        let held = live_grants(&node.db, &key);
+        let held = node.db.live_grants(&key);
         let scopes: Vec<Name> = match &self.scope {
             Some(scope) => {
                 let scope = Name::new(scope.clone())
