@@ -14,6 +14,9 @@
 //!   rejected set passes the final authorisation state; no commit an
 //!   adversary made (a forged one, a fork below a cut-off) is ever applied; a revoked app holds no key of an
 //!   epoch after its revocation.
+//! - **revocation told**: every revoked app that is up has been told of its
+//!   revocation by a device (control-log.md §9.5) and knows it
+//!   (`basic_client::AppView::access`), before the run counts as settled.
 //! - **privacy**: a pinning peer never holds a scope key or a row state;
 //!   an outsider probing the handshake (a stranger, a removed device, a
 //!   requester for another database) learns no key and cannot tell whether
@@ -244,6 +247,7 @@ pub fn check_during(world: &World) -> Result<(), Failure> {
 /// acknowledged write: what a run waits for after the final heal.
 pub fn settled(world: &World) -> Result<(), String> {
     converged(world)?;
+    told(world)?;
     let (_, auth) = world.reference().ok_or("no device is up")?;
     check_no_loss(world, &auth).map_err(|failure| failure.detail)
 }
@@ -265,9 +269,8 @@ pub fn check_final(world: &World) -> Result<(), Failure> {
             if rejected.contains(&commit.id()) {
                 continue;
             }
-            // A revoked app is refused by every member, so it never learns
-            // of its revocation: its own later writes stay applied on its
-            // own replica only.
+            // A revoked app's writes made before it was told of its
+            // revocation stay applied on its own replica only.
             if is_revoked(world, i) && commit.header().author == node.key.public() {
                 continue;
             }
@@ -294,9 +297,23 @@ pub fn check_final(world: &World) -> Result<(), Failure> {
             }
         }
     }
+    told(world).map_err(|why| world.fail("revocation", why))?;
     check_confidential(world)?;
     check_no_loss(world, &auth)?;
     check_model(world, &auth)
+}
+
+/// Every revoked app that is up has been told (control-log.md §9.5): it
+/// knows it reads and writes nothing new.
+fn told(world: &World) -> Result<(), String> {
+    for (i, node) in world.nodes.iter().enumerate() {
+        let Some(db) = node.db.as_ref().filter(|_| is_revoked(world, i)) else { continue };
+        let view = basic_client::AppView::new(db).map_err(|e| e.to_string())?;
+        if view.access() != basic_client::Access::Revoked {
+            return Err(format!("{} was revoked and does not know it", node.name));
+        }
+    }
+    Ok(())
 }
 
 /// Every authorised commit any up node holds, merged from scratch by the

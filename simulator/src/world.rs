@@ -10,7 +10,7 @@ use basic_proto::control::{AuthState, OpId, Rights};
 use basic_proto::sync::message::frame_name;
 use basic_proto::sync::{Answer, Event, RequesterConfig, Responder};
 use basic_proto::{CommitId, DatabaseId, NamingKey, Party, PublicKey, ScopeId, SecretKey, Value};
-use basic_store::sync::{Input, Session as Driver};
+use basic_store::sync::{Input, Session as Driver, is_shut_out, shut_out_notice};
 use basic_store::{Executed, SyncReplica};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -131,6 +131,8 @@ pub struct Session {
     generation: u64,
     outstanding: Option<(u64, u64)>,
     reconnect_at: Option<u64>,
+    /// Whether the peer was told that our log shut it out.
+    told: bool,
 }
 
 /// A write acknowledged to its writer.
@@ -522,6 +524,7 @@ impl World {
             generation: self.generation,
             outstanding: None,
             reconnect_at: None,
+            told: false,
         };
         self.trace.record(self.now, format!("dial {}->{}", a.name, b.name));
         self.sessions.insert((from, to), session);
@@ -571,6 +574,30 @@ impl World {
                     frame,
                 }
             });
+            // A peer our log shut out is told so, over the session it
+            // answers us on, as a node's session does (control-log.md §9.5).
+            let mut notice = Vec::new();
+            if !session.told
+                && let Some(peer) = session.driver.requester().peer()
+                && is_shut_out(&db.auth_state(), &peer)
+            {
+                session.told = true;
+                notice = shut_out_notice(db, &peer);
+            }
+            let notice: Vec<Packet> = notice
+                .into_iter()
+                .map(|frame| {
+                    self.exchange += 1;
+                    Packet {
+                        from,
+                        to,
+                        kind: Kind::Request,
+                        generation: session.generation,
+                        exchange: self.exchange,
+                        frame,
+                    }
+                })
+                .collect();
             if session.driver.requester().is_closed() && session.reconnect_at.is_none() {
                 session.reconnect_at = Some(now + RECONNECT_MS);
                 self.closed += 1;
@@ -588,6 +615,10 @@ impl World {
                         packet.frame.len()
                     ),
                 );
+                self.net.send(&mut self.rng, now, from, to, packet);
+            }
+            for packet in notice {
+                self.trace.record(now, format!("tell {from}->{to} #{} shut out", packet.exchange));
                 self.net.send(&mut self.rng, now, from, to, packet);
             }
         }

@@ -9,7 +9,6 @@
 //! blocking pool, never on the async executor.
 
 mod changes;
-mod removal;
 mod serve;
 mod session;
 
@@ -24,8 +23,6 @@ use basic_store::{Database, DbError};
 use basic_store::{SledStore, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-
-pub use removal::{is_shut_out, shut_out_notice};
 
 /// Time between sync rounds with a peer once in sync.
 pub const RESYNC_MS: u64 = 30_000;

@@ -13,19 +13,16 @@ use std::time::Duration;
 
 use basic_net::PeerId;
 use basic_proto::PublicKey;
-use basic_proto::sync::message::{ErrorCode, MAX_BATCH_BYTES, Message};
+use basic_proto::sync::message::ErrorCode;
 use basic_proto::sync::{Event, RequesterConfig, StoreFailure, View};
-use basic_store::sync::{Input, Session, Step};
+use basic_store::sync::{Input, Session, Step, is_shut_out, shut_out_notice};
 use basic_store::{Database, Store};
 use rand::RngExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{
-    PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, Peering, RESYNC_MS, Shown, is_shut_out, principal_id,
-    shut_out_notice,
-};
+use crate::{PEER_REQUEST_BURST, PEER_REQUESTS_PER_S, Peering, RESYNC_MS, Shown, principal_id};
 
 /// Wait before starting a new session after a local store failure.
 const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -229,20 +226,8 @@ async fn tell_if_shut_out<S: Store + Send + Sync + 'static>(
     if !is_shut_out(&context.db.auth_state(), &principal) {
         return false;
     }
-    let ops = blocking(context, move |db| Ok(shut_out_notice(db, &principal))).await;
-    let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut batches = Vec::new();
-    for op in ops.unwrap_or_default() {
-        if !batch.is_empty()
-            && batch.iter().map(Vec::len).sum::<usize>() + op.len() > MAX_BATCH_BYTES
-        {
-            batches.push(std::mem::take(&mut batch));
-        }
-        batch.push(op);
-    }
-    batches.push(batch);
-    for ops in batches.into_iter().filter(|ops| !ops.is_empty()) {
-        let frame = Message::Push { ops, commits: Vec::new() }.encode();
+    let frames = blocking(context, move |db| Ok(shut_out_notice(db, &principal))).await;
+    for frame in frames.unwrap_or_default() {
         if let Err(error) = context.net.request(peer, frame).await {
             tracing::debug!(%peer, %error, "the removal was not delivered");
             break;

@@ -10,10 +10,12 @@ use basic_proto::{Commit, CommitId, DatabaseId, KeyCache, PublicKey};
 
 mod feed;
 mod link;
+mod notice;
 mod session;
 
 pub use feed::{ChangeFeed, Fresh, MAX_FRESH_BYTES};
 pub use link::{LinkError, LinkRun, LocalLink};
+pub use notice::{is_shut_out, shut_out_notice};
 pub use session::{Input, Session, Shown, Step};
 
 use crate::database::{Database, IngestError};
