@@ -3,10 +3,10 @@
 //! A device holds 100k rows of `bench.items`. A second device pulls them
 //! (the device figure), then an app granted `bench` builds its replica on
 //! disk as `basic-client` does and pulls the same scope, through the same
-//! sync protocol and store (frames passed in memory). Then the app's
-//! replica is opened and queried once (open + first query), right after
-//! the sync and again, and a fresh process opens it and reports its
-//! resident memory. The example
+//! sync protocol and store (frames passed in memory). Then a fresh process
+//! — as an app starts — opens the app's replica and runs its first query,
+//! timing both and reporting its resident memory; twice, as the first open
+//! after a big sync replays sled's log since its last snapshot. The example
 //! app's release size is reported if it was built
 //! (`cargo build --release -p todo-app`).
 
@@ -27,8 +27,8 @@ type Error = Box<dyn std::error::Error>;
 
 /// Rows per commit.
 const ROWS_PER_COMMIT: i64 = 1000;
-/// The hidden argument under which this binary measures a client's memory.
-pub(crate) const RSS_ARG: &str = "--client-rss-of";
+/// The hidden argument under which this binary probes an app's replica.
+pub(crate) const PROBE_ARG: &str = "--probe-app-replica";
 /// The query an app runs first.
 const FIRST_QUERY: &str = "SELECT count(*), max(n) FROM items";
 
@@ -65,11 +65,8 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     }
     drop(client);
 
-    // The first open after a big sync replays sled's log since its last
-    // snapshot; an app's usual start is the next one.
-    let (after_sync, after_sync_query) = open_and_query(app_dir.path())?;
-    let (opened, first_query) = open_and_query(app_dir.path())?;
-    let rss = resident_memory_of_a_client(app_dir.path())?;
+    let after_sync = probe(app_dir.path())?;
+    let again = probe(app_dir.path())?;
     let mut figures = vec![
         ("rows", rows.into()),
         ("client_first_sync_rows_per_s", per_second(rows as f64, client_secs)),
@@ -79,9 +76,10 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             "client_speed_vs_device",
             Value::from((device_secs / client_secs * 100.0).round() / 100.0),
         ),
-        ("open_and_first_query_after_sync_ms", millis(after_sync + after_sync_query)),
-        ("open_and_first_query_ms", millis(opened + first_query)),
-        ("client_rss_mib", Value::from((rss as f64 / 1048576.0).round())),
+        ("open_and_first_query_after_sync_ms", millis(after_sync.open + after_sync.query)),
+        ("open_ms", millis(again.open)),
+        ("open_and_first_query_ms", millis(again.open + again.query)),
+        ("client_rss_mib", Value::from((again.rss as f64 / 1048576.0).round())),
     ];
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/todo-app");
     match std::fs::metadata(&example) {
@@ -101,40 +99,47 @@ fn first_sync(into: &Database, from: &Database) -> Result<f64, Error> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Opens the app's replica in `dir` and runs its first query, timed apart.
-fn open_and_query(dir: &Path) -> Result<(Duration, Duration), Error> {
+/// What a fresh process saw opening an app's replica.
+struct Probe {
+    open: Duration,
+    query: Duration,
+    rss: u64,
+}
+
+/// Runs this binary on the app's replica in `dir` ([`probe_replica`]).
+fn probe(dir: &Path) -> Result<Probe, Error> {
+    let out =
+        std::process::Command::new(std::env::current_exe()?).arg(PROBE_ARG).arg(dir).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = text.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    match numbers[..] {
+        [open, query, rss] => Ok(Probe {
+            open: Duration::from_micros(open),
+            query: Duration::from_micros(query),
+            rss,
+        }),
+        _ => Err(format!("the probe said {text:?} ({})", out.status).into()),
+    }
+}
+
+/// In a fresh process: opens the app's replica in `dir` and runs its first
+/// query, and prints the microseconds each took and the process's resident
+/// memory in bytes (Linux: `VmRSS`).
+pub(crate) fn probe_replica(dir: &Path) -> Result<(), Error> {
     let start = Instant::now();
     let db = Database::open(dir)?;
     let view = AppView::new(&db)?;
-    let opened = start.elapsed();
+    let open = start.elapsed();
     let start = Instant::now();
     view.query(FIRST_QUERY, &[])?;
-    Ok((opened, start.elapsed()))
-}
-
-/// Runs this binary on the app's replica in `dir` ([`rss_of`]) and reads
-/// the resident memory it reports, in bytes.
-fn resident_memory_of_a_client(dir: &Path) -> Result<u64, Error> {
-    let out =
-        std::process::Command::new(std::env::current_exe()?).arg(RSS_ARG).arg(dir).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .map_err(|_| format!("the memory probe said {text:?} ({})", out.status).into())
-}
-
-/// In a fresh process: opens the app's replica in `dir`, queries it, and
-/// prints the process's resident memory in bytes (Linux: `VmRSS`).
-pub(crate) fn rss_of(dir: &Path) -> Result<(), Error> {
-    let db = Database::open(dir)?;
-    AppView::new(&db)?.query(FIRST_QUERY, &[])?;
+    let query = start.elapsed();
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kib: u64 = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or("no VmRSS in /proc/self/status (Linux only)")?;
-    println!("{}", kib * 1024);
+    println!("{} {} {}", open.as_micros(), query.as_micros(), kib * 1024);
     Ok(())
 }
 

@@ -73,10 +73,10 @@ fn main() -> ExitCode {
         return basic::main();
     }
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().is_some_and(|arg| arg == client::RSS_ARG) {
-        // The memory probe of the `client` scenario, in a process of its own.
+    if argv.next().is_some_and(|arg| arg == client::PROBE_ARG) {
+        // The app-start probe of the `client` scenario, in a process of its own.
         let dir = argv.next().map(std::path::PathBuf::from).unwrap_or_default();
-        return match client::rss_of(&dir) {
+        return match client::probe_replica(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("basic-bench: {error}");
