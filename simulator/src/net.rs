@@ -55,6 +55,19 @@ pub struct Packet {
     pub frame: Vec<u8>,
 }
 
+impl Packet {
+    /// A request of session `from → to`, generation `generation`.
+    pub fn request(
+        from: NodeId,
+        to: NodeId,
+        generation: u64,
+        exchange: u64,
+        frame: Vec<u8>,
+    ) -> Self {
+        Self { from, to, kind: Kind::Request, generation, exchange, frame }
+    }
+}
+
 /// The network: a queue keyed by `(deliver_at, seq)` and the links that are down.
 #[derive(Debug, Default)]
 pub struct Net {

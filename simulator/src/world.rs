@@ -565,14 +565,7 @@ impl World {
             let sent = step.request.map(|frame| {
                 self.exchange += 1;
                 session.outstanding = Some((self.exchange, now + REQUEST_TIMEOUT_MS));
-                Packet {
-                    from,
-                    to,
-                    kind: Kind::Request,
-                    generation: session.generation,
-                    exchange: self.exchange,
-                    frame,
-                }
+                Packet::request(from, to, session.generation, self.exchange, frame)
             });
             // A peer our log shut out is told so, over the session it
             // answers us on, as a node's session does (control-log.md §9.5).
@@ -588,14 +581,7 @@ impl World {
                 .into_iter()
                 .map(|frame| {
                     self.exchange += 1;
-                    Packet {
-                        from,
-                        to,
-                        kind: Kind::Request,
-                        generation: session.generation,
-                        exchange: self.exchange,
-                        frame,
-                    }
+                    Packet::request(from, to, session.generation, self.exchange, frame)
                 })
                 .collect();
             if session.driver.requester().is_closed() && session.reconnect_at.is_none() {

@@ -124,6 +124,25 @@ async fn start_net(addresses: Vec<Multiaddr>) -> Result<(Net, mpsc::Receiver<Eve
     Ok(basic_net::start(config).await?)
 }
 
+/// Starts the network and asks for access through the devices `code`
+/// names; returns the network and the control operations once granted.
+async fn ask_for_access(
+    identity: &AppIdentity,
+    code: &AccessCode,
+    ask: &Ask,
+    on_status: &mut (dyn FnMut(AccessStatus) + Send),
+) -> Result<(Net, mpsc::Receiver<Event>, Vec<Vec<u8>>), ClientError> {
+    let (devices, addresses) = access::devices(code)?;
+    let (net, events) = start_net(addresses).await?;
+    match access::exchange(&net, identity, &devices, ask, on_status).await {
+        Ok(ops) => Ok((net, events, ops)),
+        Err(error) => {
+            net.shutdown().await;
+            Err(error)
+        }
+    }
+}
+
 /// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
@@ -146,15 +165,7 @@ impl Client<SledStore> {
         if dir.join(REPLICA).exists() {
             return Err(ClientError::AlreadyConnected(dir.to_owned()));
         }
-        let (devices, addresses) = access::devices(code)?;
-        let (net, events) = start_net(addresses).await?;
-        let ops = match access::exchange(&net, identity, &devices, ask, &mut on_status).await {
-            Ok(ops) => ops,
-            Err(error) => {
-                net.shutdown().await;
-                return Err(error);
-            }
-        };
+        let (net, events, ops) = ask_for_access(identity, code, ask, &mut on_status).await?;
         let (dir, secret, database, text) =
             (dir.to_owned(), identity.secret().clone(), code.database, code.to_string());
         let db = blocking(move || {
@@ -221,15 +232,7 @@ impl Client<MemStore> {
         ask: &Ask,
         mut on_status: impl FnMut(AccessStatus) + Send,
     ) -> Result<Self, ClientError> {
-        let (devices, addresses) = access::devices(code)?;
-        let (net, events) = start_net(addresses).await?;
-        let ops = match access::exchange(&net, identity, &devices, ask, &mut on_status).await {
-            Ok(ops) => ops,
-            Err(error) => {
-                net.shutdown().await;
-                return Err(error);
-            }
-        };
+        let (net, events, ops) = ask_for_access(identity, code, ask, &mut on_status).await?;
         let scratch =
             tempfile::tempdir().map_err(|error| io(Path::new("a temporary dir"), error))?;
         let view = scratch.path().join("view.sqlite");
