@@ -134,6 +134,14 @@ pub(crate) async fn exchange(
         return Err(ClientError::Unreachable(tried));
     };
     let mut failures = 0;
+    // Each change of status is told once, not at every poll.
+    let mut last = None;
+    let mut tell = |status: AccessStatus| {
+        if last.as_ref() != Some(&status) {
+            last = Some(status.clone());
+            on_status(status);
+        }
+    };
     loop {
         match AccessAnswer::from_bytes(&bytes, max)
             .map_err(|e| ClientError::BadAnswer(e.to_string()))?
@@ -142,7 +150,7 @@ pub(crate) async fn exchange(
             AccessAnswer::Denied => return Err(ClientError::Denied),
             AccessAnswer::Expired => return Err(ClientError::Expired),
             AccessAnswer::Refused(refusal) => return Err(ClientError::Refused(refusal)),
-            AccessAnswer::Pending => on_status(AccessStatus::Waiting(device)),
+            AccessAnswer::Pending => tell(AccessStatus::Waiting(device)),
         }
         loop {
             tokio::time::sleep(POLL).await;
@@ -160,7 +168,7 @@ pub(crate) async fn exchange(
                 Err(_) => {
                     // The device went away for a while: keep asking it,
                     // more slowly; the request waits there.
-                    on_status(AccessStatus::Unreachable(device));
+                    tell(AccessStatus::Unreachable(device));
                     let wait = RETRY[failures.min(RETRY.len() - 1)];
                     failures += 1;
                     tokio::time::sleep(wait).await;

@@ -455,7 +455,7 @@ async fn follow_access<S: Store + Send + Sync + 'static>(
                 return false;
             }
             if now == Access::Revoked {
-                tracing::warn!("{}", ClientError::Revoked);
+                tracing::info!("{}", ClientError::Revoked);
             }
             *current = now;
             true
