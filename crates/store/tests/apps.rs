@@ -434,6 +434,50 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
         assert_eq!(name, case["refusal"], "{}", case["why"]);
         assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
     }
+
+    // Relays: a device whose log holds the relaying device (and a removed one).
+    let relays = &vectors["relays"];
+    let party = |keys: &serde_json::Value| Party {
+        key: basic_proto::PublicKey::from_bytes(bytes(&keys["key"]).try_into().unwrap()).unwrap(),
+        sealing: basic_proto::SealingKey(bytes(&keys["sealing"]).try_into().unwrap()),
+    };
+    let with_devices = || {
+        let device = Clocked::at(now);
+        device.db.add_device(party(&relays["relaying_device"])).unwrap();
+        let removed = party(&relays["removed_device"]);
+        device.db.add_device(removed).unwrap();
+        device.db.remove_device(removed.key).unwrap();
+        device
+    };
+    let relay = bytes(&relays["relay"]["frame"]);
+    let denial = bytes(&relays["denial"]["frame"]);
+    let device = with_devices();
+    assert_eq!(device.db.answer_access(&relay, b"another").answer, AccessAnswer::Pending);
+    assert_eq!(device.db.access_requests().unwrap()[0].1.name, "Groceries");
+    assert_eq!(device.db.answer_access(&denial, b"another").answer, AccessAnswer::Pending);
+    assert!(device.db.access_requests().unwrap().is_empty());
+    assert_eq!(device.db.answer_access(&poll, &transport).answer, AccessAnswer::Denied);
+    for case in relays["refused"].as_array().unwrap() {
+        let device = with_devices();
+        if !case["before"].as_str().unwrap().is_empty() {
+            assert_eq!(device.db.answer_access(&relay, b"another").answer, AccessAnswer::Pending);
+            let (id, _) = device.db.access_requests().unwrap().remove(0);
+            device.db.deny(id).unwrap();
+        }
+        let got = refused(device.db.answer_access(&bytes(&case["frame"]), b"another").answer);
+        let (name, detail) = match &got {
+            AccessRefusal::NotFromADevice => ("not-from-a-device", None),
+            AccessRefusal::BadSignature => ("bad-signature", None),
+            AccessRefusal::Stale => ("stale", None),
+            AccessRefusal::Replayed => ("replayed", None),
+            AccessRefusal::UnknownScope(scope) => ("unknown-scope", Some(scope.as_str())),
+            AccessRefusal::Oversized => ("oversized", None),
+            other => panic!("{}: unexpected {other:?}", case["why"]),
+        };
+        assert_eq!(name, case["refusal"], "{}", case["why"]);
+        assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
+        assert!(device.db.access_requests().unwrap().is_empty(), "{}", case["why"]);
+    }
 }
 
 #[test]

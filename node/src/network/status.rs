@@ -3,6 +3,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use basic_net::{Multiaddr, PeerId, PeerInfo};
+use basic_proto::control::AuthState;
+use basic_proto::keys::Principal;
 
 use crate::status::{NetworkStatus, PeerStatus};
 
@@ -134,6 +136,12 @@ impl Status {
         self.peer(peer, |p| p.sync = reason.to_owned());
     }
 
+    /// The peers connected now whose sync session proved a device of
+    /// `auth` that is not removed.
+    pub(super) fn device_peers(&self, auth: &AuthState) -> Vec<PeerId> {
+        device_peers(&self.0.read().unwrap_or_else(PoisonError::into_inner), auth)
+    }
+
     /// Copies the transport's byte counters.
     pub(super) fn traffic(&self, infos: &[PeerInfo]) {
         self.update(|status| {
@@ -146,4 +154,20 @@ impl Status {
             }
         });
     }
+}
+
+/// The peers of `status` connected now whose sync session proved a device
+/// of `auth` that is not removed: where a device relays what apps ask
+/// (`protocol-spec/apps.md` §5).
+pub(crate) fn device_peers(status: &NetworkStatus, auth: &AuthState) -> Vec<PeerId> {
+    status
+        .peers
+        .iter()
+        .filter(|peer| peer.address.is_some())
+        .filter(|peer| {
+            let principal = peer.principal.as_deref().and_then(|p| p.parse::<Principal>().ok());
+            principal.is_some_and(|principal| auth.is_device(&principal.key))
+        })
+        .filter_map(|peer| peer.id.parse().ok())
+        .collect()
 }
