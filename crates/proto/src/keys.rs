@@ -39,7 +39,7 @@ pub enum SigningContext {
     /// An app's poll for the answer to its ask (`protocol-spec/apps.md` §3).
     AccessPoll,
     /// A device relaying an app's ask, or its user's denial, to the other
-    /// devices (`protocol-spec/apps.md` §5).
+    /// devices (`protocol-spec/apps.md` §7).
     AccessRelay,
 }
 

@@ -158,7 +158,7 @@ impl Status {
 
 /// The peers of `status` connected now whose sync session proved a device
 /// of `auth` that is not removed: where a device relays what apps ask
-/// (`protocol-spec/apps.md` §5).
+/// (`protocol-spec/apps.md` §7).
 pub(crate) fn device_peers(status: &NetworkStatus, auth: &AuthState) -> Vec<PeerId> {
     status
         .peers

@@ -28,7 +28,7 @@ use crate::control_error::ControlError;
 use crate::database::{Database, DbError};
 use crate::flows::access::{
     ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessDenial, AccessFrame, AccessRefusal,
-    AccessRelay,
+    AccessRelay, MAX_ACCESS_FRAME,
 };
 use crate::replica::Keyring;
 use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
@@ -553,12 +553,12 @@ impl<S: Store> Database<S> {
             AccessFrame::Ask(ask) => check(ask.verifies(device_transport), ask.issued_ms)?,
             AccessFrame::Poll(poll) => check(poll.verifies(device_transport), poll.issued_ms)?,
             AccessFrame::Relay(relay) => {
-                self.from_a_device(&relay.device)?;
+                self.signed_by_a_device(&relay.device)?;
                 check(relay.verifies(), relay.issued_ms)?;
                 check(relay.ask.verifies(&relay.transport), relay.ask.issued_ms)?;
             }
             AccessFrame::Denial(denial) => {
-                self.from_a_device(&denial.device)?;
+                self.signed_by_a_device(&denial.device)?;
                 check(denial.verifies(), denial.issued_ms)?;
             }
         }
@@ -579,7 +579,7 @@ impl<S: Store> Database<S> {
 
     /// Refuses a relay or a denial signed by anyone but a device of the
     /// database that is not removed.
-    fn from_a_device(&self, signer: &PublicKey) -> Result<(), AccessRefusal> {
+    fn signed_by_a_device(&self, signer: &PublicKey) -> Result<(), AccessRefusal> {
         match self.auth_state().is_device(signer) {
             true => Ok(()),
             false => Err(AccessRefusal::NotFromADevice),
@@ -599,10 +599,14 @@ impl<S: Store> Database<S> {
             Taken::Covered => self.granted().map(Answered::only),
             Taken::Waits { new } => Ok(Answered {
                 answer: AccessAnswer::Pending,
-                relay: new.then(|| {
-                    let relay = AccessRelay::sign(&key, device_transport.to_vec(), ask, now);
-                    AccessFrame::Relay(relay).to_bytes()
-                }),
+                // Only an ask padded with white space makes a relay over
+                // the cap: it stays here.
+                relay: new
+                    .then(|| {
+                        let relay = AccessRelay::sign(&key, device_transport.to_vec(), ask, now);
+                        AccessFrame::Relay(relay).to_bytes()
+                    })
+                    .filter(|relay| relay.len() <= MAX_ACCESS_FRAME),
             }),
         }
     }
