@@ -12,8 +12,8 @@ use basic_net::{Config, Keypair, Multiaddr, Net, PeerId, Protocol};
 use basic_proto::control::Rights;
 use basic_proto::{Name, SecretKey};
 use basic_store::{
-    AccessAnswer, AccessAsk, AccessCode, AccessFrame, AccessPoll, AccessRefusal, Database,
-    Environment, MemStore, now_ms,
+    AccessAnswer, AccessAsk, AccessCode, AccessDenial, AccessFrame, AccessPoll, AccessRefusal,
+    AccessRelay, Database, Environment, MemStore, now_ms,
 };
 
 use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
@@ -136,6 +136,15 @@ fn forged_misaddressed_oversized_and_garbage_frames_are_refused_over_the_network
     assert!(app.send(vec![0x80; 100 << 10]).is_err());
     // Garbage.
     assert!(matches!(refusal(app.send(vec![0xff; 40])), AccessRefusal::Malformed(_)));
+    // Relays and denials in the app's own name, as if it were a device.
+    let ask =
+        AccessAsk::sign(&app.key, &app.device.to_bytes(), "App".into(), scopes.clone(), now_ms());
+    let relay = AccessRelay::sign(&app.key, app.device.to_bytes(), ask.clone(), now_ms());
+    let refused = refusal(app.send(AccessFrame::Relay(relay).to_bytes()));
+    assert_eq!(refused, AccessRefusal::NotFromADevice);
+    let denial = AccessDenial::sign(&app.key, app.key.public(), ask.id(), now_ms());
+    let refused = refusal(app.send(AccessFrame::Denial(denial).to_bytes()));
+    assert_eq!(refused, AccessRefusal::NotFromADevice);
     assert_eq!(app.poll(), AccessAnswer::Refused(AccessRefusal::NoRequest));
 
     // Nothing reached the user, and the node still answers.
@@ -162,6 +171,11 @@ fn a_pinning_peer_refuses_to_answer_apps() {
         );
         app.send(AccessFrame::Ask(ask).to_bytes()).ok()
     });
+    assert_eq!(answer, AccessAnswer::Refused(AccessRefusal::NotADevice));
+    // Nor does it take relays between devices.
+    let ask = AccessAsk::sign(&app.key, &app.device.to_bytes(), "App".into(), scopes, now_ms());
+    let relay = AccessRelay::sign(&app.key, app.device.to_bytes(), ask, now_ms());
+    let answer = app.send(AccessFrame::Relay(relay).to_bytes()).expect("an answer");
     assert_eq!(answer, AccessAnswer::Refused(AccessRefusal::NotADevice));
 }
 
