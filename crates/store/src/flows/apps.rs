@@ -641,18 +641,17 @@ impl<S: Store> Database<S> {
             .map_err(device_error)?
             .map(|bytes| Pending::decode(&bytes))
             .transpose()
-            .map_err(device_error)?
-            .and_then(|pending| pending.ask);
+            .map_err(device_error)?;
         let mut batch = Batch::default();
         // Remembered until both the ask and the denial are stale.
         let mut until = denial.issued_ms;
-        match waiting {
-            Some((ask, issued)) if ask == denial.ask => {
+        match waiting.map(|pending| pending.ask) {
+            Some(Some((ask, issued))) if ask == denial.ask => {
                 batch.delete(key);
                 until = until.max(issued);
                 batch.put(layout::answered(&denial.app), ended(Ended::Denied, now));
             }
-            // Another, newer ask of the app waits here: it stays.
+            // Another request of the app waits here (a newer ask): it stays.
             Some(_) => {}
             None => batch.put(layout::answered(&denial.app), ended(Ended::Denied, now)),
         }
