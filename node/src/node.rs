@@ -82,6 +82,11 @@ impl Node {
         let _ = self.net.set(net);
     }
 
+    /// The running network, once `basic up` has started it.
+    pub fn net(&self) -> Option<&basic_net::Net> {
+        self.net.get()
+    }
+
     /// Starts dialling `addresses` (and redialling them) now, when this
     /// process runs the network; otherwise the next `basic up` dials them.
     pub fn dial_now(&self, addresses: &[String]) {

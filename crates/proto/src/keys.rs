@@ -38,6 +38,9 @@ pub enum SigningContext {
     AccessAsk,
     /// An app's poll for the answer to its ask (`protocol-spec/apps.md` §3).
     AccessPoll,
+    /// A device relaying an app's ask, or its user's denial, to the other
+    /// devices (`protocol-spec/apps.md` §7).
+    AccessRelay,
 }
 
 impl SigningContext {
@@ -50,6 +53,7 @@ impl SigningContext {
             SigningContext::SyncHeads => "basic/v0/sync-heads",
             SigningContext::AccessAsk => "basic/v0/access-ask",
             SigningContext::AccessPoll => "basic/v0/access-poll",
+            SigningContext::AccessRelay => "basic/v0/access-relay",
         }
     }
 

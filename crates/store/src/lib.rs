@@ -66,12 +66,12 @@ pub use database::{
 };
 pub use environment::{Environment, now_ms};
 pub use flows::access::{
-    ACCESS_CODE_PREFIX, ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessCode, AccessError,
-    AccessFrame, AccessPoll, AccessRefusal, MAX_ACCESS_FRAME,
+    ACCESS_CODE_PREFIX, ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessCode, AccessDenial,
+    AccessError, AccessFrame, AccessPoll, AccessRefusal, AccessRelay, MAX_ACCESS_FRAME,
 };
 pub use flows::apps::{
-    ANSWER_KEPT_MS, AccessRequest, AppInfo, MAX_APP_NAME, MAX_PENDING_REQUESTS, MAX_REQUEST_SCOPES,
-    REQUEST_TTL_MS, RequestError, RequestId, Written,
+    ANSWER_KEPT_MS, AccessRequest, Answered, AppInfo, Denied, MAX_APP_NAME, MAX_PENDING_REQUESTS,
+    MAX_REQUEST_SCOPES, REQUEST_TTL_MS, RequestError, RequestId, Written,
 };
 pub use flows::export::{ExportError, ExportSummary, ImportSummary};
 pub use flows::pairing::{

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use basic_proto::control::Rights;
 use basic_proto::{Changes, KeyPart, Name, Party, RowKey, RowOp, SecretKey, Value};
 use basic_store::{
-    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessFrame, AccessPoll, AccessRefusal,
-    AccessRequest, Database, Environment, LogWriter, MAX_ACCESS_FRAME, MAX_PENDING_REQUESTS,
-    MemStore, REQUEST_TTL_MS, RequestError, Schema, SledStore,
+    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessDenial, AccessFrame, AccessPoll,
+    AccessRefusal, AccessRelay, AccessRequest, Database, Environment, LogWriter, MAX_ACCESS_FRAME,
+    MAX_PENDING_REQUESTS, MemStore, REQUEST_TTL_MS, RequestError, Schema, SledStore,
 };
 
 fn todo_db(dir: &Path) -> Database {
@@ -90,7 +90,7 @@ fn a_denied_request_grants_nothing() {
     let db = todo_db(dir.path());
     let app = SecretKey::from_seed([51; 32]);
     let id = db.request_access(request("Tracker", &app)).unwrap();
-    assert_eq!(db.deny(id).unwrap().name, "Tracker");
+    assert_eq!(db.deny(id).unwrap().request.name, "Tracker");
     assert!(db.access_requests().unwrap().is_empty());
     assert!(db.apps().unwrap().is_empty());
     assert!(db.approve(id).is_err(), "a denied request cannot be approved later");
@@ -181,7 +181,7 @@ impl Clocked {
     }
 
     fn answer(&self, frame: &AccessFrame) -> AccessAnswer {
-        self.db.answer_access(&frame.to_bytes(), DEVICE)
+        self.db.answer_access(&frame.to_bytes(), DEVICE).answer
     }
 
     fn poll(&self, app: &SecretKey) -> AccessAnswer {
@@ -348,11 +348,11 @@ fn bad_asks_and_bad_bytes_are_refused_with_their_reason() {
         AccessRefusal::UnknownScope("mail".into())
     );
     let huge = vec![0x80; MAX_ACCESS_FRAME + 1];
-    assert_eq!(refused(device.db.answer_access(&huge, DEVICE)), AccessRefusal::Oversized);
+    assert_eq!(refused(device.db.answer_access(&huge, DEVICE).answer), AccessRefusal::Oversized);
     for garbage in [&b""[..], b"\xff\xff", b"\x83\x00\x40\x40", b"\x83\x07\x41\x00\x40"] {
         assert!(
             matches!(
-                refused(device.db.answer_access(garbage, DEVICE)),
+                refused(device.db.answer_access(garbage, DEVICE).answer),
                 AccessRefusal::Malformed(_)
             ),
             "{garbage:?}"
@@ -394,8 +394,8 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
     let poll = bytes(&vectors["poll"]["signed"]["frame"]);
 
     let device = Clocked::at(now);
-    assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
-    assert_eq!(device.db.answer_access(&poll, &transport), AccessAnswer::Pending);
+    assert_eq!(device.db.answer_access(&ask, &transport).answer, AccessAnswer::Pending);
+    assert_eq!(device.db.answer_access(&poll, &transport).answer, AccessAnswer::Pending);
     assert_eq!(device.db.access_requests().unwrap()[0].1.name, "Groceries");
 
     for answer in vectors["answers"].as_array().unwrap() {
@@ -414,11 +414,11 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
     for case in vectors["refused"].as_array().unwrap() {
         let device = Clocked::at(now);
         if !case["before"].as_str().unwrap().is_empty() && case["refusal"] == "replayed" {
-            assert_eq!(device.db.answer_access(&ask, &transport), AccessAnswer::Pending);
+            assert_eq!(device.db.answer_access(&ask, &transport).answer, AccessAnswer::Pending);
             let (id, _) = device.db.access_requests().unwrap().remove(0);
             device.db.deny(id).unwrap();
         }
-        let got = refused(device.db.answer_access(&bytes(&case["frame"]), &transport));
+        let got = refused(device.db.answer_access(&bytes(&case["frame"]), &transport).answer);
         let (name, detail) = match &got {
             AccessRefusal::BadSignature => ("bad-signature", None),
             AccessRefusal::Stale => ("stale", None),
@@ -433,6 +433,50 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
         };
         assert_eq!(name, case["refusal"], "{}", case["why"]);
         assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
+    }
+
+    // Relays: a device whose log holds the relaying device (and a removed one).
+    let relays = &vectors["relays"];
+    let party = |keys: &serde_json::Value| Party {
+        key: basic_proto::PublicKey::from_bytes(bytes(&keys["key"]).try_into().unwrap()).unwrap(),
+        sealing: basic_proto::SealingKey(bytes(&keys["sealing"]).try_into().unwrap()),
+    };
+    let with_devices = || {
+        let device = Clocked::at(now);
+        device.db.add_device(party(&relays["relaying_device"])).unwrap();
+        let removed = party(&relays["removed_device"]);
+        device.db.add_device(removed).unwrap();
+        device.db.remove_device(removed.key).unwrap();
+        device
+    };
+    let relay = bytes(&relays["relay"]["frame"]);
+    let denial = bytes(&relays["denial"]["frame"]);
+    let device = with_devices();
+    assert_eq!(device.db.answer_access(&relay, b"another").answer, AccessAnswer::Pending);
+    assert_eq!(device.db.access_requests().unwrap()[0].1.name, "Groceries");
+    assert_eq!(device.db.answer_access(&denial, b"another").answer, AccessAnswer::Pending);
+    assert!(device.db.access_requests().unwrap().is_empty());
+    assert_eq!(device.db.answer_access(&poll, &transport).answer, AccessAnswer::Denied);
+    for case in relays["refused"].as_array().unwrap() {
+        let device = with_devices();
+        if !case["before"].as_str().unwrap().is_empty() {
+            assert_eq!(device.db.answer_access(&relay, b"another").answer, AccessAnswer::Pending);
+            let (id, _) = device.db.access_requests().unwrap().remove(0);
+            device.db.deny(id).unwrap();
+        }
+        let got = refused(device.db.answer_access(&bytes(&case["frame"]), b"another").answer);
+        let (name, detail) = match &got {
+            AccessRefusal::NotFromADevice => ("not-from-a-device", None),
+            AccessRefusal::BadSignature => ("bad-signature", None),
+            AccessRefusal::Stale => ("stale", None),
+            AccessRefusal::Replayed => ("replayed", None),
+            AccessRefusal::UnknownScope(scope) => ("unknown-scope", Some(scope.as_str())),
+            AccessRefusal::Oversized => ("oversized", None),
+            other => panic!("{}: unexpected {other:?}", case["why"]),
+        };
+        assert_eq!(name, case["refusal"], "{}", case["why"]);
+        assert_eq!(detail, case["detail"].as_str(), "{}", case["why"]);
+        assert!(device.db.access_requests().unwrap().is_empty(), "{}", case["why"]);
     }
 }
 
@@ -453,7 +497,7 @@ fn a_removed_device_answers_no_app() {
             scopes_of(&[("todo", Rights::Read)]),
             basic_store::now_ms(),
         );
-        db.answer_access(&AccessFrame::Ask(ask).to_bytes(), DEVICE)
+        db.answer_access(&AccessFrame::Ask(ask).to_bytes(), DEVICE).answer
     };
     assert_eq!(ask(&b), AccessAnswer::Pending, "a device answers");
 
@@ -464,8 +508,202 @@ fn a_removed_device_answers_no_app() {
     assert_eq!(refused(ask(&b)), AccessRefusal::NotADevice);
     let poll = AccessPoll::sign(&app, DEVICE, basic_store::now_ms());
     assert_eq!(
-        refused(b.answer_access(&AccessFrame::Poll(poll).to_bytes(), DEVICE)),
+        refused(b.answer_access(&AccessFrame::Poll(poll).to_bytes(), DEVICE).answer),
         AccessRefusal::NotADevice
     );
-    assert_eq!(refused(b.answer_access(b"\xff", DEVICE)), AccessRefusal::NotADevice);
+    assert_eq!(refused(b.answer_access(b"\xff", DEVICE).answer), AccessRefusal::NotADevice);
+}
+
+/// Two devices of one database, A and B, with the todo namespace.
+fn two_devices(a_dir: &Path, b_dir: &Path) -> (Database, Database) {
+    let a = todo_db(a_dir);
+    let invite = a.invite(vec![], 60_000).unwrap();
+    let request = Database::prepare_join(b_dir, &invite).unwrap();
+    a.accept_join(&request).unwrap();
+    let b = Database::finish_join(b_dir, &a.control_ops().unwrap()).unwrap();
+    (a, b)
+}
+
+fn ask_at(db: &Database, app: &SecretKey, name: &str) -> basic_store::Answered {
+    let ask = AccessAsk::sign(
+        app,
+        DEVICE,
+        name.into(),
+        scopes_of(&[("todo", Rights::ReadWrite)]),
+        basic_store::now_ms(),
+    );
+    db.answer_access(&AccessFrame::Ask(ask).to_bytes(), DEVICE)
+}
+
+fn poll_at(db: &Database, app: &SecretKey) -> AccessAnswer {
+    let poll = AccessPoll::sign(app, DEVICE, basic_store::now_ms());
+    db.answer_access(&AccessFrame::Poll(poll).to_bytes(), DEVICE).answer
+}
+
+#[test]
+fn an_ask_is_relayed_to_another_device_and_denied_there_the_app_is_told_where_it_asked() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = two_devices(a_dir.path(), b_dir.path());
+    let app = SecretKey::from_seed([70; 32]);
+    let asked = ask_at(&a, &app, "Groceries");
+    assert_eq!(asked.answer, AccessAnswer::Pending);
+    let relay = asked.relay.expect("a new ask is relayed");
+    let AccessFrame::Relay(decoded) = AccessFrame::from_bytes(&relay).unwrap() else {
+        panic!("a relay")
+    };
+    assert_eq!((decoded.device, decoded.transport.as_slice()), (a.device(), DEVICE));
+    let again = a.answer_access(&AccessFrame::Ask(decoded.ask.clone()).to_bytes(), DEVICE);
+    assert_eq!(again.relay, None, "the same ask again is not relayed again");
+
+    // B takes it as if the app had asked there: the user sees it on B.
+    assert_eq!(b.answer_access(&relay, b"B's transport").answer, AccessAnswer::Pending);
+    let listed = b.access_requests().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].1.name.as_str(), listed[0].1.app), ("Groceries", Party::of(&app)));
+    assert_eq!(listed[0].0, a.access_requests().unwrap()[0].0, "the same request id everywhere");
+    assert_eq!(b.answer_access(&relay, b"B").answer, AccessAnswer::Pending, "taken once");
+    assert_eq!(b.access_requests().unwrap().len(), 1);
+
+    // Denied on B: A learns it from B's denial, and tells the app.
+    let denied = b.deny(listed[0].0).unwrap();
+    let denial = denied.relay.expect("a network ask's denial is relayed");
+    assert_eq!(poll_at(&a, &app), AccessAnswer::Pending);
+    assert_eq!(a.answer_access(&denial, DEVICE).answer, AccessAnswer::Pending);
+    assert!(a.access_requests().unwrap().is_empty(), "A lists it no more");
+    assert_eq!(poll_at(&a, &app), AccessAnswer::Denied);
+    assert_eq!(poll_at(&b, &app), AccessAnswer::Denied);
+
+    // Replays: the relay at B, the denial at A, the ask itself at A.
+    assert_eq!(refused(b.answer_access(&relay, b"B").answer), AccessRefusal::Replayed);
+    assert_eq!(refused(a.answer_access(&denial, DEVICE).answer), AccessRefusal::Replayed);
+    assert_eq!(refused(a.answer_access(&relay, DEVICE).answer), AccessRefusal::Replayed);
+    let AccessFrame::Relay(relay) = AccessFrame::from_bytes(&relay).unwrap() else { panic!() };
+    let replayed = AccessFrame::Ask(relay.ask).to_bytes();
+    assert_eq!(refused(a.answer_access(&replayed, DEVICE).answer), AccessRefusal::Replayed);
+    assert!(a.access_requests().unwrap().is_empty() && b.access_requests().unwrap().is_empty());
+}
+
+#[test]
+fn an_approval_on_another_device_closes_the_request_where_the_app_asked() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = two_devices(a_dir.path(), b_dir.path());
+    let app = SecretKey::from_seed([71; 32]);
+    let relay = ask_at(&a, &app, "Notes").relay.unwrap();
+    assert_eq!(b.answer_access(&relay, b"B").answer, AccessAnswer::Pending);
+    let (id, _) = b.access_requests().unwrap().remove(0);
+    b.approve(id).unwrap();
+    // The grants reach A by sync; A lists the request no more, and the
+    // app's poll at A is granted.
+    a.ingest_ops(&b.control_ops().unwrap()).unwrap();
+    assert!(a.access_requests().unwrap().is_empty(), "covered by the app's grants");
+    assert!(matches!(poll_at(&a, &app), AccessAnswer::Granted(_)));
+    let apps = a.apps().unwrap();
+    assert_eq!(apps[0].name.as_deref(), Some("Notes"), "A keeps the name it was asked under");
+    // Approving (or denying) it on A too is no longer possible.
+    assert!(a.deny(id).is_err());
+}
+
+#[test]
+fn relays_and_denials_from_anyone_but_a_device_or_bad_ones_are_refused() {
+    let device = Clocked::new();
+    let db = &device.db;
+    let relayer = SecretKey::from_seed([80; 32]);
+    db.add_device(Party::of(&relayer)).unwrap();
+    let removed = SecretKey::from_seed([81; 32]);
+    db.add_device(Party::of(&removed)).unwrap();
+    db.remove_device(removed.public()).unwrap();
+    let pinner = SecretKey::from_seed([82; 32]);
+    db.add_pinner(pinner.public()).unwrap();
+    let granted = SecretKey::from_seed([83; 32]);
+    db.grant(Party::of(&granted), Name::new("todo").unwrap(), Rights::Read).unwrap();
+    let stranger = SecretKey::from_seed([84; 32]);
+    let app = SecretKey::from_seed([85; 32]);
+    let elsewhere = b"\x00\x24the device the app asked".to_vec();
+    let todo = [("todo", Rights::ReadWrite)];
+    let ask = || AccessAsk::sign(&app, &elsewhere, "Todo".into(), scopes_of(&todo), device.now());
+    let relay = |by: &SecretKey, ask: AccessAsk, issued: u64| {
+        AccessFrame::Relay(AccessRelay::sign(by, elsewhere.clone(), ask, issued)).to_bytes()
+    };
+    let answer = |frame: &[u8]| device.db.answer_access(frame, DEVICE).answer;
+
+    // Signed by whoever is not a device of the log.
+    for by in [&stranger, &removed, &pinner, &granted, &app] {
+        let frame = relay(by, ask(), device.now());
+        assert_eq!(refused(answer(&frame)), AccessRefusal::NotFromADevice);
+        let denial = AccessDenial::sign(by, app.public(), ask().id(), device.now());
+        let frame = AccessFrame::Denial(denial).to_bytes();
+        assert_eq!(refused(answer(&frame)), AccessRefusal::NotFromADevice);
+    }
+    // A device's relay altered after signing, or naming a device it is not
+    // signed by.
+    let mut altered = AccessRelay::sign(&relayer, elsewhere.clone(), ask(), device.now());
+    altered.issued_ms += 1;
+    let altered = AccessFrame::Relay(altered).to_bytes();
+    assert_eq!(refused(answer(&altered)), AccessRefusal::BadSignature);
+    let mut posing = AccessRelay::sign(&stranger, elsewhere.clone(), ask(), device.now());
+    posing.device = relayer.public();
+    let posing = AccessFrame::Relay(posing).to_bytes();
+    assert_eq!(refused(answer(&posing)), AccessRefusal::BadSignature);
+    // An inner ask forged in the app's name, or altered.
+    let mut forged =
+        AccessAsk::sign(&stranger, &elsewhere, "Todo".into(), scopes_of(&todo), device.now());
+    forged.app = Party::of(&app);
+    let frame = relay(&relayer, forged, device.now());
+    assert_eq!(refused(answer(&frame)), AccessRefusal::BadSignature);
+    // An ask addressed to another transport than the relay carries.
+    let misaddressed = AccessRelay::sign(&relayer, b"another".to_vec(), ask(), device.now());
+    let frame = AccessFrame::Relay(misaddressed).to_bytes();
+    assert_eq!(refused(answer(&frame)), AccessRefusal::BadSignature);
+    // Stale relays, or fresh relays of stale asks.
+    for issued in [device.now() - ACCESS_FRESHNESS_MS - 1, device.now() + ACCESS_FRESHNESS_MS + 1] {
+        assert_eq!(refused(answer(&relay(&relayer, ask(), issued))), AccessRefusal::Stale);
+        let old = AccessAsk::sign(&app, &elsewhere, "Todo".into(), scopes_of(&todo), issued);
+        assert_eq!(refused(answer(&relay(&relayer, old, device.now()))), AccessRefusal::Stale);
+        let denial = AccessDenial::sign(&relayer, app.public(), ask().id(), issued);
+        let frame = AccessFrame::Denial(denial).to_bytes();
+        assert_eq!(refused(answer(&frame)), AccessRefusal::Stale);
+    }
+    // Every check an ask gets.
+    let bad = AccessAsk::sign(&app, &elsewhere, "".into(), scopes_of(&todo), device.now());
+    assert_eq!(refused(answer(&relay(&relayer, bad, device.now()))), AccessRefusal::BadName);
+    let mail = scopes_of(&[("mail", Rights::Read)]);
+    let bad = AccessAsk::sign(&app, &elsewhere, "Mail".into(), mail, device.now());
+    assert_eq!(
+        refused(answer(&relay(&relayer, bad, device.now()))),
+        AccessRefusal::UnknownScope("mail".into())
+    );
+    // Oversized.
+    let huge = AccessAsk::sign(&app, &elsewhere, "x".repeat(8000), scopes_of(&todo), 0);
+    let frame = relay(&relayer, huge, device.now());
+    assert!(frame.len() > MAX_ACCESS_FRAME);
+    assert_eq!(refused(answer(&frame)), AccessRefusal::Oversized);
+    assert!(db.access_requests().unwrap().is_empty(), "nothing reached the user");
+
+    // The genuine relay is taken; replayed once its ask is answered, it is
+    // refused.
+    let genuine = relay(&relayer, ask(), device.now());
+    assert_eq!(answer(&genuine), AccessAnswer::Pending);
+    let (id, _) = db.access_requests().unwrap().remove(0);
+    db.deny(id).unwrap();
+    assert_eq!(refused(answer(&genuine)), AccessRefusal::Replayed);
+    assert!(db.access_requests().unwrap().is_empty());
+}
+
+#[test]
+fn a_denial_of_an_older_ask_leaves_the_newer_one_waiting() {
+    let device = Clocked::new();
+    let relayer = SecretKey::from_seed([90; 32]);
+    device.db.add_device(Party::of(&relayer)).unwrap();
+    let app = SecretKey::from_seed([91; 32]);
+    let old = device.ask(&app, "Old", &[("todo", Rights::Read)]);
+    device.advance(1);
+    let new = AccessFrame::Ask(device.ask(&app, "New", &[("todo", Rights::Read)]));
+    assert_eq!(device.answer(&new), AccessAnswer::Pending);
+    let denial = AccessDenial::sign(&relayer, app.public(), old.id(), device.now());
+    let frame = AccessFrame::Denial(denial).to_bytes();
+    assert_eq!(device.db.answer_access(&frame, DEVICE).answer, AccessAnswer::Pending);
+    assert_eq!(device.db.access_requests().unwrap()[0].1.name, "New");
+    assert_eq!(device.poll(&app), AccessAnswer::Pending);
+    // The denied ask cannot come back.
+    assert_eq!(refused(device.answer(&AccessFrame::Ask(old))), AccessRefusal::Replayed);
 }

@@ -1,15 +1,18 @@
 //! `access.json`: an app asking a device for access over the network
 //! (`protocol-spec/apps.md`): a valid ask and poll with every step of
 //! their signatures, one answer of every kind, refused frames with the
-//! refusal a device answers, and an access code.
+//! refusal a device answers, an access code, and a device's relay of the
+//! ask and denial of it, with the relays a device refuses.
 
 use std::collections::BTreeMap;
 
+use basic_proto::SecretKey;
 use basic_proto::codec::encode_value;
 use basic_proto::control::Rights;
 use basic_proto::{DatabaseId, Name, SigningContext};
 use basic_store::{
-    AccessAnswer, AccessAsk, AccessCode, AccessFrame, AccessPoll, AccessRefusal, MAX_ACCESS_FRAME,
+    AccessAnswer, AccessAsk, AccessCode, AccessDenial, AccessFrame, AccessPoll, AccessRefusal,
+    AccessRelay, MAX_ACCESS_FRAME,
 };
 use ciborium::Value as Cbor;
 use serde_json::{Value as Json, json};
@@ -77,15 +80,189 @@ fn refusal_name(refusal: &AccessRefusal) -> &'static str {
         AccessRefusal::NotADevice => "not-a-device",
         AccessRefusal::NoRequest => "no-request",
         AccessRefusal::DeviceError(_) => "device-error",
+        AccessRefusal::NotFromADevice => "not-from-a-device",
     }
+}
+
+/// Every step of a device's signature of a relay or denial.
+fn device_signed(frame: &AccessFrame, device: &SecretKey) -> Json {
+    let bytes = frame.to_bytes();
+    let (kind, body, signature) = parts(&bytes);
+    let message =
+        encode_value(&Cbor::Array(vec![Cbor::Integer(kind.into()), Cbor::Bytes(body.clone())]));
+    let context = SigningContext::AccessRelay;
+    assert_eq!(
+        device.sign(context, &message).to_vec(),
+        signature,
+        "the signature is over the spec's input"
+    );
+    json!({
+        "kind": kind,
+        "body": hex(&body),
+        "message": hex(&message),
+        "label": hex(context.label()),
+        "signed_bytes": hex(context.signed_bytes(&message)),
+        "signature": hex(&signature),
+        "frame": hex(&bytes),
+    })
+}
+
+/// The keys of a device, as its `add-device` names them.
+fn device_keys(device: &SecretKey) -> Json {
+    json!({ "key": hex(device.public().as_bytes()), "sealing": hex(device.sealing_key().0) })
+}
+
+/// `relays`: a device's relay of the valid ask and its denial, and the
+/// relays and denials a device refuses.
+fn relays(ask: &AccessAsk, device: &[u8]) -> Json {
+    let app = principal("app");
+    let relayer = principal("relaying device");
+    let removed = principal("removed device");
+    let stranger = principal("adversary");
+    let minute = 60_000;
+    let relay = |by: &SecretKey, ask: AccessAsk, transport: &[u8], issued: u64| {
+        AccessFrame::Relay(AccessRelay::sign(by, transport.to_vec(), ask, issued))
+    };
+    let valid = relay(&relayer, ask.clone(), device, NOW_MS);
+    let denial = AccessFrame::Denial(AccessDenial::sign(&relayer, app.public(), ask.id(), NOW_MS));
+    let mut posing = AccessRelay::sign(&stranger, device.to_vec(), ask.clone(), NOW_MS);
+    posing.device = relayer.public();
+    let mut forged =
+        AccessAsk::sign(&stranger, device, ask.name.clone(), ask.scopes.clone(), NOW_MS);
+    forged.app = ask.app;
+    let sign_ask = |name: String, list: &[(&str, Rights)], issued: u64| {
+        AccessAsk::sign(&app, device, name, scopes(list), issued)
+    };
+    let rw = [("todo", Rights::ReadWrite)];
+    let padded = sign_ask(format!("Groceries{}", " ".repeat(8000)), &rw, NOW_MS);
+    let refused: Vec<(&str, Vec<u8>, &str, AccessRefusal)> = vec![
+        (
+            "a relay signed by a key that is no device of the database",
+            relay(&stranger, ask.clone(), device, NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::NotFromADevice,
+        ),
+        (
+            "a relay signed by a removed device",
+            relay(&removed, ask.clone(), device, NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::NotFromADevice,
+        ),
+        (
+            "a relay signed by the app's own key",
+            relay(&app, ask.clone(), device, NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::NotFromADevice,
+        ),
+        (
+            "a relay naming the relaying device but signed by another key",
+            AccessFrame::Relay(posing).to_bytes(),
+            "",
+            AccessRefusal::BadSignature,
+        ),
+        (
+            "a relay of an ask signed by another key in the app's name",
+            relay(&relayer, forged, device, NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::BadSignature,
+        ),
+        (
+            "a relay carrying another transport than the one the app signed",
+            relay(&relayer, ask.clone(), &transport_of("another device"), NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::BadSignature,
+        ),
+        (
+            "a relay signed 10 minutes and 1 ms before the device's clock",
+            relay(&relayer, ask.clone(), device, NOW_MS - 10 * minute - 1).to_bytes(),
+            "",
+            AccessRefusal::Stale,
+        ),
+        (
+            "a fresh relay of an ask issued 10 minutes and 1 ms before the device's clock",
+            relay(
+                &relayer,
+                sign_ask("Groceries".into(), &rw, NOW_MS - 10 * minute - 1),
+                device,
+                NOW_MS,
+            )
+            .to_bytes(),
+            "",
+            AccessRefusal::Stale,
+        ),
+        (
+            "a relay of an ask for a namespace the database does not have",
+            relay(
+                &relayer,
+                sign_ask("Mail".into(), &[("mail", Rights::Read)], NOW_MS),
+                device,
+                NOW_MS,
+            )
+            .to_bytes(),
+            "",
+            AccessRefusal::UnknownScope("mail".into()),
+        ),
+        (
+            "the valid relay again, after its ask was denied",
+            valid.to_bytes(),
+            "the valid relay was taken, then its ask denied",
+            AccessRefusal::Replayed,
+        ),
+        (
+            "a relay over the cap (its ask's name padded with white space)",
+            relay(&relayer, padded, device, NOW_MS).to_bytes(),
+            "",
+            AccessRefusal::Oversized,
+        ),
+        (
+            "a denial signed by a key that is no device of the database",
+            AccessFrame::Denial(AccessDenial::sign(&stranger, app.public(), ask.id(), NOW_MS))
+                .to_bytes(),
+            "",
+            AccessRefusal::NotFromADevice,
+        ),
+        (
+            "a denial signed 10 minutes and 1 ms after the device's clock",
+            AccessFrame::Denial(AccessDenial::sign(
+                &relayer,
+                app.public(),
+                ask.id(),
+                NOW_MS + 10 * minute + 1,
+            ))
+            .to_bytes(),
+            "",
+            AccessRefusal::Stale,
+        ),
+    ];
+    json!({
+        "relaying_device": device_keys(&relayer),
+        "removed_device": device_keys(&removed),
+        "relay": device_signed(&valid, &relayer),
+        "denial": device_signed(&denial, &relayer),
+        "refused": refused.into_iter().map(|(why, frame, before, expected)| refused_case(why, &frame, before, &expected)).collect::<Vec<_>>(),
+    })
+}
+
+/// One refused frame, as `refused` and `relays.refused` list them.
+fn refused_case(why: &str, frame: &[u8], before: &str, expected: &AccessRefusal) -> Json {
+    json!({
+        "why": why,
+        "frame": hex(frame),
+        "before": before,
+        "refusal": refusal_name(expected),
+        "detail": match expected {
+            AccessRefusal::UnknownScope(scope) => Json::from(scope.as_str()),
+            _ => Json::Null,
+        },
+    })
 }
 
 pub(crate) fn vectors() -> Json {
     let app = principal("app");
     let device = transport_of("device");
     let todo = scopes(&[("todo", Rights::ReadWrite)]);
-    let ask =
-        AccessFrame::Ask(AccessAsk::sign(&app, &device, "Groceries".into(), todo.clone(), NOW_MS));
+    let valid_ask = AccessAsk::sign(&app, &device, "Groceries".into(), todo.clone(), NOW_MS);
+    let ask = AccessFrame::Ask(valid_ask.clone());
     let poll = AccessFrame::Poll(AccessPoll::sign(&app, &device, NOW_MS));
     let ask_body = parts(&ask.to_bytes()).1;
     let ask_id = blake3::derive_key("basic/v0 access ask id", &ask_body);
@@ -112,6 +289,7 @@ pub(crate) fn vectors() -> Json {
             AccessRefusal::NotADevice,
             AccessRefusal::NoRequest,
             AccessRefusal::DeviceError("storage failed".into()),
+            AccessRefusal::NotFromADevice,
         ]
         .iter()
         .map(|r| {
@@ -262,19 +440,9 @@ pub(crate) fn vectors() -> Json {
     ];
     let refused: Vec<Json> = refused
         .into_iter()
-        .map(|(why, frame, before, expected)| {
-            json!({
-                "why": why,
-                "frame": hex(&frame),
-                "before": before,
-                "refusal": refusal_name(&expected),
-                "detail": match &expected {
-                    AccessRefusal::UnknownScope(scope) => Json::from(scope.as_str()),
-                    _ => Json::Null,
-                },
-            })
-        })
+        .map(|(why, frame, before, expected)| refused_case(why, &frame, before, &expected))
         .collect();
+    let relays = relays(&valid_ask, &device);
 
     let code = AccessCode {
         database: DatabaseId(crate::fixture("access code database")),
@@ -289,7 +457,7 @@ pub(crate) fn vectors() -> Json {
     ]));
 
     json!({
-        "description": "protocol-spec/apps.md. The app's seed is keys.json's app principal; device_transport is the libp2p peer id bytes of keys.json's device principal (0x0024080112 20 then its ed25519 key). ask: a valid ask (name Groceries, todo read-write, issued_ms = now_ms) with every step of its signature (message = CBOR [device transport id, body], signed_bytes = label || 0x00 || message) and its id (BLAKE3 derive_key(\"basic/v0 access ask id\", body)); poll: a valid poll. answers: one answer frame of every kind, and a refusal of every code. refused: frames a device with the todo namespace (and no other), clock now_ms and transport id device_transport MUST refuse with the refusal given, after the state in before (empty: a fresh device); detail is the refusal's detail where it is normative (the unknown scope), else null; other details are for people and not normative. code: an access code with its CBOR and text.",
+        "description": "protocol-spec/apps.md. The app's seed is keys.json's app principal; device_transport is the libp2p peer id bytes of keys.json's device principal (0x0024080112 20 then its ed25519 key). ask: a valid ask (name Groceries, todo read-write, issued_ms = now_ms) with every step of its signature (message = CBOR [device transport id, body], signed_bytes = label || 0x00 || message) and its id (BLAKE3 derive_key(\"basic/v0 access ask id\", body)); poll: a valid poll. answers: one answer frame of every kind, and a refusal of every code. refused: frames a device with the todo namespace (and no other), clock now_ms and transport id device_transport MUST refuse with the refusal given, after the state in before (empty: a fresh device); detail is the refusal's detail where it is normative (the unknown scope), else null; other details are for people and not normative. code: an access code with its CBOR and text. relays: relaying_device and removed_device are the keys of the fixture principals (\"relaying device\", \"removed device\"); relay is the relaying device's relay of the valid ask (message = CBOR [2, body]) and denial its denial of it (message = CBOR [3, body]), each signed with the context basic/v0/access-relay; a device whose control log holds relaying_device (and removed_device, added then removed), with the todo namespace and clock now_ms, answers relay [0] and lists the request, then answers denial [0] and the valid poll denied; relays.refused lists frames it MUST refuse, after the state in before.",
         "now_ms": NOW_MS,
         "app_seed": hex(app.seed()),
         "device_transport": hex(&device),
@@ -309,6 +477,7 @@ pub(crate) fn vectors() -> Json {
         },
         "answers": answers,
         "refused": refused,
+        "relays": relays,
         "code": {
             "database": hex(code.database.0),
             "addresses": code.addresses,

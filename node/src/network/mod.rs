@@ -42,6 +42,7 @@ pub use bootstrap::bootstrap;
 pub(crate) use bootstrap::{fetch_as as fetch_control_log, one_off as one_off_config};
 use shown::ShownStore;
 use status::Status;
+pub(crate) use status::device_peers;
 
 use crate::join::answer_join;
 use crate::node::NodeConfig;
@@ -441,12 +442,18 @@ async fn on_event(
             };
             let context = Arc::clone(context);
             tokio::spawn(async move {
-                let answer = tokio::task::spawn_blocking(move || {
-                    let local = context.net.local_peer_id().to_bytes();
-                    crate::access::answer_access(&context.db, &frame, &local)
+                let db = Arc::clone(&context.db);
+                let local = context.net.local_peer_id().to_bytes();
+                let answered = tokio::task::spawn_blocking(move || {
+                    crate::access::answer_access(&db, &frame, &local)
                 });
-                if let Ok(answer) = answer.await {
-                    let _ = reply.send(answer.to_bytes());
+                if let Ok(answered) = answered.await {
+                    let _ = reply.send(answered.answer.to_bytes());
+                    // A new ask: the user's other devices show it too.
+                    if let Some(relay) = answered.relay {
+                        let devices = context.status.device_peers(&context.db.auth_state());
+                        crate::access::relay(&context.net, devices, relay);
+                    }
                 }
                 drop(slot);
             });

@@ -3,6 +3,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use basic_net::{Multiaddr, PeerId, PeerInfo};
+use basic_proto::control::AuthState;
+use basic_proto::keys::Principal;
 
 use crate::status::{NetworkStatus, PeerStatus};
 
@@ -134,6 +136,12 @@ impl Status {
         self.peer(peer, |p| p.sync = reason.to_owned());
     }
 
+    /// The peers connected now whose sync session proved a device of
+    /// `auth` that is not removed.
+    pub(super) fn device_peers(&self, auth: &AuthState) -> Vec<PeerId> {
+        device_peers(&self.0.read().unwrap_or_else(PoisonError::into_inner), auth)
+    }
+
     /// Copies the transport's byte counters.
     pub(super) fn traffic(&self, infos: &[PeerInfo]) {
         self.update(|status| {
@@ -145,5 +153,72 @@ impl Status {
                 }
             }
         });
+    }
+}
+
+/// The peers of `status` connected now whose sync session proved a device
+/// of `auth` that is not removed: where a device relays what apps ask
+/// (`protocol-spec/apps.md` §7).
+pub(crate) fn device_peers(status: &NetworkStatus, auth: &AuthState) -> Vec<PeerId> {
+    status
+        .peers
+        .iter()
+        .filter(|peer| peer.address.is_some())
+        .filter(|peer| {
+            let principal = peer.principal.as_deref().and_then(|p| p.parse::<Principal>().ok());
+            principal.is_some_and(|principal| auth.is_device(&principal.key))
+        })
+        .filter_map(|peer| peer.id.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use basic_proto::keys::Role;
+    use basic_proto::{Party, SecretKey};
+    use basic_store::Database;
+
+    use super::*;
+
+    fn peer(principal: Option<String>, connected: bool) -> (PeerId, PeerStatus) {
+        let id = PeerId::random();
+        let status = PeerStatus {
+            id: id.to_string(),
+            address: connected.then(|| "/ip4/127.0.0.1/tcp/1".to_owned()),
+            principal,
+            sync: "in sync".into(),
+            last_sync_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        (id, status)
+    }
+
+    #[test]
+    fn relays_go_only_to_connected_peers_that_proved_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let other = SecretKey::from_seed([1; 32]);
+        db.add_device(Party::of(&other)).unwrap();
+        let removed = SecretKey::from_seed([2; 32]);
+        db.add_device(Party::of(&removed)).unwrap();
+        db.remove_device(removed.public()).unwrap();
+        let pinner = SecretKey::from_seed([3; 32]);
+        db.add_pinner(pinner.public()).unwrap();
+        let id = |role, key: &SecretKey| Some(Principal { role, key: key.public() }.to_string());
+        let stranger = SecretKey::from_seed([4; 32]);
+
+        let (device, connected) = peer(id(Role::Device, &other), true);
+        let peers = vec![
+            connected,
+            peer(id(Role::Device, &other), false).1,
+            peer(id(Role::Device, &removed), true).1,
+            peer(id(Role::Pinner, &pinner), true).1,
+            peer(id(Role::Device, &stranger), true).1,
+            peer(None, true).1,
+            peer(Some("garbage".into()), true).1,
+        ];
+        let status = NetworkStatus { listening: vec![], peers };
+        assert_eq!(device_peers(&status, &db.auth_state()), vec![device]);
     }
 }

@@ -251,7 +251,16 @@ impl Op for Answer {
                 self.id
             )));
         };
-        let request = if self.approve { node.db.approve(id)? } else { node.db.deny(id)? };
+        let request = if self.approve {
+            node.db.approve(id)?
+        } else {
+            let denied = node.db.deny(id)?;
+            // A network ask's denial: the other devices tell the app too.
+            if let Some(relay) = denied.relay {
+                crate::access::relay_from(node, relay);
+            }
+            denied.request
+        };
         Ok(RequestInfo::of(node, id, &request))
     }
 }

@@ -3,7 +3,8 @@
 //! connect` prints; the user approves with `basic app approve`; the app's
 //! poll brings the control log, from which it builds its replica. Forged,
 //! misaddressed, oversized and garbage frames are refused, and so are asks
-//! to a pinning peer.
+//! to a pinning peer. An ask made to A is relayed to B: the user sees it,
+//! and denies or approves it, on B; the app learns the answer from A.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +12,13 @@ use basic_net::{Config, Keypair, Multiaddr, Net, PeerId, Protocol};
 use basic_proto::control::Rights;
 use basic_proto::{Name, SecretKey};
 use basic_store::{
-    AccessAnswer, AccessAsk, AccessCode, AccessFrame, AccessPoll, AccessRefusal, Database,
-    Environment, MemStore, now_ms,
+    AccessAnswer, AccessAsk, AccessCode, AccessDenial, AccessFrame, AccessPoll, AccessRefusal,
+    AccessRelay, Database, Environment, MemStore, now_ms,
 };
 
 use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::pinner::authorised_pinner;
+use super::two_devices::{device_of, join, wait_in_sync};
 
 /// An app's network client: a bare libp2p node dialling `address`.
 struct App {
@@ -134,6 +136,15 @@ fn forged_misaddressed_oversized_and_garbage_frames_are_refused_over_the_network
     assert!(app.send(vec![0x80; 100 << 10]).is_err());
     // Garbage.
     assert!(matches!(refusal(app.send(vec![0xff; 40])), AccessRefusal::Malformed(_)));
+    // Relays and denials in the app's own name, as if it were a device.
+    let ask =
+        AccessAsk::sign(&app.key, &app.device.to_bytes(), "App".into(), scopes.clone(), now_ms());
+    let relay = AccessRelay::sign(&app.key, app.device.to_bytes(), ask.clone(), now_ms());
+    let refused = refusal(app.send(AccessFrame::Relay(relay).to_bytes()));
+    assert_eq!(refused, AccessRefusal::NotFromADevice);
+    let denial = AccessDenial::sign(&app.key, app.key.public(), ask.id(), now_ms());
+    let refused = refusal(app.send(AccessFrame::Denial(denial).to_bytes()));
+    assert_eq!(refused, AccessRefusal::NotFromADevice);
     assert_eq!(app.poll(), AccessAnswer::Refused(AccessRefusal::NoRequest));
 
     // Nothing reached the user, and the node still answers.
@@ -161,4 +172,53 @@ fn a_pinning_peer_refuses_to_answer_apps() {
         app.send(AccessFrame::Ask(ask).to_bytes()).ok()
     });
     assert_eq!(answer, AccessAnswer::Refused(AccessRefusal::NotADevice));
+    // Nor does it take relays between devices.
+    let ask = AccessAsk::sign(&app.key, &app.device.to_bytes(), "App".into(), scopes, now_ms());
+    let relay = AccessRelay::sign(&app.key, app.device.to_bytes(), ask, now_ms());
+    let answer = app.send(AccessFrame::Relay(relay).to_bytes()).expect("an answer");
+    assert_eq!(answer, AccessAnswer::Refused(AccessRefusal::NotADevice));
+}
+
+/// The id of the request of `name` once `basic app requests` lists it on
+/// `data`'s device.
+fn listed(data: &Data, name: &str) -> String {
+    wait_for("the request shows on the device", SYNC_TIMEOUT, || {
+        let requests = data.basic(&["app", "requests"]).ok();
+        let line = requests.lines().find(|line| line.contains(&format!("\"{name}\"")))?;
+        Some(line.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[test]
+fn an_ask_to_a_is_answered_on_b_and_the_app_learns_it_from_a() {
+    let a_data = Data::with_todo(BASIC);
+    let a = a_data.up(&[]);
+    let b_data = join(&a);
+    let b = b_data.up(&[a.address()]);
+    wait_in_sync(&a, &device_of(&b));
+    wait_in_sync(&b, &device_of(&a));
+
+    // Asked on A, denied on B: the app's poll at A answers Denied.
+    let app = App::new(a.address(), 21);
+    assert_eq!(app.ask("Tracker"), AccessAnswer::Pending);
+    let id = listed(&b_data, "Tracker");
+    assert_eq!(listed(&a_data, "Tracker"), id, "the same request on both devices");
+    assert!(b_data.basic(&["app", "deny", &id]).ok().contains("denied \"Tracker\""));
+    wait_for("A learns of the denial", SYNC_TIMEOUT, || {
+        (app.poll() == AccessAnswer::Denied).then_some(())
+    });
+    assert!(a_data.basic(&["app", "requests"]).ok().contains("no request waits"));
+
+    // Asked on A, approved on B: the grant reaches A by sync, and the
+    // app's poll at A is granted; A lists the request no more.
+    let other = App::new(a.address(), 22);
+    assert_eq!(other.ask("Groceries"), AccessAnswer::Pending);
+    let id = listed(&b_data, "Groceries");
+    b_data.basic(&["app", "approve", &id]).ok();
+    wait_for("the app's poll at A is granted", SYNC_TIMEOUT, || {
+        matches!(other.poll(), AccessAnswer::Granted(_)).then_some(())
+    });
+    assert!(a_data.basic(&["app", "requests"]).ok().contains("no request waits"));
+    let apps = a_data.basic(&["app", "list"]).ok();
+    assert!(apps.contains("Groceries"), "{apps}");
 }

@@ -7,6 +7,11 @@
 //! then [`AccessPoll`]s until the device's [`AccessAnswer`] is no longer
 //! [`AccessAnswer::Pending`]. The device side is
 //! [`Database::answer_access`](crate::Database::answer_access).
+//!
+//! Devices tell each other of the asks they receive ([`AccessRelay`]) and
+//! of the asks their user denies ([`AccessDenial`]), each signed by the
+//! device's own key, so that the user sees and answers a request on any
+//! device.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +35,8 @@ pub const ACCESS_FRESHNESS_MS: u64 = 10 * 60_000;
 pub const ACCESS_CODE_PREFIX: &str = "basic-access:";
 /// Longest refusal detail on the wire, in bytes.
 const MAX_DETAIL: usize = 512;
+/// Longest transport (libp2p peer id) a relay carries, in bytes.
+const MAX_TRANSPORT: usize = 64;
 
 /// Why an access frame, answer or code could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +106,10 @@ pub enum AccessRefusal {
     /// The device failed to answer (its storage).
     #[error("the device could not answer: {0}")]
     DeviceError(String),
+    /// A relay or denial not signed by a device of the database (a
+    /// stranger, a removed device, an app, a pinning peer).
+    #[error("the relay is not signed by a device of the database")]
+    NotFromADevice,
 }
 
 impl AccessRefusal {
@@ -117,6 +128,7 @@ impl AccessRefusal {
             AccessRefusal::NotADevice => (10, None),
             AccessRefusal::NoRequest => (11, None),
             AccessRefusal::DeviceError(reason) => (12, Some(reason)),
+            AccessRefusal::NotFromADevice => (13, None),
         }
     }
 
@@ -139,6 +151,7 @@ impl AccessRefusal {
             10 => AccessRefusal::NotADevice,
             11 => AccessRefusal::NoRequest,
             12 => AccessRefusal::DeviceError(text()?),
+            13 => AccessRefusal::NotFromADevice,
             code => return Err(AccessError::BadAnswer(format!("unknown refusal code {code}"))),
         })
     }
@@ -238,8 +251,9 @@ impl AccessAsk {
         self.app.key.verify(SigningContext::AccessAsk, &message, &self.signature).is_ok()
     }
 
-    /// The ask's id: what a device remembers to refuse it replayed.
-    pub(crate) fn id(&self) -> [u8; 32] {
+    /// The ask's id: what a device remembers to refuse it replayed, and
+    /// what a relayed denial names.
+    pub fn id(&self) -> [u8; 32] {
         blake3::derive_key("basic/v0 access ask id", &self.body())
     }
 }
@@ -294,6 +308,135 @@ impl AccessPoll {
     }
 }
 
+/// A device telling another of an app's ask it received (frame kind 2):
+/// the ask as the app signed it, with the transport id it was addressed
+/// to, signed by the relaying device's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRelay {
+    /// The relaying device's key (its principal in the control log).
+    pub device: PublicKey,
+    /// The libp2p peer id bytes of the device the app addressed, which
+    /// the app's signature binds.
+    pub transport: Vec<u8>,
+    /// The app's ask, with its signature.
+    pub ask: AccessAsk,
+    /// When the device signed the relay (ms since 1970, its clock).
+    pub issued_ms: u64,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl AccessRelay {
+    /// Relays `ask`, received as addressed to `transport`, signed by
+    /// `device`.
+    pub fn sign(device: &SecretKey, transport: Vec<u8>, ask: AccessAsk, issued_ms: u64) -> Self {
+        let mut relay =
+            Self { device: device.public(), transport, ask, issued_ms, signature: [0; 64] };
+        relay.signature =
+            device.sign(SigningContext::AccessRelay, &relay_message(2, &relay.body()));
+        relay
+    }
+
+    /// The signed body: `[device key, transport, ask body, ask signature,
+    /// issued_ms]` in deterministic CBOR.
+    fn body(&self) -> Vec<u8> {
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Bytes(self.device.as_bytes().to_vec()),
+            Cbor::Bytes(self.transport.clone()),
+            Cbor::Bytes(self.ask.body()),
+            Cbor::Bytes(self.ask.signature.to_vec()),
+            Cbor::Integer(self.issued_ms.into()),
+        ]))
+    }
+
+    fn decode(body: &[u8], signature: [u8; SIGNATURE_LEN]) -> Result<Self, AccessError> {
+        let mut fields = Fields::new(
+            codec::parse(body, "relay", MAX_ACCESS_FRAME).map_err(malformed)?,
+            "relay",
+            5,
+        )
+        .map_err(malformed)?;
+        let device = public_key(fields.fixed("device").map_err(malformed)?)?;
+        let transport = fields.bytes("transport", 1, MAX_TRANSPORT).map_err(malformed)?;
+        let ask_body = fields.bytes("ask", 1, MAX_ACCESS_FRAME).map_err(malformed)?;
+        let ask_signature = fields.fixed("ask signature").map_err(malformed)?;
+        let ask = AccessAsk::decode(&ask_body, ask_signature)?;
+        let issued_ms = fields.uint("issued").map_err(malformed)?;
+        let relay = Self { device, transport, ask, issued_ms, signature };
+        canonical(&relay.body(), body)?;
+        Ok(relay)
+    }
+
+    /// Whether `device` signed this relay.
+    pub(crate) fn verifies(&self) -> bool {
+        let message = relay_message(2, &self.body());
+        self.device.verify(SigningContext::AccessRelay, &message, &self.signature).is_ok()
+    }
+}
+
+/// A device telling another that its user denied an app's ask (frame
+/// kind 3), signed by the device's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDenial {
+    /// The denying device's key (its principal in the control log).
+    pub device: PublicKey,
+    /// The app whose ask was denied.
+    pub app: PublicKey,
+    /// The id of the denied ask ([`AccessAsk::id`]).
+    pub ask: [u8; 32],
+    /// When the device signed it (ms since 1970, its clock).
+    pub issued_ms: u64,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl AccessDenial {
+    /// The denial of `app`'s ask `ask`, signed by `device`.
+    pub fn sign(device: &SecretKey, app: PublicKey, ask: [u8; 32], issued_ms: u64) -> Self {
+        let mut denial = Self { device: device.public(), app, ask, issued_ms, signature: [0; 64] };
+        denial.signature =
+            device.sign(SigningContext::AccessRelay, &relay_message(3, &denial.body()));
+        denial
+    }
+
+    /// The signed body: `[device key, app key, ask id, issued_ms]` in
+    /// deterministic CBOR.
+    fn body(&self) -> Vec<u8> {
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Bytes(self.device.as_bytes().to_vec()),
+            Cbor::Bytes(self.app.as_bytes().to_vec()),
+            Cbor::Bytes(self.ask.to_vec()),
+            Cbor::Integer(self.issued_ms.into()),
+        ]))
+    }
+
+    fn decode(body: &[u8], signature: [u8; SIGNATURE_LEN]) -> Result<Self, AccessError> {
+        let mut fields = Fields::new(
+            codec::parse(body, "denial", MAX_ACCESS_FRAME).map_err(malformed)?,
+            "denial",
+            4,
+        )
+        .map_err(malformed)?;
+        let device = public_key(fields.fixed("device").map_err(malformed)?)?;
+        let app = public_key(fields.fixed("app").map_err(malformed)?)?;
+        let ask = fields.fixed("ask").map_err(malformed)?;
+        let issued_ms = fields.uint("issued").map_err(malformed)?;
+        let denial = Self { device, app, ask, issued_ms, signature };
+        canonical(&denial.body(), body)?;
+        Ok(denial)
+    }
+
+    /// Whether `device` signed this denial.
+    pub(crate) fn verifies(&self) -> bool {
+        let message = relay_message(3, &self.body());
+        self.device.verify(SigningContext::AccessRelay, &message, &self.signature).is_ok()
+    }
+}
+
+/// What a device signs for a relay or a denial: the CBOR array `[kind,
+/// body]`.
+fn relay_message(kind: u64, body: &[u8]) -> Vec<u8> {
+    codec::encode_value(&Cbor::Array(vec![Cbor::Integer(kind.into()), Cbor::Bytes(body.to_vec())]))
+}
+
 /// What the app signs: the CBOR array `[device transport id, body]`.
 fn signed_message(device_transport: &[u8], body: &[u8]) -> Vec<u8> {
     codec::encode_value(&Cbor::Array(vec![
@@ -319,11 +462,13 @@ fn canonical(encoded: &[u8], received: &[u8]) -> Result<(), AccessError> {
     Ok(())
 }
 
-/// Either frame, as the device decodes it:
+/// Any frame, as the device decodes it:
 ///
 /// ```text
-/// frame = [0, body: bstr, signature: bstr]   ; ask
-///       / [1, body: bstr, signature: bstr]   ; poll
+/// frame = [0, body: bstr, signature: bstr]   ; ask (from an app)
+///       / [1, body: bstr, signature: bstr]   ; poll (from an app)
+///       / [2, body: bstr, signature: bstr]   ; relay (from a device)
+///       / [3, body: bstr, signature: bstr]   ; denial (from a device)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessFrame {
@@ -331,6 +476,10 @@ pub enum AccessFrame {
     Ask(AccessAsk),
     /// A poll for the answer.
     Poll(AccessPoll),
+    /// Another device's relay of an ask it received.
+    Relay(AccessRelay),
+    /// Another device's word that its user denied an ask.
+    Denial(AccessDenial),
 }
 
 impl AccessFrame {
@@ -339,6 +488,8 @@ impl AccessFrame {
         let (kind, body, signature) = match self {
             AccessFrame::Ask(ask) => (0, ask.body(), ask.signature),
             AccessFrame::Poll(poll) => (1, poll.body(), poll.signature),
+            AccessFrame::Relay(relay) => (2, relay.body(), relay.signature),
+            AccessFrame::Denial(denial) => (3, denial.body(), denial.signature),
         };
         codec::encode_value(&Cbor::Array(vec![
             Cbor::Integer(kind.into()),
@@ -347,8 +498,9 @@ impl AccessFrame {
         ]))
     }
 
-    /// Reads a frame received from an app (untrusted bytes). The signature
-    /// is not checked here: it is bound to the device that reads it.
+    /// Reads a frame received from an app or a device (untrusted bytes).
+    /// No signature is checked here: an app's is bound to the device that
+    /// reads it, a device's must be checked against its control log.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, AccessError> {
         if bytes.len() > MAX_ACCESS_FRAME {
             return Err(AccessError::Oversized { len: bytes.len(), max: MAX_ACCESS_FRAME });
@@ -361,6 +513,8 @@ impl AccessFrame {
         match kind {
             0 => Ok(AccessFrame::Ask(AccessAsk::decode(&body, signature)?)),
             1 => Ok(AccessFrame::Poll(AccessPoll::decode(&body, signature)?)),
+            2 => Ok(AccessFrame::Relay(AccessRelay::decode(&body, signature)?)),
+            3 => Ok(AccessFrame::Denial(AccessDenial::decode(&body, signature)?)),
             kind => Err(AccessError::Malformed(format!("unknown access frame kind {kind}"))),
         }
     }
@@ -570,6 +724,41 @@ mod tests {
         let mut tampered = ask.clone();
         tampered.name = "Bank".into();
         assert!(!tampered.verifies(b"device"));
+    }
+
+    #[test]
+    fn relays_and_denials_round_trip_and_verify_only_as_signed() {
+        let app = SecretKey::from_seed([7; 32]);
+        let device = SecretKey::from_seed([8; 32]);
+        let ask = AccessAsk::sign(&app, b"device", "Todo".into(), todo(), 1_000);
+        let relay = AccessRelay::sign(&device, b"device".to_vec(), ask.clone(), 2_000);
+        let frame = AccessFrame::Relay(relay.clone());
+        assert_eq!(AccessFrame::from_bytes(&frame.to_bytes()).unwrap(), frame);
+        assert!(relay.verifies() && relay.ask.verifies(&relay.transport));
+        let mut moved = relay.clone();
+        moved.transport = b"devicf".to_vec();
+        assert!(!moved.verifies(), "the transport is signed by the device too");
+        let denial = AccessDenial::sign(&device, app.public(), ask.id(), 3_000);
+        let frame = AccessFrame::Denial(denial.clone());
+        assert_eq!(AccessFrame::from_bytes(&frame.to_bytes()).unwrap(), frame);
+        assert!(denial.verifies());
+        let mut other = denial;
+        other.ask = [0; 32];
+        assert!(!other.verifies());
+        // A relay's signature is no denial's: the kind is signed.
+        let reframed = codec::encode_value(&Cbor::Array(vec![
+            Cbor::Integer(3.into()),
+            Cbor::Bytes(relay.body()),
+            Cbor::Bytes(relay.signature.to_vec()),
+        ]));
+        assert!(AccessFrame::from_bytes(&reframed).is_err());
+        assert_eq!(
+            AccessAnswer::from_bytes(
+                &AccessAnswer::Refused(AccessRefusal::NotFromADevice).to_bytes(),
+                64
+            ),
+            Ok(AccessAnswer::Refused(AccessRefusal::NotFromADevice))
+        );
     }
 
     #[test]

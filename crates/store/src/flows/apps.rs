@@ -7,6 +7,11 @@
 //! user approves it — which grants each scope through the control log — or
 //! denies it, or it expires after [`REQUEST_TTL_MS`]. A denial or an
 //! expiry is remembered for [`ANSWER_KEPT_MS`], so that the app is told.
+//! A device relays a network ask it records to the user's other devices,
+//! and its user's denial of one ([`Answered::relay`], [`Denied::relay`]),
+//! so that the user answers on any device; a request whose app the
+//! control log grants everything it asked (the user approved it on
+//! another device) is closed.
 //! The user can then list every app with its grants and see what each one
 //! wrote.
 
@@ -22,7 +27,8 @@ use ciborium::Value as Cbor;
 use crate::control_error::ControlError;
 use crate::database::{Database, DbError};
 use crate::flows::access::{
-    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessFrame, AccessRefusal,
+    ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessDenial, AccessFrame, AccessRefusal,
+    AccessRelay, MAX_ACCESS_FRAME,
 };
 use crate::replica::Keyring;
 use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
@@ -84,6 +90,43 @@ pub struct Written {
     /// commits' clocks, read from their signed headers; `None` if it
     /// wrote nothing.
     pub last_ms: Option<u64>,
+}
+
+/// A device's answer to one access frame, and what it tells the user's
+/// other devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The answer to the sender.
+    pub answer: AccessAnswer,
+    /// For an app's ask recorded here for the first time: its relay (an
+    /// encoded [`AccessFrame::Relay`] signed by this device), for every
+    /// other device.
+    pub relay: Option<Vec<u8>>,
+}
+
+impl Answered {
+    fn only(answer: AccessAnswer) -> Self {
+        Self { answer, relay: None }
+    }
+}
+
+/// A request the user denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The request.
+    pub request: AccessRequest,
+    /// For a request that came over the network: the denial (an encoded
+    /// [`AccessFrame::Denial`] signed by this device), for every other
+    /// device.
+    pub relay: Option<Vec<u8>>,
+}
+
+/// What became of an ask that passed every check.
+enum Taken {
+    /// The app's live grants already cover it: nothing waits.
+    Covered,
+    /// It waits for the user; `new` unless it was waiting already.
+    Waits { new: bool },
 }
 
 /// Why a request was refused.
@@ -273,7 +316,7 @@ impl<S: Store> Database<S> {
         let _one = one_at_a_time();
         let now = self.environment().now_ms();
         self.prune(now)?;
-        self.record(request, None, now)
+        Ok(self.record(request, None, now)?.0)
     }
 
     /// `request` with its name trimmed, if the database could grant it.
@@ -296,20 +339,21 @@ impl<S: Store> Database<S> {
     }
 
     /// Stores `request` (received at `now`, from the network ask `ask`) as
-    /// its app's pending request. The same ask again changes nothing.
+    /// its app's pending request, and says whether it is new: the same ask
+    /// again changes nothing.
     fn record(
         &self,
         request: AccessRequest,
         ask: Option<([u8; 32], u64)>,
         now: u64,
-    ) -> Result<RequestId, RequestError> {
+    ) -> Result<(RequestId, bool), RequestError> {
         let store = self.replica().store();
         let key = layout::request(&request.app.key);
         let existing = store.get(&key)?.map(|bytes| Pending::decode(&bytes)).transpose()?;
         let mut batch = Batch::default();
         match &existing {
             Some(old) if ask.is_some() && old.ask.map(|a| a.0) == ask.map(|a| a.0) => {
-                return Ok(old.request.id());
+                return Ok((old.request.id(), false));
             }
             Some(Pending { ask: Some((id, issued)), .. }) => {
                 batch.put(layout::asked(id), issued.to_be_bytes().to_vec());
@@ -325,7 +369,7 @@ impl<S: Store> Database<S> {
         batch.put(key, Pending { request, received_ms: now, ask }.encode());
         store.apply(batch)?;
         store.flush()?;
-        Ok(id)
+        Ok((id, true))
     }
 
     /// Every stored request, with its key.
@@ -339,17 +383,24 @@ impl<S: Store> Database<S> {
     }
 
     /// Forgets what is over: requests not answered in
-    /// [`REQUEST_TTL_MS`] (they expire, and the app is told so), answers
-    /// older than [`ANSWER_KEPT_MS`], and answered asks too old to be
-    /// anything but stale.
+    /// [`REQUEST_TTL_MS`] (they expire, and the app is told so), requests
+    /// whose app the control log grants all they ask (approved on another
+    /// device), answers older than [`ANSWER_KEPT_MS`], and answered asks
+    /// too old to be anything but stale.
     fn prune(&self, now: u64) -> Result<(), StoreError> {
         let store = self.replica().store();
         let mut batch = Batch::default();
         let mut changed = false;
         for (key, pending) in self.pending_requests()? {
+            let app = pending.request.app.key;
             if now > pending.received_ms.saturating_add(REQUEST_TTL_MS) {
                 close(&mut batch, key, &pending);
-                batch.put(layout::answered(&pending.request.app.key), ended(Ended::Expired, now));
+                batch.put(layout::answered(&app), ended(Ended::Expired, now));
+                changed = true;
+            } else if self.covers(&app, &pending.request.scopes) {
+                close(&mut batch, key, &pending);
+                batch.delete(layout::answered(&app));
+                batch.put(layout::app_name(&app), pending.request.name.clone().into_bytes());
                 changed = true;
             }
         }
@@ -407,18 +458,27 @@ impl<S: Store> Database<S> {
     }
 
     /// Denies a request: nothing is granted, and the app is told so when it
-    /// asks what became of it.
-    pub fn deny(&self, id: RequestId) -> Result<AccessRequest, DbError> {
+    /// asks what became of it — here, and on the other devices the
+    /// returned relay reaches.
+    pub fn deny(&self, id: RequestId) -> Result<Denied, DbError> {
         let _one = one_at_a_time();
         let (key, pending) = self.pending(id)?;
+        let now = self.environment().now_ms();
+        let app = pending.request.app.key;
+        let relay = match pending.ask {
+            Some((ask, _)) => {
+                let denial = AccessDenial::sign(&self.member_key()?, app, ask, now);
+                Some(AccessFrame::Denial(denial).to_bytes())
+            }
+            None => None,
+        };
         let mut batch = Batch::default();
         close(&mut batch, key, &pending);
-        let now = self.environment().now_ms();
-        batch.put(layout::answered(&pending.request.app.key), ended(Ended::Denied, now));
+        batch.put(layout::answered(&app), ended(Ended::Denied, now));
         let store = self.replica().store();
         store.apply(batch)?;
         store.flush()?;
-        Ok(pending.request)
+        Ok(Denied { request: pending.request, relay })
     }
 
     /// The request `id`, if it still waits (an expired one does not).
@@ -462,71 +522,148 @@ impl<S: Store> Database<S> {
     }
 
     /// The device side of `/basic/access/0` (blocking): answers one frame
-    /// received from an app against the database. `device_transport` is
-    /// this device's libp2p peer id bytes, which the app signed.
-    pub fn answer_access(&self, frame: &[u8], device_transport: &[u8]) -> AccessAnswer {
-        self.try_answer_access(frame, device_transport).unwrap_or_else(AccessAnswer::Refused)
+    /// received from an app or another device against the database.
+    /// `device_transport` is this device's libp2p peer id bytes, which an
+    /// app signs.
+    pub fn answer_access(&self, frame: &[u8], device_transport: &[u8]) -> Answered {
+        self.try_answer_access(frame, device_transport)
+            .unwrap_or_else(|refusal| Answered::only(AccessAnswer::Refused(refusal)))
     }
 
     fn try_answer_access(
         &self,
         frame: &[u8],
         device_transport: &[u8],
-    ) -> Result<AccessAnswer, AccessRefusal> {
+    ) -> Result<Answered, AccessRefusal> {
         if self.is_removed() {
             return Err(AccessRefusal::NotADevice);
         }
         let frame = AccessFrame::from_bytes(frame)?;
-        let (verifies, issued_ms) = match &frame {
-            AccessFrame::Ask(ask) => (ask.verifies(device_transport), ask.issued_ms),
-            AccessFrame::Poll(poll) => (poll.verifies(device_transport), poll.issued_ms),
-        };
-        if !verifies {
-            return Err(AccessRefusal::BadSignature);
-        }
         let now = self.environment().now_ms();
-        if now.abs_diff(issued_ms) > ACCESS_FRESHNESS_MS {
-            return Err(AccessRefusal::Stale);
+        let check = |verifies: bool, issued_ms: u64| {
+            if !verifies {
+                return Err(AccessRefusal::BadSignature);
+            }
+            if now.abs_diff(issued_ms) > ACCESS_FRESHNESS_MS {
+                return Err(AccessRefusal::Stale);
+            }
+            Ok(())
+        };
+        match &frame {
+            AccessFrame::Ask(ask) => check(ask.verifies(device_transport), ask.issued_ms)?,
+            AccessFrame::Poll(poll) => check(poll.verifies(device_transport), poll.issued_ms)?,
+            AccessFrame::Relay(relay) => {
+                self.signed_by_a_device(&relay.device)?;
+                check(relay.verifies(), relay.issued_ms)?;
+                check(relay.ask.verifies(&relay.transport), relay.ask.issued_ms)?;
+            }
+            AccessFrame::Denial(denial) => {
+                self.signed_by_a_device(&denial.device)?;
+                check(denial.verifies(), denial.issued_ms)?;
+            }
         }
         let _one = one_at_a_time();
         self.prune(now).map_err(device_error)?;
         match frame {
-            AccessFrame::Ask(ask) => self.take_ask(ask, now),
-            AccessFrame::Poll(poll) => self.take_poll(&poll.app),
+            AccessFrame::Ask(ask) => self.take_app_ask(ask, device_transport, now),
+            AccessFrame::Poll(poll) => self.take_poll(&poll.app).map(Answered::only),
+            // Another device's: taken as if the app had asked here.
+            AccessFrame::Relay(relay) => {
+                self.take_ask(&relay.ask, now).map(|_| Answered::only(AccessAnswer::Pending))
+            }
+            AccessFrame::Denial(denial) => {
+                self.take_denial(&denial, now).map(|()| Answered::only(AccessAnswer::Pending))
+            }
         }
     }
 
-    fn take_ask(&self, ask: AccessAsk, now: u64) -> Result<AccessAnswer, AccessRefusal> {
+    /// Refuses a relay or a denial signed by anyone but a device of the
+    /// database that is not removed.
+    fn signed_by_a_device(&self, signer: &PublicKey) -> Result<(), AccessRefusal> {
+        match self.auth_state().is_device(signer) {
+            true => Ok(()),
+            false => Err(AccessRefusal::NotFromADevice),
+        }
+    }
+
+    /// An app's own ask: taken, and relayed to the other devices if it is
+    /// new here.
+    fn take_app_ask(
+        &self,
+        ask: AccessAsk,
+        device_transport: &[u8],
+        now: u64,
+    ) -> Result<Answered, AccessRefusal> {
+        let key = self.member_key().map_err(device_error)?;
+        match self.take_ask(&ask, now)? {
+            Taken::Covered => self.granted().map(Answered::only),
+            Taken::Waits { new } => Ok(Answered {
+                answer: AccessAnswer::Pending,
+                // Only an ask padded with white space makes a relay over
+                // the cap: it stays here.
+                relay: new
+                    .then(|| {
+                        let relay = AccessRelay::sign(&key, device_transport.to_vec(), ask, now);
+                        AccessFrame::Relay(relay).to_bytes()
+                    })
+                    .filter(|relay| relay.len() <= MAX_ACCESS_FRAME),
+            }),
+        }
+    }
+
+    /// The checks of an ask whose signature and time hold, wherever it
+    /// came from, and its recording.
+    fn take_ask(&self, ask: &AccessAsk, now: u64) -> Result<Taken, AccessRefusal> {
         let id = ask.id();
-        let request = AccessRequest { name: ask.name, app: ask.app, scopes: ask.scopes };
+        let request =
+            AccessRequest { name: ask.name.clone(), app: ask.app, scopes: ask.scopes.clone() };
         let request = self.check_request(request).map_err(refusal)?;
         if self.replica().store().get(&layout::asked(&id)).map_err(device_error)?.is_some() {
             return Err(AccessRefusal::Replayed);
         }
         if self.covers(&request.app.key, &request.scopes) {
-            return self.granted();
+            return Ok(Taken::Covered);
         }
-        self.record(request, Some((id, ask.issued_ms)), now).map_err(refusal)?;
-        Ok(AccessAnswer::Pending)
+        let (_, new) = self.record(request, Some((id, ask.issued_ms)), now).map_err(refusal)?;
+        Ok(Taken::Waits { new })
     }
 
-    fn take_poll(&self, app: &PublicKey) -> Result<AccessAnswer, AccessRefusal> {
+    /// Another device's user denied an ask: the app is told so here too,
+    /// and the request goes if it is the one waiting here.
+    fn take_denial(&self, denial: &AccessDenial, now: u64) -> Result<(), AccessRefusal> {
         let store = self.replica().store();
-        let pending = store
-            .get(&layout::request(app))
+        if store.get(&layout::asked(&denial.ask)).map_err(device_error)?.is_some() {
+            return Err(AccessRefusal::Replayed);
+        }
+        let key = layout::request(&denial.app);
+        let waiting = store
+            .get(&key)
             .map_err(device_error)?
             .map(|bytes| Pending::decode(&bytes))
             .transpose()
             .map_err(device_error)?;
-        if let Some(pending) = pending {
-            if !self.covers(app, &pending.request.scopes) {
-                return Ok(AccessAnswer::Pending);
+        let mut batch = Batch::default();
+        // Remembered until both the ask and the denial are stale.
+        let mut until = denial.issued_ms;
+        match waiting.map(|pending| pending.ask) {
+            Some(Some((ask, issued))) if ask == denial.ask => {
+                batch.delete(key);
+                until = until.max(issued);
+                batch.put(layout::answered(&denial.app), ended(Ended::Denied, now));
             }
-            // Approved on another device: the grants came by sync.
-            let mut batch = Batch::default();
-            close(&mut batch, layout::request(app), &pending);
-            store.apply(batch).and_then(|()| store.flush()).map_err(device_error)?;
-            return self.granted();
+            // Another request of the app waits here (a newer ask): it stays.
+            Some(_) => {}
+            None => batch.put(layout::answered(&denial.app), ended(Ended::Denied, now)),
+        }
+        batch.put(layout::asked(&denial.ask), until.to_be_bytes().to_vec());
+        store.apply(batch).and_then(|()| store.flush()).map_err(device_error)
+    }
+
+    fn take_poll(&self, app: &PublicKey) -> Result<AccessAnswer, AccessRefusal> {
+        let store = self.replica().store();
+        // A request covered by the app's grants was closed by `prune`.
+        if store.get(&layout::request(app)).map_err(device_error)?.is_some() {
+            return Ok(AccessAnswer::Pending);
         }
         match store.get(&layout::answered(app)).map_err(device_error)? {
             Some(bytes) => match read_ended(&bytes).map_err(device_error)?.0 {
