@@ -24,7 +24,7 @@ use basic_proto::{DatabaseId, Name, Party, PublicKey, SealingKey, SecretKey};
 use ciborium::Value as Cbor;
 use data_encoding::BASE32_NOPAD;
 
-use crate::flows::apps::{MAX_APP_NAME, MAX_REQUEST_SCOPES, rights_code, rights_of};
+use crate::flows::apps::{MAX_APP_NAME, MAX_REQUEST_SCOPES, request_fields, rights_of};
 use crate::flows::pairing::MAX_ADDRESSES;
 
 /// Largest access frame (ask or poll) a device reads, in bytes.
@@ -201,23 +201,9 @@ impl AccessAsk {
     /// The signed body: `[name, app key, app sealing key, [* [scope,
     /// rights]], issued_ms]` in deterministic CBOR.
     fn body(&self) -> Vec<u8> {
-        codec::encode_value(&Cbor::Array(vec![
-            Cbor::Text(self.name.clone()),
-            Cbor::Bytes(self.app.key.as_bytes().to_vec()),
-            Cbor::Bytes(self.app.sealing.0.to_vec()),
-            Cbor::Array(
-                self.scopes
-                    .iter()
-                    .map(|(scope, rights)| {
-                        Cbor::Array(vec![
-                            Cbor::Text(scope.as_str().to_owned()),
-                            Cbor::Integer(rights_code(*rights).into()),
-                        ])
-                    })
-                    .collect(),
-            ),
-            Cbor::Integer(self.issued_ms.into()),
-        ]))
+        let mut fields = request_fields(&self.name, &self.app, &self.scopes);
+        fields.push(Cbor::Integer(self.issued_ms.into()));
+        codec::encode_value(&Cbor::Array(fields))
     }
 
     fn decode(body: &[u8], signature: [u8; SIGNATURE_LEN]) -> Result<Self, AccessError> {

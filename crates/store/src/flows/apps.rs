@@ -173,24 +173,34 @@ fn corrupt(reason: String) -> StoreError {
     StoreError::Corrupt { what: "access request", reason }
 }
 
+/// `[name, app key, app sealing key, [* [scope, rights]]]`: what a stored
+/// request and an app's signed ask both begin with.
+pub(crate) fn request_fields(
+    name: &str,
+    app: &Party,
+    scopes: &BTreeMap<Name, Rights>,
+) -> Vec<Cbor> {
+    vec![
+        Cbor::Text(name.to_owned()),
+        Cbor::Bytes(app.key.as_bytes().to_vec()),
+        Cbor::Bytes(app.sealing.0.to_vec()),
+        Cbor::Array(
+            scopes
+                .iter()
+                .map(|(scope, rights)| {
+                    Cbor::Array(vec![
+                        Cbor::Text(scope.as_str().to_owned()),
+                        Cbor::Integer(rights_code(*rights).into()),
+                    ])
+                })
+                .collect(),
+        ),
+    ]
+}
+
 impl AccessRequest {
     fn fields(&self) -> Vec<Cbor> {
-        vec![
-            Cbor::Text(self.name.clone()),
-            Cbor::Bytes(self.app.key.as_bytes().to_vec()),
-            Cbor::Bytes(self.app.sealing.0.to_vec()),
-            Cbor::Array(
-                self.scopes
-                    .iter()
-                    .map(|(scope, rights)| {
-                        Cbor::Array(vec![
-                            Cbor::Text(scope.as_str().to_owned()),
-                            Cbor::Integer(rights_code(*rights).into()),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ]
+        request_fields(&self.name, &self.app, &self.scopes)
     }
 
     fn read(fields: &mut Fields) -> Result<Self, StoreError> {
