@@ -418,12 +418,21 @@ fn the_access_vectors_are_answered_as_the_spec_says() {
             let (id, _) = device.db.access_requests().unwrap().remove(0);
             device.db.deny(id).unwrap();
         }
+        if case["refusal"] == "revoked" {
+            let AccessFrame::Ask(asked) = AccessFrame::from_bytes(&ask).unwrap() else {
+                panic!("the valid ask")
+            };
+            let todo = Name::new("todo").unwrap();
+            device.db.grant(asked.app, todo.clone(), Rights::Read).unwrap();
+            device.db.revoke(asked.app.key, todo).unwrap();
+        }
         let got = refused(device.db.answer_access(&bytes(&case["frame"]), &transport).answer);
         let (name, detail) = match &got {
             AccessRefusal::BadSignature => ("bad-signature", None),
             AccessRefusal::Stale => ("stale", None),
             AccessRefusal::Replayed => ("replayed", None),
             AccessRefusal::UnknownScope(scope) => ("unknown-scope", Some(scope.as_str())),
+            AccessRefusal::Revoked(scope) => ("revoked", Some(scope.as_str())),
             AccessRefusal::BadName => ("bad-name", None),
             AccessRefusal::BadScopes => ("bad-scopes", None),
             AccessRefusal::Oversized => ("oversized", None),

@@ -81,6 +81,7 @@ fn refusal_name(refusal: &AccessRefusal) -> &'static str {
         AccessRefusal::NoRequest => "no-request",
         AccessRefusal::DeviceError(_) => "device-error",
         AccessRefusal::NotFromADevice => "not-from-a-device",
+        AccessRefusal::Revoked(_) => "revoked",
     }
 }
 
@@ -251,7 +252,9 @@ fn refused_case(why: &str, frame: &[u8], before: &str, expected: &AccessRefusal)
         "before": before,
         "refusal": refusal_name(expected),
         "detail": match expected {
-            AccessRefusal::UnknownScope(scope) => Json::from(scope.as_str()),
+            AccessRefusal::UnknownScope(scope) | AccessRefusal::Revoked(scope) => {
+                Json::from(scope.as_str())
+            }
             _ => Json::Null,
         },
     })
@@ -290,6 +293,7 @@ pub(crate) fn vectors() -> Json {
             AccessRefusal::NoRequest,
             AccessRefusal::DeviceError("storage failed".into()),
             AccessRefusal::NotFromADevice,
+            AccessRefusal::Revoked("todo".into()),
         ]
         .iter()
         .map(|r| {
@@ -335,6 +339,12 @@ pub(crate) fn vectors() -> Json {
     };
     let minute = 60_000;
     let refused: Vec<(&str, Vec<u8>, &str, AccessRefusal)> = vec![
+        (
+            "the valid ask, after the app's key was granted todo and revoked on it",
+            ask.to_bytes(),
+            "the app was granted todo (read), then revoked on it",
+            AccessRefusal::Revoked("todo".into()),
+        ),
         (
             "an ask signed by another key in the app's name",
             AccessFrame::Ask(forged).to_bytes(),

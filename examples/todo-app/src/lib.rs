@@ -159,6 +159,16 @@ async fn connect(dir: &Path, code: &str) -> Result<Client, ClientError> {
     let code: AccessCode = code.trim().parse().map_err(|e| ClientError::BadCode(format!("{e}")))?;
     std::fs::create_dir_all(dir)
         .map_err(|error| ClientError::Io { path: dir.to_owned(), error })?;
+    // Connected before: a revoked identity is never granted again.
+    if let Ok(client) = Client::open(dir).await {
+        if client.access() == Access::Revoked {
+            return Err(ClientError::Stopped(format!(
+                "{} was revoked, for good: connect as a new app with another --data directory",
+                client.app_id()
+            )));
+        }
+        return Ok(client);
+    }
     let identity = AppIdentity::load_or_create(&dir.join("app.key"))?;
     println!("this app is {}", identity.id());
     let ask = Ask::new("Todo (example app)").read_write("todo")?;

@@ -151,6 +151,18 @@ fn an_embedded_app_asks_syncs_writes_watches_and_is_revoked() {
     let expected = json!([["bread from A", false], ["milk", false]]);
     a.wait_rows(ITEMS, &expected);
     b.wait_rows(ITEMS, &expected);
+    // Its revoked key is never granted again: connecting with it says so.
+    let refused = app.run(&["connect", &code]).failed();
+    assert!(refused.contains("revoked") && refused.contains("new"), "{refused}");
+
+    // A new grant works again, to a new identity of the app.
+    let again = App::new();
+    connect(&again, &b_data, &b);
+    let added = again.run(&["add", "eggs"]).ok();
+    assert!(added.contains("added") && !added.contains("saved here"), "{added}");
+    let expected = json!([["bread from A", false], ["eggs", false], ["milk", false]]);
+    a.wait_rows(ITEMS, &expected);
+    b.wait_rows(ITEMS, &expected);
 }
 
 /// Asks `node`'s device for access as `app`, and approves on `data`.

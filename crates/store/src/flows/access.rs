@@ -110,6 +110,10 @@ pub enum AccessRefusal {
     /// stranger, a removed device, an app, a pinning peer).
     #[error("the relay is not signed by a device of the database")]
     NotFromADevice,
+    /// The app's key was revoked on this namespace: a revocation is
+    /// permanent (control-log.md §5.3), so it is never granted again.
+    #[error("this app's key was revoked on {0}, for good: make a new app identity and ask with it")]
+    Revoked(String),
 }
 
 impl AccessRefusal {
@@ -129,6 +133,7 @@ impl AccessRefusal {
             AccessRefusal::NoRequest => (11, None),
             AccessRefusal::DeviceError(reason) => (12, Some(reason)),
             AccessRefusal::NotFromADevice => (13, None),
+            AccessRefusal::Revoked(scope) => (14, Some(scope)),
         }
     }
 
@@ -152,6 +157,7 @@ impl AccessRefusal {
             11 => AccessRefusal::NoRequest,
             12 => AccessRefusal::DeviceError(text()?),
             13 => AccessRefusal::NotFromADevice,
+            14 => AccessRefusal::Revoked(text()?),
             code => return Err(AccessError::BadAnswer(format!("unknown refusal code {code}"))),
         })
     }

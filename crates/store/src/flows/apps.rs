@@ -631,11 +631,27 @@ impl<S: Store> Database<S> {
         if self.replica().store().get(&layout::asked(&id)).map_err(device_error)?.is_some() {
             return Err(AccessRefusal::Replayed);
         }
+        if let Some(scope) = self.revoked_on(&request.app.key, &request.scopes) {
+            return Err(AccessRefusal::Revoked(scope.to_string()));
+        }
         if self.covers(&request.app.key, &request.scopes) {
             return Ok(Taken::Covered);
         }
         let (_, new) = self.record(request, Some((id, ask.issued_ms)), now).map_err(refusal)?;
         Ok(Taken::Waits { new })
+    }
+
+    /// The first of `scopes` on which `app`'s key was revoked, if any.
+    fn revoked_on(&self, app: &PublicKey, scopes: &BTreeMap<Name, Rights>) -> Option<Name> {
+        let namespaces = self.namespaces();
+        let state = self.auth_state();
+        let grants = &state.apps().get(app)?.scopes;
+        grants
+            .iter()
+            .filter(|(_, grant)| grant.revoked.is_some())
+            .filter_map(|(scope, _)| namespaces.get(scope))
+            .find(|namespace| scopes.contains_key(*namespace))
+            .cloned()
     }
 
     /// Another device's user denied an ask: the app is told so here too,
