@@ -87,6 +87,23 @@ fn app_token(data: &Data, node: &basic_testkit::Node, scopes: Json) -> (String, 
 }
 
 #[test]
+fn the_access_code_is_the_owners_and_names_this_database_and_node() {
+    let data = Data::with_todo(BASIC);
+    let node = data.up(&[]);
+    let (status, body) = node.get_owner("/v0/apps/connect");
+    assert_eq!(status, 200, "{body}");
+    let code: basic_store::AccessCode = body["code"].as_str().unwrap().parse().unwrap();
+    assert_eq!(code.database.to_string(), node.status()["database"].as_str().unwrap());
+    assert!(!code.addresses.is_empty() && node.listen.iter().all(|a| code.addresses.contains(a)));
+    // The same code as the CLI's.
+    assert_eq!(data.basic(&["app", "connect"]).ok().trim(), body["code"]);
+    // An app's token, or none, gets no code.
+    let (token, _) = app_token(&data, &node, json!({ "todo": "read" }));
+    assert_eq!(node.get("/v0/apps/connect", Some(&token)).0, 403);
+    assert_eq!(node.get("/v0/apps/connect", None).0, 401);
+}
+
+#[test]
 fn an_app_works_within_its_grant_until_revoked() {
     let data = Data::with_todo(BASIC);
     data.basic(&["schema", "apply", &example("contacts.json")]).ok();

@@ -90,6 +90,7 @@ pub fn router(node: Arc<Node>, stopping: watch::Receiver<bool>, address: SocketA
         .route("/v0/live", get(live::live))
         .route("/v0/schema", get(routes::show_schemas).post(routes::apply_schema))
         .route("/v0/apps", get(routes::list_apps))
+        .route("/v0/apps/connect", get(routes::connect))
         .route("/v0/apps/{id}/revoke", post(routes::revoke))
         .route("/v0/apps/requests", get(routes::list_requests).post(routes::request_access))
         .route("/v0/apps/requests/{id}", get(routes::poll_request))

@@ -16,7 +16,7 @@ use super::{ApiState, OPENAPI, run, run_holding};
 use crate::error::ApiError;
 use crate::ops::Caller;
 use crate::ops::apps::{
-    Answer, ListApps, ListRequests, PollRequest, RequestAccess, RequestMade, Revoke,
+    Answer, Connect, ListApps, ListRequests, PollRequest, RequestAccess, RequestMade, Revoke,
 };
 use crate::ops::devices::{Invite, ListDevices, RemoveDevice};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
@@ -166,6 +166,13 @@ pub(super) async fn deny(
     PathArg(id): PathArg<String>,
 ) -> Answered<crate::ops::apps::RequestInfo> {
     run(&state, caller, Answer { id, approve: false }).await.map(Json)
+}
+
+pub(super) async fn connect(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Answered<crate::ops::apps::ConnectCode> {
+    run(&state, caller, Connect).await.map(Json)
 }
 
 pub(super) async fn list_apps(

@@ -17,7 +17,7 @@ use crate::ids::device_id;
 use crate::join::exchange_join;
 use crate::node::NodeConfig;
 use crate::ops::apps::{
-    Access, Answer, AppEntry, ListApps, ListRequests, RequestInfo, Revoke, access_code,
+    Access, Answer, AppEntry, Connect, ListApps, ListRequests, RequestInfo, Revoke,
 };
 use crate::ops::devices::{Invite as MakeInvite, ListDevices, RemoveDevice};
 use crate::ops::pins::{AddPin, ListPins, RemovePin};
@@ -430,7 +430,7 @@ fn app(backend: &Backend, command: AppCommand) -> anyhow::Result<()> {
                     "no node is running for this database, and apps ask for access through it: start it with `basic up`, then make the code"
                 );
             }
-            println!("{}", access_code(&backend.call(Status)?)?);
+            println!("{}", backend.call(Connect)?.code);
             eprintln!(
                 "Give this code to the app: it asks this device for access, and the request shows in `basic app requests`."
             );

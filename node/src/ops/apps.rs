@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::ids::parse_principal;
 use crate::node::Node;
 use crate::ops::devices::reachable_addresses;
-use crate::ops::status::StatusOutput;
+use crate::ops::status::{Status, StatusOutput};
 use crate::tokens::app_id;
 
 /// Rights on a scope, as the API spells them.
@@ -430,25 +430,50 @@ impl Op for Revoke {
     }
 }
 
+/// `GET /v0/apps/connect` (owner): the access code an app embedding the
+/// light client asks this device with — its database and the addresses
+/// its node listens on (`basic app connect` prints it).
+#[derive(Debug, Clone, Copy)]
+pub struct Connect;
+
+/// An access code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectCode {
+    /// The one-line code (`basic-access:…`).
+    pub code: String,
+}
+
+impl Op for Connect {
+    type Output = ConnectCode;
+
+    fn route(self) -> Route {
+        Route::get("apps/connect")
+    }
+
+    fn run(self, node: &Node, caller: &Caller) -> Result<ConnectCode, ApiError> {
+        let status = Status.run(node, caller)?;
+        Ok(ConnectCode { code: access_code(&status)?.to_string() })
+    }
+}
+
 /// The access code of the device whose status is `status`: its database
 /// and the addresses its running node listens on, for an app to ask there.
-pub fn access_code(status: &StatusOutput) -> anyhow::Result<AccessCode> {
+fn access_code(status: &StatusOutput) -> Result<AccessCode, ApiError> {
     if status.removed {
-        anyhow::bail!(
-            "this device was removed from the database: make the code on another of your devices"
-        );
+        return Err(ApiError::conflict(
+            "this device was removed from the database: make the code on another of your devices",
+        ));
     }
     let listening = status.network.as_ref().map(|n| n.state.listening.as_slice()).unwrap_or(&[]);
     let addresses = reachable_addresses(listening);
     if addresses.is_empty() {
-        anyhow::bail!(
-            "the node listens on no network address, so an app could not reach it: start it with `basic up` (without --listen none)"
-        );
+        return Err(ApiError::conflict(
+            "the node listens on no network address, so an app could not reach it: start it with `basic up` (without --listen none)",
+        ));
     }
-    let database: DatabaseId = status
-        .database
-        .parse()
-        .map_err(|e| anyhow::anyhow!("the node reports database {:?}: {e}", status.database))?;
+    let database: DatabaseId = status.database.parse().map_err(|e| {
+        ApiError::internal(format!("the node reports database {:?}: {e}", status.database))
+    })?;
     Ok(AccessCode { database, addresses })
 }
 
