@@ -41,27 +41,7 @@ impl AppIdentity {
     /// Loads the identity kept in the file at `path`, or makes one and
     /// writes it there, readable by the owner only (0600).
     pub fn load_or_create(path: &Path) -> Result<Self, ClientError> {
-        let io = |error| ClientError::Identity { path: path.to_owned(), error };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let seed: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| ClientError::BadIdentity { path: path.to_owned() })?;
-                Ok(Self::from_bytes(seed))
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let identity = Self::generate();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(io)?;
-                file.write_all(&identity.to_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                Ok(identity)
-            }
-            Err(error) => Err(io(error)),
-        }
+        load_or_create_seed(path).map(Self::from_bytes)
     }
 
     /// The app's id, as the user sees it (`app_…`).
@@ -81,6 +61,29 @@ impl AppIdentity {
 
     pub(crate) fn secret(&self) -> &SecretKey {
         &self.secret
+    }
+}
+
+/// The 32-byte secret seed kept in the file at `path`, or a new one
+/// written there, readable by the owner only (0600).
+pub(crate) fn load_or_create_seed(path: &Path) -> Result<[u8; 32], ClientError> {
+    let io = |error| ClientError::Identity { path: path.to_owned(), error };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            bytes.try_into().map_err(|_| ClientError::BadIdentity { path: path.to_owned() })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let seed = AppIdentity::generate().to_bytes();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(io)?;
+            file.write_all(&seed).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok(seed)
+        }
+        Err(error) => Err(io(error)),
     }
 }
 

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use basic_net::{Config, Event, Net, PeerId};
+use basic_net::{Config, Event, Keypair, Net, PeerId};
 use basic_peer::{Hooks, Peering, Shown};
 use basic_proto::PublicKey;
 use basic_store::{Database, DbError, Environment, MemStore, SledStore, Store};
@@ -71,6 +71,9 @@ pub use live::LiveRows;
 /// The file, in the client's directory, that keeps the access code (the
 /// database id and the devices' addresses) for [`Client::open`].
 const CODE_FILE: &str = "access-code";
+/// The client's libp2p key, in its directory: the same peer id on every
+/// run, so that devices keep what it showed them (rollback evidence).
+const NETWORK_KEY: &str = "network-key";
 /// The replica's store, in the client's directory.
 const REPLICA: &str = "replica";
 /// How often [`Client::flush`] asks its peers again what they hold.
@@ -116,9 +119,19 @@ pub struct Client<S: Store = SledStore> {
     _scratch: Option<tempfile::TempDir>,
 }
 
+/// The libp2p key kept in `dir`, made on first use (0600).
+fn network_key(dir: &Path) -> Result<Keypair, ClientError> {
+    let path = dir.join(NETWORK_KEY);
+    let mut seed = identity::load_or_create_seed(&path)?;
+    Keypair::ed25519_from_bytes(&mut seed).map_err(|_| ClientError::BadIdentity { path })
+}
+
 /// Starts the client's network, dialling `addresses` and redialling them.
-async fn start_net(addresses: Vec<Multiaddr>) -> Result<(Net, mpsc::Receiver<Event>), ClientError> {
-    let mut config = Config::new(basic_net::Keypair::generate_ed25519());
+async fn start_net(
+    keypair: Keypair,
+    addresses: Vec<Multiaddr>,
+) -> Result<(Net, mpsc::Receiver<Event>), ClientError> {
+    let mut config = Config::new(keypair);
     config.peers = addresses;
     config.limits = basic_peer::limits();
     Ok(basic_net::start(config).await?)
@@ -127,13 +140,14 @@ async fn start_net(addresses: Vec<Multiaddr>) -> Result<(Net, mpsc::Receiver<Eve
 /// Starts the network and asks for access through the devices `code`
 /// names; returns the network and the control operations once granted.
 async fn ask_for_access(
+    keypair: Keypair,
     identity: &AppIdentity,
     code: &AccessCode,
     ask: &Ask,
     on_status: &mut (dyn FnMut(AccessStatus) + Send),
 ) -> Result<(Net, mpsc::Receiver<Event>, Vec<Vec<u8>>), ClientError> {
     let (devices, addresses) = access::devices(code)?;
-    let (net, events) = start_net(addresses).await?;
+    let (net, events) = start_net(keypair, addresses).await?;
     match access::exchange(&net, identity, &devices, ask, on_status).await {
         Ok(ops) => Ok((net, events, ops)),
         Err(error) => {
@@ -165,12 +179,20 @@ impl Client<SledStore> {
         if dir.join(REPLICA).exists() {
             return Err(ClientError::AlreadyConnected(dir.to_owned()));
         }
-        let (net, events, ops) = ask_for_access(identity, code, ask, &mut on_status).await?;
+        let keypair = {
+            let dir = dir.to_owned();
+            blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|error| io(&dir, error))?;
+                basic_store::make_private(&dir).map_err(|error| io(&dir, error))?;
+                network_key(&dir)
+            })
+            .await?
+        };
+        let (net, events, ops) =
+            ask_for_access(keypair, identity, code, ask, &mut on_status).await?;
         let (dir, secret, database, text) =
             (dir.to_owned(), identity.secret().clone(), code.database, code.to_string());
         let db = blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|error| io(&dir, error))?;
-            basic_store::make_private(&dir).map_err(|error| io(&dir, error))?;
             let db = Database::replicate(&dir, database, &secret, &ops)?;
             let path = dir.join(CODE_FILE);
             std::fs::write(&path, text).map_err(|error| io(&path, error))?;
@@ -193,6 +215,7 @@ impl Client<SledStore> {
         if !dir.join(REPLICA).exists() {
             return Err(ClientError::NotConnected(dir.to_owned()));
         }
+        let keypair = network_key(dir)?;
         let dir = dir.to_owned();
         let (db, code) = blocking(move || {
             let path = dir.join(CODE_FILE);
@@ -217,7 +240,7 @@ impl Client<SledStore> {
         .await?;
         let (_, mut addresses) = access::devices(&code)?;
         addresses.extend(peers.iter().cloned());
-        let (net, events) = start_net(addresses).await?;
+        let (net, events) = start_net(keypair, addresses).await?;
         Self::start(db, net, events, None).await
     }
 }
@@ -232,7 +255,9 @@ impl Client<MemStore> {
         ask: &Ask,
         mut on_status: impl FnMut(AccessStatus) + Send,
     ) -> Result<Self, ClientError> {
-        let (net, events, ops) = ask_for_access(identity, code, ask, &mut on_status).await?;
+        let keypair = Keypair::generate_ed25519();
+        let (net, events, ops) =
+            ask_for_access(keypair, identity, code, ask, &mut on_status).await?;
         let scratch =
             tempfile::tempdir().map_err(|error| io(Path::new("a temporary dir"), error))?;
         let view = scratch.path().join("view.sqlite");
@@ -460,5 +485,25 @@ async fn follow_access<S: Store + Send + Sync + 'static>(
             *current = now;
             true
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_key_is_kept_so_the_peer_id_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = network_key(dir.path()).unwrap().public().to_peer_id();
+        assert_eq!(network_key(dir.path()).unwrap().public().to_peer_id(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.path().join(NETWORK_KEY)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(NETWORK_KEY), b"short").unwrap();
+        assert!(matches!(network_key(dir.path()), Err(ClientError::BadIdentity { .. })));
     }
 }
