@@ -44,11 +44,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     }
 
     // The device figure.
-    let device_dir = tempfile::tempdir()?;
-    let invite = source.db.invite(Vec::new(), 60_000)?;
-    let request = Database::prepare_join(device_dir.path(), &invite)?;
-    source.db.accept_join(&request)?;
-    let device = Database::finish_join(device_dir.path(), &source.db.control_ops()?)?;
+    let (_device_dir, device) = fixture::second_device(&source)?;
     let device_secs = first_sync(&device, &source.db)?;
     drop(device);
 

@@ -144,6 +144,19 @@ pub(crate) fn foreign_commits(
     sign(db, key, 4, (0..count).map(|i| upserts(i as i64 * rows, rows, cells_per_row)))
 }
 
+/// A second device of `bench`'s database, joined by invite (it holds the
+/// control log, no commit yet), in its own temporary directory.
+pub(crate) fn second_device(
+    bench: &Bench,
+) -> Result<(tempfile::TempDir, Database), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let invite = bench.db.invite(Vec::new(), 60_000)?;
+    let request = Database::prepare_join(dir.path(), &invite)?;
+    bench.db.accept_join(&request)?;
+    let device = Database::finish_join(dir.path(), &bench.db.control_ops()?)?;
+    Ok((dir, device))
+}
+
 /// One commit per change set, signed in turn by the bench's apps.
 pub(crate) fn commits(bench: &Bench, changes: impl Iterator<Item = Changes>) -> Vec<Commit> {
     Signers::new(bench).sign(changes)

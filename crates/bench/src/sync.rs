@@ -30,11 +30,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         outcome?;
     }
 
-    let target_dir = tempfile::tempdir()?;
-    let invite = source.db.invite(Vec::new(), 60_000)?;
-    let request = Database::prepare_join(target_dir.path(), &invite)?;
-    source.db.accept_join(&request)?;
-    let target = Database::finish_join(target_dir.path(), &source.db.control_ops()?)?;
+    let (_target_dir, target) = fixture::second_device(&source)?;
 
     let mut link = LocalLink::new(&target, &source.db)?;
     let start = Instant::now();

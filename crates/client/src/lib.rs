@@ -193,10 +193,10 @@ impl Client<SledStore> {
         let (dir, secret, database, text) =
             (dir.to_owned(), identity.secret().clone(), code.database, code.to_string());
         let db = blocking(move || {
-            let db = Database::replicate(&dir, database, &secret, &ops)?;
+            // The code first: a replica is never left without it.
             let path = dir.join(CODE_FILE);
             std::fs::write(&path, text).map_err(|error| io(&path, error))?;
-            Ok(db)
+            Ok(Database::replicate(&dir, database, &secret, &ops)?)
         })
         .await?;
         Self::start(db, net, events, None).await

@@ -80,12 +80,6 @@ pub trait Hooks: Send + Sync + 'static {
     fn failed(&self, _peer: PeerId, _reason: &str) {}
 }
 
-/// Hooks that keep nothing: every session starts afresh.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHooks;
-
-impl Hooks for NoHooks {}
-
 /// What every peer task shares: the replica, the network, our principal.
 pub struct Peering<S: Store = SledStore> {
     db: Arc<Database<S>>,
@@ -162,11 +156,6 @@ impl<S: Store + Send + Sync + 'static> Peering<S> {
     /// interval (what the peer shows of us is then known afresh).
     pub fn resync_now(&self) {
         self.resync.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// The replica.
-    pub fn db(&self) -> &Arc<Database<S>> {
-        &self.db
     }
 
     /// Starts answering `peer` and our session with it; `dialled` says

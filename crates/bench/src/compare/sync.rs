@@ -269,11 +269,7 @@ fn basic_sync(
         }
     }
 
-    let target_dir = tempfile::tempdir()?;
-    let invite = source.db.invite(Vec::new(), 60_000)?;
-    let request = Database::prepare_join(target_dir.path(), &invite)?;
-    source.db.accept_join(&request)?;
-    let target = Database::finish_join(target_dir.path(), &source.db.control_ops()?)?;
+    let (_target_dir, target) = fixture::second_device(&source)?;
 
     let mut link = LocalLink::new(&target, &source.db)?;
     // (A mark for a profiler attached from here on.)
