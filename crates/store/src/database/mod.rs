@@ -64,6 +64,10 @@ use writer::{Command, Job, Received, Writer, adopt};
 
 /// Most jobs one group commit takes.
 pub(crate) const MAX_GROUP: usize = 512;
+/// Rows changed by a group from which the view is written on the writer's
+/// thread while a second thread applies the group to the replica; fewer
+/// are not worth a thread.
+pub(crate) const PARALLEL_VIEW_ROWS: usize = 256;
 /// Most jobs waiting for the writer; callers block beyond it.
 pub(crate) const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.
