@@ -407,12 +407,14 @@ fn decode_group(
     }
     let generations = read_generations(reader, rows)?;
     let columns = reader.count("table.columns", 0, MAX_CHANGE_CELLS)?;
-    let mut written: Vec<BTreeMap<Name, Value>> = vec![BTreeMap::new(); rows];
+    // Each row's cells by column index, in column order; the maps are built
+    // row by row at the end, from sorted input, with no search per cell.
+    let mut written: Vec<Vec<(usize, Value)>> = vec![Vec::new(); rows];
     let mut counts = vec![0usize; rows];
-    let mut previous: Option<Name> = None;
+    let mut names: Vec<Name> = Vec::new();
     for _ in 0..columns {
         let name = reader.name("op.cells.column")?;
-        if previous.as_ref().is_some_and(|previous| *previous >= name) {
+        if names.last().is_some_and(|previous| *previous >= name) {
             return Err(DecodeError::NonCanonical { what: WHAT });
         }
         let runs = Runs::read(reader, rows, Kind::Values)?;
@@ -435,13 +437,14 @@ fn decode_group(
             units.add(1)?;
         }
         for (row, value) in runs.values(reader)? {
-            written[row].insert(name.clone(), value);
+            written[row].push((names.len(), value));
         }
-        previous = Some(name);
+        names.push(name);
     }
     for ((key, generation), cells) in keys.into_iter().zip(generations).zip(written) {
         let table = table.clone();
         ops.push(if generation % 2 == 1 {
+            let cells = cells.into_iter().map(|(c, value)| (names[c].clone(), value)).collect();
             RowOp::Upsert { table, key, generation, cells }
         } else {
             RowOp::Delete { table, key, generation }
