@@ -410,7 +410,6 @@ fn decode_group(
     // Each row's cells by column index, in column order; the maps are built
     // row by row at the end, from sorted input, with no search per cell.
     let mut written: Vec<Vec<(usize, Value)>> = vec![Vec::new(); rows];
-    let mut counts = vec![0usize; rows];
     let mut names: Vec<Name> = Vec::new();
     for _ in 0..columns {
         let name = reader.name("op.cells.column")?;
@@ -425,8 +424,9 @@ fn decode_group(
                     reason: "a delete writes no cells".into(),
                 });
             }
-            counts[row] += 1;
-            if counts[row] > MAX_CELLS {
+            // A column writes a row at most once: this is the row's cell
+            // number `len() + 1`.
+            if written[row].len() >= MAX_CELLS {
                 return Err(DecodeError::BadLength {
                     field: "op.cells",
                     len: MAX_CELLS + 1,
@@ -554,7 +554,7 @@ pub(crate) mod tests {
             .prop_shuffle()
     }
 
-    /// A change set more units than bytes: up to 3,000 rows of one table,
+    /// A change set of more units than bytes: up to 3,000 rows of one table,
     /// keyed 0.., each writing the same null or bool cells, some deleted.
     /// Runs make it a few bytes a column, so the units rule pads it.
     fn any_compressible_changes() -> impl Strategy<Value = Vec<RowOp>> {
