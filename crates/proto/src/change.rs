@@ -8,7 +8,9 @@
 //! generations and one column per written column name, each column a run
 //! of cell tags and then the cells' payloads, delta- or front-coded against
 //! the column's previous value ([`column`]). The encoding is then padded
-//! ([`pad`]) so that a commit's size reveals only a coarse size.
+//! ([`pad`]) so that a commit's size reveals only a coarse size, and to at
+//! least one byte per *unit* (row operation or written cell), so that what
+//! a change set costs a receiver is proportional to its bytes.
 
 mod column;
 pub mod pad;
@@ -29,9 +31,10 @@ pub const MAX_CELLS: usize = 1_024;
 /// Highest row generation: even, so a row at the highest live generation
 /// can still be deleted.
 pub const MAX_GENERATION: u32 = u32::MAX - 1;
-/// Most cells all the upserts of one change set may write together:
-/// bounds what decoding one commit allocates, since a run of cells costs
-/// one varint whatever its length.
+/// Most cells all the upserts of one change set may write together, a
+/// writer's bound ([`Changes::new`]). A decodable change set always has
+/// fewer: it is at least one byte per unit ([`Changes::units`]) and at most
+/// [`MAX_CHANGES_BYTES`] long.
 pub const MAX_CHANGE_CELLS: usize = 1 << 20;
 /// Largest encoded change set, padding included, equal to the commit size limit.
 pub const MAX_CHANGES_BYTES: usize = crate::commit::MAX_COMMIT_BYTES;
@@ -230,15 +233,35 @@ impl Changes {
         self.0.iter().map(RowOp::cell_count).sum()
     }
 
-    /// The encoding, padded: the plaintext a commit encrypts.
+    /// The change set's *units*: its row operations plus the cells its
+    /// upserts write. Its encoding is never shorter (wire-format §4.4):
+    /// a receiver's work is bounded by bytes, whatever runs make cheap.
+    pub fn units(&self) -> usize {
+        self.0
+            .iter()
+            .map(|op| match op {
+                RowOp::Upsert { cells, .. } => 1 + cells.len(),
+                RowOp::Delete { .. } => 1,
+            })
+            .sum()
+    }
+
+    /// The encoding, padded to `pad(max(content, units))`: the plaintext a
+    /// commit encrypts.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.encode_content();
+        out.resize(pad::padded_len(out.len().max(self.units())), 0);
+        out
+    }
+
+    /// The encoding before its padding.
+    fn encode_content(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let groups: Vec<&[RowOp]> = self.0.chunk_by(|a, b| a.table() == b.table()).collect();
         put_uint(&mut out, groups.len() as u64);
         for group in groups {
             encode_group(&mut out, group);
         }
-        out.resize(pad::padded_len(out.len()), 0);
         out
     }
 
@@ -255,18 +278,18 @@ impl Changes {
         let mut reader = Reader::new(bytes);
         let groups = reader.count("changes", 1, MAX_OPS)?;
         let mut ops = Vec::new();
-        let mut cells = 0;
+        let mut units = Units { count: 0, max: bytes.len() };
         let mut previous: Option<Name> = None;
         for _ in 0..groups {
             let table = reader.name("op.table")?;
             if previous.as_ref().is_some_and(|previous| *previous >= table) {
                 return Err(DecodeError::NonCanonical { what: WHAT });
             }
-            decode_group(&mut reader, &table, &mut ops, &mut cells)?;
+            decode_group(&mut reader, &table, &mut ops, &mut units)?;
             previous = Some(table);
         }
         let content = reader.position();
-        let padded = pad::padded_len(content);
+        let padded = pad::padded_len(content.max(units.count));
         if bytes.len() != padded {
             return Err(DecodeError::BadLength {
                 field: "changes.padding",
@@ -323,15 +346,40 @@ fn encode_group(out: &mut Vec<u8>, ops: &[RowOp]) {
     }
 }
 
+/// The units read so far (rows and written cells), which may not exceed
+/// the input's length: a valid change set is padded to at least its units,
+/// so a decoder refuses one that has more before it allocates for them.
+#[derive(Debug)]
+struct Units {
+    count: usize,
+    max: usize,
+}
+
+impl Units {
+    fn add(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.count += n;
+        if self.count > self.max {
+            return Err(DecodeError::BadLength {
+                field: "changes.units",
+                len: self.count,
+                min: 0,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Reads the rest of the group of `table` and appends its operations to
-/// `ops`, counting the cells it writes into `cells`.
+/// `ops`, counting its rows and the cells it writes into `units`.
 fn decode_group(
     reader: &mut Reader<'_>,
     table: &Name,
     ops: &mut Vec<RowOp>,
-    cells: &mut usize,
+    units: &mut Units,
 ) -> Result<(), DecodeError> {
     let rows = reader.count("table.rows", 1, MAX_OPS - ops.len())?;
+    units.add(rows)?;
     let parts = reader.count("op.key", 1, MAX_KEY_PARTS)?;
     let mut keys: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(parts); rows];
     for _ in 0..parts {
@@ -359,12 +407,13 @@ fn decode_group(
     }
     let generations = read_generations(reader, rows)?;
     let columns = reader.count("table.columns", 0, MAX_CHANGE_CELLS)?;
-    let mut written: Vec<BTreeMap<Name, Value>> = vec![BTreeMap::new(); rows];
-    let mut counts = vec![0usize; rows];
-    let mut previous: Option<Name> = None;
+    // Each row's cells by column index, in column order; the maps are built
+    // row by row at the end, from sorted input, with no search per cell.
+    let mut written: Vec<Vec<(usize, Value)>> = vec![Vec::new(); rows];
+    let mut names: Vec<Name> = Vec::new();
     for _ in 0..columns {
         let name = reader.name("op.cells.column")?;
-        if previous.as_ref().is_some_and(|previous| *previous >= name) {
+        if names.last().is_some_and(|previous| *previous >= name) {
             return Err(DecodeError::NonCanonical { what: WHAT });
         }
         let runs = Runs::read(reader, rows, Kind::Values)?;
@@ -375,8 +424,9 @@ fn decode_group(
                     reason: "a delete writes no cells".into(),
                 });
             }
-            counts[row] += 1;
-            if counts[row] > MAX_CELLS {
+            // A column writes a row at most once: this is the row's cell
+            // number `len() + 1`.
+            if written[row].len() >= MAX_CELLS {
                 return Err(DecodeError::BadLength {
                     field: "op.cells",
                     len: MAX_CELLS + 1,
@@ -384,24 +434,17 @@ fn decode_group(
                     max: MAX_CELLS,
                 });
             }
-            *cells += 1;
-            if *cells > MAX_CHANGE_CELLS {
-                return Err(DecodeError::BadLength {
-                    field: "changes.cells",
-                    len: *cells,
-                    min: 0,
-                    max: MAX_CHANGE_CELLS,
-                });
-            }
+            units.add(1)?;
         }
         for (row, value) in runs.values(reader)? {
-            written[row].insert(name.clone(), value);
+            written[row].push((names.len(), value));
         }
-        previous = Some(name);
+        names.push(name);
     }
     for ((key, generation), cells) in keys.into_iter().zip(generations).zip(written) {
         let table = table.clone();
         ops.push(if generation % 2 == 1 {
+            let cells = cells.into_iter().map(|(c, value)| (names[c].clone(), value)).collect();
             RowOp::Upsert { table, key, generation, cells }
         } else {
             RowOp::Delete { table, key, generation }
@@ -511,23 +554,73 @@ pub(crate) mod tests {
             .prop_shuffle()
     }
 
+    /// A change set of more units than bytes: up to 3,000 rows of one table,
+    /// keyed 0.., each writing the same null or bool cells, some deleted.
+    /// Runs make it a few bytes a column, so the units rule pads it.
+    fn any_compressible_changes() -> impl Strategy<Value = Vec<RowOp>> {
+        let cells = proptest::collection::btree_map(
+            prop_oneof![Just(name("a")), Just(name("b")), Just(name("done"))],
+            prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool)],
+            1..4,
+        );
+        (1i64..3_000, cells, proptest::collection::btree_set(0i64..3_000, 0..20)).prop_map(
+            |(rows, cells, deleted)| {
+                (0..rows)
+                    .map(|k| {
+                        let (table, key) = (name("app.items"), RowKey::single(KeyPart::Integer(k)));
+                        if deleted.contains(&k) {
+                            RowOp::Delete { table, key, generation: 2 }
+                        } else {
+                            RowOp::Upsert { table, key, generation: 1, cells: cells.clone() }
+                        }
+                    })
+                    .collect()
+            },
+        )
+    }
+
     proptest! {
         #[test]
-        fn changes_round_trip(ops in any_changes()) {
+        fn changes_round_trip(ops in prop_oneof![any_changes(), any_compressible_changes()]) {
             let count = ops.len();
             let changes = Changes::new(ops).unwrap();
             prop_assert_eq!(changes.ops().len(), count);
             prop_assert!(changes.ops().windows(2).all(|w| (w[0].table(), w[0].key()) < (w[1].table(), w[1].key())));
             let bytes = changes.encode();
-            prop_assert_eq!(bytes.len(), pad::padded_len(bytes.len()));
+            let content = changes.encode_content().len();
+            prop_assert_eq!(bytes.len(), pad::padded_len(content.max(changes.units())));
+            prop_assert!(bytes.len() >= changes.units());
             prop_assert_eq!(Changes::decode(&bytes).unwrap(), changes);
+        }
+
+        /// Padding short of the units rule is refused, however it is cut:
+        /// to the content's own padded length (what an encoder without the
+        /// rule writes), or to any length below the units.
+        #[test]
+        fn padding_below_the_units_is_refused(ops in any_compressible_changes(), cut in any::<prop::sample::Index>()) {
+            let changes = Changes::new(ops).unwrap();
+            let content = changes.encode_content();
+            prop_assume!(content.len() < changes.units());
+            let short = cut.index(changes.units() - content.len()) + content.len();
+            for len in [pad::padded_len(content.len()), short] {
+                if len >= changes.units() {
+                    continue;
+                }
+                let mut bytes = content.clone();
+                bytes.resize(len, 0);
+                let refused = matches!(
+                    Changes::decode(&bytes),
+                    Err(DecodeError::BadLength { field: "changes.units", .. })
+                );
+                prop_assert!(refused, "{} bytes for {} units", len, changes.units());
+            }
         }
 
         /// Mutations of valid encodings get past the first bytes; whatever
         /// decodes must be the one encoding of what it decodes to.
         #[test]
         fn mutated_encodings_decode_only_canonically(
-            ops in any_changes(),
+            ops in prop_oneof![any_changes(), any_compressible_changes()],
             edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..4),
         ) {
             let mut bytes = Changes::new(ops).unwrap().encode();
@@ -689,7 +782,7 @@ pub(crate) mod tests {
 
     /// A group of `rows` rows keyed 0.., generation 1, and `columns`
     /// columns in which every row is null: a few bytes a column, whatever
-    /// the number of rows.
+    /// the number of rows. Not padded.
     fn null_runs(rows: usize, columns: usize) -> Vec<u8> {
         let mut content = vec![1, 1, b't'];
         put_uint(&mut content, rows as u64);
@@ -704,26 +797,42 @@ pub(crate) mod tests {
             put_name(&mut content, &name(&format!("c{column:04}")));
             put_uint(&mut content, ((rows as u64) << 4) | 1);
         }
-        padded(content)
+        content
+    }
+
+    /// `content` followed by zero bytes up to `len`.
+    fn zero_padded(mut content: Vec<u8>, len: usize) -> Vec<u8> {
+        content.resize(len, 0);
+        content
     }
 
     #[test]
-    fn cheap_runs_cannot_make_decoding_allocate_much() {
-        // A small run bomb: 10,000 rows × 105 null columns, 11 KB of input.
-        let bomb = null_runs(MAX_OPS, 105);
-        assert!(bomb.len() < 12_000);
-        assert_eq!(
-            Changes::decode(&bomb),
-            Err(DecodeError::BadLength {
-                field: "changes.cells",
-                len: MAX_CHANGE_CELLS + 1,
-                min: 0,
-                max: MAX_CHANGE_CELLS
-            })
-        );
-        assert!(Changes::decode(&null_runs(MAX_OPS, 104)).is_ok());
+    fn a_run_bomb_is_refused_at_its_first_column() {
+        // 10,000 rows × 104 null columns: 11 KB that would be 1,040,000
+        // cells. Padded as its content alone, it holds more units than
+        // bytes: refused as soon as the count passes its length, in the
+        // first column, before a cell is allocated.
+        for columns in [104, 105] {
+            let bomb = padded(null_runs(MAX_OPS, columns));
+            assert!(bomb.len() < 12_000);
+            assert_eq!(
+                Changes::decode(&bomb),
+                Err(DecodeError::BadLength {
+                    field: "changes.units",
+                    len: bomb.len() + 1,
+                    min: 0,
+                    max: bomb.len()
+                })
+            );
+        }
+        // With one column fewer and padded to its units, it is valid: a
+        // megabyte, the most a change set may be.
+        let units = MAX_OPS * 104;
+        let honest = zero_padded(null_runs(MAX_OPS, 103), pad::padded_len(units));
+        assert_eq!(honest.len(), 1_048_576);
+        assert_eq!(Changes::decode(&honest).map(|c| c.units()), Ok(units));
         assert!(matches!(
-            Changes::decode(&null_runs(1, MAX_CELLS + 1)),
+            Changes::decode(&padded(null_runs(1, MAX_CELLS + 1))),
             Err(DecodeError::BadLength { field: "op.cells", .. })
         ));
         let wide = RowOp::Upsert {
@@ -733,6 +842,83 @@ pub(crate) mod tests {
             cells: (0..=MAX_CELLS).map(|c| (name(&format!("c{c}")), Value::Null)).collect(),
         };
         assert!(matches!(Changes::new(vec![wide]), Err(ChangesError::TooManyCells { .. })));
+    }
+
+    #[test]
+    fn a_change_set_one_unit_over_its_length_is_refused() {
+        // 512 rows and 512 null cells: 1,024 units, a padded length.
+        let content = null_runs(512, 1);
+        assert_eq!(pad::padded_len(1024), 1024);
+        let exact = zero_padded(content.clone(), 1024);
+        assert_eq!(Changes::decode(&exact).map(|c| c.units()), Ok(1024));
+        assert_eq!(
+            Changes::decode(&exact[..1023]),
+            Err(DecodeError::BadLength { field: "changes.units", len: 1024, min: 0, max: 1023 })
+        );
+        // Rows count as soon as the group gives their number.
+        let rows_only = [&[1, 1, b't', 65][..], &[0; 60]].concat();
+        assert_eq!(
+            Changes::decode(&rows_only),
+            Err(DecodeError::BadLength { field: "changes.units", len: 65, min: 0, max: 64 })
+        );
+    }
+
+    #[test]
+    fn one_value_on_many_rows_is_padded_to_its_units() {
+        // done = null on 10,000 rows keyed 0..: 10 KB of content, 20,000
+        // units (the example of wire-format.md §4.4).
+        let ops = (0..MAX_OPS as i64)
+            .map(|k| RowOp::Upsert {
+                table: name("t"),
+                key: RowKey::single(KeyPart::Integer(k)),
+                generation: 1,
+                cells: BTreeMap::from([(name("done"), Value::Null)]),
+            })
+            .collect();
+        let changes = Changes::new(ops).unwrap();
+        assert_eq!(changes.units(), 20_000);
+        assert_eq!(changes.encode_content().len(), 10_021);
+        let bytes = changes.encode();
+        assert_eq!(bytes.len(), 20_480);
+        assert_eq!(Changes::decode(&bytes).unwrap(), changes);
+        // The content padded for itself alone is short of the units.
+        assert!(matches!(
+            Changes::decode(&padded(changes.encode_content())),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+        // Over the units but not their padded length.
+        assert!(matches!(
+            Changes::decode(&zero_padded(changes.encode_content(), 20_000)),
+            Err(DecodeError::BadLength { field: "changes.padding", .. })
+        ));
+    }
+
+    /// The worst case the units rule allows, timed in release:
+    /// `cargo test --release -p basic-proto --lib -- --ignored --nocapture decode_time`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn decode_time_of_a_megabyte_of_null_runs() {
+        let units = MAX_OPS * 104;
+        let bytes = zero_padded(null_runs(MAX_OPS, 103), pad::padded_len(units));
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let changes = Changes::decode(&bytes).unwrap();
+            let took = start.elapsed();
+            assert_eq!(changes.cell_count(), MAX_OPS * 103);
+            println!("{} bytes, {units} units: decoded in {took:?}", bytes.len());
+        }
+        let rows = MAX_OPS * 104 / 1_025;
+        let bytes = zero_padded(null_runs(rows, MAX_CELLS), pad::padded_len(rows * 1_025));
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            let changes = Changes::decode(&bytes).unwrap();
+            let took = start.elapsed();
+            println!(
+                "{} bytes, {rows} rows x {MAX_CELLS} columns: decoded in {took:?}",
+                bytes.len()
+            );
+            drop(changes);
+        }
     }
 
     #[test]

@@ -133,6 +133,20 @@ fn hundred_rows() -> Changes {
     Changes::new(ops).expect("valid changes")
 }
 
+/// 100 rows keyed 0.. each setting `done` to true: 200 units in 126
+/// bytes of content, so padded to its units (wire-format.md §4.4).
+fn one_value_on_many_rows() -> Changes {
+    let ops = (0..100)
+        .map(|i| RowOp::Upsert {
+            table: name("todo.items"),
+            key: RowKey::single(KeyPart::Integer(i)),
+            generation: 1,
+            cells: BTreeMap::from([(name("done"), Value::Bool(true))]),
+        })
+        .collect();
+    Changes::new(ops).expect("valid changes")
+}
+
 /// The vector commits, each chained to the one before.
 pub(crate) fn chain() -> Vec<(&'static str, Commit, Changes)> {
     let author = principal("device");
@@ -144,6 +158,7 @@ pub(crate) fn chain() -> Vec<(&'static str, Commit, Changes)> {
         ("every value type, composite key, a delete", every_value_type()),
         ("100 cells", hundred_cells()),
         ("100 rows of a text, an integer and a bool", hundred_rows()),
+        ("done = true on 100 rows: padded to its 200 units", one_value_on_many_rows()),
     ];
     cases
         .into_iter()

@@ -409,13 +409,13 @@ fn change_set_cases() -> Vec<Json> {
         .concat()
     };
     assert!(Changes::decode(&padded(texts(&[0x01, 0x01, b'c']))).is_ok(), "the base case is valid");
-    // 10,000 rows and 105 columns in which every row is null: 11 KB of
-    // plaintext that would be 1,050,000 cells.
+    // 10,000 rows and 104 columns in which every row is null: 11 KB of
+    // plaintext that would be 1,040,000 cells (1,050,000 units).
     let mut bomb =
         [&[0x01, 0x0a][..], b"todo.items", &[0x90, 0x4e, 0x01, 0x84, 0xe2, 0x09, 0x00]].concat();
     bomb.extend(std::iter::repeat_n(0x02, 9_999));
-    bomb.extend([0x01, 0x90, 0x4e, 105]);
-    for column in 0..105 {
+    bomb.extend([0x01, 0x90, 0x4e, 104]);
+    for column in 0..104 {
         bomb.push(4);
         bomb.extend(format!("c{column:03}").bytes());
         bomb.extend([0x81, 0xe2, 0x09]);
@@ -453,8 +453,8 @@ fn change_set_cases() -> Vec<Json> {
             padded([group_head(1), vec![0x11, 0x02, 0x01, 0x00]].concat()),
         ),
         case(
-            "too many cells in all",
-            "10,000 rows and 105 columns of null runs: 1,050,000 cells, over 2^20, from 11 KB",
+            "a run bomb: more units than bytes",
+            "10,000 rows and 104 columns of null runs, 11 KB padded for its content alone: 1,050,000 units (rows and cells), so the count passes the input's length in the first column",
             padded(bomb),
         ),
     ]
