@@ -632,6 +632,7 @@ pub fn attack(world: &mut World, attack: Attack, target: usize) -> anyhow::Resul
                 entries: Some(vec![]),
                 delta: false,
                 control: vec![],
+                sign: false,
             };
             let reply = conn.send(&summary.encode())?;
             expect_close(reply, ErrorCode::Unexpected, "summary before proof")

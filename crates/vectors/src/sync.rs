@@ -86,6 +86,43 @@ pub(crate) fn vectors() -> Json {
     let genesis = crate::control::genesis();
     let mut two = Fingerprint::default();
     ids[..2].iter().for_each(|id| two.add(id));
+    // Later in the session: a change list with nothing changed, asking for
+    // the reply to be signed (the requester holds less of an author than
+    // the responder showed before), and a reply with the requester's own
+    // digest to a summary that did not ask, which carries no signature.
+    let asking = Message::Summary {
+        view: View::Scopes([todo].into()),
+        digest: entries_digest,
+        entries: Some(Vec::new()),
+        delta: true,
+        control: Vec::new(),
+        sign: true,
+    };
+    let unsigned = Message::Reply {
+        digest: entries_digest,
+        entries: Vec::new(),
+        commits: Vec::new(),
+        more: false,
+        control: Vec::new(),
+        signature: None,
+    };
+    let summary = Message::Summary {
+        view: View::Scopes([todo].into()),
+        digest: entries_digest,
+        entries: Some(entries.clone()),
+        delta: false,
+        control: vec![OpId(fixture("sync control head"))],
+        sign: false,
+    };
+    let reply_signed = |signature| Message::Reply {
+        digest: their_digest,
+        entries: shown.clone(),
+        commits: vec![first.as_bytes().to_vec()],
+        more: false,
+        control: Vec::new(),
+        signature,
+    };
+    let reply = reply_signed(Some(signature));
     let frames = [
         (
             "hello",
@@ -101,27 +138,10 @@ pub(crate) fn vectors() -> Json {
                 heads: vec![OpId(fixture("sync control head"))],
             },
         ),
-        (
-            "summary",
-            Message::Summary {
-                view: View::Scopes([todo].into()),
-                digest: entries_digest,
-                entries: Some(entries.clone()),
-                delta: false,
-                control: vec![OpId(fixture("sync control head"))],
-            },
-        ),
-        (
-            "reply",
-            Message::Reply {
-                digest: their_digest,
-                entries: shown.clone(),
-                commits: vec![first.as_bytes().to_vec()],
-                more: false,
-                control: Vec::new(),
-                signature,
-            },
-        ),
+        ("summary", summary.clone()),
+        ("reply", reply.clone()),
+        ("summary asking for a signature", asking.clone()),
+        ("reply with the requester's digest, unsigned", unsigned.clone()),
         ("control-want", Message::ControlWant { heads: vec![OpId(fixture("sync control head"))] }),
         ("ops", Message::Ops { ops: vec![genesis.as_bytes().to_vec()], more: false }),
         (
@@ -175,15 +195,25 @@ pub(crate) fn vectors() -> Json {
         commits: Vec::new(),
         more: false,
         control: Vec::new(),
-        signature,
+        signature: Some(signature),
     }
     .encode();
+    // `sign` as the integer 1, not a bool (the last byte of the frame).
+    let mut sign_not_bool = asking.encode();
+    *sign_not_bool.last_mut().expect("a frame") = 0x01;
+    // A signature of 63 bytes: the last field, `58 40` and 64 bytes.
+    let reply_bytes = reply.encode();
+    let mut short_signature = reply_bytes[..reply_bytes.len() - 66].to_vec();
+    short_signature.extend_from_slice(&[0x58, 0x3f]);
+    short_signature.extend_from_slice(&signature[..63]);
     let refused: Vec<Json> = [
         ("version 1", version_1, "the version is not 0"),
         ("unknown kind", unknown_kind, "kind 14 is not a frame"),
         ("trailing byte", trailing, "bytes after the frame"),
         ("non-canonical integer", non_canonical, "not in deterministic form"),
         ("unsorted entries", unsorted_reply, "entries must be sorted by author"),
+        ("sign not a bool", sign_not_bool, "summary.sign must be a bool"),
+        ("63-byte signature", short_signature, "reply.signature is 64 bytes or null"),
     ]
     .into_iter()
     .map(|(name, bytes, why)| {
@@ -218,10 +248,31 @@ pub(crate) fn vectors() -> Json {
         "why": "an app pushes only commits it authored, in its entitled view (sync.md §6); the responder answers error 8 and ends the session",
     })];
 
+    // Replies that decode but that the requester MUST refuse: unsigned
+    // where a signature is needed. It ends the session (bad proof).
+    let unsigned_differing = reply_signed(None);
+    let requester_refuses = vec![
+        json!({
+            "name": "an unsigned reply to a summary asking for the signature",
+            "summary": hex(asking.encode()),
+            "reply": hex(unsigned.encode()),
+            "code": ErrorCode::BadProof as u64,
+            "why": "a requester that set sign needs the signature as evidence of a rollback (sync.md §5)",
+        }),
+        json!({
+            "name": "an unsigned reply whose digest differs",
+            "summary": hex(summary.encode()),
+            "reply": hex(unsigned_differing.encode()),
+            "code": ErrorCode::BadProof as u64,
+            "why": "a reply is unsigned only with the requester's own digest (sync.md §5)",
+        }),
+    ];
+
     json!({
         "refused": refused,
         "violations": violations,
-        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]: the summary carries the requester's entries and their digest; the responder holds a fourth commit of the requester's author, so its digest differs and its reply shows only the entry that differs (shown_entries), with its own digest and the commit the requester lacks; the reply signature (context basic/v0/sync-heads) covers heads_message = CBOR [database, requester key, responder digest] followed by the shown entries array. Frames: one of each kind, as encoded. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code.",
+        "requester_refuses": requester_refuses,
+        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]: the summary carries the requester's entries and their digest; the responder holds a fourth commit of the requester's author, so its digest differs and its reply shows only the entry that differs (shown_entries), with its own digest and the commit the requester lacks; the reply signature (context basic/v0/sync-heads) covers heads_message = CBOR [database, requester key, responder digest] followed by the shown entries array. Frames: one of each kind, as encoded, and two more: a change list (delta, nothing changed) with sign = true, and an unsigned reply (signature null) with the requester's own digest to a summary that did not ask. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code; requester_refuses: replies that decode but that the requester must refuse, after sending summary, ending the session (code: bad proof), each unsigned where the signature is needed.",
         "session": {
             "database": hex(database.0),
             "requester_seed": hex(requester.seed()),

@@ -147,6 +147,9 @@ pub enum Message {
         delta: bool,
         /// The requester's control heads.
         control: Vec<OpId>,
+        /// Whether the reply must be signed even if its digest equals
+        /// ours: set when such a reply would show a rollback (§5).
+        sign: bool,
     },
     /// Response to `Summary`: the responder's entries where they differ,
     /// and a first batch of the commits the requester lacks.
@@ -162,8 +165,9 @@ pub enum Message {
         more: bool,
         /// The responder's control heads, when they differ from the requester's.
         control: Vec<OpId>,
-        /// The responder's signature over what it showed (§5).
-        signature: [u8; SIGNATURE_LEN],
+        /// The responder's signature over what it showed (§5): present
+        /// when the digests differ or the summary asked for it.
+        signature: Option<[u8; SIGNATURE_LEN]>,
     },
     /// Request: one reconciliation step over ranges of one author's log.
     Ranges {
@@ -264,12 +268,13 @@ impl Message {
             }
             Message::ControlWant { heads: ids } => vec![heads(ids)],
             Message::Ops { ops, more } => vec![list(ops), Cbor::Bool(*more)],
-            Message::Summary { view, digest, entries: es, delta, control } => vec![
+            Message::Summary { view, digest, entries: es, delta, control, sign } => vec![
                 view.to_cbor(),
                 bytes(digest),
                 es.as_deref().map_or(Cbor::Null, entries),
                 Cbor::Bool(*delta),
                 heads(control),
+                Cbor::Bool(*sign),
             ],
             Message::Reply { digest, entries: es, commits, more, control, signature } => vec![
                 bytes(digest),
@@ -277,7 +282,7 @@ impl Message {
                 list(commits),
                 Cbor::Bool(*more),
                 heads(control),
-                bytes(signature),
+                signature.as_ref().map_or(Cbor::Null, |s| bytes(s)),
             ],
             Message::Ranges { view, author, parts } => vec![
                 view.to_cbor(),
@@ -372,6 +377,7 @@ impl Message {
                 },
                 delta: boolean(f.next("summary.delta")?, "summary.delta")?,
                 control: op_ids(f.next("summary.control")?)?,
+                sign: boolean(f.next("summary.sign")?, "summary.sign")?,
             },
             8 => Message::Reply {
                 digest: f.fixed("reply.digest")?,
@@ -379,7 +385,10 @@ impl Message {
                 commits: byte_list(f.next("reply.commits")?, "reply.commits", MAX_COMMIT_BYTES)?,
                 more: boolean(f.next("reply.more")?, "reply.more")?,
                 control: op_ids(f.next("reply.control")?)?,
-                signature: f.fixed("reply.signature")?,
+                signature: match f.next("reply.signature")? {
+                    Cbor::Null => None,
+                    value => Some(codec::as_fixed(value, "reply.signature")?),
+                },
             },
             9 => Message::Ranges {
                 view: View::from_cbor(f.next("ranges.view")?)?,
@@ -523,5 +532,70 @@ mod tests {
         assert_eq!(frame_name(&[0x83, 0x01, 0x0e]), "garbage");
         assert_eq!(frame_name(&[0x83, 0x01, 0x00]), "garbage");
         assert_eq!(frame_name(&[0x83]), "garbage");
+    }
+
+    /// A summary's `sign` is a bool, and a reply's signature 64 bytes or
+    /// null: each round-trips, and anything else is refused.
+    #[test]
+    fn sign_and_an_absent_signature_round_trip_and_nothing_else_decodes() {
+        let keys = KeyCache::default();
+        let decode = |bytes: &[u8]| Message::decode(bytes, MAX_FRAME_BYTES, &keys);
+        for sign in [false, true] {
+            let summary = Message::Summary {
+                view: View::All,
+                digest: [1; DIGEST_LEN],
+                entries: Some(Vec::new()),
+                delta: true,
+                control: Vec::new(),
+                sign,
+            };
+            let bytes = summary.encode();
+            assert_eq!(decode(&bytes).unwrap(), summary);
+            // `sign` is the last byte: an integer, or null, is no bool.
+            for not_bool in [0x00, 0x01, 0xf6] {
+                let mut wrong = bytes.clone();
+                *wrong.last_mut().unwrap() = not_bool;
+                assert!(
+                    matches!(
+                        decode(&wrong),
+                        Err(DecodeError::WrongType { field: "summary.sign", .. })
+                    ),
+                    "{not_bool:#x}"
+                );
+            }
+            // Without it (the frame one item shorter): refused.
+            let mut short = bytes[..bytes.len() - 1].to_vec();
+            short[0] -= 1;
+            assert!(decode(&short).is_err());
+        }
+        let reply = |signature| Message::Reply {
+            digest: [2; DIGEST_LEN],
+            entries: Vec::new(),
+            commits: Vec::new(),
+            more: false,
+            control: Vec::new(),
+            signature,
+        };
+        for signature in [None, Some([9; SIGNATURE_LEN])] {
+            assert_eq!(decode(&reply(signature).encode()).unwrap(), reply(signature));
+        }
+        // The signature is the last field: `58 40` and 64 bytes, or `f6`.
+        let signed = reply(Some([9; SIGNATURE_LEN])).encode();
+        let head = &signed[..signed.len() - 66];
+        for (len, prefix) in [(63, vec![0x58, 0x3f]), (65, vec![0x58, 0x41]), (0, vec![0x40])] {
+            let mut wrong = head.to_vec();
+            wrong.extend_from_slice(&prefix);
+            wrong.extend(std::iter::repeat_n(9, len));
+            assert!(
+                matches!(
+                    decode(&wrong),
+                    Err(DecodeError::BadLength { field: "reply.signature", .. })
+                ),
+                "{len} bytes"
+            );
+        }
+        let mut not_bytes = head.to_vec();
+        not_bytes.push(0xf5);
+        assert!(decode(&not_bytes).is_err(), "true is no signature");
     }
 }

@@ -113,12 +113,14 @@ enum Sent {
         prelude: bool,
     },
     ControlWant,
-    /// `listed`: the peer received our full list (whole or as changes).
+    /// `listed`: the peer received our full list (whole or as changes);
+    /// `sign`: we asked for the reply to be signed.
     Summary {
         ours: Vec<Entry>,
         heads: Vec<OpId>,
         listed: bool,
         delta: bool,
+        sign: bool,
     },
     Ranges {
         author: PublicKey,
@@ -383,6 +385,7 @@ impl Requester {
                     (inline.then(|| ours.clone()), false)
                 }
             };
+            let sign = self.equal_would_roll_back(&ours);
             let frame = Message::Summary {
                 view,
                 digest: digest(&ours),
@@ -393,9 +396,10 @@ impl Requester {
                     Some(acked) if delta && acked.heads == heads => Vec::new(),
                     _ => heads.clone(),
                 },
+                sign,
             };
             let listed = matches!(&frame, Message::Summary { entries: Some(_), .. });
-            return Ok(Some(self.send(frame, Sent::Summary { ours, heads, listed, delta })));
+            return Ok(Some(self.send(frame, Sent::Summary { ours, heads, listed, delta, sign })));
         }
         if let Some((author, lo, hi)) = round.ranges.pop_front() {
             let mut parts = Vec::with_capacity(MAX_PARTS);
@@ -594,27 +598,42 @@ impl Requester {
                 Ok(Ok(()))
             }
             (
-                Sent::Summary { ours: sent, heads, listed, delta },
+                Sent::Summary { ours: sent, heads, listed, delta, sign },
                 Message::Reply { digest: their_digest, entries, commits, more, control, signature },
             ) => {
                 let Some(peer) = self.peer else { return Ok(Err(unexpected("reply"))) };
-                let signed = heads_message(
-                    self.config.database,
-                    &self.config.key.public(),
-                    &their_digest,
-                    &entries,
-                );
-                if peer.verify(SigningContext::SyncHeads, &signed, &signature).is_err() {
-                    return Ok(Err(Violation::new(ErrorCode::BadProof, "reply signature")));
+                let equal = their_digest == digest(&sent);
+                match signature {
+                    Some(signature) => {
+                        let signed = heads_message(
+                            self.config.database,
+                            &self.config.key.public(),
+                            &their_digest,
+                            &entries,
+                        );
+                        if peer.verify(SigningContext::SyncHeads, &signed, &signature).is_err() {
+                            return Ok(Err(Violation::new(ErrorCode::BadProof, "reply signature")));
+                        }
+                    }
+                    // Unsigned only when it claims to hold exactly what we
+                    // hold, lists nothing, and we did not ask (sync.md §5).
+                    None if sign || !equal || !entries.is_empty() => {
+                        return Ok(Err(Violation::new(
+                            ErrorCode::BadProof,
+                            "reply without the signature it needs",
+                        )));
+                    }
+                    None => {}
                 }
-                self.check_rollback(
+                if let Err(violation) = self.check_rollback(
                     &entries,
                     &sent,
-                    their_digest == digest(&sent)
-                        || (listed && !(more && commits.is_empty() && delta)),
+                    equal || (listed && !(more && commits.is_empty() && delta)),
                     &their_digest,
-                    frame,
-                );
+                    signature.is_some().then_some(frame),
+                ) {
+                    return Ok(Err(violation));
+                }
                 let stored = store.ingest_commits(&commits)?;
                 if stored.invalid > 0 {
                     return Ok(Err(Violation::new(ErrorCode::BadData, "invalid commit")));
@@ -704,19 +723,37 @@ impl Requester {
         Ok(false)
     }
 
+    /// Whether a reply with our own digest would show a rollback, by
+    /// [`Requester::check_rollback`]'s rules: the peer claims then every
+    /// author at our entry (none for an author we lack), so this is
+    /// whether it showed more of some author before. We then ask it to
+    /// sign such a reply (`sign`, sync.md §5); otherwise it may omit the
+    /// signature, which would be evidence of nothing.
+    fn equal_would_roll_back(&self, ours: &[Entry]) -> bool {
+        self.shown.iter().any(|(author, before)| {
+            let now = find(ours, author).map_or((0, 0), |e| (e.max, e.held.count));
+            shows_less(now, *before)
+        })
+    }
+
     /// Records what the peer shows and reports any author it now shows
-    /// less of. Authors absent from `entries` are claimed equal to `ours`
-    /// when `complete` (the peer compared against our full list) and that
-    /// accounts for the peer's digest: a peer lists only what it holds, so
-    /// an author it holds nothing of is absent too (sync.md §5).
+    /// less of, with `evidence`, the signed reply frame (`None` when the
+    /// reply was not signed). Authors absent from `entries` are claimed
+    /// equal to `ours` when `complete` (the peer compared against our full
+    /// list) and that accounts for the peer's digest: a peer lists only
+    /// what it holds, so an author it holds nothing of is absent too
+    /// (sync.md §5). A rollback shown by an unsigned reply is refused, not
+    /// reported: the caller lets one through only when it claims our own
+    /// digest and we did not ask for a signature, which by
+    /// [`Requester::equal_would_roll_back`] shows none.
     fn check_rollback(
         &mut self,
         entries: &[Entry],
         ours: &[Entry],
         complete: bool,
         their_digest: &[u8; 16],
-        frame: &[u8],
-    ) {
+        evidence: Option<&[u8]>,
+    ) -> Result<(), Violation> {
         let mut claims: Vec<(PublicKey, (u64, u64))> =
             entries.iter().map(|e| (e.author, (e.max, e.held.count))).collect();
         let accounted = || digest(&apply_changes(ours.to_vec(), entries.to_vec())) == *their_digest;
@@ -735,17 +772,35 @@ impl Requester {
                     .map(|a| (*a, (0, 0))),
             );
         }
-        for (author, now) in claims {
-            let before = self.shown.get(&author).copied().unwrap_or((0, 0));
-            if now.0 < before.0 || now.1 < before.1 {
-                self.events.push_back(Event::RolledBack {
-                    author,
-                    before,
-                    now,
-                    evidence: frame.to_vec(),
-                });
+        let before_of = |shown: &BTreeMap<PublicKey, (u64, u64)>, author: &PublicKey| {
+            shown.get(author).copied().unwrap_or((0, 0))
+        };
+        let rolled_back: Vec<_> = claims
+            .iter()
+            .map(|(author, now)| (*author, before_of(&self.shown, author), *now))
+            .filter(|(_, before, now)| shows_less(*now, *before))
+            .collect();
+        match evidence {
+            Some(frame) => {
+                self.events.extend(rolled_back.into_iter().map(|(author, before, now)| {
+                    Event::RolledBack { author, before, now, evidence: frame.to_vec() }
+                }))
             }
+            None if !rolled_back.is_empty() => {
+                return Err(Violation::new(ErrorCode::BadProof, "an unsigned reply shows less"));
+            }
+            None => {}
+        }
+        for (author, now) in claims {
+            let before = before_of(&self.shown, &author);
             self.shown.insert(author, (before.0.max(now.0), before.1.max(now.1)));
         }
+        Ok(())
     }
+}
+
+/// Whether a peer showing `now` (max, count) of an author shows less than
+/// the `before` it showed: a rollback (sync.md §5).
+fn shows_less(now: (u64, u64), before: (u64, u64)) -> bool {
+    now.0 < before.0 || now.1 < before.1
 }

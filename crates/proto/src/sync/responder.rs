@@ -264,7 +264,7 @@ impl Responder {
                 }
                 Ok(Message::Ops { ops, more })
             }
-            Message::Summary { view, digest: theirs, entries, delta, control } => {
+            Message::Summary { view, digest: theirs, entries, delta, control, sign } => {
                 self.ranges_this_round = 0;
                 let view = view.intersect(entitled);
                 let ours = store.entries(&view)?;
@@ -305,10 +305,16 @@ impl Responder {
                 kept.list = kept.list.take().map(|base| apply_changes(base, shown.clone()));
                 let heads = store.control_heads()?;
                 let control = if heads == control { Vec::new() } else { heads };
-                let signature = self.key.sign(
-                    SigningContext::SyncHeads,
-                    &heads_message(store.database(), &peer, &our_digest, &shown),
-                );
+                // Signed when the digests differ or the requester asks: an
+                // equal reply it did not ask to be signed can show it no
+                // rollback, so a signature there would be evidence of nothing
+                // (sync.md §5).
+                let signature = (sign || our_digest != theirs).then(|| {
+                    self.key.sign(
+                        SigningContext::SyncHeads,
+                        &heads_message(store.database(), &peer, &our_digest, &shown),
+                    )
+                });
                 Ok(Message::Reply {
                     digest: our_digest,
                     entries: shown,
@@ -361,8 +367,6 @@ impl Responder {
         }
     }
 }
-
-impl Responder {}
 
 /// What `peer` may push (`protocol-spec/sync.md` §6): commits in its
 /// entitled view only; and an app (entitled to some scopes, not all)

@@ -490,6 +490,7 @@ fn garbage_and_out_of_order_frames_are_violations() {
         entries: Some(Vec::new()),
         delta: false,
         control: Vec::new(),
+        sign: false,
     };
     match responder.handle(&mut store, &summary.encode(), &mut rng).unwrap() {
         Answer::Close(_, violation) => assert_eq!(violation.code, ErrorCode::Unexpected),
@@ -521,6 +522,197 @@ fn a_rolled_back_peer_is_detected() {
         "{:?}",
         again.a.events
     );
+}
+
+/// Runs `a`'s requester against `b`'s responder until it has nothing to
+/// send or is closed, passing every answer through `tamper`; returns the
+/// requests it sent.
+fn run_a_through(pair: &mut Pair, mut tamper: impl FnMut(Message) -> Message) -> Vec<Message> {
+    let mut requests = Vec::new();
+    for _ in 0..1_000 {
+        let a = &mut pair.a;
+        let Some(request) = a.requester.poll_request(&mut a.store, pair.now).unwrap() else {
+            break;
+        };
+        requests.push(Message::decode(&request, usize::MAX, &KeyCache::default()).unwrap());
+        let response = match pair.b.responder.handle(&mut pair.b.store, &request, &mut pair.rng) {
+            Ok(Answer::Reply(frame) | Answer::Close(frame, _)) => frame,
+            Err(error) => panic!("{error:?}"),
+        };
+        let message = Message::decode(&response, usize::MAX, &KeyCache::default()).unwrap();
+        a.requester.handle_response(&mut a.store, &tamper(message).encode(), pair.now).unwrap();
+        a.events.extend(std::iter::from_fn(|| a.requester.poll_event()));
+        if a.requester.is_closed() {
+            break;
+        }
+    }
+    requests
+}
+
+/// `message` without its signature if it is a reply.
+fn unsigned(message: Message) -> Message {
+    match message {
+        Message::Reply { digest, entries, commits, more, control, .. } => {
+            Message::Reply { digest, entries, commits, more, control, signature: None }
+        }
+        other => other,
+    }
+}
+
+/// The summary `a` sends when its next round is due, and `b`'s reply,
+/// which `a` takes.
+fn next_summary_of_a(pair: &mut Pair) -> (Message, Message) {
+    // Ends the round under way, if any: the next is due an interval later.
+    assert!(pair.a.requester.poll_request(&mut pair.a.store, pair.now).unwrap().is_none());
+    pair.now += 30_000;
+    let request = pair.a.requester.poll_request(&mut pair.a.store, pair.now).unwrap().unwrap();
+    let summary = Message::decode(&request, usize::MAX, &KeyCache::default()).unwrap();
+    let response = match pair.b.responder.handle(&mut pair.b.store, &request, &mut pair.rng) {
+        Ok(Answer::Reply(frame)) => frame,
+        other => panic!("{other:?}"),
+    };
+    pair.a.requester.handle_response(&mut pair.a.store, &response, pair.now).unwrap();
+    pair.a.events.extend(std::iter::from_fn(|| pair.a.requester.poll_event()));
+    (summary, Message::decode(&response, usize::MAX, &KeyCache::default()).unwrap())
+}
+
+/// Whether `a`'s session ended, refusing a reply as a bad proof.
+fn closed_for_bad_proof(pair: &Pair) -> bool {
+    pair.a.requester.is_closed()
+        && pair
+            .a
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { reason } if reason.starts_with("BadProof")))
+}
+
+/// Issue 14: a reply with the requester's own digest, which the
+/// requester did not ask to be signed, carries no signature (65 bytes
+/// less), and the requester takes it; a differing reply is signed.
+#[test]
+fn an_equal_reply_is_unsigned_unless_asked() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    write(&mut s, &mut a, &laptop, None, 5);
+    let mut pair = Pair::new(a, &laptop, s.store.clone(), &phone);
+    pair.drive();
+    let (summary, reply) = next_summary_of_a(&mut pair);
+    assert!(matches!(summary, Message::Summary { sign: false, .. }), "{summary:?}");
+    let Message::Reply { entries, signature, .. } = reply else { panic!("{reply:?}") };
+    assert!(entries.is_empty());
+    assert_eq!(signature, None, "an equal reply nobody asked to sign");
+    assert!(!pair.a.requester.is_closed(), "{:?}", pair.a.events);
+    let mut b_store = pair.b.store.clone();
+    write(&mut s, &mut b_store, &phone, None, 1);
+    pair.b.store = b_store;
+    let (summary, reply) = next_summary_of_a(&mut pair);
+    assert!(matches!(summary, Message::Summary { sign: false, .. }), "{summary:?}");
+    assert!(matches!(reply, Message::Reply { signature: Some(_), .. }), "{reply:?}");
+    assert_eq!(pair.a.store.ids(), pair.b.store.ids());
+}
+
+/// A phone to which the laptop showed 10 commits of the laptop's log,
+/// and both holding only the first 7 of them now (say, both restored
+/// from a backup): their digests are equal, yet the laptop shows less
+/// than before. `a` is the phone, knowing what the laptop showed; `b` the
+/// laptop. Returns the pair and the laptop's and the phone's keys.
+fn both_rolled_back() -> (Pair, PublicKey, PublicKey) {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    write(&mut s, &mut a, &laptop, None, 10);
+    let mut pair = Pair::new(s.store.clone(), &phone, a.clone(), &laptop);
+    pair.drive();
+    let shown = pair.a.requester.shown().clone();
+    assert_eq!(shown[&laptop.public()], (10, 10));
+    let mut rolled = a;
+    for seq in 8..=10 {
+        rolled.commits.get_mut(&laptop.public()).unwrap().remove(&seq);
+    }
+    let mut again = Pair::new(rolled.clone(), &phone, rolled, &laptop);
+    again.a = peer(again.a.store, &phone, 1, 2, View::All, shown, Some(laptop.public()));
+    (again, laptop.public(), phone.public())
+}
+
+/// Issue 14: a requester holding less of an author than the peer showed
+/// before asks for the signature (a reply with its own digest would be a
+/// rollback); the peer signs its equal reply, and the rollback is
+/// reported with that signed reply as evidence.
+#[test]
+fn a_requester_below_what_was_shown_asks_and_gets_evidence() {
+    let (mut pair, laptop, phone) = both_rolled_back();
+    let requests = run_a_through(&mut pair, |message| message);
+    assert!(
+        matches!(
+            requests.iter().find(|r| r.name() == "summary"),
+            Some(Message::Summary { sign: true, .. })
+        ),
+        "{requests:?}"
+    );
+    let rolled_back: Vec<&Event> =
+        pair.a.events.iter().filter(|e| matches!(e, Event::RolledBack { .. })).collect();
+    let [Event::RolledBack { author, before, now, evidence }] = rolled_back[..] else {
+        panic!("{:?}", pair.a.events);
+    };
+    assert_eq!((*author, *before, *now), (laptop, (10, 10), (7, 7)));
+    let Ok(Message::Reply { entries, signature: Some(signature), digest, .. }) =
+        Message::decode(evidence, usize::MAX, &KeyCache::default())
+    else {
+        panic!("the evidence is a signed reply");
+    };
+    assert!(entries.is_empty(), "the digests were equal");
+    let signed = proof::heads_message(pair.a.store.database(), &phone, &digest, &entries);
+    laptop.verify(crate::keys::SigningContext::SyncHeads, &signed, &signature).unwrap();
+    assert!(!pair.a.requester.is_closed());
+}
+
+/// Adversary: a responder that strips the signature from a reply that
+/// needs one — an equal reply the requester asked to be signed, or a
+/// reply whose digest differs — is refused (bad proof): the session
+/// ends, no rollback is reported without evidence, and nothing of the
+/// reply is stored. So is an unsigned equal reply that lists entries.
+#[test]
+fn a_responder_stripping_a_needed_signature_is_refused() {
+    // Asked: an equal reply that would show a rollback.
+    let (mut pair, _, _) = both_rolled_back();
+    run_a_through(&mut pair, unsigned);
+    assert!(closed_for_bad_proof(&pair), "{:?}", pair.a.events);
+    assert!(!pair.a.events.iter().any(|e| matches!(e, Event::RolledBack { .. })));
+    assert_eq!(pair.a.requester.shown().values().next(), Some(&(10, 10)), "kept as it was");
+
+    // Not asked, but the digests differ: the reply brings a commit.
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    let last = write(&mut s, &mut a, &laptop, None, 3);
+    let mut pair = Pair::new(s.store.clone(), &phone, a.clone(), &laptop);
+    pair.drive();
+    let mut b_store = pair.b.store.clone();
+    write(&mut s, &mut b_store, &laptop, last, 1);
+    pair.b.store = b_store;
+    pair.now += 30_000;
+    let requests = run_a_through(&mut pair, unsigned);
+    assert!(matches!(requests[..], [Message::Summary { sign: false, .. }]), "{requests:?}");
+    assert!(closed_for_bad_proof(&pair), "{:?}", pair.a.events);
+    assert_eq!(pair.a.store.ids().len(), 3, "nothing of the refused reply was stored");
+
+    // Not asked, equal digests, but entries listed without a signature.
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut a = s.store.clone();
+    write(&mut s, &mut a, &laptop, None, 3);
+    let mut pair = Pair::new(a.clone(), &phone, a.clone(), &laptop);
+    pair.drive();
+    pair.now += 30_000;
+    let listed = a.entries(&View::All).unwrap();
+    run_a_through(&mut pair, |message| match unsigned(message) {
+        Message::Reply { digest, commits, more, control, signature, .. } => {
+            Message::Reply { digest, entries: listed.clone(), commits, more, control, signature }
+        }
+        other => other,
+    });
+    assert!(closed_for_bad_proof(&pair), "{:?}", pair.a.events);
 }
 
 #[test]
@@ -682,7 +874,7 @@ fn a_peer_claiming_an_endless_log_costs_bounded_work() {
         commits: Vec::new(),
         more: false,
         control: Vec::new(),
-        signature: phone.sign(crate::keys::SigningContext::SyncHeads, &signed),
+        signature: Some(phone.sign(crate::keys::SigningContext::SyncHeads, &signed)),
     };
     pair.a.requester.handle_response(&mut pair.a.store, &reply.encode(), now).unwrap();
     // Reconciling it against the real phone terminates, within the budget.
