@@ -64,6 +64,23 @@ fn devices_converge_and_then_cost_one_round_trip() {
     assert!(steady.bytes < 700, "{steady:?}");
 }
 
+/// More rows than the writer writes into the view on its own thread
+/// (the replica is applied on a second one meanwhile).
+#[test]
+fn a_large_sync_reaches_the_view_and_stays_after_reopening() {
+    let (_a_dir, a, b_dir, b) = two_devices();
+    a.execute("INSERT INTO todo.lists (id, name) VALUES ('home', 'Home')", &[], None).unwrap();
+    for i in 0..300 {
+        insert(&a, &format!("a{i:03}"));
+    }
+    LocalLink::new(&a, &b).unwrap().run(&a, &b, 0).unwrap();
+    assert_eq!(titles(&b).len(), 300);
+    assert_eq!(titles(&a), titles(&b));
+    drop(b);
+    let b = Database::open(b_dir.path()).unwrap();
+    assert_eq!(titles(&a), titles(&b));
+}
+
 #[test]
 fn a_pinning_peer_holds_ciphertext_only_and_serves_it() {
     let (_a_dir, a, _b_dir, b) = two_devices();

@@ -5,9 +5,10 @@
 //! (up to [`MAX_GROUP`]), runs them one after another in one replica
 //! transaction and one SQLite transaction — each job sees the ones before
 //! it — then applies the replica batch, flushes it to disk once for the
-//! whole group, commits the view, and only then answers each caller. A
-//! write that returned is on disk; a crash loses only writes that had not
-//! returned.
+//! whole group (on a second thread while it writes the group's rows into
+//! the view, when there are many), commits the view, and only then answers
+//! each caller. A write that returned is on disk; a crash loses only
+//! writes that had not returned.
 //!
 //! This file is the facade callers use; the writer thread is in
 //! [`writer`], the database's own records (identity, log position,
