@@ -64,8 +64,8 @@ fn devices_converge_and_then_cost_one_round_trip() {
     assert!(steady.bytes < 700, "{steady:?}");
 }
 
-/// More rows than the writer writes into the view on its own thread
-/// (the replica is applied on a second one meanwhile).
+/// Hundreds of commits taken in one writer group reach the view, and stay
+/// after the database is opened again.
 #[test]
 fn a_large_sync_reaches_the_view_and_stays_after_reopening() {
     let (_a_dir, a, b_dir, b) = two_devices();

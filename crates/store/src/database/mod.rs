@@ -5,10 +5,9 @@
 //! (up to [`MAX_GROUP`]), runs them one after another in one replica
 //! transaction and one SQLite transaction — each job sees the ones before
 //! it — then applies the replica batch, flushes it to disk once for the
-//! whole group (on a second thread while it writes the group's rows into
-//! the view, when there are many), commits the view, and only then answers
-//! each caller. A write that returned is on disk; a crash loses only
-//! writes that had not returned.
+//! whole group, commits the view, and only then answers each caller. A
+//! write that returned is on disk; a crash loses only writes that had not
+//! returned.
 //!
 //! This file is the facade callers use; the writer thread is in
 //! [`writer`], the database's own records (identity, log position,
@@ -65,10 +64,6 @@ use writer::{Command, Job, Received, Writer, adopt};
 
 /// Most jobs one group commit takes.
 pub(crate) const MAX_GROUP: usize = 512;
-/// Rows changed by a group from which the view is written on the writer's
-/// thread while a second thread applies the group to the replica; fewer
-/// are not worth a thread.
-pub(crate) const PARALLEL_VIEW_ROWS: usize = 256;
 /// Most jobs waiting for the writer; callers block beyond it.
 pub(crate) const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.

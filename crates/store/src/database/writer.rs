@@ -120,38 +120,29 @@ impl Reply {
 
 impl<S: Store> Writer<S> {
     pub(super) fn run(mut self, mut conn: Connection, queue: mpsc::Receiver<Job>) {
-        let shared = Arc::clone(&self.shared);
-        std::thread::scope(|scope| {
-            let applier = Applier::start(scope, &shared.replica);
-            loop {
-                let mut group = match queue.recv_timeout(HELD_CHECK) {
-                    Ok(first) => vec![first],
-                    Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => Vec::new(),
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                };
-                while group.len() < MAX_GROUP {
-                    match queue.try_recv() {
-                        Ok(job) => group.push(job),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(error) = self.commit_group(&mut conn, &applier, group) {
-                    *lock(&self.shared.stopped) = Some(error);
-                    return;
+        loop {
+            let mut group = match queue.recv_timeout(HELD_CHECK) {
+                Ok(first) => vec![first],
+                Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
                 }
             }
-        });
+            if let Err(error) = self.commit_group(&mut conn, group) {
+                *lock(&self.shared.stopped) = Some(error);
+                return;
+            }
+        }
     }
 
     /// Runs a group of jobs and makes it durable. An `Err` is a storage
     /// failure: the writer stops and every job of the group is told so.
-    fn commit_group(
-        &mut self,
-        conn: &mut Connection,
-        applier: &Applier,
-        group: Vec<Job>,
-    ) -> Result<(), String> {
+    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), String> {
         let saved = (self.log.clone(), self.catalog.clone());
         let shared = Arc::clone(&self.shared);
         let mut changed_tables = BTreeSet::new();
@@ -160,13 +151,8 @@ impl<S: Store> Writer<S> {
             let tx = conn.transaction().map_err(ViewError::from)?;
             let mut txn = shared.replica.begin();
             self.release_held(&mut txn)?;
+            changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             for job in group {
-                // Jobs other than ingest read the view (a write's plan, a
-                // schema, a control change): it must hold every row so far.
-                // After ingests alone, rows reach the view in one go below.
-                if !matches!(job, Job::Ingest { .. }) {
-                    changed_tables.extend(self.flush_view(&tx, &mut txn)?);
-                }
                 replies.push(match job {
                     Job::Write { caller, statement, params, author, reply } => {
                         let write = (&caller, &statement, &params[..], author.as_ref());
@@ -187,25 +173,12 @@ impl<S: Store> Writer<S> {
                 {
                     return Err(DbError::Stopped(error.to_string()));
                 }
+                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             }
             self.watermark += 1;
             txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
             txn.put_meta(meta::AUTHOR, encode_author(&self.log));
-            let (batch, changes) = txn.prepare();
-            changed_tables.extend(changes.iter().map(|c| c.table.clone()));
-            if changes.len() < PARALLEL_VIEW_ROWS {
-                shared.replica.apply(batch)?;
-                view::apply(&tx, &self.catalog, &changes)?;
-            } else {
-                // The replica is the source of truth: if it is applied and
-                // the view is not, the view's watermark lags and it is
-                // rebuilt when the database next opens, as after a crash
-                // between the two.
-                let (applied, written) =
-                    applier.apply(batch, || view::apply(&tx, &self.catalog, &changes));
-                applied?;
-                written?;
-            }
+            txn.commit()?;
             view::set_watermark(&tx, self.watermark)?;
             tx.commit().map_err(ViewError::from)?;
             Ok(())
@@ -798,45 +771,6 @@ pub(super) fn adopt(catalog: &mut Catalog, schemas: &BTreeMap<ScopeId, (Name, St
         }
     }
     adopted
-}
-
-/// A thread that applies the writer's batches to the replica while the
-/// writer writes the view. It lives as long as the writer, so its
-/// allocations (sled's among them) stay in one arena.
-struct Applier {
-    batches: mpsc::Sender<Batch>,
-    applied: mpsc::Receiver<Result<(), StoreError>>,
-}
-
-impl Applier {
-    fn start<'scope, S: Store>(
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        replica: &'scope Replica<S>,
-    ) -> Self {
-        let (batches, to_apply) = mpsc::channel::<Batch>();
-        let (done, applied) = mpsc::channel();
-        scope.spawn(move || {
-            for batch in to_apply {
-                if done.send(replica.apply(batch)).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { batches, applied }
-    }
-
-    /// Applies `batch` (durably) on the applier's thread while `meanwhile`
-    /// runs on this one; returns both outcomes.
-    fn apply<R>(&self, batch: Batch, meanwhile: impl FnOnce() -> R) -> (Result<(), DbError>, R) {
-        let sent = self.batches.send(batch);
-        let result = meanwhile();
-        let applied = match sent.map(|()| self.applied.recv()) {
-            Ok(Ok(applied)) => applied.map_err(DbError::from),
-            // Only a panic ends the thread early; the scope re-raises it.
-            _ => Err(DbError::Stopped("the replica's applier thread stopped".into())),
-        };
-        (applied, result)
-    }
 }
 
 /// Seals `ops` into commits of `log` (split further while one is too

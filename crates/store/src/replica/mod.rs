@@ -249,13 +249,6 @@ impl<S: Store> Replica<S> {
         }
     }
 
-    /// Applies a batch made by [`Txn::prepare`] and returns once it is on
-    /// disk. Readers under [`Replica::settled`] see either none of it or
-    /// all of it flushed.
-    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        apply(&self.store, &self.unsettled, batch)
-    }
-
     /// The stored commit with this id.
     pub fn commit(&self, id: &CommitId) -> Result<Option<Commit>, StoreError> {
         self.store.get(&layout::commit(id))?.map(|bytes| decode_stored(&bytes)).transpose()
@@ -1085,27 +1078,11 @@ impl<S: Store> Txn<'_, S> {
     }
 
     /// Applies everything staged as one atomic batch and returns once it is
-    /// on disk, with the rows it changed since [`Txn::take_changes`] last
-    /// ran. Readers under [`Replica::settled`] see either none of it or all
-    /// of it flushed.
-    pub fn commit(self) -> Result<Vec<RowChange>, StoreError> {
-        let (store, unsettled) = (self.store, self.unsettled);
-        let (batch, changed) = self.prepare();
-        apply(store, unsettled, batch)?;
-        Ok(changed)
-    }
-
-    /// Encodes every staged row into the batch and returns it, to apply
-    /// with [`Replica::apply`], with the rows changed since
-    /// [`Txn::take_changes`] last ran, in storage-key order: moved out, so
-    /// the caller can write them elsewhere (the view) while the batch is
-    /// applied.
-    pub fn prepare(mut self) -> (Batch, Vec<RowChange>) {
-        let mut rows: Vec<(Vec<u8>, Staged)> = self.rows.into_iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut changed = Vec::with_capacity(self.fresh.len());
-        for (at, staged) in rows {
-            let fresh = self.fresh.contains(&at);
+    /// on disk, with the rows it changed. Readers under
+    /// [`Replica::settled`] see either none of it or all of it flushed.
+    pub fn commit(mut self) -> Result<Vec<RowChange>, StoreError> {
+        let changed = self.take_changes();
+        for (at, staged) in self.rows {
             if staged.state == RowState::default() {
                 // No admitted commit writes the row any more: no row at
                 // all, as on a replica that never saw those commits.
@@ -1113,23 +1090,14 @@ impl<S: Store> Txn<'_, S> {
             } else {
                 self.batch.put(at, rows::encode(&staged.state));
             }
-            if fresh {
-                let Staged { table, key, state } = staged;
-                changed.push(RowChange { table, key, state });
-            }
         }
-        (self.batch, changed)
+        let _unsettled = self.unsettled.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.batch.is_empty() {
+            self.store.apply(self.batch)?;
+        }
+        self.store.flush()?;
+        Ok(changed)
     }
-}
-
-/// Applies `batch` atomically and returns once it is on disk, holding
-/// `unsettled` (the replica's [`Replica::settled`] lock) for writing.
-fn apply<S: Store>(store: &S, unsettled: &RwLock<()>, batch: Batch) -> Result<(), StoreError> {
-    let _unsettled = unsettled.write().unwrap_or_else(PoisonError::into_inner);
-    if !batch.is_empty() {
-        store.apply(batch)?;
-    }
-    store.flush()
 }
 
 pub(crate) mod access;
