@@ -5,7 +5,10 @@
 //! are zigzag deltas from the column's previous one; texts, bytes and JSON
 //! share their longest prefix with the column's previous value of the same
 //! type (front coding); reals are 8 bytes. A run of cells of one tag costs
-//! one varint, so a column that is mostly absent, null or one bool is small.
+//! one varint, so a column that is mostly absent, null or one bool is small;
+//! a value equal to the one before costs a few bytes whatever its length,
+//! so each front-coded payload counts its [`units`] as soon as its length
+//! is read, before it is copied.
 
 use crate::codec::DecodeError;
 use crate::json::check_json;
@@ -429,6 +432,40 @@ mod tests {
             runs.values(&mut reader, &mut Units::new(usize::MAX)),
             Err(DecodeError::InvalidValue { .. })
         ));
+    }
+
+    #[test]
+    fn a_payload_counts_its_units_after_its_length_and_before_its_bytes() {
+        let values = |bytes: &[u8], max| {
+            let mut reader = Reader::new(bytes);
+            Runs::read(&mut reader, 1, Kind::Values)?.values(&mut reader, &mut Units::new(max))
+        };
+        // A text of 128 bytes (2 units), none of them given.
+        let header = [0x16, 0x00, 0x80, 0x01];
+        assert_eq!(
+            values(&header, 1),
+            Err(DecodeError::BadLength { field: "changes.units", len: 2, min: 0, max: 1 })
+        );
+        assert!(matches!(values(&header, 2), Err(DecodeError::Malformed { .. })));
+        // Sharing more than the previous value, and over the longest value,
+        // come first.
+        assert!(matches!(values(&[0x16, 0x01, 0x00], 0), Err(DecodeError::InvalidValue { .. })));
+        let mut too_long = vec![0x16, 0];
+        put_uint(&mut too_long, MAX_VALUE_LEN as u64 + 1);
+        assert!(matches!(
+            values(&too_long, 0),
+            Err(DecodeError::BadLength { field: "op.cells.value", .. })
+        ));
+        // Bytes and json count the same way; under 64 bytes counts nothing.
+        assert!(matches!(
+            values(&[0x17, 0x00, 0x40], 0),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+        assert!(matches!(
+            values(&[0x19, 0x00, 0x40], 0),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+        assert_eq!(values(&[0x16, 0x00, 0x01, b'a'], 0), Ok(vec![(0, Value::Text("a".into()))]));
     }
 
     #[test]
