@@ -19,6 +19,8 @@ pub mod pad;
 mod units;
 mod wire;
 
+pub use units::BYTES_PER_UNIT;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::DecodeError;
@@ -42,7 +44,6 @@ pub const MAX_GENERATION: u32 = u32::MAX - 1;
 pub const MAX_CHANGE_CELLS: usize = 1 << 20;
 /// Largest encoded change set, padding included, equal to the commit size limit.
 pub const MAX_CHANGES_BYTES: usize = crate::commit::MAX_COMMIT_BYTES;
-pub use units::BYTES_PER_UNIT;
 
 /// One change to one row.
 ///
