@@ -9,12 +9,17 @@
 //! of cell tags and then the cells' payloads, delta- or front-coded against
 //! the column's previous value ([`column`]). The encoding is then padded
 //! ([`pad`]) so that a commit's size reveals only a coarse size, and to at
-//! least one byte per *unit* (row operation or written cell), so that what
-//! a change set costs a receiver is proportional to its bytes.
+//! least one byte per *unit* ([`units`]: a row operation, a written cell,
+//! or 64 bytes of a text, bytes or json value or key part), so that what a
+//! change set costs a receiver, in work and in memory, is proportional to
+//! its bytes.
 
 mod column;
 pub mod pad;
+mod units;
 mod wire;
+
+pub use units::BYTES_PER_UNIT;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +27,7 @@ use crate::codec::DecodeError;
 use crate::value::{KeyPart, MAX_KEY_PARTS, Name, RowKey, Value};
 
 use column::{Cell, Kind, Runs};
+use units::Units;
 use wire::{Reader, WHAT, put_name, put_uint};
 
 /// Most row operations in one commit.
@@ -233,17 +239,14 @@ impl Changes {
         self.0.iter().map(RowOp::cell_count).sum()
     }
 
-    /// The change set's *units*: its row operations plus the cells its
-    /// upserts write. Its encoding is never shorter (wire-format §4.4):
-    /// a receiver's work is bounded by bytes, whatever runs make cheap.
+    /// The change set's *units*: its row operations, plus the cells its
+    /// upserts write, plus one per [`BYTES_PER_UNIT`] bytes of each text,
+    /// bytes or json value and text or bytes key part (rounded down). Its
+    /// encoding is never shorter (wire-format §4.4): what a receiver
+    /// decodes is bounded by bytes, whatever runs and front coding make
+    /// cheap.
     pub fn units(&self) -> usize {
-        self.0
-            .iter()
-            .map(|op| match op {
-                RowOp::Upsert { cells, .. } => 1 + cells.len(),
-                RowOp::Delete { .. } => 1,
-            })
-            .sum()
+        self.0.iter().map(units::of_op).sum()
     }
 
     /// The encoding, padded to `pad(max(content, units))`: the plaintext a
@@ -278,7 +281,7 @@ impl Changes {
         let mut reader = Reader::new(bytes);
         let groups = reader.count("changes", 1, MAX_OPS)?;
         let mut ops = Vec::new();
-        let mut units = Units { count: 0, max: bytes.len() };
+        let mut units = Units::new(bytes.len());
         let mut previous: Option<Name> = None;
         for _ in 0..groups {
             let table = reader.name("op.table")?;
@@ -289,7 +292,7 @@ impl Changes {
             previous = Some(table);
         }
         let content = reader.position();
-        let padded = pad::padded_len(content.max(units.count));
+        let padded = pad::padded_len(content.max(units.count()));
         if bytes.len() != padded {
             return Err(DecodeError::BadLength {
                 field: "changes.padding",
@@ -346,32 +349,9 @@ fn encode_group(out: &mut Vec<u8>, ops: &[RowOp]) {
     }
 }
 
-/// The units read so far (rows and written cells), which may not exceed
-/// the input's length: a valid change set is padded to at least its units,
-/// so a decoder refuses one that has more before it allocates for them.
-#[derive(Debug)]
-struct Units {
-    count: usize,
-    max: usize,
-}
-
-impl Units {
-    fn add(&mut self, n: usize) -> Result<(), DecodeError> {
-        self.count += n;
-        if self.count > self.max {
-            return Err(DecodeError::BadLength {
-                field: "changes.units",
-                len: self.count,
-                min: 0,
-                max: self.max,
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Reads the rest of the group of `table` and appends its operations to
-/// `ops`, counting its rows and the cells it writes into `units`.
+/// `ops`, counting its rows, the cells it writes and their payloads into
+/// `units`.
 fn decode_group(
     reader: &mut Reader<'_>,
     table: &Name,
@@ -384,7 +364,7 @@ fn decode_group(
     let mut keys: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(parts); rows];
     for _ in 0..parts {
         let runs = Runs::read(reader, rows, Kind::Key)?;
-        for (row, value) in runs.values(reader)? {
+        for (row, value) in runs.values(reader, units)? {
             let part = KeyPart::from_value(&value).ok_or(DecodeError::WrongType {
                 field: "op.key",
                 expected: "integer, text or bytes key",
@@ -436,7 +416,7 @@ fn decode_group(
             }
             units.add(1)?;
         }
-        for (row, value) in runs.values(reader)? {
+        for (row, value) in runs.values(reader, units)? {
             written[row].push((names.len(), value));
         }
         names.push(name);
@@ -483,9 +463,10 @@ fn read_generations(reader: &mut Reader<'_>, rows: usize) -> Result<Vec<u32>, De
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::column::Tag;
     use super::*;
-    use crate::value::KeyPart;
     use crate::value::tests::any_value;
+    use crate::value::{KeyPart, MAX_VALUE_LEN};
     use proptest::prelude::*;
 
     pub(crate) fn name(s: &str) -> Name {
@@ -517,17 +498,24 @@ pub(crate) mod tests {
             1 => ("[a-c]{0,3}", proptest::collection::vec(0u8..3, 0..3))
                 .prop_map(|(t, b)| RowKey::new(vec![KeyPart::Text(t), KeyPart::Bytes(b)]).unwrap())
                 .boxed(),
-            _ => "(row-)?[0-9]{0,4}".prop_map(|t| RowKey::single(KeyPart::Text(t))).boxed(),
+            // Now and then a key of 70 bytes or more, which counts units.
+            _ => ("(row-)?[0-9]{0,4}", proptest::bool::weighted(0.2))
+                .prop_map(|(t, long)| {
+                    let t = if long { format!("{}{t}", "n".repeat(70)) } else { t };
+                    RowKey::single(KeyPart::Text(t))
+                })
+                .boxed(),
         }
     }
 
     const TABLES: [&str; 3] = ["app.items", "app.tags", "app.notes"];
 
-    /// What is written to one row: cells at an odd generation, or a delete.
-    fn any_body() -> impl Strategy<Value = (u32, Option<BTreeMap<Name, Value>>)> {
+    /// What is written to one row: cells at an odd generation (`None`
+    /// standing for the change set's long value), or a delete.
+    fn any_body() -> impl Strategy<Value = (u32, Option<BTreeMap<Name, Option<Value>>>)> {
         let cells = proptest::collection::btree_map(
             prop_oneof![Just(name("a")), Just(name("b")), Just(name("title")), Just(name("z9"))],
-            any_value(),
+            prop_oneof![6 => any_value().prop_map(Some), 1 => Just(None)],
             0..4,
         );
         prop_oneof![
@@ -536,16 +524,38 @@ pub(crate) mod tests {
         ]
     }
 
-    /// A valid change set of 1 to 200 ops on distinct rows, in a shuffled order.
+    /// A text, bytes or json value of 64 to 300 bytes, which counts units
+    /// (wire-format.md §4.0) and which a change set repeats on many rows,
+    /// so that front coding makes it a few bytes a row.
+    fn any_long_value() -> impl Strategy<Value = Value> {
+        ("[a-z]{1,8}", 64usize..=300, 0..3).prop_map(|(seed, len, kind)| {
+            let mut text = seed.repeat(len / seed.len() + 1);
+            text.truncate(len);
+            match kind {
+                0 => Value::Text(text),
+                1 => Value::Bytes(text.into_bytes()),
+                _ => Value::Json(format!("\"{}\"", &text[2..])),
+            }
+        })
+    }
+
+    /// A valid change set of 1 to 200 ops on distinct rows, in a shuffled
+    /// order, its cells now and then one long value repeated.
     fn any_changes() -> impl Strategy<Value = Vec<RowOp>> {
         let row = (0..TABLES.len()).prop_flat_map(|t| (Just(t), any_key(t)));
-        proptest::collection::btree_map(row, any_body(), 1..200)
-            .prop_map(|rows| {
+        (proptest::collection::btree_map(row, any_body(), 1..200), any_long_value())
+            .prop_map(|(rows, long)| {
                 rows.into_iter()
                     .map(|((t, key), (generation, cells))| {
                         let table = name(TABLES[t]);
                         match cells {
-                            Some(cells) => RowOp::Upsert { table, key, generation, cells },
+                            Some(cells) => {
+                                let cells = cells
+                                    .into_iter()
+                                    .map(|(c, v)| (c, v.unwrap_or_else(|| long.clone())))
+                                    .collect();
+                                RowOp::Upsert { table, key, generation, cells }
+                            }
                             None => RowOp::Delete { table, key, generation },
                         }
                     })
@@ -555,28 +565,34 @@ pub(crate) mod tests {
     }
 
     /// A change set of more units than bytes: up to 3,000 rows of one table,
-    /// keyed 0.., each writing the same null or bool cells, some deleted.
-    /// Runs make it a few bytes a column, so the units rule pads it.
+    /// keyed 0.., each writing the same null, bool or long (64 to 300
+    /// bytes) cells, some deleted. Runs and front coding make it a few
+    /// bytes a column, so the units rule pads it.
     fn any_compressible_changes() -> impl Strategy<Value = Vec<RowOp>> {
         let cells = proptest::collection::btree_map(
             prop_oneof![Just(name("a")), Just(name("b")), Just(name("done"))],
-            prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool)],
+            prop_oneof![
+                Just(Some(Value::Null)),
+                any::<bool>().prop_map(|b| Some(Value::Bool(b))),
+                Just(None),
+            ],
             1..4,
         );
-        (1i64..3_000, cells, proptest::collection::btree_set(0i64..3_000, 0..20)).prop_map(
-            |(rows, cells, deleted)| {
-                (0..rows)
-                    .map(|k| {
-                        let (table, key) = (name("app.items"), RowKey::single(KeyPart::Integer(k)));
-                        if deleted.contains(&k) {
-                            RowOp::Delete { table, key, generation: 2 }
-                        } else {
-                            RowOp::Upsert { table, key, generation: 1, cells: cells.clone() }
-                        }
-                    })
-                    .collect()
-            },
-        )
+        let deleted = proptest::collection::btree_set(0i64..3_000, 0..20);
+        (1i64..3_000, cells, any_long_value(), deleted).prop_map(|(rows, cells, long, deleted)| {
+            let cells: BTreeMap<Name, Value> =
+                cells.into_iter().map(|(c, v)| (c, v.unwrap_or_else(|| long.clone()))).collect();
+            (0..rows)
+                .map(|k| {
+                    let (table, key) = (name("app.items"), RowKey::single(KeyPart::Integer(k)));
+                    if deleted.contains(&k) {
+                        RowOp::Delete { table, key, generation: 2 }
+                    } else {
+                        RowOp::Upsert { table, key, generation: 1, cells: cells.clone() }
+                    }
+                })
+                .collect()
+        })
     }
 
     proptest! {
@@ -780,10 +796,9 @@ pub(crate) mod tests {
         ));
     }
 
-    /// A group of `rows` rows keyed 0.., generation 1, and `columns`
-    /// columns in which every row is null: a few bytes a column, whatever
-    /// the number of rows. Not padded.
-    fn null_runs(rows: usize, columns: usize) -> Vec<u8> {
+    /// One group of table `t` with `rows` rows keyed 0.., generation 1: its
+    /// encoding up to the column count.
+    fn group_head(rows: usize) -> Vec<u8> {
         let mut content = vec![1, 1, b't'];
         put_uint(&mut content, rows as u64);
         put_uint(&mut content, 1);
@@ -792,12 +807,96 @@ pub(crate) mod tests {
         content.extend(std::iter::repeat_n(2, rows - 1));
         content.push(1);
         put_uint(&mut content, rows as u64);
+        content
+    }
+
+    /// A group of `rows` rows keyed 0.., generation 1, and `columns`
+    /// columns in which every row is null: a few bytes a column, whatever
+    /// the number of rows. Not padded.
+    fn null_runs(rows: usize, columns: usize) -> Vec<u8> {
+        let mut content = group_head(rows);
         put_uint(&mut content, columns as u64);
         for column in 0..columns {
             put_name(&mut content, &name(&format!("c{column:04}")));
             put_uint(&mut content, ((rows as u64) << 4) | 1);
         }
         content
+    }
+
+    /// A group of `rows` rows keyed 0.., generation 1, and one column `c`
+    /// in which every row holds the same text of `len` bytes: in full on
+    /// the first row, then front-coded as `len` shared bytes and nothing
+    /// more, about 4 bytes a row. Not padded.
+    fn repeated_text(rows: usize, len: usize) -> Vec<u8> {
+        let mut content = group_head(rows);
+        put_uint(&mut content, 1);
+        put_name(&mut content, &name("c"));
+        put_uint(&mut content, ((rows as u64) << 4) | Tag::Text as u64);
+        put_uint(&mut content, 0);
+        put_uint(&mut content, len as u64);
+        content.extend(std::iter::repeat_n(b'a', len));
+        for _ in 1..rows {
+            put_uint(&mut content, len as u64);
+            put_uint(&mut content, 0);
+        }
+        content
+    }
+
+    /// The ops [`repeated_text`] encodes.
+    fn repeated_text_ops(rows: usize, len: usize) -> Vec<RowOp> {
+        let text = Value::Text("a".repeat(len));
+        (0..rows as i64)
+            .map(|k| RowOp::Upsert {
+                table: name("t"),
+                key: RowKey::single(KeyPart::Integer(k)),
+                generation: 1,
+                cells: BTreeMap::from([(name("c"), text.clone())]),
+            })
+            .collect()
+    }
+
+    /// The key of row `row` of [`long_keys`].
+    fn long_key(row: usize, len: usize) -> Vec<u8> {
+        let mut key = vec![0; len - 2];
+        key.extend((row as u16).to_be_bytes());
+        key
+    }
+
+    /// A group of `rows` deletes (generation 2) keyed by bytes of `len`
+    /// bytes, zeros then the row's number (2 bytes, big-endian): in full
+    /// on the first row, then front-coded as `len` − 1 or `len` − 2 shared
+    /// bytes and the rest, about 4 bytes a row. No column. Not padded.
+    fn long_keys(rows: usize, len: usize) -> Vec<u8> {
+        let mut content = vec![1, 1, b't'];
+        put_uint(&mut content, rows as u64);
+        put_uint(&mut content, 1);
+        put_uint(&mut content, ((rows as u64) << 4) | Tag::Bytes as u64);
+        put_uint(&mut content, 0);
+        put_uint(&mut content, len as u64);
+        content.extend(long_key(0, len));
+        for row in 1..rows {
+            // Keys differ in their last byte, or their last two.
+            let number = (row as u16).to_be_bytes();
+            let rest = if (row - 1) >> 8 == row >> 8 { &number[1..] } else { &number[..] };
+            put_uint(&mut content, (len - rest.len()) as u64);
+            put_uint(&mut content, rest.len() as u64);
+            content.extend(rest);
+        }
+        put_uint(&mut content, 2);
+        put_uint(&mut content, rows as u64);
+        put_uint(&mut content, 0);
+        content
+    }
+
+    /// The ops [`long_keys`] encodes.
+    fn long_keys_ops(rows: usize, len: usize) -> Vec<RowOp> {
+        (0..rows)
+            .map(|row| RowOp::Delete {
+                table: name("t"),
+                key: RowKey::single(KeyPart::Bytes(long_key(row, len))),
+                generation: 2,
+            })
+            .collect()
     }
 
     /// `content` followed by zero bytes up to `len`.
@@ -893,6 +992,124 @@ pub(crate) mod tests {
         ));
     }
 
+    #[test]
+    fn the_bomb_helpers_are_what_the_encoder_writes() {
+        let changes = Changes::new(repeated_text_ops(3, 100)).unwrap();
+        assert_eq!(changes.encode_content(), repeated_text(3, 100));
+        // 300 rows: the keys' second-to-last byte changes at row 256.
+        let changes = Changes::new(long_keys_ops(300, 100)).unwrap();
+        assert_eq!(changes.encode_content(), long_keys(300, 100));
+    }
+
+    #[test]
+    fn a_front_coding_bomb_is_refused_before_its_values_are_built() {
+        // 10,000 rows of one 256 KiB text, front-coded: 312 KB that would
+        // decode to 2.6 GB of values, or 10,000 keys of 256 KiB that share
+        // all but their last bytes: 312 KB for 2.6 GB of keys. Each value
+        // or key part is 4,096 units, counted as soon as its length is
+        // read: the decoder refuses the first one that takes the count
+        // past the input's length, so it has built at most 64 bytes of
+        // values per input byte by then, however the bomb is padded.
+        let per_value = MAX_VALUE_LEN / BYTES_PER_UNIT;
+        let cases = [
+            (repeated_text(MAX_OPS, MAX_VALUE_LEN), 2 * MAX_OPS),
+            (long_keys(MAX_OPS, MAX_VALUE_LEN), MAX_OPS),
+        ];
+        for (content, before_payloads) in cases {
+            assert!(content.len() < 320_000, "{} bytes", content.len());
+            let decoded = MAX_OPS * MAX_VALUE_LEN;
+            assert!(decoded / content.len() > 8_000, "{decoded} bytes decoded");
+            for bomb in [padded(content.clone()), zero_padded(content, MAX_CHANGES_BYTES)] {
+                // The value whose units first pass the length, counting from 1.
+                let refused_at = (bomb.len() - before_payloads) / per_value + 1;
+                assert_eq!(
+                    Changes::decode(&bomb),
+                    Err(DecodeError::BadLength {
+                        field: "changes.units",
+                        len: before_payloads + refused_at * per_value,
+                        min: 0,
+                        max: bomb.len(),
+                    })
+                );
+                let built = (refused_at - 1) * MAX_VALUE_LEN;
+                assert!(built <= BYTES_PER_UNIT * bomb.len(), "{built} bytes built");
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_are_padded_to_their_units() {
+        // 256 rows of one 256-byte text: 256 rows, 256 cells and 4 units a
+        // value are 1,536 units, a padded length, in 1,296 bytes of content.
+        let changes = Changes::new(repeated_text_ops(256, 256)).unwrap();
+        assert_eq!(changes.units(), 1_536);
+        let content = changes.encode_content();
+        assert_eq!(content, repeated_text(256, 256));
+        assert_eq!(content.len(), 1_296);
+        let exact = changes.encode();
+        assert_eq!(exact.len(), 1_536);
+        assert_eq!(Changes::decode(&exact), Ok(changes));
+        // One unit short: refused by the last value's units.
+        assert_eq!(
+            Changes::decode(&exact[..1_535]),
+            Err(DecodeError::BadLength { field: "changes.units", len: 1_536, min: 0, max: 1_535 })
+        );
+        // Padded as an encoder without the rule on values pads it: for its
+        // content alone, which is more than its rows and cells (512).
+        let short = padded(content);
+        assert_eq!(short.len(), 1_344);
+        assert!(matches!(
+            Changes::decode(&short),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+    }
+
+    #[test]
+    fn a_long_value_on_many_rows_pays_a_64th_of_its_length_a_row() {
+        // The example of wire-format.md §4.4: one 1 KiB text on 1,000 rows.
+        let changes = Changes::new(repeated_text_ops(1_000, 1_024)).unwrap();
+        assert_eq!(changes.units(), 18_000);
+        assert_eq!(changes.encode_content().len(), 5_040);
+        assert_eq!(pad::padded_len(5_040), 5_120);
+        assert_eq!(changes.encode().len(), 18_432);
+    }
+
+    #[test]
+    fn long_key_parts_are_padded_to_their_units() {
+        // 300 deletes keyed by 640 bytes: 300 rows and 10 units a key.
+        let changes = Changes::new(long_keys_ops(300, 640)).unwrap();
+        assert_eq!(changes.units(), 3_300);
+        let content = changes.encode_content();
+        assert!(content.len() < 2_000, "{} bytes", content.len());
+        let bytes = changes.encode();
+        assert_eq!(bytes.len(), pad::padded_len(3_300));
+        assert_eq!(Changes::decode(&bytes), Ok(changes));
+        assert!(matches!(
+            Changes::decode(&padded(content)),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+    }
+
+    #[test]
+    fn integer_keys_and_fixed_size_values_add_no_units() {
+        let cells = BTreeMap::from([
+            (name("a"), Value::Integer(i64::MAX)),
+            (name("b"), Value::Real(1.5)),
+            (name("c"), Value::Timestamp(-1)),
+            (name("d"), Value::Text("t".repeat(63))),
+            (name("e"), Value::Bytes(vec![0; 64])),
+            (name("f"), Value::Json(format!("\"{}\"", "j".repeat(126)))),
+        ]);
+        let op = RowOp::Upsert {
+            table: name("t"),
+            key: RowKey::single(KeyPart::Integer(i64::MIN)),
+            generation: 1,
+            cells,
+        };
+        // The row, 6 cells, then 0 + 1 + 2 units for the 63, 64 and 128 bytes.
+        assert_eq!(Changes::new(vec![op]).unwrap().units(), 10);
+    }
+
     /// The worst case the units rule allows, timed in release:
     /// `cargo test --release -p basic-proto --lib -- --ignored --nocapture decode_time`.
     #[test]
@@ -918,6 +1135,37 @@ pub(crate) mod tests {
                 bytes.len()
             );
             drop(changes);
+        }
+    }
+
+    /// The most value bytes the units rule lets a change set decode to,
+    /// timed in release (the command above): a megabyte of one 256 KiB
+    /// text repeated on 255 rows, or of 255 keys of 256 KiB, 64 MiB each.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn decode_time_of_a_megabyte_of_repeated_long_values() {
+        let per_value = MAX_VALUE_LEN / BYTES_PER_UNIT;
+        let rows = MAX_CHANGES_BYTES / (2 + per_value);
+        let values = repeated_text(rows, MAX_VALUE_LEN);
+        let rows_keys = MAX_CHANGES_BYTES / (1 + per_value);
+        let keys = long_keys(rows_keys, MAX_VALUE_LEN);
+        let cases = [
+            ("texts", values, rows, rows * (2 + per_value)),
+            ("keys", keys, rows_keys, rows_keys * (1 + per_value)),
+        ];
+        for (what, content, rows, units) in cases {
+            let bytes = zero_padded(content, pad::padded_len(units));
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                let changes = Changes::decode(&bytes).unwrap();
+                let took = start.elapsed();
+                assert_eq!(changes.units(), units);
+                println!(
+                    "{} bytes, {rows} rows of 256 KiB {what} ({} MB): decoded in {took:?}",
+                    bytes.len(),
+                    rows * MAX_VALUE_LEN / 1_000_000
+                );
+            }
         }
     }
 

@@ -420,6 +420,27 @@ fn change_set_cases() -> Vec<Json> {
         bomb.extend(format!("c{column:03}").bytes());
         bomb.extend([0x81, 0xe2, 0x09]);
     }
+    // 250 rows of one 1 KiB text in column `title`, front-coded: 2 KB of
+    // plaintext that would be 250 KB of values (4,500 units).
+    let mut front_bomb = [
+        &[0x01, 0x0a][..],
+        b"todo.items",
+        &[0xfa, 0x01, 0x01, 0xa4, 0x1f, 0x00], // 250 rows, 1 key part, 250 integers from 0
+    ]
+    .concat();
+    front_bomb.extend(std::iter::repeat_n(0x02, 249));
+    front_bomb.extend([0x01, 0xfa, 0x01, 0x01, 0x05]); // generation 1 × 250, 1 column
+    front_bomb.extend(b"title");
+    front_bomb.extend([0xa6, 0x1f, 0x00, 0x80, 0x08]); // 250 texts, the first in full
+    front_bomb.extend(long_text());
+    for _ in 1..250 {
+        front_bomb.extend([0x80, 0x08, 0x00]); // 1,024 shared bytes, nothing more
+    }
+    assert_eq!(
+        [front_bomb.clone(), vec![0; padded_len(4_500) - front_bomb.len()]].concat(),
+        long_text_on_many_rows().encode(),
+        "padded to its units, the bomb is the encoding of its rows"
+    );
     let case = |name: &str, why: &str, content: Vec<u8>| {
         open_case(name, why, &sealed_changes(content).encode())
     };
@@ -457,7 +478,31 @@ fn change_set_cases() -> Vec<Json> {
             "10,000 rows and 104 columns of null runs, 11 KB padded for its content alone: 1,050,000 units (rows and cells), so the count passes the input's length in the first column",
             padded(bomb),
         ),
+        case(
+            "a front-coding bomb: value bytes not counted in units",
+            "250 rows of one 1 KiB text, each row after the first sharing all 1,024 bytes with the one before: 2,053 bytes padded for its content alone (2,176), but 250 rows, 250 cells and 16 units a value are 4,500 units; the count passes the input's length at the 105th value, before its bytes are read",
+            padded(front_bomb),
+        ),
     ]
+}
+
+/// The 1 KiB text of the front-coding bomb.
+fn long_text() -> Vec<u8> {
+    b"0123456789abcdef".repeat(64)
+}
+
+/// 250 upserts of [`long_text`] to `title` of `todo.items`, keyed 0..250.
+fn long_text_on_many_rows() -> Changes {
+    let text = Value::Text(String::from_utf8(long_text()).expect("ASCII"));
+    let ops = (0..250)
+        .map(|k| RowOp::Upsert {
+            table: Name::new("todo.items").expect("name"),
+            key: RowKey::single(KeyPart::Integer(k)),
+            generation: 1,
+            cells: BTreeMap::from([(Name::new("title").expect("name"), text.clone())]),
+        })
+        .collect();
+    Changes::new(ops).expect("valid changes")
 }
 
 /// A one-op change set writing `value` to a json column, without the

@@ -5,12 +5,16 @@
 //! are zigzag deltas from the column's previous one; texts, bytes and JSON
 //! share their longest prefix with the column's previous value of the same
 //! type (front coding); reals are 8 bytes. A run of cells of one tag costs
-//! one varint, so a column that is mostly absent, null or one bool is small.
+//! one varint, so a column that is mostly absent, null or one bool is small;
+//! a value equal to the one before costs a few bytes whatever its length,
+//! so each front-coded payload counts its [`units`] as soon as its length
+//! is read, before it is copied.
 
 use crate::codec::DecodeError;
 use crate::json::check_json;
 use crate::value::{KeyPart, MAX_VALUE_LEN, Value};
 
+use super::units::{self, Units};
 use super::wire::{Reader, WHAT, put_uint, unzigzag, zigzag};
 
 /// What a cell holds, as written in a run (the low 4 bits of its varint).
@@ -235,10 +239,12 @@ impl Runs {
     }
 
     /// Reads the payloads and returns every cell that is not absent, with
-    /// its row index, in row order.
+    /// its row index, in row order, counting each text, bytes or json
+    /// payload into `units` as soon as its length is read.
     pub(super) fn values(
         &self,
         reader: &mut Reader<'_>,
+        units: &mut Units,
     ) -> Result<Vec<(usize, Value)>, DecodeError> {
         let field = self.kind.field();
         let mut values = Vec::new();
@@ -247,7 +253,7 @@ impl Runs {
         for &(tag, len) in &self.runs {
             if tag != Tag::Absent {
                 for index in row..row + len {
-                    values.push((index, previous.read(reader, tag, field)?));
+                    values.push((index, previous.read(reader, tag, field, units)?));
                 }
             }
             row += len;
@@ -272,6 +278,7 @@ impl Decoded {
         reader: &mut Reader<'_>,
         tag: Tag,
         field: &'static str,
+        units: &mut Units,
     ) -> Result<Value, DecodeError> {
         Ok(match tag {
             // Runs never yield absent cells here.
@@ -292,10 +299,12 @@ impl Decoded {
                 }
                 Value::Real(real)
             }
-            Tag::Bytes => Value::Bytes(read_front(reader, &mut self.bytes, field)?.to_vec()),
-            Tag::Text => Value::Text(utf8(read_front(reader, &mut self.text, field)?, field)?),
+            Tag::Bytes => Value::Bytes(read_front(reader, &mut self.bytes, field, units)?.to_vec()),
+            Tag::Text => {
+                Value::Text(utf8(read_front(reader, &mut self.text, field, units)?, field)?)
+            }
             Tag::Json => {
-                let json = utf8(read_front(reader, &mut self.json, field)?, field)?;
+                let json = utf8(read_front(reader, &mut self.json, field, units)?, field)?;
                 if let Err(e) = check_json(&json) {
                     return Err(DecodeError::InvalidValue {
                         field,
@@ -318,11 +327,14 @@ fn read_delta(
 }
 
 /// Reads a front-coded value into `previous` and returns it. The shared
-/// prefix must be the longest one, so each value has one encoding.
+/// prefix must be the longest one, so each value has one encoding. The
+/// value's units are counted as soon as its length is known, before its
+/// bytes are read or copied.
 fn read_front<'p>(
     reader: &mut Reader<'_>,
     previous: &'p mut Vec<u8>,
     field: &'static str,
+    units: &mut Units,
 ) -> Result<&'p [u8], DecodeError> {
     let shared = usize::try_from(reader.uint(field)?).unwrap_or(usize::MAX);
     if shared > previous.len() {
@@ -340,6 +352,7 @@ fn read_front<'p>(
             max: MAX_VALUE_LEN,
         });
     }
+    units.add(units::of_payload(shared + rest))?;
     let suffix = reader.take(rest, field)?;
     if suffix.first().is_some_and(|first| previous.get(shared) == Some(first)) {
         return Err(DecodeError::NonCanonical { what: WHAT });
@@ -365,7 +378,7 @@ mod tests {
         encode(&mut out, &cells);
         let mut reader = Reader::new(&out);
         let runs = Runs::read(&mut reader, values.len(), Kind::Values).unwrap();
-        let decoded = runs.values(&mut reader).unwrap();
+        let decoded = runs.values(&mut reader, &mut Units::new(usize::MAX)).unwrap();
         assert_eq!(reader.position(), out.len());
         let expected: Vec<(usize, Value)> =
             values.iter().enumerate().filter_map(|(i, v)| v.clone().map(|v| (i, v))).collect();
@@ -407,12 +420,52 @@ mod tests {
         let bytes = [0x26, 0, 2, b'a', b'b', 0, 2, b'a', b'c'];
         let mut reader = Reader::new(&bytes);
         let runs = Runs::read(&mut reader, 2, Kind::Values).unwrap();
-        assert_eq!(runs.values(&mut reader), Err(DecodeError::NonCanonical { what: WHAT }));
+        assert_eq!(
+            runs.values(&mut reader, &mut Units::new(usize::MAX)),
+            Err(DecodeError::NonCanonical { what: WHAT })
+        );
         // Sharing more bytes than the previous value has.
         let bytes = [0x16, 1, 0];
         let mut reader = Reader::new(&bytes);
         let runs = Runs::read(&mut reader, 1, Kind::Values).unwrap();
-        assert!(matches!(runs.values(&mut reader), Err(DecodeError::InvalidValue { .. })));
+        assert!(matches!(
+            runs.values(&mut reader, &mut Units::new(usize::MAX)),
+            Err(DecodeError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn a_payload_counts_its_units_after_its_length_and_before_its_bytes() {
+        let values = |bytes: &[u8], max| {
+            let mut reader = Reader::new(bytes);
+            Runs::read(&mut reader, 1, Kind::Values)?.values(&mut reader, &mut Units::new(max))
+        };
+        // A text of 128 bytes (2 units), none of them given.
+        let header = [0x16, 0x00, 0x80, 0x01];
+        assert_eq!(
+            values(&header, 1),
+            Err(DecodeError::BadLength { field: "changes.units", len: 2, min: 0, max: 1 })
+        );
+        assert!(matches!(values(&header, 2), Err(DecodeError::Malformed { .. })));
+        // Sharing more than the previous value, and over the longest value,
+        // come first.
+        assert!(matches!(values(&[0x16, 0x01, 0x00], 0), Err(DecodeError::InvalidValue { .. })));
+        let mut too_long = vec![0x16, 0];
+        put_uint(&mut too_long, MAX_VALUE_LEN as u64 + 1);
+        assert!(matches!(
+            values(&too_long, 0),
+            Err(DecodeError::BadLength { field: "op.cells.value", .. })
+        ));
+        // Bytes and json count the same way; under 64 bytes counts nothing.
+        assert!(matches!(
+            values(&[0x17, 0x00, 0x40], 0),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+        assert!(matches!(
+            values(&[0x19, 0x00, 0x40], 0),
+            Err(DecodeError::BadLength { field: "changes.units", .. })
+        ));
+        assert_eq!(values(&[0x16, 0x00, 0x01, b'a'], 0), Ok(vec![(0, Value::Text("a".into()))]));
     }
 
     #[test]
@@ -436,7 +489,8 @@ mod tests {
     fn payloads_are_checked() {
         let values = |bytes: &[u8]| {
             let mut reader = Reader::new(bytes);
-            Runs::read(&mut reader, 1, Kind::Values)?.values(&mut reader)
+            Runs::read(&mut reader, 1, Kind::Values)?
+                .values(&mut reader, &mut Units::new(usize::MAX))
         };
         let nan = f64::NAN.to_bits().to_be_bytes();
         assert!(matches!(
