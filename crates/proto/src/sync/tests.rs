@@ -500,22 +500,7 @@ fn garbage_and_out_of_order_frames_are_violations() {
 
 #[test]
 fn a_rolled_back_peer_is_detected() {
-    let mut s = setup();
-    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
-    let mut a = s.store.clone();
-    write(&mut s, &mut a, &laptop, None, 10);
-    let mut pair = Pair::new(s.store.clone(), &phone, a.clone(), &laptop);
-    pair.drive();
-    let shown = pair.a.requester.shown().clone();
-    assert_eq!(shown[&laptop.public()], (10, 10));
-    // The peer comes back having "lost" its last three commits.
-    let mut rolled = a;
-    let log = rolled.commits.get_mut(&laptop.public()).unwrap();
-    for seq in 8..=10 {
-        log.remove(&seq);
-    }
-    let mut again = Pair::new(pair.a.store.clone(), &phone, rolled, &laptop);
-    again.a = peer(again.a.store, &phone, 1, 2, View::All, shown, Some(laptop.public()));
+    let (mut again, _, _) = rolled_back(false);
     again.drive();
     assert!(
         again.a.events.iter().any(|e| matches!(e, Event::RolledBack { before: (10, 10), .. })),
@@ -613,11 +598,12 @@ fn an_equal_reply_is_unsigned_unless_asked() {
 }
 
 /// A phone to which the laptop showed 10 commits of the laptop's log,
-/// and both holding only the first 7 of them now (say, both restored
-/// from a backup): their digests are equal, yet the laptop shows less
-/// than before. `a` is the phone, knowing what the laptop showed; `b` the
-/// laptop. Returns the pair and the laptop's and the phone's keys.
-fn both_rolled_back() -> (Pair, PublicKey, PublicKey) {
+/// and the laptop holding only the first 7 of them now (say, restored from
+/// a backup) — and, if `phone_too`, the phone as well: their digests are
+/// then equal, yet the laptop shows less than before. `a` is the phone,
+/// knowing what the laptop showed; `b` the laptop. Returns the pair and the
+/// laptop's and the phone's keys.
+fn rolled_back(phone_too: bool) -> (Pair, PublicKey, PublicKey) {
     let mut s = setup();
     let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
     let mut a = s.store.clone();
@@ -630,7 +616,8 @@ fn both_rolled_back() -> (Pair, PublicKey, PublicKey) {
     for seq in 8..=10 {
         rolled.commits.get_mut(&laptop.public()).unwrap().remove(&seq);
     }
-    let mut again = Pair::new(rolled.clone(), &phone, rolled, &laptop);
+    let phone_holds = if phone_too { rolled.clone() } else { pair.a.store.clone() };
+    let mut again = Pair::new(phone_holds, &phone, rolled, &laptop);
     again.a = peer(again.a.store, &phone, 1, 2, View::All, shown, Some(laptop.public()));
     (again, laptop.public(), phone.public())
 }
@@ -641,7 +628,7 @@ fn both_rolled_back() -> (Pair, PublicKey, PublicKey) {
 /// reported with that signed reply as evidence.
 #[test]
 fn a_requester_below_what_was_shown_asks_and_gets_evidence() {
-    let (mut pair, laptop, phone) = both_rolled_back();
+    let (mut pair, laptop, phone) = rolled_back(true);
     let requests = run_a_through(&mut pair, |message| message);
     assert!(
         matches!(
@@ -675,7 +662,7 @@ fn a_requester_below_what_was_shown_asks_and_gets_evidence() {
 #[test]
 fn a_responder_stripping_a_needed_signature_is_refused() {
     // Asked: an equal reply that would show a rollback.
-    let (mut pair, _, _) = both_rolled_back();
+    let (mut pair, _, _) = rolled_back(true);
     run_a_through(&mut pair, unsigned);
     assert!(closed_for_bad_proof(&pair), "{:?}", pair.a.events);
     assert!(!pair.a.events.iter().any(|e| matches!(e, Event::RolledBack { .. })));
