@@ -127,6 +127,9 @@ pub struct Session {
     input: Option<Input>,
     /// When the driver asked to be stepped again.
     wake_at: Option<u64>,
+    /// Whether the database changed since the last step: the session is
+    /// stepped now, as a node's session wakes on the change signal.
+    changed: bool,
     responder: Responder,
     generation: u64,
     outstanding: Option<(u64, u64)>,
@@ -520,6 +523,7 @@ impl World {
             driver,
             input: None,
             wake_at: Some(0),
+            changed: false,
             responder: Responder::new(b.key.clone(), vec![to as u8], vec![from as u8]),
             generation: self.generation,
             outstanding: None,
@@ -534,24 +538,52 @@ impl World {
     /// answer or failure that came, pushes what its node stored since, and
     /// sends its next request — as the node's session task does.
     fn pump(&mut self) -> anyhow::Result<()> {
+        self.wake_changed();
+        self.step_sessions(false)?;
+        // What a step stored (the answer it ingested) wakes the node's
+        // other sessions at once, as the change signal wakes a node's.
+        while self.wake_changed() {
+            self.step_sessions(true)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the sessions of every node whose database changed since the
+    /// last call; whether there was one.
+    fn wake_changed(&mut self) -> bool {
+        let mut any = false;
         for (node, n) in self.nodes.iter().enumerate() {
             if n.take_changed() {
+                any = true;
                 for (_, session) in self.sessions.range_mut((node, 0)..(node + 1, 0)) {
                     session.driver.changed();
+                    session.changed = true;
                 }
             }
         }
-        let keys: Vec<_> = self.sessions.keys().copied().collect();
-        for (from, to) in keys {
-            let now = self.now;
+        any
+    }
+
+    /// Steps the sessions that are due: those with an answer or failure
+    /// to take, a change to push or a timer that fired; with
+    /// `changed_only`, those with a change.
+    fn step_sessions(&mut self, changed_only: bool) -> anyhow::Result<()> {
+        let now = self.now;
+        for (&(from, to), session) in self.sessions.iter_mut() {
             let Some(db) = self.nodes[from].db.as_ref() else { continue };
-            let Some(session) = self.sessions.get_mut(&(from, to)) else { continue };
-            if session.reconnect_at.is_some()
+            // A node's session steps on an answer, a change or its timer,
+            // and sleeps otherwise.
+            let asleep = !session.changed
+                && (changed_only
+                    || session.input.is_none() && session.wake_at.is_some_and(|at| at > now));
+            if asleep
+                || session.reconnect_at.is_some()
                 || session.outstanding.is_some()
                 || session.driver.requester().is_closed()
             {
                 continue;
             }
+            session.changed = false;
             let input = session.input.take().unwrap_or(Input::Idle);
             let step = match session.driver.step(db, input, T0 + now) {
                 Ok(step) => step,

@@ -995,8 +995,14 @@ fn micros(duration: std::time::Duration) -> u64 {
 
 /// `f` over `items`, on every core when there are many.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || items.len() < 64 {
+    // Asking the system reads files under /proc and /sys: once per process.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
         return items.iter().map(&f).collect();
     }
     let chunk = items.len().div_ceil(threads);
@@ -1005,7 +1011,12 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
             .chunks(chunk)
             .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        // A panic in `f` is a bug: it goes on to the caller rather than
+        // leaving a result out and shifting the rest against their items.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
     })
 }
 

@@ -242,6 +242,7 @@ impl<S: Store> Replica<S> {
     pub fn begin(&self) -> Txn<'_, S> {
         Txn {
             store: &self.store,
+            keys: &self.keys,
             unsettled: &self.unsettled,
             batch: Batch::default(),
             rows: HashMap::new(),
@@ -251,7 +252,10 @@ impl<S: Store> Replica<S> {
 
     /// The stored commit with this id.
     pub fn commit(&self, id: &CommitId) -> Result<Option<Commit>, StoreError> {
-        self.store.get(&layout::commit(id))?.map(|bytes| decode_stored(&bytes)).transpose()
+        self.store
+            .get(&layout::commit(id))?
+            .map(|bytes| decode_stored(&bytes, &self.keys))
+            .transpose()
     }
 
     /// The merge state of one row.
@@ -408,7 +412,8 @@ impl<S: Store> Replica<S> {
 
     /// Every stored commit, in id order.
     pub fn commits(&self) -> impl Iterator<Item = Result<Commit, StoreError>> + '_ {
-        scan_prefix(&self.store, &[layout::COMMIT]).map(|entry| decode_stored(&entry?.1))
+        scan_prefix(&self.store, &[layout::COMMIT])
+            .map(|entry| decode_stored(&entry?.1, &self.keys))
     }
 
     /// The ids of every stored commit, in id order, read from the keys
@@ -506,9 +511,12 @@ fn author_at(key: &[u8], at: usize) -> Result<PublicKey, StoreError> {
         .map_err(|e| StoreError::Corrupt { what: "author key", reason: e.to_string() })
 }
 
-fn decode_stored(bytes: &[u8]) -> Result<Commit, StoreError> {
-    Commit::decode(bytes)
-        .map_err(|e| StoreError::Corrupt { what: "stored commit", reason: e.to_string() })
+fn decode_stored(bytes: &[u8], keys: &KeyCache) -> Result<Commit, StoreError> {
+    Commit::decode_with(bytes, keys).map_err(corrupt_stored)
+}
+
+fn corrupt_stored(error: CommitError) -> StoreError {
+    StoreError::Corrupt { what: "stored commit", reason: error.to_string() }
 }
 
 /// The end that decides whether a commit is kept, if any: its author's
@@ -603,8 +611,8 @@ impl CutoffChain {
                 break;
             }
             let Some(bytes) = txn.get(&layout::commit(&chain_id))? else { break };
-            let commit = decode_stored(&bytes)?;
-            let header = commit.header();
+            // Verified when stored: the chain needs only the header.
+            let header = Commit::header_of(&bytes, txn.keys).map_err(corrupt_stored)?;
             self.frontier = match header.prev {
                 // A commit that is not where the chain says ends the chain:
                 // nothing below it is an ancestor of the cut-off commit.
@@ -650,6 +658,8 @@ impl CutoffChains {
 #[derive(Debug)]
 pub struct Txn<'a, S> {
     store: &'a S,
+    /// The replica's validated author keys.
+    keys: &'a KeyCache,
     /// The replica's [`Replica::settled`] lock.
     unsettled: &'a RwLock<()>,
     batch: Batch,
@@ -824,7 +834,7 @@ impl<S: Store> Txn<'_, S> {
         let mut placed = BTreeMap::new();
         let mut below = Vec::new();
         for bytes in self.stored_commits() {
-            let commit = decode_stored(&bytes?)?;
+            let commit = decode_stored(&bytes?, self.keys)?;
             let header = commit.header();
             if state.check_commit(header, commit.id()).is_err() {
                 now.insert(commit.id());
@@ -915,7 +925,7 @@ impl<S: Store> Txn<'_, S> {
         let mut commits = Vec::with_capacity(due.len());
         for (key, bytes) in due {
             self.batch.delete(key);
-            commits.push(decode_stored(&bytes)?);
+            commits.push(decode_stored(&bytes, self.keys)?);
         }
         Ok(commits)
     }
@@ -995,7 +1005,7 @@ impl<S: Store> Txn<'_, S> {
             what: "commit",
             reason: format!("{id} is indexed but missing"),
         })?;
-        decode_stored(&bytes)
+        decode_stored(&bytes, self.keys)
     }
 
     /// Recomputes, from the logs, every row that the commits `invalid`
@@ -1031,7 +1041,7 @@ impl<S: Store> Txn<'_, S> {
             return Ok(0);
         }
         for bytes in self.stored_commits() {
-            let commit = decode_stored(&bytes?)?;
+            let commit = decode_stored(&bytes?, self.keys)?;
             let header = commit.header();
             if !admits(header, commit.id()) {
                 continue;
