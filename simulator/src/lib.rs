@@ -11,6 +11,7 @@
 //! ```
 
 pub mod adversary;
+mod alarms;
 pub mod invariants;
 pub mod model;
 pub mod net;

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::adversary::{self, Attack};
+use crate::alarms::Alarms;
 use crate::invariants::{self, Failure};
 use crate::net::{Faults, Kind, Net, NodeId, Packet};
 use crate::node::{Node, Role};
@@ -138,6 +139,26 @@ pub struct Session {
     told: bool,
 }
 
+impl Session {
+    /// When the session next needs attention, at `now` or later: its
+    /// redial, the deadline of its outstanding request, at once for an
+    /// answer or a change to take, else its driver's timer; never once
+    /// closed and not redialling.
+    fn due(&self, now: u64) -> Option<u64> {
+        if let Some(at) = self.reconnect_at {
+            Some(at)
+        } else if let Some((_, deadline)) = self.outstanding {
+            Some(deadline)
+        } else if self.input.is_some() || self.changed {
+            Some(now)
+        } else if self.driver.requester().is_closed() {
+            None
+        } else {
+            self.wake_at.map(|at| at.max(now + 1))
+        }
+    }
+}
+
 /// A write acknowledged to its writer.
 #[derive(Debug, Clone)]
 pub struct Acked {
@@ -196,6 +217,8 @@ pub struct World {
     pub net: Net,
     /// Sessions by `(from, to)`.
     pub sessions: BTreeMap<(NodeId, NodeId), Session>,
+    /// When each session is next due ([`Session::due`]).
+    alarms: Alarms,
     /// Pairs that connect when both are up (`(low, high)`).
     pub topology: BTreeSet<(NodeId, NodeId)>,
     agenda: BTreeMap<(u64, u64), Action>,
@@ -258,6 +281,7 @@ impl World {
             rng,
             nodes: vec![first],
             sessions: BTreeMap::new(),
+            alarms: Alarms::default(),
             topology: BTreeSet::new(),
             agenda: BTreeMap::new(),
             agenda_seq: 0,
@@ -419,29 +443,15 @@ impl World {
     }
 
     fn next_wake(&self) -> Option<u64> {
-        let mut next = [self.net.next_at(), self.agenda.keys().next().map(|k| k.0)]
+        let probe = self.settle_at.map(|_| self.next_probe);
+        [self.net.next_at(), self.agenda.keys().next().map(|k| k.0), self.alarms.next(), probe]
             .into_iter()
             .flatten()
-            .min();
-        let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
-        if self.settle_at.is_some() {
-            consider(self.next_probe);
-        }
-        for session in self.sessions.values() {
-            if let Some(at) = session.reconnect_at {
-                consider(at.max(self.now + 1));
-            } else if let Some((_, deadline)) = session.outstanding {
-                consider(deadline.max(self.now + 1));
-            } else if session.input.is_some() {
-                consider(self.now);
-            } else if let Some(at) = session.wake_at {
-                consider(at.max(self.now + 1));
-            }
-        }
-        next
+            .min()
     }
 
-    /// Processes one thing due now: a packet, an action, or timeouts.
+    /// Processes one thing due now: a packet or an action (sessions that
+    /// are due are stepped by [`World::pump`]).
     fn step(&mut self) -> anyhow::Result<()> {
         if let Some(packet) = self.net.pop_due(self.now) {
             if let Some(packet) = packet {
@@ -455,23 +465,13 @@ impl World {
         {
             return self.act(action);
         }
-        let now = self.now;
-        let mut redial = Vec::new();
-        for (&(from, to), session) in self.sessions.iter_mut() {
-            if session.reconnect_at.is_some_and(|at| at <= now) {
-                redial.push((from, to));
-            } else if let Some((exchange, deadline)) = session.outstanding
-                && deadline <= now
-            {
-                session.outstanding = None;
-                session.input = Some(Input::Failure);
-                self.trace.record(now, format!("timeout {from}->{to} #{exchange}"));
-            }
-        }
-        for (from, to) in redial {
-            self.open_session(from, to);
-        }
         Ok(())
+    }
+
+    /// Sets the alarm of the session `key` from its state.
+    fn rearm(&mut self, key: (NodeId, NodeId)) {
+        let due = self.sessions.get(&key).and_then(|session| session.due(self.now));
+        self.alarms.set(key, due);
     }
 
     /// Opens every session the topology allows between up nodes.
@@ -493,6 +493,7 @@ impl World {
         if let Some(old) = self.sessions.remove(&(from, to)) {
             self.shown.insert((from, to), old.driver.requester().shown().clone());
         }
+        self.alarms.set((from, to), None);
         let mut nonce = [0; 32];
         self.rng.fill_bytes(&mut nonce);
         let (a, b) = (&self.nodes[from], &self.nodes[to]);
@@ -532,115 +533,128 @@ impl World {
         };
         self.trace.record(self.now, format!("dial {}->{}", a.name, b.name));
         self.sessions.insert((from, to), session);
+        self.rearm((from, to));
     }
 
-    /// Steps every session that is not waiting for an answer: it takes the
-    /// answer or failure that came, pushes what its node stored since, and
-    /// sends its next request — as the node's session task does.
+    /// Attends to every session that is due, as a node's session tasks
+    /// do: a redial, a request timed out, or a step that takes the answer
+    /// or failure that came, pushes what its node stored since, and sends
+    /// its next request. What a step stores (the answer it ingested) wakes
+    /// the node's other sessions at once, as the change signal does.
     fn pump(&mut self) -> anyhow::Result<()> {
         self.wake_changed();
-        self.step_sessions(false)?;
-        // What a step stored (the answer it ingested) wakes the node's
-        // other sessions at once, as the change signal wakes a node's.
-        while self.wake_changed() {
-            self.step_sessions(true)?;
+        while let Some(key) = self.alarms.pop_due(self.now) {
+            self.attend(key)?;
+            self.wake_changed();
         }
         Ok(())
     }
 
     /// Marks the sessions of every node whose database changed since the
-    /// last call; whether there was one.
-    fn wake_changed(&mut self) -> bool {
-        let mut any = false;
-        for (node, n) in self.nodes.iter().enumerate() {
-            if n.take_changed() {
-                any = true;
-                for (_, session) in self.sessions.range_mut((node, 0)..(node + 1, 0)) {
+    /// last call.
+    fn wake_changed(&mut self) {
+        for node in 0..self.nodes.len() {
+            if !self.nodes[node].take_changed() {
+                continue;
+            }
+            let keys: Vec<_> =
+                self.sessions.range((node, 0)..(node + 1, 0)).map(|(&key, _)| key).collect();
+            for key in keys {
+                if let Some(session) = self.sessions.get_mut(&key) {
                     session.driver.changed();
                     session.changed = true;
                 }
+                self.rearm(key);
             }
         }
-        any
     }
 
-    /// Steps the sessions that are due: those with an answer or failure
-    /// to take, a change to push or a timer that fired; with
-    /// `changed_only`, those with a change.
-    fn step_sessions(&mut self, changed_only: bool) -> anyhow::Result<()> {
+    /// Redials, times out or steps the session `key`, which is due.
+    fn attend(&mut self, key: (NodeId, NodeId)) -> anyhow::Result<()> {
         let now = self.now;
-        for (&(from, to), session) in self.sessions.iter_mut() {
-            let Some(db) = self.nodes[from].db.as_ref() else { continue };
-            // A node's session steps on an answer, a change or its timer,
-            // and sleeps otherwise.
-            let asleep = !session.changed
-                && (changed_only
-                    || session.input.is_none() && session.wake_at.is_some_and(|at| at > now));
-            if asleep
-                || session.reconnect_at.is_some()
-                || session.outstanding.is_some()
-                || session.driver.requester().is_closed()
-            {
-                continue;
-            }
-            session.changed = false;
-            let input = session.input.take().unwrap_or(Input::Idle);
-            let step = match session.driver.step(db, input, T0 + now) {
-                Ok(step) => step,
-                Err(failure) => {
-                    self.trace.record(now, format!("store-failure {from}->{to}: {failure}"));
-                    session.reconnect_at = Some(now + RECONNECT_MS);
-                    continue;
-                }
-            };
-            session.wake_at = step.wake_at.map(|at| at.saturating_sub(T0));
-            let sent = step.request.map(|frame| {
-                self.exchange += 1;
-                session.outstanding = Some((self.exchange, now + REQUEST_TIMEOUT_MS));
-                Packet::request(from, to, session.generation, self.exchange, frame)
-            });
-            // A peer our log shut out is told so, over the session it
-            // answers us on, as a node's session does (control-log.md §9.5).
-            let mut notice = Vec::new();
-            if !session.told
-                && let Some(peer) = session.driver.requester().peer()
-                && is_shut_out(&db.auth_state(), &peer)
-            {
-                session.told = true;
-                notice = shut_out_notice(db, &peer);
-            }
-            let notice: Vec<Packet> = notice
-                .into_iter()
-                .map(|frame| {
-                    self.exchange += 1;
-                    Packet::request(from, to, session.generation, self.exchange, frame)
-                })
-                .collect();
-            if session.driver.requester().is_closed() && session.reconnect_at.is_none() {
-                session.reconnect_at = Some(now + RECONNECT_MS);
-                self.closed += 1;
-            }
-            for event in &step.events {
-                self.trace.record(now, format!("event {from}->{to} {}", describe(event)));
-            }
-            if let Some(packet) = sent {
-                self.trace.record(
-                    now,
-                    format!(
-                        "send {from}->{to} #{} {} {}B",
-                        packet.exchange,
-                        frame_name(&packet.frame),
-                        packet.frame.len()
-                    ),
-                );
-                self.net.send(&mut self.rng, now, from, to, packet);
-            }
-            for packet in notice {
-                self.trace.record(now, format!("tell {from}->{to} #{} shut out", packet.exchange));
-                self.net.send(&mut self.rng, now, from, to, packet);
-            }
+        let (from, to) = key;
+        let Some(session) = self.sessions.get_mut(&key) else { return Ok(()) };
+        if session.reconnect_at.is_some() {
+            self.open_session(from, to);
+            return Ok(());
         }
+        if let Some((exchange, _)) = session.outstanding {
+            session.outstanding = None;
+            session.input = Some(Input::Failure);
+            self.trace.record(now, format!("timeout {from}->{to} #{exchange}"));
+        }
+        self.step_session(key);
+        self.rearm(key);
         Ok(())
+    }
+
+    /// Steps the session `key` once and sends what it asks to.
+    fn step_session(&mut self, (from, to): (NodeId, NodeId)) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(&(from, to)) else { return };
+        session.changed = false;
+        let Some(db) = self.nodes[from].db.as_ref() else {
+            session.input = None;
+            return;
+        };
+        if session.driver.requester().is_closed() {
+            return;
+        }
+        let input = session.input.take().unwrap_or(Input::Idle);
+        let step = match session.driver.step(db, input, T0 + now) {
+            Ok(step) => step,
+            Err(failure) => {
+                self.trace.record(now, format!("store-failure {from}->{to}: {failure}"));
+                session.reconnect_at = Some(now + RECONNECT_MS);
+                return;
+            }
+        };
+        session.wake_at = step.wake_at.map(|at| at.saturating_sub(T0));
+        let sent = step.request.map(|frame| {
+            self.exchange += 1;
+            session.outstanding = Some((self.exchange, now + REQUEST_TIMEOUT_MS));
+            Packet::request(from, to, session.generation, self.exchange, frame)
+        });
+        // A peer our log shut out is told so, over the session it
+        // answers us on, as a node's session does (control-log.md §9.5).
+        let mut notice = Vec::new();
+        if !session.told
+            && let Some(peer) = session.driver.requester().peer()
+            && is_shut_out(&db.auth_state(), &peer)
+        {
+            session.told = true;
+            notice = shut_out_notice(db, &peer);
+        }
+        let notice: Vec<Packet> = notice
+            .into_iter()
+            .map(|frame| {
+                self.exchange += 1;
+                Packet::request(from, to, session.generation, self.exchange, frame)
+            })
+            .collect();
+        if session.driver.requester().is_closed() && session.reconnect_at.is_none() {
+            session.reconnect_at = Some(now + RECONNECT_MS);
+            self.closed += 1;
+        }
+        for event in &step.events {
+            self.trace.record(now, format!("event {from}->{to} {}", describe(event)));
+        }
+        if let Some(packet) = sent {
+            self.trace.record(
+                now,
+                format!(
+                    "send {from}->{to} #{} {} {}B",
+                    packet.exchange,
+                    frame_name(&packet.frame),
+                    packet.frame.len()
+                ),
+            );
+            self.net.send(&mut self.rng, now, from, to, packet);
+        }
+        for packet in notice {
+            self.trace.record(now, format!("tell {from}->{to} #{} shut out", packet.exchange));
+            self.net.send(&mut self.rng, now, from, to, packet);
+        }
     }
 
     fn deliver(&mut self, packet: Packet) -> anyhow::Result<()> {
