@@ -129,12 +129,7 @@ pub(crate) fn probe_replica(dir: &Path) -> Result<(), Error> {
     let start = Instant::now();
     view.query(FIRST_QUERY, &[])?;
     let query = start.elapsed();
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmRSS in /proc/self/status (Linux only)")?;
+    let kib = crate::report::memory_kib("self", "VmRSS")?;
     println!("{} {} {}", open.as_micros(), query.as_micros(), kib * 1024);
     Ok(())
 }

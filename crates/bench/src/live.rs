@@ -366,14 +366,19 @@ impl Data {
 
     /// Runs `basic --data DIR ARGS…` to the end; fails unless it succeeds.
     pub(crate) fn basic(&self, args: &[&str]) -> Result<String, Error> {
+        self.basic_within(args, COMMAND_TIMEOUT)
+    }
+
+    /// [`Data::basic`] for a command that may take up to `timeout`.
+    pub(crate) fn basic_within(&self, args: &[&str], timeout: Duration) -> Result<String, Error> {
         let mut child =
             Guard(self.command(args)?.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?);
         // Read while waiting: a full pipe would block the child.
         let out = drain(child.0.stdout.take().ok_or("no stdout")?);
         let error = drain(child.0.stderr.take().ok_or("no stderr")?);
         let status = child
-            .wait_for(COMMAND_TIMEOUT)?
-            .ok_or_else(|| format!("basic {args:?} took more than {COMMAND_TIMEOUT:?}"))?;
+            .wait_for(timeout)?
+            .ok_or_else(|| format!("basic {args:?} took more than {timeout:?}"))?;
         let out = out.join().map_err(|_| "reading stdout panicked")?;
         let error = error.join().map_err(|_| "reading stderr panicked")?;
         if !status.success() {
@@ -418,7 +423,7 @@ impl Data {
             .map(|a| a.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
         let token = std::fs::read_to_string(self.path().join("owner-token"))?.trim().to_owned();
-        let node = Node { api: Api::new(api, token), listen, log: log_path, _child: child };
+        let node = Node { api: Api::new(api, token), listen, log: log_path, child };
         wait_for("the API answers", WAIT, || {
             Ok(node.api.agent.get(node.api.url("/v0/health")).call().is_ok())
         })?;
@@ -441,10 +446,15 @@ pub(crate) struct Node {
     /// Its sync addresses, with `/p2p/<peer id>`.
     pub(crate) listen: Vec<String>,
     log: PathBuf,
-    _child: Guard,
+    child: Guard,
 }
 
 impl Node {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     fn clone_api(&self) -> Api {
         self.api.clone()
     }

@@ -6,18 +6,20 @@
 //! cargo run --release --bin basic-bench -- query --json
 //! cargo run --release --bin basic-bench -- sync --json
 //! cargo run --release --bin basic-bench -- live --json
+//! cargo run --release --bin basic-bench -- first-sync --json
 //! cargo run --release --bin basic-bench -- compare --json
 //! cargo run --release --bin basic-bench -- all --json
 //! ```
 //!
 //! Each scenario prints one JSON object per line (`--json`) with a `name`
 //! and its figures, or a readable line otherwise. Everything runs in a
-//! temporary directory on the real sled store and SQLite view; `live`
-//! runs two real nodes (this executable as the `basic` command) on
-//! loopback.
+//! temporary directory on the real sled store and SQLite view; `live` and
+//! `first-sync` run two real nodes (this executable as the `basic`
+//! command) on loopback.
 
 mod client;
 mod compare;
+mod first_sync;
 mod fixture;
 mod ingest;
 mod live;
@@ -61,6 +63,8 @@ enum Scenario {
     Client,
     /// Two `basic up` nodes over libp2p on loopback: a write on one seen live on the other.
     Live,
+    /// Two `basic up` nodes: a new device's first sync of 1M rows over libp2p; time, memory.
+    FirstSync,
     /// Each figure beside its anchor (automerge-rs, SQLite, sled, the disk), same run.
     Compare,
     /// Every scenario above.
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             Scenario::Sync,
             Scenario::Client,
             Scenario::Live,
+            Scenario::FirstSync,
             Scenario::Compare,
         ],
         ref one => std::slice::from_ref(one),
@@ -108,6 +113,8 @@ fn main() -> ExitCode {
             Scenario::Live => {
                 live::run(&reporter, args.quick).map_err(|e| -> Box<dyn std::error::Error> { e })
             }
+            Scenario::FirstSync => first_sync::run(&reporter, args.quick)
+                .map_err(|e| -> Box<dyn std::error::Error> { e }),
             Scenario::Compare => compare::run(&reporter, args.quick, &args.only),
             Scenario::All => Ok(()),
         };

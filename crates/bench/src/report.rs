@@ -108,3 +108,15 @@ pub(crate) fn per_second(count: f64, seconds: f64) -> Value {
 pub(crate) fn millis(duration: std::time::Duration) -> Value {
     Value::from((duration.as_secs_f64() * 1e6).round() / 1e3)
 }
+
+/// A memory figure (`VmRSS`, `VmHWM`…) of process `pid` (`"self"` for this
+/// one), in KiB, from `/proc/PID/status` (Linux only).
+pub(crate) fn memory_kib(pid: &str, field: &str) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {field} in {path} (Linux only)"))
+}
