@@ -724,6 +724,7 @@ impl World {
                     ),
                 );
                 session.input = Some(Input::Answer(packet.frame));
+                self.rearm((from, to));
             }
         }
         Ok(())
@@ -821,6 +822,7 @@ impl World {
         let gone: Vec<_> =
             self.sessions.keys().filter(|(a, b)| *a == node || *b == node).copied().collect();
         for key in gone {
+            self.alarms.set(key, None);
             if let Some(old) = self.sessions.remove(&key) {
                 // The peer remembers what this one showed; the crashed side forgets.
                 if key.1 == node {
