@@ -380,7 +380,7 @@ impl World {
     pub fn run(&mut self, scenario: &str) -> Result<Summary, Failure> {
         self.connect();
         loop {
-            self.pump().map_err(|e| self.fail("harness", e.to_string()))?;
+            self.pump();
             invariants::check_during(self)?;
             if let Some(settle) = self.settle_at
                 && self.now >= self.next_probe
@@ -541,13 +541,12 @@ impl World {
     /// or failure that came, pushes what its node stored since, and sends
     /// its next request. What a step stores (the answer it ingested) wakes
     /// the node's other sessions at once, as the change signal does.
-    fn pump(&mut self) -> anyhow::Result<()> {
+    fn pump(&mut self) {
         self.wake_changed();
         while let Some(key) = self.alarms.pop_due(self.now) {
-            self.attend(key)?;
+            self.attend(key);
             self.wake_changed();
         }
-        Ok(())
     }
 
     /// Marks the sessions of every node whose database changed since the
@@ -570,13 +569,20 @@ impl World {
     }
 
     /// Redials, times out or steps the session `key`, which is due.
-    fn attend(&mut self, key: (NodeId, NodeId)) -> anyhow::Result<()> {
+    fn attend(&mut self, key: (NodeId, NodeId)) {
         let now = self.now;
         let (from, to) = key;
-        let Some(session) = self.sessions.get_mut(&key) else { return Ok(()) };
+        let Some(session) = self.sessions.get_mut(&key) else { return };
+        let waiting = session.reconnect_at.is_some_and(|at| at > now)
+            || session.outstanding.is_some_and(|(_, deadline)| deadline > now);
+        if waiting {
+            // Its redial or deadline is still to come.
+            self.rearm(key);
+            return;
+        }
         if session.reconnect_at.is_some() {
             self.open_session(from, to);
-            return Ok(());
+            return;
         }
         if let Some((exchange, _)) = session.outstanding {
             session.outstanding = None;
@@ -585,7 +591,6 @@ impl World {
         }
         self.step_session(key);
         self.rearm(key);
-        Ok(())
     }
 
     /// Steps the session `key` once and sends what it asks to.
