@@ -21,7 +21,7 @@ use super::proof::{Side, Transcript, heads_message};
 use super::responder::{MAX_PRELUDE_OPS, Violation, apply_changes, find};
 use super::store::{StoreFailure, SyncStore, entitled_view};
 use super::summary::{Entry, View, digest};
-use crate::control::OpId;
+use crate::control::{AuthState, OpId};
 use crate::keys::{DatabaseId, PublicKey, SecretKey, SigningContext};
 use crate::scope::ScopeId;
 
@@ -385,7 +385,7 @@ impl Requester {
                     (inline.then(|| ours.clone()), false)
                 }
             };
-            let sign = self.equal_would_roll_back(&ours);
+            let sign = self.equal_would_roll_back(&ours, &store.auth());
             let frame = Message::Summary {
                 view,
                 digest: digest(&ours),
@@ -625,20 +625,27 @@ impl Requester {
                     }
                     None => {}
                 }
-                if let Err(violation) = self.check_rollback(
-                    &entries,
-                    &sent,
-                    equal || (listed && !(more && commits.is_empty() && delta)),
-                    &their_digest,
-                    signature.is_some().then_some(frame),
-                ) {
+                let lacks_ops = !control.is_empty() && self.lacks_ops(store, &control)?;
+                // A peer holding operations we lack may show less of an
+                // author they ended: it is judged after we fetched them,
+                // when this round summarises again (sync.md §5).
+                let fetched = self.round.as_ref().is_some_and(|r| r.control_exchanges > 0);
+                if !(lacks_ops && !fetched)
+                    && let Err(violation) = self.check_rollback(
+                        &entries,
+                        &sent,
+                        equal || (listed && !(more && commits.is_empty() && delta)),
+                        &their_digest,
+                        signature.is_some().then_some(frame),
+                        &store.auth(),
+                    )
+                {
                     return Ok(Err(violation));
                 }
                 let stored = store.ingest_commits(&commits)?;
                 if stored.invalid > 0 {
                     return Ok(Err(Violation::new(ErrorCode::BadData, "invalid commit")));
                 }
-                let lacks_ops = !control.is_empty() && self.lacks_ops(store, &control)?;
                 // `more` with nothing sent after a change list: the peer
                 // could not apply it and asks for the full list.
                 let refused_changes = delta && more && commits.is_empty();
@@ -729,11 +736,25 @@ impl Requester {
     /// whether it showed more of some author before. We then ask it to
     /// sign such a reply (`sign`, sync.md §5); otherwise it may omit the
     /// signature, which would be evidence of nothing.
-    fn equal_would_roll_back(&self, ours: &[Entry]) -> bool {
-        self.shown.iter().any(|(author, before)| {
-            let now = find(ours, author).map_or((0, 0), |e| (e.max, e.held.count));
-            shows_less(now, *before)
+    fn equal_would_roll_back(&self, ours: &[Entry], auth: &AuthState) -> bool {
+        self.shown.keys().any(|author| {
+            let now = held(ours, author);
+            shows_less(now, self.expected(author, ours, auth))
         })
+    }
+
+    /// The least the peer may show of `author` without rolling back: what
+    /// it showed before; for an author our control log ended (a removed
+    /// device, an app revoked on a scope), at most what we hold of it now,
+    /// as its commits past the end stop counting on every replica that
+    /// learns of the end (sync.md §5).
+    fn expected(&self, author: &PublicKey, ours: &[Entry], auth: &AuthState) -> (u64, u64) {
+        let before = self.shown.get(author).copied().unwrap_or((0, 0));
+        if !is_ended(auth, author) {
+            return before;
+        }
+        let now = held(ours, author);
+        (before.0.min(now.0), before.1.min(now.1))
     }
 
     /// Records what the peer shows and reports any author it now shows
@@ -753,6 +774,7 @@ impl Requester {
         complete: bool,
         their_digest: &[u8; 16],
         evidence: Option<&[u8]>,
+        auth: &AuthState,
     ) -> Result<(), Violation> {
         let mut claims: Vec<(PublicKey, (u64, u64))> =
             entries.iter().map(|e| (e.author, (e.max, e.held.count))).collect();
@@ -772,12 +794,9 @@ impl Requester {
                     .map(|a| (*a, (0, 0))),
             );
         }
-        let before_of = |shown: &BTreeMap<PublicKey, (u64, u64)>, author: &PublicKey| {
-            shown.get(author).copied().unwrap_or((0, 0))
-        };
         let rolled_back: Vec<_> = claims
             .iter()
-            .map(|(author, now)| (*author, before_of(&self.shown, author), *now))
+            .map(|(author, now)| (*author, self.expected(author, ours, auth), *now))
             .filter(|(_, before, now)| shows_less(*now, *before))
             .collect();
         match evidence {
@@ -792,11 +811,26 @@ impl Requester {
             None => {}
         }
         for (author, now) in claims {
-            let before = before_of(&self.shown, &author);
+            let before = self.shown.get(&author).copied().unwrap_or((0, 0));
             self.shown.insert(author, (before.0.max(now.0), before.1.max(now.1)));
         }
         Ok(())
     }
+}
+
+/// The highest seq and count of `author` in `entries`.
+fn held(entries: &[Entry], author: &PublicKey) -> (u64, u64) {
+    find(entries, author).map_or((0, 0), |e| (e.max, e.held.count))
+}
+
+/// Whether the control log ended `author` anywhere: a removed device, or
+/// an app revoked on some scope.
+fn is_ended(auth: &AuthState, author: &PublicKey) -> bool {
+    auth.devices().get(author).is_some_and(|device| device.removed.is_some())
+        || auth
+            .apps()
+            .get(author)
+            .is_some_and(|app| app.scopes.values().any(|grant| grant.revoked.is_some()))
 }
 
 /// Whether a peer showing `now` (max, count) of an author shows less than

@@ -622,6 +622,61 @@ fn rolled_back(phone_too: bool) -> (Pair, PublicKey, PublicKey) {
     (again, laptop.public(), phone.public())
 }
 
+/// Commits past an ended author's cut-off stop counting on every replica
+/// that learns of the end: a peer that then shows less of that author than
+/// it did, but no less than the requester itself counts, rolled nothing
+/// back (sync.md §5). The same drop of an author still a member is one.
+#[test]
+fn an_ended_author_shown_less_after_its_end_is_no_rollback() {
+    for ended in [true, false] {
+        let mut s = setup();
+        let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+        let tablet = key(5);
+        let add = s.world.add_device(&laptop, &tablet, &[("todo", 0, &s.todo)]);
+        let added = s.world.issue(&laptop, add);
+        let mut b = s.store.clone();
+        b.ingest_ops(&[added.as_bytes().to_vec()]).unwrap();
+        let seventh = write(&mut s, &mut b, &tablet, None, 7);
+        write(&mut s, &mut b, &tablet, seventh.clone(), 3);
+        let mut a = s.store.clone();
+        a.ingest_ops(&[added.as_bytes().to_vec()]).unwrap();
+        let mut pair = Pair::new(a, &phone, b.clone(), &laptop);
+        pair.drive();
+        let shown = pair.a.requester.shown().clone();
+        assert_eq!(shown[&tablet.public()], (10, 10));
+
+        // The laptop removes the tablet at its 7th commit; both replicas
+        // learn it and stop counting the 8th to the 10th.
+        let mut a = pair.a.store.clone();
+        if ended {
+            let next = ScopeKey::generate(&mut s.world.rng);
+            let rotation = s.world.rotation(&laptop, "todo", 1, &next, &[&laptop, &phone]);
+            let remove = s.world.issue(
+                &laptop,
+                Payload::RemoveDevice {
+                    device: tablet.public(),
+                    cutoff: crate::control::testkit::cutoff_at(seventh.as_ref()),
+                    rotations: BTreeMap::from([(crate::control::testkit::scope("todo"), rotation)]),
+                },
+            );
+            for store in [&mut a, &mut b] {
+                store.ingest_ops(&[remove.as_bytes().to_vec()]).unwrap();
+            }
+        }
+        for store in [&mut a, &mut b] {
+            for seq in 8..=10 {
+                store.commits.get_mut(&tablet.public()).unwrap().remove(&seq);
+            }
+        }
+        let mut again = Pair::new(a, &phone, b, &laptop);
+        again.a = peer(again.a.store, &phone, 1, 2, View::All, shown, Some(laptop.public()));
+        again.drive();
+        let reported = again.a.events.iter().any(|e| matches!(e, Event::RolledBack { .. }));
+        assert_eq!(reported, !ended, "ended: {ended}, {:?}", again.a.events);
+        assert!(!again.a.requester.is_closed());
+    }
+}
+
 /// Issue 14: a requester holding less of an author than the peer showed
 /// before asks for the signature (a reply with its own digest would be a
 /// rollback); the peer signs its equal reply, and the rollback is
