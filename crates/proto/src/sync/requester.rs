@@ -630,7 +630,7 @@ impl Requester {
                 // author they ended: it is judged after we fetched them,
                 // when this round summarises again (sync.md §5).
                 let fetched = self.round.as_ref().is_some_and(|r| r.control_exchanges > 0);
-                if !(lacks_ops && !fetched)
+                if (!lacks_ops || fetched)
                     && let Err(violation) = self.check_rollback(
                         &entries,
                         &sent,
