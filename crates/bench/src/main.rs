@@ -58,6 +58,10 @@ struct Args {
     /// (default 100,000; 5,000 with `--quick`).
     #[arg(long)]
     rows: Option<i64>,
+    /// `sync --store` only: the new device's store cache in MiB (default:
+    /// the node's, `basic_store::CACHE_BYTES`).
+    #[arg(long)]
+    cache_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
             Scenario::Write => write::run(&reporter, args.quick),
             Scenario::Query => query::run(&reporter, args.quick),
             Scenario::Sync if !args.store.is_empty() => {
-                engines::run(&reporter, args.quick, &args.store, args.rows)
+                engines::run(&reporter, args.quick, &args.store, args.rows, args.cache_mib)
             }
             Scenario::Sync => sync::run(&reporter, args.quick),
             Scenario::Client => client::run(&reporter, args.quick),
