@@ -2,8 +2,7 @@
 //! each storage engine (issue 14's spike of redb against sled).
 //!
 //! This process writes the source database (`--rows` rows of a 20-byte
-//! text, an integer and a bool, in commits of 1,000 rows by 4 apps, or
-//! more for over 100 commits: at most 25 commits each, up to 100 apps) and
+//! text, an integer and a bool, in commits of 1,000 rows by 4 apps) and
 //! closes it. Then, for each engine, a child process of this executable
 //! opens the source, adds a new device to it, makes that device's replica
 //! on the engine in a fresh directory (`Database::replicate_with_store`),
@@ -33,8 +32,6 @@ type Error = Box<dyn std::error::Error>;
 pub(crate) const CHILD_ARG: &str = "--first-sync-child";
 /// Rows per commit.
 const ROWS_PER_COMMIT: i64 = 1000;
-/// Most commits per author in the source (up to 100 authors).
-const COMMITS_PER_AUTHOR: i64 = 25;
 /// Commits signed and ingested at a time while writing the source.
 const COMMITS_PER_INGEST: i64 = 100;
 /// The source's sled cache in the child (small: the figure is the target's).
@@ -72,14 +69,8 @@ pub(crate) fn run(
         return Err(format!("--rows {rows}: a positive multiple of {ROWS_PER_COMMIT}").into());
     }
     let commits = rows / ROWS_PER_COMMIT;
-    // At most 25 commits per author: with 250 (1M rows by 4 authors) the
-    // first sync over `LocalLink` stops with "peer keeps offering commits
-    // that bring nothing" whatever the engine (left to the sync's owners).
-    let authors = u8::try_from((commits / COMMITS_PER_AUTHOR).clamp(4, 100)).unwrap_or(100);
-    let source = fixture::open_with(authors)?;
-    reporter.note(&format!(
-        "sync --store: writing {rows} rows in {commits} commits by {authors} authors"
-    ));
+    let source = fixture::open()?;
+    reporter.note(&format!("sync --store: writing {rows} rows in {commits} commits"));
     {
         let mut signers = fixture::Signers::new(&source);
         for first in (0..commits).step_by(COMMITS_PER_INGEST as usize) {
@@ -123,7 +114,6 @@ pub(crate) fn run(
                 ("phase", "first sync in a child process".into()),
                 ("store", engine.name().into()),
                 ("rows", rows.into()),
-                ("authors", authors.into()),
                 ("cache_mib", (cache >> 20).into()),
                 ("rows_per_s", per_second(rows as f64, seconds)),
                 ("seconds", Value::from((seconds * 100.0).round() / 100.0)),
