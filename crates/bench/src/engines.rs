@@ -6,7 +6,8 @@
 //! closes it. Then, for each engine, a child process of this executable
 //! opens the source, adds a new device to it, makes that device's replica
 //! on the engine in a fresh directory (`Database::replicate_with_store`),
-//! runs the first sync with [`LocalLink`] (frames passed in memory), checks
+//! runs the first sync with [`LocalLink`] (frames passed in memory; a new
+//! session when one stops having made progress, counted), checks
 //! that every row arrived, and prints the seconds the sync took, its
 //! resident memory before the sync and at its peak (`VmHWM`), and the
 //! replica's size on disk after a flush. The child holds the source too,
@@ -32,6 +33,8 @@ type Error = Box<dyn std::error::Error>;
 pub(crate) const CHILD_ARG: &str = "--first-sync-child";
 /// Rows per commit.
 const ROWS_PER_COMMIT: i64 = 1000;
+/// New sessions a first sync may take, each after one that stopped with progress.
+const MAX_RESTARTS: u32 = 20;
 /// Commits signed and ingested at a time while writing the source.
 const COMMITS_PER_INGEST: i64 = 100;
 /// The source's sled cache in the child (small: the figure is the target's).
@@ -99,7 +102,7 @@ pub(crate) fn run(
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let numbers: Vec<f64> = text.split_whitespace().filter_map(|n| n.parse().ok()).collect();
-        let [seconds, before_kib, peak_kib, bytes] = numbers[..] else {
+        let [seconds, before_kib, peak_kib, bytes, restarts] = numbers[..] else {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(format!(
                 "the {} child said {text:?} {stderr:?} ({})",
@@ -120,6 +123,7 @@ pub(crate) fn run(
                 ("child_rss_before_sync_mib", mib(before_kib * 1024.0)),
                 ("child_peak_rss_mib", mib(peak_kib * 1024.0)),
                 ("replica_on_disk_mib", mib(bytes)),
+                ("session_restarts", Value::from(restarts as u64)),
             ],
         );
     }
@@ -128,7 +132,8 @@ pub(crate) fn run(
 
 /// In a child process: `ENGINE SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES`
 /// (the replica's cache; see the module
-/// documentation); prints `seconds rss_before_kib peak_kib replica_bytes`.
+/// documentation); prints `seconds rss_before_kib peak_kib replica_bytes
+/// restarts`.
 pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Error> {
     let usage = || format!("usage: {CHILD_ARG} sled|redb SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
     let mut next = || args.next().ok_or_else(usage);
@@ -162,19 +167,41 @@ fn first_sync<S: Store>(store: S, dir: &Path, source: &Database, rows: i64) -> R
         Environment::system(),
     )?;
     let before = memory_kib("self", "VmRSS")?;
-    let mut link = LocalLink::new(&target, source)?;
     let start = Instant::now();
-    link.run(&target, source, 0)?;
+    let mut restarts = 0u32;
+    let mut held = 0;
+    // Past about 300k rows the session stops with "peer keeps offering
+    // commits that bring nothing" (either engine); a new session goes on
+    // from what the device holds, as a node's next dial would.
+    while let Err(error) = LocalLink::new(&target, source)?.run(&target, source, 0) {
+        let now_held = count(&target)?;
+        if now_held <= held || restarts >= MAX_RESTARTS {
+            return Err(error.into());
+        }
+        (held, restarts) = (now_held, restarts + 1);
+    }
     let seconds = start.elapsed().as_secs_f64();
     let peak = memory_kib("self", "VmHWM")?;
-    let held = target.query("SELECT count(*) FROM bench.items", &[], None)?;
-    if held.rows.first().and_then(|r| r.first()) != Some(&Cell::Integer(rows)) {
-        return Err(format!("the new device holds {:?} rows, not {rows}", held.rows).into());
+    let held = count(&target)?;
+    if held != rows {
+        return Err(format!("the new device holds {held} rows, not {rows}").into());
     }
     let store = target.replica().store();
     store.flush()?;
-    println!("{seconds} {before} {peak} {}", store.size_on_disk()?);
+    println!("{seconds} {before} {peak} {} {restarts}", store.size_on_disk()?);
     Ok(())
+}
+
+/// The rows of `bench.items` that `db` holds.
+fn count<S: Store>(db: &Database<S>) -> Result<i64, Error> {
+    // An error: no table yet, the schema has not arrived.
+    let Ok(held) = db.query("SELECT count(*) FROM bench.items", &[], None) else {
+        return Ok(0);
+    };
+    match held.rows.first().and_then(|r| r.first()) {
+        Some(Cell::Integer(n)) => Ok(*n),
+        other => Err(format!("count(*) gave {other:?}").into()),
+    }
 }
 
 fn mib(bytes: f64) -> Value {
