@@ -66,6 +66,15 @@ pub(crate) struct Bench {
     _dir: tempfile::TempDir,
 }
 
+impl Bench {
+    /// Closes the database and hands back its directory (removed when
+    /// dropped), for another process to open.
+    pub(crate) fn close(self) -> tempfile::TempDir {
+        drop(self.db);
+        self._dir
+    }
+}
+
 /// [`open_with`] four apps.
 pub(crate) fn open() -> Result<Bench, Box<dyn std::error::Error>> {
     open_with(4)

@@ -5,6 +5,7 @@
 //! cargo run --release --bin basic-bench -- write --json
 //! cargo run --release --bin basic-bench -- query --json
 //! cargo run --release --bin basic-bench -- sync --json
+//! cargo run --release --bin basic-bench -- sync --store sled,redb --rows 1000000
 //! cargo run --release --bin basic-bench -- live --json
 //! cargo run --release --bin basic-bench -- first-sync --json
 //! cargo run --release --bin basic-bench -- compare --json
@@ -19,6 +20,7 @@
 
 mod client;
 mod compare;
+mod engines;
 mod first_sync;
 mod fixture;
 mod ingest;
@@ -47,6 +49,19 @@ struct Args {
     /// `compare` only: run just these parts (default: all of them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<compare::Part>,
+    /// `sync` only: instead of its default run, a new device's first sync
+    /// with its replica on each of these engines, each in a child process
+    /// (rows/s, peak memory, size on disk).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    store: Vec<engines::Engine>,
+    /// `sync --store` only: the rows to sync, a multiple of 1,000
+    /// (default 100,000; 5,000 with `--quick`).
+    #[arg(long)]
+    rows: Option<i64>,
+    /// `sync --store` only: the new device's store cache in MiB (default:
+    /// the node's, `basic_store::CACHE_BYTES`).
+    #[arg(long)]
+    cache_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,7 +92,18 @@ fn main() -> ExitCode {
         return basic::main();
     }
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().is_some_and(|arg| arg == client::PROBE_ARG) {
+    let first = argv.next();
+    if first.as_ref().is_some_and(|arg| arg == engines::CHILD_ARG) {
+        // One engine's first sync for `sync --store`, in a process of its own.
+        return match engines::child(argv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("basic-bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if first.is_some_and(|arg| arg == client::PROBE_ARG) {
         // The app-start probe of the `client` scenario, in a process of its own.
         let dir = argv.next().map(std::path::PathBuf::from).unwrap_or_default();
         return match client::probe_replica(&dir) {
@@ -108,6 +134,9 @@ fn main() -> ExitCode {
             Scenario::Ingest => ingest::run(&reporter, args.quick),
             Scenario::Write => write::run(&reporter, args.quick),
             Scenario::Query => query::run(&reporter, args.quick),
+            Scenario::Sync if !args.store.is_empty() => {
+                engines::run(&reporter, args.quick, &args.store, args.rows, args.cache_mib)
+            }
             Scenario::Sync => sync::run(&reporter, args.quick),
             Scenario::Client => client::run(&reporter, args.quick),
             Scenario::Live => {

@@ -1,5 +1,6 @@
 //! The storage trait: one ordered keyspace with atomic batches and an
-//! explicit durability point, in memory (tests, simulator) and on sled.
+//! explicit durability point, in memory (tests, simulator) and on sled
+//! (or redb: [`crate::storage::redb`]).
 //!
 //! Everything the replica keeps — commits, log indexes, row states — sits
 //! in this one keyspace under prefixes (see [`crate::storage::layout`]), so a batch
@@ -18,6 +19,9 @@ pub enum StoreError {
     /// sled reported an error.
     #[error("storage engine: {0}")]
     Sled(#[from] sled::Error),
+    /// redb reported an error (boxed: redb's error is large).
+    #[error("storage engine (redb): {0}")]
+    Redb(Box<::redb::Error>),
     /// Syncing a storage file or directory to the disk failed.
     #[error("syncing {path} to disk: {source}")]
     Sync {
@@ -39,7 +43,7 @@ pub enum StoreError {
 /// Writes applied together, all or nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(super) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Batch {
@@ -417,11 +421,11 @@ impl Store for MemStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The behaviour every store must have.
-    fn contract(store: &dyn Store) {
+    pub(in crate::storage) fn contract(store: &dyn Store) {
         let mut batch = Batch::default();
         batch.put(b"a/1".to_vec(), b"one".to_vec());
         batch.put(b"a/2".to_vec(), b"two".to_vec());
@@ -452,30 +456,31 @@ mod tests {
         contract(&SledStore::temporary().unwrap());
     }
 
-    /// What a crash leaves is what `flush` wrote: the store's files are
-    /// copied while it is still open (no clean close, which would flush),
-    /// and the copy opened. sled's background flusher is off, so that only
-    /// `flush` writes the log out: the write made after the last flush is
-    /// missing from the copy, which shows that the test tells a flush from
-    /// none (were `flush` to write nothing, `k` would be missing too).
-    #[test]
-    fn sled_store_keeps_flushed_data_across_reopen() {
-        fn copy_dir(from: &Path, to: &Path) {
-            std::fs::create_dir_all(to).unwrap();
-            for entry in std::fs::read_dir(from).unwrap() {
-                let entry = entry.unwrap();
-                let target = to.join(entry.file_name());
-                if entry.file_type().unwrap().is_dir() {
-                    copy_dir(&entry.path(), &target);
-                } else {
-                    std::fs::copy(entry.path(), &target).unwrap();
-                }
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
-        let db = sled::Config::new().path(&live).flush_every_ms(None).open().unwrap();
-        let store = SledStore { db, durability: Some(Arc::new(Durability::open(&live).unwrap())) };
+    }
+
+    /// What a crash leaves is what `flush` wrote: the files of `store`
+    /// (open in directory `live`) are copied while it is still open (no
+    /// clean close, which would flush), and the copy opened with `reopen`.
+    /// The write made after the last flush must be missing from the copy,
+    /// which shows that the test tells a flush from none (were `flush` to
+    /// write nothing, `k` would be missing too).
+    pub(in crate::storage) fn keeps_only_flushed_writes_across_a_crash(
+        store: &dyn Store,
+        live: &Path,
+        reopen: &dyn Fn(&Path) -> Box<dyn Store>,
+    ) {
+        let crashed = live.with_file_name("crashed");
         let put = |key: &[u8], value: &[u8]| {
             let mut batch = Batch::default();
             batch.put(key.to_vec(), value.to_vec());
@@ -485,12 +490,24 @@ mod tests {
         store.flush().unwrap();
         // One write only: sled writes a batch out when a later one comes.
         put(b"unflushed", b"x");
-        copy_dir(&live, &crashed);
+        copy_dir(live, &crashed);
         assert_eq!(store.get(b"unflushed").unwrap(), Some(b"x".to_vec()));
-        drop(store);
-        let reopened = SledStore::open(&crashed, 1 << 20).unwrap();
+        let reopened = reopen(&crashed);
         assert_eq!(reopened.get(b"k").unwrap(), Some(b"v".to_vec()), "the flushed write is lost");
         assert_eq!(reopened.get(b"unflushed").unwrap(), None, "an unflushed write survived");
+    }
+
+    /// sled's background flusher is off, so that only `flush` writes the
+    /// log out.
+    #[test]
+    fn sled_store_keeps_flushed_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let db = sled::Config::new().path(&live).flush_every_ms(None).open().unwrap();
+        let store = SledStore { db, durability: Some(Arc::new(Durability::open(&live).unwrap())) };
+        keeps_only_flushed_writes_across_a_crash(&store, &live, &|path| {
+            Box::new(SledStore::open(path, 1 << 20).unwrap())
+        });
     }
 
     #[test]
