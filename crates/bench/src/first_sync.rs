@@ -1,9 +1,10 @@
 //! `first-sync`: a new device's first sync between two real `basic up`
-//! processes over libp2p on loopback. Device A holds 1M rows (a 20-byte
-//! text, an integer and a bool, written with `basic import`); device B
-//! joins with an invite and starts its node. Measures the time from B's
-//! start until every row is queryable on B, and the peak resident memory
-//! (`VmHWM`) of each node's process: B pulling, A serving.
+//! processes over libp2p on loopback. Device A holds 1M rows of the bench
+//! schema's `bench.items` (a 20-byte text, an integer and a bool, written
+//! with `basic import`); device B joins with an invite and starts its node.
+//! Measures the time from B's start until every row is queryable on B, and
+//! the peak resident memory (`VmHWM`) of each node's process: B pulling, A
+//! serving.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,20 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
+use crate::fixture;
 use crate::live::{Data, Error, Node, wait_for};
 use crate::report::{Reporter, memory_kib, per_second};
 
-/// The table A holds and B pulls.
-const SCHEMA: &str = r#"
-namespace = "bench"
-
-[tables.items]
-primary_key = ["id"]
-[tables.items.columns]
-id = "integer"
-title = "text"
-done = "bool"
-"#;
 const COUNT: &str = "SELECT count(*) FROM bench.items";
 
 /// Longest the import into A may take.
@@ -37,7 +28,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     let a_data = Data::new()?;
     a_data.basic(&["init"])?;
     let schema = a_data.path().join("bench.toml");
-    std::fs::write(&schema, SCHEMA)?;
+    std::fs::write(&schema, fixture::SCHEMA)?;
     a_data.basic(&["schema", "apply", &schema.display().to_string()])?;
     reporter.note(&format!("first-sync: importing {rows} rows into device A"));
     let file = a_data.path().join("rows.jsonl");
