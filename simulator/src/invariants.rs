@@ -102,6 +102,23 @@ pub fn applied(world: &World, node: usize) -> Result<BTreeSet<CommitId>, String>
     Ok(ids)
 }
 
+/// A commit by its author's name and its seq, read from a node holding it.
+fn describe(world: &World, id: &CommitId) -> String {
+    let held = world.nodes.iter().filter_map(|n| n.db.as_ref()?.replica().commit(id).ok()?);
+    match held.into_iter().next() {
+        Some(commit) => {
+            let author = &commit.header().author;
+            let name = world.nodes.iter().find(|n| n.key.public() == *author);
+            format!(
+                "{}'s seq {}",
+                name.map_or("an unknown author", |n| &n.name),
+                commit.header().seq
+            )
+        }
+        None => format!("{:02x?}", &id.0[..8]),
+    }
+}
+
 /// Whether every up device and pinner shows the same holdings to sync (its
 /// entries in the full view: rejected commits are not counted), so that
 /// summaries agree and no round resends anything.
@@ -150,12 +167,14 @@ pub fn converged(world: &World) -> Result<(), String> {
         if theirs != applied_here {
             let only_ref = applied_here.difference(&theirs).count();
             let only_other = theirs.difference(&applied_here).count();
+            let first = applied_here.symmetric_difference(&theirs).next();
             return Err(format!(
-                "{} and {} differ in applied commits: {only_ref} only on {}, {only_other} only on {}",
+                "{} and {} differ in applied commits: {only_ref} only on {}, {only_other} only on {}; the first: {}",
                 name(reference),
                 name(i),
                 name(reference),
-                name(i)
+                name(i),
+                first.map_or_else(String::new, |id| describe(world, id))
             ));
         }
     }

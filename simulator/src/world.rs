@@ -474,6 +474,15 @@ impl World {
         self.alarms.set(key, due);
     }
 
+    /// Has `from`'s session with `to` start a round now (sync.md §6).
+    fn pull_from(&mut self, from: NodeId, to: NodeId) {
+        let Some(session) = self.sessions.get_mut(&(from, to)) else { return };
+        self.trace.record(self.now, format!("pull {from}->{to}"));
+        session.driver.resync_now();
+        session.wake_at = Some(self.now);
+        self.rearm((from, to));
+    }
+
     /// Opens every session the topology allows between up nodes.
     fn connect(&mut self) {
         let pairs: Vec<_> = self.topology.iter().copied().collect();
@@ -698,6 +707,11 @@ impl World {
                         return Ok(());
                     }
                 };
+                // The peer holds what its pushes will not bring: our own
+                // session with it starts a round now, as a node's does.
+                if session.responder.take_pull_wanted() {
+                    self.pull_from(to, from);
+                }
                 let response = Packet { kind: Kind::Response, frame, ..packet };
                 self.trace.record(
                     now,

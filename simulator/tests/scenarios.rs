@@ -26,6 +26,19 @@ fn live_push() {
     passes("live-push", &[6]);
 }
 
+/// Seed 7226 at the default size: a device's first write, made while its
+/// sessions were refused (its peers had not yet heard it was added), was
+/// never pushed to the pinning peer, whose own round had already run; with
+/// resync off, it never arrived. The device's next session shows it in its
+/// first summary, and the pinning peer pulls at once (sync.md §6).
+#[test]
+fn live_push_finds_a_write_made_while_a_session_was_down() {
+    let config = Config { seed: 7226, ..Config::default() };
+    if let Err(failure) = run("live-push", config) {
+        panic!("{failure}");
+    }
+}
+
 #[test]
 fn partition_heal() {
     passes("partition-heal", &[1]);

@@ -162,12 +162,14 @@ impl<S: Store + Send + Sync + 'static> Peering<S> {
     /// whether we dialled it.
     pub fn start_peer(self: &Arc<Self>, peer: PeerId, dialled: bool) -> PeerTasks {
         let (requests, inbox) = mpsc::channel(SERVE_QUEUE);
-        // What the peer proved to our responder, for our session with it.
+        // What the peer proved to our responder, for our session with it,
+        // and a counter bumped when the responder wants a round of ours.
         let (proved, proof) = watch::channel(None);
+        let (pull, pulls) = watch::channel(0);
         PeerTasks {
             requests,
-            session: tokio::spawn(session::run(Arc::clone(self), peer, dialled, proof)),
-            serve: tokio::spawn(serve::run(Arc::clone(self), peer, inbox, proved)),
+            session: tokio::spawn(session::run(Arc::clone(self), peer, dialled, proof, pulls)),
+            serve: tokio::spawn(serve::run(Arc::clone(self), peer, inbox, proved, pull)),
         }
     }
 
@@ -178,7 +180,13 @@ impl<S: Store + Send + Sync + 'static> Peering<S> {
         PeerTasks {
             requests,
             session: tokio::spawn(async {}),
-            serve: tokio::spawn(serve::run(Arc::clone(self), peer, inbox, watch::channel(None).0)),
+            serve: tokio::spawn(serve::run(
+                Arc::clone(self),
+                peer,
+                inbox,
+                watch::channel(None).0,
+                watch::channel(0).0,
+            )),
         }
     }
 

@@ -18,12 +18,15 @@ use crate::Peering;
 /// Answers the requests `inbox` receives from `peer` until the peer
 /// breaks the protocol (it is then cut off) or the task is aborted. Once
 /// the peer proves a principal, `proved` says which (our session with the
-/// peer may then send it our control log as a prelude, sync.md §3).
+/// peer may then send it our control log as a prelude, sync.md §3); `pull`
+/// is bumped when the peer showed what our session should fetch from it
+/// now (sync.md §6).
 pub(super) async fn run<S: Store + Send + Sync + 'static>(
     context: Arc<Peering<S>>,
     peer: PeerId,
     mut inbox: mpsc::Receiver<(Vec<u8>, basic_net::Responder)>,
     proved: watch::Sender<Option<PublicKey>>,
+    pull: watch::Sender<u64>,
 ) {
     let mut responder = Responder::new(context.key.clone(), context.local.clone(), peer.to_bytes());
     let mut rng = StdRng::from_rng(&mut rand::rng());
@@ -48,6 +51,9 @@ pub(super) async fn run<S: Store + Send + Sync + 'static>(
                 *known = Some(principal);
                 new
             });
+        }
+        if responder.take_pull_wanted() {
+            pull.send_modify(|n| *n = n.wrapping_add(1));
         }
         match answer {
             Ok(Answer::Reply(frame)) => {

@@ -38,8 +38,9 @@ const PEER_REMOVED: &str = "the peer was removed from the database (or, an app, 
 
 /// Runs sessions with `peer` until one ends for a protocol reason (the
 /// peer is then cut off) or the task is aborted (disconnection). `proved`
-/// is the principal the peer proved to our responder, if it did;
-/// `dialled`, whether we dialled the peer.
+/// is the principal the peer proved to our responder, if it did; `pulls`
+/// is bumped when our responder saw the peer hold what a round of ours
+/// should fetch now; `dialled`, whether we dialled the peer.
 ///
 /// A peer that dialled us and never proved membership on this transport
 /// id hears nothing from us — not even the `hello` that names the database
@@ -52,6 +53,7 @@ pub(super) async fn run<S: Store + Send + Sync + 'static>(
     peer: PeerId,
     dialled: bool,
     mut proved: watch::Receiver<Option<PublicKey>>,
+    mut pulls: watch::Receiver<u64>,
 ) {
     if !dialled && context.hooks.shown(&peer).is_none() {
         info!(%peer, "waiting for the peer that dialled us to prove itself before greeting it");
@@ -67,7 +69,7 @@ pub(super) async fn run<S: Store + Send + Sync + 'static>(
         }
     }
     loop {
-        match session(&context, peer, &proved).await {
+        match session(&context, peer, &proved, &mut pulls).await {
             Ok(reason) if reason == PEER_REMOVED => {
                 info!(%peer, "{PEER_REMOVED}: told it so; disconnecting");
                 context.hooks.failed(peer, "removed");
@@ -108,6 +110,7 @@ async fn session<S: Store + Send + Sync + 'static>(
     context: &Arc<Peering<S>>,
     peer: PeerId,
     proved: &watch::Receiver<Option<PublicKey>>,
+    pulls: &mut watch::Receiver<u64>,
 ) -> Result<String, StoreFailure> {
     let previous = context.hooks.shown(&peer);
     let config = RequesterConfig {
@@ -134,6 +137,8 @@ async fn session<S: Store + Send + Sync + 'static>(
     let mut input = Input::Idle;
     let mut pace = Pace::new(Instant::now());
     let mut watching = true;
+    // False once our responder for the peer stopped (no more pulls).
+    let mut pulls_open = true;
     // Set when a change woke us (`changed()` marks it seen).
     let mut woken = false;
     loop {
@@ -145,8 +150,12 @@ async fn session<S: Store + Send + Sync + 'static>(
         if changed {
             changes.mark_unchanged();
         }
-        if std::mem::take(&mut resync_asked) || resync.has_changed().unwrap_or(false) {
+        if std::mem::take(&mut resync_asked)
+            || resync.has_changed().unwrap_or(false)
+            || pulls.has_changed().unwrap_or(false)
+        {
             resync.mark_unchanged();
+            pulls.mark_unchanged();
             state.resync_now();
         }
         let now = context.now_ms();
@@ -203,6 +212,12 @@ async fn session<S: Store + Send + Sync + 'static>(
             // Asked for a round now: it is started at the next step
             // (`changed()` marks it seen).
             asked = resync.changed() => resync_asked = asked.is_ok(),
+            // Our responder saw the peer hold what its pushes will not
+            // bring (sync.md §6).
+            pulled = pulls.changed(), if pulls_open => {
+                pulls_open = pulled.is_ok();
+                resync_asked = pulls_open;
+            }
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -84,6 +84,9 @@ struct Kept {
     /// The control heads of its last summary, which an empty `control` in
     /// a change list stands for.
     heads: Vec<OpId>,
+    /// Whether a summary of this session was compared with our holdings
+    /// yet (the first one is, sync.md §6).
+    compared: bool,
 }
 
 /// The answering end of a session with one peer.
@@ -96,6 +99,8 @@ pub struct Responder {
     ranges_this_round: u32,
     /// The principal whose key the peer proved it holds, member or not.
     proved: Option<PublicKey>,
+    /// Whether the peer showed what a round of ours should fetch from it.
+    pull_wanted: bool,
 }
 
 impl Responder {
@@ -109,6 +114,7 @@ impl Responder {
             stage: Stage::Fresh,
             ranges_this_round: 0,
             proved: None,
+            pull_wanted: false,
         }
     }
 
@@ -117,6 +123,18 @@ impl Responder {
     /// removed device, say, which its own side may need to be told.
     pub fn proved(&self) -> Option<PublicKey> {
         self.proved
+    }
+
+    /// Whether, since the last call, the peer showed that it holds what
+    /// this replica lacks and that its live pushes will not bring: the
+    /// first summary of its session lists commits or control operations
+    /// missing here (pushed while the session was down, they were
+    /// dropped), or a push had items refused (such as a commit that came
+    /// before the operation authorising it). Our own session with the peer
+    /// should then start a round at once rather than at its interval
+    /// (sync.md §6).
+    pub fn take_pull_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.pull_wanted)
     }
 
     /// The peer's principal, once it has proved membership.
@@ -285,6 +303,16 @@ impl Responder {
                     (entries, _) => entries,
                 };
                 kept.list = listed.clone();
+                // A change list it could not apply is compared when the
+                // full list comes.
+                let readable = listed.is_some() || !delta;
+                if readable && !kept.compared {
+                    kept.compared = true;
+                    // Without a list, any difference may be theirs.
+                    let more_commits = our_digest != theirs
+                        && listed.as_deref().is_none_or(|list| shows_more(&ours, list));
+                    self.pull_wanted |= more_commits || lacks_op(store, &kept.heads)?;
+                }
                 let (shown, commits, more) = if our_digest == theirs {
                     (Vec::new(), Vec::new(), false)
                 } else {
@@ -357,6 +385,7 @@ impl Responder {
                 if stored.invalid > 0 {
                     return Err(Violation::new(ErrorCode::BadData, "invalid commit or op").into());
                 }
+                self.pull_wanted |= stored.refused > 0;
                 Ok(Message::Ack { stored: stored.new })
             }
             request => Err(Violation::new(
@@ -404,6 +433,24 @@ fn check_push(
 /// Our entries that the requester's list does not match.
 fn differing(ours: &[Entry], theirs: &[Entry]) -> Vec<Entry> {
     ours.iter().filter(|e| find(theirs, &e.author) != Some(**e)).copied().collect()
+}
+
+/// Whether the entries `theirs` show commits missing from `ours`: an
+/// author above ours, or more of its commits.
+fn shows_more(ours: &[Entry], theirs: &[Entry]) -> bool {
+    theirs
+        .iter()
+        .any(|t| find(ours, &t.author).is_none_or(|o| t.max > o.max || t.held.count > o.held.count))
+}
+
+/// Whether one of the control heads `heads` is not admitted here.
+fn lacks_op(store: &impl SyncStore, heads: &[OpId]) -> Result<bool, StoreFailure> {
+    for head in heads {
+        if !store.has_op(head)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `base` with the entries of `changes` put in place of (or beside) the

@@ -844,6 +844,78 @@ fn a_lost_push_is_sent_again_after_a_back_off() {
     assert_eq!(pair.b.store.ids().len(), 2);
 }
 
+/// sync.md §6: what a device wrote while its session with a peer was
+/// down was never pushed, and the peer's own session already ran its
+/// round. The first summary of the device's next session shows it: the
+/// peer's responder asks for a round of the peer's own at once (once per
+/// session), which fetches it.
+#[test]
+fn a_peer_back_with_writes_it_could_not_push_is_pulled_from_at_once() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut pair = Pair::new(s.store.clone(), &laptop, s.store.clone(), &phone);
+    pair.drive();
+    assert!(!pair.a.responder.take_pull_wanted() && !pair.b.responder.take_pull_wanted());
+    // The laptop writes while its session with the phone is down.
+    let last = write(&mut s, &mut pair.a.store, &laptop, None, 3);
+    // Its new session: a new requester, and a new responder for it.
+    let again =
+        peer(s.store.clone(), &laptop, 1, 2, View::All, BTreeMap::new(), Some(phone.public()));
+    pair.a.requester = again.requester;
+    pair.b.responder = Responder::new(phone.clone(), vec![2], vec![1]);
+    while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert!(pair.b.responder.take_pull_wanted(), "the laptop's first summary shows more");
+    // The phone's session pulls now, not at its interval.
+    pair.b.requester.resync_now();
+    while Pair::exchange(&mut pair.b, &mut pair.a, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert_eq!(pair.b.store.ids(), pair.a.store.ids());
+    // Later summaries of the session are not compared: no round per round
+    // (a write in flight shows in a summary too).
+    write(&mut s, &mut pair.a.store, &laptop, last, 1);
+    pair.now += 30_000;
+    while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert!(!pair.b.responder.take_pull_wanted());
+}
+
+/// A requester whose first summary shows less than the responder holds
+/// (or the same) gives the responder nothing to pull.
+#[test]
+fn a_peer_behind_gives_nothing_to_pull() {
+    let mut s = setup();
+    let (laptop, phone) = (s.world.laptop.clone(), s.phone.clone());
+    let mut ahead = s.store.clone();
+    write(&mut s, &mut ahead, &laptop, None, 3);
+    let mut pair = Pair::new(ahead, &laptop, s.store.clone(), &phone);
+    while Pair::exchange(&mut pair.b, &mut pair.a, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert_eq!(pair.b.store.ids().len(), 3);
+    assert!(!pair.a.responder.take_pull_wanted(), "the phone showed nothing the laptop lacks");
+}
+
+/// A push whose commit the responder refuses — here a new device's, ahead
+/// of the operation that adds it — is acknowledged, and the responder asks
+/// for a round of its own: the pusher holds what makes it acceptable.
+#[test]
+fn a_push_with_refused_commits_asks_for_a_pull() {
+    let mut s = setup();
+    let (laptop, phone, tablet) = (s.world.laptop.clone(), s.phone.clone(), key(4));
+    let mut pair = Pair::new(s.store.clone(), &laptop, s.store.clone(), &phone);
+    pair.drive();
+    let add = s.world.add_device(&laptop, &tablet, &[("todo", 0, &s.todo)]);
+    s.world.issue(&laptop, add);
+    let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
+    pair.a.store.ingest_ops(&ops).unwrap();
+    let commit = s.world.commit(&tablet, None, T0 + 7, "todo", 0, &s.todo);
+    assert_eq!(pair.a.store.ingest_commits(&[commit.as_bytes().to_vec()]).unwrap().new, 1);
+    // The operation went in a push that was lost with its session.
+    pair.a.requester.push(&pair.a.store, Vec::new(), vec![outgoing(&commit)]);
+    while Pair::exchange(&mut pair.a, &mut pair.b, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert!(pair.b.store.ids().is_empty(), "refused: the phone does not know the tablet");
+    assert!(pair.b.responder.take_pull_wanted());
+    pair.b.requester.resync_now();
+    while Pair::exchange(&mut pair.b, &mut pair.a, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert_eq!(pair.b.store.ids(), pair.a.store.ids(), "the round brought the op, then the commit");
+}
+
 #[test]
 fn a_peer_that_freezes_mid_sync_costs_back_offs_and_nothing_is_lost() {
     let mut s = setup();
