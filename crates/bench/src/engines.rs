@@ -33,8 +33,6 @@ type Error = Box<dyn std::error::Error>;
 pub(crate) const CHILD_ARG: &str = "--first-sync-child";
 /// Rows per commit.
 const ROWS_PER_COMMIT: i64 = 1000;
-/// New sessions a first sync may take, each after one that stopped with progress.
-const MAX_RESTARTS: u32 = 20;
 /// Commits signed and ingested at a time while writing the source.
 const COMMITS_PER_INGEST: i64 = 100;
 /// The source's sled cache in the child (small: the figure is the target's).
@@ -102,7 +100,7 @@ pub(crate) fn run(
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let numbers: Vec<f64> = text.split_whitespace().filter_map(|n| n.parse().ok()).collect();
-        let [seconds, before_kib, peak_kib, bytes, restarts] = numbers[..] else {
+        let [seconds, before_kib, peak_kib, bytes] = numbers[..] else {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(format!(
                 "the {} child said {text:?} {stderr:?} ({})",
@@ -123,7 +121,6 @@ pub(crate) fn run(
                 ("child_rss_before_sync_mib", mib(before_kib * 1024.0)),
                 ("child_peak_rss_mib", mib(peak_kib * 1024.0)),
                 ("replica_on_disk_mib", mib(bytes)),
-                ("session_restarts", Value::from(restarts as u64)),
             ],
         );
     }
@@ -132,8 +129,7 @@ pub(crate) fn run(
 
 /// In a child process: `ENGINE SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES`
 /// (the replica's cache; see the module
-/// documentation); prints `seconds rss_before_kib peak_kib replica_bytes
-/// restarts`.
+/// documentation); prints `seconds rss_before_kib peak_kib replica_bytes`.
 pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Error> {
     let usage = || format!("usage: {CHILD_ARG} sled|redb SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
     let mut next = || args.next().ok_or_else(usage);
@@ -168,18 +164,7 @@ fn first_sync<S: Store>(store: S, dir: &Path, source: &Database, rows: i64) -> R
     )?;
     let before = memory_kib("self", "VmRSS")?;
     let start = Instant::now();
-    let mut restarts = 0u32;
-    let mut held = 0;
-    // Past about 300k rows the session stops with "peer keeps offering
-    // commits that bring nothing" (either engine); a new session goes on
-    // from what the device holds, as a node's next dial would.
-    while let Err(error) = LocalLink::new(&target, source)?.run(&target, source, 0) {
-        let now_held = count(&target)?;
-        if now_held <= held || restarts >= MAX_RESTARTS {
-            return Err(error.into());
-        }
-        (held, restarts) = (now_held, restarts + 1);
-    }
+    LocalLink::new(&target, source)?.run(&target, source, 0)?;
     let seconds = start.elapsed().as_secs_f64();
     let peak = memory_kib("self", "VmHWM")?;
     let held = count(&target)?;
@@ -188,7 +173,7 @@ fn first_sync<S: Store>(store: S, dir: &Path, source: &Database, rows: i64) -> R
     }
     let store = target.replica().store();
     store.flush()?;
-    println!("{seconds} {before} {peak} {} {restarts}", store.size_on_disk()?);
+    println!("{seconds} {before} {peak} {}", store.size_on_disk()?);
     Ok(())
 }
 

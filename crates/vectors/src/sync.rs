@@ -268,11 +268,36 @@ pub(crate) fn vectors() -> Json {
         }),
     ];
 
+    // The list both sides keep after a reply (sync.md §4 step 2): the
+    // summary's list with the shown entries in place after a complete reply;
+    // the summary's list as it was after one with `more`.
+    let mut complete = entries.clone();
+    for entry in &shown {
+        match complete.iter_mut().find(|e| e.author == entry.author) {
+            Some(kept) => *kept = *entry,
+            None => complete.push(*entry),
+        }
+    }
+    complete.sort_by(|a, b| a.author.as_bytes().cmp(b.author.as_bytes()));
+    let kept_lists = vec![
+        json!({
+            "reply_more": false,
+            "kept_cbor": hex(entries_cbor(&complete)),
+            "kept_digest": hex(digest(&complete)),
+        }),
+        json!({
+            "reply_more": true,
+            "kept_cbor": hex(entries_cbor(&entries)),
+            "kept_digest": hex(digest(&entries)),
+        }),
+    ];
+
     json!({
+        "kept_lists": kept_lists,
         "refused": refused,
         "violations": violations,
         "requester_refuses": requester_refuses,
-        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]: the summary carries the requester's entries and their digest; the responder holds a fourth commit of the requester's author, so its digest differs and its reply shows only the entry that differs (shown_entries), with its own digest and the commit the requester lacks; the reply signature (context basic/v0/sync-heads) covers heads_message = CBOR [database, requester key, responder digest] followed by the shown entries array. Frames: one of each kind, as encoded, and two more: a change list (delta, nothing changed) with sign = true, and an unsigned reply (signature null) with the requester's own digest to a summary that did not ask. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code; requester_refuses: replies that decode but that the requester must refuse, after sending summary, ending the session (code: bad proof), each unsigned where the signature is needed.",
+        "description": "protocol-spec/sync.md. transcript_requester is the CBOR transcript the requester signs first (context basic/v0/sync-proof, side 0, without the responder's key); transcript_responder the one the responder signs (side 1, with its key) and sends in ready only to a requester that proved membership; the fingerprint is count and little-endian wrapping sum of the first 16 bytes of each id; the digest is BLAKE3 derive_key(\"basic/v0 sync digest\", CBOR entries array)[..16]: the summary carries the requester's entries and their digest; the responder holds a fourth commit of the requester's author, so its digest differs and its reply shows only the entry that differs (shown_entries), with its own digest and the commit the requester lacks; the reply signature (context basic/v0/sync-heads) covers heads_message = CBOR [database, requester key, responder digest] followed by the shown entries array. Frames: one of each kind, as encoded, and two more: a change list (delta, nothing changed) with sign = true, and an unsigned reply (signature null) with the requester's own digest to a summary that did not ask. refused: frames that must not decode; violations: frames that decode but must be refused with answer_code; requester_refuses: replies that decode but that the requester must refuse, after sending summary, ending the session (code: bad proof), each unsigned where the signature is needed. kept_lists: the requester's list both sides keep after the reply to the summary (digest.entries_cbor) showed digest.shown_entries_cbor, the base of the session's next change list: with the shown entries in place when the reply's more is false, as the summary listed it when more is true (sync.md §4 step 2).",
         "session": {
             "database": hex(database.0),
             "requester_seed": hex(requester.seed()),

@@ -33,7 +33,8 @@ pub const INLINE_ENTRIES: usize = 64;
 pub const MAX_PUSH_QUEUE_BYTES: usize = 4 * MAX_BATCH_BYTES;
 /// Reconciliation ranges queued at once.
 pub const MAX_RANGE_QUEUE: usize = 4096;
-/// Replies that say `more` but bring nothing new before the peer is cut off.
+/// Replies in a row that say `more` but bring nothing new before the peer
+/// is cut off.
 pub const MAX_FRUITLESS_REPLIES: u32 = 3;
 /// Control exchanges per round before giving up on the peer's heads.
 pub const MAX_CONTROL_EXCHANGES: u32 = 64;
@@ -145,6 +146,7 @@ struct Round {
     inline: bool,
     ranges: VecDeque<(PublicKey, u64, u64)>,
     control_exchanges: u32,
+    /// Replies in a row that said `more` and brought nothing new.
     fruitless: u32,
     received: u64,
     round_trips: u32,
@@ -650,9 +652,13 @@ impl Requester {
                 // could not apply it and asks for the full list.
                 let refused_changes = delta && more && commits.is_empty();
                 // Our list as the peer keeps it: what we listed, with the
-                // entries its reply showed in place (sync.md §4 step 2).
+                // entries its reply showed in place once the reply brought
+                // all it has (sync.md §4 step 2).
                 self.acked = (listed && !refused_changes).then(|| Acked {
-                    entries: apply_changes(sent.clone(), entries.clone()),
+                    entries: match more {
+                        true => sent.clone(),
+                        false => apply_changes(sent.clone(), entries.clone()),
+                    },
                     heads,
                 });
                 let view = self.config.view.clone();
@@ -665,14 +671,15 @@ impl Requester {
                     return Ok(Ok(()));
                 }
                 if more {
-                    if stored.new == 0 {
-                        round.fruitless += 1;
-                        if round.fruitless >= MAX_FRUITLESS_REPLIES {
-                            return Ok(Err(Violation::new(
-                                ErrorCode::Busy,
-                                "peer keeps offering commits that bring nothing",
-                            )));
-                        }
+                    round.fruitless = match stored.new {
+                        0 => round.fruitless + 1,
+                        _ => 0,
+                    };
+                    if round.fruitless >= MAX_FRUITLESS_REPLIES {
+                        return Ok(Err(Violation::new(
+                            ErrorCode::Busy,
+                            "peer keeps offering commits that bring nothing",
+                        )));
                     }
                     round.summary = false;
                     return Ok(Ok(()));

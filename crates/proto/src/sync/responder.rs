@@ -329,8 +329,12 @@ impl Responder {
                 };
                 // The requester's list as both sides keep it from now on:
                 // what it listed, with the entries this reply shows in place
-                // (sync.md §4 step 2).
-                kept.list = kept.list.take().map(|base| apply_changes(base, shown.clone()));
+                // once the reply brings all we have (sync.md §4 step 2).
+                // After a partial one an author it sent nothing of yet
+                // would be kept as held, and no change list takes one out.
+                if !more {
+                    kept.list = kept.list.take().map(|base| apply_changes(base, shown.clone()));
+                }
                 let heads = store.control_heads()?;
                 let control = if heads == control { Vec::new() } else { heads };
                 // Signed when the digests differ or the requester asks: an

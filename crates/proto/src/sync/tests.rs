@@ -916,6 +916,67 @@ fn a_push_with_refused_commits_asks_for_a_pull() {
     assert_eq!(pair.b.store.ids(), pair.a.store.ids(), "the round brought the op, then the commit");
 }
 
+/// `n` commits by `author` of one row whose text is `size` bytes: a few
+/// fill a reply's budget.
+fn write_large(s: &mut Setup, store: &mut MapStore, author: &SecretKey, n: u64, size: usize) {
+    use crate::change::{Changes, RowOp};
+    use crate::commit::CommitDraft;
+    use crate::value::Value;
+    use crate::value::{KeyPart, RowKey};
+    let mut prev: Option<Commit> = None;
+    for seq in 1..=n {
+        let changes = Changes::new(vec![RowOp::Upsert {
+            table: crate::control::testkit::name("todo.items"),
+            key: RowKey::single(KeyPart::Integer(seq as i64)),
+            generation: 1,
+            cells: BTreeMap::from([(
+                crate::control::testkit::name("title"),
+                Value::Text("x".repeat(size)),
+            )]),
+        }])
+        .unwrap();
+        let draft = CommitDraft {
+            database: s.world.db,
+            seq,
+            prev: prev.as_ref().map(Commit::id),
+            hlc: crate::hlc::Hlc { wall_ms: T0 + seq, counter: 0 },
+            scope: crate::control::testkit::scope("todo"),
+            epoch: 0,
+        };
+        let commit = Commit::create(author, draft, &changes, &s.todo, &mut s.world.rng).unwrap();
+        assert_eq!(store.ingest_commits(&[commit.as_bytes().to_vec()]).unwrap().new, 1);
+        prev = Some(commit);
+    }
+}
+
+/// A first sync of several authors, each needing several replies: every
+/// reply brings commits, and the round ends holding everything.
+#[test]
+fn a_first_sync_of_several_large_logs_completes_in_one_session() {
+    let mut s = setup();
+    let (laptop, phone, tablet) = (s.world.laptop.clone(), s.phone.clone(), key(4));
+    let add = s.world.add_device(&laptop, &tablet, &[("todo", 0, &s.todo)]);
+    s.world.issue(&laptop, add);
+    let ops: Vec<Vec<u8>> = s.world.log.ordered().iter().map(|op| op.as_bytes().to_vec()).collect();
+    s.store.ingest_ops(&ops).unwrap();
+    let mut full = s.store.clone();
+    write_large(&mut s, &mut full, &laptop, 12, 200_000);
+    write_large(&mut s, &mut full, &phone, 12, 200_000);
+    let mut pair = Pair::new(full, &laptop, s.store.clone(), &tablet);
+    while Pair::exchange(&mut pair.b, &mut pair.a, pair.now, &mut pair.rng, &mut pair.bytes) {}
+    assert_eq!(pair.b.store.ids(), pair.a.store.ids());
+    // Six commits fill a reply's 1 MiB: four replies, none wasted. (When
+    // both sides kept the laptop's and the phone's full entries after a
+    // partial reply, the tablet's change list, which could not say it held
+    // nothing of the phone yet, was refused every other time: six replies,
+    // and three such refusals ended a larger first sync.)
+    let synced = pair.b.events.iter().find_map(|e| match e {
+        Event::Synced { received, round_trips } => Some((*received, *round_trips)),
+        _ => None,
+    });
+    assert_eq!(synced, Some((24, 4)), "{:?}", pair.b.events);
+}
+
 #[test]
 fn a_peer_that_freezes_mid_sync_costs_back_offs_and_nothing_is_lost() {
     let mut s = setup();
