@@ -8,7 +8,7 @@ use basic_proto::Party;
 use basic_proto::control::{ControlOp, OpBody, Payload, Rights, Rotation};
 use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, ScopeId, ScopeKey, SecretKey, Value};
 use basic_store::{
-    Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, WriteOutcome,
+    Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, Store, WriteOutcome,
 };
 
 fn examples() -> &'static Path {
@@ -29,16 +29,22 @@ fn with_todo(dir: &Path) -> Database {
 /// read-write on it: the app's log writer and the scope key it was sealed.
 fn with_app(dir: &Path, seed: u8) -> (Database, ScopeId, ScopeKey, LogWriter) {
     let db = with_todo(dir);
-    let todo = scope(&db, "todo");
-    let app = SecretKey::from_seed([seed; 32]);
-    db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
-    let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
-    let writer = LogWriter::new(app, db.id());
+    let (todo, key, writer) = grant_app(&db, seed);
     (db, todo, key, writer)
 }
 
+/// An app (of `seed`) granted read-write on `db`'s todo scope: the scope,
+/// the key sealed to the app, its log writer.
+fn grant_app<S: Store>(db: &Database<S>, seed: u8) -> (ScopeId, ScopeKey, LogWriter) {
+    let todo = scope(db, "todo");
+    let app = SecretKey::from_seed([seed; 32]);
+    db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
+    let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
+    (todo, key, LogWriter::new(app, db.id()))
+}
+
 /// The scope id of `namespace` in `db`.
-fn scope(db: &Database, namespace: &str) -> ScopeId {
+fn scope<S: Store>(db: &Database<S>, namespace: &str) -> ScopeId {
     db.scope_id(&Name::new(namespace).unwrap()).unwrap()
 }
 
@@ -49,7 +55,7 @@ fn write(db: &Database, sql: &str) -> WriteOutcome {
     }
 }
 
-fn rows(db: &Database, sql: &str) -> Vec<Vec<Value>> {
+fn rows<S: Store>(db: &Database<S>, sql: &str) -> Vec<Vec<Value>> {
     db.query(sql, &[], None).unwrap_or_else(|e| panic!("{sql}: {e}")).rows
 }
 
@@ -488,29 +494,41 @@ fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
 /// commits in one atomic batch made durable by one flush — far fewer
 /// flushes than writes — and no write acknowledged before the flush that
 /// covers its commit.
-#[test]
-fn concurrent_writers_are_group_committed() {
+mod recording {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use basic_store::SledStore;
     use basic_store::storage::layout;
     use basic_store::{Batch, Entry, Store, StoreError};
 
+    /// What a [`Recording`] store saw applied and flushed.
     #[derive(Default)]
-    struct Seen {
+    pub(crate) struct Seen {
         /// Commits applied and not yet flushed.
-        applied: BTreeSet<Vec<u8>>,
+        pub(crate) applied: BTreeSet<Vec<u8>>,
         /// Commits made durable by a flush.
-        flushed: BTreeSet<Vec<u8>>,
+        pub(crate) flushed: BTreeSet<Vec<u8>>,
         /// Commits per applied batch that carried any.
-        batches: Vec<usize>,
-        flushes: usize,
+        pub(crate) batches: Vec<usize>,
+        pub(crate) flushes: usize,
     }
 
-    struct Recording {
+    /// A sled store that records the commits of each applied batch and what
+    /// each flush covered.
+    pub(crate) struct Recording {
         inner: SledStore,
         seen: Arc<Mutex<Seen>>,
+    }
+
+    impl Recording {
+        /// A recording store in `dir`, and what it sees.
+        pub(crate) fn open(dir: &std::path::Path) -> (Self, Arc<Mutex<Seen>>) {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let inner = SledStore::open(&dir.join("replica"), 1 << 24).unwrap();
+            (Self { inner, seen: Arc::clone(&seen) }, seen)
+        }
     }
 
     impl Store for Recording {
@@ -549,15 +567,16 @@ fn concurrent_writers_are_group_committed() {
             self.inner.size_on_disk()
         }
     }
+}
 
+#[test]
+fn concurrent_writers_are_group_committed() {
     const THREADS: usize = 8;
     const WRITES: usize = 25;
+    use basic_store::storage::layout;
+
     let dir = tempfile::tempdir().unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let store = Recording {
-        inner: SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
-        seen: Arc::clone(&seen),
-    };
+    let (store, seen) = recording::Recording::open(dir.path());
     let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
     db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
     let exec = |sql: &str| match db.execute(sql, &[], None) {
@@ -604,6 +623,57 @@ fn concurrent_writers_are_group_committed() {
     assert_eq!(count, [[Value::Integer(writes as i64)]]);
     let log = db.replica().log(&db.device()).unwrap();
     assert_eq!(log.len(), 201, "one commit per statement");
+}
+
+/// Issue 14: a sync reply of columnar commits can carry nearly 200,000
+/// rows, and the writer holds the state of every row of its group until
+/// the group is durable (a first sync of 1M rows peaked at 1.3 GiB). A
+/// large received batch is applied in groups of about `MAX_GROUP_ROWS`
+/// (16,384) rows, each flushed before the next, and the call returns once
+/// all are durable.
+#[test]
+fn a_large_received_batch_is_applied_in_bounded_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, seen) = recording::Recording::open(dir.path());
+    let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let (todo, key, mut app) = grant_app(&db, 7);
+    let row = |id: String| RowOp::Upsert {
+        table: Name::new("todo.items").unwrap(),
+        key: RowKey::single(KeyPart::Text(id)),
+        generation: 1,
+        cells: [("list", text("home")), ("title", text("t")), ("done", Value::Bool(false))]
+            .into_iter()
+            .map(|(c, v)| (Name::new(c).unwrap(), v))
+            .collect(),
+    };
+    let commits: Vec<Vec<u8>> = (0..40)
+        .map(|c| {
+            let changes = Changes::new((0..1000).map(|r| row(format!("{c}-{r}"))).collect());
+            let now = basic_store::now_ms();
+            let commit = app.write(&todo, 0, &key, &changes.unwrap(), now, &mut rand::rng());
+            commit.unwrap().as_bytes().to_vec()
+        })
+        .collect();
+    let before = std::mem::take(&mut seen.lock().unwrap().batches);
+    assert!(before.iter().all(|&n| n < 40));
+    // Garbage among them: refused in its place, the rest applied in theirs.
+    let mut batch = commits.clone();
+    batch.insert(25, vec![1, 2, 3]);
+    let results = db.ingest(&batch).unwrap();
+    assert_eq!(results.len(), 41);
+    assert!(results[25].is_err());
+    for (i, result) in results.iter().enumerate().filter(|(i, _)| *i != 25) {
+        let id = basic_proto::CommitId::of(&batch[i]);
+        assert!(result.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied && r.id == id), "{i}");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.batches.iter().sum::<usize>(), 40, "{:?}", seen.batches);
+    assert!(seen.batches.len() >= 3 && seen.batches.iter().all(|&n| n <= 17), "{:?}", seen.batches);
+    let held =
+        seen.flushed.iter().filter(|k| k.starts_with(&[basic_store::storage::layout::COMMIT]));
+    assert!(held.count() >= 40, "every commit flushed before the call returned");
+    assert_eq!(rows(&db, "SELECT count(*) FROM todo.items"), [[Value::Integer(40_000)]]);
 }
 
 /// Issue 10 item 3: a restart rebuilt the control log by inserting stored

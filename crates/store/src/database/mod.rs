@@ -2,7 +2,8 @@
 //! group-commits, query connections and live queries.
 //!
 //! Every write goes through the writer thread. It takes every job waiting
-//! (up to [`MAX_GROUP`]), runs them one after another in one replica
+//! (up to [`MAX_GROUP`] jobs, and about [`MAX_GROUP_ROWS`] received row
+//! operations), runs them one after another in one replica
 //! transaction and one SQLite transaction — each job sees the ones before
 //! it — then applies the replica batch, flushes it to disk once for the
 //! whole group, commits the view, and only then answers each caller. A
@@ -64,6 +65,13 @@ use writer::{Command, Job, Received, Writer, adopt};
 
 /// Most jobs one group commit takes.
 pub(crate) const MAX_GROUP: usize = 512;
+/// Received row operations one job carries, and one group gathers, about
+/// at most: the writer holds the state of every row its group touched
+/// until the group is durable, and a sync reply of columnar commits can
+/// carry nearly 200,000 rows. [`Database::ingest`] splits a larger batch.
+pub(crate) const MAX_GROUP_ROWS: usize = 16_384;
+/// Encoded commits [`Database::ingest`] opens at a time, in bytes.
+const OPEN_SLICE_BYTES: usize = 256 << 10;
 /// Most jobs waiting for the writer; callers block beyond it.
 pub(crate) const MAX_QUEUE: usize = 4096;
 /// Row operations per commit when a statement changes many rows.
@@ -857,23 +865,70 @@ impl<S: Store> Database<S> {
                 fresh.push(bytes);
             }
         }
-        let mut checked = parallel_map(&fresh, |bytes| check(bytes)).into_iter();
-        let mut accepted = Vec::new();
-        for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
-            match checked.next() {
-                Some(Ok(opened)) => accepted.push(opened),
-                Some(Err(error)) => *outcome = Some(Err(error)),
-                None => {}
+        // Opened a slice at a time, and handed to the writer in jobs of
+        // about MAX_GROUP_ROWS rows, the next opened while the writer
+        // applies the last: what is held at once stays bounded however
+        // many rows the batch carries. A batch holding a commit below its
+        // author's cut-off is one job: the chain from the cut-off commit,
+        // which later commits of the batch may complete, decides it within
+        // the job (writer `ingest`).
+        let below_an_end = fresh.iter().any(|bytes| {
+            Commit::header_of(bytes, &self.shared.authors)
+                .is_ok_and(|header| end_below(&auth, &header).is_some())
+        });
+        let (slice_bytes, job_rows) = match below_an_end {
+            true => (usize::MAX, usize::MAX),
+            false => (OPEN_SLICE_BYTES, MAX_GROUP_ROWS),
+        };
+        let mut refusals = Vec::with_capacity(fresh.len());
+        let mut inserted = Vec::with_capacity(fresh.len());
+        let mut job = Vec::new();
+        let mut rows = 0;
+        let mut in_flight = None;
+        for slice in slices(&fresh, slice_bytes) {
+            for checked in parallel_map(slice, |bytes| check(bytes)) {
+                let received = match checked {
+                    Ok(received) => received,
+                    Err(error) => {
+                        refusals.push(Some(error));
+                        continue;
+                    }
+                };
+                refusals.push(None);
+                rows += received.rows();
+                job.push(received);
+                if rows >= job_rows {
+                    let commits = std::mem::take(&mut job);
+                    let sent = self.send(|reply| Job::Ingest { commits, reply })?;
+                    if let Some(earlier) = in_flight.replace(sent) {
+                        inserted.extend(self.answer(earlier)?);
+                    }
+                    rows = 0;
+                }
             }
         }
-        let mut inserted = if accepted.is_empty() {
-            Vec::new()
-        } else {
-            self.submit(|reply| Job::Ingest { commits: accepted, reply })?
+        if !job.is_empty() {
+            let sent = self.send(|reply| Job::Ingest { commits: job, reply })?;
+            if let Some(earlier) = in_flight.replace(sent) {
+                inserted.extend(self.answer(earlier)?);
+            }
         }
-        .into_iter();
-        // The writer answers once per accepted commit, in order.
-        Ok(outcomes.into_iter().filter_map(|outcome| outcome.or_else(|| inserted.next())).collect())
+        if let Some(last) = in_flight {
+            inserted.extend(self.answer(last)?);
+        }
+        // Each fresh commit was refused on opening or answered by the
+        // writer, which answers once per commit it took, in order.
+        let mut refusals = refusals.into_iter();
+        let mut inserted = inserted.into_iter();
+        Ok(outcomes
+            .into_iter()
+            .filter_map(|outcome| {
+                outcome.or_else(|| match refusals.next()? {
+                    Some(error) => Some(Err(error)),
+                    None => inserted.next(),
+                })
+            })
+            .collect())
     }
 
     /// Parses and checks `sql` for `caller`, reusing the parse for the
@@ -929,17 +984,34 @@ impl<S: Store> Database<S> {
         with_reader(&self.shared, &self.reach(caller), sql, params)
     }
 
+    /// Hands a job to the writer and waits for its answer.
     fn submit<T>(
         &self,
         job: impl FnOnce(mpsc::Sender<Result<T, DbError>>) -> Job,
     ) -> Result<T, DbError> {
-        let stopped = || {
-            DbError::Stopped(lock(&self.shared.stopped).clone().unwrap_or_else(|| "closed".into()))
-        };
+        let sent = self.send(job)?;
+        self.answer(sent)
+    }
+
+    /// Hands a job to the writer; [`Database::answer`] waits for it.
+    fn send<T>(
+        &self,
+        job: impl FnOnce(mpsc::Sender<Result<T, DbError>>) -> Job,
+    ) -> Result<mpsc::Receiver<Result<T, DbError>>, DbError> {
         let (reply, answer) = mpsc::channel();
-        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        jobs.send(job(reply)).map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        let jobs = self.jobs.as_ref().ok_or_else(|| self.stopped())?;
+        jobs.send(job(reply)).map_err(|_| self.stopped())?;
+        Ok(answer)
+    }
+
+    /// The writer's answer to a job [`Database::send`] handed it.
+    fn answer<T>(&self, answer: mpsc::Receiver<Result<T, DbError>>) -> Result<T, DbError> {
+        answer.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Why the writer takes no job: the failure that stopped it.
+    fn stopped(&self) -> DbError {
+        DbError::Stopped(lock(&self.shared.stopped).clone().unwrap_or_else(|| "closed".into()))
     }
 }
 
@@ -991,6 +1063,31 @@ impl<S> Shared<S> {
 
 fn micros(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `items` in consecutive slices of at most `max_bytes` bytes each (and
+/// at least one item).
+fn slices<'a>(
+    items: &'a [&'a Vec<u8>],
+    max_bytes: usize,
+) -> impl Iterator<Item = &'a [&'a Vec<u8>]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let end = rest
+            .iter()
+            .position(|item| {
+                bytes += item.len();
+                bytes > max_bytes
+            })
+            .map_or(rest.len(), |i| i.max(1));
+        let (slice, after) = rest.split_at(end);
+        rest = after;
+        Some(slice)
+    })
 }
 
 /// `f` over `items`, on every core when there are many.

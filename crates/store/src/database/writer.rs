@@ -28,6 +28,17 @@ pub(super) enum Job {
     },
 }
 
+impl Job {
+    /// The received row operations it carries (1 for any other job: the
+    /// rows a statement changes are known once it runs).
+    fn rows(&self) -> usize {
+        match self {
+            Job::Ingest { commits, .. } => commits.iter().map(Received::rows).sum(),
+            _ => 1,
+        }
+    }
+}
+
 /// A change to the control log.
 pub(super) enum Command {
     /// Operations received from peers (or why one did not decode).
@@ -61,7 +72,15 @@ pub(super) enum Received {
 }
 
 impl Received {
-    fn commit(&self) -> &Commit {
+    /// Its row operations (1 when it cannot be opened here).
+    pub(super) fn rows(&self) -> usize {
+        match self {
+            Received::Ready(_, Some(Ok(changes))) => changes.ops().len().max(1),
+            _ => 1,
+        }
+    }
+
+    pub(super) fn commit(&self) -> &Commit {
         match self {
             Received::Ready(commit, _) | Received::Ahead(commit, _) => commit,
         }
@@ -127,9 +146,13 @@ impl<S: Store> Writer<S> {
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            while group.len() < MAX_GROUP {
+            let mut rows: usize = group.iter().map(Job::rows).sum();
+            while group.len() < MAX_GROUP && rows < MAX_GROUP_ROWS {
                 match queue.try_recv() {
-                    Ok(job) => group.push(job),
+                    Ok(job) => {
+                        rows += job.rows();
+                        group.push(job);
+                    }
                     Err(_) => break,
                 }
             }
