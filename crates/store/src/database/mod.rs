@@ -85,8 +85,12 @@ pub(crate) const HELD_CHECK: std::time::Duration = std::time::Duration::from_sec
 pub(crate) const STATEMENT_CACHE: usize = 1024;
 /// Longest statement text kept for reuse.
 pub(crate) const CACHED_SQL_LEN: usize = 4096;
-/// sled page cache of a database opened with [`Database::open`].
-pub const CACHE_BYTES: u64 = 256 << 20;
+/// sled page cache of a database opened with [`Database::open`]. Queries
+/// read the SQLite view, not sled; the replica's reads (row states while
+/// merging, commits while serving) did as well with 32 MiB as with 256 in
+/// `basic-bench ingest` and `write`, and a new device's first sync of 1M
+/// rows peaked at 474 MiB instead of 830 (`basic-bench first-sync`).
+pub const CACHE_BYTES: u64 = 32 << 20;
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
