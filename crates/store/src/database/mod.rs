@@ -885,10 +885,9 @@ impl<S: Store> Database<S> {
             false => (OPEN_SLICE_BYTES, MAX_GROUP_ROWS),
         };
         let mut refusals = Vec::with_capacity(fresh.len());
-        let mut inserted = Vec::with_capacity(fresh.len());
+        let mut jobs = Jobs { inserted: Vec::with_capacity(fresh.len()), in_flight: None };
         let mut job = Vec::new();
         let mut rows = 0;
-        let mut in_flight = None;
         for slice in slices(&fresh, slice_bytes) {
             for checked in parallel_map(slice, |bytes| check(bytes)) {
                 let received = match checked {
@@ -902,28 +901,21 @@ impl<S: Store> Database<S> {
                 rows += received.rows();
                 job.push(received);
                 if rows >= job_rows {
-                    let commits = std::mem::take(&mut job);
-                    let sent = self.send(|reply| Job::Ingest { commits, reply })?;
-                    if let Some(earlier) = in_flight.replace(sent) {
-                        inserted.extend(self.answer(earlier)?);
-                    }
+                    self.hand_over(std::mem::take(&mut job), &mut jobs)?;
                     rows = 0;
                 }
             }
         }
         if !job.is_empty() {
-            let sent = self.send(|reply| Job::Ingest { commits: job, reply })?;
-            if let Some(earlier) = in_flight.replace(sent) {
-                inserted.extend(self.answer(earlier)?);
-            }
+            self.hand_over(job, &mut jobs)?;
         }
-        if let Some(last) = in_flight {
-            inserted.extend(self.answer(last)?);
+        if let Some(last) = jobs.in_flight {
+            jobs.inserted.extend(self.answer(last)?);
         }
         // Each fresh commit was refused on opening or answered by the
         // writer, which answers once per commit it took, in order.
         let mut refusals = refusals.into_iter();
-        let mut inserted = inserted.into_iter();
+        let mut inserted = jobs.inserted.into_iter();
         Ok(outcomes
             .into_iter()
             .filter_map(|outcome| {
@@ -986,6 +978,16 @@ impl<S: Store> Database<S> {
 
     fn run_query(&self, caller: &Caller, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
         with_reader(&self.shared, &self.reach(caller), sql, params)
+    }
+
+    /// Hands `commits` to the writer as one job, then waits for the job
+    /// handed before it: one is applied while the next is opened.
+    fn hand_over(&self, commits: Vec<Received>, jobs: &mut Jobs) -> Result<(), DbError> {
+        let sent = self.send(|reply| Job::Ingest { commits, reply })?;
+        if let Some(earlier) = jobs.in_flight.replace(sent) {
+            jobs.inserted.extend(self.answer(earlier)?);
+        }
+        Ok(())
     }
 
     /// Hands a job to the writer and waits for its answer.
@@ -1067,6 +1069,13 @@ impl<S> Shared<S> {
 
 fn micros(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The ingest jobs of one batch: the writer's answers so far, and the job
+/// handed over whose answer is still to come.
+struct Jobs {
+    inserted: writer::Ingested,
+    in_flight: Option<mpsc::Receiver<Result<writer::Ingested, DbError>>>,
 }
 
 /// `items` in consecutive slices of at most `max_bytes` bytes each (and
