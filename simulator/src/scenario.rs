@@ -76,9 +76,10 @@ pub fn build(name: &str, config: Config) -> anyhow::Result<World> {
             // No periodic resync, no partition, no loss and no reordering:
             // after each session's first round, every write, grant,
             // revocation and new device reaches the others by live push
-            // alone. (A lost or overtaken push can leave a gap that only a
-            // later round fills: the feed pushes what is above the heads
-            // it saw, sync.md §6.)
+            // alone, and the rounds a responder starts when a peer's new
+            // session shows what its pushes did not bring (writes made while
+            // its session was down, sync.md §6). (A lost or overtaken push
+            // can leave a gap that only a later round fills.)
             world.config.resync_ms = u64::MAX;
             world.net =
                 crate::net::Net::new(Faults { loss: 0.0, reorder: 0.0, ..world.config.faults });
