@@ -163,7 +163,7 @@ struct Call {
 }
 
 impl Call {
-    /// The first argument: a descriptor with its path, e.g. `5</d/replica/db>`.
+    /// The first argument: a descriptor with its path, e.g. `5</d/replica/data.redb>`.
     fn fd(&self) -> &str {
         self.args.find('>').map_or(self.args.as_str(), |end| &self.args[..=end])
     }
@@ -173,7 +173,7 @@ impl Call {
     }
 
     fn on_data_file(&self) -> bool {
-        self.fd().ends_with("/replica/db>")
+        self.fd().ends_with("/replica/data.redb>")
     }
 
     /// The call's data as strace prints it (escaped, perhaps cut short):
@@ -310,14 +310,14 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     let synced = r#"9 recvfrom(18<socket:[1]>, "GET /v0/health HTTP/1.1\r\n", 25, 0, NULL, NULL) = 25
 9 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 10 recvfrom(18<socket:[1]>,  <unfinished ...>
-12 fsync(6</d/replica/db>) = 0
+12 fsync(6</d/replica/data.redb>) = 0
 10 <... recvfrom resumed>"PO", 2, 0, NULL, NULL) = 2
 10 recvfrom(18<socket:[1]>, "ST /v0/sql HTTP/1.1\r\nH", 22, 0, NULL, NULL) = 22
-11 pwrite64(5</d/replica/db>, "abc", 3, 0 <unfinished ...>
-12 fdatasync(6</d/replica/db> <unfinished ...>
+11 pwrite64(5</d/replica/data.redb>, "abc", 3, 0 <unfinished ...>
+12 fdatasync(6</d/replica/data.redb> <unfinished ...>
 11 <... pwrite64 resumed>) = 3
-13 sync_file_range(5</d/replica/db>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
-14 fdatasync(6</d/replica/db>) = 0
+13 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
+14 fdatasync(6</d/replica/data.redb>) = 0
 12 <... fdatasync resumed>) = 0
 10 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 "#;
@@ -326,12 +326,12 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     assert!(results[0].is_ok(), "{results:?}");
     // The only sync began before the data was written: not enough.
     let unsynced = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
-12 fsync(6</d/replica/db> <unfinished ...>
-11 pwrite64(5</d/replica/db>, "abc", 3, 0) = 3
+12 fsync(6</d/replica/data.redb> <unfinished ...>
+11 pwrite64(5</d/replica/data.redb>, "abc", 3, 0) = 3
 12 <... fsync resumed>) = 0
-11 sync_file_range(5</d/replica/db>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
+11 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
 10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
-12 fsync(6</d/replica/db>) = 0
+12 fsync(6</d/replica/data.redb>) = 0
 "#;
     let results = check(&parse(unsynced));
     assert_eq!(results.len(), 1);

@@ -5,8 +5,8 @@
 //! disk as `basic-client` does and pulls the same scope, through the same
 //! sync protocol and store (frames passed in memory). Then a fresh process
 //! — as an app starts — opens the app's replica and runs its first query,
-//! timing both and reporting its resident memory; twice, as the first open
-//! after a big sync replays sled's log since its last snapshot. The example
+//! timing both and reporting its resident memory; twice, the first open
+//! after a big sync and a second one. The example
 //! app's release size is reported if it was built
 //! (`cargo build --release -p todo-app`).
 

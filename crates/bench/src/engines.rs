@@ -1,5 +1,6 @@
 //! `sync --store sled,redb`: a new device's first sync with its replica on
-//! each storage engine (issue 14's spike of redb against sled).
+//! each storage engine (issue 14's measure of redb, now the device's
+//! engine, against sled, the engine before it: D40, D41).
 //!
 //! This process writes the source database (`--rows` rows of a 20-byte
 //! text, an integer and a bool, in commits of 1,000 rows by 4 apps) and
@@ -35,15 +36,15 @@ pub(crate) const CHILD_ARG: &str = "--first-sync-child";
 const ROWS_PER_COMMIT: i64 = 1000;
 /// Commits signed and ingested at a time while writing the source.
 const COMMITS_PER_INGEST: i64 = 100;
-/// The source's sled cache in the child (small: the figure is the target's).
+/// The source's cache in the child (small: the figure is the target's).
 const SOURCE_CACHE_BYTES: u64 = 16 << 20;
 
 /// A storage engine for the new device's replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Engine {
-    /// sled 0.34 (the default engine).
+    /// sled 0.34 (the device's engine before D41).
     Sled,
-    /// redb (`basic_store::RedbStore`).
+    /// redb 4.6 (`basic_store::RedbStore`, the device's engine).
     Redb,
 }
 
@@ -139,7 +140,7 @@ pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Erro
     let rows: i64 = next()?.to_string_lossy().parse()?;
     let cache: u64 = next()?.to_string_lossy().parse()?;
     let source = Database::with_store(
-        SledStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
+        RedbStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
         &source_dir.join("view.sqlite"),
     )?;
     let replica = target_dir.join("replica");

@@ -14,7 +14,7 @@
 //!
 //! Each scenario prints one JSON object per line (`--json`) with a `name`
 //! and its figures, or a readable line otherwise. Everything runs in a
-//! temporary directory on the real sled store and SQLite view; `live` and
+//! temporary directory on the real store (redb) and SQLite view; `live` and
 //! `first-sync` run two real nodes (this executable as the `basic`
 //! command) on loopback.
 

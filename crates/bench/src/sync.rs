@@ -1,5 +1,5 @@
 //! `sync`: a second device pulls a 100k-row database through the sync
-//! protocol and the sled store (both replicas in this process, frames
+//! protocol and the device's store (both replicas in this process, frames
 //! passed in memory), then one new row, twice. Wire bytes are every frame
 //! of both sides' requests and answers.
 
@@ -84,7 +84,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     source.db.add_pinner(pinner_key.public())?;
     let pinner_dir = tempfile::tempdir()?;
     let pinner = Database::replicate_with_store(
-        basic_store::SledStore::open(&pinner_dir.path().join("replica"), 64 << 20)?,
+        basic_store::RedbStore::open(&pinner_dir.path().join("replica"), basic_store::CACHE_BYTES)?,
         &pinner_dir.path().join("view.sqlite"),
         source.db.id(),
         &pinner_key,

@@ -54,7 +54,7 @@ use std::time::Duration;
 use basic_net::{Config, Event, Keypair, Net, PeerId};
 use basic_peer::{Hooks, Peering, Shown};
 use basic_proto::PublicKey;
-use basic_store::{Database, DbError, Environment, MemStore, SledStore, Store};
+use basic_store::{Database, DbError, DeviceStore, Environment, MemStore, Store};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -107,7 +107,7 @@ impl Hooks for ClientHooks {
 
 /// An app's replica of its granted scopes, synced with the user's devices.
 #[derive(Debug)]
-pub struct Client<S: Store = SledStore> {
+pub struct Client<S: Store = DeviceStore> {
     db: Arc<Database<S>>,
     app: PublicKey,
     access: watch::Receiver<Access>,
@@ -164,7 +164,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| ClientError::Stopped(e.to_string()))?
 }
 
-impl Client<SledStore> {
+impl Client<DeviceStore> {
     /// Asks the user for access as `identity`, through a device the access
     /// code `code` names, and waits for the answer, telling `on_status`
     /// where it stands. Once approved, builds the replica in `dir` (which

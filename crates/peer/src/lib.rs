@@ -20,7 +20,7 @@ use basic_proto::control::AuthState;
 use basic_proto::keys::{Principal, Role};
 use basic_proto::{PublicKey, SecretKey};
 use basic_store::{Database, DbError};
-use basic_store::{SledStore, Store};
+use basic_store::{DeviceStore, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -81,7 +81,7 @@ pub trait Hooks: Send + Sync + 'static {
 }
 
 /// What every peer task shares: the replica, the network, our principal.
-pub struct Peering<S: Store = SledStore> {
+pub struct Peering<S: Store = DeviceStore> {
     db: Arc<Database<S>>,
     net: Net,
     /// Our principal (device, pinning peer or app) for the sync proof.

@@ -48,7 +48,7 @@ fn scope<S: Store>(db: &Database<S>, namespace: &str) -> ScopeId {
     db.scope_id(&Name::new(namespace).unwrap()).unwrap()
 }
 
-fn write(db: &Database, sql: &str) -> WriteOutcome {
+fn write<S: Store>(db: &Database<S>, sql: &str) -> WriteOutcome {
     match db.execute(sql, &[], None) {
         Ok(Executed::Written(outcome)) => outcome,
         other => panic!("{sql}: {other:?}"),
@@ -63,7 +63,7 @@ fn text(s: &str) -> Value {
     Value::Text(s.into())
 }
 
-fn seed(db: &Database) {
+fn seed<S: Store>(db: &Database<S>) {
     write(db, "INSERT INTO todo.lists (id, name) VALUES ('home', 'Home'), ('work', 'Work')");
     write(
         db,
@@ -311,6 +311,34 @@ fn reopening_keeps_everything_and_rebuilds_a_lost_view() {
     assert!(db.replica().forks().unwrap().is_empty());
 }
 
+/// A database that sled kept (D41) opens on redb with everything it held:
+/// its identity, its rows and its log, which goes on where it stopped.
+#[test]
+fn a_database_sled_kept_opens_on_redb_with_all_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, device, expected) = {
+        let store = basic_store::SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap();
+        let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+        db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+        seed(&db);
+        (db.id(), db.device(), rows(&db, "SELECT * FROM items ORDER BY id"))
+    };
+    // The view is rebuilt from the replica, so only the replica can answer.
+    std::fs::remove_file(dir.path().join("view.sqlite")).unwrap();
+    let db = open(dir.path());
+    assert!(dir.path().join("replica/data.redb").exists());
+    assert!(!dir.path().join("replica.sled").exists(), "sled's files are gone once moved");
+    assert_eq!((db.id(), db.device()), (id, device));
+    assert_eq!(rows(&db, "SELECT * FROM items ORDER BY id"), expected);
+    write(&db, "UPDATE items SET done = true WHERE id = 'c'");
+    let seqs: Vec<u64> = db.replica().log(&device).unwrap().iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(seqs.len() >= 3);
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(rows(&db, "SELECT done FROM items WHERE id = 'c'"), [[Value::Bool(true)]]);
+}
+
 #[test]
 fn a_directory_opens_in_one_process_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,7 +527,7 @@ mod recording {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use basic_store::SledStore;
+    use basic_store::RedbStore;
     use basic_store::storage::layout;
     use basic_store::{Batch, Entry, Store, StoreError};
 
@@ -515,10 +543,10 @@ mod recording {
         pub(crate) flushes: usize,
     }
 
-    /// A sled store that records the commits of each applied batch and what
+    /// A redb store that records the commits of each applied batch and what
     /// each flush covered.
     pub(crate) struct Recording {
-        inner: SledStore,
+        inner: RedbStore,
         seen: Arc<Mutex<Seen>>,
     }
 
@@ -526,7 +554,7 @@ mod recording {
         /// A recording store in `dir`, and what it sees.
         pub(crate) fn open(dir: &std::path::Path) -> (Self, Arc<Mutex<Seen>>) {
             let seen = Arc::new(Mutex::new(Seen::default()));
-            let inner = SledStore::open(&dir.join("replica"), 1 << 24).unwrap();
+            let inner = RedbStore::open(&dir.join("replica"), 1 << 24).unwrap();
             (Self { inner, seen: Arc::clone(&seen) }, seen)
         }
     }

@@ -401,11 +401,11 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, mpsc};
 
-    use basic_store::SledStore;
+    use basic_store::RedbStore;
     use basic_store::{Batch, Entry, Store, StoreError};
 
     struct HeldFlush {
-        inner: SledStore,
+        inner: RedbStore,
         armed: Arc<AtomicBool>,
         entered: Mutex<mpsc::Sender<()>>,
         release: Mutex<mpsc::Receiver<()>>,
@@ -447,7 +447,7 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     let armed = Arc::new(AtomicBool::new(false));
     let flushed = Arc::new(AtomicBool::new(false));
     let store = HeldFlush {
-        inner: SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
+        inner: RedbStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
         armed: Arc::clone(&armed),
         entered: Mutex::new(entered_tx),
         release: Mutex::new(release_rx),

@@ -1,13 +1,14 @@
 //! Durable writes: Basic's local `INSERT`s (signed, encrypted, merged,
 //! flushed and fdatasynced) against sled's own insert + flush (which stops
-//! at `sync_file_range`), the same with Basic's sync primitive, SQLite WAL
-//! with `synchronous=FULL`, and the disk's own `fdatasync` rate.
+//! at `sync_file_range`), Basic's storage primitive alone (a redb commit,
+//! then a durable one), SQLite WAL with `synchronous=FULL`, and the disk's
+//! own `fdatasync` rate.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use basic_store::{Batch, SledStore, Store};
+use basic_store::{Batch, RedbStore, Store};
 use rand::RngExt;
 use rusqlite::Connection;
 
@@ -15,7 +16,7 @@ use super::Error;
 use crate::report::{Comparison, Reporter, millis};
 use crate::write::{self, Stats};
 
-/// sled's page cache, as Basic's replica uses.
+/// The storage engines' cache, as Basic's replica uses.
 const CACHE_BYTES: u64 = basic_store::CACHE_BYTES;
 /// Rounds of every measurement (the median is kept).
 const ROUNDS: usize = 3;
@@ -31,18 +32,25 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("sled");
-    reporter.note(&format!("compare: a sled tree pre-filled with {prefill} keys"));
+    let redb_path = dir.path().join("redb");
+    reporter.note(&format!("compare: a sled tree and a redb store pre-filled with {prefill} keys"));
     {
         let db = open_sled(&path)?;
+        let store = RedbStore::open(&redb_path, CACHE_BYTES)?;
         let mut batch = sled::Batch::default();
+        let mut ours = Batch::default();
         for i in 0..prefill {
             batch.insert(&key(i)[..], &[0u8; 100][..]);
+            ours.put(key(i).to_vec(), vec![0u8; 100]);
             if i % 10_000 == 9_999 {
                 db.apply_batch(std::mem::take(&mut batch))?;
+                store.apply(std::mem::take(&mut ours))?;
             }
         }
         db.apply_batch(batch)?;
         db.flush()?;
+        store.apply(ours)?;
+        store.flush()?;
     }
 
     let mut all: [Vec<Stats>; 10] = Default::default();
@@ -61,8 +69,8 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             all[3].push(threads(16, per_thread, &insert)?);
         }
         {
-            // The same tree through Basic's store: the same writes, then fdatasync.
-            let store = SledStore::open(&path, CACHE_BYTES)?;
+            // Basic's storage primitive alone: a commit, then a durable one.
+            let store = RedbStore::open(&redb_path, CACHE_BYTES)?;
             let insert = |_: usize| -> Result<(), Error> {
                 let mut batch = Batch::default();
                 batch.put(random_key().to_vec(), vec![2u8; 100]);
@@ -103,7 +111,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             ("anchor_p99_ms", millis(anchor.p99)),
         ]
     };
-    let basic_note = "Basic: SQL INSERT, signed, encrypted, merged, sled flush + fdatasync";
+    let basic_note = "Basic: SQL INSERT, signed, encrypted, merged, redb durable commit";
     let pairs: [(&str, &Stats, &str, &Stats); 8] = [
         (
             "durable local writes, 16 writers",
@@ -126,7 +134,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 16 writers",
             &basic_16,
-            "sled 0.34 insert + flush + Basic's fdatasync, 16 threads",
+            "Basic's store alone (redb 4.6 commit + durable commit), 16 threads",
             &ours_16,
         ),
         (
@@ -144,7 +152,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 1 writer",
             &basic_1,
-            "sled 0.34 insert + flush + Basic's fdatasync, 1 thread",
+            "Basic's store alone (redb 4.6 commit + durable commit), 1 thread",
             &ours_1,
         ),
         (
@@ -159,7 +167,12 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         extra.push(("basic_primitive", basic_note.into()));
         extra.push((
             "prefilled_keys",
-            if anchor_name.starts_with("sled") { prefill } else { 0 }.into(),
+            if anchor_name.starts_with("sled") || anchor_name.starts_with("Basic's store") {
+                prefill
+            } else {
+                0
+            }
+            .into(),
         ));
         reporter.compare(Comparison {
             figure,

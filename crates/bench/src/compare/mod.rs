@@ -6,8 +6,8 @@
 //!   and every TCP byte between two real nodes ([`wire`]);
 //! - ingest against plain SQLite upserts and against the crypto limit on
 //!   as many threads as the ingest uses ([`apply`]);
-//! - durable writes against sled's raw insert + flush, the same with
-//!   Basic's fdatasync, SQLite WAL `synchronous=FULL` and the disk's own
+//! - durable writes against sled's raw insert + flush, Basic's storage
+//!   primitive alone (redb), SQLite WAL `synchronous=FULL` and the disk's own
 //!   `fdatasync` rate ([`durable`]);
 //! - live latency under a fixed write rate, through a real `SELECT`.
 //!

@@ -312,7 +312,10 @@ fn basic_sync(
         source.db.add_pinner(pinner_key.public())?;
         let pinner_dir = tempfile::tempdir()?;
         let pinner = Database::replicate_with_store(
-            basic_store::SledStore::open(&pinner_dir.path().join("replica"), 64 << 20)?,
+            basic_store::RedbStore::open(
+                &pinner_dir.path().join("replica"),
+                basic_store::CACHE_BYTES,
+            )?,
             &pinner_dir.path().join("view.sqlite"),
             source.db.id(),
             &pinner_key,

@@ -50,7 +50,8 @@ use crate::sql::schema::{Catalog, Migration, Schema, SchemaError};
 use crate::sql::view::{self, Gate, Reach, ViewError};
 use crate::sql::write::{self, WriteError};
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
-use crate::storage::kv::{Batch, SledStore, Store, StoreError};
+use crate::storage::device::{self, DeviceStore};
+use crate::storage::kv::{Batch, Store, StoreError};
 use crate::storage::layout;
 use crate::storage::secrets;
 
@@ -85,12 +86,12 @@ pub(crate) const HELD_CHECK: std::time::Duration = std::time::Duration::from_sec
 pub(crate) const STATEMENT_CACHE: usize = 1024;
 /// Longest statement text kept for reuse.
 pub(crate) const CACHED_SQL_LEN: usize = 4096;
-/// sled page cache of a database opened with [`Database::open`]. Queries
-/// read the SQLite view, not sled; the replica's reads (row states while
-/// merging, commits while serving) did as well with 32 MiB as with 256 in
-/// `basic-bench ingest` and `write`, and a new device's first sync of 1M
-/// rows peaked at 474 MiB instead of 830 (`basic-bench first-sync`).
-pub const CACHE_BYTES: u64 = 32 << 20;
+/// Cache of the replica's store in a database opened with
+/// [`Database::open`] (redb's read cache and write buffer). Queries read
+/// the SQLite view, not the replica; the replica's reads (row states while
+/// merging, commits while serving) need little, and a new device's first
+/// sync of 1M rows stays under 256 MiB with it (D41).
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +261,7 @@ fn publish<T>(lock: &RwLock<T>, value: T) {
 }
 
 /// One user's database on this device.
-pub struct Database<S: Store = SledStore> {
+pub struct Database<S: Store = DeviceStore> {
     shared: Arc<Shared<S>>,
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
@@ -275,13 +276,13 @@ impl<S: Store> std::fmt::Debug for Database<S> {
     }
 }
 
-impl Database<SledStore> {
+impl Database<DeviceStore> {
     /// Opens the database in directory `dir`, creating it (with a new
     /// identity for this device) if it does not exist.
     /// Only one process at a time may open a directory.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
-        let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
+        let store = device::open(&dir.join("replica"), CACHE_BYTES)?;
         let mut db = Self::with_store(store, &dir.join("view.sqlite"))?;
         db.lock = Some(lock);
         // The replica holds this device's secret, the view plaintext: both

@@ -25,7 +25,8 @@ use crate::database::{
 };
 use crate::environment::Environment;
 use crate::replica::{Replica, Txn};
-use crate::storage::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
+use crate::storage::device::{self, DeviceStore};
+use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
 use crate::storage::layout;
 
 /// What every invite starts with.
@@ -279,7 +280,7 @@ impl<S: Store> Database<S> {
     }
 }
 
-impl Database<SledStore> {
+impl Database<DeviceStore> {
     /// Starts joining the database of `invite` from the empty directory
     /// `dir`: makes this device's keys and the request to send the inviting
     /// device.
@@ -289,7 +290,7 @@ impl Database<SledStore> {
             return Err(DbError::Pairing(PairingError::Expired));
         }
         let _lock = lock_dir(dir)?;
-        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        let replica = Replica::new(device::open(&dir.join("replica"), CACHE_BYTES)?);
         if read_identity(&replica)?.is_some() {
             return Err(ControlError::HoldsDatabase(dir.to_owned()).into());
         }
@@ -310,7 +311,7 @@ impl Database<SledStore> {
     /// the database.
     pub fn finish_join(dir: &Path, ops: &[Vec<u8>]) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
-        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        let replica = Replica::new(device::open(&dir.join("replica"), CACHE_BYTES)?);
         let (database, device) = database::read_joining(&replica)?
             .ok_or_else(|| DbError::from(ControlError::NotJoining(dir.to_owned())))?;
         let mut txn = replica.begin();
@@ -352,7 +353,7 @@ pub(crate) fn admit_as_member<S: Store>(
     Ok(())
 }
 
-impl Database<SledStore> {
+impl Database<DeviceStore> {
     /// Makes the empty directory `dir` a replica of the database `database`
     /// held by `member` (see [`Database::replicate_with_store`]), laid out
     /// as [`Database::open`] expects, and opens it with [`Database::open`]
@@ -364,7 +365,7 @@ impl Database<SledStore> {
         ops: &[Vec<u8>],
     ) -> Result<Self, DbError> {
         let lock = lock_dir(dir)?;
-        let store = SledStore::open(&dir.join("replica"), CACHE_BYTES)?;
+        let store = device::open(&dir.join("replica"), CACHE_BYTES)?;
         let db = Self::replicate_with_store(
             store,
             &dir.join("view.sqlite"),

@@ -18,7 +18,7 @@ use crate::database::{
 use crate::environment::Environment;
 use crate::replica::Replica;
 use crate::replica::access::issue_on;
-use crate::storage::kv::SledStore;
+use crate::storage::device::{self, DeviceStore};
 
 /// What every recovery secret starts with.
 pub const PREFIX: &str = "basic-recovery-";
@@ -67,7 +67,7 @@ pub fn decode(text: &str) -> Result<SecretKey, RecoveryError> {
     Ok(SecretKey::from_seed(seed))
 }
 
-impl Database<SledStore> {
+impl Database<DeviceStore> {
     /// Regains a database on a new device, in the empty directory `dir`,
     /// with the recovery secret and the database's control operations (from
     /// any surviving device or pinning peer). The root identity adds this
@@ -79,7 +79,7 @@ impl Database<SledStore> {
     pub fn recover(dir: &Path, secret: &str, ops: &[Vec<u8>]) -> Result<Self, DbError> {
         let root = decode(secret)?;
         let lock = lock_dir(dir)?;
-        let replica = Replica::new(SledStore::open(&dir.join("replica"), CACHE_BYTES)?);
+        let replica = Replica::new(device::open(&dir.join("replica"), CACHE_BYTES)?);
         if read_identity(&replica)?.is_some() {
             return Err(ControlError::HoldsDatabase(dir.to_owned()).into());
         }

@@ -7,7 +7,8 @@ use rand_core::SeedableRng;
 
 use super::*;
 use crate::replica::author::LogWriter;
-use crate::storage::kv::{MemStore, SledStore};
+use crate::storage::kv::MemStore;
+use crate::storage::redb::RedbStore;
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -256,12 +257,13 @@ proptest! {
         order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..30),
         dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..5),
         chunk in 1usize..6,
-        on_sled in any::<bool>(),
+        on_disk in any::<bool>(),
     ) {
         let arrival = shuffled(&commits, &order, &dups);
         let want = table_rows(&expected(&commits));
-        let got = if on_sled {
-            let replica = Replica::new(SledStore::temporary().unwrap());
+        let got = if on_disk {
+            let dir = tempfile::tempdir().unwrap();
+            let replica = Replica::new(RedbStore::open(dir.path(), 1 << 20).unwrap());
             for part in arrival.chunks(chunk) { insert_all(&replica, part); }
             stored_rows(&replica)
         } else {

@@ -1,9 +1,10 @@
 //! The storage layer: an ordered key-value store behind the [`kv::Store`]
-//! trait (sled on a device, memory in tests and the simulator, redb as a
-//! measured alternative), how the replica lays its records out in it
+//! trait (redb on a device, memory in tests and the simulator, sled read
+//! once to move an older replica: [`device`]), how the replica lays its records out in it
 //! ([`layout`]) and encodes row states ([`rows`]), and where secrets are
 //! kept ([`secrets`]).
 
+pub mod device;
 pub mod kv;
 pub mod layout;
 pub mod redb;

@@ -1,5 +1,5 @@
-//! The store on redb: a measured alternative to sled (issue 14), not the
-//! default engine.
+//! The store on redb: the replica's engine on a device (D41; sled before,
+//! see [`crate::storage::device`] for the move of a replica sled kept).
 //!
 //! One redb table holds the whole keyspace. [`Store::apply`] is a write
 //! transaction committed with [`Durability::None`]: visible to every later
@@ -12,6 +12,8 @@
 //! returns after the second sync. A crash before then reopens at the
 //! previous durable commit; quick repair saves the allocator state in each
 //! durable commit, so reopening after a crash does not walk the whole file.
+//! Concurrent flushes share a durable commit: a flush returns at once if a
+//! durable commit that began after every apply it must cover has finished.
 //! Two-phase commit also means the slot in use never depends on a
 //! checksum over data that peers chose (redb's one-phase commit does).
 //!
@@ -25,6 +27,8 @@
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
@@ -43,6 +47,11 @@ pub struct RedbStore {
     db: Database,
     /// The data file.
     path: PathBuf,
+    /// Applies committed so far (counted after each commit).
+    applied: AtomicU64,
+    /// How many applies the last durable commit covered; held while a
+    /// durable commit runs.
+    durable: Mutex<u64>,
 }
 
 impl RedbStore {
@@ -57,7 +66,7 @@ impl RedbStore {
         let new_file = !path.exists();
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         let db = Database::builder().set_cache_size(cache).create(&path).map_err(engine)?;
-        let store = Self { db, path };
+        let store = Self { db, path, applied: AtomicU64::new(0), durable: Mutex::new(0) };
         // The table exists from the first durable commit on, so readers
         // never meet a missing one.
         let txn = store.db.begin_write().map_err(engine)?;
@@ -135,15 +144,30 @@ impl Store for RedbStore {
                 .map_err(engine)?;
             }
         }
-        txn.commit().map_err(engine)
+        txn.commit().map_err(engine)?;
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
-    /// An empty durable commit (see the [module documentation](self)).
+    /// An empty durable commit (see the [module documentation](self)),
+    /// unless one that covers every apply before this call has finished.
     fn flush(&self) -> Result<(), StoreError> {
+        let needed = self.applied.load(Ordering::SeqCst);
+        // A panic during a commit leaves the count as it was: at worst a
+        // later flush commits again.
+        let mut durable = self.durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *durable >= needed {
+            return Ok(());
+        }
         let mut txn = self.db.begin_write().map_err(engine)?;
+        // No apply commits while this transaction is open, and each is
+        // counted after it committed: all those counted now are in it.
+        let covered = self.applied.load(Ordering::SeqCst);
         txn.set_durability(Durability::Immediate).map_err(engine)?;
         txn.set_quick_repair(true);
-        txn.commit().map_err(engine)
+        txn.commit().map_err(engine)?;
+        *durable = covered;
+        Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -272,6 +296,27 @@ mod tests {
         assert!(rest.iter().all(|key| key.starts_with(b"a/")));
         let from = format!("a/{:06}", SCAN_CHUNK * 2).into_bytes();
         assert_eq!(store.scan(b"a/", &from).count(), count - SCAN_CHUNK * 2 + 1);
+    }
+
+    /// A flush with nothing applied since the last durable commit writes
+    /// nothing, so flushes waiting on one another share a commit.
+    #[test]
+    fn a_flush_with_nothing_new_to_cover_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let modified = || std::fs::metadata(&store.path).unwrap().modified().unwrap();
+        put(&store, b"k", b"v");
+        store.flush().unwrap();
+        let after_first = modified();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        store.flush().unwrap();
+        assert_eq!(modified(), after_first, "a second flush wrote the file");
+        put(&store, b"k", b"w");
+        store.flush().unwrap();
+        assert_ne!(modified(), after_first, "a flush after an apply commits");
+        drop(store);
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"w".to_vec()));
     }
 
     /// A data file that is not redb's (or was damaged) is refused with a
