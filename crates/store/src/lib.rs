@@ -2,7 +2,7 @@
 //!
 //! The crate is built in layers, each a folder using only those before it:
 //!
-//! - `storage`: one ordered keyspace behind the [`Store`] trait (sled on a
+//! - `storage`: one ordered keyspace behind the [`Store`] trait (redb on a
 //!   device, memory in tests and the simulator), the layout of the
 //!   replica's records in it, and where secrets are kept;
 //! - `replica`: commit logs, row states and their merge, the control log

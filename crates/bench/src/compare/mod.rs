@@ -40,7 +40,7 @@ pub(crate) enum Part {
     Wire,
     /// Ingest against SQLite upserts and the crypto limit.
     Apply,
-    /// Durable writes against sled, SQLite FULL and the disk.
+    /// Durable writes against sled, Basic's store alone, SQLite FULL and the disk.
     Durable,
     /// Live latency under a fixed write rate.
     Live,

@@ -1,6 +1,8 @@
 //! The storage trait: one ordered keyspace with atomic batches and an
 //! explicit durability point, in memory (tests, simulator) and on sled
-//! (or redb: [`crate::storage::redb`]).
+//! (the device's engine before D41, now read to move an older replica:
+//! [`crate::storage::device`]); the device's engine is in
+//! [`crate::storage::redb`].
 //!
 //! Everything the replica keeps — commits, log indexes, row states — sits
 //! in this one keyspace under prefixes (see [`crate::storage::layout`]), so a batch
@@ -115,7 +117,9 @@ pub fn scan_prefix<'a, S: Store + ?Sized>(
 }
 
 /// The store on sled: one tree, batches applied atomically, made durable
-/// with `fdatasync` (see [`SledStore`]'s `flush`).
+/// with `fdatasync` (see [`SledStore`]'s `flush`). A device's replica was
+/// kept here until D41; [`crate::storage::device`] moves such a replica
+/// into redb, and the benchmarks compare the two engines.
 ///
 /// sled 0.34's own `flush` writes the log with `pwrite` and, on Linux,
 /// `sync_file_range`: data pages only, with neither the drive's write cache
