@@ -56,8 +56,13 @@ pub fn main() -> std::process::ExitCode {
             return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
-    // The node logs what it does; other commands only warnings.
-    let default = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+    // The node logs what it does; other commands only warnings, and the
+    // progress of a replica's one-time move into redb (D41).
+    let default = if matches!(cli.command, Command::Up(_)) {
+        "info"
+    } else {
+        "warn,basic_store::storage::device=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),

@@ -104,8 +104,8 @@ pub fn applied(world: &World, node: usize) -> Result<BTreeSet<CommitId>, String>
 
 /// A commit by its author's name and its seq, read from a node holding it.
 fn describe(world: &World, id: &CommitId) -> String {
-    let held = world.nodes.iter().filter_map(|n| n.db.as_ref()?.replica().commit(id).ok()?);
-    match held.into_iter().next() {
+    let mut held = world.nodes.iter().filter_map(|n| n.db.as_ref()?.replica().commit(id).ok()?);
+    match held.next() {
         Some(commit) => {
             let author = &commit.header().author;
             let name = world.nodes.iter().find(|n| n.key.public() == *author);

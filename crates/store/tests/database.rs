@@ -327,7 +327,7 @@ fn a_database_sled_kept_opens_on_redb_with_all_it_held() {
     std::fs::remove_file(dir.path().join("view.sqlite")).unwrap();
     let db = open(dir.path());
     assert!(dir.path().join("replica/data.redb").exists());
-    assert!(!dir.path().join("replica.sled").exists(), "sled's files are gone once moved");
+    assert!(!dir.path().join("replica/conf").exists(), "sled's files are gone once moved");
     assert_eq!((db.id(), db.device()), (id, device));
     assert_eq!(rows(&db, "SELECT * FROM items ORDER BY id"), expected);
     write(&db, "UPDATE items SET done = true WHERE id = 'c'");

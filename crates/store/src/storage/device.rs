@@ -2,64 +2,71 @@
 //! `replica/`, and the one-time move of a replica that sled kept there
 //! (protocol-spec/DECISIONS.md, D41).
 //!
-//! The move never leaves a replica half in one engine and half in the
-//! other, whenever the process stops:
+//! The move happens inside `replica/`, which exists throughout (so a
+//! process killed during the move leaves a directory that still holds a
+//! database), and never leaves a replica half in one engine and half in
+//! the other:
 //!
-//! 1. a sled directory at `replica/` is renamed `replica.sled/`;
-//! 2. its entries are copied into a new redb store in `replica.moving/`,
+//! 1. sled's entries are copied into a new redb file, `data.redb.moving`,
 //!    which is flushed;
-//! 3. `replica.moving/` is renamed `replica/`;
-//! 4. `replica.sled/` is removed.
+//! 2. it is renamed `data.redb`, and the directory synced;
+//! 3. sled's files are removed, its `conf` last, and the directory synced.
 //!
-//! Opening again after a stop finishes what was left: with `replica.sled/`
-//! and no `replica/` the copy starts over (from step 2), with both only the
-//! removal is left. Each rename is made durable before the next step.
+//! Opening again after a stop finishes what was left: with sled's `conf`
+//! and no `data.redb` the copy starts over, with both only the removal is
+//! left.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
-use super::redb::RedbStore;
+use super::redb::{DATA_FILE, RedbStore};
 
 /// The engine of a replica on a device.
 pub type DeviceStore = RedbStore;
 
-/// A file sled makes in its directory, and redb never does.
-const SLED_MARKER: &str = "conf";
+/// The file sled makes first in its directory and that marks its files
+/// as present until the last is removed.
+const SLED_CONF: &str = "conf";
+/// sled's other files: its log, its directory of large values, and its
+/// snapshots (`snap.<hex>`).
+const SLED_FILES: [&str; 2] = ["db", "blobs"];
+const SLED_SNAPSHOT_PREFIX: &str = "snap.";
+/// The redb file being filled while moving.
+const MOVING_FILE: &str = "data.redb.moving";
 /// Bytes of keys and values copied per batch while moving.
 const MOVE_BATCH_BYTES: usize = 8 << 20;
+/// Entries copied between two progress lines.
+const PROGRESS_EVERY: u64 = 1_000_000;
 
 /// Opens (creating if needed) the replica's store in directory `replica`,
 /// with a cache of `cache_bytes`, first moving a replica that sled kept
 /// there into redb (see the [module documentation](self)).
 pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError> {
-    let old = sibling(replica, "sled");
-    if replica.join(SLED_MARKER).exists() {
-        rename(replica, &old)?;
-    }
-    if old.exists() {
-        if !replica.exists() {
-            let moving = sibling(replica, "moving");
+    if replica.join(SLED_CONF).exists() {
+        if !replica.join(DATA_FILE).exists() {
+            let moving = replica.join(MOVING_FILE);
             if moving.exists() {
-                std::fs::remove_dir_all(&moving).map_err(io(&moving))?;
+                std::fs::remove_file(&moving).map_err(io(&moving))?;
             }
-            copy(&old, &moving, cache_bytes)?;
-            rename(&moving, replica)?;
+            copy(replica, cache_bytes)?;
+            std::fs::rename(&moving, replica.join(DATA_FILE)).map_err(io(&moving))?;
+            sync_dir(replica)?;
         }
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        sync_parent(&old)?;
+        remove_sled_files(replica)?;
     }
     RedbStore::open(replica, cache_bytes)
 }
 
-/// Copies every entry of the sled store in `from` into a new redb store in
-/// `to`, made private to its owner before anything is written, and flushes
-/// it.
-fn copy(from: &Path, to: &Path, cache_bytes: u64) -> Result<(), StoreError> {
-    let source = SledStore::open(from, cache_bytes)?;
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    crate::database::make_private(to).map_err(io(to))?;
-    let target = RedbStore::open(to, cache_bytes)?;
-    tracing::info!(from = %from.display(), "moving the replica from sled to redb (once)");
+/// Copies every entry of the sled store in `dir` into a new redb store in
+/// `dir`'s [`MOVING_FILE`], and flushes it. Logs (at `info`) when it
+/// starts, every [`PROGRESS_EVERY`] entries and when it is done.
+fn copy(dir: &Path, cache_bytes: u64) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let source = SledStore::open(dir, cache_bytes)?;
+    let target = RedbStore::open_file(dir, MOVING_FILE, cache_bytes)?;
+    let mib = source.size_on_disk()? >> 20;
+    let shown = dir.parent().unwrap_or(dir).display();
+    tracing::info!("moving the replica in {shown} into redb, once ({mib} MiB on sled)");
     let (mut batch, mut bytes, mut entries) = (Batch::default(), 0, 0u64);
     for entry in scan_prefix(&source, b"") {
         let (key, value) = entry?;
@@ -70,35 +77,43 @@ fn copy(from: &Path, to: &Path, cache_bytes: u64) -> Result<(), StoreError> {
             target.apply(std::mem::take(&mut batch))?;
             bytes = 0;
         }
+        if entries % PROGRESS_EVERY == 0 {
+            tracing::info!("moving the replica: {entries} entries so far");
+        }
     }
     target.apply(batch)?;
     target.flush()?;
-    tracing::info!(entries, "moved the replica to redb");
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!("moved the replica into redb: {entries} entries in {seconds:.1} s");
     Ok(())
 }
 
-/// `dir` with `.suffix` added to its name.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".");
-    name.push(suffix);
-    dir.with_file_name(name)
+/// Removes sled's files from `dir`, its `conf` last, durably.
+fn remove_sled_files(dir: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(SLED_FILES.contains(&name.as_ref()) || name.starts_with(SLED_SNAPSHOT_PREFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        match entry.file_type().map_err(io(&path))?.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        }
+        .map_err(io(&path))?;
+    }
+    sync_dir(dir)?;
+    let conf = dir.join(SLED_CONF);
+    std::fs::remove_file(&conf).map_err(io(&conf))?;
+    sync_dir(dir)
 }
 
-/// Renames `from` to `to`, durably.
-fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    std::fs::rename(from, to).map_err(io(from))?;
-    sync_parent(to)
-}
-
-/// `fsync` of the directory holding `path`, so that a rename or removal
-/// there survives a crash.
-fn sync_parent(path: &Path) -> Result<(), StoreError> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))
+/// `fsync` of directory `dir`, so that a rename or removal in it survives
+/// a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|file| file.sync_all()).map_err(io(dir))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -109,11 +124,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 mod tests {
     use super::*;
 
-    fn sled_replica(dir: &Path, entries: &[(&[u8], &[u8])]) {
+    fn sled_replica(dir: &Path, entries: &[(Vec<u8>, Vec<u8>)]) {
         let store = SledStore::open(dir, 1 << 20).unwrap();
         let mut batch = Batch::default();
         for (key, value) in entries {
-            batch.put(key.to_vec(), value.to_vec());
+            batch.put(key.clone(), value.clone());
         }
         store.apply(batch).unwrap();
         store.flush().unwrap();
@@ -123,85 +138,93 @@ mod tests {
         scan_prefix(store, b"").map(Result::unwrap).collect()
     }
 
+    fn pair(key: &str, value: &str) -> (Vec<u8>, Vec<u8>) {
+        (key.as_bytes().to_vec(), value.as_bytes().to_vec())
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A redb file `name` in `dir` holding `entries`, flushed.
+    fn redb_file(dir: &Path, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) {
+        let store = RedbStore::open_file(dir, name, 1 << 20).unwrap();
+        let mut batch = Batch::default();
+        for (key, value) in entries {
+            batch.put(key.clone(), value.clone());
+        }
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+    }
+
     #[test]
     fn a_replica_sled_kept_is_moved_into_redb_whole() {
         let dir = tempfile::tempdir().unwrap();
         let replica = dir.path().join("replica");
+        // Values large enough that sled keeps some under blobs/.
         let many: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000u32)
             .map(|i| (format!("k/{i:08}").into_bytes(), vec![(i % 251) as u8; 700]))
+            .chain(std::iter::once((b"z/large".to_vec(), vec![7; 200_000])))
             .collect();
-        let borrowed: Vec<(&[u8], &[u8])> =
-            many.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-        sled_replica(&replica, &borrowed);
+        sled_replica(&replica, &many);
 
         let store = open(&replica, 1 << 20).unwrap();
         assert_eq!(entries(&store), many, "every entry, in order, with its value");
-        assert!(replica.join("data.redb").exists());
-        assert!(!replica.join(SLED_MARKER).exists());
-        assert!(!sibling(&replica, "sled").exists(), "sled's copy is removed once moved");
+        assert_eq!(names(&replica), [DATA_FILE], "only redb's file is left");
         drop(store);
         // Opened again, it is redb's and holds the same.
         assert_eq!(entries(&open(&replica, 1 << 20).unwrap()), many);
     }
 
     /// Stopped while copying: the partial copy is dropped and the copy
-    /// starts over from sled's directory.
+    /// starts over from sled's files.
     #[test]
     fn a_move_stopped_while_copying_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let replica = dir.path().join("replica");
-        let old = sibling(&replica, "sled");
-        sled_replica(&old, &[(b"a", b"1"), (b"b", b"2")]);
-        {
-            let partial = RedbStore::open(&sibling(&replica, "moving"), 1 << 20).unwrap();
-            let mut batch = Batch::default();
-            batch.put(b"a".to_vec(), b"half".to_vec());
-            batch.put(b"z".to_vec(), b"stale".to_vec());
-            partial.apply(batch).unwrap();
-            partial.flush().unwrap();
-        }
+        let kept = [pair("a", "1"), pair("b", "2")];
+        sled_replica(&replica, &kept);
+        redb_file(&replica, MOVING_FILE, &[pair("a", "half"), pair("z", "stale")]);
         let store = open(&replica, 1 << 20).unwrap();
-        assert_eq!(
-            entries(&store),
-            [(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
-        );
-        assert!(!old.exists() && !sibling(&replica, "moving").exists());
+        assert_eq!(entries(&store), kept);
+        assert_eq!(names(&replica), [DATA_FILE]);
     }
 
-    /// Stopped after the copy took sled's place: only the removal of
-    /// sled's directory is left, and the copy is what opens.
+    /// Stopped after the copy took its name, while sled's files were
+    /// being removed: only their removal is left, and the copy is what
+    /// opens.
     #[test]
-    fn a_move_stopped_before_removing_sled_keeps_the_copy() {
+    fn a_move_stopped_while_removing_sled_keeps_the_copy() {
         let dir = tempfile::tempdir().unwrap();
         let replica = dir.path().join("replica");
-        let old = sibling(&replica, "sled");
-        sled_replica(&old, &[(b"a", b"old")]);
-        {
-            let copied = RedbStore::open(&replica, 1 << 20).unwrap();
-            let mut batch = Batch::default();
-            batch.put(b"a".to_vec(), b"copied".to_vec());
-            copied.apply(batch).unwrap();
-            copied.flush().unwrap();
-        }
+        sled_replica(&replica, &[pair("a", "old")]);
+        redb_file(&replica, DATA_FILE, &[pair("a", "copied")]);
+        std::fs::remove_file(replica.join("db")).unwrap();
         let store = open(&replica, 1 << 20).unwrap();
-        assert_eq!(entries(&store), [(b"a".to_vec(), b"copied".to_vec())]);
-        assert!(!old.exists());
+        assert_eq!(entries(&store), [pair("a", "copied")]);
+        assert_eq!(names(&replica), [DATA_FILE]);
     }
 
-    /// A damaged sled directory is refused with a typed error and left as
-    /// it was: nothing is lost, and no empty store is made in its place.
+    /// A damaged sled replica is refused with a typed error and left as it
+    /// was: nothing is lost, and no empty store is made beside it.
     #[test]
     fn a_damaged_sled_replica_is_refused_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let replica = dir.path().join("replica");
         std::fs::create_dir_all(&replica).unwrap();
-        std::fs::write(replica.join(SLED_MARKER), b"not sled's configuration").unwrap();
+        std::fs::write(replica.join(SLED_CONF), b"not sled's configuration").unwrap();
         std::fs::write(replica.join("db"), vec![0x5a; 4096]).unwrap();
         assert!(open(&replica, 1 << 20).is_err());
-        let old = sibling(&replica, "sled");
-        assert!(old.join("db").exists(), "sled's files are kept");
-        assert!(!replica.exists(), "no empty store took the replica's place");
+        assert!(replica.join("db").exists() && replica.join(SLED_CONF).exists(), "kept");
+        assert!(!replica.join(DATA_FILE).exists(), "no store took the replica's place");
         // Opening again refuses again; it does not open an empty store.
         assert!(open(&replica, 1 << 20).is_err());
+        assert!(!replica.join(DATA_FILE).exists());
     }
 }

@@ -37,7 +37,7 @@ use super::kv::{Batch, Entry, Store, StoreError};
 /// The one table: the replica's keyspace.
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("basic");
 /// The file in the store's directory.
-const DATA_FILE: &str = "data.redb";
+pub(super) const DATA_FILE: &str = "data.redb";
 /// Entries a scan reads per read transaction.
 pub const SCAN_CHUNK: usize = 512;
 
@@ -59,10 +59,15 @@ impl RedbStore {
     /// cache of `cache_bytes` (redb's read cache and write buffer together).
     /// A newly made directory and file are synced to the disk.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_file(dir, DATA_FILE, cache_bytes)
+    }
+
+    /// [`RedbStore::open`] with the data file named `name` in `dir`.
+    pub(super) fn open_file(dir: &Path, name: &str, cache_bytes: u64) -> Result<Self, StoreError> {
         let io = |source| StoreError::Sync { path: dir.to_path_buf(), source };
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io)?;
-        let path = dir.join(DATA_FILE);
+        let path = dir.join(name);
         let new_file = !path.exists();
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         let db = Database::builder().set_cache_size(cache).create(&path).map_err(engine)?;
