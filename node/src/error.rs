@@ -119,6 +119,7 @@ impl From<DbError> for ApiError {
             | DbError::View(_)
             | DbError::Io { .. }
             | DbError::Stopped(_)
+            | DbError::Closed
             | DbError::Keystore(_) => Self::internal(message),
         }
     }

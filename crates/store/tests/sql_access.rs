@@ -272,14 +272,20 @@ fn a_live_query_that_turns_runaway_ends_and_holds_up_no_other() {
 fn a_storage_failure_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(dir.path());
-    assert_eq!(db.failure(), None);
+    assert!(db.failure().is_none());
     // Break the view behind the database's back.
     let other = rusqlite::Connection::open(dir.path().join("view.sqlite")).unwrap();
     other.execute_batch(r#"DROP TABLE "todo.lists""#).unwrap();
     drop(other);
     let error = db.execute("INSERT INTO todo.lists (id, name) VALUES ('x', 'X')", &[], None);
     assert!(matches!(error, Err(DbError::Stopped(_))), "{error:?}");
+    // The cause is kept typed: the view's error, as SQLite gave it.
     let failure = db.failure().expect("the failure is reported");
+    assert!(matches!(*failure, DbError::View(_)), "{failure:?}");
+    if let Err(DbError::Stopped(cause)) = &error {
+        assert!(std::sync::Arc::ptr_eq(cause, &failure), "the caller hears the same cause");
+    }
+    let failure = failure.to_string();
     assert!(failure.contains("no such table"), "{failure}");
     assert!(!failure.contains("stopped after"), "said once: {failure}");
 }
@@ -297,5 +303,5 @@ fn a_reserved_namespace_is_refused_before_it_reaches_sqlite() {
         assert!(error.to_string().contains("reserved"), "{error}");
     }
     db.execute("INSERT INTO todo.lists (id, name) VALUES ('x', 'X')", &[], None).unwrap();
-    assert_eq!(db.failure(), None);
+    assert!(db.failure().is_none());
 }

@@ -143,9 +143,13 @@ pub enum DbError {
     /// Another process has this database open.
     #[error("the database in {} is open in another process (a running node?); stop it or use another directory", .0.display())]
     InUse(PathBuf),
-    /// An earlier storage failure stopped the writer; reopen the database.
+    /// An earlier storage failure (the one held) stopped the writer;
+    /// reopen the database.
     #[error("the database stopped after a storage failure ({0}); restart to recover")]
-    Stopped(String),
+    Stopped(Arc<DbError>),
+    /// The database was closed: its writer takes no more work.
+    #[error("the database is closed")]
+    Closed,
     /// The platform keystore holding this device's secrets failed, or is
     /// out of reach.
     #[error(transparent)]
@@ -242,7 +246,7 @@ struct Shared<S> {
     budget: std::sync::atomic::AtomicU64,
     database: DatabaseId,
     device: PublicKey,
-    stopped: Mutex<Option<String>>,
+    stopped: Mutex<Option<Arc<DbError>>>,
     authors: KeyCache,
     /// Checked statements by namespace and text; cleared when the schema changes.
     statements: Mutex<HashMap<(Option<Name>, String), Checked>>,
@@ -646,7 +650,7 @@ impl<S: Store> Database<S> {
 
     /// Why the database stopped, if a storage failure stopped it: writes
     /// and schema changes fail until it is opened again.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<Arc<DbError>> {
         lock(&self.shared.stopped).clone()
     }
 
@@ -1018,7 +1022,7 @@ impl<S: Store> Database<S> {
 
     /// Why the writer takes no job: the failure that stopped it.
     fn stopped(&self) -> DbError {
-        DbError::Stopped(lock(&self.shared.stopped).clone().unwrap_or_else(|| "closed".into()))
+        lock(&self.shared.stopped).clone().map_or(DbError::Closed, DbError::Stopped)
     }
 }
 

@@ -126,8 +126,19 @@ impl Reply {
         }
     }
 
-    fn fail(self, reason: &str) {
-        let stopped = || DbError::Stopped(reason.to_owned());
+    /// The storage failure this reply carries, taken out (the group stops,
+    /// and every reply of it is then failed with that cause).
+    fn take_storage_failure(&mut self) -> Option<DbError> {
+        match self {
+            Reply::Write(_, result) => take_storage_failure(result),
+            Reply::Ingest(_, result) => take_storage_failure(result),
+            Reply::Schema(_, result) => take_storage_failure(result),
+            Reply::Control(_, result) => take_storage_failure(result),
+        }
+    }
+
+    fn fail(self, cause: &Arc<DbError>) {
+        let stopped = || DbError::Stopped(Arc::clone(cause));
         match self {
             Reply::Write(to, _) => drop(to.send(Err(stopped()))),
             Reply::Ingest(to, _) => drop(to.send(Err(stopped()))),
@@ -165,7 +176,7 @@ impl<S: Store> Writer<S> {
 
     /// Runs a group of jobs and makes it durable. An `Err` is a storage
     /// failure: the writer stops and every job of the group is told so.
-    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), String> {
+    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), Arc<DbError>> {
         let saved = (self.log.clone(), self.catalog.clone());
         let shared = Arc::clone(&self.shared);
         let mut changed_tables = BTreeSet::new();
@@ -191,10 +202,8 @@ impl<S: Store> Writer<S> {
                         Reply::Control(reply, self.control(&tx, &mut txn, command))
                     }
                 });
-                if let Some(Err(error @ (DbError::Store(_) | DbError::View(_)))) =
-                    replies.last().map(result_of)
-                {
-                    return Err(DbError::Stopped(error.to_string()));
+                if let Some(cause) = replies.last_mut().and_then(Reply::take_storage_failure) {
+                    return Err(DbError::Stopped(Arc::new(cause)));
                 }
                 changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             }
@@ -240,14 +249,14 @@ impl<S: Store> Writer<S> {
                 {
                     self.access = access;
                 }
-                let reason = match error {
-                    DbError::Stopped(reason) => reason,
-                    other => other.to_string(),
+                let cause = match error {
+                    DbError::Stopped(cause) => cause,
+                    other => Arc::new(other),
                 };
                 // Known before any caller hears of it (health reports it).
-                *lock(&self.shared.stopped) = Some(reason.clone());
-                replies.into_iter().for_each(|r| r.fail(&reason));
-                Err(reason)
+                *lock(&self.shared.stopped) = Some(Arc::clone(&cause));
+                replies.into_iter().for_each(|r| r.fail(&cause));
+                Err(cause)
             }
         }
     }
@@ -848,12 +857,11 @@ fn resume_log<S: Store>(
     Ok(LogWriter::resume(secret.clone(), database, seq, Some(last), stamp))
 }
 
-pub(super) fn result_of(reply: &Reply) -> Result<(), &DbError> {
-    match reply {
-        Reply::Write(_, Err(e)) => Err(e),
-        Reply::Ingest(_, Err(e)) => Err(e),
-        Reply::Schema(_, Err(e)) => Err(e),
-        Reply::Control(_, Err(e)) => Err(e),
-        _ => Ok(()),
+/// The storage failure (`Store` or `View`) in `result`, taken out and
+/// replaced by [`DbError::Closed`]: the reply is failed with it afterwards.
+fn take_storage_failure<T>(result: &mut Result<T, DbError>) -> Option<DbError> {
+    if !matches!(result, Err(DbError::Store(_) | DbError::View(_))) {
+        return None;
     }
+    std::mem::replace(result, Err(DbError::Closed)).err()
 }
