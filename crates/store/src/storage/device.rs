@@ -48,7 +48,12 @@ pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError>
             if moving.exists() {
                 std::fs::remove_file(&moving).map_err(io(&moving))?;
             }
-            copy(replica, cache_bytes)?;
+            if let Err(error) = copy(replica, cache_bytes) {
+                // A full disk, say: the room the partial copy took is given
+                // back (best effort; the next open removes it anyway).
+                let _ = std::fs::remove_file(&moving);
+                return Err(error);
+            }
             std::fs::rename(&moving, replica.join(DATA_FILE)).map_err(io(&moving))?;
             sync_dir(replica)?;
         }
