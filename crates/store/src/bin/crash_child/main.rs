@@ -1,6 +1,8 @@
 //! The writer that `crates/store/tests/crash.rs` kills with `kill -9`, over
-//! and over (see that test's module doc). Not a tool: a helper process of
-//! the test, which finds it through `CARGO_BIN_EXE_crash_child`.
+//! and over (see that test's module doc); `move_crash.rs` kills it while it
+//! opens a replica that sled kept, so while it moves it into redb. Not a
+//! tool: a helper process of the tests, which find it through
+//! `CARGO_BIN_EXE_crash_child`.
 //!
 //! ```text
 //! crash_child DIR ROUND SEED
