@@ -24,8 +24,8 @@ use super::redb::{DATA_FILE, RedbStore};
 /// The engine of a replica on a device.
 pub type DeviceStore = RedbStore;
 
-/// The file sled makes first in its directory and that marks its files
-/// as present until the last is removed.
+/// sled's configuration file: removed last, it marks sled's files as
+/// present until none is left.
 const SLED_CONF: &str = "conf";
 /// sled's other files: its log, its directory of large values, and its
 /// snapshots (`snap.<hex>`).
