@@ -42,7 +42,8 @@ use crate::replica::access::Access;
 use crate::replica::author::LogWriter;
 use crate::replica::scope_keys::ScopeKeys;
 use crate::replica::{
-    Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, end_below,
+    Chain, CutoffChains, Holds, Inserted, Keyring, Outcome, Replica, RowChange, Txn, any_end,
+    end_below,
 };
 use crate::sql::live::{Live, Subscription};
 use crate::sql::query::{self, QueryError, Rows};
@@ -881,10 +882,12 @@ impl<S: Store> Database<S> {
         // author's cut-off is one job: the chain from the cut-off commit,
         // which later commits of the batch may complete, decides it within
         // the job (writer `ingest`).
-        let below_an_end = fresh.iter().any(|bytes| {
-            Commit::header_of(bytes, &self.shared.authors)
-                .is_ok_and(|header| end_below(&auth, &header).is_some())
-        });
+        // Only worth reading the headers for once some author has an end.
+        let below_an_end = any_end(&auth)
+            && fresh.iter().any(|bytes| {
+                Commit::header_of(bytes, &self.shared.authors)
+                    .is_ok_and(|header| end_below(&auth, &header).is_some())
+            });
         let (slice_bytes, job_rows) = match below_an_end {
             true => (usize::MAX, usize::MAX),
             false => (OPEN_SLICE_BYTES, MAX_GROUP_ROWS),

@@ -533,6 +533,13 @@ pub(crate) fn end_of(state: &AuthState, header: &CommitHeader) -> Option<End> {
     state.apps().get(&author)?.scopes.get(&header.scope)?.revoked
 }
 
+/// Whether any author of `state` has an end (a removed device, an app
+/// revoked on a scope): if none has, no commit lies below a cut-off.
+pub(crate) fn any_end(state: &AuthState) -> bool {
+    state.devices().values().any(|device| device.removed.is_some())
+        || state.apps().values().any(|app| app.scopes.values().any(|scope| scope.revoked.is_some()))
+}
+
 /// The end under which a commit lies strictly below the cut-off: such a
 /// commit is kept only if it is on the chain of the cut-off commit
 /// (`protocol-spec/control-log.md` §6), which one header cannot show.
