@@ -659,13 +659,13 @@ fn concurrent_writers_are_group_committed() {
 /// large received batch is applied in groups of about `MAX_GROUP_ROWS`
 /// (16,384) rows, each flushed before the next, and the call returns once
 /// all are durable.
-#[test]
-fn a_large_received_batch_is_applied_in_bounded_groups() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, seen) = recording::Recording::open(dir.path());
-    let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
-    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
-    let (todo, key, mut app) = grant_app(&db, 7);
+/// `count` commits of 1,000 todo items each, written by `app` in `todo`.
+fn thousand_row_commits(
+    app: &mut LogWriter,
+    todo: ScopeId,
+    key: &ScopeKey,
+    count: usize,
+) -> Vec<Vec<u8>> {
     let row = |id: String| RowOp::Upsert {
         table: Name::new("todo.items").unwrap(),
         key: RowKey::single(KeyPart::Text(id)),
@@ -675,14 +675,24 @@ fn a_large_received_batch_is_applied_in_bounded_groups() {
             .map(|(c, v)| (Name::new(c).unwrap(), v))
             .collect(),
     };
-    let commits: Vec<Vec<u8>> = (0..40)
+    (0..count)
         .map(|c| {
             let changes = Changes::new((0..1000).map(|r| row(format!("{c}-{r}"))).collect());
             let now = basic_store::now_ms();
-            let commit = app.write(&todo, 0, &key, &changes.unwrap(), now, &mut rand::rng());
+            let commit = app.write(&todo, 0, key, &changes.unwrap(), now, &mut rand::rng());
             commit.unwrap().as_bytes().to_vec()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_large_received_batch_is_applied_in_bounded_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, seen) = recording::Recording::open(dir.path());
+    let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+    db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
+    let (todo, key, mut app) = grant_app(&db, 7);
+    let commits = thousand_row_commits(&mut app, todo, &key, 40);
     let before = std::mem::take(&mut seen.lock().unwrap().batches);
     assert!(before.iter().all(|&n| n < 40));
     // Garbage among them: refused in its place, the rest applied in theirs.
@@ -702,6 +712,43 @@ fn a_large_received_batch_is_applied_in_bounded_groups() {
         seen.flushed.iter().filter(|k| k.starts_with(&[basic_store::storage::layout::COMMIT]));
     assert!(held.count() >= 40, "every commit flushed before the call returned");
     assert_eq!(rows(&db, "SELECT count(*) FROM todo.items"), [[Value::Integer(40_000)]]);
+}
+
+/// A large batch holding an app's commits below its revocation's cut-off,
+/// received by a device that has the revocation but none of the commits
+/// (so none of the chain from the cut-off commit): the batch is one job, in
+/// which the commits above complete the chain, so every commit is taken.
+/// Split into bounded jobs like any large batch, the first jobs' commits
+/// would be refused with `ChainNotHeld` and wait for another round.
+#[test]
+fn a_large_batch_below_a_cutoff_is_taken_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_todo(&dir.path().join("first"));
+    let (todo, key, mut app) = grant_app(&db, 9);
+    let commits = thousand_row_commits(&mut app, todo, &key, 30);
+    assert!(db.ingest(&commits).unwrap().iter().all(Result::is_ok));
+    // The cut-off is the last commit this device holds: seq 30.
+    db.revoke(app.secret().public(), Name::new("todo").unwrap()).unwrap();
+
+    let second = SecretKey::from_seed([10; 32]);
+    db.add_device(Party::of(&second)).unwrap();
+    let other = dir.path().join("second");
+    let store = basic_store::RedbStore::open(&other.join("replica"), 1 << 24).unwrap();
+    let db2 = Database::replicate_with_store(
+        store,
+        &other.join("view.sqlite"),
+        db.id(),
+        &second,
+        &db.control_ops().unwrap(),
+        basic_store::Environment::system(),
+    )
+    .unwrap();
+    // 30,000 rows: split, they would make two jobs of about 16,384.
+    let results = db2.ingest(&commits).unwrap();
+    for (i, result) in results.iter().enumerate() {
+        assert!(result.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied), "{i}: {result:?}");
+    }
+    assert_eq!(rows(&db2, "SELECT count(*) FROM todo.items"), [[Value::Integer(30_000)]]);
 }
 
 /// Issue 10 item 3: a restart rebuilt the control log by inserting stored
