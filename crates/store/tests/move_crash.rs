@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use basic_proto::Value;
 use basic_store::{Database, Schema, SledStore};
+use basic_testkit::copy_dir;
 
 /// Rows of the sled replica.
 const ROWS: usize = 6_000;
@@ -32,20 +33,6 @@ const ROWS_PER_INSERT: usize = 500;
 const ROUNDS: u64 = 8;
 /// Longest wait for the first child to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Copies directory `from` to `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// A database on sled in `dir`, with the todo schema and [`ROWS`] lists.
 fn sled_database(dir: &Path) {

@@ -20,24 +20,11 @@
 
 use std::path::Path;
 
+use basic_testkit::copy_dir;
 use serde_json::{Value as Json, json};
 
 use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::two_devices::{device_of, join, wait_in_sync};
-
-/// Copies the files of `from` into `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
 
 /// Empties `dir`.
 fn clear_dir(dir: &Path) {

@@ -460,19 +460,6 @@ pub(super) mod tests {
         contract(&SledStore::temporary().unwrap());
     }
 
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).unwrap();
-            }
-        }
-    }
-
     /// What a crash leaves is what `flush` wrote: the files of `store`
     /// (open in directory `live`) are copied while it is still open (no
     /// clean close, which would flush), and the copy opened with `reopen`.
@@ -494,7 +481,7 @@ pub(super) mod tests {
         store.flush().unwrap();
         // One write only: sled writes a batch out when a later one comes.
         put(b"unflushed", b"x");
-        copy_dir(live, &crashed);
+        basic_testkit::copy_dir(live, &crashed);
         assert_eq!(store.get(b"unflushed").unwrap(), Some(b"x".to_vec()));
         let reopened = reopen(&crashed);
         assert_eq!(reopened.get(b"k").unwrap(), Some(b"v".to_vec()), "the flushed write is lost");
