@@ -134,8 +134,8 @@ pub fn scan_prefix<'a, S: Store + ?Sized>(
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
-    /// What `flush` syncs; `None` for a temporary store.
-    durability: Option<Arc<Durability>>,
+    /// What `flush` syncs.
+    durability: Arc<Durability>,
 }
 
 impl SledStore {
@@ -152,7 +152,7 @@ impl SledStore {
             match config.open() {
                 Ok(db) => {
                     let durability = Durability::open(path)?;
-                    return Ok(Self { db, durability: Some(Arc::new(durability)) });
+                    return Ok(Self { db, durability: Arc::new(durability) });
                 }
                 // sled reports a held lock as an error of kind `Other` whose
                 // text says so.
@@ -166,13 +166,6 @@ impl SledStore {
                 Err(error) => return Err(error.into()),
             }
         }
-    }
-
-    /// A store in a temporary directory, removed when dropped: nothing is
-    /// synced to the disk.
-    pub fn temporary() -> Result<Self, StoreError> {
-        let db = sled::Config::new().temporary(true).cache_capacity(64 << 20).open()?;
-        Ok(Self { db, durability: None })
     }
 }
 
@@ -216,10 +209,7 @@ impl Store for SledStore {
     /// wrote: only then is the data on the disk.
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        if let Some(durability) = &self.durability {
-            durability.sync()?;
-        }
-        Ok(())
+        self.durability.sync()
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -457,7 +447,8 @@ pub(super) mod tests {
 
     #[test]
     fn sled_store_meets_the_contract() {
-        contract(&SledStore::temporary().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        contract(&SledStore::open(dir.path(), 1 << 20).unwrap());
     }
 
     /// What a crash leaves is what `flush` wrote: the files of `store`
@@ -495,7 +486,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
         let db = sled::Config::new().path(&live).flush_every_ms(None).open().unwrap();
-        let store = SledStore { db, durability: Some(Arc::new(Durability::open(&live).unwrap())) };
+        let store = SledStore { db, durability: Arc::new(Durability::open(&live).unwrap()) };
         keeps_only_flushed_writes_across_a_crash(&store, &live, &|path| {
             Box::new(SledStore::open(path, 1 << 20).unwrap())
         });
@@ -512,7 +503,7 @@ pub(super) mod tests {
             batch.put(b"large".to_vec(), large.clone());
             store.apply(batch).unwrap();
             store.flush().unwrap();
-            let synced = store.durability.as_ref().unwrap().synced.lock().unwrap();
+            let synced = store.durability.synced.lock().unwrap();
             assert!(!synced.blobs.is_empty(), "sled wrote no blob: the test is void");
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
