@@ -17,8 +17,15 @@
 //! Two-phase commit also means the slot in use never depends on a
 //! checksum over data that peers chose (redb's one-phase commit does).
 //!
-//! [`Store::scan`] reads in chunks of [`SCAN_CHUNK`] entries, each in a
-//! read transaction of its own that ends before the chunk is handed out:
+//! Reads share one read transaction: the newest, begun by the first read
+//! after an apply and ended by the next apply (beginning a transaction and
+//! opening the table cost more than a lookup). A read uses it only if no
+//! apply has committed since it began, so every read sees every apply
+//! that returned before it started. It must end with the apply: redb
+//! reuses no page freed while a read transaction is open.
+//!
+//! [`Store::scan`] reads in chunks of [`SCAN_CHUNK`] entries, each from
+//! the shared transaction of its moment, which the chunk does not keep:
 //! an iterator kept open (or dropped late) holds no read transaction, so
 //! it never keeps redb from reusing the pages that later commits free,
 //! which would grow the file. Like sled's iterator, a scan is not one
@@ -27,10 +34,10 @@
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use ::redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use ::redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
 use super::kv::{Batch, Entry, Store, StoreError};
 
@@ -38,11 +45,13 @@ use super::kv::{Batch, Entry, Store, StoreError};
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("basic");
 /// The file in the store's directory.
 pub(super) const DATA_FILE: &str = "data.redb";
-/// Entries a scan reads per read transaction.
+/// Entries a scan reads at a time.
 pub const SCAN_CHUNK: usize = 512;
 
+/// The table as a read transaction sees it.
+type Snapshot = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// The store on redb (see the [module documentation](self)).
-#[derive(Debug)]
 pub struct RedbStore {
     db: Database,
     /// The data file.
@@ -52,6 +61,15 @@ pub struct RedbStore {
     /// How many applies the last durable commit covered; held while a
     /// durable commit runs.
     durable: Mutex<u64>,
+    /// The shared read transaction's table, with the count of applies
+    /// there were when it began.
+    snapshot: Mutex<Option<(u64, Arc<Snapshot>)>>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl RedbStore {
@@ -71,7 +89,13 @@ impl RedbStore {
         let new_file = !path.exists();
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         let db = Database::builder().set_cache_size(cache).create(&path).map_err(engine)?;
-        let store = Self { db, path, applied: AtomicU64::new(0), durable: Mutex::new(0) };
+        let store = Self {
+            db,
+            path,
+            applied: AtomicU64::new(0),
+            durable: Mutex::new(0),
+            snapshot: Mutex::new(None),
+        };
         // The table exists from the first durable commit on, so readers
         // never meet a missing one.
         let txn = store.db.begin_write().map_err(engine)?;
@@ -86,15 +110,30 @@ impl RedbStore {
         Ok(store)
     }
 
-    /// Up to [`SCAN_CHUNK`] entries under `prefix` after `start`, in one
-    /// read transaction; whether the scan ends with them.
+    /// The shared read transaction's table, begun now if an apply
+    /// committed since the last one began (or none is open).
+    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let applied = self.applied.load(Ordering::SeqCst);
+        let mut shared = lock(&self.snapshot);
+        if let Some((seen, table)) = shared.as_ref()
+            && *seen == applied
+        {
+            return Ok(Arc::clone(table));
+        }
+        let table =
+            Arc::new(self.db.begin_read().map_err(engine)?.open_table(TABLE).map_err(engine)?);
+        *shared = Some((applied, Arc::clone(&table)));
+        Ok(table)
+    }
+
+    /// Up to [`SCAN_CHUNK`] entries under `prefix` after `start`, from the
+    /// shared read transaction; whether the scan ends with them.
     fn chunk(
         &self,
         prefix: &[u8],
         start: &Bound<Vec<u8>>,
     ) -> Result<(Vec<Entry>, bool), StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(TABLE).map_err(engine)?;
+        let table = self.snapshot()?;
         let range = table
             .range::<&[u8]>((start.as_ref().map(Vec::as_slice), Bound::Unbounded))
             .map_err(engine)?;
@@ -115,8 +154,7 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(TABLE).map_err(engine)?;
+        let table = self.snapshot()?;
         Ok(table.get(key).map_err(engine)?.map(|value| value.value().to_vec()))
     }
 
@@ -135,8 +173,11 @@ impl Store for RedbStore {
     }
 
     /// A write transaction committed with [`Durability::None`]; dropped
-    /// (so aborted) if any write fails.
+    /// (so aborted) if any write fails. The shared read transaction ends
+    /// before it begins and again after it committed: redb reuses no page
+    /// freed while a read transaction is open.
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        drop(lock(&self.snapshot).take());
         let mut txn = self.db.begin_write().map_err(engine)?;
         txn.set_durability(Durability::None).map_err(engine)?;
         {
@@ -151,6 +192,7 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(engine)?;
         self.applied.fetch_add(1, Ordering::SeqCst);
+        drop(lock(&self.snapshot).take());
         Ok(())
     }
 
@@ -160,7 +202,7 @@ impl Store for RedbStore {
         let needed = self.applied.load(Ordering::SeqCst);
         // A panic during a commit leaves the count as it was: at worst a
         // later flush commits again.
-        let mut durable = self.durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut durable = lock(&self.durable);
         if *durable >= needed {
             return Ok(());
         }
@@ -222,6 +264,12 @@ impl Iterator for Scan<'_> {
     }
 }
 
+/// `mutex` locked; a panic while it was held leaves nothing half done in
+/// the values kept here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Any redb error as a [`StoreError`].
 fn engine(error: impl Into<::redb::Error>) -> StoreError {
     StoreError::Redb(Box::new(error.into()))
@@ -237,6 +285,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::kv::scan_prefix;
     use crate::storage::kv::tests::{contract, keeps_only_flushed_writes_across_a_crash};
 
     fn put(store: &RedbStore, key: &[u8], value: &[u8]) {
@@ -322,6 +371,68 @@ mod tests {
         drop(store);
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get(b"k").unwrap(), Some(b"w".to_vec()));
+    }
+
+    /// Reads share a read transaction, yet every read sees every apply
+    /// that returned before it began: readers on other threads, racing
+    /// the applies, never find less than what an apply had returned.
+    #[test]
+    fn a_read_sees_every_apply_that_returned_before_it() {
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let returned = AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        put(&store, b"n", &0u64.to_be_bytes());
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    let mut reads = 0;
+                    while !done.load(Ordering::SeqCst) || reads == 0 {
+                        let at_least = returned.load(Ordering::SeqCst);
+                        let value = store.get(b"n").unwrap().unwrap();
+                        let seen = u64::from_be_bytes(value.try_into().unwrap());
+                        assert!(seen >= at_least, "read {seen} after apply {at_least} returned");
+                        // Scans go through the shared transaction too.
+                        assert_eq!(scan_prefix(&store, b"n").count(), 1);
+                        reads += 1;
+                    }
+                });
+            }
+            for n in 1..=2_000u64 {
+                put(&store, b"n", &n.to_be_bytes());
+                returned.store(n, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+    }
+
+    /// The shared read transaction ends with the next apply: a read made
+    /// once, before the whole keyspace is rewritten again and again, does
+    /// not keep redb from reusing the pages the rewrites free.
+    #[test]
+    fn a_read_does_not_keep_the_pages_later_applies_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        let rewrite = |fill: u8| {
+            let mut batch = Batch::default();
+            for key in 0..4_096u32 {
+                batch.put(key.to_be_bytes().to_vec(), vec![fill; 1024]);
+            }
+            store.apply(batch).unwrap();
+            store.flush().unwrap();
+        };
+        rewrite(0);
+        let one_copy = store.size_on_disk().unwrap();
+        assert!(store.get(&0u32.to_be_bytes()).unwrap().is_some());
+        for fill in 1..=4 {
+            rewrite(fill);
+        }
+        // Rewriting every key in one transaction takes a second copy until
+        // it commits (the same without the read); with the read's
+        // transaction kept open, four rewrites made the file four copies.
+        let size = store.size_on_disk().unwrap();
+        assert!(size < one_copy * 5 / 2, "{size} bytes, against {one_copy} for one copy");
     }
 
     /// A data file that is not redb's (or was damaged) is refused with a
