@@ -31,7 +31,7 @@
 //! (CBOR, starting 0x82) is reported as corrupt, not read (pre-1.0 data
 //! directories from before D36 are not migrated).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use basic_proto::{AuthorId, Cell, Hlc, Name, RowState, Stamp, Value};
 
@@ -56,18 +56,7 @@ const JSON: u8 = 0x08;
 
 /// Encodes a row state for storage.
 pub fn encode(state: &RowState) -> Vec<u8> {
-    let mut stamps: Vec<Stamp> = Vec::new();
-    let indices: Vec<usize> = state
-        .cells
-        .values()
-        .map(|cell| match stamps.iter().position(|stamp| *stamp == cell.stamp) {
-            Some(index) => index,
-            None => {
-                stamps.push(cell.stamp);
-                stamps.len() - 1
-            }
-        })
-        .collect();
+    let (stamps, indices) = stamp_table(state);
     let size: usize = stamps.len() * (20 + 32)
         + state
             .cells
@@ -92,6 +81,42 @@ pub fn encode(state: &RowState) -> Vec<u8> {
         value(&mut out, &cell.value);
     }
     out
+}
+
+/// Stamps up to which a linear search finds a cell's stamp.
+const LINEAR_STAMPS: usize = 8;
+
+/// The distinct stamps of `state`'s cells in first-use order, and each
+/// cell's index among them. A row's cells are nearly always won by a few
+/// commits, found by a linear search; a map takes over past
+/// [`LINEAR_STAMPS`], so that a row an author filled with the stamps of
+/// many commits does not cost the square of their number.
+fn stamp_table(state: &RowState) -> (Vec<Stamp>, Vec<usize>) {
+    let mut stamps: Vec<Stamp> = Vec::new();
+    let mut positions: HashMap<Stamp, usize> = HashMap::new();
+    let indices = state
+        .cells
+        .values()
+        .map(|cell| {
+            let found = if stamps.len() <= LINEAR_STAMPS {
+                stamps.iter().position(|stamp| *stamp == cell.stamp)
+            } else {
+                positions.get(&cell.stamp).copied()
+            };
+            found.unwrap_or_else(|| {
+                stamps.push(cell.stamp);
+                if stamps.len() > LINEAR_STAMPS {
+                    if positions.is_empty() {
+                        positions.extend(stamps.iter().enumerate().map(|(i, stamp)| (*stamp, i)));
+                    } else {
+                        positions.insert(cell.stamp, stamps.len() - 1);
+                    }
+                }
+                stamps.len() - 1
+            })
+        })
+        .collect();
+    (stamps, indices)
 }
 
 fn value_len(value: &Value) -> usize {
@@ -336,6 +361,20 @@ mod tests {
         let (a, b, c) = (stamp(1, 1), stamp(1, 2), stamp(2, 1));
         let mixed = stamped(state, &[a, b, a, c, b, b, c, a, a, b]);
         assert_eq!(decode(&encode(&mixed)).unwrap(), mixed);
+    }
+
+    /// A row whose cells were won by many commits, more than a linear
+    /// search is used for, with stamps repeated far apart, round-trips.
+    #[test]
+    fn a_row_of_many_stamps_round_trips() {
+        let cells: Vec<Value> = (0..200).map(Value::Integer).collect();
+        let stamps: Vec<Stamp> = (0..200u64).map(|i| stamp(i % 37, (i % 3) as u8)).collect();
+        let many = stamped(state(cells), &stamps);
+        let bytes = encode(&many);
+        assert_eq!(decode(&bytes).unwrap(), many);
+        // 37 × 3 stamps at most, each written once.
+        let distinct: std::collections::BTreeSet<Stamp> = stamps.iter().copied().collect();
+        assert_eq!(bytes[2] as usize, distinct.len());
     }
 
     /// A stamp shared by every cell is written once: a five-cell row is
