@@ -7,10 +7,14 @@
 //! database), and never leaves a replica half in one engine and half in
 //! the other:
 //!
-//! 1. sled's entries are copied into a new redb file, `data.redb.moving`,
-//!    which is flushed;
-//! 2. it is renamed `data.redb`, and the directory synced;
-//! 3. sled's files are removed, its `conf` last, and the directory synced.
+//! 1. sled's files are copied into `sled.moving/`, which sled opens in
+//!    their place: sled writes while it opens a store, and a process killed
+//!    then can leave files that sled refuses ("Read corrupted data"), so it
+//!    never opens the originals;
+//! 2. sled's entries are copied from there into a new redb file,
+//!    `data.redb.moving`, which is flushed, and `sled.moving/` is removed;
+//! 3. the redb file is renamed `data.redb`, and the directory synced;
+//! 4. sled's files are removed, its `conf` last, and the directory synced.
 //!
 //! Opening again after a stop finishes what was left: with sled's `conf`
 //! and no `data.redb` the copy starts over, with both only the removal is
@@ -33,6 +37,8 @@ const SLED_FILES: [&str; 2] = ["db", "blobs"];
 const SLED_SNAPSHOT_PREFIX: &str = "snap.";
 /// The redb file being filled while moving.
 const MOVING_FILE: &str = "data.redb.moving";
+/// The copy of sled's files that the move opens instead of them.
+const SLED_READ_COPY: &str = "sled.moving";
 /// Bytes of keys and values copied per batch while moving.
 const MOVE_BATCH_BYTES: usize = 8 << 20;
 /// Entries copied between two progress lines.
@@ -48,9 +54,16 @@ pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError>
             if moving.exists() {
                 std::fs::remove_file(&moving).map_err(io(&moving))?;
             }
-            if let Err(error) = copy(replica, cache_bytes) {
-                // A full disk, say: the room the partial copy took is given
-                // back (best effort; the next open removes it anyway).
+            let read_copy = replica.join(SLED_READ_COPY);
+            if read_copy.exists() {
+                std::fs::remove_dir_all(&read_copy).map_err(io(&read_copy))?;
+            }
+            let copied = copy_sled_files(replica, &read_copy)
+                .and_then(|()| copy(&read_copy, replica, cache_bytes));
+            // Done with, or given back after a failure such as a full disk
+            // (best effort; the next open removes it anyway).
+            let _ = std::fs::remove_dir_all(&read_copy);
+            if let Err(error) = copied {
                 let _ = std::fs::remove_file(&moving);
                 return Err(error);
             }
@@ -62,15 +75,41 @@ pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError>
     RedbStore::open(replica, cache_bytes)
 }
 
-/// Copies every entry of the sled store in `dir` into a new redb store in
-/// `dir`'s [`MOVING_FILE`], and flushes it. Logs (at `info`) when it
-/// starts, every [`PROGRESS_EVERY`] entries and when it is done.
-fn copy(dir: &Path, cache_bytes: u64) -> Result<(), StoreError> {
+/// Copies sled's files in `replica` into the new directory `to`.
+fn copy_sled_files(replica: &Path, to: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(replica).map_err(io(replica))? {
+        let entry = entry.map_err(io(replica))?;
+        if is_sled_file(&entry.file_name().to_string_lossy()) || entry.file_name() == SLED_CONF {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies file or directory `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    if !std::fs::metadata(from).map_err(io(from))?.is_dir() {
+        return std::fs::copy(from, to).map(drop).map_err(io(from));
+    }
+    std::fs::create_dir(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Copies every entry of the sled store in directory `sled` into a new
+/// redb store in `replica`'s [`MOVING_FILE`], and flushes it. Logs (at
+/// `info`) when it starts, every [`PROGRESS_EVERY`] entries and when it is
+/// done.
+fn copy(sled: &Path, replica: &Path, cache_bytes: u64) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let source = SledStore::open(dir, cache_bytes)?;
-    let target = RedbStore::open_file(dir, MOVING_FILE, cache_bytes)?;
+    let source = SledStore::open(sled, cache_bytes)?;
+    let target = RedbStore::open_file(replica, MOVING_FILE, cache_bytes)?;
     let mib = source.size_on_disk()? >> 20;
-    let shown = dir.parent().unwrap_or(dir).display();
+    let shown = replica.parent().unwrap_or(replica).display();
     tracing::info!("moving the replica in {shown} into redb, once ({mib} MiB on sled)");
     let (mut batch, mut bytes, mut entries) = (Batch::default(), 0, 0u64);
     for entry in scan_prefix(&source, b"") {
@@ -98,8 +137,7 @@ fn remove_sled_files(dir: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(SLED_FILES.contains(&name.as_ref()) || name.starts_with(SLED_SNAPSHOT_PREFIX)) {
+        if !(is_sled_file(&name.to_string_lossy()) || name == SLED_READ_COPY) {
             continue;
         }
         let path = entry.path();
@@ -113,6 +151,11 @@ fn remove_sled_files(dir: &Path) -> Result<(), StoreError> {
     let conf = dir.join(SLED_CONF);
     std::fs::remove_file(&conf).map_err(io(&conf))?;
     sync_dir(dir)
+}
+
+/// Whether `name` is one of sled's files other than its `conf`.
+fn is_sled_file(name: &str) -> bool {
+    SLED_FILES.contains(&name) || name.starts_with(SLED_SNAPSHOT_PREFIX)
 }
 
 /// `fsync` of directory `dir`, so that a rename or removal in it survives
@@ -185,6 +228,47 @@ mod tests {
         drop(store);
         // Opened again, it is redb's and holds the same.
         assert_eq!(entries(&open(&replica, 1 << 20).unwrap()), many);
+    }
+
+    /// Every file of `dir` and its subdirectories, with its bytes.
+    fn contents(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut files = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(contents(&path));
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+        files
+    }
+
+    /// The move reads sled's files through a copy: sled, which writes
+    /// while it opens a store that was not closed, never writes the
+    /// originals, so a kill during the move cannot damage them.
+    #[test]
+    fn the_move_never_writes_sleds_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, replica) = (dir.path().join("live"), dir.path().join("replica"));
+        // A replica as a killed process leaves it: copied while open.
+        let store = SledStore::open(&live, 1 << 20).unwrap();
+        let mut batch = Batch::default();
+        for i in 0..2_000u32 {
+            batch.put(format!("k/{i:06}").into_bytes(), vec![(i % 7) as u8; 300]);
+        }
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+        basic_testkit::copy_dir(&live, &replica);
+        drop(store);
+        let before = contents(&replica);
+        let read_copy = replica.join(SLED_READ_COPY);
+        copy_sled_files(&replica, &read_copy).unwrap();
+        copy(&read_copy, &replica, 1 << 20).unwrap();
+        let mut after = contents(&replica);
+        after.retain(|path, _| !path.starts_with(&read_copy) && !path.ends_with(MOVING_FILE));
+        assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+        assert!(after == before, "the move changed sled's files");
     }
 
     /// Stopped while copying: the partial copy is dropped and the copy
