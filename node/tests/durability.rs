@@ -1,8 +1,9 @@
 //! Durable means on the disk (protocol-spec/DECISIONS.md, D33), checked at
 //! the level of system calls: a real `basic up` runs under `strace`, takes
 //! writes through its HTTP API, and every answer to a write must come after
-//! an `fdatasync` (or `fsync`) of the replica's data file that started
-//! after the write's data reached that file.
+//! an `fdatasync` (or `fsync`) of the replica's write-ahead log that
+//! started after the write's data reached that file (D43: a small write is
+//! made durable through the log, not by a redb durable commit).
 //!
 //! Linux only; skipped, with a message saying so, where `strace` is missing
 //! or cannot trace (CI installs it).
@@ -27,10 +28,10 @@ const WRITES: usize = 10;
 const TRACED: &str = "trace=read,recvfrom,write,writev,sendto,sendmsg,pwrite64,pwritev,fsync,fdatasync,sync_file_range";
 
 #[test]
-fn a_write_is_answered_only_after_its_data_file_is_fdatasynced() {
+fn a_write_is_answered_only_after_its_log_is_fdatasynced() {
     if !strace_works() {
         eprintln!(
-            "SKIPPED a_write_is_answered_only_after_its_data_file_is_fdatasynced: \
+            "SKIPPED a_write_is_answered_only_after_its_log_is_fdatasynced: \
              `strace` is missing or cannot trace here (install it: apt-get install strace)"
         );
         return;
@@ -163,7 +164,7 @@ struct Call {
 }
 
 impl Call {
-    /// The first argument: a descriptor with its path, e.g. `5</d/replica/data.redb>`.
+    /// The first argument: a descriptor with its path, e.g. `5</d/replica/data.redb.wal>`.
     fn fd(&self) -> &str {
         self.args.find('>').map_or(self.args.as_str(), |end| &self.args[..=end])
     }
@@ -172,8 +173,9 @@ impl Call {
         self.fd().contains("<socket:")
     }
 
-    fn on_data_file(&self) -> bool {
-        self.fd().ends_with("/replica/data.redb>")
+    /// Whether the call is on the replica's write-ahead log.
+    fn on_log(&self) -> bool {
+        self.fd().ends_with("/replica/data.redb.wal>")
     }
 
     /// The call's data as strace prints it (escaped, perhaps cut short):
@@ -235,8 +237,8 @@ fn parse(trace: &str) -> Vec<Call> {
 }
 
 /// For each answer to `POST /v0/sql` found in the trace: `Ok` if, after
-/// the request began to arrive and after the last write to the data file
-/// before the answer, an `fdatasync`/`fsync` of the data file began and
+/// the request began to arrive and after the last write to the log
+/// before the answer, an `fdatasync`/`fsync` of the log began and
 /// returned before the answer began; `Err` with the lines that show
 /// otherwise. A request may arrive in several reads: the reads on the
 /// answer's socket since its previous answer are joined.
@@ -270,8 +272,8 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
         let written = calls
             .iter()
             .filter(|c| {
-                c.name.starts_with("pwrite")
-                    && c.on_data_file()
+                (c.name == "write" || c.name.starts_with("pwrite"))
+                    && c.on_log()
                     && c.end > first.start
                     && c.end < answer.start
             })
@@ -279,7 +281,7 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
             .max();
         let Some(written) = written else {
             results.push(Err(format!(
-                "lines {}–{}: no write to the data file between the request and its answer",
+                "lines {}–{}: no write to the log between the request and its answer",
                 first.start + 1,
                 answer.start + 1
             )));
@@ -287,7 +289,7 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
         };
         let synced = calls.iter().any(|c| {
             (c.name == "fdatasync" || c.name == "fsync")
-                && c.on_data_file()
+                && c.on_log()
                 && c.start > written
                 && c.end < answer.start
         });
@@ -296,7 +298,7 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
         } else {
             Err(format!(
                 "line {}: answered after the data written at line {} without an fdatasync/fsync \
-                 of the data file in between",
+                 of the log in between",
                 answer.start + 1,
                 written + 1
             ))
@@ -310,14 +312,14 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     let synced = r#"9 recvfrom(18<socket:[1]>, "GET /v0/health HTTP/1.1\r\n", 25, 0, NULL, NULL) = 25
 9 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 10 recvfrom(18<socket:[1]>,  <unfinished ...>
-12 fsync(6</d/replica/data.redb>) = 0
+12 fsync(6</d/replica/data.redb.wal>) = 0
 10 <... recvfrom resumed>"PO", 2, 0, NULL, NULL) = 2
 10 recvfrom(18<socket:[1]>, "ST /v0/sql HTTP/1.1\r\nH", 22, 0, NULL, NULL) = 22
-11 pwrite64(5</d/replica/data.redb>, "abc", 3, 0 <unfinished ...>
-12 fdatasync(6</d/replica/data.redb> <unfinished ...>
-11 <... pwrite64 resumed>) = 3
+11 write(5</d/replica/data.redb.wal>, "abc", 3 <unfinished ...>
+12 fdatasync(6</d/replica/data.redb.wal> <unfinished ...>
+11 <... write resumed>) = 3
 13 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
-14 fdatasync(6</d/replica/data.redb>) = 0
+14 fdatasync(6</d/replica/data.redb.wal>) = 0
 12 <... fdatasync resumed>) = 0
 10 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 "#;
@@ -326,14 +328,23 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     assert!(results[0].is_ok(), "{results:?}");
     // The only sync began before the data was written: not enough.
     let unsynced = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
-12 fsync(6</d/replica/data.redb> <unfinished ...>
-11 pwrite64(5</d/replica/data.redb>, "abc", 3, 0) = 3
+12 fsync(6</d/replica/data.redb.wal> <unfinished ...>
+11 write(5</d/replica/data.redb.wal>, "abc", 3) = 3
 12 <... fsync resumed>) = 0
 11 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
 10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
-12 fsync(6</d/replica/data.redb>) = 0
+12 fsync(6</d/replica/data.redb.wal>) = 0
 "#;
     let results = check(&parse(unsynced));
+    assert_eq!(results.len(), 1);
+    assert!(results[0].is_err(), "{results:?}");
+    // A sync of the data file does not make what the log holds durable.
+    let other_file = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
+11 write(5</d/replica/data.redb.wal>, "abc", 3) = 3
+12 fdatasync(6</d/replica/data.redb>) = 0
+10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
+"#;
+    let results = check(&parse(other_file));
     assert_eq!(results.len(), 1);
     assert!(results[0].is_err(), "{results:?}");
 }

@@ -111,7 +111,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             ("anchor_p99_ms", millis(anchor.p99)),
         ]
     };
-    let basic_note = "Basic: SQL INSERT, signed, encrypted, merged, redb durable commit";
+    let basic_note = "Basic: SQL INSERT, signed, encrypted, merged, logged and fdatasynced (D43)";
     let pairs: [(&str, &Stats, &str, &Stats); 8] = [
         (
             "durable local writes, 16 writers",
@@ -134,7 +134,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 16 writers",
             &basic_16,
-            "Basic's store alone (redb 4.6 commit + durable commit), 16 threads",
+            "Basic's store alone (redb 4.6 commit + log fdatasync), 16 threads",
             &ours_16,
         ),
         (
@@ -152,7 +152,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 1 writer",
             &basic_1,
-            "Basic's store alone (redb 4.6 commit + durable commit), 1 thread",
+            "Basic's store alone (redb 4.6 commit + log fdatasync), 1 thread",
             &ours_1,
         ),
         (

@@ -12,8 +12,10 @@
 //!    then can leave files that sled refuses ("Read corrupted data"), so it
 //!    never opens the originals;
 //! 2. sled's entries are copied from there into a new redb file,
-//!    `data.redb.moving`, which is flushed, and `sled.moving/` is removed;
-//! 3. the redb file is renamed `data.redb`, and the directory synced;
+//!    `data.redb.moving`, which is committed durably (a checkpoint, so its
+//!    log is empty), and `sled.moving/` is removed;
+//! 3. the redb file's log is removed, the file renamed `data.redb`, and
+//!    the directory synced;
 //! 4. sled's files are removed, its `conf` last, and the directory synced.
 //!
 //! Opening again after a stop finishes what was left: with sled's `conf`
@@ -23,7 +25,7 @@
 use std::path::Path;
 
 use super::kv::{Batch, SledStore, Store, StoreError, scan_prefix};
-use super::redb::{DATA_FILE, RedbStore};
+use super::redb::{DATA_FILE, RedbStore, log_file};
 
 /// The engine of a replica on a device.
 pub type DeviceStore = RedbStore;
@@ -51,6 +53,7 @@ pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError>
     if replica.join(SLED_CONF).exists() {
         if !replica.join(DATA_FILE).exists() {
             let moving = replica.join(MOVING_FILE);
+            remove_moving_log(replica)?;
             if moving.exists() {
                 std::fs::remove_file(&moving).map_err(io(&moving))?;
             }
@@ -65,8 +68,11 @@ pub fn open(replica: &Path, cache_bytes: u64) -> Result<DeviceStore, StoreError>
             let _ = std::fs::remove_dir_all(&read_copy);
             if let Err(error) = copied {
                 let _ = std::fs::remove_file(&moving);
+                let _ = remove_moving_log(replica);
                 return Err(error);
             }
+            // Empty after the copy's checkpoint: the file alone holds it.
+            remove_moving_log(replica)?;
             std::fs::rename(&moving, replica.join(DATA_FILE)).map_err(io(&moving))?;
             sync_dir(replica)?;
         }
@@ -126,10 +132,19 @@ fn copy(sled: &Path, replica: &Path, cache_bytes: u64) -> Result<(), StoreError>
         }
     }
     target.apply(batch)?;
-    target.flush()?;
+    target.checkpoint()?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!("moved the replica into redb: {entries} entries in {seconds:.1} s");
     Ok(())
+}
+
+/// Removes the log of the redb file being moved into, if there is one.
+fn remove_moving_log(replica: &Path) -> Result<(), StoreError> {
+    let log = replica.join(log_file(MOVING_FILE));
+    match std::fs::remove_file(&log) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io(&log)(error)),
+        _ => Ok(()),
+    }
 }
 
 /// Removes sled's files from `dir`, its `conf` last, durably.
@@ -224,7 +239,11 @@ mod tests {
 
         let store = open(&replica, 1 << 20).unwrap();
         assert_eq!(entries(&store), many, "every entry, in order, with its value");
-        assert_eq!(names(&replica), [DATA_FILE], "only redb's file is left");
+        assert_eq!(
+            names(&replica),
+            [DATA_FILE, &log_file(DATA_FILE)],
+            "only redb's files are left"
+        );
         drop(store);
         // Opened again, it is redb's and holds the same.
         assert_eq!(entries(&open(&replica, 1 << 20).unwrap()), many);
@@ -266,7 +285,10 @@ mod tests {
         copy_sled_files(&replica, &read_copy).unwrap();
         copy(&read_copy, &replica, 1 << 20).unwrap();
         let mut after = contents(&replica);
-        after.retain(|path, _| !path.starts_with(&read_copy) && !path.ends_with(MOVING_FILE));
+        let moving_log = replica.join(log_file(MOVING_FILE));
+        after.retain(|path, _| {
+            !path.starts_with(&read_copy) && !path.ends_with(MOVING_FILE) && *path != moving_log
+        });
         assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
         assert!(after == before, "the move changed sled's files");
     }
@@ -282,7 +304,7 @@ mod tests {
         redb_file(&replica, MOVING_FILE, &[pair("a", "half"), pair("z", "stale")]);
         let store = open(&replica, 1 << 20).unwrap();
         assert_eq!(entries(&store), kept);
-        assert_eq!(names(&replica), [DATA_FILE]);
+        assert_eq!(names(&replica), [DATA_FILE, &log_file(DATA_FILE)]);
     }
 
     /// Stopped after the copy took its name, while sled's files were
@@ -297,7 +319,7 @@ mod tests {
         std::fs::remove_file(replica.join("db")).unwrap();
         let store = open(&replica, 1 << 20).unwrap();
         assert_eq!(entries(&store), [pair("a", "copied")]);
-        assert_eq!(names(&replica), [DATA_FILE]);
+        assert_eq!(names(&replica), [DATA_FILE, &log_file(DATA_FILE)]);
     }
 
     /// A damaged sled replica is refused with a typed error and left as it

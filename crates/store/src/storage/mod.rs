@@ -10,3 +10,4 @@ pub mod layout;
 pub mod redb;
 pub mod rows;
 pub mod secrets;
+mod wal;

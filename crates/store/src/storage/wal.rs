@@ -1,0 +1,328 @@
+//! The write-ahead log in front of redb (D43): small applied batches are
+//! made durable by appending them to this file and `fdatasync`ing it once
+//! per flush, instead of by a redb durable commit (two syncs and every
+//! page the batches dirtied).
+//!
+//! A record is `len: u32 LE`, `seq: u64 LE`, `hash: 16 bytes`, then `len`
+//! bytes of batch: each write as `tag: u8` (1 put, 0 delete), `key_len:
+//! u32 LE`, the key, and for a put `value_len: u32 LE` and the value. The
+//! hash is BLAKE3's first 16 bytes over the other 12 header bytes and the
+//! batch. Records carry the sequence number of their apply; the store
+//! records in redb, in the same transaction as each apply, the last one
+//! applied. On opening, the records after the number of redb's last
+//! durable commit are applied again, in order; the log ends at the first
+//! record that is short, too long or fails its hash (the torn tail of an
+//! append that was never synced, so never acknowledged).
+
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::kv::{Batch, StoreError};
+
+/// A record's header: length, sequence number, hash.
+const HEADER: usize = 4 + 8 + 16;
+/// The largest batch encoding logged; larger batches are committed to
+/// redb durably instead (a durable commit costs less than copying them).
+pub(super) const MAX_RECORD: usize = 1 << 20;
+/// Logged bytes past which the next apply commits redb durably (a
+/// checkpoint) and empties the log, which bounds the log and the time a
+/// reopen spends applying it again.
+pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
+
+/// The log file and the records applied but not yet written to it.
+#[derive(Debug)]
+pub(super) struct Log {
+    file: File,
+    path: PathBuf,
+    /// Bytes in the file.
+    len: u64,
+    /// Records of applies since the last flush, in order.
+    pending: Vec<u8>,
+    /// The last apply on disk, in the log or in a durable redb commit.
+    pub(super) synced: u64,
+    /// Why the log cannot be trusted any more: a write or sync of it
+    /// failed, so what the file holds past the last sync is unknown.
+    failed: Option<String>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log at `path` and reads the records
+    /// whose sequence number is above `applied`: the batches to apply
+    /// again, with the number of the last. The file is not changed.
+    pub(super) fn open(path: &Path) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
+        let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let records = read_records(&file).map_err(io)?;
+        let log = Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            pending: Vec::new(),
+            synced: 0,
+            failed: None,
+        };
+        Ok((log, records))
+    }
+
+    /// Stages the record of apply `seq`, to be written by the next
+    /// [`Log::sync`]; returns the mark [`Log::unstage`] takes.
+    pub(super) fn stage(&mut self, seq: u64, batch: &Batch) -> usize {
+        let mark = self.pending.len();
+        encode_record(seq, batch, &mut self.pending);
+        mark
+    }
+
+    /// Drops the records staged since `mark` (their apply failed).
+    pub(super) fn unstage(&mut self, mark: usize) {
+        self.pending.truncate(mark);
+    }
+
+    /// Whether logging a batch of `encoded` more bytes would pass
+    /// [`CHECKPOINT_BYTES`].
+    pub(super) fn is_full_with(&self, encoded: usize) -> bool {
+        self.len + (self.pending.len() + encoded + HEADER) as u64 > CHECKPOINT_BYTES
+    }
+
+    /// Writes the staged records and `fdatasync`s the file: every apply up
+    /// to `covered` is then on disk.
+    pub(super) fn sync(&mut self, covered: u64) -> Result<(), StoreError> {
+        self.usable()?;
+        let pending = std::mem::take(&mut self.pending);
+        let written = self.file.write_all(&pending).and_then(|()| self.file.sync_data());
+        self.fail_on(written)?;
+        self.len += pending.len() as u64;
+        self.pending = pending;
+        self.pending.clear();
+        self.synced = covered;
+        Ok(())
+    }
+
+    /// Empties the log after a durable redb commit that covers every apply
+    /// up to `covered`, and syncs the emptied file.
+    pub(super) fn checkpointed(&mut self, covered: u64) -> Result<(), StoreError> {
+        self.usable()?;
+        self.pending.clear();
+        self.synced = covered;
+        if self.len == 0 {
+            return Ok(());
+        }
+        let emptied = self.file.set_len(0).and_then(|()| self.file.sync_data());
+        self.fail_on(emptied)?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Bytes of the file.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// An error if a write or sync of the log failed before.
+    pub(super) fn usable(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(cause) => Err(StoreError::Sync {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("the log failed earlier: {cause}")),
+            }),
+        }
+    }
+
+    /// `result`, remembering a failure: after one, the file's tail is not
+    /// known, so nothing more may be appended after it.
+    fn fail_on(&mut self, result: std::io::Result<()>) -> Result<(), StoreError> {
+        result.map_err(|source| {
+            self.failed = Some(source.to_string());
+            StoreError::Sync { path: self.path.clone(), source }
+        })
+    }
+}
+
+/// The size of `batch`'s encoding in a record.
+pub(super) fn encoded_len(batch: &Batch) -> usize {
+    batch
+        .writes
+        .iter()
+        .map(|(key, value)| 1 + 4 + key.len() + value.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum()
+}
+
+/// Appends the record of apply `seq` writing `batch` to `out`.
+fn encode_record(seq: u64, batch: &Batch, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    for (key, value) in &batch.writes {
+        out.push(u8::from(value.is_some()));
+        push_bytes(out, key);
+        if let Some(value) = value {
+            push_bytes(out, value);
+        }
+    }
+    let len = u32::try_from(out.len() - start - HEADER).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 12].copy_from_slice(&seq.to_le_bytes());
+    let hash = record_hash(&out[start..start + 12], &out[start + HEADER..]);
+    out[start + 12..start + HEADER].copy_from_slice(&hash);
+}
+
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn record_hash(len_and_seq: &[u8], body: &[u8]) -> [u8; 16] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(len_and_seq);
+    hasher.update(body);
+    let mut hash = [0; 16];
+    hash.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    hash
+}
+
+/// The records of `file` from its start, up to its end or the first one
+/// that is torn (short, too long, or failing its hash).
+fn read_records(file: &File) -> std::io::Result<Vec<(u64, Batch)>> {
+    let mut reader = BufReader::new(file);
+    let mut records = Vec::new();
+    loop {
+        let mut header = [0; HEADER];
+        if !read_full(&mut reader, &mut header)? {
+            return Ok(records);
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len > MAX_RECORD {
+            return Ok(records);
+        }
+        let mut body = vec![0; len];
+        if !read_full(&mut reader, &mut body)? || record_hash(&header[..12], &body) != header[12..]
+        {
+            return Ok(records);
+        }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&header[4..12]);
+        let Some(batch) = decode_batch(&body) else {
+            // Its hash held, so this process wrote it: damage no hash
+            // catches, or a bug. Treated as the end, like a torn record.
+            return Ok(records);
+        };
+        records.push((u64::from_le_bytes(seq), batch));
+    }
+}
+
+/// Fills `buf` from `reader`: `false` if the reader ended first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == ErrorKind::UnexpectedEof => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The batch a record's body holds, `None` if it does not decode.
+fn decode_batch(mut body: &[u8]) -> Option<Batch> {
+    let mut batch = Batch::default();
+    while let Some((&tag, rest)) = body.split_first() {
+        body = rest;
+        let key = take_bytes(&mut body)?;
+        match tag {
+            0 => batch.delete(key),
+            1 => batch.put(key, take_bytes(&mut body)?),
+            _ => return None,
+        }
+    }
+    Some(batch)
+}
+
+fn take_bytes(body: &mut &[u8]) -> Option<Vec<u8>> {
+    let (len, rest) = body.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let bytes = rest.get(..len)?.to_vec();
+    *body = &rest[len..];
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(writes: &[(&[u8], Option<&[u8]>)]) -> Batch {
+        let mut batch = Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.put(key.to_vec(), value.to_vec()),
+                None => batch.delete(key.to_vec()),
+            }
+        }
+        batch
+    }
+
+    fn records(bytes: &[u8]) -> Vec<(u64, Batch)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, bytes).unwrap();
+        Log::open(&path).unwrap().1
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let mut bytes = Vec::new();
+        let first = batch(&[(b"a", Some(b"1")), (b"b", None), (b"", Some(b""))]);
+        let second = batch(&[(b"c", Some(&[7; 300]))]);
+        encode_record(4, &first, &mut bytes);
+        encode_record(5, &second, &mut bytes);
+        assert_eq!(encoded_len(&first) + encoded_len(&second) + 2 * HEADER, bytes.len());
+        let read = records(&bytes);
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].0, &read[0].1.writes), (4, &first.writes));
+        assert_eq!((read[1].0, &read[1].1.writes), (5, &second.writes));
+    }
+
+    /// A log cut anywhere in its last record, or with any byte of it
+    /// changed, reads as the records before it: never a panic, never a
+    /// record that was not written.
+    #[test]
+    fn a_torn_or_damaged_last_record_ends_the_log() {
+        let mut bytes = Vec::new();
+        encode_record(1, &batch(&[(b"kept", Some(b"yes"))]), &mut bytes);
+        let first = bytes.len();
+        encode_record(2, &batch(&[(b"torn", Some(b"no")), (b"gone", None)]), &mut bytes);
+        for cut in first..bytes.len() {
+            assert_eq!(records(&bytes[..cut]).len(), 1, "cut at {cut}");
+        }
+        for at in first..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x40;
+            let read = records(&damaged);
+            assert_eq!(read.len(), 1, "byte {at} changed");
+            assert_eq!(read[0].0, 1);
+        }
+        // Zeros where the file was extended but never written.
+        let mut zeroed = bytes[..first].to_vec();
+        zeroed.extend_from_slice(&[0; 64]);
+        assert_eq!(records(&zeroed).len(), 1);
+    }
+
+    /// A length past the largest record is refused before anything is
+    /// allocated for it.
+    #[test]
+    fn a_length_past_the_largest_record_ends_the_log() {
+        let mut bytes = Vec::new();
+        encode_record(1, &batch(&[(b"k", Some(b"v"))]), &mut bytes);
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(records(&bytes).is_empty());
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_ends_the_log() {
+        for body in [&[2u8, 0, 0, 0, 0][..], &[1, 9, 0, 0, 0, 1], &[1, 0, 0, 0, 0, 5, 0]] {
+            assert!(decode_batch(body).is_none(), "{body:?}");
+        }
+    }
+}
