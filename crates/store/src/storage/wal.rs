@@ -13,9 +13,16 @@
 //! durable commit are applied again, in order; the log ends at the first
 //! record that is short, too long or fails its hash (the torn tail of an
 //! append that was never synced, so never acknowledged).
+//!
+//! The file is allocated ahead, with zeros, in steps of [`ALLOCATE`], and
+//! reused from its start after each checkpoint, never shrunk: a sync then
+//! writes data alone, never the file's size (which would be one more write
+//! to the disk on every sync). Records of earlier rounds past the current
+//! end are numbered at or below redb's last durable commit, so a reopen
+//! skips them.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::kv::{Batch, StoreError};
@@ -29,14 +36,18 @@ pub(super) const MAX_RECORD: usize = 1 << 20;
 /// checkpoint) and empties the log, which bounds the log and the time a
 /// reopen spends applying it again.
 pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// The step by which the file is allocated ahead.
+const ALLOCATE: u64 = 4 << 20;
 
 /// The log file and the records applied but not yet written to it.
 #[derive(Debug)]
 pub(super) struct Log {
     file: File,
     path: PathBuf,
-    /// Bytes in the file.
+    /// Where the next record goes: the bytes of this round's records.
     len: u64,
+    /// The file's size.
+    allocated: u64,
     /// Records of applies since the last flush, in order.
     pending: Vec<u8>,
     /// The last apply on disk, in the log or in a durable redb commit.
@@ -47,23 +58,25 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// Opens (creating if needed) the log at `path` and reads the records
-    /// whose sequence number is above `applied`: the batches to apply
-    /// again, with the number of the last. The file is not changed.
+    /// Opens (creating if needed) the log at `path` and reads its records
+    /// up to the first torn one, with their sequence numbers (the caller
+    /// skips those redb already holds). The file is not changed.
     pub(super) fn open(path: &Path) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
         let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let allocated = file.metadata().map_err(io)?.len();
         let records = read_records(&file).map_err(io)?;
         let log = Self {
             file,
             path: path.to_path_buf(),
-            len,
+            len: 0,
+            allocated,
             pending: Vec::new(),
             synced: 0,
             failed: None,
@@ -94,34 +107,50 @@ impl Log {
     /// to `covered` is then on disk.
     pub(super) fn sync(&mut self, covered: u64) -> Result<(), StoreError> {
         self.usable()?;
-        let pending = std::mem::take(&mut self.pending);
-        let written = self.file.write_all(&pending).and_then(|()| self.file.sync_data());
+        let end = self.len + self.pending.len() as u64;
+        let written = self
+            .allocate(end)
+            .and_then(|()| write_at(&self.file, &self.pending, self.len))
+            .and_then(|()| self.file.sync_data());
         self.fail_on(written)?;
-        self.len += pending.len() as u64;
-        self.pending = pending;
+        self.len = end;
         self.pending.clear();
         self.synced = covered;
         Ok(())
     }
 
-    /// Empties the log after a durable redb commit that covers every apply
-    /// up to `covered`, and syncs the emptied file.
-    pub(super) fn checkpointed(&mut self, covered: u64) -> Result<(), StoreError> {
-        self.usable()?;
-        self.pending.clear();
-        self.synced = covered;
-        if self.len == 0 {
+    /// Extends the file with zeros, in steps of [`ALLOCATE`], to hold
+    /// `end` bytes (synced with the records written next).
+    fn allocate(&mut self, end: u64) -> std::io::Result<()> {
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        if end <= self.allocated {
             return Ok(());
         }
-        let emptied = self.file.set_len(0).and_then(|()| self.file.sync_data());
-        self.fail_on(emptied)?;
-        self.len = 0;
+        let size = end.div_ceil(ALLOCATE) * ALLOCATE;
+        while self.allocated < size {
+            let step = (size - self.allocated).min(ZEROS.len() as u64);
+            write_at(&self.file, &ZEROS[..step as usize], self.allocated)?;
+            self.allocated += step;
+        }
         Ok(())
+    }
+
+    /// Starts the log over after a durable redb commit that covers every
+    /// apply up to `covered`: the next record goes at the file's start.
+    pub(super) fn checkpointed(&mut self, covered: u64) {
+        self.pending.clear();
+        self.synced = covered;
+        self.len = 0;
+    }
+
+    /// Bytes of this round's records.
+    pub(super) fn len(&self) -> u64 {
+        self.len
     }
 
     /// Bytes of the file.
-    pub(super) fn len(&self) -> u64 {
-        self.len
+    pub(super) fn allocated(&self) -> u64 {
+        self.allocated
     }
 
     /// An error if a write or sync of the log failed before.
@@ -143,6 +172,12 @@ impl Log {
             StoreError::Sync { path: self.path.clone(), source }
         })
     }
+}
+
+/// Writes all of `bytes` into `file` at `offset`.
+fn write_at(mut file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(bytes)
 }
 
 /// The size of `batch`'s encoding in a record.
