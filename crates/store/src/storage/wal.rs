@@ -122,7 +122,7 @@ impl Log {
     /// Extends the file with zeros, in steps of [`ALLOCATE`], to hold
     /// `end` bytes (synced with the records written next).
     fn allocate(&mut self, end: u64) -> std::io::Result<()> {
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         if end <= self.allocated {
             return Ok(());
         }
@@ -144,6 +144,7 @@ impl Log {
     }
 
     /// Bytes of this round's records.
+    #[cfg(test)]
     pub(super) fn len(&self) -> u64 {
         self.len
     }
