@@ -581,6 +581,30 @@ mod tests {
         assert!(reopened.get(b"large").unwrap().is_some());
     }
 
+    /// After a write or sync of the log failed, nothing more is applied
+    /// or reported flushed: the file's tail is unknown, and a later sync
+    /// that succeeded would not show the lost pages were written.
+    #[test]
+    fn a_failed_log_write_refuses_every_later_apply_and_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        put(&store, b"a", b"1");
+        store.flush().unwrap();
+        // A descriptor that cannot write stands in for a failing disk.
+        lock(&store.log).file = File::open(live.join(log_file(DATA_FILE))).unwrap();
+        put(&store, b"b", b"2");
+        assert!(matches!(store.flush(), Err(StoreError::Sync { .. })));
+        let mut batch = Batch::default();
+        batch.put(b"c".to_vec(), b"3".to_vec());
+        assert!(store.apply(batch).is_err(), "an apply after the failure");
+        assert!(store.flush().is_err(), "a second flush reported the lost write durable");
+        assert!(store.checkpoint().is_err());
+        let crashed = crash_copy(&live);
+        assert_eq!(crashed.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(crashed.get(b"b").unwrap(), None);
+    }
+
     /// A log whose next record is not the one after redb's last durable
     /// commit has lost records: opening refuses it with a typed error
     /// rather than open without them.

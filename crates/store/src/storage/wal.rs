@@ -42,7 +42,7 @@ const ALLOCATE: u64 = 4 << 20;
 /// The log file and the records applied but not yet written to it.
 #[derive(Debug)]
 pub(super) struct Log {
-    file: File,
+    pub(super) file: File,
     path: PathBuf,
     /// Where the next record goes: the bytes of this round's records.
     len: u64,
