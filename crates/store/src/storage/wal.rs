@@ -12,7 +12,8 @@
 //! applied. On opening, the records after the number of redb's last
 //! durable commit are applied again, in order; the log ends at the first
 //! record that is short, too long or fails its hash (the torn tail of an
-//! append that was never synced, so never acknowledged).
+//! append that was never synced, so never acknowledged); one whose hash
+//! holds but whose body does not decode is refused as corrupt.
 //!
 //! The file is allocated ahead, with zeros, in steps of [`ALLOCATE`], and
 //! reused from its start after each checkpoint, never shrunk: a sync then
@@ -71,7 +72,7 @@ impl Log {
             .open(path)
             .map_err(io)?;
         let allocated = file.metadata().map_err(io)?.len();
-        let records = read_records(&file).map_err(io)?;
+        let records = read_records(&file, path)?;
         let log = Self {
             file,
             path: path.to_path_buf(),
@@ -222,14 +223,18 @@ fn record_hash(len_and_seq: &[u8], body: &[u8]) -> [u8; 16] {
     hash
 }
 
-/// The records of `file` from its start, up to its end or the first one
-/// that is torn (short, too long, or failing its hash).
-fn read_records(file: &File) -> std::io::Result<Vec<(u64, Batch)>> {
+/// The records of `file` (at `path`) from its start, up to its end or the
+/// first one that is torn (short, too long, or failing its hash). A record
+/// whose hash holds but whose body does not decode is refused as corrupt:
+/// only a bug or deliberate damage makes one, and the records after it
+/// may be acknowledged writes.
+fn read_records(file: &File, path: &Path) -> Result<Vec<(u64, Batch)>, StoreError> {
+    let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
     let mut reader = BufReader::new(file);
     let mut records = Vec::new();
     loop {
         let mut header = [0; HEADER];
-        if !read_full(&mut reader, &mut header)? {
+        if !read_full(&mut reader, &mut header).map_err(io)? {
             return Ok(records);
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -237,18 +242,21 @@ fn read_records(file: &File) -> std::io::Result<Vec<(u64, Batch)>> {
             return Ok(records);
         }
         let mut body = vec![0; len];
-        if !read_full(&mut reader, &mut body)? || record_hash(&header[..12], &body) != header[12..]
+        if !read_full(&mut reader, &mut body).map_err(io)?
+            || record_hash(&header[..12], &body) != header[12..]
         {
             return Ok(records);
         }
         let mut seq = [0; 8];
         seq.copy_from_slice(&header[4..12]);
+        let seq = u64::from_le_bytes(seq);
         let Some(batch) = decode_batch(&body) else {
-            // Its hash held, so this process wrote it: damage no hash
-            // catches, or a bug. Treated as the end, like a torn record.
-            return Ok(records);
+            return Err(StoreError::Corrupt {
+                what: "write-ahead log",
+                reason: format!("record {seq} has a valid hash but does not decode"),
+            });
         };
-        records.push((u64::from_le_bytes(seq), batch));
+        records.push((seq, batch));
     }
 }
 
@@ -355,10 +363,27 @@ mod tests {
         assert!(records(&bytes).is_empty());
     }
 
+    /// A record whose hash holds but whose body does not decode is
+    /// refused as corrupt, not taken for the log's end: the records after
+    /// it may be acknowledged writes.
     #[test]
-    fn a_body_that_does_not_decode_ends_the_log() {
+    fn a_hashed_body_that_does_not_decode_is_refused() {
         for body in [&[2u8, 0, 0, 0, 0][..], &[1, 9, 0, 0, 0, 1], &[1, 0, 0, 0, 0, 5, 0]] {
             assert!(decode_batch(body).is_none(), "{body:?}");
+            let mut bytes = vec![0; HEADER];
+            bytes[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+            bytes[4..12].copy_from_slice(&7u64.to_le_bytes());
+            let hash = record_hash(&bytes[..12], body);
+            bytes[12..HEADER].copy_from_slice(&hash);
+            bytes.extend_from_slice(body);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            std::fs::write(&path, &bytes).unwrap();
+            let error = Log::open(&path).unwrap_err();
+            assert!(
+                matches!(error, StoreError::Corrupt { what: "write-ahead log", .. }),
+                "{error}"
+            );
         }
     }
 }
