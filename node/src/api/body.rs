@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -21,7 +21,14 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             tracing::info!("refused: {}", self.message);
         }
-        (status, Json(ErrorBody { error: self })).into_response()
+        let mut response = (status, Json(ErrorBody { error: self })).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the connection ends
+            // with this answer: said, so that no client sends its next
+            // request on it and meets a reset.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
