@@ -16,8 +16,8 @@
 //! durably by redb instead (a checkpoint): redb writes the pages of every
 //! commit since the last durable one and its alternate commit slot,
 //! `fdatasync`s the file, flips the primary slot and `fdatasync`s again
-//! (two-phase commit, which quick repair turns on); then the log is
-//! emptied. Each apply records its sequence number in redb, in its own
+//! (two-phase commit, which quick repair turns on); then the log starts
+//! over. Each apply records its sequence number in redb, in its own
 //! transaction, so on opening the log's records past redb's last durable
 //! commit are applied again, and the store reopens as its last flush left
 //! it. Two-phase commit also means the slot in use never depends on a
@@ -107,7 +107,7 @@ impl RedbStore {
         let db = Database::builder().set_cache_size(cache).create(&path).map_err(engine)?;
         let (mut log, records) = Log::open(&log_path)?;
         // One durable commit makes the tables (so readers never meet a
-        // missing one) and applies the log again; then the log is emptied.
+        // missing one) and applies the log again; then the log starts over.
         let mut txn = db.begin_write().map_err(engine)?;
         let mut applied = txn
             .open_table(APPLIED)
@@ -154,8 +154,8 @@ impl RedbStore {
         })
     }
 
-    /// Commits redb durably and empties the log: afterwards the data file
-    /// alone holds every apply (the move renames it without its log).
+    /// Commits redb durably and starts the log over: afterwards the data
+    /// file alone holds every apply (the move renames it without its log).
     pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
         let mut log = lock(&self.log);
         log.usable()?;

@@ -34,7 +34,7 @@ const HEADER: usize = 4 + 8 + 16;
 /// redb durably instead (a durable commit costs less than copying them).
 pub(super) const MAX_RECORD: usize = 1 << 20;
 /// Logged bytes past which the next apply commits redb durably (a
-/// checkpoint) and empties the log, which bounds the log and the time a
+/// checkpoint) and starts the log over, which bounds the log and the time a
 /// reopen spends applying it again.
 pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// The step by which the file is allocated ahead.
