@@ -591,7 +591,7 @@ mod tests {
         put(&store, b"a", b"1");
         store.flush().unwrap();
         // A descriptor that cannot write stands in for a failing disk.
-        lock(&store.log).file = File::open(live.join(log_file(DATA_FILE))).unwrap();
+        lock(&store.log).replace_file(File::open(live.join(log_file(DATA_FILE))).unwrap());
         put(&store, b"b", b"2");
         assert!(matches!(store.flush(), Err(StoreError::Sync { .. })));
         let mut batch = Batch::default();

@@ -43,7 +43,7 @@ const ALLOCATE: u64 = 4 << 20;
 /// The log file and the records applied but not yet written to it.
 #[derive(Debug)]
 pub(super) struct Log {
-    pub(super) file: File,
+    file: File,
     path: PathBuf,
     /// Where the next record goes: the bytes of this round's records.
     len: u64,
@@ -142,6 +142,12 @@ impl Log {
         self.pending.clear();
         self.synced = covered;
         self.len = 0;
+    }
+
+    /// Puts `file` in the log file's place (a test's failing disk).
+    #[cfg(test)]
+    pub(super) fn replace_file(&mut self, file: File) {
+        self.file = file;
     }
 
     /// Bytes of this round's records.
