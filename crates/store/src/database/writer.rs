@@ -263,9 +263,15 @@ impl<S: Store> Writer<S> {
 
     /// Writes the rows changed so far into the view; returns their tables.
     fn flush_view(&self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<BTreeSet<Name>, DbError> {
-        let changes: Vec<RowChange> = txn.take_changes();
+        let changes: Vec<RowChange<'_>> = txn.take_changes();
         view::apply(tx, &self.catalog, &changes)?;
-        Ok(changes.into_iter().map(|c| c.table).collect())
+        let mut tables = BTreeSet::new();
+        for change in &changes {
+            if !tables.contains(change.table) {
+                tables.insert(change.table.clone());
+            }
+        }
+        Ok(tables)
     }
 
     fn write(

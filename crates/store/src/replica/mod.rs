@@ -189,15 +189,15 @@ impl Placed {
     }
 }
 
-/// A row whose state a transaction changed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowChange {
+/// A row whose state a transaction changed, borrowed from the transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowChange<'a> {
     /// The table.
-    pub table: Name,
+    pub table: &'a Name,
     /// The row.
-    pub key: RowKey,
+    pub key: &'a RowKey,
     /// The row's new state.
-    pub state: RowState,
+    pub state: &'a RowState,
 }
 
 /// One user's database on one device: logs and merged rows over a [`Store`].
@@ -687,8 +687,8 @@ struct Staged {
 }
 
 impl Staged {
-    fn change(&self) -> RowChange {
-        RowChange { table: self.table.clone(), key: self.key.clone(), state: self.state.clone() }
+    fn change(&self) -> RowChange<'_> {
+        RowChange { table: &self.table, key: &self.key, state: &self.state }
     }
 }
 
@@ -1077,7 +1077,7 @@ impl<S: Store> Txn<'_, S> {
 
     /// Takes the rows changed since the last call, with their new state.
     /// Staged writes are unaffected: later reads still see them.
-    pub fn take_changes(&mut self) -> Vec<RowChange> {
+    pub fn take_changes(&mut self) -> Vec<RowChange<'_>> {
         std::mem::take(&mut self.fresh)
             .into_iter()
             .filter_map(|at| self.rows.get(&at).map(Staged::change))
@@ -1095,10 +1095,9 @@ impl<S: Store> Txn<'_, S> {
     }
 
     /// Applies everything staged as one atomic batch and returns once it is
-    /// on disk, with the rows it changed. Readers under
-    /// [`Replica::settled`] see either none of it or all of it flushed.
-    pub fn commit(mut self) -> Result<Vec<RowChange>, StoreError> {
-        let changed = self.take_changes();
+    /// on disk. Readers under [`Replica::settled`] see either none of it
+    /// or all of it flushed.
+    pub fn commit(mut self) -> Result<(), StoreError> {
         for (at, staged) in self.rows {
             if staged.state == RowState::default() {
                 // No admitted commit writes the row any more: no row at
@@ -1113,7 +1112,7 @@ impl<S: Store> Txn<'_, S> {
             self.store.apply(self.batch)?;
         }
         self.store.flush()?;
-        Ok(changed)
+        Ok(())
     }
 }
 

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use basic_proto::codec;
-use basic_proto::{ColumnDef, ColumnType, Name, RowKey, RowState, Value};
+use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowState, Value};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
-use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{CachedStatement, Connection, OpenFlags, ToSql, params_from_iter};
 
 use crate::replica::{Replica, RowChange};
 use crate::sql::schema::{Catalog, ColumnSpec, IndexDef, TableDef};
@@ -63,14 +63,24 @@ pub(crate) fn quote(name: &str) -> String {
 }
 
 /// A value as SQLite stores it in the view.
-pub(crate) fn to_sql(value: &Value) -> SqlValue {
+fn value_ref(value: &Value) -> ValueRef<'_> {
     match value {
-        Value::Null => SqlValue::Null,
-        Value::Integer(i) | Value::Timestamp(i) => SqlValue::Integer(*i),
-        Value::Real(r) => SqlValue::Real(*r),
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Value::Text(t) | Value::Json(t) => SqlValue::Text(t.clone()),
-        Value::Bytes(b) => SqlValue::Blob(b.clone()),
+        Value::Null => ValueRef::Null,
+        Value::Integer(i) | Value::Timestamp(i) => ValueRef::Integer(*i),
+        Value::Real(r) => ValueRef::Real(*r),
+        Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+        Value::Text(t) | Value::Json(t) => ValueRef::Text(t.as_bytes()),
+        Value::Bytes(b) => ValueRef::Blob(b),
+    }
+}
+
+/// A key part as SQLite stores it in the view (as [`value_ref`] stores
+/// the part's value).
+pub(crate) fn key_ref(part: &KeyPart) -> ValueRef<'_> {
+    match part {
+        KeyPart::Integer(i) => ValueRef::Integer(*i),
+        KeyPart::Text(t) => ValueRef::Text(t.as_bytes()),
+        KeyPart::Bytes(b) => ValueRef::Blob(b),
     }
 }
 
@@ -80,7 +90,7 @@ pub(crate) struct Param<'a>(pub &'a Value);
 
 impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Owned(to_sql(self.0)))
+        Ok(ToSqlOutput::Borrowed(value_ref(self.0)))
     }
 }
 
@@ -469,10 +479,10 @@ fn refill<S: Store>(
     replica: &Replica<S>,
 ) -> Result<(), ViewError> {
     conn.execute(&format!("DELETE FROM {}", quote(table.name().as_str())), [])?;
-    let writer = RowWriter::new(catalog, table);
+    let mut writer = RowWriter::new(conn, catalog, table)?;
     for entry in replica.table_states(table.name()) {
         let (key_bytes, state) = entry?;
-        writer.write(conn, &decode_key(&key_bytes)?, &state)?;
+        writer.write(&decode_key(&key_bytes)?, &state)?;
     }
     Ok(())
 }
@@ -508,29 +518,31 @@ fn decode_key(bytes: &[u8]) -> Result<RowKey, StoreError> {
 pub(crate) fn apply(
     conn: &Connection,
     catalog: &Catalog,
-    changes: &[RowChange],
+    changes: &[RowChange<'_>],
 ) -> Result<(), ViewError> {
     let mut writers: Vec<(&Name, RowWriter<'_>)> = Vec::new();
     for change in changes {
-        let writer = match writers.iter().position(|(name, _)| **name == change.table) {
-            Some(i) => &writers[i].1,
+        let writer = match writers.iter().position(|(name, _)| *name == change.table) {
+            Some(i) => &mut writers[i].1,
             None => {
-                let Some(table) = catalog.table(&change.table) else { continue };
-                writers.push((&change.table, RowWriter::new(catalog, table)));
-                &writers[writers.len() - 1].1
+                let Some(table) = catalog.table(change.table) else { continue };
+                writers.push((change.table, RowWriter::new(conn, catalog, table)?));
+                let last = writers.len() - 1;
+                &mut writers[last].1
             }
         };
-        writer.write(conn, &change.key, &change.state)?;
+        writer.write(change.key, change.state)?;
     }
     Ok(())
 }
 
-/// How the rows of one table are written into the view: the statements
-/// and, per column, where its value comes from.
+/// How the rows of one table are written into the view: the statements,
+/// prepared once for a whole batch of rows, and, per column, where its
+/// value comes from.
 struct RowWriter<'a> {
     table: &'a TableDef,
-    upsert: String,
-    delete: String,
+    upsert: CachedStatement<'a>,
+    delete: CachedStatement<'a>,
     /// Per column: its place in the key, or its definition and default.
     columns: Vec<Source<'a>>,
 }
@@ -541,7 +553,11 @@ enum Source<'a> {
 }
 
 impl<'a> RowWriter<'a> {
-    fn new(catalog: &Catalog, table: &'a TableDef) -> Self {
+    fn new(
+        conn: &'a Connection,
+        catalog: &Catalog,
+        table: &'a TableDef,
+    ) -> Result<Self, ViewError> {
         let name = quote(table.name().as_str());
         let names: Vec<String> = table.columns().iter().map(|c| quote(c.name.as_str())).collect();
         let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
@@ -562,34 +578,38 @@ impl<'a> RowWriter<'a> {
                 },
             })
             .collect();
-        RowWriter {
+        let upsert = format!(
+            "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        let delete = format!("DELETE FROM {name} WHERE {}", condition.join(" AND "));
+        Ok(RowWriter {
             table,
-            upsert: format!(
-                "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
-                names.join(", "),
-                placeholders.join(", ")
-            ),
-            delete: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
+            upsert: conn.prepare_cached(&upsert)?,
+            delete: conn.prepare_cached(&delete)?,
             columns,
-        }
+        })
     }
 
     /// Makes the view's copy of one row match its state.
-    fn write(&self, conn: &Connection, key: &RowKey, state: &RowState) -> Result<(), ViewError> {
+    fn write(&mut self, key: &RowKey, state: &RowState) -> Result<(), ViewError> {
         if self.table.primary_key().len() != key.parts().len() {
             // A row written under another key shape: not representable here.
             return Ok(());
         }
         if !state.is_live() {
-            let key_values = key.parts().iter().map(|p| to_sql(&p.to_value()));
-            conn.prepare_cached(&self.delete)?.execute(params_from_iter(key_values))?;
+            let key_values = key.parts().iter().map(|p| ToSqlOutput::Borrowed(key_ref(p)));
+            self.delete.execute(params_from_iter(key_values))?;
             return Ok(());
         }
-        let values = self.columns.iter().map(|source| match source {
-            Source::Key(i) => to_sql(&key.parts()[*i].to_value()),
-            Source::Cell { column, def } => to_sql(cell_value(column, def.as_ref(), state)),
+        let values = self.columns.iter().map(|source| {
+            ToSqlOutput::Borrowed(match source {
+                Source::Key(i) => key_ref(&key.parts()[*i]),
+                Source::Cell { column, def } => value_ref(cell_value(column, def.as_ref(), state)),
+            })
         });
-        conn.prepare_cached(&self.upsert)?.execute(params_from_iter(values))?;
+        self.upsert.execute(params_from_iter(values))?;
         Ok(())
     }
 }

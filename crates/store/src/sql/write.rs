@@ -17,7 +17,7 @@ use std::time::Duration;
 use basic_proto::json::check_json;
 use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowOp, Value};
 use rusqlite::Connection;
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{Value as SqlValue, ValueRef};
 
 use crate::replica::Txn;
 use crate::sql::query::{MAX_ROWS, QueryError};
@@ -228,7 +228,7 @@ impl Typer<'_> {
                 Err(reason) => {
                     return Err(mismatch(format!(
                         "text {} that {reason} (or give microseconds since 1970 as an integer)",
-                        literal(&SqlValue::Text(t))
+                        literal(ValueRef::Text(t.as_bytes()))
                     )));
                 }
             },
@@ -280,20 +280,23 @@ fn describe(value: &SqlValue) -> String {
         SqlValue::Text(_) => "text",
         SqlValue::Blob(_) => "bytes",
     };
-    format!("{kind} {}", literal(value))
+    format!("{kind} {}", literal(value.into()))
 }
 
 /// A short SQL literal for messages.
-fn literal(value: &SqlValue) -> String {
+fn literal(value: ValueRef<'_>) -> String {
     match value {
-        SqlValue::Null => "NULL".into(),
-        SqlValue::Integer(i) => i.to_string(),
-        SqlValue::Real(r) => r.to_string(),
-        SqlValue::Text(t) if t.chars().count() > 40 => {
-            format!("'{}…'", t.chars().take(40).collect::<String>().replace('\'', "''"))
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Text(t) => {
+            let t = String::from_utf8_lossy(t);
+            match t.char_indices().nth(40) {
+                Some((end, _)) => format!("'{}…'", t[..end].replace('\'', "''")),
+                None => format!("'{}'", t.replace('\'', "''")),
+            }
         }
-        SqlValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
-        SqlValue::Blob(b) => {
+        ValueRef::Blob(b) => {
             format!("X'{}'", b.iter().take(20).map(|x| format!("{x:02X}")).collect::<String>())
         }
     }
@@ -301,7 +304,7 @@ fn literal(value: &SqlValue) -> String {
 
 fn key_literal(key: &RowKey) -> String {
     let parts: Vec<String> =
-        key.parts().iter().map(|p| literal(&crate::sql::view::to_sql(&p.to_value()))).collect();
+        key.parts().iter().map(|p| literal(crate::sql::view::key_ref(p))).collect();
     format!("({})", parts.join(", "))
 }
 
@@ -486,4 +489,21 @@ fn delete<S: Store>(
         }
     }
     Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_literal_quotes_text_and_cuts_it_at_forty_characters() {
+        let forty = "é".repeat(40);
+        assert_eq!(literal(ValueRef::Text(forty.as_bytes())), format!("'{forty}'"));
+        let long = format!("{forty}x");
+        assert_eq!(literal(ValueRef::Text(long.as_bytes())), format!("'{forty}…'"));
+        assert_eq!(literal(ValueRef::Text(b"it's")), "'it''s'");
+        assert_eq!(literal(ValueRef::Blob(&[0xAB; 30])), format!("X'{}'", "AB".repeat(20)));
+        assert_eq!(literal(ValueRef::Null), "NULL");
+        assert_eq!(literal(ValueRef::Integer(-3)), "-3");
+    }
 }
