@@ -3,6 +3,7 @@
 //! Implements `protocol-spec/wire-format.md` §2 (Values).
 
 use std::fmt;
+use std::sync::Arc;
 
 use ciborium::Value as Cbor;
 
@@ -22,9 +23,10 @@ const TIMESTAMP_TAG: u64 = 1;
 const JSON_TAG: u64 = 2;
 
 /// A table, column or scope name: 1–64 bytes of `a-z 0-9 _ .`, starting
-/// with a letter or `_`, with no empty dot-separated segment.
+/// with a letter or `_`, with no empty dot-separated segment. Shared, so a
+/// clone (one per cell a row state keeps) copies no text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +58,7 @@ impl Name {
         {
             return fail("each dot-separated part must start with a letter or '_'");
         }
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     /// The name as text.
