@@ -185,8 +185,9 @@ impl<S: Store> Writer<S> {
             let tx = conn.transaction().map_err(ViewError::from)?;
             let mut txn = shared.replica.begin();
             self.release_held(&mut txn)?;
-            changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             for job in group {
+                // Every job sees in the view the rows changed before it.
+                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
                 replies.push(match job {
                     Job::Write { caller, statement, params, author, reply } => {
                         let write = (&caller, &statement, &params[..], author.as_ref());
@@ -205,12 +206,14 @@ impl<S: Store> Writer<S> {
                 if let Some(cause) = replies.last_mut().and_then(Reply::take_storage_failure) {
                     return Err(DbError::Stopped(Arc::new(cause)));
                 }
-                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
             }
             self.watermark += 1;
             txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
             txn.put_meta(meta::AUTHOR, encode_author(&self.log));
-            txn.commit()?;
+            let catalog = &self.catalog;
+            let (stored, viewed) = txn.commit_while(|changes| write_view(&tx, catalog, changes));
+            stored?;
+            changed_tables.extend(viewed?);
             view::set_watermark(&tx, self.watermark)?;
             tx.commit().map_err(ViewError::from)?;
             Ok(())
@@ -263,15 +266,7 @@ impl<S: Store> Writer<S> {
 
     /// Writes the rows changed so far into the view; returns their tables.
     fn flush_view(&self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<BTreeSet<Name>, DbError> {
-        let changes: Vec<RowChange<'_>> = txn.take_changes();
-        view::apply(tx, &self.catalog, &changes)?;
-        let mut tables = BTreeSet::new();
-        for change in &changes {
-            if !tables.contains(change.table) {
-                tables.insert(change.table.clone());
-            }
-        }
-        Ok(tables)
+        write_view(tx, &self.catalog, &txn.take_changes())
     }
 
     fn write(
@@ -861,6 +856,22 @@ fn resume_log<S: Store>(
     };
     let stamp = replica.commit(&last)?.map(|commit| commit.header().hlc).unwrap_or_default();
     Ok(LogWriter::resume(secret.clone(), database, seq, Some(last), stamp))
+}
+
+/// Writes `changes` into the view; returns their tables.
+fn write_view(
+    tx: &Connection,
+    catalog: &Catalog,
+    changes: &[RowChange<'_>],
+) -> Result<BTreeSet<Name>, DbError> {
+    view::apply(tx, catalog, changes)?;
+    let mut tables = BTreeSet::new();
+    for change in changes {
+        if !tables.contains(change.table) {
+            tables.insert(change.table.clone());
+        }
+    }
+    Ok(tables)
 }
 
 /// The storage failure (`Store` or `View`) in `result`, taken out and

@@ -1078,10 +1078,7 @@ impl<S: Store> Txn<'_, S> {
     /// Takes the rows changed since the last call, with their new state.
     /// Staged writes are unaffected: later reads still see them.
     pub fn take_changes(&mut self) -> Vec<RowChange<'_>> {
-        std::mem::take(&mut self.fresh)
-            .into_iter()
-            .filter_map(|at| self.rows.get(&at).map(Staged::change))
-            .collect()
+        changes_of(&self.rows, std::mem::take(&mut self.fresh))
     }
 
     /// Stages a metadata record.
@@ -1097,23 +1094,67 @@ impl<S: Store> Txn<'_, S> {
     /// Applies everything staged as one atomic batch and returns once it is
     /// on disk. Readers under [`Replica::settled`] see either none of it
     /// or all of it flushed.
-    pub fn commit(mut self) -> Result<(), StoreError> {
-        for (at, staged) in self.rows {
-            if staged.state == RowState::default() {
-                // No admitted commit writes the row any more: no row at
-                // all, as on a replica that never saw those commits.
-                self.batch.delete(at);
-            } else {
-                self.batch.put(at, rows::encode(&staged.state));
-            }
-        }
-        let _unsettled = self.unsettled.write().unwrap_or_else(PoisonError::into_inner);
-        if !self.batch.is_empty() {
-            self.store.apply(self.batch)?;
-        }
-        self.store.flush()?;
-        Ok(())
+    pub fn commit(self) -> Result<(), StoreError> {
+        apply_staged(self.store, self.unsettled, self.batch, &self.rows)
     }
+
+    /// [`Txn::commit`], while `meanwhile` runs on this thread with the rows
+    /// changed since [`Txn::take_changes`] last ran: the writer fills its
+    /// view as the batch goes to disk. Many changed rows are committed on
+    /// another thread; a few, here, after `meanwhile` (a thread would cost
+    /// more than it saves).
+    pub fn commit_while<R>(
+        mut self,
+        meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,
+    ) -> (Result<(), StoreError>, R) {
+        let fresh = std::mem::take(&mut self.fresh);
+        let Txn { store, unsettled, batch, rows, .. } = self;
+        let changes = changes_of(&rows, fresh);
+        if changes.len() < PARALLEL_COMMIT_ROWS {
+            let result = meanwhile(&changes);
+            return (apply_staged(store, unsettled, batch, &rows), result);
+        }
+        std::thread::scope(|scope| {
+            let stored = scope.spawn(|| apply_staged(store, unsettled, batch, &rows));
+            let result = meanwhile(&changes);
+            match stored.join() {
+                Ok(stored) => (stored, result),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+/// Changed rows from which [`Txn::commit_while`] commits on another thread.
+const PARALLEL_COMMIT_ROWS: usize = 256;
+
+/// The staged rows at the storage keys `fresh`, in key order.
+fn changes_of(rows: &HashMap<Vec<u8>, Staged>, fresh: BTreeSet<Vec<u8>>) -> Vec<RowChange<'_>> {
+    fresh.into_iter().filter_map(|at| rows.get(&at).map(Staged::change)).collect()
+}
+
+/// Encodes the staged `rows` into `batch`, applies it and flushes `store`
+/// (under the [`Replica::settled`] lock).
+fn apply_staged<S: Store>(
+    store: &S,
+    unsettled: &RwLock<()>,
+    mut batch: Batch,
+    rows: &HashMap<Vec<u8>, Staged>,
+) -> Result<(), StoreError> {
+    for (at, staged) in rows {
+        if staged.state == RowState::default() {
+            // No admitted commit writes the row any more: no row at all,
+            // as on a replica that never saw those commits.
+            batch.delete(at.clone());
+        } else {
+            batch.put(at.clone(), rows::encode(&staged.state));
+        }
+    }
+    let _unsettled = unsettled.write().unwrap_or_else(PoisonError::into_inner);
+    if !batch.is_empty() {
+        store.apply(batch)?;
+    }
+    store.flush()
 }
 
 pub(crate) mod access;

@@ -292,3 +292,35 @@ proptest! {
         prop_assert_eq!(got, table_rows(&expected(&admitted)));
     }
 }
+
+#[test]
+fn commit_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all() {
+    // Below and above the count from which the batch goes to disk on
+    // another thread.
+    for rows in [6, 2 * PARALLEL_COMMIT_ROWS as i64] {
+        let replica = Replica::new(MemStore::new());
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let mut w = writer(1);
+        let half = rows / 2;
+        let first = write(&mut w, (0..half).map(|r| op(r, 1, "a", r)).collect(), 1_000, &mut rng);
+        let mut ops: Vec<RowOp> = (half..rows).map(|r| op(r, 1, "a", r)).collect();
+        ops.push(op(0, 1, "b", -1));
+        let second = write(&mut w, ops, 2_000, &mut rng);
+
+        let mut txn = replica.begin();
+        txn.insert(&first, &keyring()).unwrap();
+        assert_eq!(txn.take_changes().len(), half as usize);
+        txn.insert(&second, &keyring()).unwrap();
+        let (stored, handed) = txn.commit_while(|changes| {
+            changes.iter().map(|c| (c.table.clone(), c.key.clone())).collect::<Vec<_>>()
+        });
+        stored.unwrap();
+        let wanted: Vec<(Name, RowKey)> = [0]
+            .into_iter()
+            .chain(half..rows)
+            .map(|r| (name("app.items"), RowKey::single(KeyPart::Integer(r))))
+            .collect();
+        assert_eq!(handed, wanted, "{rows} rows");
+        assert_eq!(stored_rows(&replica), table_rows(&expected(&[first, second])), "{rows} rows");
+    }
+}
