@@ -18,6 +18,11 @@
 //! `first-sync` run two real nodes (this executable as the `basic`
 //! command) on loopback.
 
+/// The allocator the `basic` executable uses (D44), so the figures are
+/// those of what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod compare;
 mod engines;
