@@ -540,9 +540,12 @@ pub(crate) fn apply(
 /// prepared once for a whole batch of rows, and, per column, where its
 /// value comes from.
 struct RowWriter<'a> {
+    conn: &'a Connection,
     table: &'a TableDef,
     upsert: CachedStatement<'a>,
-    delete: CachedStatement<'a>,
+    /// Prepared at the first deleted row.
+    delete: Option<CachedStatement<'a>>,
+    delete_sql: String,
     /// Per column: its place in the key, or its definition and default.
     columns: Vec<Source<'a>>,
 }
@@ -583,11 +586,12 @@ impl<'a> RowWriter<'a> {
             names.join(", "),
             placeholders.join(", ")
         );
-        let delete = format!("DELETE FROM {name} WHERE {}", condition.join(" AND "));
         Ok(RowWriter {
+            conn,
             table,
             upsert: conn.prepare_cached(&upsert)?,
-            delete: conn.prepare_cached(&delete)?,
+            delete: None,
+            delete_sql: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
             columns,
         })
     }
@@ -600,7 +604,11 @@ impl<'a> RowWriter<'a> {
         }
         if !state.is_live() {
             let key_values = key.parts().iter().map(|p| ToSqlOutput::Borrowed(key_ref(p)));
-            self.delete.execute(params_from_iter(key_values))?;
+            let delete = match &mut self.delete {
+                Some(delete) => delete,
+                None => self.delete.insert(self.conn.prepare_cached(&self.delete_sql)?),
+            };
+            delete.execute(params_from_iter(key_values))?;
             return Ok(());
         }
         let values = self.columns.iter().map(|source| {
