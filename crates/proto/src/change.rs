@@ -234,6 +234,11 @@ impl Changes {
         &self.0
     }
 
+    /// The operations, in canonical order, taken out.
+    pub fn into_ops(self) -> Vec<RowOp> {
+        self.0
+    }
+
     /// Total cells changed.
     pub fn cell_count(&self) -> usize {
         self.0.iter().map(RowOp::cell_count).sum()

@@ -141,6 +141,22 @@ impl RowState {
     }
 }
 
+impl RowOp {
+    /// The operation's table and row, and the state it describes written
+    /// at `stamp` ([`RowState::of_op`]), its values moved rather than copied.
+    pub fn into_state(self, stamp: Stamp) -> (Name, RowKey, RowState) {
+        match self {
+            RowOp::Upsert { table, key, generation, cells } => {
+                let cells = cells.into_iter().map(|(name, value)| (name, Cell { stamp, value }));
+                (table, key, RowState { generation, cells: cells.collect() })
+            }
+            RowOp::Delete { table, key, generation } => {
+                (table, key, RowState { generation, cells: BTreeMap::new() })
+            }
+        }
+    }
+}
+
 /// Row states of many tables, by table and key: the merge rules over whole
 /// change sets, as used by tests, test vectors and the simulator's checks.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -282,6 +298,18 @@ mod tests {
     }
 
     proptest! {
+        /// An operation taken apart describes the state `of_op` does.
+        #[test]
+        fn an_owned_operation_describes_the_state_a_borrowed_one_does(
+            op in any_op(),
+            wall_ms in any::<u64>(),
+            n in any::<u8>(),
+        ) {
+            let at = stamp(wall_ms, n);
+            let expected = (op.table().clone(), op.key().clone(), RowState::of_op(&op, at));
+            prop_assert_eq!(op.into_state(at), expected);
+        }
+
         /// Any order, with any duplicates, gives the same tables.
         #[test]
         fn merge_is_order_and_duplicate_independent(

@@ -790,7 +790,7 @@ impl<S: Store> Txn<'_, S> {
         self.batch.put(summary_key, summary.encode());
         let outcome = match content {
             Some(Ok(changes)) => {
-                self.merge(header, &changes)?;
+                self.merge(header, changes)?;
                 Outcome::Applied
             }
             Some(Err(error)) => {
@@ -899,7 +899,7 @@ impl<S: Store> Txn<'_, S> {
         self.batch.delete(layout::rejected(&id));
         let commit = self.stored(&id)?;
         if let Some(Ok(changes)) = keyring.open(&commit) {
-            self.merge(commit.header(), &changes)?;
+            self.merge(commit.header(), changes)?;
         }
         Ok(())
     }
@@ -953,20 +953,20 @@ impl<S: Store> Txn<'_, S> {
         Ok(())
     }
 
-    fn merge(&mut self, header: &CommitHeader, changes: &Changes) -> Result<(), StoreError> {
+    fn merge(&mut self, header: &CommitHeader, changes: Changes) -> Result<(), StoreError> {
         let stamp = Stamp::of(header);
-        for op in changes.ops() {
+        for op in changes.into_ops() {
             let at = layout::row(op.table(), op.key());
+            let (table, key, written) = op.into_state(stamp);
             if let Some(staged) = self.rows.get_mut(&at) {
-                if staged.state.apply(op, stamp) {
+                if staged.state.merge(written) {
                     self.fresh.insert(at);
                 }
                 continue;
             }
             let mut state = self.stored_row(&at)?;
-            if state.apply(op, stamp) {
-                let staged = Staged { table: op.table().clone(), key: op.key().clone(), state };
-                self.rows.insert(at.clone(), staged);
+            if state.merge(written) {
+                self.rows.insert(at.clone(), Staged { table, key, state });
                 self.fresh.insert(at);
             }
         }
@@ -1000,7 +1000,7 @@ impl<S: Store> Txn<'_, S> {
             self.batch.delete(layout::unopened(scope, epoch, id));
             let commit = self.stored(id)?;
             match keyring.open(&commit) {
-                Some(Ok(changes)) => self.merge(commit.header(), &changes)?,
+                Some(Ok(changes)) => self.merge(commit.header(), changes)?,
                 _ => self.batch.put(layout::unreadable(id), Vec::new()),
             }
         }
