@@ -5,8 +5,11 @@
 //! [`acknowledged_writes_survive_kill_9`] runs the helper binary
 //! `crash_child` (crates/store/src/bin/crash_child) as a child. The child
 //! opens one database and writes from four threads: inserts of fresh rows,
-//! updates and deletes of its own earlier rows, and re-inserts of deleted
-//! ones (so generations move past 1 and 2). Around every write it prints a
+//! updates and deletes of its own earlier rows, re-inserts of deleted ones
+//! (so generations move past 1 and 2), and now and then an update of every
+//! row's priority (one statement over up to 400 rows: from 256 on, its
+//! view rows are written while its batch commits on another thread, D44).
+//! Around every write it prints a
 //! line to stdout: `begin …` before calling `execute`, `ack …` once it
 //! returned `Ok` — a write acknowledged to its caller, which must be on
 //! disk. The parent reads those lines for a random 50–500 ms, kills the
@@ -90,18 +93,21 @@ fn env_u64(var: &str) -> Option<u64> {
 }
 
 impl Op {
-    /// The row written.
-    fn id(&self) -> &str {
+    /// The row whose title this write sets (none for a bump, which
+    /// changes priorities only).
+    fn id(&self) -> Option<&str> {
         match self {
-            Op::Insert { id, .. } | Op::Update { id, .. } | Op::Delete { id } => id,
+            Op::Insert { id, .. } | Op::Update { id, .. } | Op::Delete { id } => Some(id),
+            Op::Bump => None,
         }
     }
 
-    /// The row after this write.
+    /// The row after this write, as far as titles go.
     fn result(&self) -> Row {
         match self {
             Op::Insert { title, .. } | Op::Update { title, .. } => Row::Live(title.clone()),
             Op::Delete { .. } => Row::Absent,
+            Op::Bump => unreachable!("a bump is in flight on no row"),
         }
     }
 
@@ -111,6 +117,7 @@ impl Op {
             ["insert", id, title] => Some(Op::Insert { id: owned(id), title: owned(title) }),
             ["update", id, title] => Some(Op::Update { id: owned(id), title: owned(title) }),
             ["delete", id] => Some(Op::Delete { id: owned(id) }),
+            ["bump"] => Some(Op::Bump),
             _ => None,
         }
     }
@@ -152,6 +159,8 @@ struct Model {
     /// Author keys already validated.
     authors: KeyCache,
     acks: u64,
+    /// Acknowledged bumps: updates of every row at once.
+    bumps: u64,
     /// Writes in flight at a kill that were found on disk / not on disk.
     in_flight_kept: u64,
     in_flight_lost: u64,
@@ -186,9 +195,10 @@ impl Model {
             ["ready"] => Ok(()),
             ["begin", op @ ..] => {
                 let op = Op::parse(op).ok_or_else(|| format!("{ctx}: bad line {line:?}"))?;
+                let Some(id) = op.id() else { return Ok(()) };
                 let row = self
                     .rows
-                    .entry(op.id().to_owned())
+                    .entry(id.to_owned())
                     .or_insert(Expected { durable: Row::Absent, in_flight: None });
                 if let Some(earlier) = &row.in_flight {
                     return Err(format!("{ctx}: {op} began while {earlier} was in flight"));
@@ -198,15 +208,20 @@ impl Model {
             }
             ["ack", op @ .., commits] => {
                 let op = Op::parse(op).ok_or_else(|| format!("{ctx}: bad line {line:?}"))?;
-                let row = self.rows.get_mut(op.id());
-                let row =
-                    row.filter(|row| row.in_flight.as_ref() == Some(&op)).ok_or_else(|| {
-                        format!("{ctx}: {op} acknowledged without having begun: {line:?}")
-                    })?;
-                row.durable = op.result();
-                row.in_flight = None;
+                if let Some(id) = op.id() {
+                    let row = self.rows.get_mut(id);
+                    let row =
+                        row.filter(|row| row.in_flight.as_ref() == Some(&op)).ok_or_else(|| {
+                            format!("{ctx}: {op} acknowledged without having begun: {line:?}")
+                        })?;
+                    row.durable = op.result();
+                    row.in_flight = None;
+                } else {
+                    self.bumps += 1;
+                }
                 self.acks += 1;
-                for commit in commits.split(',') {
+                // "-": a bump that found no row wrote no commit.
+                for commit in commits.split(',').filter(|commit| *commit != "-") {
                     self.acked_commits.insert(commit.to_owned(), op.clone());
                 }
                 Ok(())
@@ -560,12 +575,13 @@ fn acknowledged_writes_survive_kill_9() {
     drop(done);
     eprintln!(
         "crash test: {rounds} rounds ({} killed while opening, {} while a write was in flight) \
-         in {:.1?}: {} writes acknowledged, {} commits, in flight at a kill: {} on disk, {} \
-         not; highest generation {}",
+         in {:.1?}: {} writes acknowledged ({} of every row), {} commits, in flight at a \
+         kill: {} on disk, {} not; highest generation {}",
         model.killed_opening,
         model.killed_writing,
         started.elapsed(),
         model.acks,
+        model.bumps,
         stats.commits,
         model.in_flight_kept,
         model.in_flight_lost,

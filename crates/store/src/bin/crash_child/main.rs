@@ -10,7 +10,8 @@
 //!
 //! Opens the database in DIR and writes from [`WRITERS`] threads until it
 //! is killed: inserts of fresh rows, updates and deletes of its own earlier
-//! rows, and re-inserts of deleted ones (so generations move past 1 and 2).
+//! rows, re-inserts of deleted ones (so generations move past 1 and 2), and
+//! now and then an update of every row's priority.
 //! It prints `ready` once the database is open, then, around every write,
 //! `begin …` before calling `execute` and `ack … COMMITS` once it returned
 //! `Ok`: a write acknowledged to its caller, which must be on disk. ROUND
@@ -36,6 +37,8 @@ const PAUSE_MS: std::ops::Range<u64> = if cfg!(debug_assertions) { 0..30 } else 
 /// Live rows a writer thread keeps at most; past it, it only updates and
 /// deletes.
 const LIVE_PER_WRITER: usize = 100;
+/// One write in this many updates every row ([`Op::Bump`]).
+const BUMP_ONE_IN: u64 = 40;
 /// The child stops writing on its own after this long, in case its parent died.
 const LIFETIME: Duration = Duration::from_secs(120);
 
@@ -110,6 +113,7 @@ fn writer(
             _ => rng.below(10),
         };
         let op = match choice {
+            _ if rng.below(BUMP_ONE_IN) == 0 => Op::Bump,
             4 | 5 => {
                 let at = rng.below(live.len() as u64) as usize;
                 let row = &mut live[at];
@@ -147,11 +151,16 @@ fn writer(
                 None,
             ),
             Op::Delete { id } => db.execute("DELETE FROM items WHERE id = ?", &[text(id)], None),
+            Op::Bump => db.execute("UPDATE items SET priority = priority + 1", &[], None),
         };
         match result {
-            Ok(Executed::Written(outcome)) if outcome.rows_affected == 1 => {
+            Ok(Executed::Written(outcome))
+                if outcome.rows_affected == 1 || matches!(op, Op::Bump) =>
+            {
                 let commits: Vec<String> = outcome.commits.iter().map(|c| c.to_string()).collect();
-                say(&format!("ack {op} {}", commits.join(",")));
+                // "-": a bump of an empty table writes no commit.
+                let commits = if commits.is_empty() { "-".to_owned() } else { commits.join(",") };
+                say(&format!("ack {op} {commits}"));
             }
             other => {
                 say(&format!("error {op}: {other:?}"));

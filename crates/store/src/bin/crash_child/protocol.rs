@@ -12,6 +12,10 @@ pub(crate) enum Op {
     Update { id: String, title: String },
     /// Deletes a live row.
     Delete { id: String },
+    /// Adds 1 to the priority of every row: one statement over hundreds
+    /// of rows, whose view rows are written while its batch commits on
+    /// another thread (D44). Titles stay as they are.
+    Bump,
 }
 
 impl fmt::Display for Op {
@@ -20,6 +24,7 @@ impl fmt::Display for Op {
             Op::Insert { id, title } => write!(f, "insert {id} {title}"),
             Op::Update { id, title } => write!(f, "update {id} {title}"),
             Op::Delete { id } => write!(f, "delete {id}"),
+            Op::Bump => write!(f, "bump"),
         }
     }
 }
