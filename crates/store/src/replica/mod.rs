@@ -246,7 +246,7 @@ impl<S: Store> Replica<S> {
             unsettled: &self.unsettled,
             batch: Batch::default(),
             rows: HashMap::new(),
-            fresh: BTreeSet::new(),
+            take: 0,
         }
     }
 
@@ -674,8 +674,9 @@ pub struct Txn<'a, S> {
     /// ([`layout::row`]): merged in place, and encoded into the batch once,
     /// by [`Txn::commit`].
     rows: HashMap<Vec<u8>, Staged>,
-    /// Storage keys of the rows changed since [`Txn::take_changes`] last ran.
-    fresh: BTreeSet<Vec<u8>>,
+    /// How many times [`Txn::take_changes`] ran: rows changed since have
+    /// this as their [`Staged::changed`].
+    take: u64,
 }
 
 /// A row state staged by a transaction.
@@ -684,6 +685,8 @@ struct Staged {
     table: Name,
     key: RowKey,
     state: RowState,
+    /// The [`Txn::take`] in which it last changed.
+    changed: u64,
 }
 
 impl Staged {
@@ -960,14 +963,13 @@ impl<S: Store> Txn<'_, S> {
             let (table, key, written) = op.into_state(stamp);
             if let Some(staged) = self.rows.get_mut(&at) {
                 if staged.state.merge(written) {
-                    self.fresh.insert(at);
+                    staged.changed = self.take;
                 }
                 continue;
             }
             let mut state = self.stored_row(&at)?;
             if state.merge(written) {
-                self.rows.insert(at.clone(), Staged { table, key, state });
-                self.fresh.insert(at);
+                self.rows.insert(at, Staged { table, key, state, changed: self.take });
             }
         }
         Ok(())
@@ -975,8 +977,7 @@ impl<S: Store> Txn<'_, S> {
 
     fn put_row(&mut self, table: Name, key: RowKey, state: RowState) {
         let at = layout::row(&table, &key);
-        self.rows.insert(at.clone(), Staged { table, key, state });
-        self.fresh.insert(at);
+        self.rows.insert(at, Staged { table, key, state, changed: self.take });
     }
 
     /// Opens (with `keyring`) and merges every stored commit of `scope` at
@@ -1078,7 +1079,8 @@ impl<S: Store> Txn<'_, S> {
     /// Takes the rows changed since the last call, with their new state.
     /// Staged writes are unaffected: later reads still see them.
     pub fn take_changes(&mut self) -> Vec<RowChange<'_>> {
-        changes_of(&self.rows, std::mem::take(&mut self.fresh))
+        self.take += 1;
+        changes_of(&self.rows, self.take - 1)
     }
 
     /// Stages a metadata record.
@@ -1104,12 +1106,11 @@ impl<S: Store> Txn<'_, S> {
     /// another thread; a few, here, after `meanwhile` (a thread would cost
     /// more than it saves).
     pub fn commit_while<R>(
-        mut self,
+        self,
         meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,
     ) -> (Result<(), StoreError>, R) {
-        let fresh = std::mem::take(&mut self.fresh);
-        let Txn { store, unsettled, batch, rows, .. } = self;
-        let changes = changes_of(&rows, fresh);
+        let Txn { store, unsettled, batch, rows, take, .. } = self;
+        let changes = changes_of(&rows, take);
         if changes.len() < PARALLEL_COMMIT_ROWS {
             let result = meanwhile(&changes);
             return (apply_staged(store, unsettled, batch, &rows), result);
@@ -1128,9 +1129,12 @@ impl<S: Store> Txn<'_, S> {
 /// Changed rows from which [`Txn::commit_while`] commits on another thread.
 const PARALLEL_COMMIT_ROWS: usize = 256;
 
-/// The staged rows at the storage keys `fresh`, in key order.
-fn changes_of(rows: &HashMap<Vec<u8>, Staged>, fresh: BTreeSet<Vec<u8>>) -> Vec<RowChange<'_>> {
-    fresh.into_iter().filter_map(|at| rows.get(&at).map(Staged::change)).collect()
+/// The staged rows changed in `take`, in storage-key order.
+fn changes_of(rows: &HashMap<Vec<u8>, Staged>, take: u64) -> Vec<RowChange<'_>> {
+    let mut changed: Vec<(&Vec<u8>, &Staged)> =
+        rows.iter().filter(|(_, staged)| staged.changed == take).collect();
+    changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    changed.into_iter().map(|(_, staged)| staged.change()).collect()
 }
 
 /// Encodes the staged `rows` into `batch`, applies it and flushes `store`
