@@ -92,6 +92,7 @@ enum Scenario {
 }
 
 fn main() -> ExitCode {
+    basic::without_huge_pages();
     if std::env::var_os(live::NODE_ENV).is_some() {
         // A node of the `live` scenario: the `basic` command.
         return basic::main();
