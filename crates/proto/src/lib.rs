@@ -74,7 +74,7 @@ pub use keys::{
     AuthorId, DatabaseId, KeyCache, KeyError, Principal, PublicKey, Role, SealingKey, SecretKey,
     SigningContext,
 };
-pub use merge::{Cell, RowState, Stamp, Tables};
+pub use merge::{Cell, Cells, RowState, Stamp, Tables};
 pub use scope::{NamingKey, ScopeId};
 pub use seal::{Party, SealError, SealedKey};
 pub use value::{ColumnDef, ColumnType, KeyPart, Name, RowKey, TypeError, Value};

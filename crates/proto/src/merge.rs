@@ -16,6 +16,8 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use litemap::LiteMap;
+
 use crate::change::{Changes, MAX_GENERATION, RowOp};
 use crate::commit::CommitHeader;
 use crate::hlc::Hlc;
@@ -59,13 +61,17 @@ impl Cell {
     }
 }
 
+/// A row's cells by column: a vector sorted by name, as a row has few
+/// cells (D45); it iterates in name order, like a `BTreeMap`.
+pub type Cells = LiteMap<Name, Cell>;
+
 /// What is known of one row: its generation and that generation's cells.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RowState {
     /// Odd while the row exists, even once deleted, 0 if never written.
     pub generation: u32,
     /// Winning writes of the current generation, by column.
-    pub cells: BTreeMap<Name, Cell>,
+    pub cells: Cells,
 }
 
 impl RowState {
@@ -80,7 +86,7 @@ impl RowState {
                     .collect(),
             },
             RowOp::Delete { generation, .. } => {
-                RowState { generation: *generation, cells: BTreeMap::new() }
+                RowState { generation: *generation, cells: Cells::new_vec() }
             }
         }
     }
@@ -151,7 +157,7 @@ impl RowOp {
                 (table, key, RowState { generation, cells: cells.collect() })
             }
             RowOp::Delete { table, key, generation } => {
-                (table, key, RowState { generation, cells: BTreeMap::new() })
+                (table, key, RowState { generation, cells: Cells::new_vec() })
             }
         }
     }
@@ -264,9 +270,9 @@ mod tests {
         assert_eq!((row.upsert_generation(), row.delete_generation()), (Some(1), Some(2)));
         row.apply(&delete(2), stamp(20, 1));
         assert_eq!((row.upsert_generation(), row.delete_generation()), (Some(3), None));
-        let last_life = RowState { generation: MAX_GENERATION - 1, cells: BTreeMap::new() };
+        let last_life = RowState { generation: MAX_GENERATION - 1, cells: Cells::new_vec() };
         assert_eq!(last_life.delete_generation(), Some(MAX_GENERATION));
-        let dead = RowState { generation: MAX_GENERATION, cells: BTreeMap::new() };
+        let dead = RowState { generation: MAX_GENERATION, cells: Cells::new_vec() };
         assert_eq!((dead.upsert_generation(), dead.delete_generation()), (None, None));
     }
 

@@ -337,6 +337,7 @@ impl<S: Store> Writer<S> {
     ) -> Result<Ingested, DbError> {
         let now = self.shared.environment.now_ms();
         let state = Arc::clone(self.access.state());
+        txn.reserve_rows(commits.iter().map(Received::rows).sum());
         // A commit below its author's cut-off is decided by the chain from
         // the cut-off commit, which commits above it in this batch may
         // complete: those go last, from the highest seq down, so a batch

@@ -696,6 +696,12 @@ impl Staged {
 }
 
 impl<S: Store> Txn<'_, S> {
+    /// Makes room for `rows` more staged row states at once, rather than
+    /// growing the table step by step as they come.
+    pub fn reserve_rows(&mut self, rows: usize) {
+        self.rows.reserve(rows);
+    }
+
     /// Reads `key`, seeing this transaction's own writes (row states
     /// excepted: those are read with [`Txn::row`]).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

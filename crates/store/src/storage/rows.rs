@@ -31,9 +31,9 @@
 //! (CBOR, starting 0x82) is reported as corrupt, not read (pre-1.0 data
 //! directories from before D36 are not migrated).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use basic_proto::{AuthorId, Cell, Hlc, Name, RowState, Stamp, Value};
+use basic_proto::{AuthorId, Cell, Cells, Hlc, Name, RowState, Stamp, Value};
 
 use crate::storage::kv::StoreError;
 
@@ -187,8 +187,9 @@ pub fn decode(bytes: &[u8]) -> Result<RowState, StoreError> {
         }
     }
     let count = input.varint()?;
-    let mut cells = BTreeMap::new();
-    let mut last: Option<Name> = None;
+    // A cell takes 3 bytes at least: its name's length, a name, a value.
+    let most = usize::try_from(count).unwrap_or(usize::MAX).min(input.bytes.len() / 3);
+    let mut cells = Cells::with_capacity(most);
     // Stamps used so far: each cell uses one of them or the next.
     let mut used = 0;
     for _ in 0..count {
@@ -196,9 +197,6 @@ pub fn decode(bytes: &[u8]) -> Result<RowState, StoreError> {
         let column = std::str::from_utf8(input.take(len)?)
             .map_err(|_| corrupt("column name is not UTF-8".into()))?;
         let column = Name::new(column).map_err(|error| corrupt(error.to_string()))?;
-        if last.as_ref().is_some_and(|last| *last >= column) {
-            return Err(corrupt("columns out of order".into()));
-        }
         let stamp = if format == FORMAT {
             let index = input.varint()?;
             if index > used as u64 || index >= stamps.len() as u64 {
@@ -212,8 +210,9 @@ pub fn decode(bytes: &[u8]) -> Result<RowState, StoreError> {
             input.stamp()?
         };
         let value = input.value()?;
-        last = Some(column.clone());
-        cells.insert(column, Cell { stamp, value });
+        if cells.try_append(column, Cell { stamp, value }).is_some() {
+            return Err(corrupt("columns out of order".into()));
+        }
     }
     if used < stamps.len() {
         return Err(corrupt(format!("{} of {} stamps unused", stamps.len() - used, stamps.len())));
@@ -334,7 +333,7 @@ mod tests {
 
     /// `state` with the stamp of cell `i` replaced by `stamps[i]`.
     fn stamped(mut state: RowState, stamps: &[Stamp]) -> RowState {
-        for (cell, stamp) in state.cells.values_mut().zip(stamps) {
+        for ((_, cell), stamp) in state.cells.iter_mut().zip(stamps) {
             cell.stamp = *stamp;
         }
         state
@@ -406,7 +405,8 @@ mod tests {
                 (Name::new("a").unwrap(), Cell { stamp: a, value: Value::Integer(9) }),
                 (Name::new("b").unwrap(), Cell { stamp: b, value: Value::Text("hi".into()) }),
             ]
-            .into(),
+            .into_iter()
+            .collect(),
         };
         assert_eq!(decode(&old).unwrap(), expected);
         // Written again, it takes the current form.
