@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use basic_proto::codec;
-use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowState, Value};
+use basic_proto::{Cell, Cells, ColumnDef, ColumnType, KeyPart, Name, RowKey, RowState, Value};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -548,6 +548,12 @@ struct RowWriter<'a> {
     delete_sql: String,
     /// Per column: its place in the key, or its definition and default.
     columns: Vec<Source<'a>>,
+    /// The value columns' places in `columns` and names, in name order:
+    /// matched against a row's cells (also in name order) in one pass.
+    by_name: Vec<(usize, &'a Name)>,
+    /// Per column, for the row being written: the place of its cell among
+    /// the row's cells, if it has one.
+    found: Vec<Option<usize>>,
 }
 
 enum Source<'a> {
@@ -580,7 +586,12 @@ impl<'a> RowWriter<'a> {
                     def: catalog.value_def(table.name(), column.name.as_str()),
                 },
             })
+            .collect::<Vec<_>>();
+        let mut by_name: Vec<(usize, &Name)> = (columns.iter().enumerate())
+            .filter(|(_, source)| matches!(source, Source::Cell { .. }))
+            .map(|(i, _)| (i, &table.columns()[i].name))
             .collect();
+        by_name.sort_by_key(|&(_, name)| name);
         let upsert = format!(
             "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
             names.join(", "),
@@ -592,7 +603,9 @@ impl<'a> RowWriter<'a> {
             upsert: conn.prepare_cached(&upsert)?,
             delete: None,
             delete_sql: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
+            found: vec![None; columns.len()],
             columns,
+            by_name,
         })
     }
 
@@ -611,10 +624,14 @@ impl<'a> RowWriter<'a> {
             delete.execute(params_from_iter(key_values))?;
             return Ok(());
         }
-        let values = self.columns.iter().map(|source| {
+        find_cells(&self.by_name, &state.cells, &mut self.found);
+        let values = self.columns.iter().zip(&self.found).map(|(source, found)| {
             ToSqlOutput::Borrowed(match source {
                 Source::Key(i) => key_ref(&key.parts()[*i]),
-                Source::Cell { column, def } => value_ref(cell_value(column, def.as_ref(), state)),
+                Source::Cell { column, def } => {
+                    let cell = found.and_then(|i| state.cells.get_indexed(i)).map(|(_, c)| c);
+                    value_ref(cell_value(column, def.as_ref(), cell))
+                }
             })
         });
         self.upsert.execute(params_from_iter(values))?;
@@ -622,15 +639,29 @@ impl<'a> RowWriter<'a> {
     }
 }
 
-/// The value a live row shows in `column`: its cell if it fits the column
-/// (`def`, with references resolved), else the default, else NULL.
+/// Sets `found[column]` to the place among `cells` of the cell of each
+/// `(column, name)` of `by_name`, or `None`: both in name order, walked
+/// side by side.
+fn find_cells(by_name: &[(usize, &Name)], cells: &Cells, found: &mut [Option<usize>]) {
+    found.fill(None);
+    let mut cells = cells.iter().enumerate().peekable();
+    for &(column, name) in by_name {
+        while cells.next_if(|(_, (cell, _))| *cell < name).is_some() {}
+        if let Some((i, _)) = cells.next_if(|(_, (cell, _))| *cell == name) {
+            found[column] = Some(i);
+        }
+    }
+}
+
+/// The value a live row shows in `column`: its `cell` if it fits the
+/// column (`def`, with references resolved), else the default, else NULL.
 fn cell_value<'a>(
     column: &'a ColumnSpec,
     def: Option<&ColumnDef>,
-    state: &'a RowState,
+    cell: Option<&'a Cell>,
 ) -> &'a Value {
     const NULL: &Value = &Value::Null;
-    match state.cells.get(&column.name) {
+    match cell {
         Some(cell) if def.is_some_and(|def| def.check(&cell.value).is_ok()) => &cell.value,
         _ => column.default.as_ref().unwrap_or(NULL),
     }
@@ -639,6 +670,27 @@ fn cell_value<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each column finds its own cell, whatever cells the others or no
+    /// column have.
+    #[test]
+    fn columns_find_their_cells() {
+        let name = |n: &str| Name::new(n).unwrap();
+        let (a, b, d) = (name("a"), name("b"), name("d"));
+        let stamp = basic_proto::Stamp {
+            hlc: basic_proto::Hlc { wall_ms: 1, counter: 0 },
+            author: basic_proto::AuthorId([1; 32]),
+        };
+        let cells: Cells = ["a", "c", "d", "e"]
+            .into_iter()
+            .map(|n| (name(n), Cell { stamp, value: Value::Null }))
+            .collect();
+        let mut found = vec![Some(9); 4];
+        find_cells(&[(2, &a), (0, &b), (1, &d)], &cells, &mut found);
+        assert_eq!(found, [None, Some(2), Some(0), None]);
+        find_cells(&[(3, &a)], &Cells::new_vec(), &mut found);
+        assert_eq!(found, [None; 4]);
+    }
 
     /// A view file with `todo.items` and `contacts.people`, a writer and a
     /// reader.
