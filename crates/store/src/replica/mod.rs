@@ -1105,7 +1105,7 @@ impl<S: Store> Txn<'_, S> {
     /// on disk. Readers under [`Replica::settled`] see either none of it
     /// or all of it flushed.
     pub fn commit(self) -> Result<(), StoreError> {
-        apply_staged(self.store, self.unsettled, self.batch, &self.rows)
+        apply_staged(self.store, self.unsettled, self.batch, &in_key_order(&self.rows))
     }
 
     /// [`Txn::commit`], while `meanwhile` runs on this thread with the rows
@@ -1118,20 +1118,24 @@ impl<S: Store> Txn<'_, S> {
         meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,
     ) -> (Result<(), StoreError>, R) {
         let Txn { store, unsettled, batch, rows, take, .. } = self;
-        let changes = changes_of(&rows, take);
+        let staged = in_key_order(&rows);
+        let changes: Vec<RowChange<'_>> = (staged.iter())
+            .filter(|(_, staged)| staged.changed == take)
+            .map(|(_, staged)| staged.change())
+            .collect();
         if changes.len() < PARALLEL_COMMIT_ROWS {
             let result = meanwhile(&changes);
-            return (apply_staged(store, unsettled, batch, &rows), result);
+            return (apply_staged(store, unsettled, batch, &staged), result);
         }
         let outcome = std::thread::scope(|scope| {
-            let stored = scope.spawn(|| apply_staged(store, unsettled, batch, &rows));
+            let stored = scope.spawn(|| apply_staged(store, unsettled, batch, &staged));
             let result = meanwhile(&changes);
             match stored.join() {
                 Ok(stored) => (stored, result),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         });
-        drop(changes);
+        drop((changes, staged));
         free_elsewhere(rows);
         outcome
     }
@@ -1156,23 +1160,27 @@ fn changes_of(rows: &HashMap<Vec<u8>, Staged>, take: u64) -> Vec<RowChange<'_>> 
     changed.into_iter().map(|(_, staged)| staged.change()).collect()
 }
 
-/// Encodes the staged `rows` into `batch`, applies it and flushes `store`
-/// (under the [`Replica::settled`] lock).
+/// Every staged row, in storage-key order.
+fn in_key_order(rows: &HashMap<Vec<u8>, Staged>) -> Vec<(&Vec<u8>, &Staged)> {
+    let mut staged: Vec<(&Vec<u8>, &Staged)> = rows.iter().collect();
+    staged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    staged
+}
+
+/// Encodes the staged `rows` (in key order) into `batch`, applies it and
+/// flushes `store` (under the [`Replica::settled`] lock).
 fn apply_staged<S: Store>(
     store: &S,
     unsettled: &RwLock<()>,
     mut batch: Batch,
-    rows: &HashMap<Vec<u8>, Staged>,
+    rows: &[(&Vec<u8>, &Staged)],
 ) -> Result<(), StoreError> {
-    for (at, staged) in rows {
-        if staged.state == RowState::default() {
-            // No admitted commit writes the row any more: no row at all,
-            // as on a replica that never saw those commits.
-            batch.delete(at.clone());
-        } else {
-            batch.put(at.clone(), rows::encode(&staged.state));
-        }
-    }
+    batch.write_in_order(rows.iter().map(|(at, staged)| {
+        // A row no admitted commit writes any more is no row at all, as
+        // on a replica that never saw those commits.
+        let state = (staged.state != RowState::default()).then(|| rows::encode(&staged.state));
+        ((*at).clone(), state)
+    }));
     let _unsettled = unsettled.write().unwrap_or_else(PoisonError::into_inner);
     if !batch.is_empty() {
         store.apply(batch)?;

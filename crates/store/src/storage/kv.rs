@@ -59,6 +59,13 @@ impl Batch {
         self.writes.insert(key, None);
     }
 
+    /// Sets each key of `writes` to its value, or removes it (`None`): in
+    /// key order, they are merged in one pass, not looked up one by one.
+    pub fn write_in_order(&mut self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = writes.into_iter().collect();
+        self.writes.append(&mut writes);
+    }
+
     /// The value this batch gives `key`: `Some(None)` if it deletes it,
     /// `None` if the batch does not touch it.
     pub fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
@@ -417,6 +424,29 @@ impl Store for MemStore {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    /// Writes merged in order land as if put or deleted one by one after
+    /// what the batch held.
+    #[test]
+    fn writes_in_order_merge_into_a_batch() {
+        let mut batch = Batch::default();
+        batch.put(b"a".to_vec(), b"1".to_vec());
+        batch.delete(b"c".to_vec());
+        batch.put(b"e".to_vec(), b"5".to_vec());
+        batch.write_in_order([
+            (b"a".to_vec(), Some(b"2".to_vec())),
+            (b"b".to_vec(), None),
+            (b"d".to_vec(), Some(b"4".to_vec())),
+        ]);
+        let expected: [(&[u8], Option<&[u8]>); 5] = [
+            (b"a", Some(b"2")),
+            (b"b", None),
+            (b"c", None),
+            (b"d", Some(b"4")),
+            (b"e", Some(b"5")),
+        ];
+        assert_eq!(batch.scan_prefix(b"").collect::<Vec<_>>(), expected);
+    }
 
     /// The behaviour every store must have.
     pub(in crate::storage) fn contract(store: &dyn Store) {
