@@ -17,8 +17,8 @@ use basic_proto::sync::message::{Message, frame_name};
 use basic_proto::sync::proof::{Side, Transcript};
 use basic_proto::sync::{Answer, ErrorCode, Responder, View};
 use basic_proto::{
-    Changes, DatabaseId, Hlc, KeyCache, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
-    SecretKey, Value,
+    Changes, DatabaseId, Hlc, KeyCache, KeyPart, LiteMap, Name, Party, RowKey, RowOp, ScopeId,
+    ScopeKey, SecretKey, Value,
 };
 use basic_store::sync::{Input, Session};
 use basic_store::{Keyring, LogWriter, SyncReplica};
@@ -593,7 +593,7 @@ fn a_commit(
         table: Name::new("todo.lists")?,
         key: RowKey::single(KeyPart::Text("evil".into())),
         generation: 1,
-        cells: BTreeMap::from([(Name::new("name")?, Value::Text("pwned".into()))]),
+        cells: LiteMap::from_iter([(Name::new("name")?, Value::Text("pwned".into()))]),
     };
     let changes = Changes::new(vec![row]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = T0 + world.now;
@@ -873,7 +873,7 @@ fn note(body: &str) -> anyhow::Result<Changes> {
         table: Name::new("notes.items")?,
         key: RowKey::single(KeyPart::Text(body.into())),
         generation: 1,
-        cells: BTreeMap::from([(Name::new("body")?, Value::Text(body.into()))]),
+        cells: LiteMap::from_iter([(Name::new("body")?, Value::Text(body.into()))]),
     };
     Changes::new(vec![row]).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -1,10 +1,9 @@
 //! The benchmark database: a schema, a temporary directory, generated rows.
 
-use std::collections::BTreeMap;
-
 use basic_proto::control::Rights;
 use basic_proto::{
-    Changes, Commit, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey, SecretKey, Value,
+    Changes, Commit, KeyPart, LiteMap, Name, Party, RowKey, RowOp, ScopeId, ScopeKey, SecretKey,
+    Value,
 };
 use basic_store::{Database, LogWriter, Schema};
 
@@ -128,7 +127,7 @@ pub(crate) fn cell(row: i64, column: usize) -> Value {
 pub(crate) fn upserts(first: i64, rows: i64, cells_per_row: usize) -> Changes {
     let ops = (first..first + rows)
         .map(|row| {
-            let cells: BTreeMap<Name, Value> =
+            let cells: LiteMap<Name, Value> =
                 (0..cells_per_row).map(|c| (name(COLUMNS[c]), cell(row, c))).collect();
             RowOp::Upsert {
                 table: name("bench.items"),

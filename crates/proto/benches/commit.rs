@@ -8,7 +8,7 @@
 //! Every benchmark is named `commit/<n>-cell/<step>` and reports throughput
 //! in cells. Inputs come from a seeded ChaCha20 RNG, so runs are comparable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hint::black_box;
 
 use basic_proto::merge::Tables;
@@ -68,7 +68,7 @@ fn upsert(key: RowKey, columns: usize, rng: &mut ChaCha20Rng) -> RowOp {
         table: name(TABLE),
         key,
         generation: 1,
-        cells: (0..columns).map(|c| (name(COLUMNS[c]), value(c, rng))).collect::<BTreeMap<_, _>>(),
+        cells: (0..columns).map(|c| (name(COLUMNS[c]), value(c, rng))).collect(),
     }
 }
 

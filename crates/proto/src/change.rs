@@ -21,7 +21,9 @@ mod wire;
 
 pub use units::BYTES_PER_UNIT;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use litemap::LiteMap;
 
 use crate::codec::DecodeError;
 use crate::value::{KeyPart, MAX_KEY_PARTS, Name, RowKey, Value};
@@ -60,8 +62,9 @@ pub enum RowOp {
         key: RowKey,
         /// The row's generation: odd.
         generation: u32,
-        /// The cells written, by column.
-        cells: BTreeMap<Name, Value>,
+        /// The cells written, by column (a vector sorted by name: a row
+        /// writes few cells).
+        cells: LiteMap<Name, Value>,
     },
     /// Delete a row.
     Delete {
@@ -473,6 +476,7 @@ pub(crate) mod tests {
     use crate::value::tests::any_value;
     use crate::value::{KeyPart, MAX_VALUE_LEN};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     pub(crate) fn name(s: &str) -> Name {
         Name::new(s).unwrap()
@@ -489,7 +493,7 @@ pub(crate) mod tests {
         );
         prop_oneof![
             3 => (table.clone(), key.clone(), 0u32..3, cells).prop_map(|(table, key, g, cells)| {
-                RowOp::Upsert { table, key, generation: 2 * g + 1, cells }
+                RowOp::Upsert { table, key, generation: 2 * g + 1, cells: cells.into_iter().collect() }
             }),
             1 => (table, key, 1u32..3).prop_map(|(table, key, g)| RowOp::Delete { table, key, generation: 2 * g }),
         ]
@@ -585,7 +589,7 @@ pub(crate) mod tests {
         );
         let deleted = proptest::collection::btree_set(0i64..3_000, 0..20);
         (1i64..3_000, cells, any_long_value(), deleted).prop_map(|(rows, cells, long, deleted)| {
-            let cells: BTreeMap<Name, Value> =
+            let cells: LiteMap<Name, Value> =
                 cells.into_iter().map(|(c, v)| (c, v.unwrap_or_else(|| long.clone()))).collect();
             (0..rows)
                 .map(|k| {
@@ -670,7 +674,7 @@ pub(crate) mod tests {
             table: name("t"),
             key: RowKey::single(KeyPart::Text("k".into())),
             generation,
-            cells: BTreeMap::from([(name("c"), Value::Integer(1))]),
+            cells: LiteMap::from_iter([(name("c"), Value::Integer(1))]),
         }
     }
 
@@ -690,7 +694,7 @@ pub(crate) mod tests {
             table: name("todo.items"),
             key: RowKey::single(KeyPart::Text("milk".into())),
             generation: 1,
-            cells: BTreeMap::from([(name("title"), Value::Text("Buy milk".into()))]),
+            cells: LiteMap::from_iter([(name("title"), Value::Text("Buy milk".into()))]),
         }])
         .unwrap();
         let mut content = vec![0x01, 0x0a];
@@ -855,7 +859,7 @@ pub(crate) mod tests {
                 table: name("t"),
                 key: RowKey::single(KeyPart::Integer(k)),
                 generation: 1,
-                cells: BTreeMap::from([(name("c"), text.clone())]),
+                cells: LiteMap::from_iter([(name("c"), text.clone())]),
             })
             .collect()
     }
@@ -976,7 +980,7 @@ pub(crate) mod tests {
                 table: name("t"),
                 key: RowKey::single(KeyPart::Integer(k)),
                 generation: 1,
-                cells: BTreeMap::from([(name("done"), Value::Null)]),
+                cells: LiteMap::from_iter([(name("done"), Value::Null)]),
             })
             .collect();
         let changes = Changes::new(ops).unwrap();
@@ -1097,7 +1101,7 @@ pub(crate) mod tests {
 
     #[test]
     fn integer_keys_and_fixed_size_values_add_no_units() {
-        let cells = BTreeMap::from([
+        let cells = LiteMap::from_iter([
             (name("a"), Value::Integer(i64::MAX)),
             (name("b"), Value::Real(1.5)),
             (name("c"), Value::Timestamp(-1)),
@@ -1180,7 +1184,7 @@ pub(crate) mod tests {
             table: name("t"),
             key: RowKey::single(KeyPart::Integer(1)),
             generation: 1,
-            cells: BTreeMap::from([(name("bb"), Value::Null), (name("c"), Value::Null)]),
+            cells: LiteMap::from_iter([(name("bb"), Value::Null), (name("c"), Value::Null)]),
         };
         let good = Changes(vec![op]).encode();
         let position =

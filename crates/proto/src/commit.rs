@@ -400,7 +400,6 @@ mod tests {
     use crate::value::{KeyPart, RowKey, Value};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
-    use std::collections::BTreeMap;
 
     fn fixture() -> (SecretKey, CommitDraft, Changes, ScopeKey, ChaCha20Rng) {
         let author = SecretKey::from_seed([3; 32]);
@@ -416,7 +415,7 @@ mod tests {
             table: crate::Name::new("todo.items").unwrap(),
             key: RowKey::single(KeyPart::Text("a".into())),
             generation: 1,
-            cells: BTreeMap::from([(
+            cells: crate::LiteMap::from_iter([(
                 crate::Name::new("title").unwrap(),
                 Value::Text("milk".into()),
             )]),

@@ -8,7 +8,6 @@
 //! module names the section it implements.
 //!
 //! ```
-//! use std::collections::BTreeMap;
 //! use basic_proto::*;
 //! use rand_core::SeedableRng;
 //!
@@ -22,7 +21,7 @@
 //!     table: Name::new("todo.items")?,
 //!     key: RowKey::single(KeyPart::Text("milk".into())),
 //!     generation: 1,
-//!     cells: BTreeMap::from([(Name::new("done")?, Value::Bool(false))]),
+//!     cells: LiteMap::from_iter([(Name::new("done")?, Value::Bool(false))]),
 //! }])?;
 //! let draft = CommitDraft {
 //!     database: DatabaseId([7; 32]),
@@ -74,6 +73,8 @@ pub use keys::{
     AuthorId, DatabaseId, KeyCache, KeyError, Principal, PublicKey, Role, SealingKey, SecretKey,
     SigningContext,
 };
+/// The sorted-vector map of a row's cells ([`Cells`], [`RowOp::Upsert`]).
+pub use litemap::LiteMap;
 pub use merge::{Cell, Cells, RowState, Stamp, Tables};
 pub use scope::{NamingKey, ScopeId};
 pub use seal::{Party, SealError, SealedKey};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use basic_proto::control::Rights;
-use basic_proto::{Changes, KeyPart, Name, Party, RowKey, RowOp, SecretKey, Value};
+use basic_proto::{Changes, KeyPart, LiteMap, Name, Party, RowKey, RowOp, SecretKey, Value};
 use basic_store::{
     ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessDenial, AccessFrame, AccessPoll,
     AccessRefusal, AccessRelay, AccessRequest, Database, Environment, LogWriter, MAX_ACCESS_FRAME,
@@ -55,7 +55,7 @@ fn an_approved_request_is_a_grant_and_the_user_sees_what_the_app_wrote() {
         table: Name::new("todo.lists").unwrap(),
         key: RowKey::single(KeyPart::Text("groceries".into())),
         generation: 1,
-        cells: BTreeMap::from([(Name::new("name").unwrap(), Value::Text("Groceries".into()))]),
+        cells: LiteMap::from_iter([(Name::new("name").unwrap(), Value::Text("Groceries".into()))]),
     };
     let commit = writer
         .write(

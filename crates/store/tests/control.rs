@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use basic_proto::control::{ControlLog, ControlOp, Cutoff, OpBody, Payload, Rights, Rotation};
 use basic_proto::{
-    Changes, Commit, DatabaseId, Hlc, KeyPart, Name, Party, RowKey, RowOp, ScopeId, ScopeKey,
-    SealedKey, SecretKey, Value,
+    Changes, Commit, DatabaseId, Hlc, KeyPart, LiteMap, Name, Party, RowKey, RowOp, ScopeId,
+    ScopeKey, SealedKey, SecretKey, Value,
 };
 use basic_store::{LogWriter, MemStore, Replica};
 use rand_chacha::ChaCha20Rng;
@@ -128,7 +128,7 @@ fn write(writer: &mut LogWriter, row: i64, key: &ScopeKey, epoch: u32) -> Commit
         table: name("todo.items"),
         key: RowKey::single(KeyPart::Integer(row)),
         generation: 1,
-        cells: BTreeMap::from([(name("title"), Value::Text(format!("row {row}")))]),
+        cells: LiteMap::from_iter([(name("title"), Value::Text(format!("row {row}")))]),
     };
     let changes = Changes::new(vec![op]).unwrap();
     writer.write(&TODO, epoch, key, &changes, 5_000 + row as u64, &mut rand::rng()).unwrap()

@@ -157,7 +157,9 @@ fn list_commit(
         table: basic_proto::Name::new("todo.lists").unwrap(),
         key: RowKey::single(KeyPart::Text(id.into())),
         generation: 1,
-        cells: [(basic_proto::Name::new("name").unwrap(), Value::Text(id.into()))].into(),
+        cells: [(basic_proto::Name::new("name").unwrap(), Value::Text(id.into()))]
+            .into_iter()
+            .collect(),
     };
     let now = basic_store::now_ms();
     writer.write(todo, 0, key, &Changes::new(vec![op]).unwrap(), now, &mut rand::rng()).unwrap()

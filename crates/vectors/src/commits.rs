@@ -1,9 +1,7 @@
 //! `commits.json`: commits with every step of their making.
 
-use std::collections::BTreeMap;
-
 use basic_proto::{
-    Changes, Commit, CommitDraft, CommitId, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp,
+    Changes, Commit, CommitDraft, CommitId, DatabaseId, Hlc, KeyPart, LiteMap, Name, RowKey, RowOp,
     ScopeKey, SigningContext, Value,
 };
 use serde_json::{Value as Json, json};
@@ -49,13 +47,13 @@ fn one_cell() -> Changes {
         table: name("todo.items"),
         key: RowKey::single(KeyPart::Text("milk".into())),
         generation: 1,
-        cells: BTreeMap::from([(name("title"), Value::Text("Buy milk".into()))]),
+        cells: LiteMap::from_iter([(name("title"), Value::Text("Buy milk".into()))]),
     }])
     .expect("valid changes")
 }
 
 fn every_value_type() -> Changes {
-    let cells = BTreeMap::from([
+    let cells = LiteMap::from_iter([
         (name("nothing"), Value::Null),
         (name("count"), Value::Integer(-42)),
         (name("ratio"), Value::Real(2.5)),
@@ -123,7 +121,7 @@ fn hundred_rows() -> Changes {
             table: name("todo.items"),
             key: RowKey::single(KeyPart::Integer(i)),
             generation: 1,
-            cells: BTreeMap::from([
+            cells: LiteMap::from_iter([
                 (name("title"), Value::Text(format!("value-{i:014}"))),
                 (name("n"), Value::Integer(i)),
                 (name("done"), Value::Bool(true)),
@@ -141,7 +139,7 @@ fn one_value_on_many_rows() -> Changes {
             table: name("todo.items"),
             key: RowKey::single(KeyPart::Integer(i)),
             generation: 1,
-            cells: BTreeMap::from([(name("done"), Value::Bool(true))]),
+            cells: LiteMap::from_iter([(name("done"), Value::Bool(true))]),
         })
         .collect();
     Changes::new(ops).expect("valid changes")
@@ -158,7 +156,7 @@ fn long_value_on_many_rows() -> Changes {
             table: name("todo.items"),
             key: RowKey::single(KeyPart::Integer(i)),
             generation: 1,
-            cells: BTreeMap::from([(name("note"), note.clone())]),
+            cells: LiteMap::from_iter([(name("note"), note.clone())]),
         })
         .collect();
     Changes::new(ops).expect("valid changes")

@@ -8,8 +8,8 @@ use basic_proto::control::{
     seal_label, seal_naming,
 };
 use basic_proto::{
-    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, NamingKey, Party, RowKey, RowOp,
-    ScopeKey, SecretKey, SigningContext, Value,
+    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, LiteMap, Name, NamingKey, Party,
+    RowKey, RowOp, ScopeKey, SecretKey, SigningContext, Value,
 };
 use serde_json::{Value as Json, json};
 
@@ -80,7 +80,7 @@ fn commit_in(
         table: Name::new("todo.items").expect("name"),
         key: RowKey::single(KeyPart::Text(format!("row {wall_ms}"))),
         generation: 1,
-        cells: BTreeMap::from([(Name::new("done").expect("name"), Value::Bool(false))]),
+        cells: LiteMap::from_iter([(Name::new("done").expect("name"), Value::Bool(false))]),
     }])
     .expect("changes");
     let draft = CommitDraft {

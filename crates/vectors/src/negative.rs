@@ -4,10 +4,9 @@ use basic_proto::change::pad::padded_len;
 use basic_proto::hlc::{MAX_AHEAD_MS, check_not_ahead};
 use basic_proto::seal::SEALED_CIPHERTEXT_LEN;
 use basic_proto::{
-    Cbor, Commit, CommitHeader, Party, Principal, Role, ScopeKey, SealedKey, SecretKey,
+    Cbor, Commit, CommitHeader, LiteMap, Party, Principal, Role, ScopeKey, SealedKey, SecretKey,
     SigningContext,
 };
-use std::collections::BTreeMap;
 
 use basic_proto::{Changes, KeyPart, Name, RowKey, RowOp, Value};
 use ciborium::Value as CborValue;
@@ -499,7 +498,7 @@ fn long_text_on_many_rows() -> Changes {
             table: Name::new("todo.items").expect("name"),
             key: RowKey::single(KeyPart::Integer(k)),
             generation: 1,
-            cells: BTreeMap::from([(Name::new("title").expect("name"), text.clone())]),
+            cells: LiteMap::from_iter([(Name::new("title").expect("name"), text.clone())]),
         })
         .collect();
     Changes::new(ops).expect("valid changes")
@@ -512,7 +511,7 @@ fn json_value(text: &str) -> Vec<u8> {
         table: Name::new("todo.items").expect("name"),
         key: RowKey::single(KeyPart::Integer(1)),
         generation: 1,
-        cells: BTreeMap::from([(Name::new("meta").expect("name"), Value::Json(text.into()))]),
+        cells: LiteMap::from_iter([(Name::new("meta").expect("name"), Value::Json(text.into()))]),
     };
     Changes::new(vec![op]).expect("JSON is only checked on decode").encode()
 }

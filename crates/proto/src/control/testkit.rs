@@ -180,7 +180,7 @@ impl World {
             table: name("todo.items"),
             key: RowKey::single(KeyPart::Integer(wall_ms as i64)),
             generation: 1,
-            cells: BTreeMap::from([(name("title"), Value::Text("x".into()))]),
+            cells: crate::LiteMap::from_iter([(name("title"), Value::Text("x".into()))]),
         }])
         .unwrap();
         let draft = CommitDraft {

@@ -929,7 +929,7 @@ fn write_large(s: &mut Setup, store: &mut MapStore, author: &SecretKey, n: u64, 
             table: crate::control::testkit::name("todo.items"),
             key: RowKey::single(KeyPart::Integer(seq as i64)),
             generation: 1,
-            cells: BTreeMap::from([(
+            cells: crate::LiteMap::from_iter([(
                 crate::control::testkit::name("title"),
                 Value::Text("x".repeat(size)),
             )]),

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use basic_proto::{DatabaseId, KeyPart, RowOp, SecretKey, Tables, Value};
+use basic_proto::{DatabaseId, KeyPart, LiteMap, RowOp, SecretKey, Tables, Value};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -31,7 +31,7 @@ fn op(row: i64, generation: u32, column: &str, value: i64) -> RowOp {
     if generation.is_multiple_of(2) {
         RowOp::Delete { table: name("app.items"), key, generation }
     } else {
-        let cells = BTreeMap::from([(name(column), Value::Integer(value))]);
+        let cells = LiteMap::from_iter([(name(column), Value::Integer(value))]);
         RowOp::Upsert { table: name("app.items"), key, generation, cells }
     }
 }

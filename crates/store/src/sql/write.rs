@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basic_proto::json::check_json;
-use basic_proto::{ColumnDef, ColumnType, KeyPart, Name, RowKey, RowOp, Value};
+use basic_proto::{ColumnDef, ColumnType, KeyPart, LiteMap, Name, RowKey, RowOp, Value};
 use rusqlite::Connection;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 
@@ -362,7 +362,7 @@ fn insert<S: Store>(
             key_values.push(value);
         }
         let key = typer.key(key_values)?;
-        let mut cells = BTreeMap::new();
+        let mut cells = LiteMap::new_vec();
         for column in table.columns().iter().filter(|c| !typer.is_key(c.name.as_str())) {
             let value = match given.remove(&column.name) {
                 Some(value) => typer.typed(column.name.as_str(), value)?,
@@ -454,7 +454,7 @@ fn update<S: Store>(
     for mut row in evaluate(conn, &sql, params)? {
         let values = row.split_off(key_len);
         let key = typer.key(row)?;
-        let mut cells = BTreeMap::new();
+        let mut cells = LiteMap::new_vec();
         for (column, value) in columns.iter().zip(values) {
             cells.insert(column.clone(), typer.typed(column.as_str(), value)?);
         }
