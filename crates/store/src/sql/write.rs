@@ -362,23 +362,26 @@ fn insert<S: Store>(
             key_values.push(value);
         }
         let key = typer.key(key_values)?;
-        let mut cells = LiteMap::new_vec();
-        for column in table.columns().iter().filter(|c| !typer.is_key(c.name.as_str())) {
-            let value = match given.remove(&column.name) {
-                Some(value) => typer.typed(column.name.as_str(), value)?,
-                None => match &column.default {
-                    Some(default) => default.clone(),
-                    None if column.def.nullable => Value::Null,
-                    None => {
-                        return Err(WriteError::MissingValue {
-                            table: typer.name().clone(),
-                            column: column.name.to_string(),
-                        });
-                    }
-                },
-            };
-            cells.insert(column.name.clone(), value);
-        }
+        // Collected, then sorted by name once (a table has up to 256 columns).
+        let cells: LiteMap<Name, Value> = (table.columns().iter())
+            .filter(|c| !typer.is_key(c.name.as_str()))
+            .map(|column| {
+                let value = match given.remove(&column.name) {
+                    Some(value) => typer.typed(column.name.as_str(), value)?,
+                    None => match &column.default {
+                        Some(default) => default.clone(),
+                        None if column.def.nullable => Value::Null,
+                        None => {
+                            return Err(WriteError::MissingValue {
+                                table: typer.name().clone(),
+                                column: column.name.to_string(),
+                            });
+                        }
+                    },
+                };
+                Ok((column.name.clone(), value))
+            })
+            .collect::<Result<_, _>>()?;
         let state = txn.row(typer.name(), &key)?;
         let exists = state.is_live() || ops.contains_key(&key);
         match (exists, on_conflict) {
@@ -454,10 +457,9 @@ fn update<S: Store>(
     for mut row in evaluate(conn, &sql, params)? {
         let values = row.split_off(key_len);
         let key = typer.key(row)?;
-        let mut cells = LiteMap::new_vec();
-        for (column, value) in columns.iter().zip(values) {
-            cells.insert(column.clone(), typer.typed(column.as_str(), value)?);
-        }
+        let cells: LiteMap<Name, Value> = (columns.iter().zip(values))
+            .map(|(column, value)| Ok((column.clone(), typer.typed(column.as_str(), value)?)))
+            .collect::<Result<_, WriteError>>()?;
         let state = txn.row(typer.name(), &key)?;
         if !state.is_live() {
             continue;
