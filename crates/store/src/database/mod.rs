@@ -48,7 +48,7 @@ use crate::replica::{
 use crate::sql::live::{Live, Subscription};
 use crate::sql::query::{self, QueryError, Rows};
 use crate::sql::schema::{Catalog, Migration, Schema, SchemaError};
-use crate::sql::view::{self, Gate, Reach, ViewError};
+use crate::sql::view::{self, Gate, Reach, RowPlans, ViewError};
 use crate::sql::write::{self, WriteError};
 use crate::sql::{self, Caller, Checked, SqlError, Statement};
 use crate::storage::device::{self, DeviceStore};
@@ -446,6 +446,7 @@ impl<S: Store> Database<S> {
             log,
             app_logs: BTreeMap::new(),
             catalog,
+            row_plans: RowPlans::default(),
             access,
             watermark,
             rng: environment.rng(),

@@ -94,6 +94,8 @@ pub(super) struct Writer<S> {
     /// Custodial apps' logs, resumed from the replica on their first write.
     pub(super) app_logs: BTreeMap<PublicKey, LogWriter>,
     pub(super) catalog: Catalog,
+    /// How rows of each table of the catalog are written into the view.
+    pub(super) row_plans: RowPlans,
     /// The control log, its state and this device's keys.
     pub(super) access: Access,
     pub(super) watermark: u64,
@@ -210,8 +212,9 @@ impl<S: Store> Writer<S> {
             self.watermark += 1;
             txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
             txn.put_meta(meta::AUTHOR, encode_author(&self.log));
-            let catalog = &self.catalog;
-            let (stored, viewed) = txn.commit_while(|changes| write_view(&tx, catalog, changes));
+            let (catalog, plans) = (&self.catalog, &mut self.row_plans);
+            let (stored, viewed) =
+                txn.commit_while(|changes| write_view(&tx, catalog, plans, changes));
             stored?;
             changed_tables.extend(viewed?);
             view::set_watermark(&tx, self.watermark)?;
@@ -265,8 +268,12 @@ impl<S: Store> Writer<S> {
     }
 
     /// Writes the rows changed so far into the view; returns their tables.
-    fn flush_view(&self, tx: &Connection, txn: &mut Txn<'_, S>) -> Result<BTreeSet<Name>, DbError> {
-        write_view(tx, &self.catalog, &txn.take_changes())
+    fn flush_view(
+        &mut self,
+        tx: &Connection,
+        txn: &mut Txn<'_, S>,
+    ) -> Result<BTreeSet<Name>, DbError> {
+        write_view(tx, &self.catalog, &mut self.row_plans, &txn.take_changes())
     }
 
     fn write(
@@ -863,9 +870,10 @@ fn resume_log<S: Store>(
 fn write_view(
     tx: &Connection,
     catalog: &Catalog,
+    plans: &mut RowPlans,
     changes: &[RowChange<'_>],
 ) -> Result<BTreeSet<Name>, DbError> {
-    view::apply(tx, catalog, changes)?;
+    view::apply(tx, catalog, plans, changes)?;
     let mut tables = BTreeSet::new();
     for change in changes {
         if !tables.contains(change.table) {

@@ -566,9 +566,31 @@ impl TableDef {
 }
 
 /// The schemas of all namespaces of one database.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Catalog {
     schemas: BTreeMap<String, Schema>,
+    /// Taken anew from a process-wide count whenever the schemas change:
+    /// catalogs of one generation hold the same schemas.
+    generation: u64,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self { schemas: BTreeMap::new(), generation: next_generation() }
+    }
+}
+
+/// Catalogs are equal when their schemas are, whatever their generations.
+impl PartialEq for Catalog {
+    fn eq(&self, other: &Self) -> bool {
+        self.schemas == other.schemas
+    }
+}
+
+/// A generation no catalog of this process had before (never 0).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a new version of a namespace adds: the work for the SQL layer.
@@ -704,7 +726,14 @@ impl Catalog {
     pub fn apply(&mut self, new: Schema) -> Result<Migration, SchemaError> {
         let migration = self.plan(&new)?;
         self.schemas.insert(new.namespace.to_string(), new);
+        self.generation = next_generation();
         Ok(migration)
+    }
+
+    /// Changes whenever the schemas change; a copy keeps it. What was
+    /// derived from a catalog holds for every catalog of its generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn lookup(&self, name: &Name) -> Lookup<'_> {

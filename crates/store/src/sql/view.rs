@@ -13,7 +13,7 @@
 //! does not fit its column (written by a peer with another schema) shows
 //! as the column's default, or NULL.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -479,7 +479,7 @@ fn refill<S: Store>(
     replica: &Replica<S>,
 ) -> Result<(), ViewError> {
     conn.execute(&format!("DELETE FROM {}", quote(table.name().as_str())), [])?;
-    let mut writer = RowWriter::new(conn, catalog, table)?;
+    let mut writer = RowWriter::new(conn, table, Arc::new(RowPlan::new(catalog, table)))?;
     for entry in replica.table_states(table.name()) {
         let (key_bytes, state) = entry?;
         writer.write(&decode_key(&key_bytes)?, &state)?;
@@ -514,19 +514,28 @@ fn decode_key(bytes: &[u8]) -> Result<RowKey, StoreError> {
     RowKey::from_cbor(value, "row key").map_err(corrupt)
 }
 
-/// Writes the rows a replica transaction changed.
+/// Writes `changes` into the view, each table's rows by its plan in
+/// `plans` (made at its first row while the catalog stays the same).
 pub(crate) fn apply(
     conn: &Connection,
     catalog: &Catalog,
+    plans: &mut RowPlans,
     changes: &[RowChange<'_>],
 ) -> Result<(), ViewError> {
+    if plans.generation != catalog.generation() {
+        *plans = RowPlans { generation: catalog.generation(), tables: HashMap::new() };
+    }
     let mut writers: Vec<(&Name, RowWriter<'_>)> = Vec::new();
     for change in changes {
         let writer = match writers.iter().position(|(name, _)| *name == change.table) {
             Some(i) => &mut writers[i].1,
             None => {
                 let Some(table) = catalog.table(change.table) else { continue };
-                writers.push((change.table, RowWriter::new(conn, catalog, table)?));
+                let plan = plans
+                    .tables
+                    .entry(change.table.clone())
+                    .or_insert_with(|| Arc::new(RowPlan::new(catalog, table)));
+                writers.push((change.table, RowWriter::new(conn, table, Arc::clone(plan))?));
                 let last = writers.len() - 1;
                 &mut writers[last].1
             }
@@ -536,37 +545,37 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// How the rows of one table are written into the view: the statements,
-/// prepared once for a whole batch of rows, and, per column, where its
-/// value comes from.
-struct RowWriter<'a> {
-    conn: &'a Connection,
-    table: &'a TableDef,
-    upsert: CachedStatement<'a>,
-    /// Prepared at the first deleted row.
-    delete: Option<CachedStatement<'a>>,
-    delete_sql: String,
-    /// Per column: its place in the key, or its definition and default.
-    columns: Vec<Source<'a>>,
+/// How each table's rows are written into the view, made from one
+/// catalog generation ([`Catalog::generation`]).
+#[derive(Default)]
+pub(crate) struct RowPlans {
+    /// The generation the plans were made from (0 before any: no catalog
+    /// has it).
+    generation: u64,
+    tables: HashMap<Name, Arc<RowPlan>>,
+}
+
+/// How the rows of one table are written into the view: the statements'
+/// text and, per column, where its value comes from.
+struct RowPlan {
+    upsert: String,
+    delete: String,
+    /// Per column: its place in the key, or its definition.
+    columns: Vec<Source>,
     /// The value columns' places in `columns` and names, in name order:
     /// matched against a row's cells (also in name order) in one pass.
-    by_name: Vec<(usize, &'a Name)>,
-    /// Per column, for the row being written: the place of its cell among
-    /// the row's cells, if it has one.
-    found: Vec<Option<usize>>,
+    by_name: Vec<(usize, Name)>,
 }
 
-enum Source<'a> {
+enum Source {
     Key(usize),
-    Cell { column: &'a ColumnSpec, def: Option<ColumnDef> },
+    /// The column's definition with references resolved
+    /// ([`Catalog::value_def`]); `None` if the catalog cannot tell.
+    Cell(Option<ColumnDef>),
 }
 
-impl<'a> RowWriter<'a> {
-    fn new(
-        conn: &'a Connection,
-        catalog: &Catalog,
-        table: &'a TableDef,
-    ) -> Result<Self, ViewError> {
+impl RowPlan {
+    fn new(catalog: &Catalog, table: &TableDef) -> Self {
         let name = quote(table.name().as_str());
         let names: Vec<String> = table.columns().iter().map(|c| quote(c.name.as_str())).collect();
         let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
@@ -576,36 +585,59 @@ impl<'a> RowWriter<'a> {
             .enumerate()
             .map(|(i, c)| format!("{} = ?{}", quote(c.as_str()), i + 1))
             .collect();
-        let columns = table
+        let columns: Vec<Source> = table
             .columns()
             .iter()
             .map(|column| match table.primary_key().iter().position(|k| *k == column.name) {
                 Some(i) => Source::Key(i),
-                None => Source::Cell {
-                    column,
-                    def: catalog.value_def(table.name(), column.name.as_str()),
-                },
+                None => Source::Cell(catalog.value_def(table.name(), column.name.as_str())),
             })
-            .collect::<Vec<_>>();
-        let mut by_name: Vec<(usize, &Name)> = (columns.iter().enumerate())
-            .filter(|(_, source)| matches!(source, Source::Cell { .. }))
-            .map(|(i, _)| (i, &table.columns()[i].name))
             .collect();
-        by_name.sort_by_key(|&(_, name)| name);
-        let upsert = format!(
-            "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
-            names.join(", "),
-            placeholders.join(", ")
-        );
+        let mut by_name: Vec<(usize, Name)> = (columns.iter().enumerate())
+            .filter(|(_, source)| matches!(source, Source::Cell(_)))
+            .map(|(i, _)| (i, table.columns()[i].name.clone()))
+            .collect();
+        by_name.sort_by(|a, b| a.1.cmp(&b.1));
+        RowPlan {
+            upsert: format!(
+                "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
+                names.join(", "),
+                placeholders.join(", ")
+            ),
+            delete: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
+            columns,
+            by_name,
+        }
+    }
+}
+
+/// Writes the rows of one table by its plan, the statements prepared once
+/// for a whole batch of rows.
+struct RowWriter<'a> {
+    conn: &'a Connection,
+    table: &'a TableDef,
+    plan: Arc<RowPlan>,
+    upsert: CachedStatement<'a>,
+    /// Prepared at the first deleted row.
+    delete: Option<CachedStatement<'a>>,
+    /// Per column, for the row being written: the place of its cell among
+    /// the row's cells, if it has one.
+    found: Vec<Option<usize>>,
+}
+
+impl<'a> RowWriter<'a> {
+    fn new(
+        conn: &'a Connection,
+        table: &'a TableDef,
+        plan: Arc<RowPlan>,
+    ) -> Result<Self, ViewError> {
         Ok(RowWriter {
             conn,
             table,
-            upsert: conn.prepare_cached(&upsert)?,
+            upsert: conn.prepare_cached(&plan.upsert)?,
             delete: None,
-            delete_sql: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
-            found: vec![None; columns.len()],
-            columns,
-            by_name,
+            found: vec![None; plan.columns.len()],
+            plan,
         })
     }
 
@@ -619,16 +651,18 @@ impl<'a> RowWriter<'a> {
             let key_values = key.parts().iter().map(|p| ToSqlOutput::Borrowed(key_ref(p)));
             let delete = match &mut self.delete {
                 Some(delete) => delete,
-                None => self.delete.insert(self.conn.prepare_cached(&self.delete_sql)?),
+                None => self.delete.insert(self.conn.prepare_cached(&self.plan.delete)?),
             };
             delete.execute(params_from_iter(key_values))?;
             return Ok(());
         }
-        find_cells(&self.by_name, &state.cells, &mut self.found);
-        let values = self.columns.iter().zip(&self.found).map(|(source, found)| {
+        find_cells(&self.plan.by_name, &state.cells, &mut self.found);
+        let specs = self.table.columns();
+        let sources = self.plan.columns.iter().zip(specs).zip(&self.found);
+        let values = sources.map(|((source, column), found)| {
             ToSqlOutput::Borrowed(match source {
                 Source::Key(i) => key_ref(&key.parts()[*i]),
-                Source::Cell { column, def } => {
+                Source::Cell(def) => {
                     let cell = found.and_then(|i| state.cells.get_indexed(i)).map(|(_, c)| c);
                     value_ref(cell_value(column, def.as_ref(), cell))
                 }
@@ -642,13 +676,13 @@ impl<'a> RowWriter<'a> {
 /// Sets `found[column]` to the place among `cells` of the cell of each
 /// `(column, name)` of `by_name`, or `None`: both in name order, walked
 /// side by side.
-fn find_cells(by_name: &[(usize, &Name)], cells: &Cells, found: &mut [Option<usize>]) {
+fn find_cells(by_name: &[(usize, Name)], cells: &Cells, found: &mut [Option<usize>]) {
     found.fill(None);
     let mut cells = cells.iter().enumerate().peekable();
-    for &(column, name) in by_name {
+    for (column, name) in by_name {
         while cells.next_if(|(_, (cell, _))| *cell < name).is_some() {}
         if let Some((i, _)) = cells.next_if(|(_, (cell, _))| *cell == name) {
-            found[column] = Some(i);
+            found[*column] = Some(i);
         }
     }
 }
@@ -686,10 +720,63 @@ mod tests {
             .map(|n| (name(n), Cell { stamp, value: Value::Null }))
             .collect();
         let mut found = vec![Some(9); 4];
-        find_cells(&[(2, &a), (0, &b), (1, &d)], &cells, &mut found);
+        find_cells(&[(2, a.clone()), (0, b), (1, d)], &cells, &mut found);
         assert_eq!(found, [None, Some(2), Some(0), None]);
-        find_cells(&[(3, &a)], &Cells::new_vec(), &mut found);
+        find_cells(&[(3, a)], &Cells::new_vec(), &mut found);
         assert_eq!(found, [None; 4]);
+    }
+
+    /// A table's plan is made again once the catalog changes: a column a
+    /// new schema version adds is written, not left at its default by the
+    /// plan of the version before.
+    #[test]
+    fn plans_follow_the_catalog() {
+        use crate::sql::schema::{Format, Schema};
+        let version = |columns: &str| {
+            let text = format!(
+                "namespace = \"todo\"\n[tables.items]\nprimary_key = [\"id\"]\n\
+                 columns = {{ id = \"text\", {columns} }}"
+            );
+            Schema::parse(&text, Format::Toml).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, _gate) = open_writer(&dir.path().join("view.sqlite")).unwrap();
+        let mut catalog = Catalog::new();
+        catalog.apply(version(r#"title = "text""#)).unwrap();
+        let table = Name::new("todo.items").unwrap();
+        conn.execute_batch(&create_table_sql(&catalog, catalog.table(&table).unwrap())).unwrap();
+        let stamp = basic_proto::Stamp {
+            hlc: basic_proto::Hlc { wall_ms: 1, counter: 0 },
+            author: basic_proto::AuthorId([1; 32]),
+        };
+        let state = |cells: &[(&str, Value)]| RowState {
+            generation: 1,
+            cells: (cells.iter())
+                .map(|(n, value)| (Name::new(*n).unwrap(), Cell { stamp, value: value.clone() }))
+                .collect(),
+        };
+        let key = RowKey::single(KeyPart::Text("a".into()));
+        let mut plans = RowPlans::default();
+        let milk = state(&[("title", Value::Text("milk".into()))]);
+        apply(&conn, &catalog, &mut plans, &[RowChange { table: &table, key: &key, state: &milk }])
+            .unwrap();
+
+        let v2 = version(r#"title = "text", done = { type = "bool", default = false }"#);
+        let before = catalog.generation();
+        let mut copy = catalog.clone();
+        assert_eq!(copy.generation(), before);
+        copy.apply(version(r#"id2 = "text""#)).unwrap_err();
+        assert_eq!(copy.generation(), before, "a refused version changes nothing");
+        catalog.apply(v2).unwrap();
+        assert_ne!(catalog.generation(), before);
+        conn.execute_batch(
+            r#"ALTER TABLE "todo.items" ADD COLUMN done INTEGER NOT NULL DEFAULT 0"#,
+        )
+        .unwrap();
+        let done = state(&[("done", Value::Bool(true)), ("title", Value::Text("milk".into()))]);
+        apply(&conn, &catalog, &mut plans, &[RowChange { table: &table, key: &key, state: &done }])
+            .unwrap();
+        assert_eq!(run(&conn, r#"SELECT done FROM "todo.items""#).unwrap(), ["Integer(1)"]);
     }
 
     /// A view file with `todo.items` and `contacts.people`, a writer and a
