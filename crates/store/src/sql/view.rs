@@ -598,11 +598,24 @@ impl RowPlan {
             .map(|(i, _)| (i, table.columns()[i].name.clone()))
             .collect();
         by_name.sort_by(|a, b| a.1.cmp(&b.1));
+        // An existing row is updated in place: the index entries of the
+        // columns that keep their value stay as they are (a replace deletes
+        // the row and inserts it again, with every index entry).
+        let key: Vec<String> = table.primary_key().iter().map(|c| quote(c.as_str())).collect();
+        let updates: Vec<String> = (names.iter().zip(&columns))
+            .filter(|(_, source)| matches!(source, Source::Cell(_)))
+            .map(|(column, _)| format!("{column} = excluded.{column}"))
+            .collect();
+        let on_conflict = match updates.is_empty() {
+            true => "DO NOTHING".to_owned(),
+            false => format!("DO UPDATE SET {}", updates.join(", ")),
+        };
         RowPlan {
             upsert: format!(
-                "INSERT OR REPLACE INTO {name} ({}) VALUES ({})",
+                "INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
                 names.join(", "),
-                placeholders.join(", ")
+                placeholders.join(", "),
+                key.join(", ")
             ),
             delete: format!("DELETE FROM {name} WHERE {}", condition.join(" AND ")),
             columns,
@@ -726,57 +739,105 @@ mod tests {
         assert_eq!(found, [None; 4]);
     }
 
+    /// Version `columns` (besides the key `id`) of namespace `todo`, with
+    /// one table, `items`.
+    fn todo_version(columns: &str) -> crate::sql::schema::Schema {
+        let text = format!(
+            "namespace = \"todo\"\n[tables.items]\nprimary_key = [\"id\"]\n\
+             columns = {{ id = \"text\"{columns} }}"
+        );
+        crate::sql::schema::Schema::parse(&text, crate::sql::schema::Format::Toml).unwrap()
+    }
+
+    /// A live row state with `cells`.
+    fn live(cells: &[(&str, Value)]) -> RowState {
+        let stamp = basic_proto::Stamp {
+            hlc: basic_proto::Hlc { wall_ms: 1, counter: 0 },
+            author: basic_proto::AuthorId([1; 32]),
+        };
+        RowState {
+            generation: 1,
+            cells: (cells.iter())
+                .map(|(n, value)| (Name::new(*n).unwrap(), Cell { stamp, value: value.clone() }))
+                .collect(),
+        }
+    }
+
+    /// A view file holding the tables of `catalog`.
+    fn view_of(catalog: &Catalog) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, _gate) = open_writer(&dir.path().join("view.sqlite")).unwrap();
+        for table in catalog.schemas().flat_map(|schema| schema.tables()) {
+            conn.execute_batch(&create_table_sql(catalog, table)).unwrap();
+        }
+        (dir, conn)
+    }
+
     /// A table's plan is made again once the catalog changes: a column a
     /// new schema version adds is written, not left at its default by the
     /// plan of the version before.
     #[test]
     fn plans_follow_the_catalog() {
-        use crate::sql::schema::{Format, Schema};
-        let version = |columns: &str| {
-            let text = format!(
-                "namespace = \"todo\"\n[tables.items]\nprimary_key = [\"id\"]\n\
-                 columns = {{ id = \"text\", {columns} }}"
-            );
-            Schema::parse(&text, Format::Toml).unwrap()
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let (conn, _gate) = open_writer(&dir.path().join("view.sqlite")).unwrap();
         let mut catalog = Catalog::new();
-        catalog.apply(version(r#"title = "text""#)).unwrap();
+        catalog.apply(todo_version(r#", title = "text""#)).unwrap();
+        let (_dir, conn) = view_of(&catalog);
         let table = Name::new("todo.items").unwrap();
-        conn.execute_batch(&create_table_sql(&catalog, catalog.table(&table).unwrap())).unwrap();
-        let stamp = basic_proto::Stamp {
-            hlc: basic_proto::Hlc { wall_ms: 1, counter: 0 },
-            author: basic_proto::AuthorId([1; 32]),
-        };
-        let state = |cells: &[(&str, Value)]| RowState {
-            generation: 1,
-            cells: (cells.iter())
-                .map(|(n, value)| (Name::new(*n).unwrap(), Cell { stamp, value: value.clone() }))
-                .collect(),
-        };
         let key = RowKey::single(KeyPart::Text("a".into()));
         let mut plans = RowPlans::default();
-        let milk = state(&[("title", Value::Text("milk".into()))]);
+        let milk = live(&[("title", Value::Text("milk".into()))]);
         apply(&conn, &catalog, &mut plans, &[RowChange { table: &table, key: &key, state: &milk }])
             .unwrap();
 
-        let v2 = version(r#"title = "text", done = { type = "bool", default = false }"#);
         let before = catalog.generation();
         let mut copy = catalog.clone();
         assert_eq!(copy.generation(), before);
-        copy.apply(version(r#"id2 = "text""#)).unwrap_err();
+        copy.apply(todo_version(r#", id2 = "text""#)).unwrap_err();
         assert_eq!(copy.generation(), before, "a refused version changes nothing");
+        let v2 = todo_version(r#", title = "text", done = { type = "bool", default = false }"#);
         catalog.apply(v2).unwrap();
         assert_ne!(catalog.generation(), before);
-        conn.execute_batch(
-            r#"ALTER TABLE "todo.items" ADD COLUMN done INTEGER NOT NULL DEFAULT 0"#,
-        )
-        .unwrap();
-        let done = state(&[("done", Value::Bool(true)), ("title", Value::Text("milk".into()))]);
+        conn.execute_batch(r#"ALTER TABLE "todo.items" ADD COLUMN done INTEGER"#).unwrap();
+        let done = live(&[("done", Value::Bool(true)), ("title", Value::Text("milk".into()))]);
         apply(&conn, &catalog, &mut plans, &[RowChange { table: &table, key: &key, state: &done }])
             .unwrap();
         assert_eq!(run(&conn, r#"SELECT done FROM "todo.items""#).unwrap(), ["Integer(1)"]);
+    }
+
+    /// A row written again is updated in place, whether the table has
+    /// columns besides its key or none.
+    #[test]
+    fn a_row_written_again_is_updated() {
+        let mut catalog = Catalog::new();
+        catalog.apply(todo_version(r#", title = "text", note = "text""#)).unwrap();
+        let keys_only = "namespace = \"tags\"\n[tables.names]\nprimary_key = [\"name\"]\n\
+                         columns = { name = \"text\" }";
+        let tags = crate::sql::schema::Schema::parse(keys_only, crate::sql::schema::Format::Toml);
+        catalog.apply(tags.unwrap()).unwrap();
+        let (_dir, conn) = view_of(&catalog);
+        let (items, names) = (Name::new("todo.items").unwrap(), Name::new("tags.names").unwrap());
+        let (a, b) = (KeyPart::Text("a".into()), KeyPart::Text("b".into()));
+        let (a, b) = (RowKey::single(a), RowKey::single(b));
+        let text = |t: &str| Value::Text(t.into());
+        let first = live(&[("note", text("n")), ("title", text("milk"))]);
+        let second = live(&[("title", text("eggs"))]);
+        let other = live(&[("title", text("tea"))]);
+        let bare = live(&[]);
+        let mut plans = RowPlans::default();
+        let change = |table, key, state| RowChange { table, key, state };
+        let changes = [
+            change(&items, &a, &first),
+            change(&items, &b, &other),
+            change(&names, &a, &bare),
+            change(&items, &a, &second),
+            change(&names, &a, &bare),
+        ];
+        apply(&conn, &catalog, &mut plans, &changes).unwrap();
+        let rows = run(
+            &conn,
+            r#"SELECT id || ':' || title || ':' || ifnull(note, '-') FROM "todo.items" ORDER BY id"#,
+        );
+        assert_eq!(rows.unwrap(), [r#"Text("a:eggs:-")"#, r#"Text("b:tea:-")"#]);
+        assert_eq!(run(&conn, r#"SELECT name FROM "tags.names""#).unwrap(), [r#"Text("a")"#]);
     }
 
     /// A view file with `todo.items` and `contacts.people`, a writer and a
