@@ -1,51 +1,57 @@
 //! The store on redb: the replica's engine on a device (D41; sled before,
 //! see [`crate::storage::device`] for the move of a replica sled kept).
 //!
-//! One redb table holds the whole keyspace. [`Store::apply`] is a write
-//! transaction committed with [`Durability::None`]: visible to every later
-//! read in this process at once, on disk only once flushed. Its batch is
-//! also staged as a record of the write-ahead log ([`super::wal`], D43),
-//! and [`Store::flush`] writes the staged records to the log file and
-//! `fdatasync`s it: one sync, of the bytes written, where a redb durable
-//! commit syncs twice and writes every page the batches dirtied.
+//! One redb table holds the whole keyspace. [`Store::apply`] stages its
+//! batch as a record of the write-ahead log ([`super::wal`], D43) and
+//! keeps it in memory with the applies before it that redb has not been
+//! given yet (D47): every later read in this process sees it at once,
+//! reading there before redb. The apply that would take those past
+//! [`UNWRITTEN_BYTES`] writes them all to redb in one write transaction
+//! committed with [`Durability::None`] (one redb commit for many small
+//! applies). [`Store::flush`] writes the staged records to the log file
+//! and `fdatasync`s it: one sync, of the bytes written, where a redb
+//! durable commit syncs twice and writes every page the batches dirtied.
 //! Concurrent flushes share a sync: a flush returns at once if the applies
 //! it must cover are on disk already.
 //!
 //! A batch whose encoding is over [`super::wal::MAX_RECORD`], or one that
 //! would take the log past [`super::wal::CHECKPOINT_BYTES`], is committed
-//! durably by redb instead (a checkpoint): redb writes the pages of every
-//! commit since the last durable one and its alternate commit slot,
-//! `fdatasync`s the file, flips the primary slot and `fdatasync`s again
-//! (two-phase commit, which quick repair turns on); then the log starts
-//! over. Each apply records its sequence number in redb, in its own
+//! durably by redb instead, with every apply not yet written (a
+//! checkpoint): redb writes the pages of every commit since the last
+//! durable one and its alternate commit slot, `fdatasync`s the file, flips
+//! the primary slot and `fdatasync`s again (two-phase commit, which quick
+//! repair turns on); then the log starts over. Each write to redb records
+//! the sequence number of the last apply it holds, in the same
 //! transaction, so on opening the log's records past redb's last durable
 //! commit are applied again, and the store reopens as its last flush left
 //! it. Two-phase commit also means the slot in use never depends on a
 //! checksum over data that peers chose (redb's one-phase commit does).
 //!
 //! Reads share one read transaction: the newest, begun by the first read
-//! after an apply and ended by the next apply (beginning a transaction and
-//! opening the table cost more than a lookup). A read uses it only if no
-//! apply has committed since it began, so every read sees every apply
-//! that returned before it started. It must end with the apply: redb
-//! reuses no page freed while a read transaction is open.
+//! after redb was written and ended by its next write (beginning a
+//! transaction and opening the table cost more than a lookup). A read
+//! holds the applies not yet written (shared) while it reads redb, so an
+//! apply is always in one of the two places for it, and every read sees
+//! every apply that returned before it started. The transaction must end
+//! with each write: redb reuses no page freed while one is open.
 //!
 //! [`Store::scan`] reads in chunks of [`SCAN_CHUNK`] entries, each from
-//! the shared transaction of its moment, which the chunk does not keep:
-//! an iterator kept open (or dropped late) holds no read transaction, so
-//! it never keeps redb from reusing the pages that later commits free,
-//! which would grow the file. Like sled's iterator, a scan is not one
-//! snapshot: each chunk sees the writes committed before it was read.
+//! the shared transaction of its moment (with the applies not yet written
+//! over it), which the chunk does not keep: an iterator kept open (or
+//! dropped late) holds no read transaction, so it never keeps redb from
+//! reusing the pages that later commits free, which would grow the file.
+//! Like sled's iterator, a scan is not one snapshot: each chunk sees the
+//! writes applied before it was read.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ::redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
-    WriteTransaction,
 };
 
 use super::kv::{Batch, Entry, Store, StoreError};
@@ -74,10 +80,31 @@ pub struct RedbStore {
     /// The write-ahead log; held by an apply from its start to its end,
     /// and by a flush while it syncs.
     log: Mutex<Log>,
-    /// The shared read transaction's table, with the count of applies
-    /// there were when it began.
+    /// Applies logged but not yet written to redb. Reads look here first;
+    /// a read holds it (shared) while it reads redb, so it never meets
+    /// an apply in neither place.
+    unwritten: RwLock<Unwritten>,
+    /// How many times redb was written: a read transaction begun before
+    /// the last write does not see it.
+    writes: AtomicU64,
+    /// The shared read transaction's table, with the count of redb's
+    /// writes there were when it began.
     snapshot: Mutex<Option<(u64, Arc<Snapshot>)>>,
 }
+
+/// The writes of applies since redb was last written, the newest per key
+/// (`None`: deleted), and their size as logged.
+#[derive(Default)]
+struct Unwritten {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// Logged bytes of applies held in memory that the next apply may not
+/// take past: it writes them and itself to redb (one write transaction
+/// for many small applies). Larger, redb's commits come less often but
+/// each stalls its apply longer (D47).
+const UNWRITTEN_BYTES: usize = 64 << 10;
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +177,8 @@ impl RedbStore {
             path,
             applied: AtomicU64::new(applied),
             log: Mutex::new(log),
+            unwritten: RwLock::new(Unwritten::default()),
+            writes: AtomicU64::new(0),
             snapshot: Mutex::new(None),
         })
     }
@@ -159,57 +188,118 @@ impl RedbStore {
     pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
         let mut log = lock(&self.log);
         log.usable()?;
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_quick_repair(true);
-        txn.commit().map_err(engine)?;
-        log.checkpointed(self.applied.load(Ordering::SeqCst));
+        let seq = self.applied.load(Ordering::SeqCst);
+        self.write_redb(&Batch::default(), seq, true)?;
+        log.checkpointed(seq);
         Ok(())
     }
 
-    /// The shared read transaction's table, begun now if an apply
-    /// committed since the last one began (or none is open).
+    /// Writes the unwritten applies and then `batch`, apply `seq`, to redb
+    /// in one transaction, committed durably (two-phase, quick repair) or
+    /// with [`Durability::None`]. On an error redb and the unwritten
+    /// applies are as they were.
+    fn write_redb(&self, batch: &Batch, seq: u64, durably: bool) -> Result<(), StoreError> {
+        let mut unwritten = exclusive(&self.unwritten);
+        drop(lock(&self.snapshot).take());
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        match durably {
+            true => txn.set_quick_repair(true),
+            false => txn.set_durability(Durability::None).map_err(engine)?,
+        }
+        {
+            let mut table = txn.open_table(TABLE).map_err(engine)?;
+            for (key, value) in &unwritten.writes {
+                put_or_remove(&mut table, key, value.as_deref())?;
+            }
+            for (key, value) in &batch.writes {
+                put_or_remove(&mut table, key, value.as_deref())?;
+            }
+        }
+        txn.open_table(APPLIED).map_err(engine)?.insert(APPLIED_KEY, seq).map_err(engine)?;
+        txn.commit().map_err(engine)?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        drop(lock(&self.snapshot).take());
+        *unwritten = Unwritten::default();
+        Ok(())
+    }
+
+    /// The shared read transaction's table, begun now if redb was written
+    /// since the last one began (or none is open).
     fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
-        let applied = self.applied.load(Ordering::SeqCst);
+        let writes = self.writes.load(Ordering::SeqCst);
         let mut shared = lock(&self.snapshot);
         if let Some((seen, table)) = shared.as_ref()
-            && *seen == applied
+            && *seen == writes
         {
             return Ok(Arc::clone(table));
         }
         let table =
             Arc::new(self.db.begin_read().map_err(engine)?.open_table(TABLE).map_err(engine)?);
-        *shared = Some((applied, Arc::clone(&table)));
+        *shared = Some((writes, Arc::clone(&table)));
         Ok(table)
     }
 
     /// Up to [`SCAN_CHUNK`] entries under `prefix` after `start`, from the
     /// shared read transaction; whether the scan ends with them.
-    fn chunk(
-        &self,
-        prefix: &[u8],
-        start: &Bound<Vec<u8>>,
-    ) -> Result<(Vec<Entry>, bool), StoreError> {
+    fn chunk(&self, prefix: &[u8], start: &Bound<Vec<u8>>) -> Result<Chunk, StoreError> {
+        let unwritten = shared(&self.unwritten);
         let table = self.snapshot()?;
         let range = table
             .range::<&[u8]>((start.as_ref().map(Vec::as_slice), Bound::Unbounded))
             .map_err(engine)?;
-        let mut entries = Vec::new();
+        let mut stored = Vec::new();
         for entry in range {
             let (key, value) = entry.map_err(engine)?;
             if !key.value().starts_with(prefix) {
-                return Ok((entries, true));
+                break;
             }
-            entries.push((key.value().to_vec(), value.value().to_vec()));
-            if entries.len() == SCAN_CHUNK {
-                return Ok((entries, false));
+            stored.push((key.value().to_vec(), value.value().to_vec()));
+            if stored.len() == SCAN_CHUNK {
+                break;
             }
         }
-        Ok((entries, true))
+        // Up to where redb's entries reach, or to the prefix's end.
+        let resume = match stored.len() == SCAN_CHUNK {
+            true => stored.last().map(|(key, _)| key.clone()),
+            false => None,
+        };
+        let end = resume.clone().map_or(Bound::Unbounded, Bound::Included);
+        let mut newer = (unwritten.writes.range((start.clone(), end)))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .peekable();
+        if newer.peek().is_none() {
+            return Ok(Chunk { entries: stored, resume });
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (key, value) in newer {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        let mut entries: Vec<Entry> = merged.into_iter().collect();
+        if entries.len() > SCAN_CHUNK {
+            entries.truncate(SCAN_CHUNK);
+            let last = entries.last().map(|(key, _)| key.clone());
+            return Ok(Chunk { entries, resume: last });
+        }
+        Ok(Chunk { entries, resume })
     }
+}
+
+/// Entries of a scan, and the key after which the next chunk starts
+/// (`None`: the scan ends with these).
+struct Chunk {
+    entries: Vec<Entry>,
+    resume: Option<Vec<u8>>,
 }
 
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let unwritten = shared(&self.unwritten);
+        if let Some(value) = unwritten.writes.get(key) {
+            return Ok(value.clone());
+        }
         let table = self.snapshot()?;
         Ok(table.get(key).map_err(engine)?.map(|value| value.value().to_vec()))
     }
@@ -228,33 +318,33 @@ impl Store for RedbStore {
         })
     }
 
-    /// A write transaction committed with [`Durability::None`], its record
-    /// staged in the log; or, for a large batch or a full log, committed
-    /// durably. Dropped (so aborted) if any write fails. The shared read
-    /// transaction ends before it begins and again after it committed:
-    /// redb reuses no page freed while a read transaction is open.
+    /// Staged in the log and held in memory with the applies before it
+    /// that redb has not been given yet; the apply that would take those
+    /// past [`UNWRITTEN_BYTES`] writes them and itself to redb in one
+    /// transaction committed with [`Durability::None`]. A batch over a log
+    /// record's size, or one for a full log, is committed durably with
+    /// them. On an error the store is as it was.
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        drop(lock(&self.snapshot).take());
         let mut log = lock(&self.log);
         log.usable()?;
         let seq = self.applied.load(Ordering::SeqCst) + 1;
         let encoded = wal::encoded_len(&batch);
-        let mut txn = self.db.begin_write().map_err(engine)?;
         if encoded > wal::MAX_RECORD || log.is_full_with(encoded) {
-            txn.set_quick_repair(true);
-            commit(txn, seq, batch)?;
+            self.write_redb(&batch, seq, true)?;
             self.applied.store(seq, Ordering::SeqCst);
             log.checkpointed(seq);
-        } else {
-            txn.set_durability(Durability::None).map_err(engine)?;
-            let staged = log.stage(seq, &batch);
-            if let Err(error) = commit(txn, seq, batch) {
-                log.unstage(staged);
-                return Err(error);
-            }
-            self.applied.store(seq, Ordering::SeqCst);
+            return Ok(());
         }
-        drop(lock(&self.snapshot).take());
+        if shared(&self.unwritten).bytes + encoded > UNWRITTEN_BYTES {
+            self.write_redb(&batch, seq, false)?;
+            log.stage(seq, &batch);
+        } else {
+            log.stage(seq, &batch);
+            let mut unwritten = exclusive(&self.unwritten);
+            unwritten.bytes += encoded;
+            unwritten.writes.append(&mut { batch }.writes);
+        }
+        self.applied.store(seq, Ordering::SeqCst);
         Ok(())
     }
 
@@ -284,23 +374,25 @@ pub(super) fn log_file(name: &str) -> String {
     format!("{name}.wal")
 }
 
-/// Writes `batch` and its sequence number `seq` in `txn`, and commits.
-fn commit(txn: WriteTransaction, seq: u64, batch: Batch) -> Result<(), StoreError> {
-    write(&mut txn.open_table(TABLE).map_err(engine)?, batch)?;
-    txn.open_table(APPLIED).map_err(engine)?.insert(APPLIED_KEY, seq).map_err(engine)?;
-    txn.commit().map_err(engine)
-}
-
 /// Writes `batch` into `table`.
 fn write(table: &mut Table<&[u8], &[u8]>, batch: Batch) -> Result<(), StoreError> {
-    for (key, value) in batch.writes {
-        match value {
-            Some(value) => table.insert(key.as_slice(), value.as_slice()).map(drop),
-            None => table.remove(key.as_slice()).map(drop),
-        }
-        .map_err(engine)?;
+    for (key, value) in &batch.writes {
+        put_or_remove(table, key, value.as_deref())?;
     }
     Ok(())
+}
+
+/// Sets `key` to `value` in `table`, or removes it (`None`).
+fn put_or_remove(
+    table: &mut Table<&[u8], &[u8]>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    match value {
+        Some(value) => table.insert(key, value).map(drop),
+        None => table.remove(key).map(drop),
+    }
+    .map_err(engine)
 }
 
 /// A scan in chunks, each read in a transaction of its own.
@@ -327,10 +419,10 @@ impl Iterator for Scan<'_> {
                 return None;
             }
             match self.store.chunk(&self.prefix, &self.start) {
-                Ok((entries, last)) => {
-                    self.done = last;
-                    if let Some((key, _)) = entries.last() {
-                        self.start = Bound::Excluded(key.clone());
+                Ok(Chunk { entries, resume }) => {
+                    match resume {
+                        Some(key) => self.start = Bound::Excluded(key),
+                        None => self.done = true,
                     }
                     self.chunk = entries.into_iter();
                 }
@@ -347,6 +439,17 @@ impl Iterator for Scan<'_> {
 /// the values kept here.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `lock` read; a panic while it was held for writing leaves nothing half
+/// done (the unwritten applies are replaced only once redb holds them).
+fn shared<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `lock` held for writing (see [`shared`]).
+fn exclusive<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Any redb error as a [`StoreError`].
@@ -429,6 +532,58 @@ mod tests {
         assert!(rest.iter().all(|key| key.starts_with(b"a/")));
         let from = format!("a/{:06}", SCAN_CHUNK * 2).into_bytes();
         assert_eq!(store.scan(b"a/", &from).count(), count - SCAN_CHUNK * 2 + 1);
+    }
+
+    /// Applies held in memory read as if redb held them: gets and scans see
+    /// their puts and deletes over redb's entries, across chunks; past
+    /// [`UNWRITTEN_BYTES`] they are written to redb; a reopen after a
+    /// flush finds all of it.
+    #[test]
+    fn unwritten_applies_read_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |i: usize| format!("a/{i:06}").into_bytes();
+        let expect = |store: &RedbStore| {
+            assert_eq!(store.get(&key(0)).unwrap(), None);
+            assert_eq!(store.get(&key(700)).unwrap(), Some(vec![2]));
+            assert_eq!(store.get(&key(701)).unwrap(), Some(vec![1]));
+            let scanned: Vec<Entry> = store.scan(b"a/", b"a/").map(Result::unwrap).collect();
+            let mut wanted: Vec<Entry> = (600..1024).map(|i| (key(i), vec![1])).collect();
+            wanted[100].1 = vec![2];
+            wanted.push((key(1500), vec![3]));
+            assert_eq!(scanned, wanted);
+            assert_eq!(store.scan(b"a/", &key(1000)).count(), 25);
+        };
+        {
+            let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+            let mut written = Batch::default();
+            for i in 0..1024 {
+                written.put(key(i), vec![1]);
+            }
+            store.apply(written).unwrap();
+            // Over a log record's size: redb takes it and all before it.
+            put(&store, b"z", &vec![0; wal::MAX_RECORD]);
+            assert_eq!(shared(&store.unwritten).bytes, 0);
+            let mut newer = Batch::default();
+            for i in 0..600 {
+                newer.delete(key(i));
+            }
+            newer.put(key(700), vec![2]);
+            newer.put(key(1500), vec![3]);
+            newer.put(b"b/0".to_vec(), vec![4]);
+            store.apply(newer).unwrap();
+            assert!(shared(&store.unwritten).bytes > 0);
+            expect(&store);
+            store.flush().unwrap();
+        }
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        expect(&store);
+        // Small applies pass the limit: what they held is written to redb.
+        for i in 0..40 {
+            put(&store, format!("c/{i}").as_bytes(), &vec![5; UNWRITTEN_BYTES / 32]);
+        }
+        assert!(shared(&store.unwritten).bytes < UNWRITTEN_BYTES);
+        assert_eq!(store.get(b"c/0").unwrap(), Some(vec![5; UNWRITTEN_BYTES / 32]));
+        expect(&store);
     }
 
     /// A flush with nothing applied since the last one writes nothing, so

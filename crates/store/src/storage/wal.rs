@@ -86,16 +86,9 @@ impl Log {
     }
 
     /// Stages the record of apply `seq`, to be written by the next
-    /// [`Log::sync`]; returns the mark [`Log::unstage`] takes.
-    pub(super) fn stage(&mut self, seq: u64, batch: &Batch) -> usize {
-        let mark = self.pending.len();
+    /// [`Log::sync`].
+    pub(super) fn stage(&mut self, seq: u64, batch: &Batch) {
         encode_record(seq, batch, &mut self.pending);
-        mark
-    }
-
-    /// Drops the records staged since `mark` (their apply failed).
-    pub(super) fn unstage(&mut self, mark: usize) {
-        self.pending.truncate(mark);
     }
 
     /// Whether logging a batch of `encoded` more bytes would pass
