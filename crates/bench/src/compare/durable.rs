@@ -134,7 +134,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 16 writers",
             &basic_16,
-            "Basic's store alone (redb 4.6 commit + log fdatasync), 16 threads",
+            "Basic's store alone (redb 4.6 apply + log fdatasync), 16 threads",
             &ours_16,
         ),
         (
@@ -152,7 +152,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 1 writer",
             &basic_1,
-            "Basic's store alone (redb 4.6 commit + log fdatasync), 1 thread",
+            "Basic's store alone (redb 4.6 apply + log fdatasync), 1 thread",
             &ours_1,
         ),
         (
