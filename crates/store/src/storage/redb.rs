@@ -239,8 +239,9 @@ impl RedbStore {
         Ok(table)
     }
 
-    /// Up to [`SCAN_CHUNK`] entries under `prefix` after `start`, from the
-    /// shared read transaction; whether the scan ends with them.
+    /// Up to [`SCAN_CHUNK`] entries under `prefix` from `start`, read from
+    /// the shared read transaction with the applies not yet written over
+    /// them, and where the next chunk starts.
     fn chunk(&self, prefix: &[u8], start: &Bound<Vec<u8>>) -> Result<Chunk, StoreError> {
         let unwritten = shared(&self.unwritten);
         let table = self.snapshot()?;
