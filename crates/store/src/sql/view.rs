@@ -376,12 +376,13 @@ pub(crate) fn watermark(conn: &Connection) -> Result<u64, ViewError> {
     Ok(value.map_or(0, |v| v as u64))
 }
 
-/// Records the watermark.
+/// Records the watermark (on the writer's connection, once per group: the
+/// statement is cached, not parsed again each time).
 pub(crate) fn set_watermark(conn: &Connection, value: u64) -> Result<(), ViewError> {
-    conn.execute(
-        &format!("INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('watermark', ?1)"),
-        [value as i64],
-    )?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES ('watermark', ?1)"
+    ))?
+    .execute([value as i64])?;
     Ok(())
 }
 
