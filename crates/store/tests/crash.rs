@@ -598,3 +598,42 @@ fn acknowledged_writes_survive_kill_9() {
          flight: the test does not crash writes"
     );
 }
+
+/// A child killed while it makes a new database, at moments spread over
+/// the time making one takes, leaves a directory that opens: nothing it
+/// was creating (redb's file above all, which redb fills in several
+/// writes) is left half made.
+#[test]
+fn a_kill_while_a_database_is_first_made_leaves_one_that_opens() {
+    const KILLS: u32 = 48;
+    let temp = tempfile::tempdir().unwrap();
+    let spawn = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_crash_child"))
+            .arg(dir)
+            .args(["0", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long making one takes, up to the child's "ready".
+    let started = Instant::now();
+    let mut child = spawn(&temp.path().join("timed"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "ready", "the child did not open a new database");
+    let making = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for kill in 0..KILLS {
+        let dir = temp.path().join(format!("killed-{kill}"));
+        let mut child = spawn(&dir);
+        std::thread::sleep(making * kill / KILLS);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if let Err(error) = Database::open(&dir) {
+            panic!("killed {:?} into making it: {error}", making * kill / KILLS);
+        }
+    }
+}

@@ -131,6 +131,9 @@ impl RedbStore {
         let log_path = dir.join(log_file(name));
         let new_file = !path.exists() || !log_path.exists();
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
+        if !path.exists() {
+            create_whole(&path, cache)?;
+        }
         let db = Database::builder().set_cache_size(cache).create(&path).map_err(engine)?;
         let (mut log, records) = Log::open(&log_path)?;
         // One durable commit makes the tables (so readers never meet a
@@ -456,6 +459,26 @@ fn exclusive<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Any redb error as a [`StoreError`].
 fn engine(error: impl Into<::redb::Error>) -> StoreError {
     StoreError::Redb(Box::new(error.into()))
+}
+
+/// Makes an empty redb file at `path`, whole or not at all. redb fills a
+/// new file in several writes and its header last: a process killed in
+/// between left a file redb refuses ever after ("magic number mismatch").
+/// So redb fills it under a name of its own (one left by such a kill is
+/// started over), synced, then renamed into place (the caller syncs the
+/// directory).
+fn create_whole(path: &Path, cache: usize) -> Result<(), StoreError> {
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = PathBuf::from(fresh);
+    let io = |source| StoreError::Sync { path: fresh.clone(), source };
+    match std::fs::remove_file(&fresh) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
+        _ => {}
+    }
+    drop(Database::builder().set_cache_size(cache).create(&fresh).map_err(engine)?);
+    File::open(&fresh).and_then(|file| file.sync_all()).map_err(io)?;
+    std::fs::rename(&fresh, path).map_err(io)
 }
 
 /// `fsync` of a directory, so that an entry made in it survives a crash.
@@ -842,6 +865,22 @@ mod tests {
         // transaction kept open, four rewrites made the file four copies.
         let size = store.size_on_disk().unwrap();
         assert!(size < one_copy * 5 / 2, "{size} bytes, against {one_copy} for one copy");
+    }
+
+    /// A new data file left half made by a kill (under its own name: see
+    /// [`create_whole`]) is made again; the store opens.
+    #[test]
+    fn a_data_file_left_half_made_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join(format!("{DATA_FILE}.new"));
+        std::fs::write(&fresh, vec![0; 73_728]).unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        put(&store, b"k", b"v");
+        store.flush().unwrap();
+        assert!(!fresh.exists());
+        drop(store);
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 
     /// A data file that is not redb's (or was damaged) is refused with a
