@@ -5,11 +5,14 @@
 //! batch as a record of the write-ahead log ([`super::wal`], D43) and
 //! keeps it in memory with the applies before it that redb has not been
 //! given yet (D47): every later read in this process sees it at once,
-//! reading there before redb. The apply that would take those past
-//! [`UNWRITTEN_BYTES`] writes them all to redb in one write transaction
-//! committed with [`Durability::None`] (one redb commit for many small
-//! applies). [`Store::flush`] writes the staged records to the log file
-//! and `fdatasync`s it: one sync, of the bytes written, where a redb
+//! reading there before redb. Before an apply would take those past
+//! [`UNWRITTEN_BYTES`], they are handed to a thread of their own, which
+//! writes them to redb in one write transaction committed with
+//! [`Durability::None`] (one redb commit for many small applies) while
+//! the writer goes on (D48); reads find them in memory until the next
+//! hand-off joins that thread. [`Store::flush`] writes the staged records
+//! to the log file and `fdatasync`s it: one sync, of the bytes written,
+//! where a redb
 //! durable commit syncs twice and writes every page the batches dirtied.
 //! Concurrent flushes share a sync: a flush returns at once if the applies
 //! it must cover are on disk already.
@@ -28,12 +31,13 @@
 //! checksum over data that peers chose (redb's one-phase commit does).
 //!
 //! Reads share one read transaction: the newest, begun by the first read
-//! after redb was written and ended by its next write (beginning a
-//! transaction and opening the table cost more than a lookup). A read
-//! holds the applies not yet written (shared) while it reads redb, so an
-//! apply is always in one of the two places for it, and every read sees
-//! every apply that returned before it started. The transaction must end
-//! with each write: redb reuses no page freed while one is open.
+//! after a write to redb was joined and ended by the next join or durable
+//! commit (beginning a transaction and opening the table cost more than a
+//! lookup). A read holds the applies not yet written (shared) while it
+//! reads redb, so an apply is always in memory or in what its transaction
+//! sees (while a handed-off write runs, both may hold it), and every read
+//! sees every apply that returned before it started. The transaction must
+//! end with each write: redb reuses no page freed while one is open.
 //!
 //! [`Store::scan`] reads in chunks of [`SCAN_CHUNK`] entries, each from
 //! the shared transaction of its moment (with the applies not yet written
@@ -49,6 +53,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
 use ::redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -72,7 +77,8 @@ type Snapshot = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// The store on redb (see the [module documentation](self)).
 pub struct RedbStore {
-    db: Database,
+    /// Shared with the thread writing handed-off applies.
+    db: Arc<Database>,
     /// The data file.
     path: PathBuf,
     /// The sequence number of the last apply (set under `log`'s lock).
@@ -90,14 +96,36 @@ pub struct RedbStore {
     /// The shared read transaction's table, with the count of redb's
     /// writes there were when it began.
     snapshot: Mutex<Option<(u64, Arc<Snapshot>)>>,
+    /// The thread writing the last applies handed off (only touched with
+    /// `log` held).
+    background: Mutex<Background>,
 }
 
-/// The writes of applies since redb was last written, the newest per key
-/// (`None`: deleted), and their size as logged.
+/// Writes of applies, the newest per key (`None`: deleted).
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The applies redb does not hold yet, as reads see them.
 #[derive(Default)]
 struct Unwritten {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Held since the last hand-off: the newest.
+    writes: Writes,
+    /// Their size as logged.
     bytes: usize,
+    /// Handed to [`Background::Writing`] (older than `writes`): kept until
+    /// the thread is joined, whether or not its commit has happened yet.
+    handed: Arc<Writes>,
+}
+
+/// Where the last hand-off's write to redb stands.
+#[derive(Default)]
+enum Background {
+    /// Nothing handed off since the last join.
+    #[default]
+    Idle,
+    /// A thread writing handed-off applies to redb.
+    Writing(JoinHandle<Result<(), StoreError>>),
+    /// That write failed (why): redb is not given anything more.
+    Failed(String),
 }
 
 /// Logged bytes of applies held in memory that the next apply may not
@@ -176,13 +204,14 @@ impl RedbStore {
             sync_dir(parent)?;
         }
         Ok(Self {
-            db,
             path,
             applied: AtomicU64::new(applied),
             log: Mutex::new(log),
             unwritten: RwLock::new(Unwritten::default()),
             writes: AtomicU64::new(0),
             snapshot: Mutex::new(None),
+            background: Mutex::new(Background::Idle),
+            db: Arc::new(db),
         })
     }
 
@@ -192,38 +221,100 @@ impl RedbStore {
         let mut log = lock(&self.log);
         log.usable()?;
         let seq = self.applied.load(Ordering::SeqCst);
-        self.write_redb(&Batch::default(), seq, true)?;
+        self.write_durably(&Batch::default(), seq)?;
         log.checkpointed(seq);
         Ok(())
     }
 
-    /// Writes the unwritten applies and then `batch`, apply `seq`, to redb
-    /// in one transaction, committed durably (two-phase, quick repair) or
-    /// with [`Durability::None`]. On an error redb and the unwritten
-    /// applies are as they were.
-    fn write_redb(&self, batch: &Batch, seq: u64, durably: bool) -> Result<(), StoreError> {
+    /// Writes the held applies and then `batch`, apply `seq`, to redb in
+    /// one transaction committed durably (two-phase, quick repair), after
+    /// the last hand-off's write (call with `log` held). On an error redb
+    /// and the held applies are as they were.
+    fn write_durably(&self, batch: &Batch, seq: u64) -> Result<(), StoreError> {
+        self.join_background()?;
         let mut unwritten = exclusive(&self.unwritten);
         drop(lock(&self.snapshot).take());
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        match durably {
-            true => txn.set_quick_repair(true),
-            false => txn.set_durability(Durability::None).map_err(engine)?,
-        }
-        {
-            let mut table = txn.open_table(TABLE).map_err(engine)?;
-            for (key, value) in &unwritten.writes {
-                put_or_remove(&mut table, key, value.as_deref())?;
-            }
-            for (key, value) in &batch.writes {
-                put_or_remove(&mut table, key, value.as_deref())?;
-            }
-        }
-        txn.open_table(APPLIED).map_err(engine)?.insert(APPLIED_KEY, seq).map_err(engine)?;
-        txn.commit().map_err(engine)?;
+        let writes = unwritten.writes.iter().chain(&batch.writes);
+        commit(&self.db, writes, seq, true)?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         drop(lock(&self.snapshot).take());
         *unwritten = Unwritten::default();
         Ok(())
+    }
+
+    /// Hands the held applies, the last of them apply `seq`, to a thread
+    /// that writes them to redb (call with `log` held), once the last
+    /// hand-off's write is joined. Should no thread start, they are
+    /// written here.
+    fn hand_off(&self, seq: u64) -> Result<(), StoreError> {
+        self.join_background()?;
+        let handed = {
+            let mut unwritten = exclusive(&self.unwritten);
+            let handed = Arc::new(std::mem::take(&mut unwritten.writes));
+            unwritten.bytes = 0;
+            unwritten.handed = Arc::clone(&handed);
+            handed
+        };
+        let db = Arc::clone(&self.db);
+        let writing = Arc::clone(&handed);
+        let spawned = std::thread::Builder::new()
+            .name("basic-redb".into())
+            .spawn(move || commit(&db, writing.iter(), seq, false));
+        *lock(&self.background) = match spawned {
+            Ok(thread) => Background::Writing(thread),
+            Err(_) => match commit(&self.db, handed.iter(), seq, false) {
+                Ok(()) => {
+                    self.forget_handed();
+                    Background::Idle
+                }
+                Err(error) => Background::Failed(error.to_string()),
+            },
+        };
+        Ok(())
+    }
+
+    /// Waits for the last hand-off's write; once redb holds it, reads no
+    /// longer look at its applies in memory. An error if it (or one
+    /// before) failed: its applies stay in memory for reads, and in the
+    /// log for the next opening.
+    fn join_background(&self) -> Result<(), StoreError> {
+        let mut background = lock(&self.background);
+        let joined = match std::mem::take(&mut *background) {
+            Background::Idle => return Ok(()),
+            Background::Failed(cause) => Err(cause),
+            Background::Writing(thread) => match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("its thread panicked".to_owned()),
+            },
+        };
+        match joined {
+            Ok(()) => {
+                self.forget_handed();
+                Ok(())
+            }
+            Err(cause) => {
+                *background = Background::Failed(cause.clone());
+                Err(background_failed(&cause))
+            }
+        }
+    }
+
+    /// Drops the handed-off applies from memory: redb holds them.
+    fn forget_handed(&self) {
+        let mut unwritten = exclusive(&self.unwritten);
+        // Reads begun from now on must see redb's new commit.
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        drop(lock(&self.snapshot).take());
+        unwritten.handed = Arc::default();
+    }
+
+    /// An error if the last hand-off's write to redb failed.
+    fn background_usable(&self) -> Result<(), StoreError> {
+        match &*lock(&self.background) {
+            Background::Failed(cause) => Err(background_failed(cause)),
+            _ => Ok(()),
+        }
     }
 
     /// The shared read transaction's table, begun now if redb was written
@@ -268,8 +359,13 @@ impl RedbStore {
             false => None,
         };
         let end = resume.clone().map_or(Bound::Unbounded, Bound::Included);
-        let mut newer = (unwritten.writes.range((start.clone(), end)))
-            .take_while(|(key, _)| key.starts_with(prefix))
+        // The handed-off applies, then the held ones over them.
+        let mut newer = [&*unwritten.handed, &unwritten.writes]
+            .into_iter()
+            .flat_map(|writes| {
+                (writes.range((start.clone(), end.clone())))
+                    .take_while(|(key, _)| key.starts_with(prefix))
+            })
             .peekable();
         if newer.peek().is_none() {
             return Ok(Chunk { entries: stored, resume });
@@ -291,6 +387,16 @@ impl RedbStore {
     }
 }
 
+impl Drop for RedbStore {
+    /// Waits for the last hand-off's write: nothing touches the file after
+    /// the store is gone (it may be opened again at once).
+    fn drop(&mut self) {
+        if let Err(error) = self.join_background() {
+            tracing::warn!("{}: {error}", self.path.display());
+        }
+    }
+}
+
 /// Entries of a scan, and the key after which the next chunk starts
 /// (`None`: the scan ends with these).
 struct Chunk {
@@ -301,7 +407,7 @@ struct Chunk {
 impl Store for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let unwritten = shared(&self.unwritten);
-        if let Some(value) = unwritten.writes.get(key) {
+        if let Some(value) = unwritten.writes.get(key).or_else(|| unwritten.handed.get(key)) {
             return Ok(value.clone());
         }
         let table = self.snapshot()?;
@@ -323,31 +429,32 @@ impl Store for RedbStore {
     }
 
     /// Staged in the log and held in memory with the applies before it
-    /// that redb has not been given yet; the apply that would take those
-    /// past [`UNWRITTEN_BYTES`] writes them and itself to redb in one
-    /// transaction committed with [`Durability::None`]. A batch over a log
+    /// that redb has not been given yet; if those would pass
+    /// [`UNWRITTEN_BYTES`] with it, they are handed off first, to be
+    /// written to redb in one transaction committed with
+    /// [`Durability::None`] on a thread of their own. A batch over a log
     /// record's size, or one for a full log, is committed durably with
-    /// them. On an error the store is as it was.
+    /// every apply before it. On an error the store is as it was.
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut log = lock(&self.log);
         log.usable()?;
+        self.background_usable()?;
         let seq = self.applied.load(Ordering::SeqCst) + 1;
         let encoded = wal::encoded_len(&batch);
         if encoded > wal::MAX_RECORD || log.is_full_with(encoded) {
-            self.write_redb(&batch, seq, true)?;
+            self.write_durably(&batch, seq)?;
             self.applied.store(seq, Ordering::SeqCst);
             log.checkpointed(seq);
             return Ok(());
         }
-        if shared(&self.unwritten).bytes + encoded > UNWRITTEN_BYTES {
-            self.write_redb(&batch, seq, false)?;
-            log.stage(seq, &batch);
-        } else {
-            log.stage(seq, &batch);
-            let mut unwritten = exclusive(&self.unwritten);
-            unwritten.bytes += encoded;
-            unwritten.writes.append(&mut { batch }.writes);
+        let held = shared(&self.unwritten).bytes;
+        if held > 0 && held + encoded > UNWRITTEN_BYTES {
+            self.hand_off(seq - 1)?;
         }
+        log.stage(seq, &batch);
+        let mut unwritten = exclusive(&self.unwritten);
+        unwritten.bytes += encoded;
+        unwritten.writes.append(&mut { batch }.writes);
         self.applied.store(seq, Ordering::SeqCst);
         Ok(())
     }
@@ -454,6 +561,36 @@ fn shared<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 /// `lock` held for writing (see [`shared`]).
 fn exclusive<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes `writes` to redb in one transaction that records `seq` as the
+/// last apply it holds, committed durably (two-phase, quick repair) or
+/// with [`Durability::None`].
+fn commit<'a>(
+    db: &Database,
+    writes: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+    seq: u64,
+    durably: bool,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(engine)?;
+    match durably {
+        true => txn.set_quick_repair(true),
+        false => txn.set_durability(Durability::None).map_err(engine)?,
+    }
+    {
+        let mut table = txn.open_table(TABLE).map_err(engine)?;
+        for (key, value) in writes {
+            put_or_remove(&mut table, key, value.as_deref())?;
+        }
+    }
+    txn.open_table(APPLIED).map_err(engine)?.insert(APPLIED_KEY, seq).map_err(engine)?;
+    txn.commit().map_err(engine)
+}
+
+/// The error of every apply after a hand-off's write to redb failed.
+fn background_failed(cause: &str) -> StoreError {
+    let cause = std::io::Error::other(format!("writing applies to redb failed earlier: {cause}"));
+    StoreError::Redb(Box::new(::redb::Error::Io(cause)))
 }
 
 /// Any redb error as a [`StoreError`].
@@ -826,13 +963,22 @@ mod tests {
                         let seen = u64::from_be_bytes(value.try_into().unwrap());
                         assert!(seen >= at_least, "read {seen} after apply {at_least} returned");
                         // Scans go through the shared transaction too.
-                        assert_eq!(scan_prefix(&store, b"n").count(), 1);
+                        let scanned: Vec<Entry> =
+                            scan_prefix(&store, b"n").map(Result::unwrap).collect();
+                        let [(_, value)] = &scanned[..] else { panic!("{scanned:?}") };
+                        let seen = u64::from_be_bytes(value[..].try_into().unwrap());
+                        assert!(seen >= at_least, "scanned {seen} after apply {at_least} returned");
                         reads += 1;
                     }
                 });
             }
             for n in 1..=2_000u64 {
-                put(&store, b"n", &n.to_be_bytes());
+                // With 1 KiB more, applies are handed off to redb's
+                // thread every 60 or so, while the reads race them.
+                let mut batch = Batch::default();
+                batch.put(b"n".to_vec(), n.to_be_bytes().to_vec());
+                batch.put(format!("pad/{n}").into_bytes(), vec![0; 1024]);
+                store.apply(batch).unwrap();
                 returned.store(n, Ordering::SeqCst);
             }
             done.store(true, Ordering::SeqCst);
