@@ -120,6 +120,7 @@ impl From<DbError> for ApiError {
             | DbError::Io { .. }
             | DbError::Stopped(_)
             | DbError::Closed
+            | DbError::SigningStopped
             | DbError::Keystore(_) => Self::internal(message),
         }
     }

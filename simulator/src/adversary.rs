@@ -360,7 +360,7 @@ fn hostile_session(
 /// The target's requester opens a session with the insider app, whose
 /// real responder answers, except that its first reply also carries a
 /// commit signed by a stranger and a commit of the target's with a flipped
-/// signature byte. The requester may go on or close; the target must apply
+/// ciphertext byte. The requester may go on or close; the target must apply
 /// neither commit (both are recorded as forbidden for the final check).
 fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome> {
     let Some(insider) = insider(world) else { return Ok(Outcome::Missed("no insider".into())) };
@@ -374,13 +374,15 @@ fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome
     let Some(mut tampered) = commit_bytes(world, target)? else {
         return Ok(Outcome::Missed("nothing to tamper".into()));
     };
-    let last = tampered.len() - 1;
+    // The last byte of the ciphertext (before the signature's 2-byte head
+    // and 64 bytes): the id changes with it, and the signature fails.
+    let last = tampered.len() - 67;
     tampered[last] ^= 0x01;
     for (bytes, what) in [
         (&forged, "forged, sent by a hostile responder"),
         (&tampered, "tampered, sent by a hostile responder"),
     ] {
-        world.forbidden.push((basic_proto::CommitId::of(bytes), what.into()));
+        world.forbidden.push((id_of(bytes)?, what.into()));
     }
     let slipped = [forged.clone(), tampered.clone()];
     let session = hostile_session(world, target, insider, |message| match message {
@@ -395,7 +397,7 @@ fn hostile_responder(world: &mut World, target: usize) -> anyhow::Result<Outcome
     }
     let applied = crate::invariants::applied(world, target).map_err(|e| anyhow::anyhow!(e))?;
     for bytes in [&forged, &tampered] {
-        if applied.contains(&basic_proto::CommitId::of(bytes)) {
+        if applied.contains(&id_of(bytes)?) {
             bail!("the target applied a commit a hostile responder slipped into its reply");
         }
     }
@@ -523,7 +525,7 @@ fn forge_at(world: &mut World, to: usize) -> anyhow::Result<Vec<String>> {
     }
     admitted_nothing(world, to, &op, &stranger)?;
     let applied = crate::invariants::applied(world, to).map_err(|e| anyhow::anyhow!(e))?;
-    if applied.contains(&basic_proto::CommitId::of(&commit)) {
+    if applied.contains(&id_of(&commit)?) {
         bail!("{name} applied a commit forged by a non-member");
     }
     Ok(reached)
@@ -1038,4 +1040,9 @@ fn refused_nothing(outcomes: Vec<basic_store::OpOutcome>) -> anyhow::Result<()> 
         Some(why) => bail!("an op was refused: {why}"),
         None => Ok(()),
     }
+}
+
+/// The id of a commit's bytes, forged or tampered ones included.
+fn id_of(bytes: &[u8]) -> anyhow::Result<basic_proto::CommitId> {
+    basic_proto::Commit::id_of(bytes).ok_or_else(|| anyhow::anyhow!("not a commit envelope"))
 }

@@ -29,15 +29,17 @@ pub const COMMIT_VERSION: u64 = 0;
 /// BLAKE3 context of commit ids.
 pub const COMMIT_ID_CONTEXT: &str = "basic/v0 commit id";
 
-/// The hash that names a commit: BLAKE3 (derive-key mode) of its encoding.
+/// The hash that names a commit: BLAKE3 (derive-key mode) of the message
+/// its author signs, the encoded header then the ciphertext (D49).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommitId(pub [u8; 32]);
 
 impl CommitId {
-    /// The id of the commit encoded as `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
+    /// The id of the commit with this encoded header and ciphertext.
+    pub fn of(header: &[u8], ciphertext: &[u8]) -> Self {
         let mut hasher = blake3::Hasher::new_derive_key(COMMIT_ID_CONTEXT);
-        hasher.update(bytes);
+        hasher.update(header);
+        hasher.update(ciphertext);
         Self(*hasher.finalize().as_bytes())
     }
 }
@@ -221,6 +223,9 @@ pub enum CommitError {
         /// The size the commit would have.
         len: usize,
     },
+    /// An unsigned commit was given a key other than its header's author.
+    #[error("the signing key is not the commit's author")]
+    WrongAuthor,
     /// Decryption failed: wrong key, or ciphertext and header do not belong together.
     #[error("commit cannot be decrypted with this key (wrong key or tampered ciphertext)")]
     Undecryptable,
@@ -231,8 +236,9 @@ pub enum CommitError {
 
 /// A commit whose structure and signature have been verified.
 ///
-/// The only ways to get one are [`Commit::create`] and [`Commit::decode`],
-/// so holding a `Commit` means its author really signed it.
+/// The only ways to get one are [`Commit::create`], [`UnsignedCommit::sign`]
+/// and [`Commit::decode`], so holding a `Commit` means its author really
+/// signed it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Commit {
     header: CommitHeader,
@@ -252,37 +258,7 @@ impl Commit {
         key: &ScopeKey,
         rng: &mut impl CryptoRng,
     ) -> Result<Self, CommitError> {
-        if draft.prev.is_none() != (draft.seq == 1) || draft.seq == 0 {
-            return Err(CommitError::BadChain { seq: draft.seq });
-        }
-        let header = CommitHeader {
-            database: draft.database,
-            author: author.public(),
-            seq: draft.seq,
-            prev: draft.prev,
-            hlc: draft.hlc,
-            scope: draft.scope,
-            epoch: draft.epoch,
-            nonce: aead::random_nonce(rng),
-        };
-        let header_bytes = header.encode();
-        let plaintext = changes.encode();
-        // Fail before encrypting when the result is sure to be too large.
-        if plaintext.len() + header_bytes.len() + TAG_LEN > MAX_COMMIT_BYTES {
-            return Err(CommitError::TooLarge {
-                len: plaintext.len() + header_bytes.len() + TAG_LEN,
-            });
-        }
-        let ciphertext = key.encrypt(&header.nonce, &header_bytes, &plaintext);
-        let signature =
-            author.sign(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext));
-        let envelope = Envelope { header: header_bytes, ciphertext, signature };
-        let bytes = envelope.encode();
-        if bytes.len() > MAX_COMMIT_BYTES {
-            return Err(CommitError::TooLarge { len: bytes.len() });
-        }
-        let Envelope { header: header_bytes, ciphertext, signature } = envelope;
-        Ok(Self { id: CommitId::of(&bytes), header, header_bytes, ciphertext, signature, bytes })
+        UnsignedCommit::seal(&author.public(), draft, changes, key, rng)?.sign(author)
     }
 
     /// Decodes `bytes` and verifies the author's signature, in this order:
@@ -302,7 +278,7 @@ impl Commit {
             .verify(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext), &signature)
             .map_err(|_: KeyError| CommitError::BadSignature)?;
         Ok(Self {
-            id: CommitId::of(bytes),
+            id: CommitId::of(&header_bytes, &ciphertext),
             header,
             header_bytes,
             ciphertext,
@@ -336,6 +312,21 @@ impl Commit {
             .decrypt(&self.header.nonce, &self.header_bytes, &self.ciphertext)
             .ok_or(CommitError::Undecryptable)?;
         Changes::decode(&plaintext).map_err(CommitError::BadChanges)
+    }
+
+    /// The id `bytes` have if they are a commit, read without decoding or
+    /// verifying anything: for recognising a copy of a commit held already.
+    /// `None` unless `bytes` are three byte strings in canonical form, the
+    /// last of signature length; a copy whose signature is not the
+    /// author's has the id of the commit it copies, so this never decides
+    /// whether a commit is accepted.
+    pub fn id_of(bytes: &[u8]) -> Option<CommitId> {
+        let rest = bytes.strip_prefix(&[0x83])?;
+        let (header, rest) = byte_string(rest)?;
+        let (ciphertext, rest) = byte_string(rest)?;
+        let (signature, rest) = byte_string(rest)?;
+        (signature.len() == SIGNATURE_LEN && rest.is_empty())
+            .then(|| CommitId::of(header, ciphertext))
     }
 
     /// The verified header.
@@ -372,6 +363,128 @@ impl Commit {
     pub fn signed_message(&self) -> Vec<u8> {
         signed_message(&self.header_bytes, &self.ciphertext)
     }
+}
+
+/// A commit encrypted and named but not signed yet: its id is known (it
+/// does not cover the signature, D49), so the next commit of the log can
+/// be chained to it while this one is signed elsewhere.
+#[derive(Clone)]
+pub struct UnsignedCommit {
+    header: CommitHeader,
+    header_bytes: Vec<u8>,
+    ciphertext: Vec<u8>,
+    id: CommitId,
+}
+
+impl UnsignedCommit {
+    /// Encrypts `changes` under `key` into the next commit of `author`'s
+    /// log. Fails with [`CommitError::TooLarge`] when the signed commit
+    /// would exceed [`MAX_COMMIT_BYTES`].
+    pub fn seal(
+        author: &PublicKey,
+        draft: CommitDraft,
+        changes: &Changes,
+        key: &ScopeKey,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Self, CommitError> {
+        if draft.prev.is_none() != (draft.seq == 1) || draft.seq == 0 {
+            return Err(CommitError::BadChain { seq: draft.seq });
+        }
+        let header = CommitHeader {
+            database: draft.database,
+            author: *author,
+            seq: draft.seq,
+            prev: draft.prev,
+            hlc: draft.hlc,
+            scope: draft.scope,
+            epoch: draft.epoch,
+            nonce: aead::random_nonce(rng),
+        };
+        let header_bytes = header.encode();
+        let plaintext = changes.encode();
+        // Fail before encrypting when the result is sure to be too large.
+        let len = envelope_len(header_bytes.len(), plaintext.len() + TAG_LEN);
+        if len > MAX_COMMIT_BYTES {
+            return Err(CommitError::TooLarge { len });
+        }
+        let ciphertext = key.encrypt(&header.nonce, &header_bytes, &plaintext);
+        let id = CommitId::of(&header_bytes, &ciphertext);
+        Ok(Self { header, header_bytes, ciphertext, id })
+    }
+
+    /// The commit's id, the same once signed.
+    pub fn id(&self) -> CommitId {
+        self.id
+    }
+
+    /// The header.
+    pub fn header(&self) -> &CommitHeader {
+        &self.header
+    }
+
+    /// Signs as `author`, who must be the header's author.
+    pub fn sign(self, author: &SecretKey) -> Result<Commit, CommitError> {
+        if author.public() != self.header.author {
+            return Err(CommitError::WrongAuthor);
+        }
+        let Self { header, header_bytes, ciphertext, id } = self;
+        let signature =
+            author.sign(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext));
+        let envelope = Envelope { header: header_bytes, ciphertext, signature };
+        let bytes = envelope.encode();
+        debug_assert_eq!(
+            bytes.len(),
+            envelope_len(envelope.header.len(), envelope.ciphertext.len())
+        );
+        let Envelope { header: header_bytes, ciphertext, signature } = envelope;
+        Ok(Commit { header, header_bytes, ciphertext, signature, bytes, id })
+    }
+}
+
+impl fmt::Debug for UnsignedCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnsignedCommit")
+            .field("id", &self.id)
+            .field("header", &self.header)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// A CBOR byte string with the shortest head for its length, and what
+/// follows it.
+fn byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    let (len, rest) = match first {
+        0x40..=0x57 => (usize::from(first - 0x40), rest),
+        0x58 => (usize::from(*rest.first()?), &rest[1..]),
+        0x59 => (usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)), &rest[2..]),
+        0x5a => {
+            let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+            (usize::try_from(len).ok()?, &rest[4..])
+        }
+        _ => return None,
+    };
+    let shortest = match first {
+        0x58 => len >= 24,
+        0x59 => len >= 256,
+        0x5a => len >= 65_536,
+        _ => true,
+    };
+    (shortest && rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The length of an encoded commit whose header and ciphertext have these
+/// lengths: a 3-item array of byte strings, the last the signature.
+fn envelope_len(header: usize, ciphertext: usize) -> usize {
+    // The CBOR head of a byte string of `n` bytes.
+    let head = |n: usize| match n {
+        0..24 => 1,
+        24..256 => 2,
+        256..65_536 => 3,
+        _ => 5,
+    };
+    1 + head(header) + header + head(ciphertext) + ciphertext + head(SIGNATURE_LEN) + SIGNATURE_LEN
 }
 
 impl fmt::Debug for Commit {
@@ -505,6 +618,110 @@ mod tests {
         assert!(Commit::decode(&bytes).is_err());
         bytes = re_signed(&attacker, stolen.header(), &stolen.ciphertext);
         assert!(Commit::decode(&bytes).is_err(), "the header names the victim as author");
+    }
+
+    /// The id covers what the author signs, not the signature: it is known
+    /// before signing, and the same on every copy that verifies (D49).
+    #[test]
+    fn an_id_names_the_signed_message_not_the_signature() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let unsigned =
+            UnsignedCommit::seal(&author.public(), draft, &changes, &key, &mut rng).expect("seals");
+        let id = unsigned.id();
+        let commit = unsigned.sign(&author).expect("the author signs");
+        assert_eq!(commit.id(), id);
+        assert_eq!(id, CommitId::of(commit.header_bytes(), commit.ciphertext()));
+        assert_eq!(Commit::decode(commit.as_bytes()).expect("verifies").id(), id);
+        // Not the hash of the whole encoding, as before D49.
+        let mut whole = blake3::Hasher::new_derive_key(COMMIT_ID_CONTEXT);
+        whole.update(commit.as_bytes());
+        assert_ne!(id.0, *whole.finalize().as_bytes());
+    }
+
+    /// `id_of` reads the id of a canonical envelope only; anything else is
+    /// left to `decode` to refuse.
+    #[test]
+    fn id_of_reads_canonical_envelopes_only() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+        let bytes = commit.as_bytes();
+        assert_eq!(Commit::id_of(bytes), Some(commit.id()));
+        // A copy with another signature has the id of what it copies.
+        let mut resigned = bytes.to_vec();
+        *resigned.last_mut().unwrap() ^= 1;
+        assert_eq!(Commit::id_of(&resigned), Some(commit.id()));
+        assert_eq!(Commit::decode(&resigned), Err(CommitError::BadSignature));
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        let short_signature = re_encoded(&commit, &commit.signature[..63]);
+        // The header's head (a 1-byte length) written in the 2-byte form.
+        let mut long_head = vec![0x83, 0x59, 0];
+        long_head.extend_from_slice(&bytes[2..]);
+        for bad in [&bytes[..bytes.len() - 1], &trailing, &short_signature, &long_head, b"\x83"] {
+            assert_eq!(Commit::id_of(bad), None);
+            assert!(Commit::decode(bad).is_err());
+        }
+    }
+
+    /// `commit` encoded again with `signature` in place of its own.
+    fn re_encoded(commit: &Commit, signature: &[u8]) -> Vec<u8> {
+        codec::encode_value(&Cbor::Array(vec![
+            Cbor::Bytes(commit.header_bytes.clone()),
+            Cbor::Bytes(commit.ciphertext.clone()),
+            Cbor::Bytes(signature.to_vec()),
+        ]))
+    }
+
+    #[test]
+    fn only_the_header_author_signs_an_unsigned_commit() {
+        let (author, draft, changes, key, mut rng) = fixture();
+        let unsigned =
+            UnsignedCommit::seal(&author.public(), draft, &changes, &key, &mut rng).expect("seals");
+        let other = SecretKey::from_seed([4; 32]);
+        assert_eq!(unsigned.sign(&other).map(|c| c.id()), Err(CommitError::WrongAuthor));
+    }
+
+    /// The size limit is decided before signing: a commit that seals signs
+    /// within the limit, and its length is the one foreseen, across every
+    /// length of CBOR head.
+    #[test]
+    fn the_size_limit_is_known_before_signing() {
+        let (author, draft, _, key, mut rng) = fixture();
+        let with_title = |len: usize| {
+            Changes::new(vec![RowOp::Upsert {
+                table: crate::Name::new("todo.items").unwrap(),
+                key: RowKey::single(KeyPart::Text("a".into())),
+                generation: 1,
+                cells: crate::LiteMap::from_iter([(
+                    crate::Name::new("title").unwrap(),
+                    Value::Bytes(vec![7; len]),
+                )]),
+            }])
+            .unwrap()
+        };
+        let mut seal = |len: usize| {
+            UnsignedCommit::seal(&author.public(), draft.clone(), &with_title(len), &key, &mut rng)
+        };
+        for len in (0..300).chain(65_400..65_600) {
+            let unsigned = seal(len).expect("well under the limit");
+            let foreseen = envelope_len(unsigned.header_bytes.len(), unsigned.ciphertext.len());
+            let commit = unsigned.sign(&author).unwrap();
+            assert_eq!(commit.as_bytes().len(), foreseen, "len {len}");
+            assert_eq!(Commit::id_of(commit.as_bytes()), Some(commit.id()), "len {len}");
+        }
+        // The largest value that fits, found by bisection, signs to at most
+        // the limit; one byte more is refused before signing (plaintexts are
+        // padded, so the limit is not met exactly).
+        let (mut fits, mut over) = (0, MAX_COMMIT_BYTES);
+        while over - fits > 1 {
+            let mid = (fits + over) / 2;
+            if seal(mid).is_ok() { fits = mid } else { over = mid }
+        }
+        let largest = seal(fits).unwrap().sign(&author).unwrap();
+        assert!(largest.as_bytes().len() <= MAX_COMMIT_BYTES);
+        assert!(
+            matches!(seal(fits + 1), Err(CommitError::TooLarge { len }) if len > MAX_COMMIT_BYTES)
+        );
     }
 
     #[test]

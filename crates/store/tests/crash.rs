@@ -385,7 +385,8 @@ fn check(dir: &Path, ctx: Ctx, model: &mut Model) -> Stats {
     let mut stored_ids = BTreeSet::new();
     for entry in scan_prefix(replica.store(), &[layout::COMMIT]) {
         let (key, bytes) = entry.unwrap_or_else(|e| panic!("{ctx}: reading commits: {e}"));
-        let id = CommitId::of(&bytes);
+        let id = Commit::id_of(&bytes)
+            .unwrap_or_else(|| panic!("{ctx}: a stored commit is not an envelope"));
         assert_eq!(key[1..], id.0, "{ctx}: commit {id} is stored under another id");
         let (header, changes) = model.opened.entry(id).or_insert_with(|| {
             let commit = Commit::decode_with(&bytes, &model.authors)

@@ -133,3 +133,64 @@ fn a_custodial_log_resumes_after_a_restart() {
         "no fork: the log resumed after its last commit"
     );
 }
+
+/// The device and a custodial app write at once while another app is
+/// granted and revoked over and over: groups mix commits of two authors,
+/// signed on the writer's signing thread (D49), with control operations
+/// that read the commits stored before them. Every commit is stored whole,
+/// verifies, and chains to the one before it in its author's log.
+#[test]
+fn commits_signed_beside_the_writer_are_stored_whole_and_chained() {
+    const WRITES: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));
+    db.apply_schema(Schema::from_file(schema).unwrap()).unwrap();
+    let ns = Some(todo());
+    db.execute("INSERT INTO lists (id, name) VALUES ('l', 'L')", &[], ns.as_ref()).unwrap();
+    let app = db.new_custodial_app().unwrap();
+    db.grant(app, todo(), Rights::ReadWrite).unwrap();
+    let other = db.new_custodial_app().unwrap();
+    let insert = |who: &str, i: usize| {
+        format!("INSERT INTO items (id, list, title) VALUES ('{who}{i}', 'l', 't')")
+    };
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let (db, ns) = (&db, ns.as_ref());
+            scope.spawn(move || {
+                for i in 0..WRITES {
+                    db.execute(&insert(&format!("d{writer}-"), i), &[], ns).unwrap();
+                }
+            });
+        }
+        for writer in 0..4 {
+            let (db, ns, app) = (&db, ns.as_ref(), &app);
+            scope.spawn(move || {
+                for i in 0..WRITES {
+                    db.execute_as_app(&app.key, &insert(&format!("a{writer}-"), i), &[], ns)
+                        .unwrap();
+                }
+            });
+        }
+        scope.spawn(|| {
+            for _ in 0..20 {
+                db.grant(other, todo(), Rights::ReadWrite).unwrap();
+                db.revoke(other.key, todo()).unwrap();
+            }
+        });
+    });
+    let count = db.query("SELECT count(*) FROM items", &[], ns.as_ref()).unwrap().rows;
+    assert_eq!(count, [[Value::Integer((8 * WRITES) as i64)]]);
+    for (author, commits) in [(db.device(), 4 * WRITES + 1), (app.key, 4 * WRITES)] {
+        let log = db.replica().log(&author).unwrap();
+        assert_eq!(log.len(), commits);
+        let mut prev = None;
+        for (seq, id) in log {
+            let commit = db.replica().commit(&id).unwrap().expect("stored whole");
+            let decoded = basic_proto::Commit::decode(commit.as_bytes()).expect("verifies");
+            assert_eq!((decoded.id(), decoded.header().seq), (id, seq));
+            assert_eq!(decoded.header().prev, prev, "seq {seq} chains to the one before");
+            prev = Some(id);
+        }
+    }
+}

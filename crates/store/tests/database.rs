@@ -399,6 +399,44 @@ fn received_commits_merge_and_wake_live_queries() {
     assert_eq!(update.rows, first.rows);
 }
 
+/// A commit's id does not cover its signature (D49): a peer that alters
+/// the signature bytes of a commit gets the same id. Sent before the real
+/// commit, the copy is refused (it does not verify); sent after, it is a
+/// duplicate and nothing of it is stored. The real commit is kept, whole.
+#[test]
+fn a_copy_with_another_signature_is_refused_or_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, todo, key, mut app) = with_app(dir.path(), 42);
+    let op = RowOp::Upsert {
+        table: Name::new("todo.lists").unwrap(),
+        key: RowKey::single(KeyPart::Text("l".into())),
+        generation: 1,
+        cells: [(Name::new("name").unwrap(), text("L"))].into_iter().collect(),
+    };
+    let changes = Changes::new(vec![op]).unwrap();
+    let commit =
+        app.write(&todo, 0, &key, &changes, basic_store::now_ms(), &mut rand::rng()).unwrap();
+    let mut forged = commit.as_bytes().to_vec();
+    *forged.last_mut().unwrap() ^= 0x01;
+    assert_eq!(basic_proto::Commit::id_of(&forged), Some(commit.id()));
+
+    let results = db.ingest(&[forged.clone()]).unwrap();
+    assert!(
+        matches!(&results[0], Err(IngestError::Commit(basic_proto::CommitError::BadSignature))),
+        "{results:?}"
+    );
+    assert_eq!(db.replica().commit(&commit.id()).unwrap(), None, "nothing of it is stored");
+    assert!(rows(&db, "SELECT name FROM lists").is_empty());
+
+    let results = db.ingest(&[commit.as_bytes().to_vec()]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Applied);
+    let results = db.ingest(&[forged]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Duplicate);
+    let stored = db.replica().commit(&commit.id()).unwrap().unwrap();
+    assert_eq!(stored.as_bytes(), commit.as_bytes(), "the verified copy is kept");
+    assert_eq!(rows(&db, "SELECT name FROM lists"), [[text("L")]]);
+}
+
 #[test]
 fn commits_stamped_too_far_ahead_are_held_then_applied() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,7 +740,7 @@ fn a_large_received_batch_is_applied_in_bounded_groups() {
     assert_eq!(results.len(), 41);
     assert!(results[25].is_err());
     for (i, result) in results.iter().enumerate().filter(|(i, _)| *i != 25) {
-        let id = basic_proto::CommitId::of(&batch[i]);
+        let id = basic_proto::Commit::id_of(&batch[i]).unwrap();
         assert!(result.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied && r.id == id), "{i}");
     }
     let seen = seen.lock().unwrap();

@@ -40,6 +40,7 @@ pub fn commit(error: &CommitError) -> String {
         CommitError::BadSignature => "bad-signature".into(),
         CommitError::BadChain { .. } => "bad-chain".into(),
         CommitError::TooLarge { .. } => "too-large".into(),
+        CommitError::WrongAuthor => "wrong-author".into(),
         CommitError::Undecryptable => "undecryptable".into(),
         CommitError::BadChanges(e) => format!("bad-changes {}", decode(e)),
     }

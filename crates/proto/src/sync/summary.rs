@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn fingerprints_add_in_any_order() {
-        let ids: Vec<CommitId> = (0u8..5).map(|i| CommitId::of(&[i])).collect();
+        let ids: Vec<CommitId> = (0u8..5).map(|i| CommitId::of(&[i], &[])).collect();
         let mut forward = Fingerprint::default();
         ids.iter().for_each(|id| forward.add(id));
         let mut backward = Fingerprint::default();

@@ -57,6 +57,7 @@ use crate::storage::layout;
 use crate::storage::secrets;
 
 mod records;
+mod signer;
 mod writer;
 
 pub(crate) use records::{
@@ -167,6 +168,9 @@ pub enum DbError {
     /// The app's key is not kept here: it writes through its own client.
     #[error("this node holds no key for the app: it signs its own writes")]
     NotCustodial,
+    /// The thread signing this replica's commits stopped (a panic).
+    #[error("the thread signing this device's commits stopped")]
+    SigningStopped,
 }
 
 /// What a write statement did.
@@ -454,6 +458,7 @@ impl<S: Store> Database<S> {
             gate,
             published_stale: false,
             held: shared.replica.held_count()?,
+            signer: signer::Signer::new(),
         };
         let handle = std::thread::Builder::new()
             .name("basic-writer".into())
@@ -862,14 +867,18 @@ impl<S: Store> Database<S> {
             Ok(Received::Ready(commit, content))
         };
         // A copy of a commit held already (a peer relays what another sent)
-        // is known by its id, the hash of its bytes: neither verified nor
-        // opened again.
+        // is known by its id, read off its bytes: neither verified nor
+        // opened again, and nothing of it is stored (a copy whose signature
+        // was altered is a duplicate too: the verified one is kept).
         let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
             Vec::with_capacity(encoded.len());
         let mut fresh = Vec::with_capacity(encoded.len());
         for bytes in encoded {
-            let id = CommitId::of(bytes);
-            if self.shared.replica.holds_applied(&id)? {
+            let held = match Commit::id_of(bytes) {
+                Some(id) => self.shared.replica.holds_applied(&id)?.then_some(id),
+                None => None,
+            };
+            if let Some(id) = held {
                 outcomes.push(Some(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
             } else {
                 outcomes.push(None);

@@ -3,6 +3,7 @@
 //! its callers hear back.
 
 use super::records::{encode_author, encode_catalog, encode_u64};
+use super::signer::{SignError, Signer};
 use super::*;
 
 pub(super) enum Job {
@@ -107,6 +108,8 @@ pub(super) struct Writer<S> {
     pub(super) published_stale: bool,
     /// Commits held back, waiting for their time.
     pub(super) held: usize,
+    /// Signs the group's own commits while the writer goes on (D49).
+    pub(super) signer: Signer,
 }
 
 /// A job's answer, sent once its group is durable.
@@ -188,6 +191,11 @@ impl<S: Store> Writer<S> {
             let mut txn = shared.replica.begin();
             self.release_held(&mut txn)?;
             for job in group {
+                // What runs between writes may read the commits staged so
+                // far: they are signed first.
+                if !matches!(job, Job::Write { .. }) {
+                    self.put_signatures(&mut txn)?;
+                }
                 // Every job sees in the view the rows changed before it.
                 changed_tables.extend(self.flush_view(&tx, &mut txn)?);
                 replies.push(match job {
@@ -209,6 +217,7 @@ impl<S: Store> Writer<S> {
                     return Err(DbError::Stopped(Arc::new(cause)));
                 }
             }
+            self.put_signatures(&mut txn)?;
             self.watermark += 1;
             txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
             txn.put_meta(meta::AUTHOR, encode_author(&self.log));
@@ -246,6 +255,8 @@ impl<S: Store> Writer<S> {
                 Ok(())
             }
             Err(error) => {
+                // The failed group's commits are dropped, signed or not.
+                let _ = self.signer.finish();
                 (self.log, self.catalog) = saved;
                 // Resumed again from the replica, which holds none of the group.
                 self.app_logs.clear();
@@ -265,6 +276,18 @@ impl<S: Store> Writer<S> {
                 Err(cause)
             }
         }
+    }
+
+    /// Gives every own commit staged so far its signature.
+    fn put_signatures(&mut self, txn: &mut Txn<'_, S>) -> Result<(), DbError> {
+        let signed = self.signer.finish().map_err(|error| match error {
+            SignError::Commit(error) => DbError::Commit(error),
+            SignError::ThreadDied => DbError::SigningStopped,
+        })?;
+        for commit in &signed {
+            txn.put_signed(commit)?;
+        }
+        Ok(())
     }
 
     /// Writes the rows changed so far into the view; returns their tables.
@@ -331,8 +354,9 @@ impl<S: Store> Writer<S> {
         let commits = seal(log, (&scope, epoch, &key), &ops, now, &mut self.rng)?;
         let mut ids = Vec::with_capacity(commits.len());
         for (commit, changes) in commits {
-            txn.insert_with(&commit, Some(Ok(changes)))?;
+            txn.insert_unsigned(&commit, changes)?;
             ids.push(commit.id());
+            self.signer.submit(log.secret(), commit);
         }
         Ok(WriteOutcome { rows_affected, commits: ids })
     }
@@ -823,7 +847,7 @@ fn seal(
     ops: &[RowOp],
     now_ms: u64,
     rng: &mut rand::rngs::StdRng,
-) -> Result<Vec<(Commit, Changes)>, DbError> {
+) -> Result<Vec<(basic_proto::UnsignedCommit, Changes)>, DbError> {
     let before = log.clone();
     let mut commits = Vec::new();
     let mut pending: Vec<Vec<RowOp>> =
@@ -835,7 +859,7 @@ fn seal(
                 reason: e.to_string(),
             }))
         })?;
-        match log.write(scope, epoch, key, &changes, now_ms, rng) {
+        match log.seal(scope, epoch, key, &changes, now_ms, rng) {
             Ok(commit) => commits.push((commit, changes)),
             Err(CommitError::TooLarge { .. }) if chunk.len() > 1 => {
                 let (left, right) = chunk.split_at(chunk.len() / 2);

@@ -2,7 +2,7 @@
 
 use basic_proto::{
     Changes, Clock, Commit, CommitDraft, CommitError, CommitId, DatabaseId, Hlc, ScopeId, ScopeKey,
-    SecretKey,
+    SecretKey, UnsignedCommit,
 };
 use rand_core::CryptoRng;
 
@@ -60,8 +60,8 @@ impl LogWriter {
         &mut self.clock
     }
 
-    /// Seals `changes` into the next commit of the log. The log advances
-    /// only when this succeeds.
+    /// Seals and signs `changes` into the next commit of the log. The log
+    /// advances only when this succeeds.
     pub fn write(
         &mut self,
         scope: &ScopeId,
@@ -71,6 +71,26 @@ impl LogWriter {
         now_ms: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<Commit, CommitError> {
+        let before = self.clone();
+        let signed = self.seal(scope, epoch, key, changes, now_ms, rng)?.sign(&self.secret);
+        if signed.is_err() {
+            *self = before;
+        }
+        signed
+    }
+
+    /// Seals `changes` into the next commit of the log, to be signed with
+    /// [`LogWriter::secret`] later: the log advances past it at once (its
+    /// id does not depend on the signature), and only when this succeeds.
+    pub fn seal(
+        &mut self,
+        scope: &ScopeId,
+        epoch: u32,
+        key: &ScopeKey,
+        changes: &Changes,
+        now_ms: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<UnsignedCommit, CommitError> {
         let mut clock = self.clock;
         let draft = CommitDraft {
             database: self.database,
@@ -80,7 +100,7 @@ impl LogWriter {
             scope: *scope,
             epoch,
         };
-        let commit = Commit::create(&self.secret, draft, changes, key, rng)?;
+        let commit = UnsignedCommit::seal(&self.secret.public(), draft, changes, key, rng)?;
         self.seq += 1;
         self.prev = Some(commit.id());
         self.clock = clock;

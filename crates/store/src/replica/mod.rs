@@ -6,7 +6,7 @@
 //! logs are the source of truth: row states can be recomputed from them,
 //! row by row, when commits become invalid later.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use basic_proto::codec::{self, Fields};
@@ -14,7 +14,7 @@ use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
 use basic_proto::sync::Fingerprint;
 use basic_proto::{
     Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, KeyCache, Name, PublicKey,
-    RowKey, RowState, ScopeId, ScopeKey, Stamp,
+    RowKey, RowState, ScopeId, ScopeKey, Stamp, UnsignedCommit,
 };
 use ciborium::Value as Cbor;
 
@@ -247,6 +247,7 @@ impl<S: Store> Replica<S> {
             batch: Batch::default(),
             rows: HashMap::new(),
             take: 0,
+            unsigned: HashSet::new(),
         }
     }
 
@@ -677,6 +678,10 @@ pub struct Txn<'a, S> {
     /// How many times [`Txn::take_changes`] ran: rows changed since have
     /// this as their [`Staged::changed`].
     take: u64,
+    /// Own commits staged before they were signed ([`Txn::insert_unsigned`]):
+    /// the transaction commits only once [`Txn::put_signed`] gave each its
+    /// bytes.
+    unsigned: HashSet<CommitId>,
 }
 
 /// A row state staged by a transaction.
@@ -772,13 +777,48 @@ impl<S: Store> Txn<'_, S> {
         commit: &Commit,
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
-        let id = commit.id();
+        let bytes = commit.as_bytes().to_vec();
+        self.stage(commit.id(), commit.header(), bytes, content)
+    }
+
+    /// Stages this replica's own new commit and merges its changes while
+    /// it is being signed: everything but its bytes, which
+    /// [`Txn::put_signed`] adds before the transaction commits. Until then
+    /// the commit reads as held but cannot be read back.
+    pub fn insert_unsigned(
+        &mut self,
+        commit: &UnsignedCommit,
+        changes: Changes,
+    ) -> Result<Inserted, StoreError> {
+        let inserted = self.stage(commit.id(), commit.header(), Vec::new(), Some(Ok(changes)))?;
+        if inserted.outcome != Outcome::Duplicate {
+            self.unsigned.insert(inserted.id);
+        }
+        Ok(inserted)
+    }
+
+    /// The bytes of a commit staged by [`Txn::insert_unsigned`], now signed.
+    pub fn put_signed(&mut self, commit: &Commit) -> Result<(), StoreError> {
+        if !self.unsigned.remove(&commit.id()) {
+            return Err(StoreError::Unsigned(commit.id()));
+        }
+        self.batch.put(layout::commit(&commit.id()), commit.as_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Stages a commit under `id`, its bytes being `bytes`.
+    fn stage(
+        &mut self,
+        id: CommitId,
+        header: &CommitHeader,
+        bytes: Vec<u8>,
+        content: Option<Result<Changes, CommitError>>,
+    ) -> Result<Inserted, StoreError> {
         let commit_key = layout::commit(&id);
         if self.get(&commit_key)?.is_some() {
             return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
         }
-        let header = commit.header();
-        self.batch.put(commit_key, commit.as_bytes().to_vec());
+        self.batch.put(commit_key, bytes);
         // The commit is new, so any id already at its position is another one.
         let position = layout::log_position(&header.author, header.seq);
         let mut ids = self.get(&position)?.unwrap_or_default();
@@ -1101,10 +1141,19 @@ impl<S: Store> Txn<'_, S> {
         self.batch.delete(layout::meta(name));
     }
 
+    /// Refuses to commit while an own commit staged unsigned lacks its bytes.
+    fn all_signed(&self) -> Result<(), StoreError> {
+        match self.unsigned.iter().next() {
+            None => Ok(()),
+            Some(id) => Err(StoreError::Unsigned(*id)),
+        }
+    }
+
     /// Applies everything staged as one atomic batch and returns once it is
     /// on disk. Readers under [`Replica::settled`] see either none of it
     /// or all of it flushed.
     pub fn commit(self) -> Result<(), StoreError> {
+        self.all_signed()?;
         apply_staged(self.store, self.unsettled, self.batch, &in_key_order(&self.rows))
     }
 
@@ -1117,6 +1166,9 @@ impl<S: Store> Txn<'_, S> {
         self,
         meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,
     ) -> (Result<(), StoreError>, R) {
+        if let Err(error) = self.all_signed() {
+            return (Err(error), meanwhile(&[]));
+        }
         let Txn { store, unsettled, batch, rows, take, .. } = self;
         let staged = in_key_order(&rows);
         let changes: Vec<RowChange<'_>> = (staged.iter())

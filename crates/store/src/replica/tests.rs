@@ -324,3 +324,56 @@ fn commit_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all()
         assert_eq!(stored_rows(&replica), table_rows(&expected(&[first, second])), "{rows} rows");
     }
 }
+
+/// An own commit staged before its signature reads as held, merges at
+/// once, and is stored with its signed bytes; a transaction missing a
+/// signature, or given one it did not stage, stores nothing.
+#[test]
+fn own_commits_are_staged_before_they_are_signed() {
+    let replica = Replica::new(MemStore::new());
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let key = ScopeKey::from_bytes([9; 32]);
+    let mut a = writer(1);
+    let secret = a.secret().clone();
+    let mut seal = |a: &mut LogWriter, row: i64| {
+        let changes = Changes::new(vec![op(row, 1, "x", row)]).unwrap();
+        (a.seal(&APP, 0, &key, &changes, 1000, &mut rng).unwrap(), changes)
+    };
+
+    // Signed after the next is chained and staged: both are stored whole.
+    let mut txn = replica.begin();
+    let (first, first_changes) = seal(&mut a, 1);
+    let (second, second_changes) = seal(&mut a, 2);
+    assert_eq!(second.header().prev, Some(first.id()));
+    assert_eq!(
+        txn.insert_unsigned(&first, first_changes.clone()).unwrap().outcome,
+        Outcome::Applied
+    );
+    assert_eq!(txn.insert_unsigned(&first, first_changes).unwrap().outcome, Outcome::Duplicate);
+    txn.insert_unsigned(&second, second_changes).unwrap();
+    assert!(txn.row(&name("app.items"), &RowKey::single(KeyPart::Integer(2))).unwrap().is_live());
+    let signed = [first.sign(&secret).unwrap(), second.sign(&secret).unwrap()];
+    for commit in &signed {
+        txn.put_signed(commit).unwrap();
+    }
+    txn.commit().unwrap();
+    for commit in &signed {
+        assert_eq!(replica.commit(&commit.id()).unwrap().as_ref(), Some(commit));
+    }
+    assert_eq!(stored_rows(&replica), table_rows(&expected(&signed)));
+
+    // One left unsigned: nothing of the transaction is stored.
+    let before = stored_rows(&replica);
+    let mut txn = replica.begin();
+    let (third, changes) = seal(&mut a, 3);
+    let third_id = third.id();
+    txn.insert_unsigned(&third, changes).unwrap();
+    assert!(matches!(txn.commit(), Err(StoreError::Unsigned(id)) if id == third_id));
+    assert_eq!(replica.commit(&third_id).unwrap(), None);
+    assert_eq!(stored_rows(&replica), before);
+
+    // A signature for a commit the transaction did not stage is refused.
+    let mut txn = replica.begin();
+    let stray = third.sign(&secret).unwrap();
+    assert!(matches!(txn.put_signed(&stray), Err(StoreError::Unsigned(id)) if id == third_id));
+}

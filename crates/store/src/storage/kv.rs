@@ -40,6 +40,11 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A transaction's own commit was never given its signature, or a
+    /// signature was given for a commit it did not stage: a bug in the
+    /// caller. Nothing of the transaction is stored.
+    #[error("own commit {0} staged and signed out of step; nothing was stored")]
+    Unsigned(basic_proto::CommitId),
 }
 
 /// Writes applied together, all or nothing.
