@@ -443,12 +443,23 @@ impl UnsignedCommit {
 
 impl fmt::Debug for UnsignedCommit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnsignedCommit")
-            .field("id", &self.id)
-            .field("header", &self.header)
-            .field("ciphertext_len", &self.ciphertext.len())
-            .finish()
+        debug_commit(f, "UnsignedCommit", self.id, &self.header, &self.ciphertext)
     }
+}
+
+/// A commit's id, header and ciphertext length (not the ciphertext).
+fn debug_commit(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    id: CommitId,
+    header: &CommitHeader,
+    ciphertext: &[u8],
+) -> fmt::Result {
+    f.debug_struct(name)
+        .field("id", &id)
+        .field("header", header)
+        .field("ciphertext_len", &ciphertext.len())
+        .finish()
 }
 
 /// A CBOR byte string with the shortest head for its length, and what
@@ -489,11 +500,7 @@ fn envelope_len(header: usize, ciphertext: usize) -> usize {
 
 impl fmt::Debug for Commit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Commit")
-            .field("id", &self.id)
-            .field("header", &self.header)
-            .field("ciphertext_len", &self.ciphertext.len())
-            .finish()
+        debug_commit(f, "Commit", self.id, &self.header, &self.ciphertext)
     }
 }
 
