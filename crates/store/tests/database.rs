@@ -311,6 +311,34 @@ fn reopening_keeps_everything_and_rebuilds_a_lost_view() {
     assert!(db.replica().forks().unwrap().is_empty());
 }
 
+/// A data directory written before commit ids changed (D49) keeps its
+/// commits under ids of the whole encoding: opening it is refused with a
+/// message that says so, rather than taking every commit it is sent again
+/// for a fork of its own.
+#[test]
+fn a_directory_with_commits_under_the_old_ids_is_refused_clearly() {
+    use basic_store::storage::layout;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = with_todo(dir.path());
+        seed(&db);
+        // Every commit re-keyed by the hash of its whole encoding.
+        let store = db.replica().store();
+        let mut batch = basic_store::Batch::default();
+        for id in db.replica().commit_ids().collect::<Result<Vec<_>, _>>().unwrap() {
+            let bytes = store.get(&layout::commit(&id)).unwrap().unwrap();
+            let old = blake3::derive_key(basic_proto::commit::COMMIT_ID_CONTEXT, &bytes);
+            batch.delete(layout::commit(&id));
+            batch.put(layout::commit(&basic_proto::CommitId(old)), bytes);
+        }
+        store.apply(batch).unwrap();
+        store.flush().unwrap();
+    }
+    let refused = Database::open(dir.path()).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("written before commit ids changed"), "{refused}");
+    assert!(refused.to_string().contains("start a new data directory"), "{refused}");
+}
+
 /// A database that sled kept (D41) opens on redb with everything it held:
 /// its identity, its rows and its log, which goes on where it stopped.
 #[test]

@@ -396,6 +396,7 @@ impl<S: Store> Database<S> {
         environment: Environment,
     ) -> Result<Self, DbError> {
         let replica = Replica::new(store);
+        replica.check_commit_ids()?;
         replica.ensure_summaries()?;
         let (database, device, _) = load_identity(&replica, &environment)?;
         let log = load_author(&replica, device.clone(), database)?;

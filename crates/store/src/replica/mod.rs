@@ -335,6 +335,27 @@ impl<S: Store> Replica<S> {
         })
     }
 
+    /// Refuses a replica whose commits are stored under ids this version
+    /// does not compute: one written before commit ids changed (D49, a
+    /// format change without migration). One commit tells: a replica is
+    /// written by one version or the other.
+    pub fn check_commit_ids(&self) -> Result<(), StoreError> {
+        let Some(entry) = scan_prefix(&self.store, &[layout::COMMIT]).next() else {
+            return Ok(());
+        };
+        let (key, bytes) = entry?;
+        match Commit::id_of(&bytes) {
+            Some(id) if key[1..] == id.0 => Ok(()),
+            _ => Err(StoreError::Corrupt {
+                what: "commit",
+                reason: "stored under an id this version does not compute: the data directory \
+                         was written before commit ids changed (protocol-spec/DECISIONS.md D49) \
+                         and this version cannot use it; start a new data directory"
+                    .into(),
+            }),
+        }
+    }
+
     /// Writes the sync summaries from the stored logs if this replica was
     /// created before they existed.
     pub fn ensure_summaries(&self) -> Result<(), StoreError> {
