@@ -350,7 +350,9 @@ impl<S: Store> Replica<S> {
                 what: "commit",
                 reason: "stored under an id this version does not compute: the data directory \
                          was written before commit ids changed (protocol-spec/DECISIONS.md D49) \
-                         and this version cannot use it; start a new data directory"
+                         and this version cannot use it; export its rows with the version that \
+                         wrote it (`basic export --out rows.jsonl`) and import them into a new \
+                         data directory (`basic import rows.jsonl`)"
                     .into(),
             }),
         }
