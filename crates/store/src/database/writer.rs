@@ -354,9 +354,10 @@ impl<S: Store> Writer<S> {
         let commits = seal(log, (&scope, epoch, &key), &ops, now, &mut self.rng)?;
         let mut ids = Vec::with_capacity(commits.len());
         for (commit, changes) in commits {
-            txn.insert_unsigned(&commit, changes)?;
             ids.push(commit.id());
-            self.signer.submit(log.secret(), commit);
+            if txn.insert_unsigned(&commit, changes)?.outcome != Outcome::Duplicate {
+                self.signer.submit(log.secret(), commit);
+            }
         }
         Ok(WriteOutcome { rows_affected, commits: ids })
     }
