@@ -7,11 +7,17 @@
 //!
 //! Every benchmark is named `commit/<n>-cell/<step>` and reports throughput
 //! in cells. Inputs come from a seeded ChaCha20 RNG, so runs are comparable.
+//!
+//! `changes/decode-worst/<case>` times decoding the change sets that the
+//! units rule (wire-format.md §4.0) lets grow the most per byte: a
+//! megabyte that decodes to a million null cells, or to 64 MiB of values.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
 
+use basic_proto::change::{BYTES_PER_UNIT, MAX_CELLS, MAX_CHANGES_BYTES, MAX_OPS};
 use basic_proto::merge::Tables;
+use basic_proto::value::MAX_VALUE_LEN;
 use basic_proto::{
     Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp, ScopeKey,
     SecretKey, SigningContext, Stamp, Value,
@@ -227,6 +233,68 @@ fn bench_commit(c: &mut Criterion, fx: &mut Fixture, existing: &Tables) {
     group.finish();
 }
 
+/// The change sets that decode to the most per byte the units rule
+/// allows, each a megabyte once padded to its units: null cells (one unit
+/// each, one run per column), and values of 256 KiB front-coded against
+/// the row before (one unit per 64 bytes of each).
+fn worst_cases() -> Vec<(String, Changes)> {
+    let nulls = |rows: usize, columns: usize| {
+        let columns: Vec<Name> = (0..columns).map(|c| name(&format!("c{c:04}"))).collect();
+        (0..rows as i64)
+            .map(|k| RowOp::Upsert {
+                table: name("t.t"),
+                key: RowKey::single(KeyPart::Integer(k)),
+                generation: 1,
+                cells: columns.iter().map(|c| (c.clone(), Value::Null)).collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let per_value = MAX_VALUE_LEN / BYTES_PER_UNIT;
+    let text = Value::Text("a".repeat(MAX_VALUE_LEN));
+    let texts = (0..(MAX_CHANGES_BYTES / (2 + per_value)) as i64)
+        .map(|k| RowOp::Upsert {
+            table: name("t.t"),
+            key: RowKey::single(KeyPart::Integer(k)),
+            generation: 1,
+            cells: [(name("c"), text.clone())].into_iter().collect(),
+        })
+        .collect();
+    let keys = (0..MAX_CHANGES_BYTES / (1 + per_value))
+        .map(|row| {
+            let mut key = vec![0; MAX_VALUE_LEN - 2];
+            key.extend((row as u16).to_be_bytes());
+            RowOp::Delete {
+                table: name("t.t"),
+                key: RowKey::single(KeyPart::Bytes(key)),
+                generation: 2,
+            }
+        })
+        .collect();
+    let rows_of_widest = MAX_OPS * 104 / (MAX_CELLS + 1);
+    [
+        (format!("nulls-{MAX_OPS}x103"), nulls(MAX_OPS, 103)),
+        (format!("nulls-{rows_of_widest}x{MAX_CELLS}"), nulls(rows_of_widest, MAX_CELLS)),
+        ("texts-256KiB".to_owned(), texts),
+        ("keys-256KiB".to_owned(), keys),
+    ]
+    .into_iter()
+    .map(|(case, ops)| (case, Changes::new(ops).expect("a valid change set")))
+    .collect()
+}
+
+fn bench_decode_worst(c: &mut Criterion) {
+    let mut group = c.benchmark_group("changes/decode-worst");
+    group.sample_size(10);
+    for (case, changes) in worst_cases() {
+        let bytes = changes.encode();
+        assert!(bytes.len() <= MAX_CHANGES_BYTES && bytes.len() > MAX_CHANGES_BYTES / 2, "{case}");
+        assert_eq!(Changes::decode(&bytes).as_ref(), Ok(&changes), "{case}");
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(&case, |b| b.iter(|| Changes::decode(black_box(&bytes))));
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(0xba51c);
     let (existing, keys) = existing_table(&mut rng);
@@ -234,6 +302,7 @@ fn benches(c: &mut Criterion) {
         let mut fixture = Fixture::new(rows, columns, &keys, seed);
         bench_commit(c, &mut fixture, &existing);
     }
+    bench_decode_worst(c);
 }
 
 criterion_group!(commit, benches);

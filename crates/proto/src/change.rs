@@ -1119,65 +1119,6 @@ pub(crate) mod tests {
         assert_eq!(Changes::new(vec![op]).unwrap().units(), 10);
     }
 
-    /// The worst case the units rule allows, timed in release:
-    /// `cargo test --release -p basic-proto --lib -- --ignored --nocapture decode_time`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn decode_time_of_a_megabyte_of_null_runs() {
-        let units = MAX_OPS * 104;
-        let bytes = zero_padded(null_runs(MAX_OPS, 103), pad::padded_len(units));
-        for _ in 0..5 {
-            let start = std::time::Instant::now();
-            let changes = Changes::decode(&bytes).unwrap();
-            let took = start.elapsed();
-            assert_eq!(changes.cell_count(), MAX_OPS * 103);
-            println!("{} bytes, {units} units: decoded in {took:?}", bytes.len());
-        }
-        let rows = MAX_OPS * 104 / 1_025;
-        let bytes = zero_padded(null_runs(rows, MAX_CELLS), pad::padded_len(rows * 1_025));
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            let changes = Changes::decode(&bytes).unwrap();
-            let took = start.elapsed();
-            println!(
-                "{} bytes, {rows} rows x {MAX_CELLS} columns: decoded in {took:?}",
-                bytes.len()
-            );
-            drop(changes);
-        }
-    }
-
-    /// The most value bytes the units rule lets a change set decode to,
-    /// timed in release (the command above): a megabyte of one 256 KiB
-    /// text repeated on 255 rows, or of 255 keys of 256 KiB, 64 MiB each.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn decode_time_of_a_megabyte_of_repeated_long_values() {
-        let per_value = MAX_VALUE_LEN / BYTES_PER_UNIT;
-        let rows = MAX_CHANGES_BYTES / (2 + per_value);
-        let values = repeated_text(rows, MAX_VALUE_LEN);
-        let rows_keys = MAX_CHANGES_BYTES / (1 + per_value);
-        let keys = long_keys(rows_keys, MAX_VALUE_LEN);
-        let cases = [
-            ("texts", values, rows, rows * (2 + per_value)),
-            ("keys", keys, rows_keys, rows_keys * (1 + per_value)),
-        ];
-        for (what, content, rows, units) in cases {
-            let bytes = zero_padded(content, pad::padded_len(units));
-            for _ in 0..3 {
-                let start = std::time::Instant::now();
-                let changes = Changes::decode(&bytes).unwrap();
-                let took = start.elapsed();
-                assert_eq!(changes.units(), units);
-                println!(
-                    "{} bytes, {rows} rows of 256 KiB {what} ({} MB): decoded in {took:?}",
-                    bytes.len(),
-                    rows * MAX_VALUE_LEN / 1_000_000
-                );
-            }
-        }
-    }
-
     #[test]
     fn columns_must_be_sorted_and_not_empty() {
         let op = RowOp::Upsert {

@@ -61,7 +61,8 @@ impl LogWriter {
     }
 
     /// Seals and signs `changes` into the next commit of the log. The log
-    /// advances only when this succeeds.
+    /// advances only when this succeeds (signing cannot fail: the commit is
+    /// sealed under this writer's own key).
     pub fn write(
         &mut self,
         scope: &ScopeId,
@@ -71,12 +72,7 @@ impl LogWriter {
         now_ms: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<Commit, CommitError> {
-        let before = self.clone();
-        let signed = self.seal(scope, epoch, key, changes, now_ms, rng)?.sign(&self.secret);
-        if signed.is_err() {
-            *self = before;
-        }
-        signed
+        self.seal(scope, epoch, key, changes, now_ms, rng)?.sign(&self.secret)
     }
 
     /// Seals `changes` into the next commit of the log, to be signed with

@@ -800,8 +800,7 @@ impl<S: Store> Txn<'_, S> {
         commit: &Commit,
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
-        let bytes = commit.as_bytes().to_vec();
-        self.stage(commit.id(), commit.header(), bytes, content)
+        self.stage(commit.id(), commit.header(), commit.as_bytes(), content)
     }
 
     /// Stages this replica's own new commit and merges its changes while
@@ -813,7 +812,7 @@ impl<S: Store> Txn<'_, S> {
         commit: &UnsignedCommit,
         changes: Changes,
     ) -> Result<Inserted, StoreError> {
-        let inserted = self.stage(commit.id(), commit.header(), Vec::new(), Some(Ok(changes)))?;
+        let inserted = self.stage(commit.id(), commit.header(), &[], Some(Ok(changes)))?;
         if inserted.outcome != Outcome::Duplicate {
             self.unsigned.insert(inserted.id);
         }
@@ -834,14 +833,14 @@ impl<S: Store> Txn<'_, S> {
         &mut self,
         id: CommitId,
         header: &CommitHeader,
-        bytes: Vec<u8>,
+        bytes: &[u8],
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
         let commit_key = layout::commit(&id);
         if self.get(&commit_key)?.is_some() {
             return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
         }
-        self.batch.put(commit_key, bytes);
+        self.batch.put(commit_key, bytes.to_vec());
         // The commit is new, so any id already at its position is another one.
         let position = layout::log_position(&header.author, header.seq);
         let mut ids = self.get(&position)?.unwrap_or_default();
