@@ -121,6 +121,7 @@ impl From<DbError> for ApiError {
             | DbError::Stopped(_)
             | DbError::Closed
             | DbError::SigningStopped
+            | DbError::SyncStopped
             | DbError::Keystore(_) => Self::internal(message),
         }
     }

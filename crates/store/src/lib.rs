@@ -82,7 +82,7 @@ pub use flows::recovery;
 pub use replica::author::LogWriter;
 pub use replica::scope_keys::ScopeKeys;
 pub use replica::{
-    Head, Inserted, Keyring, Outcome, Placed, Replica, RowChange, ScopeSummary, Txn,
+    Head, Inserted, Keyring, Outcome, Placed, Replica, RowChange, ScopeSummary, Txn, Unsettled,
 };
 pub use sql::live::{LiveError, Subscription};
 pub use sql::query::{DEFAULT_BUDGET as DEFAULT_QUERY_BUDGET, QueryError, Rows};

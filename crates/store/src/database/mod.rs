@@ -58,6 +58,7 @@ use crate::storage::secrets;
 
 mod records;
 mod signer;
+mod syncer;
 mod writer;
 
 pub(crate) use records::{
@@ -171,6 +172,9 @@ pub enum DbError {
     /// The thread signing this replica's commits stopped (a panic).
     #[error("the thread signing this device's commits stopped")]
     SigningStopped,
+    /// The thread making groups durable stopped (a panic).
+    #[error("the thread making writes durable stopped")]
+    SyncStopped,
 }
 
 /// What a write statement did.

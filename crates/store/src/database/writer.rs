@@ -4,7 +4,9 @@
 
 use super::records::{encode_author, encode_catalog, encode_u64};
 use super::signer::{SignError, Signer};
+use super::syncer::Syncer;
 use super::*;
+use crate::replica::Unsettled;
 
 pub(super) enum Job {
     Write {
@@ -153,128 +155,268 @@ impl Reply {
     }
 }
 
+/// What the writer's groups run on.
+struct Pipe<'a, 'r, S> {
+    /// The view, with the writer's open transaction.
+    conn: &'a Connection,
+    queue: &'a mpsc::Receiver<Job>,
+    replica: &'r Replica<S>,
+    /// Flushes while the next group runs (`None`: no thread, each group is
+    /// flushed before the next starts).
+    syncer: Option<Syncer>,
+    /// The group applied and being flushed while the next one runs.
+    ahead: Option<Ahead<'r>>,
+}
+
+impl<S> Pipe<'_, '_, S> {
+    /// Whether the flush of the group ahead has returned.
+    fn syncer_done(&mut self) -> bool {
+        self.syncer.as_mut().is_none_or(Syncer::is_done)
+    }
+}
+
+/// A group applied to the store whose flush runs on the syncing thread.
+struct Ahead<'r> {
+    /// Keeps readers of settled state out until the flush returns.
+    unsettled: Unsettled<'r>,
+    answers: Answers,
+}
+
+/// A group's answers, sent once it is durable.
+#[derive(Default)]
+struct Answers {
+    replies: Vec<Reply>,
+    changed_tables: BTreeSet<Name>,
+}
+
 impl<S: Store> Writer<S> {
-    pub(super) fn run(mut self, mut conn: Connection, queue: mpsc::Receiver<Job>) {
-        loop {
-            let mut group = match queue.recv_timeout(HELD_CHECK) {
-                Ok(first) => vec![first],
-                Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => Vec::new(),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let mut rows: usize = group.iter().map(Job::rows).sum();
-            while group.len() < MAX_GROUP && rows < MAX_GROUP_ROWS {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        rows += job.rows();
-                        group.push(job);
-                    }
-                    Err(_) => break,
+    pub(super) fn run(mut self, conn: Connection, queue: mpsc::Receiver<Job>) {
+        let shared = Arc::clone(&self.shared);
+        std::thread::scope(|scope| {
+            let syncer = Syncer::start(scope, &shared.replica);
+            let mut pipe =
+                Pipe { conn: &conn, queue: &queue, replica: &shared.replica, syncer, ahead: None };
+            let mut next = None;
+            loop {
+                let first = match next.take() {
+                    Some(job) => Some(job),
+                    None => match queue.recv_timeout(HELD_CHECK) {
+                        Ok(first) => Some(first),
+                        Err(mpsc::RecvTimeoutError::Timeout) if self.held > 0 => None,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    },
+                };
+                match self.commit_group(&mut pipe, first) {
+                    Ok(following) => next = following,
+                    Err(()) => return,
                 }
             }
-            if let Err(error) = self.commit_group(&mut conn, group) {
-                *lock(&self.shared.stopped) = Some(error);
-                return;
-            }
-        }
+        });
     }
 
-    /// Runs a group of jobs and makes it durable. An `Err` is a storage
-    /// failure: the writer stops and every job of the group is told so.
-    fn commit_group(&mut self, conn: &mut Connection, group: Vec<Job>) -> Result<(), Arc<DbError>> {
-        let saved = (self.log.clone(), self.catalog.clone());
-        let shared = Arc::clone(&self.shared);
-        let mut changed_tables = BTreeSet::new();
-        let mut replies = Vec::with_capacity(group.len());
-        let outcome = (|| -> Result<(), DbError> {
-            let tx = conn.transaction().map_err(ViewError::from)?;
-            let mut txn = shared.replica.begin();
-            self.release_held(&mut txn)?;
-            for job in group {
-                // What runs between writes may read the commits staged so
-                // far: they are signed first.
-                if !matches!(job, Job::Write { .. }) {
-                    self.put_signatures(&mut txn)?;
-                }
-                // Every job sees in the view the rows changed before it.
-                changed_tables.extend(self.flush_view(&tx, &mut txn)?);
-                replies.push(match job {
-                    Job::Write { caller, statement, params, author, reply } => {
-                        let write = (&caller, &statement, &params[..], author.as_ref());
-                        Reply::Write(reply, self.write(&tx, &mut txn, write))
+    /// Runs a group of jobs, starting with `first` and taking what waits
+    /// in the queue, and applies it. The group is made durable here, or,
+    /// if a job already waits to start the next group, on the syncing
+    /// thread while that group runs (it is then returned): its rows wait
+    /// in the view's open transaction and its callers for their answers
+    /// until the flush returns. An `Err` is a storage failure: the writer
+    /// stops, every job not answered is told so, and `shared.stopped` says
+    /// why.
+    fn commit_group<'r>(
+        &mut self,
+        pipe: &mut Pipe<'_, 'r, S>,
+        first: Option<Job>,
+    ) -> Result<Option<Job>, ()> {
+        let mut group = Answers::default();
+        let outcome = self.run_group(pipe, first, &mut group);
+        let error = match outcome {
+            Ok(next) => return Ok(next),
+            Err(error) => error,
+        };
+        // The failed group's commits are dropped, signed or not.
+        let _ = self.signer.finish();
+        // The group before this one ends as its flush decides.
+        let error = match pipe.ahead.take().map(|ahead| self.settle(pipe, ahead)) {
+            Some(Err(earlier)) => earlier,
+            _ => error,
+        };
+        let cause = match error {
+            DbError::Stopped(cause) => cause,
+            other => Arc::new(other),
+        };
+        let _ = pipe.conn.execute_batch("ROLLBACK");
+        // Known before any caller hears of it (health reports it).
+        *lock(&self.shared.stopped) = Some(Arc::clone(&cause));
+        group.replies.into_iter().for_each(|r| r.fail(&cause));
+        Err(())
+    }
+
+    /// [`Writer::commit_group`]'s work, its answers kept in `group`.
+    fn run_group<'r>(
+        &mut self,
+        pipe: &mut Pipe<'_, 'r, S>,
+        first: Option<Job>,
+        group: &mut Answers,
+    ) -> Result<Option<Job>, DbError> {
+        let conn = pipe.conn;
+        // Rows this group writes before the last one is durable are taken
+        // back out of the view (see `settle_ahead`).
+        conn.execute_batch(if pipe.ahead.is_some() { "SAVEPOINT ahead" } else { "BEGIN" })
+            .map_err(ViewError::from)?;
+        let mut txn = pipe.replica.begin();
+        self.release_held(&mut txn)?;
+        let (mut jobs, mut rows) = (0, 0);
+        let mut next = first;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None if jobs >= MAX_GROUP || rows >= MAX_GROUP_ROWS => break,
+                None => match pipe.queue.try_recv() {
+                    Ok(job) => job,
+                    Err(_) if pipe.ahead.is_some() => {
+                        self.settle_ahead(pipe, &mut txn, group)?;
+                        continue;
                     }
-                    Job::Ingest { commits, reply } => {
-                        Reply::Ingest(reply, self.ingest(&mut txn, commits))
-                    }
-                    Job::Schema { schema, reply } => {
-                        Reply::Schema(reply, self.schema(&tx, &mut txn, schema))
-                    }
-                    Job::Control { command, reply } => {
-                        Reply::Control(reply, self.control(&tx, &mut txn, command))
-                    }
-                });
-                if let Some(cause) = replies.last_mut().and_then(Reply::take_storage_failure) {
-                    return Err(DbError::Stopped(Arc::new(cause)));
-                }
+                    Err(_) => break,
+                },
+            };
+            (jobs, rows) = (jobs + 1, rows + job.rows());
+            // Only writes and received commits run ahead: a schema or
+            // control change must not be taken back out of the view.
+            let may_run_ahead = matches!(job, Job::Write { .. } | Job::Ingest { .. });
+            if pipe.ahead.is_some() && (!may_run_ahead || pipe.syncer_done()) {
+                self.settle_ahead(pipe, &mut txn, group)?;
             }
-            self.put_signatures(&mut txn)?;
-            self.watermark += 1;
-            txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
-            txn.put_meta(meta::AUTHOR, encode_author(&self.log));
-            let (catalog, plans) = (&self.catalog, &mut self.row_plans);
-            let (stored, viewed) =
-                txn.commit_while(|changes| write_view(&tx, catalog, plans, changes));
-            stored?;
-            changed_tables.extend(viewed?);
-            view::set_watermark(&tx, self.watermark)?;
-            tx.commit().map_err(ViewError::from)?;
-            Ok(())
-        })();
-        match outcome {
-            Ok(()) => {
-                if std::mem::take(&mut self.published_stale) {
-                    publish(&shared.catalog, Arc::new(self.catalog.clone()));
-                    publish(&shared.keys, self.access.keys().clone());
-                    publish(&shared.namespaces, self.access.namespaces(&self.catalog));
-                    publish(&shared.auth, Arc::clone(self.access.state()));
-                    publish(&shared.control, Arc::new(self.access.log().clone()));
-                    lock(&shared.statements).clear();
-                }
-                // Watchers first: a caller whose write returned finds its
-                // change signalled already (the simulator relies on it).
-                lock(&shared.watchers).retain(|watcher| {
-                    !matches!(watcher.try_send(()), Err(mpsc::TrySendError::Disconnected(_)))
-                });
-                replies.into_iter().for_each(Reply::send);
-                if let Some(notify) =
-                    self.changed_tables.as_ref().filter(|_| !changed_tables.is_empty())
-                {
-                    // The live thread only stops when the database closes.
-                    let _ = notify.send(changed_tables);
-                }
-                Ok(())
+            // What runs between writes may read the commits staged so
+            // far: they are signed first.
+            if !matches!(job, Job::Write { .. }) {
+                self.put_signatures(&mut txn)?;
             }
-            Err(error) => {
-                // The failed group's commits are dropped, signed or not.
-                let _ = self.signer.finish();
-                (self.log, self.catalog) = saved;
-                // Resumed again from the replica, which holds none of the group.
-                self.app_logs.clear();
-                // The control log as stored: the failed group's operations are gone.
-                if let Ok(access) =
-                    Access::load(&self.shared.replica, self.shared.database, self.log.secret())
-                {
-                    self.access = access;
-                }
-                let cause = match error {
-                    DbError::Stopped(cause) => cause,
-                    other => Arc::new(other),
-                };
-                // Known before any caller hears of it (health reports it).
-                *lock(&self.shared.stopped) = Some(Arc::clone(&cause));
-                replies.into_iter().for_each(|r| r.fail(&cause));
-                Err(cause)
+            // Every job that reads the view sees in it the rows changed
+            // before it.
+            if !matches!(job, Job::Ingest { .. }) {
+                group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
             }
+            group.replies.push(match job {
+                Job::Write { caller, statement, params, author, reply } => {
+                    let write = (&caller, &statement, &params[..], author.as_ref());
+                    Reply::Write(reply, self.write(conn, &mut txn, write))
+                }
+                Job::Ingest { commits, reply } => {
+                    Reply::Ingest(reply, self.ingest(&mut txn, commits))
+                }
+                Job::Schema { schema, reply } => {
+                    Reply::Schema(reply, self.schema(conn, &mut txn, schema))
+                }
+                Job::Control { command, reply } => {
+                    Reply::Control(reply, self.control(conn, &mut txn, command))
+                }
+            });
+            if let Some(cause) = group.replies.last_mut().and_then(Reply::take_storage_failure) {
+                return Err(DbError::Stopped(Arc::new(cause)));
+            }
+        }
+        if pipe.ahead.is_some() {
+            self.settle_ahead(pipe, &mut txn, group)?;
+        }
+        self.put_signatures(&mut txn)?;
+        self.watermark += 1;
+        txn.put_meta(meta::WATERMARK, encode_u64(self.watermark));
+        txn.put_meta(meta::AUTHOR, encode_author(&self.log));
+        let (catalog, plans) = (&self.catalog, &mut self.row_plans);
+        let (applied, viewed) =
+            txn.apply_while(|changes| write_view(conn, catalog, plans, changes));
+        let unsettled = applied?;
+        group.changed_tables.extend(viewed?);
+        view::set_watermark(conn, self.watermark)?;
+        // A job waiting now starts the next group while this one is
+        // flushed on the syncing thread.
+        let next = pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok());
+        let ahead =
+            next.as_ref().is_some_and(|job| matches!(job, Job::Write { .. } | Job::Ingest { .. }));
+        if ahead && pipe.syncer.as_ref().is_some_and(Syncer::begin) {
+            pipe.ahead = Some(Ahead { unsettled, answers: std::mem::take(group) });
+            return Ok(next);
+        }
+        pipe.replica.flush()?;
+        drop(unsettled);
+        conn.execute_batch("COMMIT").map_err(ViewError::from)?;
+        self.announce(std::mem::take(group));
+        Ok(next)
+    }
+
+    /// Ends the group before the one running (`txn`): once its flush
+    /// returns, the rows the running group wrote into the view so far are
+    /// taken back out, the earlier group's view is committed and its
+    /// callers answered, and the running group's rows are written again
+    /// in a new view transaction.
+    fn settle_ahead(
+        &mut self,
+        pipe: &mut Pipe<'_, '_, S>,
+        txn: &mut Txn<'_, S>,
+        group: &mut Answers,
+    ) -> Result<(), DbError> {
+        let Some(ahead) = pipe.ahead.take() else { return Ok(()) };
+        self.settle(pipe, ahead)?;
+        pipe.conn.execute_batch("BEGIN").map_err(ViewError::from)?;
+        let changes = txn.retake_changes();
+        group.changed_tables.extend(write_view(
+            pipe.conn,
+            &self.catalog,
+            &mut self.row_plans,
+            &changes,
+        )?);
+        Ok(())
+    }
+
+    /// Waits for `ahead`'s flush, then commits its view (without the rows
+    /// of the group after it) and answers its callers. If the flush
+    /// failed, its callers are told so (`Err`: the writer stops).
+    fn settle(&mut self, pipe: &mut Pipe<'_, '_, S>, ahead: Ahead<'_>) -> Result<(), DbError> {
+        let Ahead { unsettled, answers } = ahead;
+        let flushed = match pipe.syncer.as_mut() {
+            Some(syncer) => syncer.wait(),
+            None => pipe.replica.flush().map_err(DbError::from),
+        };
+        let committed = flushed.and_then(|()| {
+            drop(unsettled);
+            let undo = "ROLLBACK TO ahead; RELEASE ahead; COMMIT";
+            pipe.conn.execute_batch(undo).map_err(|e| DbError::View(ViewError::from(e)))
+        });
+        if let Err(error) = committed {
+            let cause = Arc::new(error);
+            *lock(&self.shared.stopped) = Some(Arc::clone(&cause));
+            answers.replies.into_iter().for_each(|r| r.fail(&cause));
+            return Err(DbError::Stopped(cause));
+        }
+        self.announce(answers);
+        Ok(())
+    }
+
+    /// Tells everyone of a group now durable and in the view: readers of
+    /// the catalog and keys, watchers, the callers, live queries.
+    fn announce(&mut self, group: Answers) {
+        let shared = &self.shared;
+        if std::mem::take(&mut self.published_stale) {
+            publish(&shared.catalog, Arc::new(self.catalog.clone()));
+            publish(&shared.keys, self.access.keys().clone());
+            publish(&shared.namespaces, self.access.namespaces(&self.catalog));
+            publish(&shared.auth, Arc::clone(self.access.state()));
+            publish(&shared.control, Arc::new(self.access.log().clone()));
+            lock(&shared.statements).clear();
+        }
+        // Watchers first: a caller whose write returned finds its change
+        // signalled already (the simulator relies on it).
+        lock(&shared.watchers).retain(|watcher| {
+            !matches!(watcher.try_send(()), Err(mpsc::TrySendError::Disconnected(_)))
+        });
+        group.replies.into_iter().for_each(Reply::send);
+        if let Some(notify) =
+            self.changed_tables.as_ref().filter(|_| !group.changed_tables.is_empty())
+        {
+            // The live thread only stops when the database closes.
+            let _ = notify.send(group.changed_tables);
         }
     }
 

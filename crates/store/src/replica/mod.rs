@@ -7,7 +7,7 @@
 //! row by row, when commits become invalid later.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use basic_proto::codec::{self, Fields};
 use basic_proto::control::{AuthState, ControlLog, ControlOp, Cutoff, End};
@@ -226,6 +226,12 @@ impl<S: Store> Replica<S> {
     /// that waits for a commit.
     pub fn settled(&self) -> RwLockReadGuard<'_, ()> {
         self.unsettled.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes every batch applied before this call durable (see
+    /// [`Store::flush`]); may run on any thread.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
     }
 
     /// The underlying store.
@@ -723,7 +729,7 @@ impl Staged {
     }
 }
 
-impl<S: Store> Txn<'_, S> {
+impl<'a, S: Store> Txn<'a, S> {
     /// Makes room for `rows` more staged row states at once, rather than
     /// growing the table step by step as they come.
     pub fn reserve_rows(&mut self, rows: usize) {
@@ -1153,6 +1159,13 @@ impl<S: Store> Txn<'_, S> {
         changes_of(&self.rows, self.take - 1)
     }
 
+    /// Every row changed in this transaction, in storage-key order, as
+    /// [`Txn::take_changes`] would return them had it not run before.
+    pub fn retake_changes(&mut self) -> Vec<RowChange<'_>> {
+        self.take += 1;
+        in_key_order(&self.rows).into_iter().map(|(_, staged)| staged.change()).collect()
+    }
+
     /// Stages a metadata record.
     pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
         self.batch.put(layout::meta(name), value);
@@ -1176,18 +1189,26 @@ impl<S: Store> Txn<'_, S> {
     /// or all of it flushed.
     pub fn commit(self) -> Result<(), StoreError> {
         self.all_signed()?;
-        apply_staged(self.store, self.unsettled, self.batch, &in_key_order(&self.rows))
+        let staged = in_key_order(&self.rows);
+        let unsettled = apply_staged(self.store, self.unsettled, self.batch, &staged)?;
+        self.store.flush()?;
+        drop(unsettled);
+        Ok(())
     }
 
-    /// [`Txn::commit`], while `meanwhile` runs on this thread with the rows
-    /// changed since [`Txn::take_changes`] last ran: the writer fills its
-    /// view as the batch goes to disk. Many changed rows are committed on
-    /// another thread; a few, here, after `meanwhile`. Many are also freed
-    /// on a thread of their own, while the writer goes on.
-    pub fn commit_while<R>(
+    /// Applies everything staged as one atomic batch, while `meanwhile`
+    /// runs on this thread with the rows changed since
+    /// [`Txn::take_changes`] last ran: the writer fills its view as the
+    /// batch is applied. Every read of the store sees the batch at once;
+    /// it is durable after the next [`Replica::flush`], and readers under
+    /// [`Replica::settled`] wait until the returned [`Unsettled`] is
+    /// dropped (after that flush). Many changed rows are applied on another
+    /// thread; a few, here, after `meanwhile`. Many are also freed on a
+    /// thread of their own, while the writer goes on.
+    pub fn apply_while<R>(
         self,
         meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,
-    ) -> (Result<(), StoreError>, R) {
+    ) -> (Result<Unsettled<'a>, StoreError>, R) {
         if let Err(error) = self.all_signed() {
             return (Err(error), meanwhile(&[]));
         }
@@ -1202,10 +1223,12 @@ impl<S: Store> Txn<'_, S> {
             return (apply_staged(store, unsettled, batch, &staged), result);
         }
         let outcome = std::thread::scope(|scope| {
-            let stored = scope.spawn(|| apply_staged(store, unsettled, batch, &staged));
+            // Taken here: a guard cannot come back from another thread.
+            let guard = unsettled.write().unwrap_or_else(PoisonError::into_inner);
+            let applied = scope.spawn(|| apply_in_order(store, batch, &staged));
             let result = meanwhile(&changes);
-            match stored.join() {
-                Ok(stored) => (stored, result),
+            match applied.join() {
+                Ok(applied) => (applied.map(|()| Unsettled { _guard: guard }), result),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         });
@@ -1215,13 +1238,22 @@ impl<S: Store> Txn<'_, S> {
     }
 }
 
+/// A batch applied and not yet known to be on disk: readers under
+/// [`Replica::settled`] wait while it lives. Drop it once
+/// [`Replica::flush`] has returned after the apply.
+#[must_use = "readers under `Replica::settled` wait until it is dropped"]
+#[derive(Debug)]
+pub struct Unsettled<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+}
+
 /// Drops `value` on a new thread: thousands of row states take the writer
 /// a few percent of a first sync to free. Freed here if no thread starts.
 fn free_elsewhere<T: Send + 'static>(value: T) {
     let _ = std::thread::Builder::new().name("basic-free".into()).spawn(move || drop(value));
 }
 
-/// Changed rows from which [`Txn::commit_while`] commits on another
+/// Changed rows from which [`Txn::apply_while`] applies on another
 /// thread. Not tuned: a group of single-row writes stays well under it and
 /// starts no thread; a first sync's groups are thousands of rows.
 const PARALLEL_COMMIT_ROWS: usize = 256;
@@ -1241,11 +1273,22 @@ fn in_key_order(rows: &HashMap<Vec<u8>, Staged>) -> Vec<(&Vec<u8>, &Staged)> {
     staged
 }
 
-/// Encodes the staged `rows` (in key order) into `batch`, applies it and
-/// flushes `store` (under the [`Replica::settled`] lock).
-fn apply_staged<S: Store>(
+/// Encodes the staged `rows` (in key order) into `batch` and applies it
+/// under the [`Replica::settled`] lock, which it returns held.
+fn apply_staged<'a, S: Store>(
     store: &S,
-    unsettled: &RwLock<()>,
+    unsettled: &'a RwLock<()>,
+    batch: Batch,
+    rows: &[(&Vec<u8>, &Staged)],
+) -> Result<Unsettled<'a>, StoreError> {
+    let guard = unsettled.write().unwrap_or_else(PoisonError::into_inner);
+    apply_in_order(store, batch, rows)?;
+    Ok(Unsettled { _guard: guard })
+}
+
+/// Encodes the staged `rows` (in key order) into `batch` and applies it.
+fn apply_in_order<S: Store>(
+    store: &S,
     mut batch: Batch,
     rows: &[(&Vec<u8>, &Staged)],
 ) -> Result<(), StoreError> {
@@ -1255,11 +1298,7 @@ fn apply_staged<S: Store>(
         let state = (staged.state != RowState::default()).then(|| rows::encode(&staged.state));
         ((*at).clone(), state)
     }));
-    let _unsettled = unsettled.write().unwrap_or_else(PoisonError::into_inner);
-    if !batch.is_empty() {
-        store.apply(batch)?;
-    }
-    store.flush()
+    if batch.is_empty() { Ok(()) } else { store.apply(batch) }
 }
 
 pub(crate) mod access;

@@ -294,8 +294,8 @@ proptest! {
 }
 
 #[test]
-fn commit_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all() {
-    // Below and above the count from which the batch goes to disk on
+fn apply_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all() {
+    // Below and above the count from which the batch is applied on
     // another thread.
     for rows in [6, 2 * PARALLEL_COMMIT_ROWS as i64] {
         let replica = Replica::new(MemStore::new());
@@ -311,10 +311,21 @@ fn commit_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all()
         txn.insert(&first, &keyring()).unwrap();
         assert_eq!(txn.take_changes().len(), half as usize);
         txn.insert(&second, &keyring()).unwrap();
-        let (stored, handed) = txn.commit_while(|changes| {
+        let (applied, handed) = txn.apply_while(|changes| {
             changes.iter().map(|c| (c.table.clone(), c.key.clone())).collect::<Vec<_>>()
         });
-        stored.unwrap();
+        let unsettled = applied.unwrap();
+        // Applied: seen by reads at once, by settled readers only once flushed.
+        assert!(
+            replica
+                .row(&name("app.items"), &RowKey::single(KeyPart::Integer(0)))
+                .unwrap()
+                .is_some()
+        );
+        assert!(replica.unsettled.try_read().is_err(), "a settled reader waits, {rows} rows");
+        replica.flush().unwrap();
+        drop(unsettled);
+        assert!(replica.unsettled.try_read().is_ok(), "{rows} rows");
         let wanted: Vec<(Name, RowKey)> = [0]
             .into_iter()
             .chain(half..rows)
@@ -323,6 +334,26 @@ fn commit_while_hands_over_the_rows_changed_since_the_last_take_and_stores_all()
         assert_eq!(handed, wanted, "{rows} rows");
         assert_eq!(stored_rows(&replica), table_rows(&expected(&[first, second])), "{rows} rows");
     }
+}
+
+#[test]
+fn retake_changes_gives_every_changed_row_again_and_starts_a_new_take() {
+    let replica = Replica::new(MemStore::new());
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let mut w = writer(1);
+    let first = write(&mut w, (0..3).map(|r| op(r, 1, "a", r)).collect(), 1_000, &mut rng);
+    let second = write(&mut w, vec![op(2, 1, "b", 7), op(5, 1, "a", 5)], 2_000, &mut rng);
+    let mut txn = replica.begin();
+    txn.insert(&first, &keyring()).unwrap();
+    assert_eq!(txn.take_changes().len(), 3);
+    txn.insert(&second, &keyring()).unwrap();
+    let keys = |changes: Vec<RowChange<'_>>| -> Vec<RowKey> {
+        changes.into_iter().map(|c| c.key.clone()).collect()
+    };
+    let every: Vec<RowKey> = [0, 1, 2, 5].map(|r| RowKey::single(KeyPart::Integer(r))).into();
+    assert_eq!(keys(txn.retake_changes()), every);
+    assert!(txn.take_changes().is_empty(), "nothing changed since the retake");
+    assert_eq!(keys(txn.retake_changes()), every, "a retake gives them all again");
 }
 
 /// An own commit staged before its signature reads as held, merges at

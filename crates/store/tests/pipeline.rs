@@ -1,0 +1,213 @@
+//! A group whose flush has not returned is invisible to readers and
+//! unanswered, even while the next group runs ahead of it on the writer.
+//!
+//! The store under the database lets each apply and each flush through
+//! only when the test allows it, so a group can be held applied and not
+//! durable while the next one is planned against it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use basic_proto::Value;
+use basic_store::{Batch, Database, DbError, Entry, Executed, MemStore, Schema, Store, StoreError};
+
+/// How many applies and flushes may still pass, and who flushed.
+#[derive(Default)]
+struct Permits {
+    applies: usize,
+    flushes: usize,
+    /// The name of each thread that flushed, in order.
+    flushed_on: Vec<String>,
+    /// The next flush fails.
+    fail_flush: bool,
+}
+
+/// A [`MemStore`] whose applies and flushes wait for permits.
+#[derive(Clone)]
+struct Gated {
+    inner: Arc<MemStore>,
+    permits: Arc<(Mutex<Permits>, Condvar)>,
+    /// Calls waiting for a permit.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    fn new() -> Self {
+        let permits = Permits { applies: usize::MAX, flushes: usize::MAX, ..Permits::default() };
+        Self {
+            inner: Arc::new(MemStore::new()),
+            permits: Arc::new((Mutex::new(permits), Condvar::new())),
+            waiting: Arc::default(),
+        }
+    }
+
+    fn allow(&self, applies: usize, flushes: usize) {
+        let (permits, changed) = &*self.permits;
+        let mut permits = permits.lock().unwrap();
+        (permits.applies, permits.flushes) = (applies, flushes);
+        changed.notify_all();
+    }
+
+    fn fail_next_flush(&self) {
+        self.permits.0.lock().unwrap().fail_flush = true;
+    }
+
+    fn flushed_on(&self) -> Vec<String> {
+        self.permits.0.lock().unwrap().flushed_on.clone()
+    }
+
+    /// Waits until `calls` applies or flushes wait for a permit.
+    fn until_waiting(&self, calls: usize) {
+        for _ in 0..2_000 {
+            if self.waiting.load(Ordering::SeqCst) >= calls {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{calls} calls never waited for a permit");
+    }
+
+    /// Takes one permit of the kind `pick` chooses, waiting for it.
+    fn take(
+        &self,
+        pick: impl Fn(&mut Permits) -> &mut usize,
+    ) -> std::sync::MutexGuard<'_, Permits> {
+        let (permits, changed) = &*self.permits;
+        let mut permits = permits.lock().unwrap();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while *pick(&mut permits) == 0 {
+            permits = changed.wait(permits).unwrap();
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        *pick(&mut permits) -= 1;
+        permits
+    }
+}
+
+impl Store for Gated {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
+        self.inner.scan(prefix, from)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        drop(self.take(|p| &mut p.applies));
+        self.inner.apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut permits = self.take(|p| &mut p.flushes);
+        let name = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        permits.flushed_on.push(name);
+        if std::mem::take(&mut permits.fail_flush) {
+            let source = std::io::Error::other("the disk is gone");
+            return Err(StoreError::Sync { path: "gated".into(), source });
+        }
+        self.inner.flush()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
+fn todo(store: &Gated, dir: &Path) -> Arc<Database<Gated>> {
+    let db = Database::with_store(store.clone(), &dir.join("view.sqlite")).unwrap();
+    let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));
+    db.apply_schema(Schema::from_file(schema).unwrap()).unwrap();
+    db.execute("INSERT INTO todo.lists (id, name) VALUES ('l', 'L')", &[], None).unwrap();
+    Arc::new(db)
+}
+
+fn spawn_write(
+    db: &Arc<Database<Gated>>,
+    sql: &'static str,
+) -> JoinHandle<Result<Executed, DbError>> {
+    let db = Arc::clone(db);
+    std::thread::spawn(move || db.execute(sql, &[], None))
+}
+
+fn titles(db: &Database<Gated>) -> Vec<Value> {
+    let sql = "SELECT title FROM todo.items ORDER BY id";
+    db.query(sql, &[], None).unwrap().rows.into_iter().flatten().collect()
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// Waits long enough for a write handed to another thread to be queued
+/// behind the one the writer holds (the test then checks it ran ahead).
+fn let_it_queue() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Gated::new();
+    let db = todo(&store, dir.path());
+    store.allow(0, 0);
+    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
+    store.until_waiting(1);
+    // Planned against the first write's row, before that row is durable.
+    let second = spawn_write(&db, "UPDATE todo.items SET title = title || '+b' WHERE id = 'i'");
+    let_it_queue();
+    // Planned after the second, whose row is then in the view already.
+    let third = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'c')");
+    let_it_queue();
+    store.allow(1, 0);
+    // The first group's flush waits; the second group has run ahead of it.
+    store.until_waiting(1);
+    let_it_queue();
+    assert!(titles(&db).is_empty(), "a row before its flush returned");
+    let answered = [&first, &second, &third].map(|w| w.is_finished());
+    assert_eq!(answered, [false; 3], "answered before durable");
+
+    store.allow(0, 1);
+    assert!(matches!(first.join().unwrap(), Ok(Executed::Written(_))));
+    assert_eq!(titles(&db), vec![text("a")], "only the first write is durable");
+    assert!(!second.is_finished() && !third.is_finished());
+
+    store.allow(1, 1);
+    for write in [second, third] {
+        assert!(matches!(write.join().unwrap(), Ok(Executed::Written(_))));
+    }
+    assert_eq!(titles(&db), vec![text("a+b"), text("c")]);
+    let flushed = store.flushed_on();
+    assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the first flush ran beside the writer");
+}
+
+#[test]
+fn a_failed_flush_fails_the_group_running_ahead_and_shows_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Gated::new();
+    let db = todo(&store, dir.path());
+    store.allow(0, 0);
+    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
+    store.until_waiting(1);
+    let second =
+        spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'b')");
+    let_it_queue();
+    store.allow(1, 0);
+    store.until_waiting(1);
+    let_it_queue();
+    store.fail_next_flush();
+    store.allow(usize::MAX, usize::MAX);
+    assert!(matches!(first.join().unwrap(), Err(DbError::Stopped(_))));
+    assert!(matches!(second.join().unwrap(), Err(DbError::Stopped(_))));
+    assert!(titles(&db).is_empty(), "nothing of a group whose flush failed is shown");
+    let later =
+        db.execute("INSERT INTO todo.items (id, list, title) VALUES ('k', 'l', 'c')", &[], None);
+    assert!(matches!(later, Err(DbError::Stopped(_))), "the writer stopped: {later:?}");
+}
