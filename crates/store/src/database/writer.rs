@@ -3,6 +3,8 @@
 //! its callers hear back.
 
 use super::records::{encode_author, encode_catalog, encode_u64};
+use std::collections::VecDeque;
+
 use super::signer::{SignError, Signer};
 use super::syncer::Syncer;
 use super::*;
@@ -267,11 +269,24 @@ impl<S: Store> Writer<S> {
         let mut txn = pipe.replica.begin();
         self.release_held(&mut txn)?;
         let (mut jobs, mut rows) = (0, 0);
-        let mut next = first;
+        // A group takes the jobs waiting as it starts; one running ahead
+        // also those that come while it waits for the flush before it.
+        let running_ahead = pipe.ahead.is_some();
+        let mut waiting: VecDeque<Job> = first.into_iter().collect();
+        let mut waiting_rows: usize = waiting.iter().map(Job::rows).sum();
+        while !running_ahead && waiting.len() < MAX_GROUP && waiting_rows < MAX_GROUP_ROWS {
+            match pipe.queue.try_recv() {
+                Ok(job) => {
+                    waiting_rows += job.rows();
+                    waiting.push_back(job);
+                }
+                Err(_) => break,
+            }
+        }
         loop {
-            let job = match next.take() {
+            let job = match waiting.pop_front() {
                 Some(job) => job,
-                None if jobs >= MAX_GROUP || rows >= MAX_GROUP_ROWS => break,
+                None if !running_ahead || jobs >= MAX_GROUP || rows >= MAX_GROUP_ROWS => break,
                 None => match pipe.queue.try_recv() {
                     Ok(job) => job,
                     Err(_) if pipe.ahead.is_some() => {
@@ -282,10 +297,12 @@ impl<S: Store> Writer<S> {
                 },
             };
             (jobs, rows) = (jobs + 1, rows + job.rows());
-            // Only writes and received commits run ahead: a schema or
-            // control change must not be taken back out of the view.
-            let may_run_ahead = matches!(job, Job::Write { .. } | Job::Ingest { .. });
-            if pipe.ahead.is_some() && (!may_run_ahead || pipe.syncer_done()) {
+            // Only writes run ahead. Each is one statement, so the group
+            // ahead is answered soon after its flush returns; a batch of
+            // received commits would hold that answer (and the sync
+            // feeding it) for its whole merge, and a schema or control
+            // change must not be taken back out of the view.
+            if pipe.ahead.is_some() && (!matches!(job, Job::Write { .. }) || pipe.syncer_done()) {
                 self.settle_ahead(pipe, &mut txn, group)?;
             }
             // What runs between writes may read the commits staged so
@@ -293,11 +310,8 @@ impl<S: Store> Writer<S> {
             if !matches!(job, Job::Write { .. }) {
                 self.put_signatures(&mut txn)?;
             }
-            // Every job that reads the view sees in it the rows changed
-            // before it.
-            if !matches!(job, Job::Ingest { .. }) {
-                group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
-            }
+            // Every job sees in the view the rows changed before it.
+            group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
             group.replies.push(match job {
                 Job::Write { caller, statement, params, author, reply } => {
                     let write = (&caller, &statement, &params[..], author.as_ref());
@@ -333,8 +347,7 @@ impl<S: Store> Writer<S> {
         // A job waiting now starts the next group while this one is
         // flushed on the syncing thread.
         let next = pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok());
-        let ahead =
-            next.as_ref().is_some_and(|job| matches!(job, Job::Write { .. } | Job::Ingest { .. }));
+        let ahead = next.as_ref().is_some_and(|job| matches!(job, Job::Write { .. }));
         if ahead && pipe.syncer.as_ref().is_some_and(Syncer::begin) {
             pipe.ahead = Some(Ahead { unsettled, answers: std::mem::take(group) });
             return Ok(next);
