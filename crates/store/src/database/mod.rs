@@ -8,8 +8,8 @@
 //! it — then applies the replica batch, flushes it to disk once for the
 //! whole group, commits the view, and only then answers each caller. A
 //! write that returned is on disk; a crash loses only writes that had not
-//! returned. If jobs wait when a group is applied, its flush runs on a
-//! thread of its own while the next group runs ahead of it (D50): that
+//! returned. If writes wait when a group is applied, its flush runs on a
+//! thread of its own while they run ahead of it as the next group (D50): that
 //! group plans against the earlier one's rows, in a savepoint of the same
 //! SQLite transaction, and what it wrote there is taken back out before
 //! the earlier group's view is committed, so no reader sees a group

@@ -219,7 +219,7 @@ impl<S: Store> Writer<S> {
 
     /// Runs a group of jobs, starting with `first` and taking what waits
     /// in the queue, and applies it. The group is made durable here, or,
-    /// if a job already waits to start the next group, on the syncing
+    /// if a write already waits to start the next group, on the syncing
     /// thread while that group runs (it is then returned): its rows wait
     /// in the view's open transaction and its callers for their answers
     /// until the flush returns. An `Err` is a storage failure: the writer
