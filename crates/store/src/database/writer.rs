@@ -269,12 +269,13 @@ impl<S: Store> Writer<S> {
         let mut txn = pipe.replica.begin();
         self.release_held(&mut txn)?;
         let (mut jobs, mut rows) = (0, 0);
-        // A group takes the jobs waiting as it starts; one running ahead
-        // also those that come while it waits for the flush before it.
-        let running_ahead = pipe.ahead.is_some();
+        // A group takes the jobs waiting as it starts, and the writes that
+        // come while it runs; any other job that comes then starts the
+        // next group (a batch of received commits taken into a running
+        // group slows the ingest: D50).
         let mut waiting: VecDeque<Job> = first.into_iter().collect();
         let mut waiting_rows: usize = waiting.iter().map(Job::rows).sum();
-        while !running_ahead && waiting.len() < MAX_GROUP && waiting_rows < MAX_GROUP_ROWS {
+        while pipe.ahead.is_none() && waiting.len() < MAX_GROUP && waiting_rows < MAX_GROUP_ROWS {
             match pipe.queue.try_recv() {
                 Ok(job) => {
                     waiting_rows += job.rows();
@@ -283,12 +284,17 @@ impl<S: Store> Writer<S> {
                 Err(_) => break,
             }
         }
+        let mut carried = None;
         loop {
             let job = match waiting.pop_front() {
                 Some(job) => job,
-                None if !running_ahead || jobs >= MAX_GROUP || rows >= MAX_GROUP_ROWS => break,
+                None if jobs >= MAX_GROUP || rows >= MAX_GROUP_ROWS => break,
                 None => match pipe.queue.try_recv() {
-                    Ok(job) => job,
+                    Ok(job) if matches!(job, Job::Write { .. }) => job,
+                    Ok(job) => {
+                        carried = Some(job);
+                        break;
+                    }
                     Err(_) if pipe.ahead.is_some() => {
                         self.settle_ahead(pipe, &mut txn, group)?;
                         continue;
@@ -346,7 +352,8 @@ impl<S: Store> Writer<S> {
         view::set_watermark(conn, self.watermark)?;
         // A job waiting now starts the next group while this one is
         // flushed on the syncing thread.
-        let next = pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok());
+        let next =
+            carried.or_else(|| pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok()));
         let ahead = next.as_ref().is_some_and(|job| matches!(job, Job::Write { .. }));
         if ahead && pipe.syncer.as_ref().is_some_and(Syncer::begin) {
             pipe.ahead = Some(Ahead { unsettled, answers: std::mem::take(group) });
