@@ -163,8 +163,11 @@ fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
     // Planned against the first write's row, before that row is durable.
     let second = spawn_write(&db, "UPDATE todo.items SET title = title || '+b' WHERE id = 'i'");
     let_it_queue();
-    // Planned after the second, whose row is then in the view already.
-    let third = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'c')");
+    // Planned on the second's row, which is then in the view already.
+    let third = spawn_write(
+        &db,
+        "INSERT INTO todo.items (id, list, title) SELECT 'j', 'l', title || '+c' FROM todo.items WHERE id = 'i'",
+    );
     let_it_queue();
     store.allow(1, 0);
     // The first group's flush waits; the second group has run ahead of it.
@@ -183,7 +186,7 @@ fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
     for write in [second, third] {
         assert!(matches!(write.join().unwrap(), Ok(Executed::Written(_))));
     }
-    assert_eq!(titles(&db), vec![text("a+b"), text("c")]);
+    assert_eq!(titles(&db), vec![text("a+b"), text("a+b+c")]);
     let flushed = store.flushed_on();
     assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the first flush ran beside the writer");
 }

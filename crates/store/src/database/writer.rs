@@ -34,6 +34,15 @@ pub(super) enum Job {
 }
 
 impl Job {
+    /// Whether it reads the view: a write whose statement reads a table,
+    /// and (as before D50) every other job.
+    fn reads_view(&self) -> bool {
+        match self {
+            Job::Write { statement, .. } => statement.reads_tables(),
+            _ => true,
+        }
+    }
+
     /// The received row operations it carries (1 for any other job: the
     /// rows a statement changes are known once it runs).
     fn rows(&self) -> usize {
@@ -316,8 +325,11 @@ impl<S: Store> Writer<S> {
             if !matches!(job, Job::Write { .. }) {
                 self.put_signatures(&mut txn)?;
             }
-            // Every job sees in the view the rows changed before it.
-            group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
+            // Every job that reads the view sees in it the rows changed
+            // before it (the rest reach it at the group's end).
+            if job.reads_view() {
+                group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
+            }
             group.replies.push(match job {
                 Job::Write { caller, statement, params, author, reply } => {
                     let write = (&caller, &statement, &params[..], author.as_ref());

@@ -187,6 +187,10 @@ pub enum Statement {
         source: String,
         /// What to do with existing rows.
         on_conflict: OnConflict,
+        /// Whether `source` reads a table (a `SELECT … FROM`, a subquery,
+        /// a table function): it then needs the view to hold every row
+        /// written before it. `VALUES` of literals and parameters does not.
+        reads_tables: bool,
     },
     /// `UPDATE`: set `assignments` on the rows of `table` matching `filter`.
     Update {
@@ -211,6 +215,15 @@ pub enum Statement {
 }
 
 impl Statement {
+    /// Whether evaluating it reads tables of the view (an `UPDATE` or
+    /// `DELETE` always reads its own).
+    pub fn reads_tables(&self) -> bool {
+        match self {
+            Statement::Insert { reads_tables, .. } => *reads_tables,
+            Statement::Select { .. } | Statement::Update { .. } | Statement::Delete { .. } => true,
+        }
+    }
+
     /// The table a write changes, `None` for a read.
     pub fn written_table(&self) -> Option<&Name> {
         match self {
@@ -369,7 +382,8 @@ fn insert_statement(insert: ast::Insert) -> Result<Statement, SqlError> {
     let columns = insert.columns.iter().map(last_part).collect::<Result<_, _>>()?;
     let text = source.to_string();
     reparses_to_query(&text, &source)?;
-    Ok(Statement::Insert { table, columns, source: text, on_conflict })
+    let reads_tables = ast::visit_relations(&source, |_| ControlFlow::Break(())).is_break();
+    Ok(Statement::Insert { table, columns, source: text, on_conflict, reads_tables })
 }
 
 fn update_statement(update: ast::Update) -> Result<Statement, SqlError> {
@@ -779,6 +793,25 @@ mod tests {
     }
 
     #[test]
+    fn an_insert_reads_tables_only_if_its_source_names_one() {
+        let reads = |sql: &str| parse(sql, &tables(), Some(&todo())).unwrap().reads_tables();
+        assert!(!reads("INSERT INTO items (id, title) VALUES (?1, ?2), ('b', upper(?3))"));
+        assert!(!reads("INSERT INTO items (id, title) SELECT 'a', 'b' || 'c'"));
+        for sql in [
+            "INSERT INTO items (id, title) VALUES ('a', (SELECT name FROM lists LIMIT 1))",
+            "INSERT INTO items (id, title) VALUES ('a', EXISTS (SELECT 1 FROM items))",
+            "INSERT INTO items SELECT * FROM items",
+            "INSERT INTO items (id, title) SELECT key, value FROM json_each(?1)",
+            "INSERT INTO items (id, title) SELECT 'a', t FROM (SELECT title AS t FROM items)",
+            "INSERT INTO items (id, title) VALUES ('a', 'b') ON CONFLICT DO NOTHING",
+        ] {
+            let expected = !sql.contains("VALUES ('a', 'b')");
+            assert_eq!(reads(sql), expected, "{sql}");
+        }
+        assert!(reads("UPDATE items SET title = 'x'") && reads("DELETE FROM items"));
+    }
+
+    #[test]
     fn writes_are_decomposed() {
         let parsed = parse(
             "INSERT INTO todo.items (id, title) VALUES ('a', 'milk'), ('b', upper('x'))",
@@ -793,6 +826,7 @@ mod tests {
                 columns: vec!["id".into(), "title".into()],
                 source: "VALUES ('a', 'milk'), ('b', upper('x'))".into(),
                 on_conflict: OnConflict::Fail,
+                reads_tables: false,
             }
         );
         let parsed = parse("UPDATE items SET done = true, title = title || '!' WHERE list IN (SELECT id FROM lists)", &tables(), Some(&todo())).unwrap();
