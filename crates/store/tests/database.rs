@@ -1,6 +1,8 @@
 //! The database end to end: schemas, SQL reads and writes turned into
 //! commits, type errors, live queries, received commits and reopening.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -595,7 +597,7 @@ mod recording {
 
     use basic_store::RedbStore;
     use basic_store::storage::layout;
-    use basic_store::{Batch, Entry, Store, StoreError};
+    use basic_store::{Batch, Store, StoreError};
 
     /// What a [`Recording`] store saw applied and flushed.
     #[derive(Default)]
@@ -626,16 +628,8 @@ mod recording {
     }
 
     impl Store for Recording {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn scan(
-            &self,
-            prefix: &[u8],
-            from: &[u8],
-        ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
-            self.inner.scan(prefix, from)
-        }
+        crate::common::store_reads_from!(inner);
+
         fn apply(&self, batch: Batch) -> Result<(), StoreError> {
             let commits: Vec<Vec<u8>> =
                 batch.scan_prefix(&[layout::COMMIT]).map(|(key, _)| key.to_vec()).collect();
@@ -656,9 +650,6 @@ mod recording {
             seen.flushed.extend(covered);
             seen.flushes += 1;
             Ok(())
-        }
-        fn size_on_disk(&self) -> Result<u64, StoreError> {
-            self.inner.size_on_disk()
         }
     }
 }

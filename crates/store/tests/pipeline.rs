@@ -5,6 +5,8 @@
 //! only when the test allows it, so a group can be held applied and not
 //! durable while the next one is planned against it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use basic_proto::Value;
-use basic_store::{Batch, Database, DbError, Entry, Executed, MemStore, Schema, Store, StoreError};
+use basic_store::{Batch, Database, DbError, Executed, MemStore, Schema, Store, StoreError};
 
 /// How many applies and flushes may still pass, and who flushed.
 #[derive(Default)]
@@ -88,17 +90,7 @@ impl Gated {
 }
 
 impl Store for Gated {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        from: &[u8],
-    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
-        self.inner.scan(prefix, from)
-    }
+    common::store_reads_from!(inner);
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         drop(self.take(|p| &mut p.applies));
@@ -114,10 +106,6 @@ impl Store for Gated {
             return Err(StoreError::Sync { path: "gated".into(), source });
         }
         self.inner.flush()
-    }
-
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.inner.size_on_disk()
     }
 }
 
@@ -152,27 +140,43 @@ fn let_it_queue() {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// Holds the group of `first` applied and not flushed, with the writes
+/// `behind` queued after it and run ahead of its flush, which waits.
+fn run_ahead<const N: usize>(
+    db: &Arc<Database<Gated>>,
+    store: &Gated,
+    first: &'static str,
+    behind: [&'static str; N],
+) -> (Write, [Write; N]) {
+    store.allow(0, 0);
+    let first = spawn_write(db, first);
+    store.until_waiting(1);
+    let behind = behind.map(|sql| {
+        let write = spawn_write(db, sql);
+        let_it_queue();
+        write
+    });
+    store.allow(1, 0);
+    store.until_waiting(1);
+    let_it_queue();
+    (first, behind)
+}
+
+type Write = JoinHandle<Result<Executed, DbError>>;
+
 #[test]
 fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = Gated::new();
     let db = todo(&store, dir.path());
-    store.allow(0, 0);
-    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
-    store.until_waiting(1);
-    // Planned against the first write's row, before that row is durable.
-    let second = spawn_write(&db, "UPDATE todo.items SET title = title || '+b' WHERE id = 'i'");
-    let_it_queue();
-    // Planned on the second's row, which is then in the view already.
-    let third = spawn_write(
-        &db,
+    let first = "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')";
+    let behind = [
+        // Planned against the first write's row, before that row is durable.
+        "UPDATE todo.items SET title = title || '+b' WHERE id = 'i'",
+        // Planned on the second's row, which is then in the view already.
         "INSERT INTO todo.items (id, list, title) SELECT 'j', 'l', title || '+c' FROM todo.items WHERE id = 'i'",
-    );
-    let_it_queue();
-    store.allow(1, 0);
-    // The first group's flush waits; the second group has run ahead of it.
-    store.until_waiting(1);
-    let_it_queue();
+    ];
+    let (first, [second, third]) = run_ahead(&db, &store, first, behind);
     assert!(titles(&db).is_empty(), "a row before its flush returned");
     let answered = [&first, &second, &third].map(|w| w.is_finished());
     assert_eq!(answered, [false; 3], "answered before durable");
@@ -196,15 +200,9 @@ fn a_failed_flush_fails_the_group_running_ahead_and_shows_neither() {
     let dir = tempfile::tempdir().unwrap();
     let store = Gated::new();
     let db = todo(&store, dir.path());
-    store.allow(0, 0);
-    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
-    store.until_waiting(1);
-    let second =
-        spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'b')");
-    let_it_queue();
-    store.allow(1, 0);
-    store.until_waiting(1);
-    let_it_queue();
+    let first = "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')";
+    let behind = ["INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'b')"];
+    let (first, [second]) = run_ahead(&db, &store, first, behind);
     store.fail_next_flush();
     store.allow(usize::MAX, usize::MAX);
     assert!(matches!(first.join().unwrap(), Err(DbError::Stopped(_))));

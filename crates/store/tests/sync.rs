@@ -1,5 +1,7 @@
 //! Two replicas exchanging commits through the sync protocol, in one process.
 
+mod common;
+
 use std::path::Path;
 
 use basic_proto::control::Rights;
@@ -404,7 +406,7 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     use std::sync::{Arc, Mutex, mpsc};
 
     use basic_store::RedbStore;
-    use basic_store::{Batch, Entry, Store, StoreError};
+    use basic_store::{Batch, Store, StoreError};
 
     struct HeldFlush {
         inner: RedbStore,
@@ -415,16 +417,8 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     }
 
     impl Store for HeldFlush {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn scan(
-            &self,
-            prefix: &[u8],
-            from: &[u8],
-        ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + '_> {
-            self.inner.scan(prefix, from)
-        }
+        crate::common::store_reads_from!(inner);
+
         fn apply(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.apply(batch)
         }
@@ -437,9 +431,6 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
                 return Ok(());
             }
             self.inner.flush()
-        }
-        fn size_on_disk(&self) -> Result<u64, StoreError> {
-            self.inner.size_on_disk()
         }
     }
 

@@ -1,0 +1,26 @@
+//! Shared by the store's integration tests.
+
+/// Implements [`basic_store::Store`]'s reads (`get`, `scan`,
+/// `size_on_disk`) by the store in field `$inner`, for test stores that
+/// only watch or hold back applies and flushes.
+macro_rules! store_reads_from {
+    ($inner:ident) => {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, basic_store::StoreError> {
+            self.$inner.get(key)
+        }
+
+        fn scan(
+            &self,
+            prefix: &[u8],
+            from: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<basic_store::Entry, basic_store::StoreError>> + '_> {
+            self.$inner.scan(prefix, from)
+        }
+
+        fn size_on_disk(&self) -> Result<u64, basic_store::StoreError> {
+            self.$inner.size_on_disk()
+        }
+    };
+}
+
+pub(crate) use store_reads_from;
