@@ -61,6 +61,16 @@ fn rows<S: Store>(db: &Database<S>, sql: &str) -> Vec<Vec<Value>> {
     db.query(sql, &[], None).unwrap_or_else(|e| panic!("{sql}: {e}")).rows
 }
 
+/// A `todo.lists` row of `key` named `name`, at generation 1.
+fn list_row(key: KeyPart, name: &str) -> RowOp {
+    RowOp::Upsert {
+        table: Name::new("todo.lists").unwrap(),
+        key: RowKey::single(key),
+        generation: 1,
+        cells: [(Name::new("name").unwrap(), text(name))].into_iter().collect(),
+    }
+}
+
 fn text(s: &str) -> Value {
     Value::Text(s.into())
 }
@@ -437,12 +447,7 @@ fn received_commits_merge_and_wake_live_queries() {
 fn a_copy_with_another_signature_is_refused_or_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let (db, todo, key, mut app) = with_app(dir.path(), 42);
-    let op = RowOp::Upsert {
-        table: Name::new("todo.lists").unwrap(),
-        key: RowKey::single(KeyPart::Text("l".into())),
-        generation: 1,
-        cells: [(Name::new("name").unwrap(), text("L"))].into_iter().collect(),
-    };
+    let op = list_row(KeyPart::Text("l".into()), "L");
     let changes = Changes::new(vec![op]).unwrap();
     let commit =
         app.write(&todo, 0, &key, &changes, basic_store::now_ms(), &mut rand::rng()).unwrap();
@@ -471,12 +476,7 @@ fn a_copy_with_another_signature_is_refused_or_a_duplicate() {
 fn commits_stamped_too_far_ahead_are_held_then_applied() {
     let dir = tempfile::tempdir().unwrap();
     let (db, todo, key, mut other) = with_app(dir.path(), 44);
-    let op = RowOp::Upsert {
-        table: Name::new("todo.lists").unwrap(),
-        key: RowKey::single(KeyPart::Text("later".into())),
-        generation: 1,
-        cells: [(Name::new("name").unwrap(), text("From the future"))].into_iter().collect(),
-    };
+    let op = list_row(KeyPart::Text("later".into()), "From the future");
     // 1.5 s past the 60 s bound: held, then applied by the writer's timer.
     let stamp = basic_store::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_500;
     let commit = other
@@ -501,12 +501,7 @@ fn commits_stamped_too_far_ahead_are_held_then_applied() {
 fn a_held_commit_of_an_author_revoked_meanwhile_is_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let (db, todo, key, mut other) = with_app(dir.path(), 47);
-    let op = RowOp::Upsert {
-        table: Name::new("todo.lists").unwrap(),
-        key: RowKey::single(KeyPart::Text("planted".into())),
-        generation: 1,
-        cells: [(Name::new("name").unwrap(), text("Planted"))].into_iter().collect(),
-    };
+    let op = list_row(KeyPart::Text("planted".into()), "Planted");
     let stamp = basic_store::now_ms() + basic_proto::hlc::MAX_AHEAD_MS + 1_000;
     let commit = other
         .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), stamp, &mut rand::rng())
@@ -534,12 +529,7 @@ fn commits_without_a_grant_are_refused() {
     // A stranger who somehow has the key still holds no grant.
     let key = db.scope_keys().current(&todo).unwrap().1.clone();
     let mut stranger = LogWriter::new(SecretKey::from_seed([43; 32]), db.id());
-    let op = RowOp::Upsert {
-        table: Name::new("todo.lists").unwrap(),
-        key: RowKey::single(KeyPart::Integer(1)),
-        generation: 1,
-        cells: [(Name::new("name").unwrap(), text("intruder"))].into_iter().collect(),
-    };
+    let op = list_row(KeyPart::Integer(1), "intruder");
     let commit = stranger
         .write(&todo, 0, &key, &Changes::new(vec![op]).unwrap(), 1_000, &mut rand::rng())
         .unwrap();
@@ -552,12 +542,7 @@ fn commits_without_a_grant_are_refused() {
 fn a_revoked_app_keeps_its_earlier_rows_and_writes_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
     let (db, todo, key, mut app) = with_app(dir.path(), 45);
-    let list = |id: &str| RowOp::Upsert {
-        table: Name::new("todo.lists").unwrap(),
-        key: RowKey::single(KeyPart::Text(id.into())),
-        generation: 1,
-        cells: [(Name::new("name").unwrap(), text(id))].into_iter().collect(),
-    };
+    let list = |id: &str| list_row(KeyPart::Text(id.into()), id);
     let now = basic_store::now_ms();
     let before = app
         .write(&todo, 0, &key, &Changes::new(vec![list("kept")]).unwrap(), now, &mut rand::rng())

@@ -1,6 +1,6 @@
 //! Makes the writer's groups durable on a thread of their own: while one
 //! group's flush (the log's `fdatasync`) runs there, the writer runs the
-//! jobs of the next.
+//! writes of the next.
 
 use std::sync::mpsc;
 use std::thread::Scope;

@@ -234,9 +234,9 @@ impl<S: Store> Writer<S> {
     /// until the flush returns. An `Err` is a storage failure: the writer
     /// stops, every job not answered is told so, and `shared.stopped` says
     /// why.
-    fn commit_group<'r>(
+    fn commit_group(
         &mut self,
-        pipe: &mut Pipe<'_, 'r, S>,
+        pipe: &mut Pipe<'_, '_, S>,
         first: Option<Job>,
     ) -> Result<Option<Job>, ()> {
         let mut group = Answers::default();
@@ -264,9 +264,9 @@ impl<S: Store> Writer<S> {
     }
 
     /// [`Writer::commit_group`]'s work, its answers kept in `group`.
-    fn run_group<'r>(
+    fn run_group(
         &mut self,
-        pipe: &mut Pipe<'_, 'r, S>,
+        pipe: &mut Pipe<'_, '_, S>,
         first: Option<Job>,
         group: &mut Answers,
     ) -> Result<Option<Job>, DbError> {
@@ -362,7 +362,7 @@ impl<S: Store> Writer<S> {
         let unsettled = applied?;
         group.changed_tables.extend(viewed?);
         view::set_watermark(conn, self.watermark)?;
-        // A job waiting now starts the next group while this one is
+        // A write waiting now starts the next group while this one is
         // flushed on the syncing thread.
         let next =
             carried.or_else(|| pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok()));
