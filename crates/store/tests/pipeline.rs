@@ -13,8 +13,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use basic_proto::Value;
-use basic_store::{Batch, Database, DbError, Executed, MemStore, Schema, Store, StoreError};
+use basic_proto::control::Rights;
+use basic_proto::{Changes, KeyPart, Name, Party, RowKey, RowOp, SecretKey, Value};
+use basic_store::{
+    Batch, Database, DbError, Executed, IngestError, Inserted, LogWriter, MemStore, Outcome,
+    Schema, Store, StoreError,
+};
 
 /// How many applies and flushes may still pass, and who flushed.
 #[derive(Default)]
@@ -193,6 +197,70 @@ fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
     assert_eq!(titles(&db), vec![text("a+b"), text("a+b+c")]);
     let flushed = store.flushed_on();
     assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the first flush ran beside the writer");
+}
+
+/// Commits of an app granted on `db`'s todo scope: the first renames
+/// item `i`, the second adds item `j`.
+fn received_commits(db: &Database<Gated>) -> Vec<Vec<u8>> {
+    let app = SecretKey::from_seed([7; 32]);
+    db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
+    let todo = db.scope_id(&Name::new("todo").unwrap()).unwrap();
+    let key = db.auth_state().scope_keys(&app, &todo, 0).remove(0);
+    let mut log = LogWriter::new(app, db.id());
+    let item = |id: &str, title: &str| RowOp::Upsert {
+        table: Name::new("todo.items").unwrap(),
+        key: RowKey::single(KeyPart::Text(id.into())),
+        generation: 1,
+        cells: [("list", text("l")), ("title", text(title))]
+            .into_iter()
+            .map(|(c, v)| (Name::new(c).unwrap(), v))
+            .collect(),
+    };
+    [item("i", "a from the app"), item("j", "b from the app")]
+        .into_iter()
+        .map(|op| {
+            let changes = Changes::new(vec![op]).unwrap();
+            // Stamped a second ahead (well within the clock skew taken):
+            // after the write they race, which they then win.
+            let now = basic_store::now_ms() + 1_000;
+            let commit = log.write(&todo, 0, &key, &changes, now, &mut rand::rng()).unwrap();
+            commit.as_bytes().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Gated::new();
+    let db = todo(&store, dir.path());
+    let received = received_commits(&db);
+    store.allow(0, 0);
+    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
+    store.until_waiting(1);
+    let ingest: JoinHandle<Result<Vec<Result<Inserted, IngestError>>, DbError>> = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || db.ingest(&received))
+    };
+    let_it_queue();
+    store.allow(1, 0);
+    store.until_waiting(1);
+    let_it_queue();
+    // The flush of the write's group waits; the batch was merged meanwhile.
+    assert!(titles(&db).is_empty(), "a row before its flush returned");
+    assert!(!first.is_finished() && !ingest.is_finished(), "answered before durable");
+
+    store.allow(0, 1);
+    assert!(matches!(first.join().unwrap(), Ok(Executed::Written(_))));
+    assert_eq!(titles(&db), vec![text("a")], "only the write is durable");
+    assert!(!ingest.is_finished());
+
+    store.allow(1, 1);
+    let results = ingest.join().unwrap().unwrap();
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied)));
+    assert_eq!(titles(&db), vec![text("a from the app"), text("b from the app")]);
+    let flushed = store.flushed_on();
+    assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the write's flush ran beside the writer");
 }
 
 #[test]

@@ -43,6 +43,14 @@ impl Job {
         }
     }
 
+    /// Whether it may run while the group before it is flushed: a write,
+    /// or received commits (which settle that group between two commits
+    /// once its flush returns); never a schema or control change, which
+    /// must not be taken back out of the view.
+    fn runs_ahead(&self) -> bool {
+        matches!(self, Job::Write { .. } | Job::Ingest { .. })
+    }
+
     /// The received row operations it carries (1 for any other job: the
     /// rows a statement changes are known once it runs).
     fn rows(&self) -> usize {
@@ -228,10 +236,10 @@ impl<S: Store> Writer<S> {
 
     /// Runs a group of jobs, starting with `first` and taking what waits
     /// in the queue, and applies it. The group is made durable here, or,
-    /// if a write already waits to start the next group, on the syncing
-    /// thread while that group runs (it is then returned): its rows wait
-    /// in the view's open transaction and its callers for their answers
-    /// until the flush returns. An `Err` is a storage failure: the writer
+    /// if a write or received commits already wait to start the next
+    /// group, on the syncing thread while that group runs (it is then
+    /// returned): its rows wait in the view's open transaction and its
+    /// callers for their answers until the flush returns. An `Err` is a storage failure: the writer
     /// stops, every job not answered is told so, and `shared.stopped` says
     /// why.
     fn commit_group(
@@ -312,12 +320,11 @@ impl<S: Store> Writer<S> {
                 },
             };
             (jobs, rows) = (jobs + 1, rows + job.rows());
-            // Only writes run ahead. Each is one statement, so the group
-            // ahead is answered soon after its flush returns; a batch of
-            // received commits would hold that answer (and the sync
-            // feeding it) for its whole merge, and a schema or control
-            // change must not be taken back out of the view.
-            if pipe.ahead.is_some() && (!matches!(job, Job::Write { .. }) || pipe.syncer_done()) {
+            // Writes and received commits run ahead (see
+            // `Job::runs_ahead`): a write is one statement, and a batch
+            // settles the group ahead between two of its commits, so that
+            // group is answered soon after its flush returns.
+            if pipe.ahead.is_some() && (!job.runs_ahead() || pipe.syncer_done()) {
                 self.settle_ahead(pipe, &mut txn, group)?;
             }
             // What runs between writes may read the commits staged so
@@ -330,13 +337,13 @@ impl<S: Store> Writer<S> {
             if job.reads_view() {
                 group.changed_tables.extend(self.flush_view(conn, &mut txn)?);
             }
-            group.replies.push(match job {
+            let reply = match job {
                 Job::Write { caller, statement, params, author, reply } => {
                     let write = (&caller, &statement, &params[..], author.as_ref());
                     Reply::Write(reply, self.write(conn, &mut txn, write))
                 }
                 Job::Ingest { commits, reply } => {
-                    Reply::Ingest(reply, self.ingest(&mut txn, commits))
+                    Reply::Ingest(reply, self.ingest(&mut txn, commits, Some((pipe, group))))
                 }
                 Job::Schema { schema, reply } => {
                     Reply::Schema(reply, self.schema(conn, &mut txn, schema))
@@ -344,7 +351,8 @@ impl<S: Store> Writer<S> {
                 Job::Control { command, reply } => {
                     Reply::Control(reply, self.control(conn, &mut txn, command))
                 }
-            });
+            };
+            group.replies.push(reply);
             if let Some(cause) = group.replies.last_mut().and_then(Reply::take_storage_failure) {
                 return Err(DbError::Stopped(Arc::new(cause)));
             }
@@ -362,11 +370,11 @@ impl<S: Store> Writer<S> {
         let unsettled = applied?;
         group.changed_tables.extend(viewed?);
         view::set_watermark(conn, self.watermark)?;
-        // A write waiting now starts the next group while this one is
-        // flushed on the syncing thread.
+        // A write or batch waiting now starts the next group while this
+        // one is flushed on the syncing thread.
         let next =
             carried.or_else(|| pipe.syncer.as_ref().and_then(|_| pipe.queue.try_recv().ok()));
-        let ahead = next.as_ref().is_some_and(|job| matches!(job, Job::Write { .. }));
+        let ahead = next.as_ref().is_some_and(Job::runs_ahead);
         if ahead && pipe.syncer.as_ref().is_some_and(Syncer::begin) {
             pipe.ahead = Some(Ahead { unsettled, answers: std::mem::take(group) });
             return Ok(next);
@@ -536,10 +544,13 @@ impl<S: Store> Writer<S> {
         Ok(WriteOutcome { rows_affected, commits: ids })
     }
 
+    /// Merges received `commits`; with `settle`, the group before this
+    /// one is settled between two commits once its flush has returned.
     fn ingest(
         &mut self,
         txn: &mut Txn<'_, S>,
         commits: Vec<Received>,
+        mut settle: Option<(&mut Pipe<'_, '_, S>, &mut Answers)>,
     ) -> Result<Ingested, DbError> {
         let now = self.shared.environment.now_ms();
         let state = Arc::clone(self.access.state());
@@ -560,6 +571,12 @@ impl<S: Store> Writer<S> {
         for i in order {
             let Some(received) = commits[i].take() else { continue };
             results[i] = Some(self.ingest_one(txn, &state, &mut chains, received, now)?);
+            if let Some((pipe, group)) = settle.as_mut()
+                && pipe.ahead.is_some()
+                && pipe.syncer_done()
+            {
+                self.settle_ahead(pipe, txn, group)?;
+            }
         }
         Ok(results.into_iter().flatten().collect())
     }
@@ -635,7 +652,7 @@ impl<S: Store> Writer<S> {
             })
             .collect();
         self.held = self.held.saturating_sub(due.len());
-        self.ingest(txn, due)?;
+        self.ingest(txn, due, None)?;
         Ok(())
     }
 

@@ -1202,9 +1202,8 @@ impl<'a, S: Store> Txn<'a, S> {
     /// batch is applied. Every read of the store sees the batch at once;
     /// it is durable after the next [`Replica::flush`], and readers under
     /// [`Replica::settled`] wait until the returned [`Unsettled`] is
-    /// dropped (after that flush). Many changed rows are applied and
-    /// flushed on another thread; a few are applied here, after
-    /// `meanwhile`. Many are also freed on a thread of their own, while the
+    /// dropped (after that flush). Many changed rows are applied on
+    /// another thread; a few are applied here, after `meanwhile`. Many are also freed on a thread of their own, while the
     /// writer goes on.
     pub fn apply_while<R>(
         self,
@@ -1226,10 +1225,7 @@ impl<'a, S: Store> Txn<'a, S> {
         let outcome = std::thread::scope(|scope| {
             // Taken here: a guard cannot come back from another thread.
             let guard = unsettled.write().unwrap_or_else(PoisonError::into_inner);
-            // Flushed there too: the view is written meanwhile, and the
-            // caller's own flush then finds nothing left to sync.
-            let applied =
-                scope.spawn(|| apply_in_order(store, batch, &staged).and_then(|()| store.flush()));
+            let applied = scope.spawn(|| apply_in_order(store, batch, &staged));
             let result = meanwhile(&changes);
             match applied.join() {
                 Ok(applied) => (applied.map(|()| Unsettled { _guard: guard }), result),

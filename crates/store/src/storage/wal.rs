@@ -30,9 +30,11 @@ use super::kv::{Batch, StoreError};
 
 /// A record's header: length, sequence number, hash.
 const HEADER: usize = 4 + 8 + 16;
-/// The largest batch encoding logged; larger batches are committed to
-/// redb durably instead (a durable commit costs less than copying them).
-pub(super) const MAX_RECORD: usize = 1 << 20;
+/// The largest batch encoding logged: a whole group of a first sync
+/// (16,384 rows of small cells with their commits) fits. Larger batches
+/// are committed to redb durably instead, so a record held in memory
+/// until its flush stays bounded (D51).
+pub(super) const MAX_RECORD: usize = 8 << 20;
 /// Logged bytes past which the next apply commits redb durably (a
 /// checkpoint) and starts the log over, which bounds the log and the time a
 /// reopen spends applying it again.
