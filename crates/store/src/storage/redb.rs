@@ -820,6 +820,30 @@ mod tests {
         assert_eq!(scan_prefix(&again, b"k/").count(), expected.len());
     }
 
+    /// A group of a first sync, megabytes of writes, is logged like a
+    /// small one (D51): not durable until its flush, then kept by a crash,
+    /// with the applies after it.
+    #[test]
+    fn a_batch_of_megabytes_is_logged_and_survives_a_crash_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let mut large = Batch::default();
+        for i in 0..4_096u32 {
+            large.put(format!("row/{i:05}").into_bytes(), vec![(i % 251) as u8; 1024]);
+        }
+        assert!(wal::encoded_len(&large) > 4 << 20 && wal::encoded_len(&large) <= wal::MAX_RECORD);
+        store.apply(large).unwrap();
+        put(&store, b"after", b"y");
+        assert_eq!(crash_copy(&live).get(b"row/00000").unwrap(), None, "durable before its flush");
+        store.flush().unwrap();
+        assert!(lock(&store.log).len() > 4 << 20, "the batch was not logged");
+        let reopened = crash_copy(&live);
+        assert_eq!(scan_prefix(&reopened, b"row/").count(), 4_096);
+        assert_eq!(reopened.get(b"row/04095").unwrap(), Some(vec![(4_095 % 251) as u8; 1024]));
+        assert_eq!(reopened.get(b"after").unwrap(), Some(b"y".to_vec()));
+    }
+
     /// A log cut short inside its last record (an append a crash tore
     /// before its sync) reopens as the flush before it left the store.
     #[test]
