@@ -61,10 +61,13 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// Opens (creating if needed) the log at `path` and reads its records
-    /// up to the first torn one, with their sequence numbers (the caller
-    /// skips those redb already holds). The file is not changed.
-    pub(super) fn open(path: &Path) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
+    /// Opens (creating if needed) the log at `path` and reads the records
+    /// of its last round, those numbered past `after` (redb's last durable
+    /// apply), with their sequence numbers: up to the first torn record or
+    /// the first left from a round before, whose hash is checked but whose
+    /// body is not read further (after a first sync those can be 32 MiB).
+    /// The file is not changed.
+    pub(super) fn open(path: &Path, after: u64) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
         let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -74,7 +77,7 @@ impl Log {
             .open(path)
             .map_err(io)?;
         let allocated = file.metadata().map_err(io)?.len();
-        let records = read_records(&file, path)?;
+        let records = read_records(&file, path, after)?;
         let log = Self {
             file,
             path: path.to_path_buf(),
@@ -149,6 +152,11 @@ impl Log {
     #[cfg(test)]
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether records were staged since the last checkpoint.
+    pub(super) fn has_records(&self) -> bool {
+        self.len > 0 || !self.pending.is_empty()
     }
 
     /// Bytes of the file.
@@ -229,7 +237,7 @@ fn record_hash(len_and_seq: &[u8], body: &[u8]) -> [u8; 16] {
 /// whose hash holds but whose body does not decode is refused as corrupt:
 /// only a bug or deliberate damage makes one, and the records after it
 /// may be acknowledged writes.
-fn read_records(file: &File, path: &Path) -> Result<Vec<(u64, Batch)>, StoreError> {
+fn read_records(file: &File, path: &Path, after: u64) -> Result<Vec<(u64, Batch)>, StoreError> {
     let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
     let mut reader = BufReader::new(file);
     let mut records = Vec::new();
@@ -251,6 +259,11 @@ fn read_records(file: &File, path: &Path) -> Result<Vec<(u64, Batch)>, StoreErro
         let mut seq = [0; 8];
         seq.copy_from_slice(&header[4..12]);
         let seq = u64::from_le_bytes(seq);
+        // A round starts at the file's start, after a checkpoint that
+        // covers every record before it: what follows is older still.
+        if seq <= after {
+            return Ok(records);
+        }
         let Some(batch) = decode_batch(&body) else {
             return Err(StoreError::Corrupt {
                 what: "write-ahead log",
@@ -314,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, bytes).unwrap();
-        Log::open(&path).unwrap().1
+        Log::open(&path, 0).unwrap().1
     }
 
     #[test]
@@ -329,6 +342,32 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert_eq!((read[0].0, &read[0].1.writes), (4, &first.writes));
         assert_eq!((read[1].0, &read[1].1.writes), (5, &second.writes));
+    }
+
+    /// Reading stops at the first record of a round before (numbered at
+    /// or below redb's last durable apply): it is not decoded, and
+    /// nothing after it is read.
+    #[test]
+    fn a_record_from_a_round_before_ends_the_reading() {
+        let mut bytes = Vec::new();
+        encode_record(8, &batch(&[(b"new", Some(b"1"))]), &mut bytes);
+        // Left from before the checkpoint at 7: a body that would not
+        // decode, under a valid hash.
+        let body = [9u8, 9, 9];
+        let mut header = [0; HEADER];
+        header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        header[4..12].copy_from_slice(&3u64.to_le_bytes());
+        let hash = record_hash(&header[..12], &body);
+        header[12..].copy_from_slice(&hash);
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&body);
+        encode_record(9, &batch(&[(b"never", Some(b"2"))]), &mut bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, read) = Log::open(&path, 7).unwrap();
+        assert_eq!(read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [8]);
+        assert!(Log::open(&path, 0).is_err(), "read past `after`, the old body is corrupt");
     }
 
     /// A log cut anywhere in its last record, or with any byte of it
@@ -382,7 +421,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("log");
             std::fs::write(&path, &bytes).unwrap();
-            let error = Log::open(&path).unwrap_err();
+            let error = Log::open(&path, 0).unwrap_err();
             assert!(
                 matches!(error, StoreError::Corrupt { what: "write-ahead log", .. }),
                 "{error}"
@@ -440,7 +479,7 @@ mod tests {
             let path = dir.path().join("log");
             std::fs::write(&path, &bytes).unwrap();
             // Noise cannot forge a record's hash, so it is never corrupt.
-            let opened = Log::open(&path);
+            let opened = Log::open(&path, 0);
             prop_assert!(opened.is_ok(), "{:?}", opened.err());
             let read = opened.map(|(_, read)| read).unwrap_or_default();
             prop_assert!(!read.is_empty());
