@@ -828,6 +828,15 @@ mod tests {
         assert_eq!(scan_prefix(&again, b"k/").count(), expected.len());
     }
 
+    /// `count` puts of `row/{i:05}`, each a KiB of `i % 251`.
+    fn rows_of_a_kib(count: u32) -> Batch {
+        let mut batch = Batch::default();
+        for i in 0..count {
+            batch.put(format!("row/{i:05}").into_bytes(), vec![(i % 251) as u8; 1024]);
+        }
+        batch
+    }
+
     /// A group of a first sync, megabytes of writes, is logged like a
     /// small one (D51): not durable until its flush, then kept by a crash,
     /// with the applies after it.
@@ -836,10 +845,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
         let store = RedbStore::open(&live, 1 << 20).unwrap();
-        let mut large = Batch::default();
-        for i in 0..4_096u32 {
-            large.put(format!("row/{i:05}").into_bytes(), vec![(i % 251) as u8; 1024]);
-        }
+        let large = rows_of_a_kib(4_096);
         assert!(wal::encoded_len(&large) > 4 << 20 && wal::encoded_len(&large) <= wal::MAX_RECORD);
         store.apply(large).unwrap();
         put(&store, b"after", b"y");
@@ -859,11 +865,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
         let store = RedbStore::open(&live, 1 << 20).unwrap();
-        let mut large = Batch::default();
-        for i in 0..2_048u32 {
-            large.put(format!("row/{i:05}").into_bytes(), vec![1; 1024]);
-        }
-        store.apply(large).unwrap();
+        store.apply(rows_of_a_kib(2_048)).unwrap();
         store.flush().unwrap();
         put(&store, b"small", b"x");
         store.flush().unwrap();
