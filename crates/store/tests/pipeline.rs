@@ -29,6 +29,8 @@ struct Permits {
     flushed_on: Vec<String>,
     /// The next flush fails.
     fail_flush: bool,
+    /// Keys whose reads wait until they are released.
+    held_reads: Vec<Vec<u8>>,
 }
 
 /// A [`MemStore`] whose applies and flushes wait for permits.
@@ -55,6 +57,31 @@ impl Gated {
         let mut permits = permits.lock().unwrap();
         (permits.applies, permits.flushes) = (applies, flushes);
         changed.notify_all();
+    }
+
+    /// Holds every read of each of `keys` until [`Gated::release_read`].
+    fn hold_reads(&self, keys: &[Vec<u8>]) {
+        self.permits.0.lock().unwrap().held_reads.extend_from_slice(keys);
+    }
+
+    fn release_read(&self, key: &[u8]) {
+        let (permits, changed) = &*self.permits;
+        permits.lock().unwrap().held_reads.retain(|held| held != key);
+        changed.notify_all();
+    }
+
+    /// Waits while reads of `key` are held (a `get`'s hook).
+    fn wait_for_read(&self, key: &[u8]) {
+        let (permits, changed) = &*self.permits;
+        let mut permits = permits.lock().unwrap();
+        if !permits.held_reads.iter().any(|held| held == key) {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while permits.held_reads.iter().any(|held| held == key) {
+            permits = changed.wait(permits).unwrap();
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn fail_next_flush(&self) {
@@ -94,7 +121,7 @@ impl Gated {
 }
 
 impl Store for Gated {
-    common::store_reads_from!(inner);
+    common::store_reads_from!(inner, before_get: wait_for_read);
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         drop(self.take(|p| &mut p.applies));
@@ -199,9 +226,9 @@ fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
     assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the first flush ran beside the writer");
 }
 
-/// Commits of an app granted on `db`'s todo scope: the first renames
-/// item `i`, the second adds item `j`.
-fn received_commits(db: &Database<Gated>) -> Vec<Vec<u8>> {
+/// Commits of an app granted on `db`'s todo scope, one per `(id, title)`
+/// item it writes.
+fn received_commits(db: &Database<Gated>, items: &[(&str, &str)]) -> Vec<Vec<u8>> {
     let app = SecretKey::from_seed([7; 32]);
     db.grant(Party::of(&app), Name::new("todo").unwrap(), Rights::ReadWrite).unwrap();
     let todo = db.scope_id(&Name::new("todo").unwrap()).unwrap();
@@ -216,9 +243,10 @@ fn received_commits(db: &Database<Gated>) -> Vec<Vec<u8>> {
             .map(|(c, v)| (Name::new(c).unwrap(), v))
             .collect(),
     };
-    [item("i", "a from the app"), item("j", "b from the app")]
-        .into_iter()
-        .map(|op| {
+    items
+        .iter()
+        .map(|&(id, title)| {
+            let op = item(id, title);
             let changes = Changes::new(vec![op]).unwrap();
             // Stamped a second ahead (well within the clock skew taken):
             // after the write they race, which they then win.
@@ -234,7 +262,7 @@ fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_f
     let dir = tempfile::tempdir().unwrap();
     let store = Gated::new();
     let db = todo(&store, dir.path());
-    let received = received_commits(&db);
+    let received = received_commits(&db, &[("i", "a from the app"), ("j", "b from the app")]);
     store.allow(0, 0);
     let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
     store.until_waiting(1);
@@ -261,6 +289,55 @@ fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_f
     assert_eq!(titles(&db), vec![text("a from the app"), text("b from the app")]);
     let flushed = store.flushed_on();
     assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the write's flush ran beside the writer");
+}
+
+/// The storage key of todo item `id`'s row state.
+fn item_key(id: &str) -> Vec<u8> {
+    let table = Name::new("todo.items").unwrap();
+    basic_store::storage::layout::row(&table, &RowKey::single(KeyPart::Text(id.into())))
+}
+
+#[test]
+fn a_batch_running_ahead_settles_the_group_before_it_between_two_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Gated::new();
+    let db = todo(&store, dir.path());
+    let items = [("i", "a from the app"), ("j", "b"), ("k", "c")];
+    let received = received_commits(&db, &items);
+    store.allow(0, 0);
+    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
+    store.until_waiting(1);
+    // The batch's merge stops at its second commit, then at its third.
+    store.hold_reads(&[item_key("j"), item_key("k")]);
+    let ingest: JoinHandle<Result<Vec<Result<Inserted, IngestError>>, DbError>> = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || db.ingest(&received))
+    };
+    let_it_queue();
+    store.allow(1, 0);
+    store.until_waiting(2);
+    assert!(!first.is_finished(), "answered before its flush");
+
+    store.allow(0, 1);
+    let_it_queue();
+    store.release_read(&item_key("j"));
+    // Now held at the third commit: the write was answered meanwhile.
+    for _ in 0..400 {
+        if first.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(first.is_finished(), "the write waited for the whole batch's merge");
+    assert!(matches!(first.join().unwrap(), Ok(Executed::Written(_))));
+    assert_eq!(titles(&db), vec![text("a")], "only the write is durable");
+    assert!(!ingest.is_finished());
+
+    store.release_read(&item_key("k"));
+    store.allow(1, 1);
+    let results = ingest.join().unwrap().unwrap();
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied)));
+    assert_eq!(titles(&db), vec![text("a from the app"), text("b"), text("c")]);
 }
 
 #[test]

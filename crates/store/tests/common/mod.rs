@@ -2,13 +2,25 @@
 
 /// Implements [`basic_store::Store`]'s reads (`get`, `scan`,
 /// `size_on_disk`) by the store in field `$inner`, for test stores that
-/// only watch or hold back applies and flushes.
+/// only watch or hold back applies and flushes; with `before_get`, each
+/// `get` first calls that method of the test store with the key.
 macro_rules! store_reads_from {
     ($inner:ident) => {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, basic_store::StoreError> {
             self.$inner.get(key)
         }
 
+        crate::common::store_reads_from!(@scan $inner);
+    };
+    ($inner:ident, before_get: $hook:ident) => {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, basic_store::StoreError> {
+            self.$hook(key);
+            self.$inner.get(key)
+        }
+
+        crate::common::store_reads_from!(@scan $inner);
+    };
+    (@scan $inner:ident) => {
         fn scan(
             &self,
             prefix: &[u8],
