@@ -263,15 +263,7 @@ fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_f
     let store = Gated::new();
     let db = todo(&store, dir.path());
     let received = received_commits(&db, &[("i", "a from the app"), ("j", "b from the app")]);
-    store.allow(0, 0);
-    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
-    store.until_waiting(1);
-    let ingest: JoinHandle<Result<Vec<Result<Inserted, IngestError>>, DbError>> = {
-        let db = Arc::clone(&db);
-        std::thread::spawn(move || db.ingest(&received))
-    };
-    let_it_queue();
-    store.allow(1, 0);
+    let (first, ingest) = ingest_behind_a_write(&db, &store, received, &[]);
     store.until_waiting(1);
     let_it_queue();
     // The flush of the write's group waits; the batch was merged meanwhile.
@@ -291,6 +283,30 @@ fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_f
     assert_eq!(flushed[flushed.len() - 2], "basic-sync", "the write's flush ran beside the writer");
 }
 
+type Ingest = JoinHandle<Result<Vec<Result<Inserted, IngestError>>, DbError>>;
+
+/// Queues `received` behind a write of item `i` held at its apply, with
+/// reads of `held` keys held, then lets the write's group apply: the
+/// batch may then run ahead of its flush, which waits for a permit.
+fn ingest_behind_a_write(
+    db: &Arc<Database<Gated>>,
+    store: &Gated,
+    received: Vec<Vec<u8>>,
+    held: &[Vec<u8>],
+) -> (Write, Ingest) {
+    store.allow(0, 0);
+    let first = spawn_write(db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
+    store.until_waiting(1);
+    store.hold_reads(held);
+    let ingest = {
+        let db = Arc::clone(db);
+        std::thread::spawn(move || db.ingest(&received))
+    };
+    let_it_queue();
+    store.allow(1, 0);
+    (first, ingest)
+}
+
 /// The storage key of todo item `id`'s row state.
 fn item_key(id: &str) -> Vec<u8> {
     let table = Name::new("todo.items").unwrap();
@@ -304,17 +320,9 @@ fn a_batch_running_ahead_settles_the_group_before_it_between_two_commits() {
     let db = todo(&store, dir.path());
     let items = [("i", "a from the app"), ("j", "b"), ("k", "c")];
     let received = received_commits(&db, &items);
-    store.allow(0, 0);
-    let first = spawn_write(&db, "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')");
-    store.until_waiting(1);
     // The batch's merge stops at its second commit, then at its third.
-    store.hold_reads(&[item_key("j"), item_key("k")]);
-    let ingest: JoinHandle<Result<Vec<Result<Inserted, IngestError>>, DbError>> = {
-        let db = Arc::clone(&db);
-        std::thread::spawn(move || db.ingest(&received))
-    };
-    let_it_queue();
-    store.allow(1, 0);
+    let held = [item_key("j"), item_key("k")];
+    let (first, ingest) = ingest_behind_a_write(&db, &store, received, &held);
     store.until_waiting(2);
     assert!(!first.is_finished(), "answered before its flush");
 
