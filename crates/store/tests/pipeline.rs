@@ -140,6 +140,15 @@ impl Store for Gated {
     }
 }
 
+/// A database with the todo schema and one list, on a gated store (all
+/// permits given), in a directory kept while the first element lives.
+fn gated_todo() -> (tempfile::TempDir, Gated, Arc<Database<Gated>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Gated::new();
+    let db = todo(&store, dir.path());
+    (dir, store, db)
+}
+
 fn todo(store: &Gated, dir: &Path) -> Arc<Database<Gated>> {
     let db = Database::with_store(store.clone(), &dir.join("view.sqlite")).unwrap();
     let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));
@@ -197,9 +206,7 @@ type Write = JoinHandle<Result<Executed, DbError>>;
 
 #[test]
 fn a_write_planned_ahead_of_a_flush_is_seen_by_nobody_until_its_own_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Gated::new();
-    let db = todo(&store, dir.path());
+    let (_dir, store, db) = gated_todo();
     let first = "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')";
     let behind = [
         // Planned against the first write's row, before that row is durable.
@@ -259,9 +266,7 @@ fn received_commits(db: &Database<Gated>, items: &[(&str, &str)]) -> Vec<Vec<u8>
 
 #[test]
 fn received_commits_merged_ahead_of_a_flush_are_seen_by_nobody_until_their_own_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Gated::new();
-    let db = todo(&store, dir.path());
+    let (_dir, store, db) = gated_todo();
     let received = received_commits(&db, &[("i", "a from the app"), ("j", "b from the app")]);
     let (first, ingest) = ingest_behind_a_write(&db, &store, received, &[]);
     store.until_waiting(1);
@@ -315,9 +320,7 @@ fn item_key(id: &str) -> Vec<u8> {
 
 #[test]
 fn a_batch_running_ahead_settles_the_group_before_it_between_two_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Gated::new();
-    let db = todo(&store, dir.path());
+    let (_dir, store, db) = gated_todo();
     let items = [("i", "a from the app"), ("j", "b"), ("k", "c")];
     let received = received_commits(&db, &items);
     // The batch's merge stops at its second commit, then at its third.
@@ -350,9 +353,7 @@ fn a_batch_running_ahead_settles_the_group_before_it_between_two_commits() {
 
 #[test]
 fn a_failed_flush_fails_the_group_running_ahead_and_shows_neither() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Gated::new();
-    let db = todo(&store, dir.path());
+    let (_dir, store, db) = gated_todo();
     let first = "INSERT INTO todo.items (id, list, title) VALUES ('i', 'l', 'a')";
     let behind = ["INSERT INTO todo.items (id, list, title) VALUES ('j', 'l', 'b')"];
     let (first, [second]) = run_ahead(&db, &store, first, behind);

@@ -8,12 +8,12 @@
 //! it — then applies the replica batch, flushes it to disk once for the
 //! whole group, commits the view, and only then answers each caller. A
 //! write that returned is on disk; a crash loses only writes that had not
-//! returned. If writes wait when a group is applied, its flush runs on a
-//! thread of its own while they run ahead of it as the next group (D50): that
-//! group plans against the earlier one's rows, in a savepoint of the same
-//! SQLite transaction, and what it wrote there is taken back out before
-//! the earlier group's view is committed, so no reader sees a group
-//! before it is durable.
+//! returned. If writes or received commits wait when a group is applied,
+//! its flush runs on a thread of its own while they run ahead of it as the
+//! next group (D50, D51): that group reads and plans against the earlier
+//! one's rows, in a savepoint of the same SQLite transaction, and what it
+//! wrote there is taken back out before the earlier group's view is
+//! committed, so no reader sees a group before it is durable.
 //!
 //! This file is the facade callers use; the writer thread is in
 //! [`writer`], the database's own records (identity, log position,

@@ -1,6 +1,6 @@
 //! Makes the writer's groups durable on a thread of their own: while one
 //! group's flush (the log's `fdatasync`) runs there, the writer runs the
-//! writes of the next.
+//! next group: writes and batches of received commits (D50, D51).
 
 use std::sync::mpsc;
 use std::thread::Scope;

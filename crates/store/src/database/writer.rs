@@ -239,9 +239,9 @@ impl<S: Store> Writer<S> {
     /// if a write or received commits already wait to start the next
     /// group, on the syncing thread while that group runs (it is then
     /// returned): its rows wait in the view's open transaction and its
-    /// callers for their answers until the flush returns. An `Err` is a storage failure: the writer
-    /// stops, every job not answered is told so, and `shared.stopped` says
-    /// why.
+    /// callers for their answers until the flush returns. An `Err` is a
+    /// storage failure: the writer stops, every job not answered is told
+    /// so, and `shared.stopped` says why.
     fn commit_group(
         &mut self,
         pipe: &mut Pipe<'_, '_, S>,

@@ -1203,8 +1203,8 @@ impl<'a, S: Store> Txn<'a, S> {
     /// it is durable after the next [`Replica::flush`], and readers under
     /// [`Replica::settled`] wait until the returned [`Unsettled`] is
     /// dropped (after that flush). Many changed rows are applied on
-    /// another thread; a few are applied here, after `meanwhile`. Many are also freed on a thread of their own, while the
-    /// writer goes on.
+    /// another thread; a few are applied here, after `meanwhile`. Many are
+    /// also freed on a thread of their own, while the writer goes on.
     pub fn apply_while<R>(
         self,
         meanwhile: impl FnOnce(&[RowChange<'_>]) -> R,

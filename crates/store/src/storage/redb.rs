@@ -395,10 +395,7 @@ impl Drop for RedbStore {
     /// (it may be opened again at once).
     fn drop(&mut self) {
         let logged = lock(&self.log).has_records();
-        let closed = match logged {
-            true => self.checkpoint(),
-            false => self.join_background(),
-        };
+        let closed = if logged { self.checkpoint() } else { self.join_background() };
         if let Err(error) = closed {
             tracing::warn!("{}: {error}", self.path.display());
         }

@@ -64,8 +64,8 @@ impl Log {
     /// Opens (creating if needed) the log at `path` and reads the records
     /// of its last round, those numbered past `after` (redb's last durable
     /// apply), with their sequence numbers: up to the first torn record or
-    /// the first left from a round before, whose hash is checked but whose
-    /// body is not read further (after a first sync those can be 32 MiB).
+    /// the first left from a round before, which is hashed but neither
+    /// decoded nor read past (after a first sync those can be 32 MiB).
     /// The file is not changed.
     pub(super) fn open(path: &Path, after: u64) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
         let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
@@ -323,6 +323,18 @@ mod tests {
         batch
     }
 
+    /// Appends a record of apply `seq` holding `body` as it is, under a
+    /// valid hash (a body `encode_record` would never write).
+    fn raw_record(seq: u64, body: &[u8], bytes: &mut Vec<u8>) {
+        let mut header = [0; HEADER];
+        header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        header[4..12].copy_from_slice(&seq.to_le_bytes());
+        let hash = record_hash(&header[..12], body);
+        header[12..].copy_from_slice(&hash);
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(body);
+    }
+
     fn records(bytes: &[u8]) -> Vec<(u64, Batch)> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -353,14 +365,7 @@ mod tests {
         encode_record(8, &batch(&[(b"new", Some(b"1"))]), &mut bytes);
         // Left from before the checkpoint at 7: a body that would not
         // decode, under a valid hash.
-        let body = [9u8, 9, 9];
-        let mut header = [0; HEADER];
-        header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-        header[4..12].copy_from_slice(&3u64.to_le_bytes());
-        let hash = record_hash(&header[..12], &body);
-        header[12..].copy_from_slice(&hash);
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&body);
+        raw_record(3, &[9, 9, 9], &mut bytes);
         encode_record(9, &batch(&[(b"never", Some(b"2"))]), &mut bytes);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -412,12 +417,8 @@ mod tests {
     fn a_hashed_body_that_does_not_decode_is_refused() {
         for body in [&[2u8, 0, 0, 0, 0][..], &[1, 9, 0, 0, 0, 1], &[1, 0, 0, 0, 0, 5, 0]] {
             assert!(decode_batch(body).is_none(), "{body:?}");
-            let mut bytes = vec![0; HEADER];
-            bytes[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-            bytes[4..12].copy_from_slice(&7u64.to_le_bytes());
-            let hash = record_hash(&bytes[..12], body);
-            bytes[12..HEADER].copy_from_slice(&hash);
-            bytes.extend_from_slice(body);
+            let mut bytes = Vec::new();
+            raw_record(7, body, &mut bytes);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("log");
             std::fs::write(&path, &bytes).unwrap();
