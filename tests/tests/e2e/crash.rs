@@ -1,6 +1,9 @@
 //! kill -9 during writes: every acknowledged write survives, and the node
 //! syncs afterwards, while the other device writes and syncs all along.
 //! Two rounds in the default run; `BASIC_KILL_ROUNDS=1000` makes it a soak.
+//! And kill -9 in the middle of a new device's first sync: it reopens with
+//! every row it showed and ends with every row, once (one kill by default,
+//! `BASIC_FIRST_SYNC_KILLS=20` for a soak).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +75,76 @@ fn acknowledged_writes_survive_kill_9_and_sync_afterwards() {
     let on_b: std::collections::HashSet<String> = on_b.into_iter().collect();
     for id in acked_on_a.iter().chain(&acked_on_b) {
         assert!(on_b.contains(id), "acknowledged write {id} lost");
+    }
+}
+
+/// Rows on A for each kill of the first sync (one more share than kills):
+/// a first sync shows its rows a group of up to 16,384 at a time, and a
+/// debug build takes seconds over them.
+const ROWS_PER_KILL: usize = 20_000;
+
+#[test]
+fn a_first_sync_killed_midway_reopens_and_ends_with_every_row() {
+    let kills: usize =
+        std::env::var("BASIC_FIRST_SYNC_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let rows = ROWS_PER_KILL * (kills + 1);
+    let a_data = Data::with_todo(BASIC);
+    let import = a_data.path().join("lists.jsonl");
+    let export = a_data.basic(&["export"]).ok();
+    let mut lines = vec![export.lines().next().expect("export header").to_owned()];
+    lines.extend((0..rows).map(|i| {
+        let row = json!({ "id": format!("l{i:07}"), "name": format!("List {i}") });
+        json!({ "table": "todo.lists", "row": row }).to_string()
+    }));
+    std::fs::write(&import, lines.join("\n") + "\n").expect("import file");
+    a_data.basic(&["import", &import.display().to_string()]).ok();
+    let a = a_data.up(&[]);
+    let on_a = ids(&a);
+    assert_eq!(on_a.len(), rows);
+
+    let b_data = join(&a);
+    let mut b = b_data.up(&[a.address()]);
+    let mut killed = 0;
+    while killed < kills {
+        // Killed once B shows more rows than before (a group visible, the
+        // next ones on their way: merged, logged, flushed), after a pause
+        // that differs from kill to kill.
+        let before = count(&b);
+        let seen = wait_for(&format!("kill {killed}: B shows more rows"), SYNC_TIMEOUT, || {
+            let now = count(&b);
+            (now > before).then_some(now)
+        });
+        if seen == rows {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(killed as u64 * 53 % 250));
+        b.kill9();
+        b = b_data.up(&[a.address()]);
+        let reopened = b.sql(COUNT_LISTS, json!([]))["rows"][0][0].as_u64().expect("count");
+        let reopened = usize::try_from(reopened).expect("count");
+        assert!(
+            reopened >= seen,
+            "kill {killed}: B showed {seen} rows, after reopening {reopened}"
+        );
+        eprintln!("kill {killed}: B showed {seen} of {rows} rows; {reopened} after reopening");
+        killed += 1;
+    }
+    assert!(killed > 0, "B held every row before it could be killed; raise ROWS_PER_KILL");
+    wait_for("B holds every row", SYNC_TIMEOUT * 3, || (count(&b) == rows).then_some(()));
+    assert_eq!(ids(&b), on_a, "B's rows after {killed} kills");
+    let digest = "SELECT count(*), sum(length(name)), max(name) FROM todo.lists";
+    assert_eq!(b.sql(digest, json!([]))["rows"], a.sql(digest, json!([]))["rows"]);
+}
+
+const COUNT_LISTS: &str = "SELECT count(*) FROM todo.lists";
+
+/// The rows of `todo.lists` a node shows; 0 while the schema has not
+/// reached it.
+fn count(node: &Node) -> usize {
+    let (status, answer) = node.sql_as(&node.token, COUNT_LISTS, json!([]));
+    match status {
+        200 => answer["rows"][0][0].as_u64().map_or(0, |n| n as usize),
+        _ => 0,
     }
 }
 
