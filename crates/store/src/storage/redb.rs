@@ -662,11 +662,19 @@ mod tests {
         assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 
-    #[test]
-    fn redb_store_keeps_only_flushed_writes_across_a_crash() {
+    /// A store in `live` under a new temporary directory (dropped with the
+    /// returned guard), for the tests that copy it as a crash would leave
+    /// it, or reopen it.
+    fn live_store() -> (tempfile::TempDir, PathBuf, RedbStore) {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
         let store = RedbStore::open(&live, 1 << 20).unwrap();
+        (dir, live, store)
+    }
+
+    #[test]
+    fn redb_store_keeps_only_flushed_writes_across_a_crash() {
+        let (_dir, live, store) = live_store();
         keeps_only_flushed_writes_across_a_crash(&store, &live, &|path| {
             Box::new(RedbStore::open(path, 1 << 20).unwrap())
         });
@@ -792,9 +800,7 @@ mod tests {
     /// numbering its applies after them.
     #[test]
     fn a_reopen_applies_the_logged_batches_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         for i in 0..100u32 {
             let mut batch = Batch::default();
             batch.put(format!("k/{i:03}").into_bytes(), i.to_be_bytes().to_vec());
@@ -839,9 +845,7 @@ mod tests {
     /// with the applies after it.
     #[test]
     fn a_batch_of_megabytes_is_logged_and_survives_a_crash_once_flushed() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         let large = rows_of_a_kib(4_096);
         assert!(wal::encoded_len(&large) > 4 << 20 && wal::encoded_len(&large) <= wal::MAX_RECORD);
         store.apply(large).unwrap();
@@ -859,9 +863,7 @@ mod tests {
     /// opening to apply again: its data file alone holds every apply.
     #[test]
     fn a_clean_close_leaves_no_log_to_apply_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         store.apply(rows_of_a_kib(2_048)).unwrap();
         store.flush().unwrap();
         put(&store, b"small", b"x");
@@ -877,9 +879,7 @@ mod tests {
     /// before its sync) reopens as the flush before it left the store.
     #[test]
     fn a_torn_log_tail_loses_only_the_write_it_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         put(&store, b"kept", b"1");
         store.flush().unwrap();
         let log = live.join(log_file(DATA_FILE));
@@ -907,9 +907,7 @@ mod tests {
     /// them), so none of them undoes a later write.
     #[test]
     fn records_left_from_before_a_checkpoint_are_not_applied_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         for n in 1..=50u64 {
             put(&store, b"x", &n.to_be_bytes());
             store.flush().unwrap();
@@ -929,9 +927,7 @@ mod tests {
     /// grows past the bound, and a crash loses none of them.
     #[test]
     fn large_batches_and_a_full_log_commit_redb_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         let mut large = Batch::default();
         large.put(b"large".to_vec(), vec![1; wal::MAX_RECORD]);
         store.apply(large).unwrap();
@@ -954,9 +950,7 @@ mod tests {
     /// that succeeded would not show the lost pages were written.
     #[test]
     fn a_failed_log_write_refuses_every_later_apply_and_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (_dir, live, store) = live_store();
         put(&store, b"a", b"1");
         store.flush().unwrap();
         // A descriptor that cannot write stands in for a failing disk.
@@ -978,9 +972,7 @@ mod tests {
     /// rather than open without them.
     #[test]
     fn a_log_with_records_missing_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = RedbStore::open(&live, 1 << 20).unwrap();
+        let (dir, live, store) = live_store();
         put(&store, b"a", b"1");
         put(&store, b"b", b"2");
         store.flush().unwrap();
