@@ -196,6 +196,27 @@ fn the_known_attacks_are_refused_and_the_grant_still_works() {
         db.execute_as(&reader, "DELETE FROM todo.lists", &[], None),
         Err(DbError::Sql(SqlError::Denied { action: "write", .. }))
     ));
+    // An INSERT of bare parameters takes its rows without evaluating
+    // anything in SQLite: the right to write is checked all the same.
+    let params = [Value::Text("x".into()), Value::Text("X".into())];
+    for (caller, sql) in [
+        (&reader, "INSERT INTO todo.lists (id, name) VALUES (?, ?)"),
+        (&app, "INSERT INTO contacts.people (id, name) VALUES (?, ?)"),
+        (&app, "INSERT INTO secrets.words VALUES (?), (?)"),
+    ] {
+        let result = db.execute_as(caller, sql, &params, None);
+        assert!(matches!(result, Err(DbError::Sql(SqlError::Denied { .. }))), "{sql}: {result:?}");
+    }
+    for table in ["todo.lists", "contacts.people", "secrets.words"] {
+        let sql = format!(
+            "SELECT count(*) FROM {table} WHERE lower({}) = 'x'",
+            match table {
+                "secrets.words" => "word",
+                _ => "id",
+            }
+        );
+        assert_eq!(db.query(&sql, &[], None).unwrap().rows, [[Value::Integer(0)]], "{table}");
+    }
 }
 
 const RUNAWAY: &str =

@@ -31,7 +31,7 @@ use std::ops::ControlFlow;
 use basic_proto::Name;
 use sqlparser::ast::{
     self, Expr, FromTable, Ident, InTarget, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
-    SetExpr, SqliteOnConflict, TableAlias, TableFactor, TableObject, VisitMut, VisitorMut,
+    Query, SetExpr, SqliteOnConflict, TableAlias, TableFactor, TableObject, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
@@ -167,6 +167,30 @@ pub enum OnConflict {
     Replace,
 }
 
+/// The shape of an `INSERT`'s `VALUES` made of bare `?` placeholders
+/// only, `rows` rows of `width` each: its rows are the statement's
+/// parameters, `width` at a time, with nothing to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamRows {
+    /// Rows in the `VALUES`.
+    pub rows: usize,
+    /// Placeholders per row.
+    pub width: usize,
+}
+
+impl ParamRows {
+    /// The shape of `source` (displayed as `text`), if it is `VALUES` of
+    /// bare `?` and nothing else: no other expression, no `ROW`, no
+    /// `ORDER BY` or `LIMIT`, every row as wide as the first.
+    fn of(source: &Query, text: &str) -> Option<Self> {
+        let SetExpr::Values(values) = source.body.as_ref() else { return None };
+        let shape = Self { rows: values.rows.len(), width: values.rows.first()?.len() };
+        let row = format!("({})", vec!["?"; shape.width].join(", "));
+        let canonical = format!("VALUES {}", vec![row; shape.rows].join(", "));
+        (shape.width > 0 && text == canonical).then_some(shape)
+    }
+}
+
 /// A checked statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
@@ -191,6 +215,9 @@ pub enum Statement {
         /// a table function): it then needs the view to hold every row
         /// written before it. `VALUES` of literals and parameters does not.
         reads_tables: bool,
+        /// Set when `source` is `VALUES` of bare `?` placeholders only: its
+        /// rows are then the parameters themselves, taken in order.
+        param_rows: Option<ParamRows>,
     },
     /// `UPDATE`: set `assignments` on the rows of `table` matching `filter`.
     Update {
@@ -383,7 +410,8 @@ fn insert_statement(insert: ast::Insert) -> Result<Statement, SqlError> {
     let text = source.to_string();
     reparses_to_query(&text, &source)?;
     let reads_tables = ast::visit_relations(&source, |_| ControlFlow::Break(())).is_break();
-    Ok(Statement::Insert { table, columns, source: text, on_conflict, reads_tables })
+    let param_rows = ParamRows::of(&source, &text);
+    Ok(Statement::Insert { table, columns, source: text, on_conflict, reads_tables, param_rows })
 }
 
 fn update_statement(update: ast::Update) -> Result<Statement, SqlError> {
@@ -827,6 +855,7 @@ mod tests {
                 source: "VALUES ('a', 'milk'), ('b', upper('x'))".into(),
                 on_conflict: OnConflict::Fail,
                 reads_tables: false,
+                param_rows: None,
             }
         );
         let parsed = parse("UPDATE items SET done = true, title = title || '!' WHERE list IN (SELECT id FROM lists)", &tables(), Some(&todo())).unwrap();
@@ -861,6 +890,37 @@ mod tests {
                 Statement::Insert { on_conflict, .. } => assert_eq!(on_conflict, conflict, "{sql}"),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    /// Only a `VALUES` of bare `?` and nothing else is taken as the
+    /// parameters themselves; anything SQLite would compute, reorder, cut
+    /// or refuse is left to SQLite.
+    #[test]
+    fn an_insert_of_bare_placeholders_is_known_by_its_shape() {
+        let shape = |sql: &str| match parse(sql, &tables(), Some(&todo())).unwrap() {
+            Statement::Insert { param_rows, .. } => param_rows,
+            other => panic!("{other:?}"),
+        };
+        let grid = |rows, width| Some(ParamRows { rows, width });
+        assert_eq!(shape("INSERT INTO items (id, title) VALUES (?, ?)"), grid(1, 2));
+        assert_eq!(shape("insert into items values (?)"), grid(1, 1));
+        assert_eq!(shape("INSERT OR REPLACE INTO items VALUES (?,?),( ? , ? ),(?, ?)"), grid(3, 2));
+        for computed in [
+            "INSERT INTO items VALUES (?, 1)",
+            "INSERT INTO items VALUES (?1, ?2)",
+            "INSERT INTO items VALUES (?, ?2)",
+            "INSERT INTO items VALUES (:id, :title)",
+            "INSERT INTO items VALUES ($id)",
+            "INSERT INTO items VALUES ((?))",
+            "INSERT INTO items VALUES (-?)",
+            "INSERT INTO items VALUES (?, ?), (?)",
+            "INSERT INTO items VALUES (?) LIMIT 0",
+            "INSERT INTO items VALUES (?) ORDER BY 1",
+            "INSERT INTO items SELECT ?, ?",
+            "INSERT INTO items SELECT id, title FROM lists",
+        ] {
+            assert_eq!(shape(computed), None, "{computed}");
         }
     }
 

@@ -669,12 +669,7 @@ impl Catalog {
     /// reference the type of the referenced key (integer, text or bytes),
     /// following references to references.
     pub fn value_type(&self, table: &Name, column: &str) -> Option<ColumnType> {
-        match &self.table(table)?.column(column)?.def.ty {
-            ColumnType::Reference { table } => {
-                resolve(&|name| self.lookup(name), table).ok().flatten()
-            }
-            ty => Some(ty.clone()),
-        }
+        Some(self.value_def(table, column)?.ty)
     }
 
     /// The column's definition with references resolved to the key type
@@ -682,8 +677,20 @@ impl Catalog {
     /// value strictly, where the column's own [`ColumnDef::check`] takes any
     /// key type for a reference.
     pub fn value_def(&self, table: &Name, column: &str) -> Option<ColumnDef> {
-        let nullable = self.table(table)?.column(column)?.def.nullable;
-        Some(ColumnDef { ty: self.value_type(table, column)?, nullable })
+        self.value_def_in(self.table(table)?, column)
+    }
+
+    /// [`Catalog::value_def`] of a column of `table`, a table of this
+    /// catalog already looked up.
+    pub fn value_def_in(&self, table: &TableDef, column: &str) -> Option<ColumnDef> {
+        let def = &table.column(column)?.def;
+        let ty = match &def.ty {
+            ColumnType::Reference { table } => {
+                resolve(&|name| self.lookup(name), table).ok().flatten()?
+            }
+            ty => ty.clone(),
+        };
+        Some(ColumnDef { ty, nullable: def.nullable })
     }
 
     /// Checks `new`, a version of one namespace, against the current one (if

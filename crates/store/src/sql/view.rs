@@ -63,7 +63,7 @@ pub(crate) fn quote(name: &str) -> String {
 }
 
 /// A value as SQLite stores it in the view.
-fn value_ref(value: &Value) -> ValueRef<'_> {
+pub(crate) fn value_ref(value: &Value) -> ValueRef<'_> {
     match value {
         Value::Null => ValueRef::Null,
         Value::Integer(i) | Value::Timestamp(i) => ValueRef::Integer(*i),

@@ -3,8 +3,11 @@
 //! SQLite evaluates the statement's own expressions — its `VALUES` or
 //! `SELECT`, its assignments, its `WHERE` — as a read on the view; each row
 //! that comes back becomes one row operation, typed and checked against
-//! the schema, with the generation the row's merge state calls for. Nothing
-//! is written here: the operations go into a signed commit.
+//! the schema, with the generation the row's merge state calls for. An
+//! `INSERT` whose `VALUES` holds bare `?` placeholders only is the one
+//! exception: its rows are the parameters, exactly as SQLite would return
+//! them (D53). Nothing is written here: the operations go into a signed
+//! commit.
 //!
 //! The evaluation runs on the writer's connection entered in its
 //! [`Gate`] for the caller, as a query would: only the caller's tables,
@@ -22,8 +25,8 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use crate::replica::Txn;
 use crate::sql::query::{MAX_ROWS, QueryError};
 use crate::sql::schema::{Catalog, TableDef, timestamp_from_text};
-use crate::sql::view::{Gate, Param, Reach, quote};
-use crate::sql::{OnConflict, Statement};
+use crate::sql::view::{Gate, MAX_LENGTH, Param, Reach, quote, value_ref};
+use crate::sql::{OnConflict, ParamRows, Statement};
 use crate::storage::kv::{Store, StoreError};
 
 /// Why a write was refused; nothing was written.
@@ -169,8 +172,12 @@ fn plan_entered<S: Store>(
     let table = catalog.table(name).ok_or_else(|| WriteError::UnknownTable(name.clone()))?;
     let typer = Typer { catalog, table };
     match statement {
-        Statement::Insert { columns, source, on_conflict, .. } => {
-            insert(conn, &typer, txn, columns, source, *on_conflict, params)
+        Statement::Insert { columns, source, on_conflict, param_rows, .. } => {
+            let rows = match param_rows.and_then(|shape| bound_rows(shape, params)) {
+                Some(rows) => rows?,
+                None => evaluate(conn, source, params)?,
+            };
+            insert(&typer, txn, columns, rows, *on_conflict)
         }
         Statement::Update { alias, assignments, filter, .. } => {
             update(conn, &typer, txn, alias, assignments, filter.as_deref(), params)
@@ -194,7 +201,7 @@ impl Typer<'_> {
     }
 
     fn column_def(&self, column: &str) -> Result<ColumnDef, WriteError> {
-        self.catalog.value_def(self.name(), column).ok_or_else(|| WriteError::UnknownColumn {
+        self.catalog.value_def_in(self.table, column).ok_or_else(|| WriteError::UnknownColumn {
             table: self.name().clone(),
             column: column.to_owned(),
         })
@@ -328,14 +335,46 @@ fn evaluate(
     Ok(out)
 }
 
+/// The rows of a `VALUES` of bare `?` placeholders (`shape`): `params`
+/// as SQLite would return them, `None` where only SQLite can say (a
+/// parameter count that does not fit, a value SQLite would turn into
+/// `NULL` or refuse).
+fn bound_rows(
+    shape: ParamRows,
+    params: &[Value],
+) -> Option<Result<Vec<Vec<SqlValue>>, WriteError>> {
+    if params.len() != shape.rows * shape.width {
+        return None;
+    }
+    if shape.rows > MAX_ROWS {
+        return Some(Err(WriteError::TooManyRows));
+    }
+    let row = |row: &[Value]| row.iter().map(bound_value).collect::<Option<Vec<_>>>();
+    params.chunks(shape.width).map(row).collect::<Option<_>>().map(Ok)
+}
+
+/// What SQLite returns for `value` bound to a bare `?` in a `VALUES`:
+/// the value as [`Param`] binds it. `None` for what SQLite changes or
+/// refuses: a NaN (bound as `NULL`) and text or bytes over its length
+/// limit.
+fn bound_value(value: &Value) -> Option<SqlValue> {
+    Some(match value_ref(value) {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(r) if r.is_nan() => return None,
+        ValueRef::Real(r) => SqlValue::Real(r),
+        ValueRef::Text(t) | ValueRef::Blob(t) if t.len() > MAX_LENGTH as usize => return None,
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8(t.to_vec()).ok()?),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    })
+}
+
 fn insert<S: Store>(
-    conn: &Connection,
     typer: &Typer<'_>,
     txn: &Txn<'_, S>,
     columns: &[String],
-    source: &str,
+    rows: Vec<Vec<SqlValue>>,
     on_conflict: OnConflict,
-    params: &[Value],
 ) -> Result<Vec<RowOp>, WriteError> {
     let table = typer.table;
     let targets: Vec<Name> = if columns.is_empty() {
@@ -344,7 +383,7 @@ fn insert<S: Store>(
         columns.iter().map(|c| typer.column_name(&c.to_lowercase())).collect::<Result<_, _>>()?
     };
     let mut ops: BTreeMap<RowKey, RowOp> = BTreeMap::new();
-    for row in evaluate(conn, source, params)? {
+    for row in rows {
         if row.len() != targets.len() {
             return Err(WriteError::ValueCount {
                 table: typer.name().clone(),
@@ -496,6 +535,72 @@ fn delete<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::Integer),
+            prop_oneof![any::<f64>(), Just(f64::NAN), Just(-0.0), Just(f64::INFINITY)]
+                .prop_map(Value::Real),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Timestamp),
+            ".{0,12}".prop_map(Value::Text),
+            ".{0,12}".prop_map(Value::Json),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bytes),
+        ]
+    }
+
+    /// The exact value, a real's sign and payload included.
+    fn exact(value: &SqlValue) -> String {
+        match value {
+            SqlValue::Real(r) => format!("real {:x}", r.to_bits()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        /// The rows of a `VALUES` of bare placeholders are the parameters
+        /// exactly as SQLite's evaluation, which they stand in for, returns
+        /// them; what SQLite would change is left to it.
+        #[test]
+        fn bound_rows_are_what_sqlite_returns(
+            (rows, width, params) in (1usize..4, 1usize..5).prop_flat_map(|(rows, width)| {
+                (Just(rows), Just(width), proptest::collection::vec(any_value(), rows * width))
+            })
+        ) {
+            let conn = Connection::open_in_memory().unwrap();
+            let row = format!("({})", vec!["?"; width].join(", "));
+            let sql = format!("VALUES {}", vec![row; rows].join(", "));
+            let evaluated = evaluate(&conn, &sql, &params).unwrap();
+            match bound_rows(ParamRows { rows, width }, &params) {
+                Some(bound) => {
+                    let bound = bound.unwrap();
+                    let exact_rows =
+                        |rows: &[Vec<SqlValue>]| rows.iter().map(|r| r.iter().map(exact).collect::<Vec<_>>()).collect::<Vec<_>>();
+                    prop_assert_eq!(exact_rows(&bound), exact_rows(&evaluated));
+                }
+                None => prop_assert!(params.iter().any(|v| matches!(v, Value::Real(r) if r.is_nan()))),
+            }
+        }
+    }
+
+    #[test]
+    fn bound_rows_leave_what_only_sqlite_can_say_to_it() {
+        let shape = ParamRows { rows: 1, width: 2 };
+        // A count that does not fit: SQLite's own error names both counts.
+        assert!(bound_rows(shape, &[Value::Null]).is_none());
+        assert!(bound_rows(shape, &[Value::Null, Value::Null, Value::Null]).is_none());
+        // A NaN SQLite binds as NULL; text past SQLite's length limit it refuses.
+        assert!(bound_rows(shape, &[Value::Null, Value::Real(f64::NAN)]).is_none());
+        let long = Value::Text("x".repeat(MAX_LENGTH as usize + 1));
+        assert!(bound_rows(shape, &[Value::Null, long]).is_none());
+        let many = ParamRows { rows: MAX_ROWS + 1, width: 1 };
+        assert!(matches!(
+            bound_rows(many, &vec![Value::Null; MAX_ROWS + 1]),
+            Some(Err(WriteError::TooManyRows))
+        ));
+    }
 
     #[test]
     fn a_literal_quotes_text_and_cuts_it_at_forty_characters() {
