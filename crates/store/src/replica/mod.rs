@@ -842,14 +842,16 @@ impl<'a, S: Store> Txn<'a, S> {
         bytes: &[u8],
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
-        let commit_key = layout::commit(&id);
-        if self.get(&commit_key)?.is_some() {
-            return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
-        }
-        self.batch.put(commit_key, bytes.to_vec());
-        // The commit is new, so any id already at its position is another one.
+        // Every stored commit is listed at its log position, which its id
+        // covers (author and sequence number): a copy held already is found
+        // there, without a look-up of the id itself, a random key.
         let position = layout::log_position(&header.author, header.seq);
         let mut ids = self.get(&position)?.unwrap_or_default();
+        if ids.chunks_exact(id.0.len()).any(|held| held == id.0) {
+            return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
+        }
+        self.batch.put(layout::commit(&id), bytes.to_vec());
+        // The commit is new, so any id already at its position is another one.
         let fork = !ids.is_empty();
         if fork {
             self.batch.put(layout::fork(&header.author, header.seq), Vec::new());

@@ -100,6 +100,15 @@ fn forks_are_recorded_and_both_sides_merge() {
     assert_eq!(replica.forks().unwrap(), [(author, 2)]);
     assert_eq!(replica.log(&author).unwrap().len(), 3, "{:?}", replica.log(&author).unwrap());
     assert_eq!(replica.heads().unwrap()[&author], Head { contiguous: 2, max: 2 });
+    assert_eq!(
+        table_rows(&expected(&[first.clone(), left.clone(), right.clone()])),
+        stored_rows(&replica)
+    );
+    // Either side received again, the second at its position too, is a
+    // copy: nothing is added to the log, no fork is counted twice.
+    let again = insert_all(&replica, &[right.clone(), left.clone(), first.clone()]);
+    assert!(again.iter().all(|i| i.outcome == Outcome::Duplicate && !i.fork), "{again:?}");
+    assert_eq!(replica.log(&author).unwrap().len(), 3);
     assert_eq!(table_rows(&expected(&[first, left, right])), stored_rows(&replica));
 }
 
