@@ -4,7 +4,7 @@
 //! The modules form layers; each uses only those below it:
 //!
 //! 1. files and words: [`paths`] (the data directory), [`error`],
-//!    [`ids`] (principals' text ids), [`status`], [`wire`], [`keystore`];
+//!    [`ids`] (principals' text ids), [`status`], [`keystore`];
 //! 2. the node's own records: [`tokens`], [`capability`],
 //!    [`peers`], [`join`];
 //! 3. [`node::Node`]: the database with those records — what operations

@@ -7,12 +7,12 @@
 //! grouped by table, and each table group holds its row keys, its row
 //! generations and one column per written column name, each column a run
 //! of cell tags and then the cells' payloads, delta- or front-coded against
-//! the column's previous value ([`column`]). The encoding is then padded
-//! ([`pad`]) so that a commit's size reveals only a coarse size, and to at
-//! least one byte per *unit* ([`units`]: a row operation, a written cell,
-//! or 64 bytes of a text, bytes or json value or key part), so that what a
-//! change set costs a receiver, in work and in memory, is proportional to
-//! its bytes.
+//! the column's previous value (the `column` module). The encoding is then
+//! padded ([`pad`]) so that a commit's size reveals only a coarse size, and
+//! to at least one byte per *unit* ([`Changes::units`]: a row operation, a
+//! written cell, or 64 bytes of a text, bytes or json value or key part), so
+//! that what a change set costs a receiver, in work and in memory, is
+//! proportional to its bytes.
 
 mod column;
 pub mod pad;

@@ -10,7 +10,7 @@
 //! timestamp column also takes RFC 3339 text), arrays and objects as json
 //! documents. Bytes cannot be passed as a parameter yet.
 //!
-//! In, typed by the column ([`decode`], import): each type from its form
+//! In, typed by the column (`decode`, import): each type from its form
 //! above, a json document kept as written.
 
 use std::fmt::Write as _;

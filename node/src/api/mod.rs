@@ -6,7 +6,7 @@
 //! Errors are `{"error": {"code", "message"}}` with a fitting status.
 //! Database calls block, so operations run on tokio's blocking threads.
 //! Web pages reach the app routes only, from the origin their app asked
-//! from ([`origin`]); access requests are rate-limited ([`throttle`]).
+//! from (`origin`); access requests are rate-limited (`throttle`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! tasks: a session (our `Requester`: pulls what we lack, pushes what is
 //! new here) and a responder (answers the peer's requests). What they
 //! report goes to the status (`basic status`) and to `shown.json`
-//! ([`NodeHooks`]). Join requests (`/basic/join/0`) from new devices are
+//! (`NodeHooks`). Join requests (`/basic/join/0`) from new devices are
 //! answered here too.
 //!
 //! A node behind a NAT reserves a slot on the relays it is given (`--relay`,

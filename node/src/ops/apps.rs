@@ -11,7 +11,7 @@
 //!
 //! An app that embeds the light client asks over the network instead
 //! (`crate::access`), with its own key, at the addresses of the
-//! [`access_code`] that `basic app connect` prints; its request waits in
+//! access code that `basic app connect` prints; its request waits in
 //! the same list and is answered the same way.
 
 use std::collections::BTreeMap;

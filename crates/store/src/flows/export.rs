@@ -327,7 +327,7 @@ pub struct ImportSummary {
 
 impl<S: Store> Database<S> {
     /// Writes the database, or the namespace `namespace`, to `out` as JSON
-    /// lines (see the [module docs](self)). `out` is buffered here.
+    /// lines (the format: README, *Export and import*). `out` is buffered here.
     pub fn export_jsonl(
         &self,
         namespace: Option<&Name>,
@@ -386,7 +386,7 @@ impl<S: Store> Database<S> {
     }
 
     /// Writes the database, or the namespace `namespace`, to a new SQLite
-    /// file at `path` (see the [module docs](self)). Refuses to overwrite
+    /// file at `path` (the format: README, *Export and import*). Refuses to overwrite
     /// an existing file; on failure, removes the file it created.
     pub fn export_sqlite(
         &self,
@@ -415,7 +415,7 @@ impl<S: Store> Database<S> {
         result
     }
 
-    /// Imports a JSON lines export (see the [module docs](self)): checks
+    /// Imports a JSON lines export (the format: README, *Export and import*): checks
     /// the whole input first, then applies its schemas and writes its rows
     /// as commits of this device. `progress`, if given, is called with the
     /// number of rows written so far after each batch.

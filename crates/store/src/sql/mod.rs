@@ -48,7 +48,7 @@ pub(crate) const MAX_SQL_LEN: usize = 1 << 20;
 /// Why a statement was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlError {
-    /// The statement text is longer than [`MAX_SQL_LEN`].
+    /// The statement text is longer than 1 MiB.
     #[error(
         "the statement is {0} bytes long; the most is {MAX_SQL_LEN} (pass large values as parameters)"
     )]

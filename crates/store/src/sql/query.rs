@@ -34,7 +34,7 @@ pub enum QueryError {
     /// SQLite refused or failed the statement (unknown column, type error…).
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The result has more than [`MAX_ROWS`] rows.
+    /// The result has more than 100,000 rows.
     #[error("the result has more than {MAX_ROWS} rows: add a LIMIT, or page with LIMIT and OFFSET")]
     TooManyRows,
     /// The statement ran past its time budget and was stopped.

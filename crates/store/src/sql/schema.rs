@@ -179,7 +179,7 @@ pub enum SchemaError {
         /// The problem.
         error: Box<SchemaError>,
     },
-    /// The text is over [`MAX_SCHEMA_LEN`].
+    /// The text is over 1 MiB.
     #[error("the schema is {len} bytes long; the limit is {MAX_SCHEMA_LEN}")]
     TooLarge {
         /// Its length, or `MAX_SCHEMA_LEN + 1` for a file that is longer.

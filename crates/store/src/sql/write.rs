@@ -44,7 +44,7 @@ pub enum WriteError {
     /// caller's reach (SQLite's message).
     #[error("{0}: the statement reaches outside what this caller may read")]
     Denied(String),
-    /// The statement would change more than [`MAX_ROWS`] rows.
+    /// The statement would change more than 100,000 rows.
     #[error(
         "the statement changes more than {MAX_ROWS} rows: split it (WHERE, LIMIT in its SELECT)"
     )]

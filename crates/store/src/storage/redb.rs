@@ -2,11 +2,11 @@
 //! see [`crate::storage::device`] for the move of a replica sled kept).
 //!
 //! One redb table holds the whole keyspace. [`Store::apply`] stages its
-//! batch as a record of the write-ahead log ([`super::wal`], D43) and
+//! batch as a record of the write-ahead log (the `wal` module, D43) and
 //! keeps it in memory with the applies before it that redb has not been
 //! given yet (D47): every later read in this process sees it at once,
 //! reading there before redb. Before an apply would take those past
-//! [`UNWRITTEN_BYTES`], they are handed to a thread of their own, which
+//! 64 KiB, they are handed to a thread of their own, which
 //! writes them to redb in one write transaction committed with
 //! [`Durability::None`] (one redb commit for many small applies) while
 //! the writer goes on (D48); reads find them in memory until the next
@@ -17,8 +17,8 @@
 //! Concurrent flushes share a sync: a flush returns at once if the applies
 //! it must cover are on disk already.
 //!
-//! A batch whose encoding is over [`super::wal::MAX_RECORD`], or one that
-//! would take the log past [`super::wal::CHECKPOINT_BYTES`], is committed
+//! A batch whose encoding is over a log record's limit (8 MiB), or one
+//! that would take the log past its checkpoint size (32 MiB), is committed
 //! durably by redb instead, with every apply not yet written (a
 //! checkpoint): redb writes the pages of every commit since the last
 //! durable one and its alternate commit slot, `fdatasync`s the file, flips
@@ -435,7 +435,7 @@ impl Store for RedbStore {
 
     /// Staged in the log and held in memory with the applies before it
     /// that redb has not been given yet; if those would pass
-    /// [`UNWRITTEN_BYTES`] with it, they are handed off first, to be
+    /// 64 KiB with it, they are handed off first, to be
     /// written to redb in one transaction committed with
     /// [`Durability::None`] on a thread of their own. A batch over a log
     /// record's size, or one for a full log, is committed durably with
