@@ -6,7 +6,7 @@
 //! keeps it in memory with the applies before it that redb has not been
 //! given yet (D47): every later read in this process sees it at once,
 //! reading there before redb. Before an apply would take those past
-//! 64 KiB, they are handed to a thread of their own, which
+//! 64 KiB (`UNWRITTEN_BYTES`), they are handed to a thread of their own, which
 //! writes them to redb in one write transaction committed with
 //! [`Durability::None`] (one redb commit for many small applies) while
 //! the writer goes on (D48); reads find them in memory until the next
@@ -17,8 +17,9 @@
 //! Concurrent flushes share a sync: a flush returns at once if the applies
 //! it must cover are on disk already.
 //!
-//! A batch whose encoding is over a log record's limit (8 MiB), or one
-//! that would take the log past its checkpoint size (32 MiB), is committed
+//! A batch whose encoding is over a log record's limit (8 MiB,
+//! `wal::MAX_RECORD`), or one that would take the log past its checkpoint
+//! size (32 MiB, `wal::CHECKPOINT_BYTES`), is committed
 //! durably by redb instead, with every apply not yet written (a
 //! checkpoint): redb writes the pages of every commit since the last
 //! durable one and its alternate commit slot, `fdatasync`s the file, flips
@@ -435,7 +436,7 @@ impl Store for RedbStore {
 
     /// Staged in the log and held in memory with the applies before it
     /// that redb has not been given yet; if those would pass
-    /// 64 KiB with it, they are handed off first, to be
+    /// 64 KiB (`UNWRITTEN_BYTES`) with it, they are handed off first, to be
     /// written to redb in one transaction committed with
     /// [`Durability::None`] on a thread of their own. A batch over a log
     /// record's size, or one for a full log, is committed durably with
