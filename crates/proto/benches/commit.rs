@@ -200,6 +200,15 @@ fn bench_commit(c: &mut Criterion, fx: &mut Fixture, existing: &Tables) {
             BatchSize::SmallInput,
         )
     });
+    // What a received commit costs before its signature: the envelope and
+    // header read and checked, and its id read off the bytes (a held
+    // copy's check).
+    let keys = basic_proto::KeyCache::default();
+    assert_eq!(Commit::header_of(commit.as_bytes(), &keys).as_ref(), Ok(commit.header()));
+    group.bench_function("header_of", |b| {
+        b.iter(|| Commit::header_of(black_box(commit.as_bytes()), &keys))
+    });
+    group.bench_function("id_of", |b| b.iter(|| Commit::id_of(black_box(commit.as_bytes()))));
     group.bench_function("decode_verify_open", |b| {
         b.iter(|| Commit::decode(black_box(commit.as_bytes())).and_then(|c| c.open(scope_key)))
     });

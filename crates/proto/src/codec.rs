@@ -114,13 +114,20 @@ pub trait Cbor: Sized {
     /// Decodes and validates `bytes`, which must be the deterministic
     /// encoding of the structure and nothing more.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let value = parse(bytes, Self::WHAT, Self::MAX_BYTES)?;
-        let decoded = Self::from_cbor(value)?;
-        if decoded.encode() != bytes {
-            return Err(DecodeError::NonCanonical { what: Self::WHAT });
-        }
-        Ok(decoded)
+        decode_canonical(bytes)
     }
+}
+
+/// [`Cbor::decode`] through CBOR values: parsed, read field by field, then
+/// encoded again and compared. A structure that overrides `decode` to read
+/// its bytes directly falls back to this for the error.
+pub fn decode_canonical<T: Cbor>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let value = parse(bytes, T::WHAT, T::MAX_BYTES)?;
+    let decoded = T::from_cbor(value)?;
+    if decoded.encode() != bytes {
+        return Err(DecodeError::NonCanonical { what: T::WHAT });
+    }
+    Ok(decoded)
 }
 
 /// Encodes a CBOR data item.

@@ -183,6 +183,37 @@ impl CborCodec for Envelope {
             signature: fields.fixed("commit.signature")?,
         })
     }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match Self::parts(bytes) {
+            Some((header, ciphertext, signature)) => Ok(Self {
+                header: header.to_vec(),
+                ciphertext: ciphertext.to_vec(),
+                signature: *signature,
+            }),
+            None => codec::decode_canonical(bytes),
+        }
+    }
+}
+
+impl Envelope {
+    /// The header, ciphertext and signature of `bytes`, read in place, if
+    /// `bytes` are an envelope the general decoder accepts: a 3-item array
+    /// of byte strings, each with the shortest head for its length, within
+    /// the limits, and nothing after.
+    fn parts(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8; SIGNATURE_LEN])> {
+        if bytes.len() > MAX_COMMIT_BYTES {
+            return None;
+        }
+        let rest = bytes.strip_prefix(&[0x83])?;
+        let (header, rest) = byte_string(rest)?;
+        let (ciphertext, rest) = byte_string(rest)?;
+        let (signature, rest) = byte_string(rest)?;
+        let within = (1..=MAX_HEADER_BYTES).contains(&header.len())
+            && ciphertext.len() >= TAG_LEN
+            && rest.is_empty();
+        within.then_some((header, ciphertext, signature.try_into().ok()?))
+    }
 }
 
 /// What a writer fixes before its changes are sealed into a commit.
@@ -316,17 +347,13 @@ impl Commit {
 
     /// The id `bytes` have if they are a commit, read without decoding or
     /// verifying anything: for recognising a copy of a commit held already.
-    /// `None` unless `bytes` are three byte strings in canonical form, the
-    /// last of signature length; a copy whose signature is not the
-    /// author's has the id of the commit it copies, so this never decides
-    /// whether a commit is accepted.
+    /// `None` unless `bytes` are a commit's envelope in canonical form (its
+    /// header is not read); a copy whose signature is not the author's has
+    /// the id of the commit it copies, so this never decides whether a
+    /// commit is accepted.
     pub fn id_of(bytes: &[u8]) -> Option<CommitId> {
-        let rest = bytes.strip_prefix(&[0x83])?;
-        let (header, rest) = byte_string(rest)?;
-        let (ciphertext, rest) = byte_string(rest)?;
-        let (signature, rest) = byte_string(rest)?;
-        (signature.len() == SIGNATURE_LEN && rest.is_empty())
-            .then(|| CommitId::of(header, ciphertext))
+        let (header, ciphertext, _) = Envelope::parts(bytes)?;
+        Some(CommitId::of(header, ciphertext))
     }
 
     /// The verified header.
@@ -518,6 +545,7 @@ mod tests {
     use super::*;
     use crate::change::RowOp;
     use crate::value::{KeyPart, RowKey, Value};
+    use proptest::prelude::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -667,6 +695,104 @@ mod tests {
         for bad in [&bytes[..bytes.len() - 1], &trailing, &short_signature, &long_head, b"\x83"] {
             assert_eq!(Commit::id_of(bad), None);
             assert!(Commit::decode(bad).is_err());
+        }
+    }
+
+    /// A CBOR byte string of `len` bytes of `fill`, its length written in
+    /// `width` bytes (0: in the first byte) if that can hold it.
+    fn byte_string_in(len: usize, width: u8, fill: u8) -> Vec<u8> {
+        let mut out = match width {
+            0 if len < 24 => vec![0x40 + len as u8],
+            0 | 1 if len < 256 => vec![0x58, len as u8],
+            0..=2 if len < 65_536 => [&[0x59][..], &(len as u16).to_be_bytes()].concat(),
+            _ => [&[0x5a][..], &(len as u32).to_be_bytes()].concat(),
+        };
+        out.resize(out.len() + len, fill);
+        out
+    }
+
+    /// An envelope's header, ciphertext and signature.
+    type Parts = (Vec<u8>, Vec<u8>, [u8; SIGNATURE_LEN]);
+
+    /// An envelope as the general decoder reads it.
+    fn decoded_in_general(bytes: &[u8]) -> Result<Parts, DecodeError> {
+        codec::decode_canonical::<Envelope>(bytes).map(|e| (e.header, e.ciphertext, e.signature))
+    }
+
+    /// Envelopes around every limit and head width, mostly well formed
+    /// but for one part, so each rule decides often.
+    fn any_envelope() -> impl Strategy<Value = Vec<u8>> {
+        let width = || prop_oneof![6 => Just(0u8), 1 => 1..4u8];
+        let header = prop_oneof![
+            0..=3usize,
+            20..=30usize,
+            250..=260usize,
+            MAX_HEADER_BYTES - 3..=MAX_HEADER_BYTES + 3
+        ];
+        (
+            prop_oneof![8 => Just(0x83u8), 1 => any::<u8>()],
+            (header, width()),
+            (0..=40usize, width()),
+            (prop_oneof![6 => Just(SIGNATURE_LEN), 1 => 60..=68usize], width()),
+            prop_oneof![6 => Just(Vec::new()), 1 => prop::collection::vec(any::<u8>(), 1..3)],
+        )
+            .prop_map(
+                |(first, (header, hw), (ciphertext, cw), (signature, sw), trailing)| {
+                    let mut out = vec![first];
+                    out.extend(byte_string_in(header, hw, 0xa1));
+                    out.extend(byte_string_in(ciphertext, cw, 0xc2));
+                    out.extend(byte_string_in(signature, sw, 0x5e));
+                    out.extend(trailing);
+                    out
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// The direct read of an envelope accepts exactly what the general
+        /// decoder accepts, with the same parts, and refuses with its error:
+        /// for envelopes of every length and head width around the limits,
+        /// and for a real commit with bytes changed, cut or added.
+        #[test]
+        fn an_envelope_is_read_directly_as_the_general_decoder_reads_it(
+            built in any_envelope(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 0..3),
+        ) {
+            let (author, draft, changes, key, mut rng) = fixture();
+            let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+            let mut edited = commit.as_bytes().to_vec();
+            for (at, edit, byte) in edits {
+                let at = at.index(edited.len() + 1);
+                match edit {
+                    0 if at < edited.len() => edited[at] = byte,
+                    1 if at < edited.len() => { edited.remove(at); }
+                    _ => edited.insert(at, byte),
+                }
+            }
+            for bytes in [built, edited] {
+                let direct = Envelope::decode(&bytes).map(|e| (e.header, e.ciphertext, e.signature));
+                proptest::prop_assert_eq!(direct, decoded_in_general(&bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn an_envelope_at_the_size_limit_is_read_directly_and_one_byte_over_is_refused() {
+        for (len, accepted) in [(MAX_COMMIT_BYTES, true), (MAX_COMMIT_BYTES + 1, false)] {
+            // Header 100 bytes and signature 64 with 2-byte heads, the
+            // ciphertext's head 5 bytes: the rest of `len` is ciphertext.
+            let ciphertext = len - 1 - 2 - 100 - 2 - SIGNATURE_LEN - 5;
+            let bytes = [
+                vec![0x83],
+                byte_string_in(100, 0, 1),
+                byte_string_in(ciphertext, 0, 2),
+                byte_string_in(SIGNATURE_LEN, 0, 3),
+            ]
+            .concat();
+            assert_eq!(bytes.len(), len);
+            let direct = Envelope::decode(&bytes).map(|e| (e.header, e.ciphertext, e.signature));
+            assert_eq!(direct.is_ok(), accepted);
+            assert_eq!(direct, decoded_in_general(&bytes));
         }
     }
 

@@ -472,6 +472,81 @@ fn a_copy_with_another_signature_is_refused_or_a_duplicate() {
     assert_eq!(rows(&db, "SELECT name FROM lists"), [[text("L")]]);
 }
 
+/// A batch large enough to be checked on several threads, mixing copies
+/// of held commits, commits that are refused, and new ones: every result
+/// stands at the place of the commit it answers.
+#[test]
+fn a_batch_of_held_refused_and_new_commits_is_answered_in_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, todo, key, mut app) = with_app(dir.path(), 43);
+    let commits: Vec<_> = (0..150)
+        .map(|i| {
+            let op = list_row(KeyPart::Integer(i), &format!("list {i}"));
+            let changes = Changes::new(vec![op]).unwrap();
+            app.write(&todo, 0, &key, &changes, basic_store::now_ms(), &mut rand::rng()).unwrap()
+        })
+        .collect();
+    let held = 60;
+    let first: Vec<_> = commits[..held].iter().map(|c| c.as_bytes().to_vec()).collect();
+    assert!(
+        db.ingest(&first).unwrap().iter().all(|r| r.as_ref().unwrap().outcome == Outcome::Applied)
+    );
+
+    // Each commit in order; before every 4th a copy with another signature
+    // (a duplicate if its commit is held, refused if not), after every 9th
+    // bytes that are no commit at all.
+    enum Expected {
+        Applied(basic_proto::CommitId),
+        Duplicate(basic_proto::CommitId),
+        Refused,
+    }
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for (i, commit) in commits.iter().enumerate() {
+        if i % 4 == 0 {
+            let mut forged = commit.as_bytes().to_vec();
+            *forged.last_mut().unwrap() ^= 0x01;
+            batch.push(forged);
+            expected.push(match i < held {
+                true => Expected::Duplicate(commit.id()),
+                false => Expected::Refused,
+            });
+        }
+        batch.push(commit.as_bytes().to_vec());
+        expected.push(match i < held {
+            true => Expected::Duplicate(commit.id()),
+            false => Expected::Applied(commit.id()),
+        });
+        if i % 9 == 0 {
+            batch.push(format!("not a commit {i}").into_bytes());
+            expected.push(Expected::Refused);
+        }
+    }
+    let results = db.ingest(&batch).unwrap();
+    assert_eq!(results.len(), expected.len());
+    for (at, (result, expected)) in results.iter().zip(&expected).enumerate() {
+        match (result, expected) {
+            (Ok(inserted), Expected::Applied(id)) => {
+                assert_eq!(
+                    (inserted.id, inserted.outcome.clone()),
+                    (*id, Outcome::Applied),
+                    "at {at}"
+                )
+            }
+            (Ok(inserted), Expected::Duplicate(id)) => {
+                assert_eq!(
+                    (inserted.id, inserted.outcome.clone()),
+                    (*id, Outcome::Duplicate),
+                    "at {at}"
+                )
+            }
+            (Err(_), Expected::Refused) => {}
+            (result, _) => panic!("at {at}: {result:?}"),
+        }
+    }
+    assert_eq!(rows(&db, "SELECT count(*) FROM lists"), [[Value::Integer(150)]]);
+}
+
 #[test]
 fn commits_stamped_too_far_ahead_are_held_then_applied() {
     let dir = tempfile::tempdir().unwrap();

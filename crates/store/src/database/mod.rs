@@ -880,22 +880,18 @@ impl<S: Store> Database<S> {
         // A copy of a commit held already (a peer relays what another sent)
         // is known by its id, read off its bytes: neither verified nor
         // opened again, and nothing of it is stored (a copy whose signature
-        // was altered is a duplicate too: the verified one is kept).
-        let mut outcomes: Vec<Option<Result<Inserted, IngestError>>> =
-            Vec::with_capacity(encoded.len());
-        let mut fresh = Vec::with_capacity(encoded.len());
-        for bytes in encoded {
-            let held = match Commit::id_of(bytes) {
-                Some(id) => self.shared.replica.holds_applied(&id)?.then_some(id),
-                None => None,
-            };
-            if let Some(id) = held {
-                outcomes.push(Some(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
-            } else {
-                outcomes.push(None);
-                fresh.push(bytes);
+        // was altered is a duplicate too: the verified one is kept). The
+        // look-up runs beside the verification of the other commits. Each
+        // commit is either handed to the writer or answered here.
+        let replica = &self.shared.replica;
+        let screen = |bytes: &Vec<u8>| -> Result<Result<Received, Answer>, StoreError> {
+            if let Some(id) = Commit::id_of(bytes)
+                && replica.holds_applied(&id)?
+            {
+                return Ok(Err(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
             }
-        }
+            Ok(check(bytes).map_err(Err))
+        };
         // Opened a slice at a time, and handed to the writer in jobs of
         // about MAX_GROUP_ROWS rows, the next opened while the writer
         // applies the last: what is held at once stays bounded however
@@ -905,7 +901,7 @@ impl<S: Store> Database<S> {
         // the job (writer `ingest`).
         // Only worth reading the headers for once some author has an end.
         let below_an_end = any_end(&auth)
-            && fresh.iter().any(|bytes| {
+            && encoded.iter().any(|bytes| {
                 Commit::header_of(bytes, &self.shared.authors)
                     .is_ok_and(|header| end_below(&auth, &header).is_some())
             });
@@ -913,20 +909,21 @@ impl<S: Store> Database<S> {
             true => (usize::MAX, usize::MAX),
             false => (OPEN_SLICE_BYTES, MAX_GROUP_ROWS),
         };
-        let mut refusals = Vec::with_capacity(fresh.len());
-        let mut jobs = Jobs { inserted: Vec::with_capacity(fresh.len()), in_flight: None };
+        // `None` for each commit the writer answers, in order.
+        let mut outcomes: Vec<Option<Answer>> = Vec::with_capacity(encoded.len());
+        let mut jobs = Jobs { inserted: Vec::with_capacity(encoded.len()), in_flight: None };
         let mut job = Vec::new();
         let mut rows = 0;
-        for slice in slices(&fresh, slice_bytes) {
-            for checked in parallel_map(slice, |bytes| check(bytes)) {
-                let received = match checked {
+        for slice in slices(encoded, slice_bytes) {
+            for screened in parallel_map(slice, screen) {
+                let received = match screened? {
                     Ok(received) => received,
-                    Err(error) => {
-                        refusals.push(Some(error));
+                    Err(answer) => {
+                        outcomes.push(Some(answer));
                         continue;
                     }
                 };
-                refusals.push(None);
+                outcomes.push(None);
                 rows += received.rows();
                 job.push(received);
                 if rows >= job_rows {
@@ -941,19 +938,9 @@ impl<S: Store> Database<S> {
         if let Some(last) = jobs.in_flight {
             jobs.inserted.extend(self.answer(last)?);
         }
-        // Each fresh commit was refused on opening or answered by the
-        // writer, which answers once per commit it took, in order.
-        let mut refusals = refusals.into_iter();
+        // The writer answers once per commit it took, in order.
         let mut inserted = jobs.inserted.into_iter();
-        Ok(outcomes
-            .into_iter()
-            .filter_map(|outcome| {
-                outcome.or_else(|| match refusals.next()? {
-                    Some(error) => Some(Err(error)),
-                    None => inserted.next(),
-                })
-            })
-            .collect())
+        Ok(outcomes.into_iter().filter_map(|outcome| outcome.or_else(|| inserted.next())).collect())
     }
 
     /// Parses and checks `sql` for `caller`, reusing the parse for the
@@ -1100,6 +1087,9 @@ fn micros(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// What [`Database::ingest`] answers for one commit.
+type Answer = Result<Inserted, IngestError>;
+
 /// The ingest jobs of one batch: the writer's answers so far, and the job
 /// handed over whose answer is still to come.
 struct Jobs {
@@ -1109,10 +1099,7 @@ struct Jobs {
 
 /// `items` in consecutive slices of at most `max_bytes` bytes each (and
 /// at least one item).
-fn slices<'a>(
-    items: &'a [&'a Vec<u8>],
-    max_bytes: usize,
-) -> impl Iterator<Item = &'a [&'a Vec<u8>]> {
+fn slices(items: &[Vec<u8>], max_bytes: usize) -> impl Iterator<Item = &[Vec<u8>]> {
     let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -1132,8 +1119,13 @@ fn slices<'a>(
     })
 }
 
-/// `f` over `items`, on every core when there are many.
+/// `f` over `items`, on every core when there are many: the calling
+/// thread and one more per other core take the next few items in turn
+/// until none is left, so no thread idles while another finishes a share
+/// fixed in advance.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    /// Items a thread takes at a time.
+    const TAKE: usize = 8;
     // Asking the system reads files under /proc and /sys: once per process.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if items.len() < 64 {
@@ -1144,19 +1136,30 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
     if threads < 2 {
         return items.iter().map(&f).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
-            .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(TAKE, std::sync::atomic::Ordering::Relaxed);
+            if start >= items.len() {
+                return done;
+            }
+            let taken = &items[start..(start + TAKE).min(items.len())];
+            done.push((start, taken.iter().map(&f).collect::<Vec<_>>()));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
         // A panic in `f` is a bug: it goes on to the caller rather than
         // leaving a result out and shifting the rest against their items.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+        for helper in helpers {
+            done.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(start, _)| *start);
+    done.into_iter().flat_map(|(_, results)| results).collect()
 }
 
 /// The scope of a table: its namespace.
