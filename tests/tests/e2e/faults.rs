@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 use super::harness::{BASIC, Data, Node, wait_for};
 use super::netns::{Host, Lab};
 use super::pinner::authorised_pinner;
-use super::two_devices::{device_of, join, wait_in_sync};
+use super::two_devices::{device_of, join, pinned_commits, wait_in_sync};
 
 /// Longest a change may take to reach every node under faults (a bound
 /// that stops a hung test, not a figure).
@@ -44,13 +44,6 @@ fn converge(nodes: &[&Node], sql: &str, count: usize) -> Json {
             && nodes[1..].iter().all(|node| node.rows(sql) == first);
         agreed.then_some(first)
     })
-}
-
-/// Commits a pinning peer holds, from `basic status --json` in its directory.
-fn pinned_commits(pinner: &Data) -> u64 {
-    let status = pinner.basic(&["status", "--json"]).ok();
-    let status: Json = serde_json::from_str(&status).expect("status");
-    status["commits"].as_u64().expect("commits")
 }
 
 #[test]

@@ -36,6 +36,22 @@ pub(crate) fn wait_in_sync(node: &Node, principal: &str) {
     });
 }
 
+/// Commits a pinning peer holds, from `basic status --json` in its directory.
+pub(crate) fn pinned_commits(pinner: &Data) -> u64 {
+    let status = pinner.basic(&["status", "--json"]).ok();
+    let status: Json = serde_json::from_str(&status).expect("status");
+    status["commits"].as_u64().expect("commits")
+}
+
+/// Waits until the pinning peer in `pinner` holds more than `commits`
+/// commits. A device's "in sync" alone does not say so: it dates from the
+/// device's last pull, which may precede its newest write.
+pub(crate) fn wait_pinned_more_than(pinner: &Data, commits: u64) {
+    wait_for(&format!("the pinning peer holds more than {commits} commits"), SYNC_TIMEOUT, || {
+        (pinned_commits(pinner) > commits).then_some(())
+    });
+}
+
 /// The device id of a data directory's node.
 pub(crate) fn device_of(node: &Node) -> String {
     node.status()["device"].as_str().expect("device").to_owned()
