@@ -232,14 +232,7 @@ fn a_client_directory_tampered_with_is_refused_with_a_clear_error() {
     app.run(&["add", "milk"]).ok();
     let dir = app.dir.path().join("app");
     // Every byte of the replica's files flipped: nothing is served from it.
-    let replica = dir.join("replica");
-    for entry in std::fs::read_dir(&replica).expect("replica") {
-        let path = entry.expect("entry").path();
-        if path.is_file() {
-            let bytes: Vec<u8> = std::fs::read(&path).expect("read").iter().map(|b| !b).collect();
-            std::fs::write(&path, bytes).expect("write");
-        }
-    }
+    flip_every_byte(&dir.join("replica"));
     let out = app.run(&["list"]);
     assert!(!out.status.success(), "{out:?}");
     assert!(!out.stdout.contains("milk"), "{out:?}");
@@ -247,4 +240,17 @@ fn a_client_directory_tampered_with_is_refused_with_a_clear_error() {
         out.stderr.contains("damaged") && out.stderr.contains("ask for access again"),
         "{out:?}"
     );
+}
+
+/// Flips every byte of every file under `dir`.
+fn flip_every_byte(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            flip_every_byte(&path);
+        } else {
+            let bytes: Vec<u8> = std::fs::read(&path).expect("read").iter().map(|b| !b).collect();
+            std::fs::write(&path, bytes).expect("write");
+        }
+    }
 }
