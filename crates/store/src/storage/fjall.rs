@@ -3,15 +3,24 @@
 //! [`crate::storage::device`] for the move of a replica they kept).
 //!
 //! One fjall keyspace holds the replica's whole keyspace. [`Store::apply`]
-//! commits its batch as one fjall write batch: atomic, seen by every later
-//! read at once, and added to the journal's buffer in memory (a batch
-//! larger than the buffer goes on to the file, without a sync).
-//! [`Store::flush`] writes that buffer to the journal file and
-//! `fdatasync`s it (`PersistMode::SyncData`): every batch applied before it
-//! is then on the disk, and a batch torn by a crash is dropped whole when the journal is
-//! read again on opening. fjall writes the memtables it seals into sorted
-//! tables in the background and syncs those (and their directory) before
-//! it lets go of the journals that held them.
+//! commits its batch as one fjall write batch, atomic and seen by every
+//! later read at once, and stages it as a record of the write-ahead log
+//! beside fjall's files (the `wal` module, D43, `basic.wal`);
+//! [`Store::flush`] writes the staged records and `fdatasync`s the log,
+//! unless every apply before it is on disk already. fjall's journal gets
+//! each batch too but is synced only when the log cannot serve: fjall
+//! opens its journal again in append mode, so a sync of it after a restart
+//! also writes the file's size, one more write to the disk on every small
+//! flush, where the log, allocated ahead, writes data alone (D55 measured
+//! it). A batch over [`LOGGED_BYTES`], or one for a full log (32 MiB),
+//! is not logged: the next flush syncs fjall's journal, which holds every
+//! apply, and starts the log over.
+//!
+//! Each fjall batch also records the sequence number of its apply (in a
+//! keyspace of its own). On opening, fjall reads its journal back (a batch
+//! torn by a crash is dropped whole), the log's records past fjall's last
+//! apply are applied again, and fjall's journal is synced before the log
+//! starts over: the store reopens as its last flush left it, or later.
 //!
 //! Memory is bounded (D55): a block cache of the size asked for, and
 //! memtables sealed at [`MEMTABLE_BYTES`]. fjall makes writes wait while
@@ -32,10 +41,13 @@
 //! [`STORE_DIR`] only ever holds a store that opens.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::kv::{Batch, Entry, Store, StoreError, sync_error, sync_file};
+use super::wal::{self, Log};
 
 /// The store's directory inside the replica's.
 pub(super) const STORE_DIR: &str = "fjall";
@@ -44,8 +56,14 @@ pub(super) const MAKING_DIR: &str = "fjall.making";
 /// fjall's files that say a database is there, and that locks it.
 const VERSION_FILE: &str = "version";
 const LOCK_FILE: &str = "lock";
-/// The one keyspace.
+/// The keyspace of the replica's entries.
 const KEYSPACE: &str = "basic";
+/// The keyspace holding the sequence number of the last apply, under
+/// [`APPLIED_KEY`] (big-endian).
+const APPLIED: &str = "applied";
+const APPLIED_KEY: &[u8] = b"seq";
+/// The write-ahead log, in the store's directory.
+const LOG_FILE: &str = "basic.wal";
 /// Entries a scan reads at a time.
 pub const SCAN_CHUNK: usize = 512;
 /// A memtable's size when it is sealed (and queued to be written out).
@@ -57,8 +75,27 @@ pub const MEMTABLE_BYTES: u64 = 16 << 20;
 pub struct FjallStore {
     db: Database,
     keyspace: Keyspace,
+    applied_keyspace: Keyspace,
     path: PathBuf,
+    /// The sequence number of the last apply (set under `log`'s lock).
+    applied: AtomicU64,
+    /// The write-ahead log; held by an apply from its start to its end,
+    /// and by a flush while it syncs.
+    log: Mutex<Logged>,
 }
+
+/// The write-ahead log, and whether an apply since the last flush was
+/// not logged (so the next flush syncs fjall's journal).
+struct Logged {
+    log: Log,
+    unlogged: bool,
+}
+
+/// The largest batch (as logged) made durable through the log; a larger
+/// one is made durable by a sync of fjall's journal, where the one more
+/// write of the file's size costs little beside the batch's own (a first
+/// sync's groups: one write of their bytes, not two).
+const LOGGED_BYTES: usize = 256 << 10;
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,9 +153,9 @@ impl FjallStore {
         // fjall's lock file holds nothing, but fjall does not open a store
         // without it: a copy made without lock files (as some backup tools
         // make them) would not open.
-        let lock = dir.join(LOCK_FILE);
-        if dir.join(VERSION_FILE).exists() && !lock.exists() {
-            std::fs::File::create(&lock).map_err(sync_error(&lock))?;
+        let lock_file = dir.join(LOCK_FILE);
+        if dir.join(VERSION_FILE).exists() && !lock_file.exists() {
+            std::fs::File::create(&lock_file).map_err(sync_error(&lock_file))?;
         }
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
@@ -131,7 +168,63 @@ impl FjallStore {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
             })
             .map_err(engine)?;
-        Ok(Self { db, keyspace, path: dir.to_path_buf() })
+        let applied_keyspace =
+            db.keyspace(APPLIED, KeyspaceCreateOptions::default).map_err(engine)?;
+        let durable = match applied_keyspace.get(APPLIED_KEY).map_err(engine)? {
+            None => 0,
+            Some(bytes) => {
+                u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "fjall store",
+                    reason: format!("its last apply is {} bytes, not 8", bytes.len()),
+                })?)
+            }
+        };
+        let (log, records) = Log::open(&dir.join(LOG_FILE), durable)?;
+        let store = Self {
+            db,
+            keyspace,
+            applied_keyspace,
+            path: dir.to_path_buf(),
+            applied: AtomicU64::new(durable),
+            log: Mutex::new(Logged { log, unlogged: false }),
+        };
+        let mut applied = durable;
+        for (seq, batch) in records {
+            if seq != applied + 1 {
+                return Err(StoreError::Corrupt {
+                    what: "write-ahead log",
+                    reason: format!(
+                        "its record {seq} follows fjall's {applied}: the records between are missing"
+                    ),
+                });
+            }
+            store.commit(batch, seq)?;
+            applied = seq;
+        }
+        // What fjall read back may have been in the system's cache only
+        // (after a kill): synced before the log, which may hold it, starts
+        // over.
+        store.db.persist(PersistMode::SyncAll).map_err(engine)?;
+        if applied > durable {
+            let replayed = applied - durable;
+            tracing::info!("applied {replayed} logged writes again to {}", dir.display());
+        }
+        lock(&store.log).log.checkpointed(applied);
+        store.applied.store(applied, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    /// Commits `batch`, apply `seq`, to fjall (not durably).
+    fn commit(&self, batch: Batch, seq: u64) -> Result<(), StoreError> {
+        let mut writes = self.db.batch();
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => writes.insert(&self.keyspace, key, value),
+                None => writes.remove(&self.keyspace, key),
+            }
+        }
+        writes.insert(&self.applied_keyspace, APPLIED_KEY, seq.to_be_bytes());
+        writes.commit().map_err(engine)
     }
 
     /// Up to [`SCAN_CHUNK`] entries under `prefix` from `from` (inclusive
@@ -164,7 +257,8 @@ impl FjallStore {
 }
 
 impl Drop for FjallStore {
-    /// A clean close keeps every apply: the journal is written and synced.
+    /// Syncs fjall's journal, so that a clean close keeps every apply and
+    /// the next opening has no logged write to apply again.
     fn drop(&mut self) {
         if let Err(error) = self.db.persist(PersistMode::SyncAll) {
             tracing::warn!("{}: {error}", self.path.display());
@@ -191,26 +285,48 @@ impl Store for FjallStore {
         })
     }
 
+    /// Committed to fjall, and staged in the log unless it is over
+    /// [`LOGGED_BYTES`] or the log is full: then the next flush syncs
+    /// fjall's journal instead.
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
+        let mut log = lock(&self.log);
+        log.log.usable()?;
+        let seq = self.applied.load(Ordering::SeqCst) + 1;
+        let encoded = wal::encoded_len(&batch);
+        if encoded > LOGGED_BYTES || log.log.is_full_with(encoded) {
+            log.unlogged = true;
+        } else {
+            log.log.stage(seq, &batch);
         }
-        let mut writes = self.db.batch();
-        for (key, value) in batch.writes {
-            match value {
-                Some(value) => writes.insert(&self.keyspace, key, value),
-                None => writes.remove(&self.keyspace, key),
-            }
-        }
-        writes.commit().map_err(engine)
+        self.commit(batch, seq)?;
+        self.applied.store(seq, Ordering::SeqCst);
+        Ok(())
     }
 
+    /// Makes every apply before this call durable, unless it is already:
+    /// by writing the staged records to the log and `fdatasync`ing it, or,
+    /// if an apply since the last flush was not logged, by syncing fjall's
+    /// journal, which holds them all, and starting the log over.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.persist(PersistMode::SyncData).map_err(engine)
+        let needed = self.applied.load(Ordering::SeqCst);
+        let mut log = lock(&self.log);
+        if log.log.synced >= needed {
+            return Ok(());
+        }
+        // Applies hold the log while they run: every one counted now is
+        // in fjall and, if logged, has its record staged.
+        let applied = self.applied.load(Ordering::SeqCst);
+        if log.unlogged {
+            self.db.persist(PersistMode::SyncData).map_err(engine)?;
+            log.log.checkpointed(applied);
+            log.unlogged = false;
+            return Ok(());
+        }
+        log.log.sync(applied)
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.disk_space().map_err(engine)
+        Ok(self.db.disk_space().map_err(engine)? + lock(&self.log).log.allocated())
     }
 }
 
@@ -244,6 +360,10 @@ impl Iterator for Scan<'_> {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn engine(error: ::fjall::Error) -> StoreError {
@@ -392,41 +512,112 @@ mod tests {
         files
     }
 
-    /// A batch is all or nothing after a crash that cuts the journal at
-    /// any byte: the batches flushed before it are kept whole, and of the
-    /// cut one either every write or none.
+    /// A batch of `count` writes under `prefix`.
+    fn batch_of(prefix: &str, count: u32) -> Batch {
+        let mut batch = Batch::default();
+        for i in 0..count {
+            batch.put(format!("{prefix}/{i:03}").into_bytes(), vec![(i % 256) as u8; 97]);
+        }
+        batch
+    }
+
+    /// fjall's journal is synced only at checkpoints: a crash may cut it
+    /// at any byte past what the last one synced. The store reopens with
+    /// every flushed batch (from the log), and with the batch that was not
+    /// flushed whole or not at all.
     #[test]
-    fn a_batch_cut_short_by_a_crash_is_dropped_whole() {
+    fn any_cut_of_fjalls_journal_keeps_flushed_batches_and_whole_ones() {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
         let store = FjallStore::open(&live, 1 << 20).unwrap();
-        put(&store, b"before", b"kept");
-        store.flush().unwrap();
         let journal = journals(&live);
         assert_eq!(journal.len(), 1, "{journal:?}");
-        let kept = std::fs::metadata(&journal[0]).unwrap().len();
-        let mut batch = Batch::default();
-        for i in 0..50u32 {
-            batch.put(format!("cut/{i:03}").into_bytes(), vec![(i % 256) as u8; 97]);
-        }
-        store.apply(batch).unwrap();
+        let synced = std::fs::metadata(&journal[0]).unwrap().len();
+        put(&store, b"before", b"kept");
+        store.apply(batch_of("flushed", 50)).unwrap();
         store.flush().unwrap();
+        store.apply(batch_of("cut", 50)).unwrap();
+        // Out of fjall's buffer into its file, unsynced, as a kill finds it.
+        store.db.persist(PersistMode::Buffer).unwrap();
         let whole = std::fs::metadata(&journal[0]).unwrap().len();
-        assert!(whole > kept + 50 * 97 / 4, "the batch went to the journal");
+        assert!(whole > synced + 100 * 97 / 4, "the batches went to the journal");
         let crashed = dir.path().join("crashed");
-        for cut in (kept..=whole).step_by(37).chain([whole - 1, whole]) {
+        let (mut none, mut all) = (0, 0);
+        for cut in (synced..=whole).step_by(61).chain([whole - 1, whole]) {
             let _ = std::fs::remove_dir_all(&crashed);
             basic_testkit::copy_dir(&live, &crashed);
             let copy = crashed.join(journal[0].strip_prefix(&live).unwrap());
             std::fs::OpenOptions::new().write(true).open(&copy).unwrap().set_len(cut).unwrap();
             let reopened = FjallStore::open(&crashed, 1 << 20).unwrap();
             assert_eq!(reopened.get(b"before").unwrap(), Some(b"kept".to_vec()), "cut at {cut}");
-            let written = scan_prefix(&reopened, b"cut/").count();
-            assert!(
-                written == 0 || written == 50,
-                "cut at {cut}: {written} of the batch's 50 writes"
-            );
-            assert_eq!(written == 50, cut == whole, "cut at {cut}");
+            assert_eq!(scan_prefix(&reopened, b"flushed/").count(), 50, "cut at {cut}");
+            match scan_prefix(&reopened, b"cut/").count() {
+                0 => none += 1,
+                50 => all += 1,
+                written => panic!("cut at {cut}: {written} of the unflushed batch's 50 writes"),
+            }
         }
+        assert!(none > 0 && all > 0, "the cuts fell before and after the batch: {none} / {all}");
+    }
+
+    /// A batch over [`LOGGED_BYTES`] is not logged: the flush after it
+    /// syncs fjall's journal, which covers the logged applies before it
+    /// too, and starts the log over; small batches are logged again after.
+    #[test]
+    fn a_large_batch_is_made_durable_by_fjalls_journal_and_starts_the_log_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = FjallStore::open(&live, 1 << 20).unwrap();
+        store.apply(batch_of("small", 3)).unwrap();
+        let mut large = Batch::default();
+        large.put(b"large".to_vec(), vec![7; LOGGED_BYTES]);
+        store.apply(large).unwrap();
+        assert!(lock(&store.log).unlogged);
+        store.flush().unwrap();
+        {
+            let log = lock(&store.log);
+            assert!(!log.unlogged && log.log.len() == 0 && log.log.synced == 2, "started over");
+        }
+        store.apply(batch_of("after", 3)).unwrap();
+        store.flush().unwrap();
+        assert!(lock(&store.log).log.len() > 0, "a small batch is logged again");
+        let crashed = dir.path().join("crashed");
+        basic_testkit::copy_dir(&live, &crashed);
+        let reopened = FjallStore::open(&crashed, 1 << 20).unwrap();
+        assert_eq!(reopened.get(b"large").unwrap().map(|v| v.len()), Some(LOGGED_BYTES));
+        assert_eq!(scan_prefix(&reopened, b"small/").count(), 3);
+        assert_eq!(scan_prefix(&reopened, b"after/").count(), 3);
+    }
+
+    /// What the log holds is applied again on opening, in order, and a
+    /// gap in it is refused rather than skipped.
+    #[test]
+    fn the_log_is_applied_again_and_a_gap_in_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = FjallStore::open(&live, 1 << 20).unwrap();
+        for i in 0..5u32 {
+            store.apply(batch_of(&format!("b{i}"), 3)).unwrap();
+        }
+        store.flush().unwrap();
+        // fjall's journal loses everything past what opening synced.
+        let crashed = dir.path().join("crashed");
+        basic_testkit::copy_dir(&live, &crashed);
+        let journal = journals(&crashed);
+        std::fs::OpenOptions::new().write(true).open(&journal[0]).unwrap().set_len(0).unwrap();
+        let reopened = FjallStore::open(&crashed, 1 << 20).unwrap();
+        assert_eq!(scan_prefix(&reopened, b"b").count(), 15, "every logged batch applied again");
+        assert_eq!(reopened.applied.load(Ordering::SeqCst), 5);
+        drop(reopened);
+        // A log whose records skip one of fjall's applies is corrupt.
+        drop(store);
+        let gap = dir.path().join("gap");
+        basic_testkit::copy_dir(&live, &gap);
+        let (mut log, _) = Log::open(&gap.join(STORE_DIR).join(LOG_FILE), 0).unwrap();
+        log.stage(9, &batch_of("late", 1));
+        log.sync(9).unwrap();
+        drop(log);
+        let refused = FjallStore::open(&gap, 1 << 20).unwrap_err();
+        assert!(refused.to_string().contains("missing"), "{refused}");
     }
 }
