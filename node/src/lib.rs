@@ -67,12 +67,10 @@ pub fn main() -> std::process::ExitCode {
             return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
-    // The node logs what it does (fjall, its store's engine, only
-    // warnings: it says at `info` each time it opens); other commands only
-    // warnings, and the progress of a replica's one-time move into fjall
-    // (D55).
+    // The node logs what it does; other commands only warnings, and the
+    // progress of a replica's one-time move into redb (D41).
     let default = if matches!(cli.command, Command::Up(_)) {
-        "info,fjall=warn,lsm_tree=warn"
+        "info"
     } else {
         "warn,basic_store::storage::device=info"
     };

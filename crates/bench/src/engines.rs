@@ -1,7 +1,6 @@
-//! `sync --store sled,redb,fjall`: a new device's first sync with its
-//! replica on each storage engine (issue 14's measure of fjall, now the
-//! device's engine, against redb and sled, the engines before it: D40,
-//! D41, D55).
+//! `sync --store sled,redb`: a new device's first sync with its replica on
+//! each storage engine (issue 14's measure of redb, now the device's
+//! engine, against sled, the engine before it: D40, D41).
 //!
 //! This process writes the source database (`--rows` rows of a 20-byte
 //! text, an integer and a bool, in commits of 1,000 rows by 4 apps) and
@@ -22,9 +21,7 @@ use std::time::Instant;
 
 use basic_proto::{Party, SecretKey, Value as Cell};
 use basic_store::sync::LocalLink;
-use basic_store::{
-    CACHE_BYTES, Database, DeviceStore, Environment, FjallStore, RedbStore, SledStore, Store,
-};
+use basic_store::{CACHE_BYTES, Database, Environment, RedbStore, SledStore, Store};
 use clap::ValueEnum;
 use serde_json::Value;
 
@@ -47,10 +44,8 @@ const SOURCE_CACHE_BYTES: u64 = 16 << 20;
 pub(crate) enum Engine {
     /// sled 0.34 (the device's engine before D41).
     Sled,
-    /// redb 4.6 (the device's engine from D41 to D55).
+    /// redb 4.6 (`basic_store::RedbStore`, the device's engine).
     Redb,
-    /// fjall 3.1 (`basic_store::FjallStore`, the device's engine).
-    Fjall,
 }
 
 impl Engine {
@@ -58,7 +53,6 @@ impl Engine {
         match self {
             Engine::Sled => "sled",
             Engine::Redb => "redb",
-            Engine::Fjall => "fjall",
         }
     }
 }
@@ -138,8 +132,7 @@ pub(crate) fn run(
 /// (the replica's cache; see the module
 /// documentation); prints `seconds rss_before_kib peak_kib replica_bytes`.
 pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Error> {
-    let usage =
-        || format!("usage: {CHILD_ARG} sled|redb|fjall SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
+    let usage = || format!("usage: {CHILD_ARG} sled|redb SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
     let mut next = || args.next().ok_or_else(usage);
     let engine = Engine::from_str(&next()?.to_string_lossy(), false)?;
     let source_dir = PathBuf::from(next()?);
@@ -147,14 +140,13 @@ pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Erro
     let rows: i64 = next()?.to_string_lossy().parse()?;
     let cache: u64 = next()?.to_string_lossy().parse()?;
     let source = Database::with_store(
-        DeviceStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
+        RedbStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
         &source_dir.join("view.sqlite"),
     )?;
     let replica = target_dir.join("replica");
     match engine {
         Engine::Sled => first_sync(SledStore::open(&replica, cache)?, &target_dir, &source, rows),
         Engine::Redb => first_sync(RedbStore::open(&replica, cache)?, &target_dir, &source, rows),
-        Engine::Fjall => first_sync(FjallStore::open(&replica, cache)?, &target_dir, &source, rows),
     }
 }
 

@@ -93,7 +93,6 @@ pub use sql::schema::{
 pub use sql::write::WriteError;
 pub use sql::{Caller, SqlError, parse as parse_sql};
 pub use storage::device::DeviceStore;
-pub use storage::fjall::FjallStore;
 pub use storage::kv::{Batch, Entry, MemStore, SledStore, Store, StoreError, scan_prefix};
 pub use storage::redb::RedbStore;
 pub use storage::secrets;

@@ -24,9 +24,6 @@ pub enum StoreError {
     /// redb reported an error (boxed: redb's error is large).
     #[error("storage engine (redb): {0}")]
     Redb(Box<::redb::Error>),
-    /// fjall reported an error (boxed: fjall's error is large).
-    #[error("storage engine (fjall): {0}")]
-    Fjall(Box<::fjall::Error>),
     /// Syncing a storage file or directory to the disk failed.
     #[error("syncing {path} to disk: {source}")]
     Sync {
@@ -339,14 +336,12 @@ fn list(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
     entries.map(|entry| Ok(entry.map_err(sync_error(dir))?.file_name())).collect()
 }
 
-/// `fsync` of a file or directory, by path (of a directory: so that a
-/// file made, renamed or removed in it stays so after a crash).
-pub(super) fn sync_file(path: &Path) -> Result<(), StoreError> {
+/// `fsync` of a file or directory, by path.
+fn sync_file(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|file| file.sync_all()).map_err(sync_error(path))
 }
 
-/// [`StoreError::Sync`] for an I/O error on `path`.
-pub(super) fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Sync { path: path.to_path_buf(), source }
 }
 

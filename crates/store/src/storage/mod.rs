@@ -1,11 +1,10 @@
 //! The storage layer: an ordered key-value store behind the [`kv::Store`]
-//! trait (fjall on a device, memory in tests and the simulator, redb and
-//! sled read once to move an older replica: [`device`]), how the replica lays its records out in it
+//! trait (redb on a device, memory in tests and the simulator, sled read
+//! once to move an older replica: [`device`]), how the replica lays its records out in it
 //! ([`layout`]) and encodes row states ([`rows`]), and where secrets are
 //! kept ([`secrets`]).
 
 pub mod device;
-pub mod fjall;
 pub mod kv;
 pub mod layout;
 pub mod redb;
