@@ -304,9 +304,9 @@ impl Data {
         let info = wait_for("basic up writes api.json", NODE_TIMEOUT, || {
             if let Ok(Some(status)) = child.0.try_wait() {
                 let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                panic!("basic {args:?} exited: {status}; its log ends:\n{}", tail.join("\n"));
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                panic!("basic {args:?} exited: {status}; its log ends:\n{tail}");
             }
             let text = std::fs::read_to_string(&api_file).ok()?;
             let info: Json = serde_json::from_str(&text).ok()?;

@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 
 use super::harness::{BASIC, Data, Guard, Node, Output, SYNC_TIMEOUT, wait_for};
 use super::pinner::authorised_pinner;
-use super::two_devices::{device_of, join, pinned_commits, wait_in_sync, wait_pinned_more_than};
+use super::two_devices::{device_of, join, pinned_settled, wait_in_sync, wait_pinned_more_than};
 
 /// The example app, built from its library by this package.
 const TODO_APP: &str = env!("CARGO_BIN_EXE_basic-e2e-todo-app");
@@ -184,7 +184,7 @@ fn an_embedded_app_syncs_through_a_pinning_peer_alone() {
     wait_in_sync(&a, &pin);
     let app = App::new();
     connect(&app, &a_data, &a);
-    let pinned = pinned_commits(&p_data);
+    let pinned = pinned_settled(&p_data);
     a.sql(
         "INSERT INTO todo.items (id, list, title) VALUES ('from-a', 'inbox', 'bread from A')",
         json!([]),

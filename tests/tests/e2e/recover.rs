@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 
 use super::harness::{BASIC, Data, SYNC_TIMEOUT, wait_for};
 use super::pinner::pinner_of;
-use super::two_devices::{device_of, join, pinned_commits, wait_in_sync, wait_pinned_more_than};
+use super::two_devices::{device_of, join, pinned_settled, wait_in_sync, wait_pinned_more_than};
 
 const LISTS: &str = "SELECT id FROM todo.lists ORDER BY id";
 
@@ -115,7 +115,7 @@ fn every_device_lost_the_database_is_recovered_through_a_pinning_peer() {
         );
     }
     wait_in_sync(&c, &pin);
-    let pinned = pinned_commits(&p_data);
+    let pinned = pinned_settled(&p_data);
     c.sql("INSERT INTO todo.lists (id, name) VALUES ('after', 'C')", json!([]));
     wait_pinned_more_than(&p_data, pinned);
     let (code, secret_now) = c.get_owner("/v0/recovery");

@@ -38,14 +38,35 @@ pub(crate) fn wait_in_sync(node: &Node, principal: &str) {
 
 /// Commits a pinning peer holds, from `basic status --json` in its directory.
 pub(crate) fn pinned_commits(pinner: &Data) -> u64 {
+    pinned_status(pinner).1
+}
+
+/// When the running pinning peer in `pinner` took its last status report
+/// (ms), and the commits it held then.
+fn pinned_status(pinner: &Data) -> (u64, u64) {
     let status = pinner.basic(&["status", "--json"]).ok();
     let status: Json = serde_json::from_str(&status).expect("status");
-    status["commits"].as_u64().expect("commits")
+    let taken = status["taken_at_ms"].as_u64().expect("a running pinning peer's status");
+    (taken, status["commits"].as_u64().expect("commits"))
+}
+
+/// The commits the pinning peer in `pinner` holds once two of its status
+/// reports in a row (taken a second apart) agree: a count that no commit
+/// still on its way there changes afterwards.
+pub(crate) fn pinned_settled(pinner: &Data) -> u64 {
+    let mut last = pinned_status(pinner);
+    wait_for("the pinning peer's commit count holds still", SYNC_TIMEOUT, || {
+        let now = pinned_status(pinner);
+        let settled = now.0 != last.0 && now.1 == last.1;
+        last = now;
+        settled.then_some(now.1)
+    })
 }
 
 /// Waits until the pinning peer in `pinner` holds more than `commits`
-/// commits. A device's "in sync" alone does not say so: it dates from the
-/// device's last pull, which may precede its newest write.
+/// commits (from [`pinned_settled`] before a write). A device's "in sync"
+/// alone does not say so: it dates from the device's last pull, which may
+/// precede its newest write.
 pub(crate) fn wait_pinned_more_than(pinner: &Data, commits: u64) {
     wait_for(&format!("the pinning peer holds more than {commits} commits"), SYNC_TIMEOUT, || {
         (pinned_commits(pinner) > commits).then_some(())
