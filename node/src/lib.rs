@@ -49,6 +49,16 @@ pub fn without_huge_pages() {
     let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
+/// Makes every file and directory this process creates its owner's
+/// alone (umask 077), whatever umask it was started with. The database's
+/// directory is made private when it opens, which covers the files made in
+/// it later; the LSM store also makes its tables, and an export writes
+/// plaintext, and neither should ever be readable by others on its own.
+pub fn private_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 /// The `basic` command: parses the command line, sets up logging, runs it
 /// and turns an error into one line on stderr and exit code 1.
 pub fn main() -> std::process::ExitCode {
@@ -67,10 +77,12 @@ pub fn main() -> std::process::ExitCode {
             return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
-    // The node logs what it does; other commands only warnings, and the
-    // progress of a replica's one-time move into redb (D41).
+    // The node logs what it does (lsm-tree, its store's engine, only
+    // warnings: it says at `info` each time it opens); other commands only
+    // warnings, and the progress of a replica's one-time move into the LSM store
+    // (D55).
     let default = if matches!(cli.command, Command::Up(_)) {
-        "info"
+        "info,lsm_tree=warn"
     } else {
         "warn,basic_store::storage::device=info"
     };

@@ -7,5 +7,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     basic::without_huge_pages();
+    basic::private_files();
     basic::main()
 }

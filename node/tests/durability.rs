@@ -2,8 +2,9 @@
 //! the level of system calls: a real `basic up` runs under `strace`, takes
 //! writes through its HTTP API, and every answer to a write must come after
 //! an `fdatasync` (or `fsync`) of the replica's write-ahead log that
-//! started after the write's data reached that file (D43: a small write is
-//! made durable through the log, not by a redb durable commit).
+//! started after the write's data reached that file (D43, D55: a write is
+//! made durable through the log, `replica/lsm/basic.wal`, not by a write of
+//! the LSM tree's tables).
 //!
 //! Linux only; skipped, with a message saying so, where `strace` is missing
 //! or cannot trace (CI installs it).
@@ -164,9 +165,15 @@ struct Call {
 }
 
 impl Call {
-    /// The first argument: a descriptor with its path, e.g. `5</d/replica/data.redb.wal>`.
+    /// The first argument: a descriptor with its path, e.g. `5</d/replica/lsm/basic.wal>`.
     fn fd(&self) -> &str {
         self.args.find('>').map_or(self.args.as_str(), |end| &self.args[..=end])
+    }
+
+    /// The path of the first argument's descriptor, e.g. `/d/replica/lsm/basic.wal`.
+    fn file(&self) -> &str {
+        let fd = self.fd();
+        fd.find('<').map_or("", |open| fd[open + 1..].trim_end_matches('>'))
     }
 
     fn on_socket(&self) -> bool {
@@ -175,7 +182,7 @@ impl Call {
 
     /// Whether the call is on the replica's write-ahead log.
     fn on_log(&self) -> bool {
-        self.fd().ends_with("/replica/data.redb.wal>")
+        self.file().ends_with("/replica/lsm/basic.wal")
     }
 
     /// The call's data as strace prints it (escaped, perhaps cut short):
@@ -277,8 +284,7 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
                     && c.end > first.start
                     && c.end < answer.start
             })
-            .map(|c| c.end)
-            .max();
+            .max_by_key(|c| c.end);
         let Some(written) = written else {
             results.push(Err(format!(
                 "lines {}–{}: no write to the log between the request and its answer",
@@ -289,8 +295,8 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
         };
         let synced = calls.iter().any(|c| {
             (c.name == "fdatasync" || c.name == "fsync")
-                && c.on_log()
-                && c.start > written
+                && c.file() == written.file()
+                && c.start > written.end
                 && c.end < answer.start
         });
         results.push(if synced {
@@ -300,7 +306,7 @@ fn check(calls: &[Call]) -> Vec<Result<(), String>> {
                 "line {}: answered after the data written at line {} without an fdatasync/fsync \
                  of the log in between",
                 answer.start + 1,
-                written + 1
+                written.end + 1
             ))
         });
     }
@@ -312,14 +318,14 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     let synced = r#"9 recvfrom(18<socket:[1]>, "GET /v0/health HTTP/1.1\r\n", 25, 0, NULL, NULL) = 25
 9 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 10 recvfrom(18<socket:[1]>,  <unfinished ...>
-12 fsync(6</d/replica/data.redb.wal>) = 0
+12 fsync(6</d/replica/lsm/basic.wal>) = 0
 10 <... recvfrom resumed>"PO", 2, 0, NULL, NULL) = 2
 10 recvfrom(18<socket:[1]>, "ST /v0/sql HTTP/1.1\r\nH", 22, 0, NULL, NULL) = 22
-11 write(5</d/replica/data.redb.wal>, "abc", 3 <unfinished ...>
-12 fdatasync(6</d/replica/data.redb.wal> <unfinished ...>
+11 write(5</d/replica/lsm/basic.wal>, "abc", 3 <unfinished ...>
+12 fdatasync(6</d/replica/lsm/basic.wal> <unfinished ...>
 11 <... write resumed>) = 3
-13 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
-14 fdatasync(6</d/replica/data.redb.wal>) = 0
+13 sync_file_range(5</d/replica/lsm/keyspaces/1/tables/0>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
+14 fdatasync(6</d/replica/lsm/basic.wal>) = 0
 12 <... fdatasync resumed>) = 0
 10 writev(18<socket:[1]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 "#;
@@ -328,23 +334,32 @@ fn the_trace_checker_tells_a_synced_answer_from_an_unsynced_one() {
     assert!(results[0].is_ok(), "{results:?}");
     // The only sync began before the data was written: not enough.
     let unsynced = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
-12 fsync(6</d/replica/data.redb.wal> <unfinished ...>
-11 write(5</d/replica/data.redb.wal>, "abc", 3) = 3
+12 fsync(6</d/replica/lsm/basic.wal> <unfinished ...>
+11 write(5</d/replica/lsm/basic.wal>, "abc", 3) = 3
 12 <... fsync resumed>) = 0
-11 sync_file_range(5</d/replica/data.redb>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
+11 sync_file_range(5</d/replica/lsm/keyspaces/1/tables/0>, 0, 3, SYNC_FILE_RANGE_WRITE) = 0
 10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
-12 fsync(6</d/replica/data.redb.wal>) = 0
+12 fsync(6</d/replica/lsm/basic.wal>) = 0
 "#;
     let results = check(&parse(unsynced));
     assert_eq!(results.len(), 1);
     assert!(results[0].is_err(), "{results:?}");
     // A sync of the data file does not make what the log holds durable.
     let other_file = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
-11 write(5</d/replica/data.redb.wal>, "abc", 3) = 3
-12 fdatasync(6</d/replica/data.redb>) = 0
+11 write(5</d/replica/lsm/basic.wal>, "abc", 3) = 3
+12 fdatasync(6</d/replica/lsm/keyspaces/1/tables/0>) = 0
 10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
 "#;
     let results = check(&parse(other_file));
+    assert_eq!(results.len(), 1);
+    assert!(results[0].is_err(), "{results:?}");
+    // Nor does a sync of fjall's own journal.
+    let other_journal = r#"10 recvfrom(18<socket:[1]>, "POST /v0/sql HTTP/1.1\r\nH", 24, 0, NULL, NULL) = 24
+11 write(5</d/replica/lsm/basic.wal>, "abc", 3) = 3
+12 fdatasync(6</d/replica/lsm/0.jnl>) = 0
+10 sendto(18<socket:[1]>, "HTTP/1.1 200 OK\r\n", 17, 0, NULL, 0) = 17
+"#;
+    let results = check(&parse(other_journal));
     assert_eq!(results.len(), 1);
     assert!(results[0].is_err(), "{results:?}");
 }

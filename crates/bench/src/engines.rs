@@ -1,6 +1,7 @@
-//! `sync --store sled,redb`: a new device's first sync with its replica on
-//! each storage engine (issue 14's measure of redb, now the device's
-//! engine, against sled, the engine before it: D40, D41).
+//! `sync --store sled,redb,lsm`: a new device's first sync with its
+//! replica on each storage engine (issue 14's measure of the LSM
+//! tree, now the device's engine, against redb and sled, the engines
+//! before it: D40, D41, D56).
 //!
 //! This process writes the source database (`--rows` rows of a 20-byte
 //! text, an integer and a bool, in commits of 1,000 rows by 4 apps) and
@@ -21,7 +22,9 @@ use std::time::Instant;
 
 use basic_proto::{Party, SecretKey, Value as Cell};
 use basic_store::sync::LocalLink;
-use basic_store::{CACHE_BYTES, Database, Environment, RedbStore, SledStore, Store};
+use basic_store::{
+    CACHE_BYTES, Database, DeviceStore, Environment, LsmStore, RedbStore, SledStore, Store,
+};
 use clap::ValueEnum;
 use serde_json::Value;
 
@@ -44,8 +47,10 @@ const SOURCE_CACHE_BYTES: u64 = 16 << 20;
 pub(crate) enum Engine {
     /// sled 0.34 (the device's engine before D41).
     Sled,
-    /// redb 4.6 (`basic_store::RedbStore`, the device's engine).
+    /// redb 4.6 (the device's engine from D41 to D56).
     Redb,
+    /// lsm-tree 3.1 (`basic_store::LsmStore`, the device's engine).
+    Lsm,
 }
 
 impl Engine {
@@ -53,6 +58,7 @@ impl Engine {
         match self {
             Engine::Sled => "sled",
             Engine::Redb => "redb",
+            Engine::Lsm => "lsm",
         }
     }
 }
@@ -132,7 +138,8 @@ pub(crate) fn run(
 /// (the replica's cache; see the module
 /// documentation); prints `seconds rss_before_kib peak_kib replica_bytes`.
 pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Error> {
-    let usage = || format!("usage: {CHILD_ARG} sled|redb SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
+    let usage =
+        || format!("usage: {CHILD_ARG} sled|redb|lsm SOURCE_DIR TARGET_DIR ROWS CACHE_BYTES");
     let mut next = || args.next().ok_or_else(usage);
     let engine = Engine::from_str(&next()?.to_string_lossy(), false)?;
     let source_dir = PathBuf::from(next()?);
@@ -140,13 +147,14 @@ pub(crate) fn child(mut args: impl Iterator<Item = OsString>) -> Result<(), Erro
     let rows: i64 = next()?.to_string_lossy().parse()?;
     let cache: u64 = next()?.to_string_lossy().parse()?;
     let source = Database::with_store(
-        RedbStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
+        DeviceStore::open(&source_dir.join("replica"), SOURCE_CACHE_BYTES)?,
         &source_dir.join("view.sqlite"),
     )?;
     let replica = target_dir.join("replica");
     match engine {
         Engine::Sled => first_sync(SledStore::open(&replica, cache)?, &target_dir, &source, rows),
         Engine::Redb => first_sync(RedbStore::open(&replica, cache)?, &target_dir, &source, rows),
+        Engine::Lsm => first_sync(LsmStore::open(&replica, cache)?, &target_dir, &source, rows),
     }
 }
 

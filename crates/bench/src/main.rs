@@ -5,7 +5,7 @@
 //! cargo run --release --bin basic-bench -- write --json
 //! cargo run --release --bin basic-bench -- query --json
 //! cargo run --release --bin basic-bench -- sync --json
-//! cargo run --release --bin basic-bench -- sync --store sled,redb --rows 1000000
+//! cargo run --release --bin basic-bench -- sync --store sled,redb,lsm --rows 1000000
 //! cargo run --release --bin basic-bench -- live --json
 //! cargo run --release --bin basic-bench -- first-sync --json
 //! cargo run --release --bin basic-bench -- compare --json
@@ -14,7 +14,7 @@
 //!
 //! Each scenario prints one JSON object per line (`--json`) with a `name`
 //! and its figures, or a readable line otherwise. Everything runs in a
-//! temporary directory on the real store (redb) and SQLite view; `live` and
+//! temporary directory on the real store (the LSM tree) and SQLite view; `live` and
 //! `first-sync` run two real nodes (this executable as the `basic`
 //! command) on loopback.
 

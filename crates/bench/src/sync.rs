@@ -84,7 +84,10 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     source.db.add_pinner(pinner_key.public())?;
     let pinner_dir = tempfile::tempdir()?;
     let pinner = Database::replicate_with_store(
-        basic_store::RedbStore::open(&pinner_dir.path().join("replica"), basic_store::CACHE_BYTES)?,
+        basic_store::DeviceStore::open(
+            &pinner_dir.path().join("replica"),
+            basic_store::CACHE_BYTES,
+        )?,
         &pinner_dir.path().join("view.sqlite"),
         source.db.id(),
         &pinner_key,

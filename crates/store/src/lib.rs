@@ -94,6 +94,7 @@ pub use sql::write::WriteError;
 pub use sql::{Caller, SqlError, parse as parse_sql};
 pub use storage::device::DeviceStore;
 pub use storage::kv::{Batch, Entry, MemStore, SledStore, Store, StoreError, scan_prefix};
+pub use storage::lsm::LsmStore;
 pub use storage::redb::RedbStore;
 pub use storage::secrets;
 pub use sync::SyncReplica;

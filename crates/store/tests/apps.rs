@@ -10,8 +10,8 @@ use basic_proto::control::Rights;
 use basic_proto::{Changes, KeyPart, LiteMap, Name, Party, RowKey, RowOp, SecretKey, Value};
 use basic_store::{
     ACCESS_FRESHNESS_MS, AccessAnswer, AccessAsk, AccessDenial, AccessFrame, AccessPoll,
-    AccessRefusal, AccessRelay, AccessRequest, Database, Environment, LogWriter, MAX_ACCESS_FRAME,
-    MAX_PENDING_REQUESTS, MemStore, REQUEST_TTL_MS, RedbStore, RequestError, Schema,
+    AccessRefusal, AccessRelay, AccessRequest, Database, DeviceStore, Environment, LogWriter,
+    MAX_ACCESS_FRAME, MAX_PENDING_REQUESTS, MemStore, REQUEST_TTL_MS, RequestError, Schema,
 };
 
 fn todo_db(dir: &Path) -> Database {
@@ -160,7 +160,7 @@ impl Clocked {
         let clock = Arc::clone(&now);
         let environment =
             Environment::simulated(Arc::new(move || clock.load(Ordering::SeqCst)), [1; 32]);
-        let store = RedbStore::open(&dir.path().join("replica"), 8 << 20).unwrap();
+        let store = DeviceStore::open(&dir.path().join("replica"), 8 << 20).unwrap();
         let db = Database::with_environment(store, &dir.path().join("view.sqlite"), environment)
             .unwrap();
         let schema = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/todo.toml"));

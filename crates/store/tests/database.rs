@@ -351,23 +351,24 @@ fn a_directory_with_commits_under_the_old_ids_is_refused_clearly() {
     assert!(refused.to_string().contains("basic export"), "{refused}");
 }
 
-/// A database that sled kept (D41) opens on redb with everything it held:
-/// its identity, its rows and its log, which goes on where it stopped.
-#[test]
-fn a_database_sled_kept_opens_on_redb_with_all_it_held() {
-    let dir = tempfile::tempdir().unwrap();
+/// A database that an older build kept on `store` (sled before D41, redb
+/// before D55) opens on the LSM store with everything it held: its identity, its
+/// rows and its log, which goes on where it stopped.
+fn a_database_kept_on(store: impl basic_store::Store, dir: &Path) {
     let (id, device, expected) = {
-        let store = basic_store::SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap();
-        let db = Database::with_store(store, &dir.path().join("view.sqlite")).unwrap();
+        let db = Database::with_store(store, &dir.join("view.sqlite")).unwrap();
         db.apply_schema(Schema::from_file(examples().join("todo.toml")).unwrap()).unwrap();
         seed(&db);
         (db.id(), db.device(), rows(&db, "SELECT * FROM items ORDER BY id"))
     };
     // The view is rebuilt from the replica, so only the replica can answer.
-    std::fs::remove_file(dir.path().join("view.sqlite")).unwrap();
-    let db = open(dir.path());
-    assert!(dir.path().join("replica/data.redb").exists());
-    assert!(!dir.path().join("replica/conf").exists(), "sled's files are gone once moved");
+    std::fs::remove_file(dir.join("view.sqlite")).unwrap();
+    let db = open(dir);
+    let names: Vec<_> = std::fs::read_dir(dir.join("replica"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["lsm"], "the old engine's files are gone once moved");
     assert_eq!((db.id(), db.device()), (id, device));
     assert_eq!(rows(&db, "SELECT * FROM items ORDER BY id"), expected);
     write(&db, "UPDATE items SET done = true WHERE id = 'c'");
@@ -375,8 +376,22 @@ fn a_database_sled_kept_opens_on_redb_with_all_it_held() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(seqs.len() >= 3);
     drop(db);
-    let db = open(dir.path());
+    let db = open(dir);
     assert_eq!(rows(&db, "SELECT done FROM items WHERE id = 'c'"), [[Value::Bool(true)]]);
+}
+
+#[test]
+fn a_database_sled_kept_opens_on_the_lsm_store_with_all_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = basic_store::SledStore::open(&dir.path().join("replica"), 1 << 24).unwrap();
+    a_database_kept_on(store, dir.path());
+}
+
+#[test]
+fn a_database_redb_kept_opens_on_the_lsm_store_with_all_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = basic_store::RedbStore::open(&dir.path().join("replica"), 1 << 24).unwrap();
+    a_database_kept_on(store, dir.path());
 }
 
 #[test]
@@ -655,7 +670,7 @@ mod recording {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use basic_store::RedbStore;
+    use basic_store::DeviceStore;
     use basic_store::storage::layout;
     use basic_store::{Batch, Store, StoreError};
 
@@ -671,10 +686,10 @@ mod recording {
         pub(crate) flushes: usize,
     }
 
-    /// A redb store that records the commits of each applied batch and what
+    /// A device store that records the commits of each applied batch and what
     /// each flush covered.
     pub(crate) struct Recording {
-        inner: RedbStore,
+        inner: DeviceStore,
         seen: Arc<Mutex<Seen>>,
     }
 
@@ -682,7 +697,7 @@ mod recording {
         /// A recording store in `dir`, and what it sees.
         pub(crate) fn open(dir: &std::path::Path) -> (Self, Arc<Mutex<Seen>>) {
             let seen = Arc::new(Mutex::new(Seen::default()));
-            let inner = RedbStore::open(&dir.join("replica"), 1 << 24).unwrap();
+            let inner = DeviceStore::open(&dir.join("replica"), 1 << 24).unwrap();
             (Self { inner, seen: Arc::clone(&seen) }, seen)
         }
     }
@@ -850,7 +865,7 @@ fn a_large_batch_below_a_cutoff_is_taken_whole() {
     let second = SecretKey::from_seed([10; 32]);
     db.add_device(Party::of(&second)).unwrap();
     let other = dir.path().join("second");
-    let store = basic_store::RedbStore::open(&other.join("replica"), 1 << 24).unwrap();
+    let store = basic_store::DeviceStore::open(&other.join("replica"), 1 << 24).unwrap();
     let db2 = Database::replicate_with_store(
         store,
         &other.join("view.sqlite"),

@@ -405,11 +405,11 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, mpsc};
 
-    use basic_store::RedbStore;
+    use basic_store::DeviceStore;
     use basic_store::{Batch, Store, StoreError};
 
     struct HeldFlush {
-        inner: RedbStore,
+        inner: DeviceStore,
         armed: Arc<AtomicBool>,
         entered: Mutex<mpsc::Sender<()>>,
         release: Mutex<mpsc::Receiver<()>>,
@@ -440,7 +440,7 @@ fn sync_never_serves_a_commit_before_it_is_on_disk() {
     let armed = Arc::new(AtomicBool::new(false));
     let flushed = Arc::new(AtomicBool::new(false));
     let store = HeldFlush {
-        inner: RedbStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
+        inner: DeviceStore::open(&dir.path().join("replica"), 1 << 24).unwrap(),
         armed: Arc::clone(&armed),
         entered: Mutex::new(entered_tx),
         release: Mutex::new(release_rx),

@@ -1,14 +1,14 @@
 //! Durable writes: Basic's local `INSERT`s (signed, encrypted, merged,
 //! flushed and fdatasynced) against sled's own insert + flush (which stops
-//! at `sync_file_range`), Basic's storage primitive alone (a redb commit,
-//! then a durable one), SQLite WAL with `synchronous=FULL`, and the disk's
+//! at `sync_file_range`), Basic's storage primitive alone (an LSM
+//! memtable insert, then the log's `fdatasync`), SQLite WAL with `synchronous=FULL`, and the disk's
 //! own `fdatasync` rate.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use basic_store::{Batch, RedbStore, Store};
+use basic_store::{Batch, DeviceStore, Store};
 use rand::RngExt;
 use rusqlite::Connection;
 
@@ -32,11 +32,12 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("sled");
-    let redb_path = dir.path().join("redb");
-    reporter.note(&format!("compare: a sled tree and a redb store pre-filled with {prefill} keys"));
+    let store_path = dir.path().join("store");
+    reporter
+        .note(&format!("compare: a sled tree and Basic's store pre-filled with {prefill} keys"));
     {
         let db = open_sled(&path)?;
-        let store = RedbStore::open(&redb_path, CACHE_BYTES)?;
+        let store = DeviceStore::open(&store_path, CACHE_BYTES)?;
         let mut batch = sled::Batch::default();
         let mut ours = Batch::default();
         for i in 0..prefill {
@@ -70,7 +71,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         }
         {
             // Basic's storage primitive alone: a commit, then a durable one.
-            let store = RedbStore::open(&redb_path, CACHE_BYTES)?;
+            let store = DeviceStore::open(&store_path, CACHE_BYTES)?;
             let insert = |_: usize| -> Result<(), Error> {
                 let mut batch = Batch::default();
                 batch.put(random_key().to_vec(), vec![2u8; 100]);
@@ -134,7 +135,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 16 writers",
             &basic_16,
-            "Basic's store alone (redb 4.6 apply + log fdatasync), 16 threads",
+            "Basic's store alone (LSM memtable insert + log fdatasync), 16 threads",
             &ours_16,
         ),
         (
@@ -152,7 +153,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         (
             "durable local writes, 1 writer",
             &basic_1,
-            "Basic's store alone (redb 4.6 apply + log fdatasync), 1 thread",
+            "Basic's store alone (LSM memtable insert + log fdatasync), 1 thread",
             &ours_1,
         ),
         (

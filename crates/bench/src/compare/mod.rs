@@ -7,7 +7,7 @@
 //! - ingest against plain SQLite upserts and against the crypto limit on
 //!   as many threads as the ingest uses ([`apply`]);
 //! - durable writes against sled's raw insert + flush, Basic's storage
-//!   primitive alone (redb), SQLite WAL `synchronous=FULL` and the disk's own
+//!   primitive alone (the LSM store), SQLite WAL `synchronous=FULL` and the disk's own
 //!   `fdatasync` rate ([`durable`]);
 //! - live latency under a fixed write rate, through a real `SELECT`.
 //!

@@ -312,7 +312,7 @@ fn basic_sync(
         source.db.add_pinner(pinner_key.public())?;
         let pinner_dir = tempfile::tempdir()?;
         let pinner = Database::replicate_with_store(
-            basic_store::RedbStore::open(
+            basic_store::DeviceStore::open(
                 &pinner_dir.path().join("replica"),
                 basic_store::CACHE_BYTES,
             )?,

@@ -7,8 +7,8 @@ use rand_core::SeedableRng;
 
 use super::*;
 use crate::replica::author::LogWriter;
+use crate::storage::device::DeviceStore;
 use crate::storage::kv::MemStore;
-use crate::storage::redb::RedbStore;
 
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -272,7 +272,7 @@ proptest! {
         let want = table_rows(&expected(&commits));
         let got = if on_disk {
             let dir = tempfile::tempdir().unwrap();
-            let replica = Replica::new(RedbStore::open(dir.path(), 1 << 20).unwrap());
+            let replica = Replica::new(DeviceStore::open(dir.path(), 1 << 20).unwrap());
             for part in arrival.chunks(chunk) { insert_all(&replica, part); }
             stored_rows(&replica)
         } else {

@@ -24,6 +24,13 @@ pub enum StoreError {
     /// redb reported an error (boxed: redb's error is large).
     #[error("storage engine (redb): {0}")]
     Redb(Box<::redb::Error>),
+    /// The LSM tree reported an error (boxed: its error is large).
+    #[error("storage engine (lsm-tree): {0}")]
+    Lsm(Box<::lsm_tree::Error>),
+    /// Writing memtables out or compacting, beside the writer, failed; the
+    /// store takes no more writes.
+    #[error("storage engine (lsm-tree), writing out: {0}")]
+    Background(String),
     /// Syncing a storage file or directory to the disk failed.
     #[error("syncing {path} to disk: {source}")]
     Sync {
@@ -336,12 +343,14 @@ fn list(dir: &Path) -> Result<BTreeSet<OsString>, StoreError> {
     entries.map(|entry| Ok(entry.map_err(sync_error(dir))?.file_name())).collect()
 }
 
-/// `fsync` of a file or directory, by path.
-fn sync_file(path: &Path) -> Result<(), StoreError> {
+/// `fsync` of a file or directory, by path (of a directory: so that a
+/// file made, renamed or removed in it stays so after a crash).
+pub(super) fn sync_file(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|file| file.sync_all()).map_err(sync_error(path))
 }
 
-fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+/// [`StoreError::Sync`] for an I/O error on `path`.
+pub(super) fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Sync { path: path.to_path_buf(), source }
 }
 

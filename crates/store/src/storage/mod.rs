@@ -1,12 +1,13 @@
 //! The storage layer: an ordered key-value store behind the [`kv::Store`]
-//! trait (redb on a device, memory in tests and the simulator, sled read
-//! once to move an older replica: [`device`]), how the replica lays its records out in it
+//! trait (an LSM tree on a device, memory in tests and the simulator, redb and
+//! sled read once to move an older replica: [`device`]), how the replica lays its records out in it
 //! ([`layout`]) and encodes row states ([`rows`]), and where secrets are
 //! kept ([`secrets`]).
 
 pub mod device;
 pub mod kv;
 pub mod layout;
+pub mod lsm;
 pub mod redb;
 pub mod rows;
 pub mod secrets;

@@ -60,7 +60,7 @@ use ::redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
 };
 
-use super::kv::{Batch, Entry, Store, StoreError};
+use super::kv::{Batch, Entry, Store, StoreError, sync_file};
 use super::wal::{self, Log};
 
 /// The one table: the replica's keyspace.
@@ -199,10 +199,10 @@ impl RedbStore {
             tracing::info!("applied {replayed} logged writes again to {}", path.display());
         }
         if new_file {
-            sync_dir(dir)?;
+            sync_file(dir)?;
         }
         if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_file(parent)?;
         }
         Ok(Self {
             path,
@@ -625,12 +625,6 @@ fn create_whole(path: &Path, cache: usize) -> Result<(), StoreError> {
 }
 
 /// `fsync` of a directory, so that an entry made in it survives a crash.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(|source| StoreError::Sync { path: dir.to_path_buf(), source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

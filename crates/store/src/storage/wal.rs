@@ -1,16 +1,17 @@
-//! The write-ahead log in front of redb (D43): small applied batches are
-//! made durable by appending them to this file and `fdatasync`ing it once
-//! per flush, instead of by a redb durable commit (two syncs and every
-//! page the batches dirtied).
+//! The write-ahead log in front of the device's engine (D43, D56): small
+//! applied batches are made durable by appending them to this file and
+//! `fdatasync`ing it once per flush, instead of by the engine's own durable
+//! commit (redb's: two syncs and every page the batches dirtied). The LSM
+//! store has no journal of its own: this log is its only one.
 //!
 //! A record is `len: u32 LE`, `seq: u64 LE`, `hash: 16 bytes`, then `len`
 //! bytes of batch: each write as `tag: u8` (1 put, 0 delete), `key_len:
 //! u32 LE`, the key, and for a put `value_len: u32 LE` and the value. The
 //! hash is BLAKE3's first 16 bytes over the other 12 header bytes and the
 //! batch. Records carry the sequence number of their apply; the store
-//! records in redb, in the same transaction as each apply, the last one
-//! applied. On opening, the records after the number of redb's last
-//! durable commit are applied again, in order; the log ends at the first
+//! records in the engine, with each apply, the last one applied. On
+//! opening, the records after the engine's last apply that survived are
+//! applied again, in order; the log ends at the first
 //! record that is short, too long or fails its hash (the torn tail of an
 //! append that was never synced, so never acknowledged); one whose hash
 //! holds but whose body does not decode is refused as corrupt.
@@ -18,9 +19,10 @@
 //! The file is allocated ahead, with zeros, in steps of [`ALLOCATE`], and
 //! reused from its start after each checkpoint, never shrunk: a sync then
 //! writes data alone, never the file's size (which would be one more write
-//! to the disk on every sync). Records of earlier rounds past the current
-//! end are numbered at or below redb's last durable commit, so a reopen
-//! skips them.
+//! to the disk on every sync). A round's records are numbered one after
+//! another; a record of an earlier round past the current end does not
+//! continue them (it is numbered at or below the checkpoint that started
+//! the round), so a reopen stops there.
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -62,11 +64,11 @@ pub(super) struct Log {
 
 impl Log {
     /// Opens (creating if needed) the log at `path` and reads the records
-    /// of its last round, those numbered past `after` (redb's last durable
-    /// apply), with their sequence numbers: up to the first torn record or
-    /// the first left from a round before, which is hashed but neither
-    /// decoded nor read past (after a first sync those can be 32 MiB).
-    /// The file is not changed.
+    /// of its last round numbered past `after` (the engine's last apply),
+    /// with their sequence numbers: up to the first torn record or the
+    /// first left from a round before, which is hashed but neither decoded
+    /// nor read past. Records at or below `after` are hashed, not decoded
+    /// (after a first sync those can be 32 MiB). The file is not changed.
     pub(super) fn open(path: &Path, after: u64) -> Result<(Self, Vec<(u64, Batch)>), StoreError> {
         let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
         let file = std::fs::OpenOptions::new()
@@ -241,6 +243,7 @@ fn read_records(file: &File, path: &Path, after: u64) -> Result<Vec<(u64, Batch)
     let io = |source| StoreError::Sync { path: path.to_path_buf(), source };
     let mut reader = BufReader::new(file);
     let mut records = Vec::new();
+    let mut previous: Option<u64> = None;
     loop {
         let mut header = [0; HEADER];
         if !read_full(&mut reader, &mut header).map_err(io)? {
@@ -259,10 +262,15 @@ fn read_records(file: &File, path: &Path, after: u64) -> Result<Vec<(u64, Batch)
         let mut seq = [0; 8];
         seq.copy_from_slice(&header[4..12]);
         let seq = u64::from_le_bytes(seq);
-        // A round starts at the file's start, after a checkpoint that
-        // covers every record before it: what follows is older still.
-        if seq <= after {
+        // A round is the run of consecutive numbers from the file's start
+        // (after a checkpoint that covers every record before it): the
+        // first record that does not continue it is from a round before.
+        if previous.is_some_and(|previous| seq != previous + 1) {
             return Ok(records);
+        }
+        previous = Some(seq);
+        if seq <= after {
+            continue;
         }
         let Some(batch) = decode_batch(&body) else {
             return Err(StoreError::Corrupt {
@@ -356,9 +364,9 @@ mod tests {
         assert_eq!((read[1].0, &read[1].1.writes), (5, &second.writes));
     }
 
-    /// Reading stops at the first record of a round before (numbered at
-    /// or below redb's last durable apply): it is not decoded, and
-    /// nothing after it is read.
+    /// Reading stops at the first record of a round before (one that does
+    /// not continue the numbers of the records before it): it is not
+    /// decoded, and nothing after it is read.
     #[test]
     fn a_record_from_a_round_before_ends_the_reading() {
         let mut bytes = Vec::new();
@@ -370,9 +378,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, &bytes).unwrap();
-        let (_, read) = Log::open(&path, 7).unwrap();
-        assert_eq!(read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [8]);
-        assert!(Log::open(&path, 0).is_err(), "read past `after`, the old body is corrupt");
+        for after in [0, 7] {
+            let (_, read) = Log::open(&path, after).unwrap();
+            assert_eq!(read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [8], "after {after}");
+        }
+    }
+
+    /// Records of the round that the engine holds already (at or below
+    /// `after`, as the engine may hold more than its last checkpoint) are read
+    /// past without being decoded; the ones after them are returned.
+    #[test]
+    fn records_the_engine_holds_are_read_past_not_decoded() {
+        let mut bytes = Vec::new();
+        raw_record(5, &[9, 9, 9], &mut bytes);
+        encode_record(6, &batch(&[(b"held", Some(b"1"))]), &mut bytes);
+        encode_record(7, &batch(&[(b"new", Some(b"2"))]), &mut bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, read) = Log::open(&path, 6).unwrap();
+        assert_eq!(read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [7]);
+        assert!(Log::open(&path, 4).is_err(), "record 5 is decoded, and its body is corrupt");
     }
 
     /// A log cut anywhere in its last record, or with any byte of it
