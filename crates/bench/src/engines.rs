@@ -47,7 +47,7 @@ const SOURCE_CACHE_BYTES: u64 = 16 << 20;
 pub(crate) enum Engine {
     /// sled 0.34 (the device's engine before D41).
     Sled,
-    /// redb 4.6 (the device's engine from D41 to D56).
+    /// redb 4.6 (the device's engine from D41 to D55).
     Redb,
     /// lsm-tree 3.1 (`basic_store::LsmStore`, the device's engine).
     Lsm,

@@ -1,6 +1,6 @@
 //! The replica's store on a device: an LSM tree ([`LsmStore`]) in
 //! `replica/lsm/` (D56), and the one-time move of a replica that an older
-//! build kept in `replica/` itself: on redb (D41 to D56) or on sled (before
+//! build kept in `replica/` itself: on redb (D41 to D55) or on sled (before
 //! D41).
 //!
 //! The move never leaves a replica half in one engine and half in the

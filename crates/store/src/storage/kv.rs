@@ -462,6 +462,32 @@ pub(super) mod tests {
         assert_eq!(batch.scan_prefix(b"").collect::<Vec<_>>(), expected);
     }
 
+    /// A scan longer than a chunk of `chunk` entries resumes where the
+    /// previous chunk ended, stops at the prefix's end, and sees once a
+    /// write made (and flushed) while it runs, past its current chunk.
+    pub(in crate::storage) fn scans_in_chunks(store: &dyn Store, chunk: usize) {
+        let count = 3 * chunk + 7;
+        let mut batch = Batch::default();
+        for i in 0..count {
+            batch.put(format!("a/{i:06}").into_bytes(), vec![1]);
+        }
+        batch.put(b"b/0".to_vec(), vec![2]);
+        store.apply(batch).unwrap();
+        let mut scan = store.scan(b"a/", b"a/");
+        assert_eq!(scan.next().unwrap().unwrap().0, b"a/000000");
+        let mut late = Batch::default();
+        late.put(format!("a/{:06}", count + 1).into_bytes(), vec![3]);
+        store.apply(late).unwrap();
+        store.flush().unwrap();
+        let rest: Vec<Vec<u8>> = scan.map(|e| e.unwrap().0).collect();
+        assert_eq!(rest.len(), count, "the write after the scan began is seen once");
+        assert!(rest.windows(2).all(|w| w[0] < w[1]));
+        assert!(rest.iter().all(|key| key.starts_with(b"a/")));
+        let from = format!("a/{:06}", chunk * 2).into_bytes();
+        assert_eq!(store.scan(b"a/", &from).count(), count - chunk * 2 + 1);
+        assert_eq!(scan_prefix(store, b"").count(), count + 2, "every entry, and only those");
+    }
+
     /// The behaviour every store must have.
     pub(in crate::storage) fn contract(store: &dyn Store) {
         let mut batch = Batch::default();

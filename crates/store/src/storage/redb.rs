@@ -1,5 +1,6 @@
-//! The store on redb: the replica's engine on a device (D41; sled before,
-//! see [`crate::storage::device`] for the move of a replica sled kept).
+//! The store on redb: the replica's engine on a device from D41 to D55,
+//! now opened only to move a replica it kept into the LSM store (D56, see
+//! [`crate::storage::device`]), and measured beside it by `basic-bench`.
 //!
 //! One redb table holds the whole keyspace. [`Store::apply`] stages its
 //! batch as a record of the write-ahead log (the `wal` module, D43) and
@@ -629,7 +630,9 @@ fn create_whole(path: &Path, cache: usize) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::storage::kv::scan_prefix;
-    use crate::storage::kv::tests::{contract, keeps_only_flushed_writes_across_a_crash};
+    use crate::storage::kv::tests::{
+        contract, keeps_only_flushed_writes_across_a_crash, scans_in_chunks,
+    };
 
     fn put(store: &RedbStore, key: &[u8], value: &[u8]) {
         let mut batch = Batch::default();
@@ -675,32 +678,12 @@ mod tests {
         });
     }
 
-    /// A scan longer than a chunk resumes where the previous chunk ended,
-    /// stops at the prefix's end, and takes writes made while it runs
-    /// without holding a read transaction between chunks.
+    /// Chunks, taking writes made while the scan runs without holding a
+    /// read transaction between chunks.
     #[test]
     fn redb_scan_reads_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
-        let count = 3 * SCAN_CHUNK + 7;
-        let mut batch = Batch::default();
-        for i in 0..count {
-            batch.put(format!("a/{i:06}").into_bytes(), vec![1]);
-        }
-        batch.put(b"b/0".to_vec(), vec![2]);
-        store.apply(batch).unwrap();
-        let mut scan = store.scan(b"a/", b"a/");
-        let first = scan.next().unwrap().unwrap();
-        assert_eq!(first.0, b"a/000000");
-        // Written while the scan is open, past its current chunk.
-        put(&store, format!("a/{:06}", count + 1).as_bytes(), &[3]);
-        store.flush().unwrap();
-        let rest: Vec<Vec<u8>> = scan.map(|e| e.unwrap().0).collect();
-        assert_eq!(rest.len(), count, "the write after the scan began is seen once");
-        assert!(rest.windows(2).all(|w| w[0] < w[1]));
-        assert!(rest.iter().all(|key| key.starts_with(b"a/")));
-        let from = format!("a/{:06}", SCAN_CHUNK * 2).into_bytes();
-        assert_eq!(store.scan(b"a/", &from).count(), count - SCAN_CHUNK * 2 + 1);
+        scans_in_chunks(&RedbStore::open(dir.path(), 1 << 20).unwrap(), SCAN_CHUNK);
     }
 
     /// Applies held in memory read as if redb held them: gets and scans see
