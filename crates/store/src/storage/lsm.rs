@@ -110,9 +110,11 @@ struct Inner {
     log: Mutex<Logged>,
     /// Every record under a [`HOT`] prefix, as the tree holds it.
     hot: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
-    /// The thread's last error, if writing out or compacting failed; and
-    /// where the writer waits while too many memtables are sealed.
+    /// The thread's last error, if writing out or compacting failed: the
+    /// store then takes no more writes.
     background: Mutex<Option<String>>,
+    /// Where the writer waits (on `background`) while too many memtables
+    /// are sealed; told after each writing out, and of an error.
     written_out: Condvar,
 }
 
