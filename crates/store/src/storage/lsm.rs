@@ -347,14 +347,18 @@ impl Inner {
     }
 
     /// The thread: on each word, writes sealed memtables out, compacts the
-    /// tables and drops versions no read needs; until the store closes.
+    /// tables and drops versions no read needs; until the store closes,
+    /// or until its work fails: the store then takes no more writes.
     fn background(&self, work: Receiver<()>) {
         let strategy: Arc<dyn ::lsm_tree::compaction::CompactionStrategy> =
             Arc::new(::lsm_tree::compaction::Leveled::default());
         while work.recv().is_ok() {
             // Words sent while this one ran are served by this run.
             while work.try_recv().is_ok() {}
-            let done = (|| {
+            // A panic inside the tree ends this thread's work as an error
+            // does: the writer, which may wait for this thread, hears of
+            // it rather than waiting for ever.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let watermark = self.watermark();
                 {
                     let flushing = self.tree.get_flush_lock();
@@ -363,12 +367,16 @@ impl Inner {
                 self.written_out.notify_all();
                 self.tree.compact(Arc::clone(&strategy), watermark)?;
                 self.tree.get_version_history_lock().maintenance(&self.path, watermark)
-            })();
-            if let Err(error) = done {
-                tracing::warn!("{}: writing out or compacting: {error}", self.path.display());
-                *lock(&self.background) = Some(error.to_string());
-                self.written_out.notify_all();
-            }
+            }));
+            let failed = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the tree panicked".to_owned(),
+            };
+            tracing::warn!("{}: writing out or compacting: {failed}", self.path.display());
+            *lock(&self.background) = Some(failed);
+            self.written_out.notify_all();
+            return;
         }
     }
 
@@ -696,6 +704,26 @@ pub(super) mod tests {
         check(&LsmStore::open(&crashed, 1 << 20).unwrap(), "after a crash");
         drop(store);
         check(&LsmStore::open(&live, 1 << 20).unwrap(), "after a clean close");
+    }
+
+    /// When the thread cannot write a memtable out (here: the tables'
+    /// directory is gone), the applies after it are refused with its error.
+    #[test]
+    fn a_failed_writing_out_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LsmStore::open(dir.path(), 1 << 20).unwrap();
+        std::fs::remove_dir_all(dir.path().join(STORE_DIR).join("tables")).unwrap();
+        let mut refused = None;
+        for round in 0..200u32 {
+            // 400 KiB a batch: a memtable sealed every 40 or so.
+            if let Err(error) = store.apply(batch_of(&format!("r{round:03}"), 100, 4096)) {
+                refused = Some(error);
+                break;
+            }
+        }
+        let refused = refused.expect("an apply was refused once writing out failed");
+        assert!(matches!(refused, StoreError::Background(_)), "{refused}");
+        assert!(store.apply(batch_of("after", 1, 1)).is_err(), "and every apply after it");
     }
 
     /// Each clean close writes a table: opening compacts them, so a store
