@@ -79,8 +79,8 @@ pub fn main() -> std::process::ExitCode {
     };
     // The node logs what it does (lsm-tree, its store's engine, only
     // warnings: it says at `info` each time it opens); other commands only
-    // warnings, and the progress of a replica's one-time move into the LSM store
-    // (D55).
+    // warnings, and the progress of a replica's one-time move into the LSM
+    // store (D56).
     let default = if matches!(cli.command, Command::Up(_)) {
         "info,lsm_tree=warn"
     } else {
