@@ -1,6 +1,7 @@
 //! A platform keystore installed: the device and root secrets go there, the
 //! replica's files hold neither, and forgetting the recovery secret removes
-//! it from the keystore (basic_store::secrets).
+//! it from the keystore (basic_store::secrets). A binary of its own: the
+//! keystore, once installed, is every database's in the process.
 
 use std::path::Path;
 use std::sync::Arc;

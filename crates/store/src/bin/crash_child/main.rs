@@ -1,4 +1,4 @@
-//! The writer that `crates/store/tests/crash.rs` kills with `kill -9`, over
+//! The writer that `crates/store/tests/store/crash.rs` kills with `kill -9`, over
 //! and over (see that test's module doc); `move_crash.rs` kills it while it
 //! opens a replica that sled kept, so while it moves it into redb. Not a
 //! tool: a helper process of the tests, which find it through

@@ -17,12 +17,10 @@ type Database = basic_store::Database<MemStore>;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
+use crate::common::examples;
+
 /// What no app granted `todo` alone may ever see.
 const SECRET: &str = "SECRET";
-
-fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
-}
 
 /// A database (in memory, view in `dir`) with `todo`, `contacts` (its
 /// people marked secret) and `secrets.words`, a one-column table.

@@ -46,7 +46,7 @@
 //! writes at full speed (some 700 writes a round):
 //!
 //! ```text
-//! BASIC_CRASH_ROUNDS=200 cargo test --release -p basic-store --test crash -- --nocapture
+//! BASIC_CRASH_ROUNDS=200 cargo test --release -p basic-store --test store -- crash::acknowledged --nocapture
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,7 +78,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a killed child's stdout to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[path = "../src/bin/crash_child/protocol.rs"]
+#[path = "../../src/bin/crash_child/protocol.rs"]
 mod protocol;
 
 use protocol::{Op, Rng};

@@ -1,8 +1,6 @@
 //! The database end to end: schemas, SQL reads and writes turned into
 //! commits, type errors, live queries, received commits and reopening.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,9 +11,7 @@ use basic_store::{
     Database, DbError, Executed, IngestError, LogWriter, Outcome, Rows, Schema, Store, WriteOutcome,
 };
 
-fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
-}
+use crate::common::examples;
 
 fn open(dir: &Path) -> Database {
     Database::open(dir).unwrap()

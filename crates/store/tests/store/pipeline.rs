@@ -5,8 +5,6 @@
 //! only when the test allows it, so a group can be held applied and not
 //! durable while the next one is planned against it.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -121,7 +119,7 @@ impl Gated {
 }
 
 impl Store for Gated {
-    common::store_reads_from!(inner, before_get: wait_for_read);
+    crate::common::store_reads_from!(inner, before_get: wait_for_read);
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         drop(self.take(|p| &mut p.applies));

@@ -1,7 +1,5 @@
 //! Two replicas exchanging commits through the sync protocol, in one process.
 
-mod common;
-
 use std::path::Path;
 
 use basic_proto::control::Rights;

@@ -1,5 +1,12 @@
 //! Shared by the store's integration tests.
 
+use std::path::Path;
+
+/// The repository's `examples/` directory (schemas the tests load).
+pub(crate) fn examples() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
+}
+
 /// Implements [`basic_store::Store`]'s reads (`get`, `scan`,
 /// `size_on_disk`) by the store in field `$inner`, for test stores that
 /// only watch or hold back applies and flushes; with `before_get`, each

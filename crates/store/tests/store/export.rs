@@ -7,9 +7,7 @@ use std::path::Path;
 use basic_proto::{Name, Value};
 use basic_store::{Database, Executed, ExportError, Format, ImportSummary, Schema};
 
-fn examples() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"))
-}
+use crate::common::examples;
 
 fn example(file: &str) -> Schema {
     Schema::from_file(examples().join(file)).unwrap()
