@@ -52,7 +52,9 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
     drop(replica);
     // Nothing it stores names a namespace, table or column, or holds a value.
     let needles = ["todo", "lists", "items", "title", "priority", "notes", "from-a", "from-b"];
-    for (path, bytes) in files_under(p_data.path()) {
+    let files = basic_testkit::files_under(p_data.path());
+    assert!(!files.is_empty(), "the directory holds files");
+    for (path, bytes) in files {
         for needle in needles {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -61,24 +63,6 @@ fn devices_converge_through_a_pinning_peer_that_holds_no_key() {
             );
         }
     }
-}
-
-/// Every file under `dir`, with its bytes.
-fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).expect("read")));
-            }
-        }
-    }
-    assert!(!out.is_empty(), "the directory holds files");
-    out
 }
 
 #[test]

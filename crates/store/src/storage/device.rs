@@ -268,20 +268,6 @@ mod tests {
         assert_eq!(entries(&open(&replica, 1 << 20).unwrap()), many);
     }
 
-    /// Every file of `dir` and its subdirectories, with its bytes.
-    fn contents(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-        let mut files = std::collections::BTreeMap::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                files.extend(contents(&path));
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-        files
-    }
-
     /// The move reads sled's files through a copy: sled, which writes
     /// while it opens a store that was not closed, never writes the
     /// originals, so a kill during the move cannot damage them.
@@ -299,13 +285,13 @@ mod tests {
         store.flush().unwrap();
         basic_testkit::copy_dir(&live, &replica);
         drop(store);
-        let before = contents(&replica);
+        let before = basic_testkit::files_under(&replica);
         let read_copy = replica.join(SLED_READ_COPY);
         copy_sled_files(&replica, &read_copy).unwrap();
         let sled = SledStore::open(&read_copy, 1 << 20).unwrap();
         LsmStore::create(&replica, 1 << 20, |target| copy(&sled, "sled", target)).unwrap();
         drop(sled);
-        let mut after = contents(&replica);
+        let mut after = basic_testkit::files_under(&replica);
         after.retain(|path, _| {
             !path.starts_with(&read_copy) && !path.starts_with(replica.join(STORE_DIR))
         });

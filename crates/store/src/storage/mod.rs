@@ -8,6 +8,7 @@ pub mod device;
 pub mod kv;
 pub mod layout;
 pub mod lsm;
+mod lsm_files;
 pub mod redb;
 pub mod rows;
 pub mod secrets;
