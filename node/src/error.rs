@@ -135,8 +135,24 @@ impl From<basic_store::StoreError> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        Self::internal(format!("{error:#}"))
+        Self::internal(causes(&error))
     }
+}
+
+/// `error` and its causes, outermost first, joined by `: ` (as `{:#}`
+/// prints them), each cause left out where the message before it already
+/// ends with it: the store's errors name their source in their own
+/// message.
+pub(crate) fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 impl From<basic_store::ExportError> for ApiError {
@@ -160,5 +176,26 @@ impl From<basic_store::ExportError> for ApiError {
             | E::MissingValue { .. }
             | E::Type { .. } => Self::bad_request(error.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause that the message before it already ends with is printed
+    /// once; other causes are kept.
+    #[test]
+    fn a_cause_repeated_by_its_error_is_printed_once() {
+        let store =
+            basic_store::StoreError::Corrupt { what: "LSM store", reason: "damaged".into() };
+        let error = anyhow::Error::new(DbError::from(store)).context("cannot open the database");
+        assert_eq!(
+            causes(&error),
+            "cannot open the database: storage: corrupt stored record LSM store: damaged"
+        );
+        let io = std::io::Error::other("disk gone");
+        let error = anyhow::Error::new(io).context("cannot read x");
+        assert_eq!(causes(&error), "cannot read x: disk gone");
     }
 }

@@ -96,7 +96,7 @@ pub fn main() -> std::process::ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error::causes(&error));
             ExitCode::FAILURE
         }
     }
