@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,21 +45,62 @@ pub fn example(name: &str) -> String {
 
 /// Copies the files of `from` into `to`, recursively.
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
+    try_copy_dir(from, to)
+        .unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
+}
+
+/// Copies the files of `from` into `to` as they all were at one moment,
+/// as a crash would leave them, for a directory a running store may be
+/// changing beside the caller (its thread writing out and compacting):
+/// copies again until no file changed while it was copied.
+pub fn copy_dir_at_rest(from: &Path, to: &Path) {
+    for _ in 0..500 {
+        let before = listing(from);
+        let copied = try_copy_dir(from, to);
+        if copied.is_ok() && before.is_some() && listing(from) == before {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(to);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} kept changing while it was copied", from.display());
+}
+
+/// Each file under `dir` with its inode, length and modification time;
+/// `None` if a file went while they were read.
+fn listing(dir: &Path) -> Option<BTreeMap<PathBuf, (u64, u64, std::time::SystemTime)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        let metadata = std::fs::metadata(&path).ok()?;
+        if metadata.is_dir() {
+            files.extend(listing(&path)?);
         } else {
-            std::fs::copy(entry.path(), target).expect("copy");
+            files.insert(path, (metadata.ino(), metadata.len(), metadata.modified().ok()?));
         }
     }
+    Some(files)
+}
+
+/// [`copy_dir`], failing rather than panicking when a file goes.
+fn try_copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            try_copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every file under `dir` (recursively), with its bytes.
-pub fn files_under(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-    let mut files = std::collections::BTreeMap::new();
+pub fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).expect("read dir") {
         let path = entry.expect("entry").path();
         if path.is_dir() {

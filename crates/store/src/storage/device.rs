@@ -258,7 +258,7 @@ mod tests {
         store.apply(rest).unwrap();
         store.flush().unwrap();
         // As a kill -9 leaves it: copied while open, not closed.
-        basic_testkit::copy_dir(&live, &replica);
+        basic_testkit::copy_dir_at_rest(&live, &replica);
         drop(store);
 
         let store = open(&replica, 1 << 20).unwrap();
@@ -283,7 +283,7 @@ mod tests {
         }
         store.apply(batch).unwrap();
         store.flush().unwrap();
-        basic_testkit::copy_dir(&live, &replica);
+        basic_testkit::copy_dir_at_rest(&live, &replica);
         drop(store);
         let before = basic_testkit::files_under(&replica);
         let read_copy = replica.join(SLED_READ_COPY);

@@ -542,7 +542,7 @@ pub(super) mod tests {
         store.flush().unwrap();
         // One write only: sled writes a batch out when a later one comes.
         put(b"unflushed", b"x");
-        basic_testkit::copy_dir(live, &crashed);
+        basic_testkit::copy_dir_at_rest(live, &crashed);
         assert_eq!(store.get(b"unflushed").unwrap(), Some(b"x".to_vec()));
         let reopened = reopen(&crashed);
         assert_eq!(reopened.get(b"k").unwrap(), Some(b"v".to_vec()), "the flushed write is lost");

@@ -191,8 +191,8 @@ impl LsmStore {
     /// Opens (or, in a directory that does not exist, makes) the tree in
     /// `dir`, and applies the log's records past what its tables hold.
     fn open_dir(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let seqno = SequenceNumberCounter::default();
         lsm_files::check(dir)?;
+        let seqno = SequenceNumberCounter::default();
         let tree = Config::new(dir, seqno.clone(), SequenceNumberCounter::default())
             .use_cache(Arc::new(Cache::with_capacity_bytes(cache_bytes)))
             .open()
@@ -701,7 +701,7 @@ pub(super) mod tests {
         };
         check(&store, "live");
         let crashed = dir.path().join("crashed");
-        basic_testkit::copy_dir(&live, &crashed);
+        basic_testkit::copy_dir_at_rest(&live, &crashed);
         check(&LsmStore::open(&crashed, 1 << 20).unwrap(), "after a crash");
         drop(store);
         check(&LsmStore::open(&live, 1 << 20).unwrap(), "after a clean close");
@@ -764,6 +764,8 @@ pub(super) mod tests {
             store.apply(batch).unwrap();
             store.flush().unwrap();
         }
+        let expected: Vec<Entry> =
+            (0..3000u32).map(|i| (format!("k/{i:06}").into_bytes(), value(i))).collect();
         let (mut read_whole, mut refused) = (0, 0);
         for (file, bytes) in basic_testkit::files_under(&whole) {
             // Every byte of a small file; of a large one, 64 spread out, and
@@ -784,9 +786,6 @@ pub(super) mod tests {
                 let place = format!("{} at byte {at}", file.display());
                 match read.unwrap_or_else(|_| panic!("{place}: a panic")) {
                     Ok(entries) => {
-                        let expected: Vec<Entry> = (0..3000u32)
-                            .map(|i| (format!("k/{i:06}").into_bytes(), value(i)))
-                            .collect();
                         assert!(entries == expected, "{place}: read as other data");
                         read_whole += 1;
                     }
@@ -903,7 +902,7 @@ pub(super) mod tests {
         store.flush().unwrap();
         assert!(log_len(&store) > 0, "a small batch is logged again");
         let crashed = dir.path().join("crashed");
-        basic_testkit::copy_dir(&live, &crashed);
+        basic_testkit::copy_dir_at_rest(&live, &crashed);
         let reopened = LsmStore::open(&crashed, 1 << 20).unwrap();
         assert_eq!(reopened.get(b"large").unwrap().map(|v| v.len()), Some(wal::MAX_RECORD));
         assert_eq!(scan_prefix(&reopened, b"small/").count(), 3);
@@ -923,7 +922,7 @@ pub(super) mod tests {
         store.flush().unwrap();
         // A crash: the memtable is lost, the log holds all five.
         let crashed = dir.path().join("crashed");
-        basic_testkit::copy_dir(&live, &crashed);
+        basic_testkit::copy_dir_at_rest(&live, &crashed);
         {
             let reopened = LsmStore::open(&crashed, 1 << 20).unwrap();
             assert_eq!(
@@ -936,11 +935,11 @@ pub(super) mod tests {
         }
         // Crashed again at once: the tables hold them.
         let again = dir.path().join("again");
-        basic_testkit::copy_dir(&crashed, &again);
+        basic_testkit::copy_dir_at_rest(&crashed, &again);
         assert_eq!(scan_prefix(&LsmStore::open(&again, 1 << 20).unwrap(), b"b").count(), 15);
         // A log whose records skip one of the tree's applies is corrupt.
         let gap = dir.path().join("gap");
-        basic_testkit::copy_dir(&live, &gap);
+        basic_testkit::copy_dir_at_rest(&live, &gap);
         drop(store);
         let (mut log, _) = Log::open(&gap.join(STORE_DIR).join(LOG_FILE), 0).unwrap();
         log.stage(9, &batch_of("late", 1, 97));

@@ -769,7 +769,7 @@ mod tests {
     /// opened again.
     fn crash_copy(live: &Path) -> RedbStore {
         let crashed = live.with_file_name(format!("crashed-{}", rand::random::<u64>()));
-        basic_testkit::copy_dir(live, &crashed);
+        basic_testkit::copy_dir_at_rest(live, &crashed);
         RedbStore::open(&crashed, 1 << 20).unwrap()
     }
 
@@ -960,7 +960,7 @@ mod tests {
         let first = 28 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
         std::fs::write(&log, &bytes[first..]).unwrap();
         let crashed = dir.path().join("crashed");
-        basic_testkit::copy_dir(&live, &crashed);
+        basic_testkit::copy_dir_at_rest(&live, &crashed);
         let error = RedbStore::open(&crashed, 1 << 20).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { what: "write-ahead log", .. }), "{error}");
     }
