@@ -797,6 +797,28 @@ pub(super) mod tests {
         assert!(read_whole > 0 && refused > 100, "{read_whole} read whole, {refused} refused");
     }
 
+    /// A table or the version file gone from the disk is refused, named.
+    #[test]
+    fn a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join(STORE_DIR);
+        {
+            let store = LsmStore::open(dir.path(), 1 << 20).unwrap();
+            store.apply(batch_of("k", 10, 97)).unwrap();
+            store.flush().unwrap();
+        }
+        let files: Vec<_> = basic_testkit::files_under(&store_dir).into_keys().collect();
+        let table = files.iter().find(|f| f.parent().is_some_and(|d| d.ends_with("tables")));
+        std::fs::remove_file(table.unwrap()).unwrap();
+        let error = LsmStore::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("table") && error.contains("is missing"), "{error}");
+        let versions =
+            files.iter().filter(|f| f.file_name().is_some_and(|n| n.as_encoded_bytes()[0] == b'v'));
+        versions.for_each(|version| std::fs::remove_file(version).unwrap());
+        let error = LsmStore::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("version file") && error.contains("is missing"), "{error}");
+    }
+
     /// Chunks, and the store's own record of its last apply is no entry.
     #[test]
     fn lsm_scan_reads_in_chunks() {

@@ -46,14 +46,22 @@ pub(super) fn check(dir: &Path) -> Result<(), StoreError> {
         return Err(damaged(format!("`{CURRENT}` is damaged")));
     };
     let name = format!("v{id}");
-    let version = std::fs::read(dir.join(&name)).map_err(io)?;
+    let version = std::fs::read(dir.join(&name)).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => damaged(format!("its version file {name} is missing")),
+        _ => io(error),
+    })?;
     if xxh3_128(&version) != checksum {
         return Err(damaged(format!("its version file {name} does not match its checksum")));
     }
     let tables = tables_named(&version).map_err(|reason| damaged(format!("{name}: {reason}")))?;
     for table in tables {
         let path = dir.join(TABLES).join(table.to_string());
-        let file = File::open(&path).map_err(io)?;
+        let file = File::open(&path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                damaged(format!("table {table}, named by {name}, is missing"))
+            }
+            _ => io(error),
+        })?;
         let len = file.metadata().map_err(io)?.len();
         table_of_contents(len, |at, buf| file.read_exact_at(buf, at))
             .map_err(|reason| damaged(format!("table {table}: {reason}")))?;
