@@ -103,6 +103,63 @@ impl CborCodec for CommitHeader {
 }
 
 impl CommitHeader {
+    /// Decodes `bytes` as a header in canonical form, validating the author
+    /// key through `keys`.
+    fn read(bytes: &[u8], keys: &KeyCache) -> Result<Self, DecodeError> {
+        match Self::read_in_place(bytes, keys) {
+            Some(header) => Ok(header),
+            None => Self::read_in_general(bytes, keys),
+        }
+    }
+
+    /// The header `bytes` hold, read in place (no CBOR values built, nothing
+    /// encoded again), if they are a valid header in canonical form: nine
+    /// items, each with the shortest head for its value, and nothing after.
+    /// `None` for anything else, which [`CommitHeader::read_in_general`]
+    /// then refuses with its reason.
+    fn read_in_place(bytes: &[u8], keys: &KeyCache) -> Option<Self> {
+        let rest = bytes.strip_prefix(&[0x89])?;
+        let (version, rest) = head(rest, MAJOR_UINT)?;
+        let (database, rest) = fixed(rest)?;
+        let (author, rest) = fixed(rest)?;
+        let (seq, rest) = head(rest, MAJOR_UINT)?;
+        let (prev, rest) = match rest.strip_prefix(&[NULL]) {
+            Some(rest) => (None, rest),
+            None => fixed(rest).map(|(prev, rest)| (Some(CommitId(prev)), rest))?,
+        };
+        let rest = rest.strip_prefix(&[0x82])?;
+        let (wall_ms, rest) = head(rest, MAJOR_UINT)?;
+        let (counter, rest) = head(rest, MAJOR_UINT)?;
+        let (scope, rest) = fixed(rest)?;
+        let (epoch, rest) = head(rest, MAJOR_UINT)?;
+        let (nonce, rest) = fixed(rest)?;
+        let valid = rest.is_empty()
+            && version == COMMIT_VERSION
+            && seq != 0
+            && prev.is_none() == (seq == 1);
+        valid.then_some(())?;
+        Some(Self {
+            database: DatabaseId(database),
+            author: keys.get(author).ok()?,
+            seq,
+            prev,
+            hlc: Hlc { wall_ms, counter: u32::try_from(counter).ok()? },
+            scope: ScopeId(scope),
+            epoch: u32::try_from(epoch).ok()?,
+            nonce,
+        })
+    }
+
+    /// [`CommitHeader::read`] through CBOR values: parsed, read field by
+    /// field, then encoded again and compared with `bytes`.
+    fn read_in_general(bytes: &[u8], keys: &KeyCache) -> Result<Self, DecodeError> {
+        let header = Self::parse(codec::parse(bytes, Self::WHAT, MAX_HEADER_BYTES)?, keys)?;
+        if header.encode() != bytes {
+            return Err(DecodeError::NonCanonical { what: Self::WHAT });
+        }
+        Ok(header)
+    }
+
     /// Reads a header, validating the author key through `keys`.
     fn parse(value: Cbor, keys: &KeyCache) -> Result<Self, DecodeError> {
         // The version comes first, so a future header of another shape is
@@ -329,11 +386,7 @@ impl Commit {
     /// The envelope of `bytes` and its header, parsed and in canonical form.
     fn parse(bytes: &[u8], keys: &KeyCache) -> Result<(CommitHeader, Envelope), CommitError> {
         let envelope = Envelope::decode(bytes)?;
-        let value = codec::parse(&envelope.header, CommitHeader::WHAT, MAX_HEADER_BYTES)?;
-        let header = CommitHeader::parse(value, keys)?;
-        if header.encode() != envelope.header {
-            return Err(DecodeError::NonCanonical { what: CommitHeader::WHAT }.into());
-        }
+        let header = CommitHeader::read(&envelope.header, keys)?;
         Ok((header, envelope))
     }
 
@@ -489,27 +542,47 @@ fn debug_commit(
         .finish()
 }
 
+/// CBOR's major type of unsigned integers, and of byte strings.
+const MAJOR_UINT: u8 = 0;
+const MAJOR_BYTES: u8 = 2;
+/// CBOR's `null`.
+const NULL: u8 = 0xf6;
+
+/// The argument of the CBOR head at the start of `bytes`, if it is of
+/// `major` type, of definite length and in the shortest form for its
+/// value, and what follows it.
+fn head(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    if first >> 5 != major {
+        return None;
+    }
+    let width = match first & 0x1f {
+        small @ 0..=23 => return Some((u64::from(small), rest)),
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        _ => return None,
+    };
+    let (argument, rest) = rest.split_at_checked(width)?;
+    let value = argument.iter().fold(0, |value, &byte| value << 8 | u64::from(byte));
+    // The least value a head of this width may carry: any smaller one fits
+    // a narrower head.
+    let least = if width == 1 { 24 } else { 1 << (4 * width) };
+    (value >= least).then_some((value, rest))
+}
+
 /// A CBOR byte string with the shortest head for its length, and what
 /// follows it.
 fn byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    let (len, rest) = match first {
-        0x40..=0x57 => (usize::from(first - 0x40), rest),
-        0x58 => (usize::from(*rest.first()?), &rest[1..]),
-        0x59 => (usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)), &rest[2..]),
-        0x5a => {
-            let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-            (usize::try_from(len).ok()?, &rest[4..])
-        }
-        _ => return None,
-    };
-    let shortest = match first {
-        0x58 => len >= 24,
-        0x59 => len >= 256,
-        0x5a => len >= 65_536,
-        _ => true,
-    };
-    (shortest && rest.len() >= len).then(|| rest.split_at(len))
+    let (len, rest) = head(bytes, MAJOR_BYTES)?;
+    rest.split_at_checked(usize::try_from(len).ok()?)
+}
+
+/// A CBOR byte string of exactly `N` bytes, and what follows it.
+fn fixed<const N: usize>(bytes: &[u8]) -> Option<([u8; N], &[u8])> {
+    let (item, rest) = byte_string(bytes)?;
+    Some((item.try_into().ok()?, rest))
 }
 
 /// The length of an encoded commit whose header and ciphertext have these
@@ -773,6 +846,149 @@ mod tests {
                 let direct = Envelope::decode(&bytes).map(|e| (e.header, e.ciphertext, e.signature));
                 proptest::prop_assert_eq!(direct, decoded_in_general(&bytes));
             }
+        }
+    }
+
+    /// A CBOR head of `major` type carrying `value`, `wider` forms wider
+    /// than its shortest one (0: the shortest).
+    fn head_in(major: u8, value: u64, wider: u8) -> Vec<u8> {
+        let shortest = match value {
+            0..=23 => 0,
+            24..=0xff => 1,
+            0x100..=0xffff => 2,
+            0x1_0000..=0xffff_ffff => 3,
+            _ => 4,
+        };
+        let major = major << 5;
+        match (shortest + wider).min(4) {
+            0 => vec![major | value as u8],
+            1 => vec![major | 24, value as u8],
+            2 => [&[major | 25][..], &(value as u16).to_be_bytes()].concat(),
+            3 => [&[major | 26][..], &(value as u32).to_be_bytes()].concat(),
+            _ => [&[major | 27][..], &value.to_be_bytes()].concat(),
+        }
+    }
+
+    /// What is done to one item of a header (see `any_header`).
+    #[derive(Debug, Clone)]
+    enum Fault {
+        /// Another item in its place.
+        Replace(Vec<u8>),
+        /// Its head one form wider than the shortest.
+        Widen,
+        /// An unsigned integer of this value in its place.
+        Value(u64),
+        /// Left out.
+        Drop,
+        /// Another item before it.
+        Insert(Vec<u8>),
+    }
+
+    /// Items of any type, some of a header's item lengths.
+    fn any_item() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (any::<u64>(), 0..2u8).prop_map(|(n, w)| head_in(MAJOR_UINT, n, w)),
+            prop::sample::select(vec![0usize, 15, 16, 17, 23, 24, 25, 31, 32, 33])
+                .prop_map(|len| [head_in(MAJOR_BYTES, len as u64, 0), vec![1; len]].concat()),
+            Just(vec![NULL]),
+            (0..4u8).prop_map(|n| vec![0x80 | n]),
+            Just(vec![0x61, b'a']),
+        ]
+    }
+
+    /// Encoded headers, each item in canonical form with values across
+    /// their range, and at most one item faulty, so that each rule of the
+    /// format decides often.
+    fn any_header() -> impl Strategy<Value = Vec<u8>> {
+        let u32s = || prop_oneof![Just(0u64), Just(u64::from(u32::MAX)), 0..=u64::from(u32::MAX)];
+        let seq = prop_oneof![Just(1u64), Just(2u64), Just(u64::MAX), 1..=u64::MAX];
+        let author =
+            any::<u8>().prop_map(|seed| *SecretKey::from_seed([seed; 32]).public().as_bytes());
+        let fault = prop_oneof![
+            1 => any_item().prop_map(Fault::Replace),
+            1 => Just(Fault::Widen),
+            2 => prop::sample::select(vec![0, 1, u64::from(u32::MAX) + 1]).prop_map(Fault::Value),
+            1 => Just(Fault::Drop),
+            1 => any_item().prop_map(Fault::Insert),
+        ];
+        (seq, any::<u64>(), u32s(), u32s(), author, any::<[u8; 32]>(), 0..15usize, fault).prop_map(
+            |(seq, wall_ms, counter, epoch, author, prev, at, fault)| {
+                let uint = |n: u64| head_in(MAJOR_UINT, n, 0);
+                let bytes =
+                    |b: &[u8]| [head_in(MAJOR_BYTES, b.len() as u64, 0), b.to_vec()].concat();
+                let prev = if seq == 1 { vec![NULL] } else { bytes(&prev) };
+                let mut items = vec![
+                    vec![0x89],
+                    uint(COMMIT_VERSION),
+                    bytes(&[9; 32]),
+                    bytes(&author),
+                    uint(seq),
+                    prev,
+                    vec![0x82],
+                    uint(wall_ms),
+                    uint(counter),
+                    bytes(&[4; crate::scope::SCOPE_ID_LEN]),
+                    uint(epoch),
+                    bytes(&[6; NONCE_LEN]),
+                ];
+                if at < items.len() {
+                    match fault {
+                        Fault::Replace(item) => items[at] = item,
+                        Fault::Widen => {
+                            let (value, rest) = head(&items[at], items[at][0] >> 5).unwrap();
+                            items[at] =
+                                [head_in(items[at][0] >> 5, value, 1), rest.to_vec()].concat();
+                        }
+                        Fault::Value(n) => items[at] = uint(n),
+                        Fault::Drop => drop(items.remove(at)),
+                        Fault::Insert(item) => items.insert(at, item),
+                    }
+                }
+                items.concat()
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// A header is read in place exactly when the general decoder
+        /// accepts it, and as that decoder reads it: for headers with every
+        /// field across its range and one item faulty in each way, and for
+        /// a real commit's header with bytes changed, cut or added.
+        #[test]
+        fn a_header_is_read_in_place_as_the_general_decoder_reads_it(
+            built in any_header(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 0..3),
+        ) {
+            let (author, draft, changes, key, mut rng) = fixture();
+            let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
+            let mut edited = commit.header_bytes().to_vec();
+            for (at, edit, byte) in edits {
+                let at = at.index(edited.len() + 1);
+                match edit {
+                    0 if at < edited.len() => edited[at] = byte,
+                    1 if at < edited.len() => { edited.remove(at); }
+                    _ => edited.insert(at, byte),
+                }
+            }
+            let keys = KeyCache::default();
+            for bytes in [built, edited] {
+                let in_place = CommitHeader::read_in_place(&bytes, &keys);
+                proptest::prop_assert_eq!(in_place, CommitHeader::read_in_general(&bytes, &keys).ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_header_is_read_in_place() {
+        let (author, mut draft, changes, key, mut rng) = fixture();
+        for (seq, prev) in [(1, None), (u64::MAX, Some(CommitId([7; 32])))] {
+            (draft.seq, draft.prev) = (seq, prev);
+            draft.hlc = Hlc { wall_ms: u64::MAX, counter: u32::MAX };
+            let commit = Commit::create(&author, draft.clone(), &changes, &key, &mut rng).unwrap();
+            let keys = KeyCache::default();
+            let in_place = CommitHeader::read_in_place(commit.header_bytes(), &keys);
+            assert_eq!(in_place.as_ref(), Some(commit.header()));
         }
     }
 
