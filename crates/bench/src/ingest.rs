@@ -9,7 +9,7 @@ use basic_proto::{Commit, SigningContext};
 use basic_store::IngestError;
 
 use crate::fixture;
-use crate::report::{Reporter, per_second};
+use crate::report::{Reporter, per_second, rounded};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -17,6 +17,29 @@ type Error = Box<dyn std::error::Error>;
 const BATCH_BYTES: usize = 256 << 10;
 /// Threads handing batches to the database (and verifying them).
 pub(crate) const FEEDERS: usize = 2;
+
+/// Wall-clock and CPU seconds of some work; the CPU of every thread of
+/// this process (the database's own threads included), so that a figure
+/// can be compared with its anchor's however busy the machine is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Took {
+    pub(crate) wall: f64,
+    pub(crate) cpu: f64,
+}
+
+impl Took {
+    /// Runs `work` and times it.
+    pub(crate) fn of<T>(work: impl FnOnce() -> T) -> (T, Self) {
+        let (cpu, start) = (process_cpu_seconds(), Instant::now());
+        let out = work();
+        (out, Self { wall: start.elapsed().as_secs_f64(), cpu: process_cpu_seconds() - cpu })
+    }
+}
+
+fn process_cpu_seconds() -> f64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
 
 pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     let scale = if quick { 20 } else { 1 };
@@ -38,11 +61,11 @@ fn measure(
     let encoded: Vec<Vec<u8>> = signed.iter().map(|c| c.as_bytes().to_vec()).collect();
     let cells = (commits * cells_per_commit) as f64;
 
-    let crypto_seconds = crypto_only(&signed, &bench.key, FEEDERS)?;
-    let (batch, seconds) = feed(&bench.db, &encoded)?;
+    let crypto = crypto_only(&signed, &bench.key, FEEDERS)?;
+    let (batch, took) = feed(&bench.db, &encoded)?;
 
-    let cells_per_s = cells / seconds;
-    let limit = cells / crypto_seconds;
+    let cells_per_s = cells / took.wall;
+    let limit = cells / crypto.wall;
     reporter.result(
         "ingest",
         &[
@@ -50,10 +73,12 @@ fn measure(
             ("commits", commits.into()),
             ("batch_commits", batch.into()),
             ("feeders", FEEDERS.into()),
-            ("cells_per_s", per_second(cells, seconds)),
-            ("crypto_limit_cells_per_s", per_second(cells, crypto_seconds)),
+            ("cells_per_s", per_second(cells, took.wall)),
+            ("crypto_limit_cells_per_s", per_second(cells, crypto.wall)),
             ("crypto_threads", FEEDERS.into()),
             ("ratio", ((cells_per_s / limit * 1000.0).round() / 1000.0).into()),
+            ("cpu_us_per_commit", rounded(took.cpu / commits as f64 * 1e6)),
+            ("crypto_cpu_us_per_commit", rounded(crypto.cpu / commits as f64 * 1e6)),
         ],
     );
     Ok(())
@@ -63,62 +88,73 @@ fn measure(
 /// from [`FEEDERS`] threads, as two peers syncing at once (or one sync
 /// session that verifies its next batch while the last one is written):
 /// verification of one batch overlaps the writer's work on another.
-/// Returns the commits per batch and the seconds it took.
-pub(crate) fn feed(db: &basic_store::Database, encoded: &[Vec<u8>]) -> Result<(usize, f64), Error> {
+/// Returns the commits per batch and the time it took.
+pub(crate) fn feed(
+    db: &basic_store::Database,
+    encoded: &[Vec<u8>],
+) -> Result<(usize, Took), Error> {
     let batch = (BATCH_BYTES / encoded.first().map_or(1, Vec::len).max(1)).max(1);
     let chunks: Vec<&[Vec<u8>]> = encoded.chunks(batch).collect();
     let next = AtomicUsize::new(0);
-    let start = Instant::now();
-    std::thread::scope(|scope| -> Result<(), String> {
-        let feeders: Vec<_> = (0..FEEDERS)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), String> {
-                    while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        for result in db.ingest(chunk).map_err(|e| e.to_string())? {
-                            result.map_err(|e: IngestError| {
-                                format!("ingest refused a commit: {e}")
-                            })?;
+    let (fed, took) = Took::of(|| {
+        std::thread::scope(|scope| -> Result<(), String> {
+            let feeders: Vec<_> = (0..FEEDERS)
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), String> {
+                        while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            for result in db.ingest(chunk).map_err(|e| e.to_string())? {
+                                result.map_err(|e: IngestError| {
+                                    format!("ingest refused a commit: {e}")
+                                })?;
+                            }
                         }
-                    }
-                    Ok(())
+                        Ok(())
+                    })
                 })
-            })
-            .collect();
-        feeders.into_iter().try_for_each(|f| f.join().map_err(|_| "feeder panicked".to_string())?)
-    })?;
-    Ok((batch, start.elapsed().as_secs_f64()))
+                .collect();
+            feeders
+                .into_iter()
+                .try_for_each(|f| f.join().map_err(|_| "feeder panicked".to_string())?)
+        })
+    });
+    fed?;
+    Ok((batch, took))
 }
 
-/// Seconds to strictly verify and decrypt every commit, and nothing else,
+/// The time to strictly verify and decrypt every commit, and nothing else,
 /// on `threads` threads (as many as the ingest uses, for a fair ratio).
 pub(crate) fn crypto_only(
     commits: &[Commit],
     key: &basic_proto::ScopeKey,
     threads: usize,
-) -> Result<f64, Error> {
+) -> Result<Took, Error> {
     let prepared: Vec<_> = commits
         .iter()
         .map(|c| (c.header().author, c.signed_message(), *c.signature(), c.header().nonce, c))
         .collect();
     let share = prepared.len().div_ceil(threads.max(1)).max(1);
-    let start = Instant::now();
-    std::thread::scope(|scope| -> Result<(), String> {
-        let workers: Vec<_> = prepared
-            .chunks(share)
-            .map(|part| {
-                scope.spawn(move || -> Result<(), String> {
-                    for (author, message, signature, nonce, commit) in part {
-                        author
-                            .verify(SigningContext::Commit, message, signature)
-                            .map_err(|e| e.to_string())?;
-                        key.decrypt(nonce, commit.header_bytes(), commit.ciphertext())
-                            .ok_or("decrypt failed")?;
-                    }
-                    Ok(())
+    let (verified, took) = Took::of(|| {
+        std::thread::scope(|scope| -> Result<(), String> {
+            let workers: Vec<_> = prepared
+                .chunks(share)
+                .map(|part| {
+                    scope.spawn(move || -> Result<(), String> {
+                        for (author, message, signature, nonce, commit) in part {
+                            author
+                                .verify(SigningContext::Commit, message, signature)
+                                .map_err(|e| e.to_string())?;
+                            key.decrypt(nonce, commit.header_bytes(), commit.ciphertext())
+                                .ok_or("decrypt failed")?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|w| w.join().map_err(|_| "worker panicked".to_string())?)
-    })?;
-    Ok(start.elapsed().as_secs_f64())
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().map_err(|_| "worker panicked".to_string())?)
+        })
+    });
+    verified?;
+    Ok(took)
 }

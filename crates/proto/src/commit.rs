@@ -409,6 +409,17 @@ impl Commit {
         Some(CommitId::of(header, ciphertext))
     }
 
+    /// The id and header of `bytes` if they are a commit in canonical form
+    /// with a valid header, read in place and without verifying anything:
+    /// for placing a received commit in its author's log before deciding
+    /// to verify it. Like [`Commit::id_of`], this never decides whether a
+    /// commit is accepted.
+    pub fn locate(bytes: &[u8], keys: &KeyCache) -> Option<(CommitId, CommitHeader)> {
+        let (header, ciphertext, _) = Envelope::parts(bytes)?;
+        let read = CommitHeader::read_in_place(header, keys)?;
+        Some((CommitId::of(header, ciphertext), read))
+    }
+
     /// The verified header.
     pub fn header(&self) -> &CommitHeader {
         &self.header
@@ -749,15 +760,19 @@ mod tests {
     /// `id_of` reads the id of a canonical envelope only; anything else is
     /// left to `decode` to refuse.
     #[test]
-    fn id_of_reads_canonical_envelopes_only() {
+    fn id_of_and_locate_read_canonical_envelopes_only() {
         let (author, draft, changes, key, mut rng) = fixture();
         let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
         let bytes = commit.as_bytes();
+        let keys = KeyCache::default();
+        let located = Some((commit.id(), commit.header().clone()));
         assert_eq!(Commit::id_of(bytes), Some(commit.id()));
-        // A copy with another signature has the id of what it copies.
+        assert_eq!(Commit::locate(bytes, &keys), located);
+        // A copy with another signature has the id and place of what it copies.
         let mut resigned = bytes.to_vec();
         *resigned.last_mut().unwrap() ^= 1;
         assert_eq!(Commit::id_of(&resigned), Some(commit.id()));
+        assert_eq!(Commit::locate(&resigned, &keys), located);
         assert_eq!(Commit::decode(&resigned), Err(CommitError::BadSignature));
         let mut trailing = bytes.to_vec();
         trailing.push(0);
@@ -767,6 +782,7 @@ mod tests {
         long_head.extend_from_slice(&bytes[2..]);
         for bad in [&bytes[..bytes.len() - 1], &trailing, &short_signature, &long_head, b"\x83"] {
             assert_eq!(Commit::id_of(bad), None);
+            assert_eq!(Commit::locate(bad, &keys), None);
             assert!(Commit::decode(bad).is_err());
         }
     }

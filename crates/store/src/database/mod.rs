@@ -881,12 +881,14 @@ impl<S: Store> Database<S> {
         // is known by its id, read off its bytes: neither verified nor
         // opened again, and nothing of it is stored (a copy whose signature
         // was altered is a duplicate too: the verified one is kept). The
-        // look-up runs beside the verification of the other commits. Each
-        // commit is either handed to the writer or answered here.
+        // look-up runs beside the verification of the other commits, and
+        // only for a commit at or below its author's head (held in memory):
+        // nothing is stored past it. Each commit is either handed to the
+        // writer or answered here.
         let replica = &self.shared.replica;
         let screen = |bytes: &Vec<u8>| -> Result<Result<Received, Answer>, StoreError> {
-            if let Some(id) = Commit::id_of(bytes)
-                && replica.holds_applied(&id)?
+            if let Some((id, header)) = Commit::locate(bytes, &self.shared.authors)
+                && replica.holds_applied_at(&id, &header.author, header.seq)?
             {
                 return Ok(Err(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
             }

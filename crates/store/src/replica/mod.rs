@@ -482,6 +482,22 @@ impl<S: Store> Replica<S> {
             && self.store.get(&layout::rejected(id))?.is_none())
     }
 
+    /// [`Replica::holds_applied`] for a commit at `seq` of `author`'s log:
+    /// nothing is stored past an author's head, which the store holds in
+    /// memory, so a commit beyond it needs no look-up of its id.
+    pub fn holds_applied_at(
+        &self,
+        id: &CommitId,
+        author: &PublicKey,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let head = self.store.get(&layout::head(author))?.map(|b| Head::decode(&b)).transpose()?;
+        match head {
+            Some(head) if head.max >= seq => self.holds_applied(id),
+            _ => Ok(false),
+        }
+    }
+
     /// Ids of the stored commits the control log does not authorise.
     pub fn rejected(&self) -> Result<BTreeSet<CommitId>, StoreError> {
         scan_prefix(&self.store, &[layout::REJECTED])

@@ -126,6 +126,29 @@ fn heads_track_gaps() {
     assert_eq!(replica.heads().unwrap()[&author], Head { contiguous: 4, max: 4 });
 }
 
+/// Whether a commit is held, asked at its position: as its id tells, for
+/// commits stored, missing below the head (a gap) and past it, and of an
+/// author with no head at all.
+#[test]
+fn a_commit_is_held_at_its_position_as_its_id_tells() {
+    let replica = Replica::new(MemStore::new());
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut a = writer(1);
+    let commits: Vec<_> =
+        (0..5).map(|i| write(&mut a, vec![op(i, 1, "x", i)], 1000, &mut rng)).collect();
+    let stranger = write(&mut writer(2), vec![op(9, 1, "x", 9)], 1000, &mut rng);
+    insert_all(&replica, &[commits[0].clone(), commits[2].clone()]);
+    for commit in commits.iter().chain([&stranger]) {
+        let header = commit.header();
+        let at = replica.holds_applied_at(&commit.id(), &header.author, header.seq).unwrap();
+        assert_eq!(at, replica.holds_applied(&commit.id()).unwrap(), "seq {}", header.seq);
+    }
+    assert_eq!(
+        commits.iter().map(|c| replica.holds_applied(&c.id()).unwrap()).collect::<Vec<_>>(),
+        [true, false, true, false, false]
+    );
+}
+
 #[test]
 fn commits_without_a_key_wait_and_apply_later() {
     let replica = Replica::new(MemStore::new());
