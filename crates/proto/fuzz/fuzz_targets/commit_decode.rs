@@ -1,6 +1,7 @@
 //! `Commit::decode` on arbitrary bytes. Decoding must never panic; a commit
 //! that decodes must decode again to itself, and opening it with a fixed key
-//! must not panic either.
+//! must not panic either. `Commit::locate` reads a header in place exactly
+//! when, and as, the general decoder reads it.
 //!
 //! Random bytes essentially never carry a valid signature, so only seed
 //! inputs that are real signed commits get past `decode`; those sealed under
@@ -8,7 +9,7 @@
 
 #![no_main]
 
-use basic_proto::{Cbor, Changes, Commit, ScopeKey};
+use basic_proto::{Cbor, Changes, Commit, KeyCache, ScopeKey};
 use libfuzzer_sys::fuzz_target;
 
 /// The scope key of the commits in `protocol-spec/vectors/commits.json` and
@@ -20,6 +21,11 @@ const KEY: [u8; 32] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
+    let keys = KeyCache::default();
+    let header = Commit::header_of(data, &keys).ok();
+    let located = Commit::locate(data, &keys);
+    assert_eq!(located.as_ref().map(|(_, header)| header), header.as_ref());
+    assert_eq!(located.map(|(id, _)| id), header.and(Commit::id_of(data)));
     let Ok(commit) = Commit::decode(data) else { return };
     // Only canonical encodings decode, so the commit keeps exactly `data`.
     assert_eq!(commit.as_bytes(), data);
