@@ -137,7 +137,9 @@ impl CommitHeader {
             && version == COMMIT_VERSION
             && seq != 0
             && prev.is_none() == (seq == 1);
-        valid.then_some(())?;
+        if !valid {
+            return None;
+        }
         Some(Self {
             database: DatabaseId(database),
             author: keys.get(author).ok()?,
