@@ -839,6 +839,30 @@ mod tests {
             )
     }
 
+    /// Up to three edits: where, which (0 changes a byte, 1 cuts one, 2
+    /// adds one) and the byte.
+    type Edits = Vec<(prop::sample::Index, u8, u8)>;
+
+    fn any_edits() -> impl Strategy<Value = Edits> {
+        prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 0..3)
+    }
+
+    /// `bytes` with `edits` made.
+    fn edited(bytes: &[u8], edits: Edits) -> Vec<u8> {
+        let mut edited = bytes.to_vec();
+        for (at, edit, byte) in edits {
+            let at = at.index(edited.len() + 1);
+            match edit {
+                0 if at < edited.len() => edited[at] = byte,
+                1 if at < edited.len() => {
+                    edited.remove(at);
+                }
+                _ => edited.insert(at, byte),
+            }
+        }
+        edited
+    }
+
     proptest::proptest! {
         /// The direct read of an envelope accepts exactly what the general
         /// decoder accepts, with the same parts, and refuses with its error:
@@ -847,19 +871,11 @@ mod tests {
         #[test]
         fn an_envelope_is_read_directly_as_the_general_decoder_reads_it(
             built in any_envelope(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 0..3),
+            edits in any_edits(),
         ) {
             let (author, draft, changes, key, mut rng) = fixture();
             let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
-            let mut edited = commit.as_bytes().to_vec();
-            for (at, edit, byte) in edits {
-                let at = at.index(edited.len() + 1);
-                match edit {
-                    0 if at < edited.len() => edited[at] = byte,
-                    1 if at < edited.len() => { edited.remove(at); }
-                    _ => edited.insert(at, byte),
-                }
-            }
+            let edited = edited(commit.as_bytes(), edits);
             for bytes in [built, edited] {
                 let direct = Envelope::decode(&bytes).map(|e| (e.header, e.ciphertext, e.signature));
                 proptest::prop_assert_eq!(direct, decoded_in_general(&bytes));
@@ -976,19 +992,11 @@ mod tests {
         #[test]
         fn a_header_is_read_in_place_as_the_general_decoder_reads_it(
             built in any_header(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 0..3),
+            edits in any_edits(),
         ) {
             let (author, draft, changes, key, mut rng) = fixture();
             let commit = Commit::create(&author, draft, &changes, &key, &mut rng).unwrap();
-            let mut edited = commit.header_bytes().to_vec();
-            for (at, edit, byte) in edits {
-                let at = at.index(edited.len() + 1);
-                match edit {
-                    0 if at < edited.len() => edited[at] = byte,
-                    1 if at < edited.len() => { edited.remove(at); }
-                    _ => edited.insert(at, byte),
-                }
-            }
+            let edited = edited(commit.header_bytes(), edits);
             let keys = KeyCache::default();
             for bytes in [built, edited] {
                 let in_place = CommitHeader::read_in_place(&bytes, &keys);
