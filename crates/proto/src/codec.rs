@@ -327,6 +327,86 @@ pub fn sort_text_keys<V>(entries: &mut [(&str, V)]) {
     entries.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
 }
 
+/// CBOR's major type of unsigned integers.
+pub const MAJOR_UINT: u8 = 0;
+/// CBOR's major type of byte strings.
+pub const MAJOR_BYTES: u8 = 2;
+/// CBOR's major type of arrays.
+pub const MAJOR_ARRAY: u8 = 4;
+/// CBOR's `null`.
+pub const NULL: u8 = 0xf6;
+
+/// The argument of the CBOR head at the start of `bytes`, if it is of
+/// `major` type, of definite length and in the shortest form for its
+/// value, and what follows it: for reading a structure in canonical form
+/// in place, the general decoder left for anything else.
+pub fn read_head(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    if first >> 5 != major {
+        return None;
+    }
+    let width = match first & 0x1f {
+        small @ 0..=23 => return Some((u64::from(small), rest)),
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        _ => return None,
+    };
+    let (argument, rest) = rest.split_at_checked(width)?;
+    let value = argument.iter().fold(0, |value, &byte| value << 8 | u64::from(byte));
+    // The least value a head of this width may carry: any smaller one fits
+    // a narrower head.
+    let least = if width == 1 { 24 } else { 1 << (4 * width) };
+    (value >= least).then_some((value, rest))
+}
+
+/// Appends the shortest CBOR head of `major` type for `value`.
+pub fn write_head(out: &mut Vec<u8>, major: u8, value: u64) {
+    let major = major << 5;
+    // Each arm's value fits the width it is written in.
+    match value {
+        0..=23 => out.push(major | value as u8),
+        24..=0xff => out.extend([major | 24, value as u8]),
+        0x100..=0xffff => {
+            out.push(major | 25);
+            out.extend_from_slice(&(value as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | 26);
+            out.extend_from_slice(&(value as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+    }
+}
+
+/// A CBOR byte string with the shortest head for its length, and what
+/// follows it.
+pub fn byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = read_head(bytes, MAJOR_BYTES)?;
+    rest.split_at_checked(usize::try_from(len).ok()?)
+}
+
+/// `value` in a head of `major` type `width` bytes wide (0, 1, 2, 4 or 8;
+/// 0: in the first byte), whether or not that is its shortest form: for
+/// tests of the readers.
+#[cfg(test)]
+pub(crate) fn head_of_width(major: u8, value: u64, width: usize) -> Vec<u8> {
+    let code = match width {
+        0 => value as u8,
+        1 => 24,
+        2 => 25,
+        4 => 26,
+        _ => 27,
+    };
+    let mut out = vec![major << 5 | code];
+    out.extend_from_slice(&value.to_be_bytes()[8 - width.min(8)..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +470,43 @@ mod tests {
         sort_text_keys(&mut entries);
         let keys: Vec<_> = entries.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["a", "c", "ab", "bb"]);
+    }
+
+    proptest::proptest! {
+        /// An unsigned integer's head is written as the general encoder
+        /// writes it, and read back; a head of any other width (or of
+        /// another major type) is not read in place.
+        #[test]
+        fn heads_are_written_shortest_and_read_only_so(
+            value in proptest::prop_oneof![0..=30u64, 250..=260u64, 65_530..=65_540u64, proptest::num::u64::ANY],
+            major in proptest::prop_oneof![proptest::strategy::Just(MAJOR_UINT), proptest::strategy::Just(MAJOR_BYTES), proptest::strategy::Just(MAJOR_ARRAY)],
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..3),
+        ) {
+            let mut written = Vec::new();
+            write_head(&mut written, major, value);
+            if major == MAJOR_UINT {
+                proptest::prop_assert_eq!(&written, &encode_value(&Value::Integer(value.into())));
+            }
+            let shortest = written.len() - 1;
+            written.extend_from_slice(&tail);
+            proptest::prop_assert_eq!(read_head(&written, major), Some((value, &tail[..])));
+            proptest::prop_assert_eq!(read_head(&written, (major + 1) % 8), None);
+            for width in [0, 1, 2, 4, 8] {
+                let fits = width == 8 || value < 1 << (8 * width);
+                if width != shortest && (width > 0 || value < 24) && fits {
+                    let other = head_of_width(major, value, width);
+                    proptest::prop_assert_eq!(read_head(&other, major), None, "width {}", width);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn indefinite_and_reserved_heads_are_not_read() {
+        for first in [0x1c, 0x1d, 0x1e, 0x1f, 0x5f, 0x9f] {
+            assert_eq!(read_head(&[first, 0, 0, 0, 0, 0, 0, 0, 0], first >> 5), None);
+        }
+        assert_eq!(read_head(&[0x19, 0x01], MAJOR_UINT), None, "cut short");
+        assert_eq!(read_head(&[], MAJOR_UINT), None);
     }
 }

@@ -13,7 +13,7 @@ use rand_core::CryptoRng;
 
 use crate::aead::{self, NONCE_LEN, ScopeKey, TAG_LEN};
 use crate::change::Changes;
-use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields};
+use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields, MAJOR_UINT, NULL, read_head};
 use crate::hlc::Hlc;
 use crate::keys::{
     DatabaseId, KeyCache, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext,
@@ -119,19 +119,19 @@ impl CommitHeader {
     /// then refuses with its reason.
     fn read_in_place(bytes: &[u8], keys: &KeyCache) -> Option<Self> {
         let rest = bytes.strip_prefix(&[0x89])?;
-        let (version, rest) = head(rest, MAJOR_UINT)?;
+        let (version, rest) = read_head(rest, MAJOR_UINT)?;
         let (database, rest) = fixed(rest)?;
         let (author, rest) = fixed(rest)?;
-        let (seq, rest) = head(rest, MAJOR_UINT)?;
+        let (seq, rest) = read_head(rest, MAJOR_UINT)?;
         let (prev, rest) = match rest.strip_prefix(&[NULL]) {
             Some(rest) => (None, rest),
             None => fixed(rest).map(|(prev, rest)| (Some(CommitId(prev)), rest))?,
         };
         let rest = rest.strip_prefix(&[0x82])?;
-        let (wall_ms, rest) = head(rest, MAJOR_UINT)?;
-        let (counter, rest) = head(rest, MAJOR_UINT)?;
+        let (wall_ms, rest) = read_head(rest, MAJOR_UINT)?;
+        let (counter, rest) = read_head(rest, MAJOR_UINT)?;
         let (scope, rest) = fixed(rest)?;
-        let (epoch, rest) = head(rest, MAJOR_UINT)?;
+        let (epoch, rest) = read_head(rest, MAJOR_UINT)?;
         let (nonce, rest) = fixed(rest)?;
         let valid = rest.is_empty()
             && version == COMMIT_VERSION
@@ -265,9 +265,9 @@ impl Envelope {
             return None;
         }
         let rest = bytes.strip_prefix(&[0x83])?;
-        let (header, rest) = byte_string(rest)?;
-        let (ciphertext, rest) = byte_string(rest)?;
-        let (signature, rest) = byte_string(rest)?;
+        let (header, rest) = codec::byte_string(rest)?;
+        let (ciphertext, rest) = codec::byte_string(rest)?;
+        let (signature, rest) = codec::byte_string(rest)?;
         let within = (1..=MAX_HEADER_BYTES).contains(&header.len())
             && ciphertext.len() >= TAG_LEN
             && rest.is_empty();
@@ -361,20 +361,12 @@ impl Commit {
     /// [`Commit::decode`], validating author keys through `keys`, so that
     /// many commits by the same authors validate each key once.
     pub fn decode_with(bytes: &[u8], keys: &KeyCache) -> Result<Self, CommitError> {
-        let (header, Envelope { header: header_bytes, ciphertext, signature }) =
-            Self::parse(bytes, keys)?;
-        header
-            .author
-            .verify(SigningContext::Commit, &signed_message(&header_bytes, &ciphertext), &signature)
-            .map_err(|_: KeyError| CommitError::BadSignature)?;
-        Ok(Self {
-            id: CommitId::of(&header_bytes, &ciphertext),
-            header,
-            header_bytes,
-            ciphertext,
-            signature,
-            bytes: bytes.to_vec(),
-        })
+        if let Some(located) = Self::locate(bytes, keys) {
+            return located.verify();
+        }
+        let (header, envelope) = Self::parse(bytes, keys)?;
+        Located::new(bytes, &envelope.header, &envelope.ciphertext, &envelope.signature, header)
+            .verify()
     }
 
     /// The header of `bytes`, checked as [`Commit::decode`] checks it but
@@ -412,14 +404,14 @@ impl Commit {
     }
 
     /// The id and header of `bytes` if they are a commit in canonical form
-    /// with a valid header, read in place and without verifying anything:
-    /// for placing a received commit in its author's log before deciding
-    /// to verify it. Like [`Commit::id_of`], this never decides whether a
-    /// commit is accepted.
-    pub fn locate(bytes: &[u8], keys: &KeyCache) -> Option<(CommitId, CommitHeader)> {
-        let (header, ciphertext, _) = Envelope::parts(bytes)?;
-        let read = CommitHeader::read_in_place(header, keys)?;
-        Some((CommitId::of(header, ciphertext), read))
+    /// with a valid header, read in place and not verified yet: for placing
+    /// a received commit in its author's log before deciding to verify it
+    /// ([`Located::verify`]). A copy with another signature is located as
+    /// the commit it copies.
+    pub fn locate<'a>(bytes: &'a [u8], keys: &KeyCache) -> Option<Located<'a>> {
+        let (header_bytes, ciphertext, signature) = Envelope::parts(bytes)?;
+        let header = CommitHeader::read_in_place(header_bytes, keys)?;
+        Some(Located::new(bytes, header_bytes, ciphertext, signature, header))
     }
 
     /// The verified header.
@@ -455,6 +447,58 @@ impl Commit {
     /// The message the signature covers (before the context label).
     pub fn signed_message(&self) -> Vec<u8> {
         signed_message(&self.header_bytes, &self.ciphertext)
+    }
+}
+
+/// A commit's parts, id and header, read from its bytes before its
+/// signature is verified ([`Commit::locate`]).
+#[derive(Debug)]
+pub struct Located<'a> {
+    bytes: &'a [u8],
+    header_bytes: &'a [u8],
+    ciphertext: &'a [u8],
+    signature: &'a [u8; SIGNATURE_LEN],
+    header: CommitHeader,
+    id: CommitId,
+}
+
+impl<'a> Located<'a> {
+    fn new(
+        bytes: &'a [u8],
+        header_bytes: &'a [u8],
+        ciphertext: &'a [u8],
+        signature: &'a [u8; SIGNATURE_LEN],
+        header: CommitHeader,
+    ) -> Self {
+        let id = CommitId::of(header_bytes, ciphertext);
+        Self { bytes, header_bytes, ciphertext, signature, header, id }
+    }
+
+    /// The id the commit has if its signature verifies.
+    pub fn id(&self) -> CommitId {
+        self.id
+    }
+
+    /// The header, not verified yet.
+    pub fn header(&self) -> &CommitHeader {
+        &self.header
+    }
+
+    /// Verifies the author's signature: the commit, as [`Commit::decode`]
+    /// gives it.
+    pub fn verify(self) -> Result<Commit, CommitError> {
+        let message = signed_message(self.header_bytes, self.ciphertext);
+        (self.header.author)
+            .verify(SigningContext::Commit, &message, self.signature)
+            .map_err(|_: KeyError| CommitError::BadSignature)?;
+        Ok(Commit {
+            id: self.id,
+            header: self.header,
+            header_bytes: self.header_bytes.to_vec(),
+            ciphertext: self.ciphertext.to_vec(),
+            signature: *self.signature,
+            bytes: self.bytes.to_vec(),
+        })
     }
 }
 
@@ -555,46 +599,9 @@ fn debug_commit(
         .finish()
 }
 
-/// CBOR's major type of unsigned integers, and of byte strings.
-const MAJOR_UINT: u8 = 0;
-const MAJOR_BYTES: u8 = 2;
-/// CBOR's `null`.
-const NULL: u8 = 0xf6;
-
-/// The argument of the CBOR head at the start of `bytes`, if it is of
-/// `major` type, of definite length and in the shortest form for its
-/// value, and what follows it.
-fn head(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    if first >> 5 != major {
-        return None;
-    }
-    let width = match first & 0x1f {
-        small @ 0..=23 => return Some((u64::from(small), rest)),
-        24 => 1,
-        25 => 2,
-        26 => 4,
-        27 => 8,
-        _ => return None,
-    };
-    let (argument, rest) = rest.split_at_checked(width)?;
-    let value = argument.iter().fold(0, |value, &byte| value << 8 | u64::from(byte));
-    // The least value a head of this width may carry: any smaller one fits
-    // a narrower head.
-    let least = if width == 1 { 24 } else { 1 << (4 * width) };
-    (value >= least).then_some((value, rest))
-}
-
-/// A CBOR byte string with the shortest head for its length, and what
-/// follows it.
-fn byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (len, rest) = head(bytes, MAJOR_BYTES)?;
-    rest.split_at_checked(usize::try_from(len).ok()?)
-}
-
 /// A CBOR byte string of exactly `N` bytes, and what follows it.
 fn fixed<const N: usize>(bytes: &[u8]) -> Option<([u8; N], &[u8])> {
-    let (item, rest) = byte_string(bytes)?;
+    let (item, rest) = codec::byte_string(bytes)?;
     Some((item.try_into().ok()?, rest))
 }
 
@@ -630,6 +637,7 @@ fn signed_message(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::change::RowOp;
+    use crate::codec::MAJOR_BYTES;
     use crate::value::{KeyPart, RowKey, Value};
     use proptest::prelude::*;
     use rand_chacha::ChaCha20Rng;
@@ -769,12 +777,13 @@ mod tests {
         let keys = KeyCache::default();
         let located = Some((commit.id(), commit.header().clone()));
         assert_eq!(Commit::id_of(bytes), Some(commit.id()));
-        assert_eq!(Commit::locate(bytes, &keys), located);
+        assert_eq!(Commit::locate(bytes, &keys).map(|l| (l.id(), l.header().clone())), located);
         // A copy with another signature has the id and place of what it copies.
         let mut resigned = bytes.to_vec();
         *resigned.last_mut().unwrap() ^= 1;
         assert_eq!(Commit::id_of(&resigned), Some(commit.id()));
-        assert_eq!(Commit::locate(&resigned, &keys), located);
+        let relocated = Commit::locate(&resigned, &keys);
+        assert_eq!(relocated.map(|l| (l.id(), l.header().clone())), located);
         assert_eq!(Commit::decode(&resigned), Err(CommitError::BadSignature));
         let mut trailing = bytes.to_vec();
         trailing.push(0);
@@ -784,7 +793,7 @@ mod tests {
         long_head.extend_from_slice(&bytes[2..]);
         for bad in [&bytes[..bytes.len() - 1], &trailing, &short_signature, &long_head, b"\x83"] {
             assert_eq!(Commit::id_of(bad), None);
-            assert_eq!(Commit::locate(bad, &keys), None);
+            assert!(Commit::locate(bad, &keys).is_none());
             assert!(Commit::decode(bad).is_err());
         }
     }
@@ -886,6 +895,7 @@ mod tests {
     /// A CBOR head of `major` type carrying `value`, `wider` forms wider
     /// than its shortest one (0: the shortest).
     fn head_in(major: u8, value: u64, wider: u8) -> Vec<u8> {
+        const WIDTHS: [usize; 5] = [0, 1, 2, 4, 8];
         let shortest = match value {
             0..=23 => 0,
             24..=0xff => 1,
@@ -893,14 +903,7 @@ mod tests {
             0x1_0000..=0xffff_ffff => 3,
             _ => 4,
         };
-        let major = major << 5;
-        match (shortest + wider).min(4) {
-            0 => vec![major | value as u8],
-            1 => vec![major | 24, value as u8],
-            2 => [&[major | 25][..], &(value as u16).to_be_bytes()].concat(),
-            3 => [&[major | 26][..], &(value as u32).to_be_bytes()].concat(),
-            _ => [&[major | 27][..], &value.to_be_bytes()].concat(),
-        }
+        codec::head_of_width(major, value, WIDTHS[(shortest + usize::from(wider)).min(4)])
     }
 
     /// What is done to one item of a header (see `any_header`).
@@ -969,7 +972,7 @@ mod tests {
                     match fault {
                         Fault::Replace(item) => items[at] = item,
                         Fault::Widen => {
-                            let (value, rest) = head(&items[at], items[at][0] >> 5).unwrap();
+                            let (value, rest) = read_head(&items[at], items[at][0] >> 5).unwrap();
                             items[at] =
                                 [head_in(items[at][0] >> 5, value, 1), rest.to_vec()].concat();
                         }

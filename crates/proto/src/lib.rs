@@ -66,7 +66,9 @@ pub mod value;
 pub use aead::ScopeKey;
 pub use change::{Changes, ChangesError, RowOp};
 pub use codec::{Cbor, DecodeError};
-pub use commit::{Commit, CommitDraft, CommitError, CommitHeader, CommitId, UnsignedCommit};
+pub use commit::{
+    Commit, CommitDraft, CommitError, CommitHeader, CommitId, Located, UnsignedCommit,
+};
 pub use control::{AuthError, AuthState, ControlLog, ControlOp, OpId};
 pub use hlc::{Clock, ClockAhead, Hlc};
 pub use keys::{

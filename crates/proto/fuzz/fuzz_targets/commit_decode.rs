@@ -24,8 +24,12 @@ fuzz_target!(|data: &[u8]| {
     let keys = KeyCache::default();
     let header = Commit::header_of(data, &keys).ok();
     let located = Commit::locate(data, &keys);
-    assert_eq!(located.as_ref().map(|(_, header)| header), header.as_ref());
-    assert_eq!(located.map(|(id, _)| id), header.and(Commit::id_of(data)));
+    assert_eq!(located.as_ref().map(|located| located.header()), header.as_ref());
+    assert_eq!(located.as_ref().map(|located| located.id()), header.and(Commit::id_of(data)));
+    // Verified, it is what decoding gives.
+    if let Some(located) = located {
+        assert_eq!(located.verify().ok(), Commit::decode(data).ok());
+    }
     let Ok(commit) = Commit::decode(data) else { return };
     // Only canonical encodings decode, so the commit keeps exactly `data`.
     assert_eq!(commit.as_bytes(), data);

@@ -32,8 +32,8 @@ use basic_proto::control::{
 use basic_proto::hlc::check_not_ahead;
 use basic_proto::sync::{View, entitled_view};
 use basic_proto::{
-    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Name, PublicKey,
-    RowOp, ScopeId, ScopeKey, SecretKey, Value,
+    Changes, ClockAhead, Commit, CommitError, CommitId, DatabaseId, Hlc, KeyCache, Located, Name,
+    PublicKey, RowOp, ScopeId, ScopeKey, SecretKey, Value,
 };
 use basic_proto::{Party, SealedKey};
 use ciborium::Value as Cbor;
@@ -864,19 +864,23 @@ impl<S: Store> Database<S> {
         let auth = read(&self.shared.auth);
         let now = self.shared.environment.now_ms();
         let database = self.shared.database;
-        let check = |bytes: &Vec<u8>| -> Result<Received, IngestError> {
-            let commit = Commit::decode_with(bytes, &self.shared.authors)?;
-            let header = commit.header();
-            if header.database != database {
-                return Err(IngestError::OtherDatabase(header.database));
-            }
-            auth.check_commit(header, commit.id())?;
-            if let Err(ahead) = check_not_ahead(header.hlc, now) {
-                return Ok(Received::Ahead(commit, ahead));
-            }
-            let content = keys.open(&commit);
-            Ok(Received::Ready(commit, content))
-        };
+        let check =
+            |bytes: &Vec<u8>, located: Option<Located<'_>>| -> Result<Received, IngestError> {
+                let commit = match located {
+                    Some(located) => located.verify()?,
+                    None => Commit::decode_with(bytes, &self.shared.authors)?,
+                };
+                let header = commit.header();
+                if header.database != database {
+                    return Err(IngestError::OtherDatabase(header.database));
+                }
+                auth.check_commit(header, commit.id())?;
+                if let Err(ahead) = check_not_ahead(header.hlc, now) {
+                    return Ok(Received::Ahead(commit, ahead));
+                }
+                let content = keys.open(&commit);
+                Ok(Received::Ready(commit, content))
+            };
         // A copy of a commit held already (a peer relays what another sent)
         // is known by its id, read off its bytes: neither verified nor
         // opened again, and nothing of it is stored (a copy whose signature
@@ -887,12 +891,17 @@ impl<S: Store> Database<S> {
         // writer or answered here.
         let replica = &self.shared.replica;
         let screen = |bytes: &Vec<u8>| -> Result<Result<Received, Answer>, StoreError> {
-            if let Some((id, header)) = Commit::locate(bytes, &self.shared.authors)
-                && replica.holds_applied_at(&id, &header.author, header.seq)?
+            let located = Commit::locate(bytes, &self.shared.authors);
+            if let Some(at) = &located
+                && replica.holds_applied_at(&at.id(), &at.header().author, at.header().seq)?
             {
-                return Ok(Err(Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false })));
+                return Ok(Err(Ok(Inserted {
+                    id: at.id(),
+                    outcome: Outcome::Duplicate,
+                    fork: false,
+                })));
             }
-            Ok(check(bytes).map_err(Err))
+            Ok(check(bytes, located).map_err(Err))
         };
         // Opened a slice at a time, and handed to the writer in jobs of
         // about MAX_GROUP_ROWS rows, the next opened while the writer

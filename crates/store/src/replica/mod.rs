@@ -16,7 +16,6 @@ use basic_proto::{
     Changes, Commit, CommitError, CommitHeader, CommitId, DatabaseId, KeyCache, Name, PublicKey,
     RowKey, RowState, ScopeId, ScopeKey, Stamp, UnsignedCommit,
 };
-use ciborium::Value as Cbor;
 
 use crate::storage::kv::{Batch, Store, StoreError, scan_prefix};
 use crate::storage::{layout, rows};
@@ -94,14 +93,28 @@ pub struct Head {
 }
 
 impl Head {
+    /// A 2-item CBOR array of the two seqs.
     fn encode(self) -> Vec<u8> {
-        codec::encode_value(&Cbor::Array(vec![
-            Cbor::Integer(self.contiguous.into()),
-            Cbor::Integer(self.max.into()),
-        ]))
+        let mut out = Vec::with_capacity(1 + 2 * 9);
+        codec::write_head(&mut out, codec::MAJOR_ARRAY, 2);
+        codec::write_head(&mut out, codec::MAJOR_UINT, self.contiguous);
+        codec::write_head(&mut out, codec::MAJOR_UINT, self.max);
+        out
     }
 
+    /// Reads a head written by [`Head::encode`] in place; anything else
+    /// through the general decoder, which says what is wrong with it.
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let in_place = || {
+            let (2, rest) = codec::read_head(bytes, codec::MAJOR_ARRAY)? else { return None };
+            let (contiguous, rest) = codec::read_head(rest, codec::MAJOR_UINT)?;
+            let (max, rest) = codec::read_head(rest, codec::MAJOR_UINT)?;
+            rest.is_empty().then_some(Head { contiguous, max })
+        };
+        in_place().map_or_else(|| Self::decode_in_general(bytes), Ok)
+    }
+
+    fn decode_in_general(bytes: &[u8]) -> Result<Self, StoreError> {
         let corrupt =
             |e: codec::DecodeError| StoreError::Corrupt { what: "log head", reason: e.to_string() };
         let mut fields = Fields::new(codec::parse(bytes, "head", 64).map_err(corrupt)?, "head", 2)

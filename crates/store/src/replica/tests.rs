@@ -149,6 +149,33 @@ fn a_commit_is_held_at_its_position_as_its_id_tells() {
     );
 }
 
+proptest! {
+    /// A head is written as the general encoder writes it (the format of
+    /// stores made before it was written in place), read back, and any
+    /// bytes are read as the general decoder reads them.
+    #[test]
+    fn heads_are_written_and_read_as_in_general(
+        contiguous in any::<u64>(),
+        max in any::<u64>(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let head = Head { contiguous, max };
+        let bytes = head.encode();
+        let general = basic_proto::codec::encode_value(&ciborium::Value::Array(vec![
+            ciborium::Value::Integer(contiguous.into()),
+            ciborium::Value::Integer(max.into()),
+        ]));
+        prop_assert_eq!(&bytes, &general);
+        prop_assert_eq!(Head::decode(&bytes).unwrap(), head);
+        let mut changed = bytes.clone();
+        changed[at.index(bytes.len())] = byte;
+        for bytes in [changed, bytes[..at.index(bytes.len())].to_vec()] {
+            prop_assert_eq!(Head::decode(&bytes).ok(), Head::decode_in_general(&bytes).ok());
+        }
+    }
+}
+
 #[test]
 fn commits_without_a_key_wait_and_apply_later() {
     let replica = Replica::new(MemStore::new());
