@@ -429,6 +429,12 @@ impl Commit {
         &self.bytes
     }
 
+    /// The id, the header and the complete encoding, taken apart without a
+    /// copy: for storing a commit that is not needed whole afterwards.
+    pub fn into_parts(self) -> (CommitId, CommitHeader, Vec<u8>) {
+        (self.id, self.header, self.bytes)
+    }
+
     /// The encoded header: the AEAD's associated data.
     pub fn header_bytes(&self) -> &[u8] {
         &self.header_bytes

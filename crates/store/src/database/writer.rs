@@ -608,7 +608,7 @@ impl<S: Store> Writer<S> {
             Received::Ready(commit, content) => {
                 // Later local writes must order after what we have seen.
                 let _ = self.log.clock_mut().observe(commit.header().hlc, now);
-                let inserted = txn.insert_with(&commit, content)?;
+                let inserted = txn.insert_with(commit, content)?;
                 if inserted.outcome == Outcome::Duplicate && txn.is_rejected(&inserted.id)? {
                     // Set aside when its chain was not held; now it is.
                     txn.accept_rejected(inserted.id, self.access.keys())?;

@@ -825,17 +825,19 @@ impl<'a, S: Store> Txn<'a, S> {
         commit: &Commit,
         keyring: &impl Keyring,
     ) -> Result<Inserted, StoreError> {
-        self.insert_with(commit, keyring.open(commit))
+        self.stage(commit.id(), commit.header(), commit.as_bytes(), keyring.open(commit))
     }
 
     /// Stores `commit` whose content the caller already opened (or tried to:
-    /// `None` when it has no key). Used to decrypt on several threads.
+    /// `None` when it has no key), its bytes moved into the store rather
+    /// than copied. Used to decrypt on several threads.
     pub fn insert_with(
         &mut self,
-        commit: &Commit,
+        commit: Commit,
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
-        self.stage(commit.id(), commit.header(), commit.as_bytes(), content)
+        let (id, header, bytes) = commit.into_parts();
+        self.stage(id, &header, bytes, content)
     }
 
     /// Stages this replica's own new commit and merges its changes while
@@ -847,7 +849,7 @@ impl<'a, S: Store> Txn<'a, S> {
         commit: &UnsignedCommit,
         changes: Changes,
     ) -> Result<Inserted, StoreError> {
-        let inserted = self.stage(commit.id(), commit.header(), &[], Some(Ok(changes)))?;
+        let inserted = self.stage(commit.id(), commit.header(), Vec::new(), Some(Ok(changes)))?;
         if inserted.outcome != Outcome::Duplicate {
             self.unsigned.insert(inserted.id);
         }
@@ -863,12 +865,13 @@ impl<'a, S: Store> Txn<'a, S> {
         Ok(())
     }
 
-    /// Stages a commit under `id`, its bytes being `bytes`.
+    /// Stages a commit under `id`, its bytes being `bytes` (a copy of a
+    /// slice only if the commit is new).
     fn stage(
         &mut self,
         id: CommitId,
         header: &CommitHeader,
-        bytes: &[u8],
+        bytes: impl Into<Vec<u8>>,
         content: Option<Result<Changes, CommitError>>,
     ) -> Result<Inserted, StoreError> {
         // Every stored commit is listed at its log position, which its id
@@ -879,7 +882,7 @@ impl<'a, S: Store> Txn<'a, S> {
         if ids.chunks_exact(id.0.len()).any(|held| held == id.0) {
             return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
         }
-        self.batch.put(layout::commit(&id), bytes.to_vec());
+        self.batch.put(layout::commit(&id), bytes.into());
         // The commit is new, so any id already at its position is another one.
         let fork = !ids.is_empty();
         if fork {
