@@ -6,6 +6,7 @@
 //! logs are the source of truth: row states can be recomputed from them,
 //! row by row, when commits become invalid later.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -267,6 +268,7 @@ impl<S: Store> Replica<S> {
             rows: HashMap::new(),
             take: 0,
             unsigned: HashSet::new(),
+            logs: Logs::default(),
         }
     }
 
@@ -740,6 +742,29 @@ pub struct Txn<'a, S> {
     /// the transaction commits only once [`Txn::put_signed`] gave each its
     /// bytes.
     unsigned: HashSet<CommitId>,
+    /// The log heads and sync summaries this transaction changed, by
+    /// author (and scope): kept decoded, and encoded into the batch once,
+    /// when it is applied, rather than once for each commit staged.
+    logs: Logs,
+}
+
+/// Log heads and sync summaries staged by a [`Txn`].
+#[derive(Debug, Default)]
+struct Logs {
+    heads: HashMap<PublicKey, Head>,
+    summaries: HashMap<(PublicKey, ScopeId), ScopeSummary>,
+}
+
+impl Logs {
+    /// Stages every head and summary into `batch`.
+    fn write_into(self, batch: &mut Batch) {
+        for (author, head) in self.heads {
+            batch.put(layout::head(&author), head.encode());
+        }
+        for ((author, scope), summary) in self.summaries {
+            batch.put(layout::summary(&author, &scope), summary.encode());
+        }
+    }
 }
 
 /// A row state staged by a transaction.
@@ -876,9 +901,15 @@ impl<'a, S: Store> Txn<'a, S> {
     ) -> Result<Inserted, StoreError> {
         // Every stored commit is listed at its log position, which its id
         // covers (author and sequence number): a copy held already is found
-        // there, without a look-up of the id itself, a random key.
+        // there, without a look-up of the id itself, a random key. Nothing
+        // is stored past the author's head: a commit there (the usual case
+        // in a sync) is new without even that look-up.
         let position = layout::log_position(&header.author, header.seq);
-        let mut ids = self.get(&position)?.unwrap_or_default();
+        let head = self.head(&header.author)?;
+        let mut ids = match header.seq > head.max {
+            true => Vec::new(),
+            false => self.get(&position)?.unwrap_or_default(),
+        };
         if ids.chunks_exact(id.0.len()).any(|held| held == id.0) {
             return Ok(Inserted { id, outcome: Outcome::Duplicate, fork: false });
         }
@@ -890,15 +921,17 @@ impl<'a, S: Store> Txn<'a, S> {
         }
         ids.extend_from_slice(&id.0);
         self.batch.put(position, ids);
-        self.advance_head(&header.author, header.seq)?;
-        let summary_key = layout::summary(&header.author, &header.scope);
-        let mut summary = self
-            .get(&summary_key)?
-            .map(|b| ScopeSummary::decode(&b))
-            .transpose()?
-            .unwrap_or_default();
+        self.advance_head(&header.author, head, header.seq)?;
+        let summary = match self.logs.summaries.entry((header.author, header.scope)) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                (self.store.get(&layout::summary(&header.author, &header.scope))?)
+                    .map(|b| ScopeSummary::decode(&b))
+                    .transpose()?
+                    .unwrap_or_default(),
+            ),
+        };
         summary.add(header.seq, &id);
-        self.batch.put(summary_key, summary.encode());
         let outcome = match content {
             Some(Ok(changes)) => {
                 self.merge(header, changes)?;
@@ -1048,9 +1081,24 @@ impl<'a, S: Store> Txn<'a, S> {
         Ok(commits)
     }
 
-    fn advance_head(&mut self, author: &PublicKey, seq: u64) -> Result<(), StoreError> {
-        let key = layout::head(author);
-        let mut head = self.get(&key)?.map(|b| Head::decode(&b)).transpose()?.unwrap_or_default();
+    /// The head of `author`'s log, seeing staged commits.
+    fn head(&self, author: &PublicKey) -> Result<Head, StoreError> {
+        match self.logs.heads.get(author) {
+            Some(head) => Ok(*head),
+            None => Ok((self.store.get(&layout::head(author))?)
+                .map(|b| Head::decode(&b))
+                .transpose()?
+                .unwrap_or_default()),
+        }
+    }
+
+    /// Moves `author`'s log on from `head` past a commit staged at `seq`.
+    fn advance_head(
+        &mut self,
+        author: &PublicKey,
+        mut head: Head,
+        seq: u64,
+    ) -> Result<(), StoreError> {
         head.max = head.max.max(seq);
         if seq == head.contiguous + 1 {
             head.contiguous = seq;
@@ -1060,7 +1108,7 @@ impl<'a, S: Store> Txn<'a, S> {
                 head.contiguous += 1;
             }
         }
-        self.batch.put(key, head.encode());
+        self.logs.heads.insert(*author, head);
         Ok(())
     }
 
@@ -1223,9 +1271,11 @@ impl<'a, S: Store> Txn<'a, S> {
     /// or all of it flushed.
     pub fn commit(self) -> Result<(), StoreError> {
         self.all_signed()?;
-        let staged = in_key_order(&self.rows);
-        let unsettled = apply_staged(self.store, self.unsettled, self.batch, &staged)?;
-        self.store.flush()?;
+        let Txn { store, unsettled, mut batch, rows, logs, .. } = self;
+        logs.write_into(&mut batch);
+        let staged = in_key_order(&rows);
+        let unsettled = apply_staged(store, unsettled, batch, &staged)?;
+        store.flush()?;
         drop(unsettled);
         Ok(())
     }
@@ -1246,7 +1296,8 @@ impl<'a, S: Store> Txn<'a, S> {
         if let Err(error) = self.all_signed() {
             return (Err(error), meanwhile(&[]));
         }
-        let Txn { store, unsettled, batch, rows, take, .. } = self;
+        let Txn { store, unsettled, mut batch, rows, take, logs, .. } = self;
+        logs.write_into(&mut batch);
         let staged = in_key_order(&rows);
         let changes: Vec<RowChange<'_>> = (staged.iter())
             .filter(|(_, staged)| staged.changed == take)

@@ -58,6 +58,16 @@ fn table_rows(tables: &Tables) -> Vec<(Name, Vec<u8>, RowState)> {
     tables.states().map(|(t, k, s)| (t.clone(), k.encode(), s.clone())).collect()
 }
 
+/// Every author's log and head, and every sync summary.
+type HeldLogs =
+    (BTreeMap<PublicKey, (Head, Vec<(u64, CommitId)>)>, Vec<(PublicKey, ScopeId, ScopeSummary)>);
+
+fn logs_of<S: Store>(replica: &Replica<S>) -> HeldLogs {
+    let heads = replica.heads().unwrap();
+    let logs = heads.iter().map(|(a, h)| (*a, (*h, replica.log(a).unwrap()))).collect();
+    (logs, replica.summaries().collect::<Result<_, _>>().unwrap())
+}
+
 fn insert_all<S: Store>(replica: &Replica<S>, commits: &[Commit]) -> Vec<Inserted> {
     let mut txn = replica.begin();
     let results = commits.iter().map(|c| txn.insert(c, &keyring()).unwrap()).collect();
@@ -308,8 +318,10 @@ fn shuffled(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// The stored tables equal a from-scratch replay of the logs, whatever
-    /// the arrival order, duplicates and transaction boundaries.
+    /// The stored tables equal a from-scratch replay of the logs, and the
+    /// logs, heads and sync summaries those of the commits stored one at a
+    /// time, whatever the arrival order, duplicates and transaction
+    /// boundaries.
     #[test]
     fn materialised_tables_equal_a_replay_of_the_logs(
         commits in commit_set(),
@@ -320,17 +332,20 @@ proptest! {
     ) {
         let arrival = shuffled(&commits, &order, &dups);
         let want = table_rows(&expected(&commits));
-        let got = if on_disk {
+        let one_at_a_time = Replica::new(MemStore::new());
+        for commit in &commits { insert_all(&one_at_a_time, std::slice::from_ref(commit)); }
+        let (got, got_logs) = if on_disk {
             let dir = tempfile::tempdir().unwrap();
             let replica = Replica::new(DeviceStore::open(dir.path(), 1 << 20).unwrap());
             for part in arrival.chunks(chunk) { insert_all(&replica, part); }
-            stored_rows(&replica)
+            (stored_rows(&replica), logs_of(&replica))
         } else {
             let replica = Replica::new(MemStore::new());
             for part in arrival.chunks(chunk) { insert_all(&replica, part); }
-            stored_rows(&replica)
+            (stored_rows(&replica), logs_of(&replica))
         };
         prop_assert_eq!(got, want);
+        prop_assert_eq!(got_logs, logs_of(&one_at_a_time));
     }
 
     /// Recomputing after invalidating an author's tail gives exactly the
