@@ -7,6 +7,7 @@
 //! Anyone can check authorship without the key; only key holders can read.
 
 use std::fmt;
+use std::ops::Range;
 
 use ciborium::Value as Cbor;
 use rand_core::CryptoRng;
@@ -332,14 +333,39 @@ pub enum CommitError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Commit {
     header: CommitHeader,
-    header_bytes: Vec<u8>,
-    ciphertext: Vec<u8>,
-    signature: [u8; SIGNATURE_LEN],
+    /// The complete encoding, which holds the encoded header and the
+    /// ciphertext at [`spans`] of their lengths.
     bytes: Vec<u8>,
+    header_len: usize,
+    ciphertext_len: usize,
+    signature: [u8; SIGNATURE_LEN],
     id: CommitId,
 }
 
 impl Commit {
+    /// The commit encoded as `bytes`, which hold `header_bytes` and
+    /// `ciphertext` in canonical form (as any decoded or created commit
+    /// does).
+    fn new(
+        header: CommitHeader,
+        bytes: Vec<u8>,
+        header_bytes: &[u8],
+        ciphertext: &[u8],
+        signature: [u8; SIGNATURE_LEN],
+        id: CommitId,
+    ) -> Self {
+        let commit = Commit {
+            header,
+            bytes,
+            header_len: header_bytes.len(),
+            ciphertext_len: ciphertext.len(),
+            signature,
+            id,
+        };
+        debug_assert!(commit.header_bytes() == header_bytes && commit.ciphertext() == ciphertext);
+        commit
+    }
+
     /// Encrypts `changes` under `key`, signs as `author` and encodes.
     pub fn create(
         author: &SecretKey,
@@ -387,7 +413,7 @@ impl Commit {
     /// Decrypts and decodes the changes with the scope key the header names.
     pub fn open(&self, key: &ScopeKey) -> Result<Changes, CommitError> {
         let plaintext = key
-            .decrypt(&self.header.nonce, &self.header_bytes, &self.ciphertext)
+            .decrypt(&self.header.nonce, self.header_bytes(), self.ciphertext())
             .ok_or(CommitError::Undecryptable)?;
         Changes::decode(&plaintext).map_err(CommitError::BadChanges)
     }
@@ -437,12 +463,12 @@ impl Commit {
 
     /// The encoded header: the AEAD's associated data.
     pub fn header_bytes(&self) -> &[u8] {
-        &self.header_bytes
+        &self.bytes[spans(self.header_len, self.ciphertext_len).0]
     }
 
     /// The encrypted changes, tag included.
     pub fn ciphertext(&self) -> &[u8] {
-        &self.ciphertext
+        &self.bytes[spans(self.header_len, self.ciphertext_len).1]
     }
 
     /// The author's signature.
@@ -452,7 +478,7 @@ impl Commit {
 
     /// The message the signature covers (before the context label).
     pub fn signed_message(&self) -> Vec<u8> {
-        signed_message(&self.header_bytes, &self.ciphertext)
+        signed_message(self.header_bytes(), self.ciphertext())
     }
 }
 
@@ -493,18 +519,21 @@ impl<'a> Located<'a> {
     /// Verifies the author's signature: the commit, as [`Commit::decode`]
     /// gives it.
     pub fn verify(self) -> Result<Commit, CommitError> {
-        let message = signed_message(self.header_bytes, self.ciphertext);
         (self.header.author)
-            .verify(SigningContext::Commit, &message, self.signature)
+            .verify_parts(
+                SigningContext::Commit,
+                &[self.header_bytes, self.ciphertext],
+                self.signature,
+            )
             .map_err(|_: KeyError| CommitError::BadSignature)?;
-        Ok(Commit {
-            id: self.id,
-            header: self.header,
-            header_bytes: self.header_bytes.to_vec(),
-            ciphertext: self.ciphertext.to_vec(),
-            signature: *self.signature,
-            bytes: self.bytes.to_vec(),
-        })
+        Ok(Commit::new(
+            self.header,
+            self.bytes.to_vec(),
+            self.header_bytes,
+            self.ciphertext,
+            *self.signature,
+            self.id,
+        ))
     }
 }
 
@@ -580,7 +609,7 @@ impl UnsignedCommit {
             envelope_len(envelope.header.len(), envelope.ciphertext.len())
         );
         let Envelope { header: header_bytes, ciphertext, signature } = envelope;
-        Ok(Commit { header, header_bytes, ciphertext, signature, bytes, id })
+        Ok(Commit::new(header, bytes, &header_bytes, &ciphertext, signature, id))
     }
 }
 
@@ -614,19 +643,32 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Option<([u8; N], &[u8])> {
 /// The length of an encoded commit whose header and ciphertext have these
 /// lengths: a 3-item array of byte strings, the last the signature.
 fn envelope_len(header: usize, ciphertext: usize) -> usize {
-    // The CBOR head of a byte string of `n` bytes.
-    let head = |n: usize| match n {
+    let (_, ciphertext_at) = spans(header, ciphertext);
+    ciphertext_at.end + string_head(SIGNATURE_LEN) + SIGNATURE_LEN
+}
+
+/// Where the header and the ciphertext lie in a commit whose header and
+/// ciphertext have these lengths (its canonical encoding: each after the
+/// shortest head for its length).
+fn spans(header: usize, ciphertext: usize) -> (Range<usize>, Range<usize>) {
+    let header_at = 1 + string_head(header);
+    let ciphertext_at = header_at + header + string_head(ciphertext);
+    (header_at..header_at + header, ciphertext_at..ciphertext_at + ciphertext)
+}
+
+/// The length of the shortest CBOR head of a byte string of `n` bytes.
+fn string_head(n: usize) -> usize {
+    match n {
         0..24 => 1,
         24..256 => 2,
         256..65_536 => 3,
         _ => 5,
-    };
-    1 + head(header) + header + head(ciphertext) + ciphertext + head(SIGNATURE_LEN) + SIGNATURE_LEN
+    }
 }
 
 impl fmt::Debug for Commit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_commit(f, "Commit", self.id, &self.header, &self.ciphertext)
+        debug_commit(f, "Commit", self.id, &self.header, self.ciphertext())
     }
 }
 
@@ -739,19 +781,19 @@ mod tests {
         // associated data, so neither opens.
         let copied = CommitHeader { author: attacker.public(), ..stolen.header().clone() };
         for header in [own.header(), &copied] {
-            let swapped = Commit::decode(&re_signed(&attacker, header, &stolen.ciphertext))
+            let swapped = Commit::decode(&re_signed(&attacker, header, stolen.ciphertext()))
                 .expect("the attacker's signature verifies");
             assert_eq!(swapped.open(&key), Err(CommitError::Undecryptable));
         }
         // Without re-signing, the victim's signature does not cover it.
         let mut bytes = Envelope {
-            header: own.header_bytes.clone(),
-            ciphertext: stolen.ciphertext.clone(),
+            header: own.header_bytes().to_vec(),
+            ciphertext: stolen.ciphertext().to_vec(),
             signature: stolen.signature,
         }
         .encode();
         assert!(Commit::decode(&bytes).is_err());
-        bytes = re_signed(&attacker, stolen.header(), &stolen.ciphertext);
+        bytes = re_signed(&attacker, stolen.header(), stolen.ciphertext());
         assert!(Commit::decode(&bytes).is_err(), "the header names the victim as author");
     }
 
@@ -1047,11 +1089,24 @@ mod tests {
         }
     }
 
+    /// `commit`, signed and decoded, gives back the encoded header and the
+    /// ciphertext it was sealed with.
+    fn assert_read_back(commit: &Commit, (header, ciphertext): &(Vec<u8>, Vec<u8>)) {
+        let decoded = Commit::decode(commit.as_bytes()).expect("decodes");
+        for commit in [commit, &decoded] {
+            assert_eq!(
+                (commit.header_bytes(), commit.ciphertext()),
+                (&header[..], &ciphertext[..])
+            );
+        }
+        assert_eq!(&decoded, commit);
+    }
+
     /// `commit` encoded again with `signature` in place of its own.
     fn re_encoded(commit: &Commit, signature: &[u8]) -> Vec<u8> {
         codec::encode_value(&Cbor::Array(vec![
-            Cbor::Bytes(commit.header_bytes.clone()),
-            Cbor::Bytes(commit.ciphertext.clone()),
+            Cbor::Bytes(commit.header_bytes().to_vec()),
+            Cbor::Bytes(commit.ciphertext().to_vec()),
             Cbor::Bytes(signature.to_vec()),
         ]))
     }
@@ -1067,7 +1122,8 @@ mod tests {
 
     /// The size limit is decided before signing: a commit that seals signs
     /// within the limit, and its length is the one foreseen, across every
-    /// length of CBOR head.
+    /// length of CBOR head. Its header and ciphertext are read back from
+    /// where they lie in its bytes, signed and decoded.
     #[test]
     fn the_size_limit_is_known_before_signing() {
         let (author, draft, _, key, mut rng) = fixture();
@@ -1089,9 +1145,11 @@ mod tests {
         for len in (0..300).chain(65_400..65_600) {
             let unsigned = seal(len).expect("well under the limit");
             let foreseen = envelope_len(unsigned.header_bytes.len(), unsigned.ciphertext.len());
+            let parts = (unsigned.header_bytes.clone(), unsigned.ciphertext.clone());
             let commit = unsigned.sign(&author).unwrap();
             assert_eq!(commit.as_bytes().len(), foreseen, "len {len}");
             assert_eq!(Commit::id_of(commit.as_bytes()), Some(commit.id()), "len {len}");
+            assert_read_back(&commit, &parts);
         }
         // The largest value that fits, found by bisection, signs to at most
         // the limit; one byte more is refused before signing (plaintexts are
@@ -1101,8 +1159,11 @@ mod tests {
             let mid = (fits + over) / 2;
             if seal(mid).is_ok() { fits = mid } else { over = mid }
         }
-        let largest = seal(fits).unwrap().sign(&author).unwrap();
+        let largest = seal(fits).unwrap();
+        let parts = (largest.header_bytes.clone(), largest.ciphertext.clone());
+        let largest = largest.sign(&author).unwrap();
         assert!(largest.as_bytes().len() <= MAX_COMMIT_BYTES);
+        assert_read_back(&largest, &parts);
         assert!(
             matches!(seal(fits + 1), Err(CommitError::TooLarge { len }) if len > MAX_COMMIT_BYTES)
         );

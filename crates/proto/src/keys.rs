@@ -59,11 +59,20 @@ impl SigningContext {
 
     /// The exact bytes signed for `message`: label, a zero byte, the message.
     pub fn signed_bytes(self, message: &[u8]) -> Vec<u8> {
+        self.signed_parts(&[message])
+    }
+
+    /// [`SigningContext::signed_bytes`] of a message given in parts, one
+    /// after the other.
+    fn signed_parts(self, parts: &[&[u8]]) -> Vec<u8> {
         let label = self.label().as_bytes();
-        let mut out = Vec::with_capacity(label.len() + 1 + message.len());
+        let len = parts.iter().map(|part| part.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(label.len() + 1 + len);
         out.extend_from_slice(label);
         out.push(0);
-        out.extend_from_slice(message);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         out
     }
 }
@@ -145,9 +154,20 @@ impl PublicKey {
         message: &[u8],
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<(), KeyError> {
+        self.verify_parts(context, &[message], signature)
+    }
+
+    /// [`PublicKey::verify`] of a message given in parts, one after the
+    /// other (copied once, into the signed bytes).
+    pub fn verify_parts(
+        &self,
+        context: SigningContext,
+        parts: &[&[u8]],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Result<(), KeyError> {
         let signature = ed25519_dalek::Signature::from_bytes(signature);
         self.key
-            .verify_strict(&context.signed_bytes(message), &signature)
+            .verify_strict(&context.signed_parts(parts), &signature)
             .map_err(|_| KeyError::BadSignature)
     }
 }
