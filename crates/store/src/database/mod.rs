@@ -926,6 +926,7 @@ impl<S: Store> Database<S> {
         let mut job = Vec::new();
         let mut rows = 0;
         for slice in slices(encoded, slice_bytes) {
+            job.reserve(slice.len());
             for screened in parallel_map(slice, screen) {
                 let received = match screened? {
                     Ok(received) => received,
@@ -1170,7 +1171,11 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         done
     });
     done.sort_unstable_by_key(|(start, _)| *start);
-    done.into_iter().flat_map(|(_, results)| results).collect()
+    let mut results = Vec::with_capacity(items.len());
+    for (_, taken) in done {
+        results.extend(taken);
+    }
+    results
 }
 
 /// The scope of a table: its namespace.
