@@ -52,7 +52,7 @@ impl Ask {
     }
 
     fn scope(mut self, scope: &str, rights: Rights) -> Result<Self, ClientError> {
-        let name = Name::new(scope.to_owned()).map_err(|_| ClientError::BadScope(scope.into()))?;
+        let name = Name::new(scope).map_err(|_| ClientError::BadScope(scope.into()))?;
         self.scopes.insert(name, rights);
         Ok(self)
     }

@@ -40,8 +40,8 @@ pub struct NameError {
 
 impl Name {
     /// Validates `name`.
-    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
-        let name = name.into();
+    pub fn new(name: impl AsRef<str>) -> Result<Self, NameError> {
+        let name = name.as_ref();
         let fail = |reason| Err(NameError { name: name.chars().take(80).collect(), reason });
         if name.is_empty() || name.len() > MAX_NAME_LEN {
             return fail("must be 1 to 64 bytes long");
@@ -58,7 +58,7 @@ impl Name {
         {
             return fail("each dot-separated part must start with a letter or '_'");
         }
-        Ok(Self(name.into()))
+        Ok(Self(Arc::from(name)))
     }
 
     /// The name as text.
