@@ -371,14 +371,14 @@ fn decode_group(
     let parts = reader.count("op.key", 1, MAX_KEY_PARTS)?;
     let mut keys: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(parts); rows];
     for _ in 0..parts {
-        let runs = Runs::read(reader, rows, Kind::Key)?;
-        for (row, value) in runs.values(reader, units)? {
-            let part = KeyPart::from_value(&value).ok_or(DecodeError::WrongType {
+        Runs::read(reader, rows, Kind::Key)?.read_values(reader, units, |row, value| {
+            let part = KeyPart::from_value(value).ok_or(DecodeError::WrongType {
                 field: "op.key",
                 expected: "integer, text or bytes key",
             })?;
             keys[row].push(part);
-        }
+            Ok(())
+        })?;
     }
     let keys: Vec<RowKey> = keys.into_iter().filter_map(RowKey::new).collect();
     for pair in keys.windows(2) {
@@ -395,13 +395,13 @@ fn decode_group(
     }
     let generations = read_generations(reader, rows)?;
     let columns = reader.count("table.columns", 0, MAX_CHANGE_CELLS)?;
-    // Each row's cells by column index, in column order; the maps are built
-    // row by row at the end, from sorted input, with no search per cell.
-    let mut written: Vec<Vec<(usize, Value)>> = vec![Vec::new(); rows];
-    let mut names: Vec<Name> = Vec::new();
+    // Each row's cells in column order, which is name order: the maps are
+    // built row by row at the end, from sorted input, with no search.
+    let mut written: Vec<Vec<(Name, Value)>> = vec![Vec::new(); rows];
+    let mut previous: Option<Name> = None;
     for _ in 0..columns {
         let name = reader.name("op.cells.column")?;
-        if names.last().is_some_and(|previous| *previous >= name) {
+        if previous.as_ref().is_some_and(|previous| *previous >= name) {
             return Err(DecodeError::NonCanonical { what: WHAT });
         }
         let runs = Runs::read(reader, rows, Kind::Values)?;
@@ -424,15 +424,18 @@ fn decode_group(
             }
             units.add(1)?;
         }
-        for (row, value) in runs.values(reader, units)? {
-            written[row].push((names.len(), value));
-        }
-        names.push(name);
+        runs.read_values(reader, units, |row, value| {
+            written[row].push((name.clone(), value));
+            Ok(())
+        })?;
+        previous = Some(name);
     }
+    ops.reserve(rows);
     for ((key, generation), cells) in keys.into_iter().zip(generations).zip(written) {
         let table = table.clone();
         ops.push(if generation % 2 == 1 {
-            let cells = cells.into_iter().map(|(c, value)| (names[c].clone(), value)).collect();
+            // In strictly increasing name order (checked above).
+            let cells = LiteMap::from_sorted_store_unchecked(cells);
             RowOp::Upsert { table, key, generation, cells }
         } else {
             RowOp::Delete { table, key, generation }
@@ -777,6 +780,13 @@ pub(crate) mod tests {
         );
         content[10] = 4;
         assert!(Changes::decode(&padded(content)).is_ok());
+        // One table in two groups.
+        let group = [1, b't', 1, 1, 0x14, 2, 2, 1, 0];
+        assert!(Changes::decode(&padded([&[1][..], &group].concat())).is_ok());
+        assert_eq!(
+            Changes::decode(&padded([&[2][..], &group, &group].concat())),
+            Err(DecodeError::NonCanonical { what: WHAT })
+        );
     }
 
     #[test]
@@ -1143,5 +1153,10 @@ pub(crate) mod tests {
         *empty.last_mut().unwrap() = 3;
         empty.extend_from_slice(&[2, b'b', b'b', 0x11, 1, b'c', 0x11, 1, b'd', 0x10]);
         assert_eq!(Changes::decode(&padded(empty)), Err(DecodeError::NonCanonical { what: WHAT }));
+        // A column given twice.
+        let mut twice = good[..bb].to_vec();
+        *twice.last_mut().unwrap() = 3;
+        twice.extend_from_slice(&[2, b'b', b'b', 0x11, 1, b'c', 0x11, 1, b'c', 0x11]);
+        assert_eq!(Changes::decode(&padded(twice)), Err(DecodeError::NonCanonical { what: WHAT }));
     }
 }

@@ -323,11 +323,11 @@ impl KeyPart {
     }
 
     /// A cell value as a key part, if it has a key type.
-    pub fn from_value(value: &Value) -> Option<Self> {
+    pub fn from_value(value: Value) -> Option<Self> {
         match value {
-            Value::Integer(i) => Some(KeyPart::Integer(*i)),
-            Value::Text(t) => Some(KeyPart::Text(t.clone())),
-            Value::Bytes(b) => Some(KeyPart::Bytes(b.clone())),
+            Value::Integer(i) => Some(KeyPart::Integer(i)),
+            Value::Text(t) => Some(KeyPart::Text(t)),
+            Value::Bytes(b) => Some(KeyPart::Bytes(b)),
             _ => None,
         }
     }
@@ -369,7 +369,7 @@ impl RowKey {
         let parts = items
             .into_iter()
             .map(|item| {
-                KeyPart::from_value(&Value::from_cbor(item, field)?)
+                KeyPart::from_value(Value::from_cbor(item, field)?)
                     .ok_or(DecodeError::WrongType { field, expected: "integer, text or bytes key" })
             })
             .collect::<Result<_, _>>()?;

@@ -238,27 +238,27 @@ impl Runs {
             .map(|(_, range)| range)
     }
 
-    /// Reads the payloads and returns every cell that is not absent, with
-    /// its row index, in row order, counting each text, bytes or json
+    /// Reads the payloads and hands `each` every cell that is not absent,
+    /// with its row index, in row order (stopping at its first error), counting each text, bytes or json
     /// payload into `units` as soon as its length is read.
-    pub(super) fn values(
+    pub(super) fn read_values(
         &self,
         reader: &mut Reader<'_>,
         units: &mut Units,
-    ) -> Result<Vec<(usize, Value)>, DecodeError> {
+        mut each: impl FnMut(usize, Value) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         let field = self.kind.field();
-        let mut values = Vec::new();
         let mut previous = Decoded::default();
         let mut row = 0;
         for &(tag, len) in &self.runs {
             if tag != Tag::Absent {
                 for index in row..row + len {
-                    values.push((index, previous.read(reader, tag, field, units)?));
+                    each(index, previous.read(reader, tag, field, units)?)?;
                 }
             }
             row += len;
         }
-        Ok(values)
+        Ok(())
     }
 }
 
@@ -371,6 +371,20 @@ fn utf8(bytes: &[u8], field: &'static str) -> Result<String, DecodeError> {
 mod tests {
     use super::*;
 
+    /// Every cell [`Runs::read_values`] reads, with its row index.
+    fn collected(
+        runs: &Runs,
+        reader: &mut Reader<'_>,
+        units: &mut Units,
+    ) -> Result<Vec<(usize, Value)>, DecodeError> {
+        let mut values = Vec::new();
+        runs.read_values(reader, units, |row, value| {
+            values.push((row, value));
+            Ok(())
+        })?;
+        Ok(values)
+    }
+
     fn round_trip(values: &[Option<Value>]) -> Vec<u8> {
         let cells: Vec<Cell<'_>> =
             values.iter().map(|v| v.as_ref().map_or(Cell::Absent, Cell::Value)).collect();
@@ -378,7 +392,7 @@ mod tests {
         encode(&mut out, &cells);
         let mut reader = Reader::new(&out);
         let runs = Runs::read(&mut reader, values.len(), Kind::Values).unwrap();
-        let decoded = runs.values(&mut reader, &mut Units::new(usize::MAX)).unwrap();
+        let decoded = collected(&runs, &mut reader, &mut Units::new(usize::MAX)).unwrap();
         assert_eq!(reader.position(), out.len());
         let expected: Vec<(usize, Value)> =
             values.iter().enumerate().filter_map(|(i, v)| v.clone().map(|v| (i, v))).collect();
@@ -421,7 +435,7 @@ mod tests {
         let mut reader = Reader::new(&bytes);
         let runs = Runs::read(&mut reader, 2, Kind::Values).unwrap();
         assert_eq!(
-            runs.values(&mut reader, &mut Units::new(usize::MAX)),
+            collected(&runs, &mut reader, &mut Units::new(usize::MAX)),
             Err(DecodeError::NonCanonical { what: WHAT })
         );
         // Sharing more bytes than the previous value has.
@@ -429,7 +443,7 @@ mod tests {
         let mut reader = Reader::new(&bytes);
         let runs = Runs::read(&mut reader, 1, Kind::Values).unwrap();
         assert!(matches!(
-            runs.values(&mut reader, &mut Units::new(usize::MAX)),
+            collected(&runs, &mut reader, &mut Units::new(usize::MAX)),
             Err(DecodeError::InvalidValue { .. })
         ));
     }
@@ -438,7 +452,8 @@ mod tests {
     fn a_payload_counts_its_units_after_its_length_and_before_its_bytes() {
         let values = |bytes: &[u8], max| {
             let mut reader = Reader::new(bytes);
-            Runs::read(&mut reader, 1, Kind::Values)?.values(&mut reader, &mut Units::new(max))
+            let runs = Runs::read(&mut reader, 1, Kind::Values)?;
+            collected(&runs, &mut reader, &mut Units::new(max))
         };
         // A text of 128 bytes (2 units), none of them given.
         let header = [0x16, 0x00, 0x80, 0x01];
@@ -489,8 +504,8 @@ mod tests {
     fn payloads_are_checked() {
         let values = |bytes: &[u8]| {
             let mut reader = Reader::new(bytes);
-            Runs::read(&mut reader, 1, Kind::Values)?
-                .values(&mut reader, &mut Units::new(usize::MAX))
+            let runs = Runs::read(&mut reader, 1, Kind::Values)?;
+            collected(&runs, &mut reader, &mut Units::new(usize::MAX))
         };
         let nan = f64::NAN.to_bits().to_be_bytes();
         assert!(matches!(

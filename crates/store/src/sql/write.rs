@@ -253,7 +253,7 @@ impl Typer<'_> {
             .zip(values)
             .map(|(column, value)| {
                 let typed = self.typed(column.as_str(), value)?;
-                KeyPart::from_value(&typed).ok_or_else(|| WriteError::Type {
+                KeyPart::from_value(typed).ok_or_else(|| WriteError::Type {
                     table: self.name().clone(),
                     column: column.to_string(),
                     expected: "a key value".into(),

@@ -443,7 +443,8 @@ fn check(dir: &Path, ctx: Ctx, model: &mut Model) -> Stats {
             .rows
             .into_iter()
             .map(|row| {
-                let parts = key_columns.iter().map(|&i| KeyPart::from_value(&row[i]).unwrap());
+                let parts =
+                    key_columns.iter().map(|&i| KeyPart::from_value(row[i].clone()).unwrap());
                 (RowKey::new(parts.collect()).unwrap().encode(), row)
             })
             .collect();
