@@ -159,7 +159,7 @@ impl PublicKey {
 
     /// [`PublicKey::verify`] of a message given in parts, one after the
     /// other (copied once, into the signed bytes).
-    pub fn verify_parts(
+    pub(crate) fn verify_parts(
         &self,
         context: SigningContext,
         parts: &[&[u8]],

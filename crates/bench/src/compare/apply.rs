@@ -106,7 +106,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
     // The database above (and its threads) gone before the next is timed.
     drop(bench);
     let rounds = if quick { 1 } else { SINGLE_ROUNDS };
-    reporter.note(&format!("compare: Basic ingests {single} 1-cell commits, {rounds} rounds"));
+    reporter.note(&format!("compare: Basic ingests {single} 1-cell commits, round(s): {rounds}"));
     let samples = (0..rounds).map(|_| single_cell_round(single)).collect::<Result<Vec<_>, _>>()?;
     // The median round by ratio: one slow round of either side (this
     // machine's other work) moves it less than it moves a single round.
