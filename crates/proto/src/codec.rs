@@ -361,26 +361,35 @@ pub fn read_head(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
     (value >= least).then_some((value, rest))
 }
 
+/// The length of the shortest CBOR head for `value`: 1, 2, 3, 5 or 9 bytes.
+pub fn head_len(value: u64) -> usize {
+    match value {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
 /// Appends the shortest CBOR head of `major` type for `value`.
 pub fn write_head(out: &mut Vec<u8>, major: u8, value: u64) {
-    let major = major << 5;
-    // Each arm's value fits the width it is written in.
-    match value {
-        0..=23 => out.push(major | value as u8),
-        24..=0xff => out.extend([major | 24, value as u8]),
-        0x100..=0xffff => {
-            out.push(major | 25);
-            out.extend_from_slice(&(value as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(major | 26);
-            out.extend_from_slice(&(value as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(major | 27);
-            out.extend_from_slice(&value.to_be_bytes());
-        }
-    }
+    put_head(out, major, value, head_len(value) - 1);
+}
+
+/// Appends a CBOR head of `major` type for `value` with an argument
+/// `width` bytes wide (0, 1, 2, 4 or 8; 0: `value`, under 24, in the first
+/// byte).
+fn put_head(out: &mut Vec<u8>, major: u8, value: u64, width: usize) {
+    let code = match width {
+        0 => value as u8,
+        1 => 24,
+        2 => 25,
+        4 => 26,
+        _ => 27,
+    };
+    out.push(major << 5 | code);
+    out.extend_from_slice(&value.to_be_bytes()[8 - width.min(8)..]);
 }
 
 /// A CBOR byte string with the shortest head for its length, and what
@@ -395,15 +404,8 @@ pub fn byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 /// tests of the readers.
 #[cfg(test)]
 pub(crate) fn head_of_width(major: u8, value: u64, width: usize) -> Vec<u8> {
-    let code = match width {
-        0 => value as u8,
-        1 => 24,
-        2 => 25,
-        4 => 26,
-        _ => 27,
-    };
-    let mut out = vec![major << 5 | code];
-    out.extend_from_slice(&value.to_be_bytes()[8 - width.min(8)..]);
+    let mut out = Vec::with_capacity(1 + width);
+    put_head(&mut out, major, value, width);
     out
 }
 

@@ -644,26 +644,16 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Option<([u8; N], &[u8])> {
 /// lengths: a 3-item array of byte strings, the last the signature.
 fn envelope_len(header: usize, ciphertext: usize) -> usize {
     let (_, ciphertext_at) = spans(header, ciphertext);
-    ciphertext_at.end + string_head(SIGNATURE_LEN) + SIGNATURE_LEN
+    ciphertext_at.end + codec::head_len(SIGNATURE_LEN as u64) + SIGNATURE_LEN
 }
 
 /// Where the header and the ciphertext lie in a commit whose header and
 /// ciphertext have these lengths (its canonical encoding: each after the
 /// shortest head for its length).
 fn spans(header: usize, ciphertext: usize) -> (Range<usize>, Range<usize>) {
-    let header_at = 1 + string_head(header);
-    let ciphertext_at = header_at + header + string_head(ciphertext);
+    let header_at = 1 + codec::head_len(header as u64);
+    let ciphertext_at = header_at + header + codec::head_len(ciphertext as u64);
     (header_at..header_at + header, ciphertext_at..ciphertext_at + ciphertext)
-}
-
-/// The length of the shortest CBOR head of a byte string of `n` bytes.
-fn string_head(n: usize) -> usize {
-    match n {
-        0..24 => 1,
-        24..256 => 2,
-        256..65_536 => 3,
-        _ => 5,
-    }
 }
 
 impl fmt::Debug for Commit {
