@@ -9,9 +9,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use curve25519_dalek::edwards::EdwardsPoint;
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::IsIdentity;
 use data_encoding::BASE32_NOPAD;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
+use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
 /// BLAKE3 context deriving a principal's x25519 secret from its seed.
@@ -59,21 +63,18 @@ impl SigningContext {
 
     /// The exact bytes signed for `message`: label, a zero byte, the message.
     pub fn signed_bytes(self, message: &[u8]) -> Vec<u8> {
-        self.signed_parts(&[message])
+        let [label, zero] = self.prefix();
+        let mut out = Vec::with_capacity(label.len() + 1 + message.len());
+        out.extend_from_slice(label);
+        out.extend_from_slice(zero);
+        out.extend_from_slice(message);
+        out
     }
 
-    /// [`SigningContext::signed_bytes`] of a message given in parts, one
-    /// after the other.
-    fn signed_parts(self, parts: &[&[u8]]) -> Vec<u8> {
-        let label = self.label().as_bytes();
-        let len = parts.iter().map(|part| part.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(label.len() + 1 + len);
-        out.extend_from_slice(label);
-        out.push(0);
-        for part in parts {
-            out.extend_from_slice(part);
-        }
-        out
+    /// What precedes the message in the signed bytes: the label, then a
+    /// zero byte.
+    fn prefix(self) -> [&'static [u8]; 2] {
+        [self.label().as_bytes(), &[0]]
     }
 }
 
@@ -115,11 +116,12 @@ pub enum KeyError {
 }
 
 /// A validated ed25519 public key: a canonical, non-weak, torsion-free
-/// curve point, kept decompressed so verifying costs no decompression.
+/// curve point, kept decompressed (and negated, as verification uses it)
+/// so verifying costs no decompression.
 #[derive(Clone, Copy)]
 pub struct PublicKey {
     bytes: [u8; 32],
-    key: VerifyingKey,
+    minus_point: EdwardsPoint,
 }
 
 impl PublicKey {
@@ -138,7 +140,7 @@ impl PublicKey {
         if !point.is_torsion_free() {
             return Err(KeyError::MixedOrderKey);
         }
-        Ok(Self { bytes, key })
+        Ok(Self { bytes, minus_point: -point })
     }
 
     /// The 32 bytes of the key.
@@ -158,17 +160,39 @@ impl PublicKey {
     }
 
     /// [`PublicKey::verify`] of a message given in parts, one after the
-    /// other (copied once, into the signed bytes).
+    /// other (hashed where they lie, not copied).
+    ///
+    /// This is `crypto.md` §3.3 without decoding R: the key is torsion-free
+    /// (§3.2), so the point P = [S]B − [k]A lies in the prime-order
+    /// subgroup, where the only point of small order is the identity.
+    /// When P's canonical encoding equals R, R decodes to P; so "R decodes
+    /// and is not of small order, and P encodes to R" is "P is not the
+    /// identity, and P encodes to R". The signatures accepted are exactly
+    /// ed25519-dalek's `verify_strict`'s (tested against it), for the cost
+    /// of an identity check instead of a point decompression.
     pub(crate) fn verify_parts(
         &self,
         context: SigningContext,
         parts: &[&[u8]],
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<(), KeyError> {
-        let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.key
-            .verify_strict(&context.signed_parts(parts), &signature)
-            .map_err(|_| KeyError::BadSignature)
+        let (mut r, mut s) = ([0; 32], [0; 32]);
+        r.copy_from_slice(&signature[..32]);
+        s.copy_from_slice(&signature[32..]);
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))
+            .ok_or(KeyError::BadSignature)?;
+        let mut hash = Sha512::new();
+        hash.update(r);
+        hash.update(self.bytes);
+        for part in context.prefix().iter().chain(parts) {
+            hash.update(part);
+        }
+        let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+        let point = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &self.minus_point, &s);
+        if point.is_identity() || point.compress().to_bytes() != r {
+            return Err(KeyError::BadSignature);
+        }
+        Ok(())
     }
 }
 
@@ -296,7 +320,7 @@ impl SecretKey {
     /// The ed25519 public key.
     pub fn public(&self) -> PublicKey {
         let key = self.signing.verifying_key();
-        PublicKey { bytes: key.to_bytes(), key }
+        PublicKey { bytes: key.to_bytes(), minus_point: -key.to_edwards() }
     }
 
     /// Signs `message` in `context`.
@@ -500,6 +524,123 @@ mod tests {
             key.public().verify(SigningContext::Commit, b"m", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    /// ed25519-dalek's `verify_strict`, the rule of `crypto.md` §3.3.
+    fn strict(key: &PublicKey, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
+        let reference = VerifyingKey::from_bytes(key.as_bytes()).expect("a valid key");
+        let signed = SigningContext::Commit.signed_bytes(message);
+        reference.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+    }
+
+    /// `S + L`: the same scalar, unreduced (still below 2^256).
+    fn plus_order(s: &[u8]) -> [u8; 32] {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut out = [0; 32];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(s[i]) + u16::from(L[i]) + carry;
+            out[i] = sum as u8;
+            carry = sum >> 8;
+        }
+        out
+    }
+
+    /// The signature whose point [S]B − [k]A is the identity, with R the
+    /// identity's encoding: the equation holds, but R is of small order,
+    /// so strict verification refuses it.
+    fn identity_signature(secret: Scalar, message: &[u8]) -> (PublicKey, [u8; SIGNATURE_LEN]) {
+        let public = EdwardsPoint::mul_base(&secret).compress().to_bytes();
+        let key = PublicKey::from_bytes(public).expect("a multiple of B is a valid key");
+        let mut r = [0; 32];
+        r[0] = 1;
+        let signed = SigningContext::Commit.signed_bytes(message);
+        let k = Scalar::from_bytes_mod_order_wide(
+            &Sha512::new()
+                .chain_update(r)
+                .chain_update(public)
+                .chain_update(signed)
+                .finalize()
+                .into(),
+        );
+        let mut signature = [0; SIGNATURE_LEN];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice((k * secret).as_bytes());
+        (key, signature)
+    }
+
+    #[test]
+    fn a_signature_whose_point_is_the_identity_is_refused() {
+        let (key, signature) = identity_signature(Scalar::from(7u64), b"m");
+        assert!(!strict(&key, b"m", &signature));
+        assert_eq!(
+            key.verify(SigningContext::Commit, b"m", &signature),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_scalar_above_the_order_by_the_order_is_refused() {
+        let key = secret(3);
+        let mut signature = key.sign(SigningContext::Commit, b"m");
+        let unreduced = plus_order(&signature[32..]);
+        signature[32..].copy_from_slice(&unreduced);
+        assert!(!strict(&key.public(), b"m", &signature));
+        assert_eq!(
+            key.public().verify(SigningContext::Commit, b"m", &signature),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Verification accepts and refuses exactly what `verify_strict`
+        /// does: good signatures, signatures with a bit flipped, R replaced
+        /// by a small-order point or random bytes, S unreduced, the point
+        /// at the identity, and the wrong message.
+        #[test]
+        fn verification_is_verify_strict(
+            seed in any::<[u8; 32]>(),
+            message in proptest::collection::vec(any::<u8>(), 0..200),
+            flip in proptest::option::weighted(0.2, 0..512usize),
+            small_order_r in proptest::option::weighted(0.2, 0..8usize),
+            random_r in proptest::option::weighted(0.2, any::<[u8; 32]>()),
+            unreduced in proptest::bool::weighted(0.2),
+            identity in proptest::bool::weighted(0.2),
+            other_message in proptest::bool::weighted(0.2),
+        ) {
+            let secret = SecretKey::from_seed(seed);
+            let (key, mut signature) = if identity {
+                // Never zero, for a seed of zeros too (a zero secret's key is refused).
+                identity_signature(Scalar::from_bytes_mod_order(seed) + Scalar::ONE, &message)
+            } else {
+                (secret.public(), secret.sign(SigningContext::Commit, &message))
+            };
+            if let Some(order) = small_order_r {
+                let point = curve25519_dalek::constants::EIGHT_TORSION[order];
+                signature[..32].copy_from_slice(point.compress().as_bytes());
+            }
+            if let Some(r) = random_r {
+                signature[..32].copy_from_slice(&r);
+            }
+            if unreduced {
+                let s = plus_order(&signature[32..]);
+                signature[32..].copy_from_slice(&s);
+            }
+            if let Some(bit) = flip {
+                signature[bit / 8] ^= 1 << (bit % 8);
+            }
+            let mut message = message;
+            if other_message {
+                message.push(0);
+            }
+            let ours = key.verify(SigningContext::Commit, &message, &signature).is_ok();
+            prop_assert_eq!(ours, strict(&key, &message, &signature));
+        }
     }
 
     #[test]

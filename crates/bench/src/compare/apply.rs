@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use super::Error;
 use crate::fixture;
-use crate::ingest::{FEEDERS, Took, crypto_only, feed};
+use crate::ingest::{FEEDERS, Took, Verifier, crypto_only, feed};
 use crate::report::{Comparison, Reporter, rounded};
 
 /// One generated row of the anchor table: a random 16-hex-character id,
@@ -61,7 +61,7 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
         )
     };
     let (insert_commits, update_commits) = (commits(&inserted), commits(&updated));
-    let crypto = crypto_only(&insert_commits, &bench.key, FEEDERS)?.wall;
+    let crypto = crypto_only(&insert_commits, &bench.key, FEEDERS, Verifier::Reference)?.wall;
     let insert_encoded = encode(&insert_commits);
     // (A mark for a profiler attached from here on.)
     reporter.note("compare: timing Basic's ingest of 100-cell commits");
@@ -131,6 +131,10 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
             ("rounds", rounds.into()),
             ("round_ratios", every(SingleCellRound::ratio)),
             ("round_cpu_ratios", every(|round| round.crypto.cpu / round.basic.cpu)),
+            // Against Basic's own verification (the same rule, faster): what
+            // the ingest adds to the cryptography it does itself.
+            ("own_crypto_cpu_us_per_commit", per_commit(median.own_crypto.cpu)),
+            ("round_own_crypto_ratios", every(|round| round.own_crypto.wall / round.basic.wall)),
             ("crypto_threads", FEEDERS.into()),
             ("authors", median.authors.into()),
             ("signed_bytes", median.signed_bytes.into()),
@@ -142,11 +146,14 @@ pub(crate) fn run(reporter: &Reporter, quick: bool) -> Result<(), Error> {
 /// Rounds of the 1-cell comparison; the median is reported.
 const SINGLE_ROUNDS: usize = 5;
 
-/// One round of the 1-cell comparison: the crypto limit, then Basic's
-/// ingest into a new database, of the same commits.
+/// One round of the 1-cell comparison: the crypto limit (with the reference
+/// verification, then with Basic's own), then Basic's ingest into a new
+/// database, of the same commits.
 struct SingleCellRound {
     basic: Took,
     crypto: Took,
+    /// The same limit with Basic's own verification.
+    own_crypto: Took,
     authors: u8,
     signed_bytes: usize,
 }
@@ -171,11 +178,13 @@ fn single_cell_round(single: usize) -> Result<SingleCellRound, Error> {
             )
         }),
     );
-    let crypto = crypto_only(&signed, &bench.key, FEEDERS)?;
+    let crypto = crypto_only(&signed, &bench.key, FEEDERS, Verifier::Reference)?;
+    let own_crypto = crypto_only(&signed, &bench.key, FEEDERS, Verifier::Basic)?;
     let (_, basic) = feed(&bench.db, &encode(&signed))?;
     Ok(SingleCellRound {
         basic,
         crypto,
+        own_crypto,
         authors: bench.authors,
         signed_bytes: signed.first().map_or(0, |c| c.as_bytes().len()),
     })
