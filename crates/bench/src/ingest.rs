@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use basic_proto::{Commit, KeyCache, SigningContext};
+use basic_proto::{Commit, SigningContext};
 use basic_store::IngestError;
 
 use crate::fixture;
@@ -128,8 +128,7 @@ pub(crate) enum Verifier {
     /// ed25519-dalek's `verify_strict`, the rule's reference: what an
     /// application verifying these signatures would call.
     Reference,
-    /// Basic's own (`KeyCache::verify`): the same rule, without decoding R,
-    /// and with a table of multiples for a key that signs often.
+    /// Basic's own (`PublicKey::verify`): the same rule, without decoding R.
     Basic,
 }
 
@@ -141,23 +140,18 @@ pub(crate) fn crypto_only(
     threads: usize,
     verifier: Verifier,
 ) -> Result<Took, Error> {
-    // Basic verifies through the cache its keys are validated in, as its
-    // ingest does (a key that signs often verifies faster).
-    let keys = KeyCache::default();
     let prepared = commits
         .iter()
-        .map(|c| -> Result<_, Error> {
+        .map(|c| {
             let header = c.header();
-            let author = keys.get(*header.author.as_bytes())?;
             let reference = ed25519_dalek::VerifyingKey::from_bytes(header.author.as_bytes())?;
             let signature = ed25519_dalek::Signature::from_bytes(c.signature());
             let message = c.signed_message();
             // The reference's input whole, made before the timing starts.
             let signed = SigningContext::Commit.signed_bytes(&message);
-            Ok((author, reference, message, signed, signature, header.nonce, c))
+            Ok((header.author, reference, message, signed, signature, header.nonce, c))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let keys = &keys;
+        .collect::<Result<Vec<_>, ed25519_dalek::SignatureError>>()?;
     let share = prepared.len().div_ceil(threads.max(1)).max(1);
     let (verified, took) = Took::of(|| {
         std::thread::scope(|scope| -> Result<(), String> {
@@ -170,13 +164,8 @@ pub(crate) fn crypto_only(
                                 Verifier::Reference => reference
                                     .verify_strict(signed, signature)
                                     .map_err(|e| e.to_string())?,
-                                Verifier::Basic => keys
-                                    .verify(
-                                        author,
-                                        SigningContext::Commit,
-                                        message,
-                                        &signature.to_bytes(),
-                                    )
+                                Verifier::Basic => author
+                                    .verify(SigningContext::Commit, message, &signature.to_bytes())
                                     .map_err(|e| e.to_string())?,
                             }
                             key.decrypt(nonce, commit.header_bytes(), commit.ciphertext())

@@ -391,15 +391,8 @@ impl Commit {
             return located.verify();
         }
         let (header, envelope) = Self::parse(bytes, keys)?;
-        Located::new(
-            bytes,
-            &envelope.header,
-            &envelope.ciphertext,
-            &envelope.signature,
-            header,
-            keys,
-        )
-        .verify()
+        Located::new(bytes, &envelope.header, &envelope.ciphertext, &envelope.signature, header)
+            .verify()
     }
 
     /// The header of `bytes`, checked as [`Commit::decode`] checks it but
@@ -441,10 +434,10 @@ impl Commit {
     /// a received commit in its author's log before deciding to verify it
     /// ([`Located::verify`]). A copy with another signature is located as
     /// the commit it copies.
-    pub fn locate<'a>(bytes: &'a [u8], keys: &'a KeyCache) -> Option<Located<'a>> {
+    pub fn locate<'a>(bytes: &'a [u8], keys: &KeyCache) -> Option<Located<'a>> {
         let (header_bytes, ciphertext, signature) = Envelope::parts(bytes)?;
         let header = CommitHeader::read_in_place(header_bytes, keys)?;
-        Some(Located::new(bytes, header_bytes, ciphertext, signature, header, keys))
+        Some(Located::new(bytes, header_bytes, ciphertext, signature, header))
     }
 
     /// The verified header.
@@ -499,8 +492,6 @@ pub struct Located<'a> {
     signature: &'a [u8; SIGNATURE_LEN],
     header: CommitHeader,
     id: CommitId,
-    /// The cache the author's key came from, which verifies it.
-    keys: &'a KeyCache,
 }
 
 impl<'a> Located<'a> {
@@ -510,10 +501,9 @@ impl<'a> Located<'a> {
         ciphertext: &'a [u8],
         signature: &'a [u8; SIGNATURE_LEN],
         header: CommitHeader,
-        keys: &'a KeyCache,
     ) -> Self {
         let id = CommitId::of(header_bytes, ciphertext);
-        Self { bytes, header_bytes, ciphertext, signature, header, id, keys }
+        Self { bytes, header_bytes, ciphertext, signature, header, id }
     }
 
     /// The id the commit has if its signature verifies.
@@ -529,9 +519,8 @@ impl<'a> Located<'a> {
     /// Verifies the author's signature: the commit, as [`Commit::decode`]
     /// gives it.
     pub fn verify(self) -> Result<Commit, CommitError> {
-        self.keys
+        (self.header.author)
             .verify_parts(
-                &self.header.author,
                 SigningContext::Commit,
                 &[self.header_bytes, self.ciphertext],
                 self.signature,

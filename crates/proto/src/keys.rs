@@ -9,12 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use std::sync::{Arc, Mutex, PoisonError};
-
-use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{EdwardsPoint, VartimeEdwardsPrecomputation};
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{IsIdentity, VartimePrecomputedMultiscalarMul};
+use curve25519_dalek::traits::IsIdentity;
 use data_encoding::BASE32_NOPAD;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
@@ -159,12 +156,11 @@ impl PublicKey {
         message: &[u8],
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<(), KeyError> {
-        self.verify_using(None, context, &[message], signature)
+        self.verify_parts(context, &[message], signature)
     }
 
     /// [`PublicKey::verify`] of a message given in parts, one after the
-    /// other (hashed where they lie, not copied), with this key's
-    /// `multiples` if they are made.
+    /// other (hashed where they lie, not copied).
     ///
     /// This is `crypto.md` §3.3 without decoding R: the key is torsion-free
     /// (§3.2), so the point P = [S]B − [k]A lies in the prime-order
@@ -174,9 +170,8 @@ impl PublicKey {
     /// identity, and P encodes to R". The signatures accepted are exactly
     /// ed25519-dalek's `verify_strict`'s (tested against it), for the cost
     /// of an identity check instead of a point decompression.
-    fn verify_using(
+    pub(crate) fn verify_parts(
         &self,
-        multiples: Option<&Multiples>,
         context: SigningContext,
         parts: &[&[u8]],
         signature: &[u8; SIGNATURE_LEN],
@@ -193,10 +188,7 @@ impl PublicKey {
             hash.update(part);
         }
         let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
-        let point = match multiples {
-            Some(multiples) => multiples.0.vartime_multiscalar_mul([s, k]),
-            None => EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &self.minus_point, &s),
-        };
+        let point = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &self.minus_point, &s);
         if point.is_identity() || point.compress().to_bytes() != r {
             return Err(KeyError::BadSignature);
         }
@@ -254,123 +246,31 @@ impl fmt::Debug for AuthorId {
     }
 }
 
-/// Multiples of the base point and of a key's negation, precomputed: its
-/// signatures then verify in about 6 % less time (the key's multiples come
-/// from a table of 64 rather than from one of 8 made for each signature).
-/// About 15 KiB, made in the time of two verifications.
-struct Multiples(VartimeEdwardsPrecomputation);
-
-impl Multiples {
-    fn of(key: &PublicKey) -> Self {
-        Self(VartimeEdwardsPrecomputation::new([ED25519_BASEPOINT_POINT, key.minus_point]))
-    }
-}
-
-impl fmt::Debug for Multiples {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Multiples")
-    }
-}
-
 /// Keys already validated, so that a peer's many commits by the same few
-/// authors pay for key validation once, and the keys that sign most verify
-/// faster. Shareable between threads; bounded: when full it starts over.
+/// authors pay for key validation once. Shareable between threads;
+/// bounded: when full it starts over.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    keys: Mutex<Keys>,
-}
-
-/// What a [`KeyCache`] holds.
-#[derive(Debug, Default)]
-struct Keys {
-    by_bytes: std::collections::HashMap<[u8; 32], Cached>,
-    /// Keys whose multiples are made or being made.
-    with_multiples: usize,
-}
-
-/// One validated key, how many signatures it verified, and its multiples
-/// once it verified [`KeyCache::MULTIPLES_AFTER`].
-#[derive(Debug)]
-struct Cached {
-    key: PublicKey,
-    verified: u32,
-    multiples: Option<Arc<Multiples>>,
+    keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], PublicKey>>,
 }
 
 impl KeyCache {
     /// Most keys kept.
     pub const CAPACITY: usize = 4096;
-    /// Most keys with their multiples made (about 15 KiB each).
-    pub const MULTIPLES: usize = 64;
-    /// Signatures a key verifies through the cache before its multiples
-    /// are made: they cost about two, and save a few percent of each.
-    /// Only signatures that verify count, so a stranger's forgeries never
-    /// make any.
-    pub const MULTIPLES_AFTER: u32 = 16;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 
     /// The validated key with these bytes ([`PublicKey::from_bytes`]).
     pub fn get(&self, bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
-        if let Some(cached) = self.lock().by_bytes.get(&bytes) {
-            return Ok(cached.key);
+        let lock = || self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = lock().get(&bytes) {
+            return Ok(*key);
         }
         let key = PublicKey::from_bytes(bytes)?;
-        let mut keys = self.lock();
-        if keys.by_bytes.len() >= Self::CAPACITY {
-            *keys = Keys::default();
+        let mut keys = lock();
+        if keys.len() >= Self::CAPACITY {
+            keys.clear();
         }
-        keys.by_bytes.entry(bytes).or_insert(Cached { key, verified: 0, multiples: None });
+        keys.insert(bytes, key);
         Ok(key)
-    }
-
-    /// [`PublicKey::verify`], with the key's multiples once it has signed
-    /// enough here (the same signatures verify either way).
-    pub fn verify(
-        &self,
-        key: &PublicKey,
-        context: SigningContext,
-        message: &[u8],
-        signature: &[u8; SIGNATURE_LEN],
-    ) -> Result<(), KeyError> {
-        self.verify_parts(key, context, &[message], signature)
-    }
-
-    /// [`KeyCache::verify`] of a message given in parts.
-    pub(crate) fn verify_parts(
-        &self,
-        key: &PublicKey,
-        context: SigningContext,
-        parts: &[&[u8]],
-        signature: &[u8; SIGNATURE_LEN],
-    ) -> Result<(), KeyError> {
-        let multiples = self.lock().by_bytes.get(key.as_bytes()).and_then(|c| c.multiples.clone());
-        key.verify_using(multiples.as_deref(), context, parts, signature)?;
-        if multiples.is_none() && self.count_verified(key) {
-            // Made outside the lock; a cache that started over since
-            // forgets them.
-            let made = Arc::new(Multiples::of(key));
-            if let Some(cached) = self.lock().by_bytes.get_mut(key.as_bytes()) {
-                cached.multiples = Some(made);
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts a signature `key` verified; whether its multiples are to be
-    /// made now (their place is taken).
-    fn count_verified(&self, key: &PublicKey) -> bool {
-        let mut keys = self.lock();
-        let room = keys.with_multiples < Self::MULTIPLES;
-        let Some(cached) = keys.by_bytes.get_mut(key.as_bytes()) else { return false };
-        cached.verified = cached.verified.saturating_add(1);
-        let make = room && cached.verified == Self::MULTIPLES_AFTER;
-        if make {
-            keys.with_multiples += 1;
-        }
-        make
     }
 }
 
@@ -738,66 +638,9 @@ mod tests {
             if other_message {
                 message.push(0);
             }
-            let reference = strict(&key, &message, &signature);
             let ours = key.verify(SigningContext::Commit, &message, &signature).is_ok();
-            prop_assert_eq!(ours, reference);
-            let multiples = Multiples::of(&key);
-            let with_multiples = key
-                .verify_using(Some(&multiples), SigningContext::Commit, &[&message], &signature)
-                .is_ok();
-            prop_assert_eq!(with_multiples, reference);
+            prop_assert_eq!(ours, strict(&key, &message, &signature));
         }
-    }
-
-    fn has_multiples(cache: &KeyCache, key: &PublicKey) -> bool {
-        cache.lock().by_bytes.get(key.as_bytes()).is_some_and(|c| c.multiples.is_some())
-    }
-
-    /// Verifies `times` good signatures by `secret` through `cache`.
-    fn verify_good(cache: &KeyCache, secret: &SecretKey, times: u32) {
-        let key = cache.get(*secret.public().as_bytes()).unwrap();
-        for n in 0..times {
-            let message = n.to_le_bytes();
-            let signature = secret.sign(SigningContext::Commit, &message);
-            assert_eq!(cache.verify(&key, SigningContext::Commit, &message, &signature), Ok(()));
-        }
-    }
-
-    #[test]
-    fn a_key_gets_its_multiples_after_enough_good_signatures_and_forgeries_do_not_count() {
-        let cache = KeyCache::default();
-        let signer = secret(5);
-        let key = cache.get(*signer.public().as_bytes()).unwrap();
-        let forged = [7; SIGNATURE_LEN];
-        for _ in 0..KeyCache::MULTIPLES_AFTER * 2 {
-            assert_eq!(
-                cache.verify(&key, SigningContext::Commit, b"m", &forged),
-                Err(KeyError::BadSignature)
-            );
-        }
-        assert!(!has_multiples(&cache, &key), "forgeries made multiples");
-        verify_good(&cache, &signer, KeyCache::MULTIPLES_AFTER - 1);
-        assert!(!has_multiples(&cache, &key));
-        verify_good(&cache, &signer, 1);
-        assert!(has_multiples(&cache, &key));
-        // With them, good signatures verify and bad ones are refused.
-        verify_good(&cache, &signer, 2);
-        assert_eq!(
-            cache.verify(&key, SigningContext::Commit, b"m", &forged),
-            Err(KeyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn at_most_so_many_keys_get_multiples() {
-        let cache = KeyCache::default();
-        let signers: Vec<SecretKey> =
-            (0..=KeyCache::MULTIPLES as u8).map(|n| secret(n.wrapping_add(100))).collect();
-        for signer in &signers {
-            verify_good(&cache, signer, KeyCache::MULTIPLES_AFTER);
-        }
-        let made = signers.iter().filter(|s| has_multiples(&cache, &s.public())).count();
-        assert_eq!(made, KeyCache::MULTIPLES);
     }
 
     #[test]
