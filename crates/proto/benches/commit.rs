@@ -184,17 +184,6 @@ fn bench_commit(c: &mut Criterion, fx: &mut Fixture, existing: &Tables) {
     group.bench_function("verify", |b| {
         b.iter(|| public.verify(SigningContext::Commit, black_box(message), black_box(&signature)))
     });
-    // A key that has signed often, through the cache: its multiples made.
-    let cached = basic_proto::KeyCache::default();
-    let key = cached.get(*public.as_bytes()).expect("a valid key");
-    for _ in 0..basic_proto::KeyCache::MULTIPLES_AFTER {
-        assert_eq!(cached.verify(&key, SigningContext::Commit, message, &signature), Ok(()));
-    }
-    group.bench_function("verify_cached", |b| {
-        b.iter(|| {
-            cached.verify(&key, SigningContext::Commit, black_box(message), black_box(&signature))
-        })
-    });
     // The rule's reference, on the signed bytes whole.
     let reference =
         ed25519_dalek::VerifyingKey::from_bytes(public.as_bytes()).expect("a valid key");
