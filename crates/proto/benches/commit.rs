@@ -8,6 +8,9 @@
 //! Every benchmark is named `commit/<n>-cell/<step>` and reports throughput
 //! in cells. Inputs come from a seeded ChaCha20 RNG, so runs are comparable.
 //!
+//! `verify/<n>-cell/16_together` and `16_alone` time the verification of
+//! sixteen received commits together (one field inversion) and one by one.
+//!
 //! `changes/decode-worst/<case>` times decoding the change sets that the
 //! units rule (wire-format.md §4.0) lets grow the most per byte: a
 //! megabyte that decodes to a million null cells, or to 64 MiB of values.
@@ -19,8 +22,8 @@ use basic_proto::change::{BYTES_PER_UNIT, MAX_CELLS, MAX_CHANGES_BYTES, MAX_OPS}
 use basic_proto::merge::Tables;
 use basic_proto::value::MAX_VALUE_LEN;
 use basic_proto::{
-    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyPart, Name, RowKey, RowOp, ScopeKey,
-    SecretKey, SigningContext, Stamp, Value,
+    Changes, Commit, CommitDraft, DatabaseId, Hlc, KeyCache, KeyPart, Located, Name, RowKey, RowOp,
+    ScopeKey, SecretKey, SigningContext, Stamp, Value,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
@@ -211,7 +214,7 @@ fn bench_commit(c: &mut Criterion, fx: &mut Fixture, existing: &Tables) {
     // What a received commit costs before its signature: the envelope and
     // header read and checked, and its id read off the bytes (a held
     // copy's check).
-    let keys = basic_proto::KeyCache::default();
+    let keys = KeyCache::default();
     assert_eq!(Commit::header_of(commit.as_bytes(), &keys).as_ref(), Ok(commit.header()));
     group.bench_function("header_of", |b| {
         b.iter(|| Commit::header_of(black_box(commit.as_bytes()), &keys))
@@ -312,12 +315,31 @@ fn bench_decode_worst(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sixteen received commits verified together, as a device's ingest takes
+/// them (`Located::verify_all`: one field inversion for all), against each
+/// verified alone. Both read each commit's envelope and id first.
+fn bench_verify_together(c: &mut Criterion, fx: &Fixture) {
+    const COMMITS: usize = 16;
+    let mut group = c.benchmark_group(format!("verify/{}", fx.label));
+    group.throughput(Throughput::Elements(COMMITS as u64));
+    let keys = KeyCache::default();
+    let received = vec![fx.commit.as_bytes(); COMMITS];
+    let locate = || received.iter().filter_map(|bytes| Commit::locate(bytes, &keys));
+    assert_eq!(Located::verify_all(locate().collect()), vec![Ok(fx.commit.clone()); COMMITS]);
+    group.bench_function("16_together", |b| b.iter(|| Located::verify_all(locate().collect())));
+    group.bench_function("16_alone", |b| {
+        b.iter(|| locate().map(Located::verify).collect::<Vec<_>>())
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(0xba51c);
     let (existing, keys) = existing_table(&mut rng);
     for (rows, columns, seed) in [(1, 1, 1), (10, 10, 100)] {
         let mut fixture = Fixture::new(rows, columns, &keys, seed);
         bench_commit(c, &mut fixture, &existing);
+        bench_verify_together(c, &fixture);
     }
     bench_decode_worst(c);
 }

@@ -864,23 +864,19 @@ impl<S: Store> Database<S> {
         let auth = read(&self.shared.auth);
         let now = self.shared.environment.now_ms();
         let database = self.shared.database;
-        let check =
-            |bytes: &Vec<u8>, located: Option<Located<'_>>| -> Result<Received, IngestError> {
-                let commit = match located {
-                    Some(located) => located.verify()?,
-                    None => Commit::decode_with(bytes, &self.shared.authors)?,
-                };
-                let header = commit.header();
-                if header.database != database {
-                    return Err(IngestError::OtherDatabase(header.database));
-                }
-                auth.check_commit(header, commit.id())?;
-                if let Err(ahead) = check_not_ahead(header.hlc, now) {
-                    return Ok(Received::Ahead(commit, ahead));
-                }
-                let content = keys.open(&commit);
-                Ok(Received::Ready(commit, content))
-            };
+        // What is checked once the signature holds.
+        let checked = |commit: Commit| -> Result<Received, IngestError> {
+            let header = commit.header();
+            if header.database != database {
+                return Err(IngestError::OtherDatabase(header.database));
+            }
+            auth.check_commit(header, commit.id())?;
+            if let Err(ahead) = check_not_ahead(header.hlc, now) {
+                return Ok(Received::Ahead(commit, ahead));
+            }
+            let content = keys.open(&commit);
+            Ok(Received::Ready(commit, content))
+        };
         // A copy of a commit held already (a peer relays what another sent)
         // is known by its id, read off its bytes: neither verified nor
         // opened again, and nothing of it is stored (a copy whose signature
@@ -888,20 +884,38 @@ impl<S: Store> Database<S> {
         // look-up runs beside the verification of the other commits, and
         // only for a commit at or below its author's head (held in memory):
         // nothing is stored past it. Each commit is either handed to the
-        // writer or answered here.
+        // writer or answered here. The signatures of a few commits taken
+        // together are verified together, for less work (`Located::verify_all`).
         let replica = &self.shared.replica;
-        let screen = |bytes: &Vec<u8>| -> Result<Result<Received, Answer>, StoreError> {
-            let located = Commit::locate(bytes, &self.shared.authors);
-            if let Some(at) = &located
-                && replica.holds_applied_at(&at.id(), &at.header().author, at.header().seq)?
-            {
-                return Ok(Err(Ok(Inserted {
-                    id: at.id(),
-                    outcome: Outcome::Duplicate,
-                    fork: false,
-                })));
-            }
-            Ok(check(bytes, located).map_err(Err))
+        let authors = &self.shared.authors;
+        let screen = |chunk: &[Vec<u8>]| -> Vec<Result<Screened, StoreError>> {
+            let mut to_verify = Vec::new();
+            let first_look: Vec<Option<Result<Screened, StoreError>>> = chunk
+                .iter()
+                .map(|bytes| {
+                    let Some(at) = Commit::locate(bytes, authors) else {
+                        let decoded = Commit::decode_with(bytes, authors).map_err(Into::into);
+                        return Some(Ok(decoded.and_then(checked).map_err(Err)));
+                    };
+                    let header = at.header();
+                    match replica.holds_applied_at(&at.id(), &header.author, header.seq) {
+                        Err(error) => Some(Err(error)),
+                        Ok(true) => Some(Ok(Err(Ok(Inserted {
+                            id: at.id(),
+                            outcome: Outcome::Duplicate,
+                            fork: false,
+                        })))),
+                        Ok(false) => {
+                            to_verify.push(at);
+                            None
+                        }
+                    }
+                })
+                .collect();
+            let mut verified = Located::verify_all(to_verify)
+                .into_iter()
+                .map(|commit| Ok(commit.map_err(Into::into).and_then(checked).map_err(Err)));
+            first_look.into_iter().filter_map(|first| first.or_else(|| verified.next())).collect()
         };
         // Opened a slice at a time, and handed to the writer in jobs of
         // about MAX_GROUP_ROWS rows, the next opened while the writer
@@ -927,7 +941,7 @@ impl<S: Store> Database<S> {
         let mut rows = 0;
         for slice in slices(encoded, slice_bytes) {
             job.reserve(slice.len());
-            for screened in parallel_map(slice, screen) {
+            for screened in parallel_chunks(slice, screen) {
                 let received = match screened? {
                     Ok(received) => received,
                     Err(answer) => {
@@ -1102,6 +1116,10 @@ fn micros(duration: std::time::Duration) -> u64 {
 /// What [`Database::ingest`] answers for one commit.
 type Answer = Result<Inserted, IngestError>;
 
+/// A received commit after the checks of [`Database::ingest`]: for the
+/// writer, or answered already.
+type Screened = Result<Received, Answer>;
+
 /// The ingest jobs of one batch: the writer's answers so far, and the job
 /// handed over whose answer is still to come.
 struct Jobs {
@@ -1131,22 +1149,22 @@ fn slices(items: &[Vec<u8>], max_bytes: usize) -> impl Iterator<Item = &[Vec<u8>
     })
 }
 
-/// `f` over `items`, on every core when there are many: the calling
-/// thread and one more per other core take the next few items in turn
-/// until none is left, so no thread idles while another finishes a share
-/// fixed in advance.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// `f` over `items` a few at a time, on every core when there are many:
+/// the calling thread and one more per other core take the next few items
+/// in turn until none is left, so no thread idles while another finishes a
+/// share fixed in advance. `f` gives one result per item it is given.
+fn parallel_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
     /// Items a thread takes at a time.
-    const TAKE: usize = 8;
+    const TAKE: usize = 16;
     // Asking the system reads files under /proc and /sys: once per process.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if items.len() < 64 {
-        return items.iter().map(&f).collect();
+        return f(items);
     }
     let threads =
         *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads < 2 {
-        return items.iter().map(&f).collect();
+        return items.chunks(TAKE).flat_map(&f).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
@@ -1156,8 +1174,7 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
             if start >= items.len() {
                 return done;
             }
-            let taken = &items[start..(start + TAKE).min(items.len())];
-            done.push((start, taken.iter().map(&f).collect::<Vec<_>>()));
+            done.push((start, f(&items[start..(start + TAKE).min(items.len())])));
         }
     };
     let mut done = std::thread::scope(|scope| {
