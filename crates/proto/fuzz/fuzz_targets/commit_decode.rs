@@ -1,6 +1,7 @@
 //! `Commit::decode` on arbitrary bytes. Decoding must never panic; a commit
 //! that decodes must decode again to itself, and opening it with a fixed key
-//! must not panic either. `Commit::locate` reads a header in place exactly
+//! must not panic either, and verified together with a copy of itself it
+//! verifies as alone. `Commit::locate` reads a header in place exactly
 //! when, and as, the general decoder reads it.
 //!
 //! Random bytes essentially never carry a valid signature, so only seed
@@ -9,7 +10,7 @@
 
 #![no_main]
 
-use basic_proto::{Cbor, Changes, Commit, KeyCache, ScopeKey};
+use basic_proto::{Cbor, Changes, Commit, KeyCache, Located, ScopeKey};
 use libfuzzer_sys::fuzz_target;
 
 /// The scope key of the commits in `protocol-spec/vectors/commits.json` and
@@ -26,9 +27,16 @@ fuzz_target!(|data: &[u8]| {
     let located = Commit::locate(data, &keys);
     assert_eq!(located.as_ref().map(|located| located.header()), header.as_ref());
     assert_eq!(located.as_ref().map(|located| located.id()), header.and(Commit::id_of(data)));
-    // Verified, it is what decoding gives.
+    // Verified, alone or with others, it is what decoding gives.
     if let Some(located) = located {
-        assert_eq!(located.verify().ok(), Commit::decode(data).ok());
+        let decoded = Commit::decode(data).ok();
+        let twice = [Commit::locate(data, &keys), Commit::locate(data, &keys)];
+        let together = Located::verify_all(twice.into_iter().flatten().collect());
+        assert_eq!(
+            together.into_iter().map(Result::ok).collect::<Vec<_>>(),
+            [decoded.clone(), decoded.clone()]
+        );
+        assert_eq!(located.verify().ok(), decoded);
     }
     let Ok(commit) = Commit::decode(data) else { return };
     // Only canonical encodings decode, so the commit keeps exactly `data`.

@@ -17,7 +17,8 @@ use libfuzzer_sys::fuzz_target;
 /// `recipient_seed`, `sender_seed` and `label` of `sealing.json`'s first seal.
 const RECIPIENT: &str = "c614eac7e3ab4ec8671c460dc800d3c6bd969b1404ba50490a797ac2625f0783";
 const SENDER: &str = "50a05b7bdfe093d5451b9c1c7671b908a56902a8ea668927818d2a56d749daa8";
-const LABEL: &str = "6578616d706c65206c6162656c3a2064617461626173652c2073636f706520746f646f2c2065706f63682031";
+const LABEL: &str =
+    "6578616d706c65206c6162656c3a2064617461626173652c2073636f706520746f646f2c2065706f63682031";
 
 fn seed(text: &str) -> SecretKey {
     let mut seed = [0; 32];
