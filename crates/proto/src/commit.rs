@@ -17,8 +17,7 @@ use crate::change::Changes;
 use crate::codec::{self, Cbor as CborCodec, DecodeError, Fields, MAJOR_UINT, NULL, read_head};
 use crate::hlc::Hlc;
 use crate::keys::{
-    DatabaseId, KeyCache, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SignedPoint,
-    SigningContext,
+    DatabaseId, KeyCache, KeyError, PublicKey, SIGNATURE_LEN, SecretKey, SigningContext,
 };
 use crate::scope::ScopeId;
 
@@ -531,23 +530,16 @@ impl<'a> Located<'a> {
     /// step of every verification, a field inversion, is shared between
     /// them: `crypto.md` §3.3).
     pub fn verify_all(located: Vec<Located<'a>>) -> Vec<Result<Commit, CommitError>> {
-        let mut points = Vec::with_capacity(located.len());
-        let computed: Vec<bool> = located
-            .iter()
-            .map(|commit| {
-                let signed = commit.header.author.signed_point(
-                    SigningContext::Commit,
-                    &commit.signed_parts(),
-                    commit.signature,
-                );
-                signed.map(|point| points.push(point)).is_ok()
-            })
-            .collect();
-        let mut holds = SignedPoint::check_all(&points).into_iter();
+        let parts: Vec<[&[u8]; 2]> = located.iter().map(Located::signed_parts).collect();
+        let signed = located.iter().zip(&parts);
+        let holds = PublicKey::verify_each(
+            SigningContext::Commit,
+            signed.map(|(commit, parts)| (&commit.header.author, &parts[..], commit.signature)),
+        );
         located
             .into_iter()
-            .zip(computed)
-            .map(|(commit, computed)| match computed && holds.next() == Some(true) {
+            .zip(holds)
+            .map(|(commit, holds)| match holds {
                 true => Ok(commit.into_commit()),
                 false => Err(CommitError::BadSignature),
             })
