@@ -186,8 +186,9 @@ impl PublicKey {
     /// [`PublicKey::verify_parts`] of several signatures, each accepted or
     /// refused as alone, with one field inversion for all of them instead
     /// of one each: the points P are encoded together for their comparison
-    /// with R (`crypto.md` §3.3).
-    pub(crate) fn verify_each<'a>(
+    /// with R (`crypto.md` §3.3). Each entry is a key, the message in
+    /// parts and the signature; each result says whether it verifies.
+    pub fn verify_each<'a>(
         context: SigningContext,
         signed: impl IntoIterator<Item = (&'a PublicKey, &'a [&'a [u8]], &'a [u8; SIGNATURE_LEN])>,
     ) -> Vec<bool> {

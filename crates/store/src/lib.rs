@@ -61,8 +61,8 @@ pub mod value_json;
 
 pub use control_error::ControlError;
 pub use database::{
-    CACHE_BYTES, Database, DbError, Executed, IngestError, OpOutcome, WriteOutcome, make_private,
-    scope_of,
+    CACHE_BYTES, Database, DbError, Executed, IngestError, OpOutcome, VERIFIED_TOGETHER,
+    WriteOutcome, make_private, scope_of,
 };
 pub use environment::{Environment, now_ms};
 pub use flows::access::{

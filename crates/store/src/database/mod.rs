@@ -79,6 +79,10 @@ pub(crate) const MAX_GROUP: usize = 512;
 /// until the group is durable, and a sync reply of columnar commits can
 /// carry nearly 200,000 rows. [`Database::ingest`] splits a larger batch.
 pub(crate) const MAX_GROUP_ROWS: usize = 16_384;
+/// Received commits [`Database::ingest`] verifies together (one field
+/// inversion between them: `Located::verify_all`), a thread taking that
+/// many at a time.
+pub const VERIFIED_TOGETHER: usize = 16;
 /// Encoded commits [`Database::ingest`] opens at a time, in bytes.
 const OPEN_SLICE_BYTES: usize = 256 << 10;
 /// Most jobs waiting for the writer; callers block beyond it.
@@ -1155,7 +1159,7 @@ fn slices(items: &[Vec<u8>], max_bytes: usize) -> impl Iterator<Item = &[Vec<u8>
 /// share fixed in advance. `f` gives one result per item it is given.
 fn parallel_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
     /// Items a thread takes at a time.
-    const TAKE: usize = 16;
+    const TAKE: usize = VERIFIED_TOGETHER;
     // Asking the system reads files under /proc and /sys: once per process.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if items.len() < 64 {
