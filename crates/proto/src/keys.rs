@@ -183,7 +183,7 @@ impl PublicKey {
         }
     }
 
-    /// [`PublicKey::verify_parts`] of several signatures, each accepted or
+    /// [`PublicKey::verify`] of several signatures, each accepted or
     /// refused as alone, with one field inversion for all of them instead
     /// of one each: the points P are encoded together for their comparison
     /// with R (`crypto.md` §3.3). Each entry is a key, the message in
